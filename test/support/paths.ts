@@ -1,0 +1,17 @@
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** The repository root, whether running from `test/` sources or compiled `dist/test/`. */
+export const repoRoot = (() => {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const parts = here.split(path.sep);
+  const distAt = parts.lastIndexOf('dist');
+  return distAt >= 0 ? parts.slice(0, distAt).join(path.sep) : path.resolve(here, '..', '..');
+})();
+
+/** Consensus test vectors live beside the repository, in ../shared/vectors. */
+export const vectorsDir = path.resolve(repoRoot, '..', 'shared', 'vectors');
+
+export function vectorPath(name: string): string {
+  return path.join(vectorsDir, name);
+}
