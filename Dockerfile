@@ -1,0 +1,33 @@
+# A federation member: `docker build -t pegout .` then
+#   docker run -v /srv/pegout:/data -v /etc/pegout:/config:ro pegout --config /config/member.json
+# The addon links libsecp256k1 statically, so the runtime image needs no secp256k1 package.
+
+FROM node:20-bookworm AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libsecp256k1-dev g++ make python3 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json binding.gyp ./
+COPY scripts ./scripts
+COPY native ./native
+# Our root install script builds the addon; it must succeed here, so fail the image if it fell back.
+RUN npm ci --no-audit --no-fund && test -f build/Release/pegout_secp256k1.node
+COPY tsconfig.json ./
+COPY bin ./bin
+COPY src ./src
+COPY contracts ./contracts
+RUN npm run build && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/build/Release ./build/Release
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/bin ./bin
+USER node
+VOLUME ["/data"]
+EXPOSE 7700 8080
+ENTRYPOINT ["node", "bin/pegout.js", "node"]
+CMD ["--config", "/config/member.json"]

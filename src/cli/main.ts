@@ -1,0 +1,11 @@
+import { Command } from 'commander';
+import { runCli } from './output.js';
+
+const program = new Command('pegout')
+  .description('Peg-out federation service for the Alys sidechain: run a member, a devnet, or the offline ceremony tools')
+  .showHelpAfterError('(run with --help for usage)')
+  .configureHelp({ showGlobalOptions: true });
+
+// Each command module registers itself here, one line each.
+
+await runCli(program, process.argv);

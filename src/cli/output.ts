@@ -1,0 +1,41 @@
+import { Command, CommanderError } from 'commander';
+import { isPegoutError } from '../errors.js';
+
+/**
+ * Runs the program so that every failure ends as one line on stderr and a non-zero exit:
+ * operators script these commands, so a stack trace is noise and a zero exit after a
+ * failure is a lie.
+ */
+export async function runCli(program: Command, argv: string[]): Promise<void> {
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed its message (or the help text, with exit code 0)
+      process.exitCode = err.exitCode;
+      return;
+    }
+    process.stderr.write(`pegout: ${describeError(err)}\n`);
+    process.exitCode = isPegoutError(err) ? 1 : 70;
+  }
+}
+
+export function describeError(err: unknown): string {
+  if (isPegoutError(err)) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+/** Prints a result either as JSON (`--json`) or as aligned `key: value` lines. */
+export function printResult(result: Record<string, unknown>, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return;
+  }
+  const width = Math.max(...Object.keys(result).map((k) => k.length));
+  for (const [key, value] of Object.entries(result)) {
+    const text = typeof value === 'string' ? value : JSON.stringify(value);
+    process.stdout.write(`${key.padEnd(width)}  ${text}\n`);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Every key space of a member's store, in one place, so that nobody invents a second
+ * spelling of the same record and an auditor can read the whole layout here.
+ *
+ * Keys are printable ASCII `<space>/<part>/<part>…`. Numbers are zero-padded to a fixed
+ * width so that byte order (RocksDB's order) equals numeric order; hashes are lowercase hex
+ * (Bitcoin txids and block hashes in the byte order RPC prints them, EVM hashes with `0x`).
+ * Values are msgpack (see store.ts); the value column names the record type and its owner.
+ *
+ * | space      | key                                      | value                                      | written by                      |
+ * |------------|------------------------------------------|--------------------------------------------|---------------------------------|
+ * | meta/      | meta/store                               | StoreMeta: schema version + descriptor     | storage (once, at creation)     |
+ * | cursor/    | cursor/bitcoin, cursor/evm               | Cursor { height, hash } of the last block  | observer / EVM ingestion, in    |
+ * |            |                                          | whose effects are stored                   | the batch holding those effects |
+ * | evmblk/    | evmblk/<number>                          | hash of each ingested EVM block            | EVM ingestion (reorg checks)    |
+ * | req/       | req/<evm tx hash>/<log index>            | the request and its current status         | EVM ingestion, node             |
+ * | reqlog/    | reqlog/<evm tx hash>/<log index>/<seq>   | one status change (history, append-only)   | same batch as the req/ change   |
+ * | utxo/      | utxo/<txid>/<vout>                       | UtxoRecord (src/wallet/utxos.ts)           | observer, wallet (utxos.ts)     |
+ * | utxoidx/   | utxoidx/<state>/<txid>/<vout>            | 1 — index of utxo/ by state; exactly one   | same batch as the utxo/ change  |
+ * |            |                                          | entry per utxo/ record, never written      |                                 |
+ * |            |                                          | outside src/wallet/utxos.ts                |                                 |
+ * | btcblk/    | btcblk/<height>                          | ObservedBlock: hash + undo data            | observer, with cursor/bitcoin   |
+ * | txconf/    | txconf/<txid>                            | TxConfirmation { height, blockHash } of a  | observer                        |
+ * |            |                                          | federation payment in the best chain       |                                 |
+ * | prop/      | prop/<txid>                              | proposal (unsigned tx, prevouts, requests) | wallet (payments), node         |
+ * | sigmade/   | sigmade/<txid>                           | the signatures this member made; written   | node, before the signatures     |
+ * |            |                                          | (sync) before they leave the process       | are sent (SPEC §3 invariant 2)  |
+ * | reqsig/    | reqsig/<evm tx hash>/<log index>/<txid>  | 1 — "this member signed txid paying this   | same batch as sigmade/          |
+ * |            |                                          | request" (no-double-pay check)             |                                 |
+ * | sigrecv/   | sigrecv/<txid>/<member x-only key>       | verified signatures received from a member | node                            |
+ * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
+ * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |
+ */
+
+import { StorageError } from './errors.js';
+
+export const SPACES = {
+  meta: 'meta/',
+  cursor: 'cursor/',
+  evmBlock: 'evmblk/',
+  request: 'req/',
+  requestLog: 'reqlog/',
+  utxo: 'utxo/',
+  utxoIndex: 'utxoidx/',
+  bitcoinBlock: 'btcblk/',
+  txConfirmation: 'txconf/',
+  proposal: 'prop/',
+  signatureMade: 'sigmade/',
+  requestSigned: 'reqsig/',
+  signatureReceived: 'sigrecv/',
+  finalized: 'final/',
+  broadcast: 'bcast/',
+} as const;
+
+/** Width of every numeric key part: 10 digits hold any uint32 (vout, log index) and any block height. */
+export const NUMBER_WIDTH = 10;
+const MAX_KEY_NUMBER = 10 ** NUMBER_WIDTH - 1;
+
+export function keyNumber(value: number, field: string): string {
+  if (!Number.isSafeInteger(value) || value < 0 || value > MAX_KEY_NUMBER) {
+    throw new StorageError('invalid_key', `${field} must be an integer in [0, ${MAX_KEY_NUMBER}] to be used in a store key, got ${String(value)}`, { field, value: String(value) });
+  }
+  return value.toString().padStart(NUMBER_WIDTH, '0');
+}
+
+/** Parses a number part written by keyNumber. */
+export function parseKeyNumber(part: string, field: string): number {
+  if (!/^[0-9]{10}$/.test(part)) throw new StorageError('invalid_key', `${field} key part must be ${NUMBER_WIDTH} digits, got ${JSON.stringify(part)}`, { field, value: part });
+  return Number(part);
+}
+
+const BITCOIN_HASH = /^[0-9a-f]{64}$/;
+const EVM_HASH = /^0x[0-9a-f]{64}$/;
+const XONLY_KEY = /^[0-9a-f]{64}$/;
+
+/** A Bitcoin txid or block hash as RPC prints it, lowercase. */
+export function bitcoinHash(value: string, field: string): string {
+  if (!BITCOIN_HASH.test(value)) throw new StorageError('invalid_key', `${field} must be 64 lowercase hex characters, got ${JSON.stringify(value)}`, { field, value });
+  return value;
+}
+
+function evmHash(value: string, field: string): string {
+  if (!EVM_HASH.test(value)) throw new StorageError('invalid_key', `${field} must be 0x followed by 64 lowercase hex characters, got ${JSON.stringify(value)}`, { field, value });
+  return value;
+}
+
+export const META_KEY = `${SPACES.meta}store`;
+
+export type CursorName = 'bitcoin' | 'evm';
+export function cursorKey(name: CursorName): string {
+  return `${SPACES.cursor}${name}`;
+}
+
+export function evmBlockKey(number: number): string {
+  return `${SPACES.evmBlock}${keyNumber(number, 'EVM block number')}`;
+}
+
+function requestPart(txHash: string, logIndex: number): string {
+  return `${evmHash(txHash, 'request transaction hash')}/${keyNumber(logIndex, 'request log index')}`;
+}
+
+export function requestKey(txHash: string, logIndex: number): string {
+  return `${SPACES.request}${requestPart(txHash, logIndex)}`;
+}
+
+export function requestLogPrefix(txHash: string, logIndex: number): string {
+  return `${SPACES.requestLog}${requestPart(txHash, logIndex)}/`;
+}
+
+export function requestLogKey(txHash: string, logIndex: number, seq: number): string {
+  return `${requestLogPrefix(txHash, logIndex)}${keyNumber(seq, 'request status sequence')}`;
+}
+
+function outpointPart(txid: string, vout: number): string {
+  return `${bitcoinHash(txid, 'outpoint txid')}/${keyNumber(vout, 'outpoint vout')}`;
+}
+
+export function utxoKey(txid: string, vout: number): string {
+  return `${SPACES.utxo}${outpointPart(txid, vout)}`;
+}
+
+export function utxoIndexPrefix(state: string): string {
+  return `${SPACES.utxoIndex}${state}/`;
+}
+
+export function utxoIndexKey(state: string, txid: string, vout: number): string {
+  return `${utxoIndexPrefix(state)}${outpointPart(txid, vout)}`;
+}
+
+/** The outpoint named by a utxo/ or utxoidx/ key (its last two parts). */
+export function outpointOfKey(key: string): { txid: string; vout: number } {
+  const parts = key.split('/');
+  const txid = parts[parts.length - 2] ?? '';
+  return { txid: bitcoinHash(txid, 'outpoint txid in key'), vout: parseKeyNumber(parts[parts.length - 1] ?? '', 'outpoint vout') };
+}
+
+export function bitcoinBlockKey(height: number): string {
+  return `${SPACES.bitcoinBlock}${keyNumber(height, 'Bitcoin block height')}`;
+}
+
+export function txConfirmationKey(txid: string): string {
+  return `${SPACES.txConfirmation}${bitcoinHash(txid, 'txid')}`;
+}
+
+export function proposalKey(txid: string): string {
+  return `${SPACES.proposal}${bitcoinHash(txid, 'proposal txid')}`;
+}
+
+export function signatureMadeKey(txid: string): string {
+  return `${SPACES.signatureMade}${bitcoinHash(txid, 'signed txid')}`;
+}
+
+export function requestSignedPrefix(txHash: string, logIndex: number): string {
+  return `${SPACES.requestSigned}${requestPart(txHash, logIndex)}/`;
+}
+
+export function requestSignedKey(txHash: string, logIndex: number, txid: string): string {
+  return `${requestSignedPrefix(txHash, logIndex)}${bitcoinHash(txid, 'signed txid')}`;
+}
+
+export function signatureReceivedPrefix(txid: string): string {
+  return `${SPACES.signatureReceived}${bitcoinHash(txid, 'txid')}/`;
+}
+
+export function signatureReceivedKey(txid: string, memberXonlyKey: string): string {
+  if (!XONLY_KEY.test(memberXonlyKey)) throw new StorageError('invalid_key', `member key must be 64 lowercase hex characters (x-only), got ${JSON.stringify(memberXonlyKey)}`, { field: 'member key', value: memberXonlyKey });
+  return `${signatureReceivedPrefix(txid)}${memberXonlyKey}`;
+}
+
+export function finalizedKey(txid: string): string {
+  return `${SPACES.finalized}${bitcoinHash(txid, 'finalized txid')}`;
+}
+
+export function broadcastPrefix(txid: string): string {
+  return `${SPACES.broadcast}${bitcoinHash(txid, 'broadcast txid')}/`;
+}
+
+export function broadcastKey(txid: string, seq: number): string {
+  return `${broadcastPrefix(txid)}${keyNumber(seq, 'broadcast attempt sequence')}`;
+}

@@ -1,0 +1,291 @@
+import { RocksLevel } from '@nxtedition/rocksdb';
+import { Packr } from 'msgpackr';
+import { StorageError } from './errors.js';
+import { META_KEY } from './keys.js';
+
+/** Bumped whenever a record layout changes incompatibly; an older binary refuses a newer store. */
+export const SCHEMA_VERSION = 1;
+
+export interface StoreMeta {
+  schemaVersion: number;
+  /** The federation's output descriptor: a store belongs to exactly one federation. */
+  descriptor: string;
+}
+
+export interface EntriesRange {
+  /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */
+  prefix: string;
+  gte?: string;
+  lt?: string;
+  reverse?: boolean;
+  limit?: number;
+}
+
+/**
+ * Values are msgpack: plain objects, arrays, strings, numbers, booleans, null, Uint8Array
+ * (read back as Buffer, a Uint8Array) and bigint of any size (satoshi and wei amounts must not
+ * round through float64). Records are maps, not msgpackr "records", so any msgpack reader can
+ * inspect a store.
+ */
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint', useBigIntExtension: true });
+
+// Printable ASCII only: keys.ts builds every key from hex, digits and fixed words, and ASCII
+// keeps UTF-8 byte order equal to string order, which prefix ranges rely on.
+const KEY_PATTERN = /^[\x21-\x7e]{1,512}$/;
+
+function checkKey(key: string): void {
+  if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
+    throw new StorageError('invalid_key', `store key must be 1 to 512 printable ASCII characters, got ${JSON.stringify(key)}`, { key: String(key) });
+  }
+}
+
+function encode(key: string, value: unknown): Buffer {
+  if (value === undefined) {
+    throw new StorageError('invalid_value', `value for key ${key} is undefined; use del() to remove a record`, { key });
+  }
+  try {
+    return packr.pack(value);
+  } catch (err) {
+    throw new StorageError('invalid_value', `value for key ${key} cannot be encoded as msgpack: ${(err as Error).message}`, { key }, { cause: err });
+  }
+}
+
+function decode<T>(key: string, bytes: Buffer): T {
+  try {
+    return packr.unpack(bytes) as T;
+  } catch (err) {
+    throw new StorageError('decode_failed', `record at key ${key} is not valid msgpack (${bytes.length} bytes): ${(err as Error).message}`, { key }, { cause: err });
+  }
+}
+
+/** The first string after every string that starts with prefix (prefixes are ASCII). */
+function prefixEnd(prefix: string): string {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return prefix.slice(0, -1) + String.fromCharCode(last + 1);
+}
+
+/**
+ * A set of puts and deletes applied atomically by write(). Staged values are encoded when
+ * put, so later mutation of the caller's object changes nothing, and get() reads the batch's
+ * own staged writes first: code that changes several related records in one batch (a block's
+ * outputs and the spends of those outputs in the same block) sees its earlier steps.
+ */
+/** What read-only helpers need: a Store, or a StoreBatch (which also sees its own staged writes). */
+export interface StoreReader {
+  get<T>(key: string): Promise<T | undefined>;
+}
+
+type ApplyBatch = (staged: ReadonlyMap<string, Buffer | null>, sync: boolean) => Promise<void>;
+
+export class StoreBatch implements StoreReader {
+  readonly #store: Store;
+  readonly #apply: ApplyBatch;
+  readonly #staged = new Map<string, Buffer | null>();
+  #written = false;
+
+  /** Made by Store.batch(). */
+  constructor(store: Store, apply: ApplyBatch) {
+    this.#store = store;
+    this.#apply = apply;
+  }
+
+  put(key: string, value: unknown): this {
+    checkKey(key);
+    this.#checkOpen();
+    this.#staged.set(key, encode(key, value));
+    return this;
+  }
+
+  del(key: string): this {
+    checkKey(key);
+    this.#checkOpen();
+    this.#staged.set(key, null);
+    return this;
+  }
+
+  /** Number of distinct keys this batch changes. */
+  get length(): number {
+    return this.#staged.size;
+  }
+
+  async get<T>(key: string): Promise<T | undefined> {
+    checkKey(key);
+    const staged = this.#staged.get(key);
+    if (staged === null) return undefined;
+    if (staged !== undefined) return decode<T>(key, staged);
+    return this.#store.get<T>(key);
+  }
+
+  /**
+   * Applies every staged change or none. `sync: true` returns only after the write-ahead log
+   * reached the disk; use it for records the safety invariants depend on (a signature made, a
+   * UTXO reserved). Without it a process crash still loses nothing, a power loss may lose the
+   * last writes, whole batches at a time.
+   */
+  async write(options: { sync?: boolean } = {}): Promise<void> {
+    this.#checkOpen();
+    this.#written = true;
+    await this.#apply(this.#staged, options.sync === true);
+  }
+
+  #checkOpen(): void {
+    if (this.#written) throw new StorageError('write_failed', 'this batch was already written; start a new batch()', {});
+  }
+}
+
+export class Store implements StoreReader {
+  readonly #db: RocksLevel;
+  readonly #dir: string;
+  #lockTail: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  private constructor(db: RocksLevel, dir: string) {
+    this.#db = db;
+    this.#dir = dir;
+  }
+
+  /**
+   * Opens (creating if needed) the store of one member for one federation. A store made for
+   * another federation, by a newer schema, or holding data but no meta record is refused and
+   * left untouched.
+   */
+  static async open(dir: string, meta: { descriptor: string }): Promise<Store> {
+    if (typeof meta.descriptor !== 'string' || meta.descriptor.length === 0) {
+      throw new StorageError('open_failed', `federation descriptor must be a non-empty string to open the store at ${dir}`, { dir });
+    }
+    const db = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    try {
+      await db.open({ createIfMissing: true });
+    } catch (err) {
+      const cause = (err as { cause?: Error }).cause ?? (err as Error);
+      throw new StorageError('open_failed', `cannot open store at ${dir}: ${cause.message}`, { dir }, { cause: err });
+    }
+    const store = new Store(db, dir);
+    try {
+      await store.#checkMeta(meta.descriptor);
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    return store;
+  }
+
+  async #checkMeta(descriptor: string): Promise<void> {
+    const stored = await this.get<StoreMeta>(META_KEY);
+    if (stored === undefined) {
+      for await (const [key] of this.entries({ prefix: '', limit: 1 })) {
+        throw new StorageError('not_a_store', `the database at ${this.#dir} holds data (first key ${key}) but no ${META_KEY} record; refusing to adopt it`, { dir: this.#dir, key });
+      }
+      await this.batch().put(META_KEY, { schemaVersion: SCHEMA_VERSION, descriptor } satisfies StoreMeta).write({ sync: true });
+      return;
+    }
+    if (typeof stored !== 'object' || stored === null || !Number.isSafeInteger(stored.schemaVersion) || stored.schemaVersion < 1 || typeof stored.descriptor !== 'string') {
+      throw new StorageError('meta_corrupt', `${META_KEY} in ${this.#dir} is not { schemaVersion: positive integer, descriptor: string }`, { dir: this.#dir });
+    }
+    if (stored.schemaVersion > SCHEMA_VERSION) {
+      throw new StorageError(
+        'schema_newer',
+        `store at ${this.#dir} has schema version ${stored.schemaVersion}, newer than this program's ${SCHEMA_VERSION}; upgrade the program`,
+        { dir: this.#dir, stored: stored.schemaVersion, supported: SCHEMA_VERSION },
+      );
+    }
+    if (stored.descriptor !== descriptor) {
+      throw new StorageError(
+        'federation_mismatch',
+        `store at ${this.#dir} belongs to federation ${stored.descriptor}, not to the configured ${descriptor}`,
+        { dir: this.#dir, stored: stored.descriptor, configured: descriptor },
+      );
+    }
+  }
+
+  async meta(): Promise<StoreMeta> {
+    const meta = await this.get<StoreMeta>(META_KEY);
+    if (meta === undefined) throw new StorageError('meta_corrupt', `${META_KEY} missing in ${this.#dir}`, { dir: this.#dir });
+    return meta;
+  }
+
+  async get<T>(key: string): Promise<T | undefined> {
+    const [value] = await this.getMany<T>([key]);
+    return value;
+  }
+
+  async getMany<T>(keys: string[]): Promise<(T | undefined)[]> {
+    for (const key of keys) checkKey(key);
+    this.#checkOpen();
+    let raw: (Buffer | undefined)[];
+    try {
+      raw = await this.#db.getMany(keys);
+    } catch (err) {
+      throw new StorageError('read_failed', `reading ${keys.length} key(s) from ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
+    }
+    return raw.map((bytes, i) => (bytes === undefined ? undefined : decode<T>(keys[i] as string, bytes)));
+  }
+
+  batch(): StoreBatch {
+    this.#checkOpen();
+    return new StoreBatch(this, (staged, sync) => this.#apply(staged, sync));
+  }
+
+  /** Staged changes of one StoreBatch, null meaning delete. */
+  async #apply(staged: ReadonlyMap<string, Buffer | null>, sync: boolean): Promise<void> {
+    this.#checkOpen();
+    if (staged.size === 0) return;
+    const batch = this.#db.batch();
+    for (const [key, value] of staged) {
+      if (value === null) batch.del(key);
+      else batch.put(key, value);
+    }
+    try {
+      await batch.write({ sync });
+    } catch (err) {
+      throw new StorageError('write_failed', `writing a batch of ${staged.size} change(s) to ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
+    }
+  }
+
+  async *entries<T>(range: EntriesRange): AsyncIterable<[string, T]> {
+    this.#checkOpen();
+    const { prefix } = range;
+    if (prefix !== '') checkKey(prefix);
+    let gte = prefix;
+    if (range.gte !== undefined && range.gte > gte) gte = range.gte;
+    let lt = prefix === '' ? undefined : prefixEnd(prefix);
+    if (range.lt !== undefined && (lt === undefined || range.lt < lt)) lt = range.lt;
+    const options: { gte?: string; lt?: string; reverse?: boolean; limit?: number } = { reverse: range.reverse === true };
+    if (gte !== '') options.gte = gte;
+    if (lt !== undefined) options.lt = lt;
+    if (range.limit !== undefined) options.limit = range.limit;
+    for await (const [key, bytes] of this.#db.iterator(options)) {
+      yield [key, decode<T>(key, bytes)];
+    }
+  }
+
+  /**
+   * Runs fn with no other exclusive section running. Every read-modify-write of records
+   * shared between pipeline stages (UTXO states, request statuses) goes through here, so a
+   * stage never writes a decision based on a record another stage changed meanwhile. Not
+   * re-entrant: fn must not call exclusive() itself.
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const previous = this.#lockTail;
+    let release!: () => void;
+    this.#lockTail = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#db.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new StorageError('closed', `store at ${this.#dir} is closed`, { dir: this.#dir });
+  }
+}

@@ -1,0 +1,193 @@
+import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
+import { outpointOfKey, utxoIndexKey, utxoIndexPrefix, utxoKey } from '../storage/keys.js';
+import { WalletError } from './errors.js';
+
+/**
+ * The federation's UTXO set. Every write of a utxo/ record and of its utxoidx/ state index goes
+ * through this module, in the caller's batch, so the index always names exactly the records'
+ * states. Helpers only stage changes: callers write the batch (with sync for reservations) and
+ * run the read-stage-write sequence inside store.exclusive(), so the block observer and the
+ * payment builder never act on a state the other changed meanwhile.
+ */
+
+export type UtxoState = 'unspent' | 'reserved' | 'spent';
+
+export interface Outpoint {
+  /** As RPC prints it (display order), lowercase hex. */
+  txid: string;
+  vout: number;
+}
+
+export interface UtxoRecord extends Outpoint {
+  value: bigint;
+  scriptPubKey: Uint8Array;
+  /**
+   * Height of the block that created the output. null: that block left the best chain while
+   * the output was reserved; the record is kept so the reservation survives until the output is
+   * mined again (height set back) or the reservation is released (record removed).
+   */
+  height: number | null;
+  /** 'unspent' means spendable and not reserved by any proposal. */
+  state: UtxoState;
+  /** The proposal txid that reserved it; kept once spent (audit trail) unless the proposal is released. */
+  reservedBy?: string;
+  /** The txid of the transaction (in the best chain) that spent it. */
+  spentBy?: string;
+}
+
+export function outpointText(outpoint: Outpoint): string {
+  return `${outpoint.txid}:${outpoint.vout}`;
+}
+
+export async function getUtxo(reader: StoreReader, outpoint: Outpoint): Promise<UtxoRecord | undefined> {
+  return reader.get<UtxoRecord>(utxoKey(outpoint.txid, outpoint.vout));
+}
+
+function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undefined): void {
+  if (previous !== undefined && previous.state !== next.state) batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
+  batch.put(utxoKey(next.txid, next.vout), next);
+  batch.put(utxoIndexKey(next.state, next.txid, next.vout), 1);
+}
+
+function unstage(batch: StoreBatch, previous: UtxoRecord): void {
+  batch.del(utxoKey(previous.txid, previous.vout));
+  batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
+}
+
+/** Records in one state, in outpoint order (txid, then vout): deterministic for coin selection. */
+export async function listUtxos(store: Store, state: UtxoState): Promise<UtxoRecord[]> {
+  const keys: string[] = [];
+  for await (const [key] of store.entries<number>({ prefix: utxoIndexPrefix(state) })) {
+    const { txid, vout } = outpointOfKey(key);
+    keys.push(utxoKey(txid, vout));
+  }
+  const records = await store.getMany<UtxoRecord>(keys);
+  return records.map((record, i) => {
+    if (record === undefined || record.state !== state) {
+      throw new WalletError('utxo_conflict', `UTXO index says ${keys[i]} is ${state} but the record is ${record === undefined ? 'missing' : record.state}`, { key: keys[i], state });
+    }
+    return record;
+  });
+}
+
+/** Spendable and not reserved by any proposal. */
+export function listUnspent(store: Store): Promise<UtxoRecord[]> {
+  return listUtxos(store, 'unspent');
+}
+
+/**
+ * Stages the reservation of every outpoint for proposal `txid`, or throws without staging
+ * anything. Reserving again for the same txid is a no-op; a UTXO reserved by a proposal in
+ * `replacing` (one this txid replaces by spending its inputs) moves to this txid.
+ * Returns the records as reserved (they are the proposal's prevouts).
+ */
+export async function reserveUtxos(
+  batch: StoreBatch,
+  outpoints: readonly Outpoint[],
+  txid: string,
+  options: { replacing?: readonly string[] } = {},
+): Promise<UtxoRecord[]> {
+  const replacing = new Set(options.replacing ?? []);
+  const seen = new Set<string>();
+  const current: UtxoRecord[] = [];
+  for (const outpoint of outpoints) {
+    const name = outpointText(outpoint);
+    if (seen.has(name)) throw new WalletError('utxo_duplicate', `outpoint ${name} appears twice in proposal ${txid}`, { outpoint: name, txid });
+    seen.add(name);
+    const record = await getUtxo(batch, outpoint);
+    if (record === undefined) throw new WalletError('utxo_unknown', `outpoint ${name} is not a known federation UTXO`, { outpoint: name, txid });
+    if (record.state === 'spent') {
+      throw new WalletError('utxo_spent', `outpoint ${name} was already spent by ${record.spentBy ?? 'an unknown transaction'}`, { outpoint: name, txid, spentBy: record.spentBy });
+    }
+    if (record.state === 'reserved' && record.reservedBy !== txid && !replacing.has(record.reservedBy ?? '')) {
+      throw new WalletError('utxo_reserved', `outpoint ${name} is reserved by proposal ${record.reservedBy ?? '?'}, not ${txid}`, { outpoint: name, txid, reservedBy: record.reservedBy });
+    }
+    current.push(record);
+  }
+  return current.map((record) => {
+    const next: UtxoRecord = { ...record, state: 'reserved', reservedBy: txid };
+    stage(batch, next, record);
+    return next;
+  });
+}
+
+/**
+ * Stages the return of the outpoints reserved by `txid` to the spendable set (a proposal that
+ * was abandoned). Outpoints not reserved by txid are left alone: a release never unspends
+ * anything or frees another proposal's inputs. A spent output only forgets the reservation, so
+ * that if a reorg undoes the spend it comes back spendable rather than held by a dead proposal.
+ * A reserved output whose block left the best chain is dropped: it is not spendable until mined
+ * again. Returns the outpoints that became spendable.
+ */
+export async function releaseUtxos(batch: StoreBatch, outpoints: readonly Outpoint[], txid: string): Promise<Outpoint[]> {
+  const released: Outpoint[] = [];
+  for (const outpoint of outpoints) {
+    const record = await getUtxo(batch, outpoint);
+    if (record === undefined || record.reservedBy !== txid) continue;
+    const { reservedBy: _dropped, ...unreserved } = record;
+    if (record.state === 'spent') {
+      stage(batch, unreserved, record);
+    } else if (record.height === null) {
+      unstage(batch, record);
+    } else {
+      stage(batch, { ...unreserved, state: 'unspent' }, record);
+      released.push({ txid: record.txid, vout: record.vout });
+    }
+  }
+  return released;
+}
+
+// --- Block observer side: the chain's view of the set ---
+
+export interface ChainOutput extends Outpoint {
+  value: bigint;
+  scriptPubKey: Uint8Array;
+  height: number;
+}
+
+/**
+ * An output paying the federation appeared in a block at `height`. A record that already
+ * exists (recovered from the node earlier, or reserved while its block was reorganised away)
+ * keeps its state and only takes the new height.
+ */
+export async function registerUtxo(batch: StoreBatch, output: ChainOutput): Promise<void> {
+  const previous = await getUtxo(batch, output);
+  if (previous === undefined) {
+    stage(batch, { txid: output.txid, vout: output.vout, value: output.value, scriptPubKey: output.scriptPubKey, height: output.height, state: 'unspent' }, undefined);
+  } else {
+    stage(batch, { ...previous, height: output.height }, previous);
+  }
+}
+
+/** Undoes registerUtxo when its block leaves the best chain. */
+export async function unregisterUtxo(batch: StoreBatch, outpoint: Outpoint): Promise<void> {
+  const record = await getUtxo(batch, outpoint);
+  if (record === undefined) return;
+  if (record.state === 'reserved') stage(batch, { ...record, height: null }, record);
+  else unstage(batch, record);
+}
+
+/**
+ * A transaction in a block spent this outpoint. Returns the record as it was, which the
+ * observer keeps as undo data, or undefined when the outpoint is not ours.
+ */
+export async function spendUtxo(batch: StoreBatch, outpoint: Outpoint, spentBy: string): Promise<UtxoRecord | undefined> {
+  const record = await getUtxo(batch, outpoint);
+  if (record === undefined) return undefined;
+  stage(batch, { ...record, state: 'spent', spentBy }, record);
+  return record;
+}
+
+/**
+ * Undoes spendUtxo: puts back the record as it was before the spend, except a reservation
+ * released while the output was spent, which stays released.
+ */
+export async function unspendUtxo(batch: StoreBatch, before: UtxoRecord): Promise<void> {
+  const current = await getUtxo(batch, before);
+  if (before.state === 'reserved' && current?.reservedBy !== before.reservedBy) {
+    const { reservedBy: _released, ...unreserved } = before;
+    stage(batch, { ...unreserved, state: 'unspent' }, current);
+  } else {
+    stage(batch, before, current);
+  }
+}
