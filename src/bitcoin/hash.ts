@@ -1,0 +1,30 @@
+import { createHash } from 'node:crypto';
+
+export function sha256(...chunks: Uint8Array[]): Uint8Array {
+  const h = createHash('sha256');
+  for (const c of chunks) h.update(c);
+  return new Uint8Array(h.digest());
+}
+
+export function hash256(...chunks: Uint8Array[]): Uint8Array {
+  return sha256(sha256(...chunks));
+}
+
+export function hash160(data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('ripemd160').update(sha256(data)).digest());
+}
+
+const tagPrefixes = new Map<string, Uint8Array>();
+
+/** BIP340 tagged hash: sha256(sha256(tag) || sha256(tag) || data…); the tag prefix is cached. */
+export function taggedHash(tag: string, ...chunks: Uint8Array[]): Uint8Array {
+  let prefix = tagPrefixes.get(tag);
+  if (!prefix) {
+    const t = sha256(new TextEncoder().encode(tag));
+    prefix = new Uint8Array(64);
+    prefix.set(t, 0);
+    prefix.set(t, 32);
+    tagPrefixes.set(tag, prefix);
+  }
+  return sha256(prefix, ...chunks);
+}
