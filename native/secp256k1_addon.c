@@ -1,0 +1,276 @@
+/*
+ * BIP340 Schnorr over libsecp256k1, for Node through N-API.
+ *
+ * Entry points take and return contiguous buffers so that one crossing of the JS/C boundary
+ * handles a whole batch. Every argument is checked here, before libsecp256k1 sees it: a
+ * wrong type, a wrong length, a detached buffer or an invalid secret key becomes a JS Error
+ * with a stable `code`, never undefined behaviour or an abort.
+ */
+#include <node_api.h>
+#include <secp256k1.h>
+#include <secp256k1_extrakeys.h>
+#include <secp256k1_schnorrsig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+/*
+ * Debian's libsecp256k1.a is position-independent except for its default callbacks' use of
+ * `stderr`, which a shared object cannot reach PC-relatively. scripts/build-native.mjs
+ * renames that reference to this variable in a build-local copy of the archive, and init
+ * points it at the real stderr. Our own callbacks replace the library's anyway.
+ */
+__attribute__((visibility("hidden"))) FILE *pegout_libsecp256k1_stderr;
+
+typedef struct {
+  secp256k1_context *ctx;
+  int illegal; /* set by the illegal-argument callback instead of aborting */
+} addon_state;
+
+/* A zeroing that the compiler may not drop: secret keys and keypairs must not linger. */
+static void cleanse(void *p, size_t n) {
+  volatile unsigned char *v = (volatile unsigned char *)p;
+  while (n--) *v++ = 0;
+}
+
+static void on_illegal(const char *message, void *data) {
+  (void)message;
+  ((addon_state *)data)->illegal = 1;
+}
+
+#define THROW(env, code, ...)                                  \
+  do {                                                         \
+    char msg_[256];                                            \
+    snprintf(msg_, sizeof msg_, __VA_ARGS__);                  \
+    napi_throw_error((env), (code), msg_);                     \
+    return NULL;                                               \
+  } while (0)
+
+#define NAPI_OK(env, call)                                                     \
+  do {                                                                         \
+    if ((call) != napi_ok) THROW((env), "ERR_NAPI", "N-API call failed: %s", #call); \
+  } while (0)
+
+typedef struct {
+  unsigned char *data;
+  size_t length;
+} bytes_arg;
+
+/*
+ * Reads argument `index` as a Uint8Array (Buffer included). Returns 0 after throwing when it
+ * is not one, when its buffer is detached, or when `unit` > 0 and its length is not a
+ * positive multiple of `unit` (exactly `unit` when `exact`).
+ */
+static int get_bytes(napi_env env, napi_value value, const char *name, size_t unit, int exact, bytes_arg *out) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_value arraybuffer;
+  size_t offset = 0;
+  bool detached = false;
+  char msg[200];
+
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) {
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array or Buffer", name);
+    napi_throw_type_error(env, "ERR_ARG_TYPE", msg);
+    return 0;
+  }
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array) {
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array or Buffer (got another typed array)", name);
+    napi_throw_type_error(env, "ERR_ARG_TYPE", msg);
+    return 0;
+  }
+  if (napi_is_detached_arraybuffer(env, arraybuffer, &detached) != napi_ok || detached) {
+    snprintf(msg, sizeof msg, "%s is backed by a detached ArrayBuffer (it was transferred); pass a live buffer", name);
+    napi_throw_error(env, "ERR_DETACHED", msg);
+    return 0;
+  }
+  if (unit > 0) {
+    int ok = exact ? length == unit : (length > 0 && length % unit == 0);
+    if (!ok) {
+      if (exact)
+        snprintf(msg, sizeof msg, "%s must be exactly %zu bytes, got %zu", name, unit, length);
+      else
+        snprintf(msg, sizeof msg, "%s must be a non-empty multiple of %zu bytes, got %zu", name, unit, length);
+      napi_throw_range_error(env, "ERR_BUFFER_LENGTH", msg);
+      return 0;
+    }
+  }
+  out->data = (unsigned char *)data;
+  out->length = length;
+  return 1;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, addon_state **state, const char *usage) {
+  size_t argc = want;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) {
+    napi_throw_error(env, "ERR_NAPI", "could not read call arguments");
+    return 0;
+  }
+  if (argc < want) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "expected %zu arguments: %s; got %zu", want, usage, argc);
+    napi_throw_type_error(env, "ERR_ARG_COUNT", msg);
+    return 0;
+  }
+  *state = (addon_state *)data;
+  return 1;
+}
+
+/* Builds a keypair from a 32-byte secret key, or throws ERR_SECRET_KEY. */
+static int load_keypair(napi_env env, addon_state *st, const unsigned char *secret, secp256k1_keypair *keypair) {
+  if (!secp256k1_keypair_create(st->ctx, keypair, secret)) {
+    cleanse(keypair, sizeof *keypair);
+    napi_throw_range_error(env, "ERR_SECRET_KEY", "secretKey is not a valid secp256k1 secret key (it must be in [1, n-1], n the curve order)");
+    return 0;
+  }
+  return 1;
+}
+
+/* xonlyPublicKey(secretKey: 32 bytes) -> 32-byte x-only public key */
+static napi_value xonly_public_key(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  addon_state *st;
+  bytes_arg sk;
+  secp256k1_keypair keypair;
+  secp256k1_xonly_pubkey xonly;
+  void *out;
+
+  if (!get_args(env, info, 1, argv, &st, "secretKey") || !get_bytes(env, argv[0], "secretKey", 32, 1, &sk)) return NULL;
+  if (!load_keypair(env, st, sk.data, &keypair)) return NULL;
+  NAPI_OK(env, napi_create_buffer(env, 32, &out, &result));
+  int ok = secp256k1_keypair_xonly_pub(st->ctx, &xonly, NULL, &keypair) && secp256k1_xonly_pubkey_serialize(st->ctx, out, &xonly);
+  cleanse(&keypair, sizeof keypair);
+  if (!ok) THROW(env, "ERR_SECRET_KEY", "libsecp256k1 could not derive the public key");
+  return result;
+}
+
+/* signBatch(secretKey: 32, messages: N*32, aux: N*32 | null) -> N*64 signatures */
+static napi_value sign_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  addon_state *st;
+  bytes_arg sk, msgs, aux = {NULL, 0};
+  napi_valuetype aux_type;
+  secp256k1_keypair keypair;
+  unsigned char *out;
+  size_t n, i;
+
+  if (!get_args(env, info, 3, argv, &st, "secretKey, messages, aux (or null)")) return NULL;
+  if (!get_bytes(env, argv[0], "secretKey", 32, 1, &sk) || !get_bytes(env, argv[1], "messages", 32, 0, &msgs)) return NULL;
+  n = msgs.length / 32;
+  NAPI_OK(env, napi_typeof(env, argv[2], &aux_type));
+  if (aux_type != napi_null) {
+    if (!get_bytes(env, argv[2], "aux", 32, 0, &aux)) return NULL;
+    if (aux.length != msgs.length) THROW(env, "ERR_BUFFER_LENGTH", "aux must hold 32 bytes per message: %zu messages need %zu bytes, got %zu", n, n * 32, aux.length);
+  }
+  if (!load_keypair(env, st, sk.data, &keypair)) return NULL;
+  if (napi_create_buffer(env, n * 64, (void **)&out, &result) != napi_ok) {
+    cleanse(&keypair, sizeof keypair);
+    THROW(env, "ERR_NAPI", "could not allocate %zu bytes for signatures", n * 64);
+  }
+  st->illegal = 0;
+  for (i = 0; i < n; i++) {
+    if (!secp256k1_schnorrsig_sign32(st->ctx, out + 64 * i, msgs.data + 32 * i, &keypair, aux.data ? aux.data + 32 * i : NULL)) {
+      cleanse(&keypair, sizeof keypair);
+      THROW(env, "ERR_SIGN", "libsecp256k1 failed to sign message %zu", i);
+    }
+  }
+  cleanse(&keypair, sizeof keypair);
+  if (st->illegal) THROW(env, "ERR_SIGN", "libsecp256k1 reported an illegal argument while signing");
+  return result;
+}
+
+/* verifyBatch(signatures: N*64, messages: N*32, pubkeys: N*32) -> N bytes, 1 valid / 0 invalid */
+static napi_value verify_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  addon_state *st;
+  bytes_arg sigs, msgs, keys;
+  secp256k1_xonly_pubkey xonly;
+  unsigned char *out;
+  size_t n, i;
+
+  if (!get_args(env, info, 3, argv, &st, "signatures, messages, pubkeys")) return NULL;
+  if (!get_bytes(env, argv[0], "signatures", 64, 0, &sigs) || !get_bytes(env, argv[1], "messages", 32, 0, &msgs) || !get_bytes(env, argv[2], "pubkeys", 32, 0, &keys)) return NULL;
+  n = msgs.length / 32;
+  if (sigs.length / 64 != n || keys.length / 32 != n)
+    THROW(env, "ERR_BUFFER_LENGTH", "batch sizes differ: %zu signatures, %zu messages, %zu pubkeys", sigs.length / 64, n, keys.length / 32);
+  NAPI_OK(env, napi_create_buffer(env, n, (void **)&out, &result));
+  for (i = 0; i < n; i++) {
+    /* A key that is not on the curve is a failed verification, as BIP340 says, not an error. */
+    out[i] = secp256k1_xonly_pubkey_parse(st->ctx, &xonly, keys.data + 32 * i) &&
+             secp256k1_schnorrsig_verify(st->ctx, sigs.data + 64 * i, msgs.data + 32 * i, 32, &xonly);
+  }
+  return result;
+}
+
+/* taggedHash(tag: Uint8Array, data: Uint8Array) -> 32 bytes */
+static napi_value tagged_hash(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result;
+  addon_state *st;
+  bytes_arg tag, data;
+  void *out;
+
+  if (!get_args(env, info, 2, argv, &st, "tag, data")) return NULL;
+  if (!get_bytes(env, argv[0], "tag", 0, 0, &tag) || !get_bytes(env, argv[1], "data", 0, 0, &data)) return NULL;
+  NAPI_OK(env, napi_create_buffer(env, 32, &out, &result));
+  /* libsecp256k1 wants non-NULL pointers even for empty input. */
+  static const unsigned char empty[1] = {0};
+  if (!secp256k1_tagged_sha256(st->ctx, out, tag.length ? tag.data : empty, tag.length, data.length ? data.data : empty, data.length))
+    THROW(env, "ERR_HASH", "libsecp256k1 refused to hash");
+  return result;
+}
+
+static void destroy_state(napi_env env, void *data, void *hint) {
+  addon_state *st = (addon_state *)data;
+  (void)env;
+  (void)hint;
+  if (st->ctx) secp256k1_context_destroy(st->ctx);
+  free(st);
+}
+
+static void on_error(const char *message, void *data) {
+  (void)message;
+  ((addon_state *)data)->illegal = 1;
+}
+
+NAPI_MODULE_INIT() {
+  unsigned char seed[32];
+  napi_value fn;
+  pegout_libsecp256k1_stderr = stderr;
+  addon_state *st = calloc(1, sizeof *st);
+  if (!st) THROW(env, "ERR_INIT", "out of memory");
+  st->ctx = secp256k1_context_create(SECP256K1_CONTEXT_NONE);
+  if (!st->ctx) {
+    free(st);
+    THROW(env, "ERR_INIT", "secp256k1_context_create failed");
+  }
+  secp256k1_context_set_illegal_callback(st->ctx, on_illegal, st);
+  secp256k1_context_set_error_callback(st->ctx, on_error, st);
+  /* Randomizing the context blinds signing against side channels. */
+  if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed || !secp256k1_context_randomize(st->ctx, seed)) {
+    secp256k1_context_destroy(st->ctx);
+    free(st);
+    THROW(env, "ERR_INIT", "could not randomize the secp256k1 context (no OS randomness?)");
+  }
+  cleanse(seed, sizeof seed);
+  if (napi_set_instance_data(env, st, destroy_state, NULL) != napi_ok) {
+    secp256k1_context_destroy(st->ctx);
+    free(st);
+    THROW(env, "ERR_INIT", "napi_set_instance_data failed");
+  }
+
+  static const struct { const char *name; napi_callback cb; } fns[] = {
+    {"xonlyPublicKey", xonly_public_key},
+    {"signBatch", sign_batch},
+    {"verifyBatch", verify_batch},
+    {"taggedHash", tagged_hash},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    NAPI_OK(env, napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, st, &fn));
+    NAPI_OK(env, napi_set_named_property(env, exports, fns[i].name, fn));
+  }
+  return exports;
+}

@@ -1,0 +1,46 @@
+import type { Aux } from './args.js';
+import { SigningError } from './errors.js';
+import { fallbackBackend } from './fallback.js';
+import { loadNativeBackend } from './native.js';
+
+export type { Aux } from './args.js';
+
+/**
+ * BIP340 Schnorr, in batches over contiguous buffers: N messages of 32 bytes, N signatures of
+ * 64 bytes, N x-only keys of 32 bytes, laid end to end. One call signs or checks a whole
+ * transaction's inputs, so the native backend crosses into C once per batch, not per input.
+ */
+export interface SchnorrBackend {
+  readonly name: 'native' | 'js';
+  xonlyPublicKey(secretKey: Uint8Array): Uint8Array;
+  /** 'zero' aux makes signatures deterministic (tests, vectors); production uses 'random'. */
+  signBatch(secretKey: Uint8Array, messages: Uint8Array, aux: Aux): Uint8Array;
+  /** One byte per item: 1 valid, 0 invalid (an invalid key or signature is just invalid). */
+  verifyBatch(signatures: Uint8Array, messages: Uint8Array, pubkeys: Uint8Array): Uint8Array;
+  taggedHash(tag: string, data: Uint8Array): Uint8Array;
+}
+
+/** Environment variable that forces the pure-JS backend (`PEGOUT_SECP256K1=js`). */
+export const BACKEND_ENV = 'PEGOUT_SECP256K1';
+
+let chosen: SchnorrBackend | undefined;
+
+/**
+ * The process-wide backend: the native addon unless `PEGOUT_SECP256K1=js`, or when the addon
+ * is not built, in which case it says so on stderr once (a silent 5× slowdown would be a trap).
+ */
+export function schnorrBackend(): SchnorrBackend {
+  if (chosen) return chosen;
+  const wanted = process.env[BACKEND_ENV] || undefined;
+  if (wanted !== undefined && wanted !== 'js' && wanted !== 'native') {
+    throw new SigningError('invalid_argument', `${BACKEND_ENV} must be "native" or "js", got ${JSON.stringify(wanted)}`);
+  }
+  if (wanted === 'js') return (chosen = fallbackBackend);
+  const native = loadNativeBackend();
+  if (native.backend) return (chosen = native.backend);
+  if (wanted === 'native') throw new SigningError('native_failure', `${BACKEND_ENV}=native but the addon cannot be loaded: ${native.reason}`);
+  process.stderr.write(
+    `WARNING: native libsecp256k1 addon unavailable (${native.reason}); using the pure-JS Schnorr fallback, which is several times slower. Build it with: node scripts/build-native.mjs\n`,
+  );
+  return (chosen = fallbackBackend);
+}
