@@ -4,7 +4,7 @@ import { withChecksum } from './descriptor.js';
 import { BitcoinError } from './errors.js';
 import { taggedHash } from './hash.js';
 import { encodeAddress } from './address.js';
-import type { Network } from './network.js';
+import { parseNetwork, type Network } from './network.js';
 import { OP_CHECKSIG, OP_CHECKSIGADD, OP_NUMEQUAL, pushNumber, witnessScript } from './script.js';
 
 /** BIP341's provably unspendable internal key H: the federation has no key path. */
@@ -119,4 +119,24 @@ export function buildFederation(params: FederationParams): Federation {
 /** Position of a member in the sorted key list, or -1 for a non-member. */
 export function memberIndex(federation: Federation, pubkey: Uint8Array): number {
   return federation.pubkeys.findIndex((k) => compare(k, pubkey) === 0);
+}
+
+/** The federation file `{network, threshold, pubkeys}` every command and the node accept. */
+export interface FederationFile {
+  readonly network: Network;
+  readonly threshold: number;
+  readonly pubkeys: readonly string[];
+}
+
+export function parseFederationFile(json: unknown, source: string): Federation {
+  const f = json as Partial<Record<keyof FederationFile, unknown>> | null;
+  if (!f || typeof f !== 'object') fail(`${source} must be a JSON object {network, threshold, pubkeys}`, { field: source });
+  const network = parseNetwork(String(f.network), `${source}: network`);
+  if (!Array.isArray(f.pubkeys) || !f.pubkeys.every((k) => typeof k === 'string')) fail(`${source}: pubkeys must be an array of 64-hex x-only keys`, { field: 'pubkeys' });
+  const pubkeys = (f.pubkeys as string[]).map((k, i) => fromHexLength(k, 32, `${source}: pubkeys[${i}]`));
+  return buildFederation({ network, threshold: Number(f.threshold), pubkeys });
+}
+
+export function federationFile(federation: Federation): FederationFile {
+  return { network: federation.network, threshold: federation.threshold, pubkeys: federation.configuredPubkeys.map(toHex) };
 }

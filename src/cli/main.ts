@@ -1,4 +1,7 @@
 import { Command } from 'commander';
+import { registerCeremony } from './ceremony.js';
+import { registerFederation } from './federation.js';
+import { registerKeygen } from './keygen.js';
 import { runCli } from './output.js';
 
 const program = new Command('pegout')
@@ -7,5 +10,8 @@ const program = new Command('pegout')
   .configureHelp({ showGlobalOptions: true });
 
 // Each command module registers itself here, one line each.
+registerFederation(program);
+registerKeygen(program);
+registerCeremony(program);
 
 await runCli(program, process.argv);

@@ -1,5 +1,13 @@
 import { Command, CommanderError } from 'commander';
-import { isPegoutError } from '../errors.js';
+import { isPegoutError, PegoutError } from '../errors.js';
+
+/** A usage fault the CLI itself finds (a bad option value, a missing file). */
+export class CliError extends PegoutError<'usage'> {
+  readonly domain = 'cli';
+  constructor(message: string) {
+    super('usage', message);
+  }
+}
 
 /**
  * Runs the program so that every failure ends as one line on stderr and a non-zero exit:
@@ -38,4 +46,13 @@ export function printResult(result: Record<string, unknown>, json: boolean): voi
     const text = typeof value === 'string' ? value : JSON.stringify(value);
     process.stdout.write(`${key.padEnd(width)}  ${text}\n`);
   }
+}
+
+/** Parses an integer option, naming the option and the value when it is not one. */
+export function integerOption(value: string, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new CliError(`${option} must be an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? '' : ` to ${max}`}, got ${JSON.stringify(value)}`);
+  }
+  return n;
 }
