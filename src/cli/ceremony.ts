@@ -69,7 +69,7 @@ export function registerCeremony(program: Command): void {
         await collector.add(id, { pubkey, signatures });
       }
       const signed = collector.finalize(id);
-      await checkFinalizedWitnesses(signed, prevouts, federation);
+      checkFinalizedWitnesses(signed, prevouts, federation);
       const hex = toHex(serializeTx(signed));
       if (opts.json) printResult({ txid: txid(signed), vsize: signedFederationVsize(federation, signed), hex }, true);
       else process.stdout.write(`${hex}\n`);
@@ -80,7 +80,7 @@ export function registerCeremony(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: SpendOptions & { json?: boolean }) => {
       const { federation, tx, prevouts } = await loadSpend(opts);
-      await checkFinalizedWitnesses(tx, prevouts, federation);
+      checkFinalizedWitnesses(tx, prevouts, federation);
       printResult({ ok: true, txid: txid(tx), inputs: tx.inputs.length, threshold: federation.threshold }, Boolean(opts.json));
     });
 }

@@ -5,16 +5,23 @@ import { txid as txidOf, withWitnesses, type Prevout, type Transaction } from '.
 import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
 
-/** Checks N signatures (N·64 bytes) of one key over N sighashes (N·32 bytes); one byte per input. */
-export type VerifyFn = (sighashes: Uint8Array, pubkey: Uint8Array, signatures: Uint8Array) => Promise<Uint8Array>;
+/** Checks one member's signatures (64 bytes per input) on a transaction; one byte per input, 1 = valid. */
+export type VerifyFn = (tx: Transaction, prevouts: readonly Prevout[], pubkey: Uint8Array, signatures: Uint8Array) => Promise<Uint8Array>;
 
-/** The in-process verifier; the node plugs in its worker pool instead. */
-export const verifyInProcess: VerifyFn = async (sighashes, pubkey, signatures) => {
-  const n = sighashes.length / 32;
-  const keys = new Uint8Array(n * 32);
-  for (let i = 0; i < n; i++) keys.set(pubkey, i * 32);
-  return schnorrBackend().verifyBatch(signatures, sighashes, keys);
-};
+/** N copies of one key, as the batch verifier wants one key per item. */
+export function repeatKey(pubkey: Uint8Array, count: number): Uint8Array {
+  const keys = new Uint8Array(count * 32);
+  for (let i = 0; i < count; i++) keys.set(pubkey, i * 32);
+  return keys;
+}
+
+/** Verification on the calling thread; the node plugs in its worker pool instead. */
+export function inProcessVerifier(federation: Federation): VerifyFn {
+  return async (tx, prevouts, pubkey, signatures) => {
+    const sighashes = Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash));
+    return schnorrBackend().verifyBatch(signatures, sighashes, repeatKey(pubkey, tx.inputs.length));
+  };
+}
 
 export interface MemberSignatures {
   readonly pubkey: Uint8Array;
@@ -24,7 +31,7 @@ export interface MemberSignatures {
 
 interface Pending {
   readonly tx: Transaction;
-  readonly sighashes: Uint8Array;
+  readonly prevouts: readonly Prevout[];
   /** member key hex → that member's signatures, verified */
   readonly sets: Map<string, readonly Uint8Array[]>;
 }
@@ -39,23 +46,20 @@ export type AddOutcome = 'added' | 'duplicate';
 export class SignatureCollector {
   private readonly pending = new Map<string, Pending>();
 
+  private readonly verify: VerifyFn;
+
   constructor(
     private readonly federation: Federation,
-    private readonly verify: VerifyFn = verifyInProcess,
-  ) {}
+    verify?: VerifyFn,
+  ) {
+    this.verify = verify ?? inProcessVerifier(federation);
+  }
 
   /** Starts collecting for a transaction; returns its txid. Idempotent. */
   open(tx: Transaction, prevouts: readonly Prevout[]): string {
     const id = txidOf(tx);
-    if (!this.pending.has(id)) {
-      const sighashes = Buffer.concat(allScriptPathSighashes(tx, prevouts, this.federation.leafHash));
-      this.pending.set(id, { tx, sighashes: new Uint8Array(sighashes), sets: new Map() });
-    }
+    if (!this.pending.has(id)) this.pending.set(id, { tx, prevouts: [...prevouts], sets: new Map() });
     return id;
-  }
-
-  sighashes(txid: string): Uint8Array {
-    return this.get(txid).sighashes;
   }
 
   private get(txid: string): Pending {
@@ -86,7 +90,7 @@ export class SignatureCollector {
       // kept out: the first verified set stays, so a replay cannot churn state.
       throw new SigningError('conflicting_signature', `member ${member} already gave different signatures for ${txid}`, { txid, pubkey: member });
     }
-    const valid = await this.verify(p.sighashes, set.pubkey, Buffer.concat(set.signatures));
+    const valid = await this.verify(p.tx, p.prevouts, set.pubkey, Buffer.concat(set.signatures));
     const bad = valid.findIndex((ok) => ok !== 1);
     if (bad >= 0) {
       throw new SigningError('invalid_signature', `member ${member}: signature for input ${bad} of ${txid} does not verify`, { txid, pubkey: member, input: bad });
@@ -136,11 +140,12 @@ export function assembleWitnesses(federation: Federation, sets: ReadonlyMap<stri
 /**
  * Checks a finalized federation spend as the tapscript will: per input n + 2 items, script and
  * control block ours, every item empty or a 64-byte signature, exactly t signatures, each valid
- * for its key. Throws `invalid_witness` naming the input and the fault.
+ * for its key. Throws `invalid_witness` naming the input and the first fault.
  */
-export async function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation, verify: VerifyFn = verifyInProcess): Promise<void> {
+export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation): void {
   const n = federation.pubkeys.length;
   const sighashes = allScriptPathSighashes(tx, prevouts, federation.leafHash);
+  const backend = schnorrBackend();
   for (const [i, input] of tx.inputs.entries()) {
     const fault = (reason: string): never => {
       throw new SigningError('invalid_witness', `input ${i}: ${reason}`, { input: i });
@@ -155,7 +160,7 @@ export async function checkFinalizedWitnesses(tx: Transaction, prevouts: readonl
       if (item.length === 0) continue;
       if (item.length !== 64) fault(`item ${j} is ${item.length} bytes; only empty items or 64-byte SIGHASH_DEFAULT signatures are allowed`);
       const key = federation.pubkeys[n - 1 - j]!;
-      const [ok] = await verify(sighashes[i]!, key, item);
+      const [ok] = backend.verifyBatch(item, sighashes[i]!, key);
       if (ok !== 1) fault(`signature in item ${j} does not verify for member ${toHex(key)}`);
       signatures++;
     }

@@ -41,11 +41,10 @@ describe('signature collector on the federation vectors', () => {
         const collector = new SignatureCollector(s.federation);
         const id = collector.open(s.tx, s.prevouts);
         assert.equal(id, v.spend.txid);
-        assert.deepEqual(Buffer.from(collector.sighashes(id)).toString('hex'), v.spend.sighashes.join(''));
-        for (const signer of signersOf(s)) assert.equal(await collector.add(id, { pubkey: fromHex(signer), signatures: s.sigs.get(signer)! }), 'added');
+                for (const signer of signersOf(s)) assert.equal(await collector.add(id, { pubkey: fromHex(signer), signatures: s.sigs.get(signer)! }), 'added');
         const signed = collector.finalize(id);
         assert.equal(toHex(serializeTx(signed)), v.spend.signedTx);
-        await checkFinalizedWitnesses(signed, s.prevouts, s.federation);
+        checkFinalizedWitnesses(signed, s.prevouts, s.federation);
       });
 
       it('uses exactly t signatures even when every member signed', async () => {
@@ -54,7 +53,7 @@ describe('signature collector on the federation vectors', () => {
         for (const [pk, sigs] of s.sigs) await collector.add(id, { pubkey: fromHex(pk), signatures: sigs });
         const signed = collector.finalize(id);
         for (const input of signed.inputs) assert.equal(input.witness.slice(0, v.members).filter((w) => w.length === 64).length, v.threshold);
-        await checkFinalizedWitnesses(signed, s.prevouts, s.federation);
+        checkFinalizedWitnesses(signed, s.prevouts, s.federation);
       });
 
       it('ignores an exact duplicate and refuses t−1', async () => {
@@ -119,9 +118,9 @@ describe("the vectors' rejected witnesses fail the check", () => {
     ['missing control block', s.tx.inputs.map(() => [...Array(n).fill(new Uint8Array(0)), s.federation.tapscript]), /witness has 8 items, expected 9/],
   ];
   for (const [name, witnesses, message] of cases) {
-    it(name, async () => {
+    it(name, () => {
       if (name in s.v.rejected) assert.equal(s.v.rejected[name]!.allowed, false, 'Bitcoin Core refused it too');
-      await assert.rejects(checkFinalizedWitnesses(withWitnesses(s.tx, witnesses), s.prevouts, s.federation), (err: Error & { code?: string }) => err.code === 'invalid_witness' && message.test(err.message));
+      assert.throws(() => checkFinalizedWitnesses(withWitnesses(s.tx, witnesses), s.prevouts, s.federation), (err: Error & { code?: string }) => err.code === 'invalid_witness' && message.test(err.message));
     });
   }
 });

@@ -1,0 +1,100 @@
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { Federation } from '../bitcoin/federation.js';
+import { precomputeSighash } from '../bitcoin/sighash.js';
+import type { Prevout, Transaction } from '../bitcoin/tx.js';
+import type { VerifyFn } from './collector.js';
+import { SigningError } from './errors.js';
+import { schnorrBackend } from './schnorr.js';
+import type { SignTask, VerifyTask } from './worker.js';
+
+export interface SigningPoolOptions {
+  /** The member key, loaded into each worker once. Omit for a verify-only pool. */
+  readonly secretKey?: Uint8Array;
+  /** Worker threads; default: the machine's core count. */
+  readonly size?: number;
+  /** Backend for the workers; default: the process's choice (native unless forced to js). */
+  readonly backend?: 'native' | 'js';
+  /** Inputs below which a transaction is not split further; splitting has a per-task cost. */
+  readonly minChunk?: number;
+}
+
+const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+
+/**
+ * Sighash + Schnorr on worker threads. The per-transaction BIP341 hashes are computed once
+ * here and shipped with each chunk; a transaction with many inputs is split into one input
+ * range per worker, and signatures come back as transferred buffers, not copies.
+ */
+export class SigningPool {
+  private readonly pool: Piscina;
+  private readonly minChunk: number;
+  private closed = false;
+
+  constructor(private readonly federation: Federation, options: SigningPoolOptions = {}) {
+    const size = options.size ?? availableParallelism();
+    if (!Number.isInteger(size) || size < 1) throw new SigningError('invalid_argument', `pool size must be a positive integer, got ${size}`);
+    this.minChunk = options.minChunk ?? 32;
+    this.pool = new Piscina({
+      filename: WORKER,
+      minThreads: size,
+      maxThreads: size,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      workerData: { secretKey: options.secretKey ?? null, backend: options.backend ?? schnorrBackend().name },
+    });
+  }
+
+  get size(): number {
+    return this.pool.maxThreads;
+  }
+
+  private ranges(inputs: number): [number, number][] {
+    const chunks = Math.max(1, Math.min(this.pool.maxThreads, Math.floor(inputs / this.minChunk)));
+    const per = Math.ceil(inputs / chunks);
+    const out: [number, number][] = [];
+    for (let from = 0; from < inputs; from += per) out.push([from, Math.min(inputs, from + per)]);
+    return out;
+  }
+
+  private check(): void {
+    if (this.closed) throw new SigningError('pool_closed', 'the signing pool has been destroyed');
+  }
+
+  /** This member's signatures for every input, concatenated (64 bytes each). */
+  async signTransaction(tx: Transaction, prevouts: readonly Prevout[], aux: 'random' | 'zero' = 'random'): Promise<Uint8Array> {
+    this.check();
+    const pre = precomputeSighash(tx, prevouts);
+    const parts = await Promise.all(
+      this.ranges(tx.inputs.length).map(([from, to]) => {
+        const task: SignTask = { kind: 'sign', tx, prevouts, pre, leafHash: this.federation.leafHash, from, to, aux };
+        return this.pool.run(task) as Promise<Uint8Array>;
+      }),
+    );
+    return Buffer.concat(parts);
+  }
+
+  /** One byte per input, 1 when that input's signature by `pubkey` is valid (a collector VerifyFn). */
+  readonly verifyTransaction: VerifyFn = async (tx, prevouts, pubkey, signatures) => {
+    this.check();
+    if (signatures.length !== tx.inputs.length * 64) {
+      throw new SigningError('wrong_signature_count', `need ${tx.inputs.length} signatures (${tx.inputs.length * 64} bytes), got ${signatures.length} bytes`);
+    }
+    const pre = precomputeSighash(tx, prevouts);
+    const parts = await Promise.all(
+      this.ranges(tx.inputs.length).map(([from, to]) => {
+        // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
+        const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
+        const task: VerifyTask = { kind: 'verify', tx, prevouts, pre, leafHash: this.federation.leafHash, from, to, pubkey, signatures: chunk };
+        return this.pool.run(task, { transferList: [chunk.buffer] }) as Promise<Uint8Array>;
+      }),
+    );
+    return Buffer.concat(parts);
+  };
+
+  async destroy(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.destroy();
+  }
+}
