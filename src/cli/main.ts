@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerCeremony } from './ceremony.js';
+import { registerDevnet } from './devnet.js';
 import { registerFederation } from './federation.js';
 import { registerKeygen } from './keygen.js';
 import { runCli } from './output.js';
@@ -13,5 +14,6 @@ const program = new Command('pegout')
 registerFederation(program);
 registerKeygen(program);
 registerCeremony(program);
+registerDevnet(program);
 
 await runCli(program, process.argv);

@@ -96,7 +96,15 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     });
   }
 
+  it('the devnet signs and verifies a payment from declared outputs, saying they exist on no chain', () => {
+    const out = ok(['devnet', '--members', '4', '--inputs', '3']);
+    assert.match(out, /federation 3-of-4: bcrt1p/);
+    assert.match(out, /DECLARED by the devnet — they exist on no chain/);
+    assert.match(out, /finalized and verified locally: 3 valid signatures on every input/);
+    assert.match(out, /not broadcast/);
+  });
+
   it('--help answers for every command', () => {
-    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify']) assert.match(ok([cmd, '--help']), /Usage: pegout/);
+    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet']) assert.match(ok([cmd, '--help']), /Usage: pegout/);
   });
 });
