@@ -22,12 +22,15 @@ elif ! [ -f /usr/include/secp256k1_schnorrsig.h ]; then
   log "(install it with: sudo apt-get install libsecp256k1-dev); the pure-JS fallback will be used"
 fi
 
-# npm ci only when the lock file changed since the last install: it wipes node_modules.
+# Install only when the lock file changed since the last install. `npm install --no-save` with
+# the committed lock installs exactly the locked versions; `npm ci` cannot be used here because
+# the registry mirror serves only this platform's optional packages (e.g. anvil's darwin/win32
+# binaries 404), which npm drops from the lock and `npm ci` then reports as missing.
 stamp=node_modules/.pegout-setup-stamp
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  log "npm ci"
-  npm ci --no-audit --no-fund
+  log "npm install (locked versions)"
+  npm install --no-save --no-audit --no-fund
   echo "$want" > "$stamp"
 else
   node scripts/build-native.mjs --if-stale
