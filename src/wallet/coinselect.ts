@@ -71,10 +71,8 @@ function branchAndBound<C extends Coin>(sorted: readonly C[], target: bigint, co
   let depth = 0;
 
   for (let tries = 0; tries < BNB_MAX_TRIES; tries++) {
-    let backtrack = false;
-    if (value + remaining < target || value > upper) {
-      backtrack = true;
-    } else if (value >= target) {
+    let backtrack = value + remaining < target || value > upper;
+    if (!backtrack && value >= target) {
       const waste = value - target;
       if (bestWaste === null || waste < bestWaste) {
         best = include.slice(0, depth);
@@ -82,20 +80,11 @@ function branchAndBound<C extends Coin>(sorted: readonly C[], target: bigint, co
         if (waste === 0n) break;
       }
       backtrack = true;
+    } else if (depth === sorted.length) {
+      backtrack = true;
     }
     if (backtrack) {
       // undo trailing omissions, then turn the last inclusion into an omission
-      while (depth > 0 && !include[depth - 1]) {
-        depth--;
-        remaining += sorted[depth]!.value;
-      }
-      if (depth === 0) break;
-      include[depth - 1] = false;
-      value -= sorted[depth - 1]!.value;
-      continue;
-    }
-    if (depth === sorted.length) {
-      // no coins left to decide; treat as a dead end
       while (depth > 0 && !include[depth - 1]) {
         depth--;
         remaining += sorted[depth]!.value;

@@ -7,7 +7,12 @@ export type WalletErrorCode =
   | 'utxo_duplicate'
   | 'utxo_conflict'
   | 'utxo_not_federation'
-  | 'utxo_unconfirmed';
+  | 'utxo_unconfirmed'
+  | 'invalid_fee_rate'
+  | 'no_requests'
+  | 'insufficient_funds'
+  | 'all_dust'
+  | 'invalid_proposal';
 
 /** The federation wallet: UTXO set, payment building, proposal checks. */
 export class WalletError extends PegoutError<WalletErrorCode> {
