@@ -1,0 +1,176 @@
+import type { Federation } from '../bitcoin/federation.js';
+import { dustThreshold } from '../bitcoin/script.js';
+import type { Transaction, TxOutput } from '../bitcoin/tx.js';
+import { federationInputWeight, federationSpendWeight, MAX_STANDARD_TX_WEIGHT, outputWeight, weightToVsize } from '../bitcoin/weight.js';
+import { selectCoins, type Coin } from './coinselect.js';
+import { WalletError } from './errors.js';
+import { checkFeeRate, feeFor, feeShare, type FeeRate } from './fee.js';
+
+/** A final, valid request waiting for payment. */
+export interface PaymentRequest {
+  readonly id: string;
+  readonly scriptPubKey: Uint8Array;
+  readonly sats: bigint;
+}
+
+export interface SpendableUtxo extends Coin {
+  readonly scriptPubKey: Uint8Array;
+}
+
+export interface PaymentLimits {
+  /** Outputs per transaction, change included. */
+  readonly maxOutputs: number;
+  /** Weight per transaction; Bitcoin Core relays nothing above 400,000 WU. */
+  readonly maxWeight?: number;
+}
+
+export interface Payment {
+  readonly tx: Transaction;
+  /** The spent federation outputs, in input order. */
+  readonly prevouts: readonly SpendableUtxo[];
+  /** Request paid by each peg-out output, in output order; change (if any) is the last output. */
+  readonly requestIds: readonly string[];
+  readonly vsize: number;
+  /** Inputs minus outputs: the shares taken from the peg-outs, plus any change too small to keep. */
+  readonly fee: bigint;
+  /** What each peg-out output gave up towards the fee. */
+  readonly feeShare: bigint;
+  readonly change: bigint;
+  readonly selection: 'bnb' | 'largest-first';
+}
+
+export type DeferReason = 'dust_after_fee' | 'insufficient_funds' | 'over_weight_limit';
+
+export interface Deferred {
+  readonly id: string;
+  readonly reason: DeferReason;
+}
+
+export interface PaymentPlan {
+  readonly payments: Payment[];
+  /** Requests left for a later batch, each with its reason: nothing is dropped silently. */
+  readonly deferred: Deferred[];
+}
+
+export const PAYMENT_SEQUENCE = 0xfffffffd;
+
+type Attempt = { payment: Payment } | { tooHeavy: true } | { none: true };
+
+/**
+ * Turns pending requests into unsigned federation payments at `rate`.
+ *
+ * The fee is priced on the SIGNED size (t signatures per input, known in advance) and taken
+ * from the peg-outs in equal ceil-divided shares; the federation's change is exactly the inputs
+ * minus the requested amounts. A request whose output would fall under its dust limit after its
+ * share waits for a later batch; dropping it changes the size and the shares, so the build
+ * repeats — it ends because each repeat removes at least one request. Requests beyond the
+ * output or weight limits go into further transactions with disjoint inputs.
+ */
+export function buildPayments(
+  requests: readonly PaymentRequest[],
+  utxos: readonly SpendableUtxo[],
+  rate: FeeRate,
+  federation: Federation,
+  limits: PaymentLimits,
+): PaymentPlan {
+  checkFeeRate(rate);
+  if (!Number.isInteger(limits.maxOutputs) || limits.maxOutputs < 2) {
+    throw new WalletError('invalid_proposal', `maxOutputs must be an integer of at least 2 (one peg-out and change), got ${limits.maxOutputs}`);
+  }
+  const maxWeight = limits.maxWeight ?? MAX_STANDARD_TX_WEIGHT;
+  const ordered = [...requests].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const seen = new Set<string>();
+  for (const r of ordered) {
+    if (seen.has(r.id)) throw new WalletError('invalid_proposal', `request ${r.id} appears twice`, { request: r.id });
+    seen.add(r.id);
+  }
+
+  const payments: Payment[] = [];
+  const deferred: Deferred[] = [];
+  let available = [...utxos];
+  const queue: PaymentRequest[][] = [];
+  for (let i = 0; i < ordered.length; i += limits.maxOutputs - 1) queue.push(ordered.slice(i, i + limits.maxOutputs - 1));
+
+  while (queue.length > 0) {
+    const batch = queue.shift()!;
+    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred);
+    if ('tooHeavy' in attempt) {
+      if (batch.length === 1) {
+        deferred.push({ id: batch[0]!.id, reason: 'over_weight_limit' });
+      } else {
+        const half = Math.ceil(batch.length / 2);
+        queue.unshift(batch.slice(0, half), batch.slice(half));
+      }
+      continue;
+    }
+    if ('payment' in attempt) {
+      payments.push(attempt.payment);
+      const used = new Set(attempt.payment.prevouts.map((p) => `${p.txid}:${p.vout}`));
+      available = available.filter((u) => !used.has(`${u.txid}:${u.vout}`));
+    }
+  }
+  return { payments, deferred };
+}
+
+function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate: FeeRate, federation: Federation, maxWeight: number, deferred: Deferred[]): Attempt {
+  const inputVsize = weightToVsize(federationInputWeight(federation));
+  const changeDust = dustThreshold(federation.scriptPubKey);
+  const costOfChange = feeFor(rate, weightToVsize(outputWeight(federation.scriptPubKey)));
+  let requests = batch;
+  for (;;) {
+    if (requests.length === 0) return { none: true };
+    const target = requests.reduce((acc, r) => acc + r.sats, 0n);
+    const selection = selectCoins(utxos, target, rate, inputVsize, costOfChange);
+    if (!selection) {
+      // fund what can be funded: the last request (in id order) waits
+      deferred.push({ id: requests[requests.length - 1]!.id, reason: 'insufficient_funds' });
+      requests = requests.slice(0, -1);
+      continue;
+    }
+    const change = selection.total - target;
+    const keepChange = change >= changeDust;
+    const scripts = requests.map((r) => r.scriptPubKey);
+    const weight = federationSpendWeight(federation, selection.coins.length, keepChange ? [...scripts, federation.scriptPubKey] : scripts);
+    if (weight > maxWeight) return { tooHeavy: true };
+    const vsize = weightToVsize(weight);
+    const share = feeShare(feeFor(rate, vsize), requests.length);
+    const dusty = requests.filter((r) => r.sats - share < dustThreshold(r.scriptPubKey));
+    if (dusty.length > 0) {
+      for (const r of dusty) deferred.push({ id: r.id, reason: 'dust_after_fee' });
+      requests = requests.filter((r) => !dusty.includes(r));
+      continue;
+    }
+    const outputs: TxOutput[] = requests.map((r) => ({ value: r.sats - share, scriptPubKey: r.scriptPubKey }));
+    if (keepChange) outputs.push({ value: change, scriptPubKey: federation.scriptPubKey });
+    const tx: Transaction = {
+      version: 2,
+      locktime: 0,
+      inputs: selection.coins.map((c) => ({ txid: c.txid, vout: c.vout, sequence: PAYMENT_SEQUENCE, scriptSig: new Uint8Array(0), witness: [] })),
+      outputs,
+    };
+    const paid = outputs.reduce((acc, o) => acc + o.value, 0n);
+    return {
+      payment: {
+        tx,
+        prevouts: selection.coins,
+        requestIds: requests.map((r) => r.id),
+        vsize,
+        fee: selection.total - paid,
+        feeShare: share,
+        change: keepChange ? change : 0n,
+        selection: selection.method,
+      },
+    };
+  }
+}
+
+/** The plan's payments, or a WalletError saying why there are none. */
+export function requirePayments(plan: PaymentPlan, requestCount: number): Payment[] {
+  if (plan.payments.length > 0) return plan.payments;
+  if (requestCount === 0) throw new WalletError('no_requests', 'there are no pending requests to pay');
+  const reasons = new Set(plan.deferred.map((d) => d.reason));
+  if (reasons.size === 1 && reasons.has('dust_after_fee')) {
+    throw new WalletError('all_dust', `every request (${requestCount}) would be under its dust limit after its share of the fee`, { deferred: plan.deferred.length });
+  }
+  throw new WalletError('insufficient_funds', `the federation's spendable outputs cannot fund any of the ${requestCount} pending requests`, { deferred: plan.deferred.length });
+}
