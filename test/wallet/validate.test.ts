@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { toHex } from '../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../src/bitcoin/federation.js';
+import { witnessScript } from '../../src/bitcoin/script.js';
+import { parseTx, serializeTx, type Transaction } from '../../src/bitcoin/tx.js';
+import { schnorrBackend } from '../../src/signing/schnorr.js';
+import { proposalKey } from '../../src/storage/keys.js';
+import { buildPayments, requirePayments, type PaymentRequest } from '../../src/wallet/payment.js';
+import { proposalFromPayment, proposalTxid, stageProposal, type Proposal } from '../../src/wallet/proposal.js';
+import { getUtxo, registerUtxo, type UtxoRecord } from '../../src/wallet/utxos.js';
+import { validateProposal, type KnownRequest, type RejectReason, type SignedPayment, type ValidationState } from '../../src/wallet/validate.js';
+import { openTempStore } from '../support/tempdir.js';
+
+const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i))) });
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+
+const utxos: UtxoRecord[] = [1, 2, 3].map((i) => ({ txid: hex32(i), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey, height: 100 + i, state: 'unspent' }));
+const requests: PaymentRequest[] = [1, 2].map((i) => ({ id: `0x${hex32(i)}/${String(i).padStart(10, '0')}`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i)), sats: 4_000_000n }));
+
+function baseProposal(): Proposal {
+  const [payment] = requirePayments(buildPayments(requests, utxos, 2, federation, { maxOutputs: 10 }), 2);
+  return proposalFromPayment(payment!, 1, toHex(federation.pubkeys[0]!));
+}
+
+interface Overrides {
+  requests?: Map<string, KnownRequest>;
+  utxos?: Map<string, UtxoRecord>;
+  signed?: Map<string, SignedPayment[]>;
+  minFeeRate?: number;
+  maxFeeRate?: number;
+}
+
+function state(o: Overrides = {}): ValidationState {
+  const reqs = o.requests ?? new Map(requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
+  const us = o.utxos ?? new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, u]));
+  return {
+    federation,
+    request: (id) => reqs.get(id),
+    utxo: (name) => us.get(name),
+    signedPayments: (id) => o.signed?.get(id) ?? [],
+    minFeeRate: o.minFeeRate ?? 1,
+    maxFeeRate: o.maxFeeRate ?? 500,
+  };
+}
+
+/** The base proposal with its transaction changed by `edit`. */
+function withTx(edit: (tx: Transaction) => Transaction, p = baseProposal()): Proposal {
+  return { ...p, unsignedTx: serializeTx(edit(parseTx(p.unsignedTx))) };
+}
+
+describe('proposal validation', () => {
+  it('accepts a proposal built from its own state', () => {
+    assert.deepEqual(validateProposal(baseProposal(), state()), { ok: true });
+  });
+
+  const base = baseProposal();
+  const tx = parseTx(base.unsignedTx);
+  const firstInput = `${tx.inputs[0]!.txid}:${tx.inputs[0]!.vout}`;
+  const stranger = witnessScript(1, new Uint8Array(32).fill(7));
+
+  const cases: [RejectReason, () => [Proposal, ValidationState]][] = [
+    ['malformed_transaction', () => [{ ...base, unsignedTx: Uint8Array.of(1, 2, 3) }, state()]],
+    ['bad_version', () => [withTx((t) => ({ ...t, version: 1 })), state()]],
+    ['bad_locktime', () => [withTx((t) => ({ ...t, locktime: 800_000 })), state()]],
+    ['bad_sequence', () => [withTx((t) => ({ ...t, inputs: t.inputs.map((i) => ({ ...i, sequence: 0xffffffff })) })), state()]],
+    ['prevouts_mismatch', () => [{ ...base, prevouts: base.prevouts.map((p, i) => (i === 0 ? { ...p, value: p.value + 1n } : p)) }, state()]],
+    ['no_payments', () => [{ ...base, requestIds: [] }, state()]],
+    ['output_count_mismatch', () => [{ ...base, requestIds: base.requestIds.slice(0, 1) }, state()]],
+    ['duplicate_request', () => [{ ...base, requestIds: [base.requestIds[0]!, base.requestIds[0]!] }, state()]],
+    ['unknown_request', () => [base, state({ requests: new Map() })]],
+    ['request_not_payable', () => [base, state({ requests: new Map(requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats }])) })]],
+    ['wrong_script', () => [withTx((t) => ({ ...t, outputs: t.outputs.map((o, i) => (i === 0 ? { ...o, scriptPubKey: stranger } : o)) })), state()]],
+    ['amount_too_high', () => [withTx((t) => ({ ...t, outputs: t.outputs.map((o, i) => (i === 0 ? { ...o, value: 4_000_001n } : o)) })), state()]],
+    ['dust_output', () => [withTx((t) => ({ ...t, outputs: t.outputs.map((o, i) => (i === 0 ? { ...o, value: 100n } : o)) })), state({ minFeeRate: 0 })]],
+    ['bad_change', () => [withTx((t) => ({ ...t, outputs: t.outputs.map((o, i) => (i === t.outputs.length - 1 ? { ...o, scriptPubKey: stranger } : o)) })), state()]],
+    ['duplicate_input', () => [{ ...withTx((t) => ({ ...t, inputs: [t.inputs[0]!, t.inputs[0]!] })), prevouts: [base.prevouts[0]!, base.prevouts[0]!] }, state()]],
+    ['unknown_input', () => [base, state({ utxos: new Map() })]],
+    ['input_not_federation', () => [base, state({ utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, scriptPubKey: stranger }])) })]],
+    ['input_spent', () => [base, state({ utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, state: 'spent', spentBy: hex32(99) }])) })]],
+    ['fee_rate_too_low', () => [base, state({ minFeeRate: 50 })]],
+    ['fee_rate_too_high', () => [base, state({ maxFeeRate: 1 })]],
+    ['double_payment', () => [base, state({ signed: new Map([[base.requestIds[0]!, [{ txid: hex32(42), inputs: [`${hex32(77)}:0`] }]]]) })]],
+  ];
+  for (const [reason, make] of cases) {
+    it(`refuses with ${reason}`, () => {
+      const [proposal, s] = make();
+      const verdict = validateProposal(proposal, s);
+      assert.equal(verdict.ok, false);
+      if (!verdict.ok) assert.equal(verdict.reason, reason, verdict.detail);
+    });
+  }
+
+  it('allows paying a request again only in a replacement that spends an input of every earlier payment', () => {
+    const earlier = [{ txid: hex32(42), inputs: [firstInput] }];
+    assert.deepEqual(validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, earlier]]) })), { ok: true });
+    const two = [...earlier, { txid: hex32(43), inputs: [`${hex32(88)}:1`] }];
+    const verdict = validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, two]]) }));
+    assert.equal(verdict.ok ? 'ok' : verdict.reason, 'double_payment');
+  });
+});
+
+describe('proposal storage', () => {
+  it('stores the proposal and reserves its inputs in the same batch', async (t) => {
+    const store = await openTempStore(t);
+    const setup = store.batch();
+    for (const u of utxos) await registerUtxo(setup, { txid: u.txid, vout: u.vout, value: u.value, scriptPubKey: u.scriptPubKey, height: u.height! });
+    await setup.write({ sync: true });
+
+    const proposal = baseProposal();
+    const batch = store.batch();
+    const txid = await stageProposal(batch, proposal);
+    assert.equal(txid, proposalTxid(proposal));
+    // nothing visible before the batch is written
+    assert.equal(await store.get(proposalKey(txid)), undefined);
+    await batch.write({ sync: true });
+    const stored = await store.get<Proposal>(proposalKey(txid));
+    assert.deepEqual(stored?.requestIds, proposal.requestIds);
+    for (const input of parseTx(proposal.unsignedTx).inputs) {
+      const u = await getUtxo(store, input);
+      assert.equal(u?.state, 'reserved');
+      assert.equal(u?.reservedBy, txid);
+    }
+    // a second proposal on the same inputs is refused and stages nothing
+    const other = { ...proposal, round: 2, unsignedTx: serializeTx({ ...parseTx(proposal.unsignedTx), locktime: 1 }) };
+    await assert.rejects(stageProposal(store.batch(), other), { code: 'utxo_reserved' });
+  });
+});
