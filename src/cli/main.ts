@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerCeremony } from './ceremony.js';
 import { registerDevnet } from './devnet.js';
+import { registerEvm } from './evm.js';
 import { registerFederation } from './federation.js';
 import { registerKeygen } from './keygen.js';
 import { runCli } from './output.js';
@@ -15,5 +16,6 @@ registerFederation(program);
 registerKeygen(program);
 registerCeremony(program);
 registerDevnet(program);
+registerEvm(program);
 
 await runCli(program, process.argv);

@@ -1,0 +1,18 @@
+import { PegoutError } from '../errors.js';
+
+export type EvmErrorCode =
+  | 'rpc_unreachable'
+  | 'rpc_timeout'
+  | 'rpc_error'
+  | 'rpc_malformed'
+  | 'not_dev_chain'
+  | 'artifact_missing'
+  | 'invalid_amount'
+  | 'invalid_key'
+  | 'invalid_request'
+  | 'anvil_failed';
+
+/** The EVM side: node RPC, the bridge contract, peg-out requests. */
+export class EvmError extends PegoutError<EvmErrorCode> {
+  readonly domain = 'evm';
+}

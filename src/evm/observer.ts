@@ -1,0 +1,238 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Network } from '../bitcoin/network.js';
+import { cursorKey, evmBlockKey, SPACES } from '../storage/keys.js';
+import type { Store } from '../storage/store.js';
+import { BRIDGE_ADDRESS, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from './bridge.js';
+import { EvmError } from './errors.js';
+import { getRequest, stageForget, stageNewRequest, stageStatus } from './request-store.js';
+import { decideRequest, requestId } from './requests.js';
+import { getBlock, hexQuantity, type EvmRpc } from './rpc.js';
+
+export interface EvmCursor {
+  readonly height: number;
+  readonly hash: string;
+}
+
+/** Stored per ingested block that matters: the cursor's block and every block with requests. */
+export interface EvmBlockRecord {
+  readonly hash: string;
+  readonly requests: readonly string[];
+}
+
+export type Finality = { readonly confirmations: number } | 'finalized';
+
+export interface EvmObserverOptions {
+  readonly network: Network;
+  readonly finality: Finality;
+  /** First block to read when the store has no cursor. */
+  readonly startBlock: number;
+  readonly bridge?: string;
+  /** Largest eth_getLogs range tried; halved while the node refuses it. */
+  readonly maxRange?: number;
+  readonly log?: (event: string, fields: Record<string, unknown>) => void;
+  readonly now?: () => string;
+}
+
+export interface SyncReport {
+  readonly from?: number;
+  readonly to?: number;
+  readonly accepted: number;
+  readonly rejected: number;
+  readonly rolledBack: number;
+  readonly caughtUp: boolean;
+}
+
+const ACTED_ON = new Set(['batched', 'signed', 'broadcast', 'paid', 'orphaned']);
+
+/**
+ * The EVM block observer: reads RequestPegOut logs emitted BY the bridge (whoever called it)
+ * from final blocks only, decides each request, and writes the requests of a block range
+ * together with the cursor in one synced batch — a restart resumes exactly after the last
+ * written range. Before each step the cursor's block hash is checked against the node; a
+ * changed block is rolled back and read again.
+ */
+export class EvmObserver {
+  /** Requests whose block left the chain after the federation acted on them. */
+  alarms = 0;
+  private range: number;
+  private readonly bridge: string;
+
+  constructor(
+    private readonly store: Store,
+    private readonly rpc: EvmRpc,
+    private readonly options: EvmObserverOptions,
+  ) {
+    this.range = options.maxRange ?? 1000;
+    this.bridge = (options.bridge ?? BRIDGE_ADDRESS).toLowerCase();
+  }
+
+  private log(event: string, fields: Record<string, unknown>): void {
+    this.options.log?.(event, fields);
+  }
+
+  private now(): string {
+    return this.options.now?.() ?? new Date().toISOString();
+  }
+
+  async cursor(): Promise<EvmCursor | undefined> {
+    return this.store.get<EvmCursor>(cursorKey('evm'));
+  }
+
+  private async finalHeight(): Promise<number> {
+    const f = this.options.finality;
+    if (f === 'finalized') {
+      const block = await getBlock(this.rpc, 'finalized');
+      return block ? block.number : -1;
+    }
+    const latest = await getBlock(this.rpc, 'latest');
+    return latest ? latest.number - f.confirmations : -1;
+  }
+
+  /** One step: a reorg check, then at most one range of final blocks. */
+  async syncOnce(): Promise<SyncReport> {
+    const cursor = await this.cursor();
+    if (cursor) {
+      const block = await getBlock(this.rpc, cursor.height);
+      if (!block || block.hash !== cursor.hash) return { accepted: 0, rejected: 0, rolledBack: await this.rollback(), caughtUp: false };
+    }
+    const from = cursor ? cursor.height + 1 : this.options.startBlock;
+    const final = await this.finalHeight();
+    if (final < from) return { accepted: 0, rejected: 0, rolledBack: 0, caughtUp: true };
+    const { to, logs } = await this.readLogs(from, Math.min(final, from + this.range - 1));
+    const toBlock = await getBlock(this.rpc, to);
+    if (!toBlock) throw new EvmError('rpc_malformed', `node has no block ${to} although it reported ${final} final`);
+
+    const decoded: RequestLog[] = [];
+    const blockHashes = new Map<number, string>([[to, toBlock.hash]]);
+    for (const raw of logs) {
+      if (raw.removed === true || raw.address?.toLowerCase() !== this.bridge) continue;
+      const log = decodeRequestLog(raw);
+      if ('error' in log) {
+        this.log('evm_log_undecodable', { tx: raw.transactionHash, logIndex: raw.logIndex, error: log.error });
+        continue;
+      }
+      if (!blockHashes.has(log.blockNumber)) {
+        const b = await getBlock(this.rpc, log.blockNumber);
+        if (!b) throw new EvmError('rpc_malformed', `node has no block ${log.blockNumber} for a log it returned`);
+        blockHashes.set(log.blockNumber, b.hash);
+      }
+      // the logs and the headers must describe the same chain, or the range is read again later
+      if (blockHashes.get(log.blockNumber) !== log.blockHash) throw new EvmError('rpc_malformed', `block ${log.blockNumber} changed while it was being read`);
+      decoded.push(log);
+    }
+
+    let accepted = 0;
+    let rejected = 0;
+    await this.store.exclusive(async () => {
+      const batch = this.store.batch();
+      const perBlock = new Map<number, string[]>();
+      const at = this.now();
+      for (const log of decoded) {
+        const id = requestId(log.txHash, log.logIndex);
+        perBlock.set(log.blockNumber, [...(perBlock.get(log.blockNumber) ?? []), id]);
+        if (await getRequest(batch, id)) continue; // ingesting a block twice changes nothing
+        const d = decideRequest(log.addressBytes, log.wei, this.options.network);
+        stageNewRequest(
+          batch,
+          {
+            id,
+            txHash: log.txHash,
+            logIndex: log.logIndex,
+            blockNumber: log.blockNumber,
+            blockHash: log.blockHash,
+            evmAddress: log.evmAddress,
+            bitcoinAddress: d.bitcoinAddress,
+            wei: log.wei.toString(),
+            sats: d.sats,
+            subSatoshiWei: d.subSatoshiWei.toString(),
+            status: d.status,
+            ...(d.reason ? { reason: d.reason } : {}),
+            ...(d.detail ? { detail: d.detail } : {}),
+            ...(d.scriptPubKey ? { scriptPubKey: d.scriptPubKey } : {}),
+          },
+          at,
+        );
+        if (d.status === 'accepted') accepted++;
+        else rejected++;
+      }
+      for (const [n, hash] of blockHashes) batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);
+      batch.put(cursorKey('evm'), { height: to, hash: toBlock.hash } satisfies EvmCursor);
+      await batch.write({ sync: true });
+    });
+    if (accepted + rejected > 0) this.log('evm_requests_ingested', { from, to, accepted, rejected });
+    return { from, to, accepted, rejected, rolledBack: 0, caughtUp: to >= final };
+  }
+
+  /** eth_getLogs for [from, to], halving the range while the node refuses it as too large. */
+  private async readLogs(from: number, to: number): Promise<{ to: number; logs: RawLog[] }> {
+    for (;;) {
+      try {
+        const logs = await this.rpc.call<RawLog[]>('eth_getLogs', [{ address: this.bridge, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(from), toBlock: hexQuantity(to) }]);
+        if (!Array.isArray(logs)) throw new EvmError('rpc_malformed', 'eth_getLogs answered with something other than a list');
+        return { to, logs };
+      } catch (err) {
+        if (!(err instanceof EvmError) || err.code !== 'rpc_error' || to === from) throw err;
+        this.range = Math.max(1, Math.floor((to - from + 1) / 2));
+        this.log('evm_log_range_halved', { from, to, range: this.range, error: err.message });
+        to = from + this.range - 1;
+      }
+    }
+  }
+
+  /**
+   * Undoes every stored block the node no longer has, newest first, down to the newest one it
+   * still has. Requests never acted on vanish without trace; a request already batched or
+   * signed becomes 'orphaned' and raises an alarm.
+   */
+  private async rollback(): Promise<number> {
+    let undone = 0;
+    await this.store.exclusive(async () => {
+      const batch = this.store.batch();
+      let fork: EvmCursor | undefined;
+      for await (const [key, record] of this.store.entries<EvmBlockRecord>({ prefix: SPACES.evmBlock, reverse: true })) {
+        const height = Number(key.slice(SPACES.evmBlock.length));
+        const block = await getBlock(this.rpc, height);
+        if (block && block.hash === record.hash) {
+          fork = { height, hash: record.hash };
+          break;
+        }
+        for (const id of record.requests) {
+          const request = await getRequest(batch, id);
+          if (!request) continue;
+          if (ACTED_ON.has(request.status)) {
+            if (request.status !== 'orphaned') {
+              stageStatus(batch, request, 'orphaned', this.now(), `EVM block ${height} (${record.hash}) left the chain after the request was ${request.status}`);
+              this.alarms++;
+              this.log('evm_request_orphaned', { request: id, block: height, status: request.status, alarm: true });
+            }
+          } else {
+            stageForget(batch, request);
+          }
+          undone++;
+        }
+        batch.del(key);
+      }
+      if (fork) batch.put(cursorKey('evm'), fork);
+      else batch.del(cursorKey('evm'));
+      await batch.write({ sync: true });
+      this.log('evm_reorg_rolled_back', { toHeight: fork?.height ?? null, requestsUndone: undone });
+    });
+    return undone;
+  }
+
+  /** Follows the chain until `signal` aborts; failures are logged and retried with backoff. */
+  async run(signal: AbortSignal, pollMs = 1000): Promise<void> {
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        const report = await this.syncOnce();
+        failures = 0;
+        if (report.caughtUp) await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+      } catch (err) {
+        failures++;
+        this.log('evm_sync_failed', { error: (err as Error).message, failures });
+        await sleep(Math.min(30_000, pollMs * 2 ** Math.min(failures, 5)), undefined, { signal }).catch(() => undefined);
+      }
+    }
+  }
+}

@@ -1,0 +1,76 @@
+import { decodeAddress } from '../bitcoin/address.js';
+import { BitcoinError } from '../bitcoin/errors.js';
+import type { Network } from '../bitcoin/network.js';
+import { MAX_MONEY } from '../bitcoin/tx.js';
+import { EvmError } from './errors.js';
+
+// The request decider: what a RequestPegOut log asks for, and whether it can be paid. Pure.
+
+/** The sidechain's coin has 18 decimals, bitcoin 8. */
+export const WEI_PER_SAT = 10n ** 10n;
+/** Requests under this are not paid (recorded as rejected). */
+export const MIN_PEGOUT_SATS = 1_000_000n;
+
+export type RequestRejectReason = 'below_minimum' | 'not_utf8' | 'invalid_address' | 'wrong_network' | 'amount_overflow';
+
+export interface RequestDecision {
+  readonly sats: bigint;
+  /** Wei below one satoshi: lost to the burn, recorded so it is never silently dropped. */
+  readonly subSatoshiWei: bigint;
+  /** The address text, or the raw bytes as 0x-hex when they are not UTF-8. */
+  readonly bitcoinAddress: string;
+  readonly status: 'accepted' | 'rejected';
+  readonly reason?: RequestRejectReason;
+  readonly detail?: string;
+  readonly scriptPubKey?: Uint8Array;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Network): RequestDecision {
+  const sats = wei / WEI_PER_SAT;
+  const subSatoshiWei = wei % WEI_PER_SAT;
+  let text: string;
+  try {
+    text = utf8.decode(addressBytes);
+  } catch {
+    const hex = `0x${Buffer.from(addressBytes).toString('hex')}`;
+    return { sats, subSatoshiWei, bitcoinAddress: hex, status: 'rejected', reason: 'not_utf8', detail: 'the address bytes are not valid UTF-8' };
+  }
+  const rejected = (reason: RequestRejectReason, detail: string): RequestDecision => ({ sats, subSatoshiWei, bitcoinAddress: text, status: 'rejected', reason, detail });
+  if (sats > MAX_MONEY) return rejected('amount_overflow', `${sats} sats is more than 21,000,000 BTC`);
+  let scriptPubKey: Uint8Array;
+  try {
+    scriptPubKey = decodeAddress(text, network).scriptPubKey;
+  } catch (err) {
+    const e = err as BitcoinError;
+    return rejected(e.code === 'wrong_network' ? 'wrong_network' : 'invalid_address', e.message);
+  }
+  if (sats < MIN_PEGOUT_SATS) return rejected('below_minimum', `${sats} sats is under the minimum of ${MIN_PEGOUT_SATS}`);
+  return { sats, subSatoshiWei, bitcoinAddress: text, status: 'accepted', scriptPubKey };
+}
+
+/**
+ * A BTC amount typed by a user ("0.015") as exact satoshis: decimal text only, at most 8
+ * decimals — a 9th would be wei the bridge burns and nobody pays.
+ */
+export function parseBtcAmount(text: string): bigint {
+  const m = /^(\d{1,8})(?:\.(\d{1,}))?$/.exec(text.trim());
+  if (!m) throw new EvmError('invalid_amount', `amount must be a decimal number of BTC like 0.015, got ${JSON.stringify(text)}`);
+  const decimals = m[2] ?? '';
+  if (decimals.length > 8) throw new EvmError('invalid_amount', `amount ${text} has more than 8 decimals: bitcoin has no unit below one satoshi, the rest would be burned unpaid`);
+  const sats = BigInt(m[1]!) * 100_000_000n + BigInt(decimals.padEnd(8, '0') || '0');
+  if (sats > MAX_MONEY) throw new EvmError('invalid_amount', `amount ${text} is more than 21,000,000 BTC`);
+  return sats;
+}
+
+/** Request ids are the log's coordinates: `<tx hash>:<log index>`. */
+export function requestId(txHash: string, logIndex: number): string {
+  return `${txHash.toLowerCase()}:${logIndex}`;
+}
+
+export function parseRequestId(id: string): { txHash: string; logIndex: number } {
+  const m = /^(0x[0-9a-f]{64}):(\d{1,10})$/.exec(id);
+  if (!m) throw new EvmError('invalid_request', `request id must be <0x tx hash>:<log index>, got ${JSON.stringify(id)}`);
+  return { txHash: m[1]!, logIndex: Number(m[2]) };
+}
