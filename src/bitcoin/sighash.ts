@@ -55,8 +55,9 @@ export function precomputeSighash(tx: Transaction, prevouts: readonly Prevout[])
 const SIGHASH_EPOCH = 0x00;
 
 /**
- * BIP341 SigMsg for one input, with the leading epoch byte (as the BIP's vectors print it): key path when `leafHash` is null, script path (ext_flag 1,
- * key_version 0, no OP_CODESEPARATOR) otherwise. No annex: the federation never uses one.
+ * BIP341 SigMsg for one input, with the leading epoch byte (as the BIP's vectors print it):
+ * key path when `leafHash` is null, script path (ext_flag 1, key_version 0, no
+ * OP_CODESEPARATOR) otherwise. No annex: the federation never uses one.
  */
 export function taprootSigMsg(
   pre: SighashPrecomputed,
