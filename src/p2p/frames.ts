@@ -1,0 +1,49 @@
+import { Packr } from 'msgpackr';
+
+/** Frame protocol version; a peer speaking another is dropped. */
+export const FRAME_VERSION = 1;
+
+export interface Frame {
+  readonly v: number;
+  readonly type: string;
+  readonly body: unknown;
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint', useBigIntExtension: true });
+
+export function encodeFrame(type: string, body: unknown): Buffer {
+  return packr.pack({ v: FRAME_VERSION, type, body } satisfies Frame);
+}
+
+export type FrameFault = 'malformed' | 'wrong_version' | 'unknown_type' | 'bad_body' | 'oversized' | 'rate_limited' | 'unauthenticated';
+
+/**
+ * Decodes and checks a frame against the registered types. Returns the fault instead of
+ * throwing: a peer's bytes are input, and input never throws into the event loop.
+ */
+export function decodeFrame(data: Buffer, validators: ReadonlyMap<string, (body: unknown) => boolean>): Frame | FrameFault {
+  let frame: unknown;
+  try {
+    frame = packr.unpack(data);
+  } catch {
+    return 'malformed';
+  }
+  if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) return 'malformed';
+  const f = frame as Partial<Frame>;
+  if (f.v !== FRAME_VERSION) return 'wrong_version';
+  if (typeof f.type !== 'string') return 'malformed';
+  const validate = validators.get(f.type);
+  if (!validate) return 'unknown_type';
+  let ok = false;
+  try {
+    ok = validate(f.body);
+  } catch {
+    ok = false;
+  }
+  return ok ? (f as Frame) : 'bad_body';
+}
+
+/** True for a Uint8Array of exactly `length` bytes: the shape check bodies use most. */
+export function isBytes(value: unknown, length?: number): value is Uint8Array {
+  return value instanceof Uint8Array && (length === undefined || value.length === length);
+}

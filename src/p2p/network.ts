@@ -1,0 +1,310 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import WebSocket, { WebSocketServer } from 'ws';
+import { compare, concat, toHex } from '../bitcoin/bytes.js';
+import { schnorrBackend, type SchnorrBackend } from '../signing/schnorr.js';
+import { P2pError } from './errors.js';
+import { decodeFrame, encodeFrame, isBytes, type FrameFault } from './frames.js';
+import { TokenBucket } from './ratelimit.js';
+
+export interface NetworkLimits {
+  /** Largest frame accepted, bytes. */
+  readonly maxFrameBytes: number;
+  readonly framesPerSecond: number;
+  readonly bytesPerSecond: number;
+  /** Dropped frames after which a peer is disconnected and banned. */
+  readonly misbehaviourLimit: number;
+  readonly banMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+}
+
+export const DEFAULT_LIMITS: NetworkLimits = {
+  maxFrameBytes: 4 * 1024 * 1024,
+  framesPerSecond: 500,
+  bytesPerSecond: 16 * 1024 * 1024,
+  misbehaviourLimit: 20,
+  banMs: 60_000,
+  handshakeTimeoutMs: 5_000,
+  reconnectMinMs: 200,
+  reconnectMaxMs: 10_000,
+};
+
+export interface NetworkOptions {
+  readonly secretKey: Uint8Array;
+  /** Every member's x-only key, this member's included. */
+  readonly members: readonly Uint8Array[];
+  readonly listen: { readonly host: string; readonly port: number };
+  /** Peers to dial: x-only key hex → ws:// URL. */
+  readonly peers: ReadonlyMap<string, string>;
+  readonly limits?: Partial<NetworkLimits>;
+}
+
+export interface NetworkStats {
+  connected: number;
+  framesIn: number;
+  framesOut: number;
+  dropped: Record<FrameFault, number>;
+  handshakeFailures: number;
+  bans: number;
+}
+
+const AUTH_TAG = 'pegout/link-auth';
+const CLOSE_POLICY = 1008;
+const CLOSE_DUPLICATE = 4001;
+
+interface Link {
+  readonly ws: WebSocket;
+  readonly outbound: boolean;
+  readonly challenge: Uint8Array;
+  peer?: Uint8Array;
+  peerChallenge?: Uint8Array;
+  ready: boolean;
+  /** Set once the link is being closed for misbehaviour: frames still queued are ignored. */
+  closing: boolean;
+  misbehaviour: number;
+  readonly frames: TokenBucket;
+  readonly bytes: TokenBucket;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * Authenticated links between federation members. Every member listens on one port and dials
+ * the others. A link carries nothing until both ends proved, by a Schnorr signature over the
+ * other's fresh challenge (bound to both keys), that they hold a member key. After that, frames
+ * are msgpack envelopes of registered types; anything malformed, unknown, oversized or over the
+ * rate is dropped and counted, and a peer that keeps it up is disconnected and banned.
+ *
+ * Events: 'peer' (key hex) when a link becomes ready — the node's catch-up hook — 'peer_down',
+ * 'message' (key hex, type, body), 'refused' (reason) for a failed handshake, 'banned' (key hex).
+ */
+export class PeerNetwork extends EventEmitter {
+  private readonly limits: NetworkLimits;
+  private readonly backend: SchnorrBackend = schnorrBackend();
+  private readonly myKey: Uint8Array;
+  private readonly memberSet: Set<string>;
+  private readonly validators = new Map<string, (body: unknown) => boolean>();
+  private readonly links = new Map<string, Link>();
+  private readonly pending = new Set<Link>();
+  private readonly bans = new Map<string, number>();
+  private readonly dialing = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
+  private server?: WebSocketServer;
+  private stopped = false;
+  readonly stats: NetworkStats = {
+    connected: 0,
+    framesIn: 0,
+    framesOut: 0,
+    dropped: { malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0 },
+    handshakeFailures: 0,
+    bans: 0,
+  };
+
+  constructor(private readonly options: NetworkOptions) {
+    super();
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.myKey = this.backend.xonlyPublicKey(options.secretKey);
+    this.memberSet = new Set(options.members.map(toHex));
+    if (!this.memberSet.has(toHex(this.myKey))) throw new P2pError('invalid_config', `this member's key ${toHex(this.myKey)} is not in the member list`);
+    for (const key of options.peers.keys()) {
+      if (!this.memberSet.has(key)) throw new P2pError('invalid_config', `peer ${key} is not a federation member`);
+    }
+  }
+
+  get key(): string {
+    return toHex(this.myKey);
+  }
+
+  /** Declares a message type and the check its body must pass; other types are dropped. */
+  registerType(type: string, validate: (body: unknown) => boolean): void {
+    this.validators.set(type, validate);
+  }
+
+  async start(): Promise<number> {
+    const server = new WebSocketServer({ host: this.options.listen.host, port: this.options.listen.port, maxPayload: this.limits.maxFrameBytes });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', resolve);
+      server.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${this.options.listen.host}:${this.options.listen.port}: ${err.message}`)));
+    });
+    server.on('connection', (ws: WebSocket, _req: IncomingMessage) => this.attach(ws, false));
+    for (const peer of this.options.peers.keys()) this.dial(peer);
+    const address = server.address();
+    return typeof address === 'object' && address ? address.port : this.options.listen.port;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const d of this.dialing.values()) clearTimeout(d.timer);
+    for (const link of [...this.links.values(), ...this.pending]) link.ws.terminate();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  connectedPeers(): string[] {
+    return [...this.links.keys()];
+  }
+
+  send(peer: string, type: string, body: unknown): boolean {
+    const link = this.links.get(peer);
+    if (!link?.ready || link.ws.readyState !== WebSocket.OPEN) return false;
+    link.ws.send(encodeFrame(type, body));
+    this.stats.framesOut++;
+    return true;
+  }
+
+  broadcast(type: string, body: unknown): number {
+    let sent = 0;
+    for (const peer of this.links.keys()) if (this.send(peer, type, body)) sent++;
+    return sent;
+  }
+
+  private dial(peer: string): void {
+    if (this.stopped || this.links.has(peer)) return;
+    const state = this.dialing.get(peer) ?? { attempt: 0 };
+    this.dialing.set(peer, state);
+    const ws = new WebSocket(this.options.peers.get(peer)!, { maxPayload: this.limits.maxFrameBytes, handshakeTimeout: this.limits.handshakeTimeoutMs });
+    this.attach(ws, true, peer);
+    // outbound links are redialed by their dialer; a kept inbound link's dialer is the peer
+    ws.once('close', () => {
+      if (this.stopped || this.links.has(peer)) return;
+      const delay = Math.min(this.limits.reconnectMaxMs, this.limits.reconnectMinMs * 2 ** state.attempt);
+      state.attempt = Math.min(state.attempt + 1, 16);
+      state.timer = setTimeout(() => this.dial(peer), delay / 2 + Math.random() * (delay / 2));
+    });
+  }
+
+  private attach(ws: WebSocket, outbound: boolean, expected?: string): Link {
+    const link: Link = {
+      ws,
+      outbound,
+      challenge: new Uint8Array(randomBytes(32)),
+      ready: false,
+      closing: false,
+      misbehaviour: 0,
+      frames: new TokenBucket(this.limits.framesPerSecond, this.limits.framesPerSecond * 2),
+      bytes: new TokenBucket(this.limits.bytesPerSecond, this.limits.bytesPerSecond * 2),
+    };
+    this.pending.add(link);
+    link.timer = setTimeout(() => this.fail(link, 'handshake timed out'), this.limits.handshakeTimeoutMs);
+    const hello = (): void => void ws.send(encodeFrame('hello', { key: this.myKey, challenge: link.challenge }));
+    if (ws.readyState === WebSocket.OPEN) hello();
+    else ws.once('open', hello);
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      try {
+        this.receive(link, isBinary ? data : Buffer.from(data), expected);
+      } catch {
+        this.drop(link, 'malformed');
+      }
+    });
+    ws.on('error', (err: Error) => {
+      if (/max payload/i.test(err.message)) this.drop(link, 'oversized');
+    });
+    ws.on('close', () => this.detach(link));
+    return link;
+  }
+
+  private receive(link: Link, data: Buffer, expected: string | undefined): void {
+    if (link.closing) return;
+    if (!link.ready) return this.handshake(link, data, expected);
+    if (!link.frames.take() || !link.bytes.take(data.length)) return this.drop(link, 'rate_limited');
+    const frame = decodeFrame(data, this.validators);
+    if (typeof frame === 'string') return this.drop(link, frame);
+    this.stats.framesIn++;
+    this.emit('message', toHex(link.peer!), frame.type, frame.body);
+  }
+
+  private handshake(link: Link, data: Buffer, expected: string | undefined): void {
+    const frame = decodeFrame(data, HANDSHAKE_TYPES);
+    if (typeof frame === 'string') {
+      this.stats.dropped[frame === 'unknown_type' ? 'unauthenticated' : frame]++;
+      return this.fail(link, `handshake frame refused (${frame})`);
+    }
+    if (frame.type === 'hello') {
+      if (link.peer) return this.fail(link, 'second hello');
+      const { key, challenge } = frame.body as { key: Uint8Array; challenge: Uint8Array };
+      const hex = toHex(key);
+      if (!this.memberSet.has(hex) || hex === this.key) return this.fail(link, `key ${hex} is not another federation member`);
+      if (expected && hex !== expected) return this.fail(link, `dialed ${expected} but ${hex} answered`);
+      if ((this.bans.get(hex) ?? 0) > Date.now()) return this.fail(link, `peer ${hex} is banned`);
+      link.peer = Uint8Array.from(key);
+      link.peerChallenge = Uint8Array.from(challenge);
+      const message = this.transcript(this.myKey, link.peer, link.peerChallenge, link.challenge);
+      link.ws.send(encodeFrame('auth', { signature: this.backend.signBatch(this.options.secretKey, message, 'random') }));
+      return;
+    }
+    // 'auth': the peer signed our fresh challenge
+    if (!link.peer || !link.peerChallenge) return this.fail(link, 'auth before hello');
+    const { signature } = frame.body as { signature: Uint8Array };
+    const message = this.transcript(link.peer, this.myKey, link.challenge, link.peerChallenge);
+    if (this.backend.verifyBatch(signature, message, link.peer)[0] !== 1) return this.fail(link, 'bad handshake signature');
+    this.ready(link);
+  }
+
+  /** What `signer` signs to prove its key to `verifier`: both keys and both challenges. */
+  private transcript(signer: Uint8Array, verifier: Uint8Array, verifierChallenge: Uint8Array, signerChallenge: Uint8Array): Uint8Array {
+    return this.backend.taggedHash(AUTH_TAG, concat([signer, verifier, verifierChallenge, signerChallenge]));
+  }
+
+  private ready(link: Link): void {
+    clearTimeout(link.timer);
+    this.pending.delete(link);
+    const peer = toHex(link.peer!);
+    const existing = this.links.get(peer);
+    if (existing) {
+      // both ends dialed: keep the link dialed by the lower key, on both sides alike
+      const dialerOf = (l: Link): Uint8Array => (l.outbound ? this.myKey : l.peer!);
+      const keepNew = compare(dialerOf(link), dialerOf(existing)) < 0;
+      const loser = keepNew ? existing : link;
+      if (!keepNew) {
+        link.ws.close(CLOSE_DUPLICATE, 'duplicate link');
+        return;
+      }
+      this.links.delete(peer);
+      loser.ws.close(CLOSE_DUPLICATE, 'duplicate link');
+    }
+    link.ready = true;
+    this.links.set(peer, link);
+    this.stats.connected = this.links.size;
+    const d = this.dialing.get(peer);
+    if (d) d.attempt = 0;
+    this.emit('peer', peer);
+  }
+
+  private drop(link: Link, fault: FrameFault): void {
+    this.stats.dropped[fault]++;
+    link.misbehaviour++;
+    if (link.misbehaviour >= this.limits.misbehaviourLimit && link.peer && !link.closing) {
+      link.closing = true;
+      const peer = toHex(link.peer);
+      this.bans.set(peer, Date.now() + this.limits.banMs);
+      this.stats.bans++;
+      this.emit('banned', peer);
+      link.ws.close(CLOSE_POLICY, 'misbehaving');
+    }
+  }
+
+  private fail(link: Link, reason: string): void {
+    this.stats.handshakeFailures++;
+    this.emit('refused', reason);
+    clearTimeout(link.timer);
+    link.ws.terminate();
+  }
+
+  private detach(link: Link): void {
+    clearTimeout(link.timer);
+    this.pending.delete(link);
+    if (!link.peer) return;
+    const peer = toHex(link.peer);
+    if (this.links.get(peer) === link) {
+      this.links.delete(peer);
+      this.stats.connected = this.links.size;
+      this.emit('peer_down', peer);
+    }
+  }
+}
+
+const HANDSHAKE_TYPES = new Map<string, (body: unknown) => boolean>([
+  ['hello', (b) => typeof b === 'object' && b !== null && isBytes((b as { key?: unknown }).key, 32) && isBytes((b as { challenge?: unknown }).challenge, 32)],
+  ['auth', (b) => typeof b === 'object' && b !== null && isBytes((b as { signature?: unknown }).signature, 64)],
+]);
