@@ -1,0 +1,195 @@
+import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { PegoutError } from '../errors.js';
+import { NETWORK_NAMES, type Network } from '../bitcoin/network.js';
+
+export class ConfigError extends PegoutError<'invalid_config'> {
+  readonly domain = 'config';
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('invalid_config', message, details);
+  }
+}
+
+/** A member's configuration. Every field is documented in docs/config.md. */
+export interface Config {
+  readonly network: Network;
+  readonly federation: { readonly threshold: number; readonly pubkeys: readonly string[] };
+  /** Member key file (mode 0600); or the key in the PEGOUT_MEMBER_KEY environment variable. */
+  readonly memberKeyFile: string | null;
+  readonly storeDir: string;
+  readonly p2p: { readonly host: string; readonly port: number; readonly peers: Readonly<Record<string, string>> };
+  readonly api: { readonly host: string; readonly port: number };
+  readonly evm: { readonly rpcUrl: string; readonly bridge: string; readonly confirmations: number; readonly useFinalizedTag: boolean; readonly startBlock: number; readonly pollMs: number };
+  readonly bitcoin: {
+    readonly rpcUrl: string;
+    readonly cookieFile: string | null;
+    readonly user: string | null;
+    readonly password: string | null;
+    readonly startHeight: number;
+    readonly confTarget: number;
+    readonly maxFeeRate: number;
+    readonly paidConfirmations: number;
+  } | null;
+  readonly rounds: { readonly intervalMs: number; readonly proposerTimeoutMs: number; readonly maxOutputs: number };
+  readonly workers: number;
+}
+
+type Kind = 'string' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers';
+interface Field {
+  readonly kind: Kind;
+  readonly default?: unknown;
+  readonly min?: number;
+  readonly max?: number;
+  readonly nullable?: boolean;
+  readonly secret?: boolean;
+}
+type Schema = { readonly [name: string]: Field | Schema };
+
+const port: Field = { kind: 'int', min: 0, max: 65535 };
+const SCHEMA: Schema = {
+  network: { kind: 'network' },
+  federation: { threshold: { kind: 'int', min: 1, max: 999 }, pubkeys: { kind: 'hexkeys' } },
+  memberKeyFile: { kind: 'string', nullable: true, default: null },
+  storeDir: { kind: 'string' },
+  p2p: { host: { kind: 'string', default: '127.0.0.1' }, port, peers: { kind: 'peers', default: {} } },
+  api: { host: { kind: 'string', default: '127.0.0.1' }, port },
+  evm: {
+    rpcUrl: { kind: 'string' },
+    bridge: { kind: 'string', default: '0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB' },
+    confirmations: { kind: 'int', min: 0, max: 10_000, default: 6 },
+    useFinalizedTag: { kind: 'bool', default: false },
+    startBlock: { kind: 'int', min: 0, default: 0 },
+    pollMs: { kind: 'int', min: 10, default: 1000 },
+  },
+  bitcoin: {
+    rpcUrl: { kind: 'string' },
+    cookieFile: { kind: 'string', nullable: true, default: null },
+    user: { kind: 'string', nullable: true, default: null },
+    password: { kind: 'string', nullable: true, default: null, secret: true },
+    startHeight: { kind: 'int', min: 0, default: 0 },
+    confTarget: { kind: 'int', min: 1, max: 1008, default: 6 },
+    maxFeeRate: { kind: 'number', min: 1, max: 100_000, default: 500 },
+    paidConfirmations: { kind: 'int', min: 1, max: 1000, default: 6 },
+  },
+  rounds: {
+    intervalMs: { kind: 'int', min: 10, default: 2000 },
+    proposerTimeoutMs: { kind: 'int', min: 100, default: 10_000 },
+    maxOutputs: { kind: 'int', min: 2, max: 2000, default: 100 },
+  },
+  workers: { kind: 'int', min: 1, max: 256, default: 0 },
+};
+/** Sections that may be null (a member without Bitcoin Core: the devnet without bitcoind). */
+const NULLABLE_SECTIONS = new Set(['bitcoin']);
+
+function isField(x: Field | Schema): x is Field {
+  return typeof (x as Field).kind === 'string';
+}
+
+/** `evm.rpcUrl` → `PEGOUT_EVM_RPC_URL`. */
+export function envName(path: readonly string[]): string {
+  return `PEGOUT_${path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
+}
+
+function fail(path: string, value: unknown, expected: string, secret = false): never {
+  const shown = secret ? '[redacted]' : JSON.stringify(value);
+  throw new ConfigError(`config field ${path} is ${shown}; expected ${expected}`, { field: path });
+}
+
+function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): unknown {
+  if (value === null && f.nullable) return null;
+  switch (f.kind) {
+    case 'string':
+      if (typeof value !== 'string' || value.length === 0) fail(path, value, 'a non-empty string', f.secret);
+      return value;
+    case 'bool':
+      if (fromEnv && (value === 'true' || value === 'false')) return value === 'true';
+      if (typeof value !== 'boolean') fail(path, value, 'true or false');
+      return value;
+    case 'int':
+    case 'number': {
+      const n = fromEnv && typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+      const range = `${f.min ?? '-∞'}..${f.max ?? '∞'}`;
+      if (typeof n !== 'number' || !Number.isFinite(n) || (f.kind === 'int' && !Number.isInteger(n)) || (f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) {
+        fail(path, value, `${f.kind === 'int' ? 'an integer' : 'a number'} in ${range}`);
+      }
+      return n;
+    }
+    case 'network':
+      if (typeof value !== 'string' || !(NETWORK_NAMES as string[]).includes(value)) fail(path, value, `one of ${NETWORK_NAMES.join(', ')}`);
+      return value;
+    case 'hexkeys': {
+      const list = fromEnv && typeof value === 'string' ? value.split(',') : value;
+      if (!Array.isArray(list) || list.length === 0 || !list.every((k) => typeof k === 'string' && /^[0-9a-f]{64}$/.test(k))) fail(path, value, 'a non-empty list of 64-character lowercase hex x-only keys');
+      return list;
+    }
+    case 'peers': {
+      const map = fromEnv && typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
+      if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(path, value, 'an object {"<x-only key hex>": "ws://host:port"}');
+      for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
+        if (!/^[0-9a-f]{64}$/.test(k)) fail(`${path}.${k}`, k, 'a 64-character lowercase hex x-only key as the name');
+        if (typeof v !== 'string' || !/^wss?:\/\/[^\s]+$/.test(v)) fail(`${path}.${k}`, v, 'a ws:// or wss:// URL');
+      }
+      return map;
+    }
+  }
+}
+
+function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, path: string[]): Record<string, unknown> {
+  const where = path.length ? path.join('.') : 'the config';
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(where, json, 'an object');
+  const obj = json as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (!(key in schema)) fail([...path, key].join('.'), obj[key], `no such field (known: ${Object.keys(schema).join(', ')})`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [name, sub] of Object.entries(schema)) {
+    const p = [...path, name];
+    const dotted = p.join('.');
+    if (!isField(sub)) {
+      if (obj[name] === null && NULLABLE_SECTIONS.has(name)) {
+        out[name] = null;
+        continue;
+      }
+      if (obj[name] === undefined && NULLABLE_SECTIONS.has(name) && !Object.keys(env).some((k) => k.startsWith(`${envName(p)}_`))) {
+        out[name] = null;
+        continue;
+      }
+      out[name] = parseSection(sub, obj[name] ?? {}, env, p);
+      continue;
+    }
+    const fromEnv = env[envName(p)];
+    if (fromEnv !== undefined) out[name] = parseField(sub, `${dotted} (from ${envName(p)})`, fromEnv, true);
+    else if (obj[name] !== undefined) out[name] = parseField(sub, dotted, obj[name], false);
+    else if ('default' in sub) out[name] = sub.default;
+    else fail(dotted, undefined, `a value (${sub.kind}); it has no default`);
+  }
+  return out;
+}
+
+/** Pure: the config from parsed JSON plus `PEGOUT_*` environment overrides. */
+export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config {
+  const raw = parseSection(SCHEMA, json, env, []) as unknown as Config & { workers: number };
+  const n = raw.federation.pubkeys.length;
+  if (raw.federation.threshold > n) fail('federation.threshold', raw.federation.threshold, `at most the number of pubkeys (${n})`);
+  if (raw.bitcoin && raw.bitcoin.cookieFile === null && (raw.bitcoin.user === null || raw.bitcoin.password === null)) {
+    fail('bitcoin', '{…}', 'cookieFile, or both user and password, for Bitcoin Core RPC authentication');
+  }
+  if (raw.memberKeyFile === null && !env.PEGOUT_MEMBER_KEY) fail('memberKeyFile', null, 'a key file path, or the key in the PEGOUT_MEMBER_KEY environment variable');
+  return { ...raw, workers: raw.workers === 0 ? availableParallelism() : raw.workers };
+}
+
+export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { path });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`, { path });
+  }
+  return parseConfig(json, env);
+}
