@@ -175,6 +175,20 @@ describe('ingestion on a real anvil', () => {
     assert.deepEqual(ids, (await listRequests(reference)).map((r) => r.id), 'same as a fresh ingestion of the final chain');
   });
 
+  it("with the node's finalized tag, waits for the request's block to be finalized", async (t) => {
+    const store = await openTempStore(t);
+    const hash = await request(GOOD, parseEther('0.07'));
+    const observer = new EvmObserver(store, rpc, { network: 'regtest', finality: 'finalized', startBlock: 0 });
+    const sync = async (): Promise<void> => {
+      for (let i = 0; i < 1000; i++) if ((await observer.syncOnce()).caughtUp) break;
+    };
+    await sync();
+    assert.equal((await listRequests(store)).filter((r) => r.txHash === hash).length, 0, 'not final yet');
+    await rpc.call('anvil_mine', ['0x80']); // anvil finalizes 64 blocks behind the head
+    await sync();
+    assert.equal((await listRequests(store)).filter((r) => r.txHash === hash).length, 1);
+  });
+
   it('rolls back a reorg below its depth: unacted requests vanish, acted-on ones raise an alarm', async (t) => {
     const store = await openTempStore(t);
     const snapshot = await rpc.call<string>('evm_snapshot');
