@@ -5,6 +5,7 @@ import { registerEvm } from './evm.js';
 import { registerFederation } from './federation.js';
 import { registerKeygen } from './keygen.js';
 import { runCli } from './output.js';
+import { registerStatus } from './status.js';
 
 const program = new Command('pegout')
   .description('Peg-out federation service for the Alys sidechain: run a member, a devnet, or the offline ceremony tools')
@@ -17,5 +18,6 @@ registerKeygen(program);
 registerCeremony(program);
 registerDevnet(program);
 registerEvm(program);
+registerStatus(program);
 
 await runCli(program, process.argv);

@@ -1,0 +1,68 @@
+import type { Federation } from '../bitcoin/federation.js';
+import { getRequest, listRequests, requestHistory, type RequestRecord, type StatusChange } from '../evm/request-store.js';
+import type { Store } from '../storage/store.js';
+import { listUtxos } from '../wallet/utxos.js';
+
+/** A request's lifecycle as operators and users see it. */
+export interface PegoutStatus {
+  readonly id: string;
+  readonly status: string;
+  readonly evmAddress: string;
+  readonly bitcoinAddress: string;
+  readonly sats: string;
+  readonly block: number;
+  readonly reason?: string;
+  readonly detail?: string;
+  readonly history: readonly StatusChange[];
+}
+
+/** What the HTTP API reads; the member service provides it from its store and state. */
+export interface StatusSource {
+  health(): Promise<{ ok: boolean; components: Record<string, unknown> }>;
+  pegout(id: string): Promise<PegoutStatus | undefined>;
+  pegoutsByEvmAddress(evmAddress: string, limit: number): Promise<PegoutStatus[]>;
+  federation(): Promise<Record<string, unknown>>;
+}
+
+function summary(r: RequestRecord, history: readonly StatusChange[]): PegoutStatus {
+  return {
+    id: r.id,
+    status: r.status,
+    evmAddress: r.evmAddress,
+    bitcoinAddress: r.bitcoinAddress,
+    sats: r.sats.toString(),
+    block: r.blockNumber,
+    ...(r.reason ? { reason: r.reason } : {}),
+    ...(r.detail ? { detail: r.detail } : {}),
+    history,
+  };
+}
+
+/** The store's view: requests with their history, and the federation's funds. */
+export function storeStatusSource(store: Store, federation: Federation, health: () => Record<string, unknown> = () => ({})): StatusSource {
+  return {
+    health: async () => ({ ok: true, components: { store: 'open', ...health() } }),
+    async pegout(id) {
+      const r = await getRequest(store, id);
+      return r ? summary(r, await requestHistory(store, id)) : undefined;
+    },
+    async pegoutsByEvmAddress(evmAddress, limit) {
+      const wanted = evmAddress.toLowerCase();
+      const found = (await listRequests(store, (r) => r.evmAddress === wanted)).slice(0, limit);
+      return Promise.all(found.map(async (r) => summary(r, await requestHistory(store, r.id))));
+    },
+    async federation() {
+      const unspent = await listUtxos(store, 'unspent');
+      const reserved = await listUtxos(store, 'reserved');
+      const sum = (list: { value: bigint }[]) => list.reduce((a, u) => a + u.value, 0n).toString();
+      return {
+        descriptor: federation.descriptor,
+        address: federation.address,
+        network: federation.network,
+        threshold: federation.threshold,
+        members: federation.pubkeys.map((k) => Buffer.from(k).toString('hex')),
+        balance: { unspentSats: sum(unspent), reservedSats: sum(reserved), unspentOutputs: unspent.length, reservedOutputs: reserved.length },
+      };
+    },
+  };
+}

@@ -1,0 +1,23 @@
+import type { Command } from 'commander';
+import { CliError, printResult } from './output.js';
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description("show a peg-out request's lifecycle from a member's HTTP API")
+    .argument('<id>', 'request id: <EVM tx hash>:<log index> (as `pegout request` prints it)')
+    .requiredOption('--api <url>', "a member's HTTP API, e.g. http://127.0.0.1:8080")
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { api: string; json?: boolean }) => {
+      let res: Response;
+      try {
+        res = await fetch(new URL(`/pegouts/${encodeURIComponent(id)}`, opts.api), { signal: AbortSignal.timeout(10_000) });
+      } catch (err) {
+        throw new CliError(`--api ${opts.api}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`);
+      }
+      const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
+      if (res.status === 404) throw new CliError(`request ${id} is not known to ${opts.api}`);
+      if (!res.ok || !body) throw new CliError(`${opts.api} answered HTTP ${res.status}: ${JSON.stringify(body)}`);
+      printResult(body, Boolean(opts.json));
+    });
+}
