@@ -34,7 +34,7 @@ export type RejectReason =
 
 export type Verdict = { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number };
 
-/** A request as this member ingested it. Only 'accepted' (final, valid, unpaid) can be paid. */
+/** A request as this member ingested it. 'accepted' (final, valid, unpaid) can be paid; see REPLACEABLE. */
 export interface KnownRequest {
   readonly status: string;
   readonly scriptPubKey: Uint8Array;
@@ -58,6 +58,9 @@ export interface ValidationState {
   readonly minFeeRate: FeeRate;
   readonly maxFeeRate: FeeRate;
 }
+
+/** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
+const REPLACEABLE = new Set(['batched', 'signed', 'broadcast']);
 
 function reject(reason: RejectReason, detail: string, at: { input?: number; output?: number } = {}): Verdict {
   return { ok: false, reason, detail, ...at };
@@ -112,7 +115,10 @@ export function validateProposal(proposal: Proposal, state: ValidationState): Ve
     paying.add(id);
     const request = state.request(id);
     if (!request) return reject('unknown_request', `request ${id} is not one this member ingested as final`, { output: o });
-    if (request.status !== 'accepted') return reject('request_not_payable', `request ${id} is ${request.status}`, { output: o });
+    // a request already in a payment this member signed may be paid again only by a
+    // replacement of it (checked below); paid, rejected or orphaned requests never
+    const replaceable = REPLACEABLE.has(request.status) && state.signedPayments(id).length > 0;
+    if (request.status !== 'accepted' && !replaceable) return reject('request_not_payable', `request ${id} is ${request.status}`, { output: o });
     if (!equal(output.scriptPubKey, request.scriptPubKey)) return reject('wrong_script', `output ${o} does not pay request ${id}'s address`, { output: o });
     if (output.value > request.sats) return reject('amount_too_high', `output ${o} pays ${output.value} sats, request ${id} is for ${request.sats}`, { output: o });
     if (output.value < dustThreshold(output.scriptPubKey)) return reject('dust_output', `output ${o} pays ${output.value} sats, under its dust limit`, { output: o });

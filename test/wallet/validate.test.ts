@@ -94,6 +94,12 @@ describe('proposal validation', () => {
   it('allows paying a request again only in a replacement that spends an input of every earlier payment', () => {
     const earlier = [{ txid: hex32(42), inputs: [firstInput] }];
     assert.deepEqual(validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, earlier]]) })), { ok: true });
+    // also once the request is marked batched by that earlier payment
+    const batched = new Map(requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
+    const both = new Map(requests.map((r) => [r.id, earlier]));
+    assert.deepEqual(validateProposal(base, state({ requests: batched, signed: both })), { ok: true });
+    const unsigned = validateProposal(base, state({ requests: batched }));
+    assert.equal(unsigned.ok ? 'ok' : unsigned.reason, 'request_not_payable', 'batched by a payment this member never signed');
     const two = [...earlier, { txid: hex32(43), inputs: [`${hex32(88)}:1`] }];
     const verdict = validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, two]]) }));
     assert.equal(verdict.ok ? 'ok' : verdict.reason, 'double_payment');

@@ -1,0 +1,119 @@
+import type { Federation } from '../bitcoin/federation.js';
+import { parseTx } from '../bitcoin/tx.js';
+import { getRequest, stageStatus } from '../evm/request-store.js';
+import { parseRequestId } from '../evm/requests.js';
+import { requestSignedKey, requestSignedPrefix, signatureMadeKey } from '../storage/keys.js';
+import type { Store, StoreReader } from '../storage/store.js';
+import type { SigningPool } from '../signing/pool.js';
+import type { FeeRate } from '../wallet/fee.js';
+import { proposalOutpoints, stageProposal, type Proposal } from '../wallet/proposal.js';
+import { getUtxo, outpointText, type UtxoRecord } from '../wallet/utxos.js';
+import { validateProposal, type KnownRequest, type RejectReason, type SignedPayment, type ValidationState } from '../wallet/validate.js';
+
+// The transaction signer: validates a proposal against this member's own state, signs it, and
+// records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
+
+/** What this member signed: kept forever, it is what the no-double-pay check reads. */
+export interface SignatureRecord {
+  readonly txid: string;
+  readonly inputs: readonly string[];
+  readonly requestIds: readonly string[];
+  /** 64 bytes per input, in input order. */
+  readonly signatures: Uint8Array;
+  readonly at: string;
+}
+
+export interface FeeBounds {
+  readonly minFeeRate: FeeRate;
+  readonly maxFeeRate: FeeRate;
+}
+
+export type SignOutcome = { ok: true; txid: string; signatures: Uint8Array; already: boolean } | { ok: false; reason: RejectReason; detail: string };
+
+/** Transactions this member signed that pay request `id`. */
+async function signedPayments(store: Store, reader: StoreReader, id: string): Promise<SignedPayment[]> {
+  const { txHash, logIndex } = parseRequestId(id);
+  const out: SignedPayment[] = [];
+  for await (const [key] of store.entries<number>({ prefix: requestSignedPrefix(txHash, logIndex) })) {
+    const txid = key.slice(key.lastIndexOf('/') + 1);
+    const record = await reader.get<SignatureRecord>(signatureMadeKey(txid));
+    if (record) out.push({ txid, inputs: record.inputs });
+  }
+  return out;
+}
+
+/** A snapshot of exactly the state validation needs for `proposal`, read from the store. */
+export async function validationState(store: Store, federation: Federation, proposal: Proposal, fees: FeeBounds): Promise<ValidationState> {
+  const requests = new Map<string, KnownRequest>();
+  const signed = new Map<string, SignedPayment[]>();
+  for (const id of proposal.requestIds) {
+    let record;
+    try {
+      record = await getRequest(store, id);
+    } catch {
+      continue; // a malformed id is an unknown request to the validator
+    }
+    if (record?.scriptPubKey) requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
+    signed.set(id, await signedPayments(store, store, id));
+  }
+  const utxos = new Map<string, UtxoRecord>();
+  let outpoints: { txid: string; vout: number }[] = [];
+  try {
+    outpoints = proposalOutpoints(proposal);
+  } catch {
+    // a malformed transaction is reported by the validator itself
+  }
+  for (const o of outpoints) {
+    const u = await getUtxo(store, o);
+    if (u) utxos.set(outpointText(o), u);
+  }
+  return {
+    federation,
+    request: (id) => requests.get(id),
+    utxo: (name) => utxos.get(name),
+    signedPayments: (id) => signed.get(id) ?? [],
+    ...fees,
+  };
+}
+
+/**
+ * Validates and signs `proposal`. Runs inside the store's exclusive section, so no other
+ * signing or reservation interleaves between the check and the record. The record (what was
+ * signed, which requests it pays, the proposal and its input reservations, the requests moved
+ * to 'batched') is written with sync before the signatures are returned. Signing the same
+ * transaction again returns the recorded signatures.
+ */
+export async function signProposal(store: Store, pool: SigningPool, federation: Federation, proposal: Proposal, fees: FeeBounds, now: () => string = () => new Date().toISOString()): Promise<SignOutcome> {
+  return store.exclusive(async () => {
+    const verdict = validateProposal(proposal, await validationState(store, federation, proposal, fees));
+    const tx = verdict.ok ? parseTx(proposal.unsignedTx) : undefined;
+    if (!verdict.ok || !tx) return verdict as { ok: false; reason: RejectReason; detail: string };
+    const batch = store.batch();
+    // inputs reserved by earlier proposals this one replaces (it spends them) move to it
+    const replacing = new Set<string>();
+    for (const o of proposalOutpoints(proposal)) {
+      const u = await getUtxo(store, o);
+      if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
+    }
+    const txid = await stageProposal(batch, proposal, { replacing: [...replacing] });
+    const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
+    if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
+    const signatures = await pool.signTransaction(tx, proposal.prevouts);
+    const at = now();
+    batch.put(signatureMadeKey(txid), {
+      txid,
+      inputs: tx.inputs.map(outpointText),
+      requestIds: [...proposal.requestIds],
+      signatures,
+      at,
+    } satisfies SignatureRecord);
+    for (const id of proposal.requestIds) {
+      const { txHash, logIndex } = parseRequestId(id);
+      batch.put(requestSignedKey(txHash, logIndex, txid), 1);
+      const request = await getRequest(batch, id);
+      if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
+    }
+    await batch.write({ sync: true });
+    return { ok: true, txid, signatures, already: false };
+  });
+}
