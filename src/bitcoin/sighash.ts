@@ -99,15 +99,8 @@ export function taprootSigMsg(
   return w.finish();
 }
 
-export function taprootSighash(
-  pre: SighashPrecomputed,
-  tx: Transaction,
-  prevouts: readonly Prevout[],
-  inputIndex: number,
-  hashType: number,
-  leafHash: Uint8Array | null,
-): Uint8Array {
-  return taggedHash('TapSighash', taprootSigMsg(pre, tx, prevouts, inputIndex, hashType, leafHash));
+export function taprootSighash(...args: Parameters<typeof taprootSigMsg>): Uint8Array {
+  return taggedHash('TapSighash', taprootSigMsg(...args));
 }
 
 /** The federation's sighash: script path, SIGHASH_DEFAULT. */
