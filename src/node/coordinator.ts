@@ -1,21 +1,25 @@
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import { serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { listRequests, getRequest, stageStatus } from '../evm/request-store.js';
+import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import { signedFederationVsize } from '../bitcoin/weight.js';
+import { getRequest, listRequests, stageStatus } from '../evm/request-store.js';
+import { parseRequestId } from '../evm/requests.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
-import { checkFinalizedWitnesses, SignatureCollector } from '../signing/collector.js';
+import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
-import { finalizedKey, signatureMadeKey, SPACES } from '../storage/keys.js';
+import { finalizedKey, proposalKey, requestSignedKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import { buildPayments, type PaymentRequest } from '../wallet/payment.js';
 import { proposalFromPayment, proposalTx, proposalTxid, type Proposal } from '../wallet/proposal.js';
-import { listUnspent, registerUtxo, spendUtxo } from '../wallet/utxos.js';
+import { getUtxo, listUnspent, reserveUtxos } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { signProposal, type FeeBounds, type SignatureRecord } from './signer.js';
 
-// The transaction coordinator: proposer rotation, proposals and signatures over the member
-// links, collection, finalization. Every decision to sign goes through the signer.
+// The transaction coordinator: proposer rotation, proposals, signatures and finalized payments
+// over the member links, collection, finalization. Every decision to sign goes through the
+// signer; every finalized payment, whoever finalized it, goes through recordFinal.
 
 export interface CoordinatorOptions {
   readonly store: Store;
@@ -27,15 +31,25 @@ export interface CoordinatorOptions {
   /** Length of a proposer's turn; the proposer of slot s is sorted key s mod n. */
   readonly slotMs: number;
   readonly log: Logger;
-  /** After a transaction has t valid signature sets: broadcast it, or account for it locally. */
-  readonly onFinalized: (txid: string, tx: Transaction) => Promise<void>;
+  /** A payment is finalized and recorded: broadcast it, or account for it locally. */
+  readonly onFinalized: (record: FinalizedRecord) => Promise<void>;
+  /** Replacements (BIP125) this member, as proposer, should put to the federation now. */
+  readonly replacements?: (rate: number) => Promise<Proposal[]>;
+  readonly metrics?: Metrics;
   readonly now?: () => number;
 }
 
+/** final/<txid>: a payment with t valid signatures on every input. */
 export interface FinalizedRecord {
   readonly txid: string;
+  /** The signed transaction, serialized. */
   readonly tx: Uint8Array;
+  readonly prevouts: readonly Prevout[];
   readonly requestIds: readonly string[];
+  readonly fee: bigint;
+  readonly vsize: number;
+  /** Proposals that held this payment's inputs when it was finalized: they lose if it confirms. */
+  readonly conflicts: readonly string[];
   readonly at: string;
 }
 
@@ -44,25 +58,36 @@ interface SignaturesBody {
   readonly signatures: Uint8Array;
 }
 
+interface FinalizedBody {
+  readonly tx: Uint8Array;
+  readonly prevouts: readonly Prevout[];
+  readonly requestIds: readonly string[];
+}
+
+const isPrevouts = (p: unknown): boolean => Array.isArray(p) && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
+const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.every((id) => typeof id === 'string');
 const isProposal = (b: unknown): boolean => {
   const p = b as Partial<Proposal> | null;
-  return (
-    typeof p === 'object' && p !== null && p.version === 1 && Number.isSafeInteger(p.round) && typeof p.proposer === 'string' && isBytes(p.unsignedTx) &&
-    Array.isArray(p.prevouts) && p.prevouts.every((o) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey)) &&
-    Array.isArray(p.requestIds) && p.requestIds.every((id) => typeof id === 'string')
-  );
+  return typeof p === 'object' && p !== null && p.version === 1 && Number.isSafeInteger(p.round) && typeof p.proposer === 'string' && isBytes(p.unsignedTx) && isPrevouts(p.prevouts) && isIds(p.requestIds);
 };
 const isSignatures = (b: unknown): boolean => {
   const s = b as Partial<SignaturesBody> | null;
   return typeof s === 'object' && s !== null && typeof s.txid === 'string' && /^[0-9a-f]{64}$/.test(s.txid) && isBytes(s.signatures) && s.signatures.length % 64 === 0;
 };
+const isFinalized = (b: unknown): boolean => {
+  const f = b as Partial<FinalizedBody> | null;
+  return typeof f === 'object' && f !== null && isBytes(f.tx) && isPrevouts(f.prevouts) && isIds(f.requestIds);
+};
+
+const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
 export class Coordinator {
   private readonly collector: SignatureCollector;
-  private readonly proposals = new Map<string, Proposal>();
-  /** Signatures that arrived before their proposal, by txid (bounded by the member count). */
+  private readonly proposals = new Map<string, { proposal: Proposal }>();
+  /** Signatures that arrived before their proposal, by txid (bounded). */
   private readonly early = new Map<string, Map<string, Uint8Array>>();
-  private readonly finalized = new Set<string>();
+  /** Finalized payments not yet paid, announced to peers that (re)connect. */
+  private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
   private lastSlot = -1;
   private busy: Promise<void> = Promise.resolve();
@@ -83,9 +108,11 @@ export class Coordinator {
     const net = this.o.network;
     net.registerType('proposal', isProposal);
     net.registerType('signatures', isSignatures);
+    net.registerType('finalized', isFinalized);
     net.on('message', (peer: string, type: string, body: unknown) => {
       if (type === 'proposal') void this.serial(() => this.onProposal(peer, body as Proposal));
       if (type === 'signatures') void this.serial(() => this.onSignatures(peer, body as SignaturesBody));
+      if (type === 'finalized') void this.serial(() => this.onFinalizedFrame(peer, body as FinalizedBody));
     });
     net.on('peer', (peer: string) => void this.serial(() => this.announce(peer)));
     await this.serial(() => this.recover());
@@ -97,13 +124,26 @@ export class Coordinator {
     await this.busy;
   }
 
-  /** Proposals this member signed and has not seen finalized, from the store (after a restart). */
+  /** After a restart: proposals this member signed and has not seen finalized, with the signatures it had received; finalized payments not yet paid. */
   private async recover(): Promise<void> {
     for await (const [, record] of this.o.store.entries<SignatureRecord>({ prefix: SPACES.signatureMade })) {
       if (await this.o.store.get(finalizedKey(record.txid))) continue;
-      const proposal = await this.o.store.get<Proposal>(`${SPACES.proposal}${record.txid}`);
-      if (proposal) await this.track(proposal, record.signatures);
+      const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
+      if (!proposal) continue;
+      await this.track(proposal, record.signatures);
+      for await (const [key, sigs] of this.o.store.entries<Uint8Array>({ prefix: signatureReceivedPrefix(record.txid) })) {
+        await this.add(record.txid, key.slice(key.lastIndexOf('/') + 1), sigs);
+      }
     }
+    for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
+      const requests = await Promise.all(f.requestIds.map((id) => getRequest(this.o.store, id)));
+      if (requests.some((r) => r && r.status !== 'paid')) this.unsettled.set(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
+    }
+  }
+
+  /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
+  settled(txid: string): void {
+    this.unsettled.delete(txid);
   }
 
   private proposerOf(slot: number): string {
@@ -114,119 +154,201 @@ export class Coordinator {
     const slot = Math.floor((this.o.now?.() ?? Date.now()) / this.o.slotMs);
     if (slot === this.lastSlot || this.proposerOf(slot) !== this.myKey) return;
     this.lastSlot = slot;
+    const rate = await this.o.fees.rate();
+    this.o.metrics?.feeRate.set(rate);
+    const proposals = (await this.o.replacements?.(rate)) ?? [];
     const pending: PaymentRequest[] = (await listRequests(this.o.store, (r) => r.status === 'accepted' && r.scriptPubKey !== undefined)).map((r) => ({ id: r.id, scriptPubKey: r.scriptPubKey!, sats: r.sats }));
-    if (pending.length === 0) return;
-    const utxos = await listUnspent(this.o.store);
-    const plan = buildPayments(pending, utxos, await this.o.fees.rate(), this.o.federation, { maxOutputs: this.o.maxOutputs });
-    for (const d of plan.deferred) this.o.log.info('request_deferred', { request: d.id, reason: d.reason });
-    for (const payment of plan.payments) {
-      const proposal = proposalFromPayment(payment, slot, this.myKey);
-      const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, proposal, this.o.fees);
+    if (pending.length > 0) {
+      const plan = buildPayments(pending, await listUnspent(this.o.store), rate, this.o.federation, { maxOutputs: this.o.maxOutputs });
+      for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
+      proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
+    }
+    for (const proposal of proposals) {
+      const started = performance.now();
+      const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, { ...proposal, round: slot, proposer: this.myKey }, this.o.fees);
       if (!outcome.ok) {
+        this.o.metrics?.rounds.inc({ outcome: 'own_proposal_refused' });
         this.o.log.warn('own_proposal_refused', { reason: outcome.reason, detail: outcome.detail });
         continue;
       }
+      this.o.metrics?.rounds.inc({ outcome: 'proposed' });
+      this.o.metrics?.signingLatency.observe((performance.now() - started) / 1000);
+      this.o.metrics?.signaturesMade.inc(proposal.prevouts.length);
+      const sent = { ...proposal, round: slot, proposer: this.myKey };
       this.o.log.info('proposed', { txid: outcome.txid, slot, requests: proposal.requestIds.length, inputs: proposal.prevouts.length });
-      this.o.network.broadcast('proposal', proposal);
+      this.o.network.broadcast('proposal', sent);
       this.o.network.broadcast('signatures', { txid: outcome.txid, signatures: outcome.signatures } satisfies SignaturesBody);
-      await this.track(proposal, outcome.signatures);
+      await this.track(sent, outcome.signatures);
     }
   }
 
   private async onProposal(peer: string, proposal: Proposal): Promise<void> {
+    const started = performance.now();
     let txid: string;
     try {
       txid = proposalTxid(proposal);
     } catch {
-      this.o.log.warn('proposal_refused', { peer, reason: 'malformed_transaction' });
+      this.refused(peer, 'malformed_transaction', 'the proposal does not parse');
       return;
     }
-    if (this.finalized.has(txid)) return;
+    if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
     const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, proposal, this.o.fees);
     if (!outcome.ok) {
-      this.o.log.warn('proposal_refused', { peer, txid, reason: outcome.reason, detail: outcome.detail });
+      this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
     }
-    if (!outcome.already) this.o.log.info('signed', { txid, peer, inputs: proposal.prevouts.length });
+    if (!outcome.already) {
+      this.o.metrics?.signaturesMade.inc(proposal.prevouts.length);
+      this.o.metrics?.signingLatency.observe((performance.now() - started) / 1000);
+      this.o.log.info('signed', { txid, peer, inputs: proposal.prevouts.length });
+    }
     this.o.network.broadcast('signatures', { txid, signatures: outcome.signatures } satisfies SignaturesBody);
     await this.track(proposal, outcome.signatures);
   }
 
+  private refused(peer: string, reason: string, detail: string, txid?: string): void {
+    this.o.metrics?.rounds.inc({ outcome: 'refused' });
+    this.o.metrics?.signaturesRejected.inc({ reason: `proposal_${reason}` });
+    this.o.log.warn('proposal_refused', { peer, txid, reason, detail });
+  }
+
   /** Starts collecting for a proposal this member signed, with its own and any early signatures. */
   private async track(proposal: Proposal, own: Uint8Array): Promise<void> {
-    const tx = proposalTx(proposal);
-    const txid = this.collector.open(tx, proposal.prevouts);
-    this.proposals.set(txid, proposal);
+    const txid = this.collector.open(proposalTx(proposal), proposal.prevouts);
+    if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal });
     await this.add(txid, this.myKey, own);
-    for (const [peer, sigs] of this.early.get(txid) ?? []) await this.add(txid, peer, sigs);
+    for (const [peer, sigs] of this.early.get(txid) ?? []) await this.add(txid, peer, sigs, true);
     this.early.delete(txid);
   }
 
   private async onSignatures(peer: string, body: SignaturesBody): Promise<void> {
-    if (this.finalized.has(body.txid)) return;
+    if (this.unsettled.has(body.txid)) return;
     if (!this.proposals.has(body.txid)) {
-      // only proposals this member signed are collected; keep a few early arrivals
-      if (this.early.size < 1000) this.early.set(body.txid, (this.early.get(body.txid) ?? new Map()).set(peer, body.signatures));
+      // only proposals this member signed are collected; keep a bounded number of early arrivals
+      if (this.early.size < 1000) this.early.set(body.txid, (this.early.get(body.txid) ?? new Map<string, Uint8Array>()).set(peer, body.signatures));
       return;
     }
-    await this.add(body.txid, peer, body.signatures);
+    await this.add(body.txid, peer, body.signatures, true);
   }
 
-  private async add(txid: string, member: string, signatures: Uint8Array): Promise<void> {
+  private async add(txid: string, member: string, signatures: Uint8Array, store = false): Promise<void> {
     const n = signatures.length / 64;
+    let outcome;
     try {
-      await this.collector.add(txid, { pubkey: Buffer.from(member, 'hex'), signatures: Array.from({ length: n }, (_, i) => signatures.subarray(i * 64, i * 64 + 64)) });
+      outcome = await this.collector.add(txid, { pubkey: Buffer.from(member, 'hex'), signatures: Array.from({ length: n }, (_, i) => signatures.subarray(i * 64, i * 64 + 64)) });
     } catch (err) {
+      this.o.metrics?.signaturesRejected.inc({ reason: (err as { code?: string }).code ?? 'error' });
       this.o.log.warn('signatures_refused', { txid, member, error: err as Error });
       return;
     }
-    if (this.collector.count(txid) >= this.o.federation.threshold) await this.finalize(txid);
+    if (outcome === 'added' && member !== this.myKey) {
+      this.o.metrics?.signaturesReceived.inc();
+      // verified above; kept so a restart does not need the peer to send them again
+      if (store) await this.o.store.batch().put(signatureReceivedKey(txid, member), signatures).write();
+    }
+    if (this.collector.count(txid) >= this.o.federation.threshold) {
+      const { proposal } = this.proposals.get(txid)!;
+      const signed = this.collector.finalize(txid);
+      this.collector.forget(txid);
+      this.proposals.delete(txid);
+      const body: FinalizedBody = { tx: serializeTx(signed), prevouts: proposal.prevouts, requestIds: proposal.requestIds };
+      await this.recordFinal(txid, signed, body, 'self');
+      this.o.network.broadcast('finalized', body);
+    }
   }
 
-  private async finalize(txid: string): Promise<void> {
-    const proposal = this.proposals.get(txid)!;
-    const signed = this.collector.finalize(txid);
-    checkFinalizedWitnesses(signed, proposal.prevouts, this.o.federation);
-    await this.o.store.exclusive(async () => {
+  /** A payment another member finalized: checked (t valid signatures on every input, on the pool) before it is recorded. */
+  private async onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void> {
+    let signed: Transaction;
+    try {
+      signed = parseTx(body.tx);
+      if (signed.inputs.length !== body.prevouts.length) throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+    } catch (err) {
+      this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
+      this.o.log.warn('finalized_refused', { peer, error: err as Error });
+      return;
+    }
+    const txid = txidOf(signed);
+    if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
+    try {
+      await verifyFinalizedWitnesses(signed, body.prevouts, this.o.federation, this.o.pool.verifyTransaction);
+    } catch (err) {
+      this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_invalid' });
+      this.o.log.warn('finalized_refused', { peer, txid, error: err as Error });
+      return;
+    }
+    if (this.proposals.has(txid)) {
+      this.collector.forget(txid);
+      this.proposals.delete(txid);
+    }
+    await this.recordFinal(txid, signed, body, peer);
+  }
+
+  /**
+   * Records a finalized payment in one synced batch: the signed transaction, its requests moved
+   * to 'signed' (only those whose output pays the request's own script: a peer's list is not
+   * trusted beyond what the signatures prove), the request→payment index the no-double-pay
+   * check reads, and its inputs reserved by it. Then hands it to onFinalized.
+   */
+  private async recordFinal(txid: string, signed: Transaction, body: FinalizedBody, from: string): Promise<void> {
+    const record = await this.o.store.exclusive(async () => {
+      if (await this.o.store.get(finalizedKey(txid))) return undefined;
       const batch = this.o.store.batch();
       const at = new Date().toISOString();
-      batch.put(finalizedKey(txid), { txid, tx: serializeTx(signed), requestIds: [...proposal.requestIds], at } satisfies FinalizedRecord);
-      for (const id of proposal.requestIds) {
-        const r = await getRequest(batch, id);
-        if (r && r.status === 'batched') stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+      const requestIds: string[] = [];
+      for (const [o, id] of body.requestIds.entries()) {
+        let r;
+        try {
+          r = await getRequest(batch, id);
+        } catch {
+          continue;
+        }
+        const output = signed.outputs[o];
+        if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
+        requestIds.push(id);
+        const { txHash, logIndex } = parseRequestId(id);
+        batch.put(requestSignedKey(txHash, logIndex, txid), 1);
+        if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
       }
+      const conflicts = new Set<string>();
+      const held = [];
+      for (const input of signed.inputs) {
+        const u = await getUtxo(batch, input);
+        if (!u || u.state === 'spent') continue;
+        if (u.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);
+        held.push(input);
+      }
+      await reserveUtxos(batch, held, txid, { replacing: [...conflicts] });
+      const final: FinalizedRecord = {
+        txid,
+        tx: body.tx,
+        prevouts: body.prevouts,
+        requestIds,
+        fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
+        vsize: signedFederationVsize(this.o.federation, signed),
+        conflicts: [...conflicts],
+        at,
+      };
+      batch.put(finalizedKey(txid), final);
       await batch.write({ sync: true });
+      return final;
     });
-    this.finalized.add(txid);
-    this.collector.forget(txid);
-    this.proposals.delete(txid);
-    this.o.log.info('finalized', { txid, signers: this.o.federation.threshold });
-    await this.o.onFinalized(txid, signed);
+    if (!record) return;
+    this.unsettled.set(txid, body);
+    this.o.metrics?.rounds.inc({ outcome: 'finalized' });
+    this.o.log.info('finalized', { txid, from, requests: record.requestIds.length, inputs: signed.inputs.length });
+    await this.o.onFinalized(record);
   }
 
-  /** On (re)connect: the peer gets every open proposal this member signed, with its signatures. */
+  /** On (re)connect: the peer gets every open proposal this member signed, with its signatures, and every finalized payment not yet paid. */
   private async announce(peer: string): Promise<void> {
-    for (const [txid, proposal] of this.proposals) {
+    for (const [txid, { proposal }] of this.proposals) {
       const record = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
       if (!record) continue;
       this.o.network.send(peer, 'proposal', proposal);
       this.o.network.send(peer, 'signatures', { txid, signatures: record.signatures } satisfies SignaturesBody);
     }
+    for (const body of this.unsettled.values()) this.o.network.send(peer, 'finalized', body);
   }
 }
 
-/**
- * Without Bitcoin Core (the devnet) a finalized payment is accounted for locally: its inputs
- * are spent and its change becomes a federation output that exists on no chain.
- */
-export async function accountLocally(store: Store, federation: Federation, tx: Transaction): Promise<void> {
-  const txid = txidOf(tx);
-  await store.exclusive(async () => {
-    const batch = store.batch();
-    for (const input of tx.inputs) await spendUtxo(batch, input, txid);
-    for (const [vout, output] of tx.outputs.entries()) {
-      if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0) await registerUtxo(batch, { txid, vout, value: output.value, scriptPubKey: output.scriptPubKey, height: 0 });
-    }
-    await batch.write({ sync: true });
-  });
-}

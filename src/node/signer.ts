@@ -2,12 +2,14 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { getRequest, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/requests.js';
-import { requestSignedKey, requestSignedPrefix, signatureMadeKey } from '../storage/keys.js';
+import type { FinalizedRecord } from './coordinator.js';
+import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey } from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeeRate } from '../wallet/fee.js';
 import { proposalOutpoints, stageProposal, type Proposal } from '../wallet/proposal.js';
-import { getUtxo, outpointText, type UtxoRecord } from '../wallet/utxos.js';
+import { getUtxo, outpointText, parseOutpoint, type UtxoRecord } from '../wallet/utxos.js';
+import { signedFederationVsize } from '../bitcoin/weight.js';
 import { validateProposal, type KnownRequest, type RejectReason, type SignedPayment, type ValidationState } from '../wallet/validate.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
@@ -20,6 +22,9 @@ export interface SignatureRecord {
   readonly requestIds: readonly string[];
   /** 64 bytes per input, in input order. */
   readonly signatures: Uint8Array;
+  readonly fee: bigint;
+  /** Signed size: what a replacement's fee is measured against (BIP125). */
+  readonly vsize: number;
   readonly at: string;
 }
 
@@ -30,16 +35,27 @@ export interface FeeBounds {
 
 export type SignOutcome = { ok: true; txid: string; signatures: Uint8Array; already: boolean } | { ok: false; reason: RejectReason; detail: string };
 
-/** Transactions this member signed that pay request `id`. */
+/** Transactions this member signed, or knows finalized, that pay request `id`. */
 async function signedPayments(store: Store, reader: StoreReader, id: string): Promise<SignedPayment[]> {
   const { txHash, logIndex } = parseRequestId(id);
   const out: SignedPayment[] = [];
   for await (const [key] of store.entries<number>({ prefix: requestSignedPrefix(txHash, logIndex) })) {
     const txid = key.slice(key.lastIndexOf('/') + 1);
-    const record = await reader.get<SignatureRecord>(signatureMadeKey(txid));
-    if (record) out.push({ txid, inputs: record.inputs });
+    const record = (await reader.get<SignatureRecord>(signatureMadeKey(txid))) ?? (await finalizedPayment(reader, txid));
+    if (!record) continue;
+    let dead = false;
+    for (const name of record.inputs) {
+      const u = await getUtxo(reader, parseOutpoint(name));
+      if (u?.state === 'spent' && u.spentBy !== txid) dead = true;
+    }
+    out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead });
   }
   return out;
+}
+
+async function finalizedPayment(reader: StoreReader, txid: string): Promise<Pick<SignatureRecord, 'inputs' | 'fee' | 'vsize'> | undefined> {
+  const f = await reader.get<FinalizedRecord>(finalizedKey(txid));
+  return f && { inputs: parseTx(f.tx).inputs.map(outpointText), fee: f.fee, vsize: f.vsize };
 }
 
 /** A snapshot of exactly the state validation needs for `proposal`, read from the store. */
@@ -105,6 +121,8 @@ export async function signProposal(store: Store, pool: SigningPool, federation: 
       inputs: tx.inputs.map(outpointText),
       requestIds: [...proposal.requestIds],
       signatures,
+      fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
+      vsize: signedFederationVsize(federation, tx),
       at,
     } satisfies SignatureRecord);
     for (const id of proposal.requestIds) {

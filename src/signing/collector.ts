@@ -137,33 +137,69 @@ export function assembleWitnesses(federation: Federation, sets: ReadonlyMap<stri
   ]);
 }
 
+function witnessFault(input: number, reason: string): never {
+  throw new SigningError('invalid_witness', `input ${input}: ${reason}`, { input });
+}
+
 /**
- * Checks a finalized federation spend as the tapscript will: per input n + 2 items, script and
- * control block ours, every item empty or a 64-byte signature, exactly t signatures, each valid
- * for its key. Throws `invalid_witness` naming the input and the first fault.
+ * The structural half of the tapscript's check of a finalized federation spend: per input n + 2
+ * items, script and control block ours, every item empty or a 64-byte signature, exactly t
+ * signatures. Returns, per input, the signatures with the index of the key each claims.
  */
-export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation): void {
+function witnessSignatures(tx: Transaction, federation: Federation): { key: number; signature: Uint8Array }[][] {
   const n = federation.pubkeys.length;
-  const sighashes = allScriptPathSighashes(tx, prevouts, federation.leafHash);
-  const backend = schnorrBackend();
-  for (const [i, input] of tx.inputs.entries()) {
-    const fault = (reason: string): never => {
-      throw new SigningError('invalid_witness', `input ${i}: ${reason}`, { input: i });
-    };
+  return tx.inputs.map((input, i) => {
     const w = input.witness;
-    if (w.length !== n + 2) fault(`witness has ${w.length} items, expected ${n + 2} (one per member, script, control block)`);
-    if (!equal(w[n]!, federation.tapscript)) fault('witness script is not the federation tapscript');
-    if (!equal(w[n + 1]!, federation.controlBlock)) fault('control block is not the federation control block');
-    let signatures = 0;
+    if (w.length !== n + 2) witnessFault(i, `witness has ${w.length} items, expected ${n + 2} (one per member, script, control block)`);
+    if (!equal(w[n]!, federation.tapscript)) witnessFault(i, 'witness script is not the federation tapscript');
+    if (!equal(w[n + 1]!, federation.controlBlock)) witnessFault(i, 'control block is not the federation control block');
+    const found: { key: number; signature: Uint8Array }[] = [];
     for (let j = 0; j < n; j++) {
       const item = w[j]!;
       if (item.length === 0) continue;
-      if (item.length !== 64) fault(`item ${j} is ${item.length} bytes; only empty items or 64-byte SIGHASH_DEFAULT signatures are allowed`);
-      const key = federation.pubkeys[n - 1 - j]!;
-      const [ok] = backend.verifyBatch(item, sighashes[i]!, key);
-      if (ok !== 1) fault(`signature in item ${j} does not verify for member ${toHex(key)}`);
-      signatures++;
+      if (item.length !== 64) witnessFault(i, `item ${j} is ${item.length} bytes; only empty items or 64-byte SIGHASH_DEFAULT signatures are allowed`);
+      // the tapscript pops the last key's item first
+      found.push({ key: n - 1 - j, signature: item });
     }
-    if (signatures !== federation.threshold) fault(`has ${signatures} signatures, the federation needs exactly ${federation.threshold}`);
+    if (found.length !== federation.threshold) witnessFault(i, `has ${found.length} signatures, the federation needs exactly ${federation.threshold}`);
+    return found;
+  });
+}
+
+/**
+ * Checks a finalized federation spend as the tapscript will, on the calling thread: the
+ * structure, then every signature for its key. Throws `invalid_witness` naming the input and
+ * the first fault.
+ */
+export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation): void {
+  const perInput = witnessSignatures(tx, federation);
+  const sighashes = allScriptPathSighashes(tx, prevouts, federation.leafHash);
+  const backend = schnorrBackend();
+  const n = federation.pubkeys.length;
+  for (const [i, found] of perInput.entries()) {
+    for (const { key, signature } of found) {
+      const [ok] = backend.verifyBatch(signature, sighashes[i]!, federation.pubkeys[key]!);
+      if (ok !== 1) witnessFault(i, `signature in item ${n - 1 - key} does not verify for member ${toHex(federation.pubkeys[key]!)}`);
+    }
+  }
+}
+
+/**
+ * The same check with the signatures verified by `verify` (the node's worker pool), one call
+ * per signer. Our members sign every input of a payment, so a finalized payment from a peer must
+ * carry the same t signers on every input; anything else is refused.
+ */
+export async function verifyFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation, verify: VerifyFn): Promise<void> {
+  const perInput = witnessSignatures(tx, federation);
+  const signers = perInput[0]?.map((f) => f.key) ?? [];
+  const sets = signers.map(() => new Uint8Array(64 * tx.inputs.length));
+  for (const [i, found] of perInput.entries()) {
+    if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, 'its signers differ from input 0\'s');
+    found.forEach((f, s) => sets[s]!.set(f.signature, i * 64));
+  }
+  for (const [s, key] of signers.entries()) {
+    const valid = await verify(tx, prevouts, federation.pubkeys[key]!, sets[s]!);
+    const bad = valid.findIndex((ok) => ok !== 1);
+    if (bad >= 0) witnessFault(bad, `signature does not verify for member ${toHex(federation.pubkeys[key]!)}`);
   }
 }

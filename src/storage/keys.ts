@@ -25,8 +25,8 @@
  * | prop/      | prop/<txid>                              | proposal (unsigned tx, prevouts, requests) | wallet (payments), node         |
  * | sigmade/   | sigmade/<txid>                           | the signatures this member made; written   | node, before the signatures     |
  * |            |                                          | (sync) before they leave the process       | are sent (SPEC §3 invariant 2)  |
- * | reqsig/    | reqsig/<evm tx hash>/<log index>/<txid>  | 1 — "this member signed txid paying this   | same batch as sigmade/          |
- * |            |                                          | request" (no-double-pay check)             |                                 |
+ * | reqsig/    | reqsig/<evm tx hash>/<log index>/<txid>  | 1 — "this member signed (or knows final)   | same batch as sigmade/          |
+ * |            |                                          | txid paying this request" (no-double-pay)  |                                 |
  * | sigrecv/   | sigrecv/<txid>/<member x-only key>       | verified signatures received from a member | node                            |
  * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
  * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |

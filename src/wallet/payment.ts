@@ -2,7 +2,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { dustThreshold } from '../bitcoin/script.js';
 import type { Transaction, TxOutput } from '../bitcoin/tx.js';
 import { federationInputWeight, federationSpendWeight, MAX_STANDARD_TX_WEIGHT, outputWeight, weightToVsize } from '../bitcoin/weight.js';
-import { selectCoins, type Coin } from './coinselect.js';
+import { selectCoins, type Coin, type Selection } from './coinselect.js';
 import { WalletError } from './errors.js';
 import { checkFeeRate, feeFor, feeShare, type FeeRate } from './fee.js';
 
@@ -36,7 +36,7 @@ export interface Payment {
   /** What each peg-out output gave up towards the fee. */
   readonly feeShare: bigint;
   readonly change: bigint;
-  readonly selection: 'bnb' | 'largest-first';
+  readonly selection: 'bnb' | 'largest-first' | 'replacement';
 }
 
 export type DeferReason = 'dust_after_fee' | 'insufficient_funds' | 'over_weight_limit';
@@ -55,6 +55,7 @@ export interface PaymentPlan {
 export const PAYMENT_SEQUENCE = 0xfffffffd;
 
 type Attempt = { payment: Payment } | { tooHeavy: true } | { none: true };
+type Selector = (utxos: readonly SpendableUtxo[], target: bigint, rate: FeeRate, inputVsize: number, costOfChange: bigint) => Pick<Selection<SpendableUtxo>, 'coins' | 'total'> & { method: Payment['selection'] } | null;
 
 /**
  * Turns pending requests into unsigned federation payments at `rate`.
@@ -93,7 +94,7 @@ export function buildPayments(
 
   while (queue.length > 0) {
     const batch = queue.shift()!;
-    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred);
+    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred, selectCoins);
     if ('tooHeavy' in attempt) {
       if (batch.length === 1) {
         deferred.push({ id: batch[0]!.id, reason: 'over_weight_limit' });
@@ -112,7 +113,24 @@ export function buildPayments(
   return { payments, deferred };
 }
 
-function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate: FeeRate, federation: Federation, maxWeight: number, deferred: Deferred[]): Attempt {
+/**
+ * The BIP125 replacement of a payment at a higher `rate`: the same inputs, all of them (so it
+ * conflicts with the original and with nothing else) and the same requests, with the fee shares
+ * recomputed. Undefined when at that rate a request would fall under dust or the inputs no longer
+ * cover the requests: then the original stands.
+ */
+export function buildReplacement(requests: readonly PaymentRequest[], inputs: readonly SpendableUtxo[], rate: FeeRate, federation: Federation): Payment | undefined {
+  checkFeeRate(rate);
+  const deferred: Deferred[] = [];
+  const all: Selector = (utxos, target) => {
+    const total = utxos.reduce((acc, u) => acc + u.value, 0n);
+    return total >= target ? { coins: [...utxos], total, method: 'replacement' } : null;
+  };
+  const attempt = buildOne([...requests], inputs, rate, federation, MAX_STANDARD_TX_WEIGHT, deferred, all);
+  return 'payment' in attempt && deferred.length === 0 ? attempt.payment : undefined;
+}
+
+function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate: FeeRate, federation: Federation, maxWeight: number, deferred: Deferred[], select: Selector): Attempt {
   const inputVsize = weightToVsize(federationInputWeight(federation));
   const changeDust = dustThreshold(federation.scriptPubKey);
   const costOfChange = feeFor(rate, weightToVsize(outputWeight(federation.scriptPubKey)));
@@ -120,7 +138,7 @@ function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate
   for (;;) {
     if (requests.length === 0) return { none: true };
     const target = requests.reduce((acc, r) => acc + r.sats, 0n);
-    const selection = selectCoins(utxos, target, rate, inputVsize, costOfChange);
+    const selection = select(utxos, target, rate, inputVsize, costOfChange);
     if (!selection) {
       // fund what can be funded: the last request (in id order) waits
       deferred.push({ id: requests[requests.length - 1]!.id, reason: 'insufficient_funds' });

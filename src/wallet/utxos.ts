@@ -39,6 +39,12 @@ export function outpointText(outpoint: Outpoint): string {
   return `${outpoint.txid}:${outpoint.vout}`;
 }
 
+/** The inverse of outpointText. */
+export function parseOutpoint(text: string): Outpoint {
+  const at = text.lastIndexOf(':');
+  return { txid: text.slice(0, at), vout: Number(text.slice(at + 1)) };
+}
+
 export async function getUtxo(reader: StoreReader, outpoint: Outpoint): Promise<UtxoRecord | undefined> {
   return reader.get<UtxoRecord>(utxoKey(outpoint.txid, outpoint.vout));
 }

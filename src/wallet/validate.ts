@@ -1,6 +1,6 @@
 import { equal } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import { parseTx, type Transaction } from '../bitcoin/tx.js';
+import { parseTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { dustThreshold } from '../bitcoin/script.js';
 import type { FeeRate } from './fee.js';
@@ -30,7 +30,8 @@ export type RejectReason =
   | 'input_spent'
   | 'fee_rate_too_low'
   | 'fee_rate_too_high'
-  | 'double_payment';
+  | 'double_payment'
+  | 'replacement_fee_too_low';
 
 export type Verdict = { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number };
 
@@ -46,7 +47,14 @@ export interface SignedPayment {
   readonly txid: string;
   /** outpoints it spends, `txid:vout` */
   readonly inputs: readonly string[];
+  readonly fee: bigint;
+  readonly vsize: number;
+  /** One of its inputs was spent by another transaction: it can never confirm and blocks nothing. */
+  readonly dead: boolean;
 }
+
+/** Bitcoin Core's default incremental relay fee, sat/vB: what BIP125 rule 4 charges a replacement per vbyte. */
+export const INCREMENTAL_RELAY_FEE = 1;
 
 /** The member's own state, as far as validation needs it (a snapshot, read by the caller). */
 export interface ValidationState {
@@ -130,16 +138,27 @@ export function validateProposal(proposal: Proposal, state: ValidationState): Ve
   const inValue = proposal.prevouts.reduce((acc, p) => acc + p.value, 0n);
   const outValue = tx.outputs.reduce((acc, o) => acc + o.value, 0n);
   if (outValue > inValue) return reject('prevouts_mismatch', `outputs (${outValue}) exceed inputs (${inValue})`);
-  const rate = Number(inValue - outValue) / signedFederationVsize(fed, tx);
+  const fee = inValue - outValue;
+  const vsize = signedFederationVsize(fed, tx);
+  const rate = Number(fee) / vsize;
   if (rate < state.minFeeRate) return reject('fee_rate_too_low', `fee rate ${rate.toFixed(3)} sat/vB is under the minimum ${state.minFeeRate}`);
   if (rate > state.maxFeeRate) return reject('fee_rate_too_high', `fee rate ${rate.toFixed(3)} sat/vB is over the maximum ${state.maxFeeRate}`);
 
   // SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with
-  // (spends an input of) every transaction this member already signed paying it.
+  // (spends an input of) every live transaction this member already signed paying it, and
+  // only as a BIP125 replacement Bitcoin Core would take: a higher rate, and a fee covering
+  // the replaced one's plus the relay fee for its own size. A same-rate re-proposal is
+  // never signed, so without a fee rise no two conflicting payments exist.
+  const self = txidOf(tx);
   for (const id of paying) {
     for (const earlier of state.signedPayments(id)) {
+      if (earlier.dead || earlier.txid === self) continue;
       if (!earlier.inputs.some((o) => spends.has(o))) {
         return reject('double_payment', `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`);
+      }
+      const floor = earlier.fee + BigInt(INCREMENTAL_RELAY_FEE * vsize);
+      if (rate <= Number(earlier.fee) / earlier.vsize || fee < floor) {
+        return reject('replacement_fee_too_low', `replacing ${earlier.txid} (fee ${earlier.fee} sats, ${earlier.vsize} vB) needs a higher fee rate and a fee of at least ${floor} sats; this one pays ${fee}`);
       }
     }
   }

@@ -7,7 +7,8 @@ import { witnessScript } from '../../src/bitcoin/script.js';
 import { parseTx } from '../../src/bitcoin/tx.js';
 import { freePort } from '../../src/evm/anvil.js';
 import { listRequests, stageNewRequest } from '../../src/evm/request-store.js';
-import { accountLocally, Coordinator, type FinalizedRecord } from '../../src/node/coordinator.js';
+import { Coordinator, type FinalizedRecord } from '../../src/node/coordinator.js';
+import { settleLocally } from '../../src/node/settlement.js';
 import { createLogger } from '../../src/node/log.js';
 import { PeerNetwork } from '../../src/p2p/network.js';
 import { checkFinalizedWitnesses } from '../../src/signing/collector.js';
@@ -43,7 +44,7 @@ describe('transaction coordinator, three members in one process on loopback', ()
         const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${ports[j]}`] as [string, string]])));
         const network = new PeerNetwork({ secretKey, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
         const log = createLogger({ level: 'warn', write: (l) => lines.push(l), bound: { member: i } });
-        const coordinator = new Coordinator({ store, federation, pool, network, fees: { minFeeRate: 1, maxFeeRate: 100, rate: async () => 2 }, maxOutputs: 5, slotMs: 150, log, onFinalized: (_txid, tx) => accountLocally(store, federation, tx) });
+        const coordinator = new Coordinator({ store, federation, pool, network, fees: { minFeeRate: 1, maxFeeRate: 100, rate: async () => 2 }, maxOutputs: 5, slotMs: 150, log, onFinalized: (record) => settleLocally(store, federation, record) });
         return { store, pool, network, coordinator };
       }),
     );
@@ -91,8 +92,6 @@ describe('transaction coordinator, three members in one process on loopback', ()
       }
       assert.equal(tx.inputs[0]!.witness.filter((w) => w.length === 64).length, 2);
     }
-    // witnesses check against the prevouts each member recorded
-    const prevouts = (await members[0]!.store.get<{ prevouts: { value: bigint; scriptPubKey: Uint8Array }[] }>(`${SPACES.proposal}${sets[0]![0]!.txid}`))!.prevouts;
-    checkFinalizedWitnesses(parseTx(sets[0]![0]!.tx), prevouts, federation);
+    for (const f of sets[0]!) checkFinalizedWitnesses(parseTx(f.tx), f.prevouts, federation);
   });
 });

@@ -44,6 +44,11 @@ function state(o: Overrides = {}): ValidationState {
   };
 }
 
+/** A payment this member signed earlier: 100 vB at `rate` sat/vB. */
+function earlier(txid: string, inputs: string[], rate = 1, dead = false): SignedPayment {
+  return { txid, inputs, fee: BigInt(100 * rate), vsize: 100, dead };
+}
+
 /** The base proposal with its transaction changed by `edit`. */
 function withTx(edit: (tx: Transaction) => Transaction, p = baseProposal()): Proposal {
   return { ...p, unsignedTx: serializeTx(edit(parseTx(p.unsignedTx))) };
@@ -80,7 +85,8 @@ describe('proposal validation', () => {
     ['input_spent', () => [base, state({ utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, state: 'spent', spentBy: hex32(99) }])) })]],
     ['fee_rate_too_low', () => [base, state({ minFeeRate: 50 })]],
     ['fee_rate_too_high', () => [base, state({ maxFeeRate: 1 })]],
-    ['double_payment', () => [base, state({ signed: new Map([[base.requestIds[0]!, [{ txid: hex32(42), inputs: [`${hex32(77)}:0`] }]]]) })]],
+    ['double_payment', () => [base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [`${hex32(77)}:0`])]]]) })]],
+    ['replacement_fee_too_low', () => [base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) })]],
   ];
   for (const [reason, make] of cases) {
     it(`refuses with ${reason}`, () => {
@@ -92,17 +98,22 @@ describe('proposal validation', () => {
   }
 
   it('allows paying a request again only in a replacement that spends an input of every earlier payment', () => {
-    const earlier = [{ txid: hex32(42), inputs: [firstInput] }];
-    assert.deepEqual(validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, earlier]]) })), { ok: true });
+    const first = [earlier(hex32(42), [firstInput])];
+    assert.deepEqual(validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, first]]) })), { ok: true });
     // also once the request is marked batched by that earlier payment
     const batched = new Map(requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
-    const both = new Map(requests.map((r) => [r.id, earlier]));
+    const both = new Map(requests.map((r) => [r.id, first]));
     assert.deepEqual(validateProposal(base, state({ requests: batched, signed: both })), { ok: true });
     const unsigned = validateProposal(base, state({ requests: batched }));
     assert.equal(unsigned.ok ? 'ok' : unsigned.reason, 'request_not_payable', 'batched by a payment this member never signed');
-    const two = [...earlier, { txid: hex32(43), inputs: [`${hex32(88)}:1`] }];
+    const two = [...first, earlier(hex32(43), [`${hex32(88)}:1`])];
     const verdict = validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, two]]) }));
     assert.equal(verdict.ok ? 'ok' : verdict.reason, 'double_payment');
+  });
+
+  it('ignores an earlier payment that can never confirm (another transaction spent one of its inputs)', () => {
+    const dead = [earlier(hex32(43), [`${hex32(88)}:1`], 1, true)];
+    assert.deepEqual(validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, dead]]) })), { ok: true });
   });
 });
 
