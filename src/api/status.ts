@@ -2,6 +2,8 @@ import type { Federation } from '../bitcoin/federation.js';
 import { getRequest, listRequests, requestHistory, type RequestRecord, type StatusChange } from '../evm/request-store.js';
 import type { Store } from '../storage/store.js';
 import { listUtxos } from '../wallet/utxos.js';
+import { parseRequestId } from '../evm/requests.js';
+import { broadcastPrefix, finalizedKey, requestSignedPrefix, signatureMadeKey, signatureReceivedPrefix } from '../storage/keys.js';
 
 /** A request's lifecycle as operators and users see it. */
 export interface PegoutStatus {
@@ -14,6 +16,15 @@ export interface PegoutStatus {
   readonly reason?: string;
   readonly detail?: string;
   readonly history: readonly StatusChange[];
+  /** Payments that pay it: this member's signature or a finalized one; signatures as k of t. */
+  readonly payments: readonly PaymentStatus[];
+}
+
+export interface PaymentStatus {
+  readonly txid: string;
+  readonly signatures: string;
+  readonly finalized: boolean;
+  readonly broadcastAttempts: number;
 }
 
 /** What the HTTP API reads; the member service provides it from its store and state. */
@@ -24,7 +35,23 @@ export interface StatusSource {
   federation(): Promise<Record<string, unknown>>;
 }
 
-function summary(r: RequestRecord, history: readonly StatusChange[]): PegoutStatus {
+async function payments(store: Store, federation: Federation, id: string): Promise<PaymentStatus[]> {
+  const { txHash, logIndex } = parseRequestId(id);
+  const out: PaymentStatus[] = [];
+  for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, logIndex) })) {
+    const txid = key.slice(key.lastIndexOf('/') + 1);
+    const [own, final] = await store.getMany([signatureMadeKey(txid), finalizedKey(txid)]);
+    let received = 0;
+    for await (const _ of store.entries({ prefix: signatureReceivedPrefix(txid) })) received++;
+    let attempts = 0;
+    for await (const _ of store.entries({ prefix: broadcastPrefix(txid) })) attempts++;
+    const k = final ? federation.threshold : Math.min(federation.threshold, received + (own ? 1 : 0));
+    out.push({ txid, signatures: `${k}/${federation.threshold}`, finalized: final !== undefined, broadcastAttempts: attempts });
+  }
+  return out;
+}
+
+function summary(r: RequestRecord, history: readonly StatusChange[], paidBy: readonly PaymentStatus[]): PegoutStatus {
   return {
     id: r.id,
     status: r.status,
@@ -35,6 +62,7 @@ function summary(r: RequestRecord, history: readonly StatusChange[]): PegoutStat
     ...(r.reason ? { reason: r.reason } : {}),
     ...(r.detail ? { detail: r.detail } : {}),
     history,
+    payments: paidBy,
   };
 }
 
@@ -44,12 +72,12 @@ export function storeStatusSource(store: Store, federation: Federation, health: 
     health: async () => ({ ok: true, components: { store: 'open', ...health() } }),
     async pegout(id) {
       const r = await getRequest(store, id);
-      return r ? summary(r, await requestHistory(store, id)) : undefined;
+      return r ? summary(r, await requestHistory(store, id), await payments(store, federation, id)) : undefined;
     },
     async pegoutsByEvmAddress(evmAddress, limit) {
       const wanted = evmAddress.toLowerCase();
       const found = (await listRequests(store, (r) => r.evmAddress === wanted)).slice(0, limit);
-      return Promise.all(found.map(async (r) => summary(r, await requestHistory(store, r.id))));
+      return Promise.all(found.map(async (r) => summary(r, await requestHistory(store, r.id), await payments(store, federation, r.id))));
     },
     async federation() {
       const unspent = await listUtxos(store, 'unspent');

@@ -4,6 +4,7 @@ import { registerDevnet } from './devnet.js';
 import { registerEvm } from './evm.js';
 import { registerFederation } from './federation.js';
 import { registerKeygen } from './keygen.js';
+import { registerNode } from './node.js';
 import { runCli } from './output.js';
 import { registerStatus } from './status.js';
 
@@ -13,6 +14,7 @@ const program = new Command('pegout')
   .configureHelp({ showGlobalOptions: true });
 
 // Each command module registers itself here, one line each.
+registerNode(program);
 registerFederation(program);
 registerKeygen(program);
 registerCeremony(program);

@@ -29,12 +29,17 @@ export interface Config {
     readonly confTarget: number;
     readonly maxFeeRate: number;
     readonly paidConfirmations: number;
+    readonly rbfAfterBlocks: number;
+    readonly pollMs: number;
   } | null;
-  readonly rounds: { readonly intervalMs: number; readonly proposerTimeoutMs: number; readonly maxOutputs: number };
+  /** Without Bitcoin Core only: federation outputs the devnet declares; they exist on no chain. */
+  readonly declaredFunding: { readonly count: number; readonly sats: number; readonly feeRate: number } | null;
+  readonly rounds: { readonly slotMs: number; readonly maxOutputs: number };
   readonly workers: number;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
-type Kind = 'string' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers';
+type Kind = 'string' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers' | 'level';
 interface Field {
   readonly kind: Kind;
   readonly default?: unknown;
@@ -70,16 +75,24 @@ const SCHEMA: Schema = {
     confTarget: { kind: 'int', min: 1, max: 1008, default: 6 },
     maxFeeRate: { kind: 'number', min: 1, max: 100_000, default: 500 },
     paidConfirmations: { kind: 'int', min: 1, max: 1000, default: 6 },
+    rbfAfterBlocks: { kind: 'int', min: 1, max: 1000, default: 3 },
+    pollMs: { kind: 'int', min: 10, default: 1000 },
+  },
+  declaredFunding: {
+    count: { kind: 'int', min: 1, max: 100_000 },
+    sats: { kind: 'int', min: 1000, max: 2_100_000_000_000_000 },
+    feeRate: { kind: 'number', min: 1, max: 100_000, default: 2 },
   },
   rounds: {
-    intervalMs: { kind: 'int', min: 10, default: 2000 },
-    proposerTimeoutMs: { kind: 'int', min: 100, default: 10_000 },
+    slotMs: { kind: 'int', min: 50, default: 2000 },
     maxOutputs: { kind: 'int', min: 2, max: 2000, default: 100 },
   },
-  workers: { kind: 'int', min: 1, max: 256, default: 0 },
+  workers: { kind: 'int', min: 0, max: 256, default: 0 },
+  logLevel: { kind: 'level', default: 'info' },
 };
-/** Sections that may be null (a member without Bitcoin Core: the devnet without bitcoind). */
-const NULLABLE_SECTIONS = new Set(['bitcoin']);
+/** Sections that may be null: Bitcoin Core (null: the devnet without bitcoind), and the devnet's declared funding. */
+const NULLABLE_SECTIONS = new Set(['bitcoin', 'declaredFunding']);
+const LEVELS = ['debug', 'info', 'warn', 'error'];
 
 function isField(x: Field | Schema): x is Field {
   return typeof (x as Field).kind === 'string';
@@ -114,6 +127,9 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
       }
       return n;
     }
+    case 'level':
+      if (typeof value !== 'string' || !LEVELS.includes(value)) fail(path, value, `one of ${LEVELS.join(', ')}`);
+      return value;
     case 'network':
       if (typeof value !== 'string' || !(NETWORK_NAMES as string[]).includes(value)) fail(path, value, `one of ${NETWORK_NAMES.join(', ')}`);
       return value;
@@ -174,6 +190,7 @@ export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config 
   if (raw.bitcoin && raw.bitcoin.cookieFile === null && (raw.bitcoin.user === null || raw.bitcoin.password === null)) {
     fail('bitcoin', '{…}', 'cookieFile, or both user and password, for Bitcoin Core RPC authentication');
   }
+  if (raw.bitcoin && raw.declaredFunding) fail('declaredFunding', '{…}', 'null when bitcoin is configured: declared outputs exist on no chain and are for the devnet without Bitcoin Core');
   if (raw.memberKeyFile === null && !env.PEGOUT_MEMBER_KEY) fail('memberKeyFile', null, 'a key file path, or the key in the PEGOUT_MEMBER_KEY environment variable');
   return { ...raw, workers: raw.workers === 0 ? availableParallelism() : raw.workers };
 }

@@ -1,0 +1,154 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { toHex } from '../bitcoin/bytes.js';
+import { buildFederation, defaultThreshold, type Federation } from '../bitcoin/federation.js';
+import { generateSecretKey } from '../cli/keygen.js';
+import { freePort, startAnvil, type Anvil } from '../evm/anvil.js';
+import { installBridge } from '../evm/bridge.js';
+import { EvmRpc } from '../evm/rpc.js';
+import { writeKeyFile } from '../signing/keyfile.js';
+import { schnorrBackend } from '../signing/schnorr.js';
+
+// A local federation on loopback: anvil with the bridge, n member processes (`pegout node`),
+// each with its own key file, store, ports and log file under one directory. Used by
+// `pegout devnet`, the multi-process tests and `npm run bench:e2e`.
+
+const PEGOUT = fileURLToPath(new URL('../../../bin/pegout.js', import.meta.url));
+
+export interface DevnetOptions {
+  readonly dir: string;
+  readonly members: number;
+  readonly threshold?: number;
+  /** Declared federation outputs (they exist on no chain) and their value. */
+  readonly funding: { readonly count: number; readonly sats: number };
+  readonly slotMs?: number;
+  readonly maxOutputs?: number;
+  readonly workers?: number;
+  readonly evmConfirmations?: number;
+  /** Environment for every member process (e.g. PEGOUT_SECP256K1=js). */
+  readonly memberEnv?: NodeJS.ProcessEnv;
+  readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
+}
+
+export interface DevnetMember {
+  readonly index: number;
+  readonly key: string;
+  readonly configFile: string;
+  readonly storeDir: string;
+  readonly logFile: string;
+  readonly apiUrl: string;
+  process: ChildProcess | undefined;
+}
+
+export interface Devnet {
+  readonly anvil: Anvil;
+  readonly federation: Federation;
+  readonly members: readonly DevnetMember[];
+  /** Starts member i (again); resolves once its API answers. */
+  start(i: number): Promise<void>;
+  /** Kills member i's process with `signal` and waits for it to exit. */
+  kill(i: number, signal?: NodeJS.Signals): Promise<void>;
+  /** Stops every member (SIGTERM, then SIGKILL) and anvil. */
+  stop(): Promise<void>;
+}
+
+async function waitForApi(url: string, child: ChildProcess, logFile: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`member exited (${child.exitCode ?? child.signalCode}) before its API answered; see ${logFile}`);
+    try {
+      const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`member API ${url} did not answer within ${timeoutMs / 1000} s; see ${logFile}`);
+}
+
+async function killChild(child: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await Promise.race([exited, sleep(10_000).then(() => child.kill('SIGKILL'))]);
+  await exited;
+}
+
+export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
+  await mkdir(o.dir, { recursive: true });
+  // anvil mines a block every second whatever happens, so requests reach their confirmation depth
+  const anvil = await startAnvil(['--block-time', '1', '--gas-limit', '3000000000', '--accounts', '20']);
+  try {
+    await installBridge(new EvmRpc(anvil.url));
+    const secretKeys = Array.from({ length: o.members }, generateSecretKey);
+    const pubkeys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
+    const threshold = o.threshold ?? defaultThreshold(o.members);
+    const federation = buildFederation({ network: 'regtest', threshold, pubkeys });
+    const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
+    const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
+    const members: DevnetMember[] = [];
+    for (const [i, secretKey] of secretKeys.entries()) {
+      const home = join(o.dir, `member-${i + 1}`);
+      await mkdir(home, { recursive: true });
+      const keyFile = join(home, 'member.key');
+      await writeKeyFile(keyFile, secretKey);
+      const config = {
+        network: 'regtest',
+        federation: { threshold, pubkeys: pubkeys.map(toHex) },
+        memberKeyFile: keyFile,
+        storeDir: join(home, 'store'),
+        p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${p2pPorts[j]}`]]))) },
+        api: { host: '127.0.0.1', port: apiPorts[i] },
+        evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
+        bitcoin: null,
+        declaredFunding: { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
+        rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
+        workers: o.workers ?? 1,
+        logLevel: o.logLevel ?? 'info',
+      };
+      const configFile = join(home, 'config.json');
+      await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+      members.push({ index: i, key: toHex(pubkeys[i]!), configFile, storeDir: config.storeDir, logFile: join(home, 'member.log'), apiUrl: `http://127.0.0.1:${apiPorts[i]}`, process: undefined });
+    }
+
+    const start = async (i: number): Promise<void> => {
+      const m = members[i]!;
+      const log = createWriteStream(m.logFile, { flags: 'a' });
+      await new Promise((resolve) => log.once('open', resolve));
+      const child = spawn(process.execPath, [PEGOUT, 'node', '--config', m.configFile], { stdio: ['ignore', log, log], env: { ...process.env, ...o.memberEnv } });
+      child.once('exit', () => log.end());
+      m.process = child;
+      await waitForApi(m.apiUrl, child, m.logFile);
+    };
+    const kill = async (i: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+      await killChild(members[i]!.process, signal);
+    };
+    const stop = async (): Promise<void> => {
+      await Promise.all(members.map((m) => killChild(m.process, 'SIGTERM')));
+      await anvil.stop();
+    };
+    try {
+      await Promise.all(members.map((_, i) => start(i)));
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    return { anvil, federation, members, start, kill, stop };
+  } catch (err) {
+    await anvil.stop();
+    throw err;
+  }
+}
+
+/** A member's request counts by status, read from its /metrics. */
+export async function requestCounts(member: DevnetMember): Promise<Record<string, number>> {
+  const text = await (await fetch(`${member.apiUrl}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^pegout_requests\{status="([a-z]+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}

@@ -1,0 +1,65 @@
+import { encodeAddress } from '../bitcoin/address.js';
+import { hash160 } from '../bitcoin/hash.js';
+import type { Network } from '../bitcoin/network.js';
+import { witnessScript } from '../bitcoin/script.js';
+import { BRIDGE_ADDRESS, bridgeInterface, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
+import { requestId, WEI_PER_SAT } from '../evm/requests.js';
+import { hexQuantity, quantity, type EvmRpc } from '../evm/rpc.js';
+
+// Peg-out requests for the devnet and the end-to-end benchmark: sent through anvil's unlocked
+// development accounts (one sequential lane per account, so anvil numbers the nonces), as the
+// bridge's users would, and read back from the bridge's logs.
+
+/** A regtest P2WPKH destination per index, distinct and valid. */
+export function devnetDestination(index: number, network: Network = 'regtest'): string {
+  const seed = new Uint8Array(4);
+  new DataView(seed.buffer).setUint32(0, index);
+  return encodeAddress(witnessScript(0, hash160(seed)), network);
+}
+
+export interface SentRequests {
+  /** Block of the first request and of the last. */
+  readonly fromBlock: number;
+  readonly toBlock: number;
+  readonly ids: string[];
+}
+
+/**
+ * Sends `count` requests of `sats` each; resolves once all are mined, with their request ids.
+ * `onSent` reports progress.
+ */
+export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, options: { network?: Network; onSent?: (sent: number) => void } = {}): Promise<SentRequests> {
+  const accounts = await rpc.call<string[]>('eth_accounts');
+  const fromBlock = quantity(await rpc.call('eth_blockNumber'), 'eth_blockNumber') + 1;
+  const hashes: string[] = new Array<string>(count);
+  let next = 0;
+  let sent = 0;
+  await Promise.all(
+    accounts.map(async (from) => {
+      for (let i = next++; i < count; i = next++) {
+        const data = bridgeInterface.encodeFunctionData('requestPegOut', [new TextEncoder().encode(devnetDestination(i, options.network))]);
+        hashes[i] = await rpc.call<string>('eth_sendTransaction', [{ from, to: BRIDGE_ADDRESS, data, value: `0x${(sats * WEI_PER_SAT).toString(16)}`, gas: hexQuantity(200_000) }]);
+        options.onSent?.(++sent);
+      }
+    }),
+  );
+  const wanted = new Set(hashes.map((h) => h.toLowerCase()));
+  const ids = new Map<string, string>();
+  let toBlock = fromBlock;
+  while (ids.size < count) {
+    const head = quantity(await rpc.call('eth_blockNumber'), 'eth_blockNumber');
+    if (head < fromBlock) {
+      await new Promise((r) => setTimeout(r, 250));
+      continue;
+    }
+    const logs = await rpc.call<RawLog[]>('eth_getLogs', [{ address: BRIDGE_ADDRESS, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(fromBlock), toBlock: hexQuantity(head) }]);
+    for (const log of logs) {
+      if (wanted.has(log.transactionHash.toLowerCase())) {
+        ids.set(log.transactionHash.toLowerCase(), requestId(log.transactionHash, quantity(log.logIndex, 'logIndex')));
+        toBlock = Math.max(toBlock, quantity(log.blockNumber, 'blockNumber'));
+      }
+    }
+    if (ids.size < count) await new Promise((r) => setTimeout(r, 250));
+  }
+  return { fromBlock, toBlock, ids: hashes.map((h) => ids.get(h.toLowerCase())!) };
+}

@@ -1,0 +1,205 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startApi, type ApiServer } from '../api/server.js';
+import { storeStatusSource } from '../api/status.js';
+import { toHex } from '../bitcoin/bytes.js';
+import { buildFederation, memberIndex, type Federation } from '../bitcoin/federation.js';
+import { taggedHash } from '../bitcoin/hash.js';
+import { BitcoinObserver } from '../bitcoin/observer.js';
+import { BitcoinRpcClient } from '../bitcoin/rpc.js';
+import { ConfigError, type Config } from '../config/config.js';
+import { listRequests } from '../evm/request-store.js';
+import { EvmObserver } from '../evm/observer.js';
+import { EvmRpc } from '../evm/rpc.js';
+import { createMetrics, type Metrics } from '../metrics/metrics.js';
+import { PeerNetwork } from '../p2p/network.js';
+import { parseSecretKey, readKeyFile } from '../signing/keyfile.js';
+import { SigningPool } from '../signing/pool.js';
+import { schnorrBackend } from '../signing/schnorr.js';
+import { cursorKey } from '../storage/keys.js';
+import { Store } from '../storage/store.js';
+import { getUtxo, listUtxos, registerUtxo } from '../wallet/utxos.js';
+import { Coordinator } from './coordinator.js';
+import { createLogger, type Logger } from './log.js';
+import { ChainSettlement, settleLocally } from './settlement.js';
+
+// One federation member: the pipeline stages wired together in one process. The main thread
+// ingests events and keeps state in RocksDB; the pool signs and verifies; links carry frames.
+
+export interface Member {
+  readonly key: string;
+  readonly federation: Federation;
+  readonly p2pPort: number;
+  readonly apiPort: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * The outputs a devnet without Bitcoin Core declares: every member derives the same ones from
+ * the federation script. Their txids are tagged hashes, so they can never name a real
+ * transaction's output.
+ */
+export function declaredOutputs(federation: Federation, count: number, sats: number): { txid: string; vout: number; value: bigint }[] {
+  return Array.from({ length: count }, (_, i) => {
+    const index = new Uint8Array(4);
+    new DataView(index.buffer).setUint32(0, i);
+    return { txid: toHex(taggedHash('pegout/devnet-declared-output', federation.scriptPubKey, index)), vout: 0, value: BigInt(sats) };
+  });
+}
+
+async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Uint8Array> {
+  if (config.memberKeyFile !== null) return readKeyFile(config.memberKeyFile);
+  return parseSecretKey(env.PEGOUT_MEMBER_KEY, 'environment variable PEGOUT_MEMBER_KEY');
+}
+
+async function refreshMetrics(store: Store, metrics: Metrics, network: PeerNetwork, dropped: Map<string, number>): Promise<void> {
+  const counts = new Map<string, number>();
+  for (const r of await listRequests(store)) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+  metrics.requests.reset();
+  for (const [status, n] of counts) metrics.requests.set({ status }, n);
+  let balance = 0n;
+  for (const state of ['unspent', 'reserved'] as const) {
+    const utxos = await listUtxos(store, state);
+    metrics.utxos.set({ state }, utxos.length);
+    if (state === 'unspent') balance = utxos.reduce((a, u) => a + u.value, 0n);
+  }
+  metrics.balance.set(Number(balance));
+  metrics.peers.set(network.stats.connected);
+  for (const [reason, n] of Object.entries(network.stats.dropped)) {
+    metrics.framesDropped.inc({ reason }, n - (dropped.get(reason) ?? 0));
+    dropped.set(reason, n);
+  }
+  const [evm, bitcoin] = await store.getMany<{ height: number }>([cursorKey('evm'), cursorKey('bitcoin')]);
+  if (evm) metrics.cursor.set({ chain: 'evm' }, evm.height);
+  if (bitcoin) metrics.cursor.set({ chain: 'bitcoin' }, bitcoin.height);
+}
+
+/** Runs `step` every `ms` until the signal aborts; a failing step is logged and retried. */
+async function every(ms: number, signal: AbortSignal, log: Logger, name: string, step: () => Promise<void>): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      await step();
+    } catch (err) {
+      log.warn(`${name}_failed`, { error: err as Error });
+    }
+    await sleep(ms, undefined, { signal }).catch(() => undefined);
+  }
+}
+
+export async function startMember(config: Config, env: NodeJS.ProcessEnv = process.env, options: { log?: Logger } = {}): Promise<Member> {
+  const secretKey = await loadMemberKey(config, env);
+  const pubkeys = config.federation.pubkeys.map((k) => Buffer.from(k, 'hex'));
+  const federation = buildFederation({ network: config.network, threshold: config.federation.threshold, pubkeys });
+  const myKey = schnorrBackend().xonlyPublicKey(secretKey);
+  if (memberIndex(federation, myKey) < 0) throw new ConfigError(`the member key (x-only ${toHex(myKey)}) is not one of federation.pubkeys`, { field: 'federation.pubkeys' });
+  const log = (options.log ?? createLogger({ level: config.logLevel })).child({ member: toHex(myKey).slice(0, 16) });
+
+  const store = await Store.open(config.storeDir, { descriptor: federation.descriptor });
+  const cleanup: (() => Promise<void>)[] = [() => store.close()];
+  const stopAll = async (): Promise<void> => {
+    for (const fn of cleanup.reverse()) await fn().catch((err: Error) => log.error('stop_failed', { error: err }));
+  };
+  try {
+    const metrics = createMetrics({ processMetrics: true });
+    const pool = new SigningPool(federation, { secretKey, size: config.workers });
+    cleanup.push(() => pool.destroy());
+    const network = new PeerNetwork({
+      secretKey,
+      members: pubkeys,
+      listen: { host: config.p2p.host, port: config.p2p.port },
+      peers: new Map(Object.entries(config.p2p.peers)),
+    });
+    network.on('peer', (peer: string) => log.info('peer_connected', { peer }));
+    network.on('peer_down', (peer: string) => log.info('peer_disconnected', { peer }));
+    network.on('banned', (peer: string) => log.warn('peer_banned', { peer }));
+    network.on('refused', (reason: string) => log.warn('link_refused', { reason }));
+
+    const abort = new AbortController();
+    const loops: Promise<void>[] = [];
+    cleanup.push(async () => {
+      abort.abort();
+      await Promise.all(loops);
+    });
+
+    let rate: () => Promise<number>;
+    let maxFeeRate: number;
+    let settlement: ChainSettlement | undefined;
+    let coordinator: Coordinator | undefined;
+    if (config.bitcoin) {
+      const b = config.bitcoin;
+      const rpc = new BitcoinRpcClient({ url: b.rpcUrl, auth: b.cookieFile ? { cookieFile: b.cookieFile } : { user: b.user!, password: b.password! } });
+      cleanup.push(async () => rpc.close());
+      const observer = new BitcoinObserver({ store, chain: rpc, federationScript: federation.scriptPubKey, startHeight: b.startHeight });
+      settlement = new ChainSettlement({
+        store, federation, rpc, observer, log, metrics,
+        paidConfirmations: b.paidConfirmations, rbfAfterBlocks: b.rbfAfterBlocks, maxFeeRate: b.maxFeeRate,
+        onSettled: (txid) => coordinator?.settled(txid),
+      });
+      await settlement.load();
+      rate = async () => (await rpc.feeRate({ confTarget: b.confTarget, maxSatPerVb: b.maxFeeRate })).satPerVb;
+      maxFeeRate = b.maxFeeRate;
+    } else {
+      const declared = config.declaredFunding;
+      if (declared) {
+        const outputs = declaredOutputs(federation, declared.count, declared.sats);
+        if (!(await getUtxo(store, outputs[0]!))) {
+          const batch = store.batch();
+          for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
+          await batch.write({ sync: true });
+        }
+        log.warn('declared_funding', { outputs: declared.count, sats: declared.sats, note: 'federation outputs DECLARED by the devnet: they exist on no chain; payments are signed and verified, never broadcast' });
+      } else {
+        log.warn('no_bitcoin', { note: 'no Bitcoin Core configured and no declared funding: requests are ingested but cannot be paid' });
+      }
+      const fixed = declared?.feeRate ?? 2;
+      rate = async () => fixed;
+      maxFeeRate = Math.max(fixed, 500);
+    }
+
+    coordinator = new Coordinator({
+      store, federation, pool, network, log, metrics,
+      fees: { minFeeRate: 1, maxFeeRate, rate },
+      maxOutputs: config.rounds.maxOutputs,
+      slotMs: config.rounds.slotMs,
+      onFinalized: settlement ? settlement.onFinalized : (record) => settleLocally(store, federation, record),
+      ...(settlement ? { replacements: settlement.replacements } : {}),
+    });
+    const p2pPort = await network.start();
+    cleanup.push(() => network.stop());
+    await coordinator.start();
+    const c = coordinator;
+    cleanup.push(() => c.stop());
+
+    const evm = new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
+      network: config.network,
+      finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
+      startBlock: config.evm.startBlock,
+      bridge: config.evm.bridge,
+      log: (event, fields) => (event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields)),
+    });
+    loops.push(evm.run(abort.signal, config.evm.pollMs));
+    if (settlement && config.bitcoin) {
+      const s = settlement;
+      loops.push(every(config.bitcoin.pollMs, abort.signal, log, 'settlement', () => s.tick()));
+    }
+    const dropped = new Map<string, number>();
+    loops.push(every(1000, abort.signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
+
+    const api: ApiServer = await startApi({
+      host: config.api.host,
+      port: config.api.port,
+      registry: metrics.registry,
+      source: storeStatusSource(store, federation, () => ({
+        peersConnected: network.stats.connected,
+        members: federation.pubkeys.length,
+        threshold: federation.threshold,
+        bitcoin: config.bitcoin ? 'configured' : config.declaredFunding ? 'none: declared funding that exists on no chain' : 'none',
+      })),
+    });
+    cleanup.push(() => api.close());
+    log.info('member_started', { p2pPort, apiPort: api.port, federation: federation.address, threshold: federation.threshold, members: federation.pubkeys.length, workers: config.workers });
+    return { key: toHex(myKey), federation, p2pPort, apiPort: api.port, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
