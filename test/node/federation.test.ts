@@ -1,8 +1,20 @@
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
+import { decodeAddress } from '../../src/bitcoin/address.js';
+import { toHex } from '../../src/bitcoin/bytes.js';
+import { witnessScript } from '../../src/bitcoin/script.js';
+import { serializeTx } from '../../src/bitcoin/tx.js';
 import { requestCounts } from '../../src/devnet/federation.js';
-import { checkExactlyOnce, federationOfProcesses, send, waitSigned } from '../support/federation.js';
+import { devnetDestination } from '../../src/devnet/requests.js';
+import { declaredOutputs } from '../../src/node/member.js';
+import { PeerNetwork } from '../../src/p2p/network.js';
+import { readKeyFile } from '../../src/signing/keyfile.js';
+import { buildPayments } from '../../src/wallet/payment.js';
+import { proposalFromPayment } from '../../src/wallet/proposal.js';
+import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../support/federation.js';
 
 // Federations of real member processes (`pegout node`) on loopback, with a real anvil, real
 // stores and SIGKILL. Without Bitcoin Core: funding is declared, payments end finalized.
@@ -56,6 +68,60 @@ describe('federation of member processes', { timeout: 600_000 }, () => {
     await devnet.start(1);
     await devnet.start(2);
     await waitSigned(devnet, 10, [0, 1, 2]);
+    await devnet.stop();
+    await checkExactlyOnce(devnet, [...first.ids, ...second.ids]);
+  });
+});
+
+describe('a hostile member among honest member processes', { timeout: 300_000 }, () => {
+  it('proposals paying nobody or paying twice, and forged finalized payments, are refused and counted; the honest members keep paying', async (ctx) => {
+    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2 });
+    // member 3's process goes; its key joins as a hostile in this process
+    await devnet.kill(2);
+    const hostileKey = await readKeyFile(join(dirname(devnet.members[2]!.configFile), 'member.key'));
+    const config = JSON.parse(await readFile(devnet.members[2]!.configFile, 'utf8')) as { p2p: { port: number; peers: Record<string, string> } };
+    const hostile = new PeerNetwork({ secretKey: hostileKey, members: devnet.federation.pubkeys, listen: { host: '127.0.0.1', port: config.p2p.port }, peers: new Map(Object.entries(config.p2p.peers)), limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
+    for (const type of ['proposal', 'signatures', 'finalized']) hostile.registerType(type, () => true);
+    await hostile.start();
+    ctx.after(() => hostile.stop());
+    const deadline = Date.now() + 20_000;
+    while (hostile.connectedPeers().length < 2) {
+      assert.ok(Date.now() < deadline, 'the hostile member never linked to both honest members');
+      await sleep(100);
+    }
+
+    const first = await send(devnet, 4);
+    await waitSigned(devnet, 4, [0, 1]);
+
+    const funding = declaredOutputs(devnet.federation, 40, 10_000_000).map((o) => ({ ...o, scriptPubKey: devnet.federation.scriptPubKey }));
+    const spare = funding.slice(-2);
+    const nobody = { id: `0x${'ab'.repeat(32)}:0`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(0xee)), sats: 2_000_000n };
+    const again = { id: first.ids[0]!, scriptPubKey: decodeAddress(devnetDestination(0), 'regtest').scriptPubKey, sats: PEGOUT_SATS };
+    for (const request of [nobody, again]) {
+      const [payment] = buildPayments([request], spare, 2, devnet.federation, { maxOutputs: 10 }).payments;
+      hostile.broadcast('proposal', proposalFromPayment(payment!, 1, toHex(devnet.federation.pubkeys[2]!)));
+    }
+    // an "already finalized" payment whose witnesses are empty
+    const [unsigned] = buildPayments([again], spare, 2, devnet.federation, { maxOutputs: 10 }).payments;
+    hostile.broadcast('finalized', { tx: serializeTx(unsigned!.tx), prevouts: unsigned!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })), requestIds: [again.id] });
+
+    const rejected = async (i: number): Promise<Record<string, number>> => {
+      const text = await (await fetch(`${devnet.members[i]!.apiUrl}/metrics`)).text();
+      return Object.fromEntries([...text.matchAll(/^pegout_signatures_rejected_total\{reason="([a-z_]+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+    };
+    for (const i of [0, 1]) {
+      let seen: Record<string, number> = {};
+      const until = Date.now() + 20_000;
+      while (!(seen.proposal_unknown_request && seen.proposal_double_payment && seen.finalized_invalid)) {
+        assert.ok(Date.now() < until, `member ${i + 1} did not count every refusal: ${JSON.stringify(seen)}`);
+        await sleep(1200);
+        seen = await rejected(i);
+      }
+    }
+
+    const second = await send(devnet, 4);
+    await waitSigned(devnet, 8, [0, 1]);
+    await hostile.stop();
     await devnet.stop();
     await checkExactlyOnce(devnet, [...first.ids, ...second.ids]);
   });
