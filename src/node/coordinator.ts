@@ -46,6 +46,8 @@ export interface FinalizedRecord {
   readonly tx: Uint8Array;
   readonly prevouts: readonly Prevout[];
   readonly requestIds: readonly string[];
+  /** Requests the payment names that this member had not ingested when it was finalized (output index by id). */
+  readonly unmatched: Readonly<Record<string, number>>;
   readonly fee: bigint;
   readonly vsize: number;
   /** Proposals that held this payment's inputs when it was finalized: they lose if it confirms. */
@@ -90,6 +92,12 @@ export class Coordinator {
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
   private lastSlot = -1;
+  /** Requests paid by a finalized payment before this member ingested them: id → payment and output. */
+  private readonly late = new Map<string, { txid: string; output: number }>();
+  /** Proposals refused for naming requests this member had not ingested yet: tried again as its EVM view catches up. */
+  private readonly retry = new Map<string, { peer: string; proposal: Proposal; tries: number; at: number }>();
+  /** When a peer's proposal last arrived: another proposer is still at work until a slot passes without one. */
+  private lastPeerProposal = -Infinity;
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
 
@@ -110,7 +118,10 @@ export class Coordinator {
     net.registerType('signatures', isSignatures);
     net.registerType('finalized', isFinalized);
     net.on('message', (peer: string, type: string, body: unknown) => {
-      if (type === 'proposal') void this.serial(() => this.onProposal(peer, body as Proposal));
+      if (type === 'proposal') {
+        this.lastPeerProposal = this.o.now?.() ?? Date.now();
+        void this.serial(() => this.onProposal(peer, body as Proposal));
+      }
       if (type === 'signatures') void this.serial(() => this.onSignatures(peer, body as SignaturesBody));
       if (type === 'finalized') void this.serial(() => this.onFinalizedFrame(peer, body as FinalizedBody));
     });
@@ -138,7 +149,26 @@ export class Coordinator {
     for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
       const requests = await Promise.all(f.requestIds.map((id) => getRequest(this.o.store, id)));
       if (requests.some((r) => r && r.status !== 'paid')) this.unsettled.set(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
+      for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
     }
+  }
+
+  /** Requests that were paid before this member ingested them, now ingested: moved to 'signed' if the payment's output pays them. */
+  private async matchLate(): Promise<void> {
+    if (this.late.size === 0) return;
+    await this.o.store.exclusive(async () => {
+      const batch = this.o.store.batch();
+      const at = new Date().toISOString();
+      for (const [id, { txid, output }] of this.late) {
+        const r = await getRequest(batch, id);
+        if (!r) continue;
+        this.late.delete(id);
+        const f = await this.o.store.get<FinalizedRecord>(finalizedKey(txid));
+        const out = f && parseTx(f.tx).outputs[output];
+        if (r.scriptPubKey && out && Buffer.compare(out.scriptPubKey, r.scriptPubKey) === 0 && r.status === 'accepted') stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+      }
+      await batch.write({ sync: true });
+    });
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
@@ -151,9 +181,20 @@ export class Coordinator {
   }
 
   private async tick(): Promise<void> {
-    const slot = Math.floor((this.o.now?.() ?? Date.now()) / this.o.slotMs);
+    const now = this.o.now?.() ?? Date.now();
+    for (const [txid, r] of this.retry) {
+      if (now - r.at < this.o.slotMs) continue;
+      this.retry.delete(txid);
+      await this.onProposal(r.peer, r.proposal, r.tries + 1);
+    }
+    const slot = Math.floor(now / this.o.slotMs);
     if (slot === this.lastSlot || this.proposerOf(slot) !== this.myKey) return;
+    // Two proposers paying the same requests from different inputs would leave both payments
+    // one signature short for ever (each signer refuses the other's as a double payment), so
+    // a turn starts only once the previous proposer has been quiet for a whole slot.
+    if (now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
+    await this.matchLate();
     const rate = await this.o.fees.rate();
     this.o.metrics?.feeRate.set(rate);
     const proposals = (await this.o.replacements?.(rate)) ?? [];
@@ -182,7 +223,7 @@ export class Coordinator {
     }
   }
 
-  private async onProposal(peer: string, proposal: Proposal): Promise<void> {
+  private async onProposal(peer: string, proposal: Proposal, tries = 0): Promise<void> {
     const started = performance.now();
     let txid: string;
     try {
@@ -194,6 +235,11 @@ export class Coordinator {
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
     const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, proposal, this.o.fees);
     if (!outcome.ok) {
+      // members poll the sidechain independently: a request this one has not ingested yet may be final a moment later
+      if (outcome.reason === 'unknown_request' && tries < 5 && this.retry.size < 1000) {
+        this.retry.set(txid, { peer, proposal, tries, at: this.o.now?.() ?? Date.now() });
+        if (tries === 0) return;
+      }
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
     }
@@ -296,6 +342,7 @@ export class Coordinator {
       const batch = this.o.store.batch();
       const at = new Date().toISOString();
       const requestIds: string[] = [];
+      const unmatched: Record<string, number> = {};
       for (const [o, id] of body.requestIds.entries()) {
         let r;
         try {
@@ -304,6 +351,13 @@ export class Coordinator {
           continue;
         }
         const output = signed.outputs[o];
+        if (!r && output) {
+          // not ingested here yet: indexed now, so no other payment of it is signed meanwhile
+          const { txHash, logIndex } = parseRequestId(id);
+          batch.put(requestSignedKey(txHash, logIndex, txid), 1);
+          unmatched[id] = o;
+          continue;
+        }
         if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
         requestIds.push(id);
         const { txHash, logIndex } = parseRequestId(id);
@@ -324,6 +378,7 @@ export class Coordinator {
         tx: body.tx,
         prevouts: body.prevouts,
         requestIds,
+        unmatched,
         fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
         vsize: signedFederationVsize(this.o.federation, signed),
         conflicts: [...conflicts],
@@ -334,6 +389,7 @@ export class Coordinator {
       return final;
     });
     if (!record) return;
+    for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });
     this.unsettled.set(txid, body);
     this.o.metrics?.rounds.inc({ outcome: 'finalized' });
     this.o.log.info('finalized', { txid, from, requests: record.requestIds.length, inputs: signed.inputs.length });
