@@ -25,14 +25,14 @@ export function registerDevnet(program: Command): void {
     .command('devnet')
     .description('run a local federation: anvil with the bridge, n member processes, k peg-out requests, each followed to a finalized payment')
     .option('--members <n>', 'federation members (separate processes)', '3')
-    .option('--threshold <t>', 'signatures needed (default: floor(2n/3)+1)')
+    .option('--threshold <t>', 'signatures needed, more than n/2 (default: floor(2n/3)+1)')
     .option('--requests <k>', 'peg-out requests to send', '10')
     .option('--dir <path>', 'where keys, configs, stores and logs go (default: a new temporary directory)')
     .option('--exit', 'stop everything once every request is in a finalized payment, instead of running until Ctrl-C')
     .addHelpText('after', '\nBitcoin Core: not used by this devnet yet. Funding comes from federation outputs the devnet\ndeclares (labelled everywhere: they exist on no chain); payments are signed by t members and\nverified by every member, and are not broadcast.')
     .action(async (opts: { members: string; threshold?: string; requests: string; dir?: string; exit?: boolean }) => {
       const n = integerOption(opts.members, '--members', 1, 50);
-      const threshold = opts.threshold === undefined ? defaultThreshold(n) : integerOption(opts.threshold, '--threshold', 1, n);
+      const threshold = opts.threshold === undefined ? defaultThreshold(n) : integerOption(opts.threshold, '--threshold', Math.floor(n / 2) + 1, n);
       const k = integerOption(opts.requests, '--requests', 1, 100_000);
       const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'pegout-devnet-')));
       const funding = { count: Math.max(8, Math.ceil(k / 4)), sats: 10_000_000 };

@@ -187,6 +187,9 @@ export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config 
   const raw = parseSection(SCHEMA, json, env, []) as unknown as Config & { workers: number };
   const n = raw.federation.pubkeys.length;
   if (raw.federation.threshold > n) fail('federation.threshold', raw.federation.threshold, `at most the number of pubkeys (${n})`);
+  // With t ≤ n/2 two disjoint sets of t members could each finalize a different payment of
+  // the same request; each honest member signs only one, so t > n/2 rules that out.
+  if (raw.federation.threshold * 2 <= n) fail('federation.threshold', raw.federation.threshold, `more than half the members (at least ${Math.floor(n / 2) + 1} of ${n})`);
   if (raw.bitcoin && raw.bitcoin.cookieFile === null && (raw.bitcoin.user === null || raw.bitcoin.password === null)) {
     fail('bitcoin', '{…}', 'cookieFile, or both user and password, for Bitcoin Core RPC authentication');
   }

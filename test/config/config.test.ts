@@ -40,6 +40,8 @@ describe('member config', () => {
     refuses({ ...base, api: { port: 70000 } }, {}, /api.port is 70000; expected an integer in 0..65535/);
     refuses(base, { PEGOUT_API_PORT: 'eighty' }, /api.port \(from PEGOUT_API_PORT\) is "eighty"/);
     refuses({ ...base, federation: { threshold: 3, pubkeys: [KEY_A, KEY_B] } }, {}, /federation.threshold is 3; expected at most the number of pubkeys \(2\)/);
+    refuses({ ...base, federation: { threshold: 1, pubkeys: [KEY_A, KEY_B] } }, {}, /federation.threshold is 1; expected more than half the members \(at least 2 of 2\)/);
+    refuses({ ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', cookieFile: '/c' }, declaredFunding: { count: 1, sats: 100000 } }, {}, /declaredFunding .* expected null when bitcoin is configured/);
     refuses({ ...base, evm: { rpcUrl: 'x', confirmatons: 3 } }, {}, /evm.confirmatons .* no such field/);
     refuses({ ...base, storeDir: undefined }, {}, /storeDir .* it has no default/);
     refuses({ ...base, p2p: { port: 1, peers: { [KEY_B]: 'http://x' } } }, {}, /p2p.peers.b+ is "http:\/\/x"; expected a ws:\/\/ or wss:\/\/ URL/);
