@@ -117,11 +117,10 @@ export class Coordinator {
     net.registerType('proposal', isProposal);
     net.registerType('signatures', isSignatures);
     net.registerType('finalized', isFinalized);
+    net.registerType('turn', (b) => Number.isSafeInteger(b));
     net.on('message', (peer: string, type: string, body: unknown) => {
-      if (type === 'proposal') {
-        this.lastPeerProposal = this.o.now?.() ?? Date.now();
-        void this.serial(() => this.onProposal(peer, body as Proposal));
-      }
+      if (type === 'proposal' || type === 'turn') this.lastPeerProposal = this.o.now?.() ?? Date.now();
+      if (type === 'proposal') void this.serial(() => this.onProposal(peer, body as Proposal));
       if (type === 'signatures') void this.serial(() => this.onSignatures(peer, body as SignaturesBody));
       if (type === 'finalized') void this.serial(() => this.onFinalizedFrame(peer, body as FinalizedBody));
     });
@@ -194,6 +193,8 @@ export class Coordinator {
     // a turn starts only once the previous proposer has been quiet for a whole slot.
     if (now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
+    // building a large batch takes a while before the first proposal goes out: say so at once
+    this.o.network.broadcast('turn', slot);
     await this.matchLate();
     const rate = await this.o.fees.rate();
     this.o.metrics?.feeRate.set(rate);

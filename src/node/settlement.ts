@@ -5,7 +5,8 @@ import type { BitcoinRpcClient } from '../bitcoin/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { getRequest, stageStatus, type RequestStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { broadcastKey, broadcastPrefix, cursorKey, proposalKey, SPACES } from '../storage/keys.js';
+import { broadcastKey, broadcastPrefix, cursorKey, finalizedKey, proposalKey, requestSignedPrefix, SPACES } from '../storage/keys.js';
+import { parseRequestId } from '../evm/requests.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints, type Proposal } from '../wallet/proposal.js';
@@ -53,6 +54,24 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
   }
 }
 
+/** A payment lost to a conflicting one: its requests that no applied payment pays wait for a later round. */
+async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecord, winner: string): Promise<void> {
+  const at = new Date().toISOString();
+  for (const id of record.requestIds) {
+    const r = await getRequest(batch, id);
+    if (r?.status !== 'signed') continue;
+    const { txHash, logIndex } = parseRequestId(id);
+    let paid = false;
+    for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, logIndex) })) {
+      const txid = key.slice(key.lastIndexOf('/') + 1);
+      const other = txid === record.txid ? undefined : await store.get<FinalizedRecord>(finalizedKey(txid));
+      const first = other && parseTx(other.tx).inputs[0];
+      if (first && (await getUtxo(store, first))?.spentBy === txid) paid = true;
+    }
+    if (!paid) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
+  }
+}
+
 /**
  * Without Bitcoin Core: the finalized payment is applied to the local UTXO set at once. Its
  * requests stay 'signed' (nothing was broadcast, nothing is paid).
@@ -61,6 +80,15 @@ export async function settleLocally(store: Store, federation: Federation, record
   const tx = parseTx(record.tx);
   await store.exclusive(async () => {
     const batch = store.batch();
+    for (const input of tx.inputs) {
+      const u = await getUtxo(store, input);
+      // a conflicting payment was finalized first: on a chain only one of them would confirm
+      if (u?.state === 'spent' && u.spentBy !== record.txid) {
+        await stageLost(store, batch, record, u.spentBy ?? 'another payment');
+        await batch.write({ sync: true });
+        return;
+      }
+    }
     for (const input of tx.inputs) await spendUtxo(batch, input, record.txid);
     for (const [vout, output] of tx.outputs.entries()) {
       if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0) await registerUtxo(batch, { txid: record.txid, vout, value: output.value, scriptPubKey: output.scriptPubKey, height: 0 });

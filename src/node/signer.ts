@@ -41,14 +41,15 @@ async function signedPayments(store: Store, reader: StoreReader, id: string): Pr
   const out: SignedPayment[] = [];
   for await (const [key] of store.entries<number>({ prefix: requestSignedPrefix(txHash, logIndex) })) {
     const txid = key.slice(key.lastIndexOf('/') + 1);
-    const record = (await reader.get<SignatureRecord>(signatureMadeKey(txid))) ?? (await finalizedPayment(reader, txid));
+    const final = await finalizedPayment(reader, txid);
+    const record = (await reader.get<SignatureRecord>(signatureMadeKey(txid))) ?? final;
     if (!record) continue;
     let dead = false;
     for (const name of record.inputs) {
       const u = await getUtxo(reader, parseOutpoint(name));
       if (u?.state === 'spent' && u.spentBy !== txid) dead = true;
     }
-    out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead });
+    out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead, finalized: final !== undefined });
   }
   return out;
 }

@@ -51,6 +51,8 @@ export interface SignedPayment {
   readonly vsize: number;
   /** One of its inputs was spent by another transaction: it can never confirm and blocks nothing. */
   readonly dead: boolean;
+  /** It has t signatures (this member holds it finalized): it may be in a mempool already. */
+  readonly finalized: boolean;
 }
 
 /** Bitcoin Core's default incremental relay fee, sat/vB: what BIP125 rule 4 charges a replacement per vbyte. */
@@ -145,10 +147,11 @@ export function validateProposal(proposal: Proposal, state: ValidationState): Ve
   if (rate > state.maxFeeRate) return reject('fee_rate_too_high', `fee rate ${rate.toFixed(3)} sat/vB is over the maximum ${state.maxFeeRate}`);
 
   // SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with
-  // (spends an input of) every live transaction this member already signed paying it, and
-  // only as a BIP125 replacement Bitcoin Core would take: a higher rate, and a fee covering
-  // the replaced one's plus the relay fee for its own size. A same-rate re-proposal is
-  // never signed, so without a fee rise no two conflicting payments exist.
+  // (spends an input of) every live transaction this member already signed paying it; at most
+  // one of such a set can ever confirm. Signing the later one is also what lets two proposals
+  // that raced for the same requests both reach t. A finalized payment may already be in a
+  // mempool, so it is replaced only as BIP125 allows: a higher rate, and a fee covering the
+  // replaced one's plus the relay fee for its own size.
   const self = txidOf(tx);
   for (const id of paying) {
     for (const earlier of state.signedPayments(id)) {
@@ -157,7 +160,7 @@ export function validateProposal(proposal: Proposal, state: ValidationState): Ve
         return reject('double_payment', `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`);
       }
       const floor = earlier.fee + BigInt(INCREMENTAL_RELAY_FEE * vsize);
-      if (rate <= Number(earlier.fee) / earlier.vsize || fee < floor) {
+      if (earlier.finalized && (rate <= Number(earlier.fee) / earlier.vsize || fee < floor)) {
         return reject('replacement_fee_too_low', `replacing ${earlier.txid} (fee ${earlier.fee} sats, ${earlier.vsize} vB) needs a higher fee rate and a fee of at least ${floor} sats; this one pays ${fee}`);
       }
     }

@@ -45,8 +45,8 @@ function state(o: Overrides = {}): ValidationState {
 }
 
 /** A payment this member signed earlier: 100 vB at `rate` sat/vB. */
-function earlier(txid: string, inputs: string[], rate = 1, dead = false): SignedPayment {
-  return { txid, inputs, fee: BigInt(100 * rate), vsize: 100, dead };
+function earlier(txid: string, inputs: string[], rate = 1, dead = false, finalized = true): SignedPayment {
+  return { txid, inputs, fee: BigInt(100 * rate), vsize: 100, dead, finalized };
 }
 
 /** The base proposal with its transaction changed by `edit`. */
@@ -109,6 +109,13 @@ describe('proposal validation', () => {
     const two = [...first, earlier(hex32(43), [`${hex32(88)}:1`])];
     const verdict = validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, two]]) }));
     assert.equal(verdict.ok ? 'ok' : verdict.reason, 'double_payment');
+  });
+
+  it('replaces an earlier payment that is not finalized at the same rate (proposals that raced), a finalized one only at a higher rate', () => {
+    const signedOnly = new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2, false, false)]]]);
+    assert.deepEqual(validateProposal(base, state({ signed: signedOnly })), { ok: true });
+    const finalized = validateProposal(base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) }));
+    assert.equal(finalized.ok ? 'ok' : finalized.reason, 'replacement_fee_too_low');
   });
 
   it('ignores an earlier payment that can never confirm (another transaction spent one of its inputs)', () => {
