@@ -101,7 +101,7 @@ export async function settleLocally(store: Store, federation: Federation, record
 export interface ChainSettlementOptions {
   readonly store: Store;
   readonly federation: Federation;
-  readonly rpc: BitcoinRpcClient;
+  readonly rpc: Pick<BitcoinRpcClient, 'broadcast'>;
   readonly observer: BitcoinObserver;
   readonly paidConfirmations: number;
   /** Blocks a broadcast payment may stay unconfirmed before a higher fee rate replaces it. */
