@@ -146,7 +146,7 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
   const deadline = Date.now() + timeoutMs;
   try {
     devnet = await startDevnet({
-      dir, members: s.n, threshold: s.t, funding: { count, sats: s.outputSats }, slotMs: 500, maxOutputs: s.maxOutputs, workers: 1, evmConfirmations: 1,
+      dir, members: s.n, threshold: s.t, funding: { count, sats: s.outputSats }, slotMs: 2000, maxOutputs: s.maxOutputs, workers: 1, evmConfirmations: 1,
       memberEnv: { PEGOUT_SECP256K1: s.backend },
     });
     const started = Date.now();

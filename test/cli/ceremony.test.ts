@@ -96,12 +96,14 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     });
   }
 
-  it('the devnet signs and verifies a payment from declared outputs, saying they exist on no chain', () => {
-    const out = ok(['devnet', '--members', '4', '--inputs', '3']);
-    assert.match(out, /federation 3-of-4: bcrt1p/);
-    assert.match(out, /DECLARED by the devnet — they exist on no chain/);
-    assert.match(out, /finalized and verified locally: 3 valid signatures on every input/);
-    assert.match(out, /not broadcast/);
+  it('the devnet (the README main command) takes requests to finalized payments and says nothing was broadcast', () => {
+    const out = ok(['devnet', '--members', '3', '--threshold', '2', '--requests', '3', '--dir', path.join(dir.path, 'devnet'), '--exit']);
+    assert.match(out, /federation 2-of-3: bcrt1p/);
+    assert.match(out, /DECLARED by the devnet: they exist on no chain/);
+    assert.match(out, /m1: 3\/3 signed {2}m2: 3\/3 signed {2}m3: 3\/3 signed/);
+    assert.match(out, /payment [0-9a-f]{64}: \d request\(s\), 2 signatures on every input/);
+    assert.match(out, /NOT broadcast/);
+    assert.match(out, /stopped; keys, configs, stores and logs stay in/);
   });
 
   it('--help answers for every command', () => {
