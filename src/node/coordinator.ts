@@ -11,8 +11,8 @@ import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collect
 import type { SigningPool } from '../signing/pool.js';
 import { finalizedKey, proposalKey, requestSignedKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
-import { buildPayments, type PaymentRequest } from '../wallet/payment.js';
-import { proposalFromPayment, proposalTx, proposalTxid, type Proposal } from '../wallet/proposal.js';
+import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
+import { proposalFromPayment, proposalOutpoints, proposalsSpending, proposalTx, proposalTxid, type Proposal } from '../wallet/proposal.js';
 import { getUtxo, listUnspent, reserveUtxos } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { signProposal, type FeeBounds, type SignatureRecord } from './signer.js';
@@ -83,9 +83,21 @@ const isFinalized = (b: unknown): boolean => {
 
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
+/** Slots a payment may stay open before the proposer treats it as stuck against its rivals. */
+export const STALE_SLOTS = 4;
+
+interface OpenProposal {
+  readonly proposal: Proposal;
+  /** When this member started waiting on it (ms). */
+  since: number;
+}
+
 export class Coordinator {
   private readonly collector: SignatureCollector;
-  private readonly proposals = new Map<string, { proposal: Proposal }>();
+  /** Proposals this member signed, collecting signatures. */
+  private readonly proposals = new Map<string, OpenProposal>();
+  /** Proposals refused as a second payment of requests this member signed elsewhere (bounded). */
+  private readonly rivals = new Map<string, OpenProposal>();
   /** Signatures that arrived before their proposal, by txid (bounded). */
   private readonly early = new Map<string, Map<string, Uint8Array>>();
   /** Finalized payments not yet paid, announced to peers that (re)connect. */
@@ -188,9 +200,10 @@ export class Coordinator {
     }
     const slot = Math.floor(now / this.o.slotMs);
     if (slot === this.lastSlot || this.proposerOf(slot) !== this.myKey) return;
-    // Two proposers paying the same requests from different inputs would leave both payments
-    // one signature short for ever (each signer refuses the other's as a double payment), so
-    // a turn starts only once the previous proposer has been quiet for a whole slot.
+    // Two proposers paying the same requests from different inputs split the signers (each
+    // refuses the second as a double payment) until merges() unblocks them, STALE_SLOTS later
+    // and at the cost of another signing round; so a turn starts only once the previous
+    // proposer has been quiet for a whole slot.
     if (now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
     // building a large batch takes a while before the first proposal goes out: say so at once
@@ -198,8 +211,9 @@ export class Coordinator {
     await this.matchLate();
     const rate = await this.o.fees.rate();
     this.o.metrics?.feeRate.set(rate);
-    const proposals = (await this.o.replacements?.(rate)) ?? [];
-    const pending: PaymentRequest[] = (await listRequests(this.o.store, (r) => r.status === 'accepted' && r.scriptPubKey !== undefined)).map((r) => ({ id: r.id, scriptPubKey: r.scriptPubKey!, sats: r.sats }));
+    const proposals = [...((await this.o.replacements?.(rate)) ?? []), ...(await this.merges(rate, now, slot))];
+    const merged = new Set(proposals.flatMap((p) => p.requestIds));
+    const pending: PaymentRequest[] = (await listRequests(this.o.store, (r) => r.status === 'accepted' && r.scriptPubKey !== undefined && !merged.has(r.id))).map((r) => ({ id: r.id, scriptPubKey: r.scriptPubKey!, sats: r.sats }));
     if (pending.length > 0) {
       const plan = buildPayments(pending, await listUnspent(this.o.store), rate, this.o.federation, { maxOutputs: this.o.maxOutputs });
       for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
@@ -241,6 +255,7 @@ export class Coordinator {
         this.retry.set(txid, { peer, proposal, tries, at: this.o.now?.() ?? Date.now() });
         if (tries === 0) return;
       }
+      if (outcome.reason === 'double_payment' && this.rivals.size < 1000) this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
     }
@@ -253,6 +268,84 @@ export class Coordinator {
     await this.track(proposal, outcome.signatures);
   }
 
+  /**
+   * Rival payments of the same requests that stayed open for STALE_SLOTS: when their signers
+   * split (each member signs only one of two payments of a request that do not conflict), none
+   * reaches t. One payment of all their requests that spends an input of each conflicts with
+   * all of them, so every member may sign it. Proposals that can no longer finalize are forgotten.
+   */
+  private async merges(rate: number, now: number, slot: number): Promise<Proposal[]> {
+    const stale: [string, Proposal, SpendableUtxo[]][] = [];
+    for (const [txid, open] of [...this.proposals, ...this.rivals]) {
+      if (now - open.since < STALE_SLOTS * this.o.slotMs) continue;
+      const inputs = await this.liveInputs(txid, open.proposal);
+      if (inputs) stale.push([txid, open.proposal, inputs]);
+      else this.forget(txid);
+    }
+    // groups of proposals linked by a shared request
+    const groupOf = new Map<string, number>();
+    const groups: (typeof stale)[] = [];
+    for (const entry of stale) {
+      const joined = [...new Set(entry[1].requestIds.map((id) => groupOf.get(id)).filter((g) => g !== undefined))];
+      const group = joined.length > 0 ? joined[0]! : groups.push([]) - 1;
+      for (const other of joined.slice(1)) {
+        groups[group]!.push(...groups[other]!.splice(0));
+      }
+      groups[group]!.push(entry);
+      for (const [, p] of groups[group]!) for (const id of p.requestIds) groupOf.set(id, group);
+    }
+    const merges: Proposal[] = [];
+    for (const group of groups) {
+      if (group.length < 2) {
+        for (const [txid] of group) this.rivals.delete(txid);
+        continue;
+      }
+      const ids = [...new Set(group.flatMap(([, p]) => p.requestIds))];
+      const requests: PaymentRequest[] = [];
+      for (const id of ids) {
+        const r = await getRequest(this.o.store, id);
+        if (r?.scriptPubKey && (r.status === 'accepted' || r.status === 'batched')) requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
+      }
+      const payment = requests.length > 0 ? buildMerge(requests, group.map(([, , inputs]) => inputs), rate, this.o.federation) : undefined;
+      const txids = group.map(([txid]) => txid);
+      if (!payment) {
+        this.o.log.warn('merge_impossible', { rivals: txids, requests: requests.length });
+        continue;
+      }
+      for (const txid of txids) {
+        this.rivals.delete(txid);
+        const own = this.proposals.get(txid);
+        if (own) own.since = now;
+      }
+      this.o.metrics?.rounds.inc({ outcome: 'merged' });
+      this.o.log.info('merging', { rivals: txids, requests: requests.length, inputs: payment.prevouts.length });
+      merges.push(proposalFromPayment(payment, slot, this.myKey));
+    }
+    return merges;
+  }
+
+  /** The proposal's inputs as this member knows them, or undefined when it can no longer finalize or pays nothing still payable. */
+  private async liveInputs(txid: string, proposal: Proposal): Promise<SpendableUtxo[] | undefined> {
+    if (await this.o.store.get(finalizedKey(txid))) return undefined;
+    const inputs: SpendableUtxo[] = [];
+    for (const o of proposalOutpoints(proposal)) {
+      const u = await getUtxo(this.o.store, o);
+      if (!u || u.state === 'spent') return undefined;
+      if (u.reservedBy && u.reservedBy !== txid && (await this.o.store.get(finalizedKey(u.reservedBy)))) return undefined;
+      inputs.push({ txid: o.txid, vout: o.vout, value: u.value, scriptPubKey: u.scriptPubKey });
+    }
+    for (const id of proposal.requestIds) {
+      const r = await getRequest(this.o.store, id).catch(() => undefined);
+      if (r?.status === 'accepted' || r?.status === 'batched') return inputs;
+    }
+    return undefined;
+  }
+
+  private forget(txid: string): void {
+    this.rivals.delete(txid);
+    if (this.proposals.delete(txid)) this.collector.forget(txid);
+  }
+
   private refused(peer: string, reason: string, detail: string, txid?: string): void {
     this.o.metrics?.rounds.inc({ outcome: 'refused' });
     this.o.metrics?.signaturesRejected.inc({ reason: `proposal_${reason}` });
@@ -262,7 +355,7 @@ export class Coordinator {
   /** Starts collecting for a proposal this member signed, with its own and any early signatures. */
   private async track(proposal: Proposal, own: Uint8Array): Promise<void> {
     const txid = this.collector.open(proposalTx(proposal), proposal.prevouts);
-    if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal });
+    if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
     await this.add(txid, this.myKey, own);
     for (const [peer, sigs] of this.early.get(txid) ?? []) await this.add(txid, peer, sigs, true);
     this.early.delete(txid);
@@ -371,6 +464,8 @@ export class Coordinator {
         const u = await getUtxo(batch, input);
         if (!u || u.state === 'spent') continue;
         if (u.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);
+        // a proposal whose input another proposal took over (a replacement) loses too
+        for (const other of await proposalsSpending(this.o.store, input, txid)) conflicts.add(other);
         held.push(input);
       }
       await reserveUtxos(batch, held, txid, { replacing: [...conflicts] });

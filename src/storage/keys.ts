@@ -23,6 +23,9 @@
  * | txconf/    | txconf/<txid>                            | TxConfirmation { height, blockHash } of a  | observer                        |
  * |            |                                          | federation payment in the best chain       |                                 |
  * | prop/      | prop/<txid>                              | proposal (unsigned tx, prevouts, requests) | wallet (payments), node         |
+ * | propin/    | propin/<txid>/<vout>/<proposal txid>     | 1 — "this stored proposal spends that      | same batch as prop/             |
+ * |            |                                          | outpoint": who loses when another payment  |                                 |
+ * |            |                                          | of it is finalized                         |                                 |
  * | sigmade/   | sigmade/<txid>                           | the signatures this member made; written   | node, before the signatures     |
  * |            |                                          | (sync) before they leave the process       | are sent (SPEC §3 invariant 2)  |
  * | reqsig/    | reqsig/<evm tx hash>/<log index>/<txid>  | 1 — "this member signed (or knows final)   | same batch as sigmade/          |
@@ -45,6 +48,7 @@ export const SPACES = {
   bitcoinBlock: 'btcblk/',
   txConfirmation: 'txconf/',
   proposal: 'prop/',
+  proposalInput: 'propin/',
   signatureMade: 'sigmade/',
   requestSigned: 'reqsig/',
   signatureReceived: 'sigrecv/',
@@ -144,6 +148,14 @@ export function txConfirmationKey(txid: string): string {
 
 export function proposalKey(txid: string): string {
   return `${SPACES.proposal}${bitcoinHash(txid, 'proposal txid')}`;
+}
+
+export function proposalInputPrefix(txid: string, vout: number): string {
+  return `${SPACES.proposalInput}${outpointPart(txid, vout)}/`;
+}
+
+export function proposalInputKey(txid: string, vout: number, proposal: string): string {
+  return `${proposalInputPrefix(txid, vout)}${bitcoinHash(proposal, 'proposal txid')}`;
 }
 
 export function signatureMadeKey(txid: string): string {

@@ -130,6 +130,33 @@ export function buildReplacement(requests: readonly PaymentRequest[], inputs: re
   return 'payment' in attempt && deferred.length === 0 ? attempt.payment : undefined;
 }
 
+/**
+ * One payment of `requests` that spends an input of every payment in `rivals`, so that it
+ * conflicts with each of them: the way out when rival payments of the same requests each hold
+ * some members' signatures and none can reach t (a member signs only one of two payments of a
+ * request that do not conflict). Starts from the largest input of each rival and adds their
+ * other inputs, largest first, until the requests are covered. Undefined when the rivals'
+ * inputs cannot pay the requests within the weight limit.
+ */
+export function buildMerge(requests: readonly PaymentRequest[], rivals: readonly (readonly SpendableUtxo[])[], rate: FeeRate, federation: Federation): Payment | undefined {
+  const name = (u: SpendableUtxo): string => `${u.txid}:${u.vout}`;
+  const largestFirst = (a: SpendableUtxo, b: SpendableUtxo): number => (a.value === b.value ? (name(a) < name(b) ? -1 : 1) : a.value > b.value ? -1 : 1);
+  const chosen = new Map<string, SpendableUtxo>();
+  for (const inputs of rivals) {
+    const largest = [...inputs].sort(largestFirst)[0];
+    if (!largest) return undefined;
+    chosen.set(name(largest), largest);
+  }
+  const rest = [...new Map(rivals.flat().map((u) => [name(u), u])).values()].filter((u) => !chosen.has(name(u))).sort(largestFirst);
+  for (let next = 0; ; next++) {
+    const payment = buildReplacement(requests, [...chosen.values()], rate, federation);
+    if (payment) return payment;
+    const more = rest[next];
+    if (!more) return undefined;
+    chosen.set(name(more), more);
+  }
+}
+
 function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate: FeeRate, federation: Federation, maxWeight: number, deferred: Deferred[], select: Selector): Attempt {
   const inputVsize = weightToVsize(federationInputWeight(federation));
   const changeDust = dustThreshold(federation.scriptPubKey);

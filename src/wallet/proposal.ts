@@ -1,5 +1,5 @@
-import { proposalKey } from '../storage/keys.js';
-import type { StoreBatch } from '../storage/store.js';
+import { proposalInputKey, proposalInputPrefix, proposalKey } from '../storage/keys.js';
+import type { Store, StoreBatch } from '../storage/store.js';
 import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import type { Payment } from './payment.js';
 import { reserveUtxos, type Outpoint } from './utxos.js';
@@ -50,7 +50,19 @@ export function proposalOutpoints(proposal: Proposal): Outpoint[] {
  */
 export async function stageProposal(batch: StoreBatch, proposal: Proposal, options: { replacing?: readonly string[] } = {}): Promise<string> {
   const txid = proposalTxid(proposal);
-  await reserveUtxos(batch, proposalOutpoints(proposal), txid, options);
+  const outpoints = proposalOutpoints(proposal);
+  await reserveUtxos(batch, outpoints, txid, options);
   batch.put(proposalKey(txid), proposal);
+  for (const o of outpoints) batch.put(proposalInputKey(o.txid, o.vout, txid), 1);
   return txid;
+}
+
+/** Stored proposals spending `outpoint`, besides `except`. */
+export async function proposalsSpending(store: Store, outpoint: Outpoint, except: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const [key] of store.entries({ prefix: proposalInputPrefix(outpoint.txid, outpoint.vout) })) {
+    const txid = key.slice(key.lastIndexOf('/') + 1);
+    if (txid !== except) out.push(txid);
+  }
+  return out;
 }

@@ -7,7 +7,7 @@ import { dustThreshold, p2pkhScript, witnessScript } from '../../src/bitcoin/scr
 import { signedFederationVsize, federationInputWeight, weightToVsize, federationSpendWeight } from '../../src/bitcoin/weight.js';
 import { selectCoins } from '../../src/wallet/coinselect.js';
 import { feeFor, feeShare } from '../../src/wallet/fee.js';
-import { buildPayments, requirePayments, type PaymentRequest, type SpendableUtxo } from '../../src/wallet/payment.js';
+import { buildMerge, buildPayments, requirePayments, type PaymentRequest, type SpendableUtxo } from '../../src/wallet/payment.js';
 import { schnorrBackend } from '../../src/signing/schnorr.js';
 
 const federation = buildFederation({
@@ -164,6 +164,20 @@ describe('payment building cases', () => {
     assert.ok(light.payments.length > 1);
     for (const p of light.payments) assert.ok(federationSpendWeight(federation, p.tx.inputs.length, p.tx.outputs.map((o) => o.scriptPubKey)) <= 3_000);
     assert.equal(light.payments.reduce((a, p) => a + p.requestIds.length, 0) + light.deferred.length, 25);
+  });
+
+  it('merges rival payments into one that spends an input of each, adding inputs only as the requests need them', () => {
+    const requests = [request(1, 3_000_000n), request(2, 3_000_000n), request(3, 1_500_000n)];
+    const first = [utxo(1, 2_000_000n), utxo(2, 4_000_000n), utxo(3, 1_000_000n)];
+    const second = [utxo(4, 3_000_000n), utxo(5, 2_500_000n)];
+    const merged = buildMerge(requests, [first, second], 2, federation)!;
+    const spends = new Set(merged.tx.inputs.map((i) => i.txid));
+    assert.ok(first.some((u) => spends.has(u.txid)) && second.some((u) => spends.has(u.txid)), 'conflicts with both rivals');
+    // the largest of each (4M + 3M) falls short of 7.5M; the next largest (2.5M) covers it
+    assert.deepEqual([...spends].sort(), [utxo(2, 0n), utxo(4, 0n), utxo(5, 0n)].map((u) => u.txid).sort());
+    assert.deepEqual(merged.requestIds, ['r001', 'r002', 'r003']);
+    assert.equal(buildMerge(requests, [first, []], 2, federation), undefined, 'a rival without inputs cannot be conflicted with');
+    assert.equal(buildMerge([request(4, 20_000_000n)], [first, second], 2, federation), undefined, 'the rivals cannot fund it');
   });
 
   it('splits the fee in equal ceil shares', () => {
