@@ -11,11 +11,13 @@ import { freePort, startAnvil, type Anvil } from '../evm/anvil.js';
 import { installBridge } from '../evm/bridge.js';
 import { EvmRpc } from '../evm/rpc.js';
 import { writeKeyFile } from '../signing/keyfile.js';
+import { startRegtest, type Regtest } from './bitcoind.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 
 // A local federation on loopback: anvil with the bridge, n member processes (`pegout node`),
-// each with its own key file, store, ports and log file under one directory. Used by
-// `pegout devnet`, the multi-process tests and `npm run bench:e2e`.
+// each with its own key file, store, ports and log file under one directory, and with a
+// bitcoind binary a regtest node that funds the federation by peg-ins and mines its payments.
+// Used by `pegout devnet`, the multi-process tests and `npm run bench:e2e`.
 
 const PEGOUT = fileURLToPath(new URL('../../../bin/pegout.js', import.meta.url));
 
@@ -23,8 +25,12 @@ export interface DevnetOptions {
   readonly dir: string;
   readonly members: number;
   readonly threshold?: number;
-  /** Declared federation outputs (they exist on no chain) and their value. */
+  /** Federation outputs and their value: peg-ins on regtest with `bitcoind`, else declared (they exist on no chain). */
   readonly funding: { readonly count: number; readonly sats: number };
+  /** A Bitcoin Core binary: members broadcast to a regtest node that the caller mines. */
+  readonly bitcoind?: string;
+  /** With `bitcoind`: confirmations after which a request is paid. */
+  readonly paidConfirmations?: number;
   readonly slotMs?: number;
   readonly maxOutputs?: number;
   readonly workers?: number;
@@ -46,13 +52,15 @@ export interface DevnetMember {
 
 export interface Devnet {
   readonly anvil: Anvil;
+  /** With `bitcoind` only. */
+  readonly regtest: Regtest | undefined;
   readonly federation: Federation;
   readonly members: readonly DevnetMember[];
   /** Starts member i (again); resolves once its API answers. */
   start(i: number): Promise<void>;
   /** Kills member i's process with `signal` and waits for it to exit. */
   kill(i: number, signal?: NodeJS.Signals): Promise<void>;
-  /** Stops every member (SIGTERM, then SIGKILL) and anvil. */
+  /** Stops every member (SIGTERM, then SIGKILL), bitcoind and anvil. */
   stop(): Promise<void>;
 }
 
@@ -83,12 +91,21 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
   await mkdir(o.dir, { recursive: true });
   // anvil mines a block every second whatever happens, so requests reach their confirmation depth
   const anvil = await startAnvil(['--block-time', '1', '--gas-limit', '3000000000', '--accounts', '20']);
+  let regtest: Regtest | undefined;
+  const stopChains = async (): Promise<void> => {
+    await regtest?.stop();
+    await anvil.stop();
+  };
   try {
     await installBridge(new EvmRpc(anvil.url));
     const secretKeys = Array.from({ length: o.members }, generateSecretKey);
     const pubkeys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
     const threshold = o.threshold ?? defaultThreshold(o.members);
     const federation = buildFederation({ network: 'regtest', threshold, pubkeys });
+    if (o.bitcoind) {
+      regtest = await startRegtest(o.bitcoind, join(o.dir, 'bitcoind'));
+      await pegIn(regtest, federation.address, o.funding);
+    }
     const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
     const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
     const members: DevnetMember[] = [];
@@ -105,8 +122,8 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
         p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${p2pPorts[j]}`]]))) },
         api: { host: '127.0.0.1', port: apiPorts[i] },
         evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
-        bitcoin: null,
-        declaredFunding: { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
+        bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: o.paidConfirmations ?? 2, pollMs: 500 } : null,
+        declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
         rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
         workers: o.workers ?? 1,
         logLevel: o.logLevel ?? 'info',
@@ -130,7 +147,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
     };
     const stop = async (): Promise<void> => {
       await Promise.all(members.map((m) => killChild(m.process, 'SIGTERM')));
-      await anvil.stop();
+      await stopChains();
     };
     try {
       await Promise.all(members.map((_, i) => start(i)));
@@ -138,11 +155,26 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
       await stop();
       throw err;
     }
-    return { anvil, federation, members, start, kill, stop };
+    return { anvil, regtest, federation, members, start, kill, stop };
   } catch (err) {
-    await anvil.stop();
+    await stopChains();
     throw err;
   }
+}
+
+/**
+ * Funds the federation with `count` peg-ins of `sats`, confirmed. One transaction each: Bitcoin
+ * Core refuses a transaction paying the same address twice; a block every few keeps the wallet's
+ * unconfirmed chains under the mempool's limits.
+ */
+async function pegIn(regtest: Regtest, address: string, funding: { readonly count: number; readonly sats: number }): Promise<void> {
+  // 100 mature coinbases of 50 BTC: enough for any devnet funding
+  await regtest.mine(200);
+  for (let i = 0; i < funding.count; i++) {
+    await regtest.rpc.call<string>('sendtoaddress', [address, (funding.sats / 1e8).toFixed(8)]);
+    if (i % 20 === 19) await regtest.mine(1);
+  }
+  await regtest.mine(1);
 }
 
 /** A member's request counts by status, read from its /metrics. */

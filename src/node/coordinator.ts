@@ -13,7 +13,7 @@ import { finalizedKey, proposalKey, requestSignedKey, signatureMadeKey, signatur
 import type { Store } from '../storage/store.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints, proposalsSpending, proposalTx, proposalTxid, type Proposal } from '../wallet/proposal.js';
-import { getUtxo, listUnspent, reserveUtxos } from '../wallet/utxos.js';
+import { getUtxo, listUnspent, outpointText, reserveUtxos } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { signProposal, type FeeBounds, type SignatureRecord } from './signer.js';
 
@@ -83,12 +83,12 @@ const isFinalized = (b: unknown): boolean => {
 
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
-/** Slots a payment may stay open before the proposer treats it as stuck against its rivals. */
+/** Slots an open payment may go without progress before the proposer treats it as stuck against its rivals. */
 export const STALE_SLOTS = 4;
 
 interface OpenProposal {
   readonly proposal: Proposal;
-  /** When this member started waiting on it (ms). */
+  /** When it last made progress here: arrived, or brought signatures (ms). */
   since: number;
 }
 
@@ -269,15 +269,21 @@ export class Coordinator {
   }
 
   /**
-   * Rival payments of the same requests that stayed open for STALE_SLOTS: when their signers
-   * split (each member signs only one of two payments of a request that do not conflict), none
-   * reaches t. One payment of all their requests that spends an input of each conflicts with
-   * all of them, so every member may sign it. Proposals that can no longer finalize are forgotten.
+   * Rival payments of the same requests that made no progress for STALE_SLOTS: when their
+   * signers split (each member signs only one of two payments of a request that do not
+   * conflict), none reaches t. One payment of all their requests that spends an input of each
+   * conflicts with all of them, so every member may sign it. Proposals that can no longer
+   * finalize are forgotten.
    */
   private async merges(rate: number, now: number, slot: number): Promise<Proposal[]> {
     const stale: [string, Proposal, SpendableUtxo[]][] = [];
+    // inputs of open payments still making progress: a merge another member proposed is one
+    const moving: Set<string>[] = [];
     for (const [txid, open] of [...this.proposals, ...this.rivals]) {
-      if (now - open.since < STALE_SLOTS * this.o.slotMs) continue;
+      if (now - open.since < STALE_SLOTS * this.o.slotMs) {
+        moving.push(new Set(proposalOutpoints(open.proposal).map(outpointText)));
+        continue;
+      }
       const inputs = await this.liveInputs(txid, open.proposal);
       if (inputs) stale.push([txid, open.proposal, inputs]);
       else this.forget(txid);
@@ -295,11 +301,13 @@ export class Coordinator {
       for (const [, p] of groups[group]!) for (const id of p.requestIds) groupOf.set(id, group);
     }
     const merges: Proposal[] = [];
+    const conflictsWithAll = (spends: Set<string>, group: typeof stale): boolean => group.every(([, , inputs]) => inputs.some((u) => spends.has(outpointText(u))));
     for (const group of groups) {
       if (group.length < 2) {
         for (const [txid] of group) this.rivals.delete(txid);
         continue;
       }
+      if (moving.some((spends) => conflictsWithAll(spends, group))) continue;
       const ids = [...new Set(group.flatMap(([, p]) => p.requestIds))];
       const requests: PaymentRequest[] = [];
       for (const id of ids) {
@@ -363,6 +371,8 @@ export class Coordinator {
 
   private async onSignatures(peer: string, body: SignaturesBody): Promise<void> {
     if (this.unsettled.has(body.txid)) return;
+    const open = this.proposals.get(body.txid) ?? this.rivals.get(body.txid);
+    if (open) open.since = this.o.now?.() ?? Date.now();
     if (!this.proposals.has(body.txid)) {
       // only proposals this member signed are collected; keep a bounded number of early arrivals
       if (this.early.size < 1000) this.early.set(body.txid, (this.early.get(body.txid) ?? new Map<string, Uint8Array>()).set(peer, body.signatures));

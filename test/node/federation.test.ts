@@ -14,10 +14,13 @@ import { PeerNetwork } from '../../src/p2p/network.js';
 import { readKeyFile } from '../../src/signing/keyfile.js';
 import { buildPayments } from '../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../src/wallet/proposal.js';
+import type { PegoutStatus } from '../../src/api/status.js';
+import { BITCOIND, NO_BITCOIND } from '../support/bitcoind.js';
 import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../support/federation.js';
 
 // Federations of real member processes (`pegout node`) on loopback, with a real anvil, real
-// stores and SIGKILL. Without Bitcoin Core: funding is declared, payments end finalized.
+// stores and SIGKILL. Without Bitcoin Core: funding is declared, payments end finalized; with
+// BITCOIND: peg-ins on regtest, payments broadcast, mined, reorganized.
 
 describe('federation of member processes', { timeout: 600_000 }, () => {
   for (const [t, n] of [[2, 3], [3, 4]] as const) {
@@ -124,5 +127,38 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     await hostile.stop();
     await devnet.stop();
     await checkExactlyOnce(devnet, [...first.ids, ...second.ids]);
+  });
+});
+
+describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
+  it('2-of-3: peg-ins fund it, payments confirm, a reorg around a payment, and each request is paid on chain exactly once', async (ctx) => {
+    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2, bitcoind: BITCOIND!, paidConfirmations: 2, funding: { count: 12, sats: 10_000_000 } });
+    const regtest = devnet.regtest!;
+    const mine = (): Promise<string[]> => regtest.mine(1);
+    const status = async (id: string): Promise<PegoutStatus> => (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
+    const first = await send(devnet, 4);
+    await waitSigned(devnet, 4, [0, 1, 2], 300_000, { status: 'paid', between: mine });
+
+    // the block holding a payment leaves the best chain: the payment goes back to the mempool
+    // (or is broadcast again) and confirms on the new branch
+    const txid = (await status(first.ids[0]!)).payments.find((p) => p.finalized)!.txid;
+    const { blockhash } = await regtest.rpc.call<{ blockhash: string }>('getrawtransaction', [txid, true]);
+    await regtest.rpc.call('invalidateblock', [blockhash]);
+    const second = await send(devnet, 3);
+    const all = [...first.ids, ...second.ids];
+    await waitSigned(devnet, all.length, [0, 1, 2], 300_000, { status: 'paid', between: mine });
+
+    for (const id of all) {
+      const s = await status(id);
+      const confirmed = [];
+      for (const p of s.payments.filter((x) => x.finalized)) {
+        // a payment that lost to a conflicting one was never relayed: Core does not know it
+        const tx = await regtest.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true]).catch(() => ({ confirmations: 0 }));
+        if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
+      }
+      assert.equal(confirmed.length, 1, `request ${id} is paid on chain by exactly one transaction: ${confirmed.join(', ')}`);
+    }
+    await devnet.stop();
+    await checkExactlyOnce(devnet, all);
   });
 });

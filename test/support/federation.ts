@@ -26,13 +26,23 @@ export function send(devnet: Devnet, count: number): Promise<SentRequests> {
   return sendPegouts(new EvmRpc(devnet.anvil.url), count, PEGOUT_SATS);
 }
 
-/** Waits until each of `members` reports `count` requests signed (in a finalized payment). */
-export async function waitSigned(devnet: Devnet, count: number, members: readonly number[], timeoutMs = 120_000): Promise<void> {
+/**
+ * Waits until each of `members` reports `count` requests in `status` ('signed': in a finalized
+ * payment; 'paid': confirmed at depth), running `between` after each look (regtest: mine).
+ */
+export async function waitSigned(
+  devnet: Devnet,
+  count: number,
+  members: readonly number[],
+  timeoutMs = 120_000,
+  { status = 'signed', between }: { status?: 'signed' | 'paid'; between?: () => Promise<unknown> } = {},
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const counts = await Promise.all(members.map((i) => requestCounts(devnet.members[i]!).catch(() => ({}) as Record<string, number>)));
-    if (counts.every((c) => (c.signed ?? 0) === count)) return;
-    assert.ok(Date.now() < deadline, `not every request signed in time: ${JSON.stringify(counts)}`);
+    if (counts.every((c) => (c[status] ?? 0) === count)) return;
+    assert.ok(Date.now() < deadline, `not every request ${status} in time: ${JSON.stringify(counts)}`);
+    await between?.();
     await sleep(250);
   }
 }
