@@ -47,7 +47,7 @@ export function registerDevnet(program: Command): void {
       const stop = async (code: number): Promise<never> => {
         if (!stopping) {
           stopping = true;
-          step('stopping members and anvil');
+          step(`stopping members, anvil${devnet?.regtest ? ' and bitcoind' : ''}`);
           await devnet?.stop();
           step(`stopped; keys, configs, stores and logs stay in ${dir}`);
         }

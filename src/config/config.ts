@@ -27,6 +27,7 @@ export interface Config {
     readonly password: string | null;
     readonly startHeight: number;
     readonly confTarget: number;
+    readonly fallbackFeeRate: number;
     readonly maxFeeRate: number;
     readonly paidConfirmations: number;
     readonly rbfAfterBlocks: number;
@@ -73,6 +74,7 @@ const SCHEMA: Schema = {
     password: { kind: 'string', nullable: true, default: null, secret: true },
     startHeight: { kind: 'int', min: 0, default: 0 },
     confTarget: { kind: 'int', min: 1, max: 1008, default: 6 },
+    fallbackFeeRate: { kind: 'number', min: 1, max: 100_000, default: 2 },
     maxFeeRate: { kind: 'number', min: 1, max: 100_000, default: 500 },
     paidConfirmations: { kind: 'int', min: 1, max: 1000, default: 6 },
     rbfAfterBlocks: { kind: 'int', min: 1, max: 1000, default: 3 },

@@ -75,7 +75,9 @@ export async function startRegtest(binary: string, datadir: string): Promise<Reg
     }
     await rpc.call('createwallet', ['devnet']);
     const minerAddress = await rpc.call<string>('getnewaddress');
-    const mine = (blocks: number): Promise<string[]> => rpc.call<string[]>('generatetoaddress', [blocks, minerAddress]);
+    // a fresh coinbase address each time: after invalidateblock, a block mined to the same address
+    // in the same second would repeat the invalidated one, and Core refuses it
+    const mine = async (blocks: number): Promise<string[]> => rpc.call<string[]>('generatetoaddress', [blocks, await rpc.call<string>('getnewaddress')]);
     return { rpc, rpcUrl, cookieFile, minerAddress, mine, stop };
   } catch (err) {
     await stop();

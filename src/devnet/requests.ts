@@ -22,27 +22,51 @@ export interface SentRequests {
   readonly fromBlock: number;
   readonly toBlock: number;
   readonly ids: string[];
+  /** With `inOneBlock`: when the block that made every request final was mined (ms since the epoch). */
+  readonly finalAt?: number;
+}
+
+export interface SendOptions {
+  readonly network?: Network;
+  readonly onSent?: (sent: number) => void;
+  /**
+   * Pauses anvil's interval mining while sending, mines every request in one block and then
+   * `confirmations` blocks on top, and resumes mining a block every `blockSeconds`: all
+   * requests become final at one instant, as a burst of peg-outs would.
+   */
+  readonly inOneBlock?: { readonly confirmations: number; readonly blockSeconds: number };
 }
 
 /**
  * Sends `count` requests of `sats` each; resolves once all are mined, with their request ids.
  * `onSent` reports progress.
  */
-export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, options: { network?: Network; onSent?: (sent: number) => void } = {}): Promise<SentRequests> {
+export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, options: SendOptions = {}): Promise<SentRequests> {
   const accounts = await rpc.call<string[]>('eth_accounts');
+  const oneBlock = options.inOneBlock;
+  if (oneBlock) await rpc.call('evm_setIntervalMining', [0]);
   const fromBlock = quantity(await rpc.call('eth_blockNumber'), 'eth_blockNumber') + 1;
   const hashes: string[] = new Array<string>(count);
   let next = 0;
   let sent = 0;
-  await Promise.all(
-    accounts.map(async (from) => {
-      for (let i = next++; i < count; i = next++) {
-        const data = bridgeInterface.encodeFunctionData('requestPegOut', [new TextEncoder().encode(devnetDestination(i, options.network))]);
-        hashes[i] = await rpc.call<string>('eth_sendTransaction', [{ from, to: BRIDGE_ADDRESS, data, value: `0x${(sats * WEI_PER_SAT).toString(16)}`, gas: hexQuantity(200_000) }]);
-        options.onSent?.(++sent);
-      }
-    }),
-  );
+  let finalAt: number | undefined;
+  try {
+    await Promise.all(
+      accounts.map(async (from) => {
+        for (let i = next++; i < count; i = next++) {
+          const data = bridgeInterface.encodeFunctionData('requestPegOut', [new TextEncoder().encode(devnetDestination(i, options.network))]);
+          hashes[i] = await rpc.call<string>('eth_sendTransaction', [{ from, to: BRIDGE_ADDRESS, data, value: `0x${(sats * WEI_PER_SAT).toString(16)}`, gas: hexQuantity(200_000) }]);
+          options.onSent?.(++sent);
+        }
+      }),
+    );
+    if (oneBlock) {
+      for (let i = 0; i <= oneBlock.confirmations; i++) await rpc.call('evm_mine');
+      finalAt = Date.now();
+    }
+  } finally {
+    if (oneBlock) await rpc.call('evm_setIntervalMining', [oneBlock.blockSeconds]);
+  }
   const wanted = new Set(hashes.map((h) => h.toLowerCase()));
   const ids = new Map<string, string>();
   let toBlock = fromBlock;
@@ -61,5 +85,5 @@ export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, opti
     }
     if (ids.size < count) await new Promise((r) => setTimeout(r, 250));
   }
-  return { fromBlock, toBlock, ids: hashes.map((h) => ids.get(h.toLowerCase())!) };
+  return { fromBlock, toBlock, ids: hashes.map((h) => ids.get(h.toLowerCase())!), ...(finalAt === undefined ? {} : { finalAt }) };
 }

@@ -31,6 +31,8 @@ export interface EvmObserverOptions {
   readonly maxRange?: number;
   readonly log?: (event: string, fields: Record<string, unknown>) => void;
   readonly now?: () => string;
+  /** Called by run() after each step that ingested requests. */
+  readonly onIngested?: (report: SyncReport) => void;
 }
 
 export interface SyncReport {
@@ -41,6 +43,9 @@ export interface SyncReport {
   readonly rolledBack: number;
   readonly caughtUp: boolean;
 }
+
+/** Closest two polls may follow each other when wake() cuts a wait short. */
+const MIN_POLL_GAP_MS = 50;
 
 const ACTED_ON = new Set(['batched', 'signed', 'broadcast', 'paid', 'orphaned']);
 
@@ -56,6 +61,8 @@ export class EvmObserver {
   alarms = 0;
   private range: number;
   private readonly bridge: string;
+  /** Ends run()'s current wait between polls early. */
+  private wakeUp?: () => void;
 
   constructor(
     private readonly store: Store,
@@ -220,19 +227,41 @@ export class EvmObserver {
     return undone;
   }
 
+  /**
+   * Reads the chain now instead of at the next poll: a peer's proposal named a request this
+   * member has not ingested yet. Polls stay at least MIN_POLL_GAP_MS apart, so a peer naming
+   * unknown requests cannot make this member hammer its node.
+   */
+  wake(): void {
+    this.wakeUp?.();
+  }
+
   /** Follows the chain until `signal` aborts; failures are logged and retried with backoff. */
   async run(signal: AbortSignal, pollMs = 1000): Promise<void> {
     let failures = 0;
     while (!signal.aborted) {
+      const started = Date.now();
+      let waitMs: number;
       try {
         const report = await this.syncOnce();
         failures = 0;
-        if (report.caughtUp) await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+        if (report.accepted + report.rejected > 0) this.options.onIngested?.(report);
+        waitMs = report.caughtUp ? pollMs : 0;
       } catch (err) {
         failures++;
         this.log('evm_sync_failed', { error: (err as Error).message, failures });
-        await sleep(Math.min(30_000, pollMs * 2 ** Math.min(failures, 5)), undefined, { signal }).catch(() => undefined);
+        waitMs = Math.min(30_000, pollMs * 2 ** Math.min(failures, 5));
       }
+      if (waitMs > 0) await this.pause(waitMs, failures === 0 ? Math.max(0, MIN_POLL_GAP_MS - (Date.now() - started)) : waitMs, signal);
     }
+  }
+
+  /** Waits `ms`, or only `minMs` once wake() is called. */
+  private async pause(ms: number, minMs: number, signal: AbortSignal): Promise<void> {
+    const woken = new AbortController();
+    this.wakeUp = () => woken.abort();
+    await sleep(ms, undefined, { signal: AbortSignal.any([signal, woken.signal]) }).catch(() => undefined);
+    this.wakeUp = undefined;
+    if (woken.signal.aborted && !signal.aborted) await sleep(minMs, undefined, { signal }).catch(() => undefined);
   }
 }

@@ -33,10 +33,14 @@ export interface CoordinatorOptions {
   readonly log: Logger;
   /** A payment is finalized and recorded: broadcast it, or account for it locally. */
   readonly onFinalized: (record: FinalizedRecord) => Promise<void>;
+  /** A finalized payment's record gained requests ingested after it was finalized. */
+  readonly onLateMatched?: (record: FinalizedRecord) => Promise<void>;
   /** Replacements (BIP125) this member, as proposer, should put to the federation now. */
   readonly replacements?: (rate: number) => Promise<Proposal[]>;
   readonly metrics?: Metrics;
   readonly now?: () => number;
+  /** Asks the EVM observer to read the chain now: a proposal named a request not ingested here yet. */
+  readonly catchUp?: () => void;
 }
 
 /** final/<txid>: a payment with t valid signatures on every input. */
@@ -110,6 +114,8 @@ export class Coordinator {
   private readonly retry = new Map<string, { peer: string; proposal: Proposal; tries: number; at: number }>();
   /** When a peer's proposal last arrived: another proposer is still at work until a slot passes without one. */
   private lastPeerProposal = -Infinity;
+  /** Peers that announced a turn and have not yet said it is done. */
+  private readonly building = new Set<string>();
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
 
@@ -130,8 +136,11 @@ export class Coordinator {
     net.registerType('signatures', isSignatures);
     net.registerType('finalized', isFinalized);
     net.registerType('turn', (b) => Number.isSafeInteger(b));
+    net.registerType('turn_done', (b) => Number.isSafeInteger(b));
     net.on('message', (peer: string, type: string, body: unknown) => {
       if (type === 'proposal' || type === 'turn') this.lastPeerProposal = this.o.now?.() ?? Date.now();
+      if (type === 'turn') this.building.add(peer);
+      if (type === 'turn_done') this.building.delete(peer);
       if (type === 'proposal') void this.serial(() => this.onProposal(peer, body as Proposal));
       if (type === 'signatures') void this.serial(() => this.onSignatures(peer, body as SignaturesBody));
       if (type === 'finalized') void this.serial(() => this.onFinalizedFrame(peer, body as FinalizedBody));
@@ -164,22 +173,33 @@ export class Coordinator {
     }
   }
 
-  /** Requests that were paid before this member ingested them, now ingested: moved to 'signed' if the payment's output pays them. */
+  /**
+   * Requests that were paid before this member ingested them, now ingested: moved to 'signed' if
+   * the payment's output pays them, and from then on counted in the payment's record, so
+   * settlement carries them on to 'broadcast' and 'paid' with the others.
+   */
   private async matchLate(): Promise<void> {
     if (this.late.size === 0) return;
-    await this.o.store.exclusive(async () => {
+    const changed = await this.o.store.exclusive(async () => {
       const batch = this.o.store.batch();
       const at = new Date().toISOString();
+      const records = new Map<string, FinalizedRecord>();
       for (const [id, { txid, output }] of this.late) {
         const r = await getRequest(batch, id);
         if (!r) continue;
         this.late.delete(id);
-        const f = await this.o.store.get<FinalizedRecord>(finalizedKey(txid));
+        const f = records.get(txid) ?? (await this.o.store.get<FinalizedRecord>(finalizedKey(txid)));
         const out = f && parseTx(f.tx).outputs[output];
-        if (r.scriptPubKey && out && Buffer.compare(out.scriptPubKey, r.scriptPubKey) === 0 && r.status === 'accepted') stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+        if (!f || !r.scriptPubKey || !out || Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0 || r.status !== 'accepted') continue;
+        stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+        const { [id]: _matched, ...unmatched } = f.unmatched;
+        records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
       }
+      for (const [txid, f] of records) batch.put(finalizedKey(txid), f);
       await batch.write({ sync: true });
+      return [...records.values()];
     });
+    for (const record of changed) await this.o.onLateMatched?.(record);
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
@@ -191,27 +211,46 @@ export class Coordinator {
     return toHex(this.o.federation.pubkeys[slot % this.o.federation.pubkeys.length]!);
   }
 
-  private async tick(): Promise<void> {
+  /** `ingested`: the EVM observer just ingested requests; the slot's proposer pays them at once. */
+  private async tick(ingested = false): Promise<void> {
     const now = this.o.now?.() ?? Date.now();
-    for (const [txid, r] of this.retry) {
-      if (now - r.at < this.o.slotMs) continue;
-      this.retry.delete(txid);
-      await this.onProposal(r.peer, r.proposal, r.tries + 1);
-    }
+    await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
     const slot = Math.floor(now / this.o.slotMs);
-    if (slot === this.lastSlot || this.proposerOf(slot) !== this.myKey) return;
+    if (this.proposerOf(slot) !== this.myKey) return;
+    if (slot === this.lastSlot) {
+      // this member's turn is under way and no other proposer is at work: requests that became
+      // final during it need not wait for the next turn
+      if (ingested) await this.turn(slot, async () => []);
+      return;
+    }
     // Two proposers paying the same requests from different inputs split the signers (each
     // refuses the second as a double payment) until merges() unblocks them, STALE_SLOTS later
-    // and at the cost of another signing round; so a turn starts only once the previous
-    // proposer has been quiet for a whole slot.
-    if (now - this.lastPeerProposal < this.o.slotMs) return;
+    // and at the cost of another signing round. So a turn starts once the previous proposer said
+    // it is done and every payment this member signed is finalized, or, should it never say so
+    // (it crashed, or payments are stuck), once it has been quiet for a whole slot.
+    const settled = this.building.size === 0 && this.proposals.size === 0 && this.retry.size === 0;
+    if (!settled && now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
-    // building a large batch takes a while before the first proposal goes out: say so at once
+    await this.turn(slot, async (rate) => {
+      await this.matchLate();
+      return [...((await this.o.replacements?.(rate)) ?? []), ...(await this.merges(rate, now, slot))];
+    });
+  }
+
+  /** A proposer's turn, announced before it builds (that takes a while for a large batch) and closed when its proposals are out. */
+  private async turn(slot: number, first: (rate: number) => Promise<Proposal[]>): Promise<void> {
     this.o.network.broadcast('turn', slot);
-    await this.matchLate();
-    const rate = await this.o.fees.rate();
-    this.o.metrics?.feeRate.set(rate);
-    const proposals = [...((await this.o.replacements?.(rate)) ?? []), ...(await this.merges(rate, now, slot))];
+    try {
+      const rate = await this.o.fees.rate();
+      this.o.metrics?.feeRate.set(rate);
+      await this.propose(slot, rate, await first(rate));
+    } finally {
+      this.o.network.broadcast('turn_done', slot);
+    }
+  }
+
+  /** Signs and sends `proposals`, then payments of every pending request they leave out. */
+  private async propose(slot: number, rate: number, proposals: Proposal[]): Promise<void> {
     const merged = new Set(proposals.flatMap((p) => p.requestIds));
     const pending: PaymentRequest[] = (await listRequests(this.o.store, (r) => r.status === 'accepted' && r.scriptPubKey !== undefined && !merged.has(r.id))).map((r) => ({ id: r.id, scriptPubKey: r.scriptPubKey!, sats: r.sats }));
     if (pending.length > 0) {
@@ -238,6 +277,24 @@ export class Coordinator {
     }
   }
 
+  /** The EVM observer ingested requests: proposals that named them are tried again at once, and the slot's proposer pays them. */
+  ingested(): void {
+    void this.serial(async () => {
+      await this.matchLate();
+      await this.retryWaiting(() => true);
+      await this.tick(true);
+    });
+  }
+
+  private async retryWaiting(due: (r: { at: number }) => boolean): Promise<void> {
+    // a snapshot: a proposal refused again is put back in the map and must wait its turn
+    for (const [txid, r] of [...this.retry]) {
+      if (!due(r)) continue;
+      this.retry.delete(txid);
+      await this.onProposal(r.peer, r.proposal, r.tries + 1);
+    }
+  }
+
   private async onProposal(peer: string, proposal: Proposal, tries = 0): Promise<void> {
     const started = performance.now();
     let txid: string;
@@ -253,7 +310,10 @@ export class Coordinator {
       // members poll the sidechain independently: a request this one has not ingested yet may be final a moment later
       if (outcome.reason === 'unknown_request' && tries < 5 && this.retry.size < 1000) {
         this.retry.set(txid, { peer, proposal, tries, at: this.o.now?.() ?? Date.now() });
-        if (tries === 0) return;
+        if (tries === 0) {
+          this.o.catchUp?.();
+          return;
+        }
       }
       if (outcome.reason === 'double_payment' && this.rivals.size < 1000) this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
       this.refused(peer, outcome.reason, outcome.detail, txid);

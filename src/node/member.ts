@@ -135,7 +135,7 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
         onSettled: (txid) => coordinator?.settled(txid),
       });
       await settlement.load();
-      rate = async () => (await rpc.feeRate({ confTarget: b.confTarget, maxSatPerVb: b.maxFeeRate })).satPerVb;
+      rate = async () => (await rpc.feeRate({ confTarget: b.confTarget, fallbackSatPerVb: b.fallbackFeeRate, maxSatPerVb: b.maxFeeRate })).satPerVb;
       maxFeeRate = b.maxFeeRate;
     } else {
       const declared = config.declaredFunding;
@@ -155,13 +155,22 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
       maxFeeRate = Math.max(fixed, 500);
     }
 
+    const evm = new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
+      network: config.network,
+      finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
+      startBlock: config.evm.startBlock,
+      bridge: config.evm.bridge,
+      log: (event, fields) => (event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields)),
+      onIngested: () => coordinator?.ingested(),
+    });
     coordinator = new Coordinator({
       store, federation, pool, network, log, metrics,
       fees: { minFeeRate: 1, maxFeeRate, rate },
       maxOutputs: config.rounds.maxOutputs,
       slotMs: config.rounds.slotMs,
+      catchUp: () => evm.wake(),
       onFinalized: settlement ? settlement.onFinalized : (record) => settleLocally(store, federation, record),
-      ...(settlement ? { replacements: settlement.replacements } : {}),
+      ...(settlement ? { replacements: settlement.replacements, onLateMatched: settlement.onLateMatched } : {}),
     });
     const p2pPort = await network.start();
     cleanup.push(() => network.stop());
@@ -169,13 +178,6 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
     const c = coordinator;
     cleanup.push(() => c.stop());
 
-    const evm = new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
-      network: config.network,
-      finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
-      startBlock: config.evm.startBlock,
-      bridge: config.evm.bridge,
-      log: (event, fields) => (event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields)),
-    });
     loops.push(evm.run(abort.signal, config.evm.pollMs));
     if (settlement && config.bitcoin) {
       const s = settlement;

@@ -133,6 +133,11 @@ export class ChainSettlement {
     await this.broadcast(record);
   };
 
+  /** The payment's record gained late-ingested requests: followed again, even if it was already paid, so they reach 'paid' too. */
+  readonly onLateMatched = async (record: FinalizedRecord): Promise<void> => {
+    this.open.set(record.txid, record);
+  };
+
   private async height(): Promise<number> {
     return (await this.o.store.get<{ height: number }>(cursorKey('bitcoin')))?.height ?? 0;
   }

@@ -133,15 +133,32 @@ export class StoreBatch implements StoreReader {
   }
 }
 
+/**
+ * The synchronous reads of @nxtedition/rocksdb (a point read from the memtable or block cache
+ * takes a few microseconds; the abstract-level promise API sends each read through the libuv
+ * thread pool and back, several times that). The signer and the coordinator make thousands of
+ * small reads per payment, so they read synchronously wherever the binding offers it.
+ */
+interface SyncReads {
+  _getManySync(keys: string[]): (Buffer | undefined)[];
+  querySync(options: { gte?: string; gt?: string; lt?: string; reverse: boolean; limit: number; keyEncoding: 'utf8'; valueEncoding: 'buffer' }): { rows: (string | Buffer)[] };
+}
+
+/** Rows read at once by entries() on the synchronous path. */
+const ENTRIES_PAGE = 1000;
+
 export class Store implements StoreReader {
   readonly #db: RocksLevel;
   readonly #dir: string;
+  readonly #sync: SyncReads | undefined;
   #lockTail: Promise<void> = Promise.resolve();
   #closed = false;
 
   private constructor(db: RocksLevel, dir: string) {
     this.#db = db;
     this.#dir = dir;
+    const candidate = db as unknown as Partial<SyncReads>;
+    this.#sync = typeof candidate._getManySync === 'function' && typeof candidate.querySync === 'function' ? (candidate as SyncReads) : undefined;
   }
 
   /**
@@ -214,7 +231,7 @@ export class Store implements StoreReader {
     this.#checkOpen();
     let raw: (Buffer | undefined)[];
     try {
-      raw = await this.#db.getMany(keys);
+      raw = this.#sync ? this.#sync._getManySync(keys) : await this.#db.getMany(keys);
     } catch (err) {
       throw new StorageError('read_failed', `reading ${keys.length} key(s) from ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
     }
@@ -254,8 +271,30 @@ export class Store implements StoreReader {
     if (gte !== '') options.gte = gte;
     if (lt !== undefined) options.lt = lt;
     if (range.limit !== undefined) options.limit = range.limit;
-    for await (const [key, bytes] of this.#db.iterator(options)) {
-      yield [key, decode<T>(key, bytes)];
+    if (!this.#sync) {
+      for await (const [key, bytes] of this.#db.iterator(options)) yield [key, decode<T>(key, bytes)];
+      return;
+    }
+    // pages of ENTRIES_PAGE rows, each read synchronously; a page resumes after the last key
+    let remaining = range.limit ?? Infinity;
+    const page: { gte?: string; gt?: string; lt?: string; reverse: boolean } = { reverse: options.reverse === true, ...(options.gte !== undefined ? { gte: options.gte } : {}), ...(options.lt !== undefined ? { lt: options.lt } : {}) };
+    while (remaining > 0) {
+      const want = Math.min(ENTRIES_PAGE, remaining);
+      let rows: (string | Buffer)[];
+      try {
+        rows = this.#sync.querySync({ ...page, limit: want, keyEncoding: 'utf8', valueEncoding: 'buffer' }).rows;
+      } catch (err) {
+        throw new StorageError('read_failed', `reading a range from ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
+      }
+      for (let i = 0; i < rows.length; i += 2) yield [rows[i] as string, decode<T>(rows[i] as string, rows[i + 1] as Buffer)];
+      if (rows.length / 2 < want) return;
+      remaining -= want;
+      const last = rows[rows.length - 2] as string;
+      if (page.reverse) page.lt = last;
+      else {
+        delete page.gte;
+        page.gt = last;
+      }
     }
   }
 

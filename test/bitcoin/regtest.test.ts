@@ -122,7 +122,9 @@ test('block observer on regtest: peg-ins, a payment with change, reorg by invali
   const late = await openTempStore(t);
   const recovered = await recoverUtxo(late, node.rpc, federationScript, out2);
   assert.deepEqual([recovered.value, recovered.height, recovered.state], [70_000_000n, 111, 'unspent']);
-  await assert.rejects(recoverUtxo(late, node.rpc, federationScript, out1), walletCode('utxo_unknown'), 'spent in the chain (no -txindex to tell spent from unknown)');
+  // the regtest node runs -txindex, so it tells a spent output from one that never existed
+  await assert.rejects(recoverUtxo(late, node.rpc, federationScript, out1), walletCode('utxo_spent'), 'spent in the chain');
+  await assert.rejects(recoverUtxo(late, node.rpc, federationScript, { txid: '11'.repeat(32), vout: 0 }), walletCode('utxo_unknown'), 'never existed');
   await assert.rejects(recoverUtxo(late, node.rpc, federationScript, { txid: payTxid, vout: 1 - change.vout }), walletCode('utxo_not_federation'));
   const peg3 = await node.rpc.call<string>('sendtoaddress', [fedAddress, 0.3]);
   await assert.rejects(recoverUtxo(late, node.rpc, federationScript, { txid: peg3, vout: await fedVout(peg3) }), walletCode('utxo_unconfirmed'));

@@ -1,19 +1,20 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { BITCOIND, NO_BITCOIND } from '../support/bitcoind.js';
 import { repoRoot } from '../support/paths.js';
 import { tempDir } from '../support/tempdir.js';
 import { federationVectors } from '../support/vectors.js';
 
-function pegout(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), ...args], { encoding: 'utf8' });
+function pegout(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), ...args], { encoding: 'utf8', env });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-function ok(args: string[]): string {
-  const r = pegout(args);
+function ok(args: string[], env?: NodeJS.ProcessEnv): string {
+  const r = pegout(args, env);
   assert.equal(r.status, 0, `pegout ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -96,14 +97,26 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     });
   }
 
-  it('the devnet (the README main command) takes requests to finalized payments and says nothing was broadcast', () => {
-    const out = ok(['devnet', '--members', '3', '--threshold', '2', '--requests', '3', '--dir', path.join(dir.path, 'devnet'), '--exit']);
+  it('the devnet (the README main command) without bitcoind takes requests to finalized payments and says nothing was broadcast', () => {
+    const { BITCOIND: _, ...env } = process.env;
+    env.PATH = (env.PATH ?? '').split(path.delimiter).filter((d) => !existsSync(path.join(d, 'bitcoind'))).join(path.delimiter);
+    const out = ok(['devnet', '--members', '3', '--threshold', '2', '--requests', '3', '--dir', path.join(dir.path, 'devnet'), '--exit'], env);
     assert.match(out, /federation 2-of-3: bcrt1p/);
     assert.match(out, /DECLARED by the devnet: they exist on no chain/);
     assert.match(out, /m1: 3\/3 signed {2}m2: 3\/3 signed {2}m3: 3\/3 signed/);
     assert.match(out, /payment [0-9a-f]{64}: \d request\(s\), 2 signatures on every input/);
     assert.match(out, /NOT broadcast/);
     assert.match(out, /stopped; keys, configs, stores and logs stay in/);
+  });
+
+  it('the devnet with bitcoind funds the federation by peg-ins, broadcasts, mines, and shows every destination credited', { skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
+    const out = ok(['devnet', '--members', '3', '--threshold', '2', '--requests', '3', '--dir', path.join(dir.path, 'devnet-regtest'), '--exit'], { ...process.env, BITCOIND });
+    assert.match(out, /peg-ins of 10000000 sats to the federation, confirmed on regtest/);
+    assert.match(out, /m1: 3\/3 paid .* {2}m2: 3\/3 paid .* {2}m3: 3\/3 paid/);
+    assert.match(out, /payment [0-9a-f]{64}: 2 signatures on every input, \d+ vB, \d+ confirmation\(s\), block [0-9a-f]{16}/);
+    assert.equal(out.match(/ credited 0\.0149\d{4} BTC \(request /g)?.length, 3, 'each destination credited its amount less its fee share');
+    assert.match(out, /every request is paid on regtest/);
+    assert.doesNotMatch(out, /DECLARED/);
   });
 
   it('--help answers for every command', () => {

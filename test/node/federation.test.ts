@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
@@ -160,5 +160,56 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     }
     await devnet.stop();
     await checkExactlyOnce(devnet, all);
+  });
+
+  it('2-of-3: a payment left unconfirmed while the fee rate rises is replaced (BIP125), Core accepts the replacement, and only it confirms', async (ctx) => {
+    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2, bitcoind: BITCOIND!, paidConfirmations: 2, funding: { count: 12, sats: 10_000_000 } });
+    const regtest = devnet.regtest!;
+    const sent = await send(devnet, 4);
+    await waitSigned(devnet, 4, [0, 1, 2], 120_000, { status: 'broadcast' });
+    const mempool = (): Promise<string[]> => regtest.rpc.call<string[]>('getrawmempool');
+    const [original] = await mempool();
+    assert.ok(original, 'the payment is in the mempool');
+    const entry = async (txid: string): Promise<{ vsize: number; fees: { base: number } }> => regtest.rpc.call('getmempoolentry', [txid]);
+    const before = await entry(original);
+    const spends = async (txid: string): Promise<string[]> => (await regtest.rpc.call<{ vin: { txid: string; vout: number }[] }>('getrawtransaction', [txid, true])).vin.map((i) => `${i.txid}:${i.vout}`);
+    const originalInputs = await spends(original);
+
+    // blocks that leave it out (generateblock mines exactly the transactions it is given)
+    const coinbase = await regtest.rpc.call<string>('getnewaddress');
+    for (let i = 0; i < 3; i++) await regtest.rpc.call('generateblock', [coinbase, []]);
+    // the fee market rises: with no estimate on regtest, members pay their fallback rate
+    for (const [i, m] of devnet.members.entries()) {
+      const config = JSON.parse(await readFile(m.configFile, 'utf8')) as { bitcoin: { fallbackFeeRate?: number } };
+      config.bitcoin.fallbackFeeRate = 25;
+      await writeFile(m.configFile, JSON.stringify(config));
+      await devnet.kill(i);
+      await devnet.start(i);
+    }
+
+    let replacement: string | undefined;
+    const until = Date.now() + 120_000;
+    while (!replacement) {
+      assert.ok(Date.now() < until, `no replacement reached the mempool: ${JSON.stringify(await mempool())}`);
+      await sleep(500);
+      replacement = (await mempool()).find((txid) => txid !== original);
+    }
+    assert.ok(!(await mempool()).includes(original), 'Core evicted the original for its replacement');
+    const after = await entry(replacement);
+    assert.ok(after.fees.base / after.vsize > (before.fees.base / before.vsize) * 5, `the replacement pays the risen rate: ${JSON.stringify({ before, after })}`);
+    assert.deepEqual(await spends(replacement), originalInputs, 'the replacement spends the same inputs');
+
+    await waitSigned(devnet, 4, [0, 1, 2], 120_000, { status: 'paid', between: () => regtest.mine(1) });
+    for (const id of sent.ids) {
+      const s = (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
+      const confirmed = [];
+      for (const p of s.payments.filter((x) => x.finalized)) {
+        const tx = await regtest.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true]).catch(() => ({ confirmations: 0 }));
+        if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
+      }
+      assert.deepEqual(confirmed, [replacement], `request ${id} is paid on chain by the replacement only`);
+    }
+    await devnet.stop();
+    await checkExactlyOnce(devnet, sent.ids);
   });
 });

@@ -149,3 +149,19 @@ test('exclusive sections run one at a time, in call order, and release on failur
   assert.deepEqual(log, ['a:in', 'a:out', 'b:in', 'b:out', 'c:in', 'c:out']);
   assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
 });
+
+test('entries pages through long ranges in order, forwards and backwards, with and without a limit', async (t) => {
+  const store = await openTempStore(t);
+  const batch = store.batch();
+  const keys = Array.from({ length: 2_345 }, (_, i) => `pg/${String(i).padStart(5, '0')}`);
+  for (const [i, key] of keys.entries()) batch.put(key, i);
+  batch.put('ph/after', -1).put('pf/before', -1);
+  await batch.write();
+  const forward = await collect<number>(store.entries({ prefix: 'pg/' }));
+  assert.deepEqual(forward.map(([k]) => k), keys);
+  assert.deepEqual(forward.map(([, v]) => v), keys.map((_, i) => i));
+  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', reverse: true }))).map(([k]) => k), [...keys].reverse());
+  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', limit: 1_500 }))).map(([k]) => k), keys.slice(0, 1_500));
+  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', limit: 1_001, reverse: true }))).map(([k]) => k), [...keys].reverse().slice(0, 1_001));
+  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', gte: 'pg/01000', lt: 'pg/02001' }))).map(([k]) => k), keys.slice(1_000, 2_001));
+});

@@ -28,14 +28,14 @@ export function send(devnet: Devnet, count: number): Promise<SentRequests> {
 
 /**
  * Waits until each of `members` reports `count` requests in `status` ('signed': in a finalized
- * payment; 'paid': confirmed at depth), running `between` after each look (regtest: mine).
+ * payment; 'broadcast': Core has it; 'paid': confirmed at depth), running `between` after each look (regtest: mine).
  */
 export async function waitSigned(
   devnet: Devnet,
   count: number,
   members: readonly number[],
   timeoutMs = 120_000,
-  { status = 'signed', between }: { status?: 'signed' | 'paid'; between?: () => Promise<unknown> } = {},
+  { status = 'signed', between }: { status?: 'signed' | 'broadcast' | 'paid'; between?: () => Promise<unknown> } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
