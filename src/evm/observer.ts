@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Network } from '../bitcoin/network.js';
 import { cursorKey, evmBlockKey, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
@@ -43,6 +43,9 @@ export interface SyncReport {
   readonly rolledBack: number;
   readonly caughtUp: boolean;
 }
+
+/** Logs decided between two turns of the event loop. */
+const YIELD_EVERY = 500;
 
 /** Closest two polls may follow each other when wake() cuts a wait short. */
 const MIN_POLL_GAP_MS = 50;
@@ -134,9 +137,13 @@ export class EvmObserver {
       const batch = this.store.batch();
       const perBlock = new Map<number, string[]>();
       const at = this.now();
-      for (const log of decoded) {
+      for (const [i, log] of decoded.entries()) {
+        // store reads are synchronous: let the links and the API be served during a long range
+        if (i % YIELD_EVERY === YIELD_EVERY - 1) await setImmediate();
         const id = requestId(log.txHash, log.logIndex);
-        perBlock.set(log.blockNumber, [...(perBlock.get(log.blockNumber) ?? []), id]);
+        const ids = perBlock.get(log.blockNumber);
+        if (ids) ids.push(id);
+        else perBlock.set(log.blockNumber, [id]);
         if (await getRequest(batch, id)) continue; // ingesting a block twice changes nothing
         const d = decideRequest(log.addressBytes, log.wei, this.options.network);
         stageNewRequest(

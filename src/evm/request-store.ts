@@ -1,5 +1,5 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
-import { requestKey, requestLogKey, requestLogPrefix, SPACES } from '../storage/keys.js';
+import { requestIndexKey, requestIndexPrefix, requestKey, requestKeyOfIndex, requestLogKey, requestLogPrefix, SPACES } from '../storage/keys.js';
 import { parseRequestId, type RequestRejectReason } from './requests.js';
 
 /**
@@ -43,16 +43,18 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
   const full: RequestRecord = { ...record, seq: 0 };
   const { txHash, logIndex } = keyOf(record);
   batch.put(requestKey(txHash, logIndex), full);
+  batch.put(requestIndexKey(record.status, txHash, logIndex), 1);
   const change: StatusChange = { status: record.status, at, ...(record.detail ? { detail: record.detail } : {}) };
   batch.put(requestLogKey(txHash, logIndex, 0), change);
   return full;
 }
 
-/** Stages a status change and its history entry together. */
+/** Stages a status change, its history entry and the status index together; `record` must be the current one (read through the same batch). */
 export function stageStatus(batch: StoreBatch, record: RequestRecord, status: RequestStatus, at: string, detail?: string): RequestRecord {
   const next: RequestRecord = { ...record, status, seq: record.seq + 1, ...(detail ? { detail } : {}) };
   const { txHash, logIndex } = keyOf(record);
   batch.put(requestKey(txHash, logIndex), next);
+  if (status !== record.status) batch.del(requestIndexKey(record.status, txHash, logIndex)).put(requestIndexKey(status, txHash, logIndex), 1);
   batch.put(requestLogKey(txHash, logIndex, next.seq), { status, at, ...(detail ? { detail } : {}) } satisfies StatusChange);
   return next;
 }
@@ -61,12 +63,28 @@ export function stageStatus(batch: StoreBatch, record: RequestRecord, status: Re
 export function stageForget(batch: StoreBatch, record: RequestRecord): void {
   const { txHash, logIndex } = keyOf(record);
   batch.del(requestKey(txHash, logIndex));
+  batch.del(requestIndexKey(record.status, txHash, logIndex));
   for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, logIndex, seq));
 }
 
 export function getRequest(reader: StoreReader, id: string): Promise<RequestRecord | undefined> {
   const { txHash, logIndex } = parseRequestId(id);
   return reader.get<RequestRecord>(requestKey(txHash, logIndex));
+}
+
+/** The records of `ids` in one read, in order; undefined for an id not ingested here or not well-formed. */
+export async function getRequests(reader: StoreReader, ids: readonly string[]): Promise<(RequestRecord | undefined)[]> {
+  const keys = ids.map((id) => {
+    try {
+      const { txHash, logIndex } = parseRequestId(id);
+      return requestKey(txHash, logIndex);
+    } catch {
+      return undefined;
+    }
+  });
+  const found = await reader.getMany<RequestRecord>(keys.filter((k): k is string => k !== undefined));
+  let next = 0;
+  return keys.map((k) => (k === undefined ? undefined : found[next++]));
 }
 
 export async function requestHistory(store: Store, id: string): Promise<StatusChange[]> {
@@ -80,4 +98,21 @@ export async function listRequests(store: Store, filter: (r: RequestRecord) => b
   const out: RequestRecord[] = [];
   for await (const [, record] of store.entries<RequestRecord>({ prefix: SPACES.request })) if (filter(record)) out.push(record);
   return out;
+}
+
+/** Requests in `status`, read through the status index: a turn costs O(pending), not O(every request ever ingested). */
+export async function listRequestsInStatus(store: Store, status: RequestStatus): Promise<RequestRecord[]> {
+  const keys = (await store.keys({ prefix: requestIndexPrefix(status) })).map(requestKeyOfIndex);
+  const records = await store.getMany<RequestRecord>(keys);
+  return records.filter((r): r is RequestRecord => r !== undefined);
+}
+
+/** How many requests are in each status, from the index alone. */
+export async function countRequests(store: Store): Promise<Map<RequestStatus, number>> {
+  const counts = new Map<RequestStatus, number>();
+  for (const key of await store.keys({ prefix: SPACES.requestIndex })) {
+    const status = key.slice(SPACES.requestIndex.length, key.indexOf('/', SPACES.requestIndex.length)) as RequestStatus;
+    counts.set(status, (counts.get(status) ?? 0) + 1);
+  }
+  return counts;
 }

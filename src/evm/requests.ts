@@ -69,8 +69,14 @@ export function requestId(txHash: string, logIndex: number): string {
   return `${txHash.toLowerCase()}:${logIndex}`;
 }
 
+const REQUEST_ID = /^(0x[0-9a-f]{64}):(\d{1,10})$/;
+
+export function isRequestId(id: string): boolean {
+  return REQUEST_ID.test(id);
+}
+
 export function parseRequestId(id: string): { txHash: string; logIndex: number } {
-  const m = /^(0x[0-9a-f]{64}):(\d{1,10})$/.exec(id);
+  const m = REQUEST_ID.exec(id);
   if (!m) throw new EvmError('invalid_request', `request id must be <0x tx hash>:<log index>, got ${JSON.stringify(id)}`);
   return { txHash: m[1]!, logIndex: Number(m[2]) };
 }

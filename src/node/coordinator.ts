@@ -1,8 +1,9 @@
+import { setImmediate } from 'node:timers/promises';
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { getRequest, listRequests, stageStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/requests.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { isBytes } from '../p2p/frames.js';
@@ -116,6 +117,8 @@ export class Coordinator {
   private lastPeerProposal = -Infinity;
   /** Peers that announced a turn and have not yet said it is done. */
   private readonly building = new Set<string>();
+  /** Frames received and not yet handled: a turn waits for them (a peer's turn_done overtakes its queued proposals). */
+  private queued = 0;
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
 
@@ -130,6 +133,11 @@ export class Coordinator {
     return this.busy;
   }
 
+  private handle(fn: () => Promise<void>): void {
+    this.queued++;
+    void this.serial(() => fn().finally(() => this.queued--));
+  }
+
   async start(): Promise<void> {
     const net = this.o.network;
     net.registerType('proposal', isProposal);
@@ -141,9 +149,9 @@ export class Coordinator {
       if (type === 'proposal' || type === 'turn') this.lastPeerProposal = this.o.now?.() ?? Date.now();
       if (type === 'turn') this.building.add(peer);
       if (type === 'turn_done') this.building.delete(peer);
-      if (type === 'proposal') void this.serial(() => this.onProposal(peer, body as Proposal));
-      if (type === 'signatures') void this.serial(() => this.onSignatures(peer, body as SignaturesBody));
-      if (type === 'finalized') void this.serial(() => this.onFinalizedFrame(peer, body as FinalizedBody));
+      if (type === 'proposal') this.handle(() => this.onProposal(peer, body as Proposal));
+      if (type === 'signatures') this.handle(() => this.onSignatures(peer, body as SignaturesBody));
+      if (type === 'finalized') this.handle(() => this.onFinalizedFrame(peer, body as FinalizedBody));
     });
     net.on('peer', (peer: string) => void this.serial(() => this.announce(peer)));
     await this.serial(() => this.recover());
@@ -213,6 +221,9 @@ export class Coordinator {
 
   /** `ingested`: the EVM observer just ingested requests; the slot's proposer pays them at once. */
   private async tick(ingested = false): Promise<void> {
+    // store reads are synchronous, so a long run of work never reads the sockets: let frames
+    // that arrived meanwhile be counted before deciding whether a turn may start
+    await setImmediate();
     const now = this.o.now?.() ?? Date.now();
     await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
     const slot = Math.floor(now / this.o.slotMs);
@@ -228,7 +239,7 @@ export class Coordinator {
     // and at the cost of another signing round. So a turn starts once the previous proposer said
     // it is done and every payment this member signed is finalized, or, should it never say so
     // (it crashed, or payments are stuck), once it has been quiet for a whole slot.
-    const settled = this.building.size === 0 && this.proposals.size === 0 && this.retry.size === 0;
+    const settled = this.building.size === 0 && this.queued === 0 && this.proposals.size === 0 && this.retry.size === 0;
     if (!settled && now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
     await this.turn(slot, async (rate) => {
@@ -252,7 +263,7 @@ export class Coordinator {
   /** Signs and sends `proposals`, then payments of every pending request they leave out. */
   private async propose(slot: number, rate: number, proposals: Proposal[]): Promise<void> {
     const merged = new Set(proposals.flatMap((p) => p.requestIds));
-    const pending: PaymentRequest[] = (await listRequests(this.o.store, (r) => r.status === 'accepted' && r.scriptPubKey !== undefined && !merged.has(r.id))).map((r) => ({ id: r.id, scriptPubKey: r.scriptPubKey!, sats: r.sats }));
+    const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) => (r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : []));
     if (pending.length > 0) {
       const plan = buildPayments(pending, await listUnspent(this.o.store), rate, this.o.federation, { maxOutputs: this.o.maxOutputs });
       for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });

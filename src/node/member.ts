@@ -7,7 +7,7 @@ import { taggedHash } from '../bitcoin/hash.js';
 import { BitcoinObserver } from '../bitcoin/observer.js';
 import { BitcoinRpcClient } from '../bitcoin/rpc.js';
 import { ConfigError, type Config } from '../config/config.js';
-import { listRequests } from '../evm/request-store.js';
+import { countRequests } from '../evm/request-store.js';
 import { EvmObserver } from '../evm/observer.js';
 import { EvmRpc } from '../evm/rpc.js';
 import { createMetrics, type Metrics } from '../metrics/metrics.js';
@@ -52,10 +52,8 @@ async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Ui
 }
 
 async function refreshMetrics(store: Store, metrics: Metrics, network: PeerNetwork, dropped: Map<string, number>): Promise<void> {
-  const counts = new Map<string, number>();
-  for (const r of await listRequests(store)) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
   metrics.requests.reset();
-  for (const [status, n] of counts) metrics.requests.set({ status }, n);
+  for (const [status, n] of await countRequests(store)) metrics.requests.set({ status }, n);
   let balance = 0n;
   for (const state of ['unspent', 'reserved'] as const) {
     const utxos = await listUtxos(store, state);

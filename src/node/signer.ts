@@ -1,7 +1,7 @@
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
-import { getRequest, stageStatus } from '../evm/request-store.js';
-import { parseRequestId } from '../evm/requests.js';
+import { getRequests, stageStatus } from '../evm/request-store.js';
+import { isRequestId, parseRequestId } from '../evm/requests.js';
 import type { FinalizedRecord } from './coordinator.js';
 import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey } from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';
@@ -63,15 +63,12 @@ async function finalizedPayment(reader: StoreReader, txid: string): Promise<Pick
 export async function validationState(store: Store, federation: Federation, proposal: Proposal, fees: FeeBounds): Promise<ValidationState> {
   const requests = new Map<string, KnownRequest>();
   const signed = new Map<string, SignedPayment[]>();
-  for (const id of proposal.requestIds) {
-    let record;
-    try {
-      record = await getRequest(store, id);
-    } catch {
-      continue; // a malformed id is an unknown request to the validator
-    }
+  const records = await getRequests(store, proposal.requestIds);
+  for (const [i, id] of proposal.requestIds.entries()) {
+    const record = records[i];
     if (record?.scriptPubKey) requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
-    signed.set(id, await signedPayments(store, store, id));
+    // a malformed id is an unknown request to the validator
+    if (isRequestId(id)) signed.set(id, await signedPayments(store, store, id));
   }
   const utxos = new Map<string, UtxoRecord>();
   let outpoints: { txid: string; vout: number }[] = [];
@@ -126,10 +123,12 @@ export async function signProposal(store: Store, pool: SigningPool, federation: 
       vsize: signedFederationVsize(federation, tx),
       at,
     } satisfies SignatureRecord);
-    for (const id of proposal.requestIds) {
+    // validation refused duplicate and unknown ids, so each record is read once, before any change
+    const records = await getRequests(batch, proposal.requestIds);
+    for (const [i, id] of proposal.requestIds.entries()) {
       const { txHash, logIndex } = parseRequestId(id);
       batch.put(requestSignedKey(txHash, logIndex, txid), 1);
-      const request = await getRequest(batch, id);
+      const request = records[i];
       if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
     }
     await batch.write({ sync: true });

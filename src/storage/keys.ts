@@ -15,6 +15,8 @@
  * | evmblk/    | evmblk/<number>                          | hash of each ingested EVM block            | EVM ingestion (reorg checks)    |
  * | req/       | req/<evm tx hash>/<log index>            | the request and its current status         | EVM ingestion, node             |
  * | reqlog/    | reqlog/<evm tx hash>/<log index>/<seq>   | one status change (history, append-only)   | same batch as the req/ change   |
+ * | reqidx/    | reqidx/<status>/<evm tx hash>/<log index>| 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
+ * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
  * | utxo/      | utxo/<txid>/<vout>                       | UtxoRecord (src/wallet/utxos.ts)           | observer, wallet (utxos.ts)     |
  * | utxoidx/   | utxoidx/<state>/<txid>/<vout>            | 1 — index of utxo/ by state; exactly one   | same batch as the utxo/ change  |
  * |            |                                          | entry per utxo/ record, never written      |                                 |
@@ -43,6 +45,7 @@ export const SPACES = {
   evmBlock: 'evmblk/',
   request: 'req/',
   requestLog: 'reqlog/',
+  requestIndex: 'reqidx/',
   utxo: 'utxo/',
   utxoIndex: 'utxoidx/',
   bitcoinBlock: 'btcblk/',
@@ -105,6 +108,21 @@ function requestPart(txHash: string, logIndex: number): string {
 
 export function requestKey(txHash: string, logIndex: number): string {
   return `${SPACES.request}${requestPart(txHash, logIndex)}`;
+}
+
+export function requestIndexPrefix(status: string): string {
+  return `${SPACES.requestIndex}${status}/`;
+}
+
+export function requestIndexKey(status: string, txHash: string, logIndex: number): string {
+  return `${requestIndexPrefix(status)}${requestPart(txHash, logIndex)}`;
+}
+
+/** The req/ key a reqidx/ key points at. */
+export function requestKeyOfIndex(indexKey: string): string {
+  const parts = indexKey.split('/');
+  if (parts.length !== 4 || `${parts[0]}/` !== SPACES.requestIndex) throw new StorageError('invalid_key', `not a request index key: ${JSON.stringify(indexKey)}`, { key: indexKey });
+  return `${SPACES.request}${parts[2]}/${parts[3]}`;
 }
 
 export function requestLogPrefix(txHash: string, logIndex: number): string {

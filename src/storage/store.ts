@@ -1,10 +1,13 @@
 import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import { StorageError } from './errors.js';
-import { META_KEY } from './keys.js';
+import { META_KEY, requestIndexKey, SPACES } from './keys.js';
 
-/** Bumped whenever a record layout changes incompatibly; an older binary refuses a newer store. */
-export const SCHEMA_VERSION = 1;
+/**
+ * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
+ * migrates an older store when it opens it (MIGRATIONS). 2: the reqidx/ status index.
+ */
+export const SCHEMA_VERSION = 2;
 
 export interface StoreMeta {
   schemaVersion: number;
@@ -73,6 +76,7 @@ function prefixEnd(prefix: string): string {
 /** What read-only helpers need: a Store, or a StoreBatch (which also sees its own staged writes). */
 export interface StoreReader {
   get<T>(key: string): Promise<T | undefined>;
+  getMany<T>(keys: string[]): Promise<(T | undefined)[]>;
 }
 
 type ApplyBatch = (staged: ReadonlyMap<string, Buffer | null>, sync: boolean) => Promise<void>;
@@ -109,11 +113,21 @@ export class StoreBatch implements StoreReader {
   }
 
   async get<T>(key: string): Promise<T | undefined> {
-    checkKey(key);
-    const staged = this.#staged.get(key);
-    if (staged === null) return undefined;
-    if (staged !== undefined) return decode<T>(key, staged);
-    return this.#store.get<T>(key);
+    const [value] = await this.getMany<T>([key]);
+    return value;
+  }
+
+  /** Staged values where this batch changed the key, the store's elsewhere; one store read for all the rest. */
+  async getMany<T>(keys: string[]): Promise<(T | undefined)[]> {
+    for (const key of keys) checkKey(key);
+    const unstaged = keys.filter((key) => !this.#staged.has(key));
+    const stored = unstaged.length > 0 ? await this.#store.getMany<T>(unstaged) : [];
+    let next = 0;
+    return keys.map((key) => {
+      const staged = this.#staged.get(key);
+      if (staged === undefined) return stored[next++];
+      return staged === null ? undefined : decode<T>(key, staged);
+    });
   }
 
   /**
@@ -141,8 +155,23 @@ export class StoreBatch implements StoreReader {
  */
 interface SyncReads {
   _getManySync(keys: string[]): (Buffer | undefined)[];
-  querySync(options: { gte?: string; gt?: string; lt?: string; reverse: boolean; limit: number; keyEncoding: 'utf8'; valueEncoding: 'buffer' }): { rows: (string | Buffer)[] };
+  querySync(options: { gte?: string; gt?: string; lt?: string; reverse: boolean; limit: number; values: boolean; keyEncoding: 'utf8'; valueEncoding: 'buffer' }): { rows: (string | Buffer)[] };
 }
+
+interface IteratorBounds {
+  gte?: string;
+  lt?: string;
+  reverse: boolean;
+  limit?: number;
+}
+
+/** Schema version n → n + 1, staged in one batch with the new version number. */
+const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {
+  // the reqidx/ status index, one entry per req/ record
+  1: async (store, batch) => {
+    for await (const [, r] of store.entries<{ txHash: string; logIndex: number; status: string }>({ prefix: SPACES.request })) batch.put(requestIndexKey(r.status, r.txHash, r.logIndex), 1);
+  },
+};
 
 /** Rows read at once by entries() on the synchronous path. */
 const ENTRIES_PAGE = 1000;
@@ -213,6 +242,11 @@ export class Store implements StoreReader {
         { dir: this.#dir, stored: stored.descriptor, configured: descriptor },
       );
     }
+    for (let version = stored.schemaVersion; version < SCHEMA_VERSION; version++) {
+      const batch = this.batch();
+      await MIGRATIONS[version]!(this, batch);
+      await batch.put(META_KEY, { schemaVersion: version + 1, descriptor } satisfies StoreMeta).write({ sync: true });
+    }
   }
 
   async meta(): Promise<StoreMeta> {
@@ -260,6 +294,29 @@ export class Store implements StoreReader {
   }
 
   async *entries<T>(range: EntriesRange): AsyncIterable<[string, T]> {
+    const options = this.#options(range);
+    if (!this.#sync) {
+      for await (const [key, bytes] of this.#db.iterator(options)) yield [key, decode<T>(key, bytes)];
+      return;
+    }
+    for (const rows of this.#pages(this.#sync, options, true)) {
+      for (let i = 0; i < rows.length; i += 2) yield [rows[i] as string, decode<T>(rows[i] as string, rows[i + 1] as Buffer)];
+    }
+  }
+
+  /** The keys of a range, values unread, as one array: for counting and for index scans. */
+  async keys(range: EntriesRange): Promise<string[]> {
+    const options = this.#options(range);
+    const out: string[] = [];
+    if (!this.#sync) {
+      for await (const [key] of this.#db.iterator(options)) out.push(key);
+      return out;
+    }
+    for (const rows of this.#pages(this.#sync, options, false)) for (let i = 0; i < rows.length; i += 2) out.push(rows[i] as string);
+    return out;
+  }
+
+  #options(range: EntriesRange): IteratorBounds {
     this.#checkOpen();
     const { prefix } = range;
     if (prefix !== '') checkKey(prefix);
@@ -267,26 +324,26 @@ export class Store implements StoreReader {
     if (range.gte !== undefined && range.gte > gte) gte = range.gte;
     let lt = prefix === '' ? undefined : prefixEnd(prefix);
     if (range.lt !== undefined && (lt === undefined || range.lt < lt)) lt = range.lt;
-    const options: { gte?: string; lt?: string; reverse?: boolean; limit?: number } = { reverse: range.reverse === true };
+    const options: IteratorBounds = { reverse: range.reverse === true };
     if (gte !== '') options.gte = gte;
     if (lt !== undefined) options.lt = lt;
     if (range.limit !== undefined) options.limit = range.limit;
-    if (!this.#sync) {
-      for await (const [key, bytes] of this.#db.iterator(options)) yield [key, decode<T>(key, bytes)];
-      return;
-    }
-    // pages of ENTRIES_PAGE rows, each read synchronously; a page resumes after the last key
-    let remaining = range.limit ?? Infinity;
-    const page: { gte?: string; gt?: string; lt?: string; reverse: boolean } = { reverse: options.reverse === true, ...(options.gte !== undefined ? { gte: options.gte } : {}), ...(options.lt !== undefined ? { lt: options.lt } : {}) };
+    return options;
+  }
+
+  /** Pages of ENTRIES_PAGE rows ([key, value, key, value, …]), each read synchronously; a page resumes after the last key. */
+  *#pages(sync: SyncReads, options: IteratorBounds, values: boolean): Generator<(string | Buffer)[]> {
+    let remaining = options.limit ?? Infinity;
+    const page: IteratorBounds & { gt?: string } = { reverse: options.reverse, ...(options.gte !== undefined ? { gte: options.gte } : {}), ...(options.lt !== undefined ? { lt: options.lt } : {}) };
     while (remaining > 0) {
       const want = Math.min(ENTRIES_PAGE, remaining);
       let rows: (string | Buffer)[];
       try {
-        rows = this.#sync.querySync({ ...page, limit: want, keyEncoding: 'utf8', valueEncoding: 'buffer' }).rows;
+        rows = sync.querySync({ ...page, limit: want, values, keyEncoding: 'utf8', valueEncoding: 'buffer' }).rows;
       } catch (err) {
         throw new StorageError('read_failed', `reading a range from ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
       }
-      for (let i = 0; i < rows.length; i += 2) yield [rows[i] as string, decode<T>(rows[i] as string, rows[i + 1] as Buffer)];
+      yield rows;
       if (rows.length / 2 < want) return;
       remaining -= want;
       const last = rows[rows.length - 2] as string;

@@ -150,7 +150,7 @@ test('exclusive sections run one at a time, in call order, and release on failur
   assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
 });
 
-test('entries pages through long ranges in order, forwards and backwards, with and without a limit', async (t) => {
+test('entries and keys page through long ranges in order, forwards and backwards, with and without a limit', async (t) => {
   const store = await openTempStore(t);
   const batch = store.batch();
   const keys = Array.from({ length: 2_345 }, (_, i) => `pg/${String(i).padStart(5, '0')}`);
@@ -164,4 +164,7 @@ test('entries pages through long ranges in order, forwards and backwards, with a
   assert.deepEqual((await collect(store.entries({ prefix: 'pg/', limit: 1_500 }))).map(([k]) => k), keys.slice(0, 1_500));
   assert.deepEqual((await collect(store.entries({ prefix: 'pg/', limit: 1_001, reverse: true }))).map(([k]) => k), [...keys].reverse().slice(0, 1_001));
   assert.deepEqual((await collect(store.entries({ prefix: 'pg/', gte: 'pg/01000', lt: 'pg/02001' }))).map(([k]) => k), keys.slice(1_000, 2_001));
+  assert.deepEqual(await store.keys({ prefix: 'pg/' }), keys);
+  assert.deepEqual(await store.keys({ prefix: 'pg/', reverse: true, limit: 1_234 }), [...keys].reverse().slice(0, 1_234));
+  assert.deepEqual(await store.keys({ prefix: 'pz/' }), []);
 });
