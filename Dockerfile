@@ -10,8 +10,10 @@ WORKDIR /app
 COPY package.json package-lock.json binding.gyp ./
 COPY scripts ./scripts
 COPY native ./native
-# Our root install script builds the addon; it must succeed here, so fail the image if it fell back.
-RUN npm ci --no-audit --no-fund && test -f build/Release/pegout_secp256k1.node
+# The locked versions, as scripts/setup.sh installs them (not `npm ci`: the lock holds only the
+# linux-x64 builds of anvil's and msgpackr's optional packages, and npm ci refuses it for the
+# others). Our root install script builds the addon; the image fails if it fell back to JS.
+RUN npm install --no-save --no-audit --no-fund && test -f build/Release/pegout_secp256k1.node
 COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src

@@ -10,12 +10,14 @@ export interface Bar {
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export function barChart(title: string, unit: string, bars: readonly Bar[]): string {
-  const width = Math.max(480, 70 * bars.length + 80);
-  const height = 320;
+  // labels are drawn at −30°: room below for their height and to the left for the first one's width
+  const longest = Math.max(0, ...bars.map((b) => b.label.length));
+  const left = Math.max(60, Math.ceil(longest * 5.2) - 20);
+  const width = Math.max(480, 70 * bars.length + left + 20);
   const top = 50;
-  const bottom = 70;
-  const left = 60;
-  const plot = height - top - bottom;
+  const bottom = Math.max(70, 30 + Math.ceil(longest * 3.2));
+  const plot = 200;
+  const height = top + plot + bottom;
   const max = Math.max(1e-9, ...bars.map((b) => b.value));
   const step = (width - left - 20) / Math.max(1, bars.length);
   const parts = [

@@ -22,4 +22,10 @@ registerDevnet(program);
 registerEvm(program);
 registerStatus(program);
 
+// `pegout … | head`: a reader that went away is the end of the output, not a crash
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(0);
+});
+
 await runCli(program, process.argv);
