@@ -129,7 +129,7 @@ export class PeerNetwork extends EventEmitter {
       server.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${this.options.listen.host}:${this.options.listen.port}: ${err.message}`)));
     });
     server.on('connection', (ws: WebSocket, _req: IncomingMessage) => this.attach(ws, false));
-    for (const peer of this.options.peers.keys()) this.dial(peer);
+    for (const peer of this.options.peers.keys()) this.schedule(peer, 0);
     const address = server.address();
     return typeof address === 'object' && address ? address.port : this.options.listen.port;
   }
@@ -159,6 +159,21 @@ export class PeerNetwork extends EventEmitter {
     return sent;
   }
 
+  /**
+   * Dials `peer` after `delay`, later still when this member's key is the higher of the two.
+   * Both ends dial, and when both links come up one is closed as a duplicate: a frame sent on
+   * it in the meantime is lost. The lower key dials first, so the higher one usually finds the
+   * link already there; its own dial is the fallback for a peer that cannot reach it.
+   */
+  private schedule(peer: string, delay: number): void {
+    const state = this.dialing.get(peer) ?? { attempt: 0 };
+    this.dialing.set(peer, state);
+    const grace = peer < this.key ? HIGHER_KEY_GRACE * this.limits.reconnectMinMs : 0;
+    clearTimeout(state.timer);
+    if (delay + grace === 0) this.dial(peer);
+    else state.timer = setTimeout(() => this.dial(peer), delay + grace);
+  }
+
   private dial(peer: string): void {
     if (this.stopped || this.links.has(peer)) return;
     const state = this.dialing.get(peer) ?? { attempt: 0 };
@@ -170,7 +185,7 @@ export class PeerNetwork extends EventEmitter {
       if (this.stopped || this.links.has(peer)) return;
       const delay = Math.min(this.limits.reconnectMaxMs, this.limits.reconnectMinMs * 2 ** state.attempt);
       state.attempt = Math.min(state.attempt + 1, 16);
-      state.timer = setTimeout(() => this.dial(peer), delay / 2 + Math.random() * (delay / 2));
+      this.schedule(peer, delay / 2 + Math.random() * (delay / 2));
     });
   }
 
@@ -303,6 +318,9 @@ export class PeerNetwork extends EventEmitter {
     }
   }
 }
+
+/** How many reconnectMinMs the higher key of a pair waits before it dials (see schedule()). */
+const HIGHER_KEY_GRACE = 4;
 
 const HANDSHAKE_TYPES = new Map<string, (body: unknown) => boolean>([
   ['hello', (b) => typeof b === 'object' && b !== null && isBytes((b as { key?: unknown }).key, 32) && isBytes((b as { challenge?: unknown }).challenge, 32)],

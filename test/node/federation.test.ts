@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { decodeAddress } from '../../src/bitcoin/address.js';
 import { toHex } from '../../src/bitcoin/bytes.js';
 import { witnessScript } from '../../src/bitcoin/script.js';
-import { serializeTx } from '../../src/bitcoin/tx.js';
+import { parseTx, serializeTx } from '../../src/bitcoin/tx.js';
 import { requestCounts } from '../../src/devnet/federation.js';
 import { devnetDestination } from '../../src/devnet/requests.js';
 import { declaredOutputs } from '../../src/node/member.js';
@@ -85,6 +85,12 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     const config = JSON.parse(await readFile(devnet.members[2]!.configFile, 'utf8')) as { p2p: { port: number; peers: Record<string, string> } };
     const hostile = new PeerNetwork({ secretKey: hostileKey, members: devnet.federation.pubkeys, listen: { host: '127.0.0.1', port: config.p2p.port }, peers: new Map(Object.entries(config.p2p.peers)), limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
     for (const type of ['proposal', 'signatures', 'finalized']) hostile.registerType(type, () => true);
+    // the inputs honest payments take (it hears their proposals), so its own use others
+    const taken = new Set<string>();
+    hostile.on('message', (_peer: string, type: string, body: { unsignedTx?: Uint8Array; tx?: Uint8Array }) => {
+      const tx = type === 'proposal' ? body.unsignedTx : type === 'finalized' ? body.tx : undefined;
+      if (tx) for (const input of parseTx(tx).inputs) taken.add(`${input.txid}:${input.vout}`);
+    });
     await hostile.start();
     ctx.after(() => hostile.stop());
     const deadline = Date.now() + 20_000;
@@ -97,7 +103,7 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     await waitSigned(devnet, 4, [0, 1]);
 
     const funding = declaredOutputs(devnet.federation, 40, 10_000_000).map((o) => ({ ...o, scriptPubKey: devnet.federation.scriptPubKey }));
-    const spare = funding.slice(-2);
+    const spare = funding.filter((o) => !taken.has(`${o.txid}:${o.vout}`)).slice(-2);
     const nobody = { id: `0x${'ab'.repeat(32)}:0`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(0xee)), sats: 2_000_000n };
     const again = { id: first.ids[0]!, scriptPubKey: decodeAddress(devnetDestination(0), 'regtest').scriptPubKey, sats: PEGOUT_SATS };
     for (const request of [nobody, again]) {
