@@ -259,7 +259,10 @@ export class EvmObserver {
         this.log('evm_sync_failed', { error: (err as Error).message, failures });
         waitMs = Math.min(30_000, pollMs * 2 ** Math.min(failures, 5));
       }
-      if (waitMs > 0) await this.pause(waitMs, failures === 0 ? Math.max(0, MIN_POLL_GAP_MS - (Date.now() - started)) : waitMs, signal);
+      if (waitMs === 0) continue;
+      // a failing node keeps its backoff: wake() shortens only the wait between good polls
+      if (failures > 0) await sleep(waitMs, undefined, { signal }).catch(() => undefined);
+      else await this.pause(waitMs, Math.max(0, MIN_POLL_GAP_MS - (Date.now() - started)), signal);
     }
   }
 

@@ -174,10 +174,10 @@ export class PeerNetwork extends EventEmitter {
     else state.timer = setTimeout(() => this.dial(peer), delay + grace);
   }
 
+  /** Only through schedule(), which keeps the peer's redial state. */
   private dial(peer: string): void {
     if (this.stopped || this.links.has(peer)) return;
-    const state = this.dialing.get(peer) ?? { attempt: 0 };
-    this.dialing.set(peer, state);
+    const state = this.dialing.get(peer)!;
     const ws = new WebSocket(this.options.peers.get(peer)!, { maxPayload: this.limits.maxFrameBytes, handshakeTimeout: this.limits.handshakeTimeoutMs });
     this.attach(ws, true, peer);
     // outbound links are redialed by their dialer; a kept inbound link's dialer is the peer
