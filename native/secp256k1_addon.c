@@ -206,6 +206,55 @@ static napi_value verify_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * sign(secretKey: 32, message: any length, aux: 32 | null) -> 64-byte signature.
+ * BIP340 signs messages of any length (its vectors include 0, 1, 17 and 100 bytes); the batch
+ * entry point above keeps the 32-byte fast path for sighashes.
+ */
+static napi_value sign_message(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  addon_state *st;
+  bytes_arg sk, msg, aux = {NULL, 0};
+  napi_valuetype aux_type;
+  secp256k1_keypair keypair;
+  secp256k1_schnorrsig_extraparams extra = SECP256K1_SCHNORRSIG_EXTRAPARAMS_INIT;
+  unsigned char *out;
+
+  if (!get_args(env, info, 3, argv, &st, "secretKey, message, aux (or null)")) return NULL;
+  if (!get_bytes(env, argv[0], "secretKey", 32, 1, &sk) || !get_bytes(env, argv[1], "message", 0, 0, &msg)) return NULL;
+  NAPI_OK(env, napi_typeof(env, argv[2], &aux_type));
+  if (aux_type != napi_null && !get_bytes(env, argv[2], "aux", 32, 1, &aux)) return NULL;
+  extra.ndata = aux.data; /* NULL means BIP340's all-zero aux, as in signBatch */
+  if (!load_keypair(env, st, sk.data, &keypair)) return NULL;
+  if (napi_create_buffer(env, 64, (void **)&out, &result) != napi_ok) {
+    cleanse(&keypair, sizeof keypair);
+    THROW(env, "ERR_NAPI", "could not allocate 64 bytes for a signature");
+  }
+  st->illegal = 0;
+  int ok = secp256k1_schnorrsig_sign_custom(st->ctx, out, msg.length ? msg.data : NULL, msg.length, &keypair, &extra);
+  cleanse(&keypair, sizeof keypair);
+  if (!ok || st->illegal) THROW(env, "ERR_SIGN", "libsecp256k1 failed to sign a %zu-byte message", msg.length);
+  return result;
+}
+
+/* verify(signature: 64, message: any length, pubkey: 32) -> boolean */
+static napi_value verify_message(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  addon_state *st;
+  bytes_arg sig, msg, key;
+  secp256k1_xonly_pubkey xonly;
+
+  if (!get_args(env, info, 3, argv, &st, "signature, message, pubkey")) return NULL;
+  if (!get_bytes(env, argv[0], "signature", 64, 1, &sig) || !get_bytes(env, argv[1], "message", 0, 0, &msg) ||
+      !get_bytes(env, argv[2], "pubkey", 32, 1, &key))
+    return NULL;
+  /* A key that is not on the curve is a failed verification, as BIP340 says, not an error. */
+  int ok = secp256k1_xonly_pubkey_parse(st->ctx, &xonly, key.data) &&
+           secp256k1_schnorrsig_verify(st->ctx, sig.data, msg.length ? msg.data : NULL, msg.length, &xonly);
+  NAPI_OK(env, napi_get_boolean(env, ok, &result));
+  return result;
+}
+
 /* taggedHash(tag: Uint8Array, data: Uint8Array) -> 32 bytes */
 static napi_value tagged_hash(napi_env env, napi_callback_info info) {
   napi_value argv[2], result;
@@ -266,6 +315,8 @@ NAPI_MODULE_INIT() {
     {"xonlyPublicKey", xonly_public_key},
     {"signBatch", sign_batch},
     {"verifyBatch", verify_batch},
+    {"sign", sign_message},
+    {"verify", verify_message},
     {"taggedHash", tagged_hash},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -6,7 +6,7 @@ export type Aux = 'random' | 'zero' | Uint8Array;
 
 const SIZES = { secretKey: 32, message: 32, signature: 64, pubkey: 32, aux: 32 } as const;
 
-function checkBytes(value: unknown, name: string): Uint8Array {
+export function checkBytes(value: unknown, name: string): Uint8Array {
   if (!(value instanceof Uint8Array)) throw new SigningError('invalid_argument', `${name} must be a Uint8Array or Buffer, got ${value === null ? 'null' : typeof value}`);
   if ((value.buffer as ArrayBuffer & { detached?: boolean }).detached === true) {
     throw new SigningError('detached_buffer', `${name} is backed by a detached ArrayBuffer (it was transferred); pass a live buffer`);

@@ -1,7 +1,8 @@
 import { signSchnorr, verifySchnorr, xOnlyPointFromScalar } from '@bitcoinerlab/secp256k1';
+import { schnorr } from '@noble/curves/secp256k1.js';
 import { taggedHash } from '../bitcoin/hash.js';
 import { SigningError } from './errors.js';
-import { auxBytes, checkBatch, checkExact, type Aux } from './args.js';
+import { auxBytes, checkBatch, checkBytes, checkExact, type Aux } from './args.js';
 import type { SchnorrBackend } from './schnorr.js';
 
 const ZERO_AUX = new Uint8Array(32);
@@ -48,6 +49,22 @@ export const fallbackBackend: SchnorrBackend = {
       }
     }
     return out;
+  },
+  // @bitcoinerlab/secp256k1 takes only 32-byte messages; the @noble/curves it wraps takes any.
+  sign(secretKey: Uint8Array, message: Uint8Array, aux: Aux): Uint8Array {
+    const msg = checkBytes(message, 'message');
+    const key = secretKeyOf(secretKey);
+    return schnorr.sign(msg, key, auxBytes(aux, 1) ?? ZERO_AUX);
+  },
+  verify(signature: Uint8Array, message: Uint8Array, pubkey: Uint8Array): boolean {
+    const sig = checkExact(signature, 'signature');
+    const msg = checkBytes(message, 'message');
+    const key = checkExact(pubkey, 'pubkey');
+    try {
+      return schnorr.verify(sig, msg, key);
+    } catch {
+      return false; // a key off the curve is an invalid signature, as in BIP340
+    }
   },
   taggedHash: (tag, data) => taggedHash(tag, data),
 };

@@ -9,6 +9,8 @@ interface Addon {
   xonlyPublicKey(secretKey: Uint8Array): Buffer;
   signBatch(secretKey: Uint8Array, messages: Uint8Array, aux: Uint8Array | null): Buffer;
   verifyBatch(signatures: Uint8Array, messages: Uint8Array, pubkeys: Uint8Array): Buffer;
+  sign(secretKey: Uint8Array, message: Uint8Array, aux: Uint8Array | null): Buffer;
+  verify(signature: Uint8Array, message: Uint8Array, pubkey: Uint8Array): boolean;
   taggedHash(tag: Uint8Array, data: Uint8Array): Buffer;
 }
 
@@ -43,6 +45,8 @@ function wrap(addon: Addon): SchnorrBackend {
     signBatch: (secretKey: Uint8Array, messages: Uint8Array, aux: Aux) =>
       call(() => addon.signBatch(secretKey, messages, auxBytes(aux, checkBatch(messages, 'messages', 32)))),
     verifyBatch: (signatures, messages, pubkeys) => call(() => addon.verifyBatch(signatures, messages, pubkeys)),
+    sign: (secretKey, message, aux) => call(() => addon.sign(secretKey, message, auxBytes(aux, 1))),
+    verify: (signature, message, pubkey) => call(() => addon.verify(signature, message, pubkey)),
     taggedHash: (tag, data) => call(() => addon.taggedHash(encoder.encode(tag), data)),
   };
 }

@@ -9,6 +9,7 @@ export type { Aux } from './args.js';
  * BIP340 Schnorr, in batches over contiguous buffers: N messages of 32 bytes, N signatures of
  * 64 bytes, N x-only keys of 32 bytes, laid end to end. One call signs or checks a whole
  * transaction's inputs, so the native backend crosses into C once per batch, not per input.
+ * `sign`/`verify` take one message of any length, as BIP340 allows (link proofs, vectors).
  */
 export interface SchnorrBackend {
   readonly name: 'native' | 'js';
@@ -17,6 +18,10 @@ export interface SchnorrBackend {
   signBatch(secretKey: Uint8Array, messages: Uint8Array, aux: Aux): Uint8Array;
   /** One byte per item: 1 valid, 0 invalid (an invalid key or signature is just invalid). */
   verifyBatch(signatures: Uint8Array, messages: Uint8Array, pubkeys: Uint8Array): Uint8Array;
+  /** One BIP340 signature over a message of any length (0 bytes included); aux as above, one of 32 bytes. */
+  sign(secretKey: Uint8Array, message: Uint8Array, aux: Aux): Uint8Array;
+  /** One message of any length; false for an invalid key or signature. */
+  verify(signature: Uint8Array, message: Uint8Array, pubkey: Uint8Array): boolean;
   taggedHash(tag: string, data: Uint8Array): Uint8Array;
 }
 

@@ -9,8 +9,8 @@ export const repoRoot = (() => {
   return distAt >= 0 ? parts.slice(0, distAt).join(path.sep) : path.resolve(here, '..', '..');
 })();
 
-/** Consensus test vectors live beside the repository, in ../shared/vectors. */
-export const vectorsDir = path.resolve(repoRoot, '..', 'shared', 'vectors');
+/** Consensus test vectors, kept in the repository with their provenance (test/vectors/README.md). */
+export const vectorsDir = path.join(repoRoot, 'test', 'vectors');
 
 export function vectorPath(name: string): string {
   return path.join(vectorsDir, name);
