@@ -36,9 +36,9 @@ export interface StatusSource {
 }
 
 async function payments(store: Store, federation: Federation, id: string): Promise<PaymentStatus[]> {
-  const { txHash, logIndex } = parseRequestId(id);
+  const { txHash, ordinal } = parseRequestId(id);
   const out: PaymentStatus[] = [];
-  for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, logIndex) })) {
+  for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, ordinal) })) {
     const txid = key.slice(key.lastIndexOf('/') + 1);
     const [own, final] = await store.getMany([signatureMadeKey(txid), finalizedKey(txid)]);
     let received = 0;

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PegoutError } from '../errors.js';
-import type { Store } from '../storage/store.js';
+import type { Store, StoreReader } from '../storage/store.js';
 import { bitcoinBlockKey, bitcoinHash, cursorKey, finalizedKey, txConfirmationKey, utxoKey } from '../storage/keys.js';
 import { WalletError } from '../wallet/errors.js';
 import { getUtxo, outpointText, registerUtxo, spendUtxo, unregisterUtxo, unspendUtxo, type Outpoint, type UtxoRecord } from '../wallet/utxos.js';
@@ -62,6 +62,18 @@ export interface SyncResult {
 }
 
 const CURSOR_KEY = cursorKey('bitcoin');
+
+/** Confirmations of a transaction that touched federation outputs, as this member's store has the chain. */
+export async function storedConfirmations(reader: StoreReader, txid: string): Promise<number> {
+  const [confirmation, cursor] = await reader.getMany<TxConfirmation | BitcoinCursor>([txConfirmationKey(txid), CURSOR_KEY]);
+  if (confirmation === undefined || cursor === undefined) return 0;
+  return (cursor as BitcoinCursor).height - (confirmation as TxConfirmation).height + 1;
+}
+
+/** Height of the best block this member applied, or undefined before its first sync (or without Bitcoin Core). */
+export async function storedTipHeight(reader: StoreReader): Promise<number | undefined> {
+  return (await reader.get<BitcoinCursor>(CURSOR_KEY))?.height;
+}
 const DEFAULT_KEEP_BLOCKS = 1000;
 
 function scriptHex(script: Uint8Array): string {
@@ -96,10 +108,8 @@ export class BitcoinObserver {
   }
 
   /** Confirmations of a federation payment as of the cursor; 0 when not in the observed best chain. */
-  async confirmations(txid: string): Promise<number> {
-    const [confirmation, cursor] = await this.#store.getMany<TxConfirmation | BitcoinCursor>([txConfirmationKey(txid), CURSOR_KEY]);
-    if (confirmation === undefined || cursor === undefined) return 0;
-    return cursor.height - confirmation.height + 1;
+  confirmations(txid: string): Promise<number> {
+    return storedConfirmations(this.#store, txid);
   }
 
   /**

@@ -413,6 +413,10 @@ export class BitcoinRpcClient implements ChainSource {
     return this.call('getnetworkinfo');
   }
 
+  getMempoolInfo(): Promise<{ mempoolminfee: number }> {
+    return this.call('getmempoolinfo');
+  }
+
   /**
    * Broadcasts, counting "already in the mempool" and "already confirmed" as success (SPEC §3:
    * several members broadcast the same transaction). Every other refusal is thrown.
@@ -429,8 +433,9 @@ export class BitcoinRpcClient implements ChainSource {
 
   /** The fee rate to pay now; see feeRateFromNode. */
   async feeRate(policy: FeeRatePolicy): Promise<FeeRate> {
-    const [estimate, network] = await Promise.all([this.estimateSmartFee(policy.confTarget, policy.mode), this.getNetworkInfo()]);
-    return feeRateFromNode(estimate, network.relayfee, policy);
+    const [estimate, network, mempool] = await Promise.all([this.estimateSmartFee(policy.confTarget, policy.mode), this.getNetworkInfo(), this.getMempoolInfo()]);
+    // a full mempool raises what it accepts above the static relay fee
+    return feeRateFromNode(estimate, Math.max(network.relayfee, mempool.mempoolminfee), policy);
   }
 }
 
@@ -459,6 +464,8 @@ export interface FeeRate {
   source: 'estimate' | 'fallback';
   /** Raised to the node's minimum relay fee rate. */
   flooredAtRelay: boolean;
+  /** The node's minimum: what no payment may pay less than (sat/vB). */
+  floorSatPerVb: number;
   /** Lowered to the configured maximum. */
   capped: boolean;
 }
@@ -492,5 +499,5 @@ export function feeRateFromNode(estimate: SmartFeeEstimate, relayFeeBtcPerKvb: n
   if (flooredAtRelay) rate = relay;
   const capped = rate > maxSatPerKvb;
   if (capped) rate = maxSatPerKvb;
-  return { satPerKvb: rate, satPerVb: rate / 1000, source, flooredAtRelay, capped };
+  return { satPerKvb: rate, satPerVb: rate / 1000, source, flooredAtRelay, capped, floorSatPerVb: relay / 1000 };
 }

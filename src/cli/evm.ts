@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { Contract, JsonRpcProvider, Wallet } from 'ethers';
 import { decodeAddress } from '../bitcoin/address.js';
 import { parseNetwork, type Network } from '../bitcoin/network.js';
-import { BRIDGE_ADDRESS, bridgeInterface, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
+import { BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
 import { EvmError } from '../evm/errors.js';
 import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, requestId, WEI_PER_SAT } from '../evm/requests.js';
 import { EvmRpc, hexQuantity } from '../evm/rpc.js';
@@ -76,9 +76,10 @@ export function registerEvm(program: Command): void {
         const contract = new Contract(opts.bridge, bridgeInterface, wallet);
         const tx = await contract.getFunction('requestPegOut')(new TextEncoder().encode(opts.to), { value: wei });
         const receipt = await tx.wait();
-        const log = receipt?.logs.find((l: { address: string; topics: readonly string[] }) => l.address.toLowerCase() === opts.bridge.toLowerCase() && l.topics[0] === REQUEST_PEGOUT_TOPIC);
-        if (!receipt || !log) throw new EvmError('invalid_request', `transaction ${tx.hash} emitted no RequestPegOut log from ${opts.bridge}`);
-        printResult({ txHash: tx.hash, requestId: requestId(tx.hash, log.index), block: receipt.blockNumber, sats: sats.toString(), to: opts.to }, Boolean(opts.json));
+        const emitted = receipt?.logs.some((l: { address: string; topics: readonly string[] }) => l.address.toLowerCase() === opts.bridge.toLowerCase() && l.topics[0] === REQUEST_PEGOUT_TOPIC);
+        if (!receipt || !emitted) throw new EvmError('invalid_request', `transaction ${tx.hash} emitted no RequestPegOut log from ${opts.bridge}`);
+        // one call to requestPegOut emits one log: the first (ordinal 0) of its transaction
+        printResult({ txHash: tx.hash, requestId: requestId(tx.hash, 0), block: receipt.blockNumber, sats: sats.toString(), to: opts.to }, Boolean(opts.json));
       } finally {
         provider.destroy();
       }
@@ -99,12 +100,12 @@ export function registerEvm(program: Command): void {
       const to = integerOption(opts.to, '--to', from);
       const rpc = new EvmRpc(opts.rpc);
       const logs = await rpc.call<RawLog[]>('eth_getLogs', [{ address: opts.bridge, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(from), toBlock: hexQuantity(to) }]);
-      const rows = logs.map((raw) => {
-        const log = decodeRequestLog(raw);
+      const rows = bridgeRequestLogs(logs, opts.bridge).map(({ raw, ordinal }) => {
+        const log = decodeRequestLog(raw, ordinal);
         if ('error' in log) return { tx: raw.transactionHash, logIndex: raw.logIndex, status: 'undecodable', detail: log.error };
         const d = decideRequest(log.addressBytes, log.wei, network);
         return {
-          id: requestId(log.txHash, log.logIndex),
+          id: requestId(log.txHash, log.ordinal),
           block: log.blockNumber,
           evmAddress: log.evmAddress,
           bitcoinAddress: d.bitcoinAddress,

@@ -30,12 +30,15 @@ export interface Config {
     readonly fallbackFeeRate: number;
     readonly maxFeeRate: number;
     readonly paidConfirmations: number;
+    readonly spendConfirmations: number;
     readonly rbfAfterBlocks: number;
     readonly pollMs: number;
   } | null;
   /** Without Bitcoin Core only: federation outputs the devnet declares; they exist on no chain. */
   readonly declaredFunding: { readonly count: number; readonly sats: number; readonly feeRate: number } | null;
   readonly rounds: { readonly slotMs: number; readonly maxOutputs: number };
+  /** What this member accepts as a payment's fee (wallet/fee.ts FeePolicy). */
+  readonly fees: { readonly maxMultiple: number; readonly maxSharePerRequest: number };
   readonly workers: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -77,6 +80,7 @@ const SCHEMA: Schema = {
     fallbackFeeRate: { kind: 'number', min: 1, max: 100_000, default: 2 },
     maxFeeRate: { kind: 'number', min: 1, max: 100_000, default: 500 },
     paidConfirmations: { kind: 'int', min: 1, max: 1000, default: 6 },
+    spendConfirmations: { kind: 'int', min: 1, max: 1000, default: 6 },
     rbfAfterBlocks: { kind: 'int', min: 1, max: 1000, default: 3 },
     pollMs: { kind: 'int', min: 10, default: 1000 },
   },
@@ -87,7 +91,11 @@ const SCHEMA: Schema = {
   },
   rounds: {
     slotMs: { kind: 'int', min: 50, default: 2000 },
-    maxOutputs: { kind: 'int', min: 2, max: 2000, default: 100 },
+    maxOutputs: { kind: 'int', min: 3, max: 2000, default: 100 },
+  },
+  fees: {
+    maxMultiple: { kind: 'number', min: 1, max: 100, default: 3 },
+    maxSharePerRequest: { kind: 'int', min: 1, max: 2_100_000_000_000_000, default: 100_000 },
   },
   workers: { kind: 'int', min: 0, max: 256, default: 0 },
   logLevel: { kind: 'level', default: 'info' },

@@ -2,7 +2,7 @@ import { encodeAddress } from '../bitcoin/address.js';
 import { hash160 } from '../bitcoin/hash.js';
 import type { Network } from '../bitcoin/network.js';
 import { witnessScript } from '../bitcoin/script.js';
-import { BRIDGE_ADDRESS, bridgeInterface, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
+import { BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
 import { requestId, WEI_PER_SAT } from '../evm/requests.js';
 import { hexQuantity, quantity, type EvmRpc } from '../evm/rpc.js';
 
@@ -77,9 +77,9 @@ export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, opti
       continue;
     }
     const logs = await rpc.call<RawLog[]>('eth_getLogs', [{ address: BRIDGE_ADDRESS, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(fromBlock), toBlock: hexQuantity(head) }]);
-    for (const log of logs) {
+    for (const { raw: log, ordinal } of bridgeRequestLogs(logs, BRIDGE_ADDRESS)) {
       if (wanted.has(log.transactionHash.toLowerCase())) {
-        ids.set(log.transactionHash.toLowerCase(), requestId(log.transactionHash, quantity(log.logIndex, 'logIndex')));
+        ids.set(log.transactionHash.toLowerCase(), requestId(log.transactionHash, ordinal));
         toBlock = Math.max(toBlock, quantity(log.blockNumber, 'blockNumber'));
       }
     }

@@ -43,6 +43,9 @@ export interface RawLog {
 
 export interface RequestLog {
   readonly txHash: string;
+  /** Position among the bridge's RequestPegOut logs of its transaction: the request's identity. */
+  readonly ordinal: number;
+  /** Block-level log index: where the node put it, which changes if the transaction is re-mined. */
   readonly logIndex: number;
   readonly blockNumber: number;
   readonly blockHash: string;
@@ -75,7 +78,7 @@ function smallWord(data: Buffer, at: number, what: string): number {
  * hash); test/evm/bridge.test.ts pins it to ethers' encoding. A log that does not decode is
  * reported, never thrown into the ingestor.
  */
-export function decodeRequestLog(log: RawLog): RequestLog | { error: string } {
+export function decodeRequestLog(log: RawLog, ordinal: number): RequestLog | { error: string } {
   try {
     const [topic0, sender, ...extra] = log.topics;
     if (topic0?.toLowerCase() !== REQUEST_PEGOUT_TOPIC) return { error: 'not a RequestPegOut log' };
@@ -90,6 +93,7 @@ export function decodeRequestLog(log: RawLog): RequestLog | { error: string } {
     if (offset + WORD + length > data.length) throw new Error(`bytes of length ${length} at offset ${offset} run past the ${data.length}-byte data`);
     return {
       txHash: log.transactionHash.toLowerCase(),
+      ordinal,
       logIndex: quantity(log.logIndex, 'log.logIndex'),
       blockNumber: quantity(log.blockNumber, 'log.blockNumber'),
       blockHash: log.blockHash.toLowerCase(),
@@ -100,6 +104,24 @@ export function decodeRequestLog(log: RawLog): RequestLog | { error: string } {
   } catch (err) {
     return { error: (err as Error).message };
   }
+}
+
+/**
+ * The bridge's RequestPegOut logs among `logs`, in chain order, each with its ordinal within its
+ * transaction. Selected by the emitting address (a peg-out made through a contract wallet still
+ * counts) and topic0; a log that does not decode still takes its place, so the ordinals of the
+ * others match what every member and auditor computes from the same transaction.
+ */
+export function bridgeRequestLogs<T extends RawLog>(logs: readonly T[], bridge: string): { raw: T; ordinal: number }[] {
+  // eth_getLogs and receipts list logs in chain order (block, then log index)
+  const ours = logs.filter((l) => l.removed !== true && l.address?.toLowerCase() === bridge.toLowerCase() && l.topics?.[0]?.toLowerCase() === REQUEST_PEGOUT_TOPIC);
+  const next = new Map<string, number>();
+  return ours.map((raw) => {
+    const tx = String(raw.transactionHash).toLowerCase();
+    const ordinal = next.get(tx) ?? 0;
+    next.set(tx, ordinal + 1);
+    return { raw, ordinal };
+  });
 }
 
 /**

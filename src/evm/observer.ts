@@ -2,7 +2,7 @@ import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Network } from '../bitcoin/network.js';
 import { cursorKey, evmBlockKey, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
-import { BRIDGE_ADDRESS, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from './bridge.js';
+import { BRIDGE_ADDRESS, bridgeRequestLogs, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from './bridge.js';
 import { EvmError } from './errors.js';
 import { getRequest, stageForget, stageNewRequest, stageStatus } from './request-store.js';
 import { decideRequest, requestId } from './requests.js';
@@ -114,9 +114,8 @@ export class EvmObserver {
 
     const decoded: RequestLog[] = [];
     const blockHashes = new Map<number, string>([[to, toBlock.hash]]);
-    for (const raw of logs) {
-      if (raw.removed === true || raw.address?.toLowerCase() !== this.bridge) continue;
-      const log = decodeRequestLog(raw);
+    for (const { raw, ordinal } of bridgeRequestLogs(logs, this.bridge)) {
+      const log = decodeRequestLog(raw, ordinal);
       if ('error' in log) {
         this.log('evm_log_undecodable', { tx: raw.transactionHash, logIndex: raw.logIndex, error: log.error });
         continue;
@@ -140,7 +139,7 @@ export class EvmObserver {
       for (const [i, log] of decoded.entries()) {
         // store reads are synchronous: let the links and the API be served during a long range
         if (i % YIELD_EVERY === YIELD_EVERY - 1) await setImmediate();
-        const id = requestId(log.txHash, log.logIndex);
+        const id = requestId(log.txHash, log.ordinal);
         const ids = perBlock.get(log.blockNumber);
         if (ids) ids.push(id);
         else perBlock.set(log.blockNumber, [id]);
@@ -151,7 +150,7 @@ export class EvmObserver {
           {
             id,
             txHash: log.txHash,
-            logIndex: log.logIndex,
+            ordinal: log.ordinal,
             blockNumber: log.blockNumber,
             blockHash: log.blockHash,
             evmAddress: log.evmAddress,

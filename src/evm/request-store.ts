@@ -12,7 +12,7 @@ export type RequestStatus = 'accepted' | 'rejected' | 'batched' | 'signed' | 'br
 export interface RequestRecord {
   readonly id: string;
   readonly txHash: string;
-  readonly logIndex: number;
+  readonly ordinal: number;
   readonly blockNumber: number;
   readonly blockHash: string;
   readonly evmAddress: string;
@@ -34,50 +34,50 @@ export interface StatusChange {
   readonly detail?: string;
 }
 
-function keyOf(record: Pick<RequestRecord, 'id'>): { txHash: string; logIndex: number } {
+function keyOf(record: Pick<RequestRecord, 'id'>): { txHash: string; ordinal: number } {
   return parseRequestId(record.id);
 }
 
 /** Stages a newly ingested request and the first entry of its history. */
 export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, 'seq'>, at: string): RequestRecord {
   const full: RequestRecord = { ...record, seq: 0 };
-  const { txHash, logIndex } = keyOf(record);
-  batch.put(requestKey(txHash, logIndex), full);
-  batch.put(requestIndexKey(record.status, txHash, logIndex), 1);
+  const { txHash, ordinal } = keyOf(record);
+  batch.put(requestKey(txHash, ordinal), full);
+  batch.put(requestIndexKey(record.status, txHash, ordinal), 1);
   const change: StatusChange = { status: record.status, at, ...(record.detail ? { detail: record.detail } : {}) };
-  batch.put(requestLogKey(txHash, logIndex, 0), change);
+  batch.put(requestLogKey(txHash, ordinal, 0), change);
   return full;
 }
 
 /** Stages a status change, its history entry and the status index together; `record` must be the current one (read through the same batch). */
 export function stageStatus(batch: StoreBatch, record: RequestRecord, status: RequestStatus, at: string, detail?: string): RequestRecord {
   const next: RequestRecord = { ...record, status, seq: record.seq + 1, ...(detail ? { detail } : {}) };
-  const { txHash, logIndex } = keyOf(record);
-  batch.put(requestKey(txHash, logIndex), next);
-  if (status !== record.status) batch.del(requestIndexKey(record.status, txHash, logIndex)).put(requestIndexKey(status, txHash, logIndex), 1);
-  batch.put(requestLogKey(txHash, logIndex, next.seq), { status, at, ...(detail ? { detail } : {}) } satisfies StatusChange);
+  const { txHash, ordinal } = keyOf(record);
+  batch.put(requestKey(txHash, ordinal), next);
+  if (status !== record.status) batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
+  batch.put(requestLogKey(txHash, ordinal, next.seq), { status, at, ...(detail ? { detail } : {}) } satisfies StatusChange);
   return next;
 }
 
 /** Stages the removal of a request that never became final (its block left the chain). */
 export function stageForget(batch: StoreBatch, record: RequestRecord): void {
-  const { txHash, logIndex } = keyOf(record);
-  batch.del(requestKey(txHash, logIndex));
-  batch.del(requestIndexKey(record.status, txHash, logIndex));
-  for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, logIndex, seq));
+  const { txHash, ordinal } = keyOf(record);
+  batch.del(requestKey(txHash, ordinal));
+  batch.del(requestIndexKey(record.status, txHash, ordinal));
+  for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, ordinal, seq));
 }
 
 export function getRequest(reader: StoreReader, id: string): Promise<RequestRecord | undefined> {
-  const { txHash, logIndex } = parseRequestId(id);
-  return reader.get<RequestRecord>(requestKey(txHash, logIndex));
+  const { txHash, ordinal } = parseRequestId(id);
+  return reader.get<RequestRecord>(requestKey(txHash, ordinal));
 }
 
 /** The records of `ids` in one read, in order; undefined for an id not ingested here or not well-formed. */
 export async function getRequests(reader: StoreReader, ids: readonly string[]): Promise<(RequestRecord | undefined)[]> {
   const keys = ids.map((id) => {
     try {
-      const { txHash, logIndex } = parseRequestId(id);
-      return requestKey(txHash, logIndex);
+      const { txHash, ordinal } = parseRequestId(id);
+      return requestKey(txHash, ordinal);
     } catch {
       return undefined;
     }
@@ -88,9 +88,9 @@ export async function getRequests(reader: StoreReader, ids: readonly string[]): 
 }
 
 export async function requestHistory(store: Store, id: string): Promise<StatusChange[]> {
-  const { txHash, logIndex } = parseRequestId(id);
+  const { txHash, ordinal } = parseRequestId(id);
   const out: StatusChange[] = [];
-  for await (const [, change] of store.entries<StatusChange>({ prefix: requestLogPrefix(txHash, logIndex) })) out.push(change);
+  for await (const [, change] of store.entries<StatusChange>({ prefix: requestLogPrefix(txHash, ordinal) })) out.push(change);
   return out;
 }
 

@@ -1,5 +1,6 @@
 import { decodeAddress } from '../bitcoin/address.js';
 import { BitcoinError } from '../bitcoin/errors.js';
+import { classifyScript, type ScriptType } from '../bitcoin/script.js';
 import type { Network } from '../bitcoin/network.js';
 import { MAX_MONEY } from '../bitcoin/tx.js';
 import { EvmError } from './errors.js';
@@ -11,7 +12,14 @@ export const WEI_PER_SAT = 10n ** 10n;
 /** Requests under this are not paid (recorded as rejected). */
 export const MIN_PEGOUT_SATS = 1_000_000n;
 
-export type RequestRejectReason = 'below_minimum' | 'not_utf8' | 'invalid_address' | 'wrong_network' | 'amount_overflow';
+export type RequestRejectReason = 'below_minimum' | 'not_utf8' | 'invalid_address' | 'wrong_network' | 'unsupported_destination' | 'amount_overflow';
+
+/**
+ * Output types the federation pays. Witness versions 2–16 and v1 programs of other lengths are
+ * valid addresses but unspendable-by-rule today: anyone can spend them, so paying one gives the
+ * user's coins away.
+ */
+const PAYABLE = new Set<ScriptType>(['p2pkh', 'p2sh', 'p2wpkh', 'p2wsh', 'p2tr']);
 
 export interface RequestDecision {
   readonly sats: bigint;
@@ -46,6 +54,8 @@ export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Ne
     const e = err as BitcoinError;
     return rejected(e.code === 'wrong_network' ? 'wrong_network' : 'invalid_address', e.message);
   }
+  const type = classifyScript(scriptPubKey);
+  if (!PAYABLE.has(type)) return rejected('unsupported_destination', `${text} is a ${type === 'witness_unknown' ? 'witness program of a version or length no rule defines yet (anyone could spend it)' : type} output; the federation pays P2PKH, P2SH, P2WPKH, P2WSH and P2TR`);
   if (sats < MIN_PEGOUT_SATS) return rejected('below_minimum', `${sats} sats is under the minimum of ${MIN_PEGOUT_SATS}`);
   return { sats, subSatoshiWei, bitcoinAddress: text, status: 'accepted', scriptPubKey };
 }
@@ -64,19 +74,48 @@ export function parseBtcAmount(text: string): bigint {
   return sats;
 }
 
-/** Request ids are the log's coordinates: `<tx hash>:<log index>`. */
-export function requestId(txHash: string, logIndex: number): string {
-  return `${txHash.toLowerCase()}:${logIndex}`;
+/**
+ * A request is named by its EVM transaction and its ordinal: the position of its log among the
+ * bridge's RequestPegOut logs of that transaction. Unlike the block-level log index, the ordinal
+ * stays the same when the transaction is re-mined in another block after a reorg, so the same
+ * burn is always the same request. It is what a payment commits to (wallet/commitment.ts).
+ */
+export interface RequestIdentity {
+  /** 0x + 64 lowercase hex. */
+  readonly txHash: string;
+  /** A u32: the commitment encodes it in 4 bytes. */
+  readonly ordinal: number;
 }
 
-const REQUEST_ID = /^(0x[0-9a-f]{64}):(\d{1,10})$/;
+export const MAX_ORDINAL = 0xffff_ffff;
 
-export function isRequestId(id: string): boolean {
-  return REQUEST_ID.test(id);
+/** The one text form of a request id: lowercase hash, decimal ordinal without leading zeros. */
+const REQUEST_ID = /^(0x[0-9a-f]{64}):(0|[1-9][0-9]{0,9})$/;
+const TX_HASH = /^0x[0-9a-f]{64}$/;
+
+function checkOrdinal(ordinal: number, text: string): number {
+  if (!Number.isSafeInteger(ordinal) || ordinal < 0 || ordinal > MAX_ORDINAL) {
+    throw new EvmError('invalid_request', `request ordinal must be an integer from 0 to ${MAX_ORDINAL}, got ${text}`);
+  }
+  return ordinal;
 }
 
-export function parseRequestId(id: string): { txHash: string; logIndex: number } {
+export function requestId(txHash: string, ordinal: number): string {
+  const hash = txHash.toLowerCase();
+  if (!TX_HASH.test(hash)) throw new EvmError('invalid_request', `request transaction hash must be 0x and 64 hex digits, got ${JSON.stringify(txHash)}`);
+  return `${hash}:${checkOrdinal(ordinal, String(ordinal))}`;
+}
+
+/** Whether `id` is a request id in its canonical form (anything else is refused at the edge). */
+export function isRequestId(id: unknown): id is string {
+  if (typeof id !== 'string') return false;
   const m = REQUEST_ID.exec(id);
-  if (!m) throw new EvmError('invalid_request', `request id must be <0x tx hash>:<log index>, got ${JSON.stringify(id)}`);
-  return { txHash: m[1]!, logIndex: Number(m[2]) };
+  return m !== null && Number(m[2]) <= MAX_ORDINAL;
+}
+
+/** Parses a canonical request id; `0x…:01`, upper-case hashes and the like are refused, never normalised. */
+export function parseRequestId(id: unknown): RequestIdentity {
+  const m = typeof id === 'string' ? REQUEST_ID.exec(id) : null;
+  if (!m) throw new EvmError('invalid_request', `request id must be <0x + 64 lowercase hex tx hash>:<ordinal, decimal without leading zeros>, got ${JSON.stringify(id)}`);
+  return { txHash: m[1]!, ordinal: checkOrdinal(Number(m[2]), m[2]!) };
 }

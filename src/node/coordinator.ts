@@ -4,7 +4,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
-import { parseRequestId } from '../evm/requests.js';
+import { isRequestId, parseRequestId } from '../evm/requests.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
@@ -12,11 +12,13 @@ import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collect
 import type { SigningPool } from '../signing/pool.js';
 import { finalizedKey, proposalKey, requestSignedKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
+import { commitsTo } from '../wallet/commitment.js';
+import { targetRate } from '../wallet/fee.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
-import { proposalFromPayment, proposalOutpoints, proposalsSpending, proposalTx, proposalTxid, type Proposal } from '../wallet/proposal.js';
-import { getUtxo, listUnspent, outpointText, reserveUtxos } from '../wallet/utxos.js';
+import { checkProposal, proposalFromPayment, proposalOutpoints, proposalsSpending, PROPOSAL_CAPS, type CheckedProposal, type Proposal } from '../wallet/proposal.js';
+import { getUtxo, listUnspent, outpointText, reserveUtxos, spendableAt, type UtxoRecord } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
-import { signProposal, type FeeBounds, type SignatureRecord } from './signer.js';
+import { chainView, signProposal, type SignatureRecord, type SigningPolicy } from './signer.js';
 
 // The transaction coordinator: proposer rotation, proposals, signatures and finalized payments
 // over the member links, collection, finalization. Every decision to sign goes through the
@@ -27,9 +29,10 @@ export interface CoordinatorOptions {
   readonly federation: Federation;
   readonly pool: SigningPool;
   readonly network: PeerNetwork;
-  readonly fees: FeeBounds & { readonly rate: () => Promise<number> };
+  /** This member's signing rules (fee policy from its own estimate, depths), read fresh for each decision. */
+  readonly policy: () => Promise<SigningPolicy>;
   readonly maxOutputs: number;
-  /** Length of a proposer's turn; the proposer of slot s is sorted key s mod n. */
+  /** Length of a proposer's turn; the proposer of slot s is sorted key s mod n (see proposerOf). */
   readonly slotMs: number;
   readonly log: Logger;
   /** A payment is finalized and recorded: broadcast it, or account for it locally. */
@@ -65,31 +68,74 @@ interface SignaturesBody {
   readonly signatures: Uint8Array;
 }
 
-interface FinalizedBody {
+export interface FinalizedBody {
   readonly tx: Uint8Array;
   readonly prevouts: readonly Prevout[];
   readonly requestIds: readonly string[];
 }
 
-const isPrevouts = (p: unknown): boolean => Array.isArray(p) && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
-const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.every((id) => typeof id === 'string');
-const isProposal = (b: unknown): boolean => {
-  const p = b as Partial<Proposal> | null;
-  return typeof p === 'object' && p !== null && p.version === 1 && Number.isSafeInteger(p.round) && typeof p.proposer === 'string' && isBytes(p.unsignedTx) && isPrevouts(p.prevouts) && isIds(p.requestIds);
-};
+const isPrevouts = (p: unknown): boolean => Array.isArray(p) && p.length <= PROPOSAL_CAPS.inputs && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
+const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
+// the full check (checkProposal) parses the transaction: it runs once, in onProposal
+const isProposal = (b: unknown): boolean => typeof b === 'object' && b !== null && !Array.isArray(b);
 const isSignatures = (b: unknown): boolean => {
   const s = b as Partial<SignaturesBody> | null;
-  return typeof s === 'object' && s !== null && typeof s.txid === 'string' && /^[0-9a-f]{64}$/.test(s.txid) && isBytes(s.signatures) && s.signatures.length % 64 === 0;
+  return (
+    typeof s === 'object' && s !== null && typeof s.txid === 'string' && /^[0-9a-f]{64}$/.test(s.txid) &&
+    isBytes(s.signatures) && s.signatures.length > 0 && s.signatures.length % 64 === 0 && s.signatures.length <= 64 * PROPOSAL_CAPS.inputs
+  );
 };
 const isFinalized = (b: unknown): boolean => {
   const f = b as Partial<FinalizedBody> | null;
   return typeof f === 'object' && f !== null && isBytes(f.tx) && isPrevouts(f.prevouts) && isIds(f.requestIds);
 };
 
+/**
+ * A peer's finalized payment before its signatures are checked: the transaction parses, has a
+ * prevout per input, and output 0 commits to exactly the requests the frame names (which requests
+ * it pays is read from the transaction itself, never from the frame's label). Throws otherwise.
+ */
+export function checkFinalizedBody(body: FinalizedBody): Transaction {
+  const signed = parseTx(body.tx);
+  if (signed.inputs.length !== body.prevouts.length) throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+  const commitment = signed.outputs[0];
+  if (!commitment || signed.outputs.length < body.requestIds.length + 1 || !body.requestIds.every(isRequestId) || !commitsTo(commitment.scriptPubKey, body.requestIds)) {
+    throw new Error('output 0 does not commit to the requests the frame names');
+  }
+  return signed;
+}
+
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
 /** Slots an open payment may go without progress before the proposer treats it as stuck against its rivals. */
 export const STALE_SLOTS = 4;
+
+/**
+ * Bounds on what peers can make this member hold (SPEC §3: every cache a peer can fill is
+ * bounded); beyond them frames are dropped and counted, and the honest path never needs more.
+ */
+export const COORDINATOR_CAPS = {
+  /** Frames waiting to be handled, per peer: an honest peer sends a few per payment. */
+  queuedPerPeer: 256,
+  /**
+   * Signature sets that arrived before their proposal, per peer: an honest peer is at most a few
+   * payments ahead. Beyond either bound the peer's oldest set is evicted, so a peer that sends
+   * sets for txids that never come only ever evicts its own.
+   */
+  earlyPerPeer: 64,
+  /** Bytes of early signature sets per peer: 64 sets of a 256-input payment. */
+  earlyBytesPerPeer: 64 * 64 * 256,
+  /** Proposals kept for retry or as rivals. */
+  retry: 1000,
+  rivals: 1000,
+} as const;
+
+/**
+ * A proposer's turn lasts its slot plus this many slots of grace (a large batch may take longer
+ * to build than a slot); frames about turns from any other member are ignored and counted, so a
+ * silent or lying proposer costs the federation at most this long.
+ */
+export const TURN_GRACE_SLOTS = 1;
 
 interface OpenProposal {
   readonly proposal: Proposal;
@@ -103,8 +149,12 @@ export class Coordinator {
   private readonly proposals = new Map<string, OpenProposal>();
   /** Proposals refused as a second payment of requests this member signed elsewhere (bounded). */
   private readonly rivals = new Map<string, OpenProposal>();
-  /** Signatures that arrived before their proposal, by txid (bounded). */
+  /** Signatures that arrived before their proposal, by txid (bounded: COORDINATOR_CAPS). */
   private readonly early = new Map<string, Map<string, Uint8Array>>();
+  /** Per peer, the txids of its early sets, oldest first, and their bytes. */
+  private readonly earlyByPeer = new Map<string, { txids: Set<string>; bytes: number }>();
+  /** Frames queued for handling, per peer (bounded: COORDINATOR_CAPS.queuedPerPeer). */
+  private readonly queuedBy = new Map<string, number>();
   /** Finalized payments not yet paid, announced to peers that (re)connect. */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
@@ -112,11 +162,11 @@ export class Coordinator {
   /** Requests paid by a finalized payment before this member ingested them: id → payment and output. */
   private readonly late = new Map<string, { txid: string; output: number }>();
   /** Proposals refused for naming requests this member had not ingested yet: tried again as its EVM view catches up. */
-  private readonly retry = new Map<string, { peer: string; proposal: Proposal; tries: number; at: number }>();
-  /** When a peer's proposal last arrived: another proposer is still at work until a slot passes without one. */
+  private readonly retry = new Map<string, { peer: string; checked: CheckedProposal; tries: number; at: number }>();
+  /** When the current proposer's last turn frame or proposal arrived: it is at work until a slot passes without one. */
   private lastPeerProposal = -Infinity;
-  /** Peers that announced a turn and have not yet said it is done. */
-  private readonly building = new Set<string>();
+  /** Proposers that announced a turn (the slot) and have not yet said it is done. */
+  private readonly building = new Map<string, number>();
   /** Frames received and not yet handled: a turn waits for them (a peer's turn_done overtakes its queued proposals). */
   private queued = 0;
   private busy: Promise<void> = Promise.resolve();
@@ -133,9 +183,43 @@ export class Coordinator {
     return this.busy;
   }
 
-  private handle(fn: () => Promise<void>): void {
+  private handle(peer: string, type: string, fn: () => Promise<void>): void {
+    const mine = this.queuedBy.get(peer) ?? 0;
+    if (mine >= COORDINATOR_CAPS.queuedPerPeer) {
+      this.o.metrics?.framesDropped?.inc({ reason: 'queue_full' });
+      this.o.log.debug('frame_dropped', { peer, type, reason: 'queue_full' });
+      return;
+    }
+    this.queuedBy.set(peer, mine + 1);
     this.queued++;
-    void this.serial(() => fn().finally(() => this.queued--));
+    void this.serial(() =>
+      fn().finally(() => {
+        this.queued--;
+        const left = (this.queuedBy.get(peer) ?? 1) - 1;
+        if (left > 0) this.queuedBy.set(peer, left);
+        else this.queuedBy.delete(peer);
+      }),
+    );
+  }
+
+  /** Whether `peer` holds the turn at `now`: the proposer of this slot, or of one within the grace. */
+  private holdsTurn(peer: string, now: number): number | undefined {
+    const slot = Math.floor(now / this.o.slotMs);
+    for (let s = slot; s >= slot - TURN_GRACE_SLOTS; s--) if (this.proposerOf(s) === peer) return s;
+    return undefined;
+  }
+
+  /** Turn bookkeeping from a peer's frame: only the member whose turn it is can hold one. */
+  private onTurnFrame(peer: string, type: string, body: unknown): void {
+    const now = this.o.now?.() ?? Date.now();
+    const slot = this.holdsTurn(peer, now);
+    if (slot === undefined) {
+      if (type !== 'proposal') this.o.metrics?.framesDropped?.inc({ reason: 'turn_out_of_slot' });
+      return;
+    }
+    this.lastPeerProposal = now;
+    if (type === 'turn' && body === slot) this.building.set(peer, slot);
+    if (type === 'turn_done') this.building.delete(peer);
   }
 
   async start(): Promise<void> {
@@ -146,12 +230,10 @@ export class Coordinator {
     net.registerType('turn', (b) => Number.isSafeInteger(b));
     net.registerType('turn_done', (b) => Number.isSafeInteger(b));
     net.on('message', (peer: string, type: string, body: unknown) => {
-      if (type === 'proposal' || type === 'turn') this.lastPeerProposal = this.o.now?.() ?? Date.now();
-      if (type === 'turn') this.building.add(peer);
-      if (type === 'turn_done') this.building.delete(peer);
-      if (type === 'proposal') this.handle(() => this.onProposal(peer, body as Proposal));
-      if (type === 'signatures') this.handle(() => this.onSignatures(peer, body as SignaturesBody));
-      if (type === 'finalized') this.handle(() => this.onFinalizedFrame(peer, body as FinalizedBody));
+      if (type === 'proposal' || type === 'turn' || type === 'turn_done') this.onTurnFrame(peer, type, body);
+      if (type === 'proposal') this.handle(peer, type, () => this.onProposalFrame(peer, body));
+      if (type === 'signatures') this.handle(peer, type, () => this.onSignatures(peer, body as SignaturesBody));
+      if (type === 'finalized') this.handle(peer, type, () => this.onFinalizedFrame(peer, body as FinalizedBody));
     });
     net.on('peer', (peer: string) => void this.serial(() => this.announce(peer)));
     await this.serial(() => this.recover());
@@ -169,7 +251,7 @@ export class Coordinator {
       if (await this.o.store.get(finalizedKey(record.txid))) continue;
       const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
       if (!proposal) continue;
-      await this.track(proposal, record.signatures);
+      await this.track(checkProposal(proposal), record.signatures);
       for await (const [key, sigs] of this.o.store.entries<Uint8Array>({ prefix: signatureReceivedPrefix(record.txid) })) {
         await this.add(record.txid, key.slice(key.lastIndexOf('/') + 1), sigs);
       }
@@ -239,6 +321,7 @@ export class Coordinator {
     // and at the cost of another signing round. So a turn starts once the previous proposer said
     // it is done and every payment this member signed is finalized, or, should it never say so
     // (it crashed, or payments are stuck), once it has been quiet for a whole slot.
+    for (const [peer, turn] of this.building) if (turn < slot - TURN_GRACE_SLOTS) this.building.delete(peer);
     const settled = this.building.size === 0 && this.queued === 0 && this.proposals.size === 0 && this.retry.size === 0;
     if (!settled && now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
@@ -252,26 +335,29 @@ export class Coordinator {
   private async turn(slot: number, first: (rate: number) => Promise<Proposal[]>): Promise<void> {
     this.o.network.broadcast('turn', slot);
     try {
-      const rate = await this.o.fees.rate();
+      const policy = await this.o.policy();
+      const rate = targetRate(policy.fee);
       this.o.metrics?.feeRate.set(rate);
-      await this.propose(slot, rate, await first(rate));
+      await this.propose(slot, rate, policy, await first(rate));
     } finally {
       this.o.network.broadcast('turn_done', slot);
     }
   }
 
   /** Signs and sends `proposals`, then payments of every pending request they leave out. */
-  private async propose(slot: number, rate: number, proposals: Proposal[]): Promise<void> {
+  private async propose(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
     const merged = new Set(proposals.flatMap((p) => p.requestIds));
     const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) => (r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : []));
     if (pending.length > 0) {
-      const plan = buildPayments(pending, await listUnspent(this.o.store), rate, this.o.federation, { maxOutputs: this.o.maxOutputs });
+      const plan = buildPayments(pending, await this.spendable(policy), rate, this.o.federation, { maxOutputs: this.o.maxOutputs, maxSharePerRequest: policy.fee.maxSharePerRequest });
       for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
       proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
     }
-    for (const proposal of proposals) {
+    for (const built of proposals) {
       const started = performance.now();
-      const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, { ...proposal, round: slot, proposer: this.myKey }, this.o.fees);
+      const checked = checkProposal({ ...built, round: slot, proposer: this.myKey });
+      const { proposal } = checked;
+      const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, policy);
       if (!outcome.ok) {
         this.o.metrics?.rounds.inc({ outcome: 'own_proposal_refused' });
         this.o.log.warn('own_proposal_refused', { reason: outcome.reason, detail: outcome.detail });
@@ -280,12 +366,17 @@ export class Coordinator {
       this.o.metrics?.rounds.inc({ outcome: 'proposed' });
       this.o.metrics?.signingLatency.observe((performance.now() - started) / 1000);
       this.o.metrics?.signaturesMade.inc(proposal.prevouts.length);
-      const sent = { ...proposal, round: slot, proposer: this.myKey };
       this.o.log.info('proposed', { txid: outcome.txid, slot, requests: proposal.requestIds.length, inputs: proposal.prevouts.length });
-      this.o.network.broadcast('proposal', sent);
+      this.o.network.broadcast('proposal', proposal);
       this.o.network.broadcast('signatures', { txid: outcome.txid, signatures: outcome.signatures } satisfies SignaturesBody);
-      await this.track(sent, outcome.signatures);
+      await this.track(checked, outcome.signatures);
     }
+  }
+
+  /** Unreserved federation outputs deep enough to spend. */
+  private async spendable(policy: SigningPolicy): Promise<UtxoRecord[]> {
+    const chain = await chainView(this.o.store, policy.spendDepth);
+    return (await listUnspent(this.o.store)).filter((u) => spendableAt(u, chain));
   }
 
   /** The EVM observer ingested requests: proposals that named them are tried again at once, and the slot's proposer pays them. */
@@ -302,31 +393,37 @@ export class Coordinator {
     for (const [txid, r] of [...this.retry]) {
       if (!due(r)) continue;
       this.retry.delete(txid);
-      await this.onProposal(r.peer, r.proposal, r.tries + 1);
+      await this.onProposal(r.peer, r.checked, r.tries + 1);
     }
   }
 
-  private async onProposal(peer: string, proposal: Proposal, tries = 0): Promise<void> {
-    const started = performance.now();
-    let txid: string;
+  /** A peer's proposal frame: parsed and checked once, here; everything after works on the checked value. */
+  private async onProposalFrame(peer: string, body: unknown): Promise<void> {
+    let checked: CheckedProposal;
     try {
-      txid = proposalTxid(proposal);
-    } catch {
-      this.refused(peer, 'malformed_transaction', 'the proposal does not parse');
+      checked = checkProposal(body);
+    } catch (err) {
+      this.refused(peer, 'malformed_proposal', (err as Error).message);
       return;
     }
+    await this.onProposal(peer, checked);
+  }
+
+  private async onProposal(peer: string, checked: CheckedProposal, tries = 0): Promise<void> {
+    const started = performance.now();
+    const { txid, proposal } = checked;
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
-    const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, proposal, this.o.fees);
+    const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, await this.o.policy());
     if (!outcome.ok) {
       // members poll the sidechain independently: a request this one has not ingested yet may be final a moment later
-      if (outcome.reason === 'unknown_request' && tries < 5 && this.retry.size < 1000) {
-        this.retry.set(txid, { peer, proposal, tries, at: this.o.now?.() ?? Date.now() });
+      if (outcome.reason === 'unknown_request' && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
+        this.retry.set(txid, { peer, checked, tries, at: this.o.now?.() ?? Date.now() });
         if (tries === 0) {
           this.o.catchUp?.();
           return;
         }
       }
-      if (outcome.reason === 'double_payment' && this.rivals.size < 1000) this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
+      if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals) this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
     }
@@ -336,7 +433,7 @@ export class Coordinator {
       this.o.log.info('signed', { txid, peer, inputs: proposal.prevouts.length });
     }
     this.o.network.broadcast('signatures', { txid, signatures: outcome.signatures } satisfies SignaturesBody);
-    await this.track(proposal, outcome.signatures);
+    await this.track(checked, outcome.signatures);
   }
 
   /**
@@ -432,12 +529,44 @@ export class Coordinator {
   }
 
   /** Starts collecting for a proposal this member signed, with its own and any early signatures. */
-  private async track(proposal: Proposal, own: Uint8Array): Promise<void> {
-    const txid = this.collector.open(proposalTx(proposal), proposal.prevouts);
+  private async track({ proposal, tx }: CheckedProposal, own: Uint8Array): Promise<void> {
+    const txid = this.collector.open(tx, proposal.prevouts);
     if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
     await this.add(txid, this.myKey, own);
-    for (const [peer, sigs] of this.early.get(txid) ?? []) await this.add(txid, peer, sigs, true);
-    this.early.delete(txid);
+    const early = this.early.get(txid);
+    this.dropEarly(txid);
+    for (const [peer, sigs] of early ?? []) await this.add(txid, peer, sigs, true);
+  }
+
+  /** Keeps a signature set that arrived before its proposal, evicting the same peer's oldest beyond COORDINATOR_CAPS. */
+  private keepEarly(txid: string, peer: string, signatures: Uint8Array): void {
+    const mine = this.earlyByPeer.get(peer) ?? this.earlyByPeer.set(peer, { txids: new Set(), bytes: 0 }).get(peer)!;
+    if (mine.txids.has(txid)) return;
+    while (mine.txids.size >= COORDINATOR_CAPS.earlyPerPeer || (mine.bytes > 0 && mine.bytes + signatures.length > COORDINATOR_CAPS.earlyBytesPerPeer)) {
+      const oldest = mine.txids.values().next().value as string;
+      this.dropEarly(oldest, peer);
+      this.o.metrics?.framesDropped?.inc({ reason: 'early_signatures_evicted' });
+    }
+    // a copy: the frame's buffer may be a view into a much larger receive buffer
+    (this.early.get(txid) ?? this.early.set(txid, new Map()).get(txid)!).set(peer, Uint8Array.from(signatures));
+    mine.txids.add(txid);
+    mine.bytes += signatures.length;
+  }
+
+  /** Forgets the early sets of `txid`, of one peer or of all. */
+  private dropEarly(txid: string, only?: string): void {
+    const sets = this.early.get(txid);
+    for (const [peer, sigs] of sets ?? []) {
+      if (only !== undefined && peer !== only) continue;
+      const mine = this.earlyByPeer.get(peer);
+      if (mine) {
+        mine.txids.delete(txid);
+        mine.bytes -= sigs.length;
+        if (mine.txids.size === 0) this.earlyByPeer.delete(peer);
+      }
+      sets!.delete(peer);
+    }
+    if (sets?.size === 0) this.early.delete(txid);
   }
 
   private async onSignatures(peer: string, body: SignaturesBody): Promise<void> {
@@ -445,8 +574,8 @@ export class Coordinator {
     const open = this.proposals.get(body.txid) ?? this.rivals.get(body.txid);
     if (open) open.since = this.o.now?.() ?? Date.now();
     if (!this.proposals.has(body.txid)) {
-      // only proposals this member signed are collected; keep a bounded number of early arrivals
-      if (this.early.size < 1000) this.early.set(body.txid, (this.early.get(body.txid) ?? new Map<string, Uint8Array>()).set(peer, body.signatures));
+      // only proposals this member signed are collected; early arrivals are kept within bounds
+      this.keepEarly(body.txid, peer, body.signatures);
       return;
     }
     await this.add(body.txid, peer, body.signatures, true);
@@ -482,8 +611,7 @@ export class Coordinator {
   private async onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void> {
     let signed: Transaction;
     try {
-      signed = parseTx(body.tx);
-      if (signed.inputs.length !== body.prevouts.length) throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+      signed = checkFinalizedBody(body);
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
       this.o.log.warn('finalized_refused', { peer, error: err as Error });
@@ -518,25 +646,22 @@ export class Coordinator {
       const at = new Date().toISOString();
       const requestIds: string[] = [];
       const unmatched: Record<string, number> = {};
-      for (const [o, id] of body.requestIds.entries()) {
-        let r;
-        try {
-          r = await getRequest(batch, id);
-        } catch {
-          continue;
-        }
-        const output = signed.outputs[o];
+      // output 0 commits to body.requestIds (checked by both callers); output k + 1 pays the k-th
+      for (const [k, id] of body.requestIds.entries()) {
+        const r = await getRequest(batch, id);
+        const output = signed.outputs[k + 1];
         if (!r && output) {
-          // not ingested here yet: indexed now, so no other payment of it is signed meanwhile
-          const { txHash, logIndex } = parseRequestId(id);
-          batch.put(requestSignedKey(txHash, logIndex, txid), 1);
-          unmatched[id] = o;
+          // not ingested here yet: committed by a transaction t members signed, so it is indexed
+          // now and no other payment of it is signed meanwhile; matched once it is ingested
+          const { txHash, ordinal } = parseRequestId(id);
+          batch.put(requestSignedKey(txHash, ordinal, txid), 1);
+          unmatched[id] = k + 1;
           continue;
         }
         if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
         requestIds.push(id);
-        const { txHash, logIndex } = parseRequestId(id);
-        batch.put(requestSignedKey(txHash, logIndex, txid), 1);
+        const { txHash, ordinal } = parseRequestId(id);
+        batch.put(requestSignedKey(txHash, ordinal, txid), 1);
         if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
       }
       const conflicts = new Set<string>();

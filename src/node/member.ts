@@ -19,6 +19,7 @@ import { cursorKey } from '../storage/keys.js';
 import { Store } from '../storage/store.js';
 import { getUtxo, listUtxos, registerUtxo } from '../wallet/utxos.js';
 import { Coordinator } from './coordinator.js';
+import type { SigningPolicy } from './signer.js';
 import { createLogger, type Logger } from './log.js';
 import { ChainSettlement, settleLocally } from './settlement.js';
 
@@ -118,8 +119,10 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
       await Promise.all(loops);
     });
 
-    let rate: () => Promise<number>;
-    let maxFeeRate: number;
+    // the fee market as this member sees it: the floor and the estimate, in sat/vB
+    let market: () => Promise<{ floor: number; estimate: number; maxRate: number }>;
+    let spendDepth = 1;
+    let paidDepth = 1;
     let settlement: ChainSettlement | undefined;
     let coordinator: Coordinator | undefined;
     if (config.bitcoin) {
@@ -133,8 +136,12 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
         onSettled: (txid) => coordinator?.settled(txid),
       });
       await settlement.load();
-      rate = async () => (await rpc.feeRate({ confTarget: b.confTarget, fallbackSatPerVb: b.fallbackFeeRate, maxSatPerVb: b.maxFeeRate })).satPerVb;
-      maxFeeRate = b.maxFeeRate;
+      market = async () => {
+        const r = await rpc.feeRate({ confTarget: b.confTarget, fallbackSatPerVb: b.fallbackFeeRate, maxSatPerVb: b.maxFeeRate });
+        return { floor: r.floorSatPerVb, estimate: r.satPerVb, maxRate: b.maxFeeRate };
+      };
+      spendDepth = b.spendConfirmations;
+      paidDepth = b.paidConfirmations;
     } else {
       const declared = config.declaredFunding;
       if (declared) {
@@ -149,8 +156,7 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
         log.warn('no_bitcoin', { note: 'no Bitcoin Core configured and no declared funding: requests are ingested but cannot be paid' });
       }
       const fixed = declared?.feeRate ?? 2;
-      rate = async () => fixed;
-      maxFeeRate = Math.max(fixed, 500);
+      market = async () => ({ floor: 1, estimate: fixed, maxRate: Math.max(fixed, 500) });
     }
 
     const evm = new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
@@ -163,7 +169,11 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
     });
     coordinator = new Coordinator({
       store, federation, pool, network, log, metrics,
-      fees: { minFeeRate: 1, maxFeeRate, rate },
+      policy: async (): Promise<SigningPolicy> => ({
+        fee: { ...(await market()), maxMultiple: config.fees.maxMultiple, maxSharePerRequest: BigInt(config.fees.maxSharePerRequest) },
+        spendDepth,
+        paidDepth,
+      }),
       maxOutputs: config.rounds.maxOutputs,
       slotMs: config.rounds.slotMs,
       catchUp: () => evm.wake(),

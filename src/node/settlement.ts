@@ -60,9 +60,9 @@ async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecor
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed') continue;
-    const { txHash, logIndex } = parseRequestId(id);
+    const { txHash, ordinal } = parseRequestId(id);
     let paid = false;
-    for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, logIndex) })) {
+    for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, ordinal) })) {
       const txid = key.slice(key.lastIndexOf('/') + 1);
       const other = txid === record.txid ? undefined : await store.get<FinalizedRecord>(finalizedKey(txid));
       const first = other && parseTx(other.tx).inputs[0];

@@ -1,15 +1,16 @@
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
+import { signedFederationVsize } from '../bitcoin/weight.js';
+import { storedConfirmations, storedTipHeight } from '../bitcoin/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/requests.js';
 import type { FinalizedRecord } from './coordinator.js';
 import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey } from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
-import type { FeeRate } from '../wallet/fee.js';
-import { proposalOutpoints, stageProposal, type Proposal } from '../wallet/proposal.js';
-import { getUtxo, outpointText, parseOutpoint, type UtxoRecord } from '../wallet/utxos.js';
-import { signedFederationVsize } from '../bitcoin/weight.js';
+import type { FeePolicy } from '../wallet/fee.js';
+import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
+import { getUtxo, outpointText, parseOutpoint, type ChainView, type UtxoRecord } from '../wallet/utxos.js';
 import { validateProposal, type KnownRequest, type RejectReason, type SignedPayment, type ValidationState } from '../wallet/validate.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
@@ -28,90 +29,112 @@ export interface SignatureRecord {
   readonly at: string;
 }
 
-export interface FeeBounds {
-  readonly minFeeRate: FeeRate;
-  readonly maxFeeRate: FeeRate;
+/** The member's own rules for what it signs, read fresh for every proposal. */
+export interface SigningPolicy {
+  readonly fee: FeePolicy;
+  /** Confirmations a federation output needs before it is spent. */
+  readonly spendDepth: number;
+  /** Confirmations at which a payment counts as paid, and a payment that lost to it as dead. */
+  readonly paidDepth: number;
 }
 
 export type SignOutcome = { ok: true; txid: string; signatures: Uint8Array; already: boolean } | { ok: false; reason: RejectReason; detail: string };
 
-/** Transactions this member signed, or knows finalized, that pay request `id`. */
-async function signedPayments(store: Store, reader: StoreReader, id: string): Promise<SignedPayment[]> {
-  const { txHash, logIndex } = parseRequestId(id);
+/** What this member signed or knows finalized as txid: its inputs, requests, fee and size. */
+async function paymentRecord(reader: StoreReader, txid: string): Promise<{ record?: Pick<SignatureRecord, 'inputs' | 'requestIds' | 'fee' | 'vsize'>; finalized: boolean }> {
+  const [made, final] = await reader.getMany<SignatureRecord | FinalizedRecord>([signatureMadeKey(txid), finalizedKey(txid)]);
+  const f = final as FinalizedRecord | undefined;
+  const record = (made as SignatureRecord | undefined) ?? (f && { inputs: parseTx(f.tx).inputs.map(outpointText), requestIds: f.requestIds, fee: f.fee, vsize: f.vsize });
+  return { ...(record ? { record } : {}), finalized: f !== undefined };
+}
+
+/**
+ * Transactions this member signed, or knows finalized, that pay request `id`. One counts as dead
+ * only once a conflicting transaction is confirmed at the paid depth: at one confirmation a
+ * reorg could still bring it back, and paying its requests again would pay them twice.
+ */
+async function signedPayments(store: Store, id: string, chain: ChainView | null, paidDepth: number): Promise<SignedPayment[]> {
+  const { txHash, ordinal } = parseRequestId(id);
   const out: SignedPayment[] = [];
-  for await (const [key] of store.entries<number>({ prefix: requestSignedPrefix(txHash, logIndex) })) {
+  for (const key of await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })) {
     const txid = key.slice(key.lastIndexOf('/') + 1);
-    const final = await finalizedPayment(reader, txid);
-    const record = (await reader.get<SignatureRecord>(signatureMadeKey(txid))) ?? final;
+    const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
     let dead = false;
     for (const name of record.inputs) {
-      const u = await getUtxo(reader, parseOutpoint(name));
-      if (u?.state === 'spent' && u.spentBy !== txid) dead = true;
+      const u = await getUtxo(store, parseOutpoint(name));
+      if (u?.state !== 'spent' || u.spentBy === txid) continue;
+      // without a chain (declared funding) a local spend is final
+      if (!chain || !u.spentBy || (await storedConfirmations(store, u.spentBy)) >= paidDepth) dead = true;
     }
-    out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead, finalized: final !== undefined });
+    out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead, finalized });
   }
   return out;
 }
 
-async function finalizedPayment(reader: StoreReader, txid: string): Promise<Pick<SignatureRecord, 'inputs' | 'fee' | 'vsize'> | undefined> {
-  const f = await reader.get<FinalizedRecord>(finalizedKey(txid));
-  return f && { inputs: parseTx(f.tx).inputs.map(outpointText), fee: f.fee, vsize: f.vsize };
+/** A snapshot of exactly the state validation needs for `checked`, read from the store. */
+/** This member's view of the chain from its store: null before any block (or without Bitcoin Core). */
+export async function chainView(reader: StoreReader, spendDepth: number): Promise<ChainView | null> {
+  const tipHeight = await storedTipHeight(reader);
+  return tipHeight === undefined ? null : { tipHeight, spendDepth };
 }
 
-/** A snapshot of exactly the state validation needs for `proposal`, read from the store. */
-export async function validationState(store: Store, federation: Federation, proposal: Proposal, fees: FeeBounds): Promise<ValidationState> {
+export async function validationState(store: Store, federation: Federation, checked: CheckedProposal, policy: SigningPolicy): Promise<ValidationState> {
+  const { proposal, tx } = checked;
+  const chain = await chainView(store, policy.spendDepth);
   const requests = new Map<string, KnownRequest>();
   const signed = new Map<string, SignedPayment[]>();
   const records = await getRequests(store, proposal.requestIds);
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
     if (record?.scriptPubKey) requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
-    // a malformed id is an unknown request to the validator
-    if (isRequestId(id)) signed.set(id, await signedPayments(store, store, id));
+    // a malformed id is refused by the validator itself
+    if (isRequestId(id)) signed.set(id, await signedPayments(store, id, chain, policy.paidDepth));
   }
   const utxos = new Map<string, UtxoRecord>();
-  let outpoints: { txid: string; vout: number }[] = [];
-  try {
-    outpoints = proposalOutpoints(proposal);
-  } catch {
-    // a malformed transaction is reported by the validator itself
-  }
-  for (const o of outpoints) {
-    const u = await getUtxo(store, o);
-    if (u) utxos.set(outpointText(o), u);
+  const holders = new Map<string, readonly string[]>();
+  for (const input of tx.inputs) {
+    const u = await getUtxo(store, input);
+    if (!u) continue;
+    utxos.set(outpointText(input), u);
+    if (u.state === 'reserved' && u.reservedBy && !holders.has(u.reservedBy)) {
+      const { record } = await paymentRecord(store, u.reservedBy);
+      if (record) holders.set(u.reservedBy, record.requestIds);
+    }
   }
   return {
     federation,
     request: (id) => requests.get(id),
     utxo: (name) => utxos.get(name),
     signedPayments: (id) => signed.get(id) ?? [],
-    ...fees,
+    holder: (txid) => holders.get(txid),
+    fee: policy.fee,
+    chain,
   };
 }
 
 /**
- * Validates and signs `proposal`. Runs inside the store's exclusive section, so no other
+ * Validates and signs a checked proposal. Runs inside the store's exclusive section, so no other
  * signing or reservation interleaves between the check and the record. The record (what was
  * signed, which requests it pays, the proposal and its input reservations, the requests moved
  * to 'batched') is written with sync before the signatures are returned. Signing the same
  * transaction again returns the recorded signatures.
  */
-export async function signProposal(store: Store, pool: SigningPool, federation: Federation, proposal: Proposal, fees: FeeBounds, now: () => string = () => new Date().toISOString()): Promise<SignOutcome> {
+export async function signProposal(store: Store, pool: SigningPool, federation: Federation, checked: CheckedProposal, policy: SigningPolicy, now: () => string = () => new Date().toISOString()): Promise<SignOutcome> {
   return store.exclusive(async () => {
-    const verdict = validateProposal(proposal, await validationState(store, federation, proposal, fees));
-    const tx = verdict.ok ? parseTx(proposal.unsignedTx) : undefined;
-    if (!verdict.ok || !tx) return verdict as { ok: false; reason: RejectReason; detail: string };
+    const { proposal, tx, txid } = checked;
+    const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
+    if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
+    const verdict = validateProposal(checked, await validationState(store, federation, checked, policy));
+    if (!verdict.ok) return verdict;
     const batch = store.batch();
     // inputs reserved by earlier proposals this one replaces (it spends them) move to it
     const replacing = new Set<string>();
-    for (const o of proposalOutpoints(proposal)) {
-      const u = await getUtxo(store, o);
+    for (const input of tx.inputs) {
+      const u = await getUtxo(store, input);
       if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
     }
-    const txid = await stageProposal(batch, proposal, { replacing: [...replacing] });
-    const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
-    if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
+    await stageProposal(batch, checked, { replacing: [...replacing] });
     const signatures = await pool.signTransaction(tx, proposal.prevouts);
     const at = now();
     batch.put(signatureMadeKey(txid), {
@@ -126,8 +149,8 @@ export async function signProposal(store: Store, pool: SigningPool, federation: 
     // validation refused duplicate and unknown ids, so each record is read once, before any change
     const records = await getRequests(batch, proposal.requestIds);
     for (const [i, id] of proposal.requestIds.entries()) {
-      const { txHash, logIndex } = parseRequestId(id);
-      batch.put(requestSignedKey(txHash, logIndex, txid), 1);
+      const { txHash, ordinal } = parseRequestId(id);
+      batch.put(requestSignedKey(txHash, ordinal, txid), 1);
       const request = records[i];
       if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
     }

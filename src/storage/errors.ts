@@ -4,6 +4,7 @@ export type StorageErrorCode =
   | 'open_failed'
   | 'federation_mismatch'
   | 'schema_newer'
+  | 'schema_older'
   | 'meta_corrupt'
   | 'not_a_store'
   | 'closed'

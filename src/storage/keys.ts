@@ -102,20 +102,20 @@ export function evmBlockKey(number: number): string {
   return `${SPACES.evmBlock}${keyNumber(number, 'EVM block number')}`;
 }
 
-function requestPart(txHash: string, logIndex: number): string {
-  return `${evmHash(txHash, 'request transaction hash')}/${keyNumber(logIndex, 'request log index')}`;
+function requestPart(txHash: string, ordinal: number): string {
+  return `${evmHash(txHash, 'request transaction hash')}/${keyNumber(ordinal, 'request ordinal')}`;
 }
 
-export function requestKey(txHash: string, logIndex: number): string {
-  return `${SPACES.request}${requestPart(txHash, logIndex)}`;
+export function requestKey(txHash: string, ordinal: number): string {
+  return `${SPACES.request}${requestPart(txHash, ordinal)}`;
 }
 
 export function requestIndexPrefix(status: string): string {
   return `${SPACES.requestIndex}${status}/`;
 }
 
-export function requestIndexKey(status: string, txHash: string, logIndex: number): string {
-  return `${requestIndexPrefix(status)}${requestPart(txHash, logIndex)}`;
+export function requestIndexKey(status: string, txHash: string, ordinal: number): string {
+  return `${requestIndexPrefix(status)}${requestPart(txHash, ordinal)}`;
 }
 
 /** The req/ key a reqidx/ key points at. */
@@ -125,12 +125,12 @@ export function requestKeyOfIndex(indexKey: string): string {
   return `${SPACES.request}${parts[2]}/${parts[3]}`;
 }
 
-export function requestLogPrefix(txHash: string, logIndex: number): string {
-  return `${SPACES.requestLog}${requestPart(txHash, logIndex)}/`;
+export function requestLogPrefix(txHash: string, ordinal: number): string {
+  return `${SPACES.requestLog}${requestPart(txHash, ordinal)}/`;
 }
 
-export function requestLogKey(txHash: string, logIndex: number, seq: number): string {
-  return `${requestLogPrefix(txHash, logIndex)}${keyNumber(seq, 'request status sequence')}`;
+export function requestLogKey(txHash: string, ordinal: number, seq: number): string {
+  return `${requestLogPrefix(txHash, ordinal)}${keyNumber(seq, 'request status sequence')}`;
 }
 
 function outpointPart(txid: string, vout: number): string {
@@ -180,12 +180,12 @@ export function signatureMadeKey(txid: string): string {
   return `${SPACES.signatureMade}${bitcoinHash(txid, 'signed txid')}`;
 }
 
-export function requestSignedPrefix(txHash: string, logIndex: number): string {
-  return `${SPACES.requestSigned}${requestPart(txHash, logIndex)}/`;
+export function requestSignedPrefix(txHash: string, ordinal: number): string {
+  return `${SPACES.requestSigned}${requestPart(txHash, ordinal)}/`;
 }
 
-export function requestSignedKey(txHash: string, logIndex: number, txid: string): string {
-  return `${requestSignedPrefix(txHash, logIndex)}${bitcoinHash(txid, 'signed txid')}`;
+export function requestSignedKey(txHash: string, ordinal: number, txid: string): string {
+  return `${requestSignedPrefix(txHash, ordinal)}${bitcoinHash(txid, 'signed txid')}`;
 }
 
 export function signatureReceivedPrefix(txid: string): string {

@@ -1,13 +1,13 @@
 import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import { StorageError } from './errors.js';
-import { META_KEY, requestIndexKey, SPACES } from './keys.js';
+import { META_KEY } from './keys.js';
 
 /**
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
  * migrates an older store when it opens it (MIGRATIONS). 2: the reqidx/ status index.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export interface StoreMeta {
   schemaVersion: number;
@@ -165,13 +165,17 @@ interface IteratorBounds {
   limit?: number;
 }
 
-/** Schema version n → n + 1, staged in one batch with the new version number. */
-const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {
-  // the reqidx/ status index, one entry per req/ record
-  1: async (store, batch) => {
-    for await (const [, r] of store.entries<{ txHash: string; logIndex: number; status: string }>({ prefix: SPACES.request })) batch.put(requestIndexKey(r.status, r.txHash, r.logIndex), 1);
-  },
-};
+/** Schema version n → n + 1, staged in one batch with the new version number (none yet since 3). */
+const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {};
+
+/**
+ * Stores older than this name requests by their block-level log index; schema 3 names them by
+ * transaction and ordinal (what payments commit to). The old ids cannot be turned into the new
+ * ones from the store alone (logs that did not decode were never stored), so such a store is
+ * refused, untouched. Its signature records are what keeps the member from signing a second
+ * payment of a request, so the message tells the operator to upgrade only once nothing is in flight.
+ */
+const OLDEST_READABLE = 3;
 
 /** Rows read at once by entries() on the synchronous path. */
 const ENTRIES_PAGE = 1000;
@@ -232,6 +236,13 @@ export class Store implements StoreReader {
       throw new StorageError(
         'schema_newer',
         `store at ${this.#dir} has schema version ${stored.schemaVersion}, newer than this program's ${SCHEMA_VERSION}; upgrade the program`,
+        { dir: this.#dir, stored: stored.schemaVersion, supported: SCHEMA_VERSION },
+      );
+    }
+    if (stored.schemaVersion < OLDEST_READABLE) {
+      throw new StorageError(
+        'schema_older',
+        `store at ${this.#dir} has schema version ${stored.schemaVersion}, which names requests by block log index; this program (schema ${SCHEMA_VERSION}) names them by transaction and ordinal. Upgrade only once every payment this member signed has confirmed (no request batched, signed or broadcast): then move the store aside and start with an empty directory, which re-ingests the sidechain`,
         { dir: this.#dir, stored: stored.schemaVersion, supported: SCHEMA_VERSION },
       );
     }

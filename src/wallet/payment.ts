@@ -4,6 +4,7 @@ import type { Transaction, TxOutput } from '../bitcoin/tx.js';
 import { federationInputWeight, federationSpendWeight, MAX_STANDARD_TX_WEIGHT, outputWeight, weightToVsize } from '../bitcoin/weight.js';
 import { selectCoins, type Coin, type Selection } from './coinselect.js';
 import { WalletError } from './errors.js';
+import { commitmentScript } from './commitment.js';
 import { checkFeeRate, feeFor, feeShare, type FeeRate } from './fee.js';
 
 /** A final, valid request waiting for payment. */
@@ -22,13 +23,15 @@ export interface PaymentLimits {
   readonly maxOutputs: number;
   /** Weight per transaction; Bitcoin Core relays nothing above 400,000 WU. */
   readonly maxWeight?: number;
+  /** A peg-out whose share of the fee would exceed this waits (fee policy's cap). */
+  readonly maxSharePerRequest?: bigint;
 }
 
 export interface Payment {
   readonly tx: Transaction;
   /** The spent federation outputs, in input order. */
   readonly prevouts: readonly SpendableUtxo[];
-  /** Request paid by each peg-out output, in output order; change (if any) is the last output. */
+  /** Request paid by each peg-out output (outputs 1..k), in output order; change (if any) is the last output. */
   readonly requestIds: readonly string[];
   readonly vsize: number;
   /** Inputs minus outputs: the shares taken from the peg-outs, plus any change too small to keep. */
@@ -39,7 +42,7 @@ export interface Payment {
   readonly selection: 'bnb' | 'largest-first' | 'replacement';
 }
 
-export type DeferReason = 'dust_after_fee' | 'insufficient_funds' | 'over_weight_limit';
+export type DeferReason = 'dust_after_fee' | 'fee_over_cap' | 'insufficient_funds' | 'over_weight_limit';
 
 export interface Deferred {
   readonly id: string;
@@ -53,6 +56,25 @@ export interface PaymentPlan {
 }
 
 export const PAYMENT_SEQUENCE = 0xfffffffd;
+
+/**
+ * The outputs of a payment of `requests`, in this order, from inputs worth `inputTotal`, each
+ * peg-out bearing `share` of the fee (SPEC §2): output 0 the commitment to the requests, then
+ * each request's script paid exactly `sats − share`, then the change — exactly Σ inputs − Σ sats,
+ * what the federation holds minus what was burned — unless that is under the change output's
+ * dust limit, when the remainder (bounded by that limit) goes to the miners. The proposer builds
+ * with this function and every validator rebuilds with it and compares: one rule, not two.
+ */
+export function paymentOutputs(requests: readonly PaymentRequest[], inputTotal: bigint, share: bigint, federation: Federation): TxOutput[] {
+  const change = inputTotal - requests.reduce((acc, r) => acc + r.sats, 0n);
+  const outputs: TxOutput[] = [{ value: 0n, scriptPubKey: commitmentScript(requests.map((r) => r.id)) }];
+  for (const r of requests) outputs.push({ value: r.sats - share, scriptPubKey: r.scriptPubKey });
+  if (change >= dustThreshold(federation.scriptPubKey)) outputs.push({ value: change, scriptPubKey: federation.scriptPubKey });
+  return outputs;
+}
+
+/** Size of the commitment output's script: OP_RETURN, a 32-byte push. */
+const COMMITMENT_PLACEHOLDER = new Uint8Array(34);
 
 type Attempt = { payment: Payment } | { tooHeavy: true } | { none: true };
 type Selector = (utxos: readonly SpendableUtxo[], target: bigint, rate: FeeRate, inputVsize: number, costOfChange: bigint) => Pick<Selection<SpendableUtxo>, 'coins' | 'total'> & { method: Payment['selection'] } | null;
@@ -75,8 +97,8 @@ export function buildPayments(
   limits: PaymentLimits,
 ): PaymentPlan {
   checkFeeRate(rate);
-  if (!Number.isInteger(limits.maxOutputs) || limits.maxOutputs < 2) {
-    throw new WalletError('invalid_proposal', `maxOutputs must be an integer of at least 2 (one peg-out and change), got ${limits.maxOutputs}`);
+  if (!Number.isInteger(limits.maxOutputs) || limits.maxOutputs < 3) {
+    throw new WalletError('invalid_proposal', `maxOutputs must be an integer of at least 3 (commitment, one peg-out and change), got ${limits.maxOutputs}`);
   }
   const maxWeight = limits.maxWeight ?? MAX_STANDARD_TX_WEIGHT;
   const ordered = [...requests].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -90,11 +112,13 @@ export function buildPayments(
   const deferred: Deferred[] = [];
   let available = [...utxos];
   const queue: PaymentRequest[][] = [];
-  for (let i = 0; i < ordered.length; i += limits.maxOutputs - 1) queue.push(ordered.slice(i, i + limits.maxOutputs - 1));
+  const perTx = limits.maxOutputs - 2;
+  for (let i = 0; i < ordered.length; i += perTx) queue.push(ordered.slice(i, i + perTx));
+  const maxShare = limits.maxSharePerRequest;
 
   while (queue.length > 0) {
     const batch = queue.shift()!;
-    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred, selectCoins);
+    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred, selectCoins, maxShare);
     if ('tooHeavy' in attempt) {
       if (batch.length === 1) {
         deferred.push({ id: batch[0]!.id, reason: 'over_weight_limit' });
@@ -157,7 +181,16 @@ export function buildMerge(requests: readonly PaymentRequest[], rivals: readonly
   }
 }
 
-function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate: FeeRate, federation: Federation, maxWeight: number, deferred: Deferred[], select: Selector): Attempt {
+function buildOne(
+  batch: PaymentRequest[],
+  utxos: readonly SpendableUtxo[],
+  rate: FeeRate,
+  federation: Federation,
+  maxWeight: number,
+  deferred: Deferred[],
+  select: Selector,
+  maxShare?: bigint,
+): Attempt {
   const inputVsize = weightToVsize(federationInputWeight(federation));
   const changeDust = dustThreshold(federation.scriptPubKey);
   const costOfChange = feeFor(rate, weightToVsize(outputWeight(federation.scriptPubKey)));
@@ -174,19 +207,23 @@ function buildOne(batch: PaymentRequest[], utxos: readonly SpendableUtxo[], rate
     }
     const change = selection.total - target;
     const keepChange = change >= changeDust;
-    const scripts = requests.map((r) => r.scriptPubKey);
+    const scripts = [COMMITMENT_PLACEHOLDER, ...requests.map((r) => r.scriptPubKey)];
     const weight = federationSpendWeight(federation, selection.coins.length, keepChange ? [...scripts, federation.scriptPubKey] : scripts);
     if (weight > maxWeight) return { tooHeavy: true };
     const vsize = weightToVsize(weight);
     const share = feeShare(feeFor(rate, vsize), requests.length);
+    if (maxShare !== undefined && share > maxShare) {
+      // more peg-outs would share the fee, but there are none in this batch: all of them wait
+      for (const r of requests) deferred.push({ id: r.id, reason: 'fee_over_cap' });
+      return { none: true };
+    }
     const dusty = requests.filter((r) => r.sats - share < dustThreshold(r.scriptPubKey));
     if (dusty.length > 0) {
       for (const r of dusty) deferred.push({ id: r.id, reason: 'dust_after_fee' });
       requests = requests.filter((r) => !dusty.includes(r));
       continue;
     }
-    const outputs: TxOutput[] = requests.map((r) => ({ value: r.sats - share, scriptPubKey: r.scriptPubKey }));
-    if (keepChange) outputs.push({ value: change, scriptPubKey: federation.scriptPubKey });
+    const outputs = paymentOutputs(requests, selection.total, share, federation);
     const tx: Transaction = {
       version: 2,
       locktime: 0,

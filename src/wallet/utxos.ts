@@ -35,6 +35,23 @@ export interface UtxoRecord extends Outpoint {
   spentBy?: string;
 }
 
+/** Where the Bitcoin chain stands for this member; null without Bitcoin Core (declared funding, no reorgs). */
+export interface ChainView {
+  readonly tipHeight: number;
+  /** Confirmations a federation output needs before it is spent. */
+  readonly spendDepth: number;
+}
+
+/** Confirmations of `utxo` at `chain`'s tip (0 while its block is off the best chain). */
+export function utxoConfirmations(utxo: UtxoRecord, chain: ChainView): number {
+  return utxo.height === null ? 0 : chain.tipHeight - utxo.height + 1;
+}
+
+/** Deep enough to spend: a reorg is unlikely to take it away from under a payment. */
+export function spendableAt(utxo: UtxoRecord, chain: ChainView | null): boolean {
+  return chain === null || utxoConfirmations(utxo, chain) >= chain.spendDepth;
+}
+
 export function outpointText(outpoint: Outpoint): string {
   return `${outpoint.txid}:${outpoint.vout}`;
 }

@@ -1,16 +1,19 @@
 import { equal } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import { parseTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { signedFederationVsize } from '../bitcoin/weight.js';
+import { MAX_STANDARD_TX_WEIGHT, signedFederationVsize } from '../bitcoin/weight.js';
 import { dustThreshold } from '../bitcoin/script.js';
-import type { FeeRate } from './fee.js';
-import { PAYMENT_SEQUENCE } from './payment.js';
-import type { Proposal } from './proposal.js';
-import { outpointText, type UtxoRecord } from './utxos.js';
+import { parseRequestId } from '../evm/requests.js';
+import { commitsTo } from './commitment.js';
+import { checkFee, type FeePolicy } from './fee.js';
+import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';
+import type { CheckedProposal } from './proposal.js';
+import { outpointText, spendableAt, utxoConfirmations, type ChainView, type UtxoRecord } from './utxos.js';
 
 /** Why a member refuses to sign a proposal; stable codes for logs, metrics and peers. */
 export type RejectReason =
   | 'malformed_transaction'
+  | 'malformed_request_id'
+  | 'too_large'
   | 'bad_version'
   | 'bad_locktime'
   | 'bad_sequence'
@@ -20,16 +23,20 @@ export type RejectReason =
   | 'duplicate_request'
   | 'unknown_request'
   | 'request_not_payable'
+  | 'bad_commitment'
   | 'wrong_script'
-  | 'amount_too_high'
+  | 'wrong_amount'
   | 'dust_output'
   | 'bad_change'
   | 'duplicate_input'
   | 'unknown_input'
   | 'input_not_federation'
   | 'input_spent'
+  | 'input_unconfirmed'
+  | 'input_held'
   | 'fee_rate_too_low'
   | 'fee_rate_too_high'
+  | 'fee_share_too_high'
   | 'double_payment'
   | 'replacement_fee_too_low';
 
@@ -42,6 +49,8 @@ export interface KnownRequest {
   readonly sats: bigint;
 }
 
+
+
 /** A transaction this member already signed, by the requests it pays. */
 export interface SignedPayment {
   readonly txid: string;
@@ -49,7 +58,7 @@ export interface SignedPayment {
   readonly inputs: readonly string[];
   readonly fee: bigint;
   readonly vsize: number;
-  /** One of its inputs was spent by another transaction: it can never confirm and blocks nothing. */
+  /** One of its inputs was spent by another transaction confirmed at the paid depth: it can never confirm and blocks nothing. */
   readonly dead: boolean;
   /** It has t signatures (this member holds it finalized): it may be in a mempool already. */
   readonly finalized: boolean;
@@ -65,8 +74,10 @@ export interface ValidationState {
   utxo(outpoint: string): UtxoRecord | undefined;
   /** Transactions this member signed that pay request `id`. */
   signedPayments(id: string): readonly SignedPayment[];
-  readonly minFeeRate: FeeRate;
-  readonly maxFeeRate: FeeRate;
+  /** The requests paid by the live payment `txid` that holds (reserved) an input, when this member signed or finalized it. */
+  holder(txid: string): readonly string[] | undefined;
+  readonly fee: FeePolicy;
+  readonly chain: ChainView | null;
 }
 
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
@@ -77,29 +88,58 @@ function reject(reason: RejectReason, detail: string, at: { input?: number; outp
 }
 
 /**
- * Whether this member may sign `proposal`: a pure function of the proposal and the member's
- * state. It enforces SPEC §3 — every output pays exactly one final, valid, unpaid request
- * this member ingested, to its script, at most its amount; only the last output may be change,
- * to the federation; every input is an unspent federation output; header fields as specified;
- * fee rate within bounds; and no request already signed into a transaction that this one does
- * not conflict with (only a replacement may pay a request again).
+ * Whether this member may sign `proposal`: a pure function of the proposal (parsed once, at the
+ * edge) and the member's own state. It enforces SPEC §3: output 0 commits to exactly the
+ * requests paid, each a final, valid, unpaid request this member ingested, each paid to its own
+ * script exactly `sats − share`; change exactly Σ inputs − Σ sats to the federation, or absent
+ * (paymentOutputs, the function the proposer builds with); every input a federation output
+ * confirmed at the spend depth that no live payment holds unless this one pays all of that
+ * payment's requests; header fields as specified; the implied fee rate within this member's fee
+ * policy; the weight within what Core relays; and no request already signed into a transaction
+ * that this one does not conflict with (only a replacement may pay a request again).
  */
-export function validateProposal(proposal: Proposal, state: ValidationState): Verdict {
-  let tx: Transaction;
-  try {
-    tx = parseTx(proposal.unsignedTx);
-  } catch (err) {
-    return reject('malformed_transaction', (err as Error).message);
-  }
+export function validateProposal(checked: CheckedProposal, state: ValidationState): Verdict {
+  const { proposal, tx } = checked;
   if (tx.version !== 2) return reject('bad_version', `version is ${tx.version}, expected 2`);
   if (tx.locktime !== 0) return reject('bad_locktime', `locktime is ${tx.locktime}, expected 0`);
   const fed = state.federation;
+  const vsize = signedFederationVsize(fed, tx);
+  if (vsize * 4 > MAX_STANDARD_TX_WEIGHT) return reject('too_large', `signed, it would weigh about ${vsize * 4} WU, over the ${MAX_STANDARD_TX_WEIGHT} WU that Bitcoin Core relays`);
 
-  if (proposal.prevouts.length !== tx.inputs.length) return reject('prevouts_mismatch', `${tx.inputs.length} inputs but ${proposal.prevouts.length} prevouts`);
+  // requests first: they are what the rest is checked against
+  const ids = proposal.requestIds;
+  if (ids.length === 0) return reject('no_payments', 'the proposal pays no request');
+  const identities = new Set<string>();
+  const requests: PaymentRequest[] = [];
+  for (const [k, id] of ids.entries()) {
+    let identity: string;
+    try {
+      const { txHash, ordinal } = parseRequestId(id);
+      identity = `${txHash}/${ordinal}`;
+    } catch (err) {
+      return reject('malformed_request_id', (err as Error).message, { output: k + 1 });
+    }
+    if (identities.has(identity)) return reject('duplicate_request', `request ${id} is paid twice`, { output: k + 1 });
+    identities.add(identity);
+    const request = state.request(id);
+    if (!request) return reject('unknown_request', `request ${id} is not one this member ingested as final`, { output: k + 1 });
+    // a request already in a payment this member signed may be paid again only by a
+    // replacement of it (checked below); paid, rejected or orphaned requests never
+    const replaceable = REPLACEABLE.has(request.status) && state.signedPayments(id).length > 0;
+    if (request.status !== 'accepted' && !replaceable) return reject('request_not_payable', `request ${id} is ${request.status}`, { output: k + 1 });
+    requests.push({ id, scriptPubKey: request.scriptPubKey, sats: request.sats });
+  }
+  if (tx.outputs.length !== ids.length + 1 && tx.outputs.length !== ids.length + 2) {
+    return reject('output_count_mismatch', `${tx.outputs.length} outputs for ${ids.length} requests (commitment, one per request, at most one change)`);
+  }
+  if (tx.outputs[0]!.value !== 0n || !commitsTo(tx.outputs[0]!.scriptPubKey, ids)) {
+    return reject('bad_commitment', 'output 0 is not OP_RETURN <commitment> to exactly the requests paid, in output order', { output: 0 });
+  }
+
   const spends = new Set<string>();
+  let inValue = 0n;
   for (const [i, input] of tx.inputs.entries()) {
     if (input.sequence !== PAYMENT_SEQUENCE) return reject('bad_sequence', `sequence is 0x${input.sequence.toString(16)}, expected 0xfffffffd`, { input: i });
-    if (input.scriptSig.length > 0 || input.witness.length > 0) return reject('malformed_transaction', 'an unsigned proposal carries no scriptSig or witness', { input: i });
     const name = outpointText(input);
     if (spends.has(name)) return reject('duplicate_input', `${name} is spent twice`, { input: i });
     spends.add(name);
@@ -107,44 +147,47 @@ export function validateProposal(proposal: Proposal, state: ValidationState): Ve
     if (!utxo) return reject('unknown_input', `${name} is not a federation output this member knows`, { input: i });
     if (!equal(utxo.scriptPubKey, fed.scriptPubKey)) return reject('input_not_federation', `${name} does not pay the federation script`, { input: i });
     if (utxo.state === 'spent') return reject('input_spent', `${name} was spent by ${utxo.spentBy ?? 'a confirmed transaction'}`, { input: i });
+    if (!spendableAt(utxo, state.chain)) {
+      return reject('input_unconfirmed', `${name} has ${utxoConfirmations(utxo, state.chain!)} confirmations, under the ${state.chain!.spendDepth} a federation output needs before it is spent`, { input: i });
+    }
     const prevout = proposal.prevouts[i]!;
     if (prevout.value !== utxo.value || !equal(prevout.scriptPubKey, utxo.scriptPubKey)) {
       return reject('prevouts_mismatch', `prevout ${i} says ${prevout.value} sats, this member knows ${name} as ${utxo.value} sats`, { input: i });
     }
+    inValue += utxo.value;
+  }
+  const self = checked.txid;
+  // SPEC §3, invariant 5: an input a live payment holds is taken only by a payment of all that
+  // payment's requests (a replacement or a merge), so no request is stranded with it
+  for (const [i, input] of tx.inputs.entries()) {
+    const holder = state.utxo(outpointText(input))!.reservedBy;
+    const held = holder && holder !== self ? state.holder(holder) : undefined;
+    const stranded = held?.filter((id) => !ids.includes(id)) ?? [];
+    if (stranded.length > 0) return reject('input_held', `${outpointText(input)} is held by payment ${holder}, whose requests ${stranded.join(', ')} this proposal does not pay`, { input: i });
   }
 
-  const payments = proposal.requestIds.length;
-  if (payments === 0) return reject('no_payments', 'the proposal pays no request');
-  if (tx.outputs.length !== payments && tx.outputs.length !== payments + 1) {
-    return reject('output_count_mismatch', `${tx.outputs.length} outputs for ${payments} requests (at most one extra output, the change)`);
+  const share = requests[0]!.sats - tx.outputs[1]!.value;
+  if (share < 0n) return reject('wrong_amount', `output 1 pays ${tx.outputs[1]!.value} sats, more than request ${ids[0]} is for`, { output: 1 });
+  const expected = paymentOutputs(requests, inValue, share, fed);
+  for (const [o, want] of expected.entries()) {
+    const got = tx.outputs[o];
+    if (!got) return reject('bad_change', `the change of ${want.value} sats (Σ inputs − Σ requested) to the federation is missing`, { output: o });
+    if (!equal(got.scriptPubKey, want.scriptPubKey)) {
+      return reject(o <= ids.length ? 'wrong_script' : 'bad_change', o <= ids.length ? `output ${o} does not pay request ${ids[o - 1]}'s address` : `output ${o} is not change to the federation`, { output: o });
+    }
+    if (got.value !== want.value) {
+      return reject(o <= ids.length ? 'wrong_amount' : 'bad_change', `output ${o} pays ${got.value} sats, expected exactly ${want.value}${o <= ids.length ? ` (request ${ids[o - 1]} for ${requests[o - 1]!.sats} less the same fee share ${share} as every output)` : ' (Σ inputs − Σ requested)'}`, { output: o });
+    }
+    if (o > 0 && o <= ids.length && want.value < dustThreshold(want.scriptPubKey)) return reject('dust_output', `output ${o} pays ${want.value} sats, under its dust limit`, { output: o });
   }
-  const paying = new Set<string>();
-  for (const [o, id] of proposal.requestIds.entries()) {
-    const output = tx.outputs[o]!;
-    if (paying.has(id)) return reject('duplicate_request', `request ${id} is paid twice`, { output: o });
-    paying.add(id);
-    const request = state.request(id);
-    if (!request) return reject('unknown_request', `request ${id} is not one this member ingested as final`, { output: o });
-    // a request already in a payment this member signed may be paid again only by a
-    // replacement of it (checked below); paid, rejected or orphaned requests never
-    const replaceable = REPLACEABLE.has(request.status) && state.signedPayments(id).length > 0;
-    if (request.status !== 'accepted' && !replaceable) return reject('request_not_payable', `request ${id} is ${request.status}`, { output: o });
-    if (!equal(output.scriptPubKey, request.scriptPubKey)) return reject('wrong_script', `output ${o} does not pay request ${id}'s address`, { output: o });
-    if (output.value > request.sats) return reject('amount_too_high', `output ${o} pays ${output.value} sats, request ${id} is for ${request.sats}`, { output: o });
-    if (output.value < dustThreshold(output.scriptPubKey)) return reject('dust_output', `output ${o} pays ${output.value} sats, under its dust limit`, { output: o });
-  }
-  if (tx.outputs.length === payments + 1 && !equal(tx.outputs[payments]!.scriptPubKey, fed.scriptPubKey)) {
-    return reject('bad_change', 'the last output is neither a requested payment nor change to the federation', { output: payments });
-  }
+  if (tx.outputs.length !== expected.length) return reject('bad_change', `${tx.outputs.length - expected.length} output(s) beyond the commitment, the peg-outs and the change`, { output: expected.length });
 
-  const inValue = proposal.prevouts.reduce((acc, p) => acc + p.value, 0n);
-  const outValue = tx.outputs.reduce((acc, o) => acc + o.value, 0n);
-  if (outValue > inValue) return reject('prevouts_mismatch', `outputs (${outValue}) exceed inputs (${inValue})`);
-  const fee = inValue - outValue;
-  const vsize = signedFederationVsize(fed, tx);
+  const fee = inValue - tx.outputs.reduce((acc, o) => acc + o.value, 0n);
+  // the users' shares are held to the fee policy; a change remainder too small to keep also goes
+  // to the miners, but it is bounded by the change output's dust limit (paymentOutputs)
+  const feeFault = checkFee(BigInt(ids.length) * share, vsize, share, state.fee);
+  if (feeFault) return reject(feeFault.reason, feeFault.detail);
   const rate = Number(fee) / vsize;
-  if (rate < state.minFeeRate) return reject('fee_rate_too_low', `fee rate ${rate.toFixed(3)} sat/vB is under the minimum ${state.minFeeRate}`);
-  if (rate > state.maxFeeRate) return reject('fee_rate_too_high', `fee rate ${rate.toFixed(3)} sat/vB is over the maximum ${state.maxFeeRate}`);
 
   // SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with
   // (spends an input of) every live transaction this member already signed paying it; at most
@@ -152,8 +195,7 @@ export function validateProposal(proposal: Proposal, state: ValidationState): Ve
   // that raced for the same requests both reach t. A finalized payment may already be in a
   // mempool, so it is replaced only as BIP125 allows: a higher rate, and a fee covering the
   // replaced one's plus the relay fee for its own size.
-  const self = txidOf(tx);
-  for (const id of paying) {
+  for (const id of ids) {
     for (const earlier of state.signedPayments(id)) {
       if (earlier.dead || earlier.txid === self) continue;
       if (!earlier.inputs.some((o) => spends.has(o))) {

@@ -23,9 +23,9 @@ describe('HTTP API', () => {
     await store.exclusive(async () => {
       const batch = store.batch();
       const at = '2026-11-24T00:00:00.000Z';
-      const r = stageNewRequest(batch, { id: `${TX}:0`, txHash: TX, logIndex: 0, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM, bitcoinAddress: 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080', wei: '20000000000000000', sats: 2_000_000n, subSatoshiWei: '0', status: 'accepted' }, at);
+      const r = stageNewRequest(batch, { id: `${TX}:0`, txHash: TX, ordinal: 0, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM, bitcoinAddress: 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080', wei: '20000000000000000', sats: 2_000_000n, subSatoshiWei: '0', status: 'accepted' }, at);
       stageStatus(batch, r, 'batched', at, 'in payment 00ff');
-      stageNewRequest(batch, { id: `${TX}:1`, txHash: TX, logIndex: 1, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM, bitcoinAddress: 'nope', wei: '1', sats: 0n, subSatoshiWei: '1', status: 'rejected', reason: 'invalid_address', detail: 'bad' }, at);
+      stageNewRequest(batch, { id: `${TX}:1`, txHash: TX, ordinal: 1, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM, bitcoinAddress: 'nope', wei: '1', sats: 0n, subSatoshiWei: '1', status: 'rejected', reason: 'invalid_address', detail: 'bad' }, at);
       await registerUtxo(batch, { txid: 'ee'.repeat(32), vout: 0, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 1 });
       await batch.write({ sync: true });
     });

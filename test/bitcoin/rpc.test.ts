@@ -232,11 +232,11 @@ describe('feeRateFromNode', () => {
   const policy = { confTarget: 6, maxSatPerVb: 50 };
   test('estimate in BTC/kvB becomes sat/vB (× 1e5)', () => {
     const rate = feeRateFromNode({ feerate: 0.00012345, blocks: 6 }, 0.00001, policy);
-    assert.deepEqual(rate, { satPerKvb: 12345, satPerVb: 12.345, source: 'estimate', flooredAtRelay: false, capped: false });
+    assert.deepEqual(rate, { satPerKvb: 12345, satPerVb: 12.345, source: 'estimate', flooredAtRelay: false, capped: false, floorSatPerVb: 1 });
   });
   test('no estimate (errors field) falls back to 2 sat/vB, or the configured fallback', () => {
     const none = { errors: ['Insufficient data or no feerate found'], blocks: 0 };
-    assert.deepEqual(feeRateFromNode(none, 0.00001, policy), { satPerKvb: 2000, satPerVb: 2, source: 'fallback', flooredAtRelay: false, capped: false });
+    assert.deepEqual(feeRateFromNode(none, 0.00001, policy), { satPerKvb: 2000, satPerVb: 2, source: 'fallback', flooredAtRelay: false, capped: false, floorSatPerVb: 1 });
     assert.equal(feeRateFromNode(none, 0.00001, { ...policy, fallbackSatPerVb: 5 }).satPerVb, 5);
   });
   test('floored at the node relay fee, capped at the configured maximum', () => {

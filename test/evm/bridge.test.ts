@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bridgeInterface, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from '../../src/evm/bridge.js';
+import { bridgeInterface, bridgeRequestLogs, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from '../../src/evm/bridge.js';
 
 // The RequestPegOut decoder against ethers' ABI encoding of the same event, and against logs
 // that are not what the bridge emits.
@@ -14,7 +14,7 @@ function encoded(bitcoinAddress: Uint8Array, wei: bigint): RawLog {
 }
 
 function decoded(log: RawLog): RequestLog {
-  const out = decodeRequestLog(log);
+  const out = decodeRequestLog(log, 0);
   assert.ok(!('error' in out), `decodes: ${'error' in out ? out.error : ''}`);
   return out;
 }
@@ -59,9 +59,36 @@ describe('decodeRequestLog', () => {
       ['length past the data', { ...good, data: at(2, (1000).toString(16).padStart(64, '0')) }, /run past|exceeds/],
     ];
     for (const [name, log, error] of cases) {
-      const out = decodeRequestLog(log);
+      const out = decodeRequestLog(log, 0);
       assert.ok('error' in out, `${name}: refused`);
       assert.match(out.error, error, name);
     }
   });
+
+  it("numbers each request by its position among the bridge's RequestPegOut logs of its transaction", () => {
+    const BRIDGE = '0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb';
+    const log = (tx: number, block: number, index: number, extra: Partial<RawLog> = {}): RawLog => ({
+      ...encoded(new TextEncoder().encode('bcrt1q'), 10n ** 16n),
+      transactionHash: `0x${String(tx).padStart(64, '0')}`,
+      blockNumber: `0x${block.toString(16)}`,
+      logIndex: `0x${index.toString(16)}`,
+      ...extra,
+    });
+    const logs = [
+      log(1, 7, 0),
+      log(1, 7, 1, { address: `0x${'cc'.repeat(20)}` }), // another contract: not counted
+      log(1, 7, 2, { topics: [`0x${'8c'.repeat(32)}`] }), // another event of the bridge: not counted
+      log(2, 7, 3),
+      log(1, 7, 4),
+      log(1, 7, 5, { removed: true }),
+      log(1, 7, 6, { data: '0x00' }), // a RequestPegOut that does not decode still takes its place
+      log(1, 7, 7),
+    ];
+    const numbered = bridgeRequestLogs(logs, BRIDGE).map(({ raw, ordinal }) => [Number(raw.logIndex), ordinal]);
+    assert.deepEqual(numbered, [[0, 0], [3, 0], [4, 1], [6, 2], [7, 3]]);
+    // the same transaction re-mined in another block, at other log indexes: the same ordinals
+    const remined = logs.map((l) => ({ ...l, blockNumber: '0x9', logIndex: `0x${(Number(l.logIndex) + 40).toString(16)}` }));
+    assert.deepEqual(bridgeRequestLogs(remined, BRIDGE).map(({ ordinal }) => ordinal), [0, 0, 1, 2, 3]);
+  });
 });
+

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { countRequests, getRequest, listRequests, listRequestsInStatus, stageForget, stageNewRequest, stageStatus, type RequestRecord } from '../../src/evm/request-store.js';
 import { META_KEY, SPACES } from '../../src/storage/keys.js';
-import { SCHEMA_VERSION, Store } from '../../src/storage/store.js';
+import { Store } from '../../src/storage/store.js';
 import { openTempStore, TEST_DESCRIPTOR } from '../support/tempdir.js';
 
 // The request records and their status index (reqidx/): one index entry per record, moved in
@@ -14,7 +14,7 @@ import { openTempStore, TEST_DESCRIPTOR } from '../support/tempdir.js';
 const hash = (n: number): string => `0x${n.toString(16).padStart(64, '0')}`;
 
 function request(n: number): Omit<RequestRecord, 'seq'> {
-  return { id: `${hash(n)}:0`, txHash: hash(n), logIndex: 0, blockNumber: 1, blockHash: hash(1000), evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'bcrt1q…', wei: '0', sats: 1_000_000n, subSatoshiWei: '0', status: 'accepted' };
+  return { id: `${hash(n)}:0`, txHash: hash(n), ordinal: 0, blockNumber: 1, blockHash: hash(1000), evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'bcrt1q…', wei: '0', sats: 1_000_000n, subSatoshiWei: '0', status: 'accepted' };
 }
 
 async function indexKeys(store: Store): Promise<string[]> {
@@ -48,26 +48,19 @@ test('the status index follows every request through new, status changes and for
   assert.deepEqual([...byRecord].sort(), [...(await countRequests(store))].sort());
 });
 
-test('a store written before the index (schema 1) gets it when opened, in one batch with the new version', async (t) => {
+test('a store of an older schema (requests named by block log index) is refused, untouched', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'pegout-migrate-'));
-  let store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
   const batch = store.batch();
-  for (const n of [1, 2, 3, 4]) stageNewRequest(batch, request(n), 'then');
-  await batch.write();
-  const signed = stageStatus(store.batch(), (await getRequest(store, `${hash(4)}:0`))!, 'signed', 'now');
-  await store.batch().put(`${SPACES.request}${hash(4)}/0000000000`, signed).write();
-  // what a schema-1 binary left: the records, no index, version 1
-  const legacy = store.batch().put(META_KEY, { schemaVersion: 1, descriptor: TEST_DESCRIPTOR });
-  for (const key of await indexKeys(store)) legacy.del(key);
-  await legacy.write();
+  for (const n of [1, 2]) stageNewRequest(batch, request(n), 'then');
+  await batch.put(META_KEY, { schemaVersion: 2, descriptor: TEST_DESCRIPTOR }).write();
   await store.close();
-
-  store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
-  t.after(async () => {
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
+  await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'schema_older');
+    assert.match(err.message, /schema version 2.*once every payment this member signed has confirmed/);
+    return true;
   });
-  assert.equal((await store.meta()).schemaVersion, SCHEMA_VERSION);
-  assert.deepEqual([...(await countRequests(store))].sort(), [['accepted', 3], ['signed', 1]]);
-  assert.deepEqual((await listRequestsInStatus(store, 'signed')).map((r) => r.id), [`${hash(4)}:0`]);
+  // nothing was rewritten: it is refused the same way again
+  await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), { code: 'schema_older' });
 });

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { toHex } from '../../src/bitcoin/bytes.js';
+import { fromHex, toHex } from '../../src/bitcoin/bytes.js';
+import { decodeAddress } from '../../src/bitcoin/address.js';
+import { classifyScript } from '../../src/bitcoin/script.js';
 import { NETWORK_NAMES, type Network } from '../../src/bitcoin/network.js';
-import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, parseRequestId, requestId, WEI_PER_SAT } from '../../src/evm/requests.js';
+import { decideRequest, isRequestId, MIN_PEGOUT_SATS, parseBtcAmount, parseRequestId, requestId, WEI_PER_SAT } from '../../src/evm/requests.js';
 import { readJsonVector } from '../support/vectors.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -10,17 +12,25 @@ const CHAINS: Record<string, Network> = { main: 'mainnet', test: 'testnet', test
 const ENOUGH = (MIN_PEGOUT_SATS + 1n) * WEI_PER_SAT;
 
 describe('request decider', () => {
-  it("accepts every address of Bitcoin Core's key_io_valid.json on its network, every segwit version included", () => {
+  it("decodes every address of Bitcoin Core's key_io_valid.json on its network; pays the five standard types and refuses the rest", () => {
     const rows = readJsonVector<[string, string, { chain: string; isPrivkey: boolean }][]>('key_io_valid.json').filter((r) => !r[2].isPrivkey);
-    const versions = new Set<number>();
+    const seen = new Map<string, number>();
     for (const [address, script, meta] of rows) {
+      assert.equal(toHex(decodeAddress(address, CHAINS[meta.chain]!).scriptPubKey), script, `${address} decodes as Core says`);
       const d = decideRequest(utf8(address), ENOUGH, CHAINS[meta.chain]!);
-      assert.equal(d.status, 'accepted', `${address}: ${d.detail}`);
-      assert.equal(toHex(d.scriptPubKey!), script);
-      const op = Number.parseInt(script.slice(0, 2), 16);
-      if (script.length >= 8 && (op === 0 || (op >= 0x51 && op <= 0x60)) && Number.parseInt(script.slice(2, 4), 16) * 2 + 4 === script.length) versions.add(op === 0 ? 0 : op - 0x50);
+      const type = classifyScript(fromHex(script));
+      seen.set(type, (seen.get(type) ?? 0) + 1);
+      if (['p2pkh', 'p2sh', 'p2wpkh', 'p2wsh', 'p2tr'].includes(type)) {
+        assert.equal(d.status, 'accepted', `${address}: ${d.detail}`);
+        assert.equal(toHex(d.scriptPubKey!), script);
+      } else {
+        // witness v2-16 and v1 programs of another length: anyone could spend them today
+        assert.equal(d.status, 'rejected', address);
+        assert.equal(d.reason, 'unsupported_destination', address);
+        assert.equal(d.scriptPubKey, undefined);
+      }
     }
-    assert.ok(versions.size >= 3, `segwit versions seen: ${[...versions].join(',')}`);
+    for (const type of ['p2pkh', 'p2sh', 'p2wpkh', 'p2wsh', 'p2tr', 'witness_unknown']) assert.ok(seen.get(type), `the vectors hold ${type} addresses`);
   });
 
   it('rejects every string of key_io_invalid.json on every network, with a reason', () => {
@@ -52,10 +62,18 @@ describe('request decider', () => {
     for (const bad of ['0.000000001', '1e-2', '-1', '', 'abc', '21000000.00000001']) assert.throws(() => parseBtcAmount(bad), { code: 'invalid_amount' }, bad);
   });
 
-  it('names requests by their log coordinates', () => {
+  it('names requests by transaction and ordinal, in one text form', () => {
     const id = requestId(`0x${'AB'.repeat(32)}`, 7);
     assert.equal(id, `0x${'ab'.repeat(32)}:7`);
-    assert.deepEqual(parseRequestId(id), { txHash: `0x${'ab'.repeat(32)}`, logIndex: 7 });
-    assert.throws(() => parseRequestId('nope'), { code: 'invalid_request' });
+    assert.deepEqual(parseRequestId(id), { txHash: `0x${'ab'.repeat(32)}`, ordinal: 7 });
+    assert.equal(requestId(`0x${'ab'.repeat(32)}`, 0xffffffff), `0x${'ab'.repeat(32)}:4294967295`);
+    // every other spelling of the same request is refused, never normalised (issue 11, attack 1)
+    const h = `0x${'ab'.repeat(32)}`;
+    for (const alias of [`${h}:07`, `${h}:0000000007`, `0x${'AB'.repeat(32)}:7`, `${h}:+7`, `${h}:7 `, `${h}:4294967296`, `${h}/7`, 'nope', `${h.slice(0, -2)}:7`]) {
+      assert.throws(() => parseRequestId(alias), { code: 'invalid_request' }, alias);
+      assert.equal(isRequestId(alias), false, alias);
+    }
+    assert.throws(() => requestId(h, -1), { code: 'invalid_request' });
+    assert.throws(() => requestId(h, 2 ** 32), { code: 'invalid_request' });
   });
 });

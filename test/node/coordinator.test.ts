@@ -17,7 +17,8 @@ import { schnorrBackend } from '../../src/signing/schnorr.js';
 import { SPACES } from '../../src/storage/keys.js';
 import type { Store } from '../../src/storage/store.js';
 import { buildPayments } from '../../src/wallet/payment.js';
-import { proposalFromPayment } from '../../src/wallet/proposal.js';
+import { checkProposal, proposalFromPayment } from '../../src/wallet/proposal.js';
+import { TEST_POLICY } from '../support/policy.js';
 import { listUtxos, registerUtxo, type UtxoRecord } from '../../src/wallet/utxos.js';
 import { signProposal } from '../../src/node/signer.js';
 import type { TestContext } from 'node:test';
@@ -42,7 +43,6 @@ interface Setup {
   readonly before?: (i: number, store: Store, pool: SigningPool, federation: Federation) => Promise<void>;
 }
 
-const FEES = { minFeeRate: 1, maxFeeRate: 100 };
 const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
 
 /** n members in this process, each with its store, pool, links on loopback and coordinator, holding the same requests and federation outputs. */
@@ -57,7 +57,7 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
       const batch = store.batch();
       for (let r = 0; r < setup.requests; r++) {
         const txHash = `0x${hex32(1000 + r)}`;
-        stageNewRequest(batch, { id: requestId(r), txHash, logIndex: 0, blockNumber: 10, blockHash: `0x${hex32(10)}`, evmAddress: `0x${'22'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: BigInt(1_000_000 + r * 1000), subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)) }, 'then');
+        stageNewRequest(batch, { id: requestId(r), txHash, ordinal: 0, blockNumber: 10, blockHash: `0x${hex32(10)}`, evmAddress: `0x${'22'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: BigInt(1_000_000 + r * 1000), subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)) }, 'then');
       }
       for (const [u, value] of setup.utxos.entries()) await registerUtxo(batch, { txid: hex32(500 + u), vout: 0, value, scriptPubKey: federation.scriptPubKey, height: 0 });
       await batch.write({ sync: true });
@@ -66,7 +66,7 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
       const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${ports[j]}`] as [string, string]])));
       const network = new PeerNetwork({ secretKey, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
       const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
-      const coordinator = new Coordinator({ store, federation, pool, network, fees: { ...FEES, rate: async () => 2 }, maxOutputs: 5, slotMs: 150, log, onFinalized: (record) => settleLocally(store, federation, record) });
+      const coordinator = new Coordinator({ store, federation, pool, network, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: 150, log, onFinalized: (record) => settleLocally(store, federation, record) });
       return { store, pool, network, coordinator };
     }),
   );
@@ -144,9 +144,9 @@ describe('transaction coordinator, members in one process on loopback', () => {
         utxos: Array<bigint>(6).fill(2_500_000n),
         before: async (i, store, pool, federation) => {
           const spendable = (await listUtxos(store, 'unspent')).slice(i < 2 ? 0 : 2, i < 2 ? 2 : 4);
-          const [payment] = buildPayments(requests, spendable, 2, federation, { maxOutputs: 5 }).payments;
-          const proposal = proposalFromPayment(payment!, 0, 'rival');
-          const outcome = await signProposal(store, pool, federation, proposal, FEES);
+          const [payment] = buildPayments(requests, spendable, 2, federation, { maxOutputs: 6 }).payments;
+          const proposal = proposalFromPayment(payment!, 0, toHex(federation.pubkeys[i]!));
+          const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
           assert.ok(outcome.ok, JSON.stringify(outcome));
           assert.equal(payment!.prevouts.length, 2);
           if (outcome.ok) rivalOf[i] = outcome.txid;

@@ -39,7 +39,7 @@ describe('settlement with Bitcoin Core', () => {
     const txid = txidOf(payment!.tx);
     const record: FinalizedRecord = { txid, tx: serializeTx(payment!.tx), prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })), requestIds: [id], unmatched: {}, fee: payment!.fee, vsize: payment!.vsize, conflicts: [], at: 'then' };
     const setup = store.batch();
-    const r = stageNewRequest(setup, { id, txHash: `0x${hex32(9)}`, logIndex: 0, blockNumber: 1, blockHash: `0x${hex32(1)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: request.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: request.scriptPubKey }, 'then');
+    const r = stageNewRequest(setup, { id, txHash: `0x${hex32(9)}`, ordinal: 0, blockNumber: 1, blockHash: `0x${hex32(1)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: request.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: request.scriptPubKey }, 'then');
     stageStatus(setup, r, 'signed', 'then', `finalized in ${txid}`);
     setup.put(finalizedKey(txid), record);
     await setup.write({ sync: true });
@@ -73,7 +73,7 @@ describe('settlement with Bitcoin Core', () => {
     const replaced = parseTx(replacement.unsignedTx);
     assert.deepEqual(replaced.inputs.map((i) => `${i.txid}:${i.vout}`), payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`));
     assert.deepEqual(replacement.requestIds, [id]);
-    assert.ok(replaced.outputs[0]!.value < payment!.tx.outputs[0]!.value, 'the peg-out bears the higher fee');
+    assert.ok(replaced.outputs[1]!.value < payment!.tx.outputs[1]!.value, 'the peg-out bears the higher fee');
 
     // confirmed, then buried to the configured depth
     const confirmed: RpcTransaction = { txid, hash: txid, vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }], vout: payment!.tx.outputs.map((o, n) => ({ n, value: Number(o.value) / 1e8, scriptPubKey: { hex: toHex(o.scriptPubKey) } })) };

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { toHex } from '../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../src/bitcoin/federation.js';
 import { witnessScript } from '../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../src/bitcoin/tx.js';
@@ -11,13 +12,13 @@ import { schnorrBackend } from '../../src/signing/schnorr.js';
 import { signatureMadeKey } from '../../src/storage/keys.js';
 import type { Store } from '../../src/storage/store.js';
 import { buildPayments, requirePayments, type SpendableUtxo } from '../../src/wallet/payment.js';
-import { proposalFromPayment, type Proposal } from '../../src/wallet/proposal.js';
+import { checkProposal, proposalFromPayment, type Proposal } from '../../src/wallet/proposal.js';
+import { TEST_POLICY } from '../support/policy.js';
 import { getUtxo, registerUtxo } from '../../src/wallet/utxos.js';
 import { openTempStore } from '../support/tempdir.js';
 
 const secretKeys = [1, 2, 3].map((i) => Buffer.alloc(32, i));
 const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)) });
-const fees = { minFeeRate: 1, maxFeeRate: 500 };
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 const pool = new SigningPool(federation, { secretKey: secretKeys[0]!, size: 1 });
 after(() => pool.destroy());
@@ -29,7 +30,7 @@ async function seed(store: Store): Promise<void> {
   const batch = store.batch();
   for (const [i, id] of requestIds.entries()) {
     const [txHash] = id.split(':');
-    stageNewRequest(batch, { id, txHash: txHash!, logIndex: i + 1, blockNumber: 5, blockHash: `0x${hex32(5)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: 3_000_000n, subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)) }, 'then');
+    stageNewRequest(batch, { id, txHash: txHash!, ordinal: i + 1, blockNumber: 5, blockHash: `0x${hex32(5)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: 3_000_000n, subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)) }, 'then');
   }
   for (const u of utxos) await registerUtxo(batch, { ...u, height: 1 });
   await batch.write({ sync: true });
@@ -38,7 +39,7 @@ async function seed(store: Store): Promise<void> {
 function proposalFor(available: SpendableUtxo[], rate = 2): Proposal {
   const requests = requestIds.map((id, i) => ({ id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)), sats: 3_000_000n }));
   const [payment] = requirePayments(buildPayments(requests, available, rate, federation, { maxOutputs: 10 }), 2);
-  return proposalFromPayment(payment!, 1, 'aa');
+  return proposalFromPayment(payment!, 1, toHex(federation.pubkeys[0]!));
 }
 
 describe('transaction signer', () => {
@@ -46,7 +47,7 @@ describe('transaction signer', () => {
     const store = await openTempStore(t);
     await seed(store);
     const proposal = proposalFor(utxos);
-    const outcome = await signProposal(store, pool, federation, proposal, fees);
+    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
     assert.ok(outcome.ok);
     if (!outcome.ok) return;
     const record = await store.get<SignatureRecord>(signatureMadeKey(outcome.txid));
@@ -58,7 +59,7 @@ describe('transaction signer', () => {
     for (const input of tx.inputs) assert.equal((await getUtxo(store, input))?.reservedBy, outcome.txid);
     for (const id of requestIds) assert.equal((await getRequest(store, id))?.status, 'batched');
     // asking again returns the recorded signatures
-    const again = await signProposal(store, pool, federation, proposal, fees);
+    const again = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
     assert.ok(again.ok && again.already && Buffer.compare(again.signatures, outcome.signatures) === 0);
   });
 
@@ -66,15 +67,15 @@ describe('transaction signer', () => {
     const store = await openTempStore(t);
     await seed(store);
     const first = proposalFor([utxos[0]!]);
-    assert.ok((await signProposal(store, pool, federation, first, fees)).ok);
+    assert.ok((await signProposal(store, pool, federation, checkProposal(first), TEST_POLICY)).ok);
     const other = proposalFor([utxos[1]!]);
-    const refused = await signProposal(store, pool, federation, other, fees);
+    const refused = await signProposal(store, pool, federation, checkProposal(other), TEST_POLICY);
     assert.equal(refused.ok ? 'signed' : refused.reason, 'double_payment');
     assert.equal((await getUtxo(store, utxos[1]!))?.state, 'unspent', 'a refusal reserves nothing');
     // RBF: same input, higher fee
-    const bump = proposalFor([utxos[0]!], 10);
+    const bump = proposalFor([utxos[0]!], 5);
     assert.notEqual(serializeTx(parseTx(bump.unsignedTx)).toString(), serializeTx(parseTx(first.unsignedTx)).toString());
-    const replaced = await signProposal(store, pool, federation, bump, fees);
+    const replaced = await signProposal(store, pool, federation, checkProposal(bump), TEST_POLICY);
     assert.ok(replaced.ok, replaced.ok ? '' : replaced.detail);
     if (replaced.ok) assert.equal((await getUtxo(store, utxos[0]!))?.reservedBy, replaced.txid);
   });
@@ -83,7 +84,7 @@ describe('transaction signer', () => {
     const store = await openTempStore(t);
     await seed(store);
     const proposal = { ...proposalFor(utxos), requestIds: [`0x${hex32(9)}:9`, requestIds[1]!] };
-    const outcome = await signProposal(store, pool, federation, proposal, fees);
+    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
     assert.equal(outcome.ok ? 'signed' : outcome.reason, 'unknown_request');
     for (const u of utxos) assert.equal((await getUtxo(store, u))?.state, 'unspent');
   });

@@ -122,7 +122,7 @@ async function verify(store: Store, chains: ScriptedChain[], acks: Acks): Promis
   const proposals = new Map((await all<CrashProposal>(store, SPACES.proposal)).map(([key, p]) => [key.slice(SPACES.proposal.length), p]));
   for (const request of requests) {
     const id = crashRequestId(request.i);
-    const log = (await all<CrashRequestLog>(store, requestLogPrefix(id.txHash, id.logIndex))).map(([, entry]) => entry);
+    const log = (await all<CrashRequestLog>(store, requestLogPrefix(id.txHash, id.ordinal))).map(([, entry]) => entry);
     assert.equal(log.length, request.seq + 1, `request ${request.i}: history length vs seq`);
     assert.deepEqual(log[request.seq], { status: request.status, ...(request.txid === undefined ? {} : { txid: request.txid }) });
     if (request.status === 'batched') {

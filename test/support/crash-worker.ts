@@ -34,8 +34,8 @@ export interface CrashProposal {
   state: 'live' | 'abandoned';
 }
 
-export function crashRequestId(i: number): { txHash: string; logIndex: number } {
-  return { txHash: `0x${fakeHash('request', i)}`, logIndex: i % 7 };
+export function crashRequestId(i: number): { txHash: string; ordinal: number } {
+  return { txHash: `0x${fakeHash('request', i)}`, ordinal: i % 7 };
 }
 
 async function main(): Promise<void> {
@@ -59,8 +59,8 @@ async function main(): Promise<void> {
   const setStatus = (batch: ReturnType<Store['batch']>, request: CrashRequest, status: CrashRequest['status'], txid?: string): CrashRequest => {
     const next: CrashRequest = { i: request.i, status, seq: request.seq + 1, ...(txid === undefined ? {} : { txid }) };
     const id = crashRequestId(request.i);
-    batch.put(requestKey(id.txHash, id.logIndex), next);
-    batch.put(requestLogKey(id.txHash, id.logIndex, next.seq), { status, ...(txid === undefined ? {} : { txid }) } satisfies CrashRequestLog);
+    batch.put(requestKey(id.txHash, id.ordinal), next);
+    batch.put(requestLogKey(id.txHash, id.ordinal, next.seq), { status, ...(txid === undefined ? {} : { txid }) } satisfies CrashRequestLog);
     return next;
   };
 
@@ -78,8 +78,8 @@ async function main(): Promise<void> {
       const id = crashRequestId(i);
       await store
         .batch()
-        .put(requestKey(id.txHash, id.logIndex), request)
-        .put(requestLogKey(id.txHash, id.logIndex, 0), { status: 'pending' } satisfies CrashRequestLog)
+        .put(requestKey(id.txHash, id.ordinal), request)
+        .put(requestLogKey(id.txHash, id.ordinal, 0), { status: 'pending' } satisfies CrashRequestLog)
         .write({ sync: true });
       requests.set(i, request);
       say(`R ${i}`);

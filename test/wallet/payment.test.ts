@@ -6,7 +6,10 @@ import { buildFederation } from '../../src/bitcoin/federation.js';
 import { dustThreshold, p2pkhScript, witnessScript } from '../../src/bitcoin/script.js';
 import { signedFederationVsize, federationInputWeight, weightToVsize, federationSpendWeight } from '../../src/bitcoin/weight.js';
 import { selectCoins } from '../../src/wallet/coinselect.js';
-import { feeFor, feeShare } from '../../src/wallet/fee.js';
+import { commitsTo } from '../../src/wallet/commitment.js';
+import { DEFAULT_MAX_FEE_MULTIPLE, feeFor, feeShare } from '../../src/wallet/fee.js';
+import { checkProposal, proposalFromPayment } from '../../src/wallet/proposal.js';
+import { validateProposal } from '../../src/wallet/validate.js';
 import { buildMerge, buildPayments, requirePayments, type PaymentRequest, type SpendableUtxo } from '../../src/wallet/payment.js';
 import { schnorrBackend } from '../../src/signing/schnorr.js';
 
@@ -42,7 +45,7 @@ const SCRIPTS = [
 function randomCase(seed: number): { requests: PaymentRequest[]; utxos: SpendableUtxo[]; rate: number; maxOutputs: number } {
   const r = prng(seed);
   const requests = Array.from({ length: 1 + Math.floor(r() * 40) }, (_, i) => ({
-    id: `0x${toHex(bytes(`req${seed}-${i}`, 32))}/${i}`,
+    id: `0x${toHex(bytes(`req${seed}-${i}`, 32))}:${i}`,
     scriptPubKey: SCRIPTS[Math.floor(r() * SCRIPTS.length)]!(seed * 100 + i),
     // mostly real amounts, some close to the minimum and dust
     sats: r() < 0.1 ? BigInt(400 + Math.floor(r() * 2000)) : BigInt(1_000_000 + Math.floor(r() * 50_000_000)),
@@ -53,7 +56,7 @@ function randomCase(seed: number): { requests: PaymentRequest[]; utxos: Spendabl
     value: BigInt(r() < 0.3 ? 500 + Math.floor(r() * 30_000) : 1_000_000 + Math.floor(r() * 200_000_000)),
     scriptPubKey: federation.scriptPubKey,
   }));
-  return { requests, utxos, rate: [1, 1.5, 2, 7.25, 25, 120][Math.floor(r() * 6)]!, maxOutputs: 2 + Math.floor(r() * 30) };
+  return { requests, utxos, rate: [1, 1.5, 2, 7.25, 25, 120][Math.floor(r() * 6)]!, maxOutputs: 3 + Math.floor(r() * 30) };
 }
 
 describe('payment building properties over random UTXO and request sets', () => {
@@ -88,14 +91,30 @@ describe('payment building properties over random UTXO and request sets', () => 
         const changes = p.tx.outputs.filter((o) => toHex(o.scriptPubKey) === toHex(federation.scriptPubKey));
         assert.ok(changes.length <= 1, `seed ${seed}: at most one change output`);
         if (changes.length === 1) assert.equal(toHex(p.tx.outputs.at(-1)!.scriptPubKey), toHex(federation.scriptPubKey), 'change is last');
-        p.tx.outputs.forEach((o, i) => {
-          assert.ok(o.value >= dustThreshold(o.scriptPubKey), `seed ${seed}: output ${i} not dust`);
+        assert.ok(commitsTo(p.tx.outputs[0]!.scriptPubKey, p.requestIds), `seed ${seed}: output 0 commits to the requests paid`);
+        assert.equal(p.tx.outputs[0]!.value, 0n);
+        p.tx.outputs.slice(1).forEach((o, i) => {
+          assert.ok(o.value >= dustThreshold(o.scriptPubKey), `seed ${seed}: output ${i + 1} not dust`);
           const id = p.requestIds[i];
           if (id !== undefined) {
             assert.equal(toHex(o.scriptPubKey), toHex(byId.get(id)!.scriptPubKey));
             assert.equal(o.value, byId.get(id)!.sats - p.feeShare);
           }
         });
+        const burned = p.requestIds.reduce((a, id) => a + byId.get(id)!.sats, 0n);
+        if (changes.length === 1) assert.equal(changes[0]!.value, ins - burned, `seed ${seed}: change is exactly Σ inputs − Σ sats`);
+        else assert.ok(ins - burned < dustThreshold(federation.scriptPubKey), `seed ${seed}: no change only for a remainder under its dust limit`);
+        // the proposer builds exactly what a validator with the same view accepts
+        const verdict = validateProposal(checkProposal(proposalFromPayment(p, 1, toHex(federation.pubkeys[0]!))), {
+          federation,
+          request: (id) => byId.has(id) ? { status: 'accepted', scriptPubKey: byId.get(id)!.scriptPubKey, sats: byId.get(id)!.sats } : undefined,
+          utxo: (name) => c.utxos.map((u) => ({ ...u, height: 1, state: 'unspent' as const })).find((u) => `${u.txid}:${u.vout}` === name),
+          signedPayments: () => [],
+          holder: () => undefined,
+          fee: { floor: c.rate, estimate: c.rate, maxMultiple: DEFAULT_MAX_FEE_MULTIPLE, maxRate: 1_000_000, maxSharePerRequest: 10n ** 15n },
+          chain: null,
+        });
+        assert.deepEqual(verdict, { ok: true }, `seed ${seed}: the validator accepts the proposer's payment`);
         assert.deepEqual([...p.requestIds], [...p.requestIds].sort(), 'peg-outs in request id order');
         for (const input of p.tx.inputs) {
           assert.equal(input.sequence, 0xfffffffd);
@@ -119,7 +138,8 @@ describe('payment building properties over random UTXO and request sets', () => 
 
 describe('payment building cases', () => {
   const utxo = (i: number, value: bigint): SpendableUtxo => ({ txid: toHex(bytes(`u${i}`, 32)), vout: 0, value, scriptPubKey: federation.scriptPubKey });
-  const request = (i: number, sats: bigint): PaymentRequest => ({ id: `r${String(i).padStart(3, '0')}`, scriptPubKey: SCRIPTS[1]!(i), sats });
+  const rid = (i: number): string => `0x${String(i).padStart(64, '0')}:0`;
+  const request = (i: number, sats: bigint): PaymentRequest => ({ id: rid(i), scriptPubKey: SCRIPTS[1]!(i), sats });
 
   it('finds a changeless branch-and-bound match when one exists', () => {
     const utxos = [utxo(1, 3_000_000n), utxo(2, 2_000_000n), utxo(3, 7_000_000n), utxo(4, 1_000_100n)];
@@ -141,15 +161,15 @@ describe('payment building cases', () => {
 
   it('defers a request that would be dust after its fee share, and says all_dust when nothing is left', () => {
     const plan = buildPayments([request(1, 5_000_000n), request(2, 400n)], [utxo(1, 100_000_000n)], 5, federation, { maxOutputs: 10 });
-    assert.deepEqual(plan.deferred, [{ id: 'r002', reason: 'dust_after_fee' }]);
-    assert.deepEqual(plan.payments[0]!.requestIds, ['r001']);
+    assert.deepEqual(plan.deferred, [{ id: rid(2), reason: 'dust_after_fee' }]);
+    assert.deepEqual(plan.payments[0]!.requestIds, [rid(1)]);
     const dust = buildPayments([request(2, 400n)], [utxo(1, 100_000_000n)], 5, federation, { maxOutputs: 10 });
     assert.throws(() => requirePayments(dust, 1), { code: 'all_dust' });
   });
 
   it('says insufficient_funds, and funds what it can', () => {
     const plan = buildPayments([request(1, 5_000_000n), request(2, 50_000_000n)], [utxo(1, 6_000_000n)], 2, federation, { maxOutputs: 10 });
-    assert.deepEqual(plan.deferred, [{ id: 'r002', reason: 'insufficient_funds' }]);
+    assert.deepEqual(plan.deferred, [{ id: rid(2), reason: 'insufficient_funds' }]);
     assert.equal(plan.payments.length, 1);
     assert.throws(() => requirePayments(buildPayments([request(1, 5_000_000n)], [], 2, federation, { maxOutputs: 10 }), 1), { code: 'insufficient_funds' });
     assert.throws(() => requirePayments(buildPayments([], [utxo(1, 1n)], 2, federation, { maxOutputs: 10 }), 0), { code: 'no_requests' });
@@ -159,7 +179,7 @@ describe('payment building cases', () => {
     const requests = Array.from({ length: 25 }, (_, i) => request(i, 1_000_000n + BigInt(i)));
     const utxos = Array.from({ length: 30 }, (_, i) => utxo(i, 3_000_000n));
     const capped = buildPayments(requests, utxos, 2, federation, { maxOutputs: 10 });
-    assert.deepEqual(capped.payments.map((p) => p.requestIds.length), [9, 9, 7]);
+    assert.deepEqual(capped.payments.map((p) => p.requestIds.length), [8, 8, 8, 1]); // 10 outputs: the commitment, 8 peg-outs, the change
     const light = buildPayments(requests, utxos, 2, federation, { maxOutputs: 100, maxWeight: 3_000 });
     assert.ok(light.payments.length > 1);
     for (const p of light.payments) assert.ok(federationSpendWeight(federation, p.tx.inputs.length, p.tx.outputs.map((o) => o.scriptPubKey)) <= 3_000);
@@ -175,7 +195,7 @@ describe('payment building cases', () => {
     assert.ok(first.some((u) => spends.has(u.txid)) && second.some((u) => spends.has(u.txid)), 'conflicts with both rivals');
     // the largest of each (4M + 3M) falls short of 7.5M; the next largest (2.5M) covers it
     assert.deepEqual([...spends].sort(), [utxo(2, 0n), utxo(4, 0n), utxo(5, 0n)].map((u) => u.txid).sort());
-    assert.deepEqual(merged.requestIds, ['r001', 'r002', 'r003']);
+    assert.deepEqual(merged.requestIds, [rid(1), rid(2), rid(3)]);
     assert.equal(buildMerge(requests, [first, []], 2, federation), undefined, 'a rival without inputs cannot be conflicted with');
     assert.equal(buildMerge([request(4, 20_000_000n)], [first, second], 2, federation), undefined, 'the rivals cannot fund it');
   });
