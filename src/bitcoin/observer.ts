@@ -1,7 +1,8 @@
+import { fromHex } from './bytes.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PegoutError } from '../errors.js';
 import type { Store, StoreReader } from '../storage/store.js';
-import { bitcoinBlockKey, bitcoinHash, cursorKey, finalizedKey, txConfirmationKey, utxoKey } from '../storage/keys.js';
+import { bitcoinBlockKey, bitcoinHash, chainSpendKey, cursorKey, finalizedKey, txConfirmationKey, utxoKey } from '../storage/keys.js';
 import { WalletError } from '../wallet/errors.js';
 import { getUtxo, outpointText, registerUtxo, spendUtxo, unregisterUtxo, unspendUtxo, type Outpoint, type UtxoRecord } from '../wallet/utxos.js';
 import { BitcoinRpcError, btcToSats, type ChainSource, type RpcBlock, type RpcBlockSummary, type RpcTransaction, type RpcTxOut } from './rpc.js';
@@ -36,6 +37,21 @@ export interface ObservedBlock {
   spent: UtxoRecord[];
   /** Federation payments confirmed by this block (txconf/ written). */
   confirmed: string[];
+  /** Of those, the ones this member holds no finalized record of (chainpay/ written). */
+  foreign?: string[];
+}
+
+/**
+ * chainpay/<txid>: a confirmed transaction that spends federation outputs and that this member
+ * did not record as finalized (it was down, or its peers never reached it). Settlement reads
+ * which requests it pays from its commitment and records it (SPEC §3: a member catches up from
+ * the chain).
+ */
+export interface ChainSpend {
+  readonly txid: string;
+  readonly height: number;
+  /** The raw transaction, as getblock (verbosity 2) gives it. */
+  readonly tx: Uint8Array;
 }
 
 /** txconf/<txid>: the best-chain block that holds a federation payment. */
@@ -180,7 +196,7 @@ export class BitcoinObserver {
         throw new ObserverError('chain_inconsistent', `bitcoin cursor moved while block ${block.hash} was fetched`, { hash: block.hash });
       }
       const batch = this.#store.batch();
-      const record: ObservedBlock = { hash: block.hash, prevHash: block.previousblockhash, created: [], spent: [], confirmed: [] };
+      const record: ObservedBlock = { hash: block.hash, prevHash: block.previousblockhash, created: [], spent: [], confirmed: [], foreign: [] };
 
       // One lookup for the whole block instead of one per input: most inputs are not ours.
       const inputKeys: string[] = [];
@@ -211,6 +227,10 @@ export class BitcoinObserver {
         if (paysFromFederation) {
           batch.put(txConfirmationKey(tx.txid), { height: block.height, blockHash: block.hash } satisfies TxConfirmation);
           record.confirmed.push(tx.txid);
+          if (finalized[index] === undefined && tx.hex !== undefined) {
+            batch.put(chainSpendKey(tx.txid), { txid: tx.txid, height: block.height, tx: fromHex(tx.hex, 'transaction hex') } satisfies ChainSpend);
+            record.foreign!.push(tx.txid);
+          }
         }
       }
 
@@ -239,6 +259,7 @@ export class BitcoinObserver {
         const confirmation = await batch.get<TxConfirmation>(txConfirmationKey(txid));
         if (confirmation?.blockHash === record.hash) batch.del(txConfirmationKey(txid));
       }
+      for (const txid of record.foreign ?? []) batch.del(chainSpendKey(txid));
       // spends first, newest first: an output created and spent in this block is unspent again
       // before its creation is undone
       for (const before of [...record.spent].reverse()) await unspendUtxo(batch, before);

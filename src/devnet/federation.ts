@@ -122,7 +122,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
         p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${p2pPorts[j]}`]]))) },
         api: { host: '127.0.0.1', port: apiPorts[i] },
         evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
-        bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: o.paidConfirmations ?? 2, pollMs: 500 } : null,
+        bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: o.paidConfirmations ?? 2, spendConfirmations: o.paidConfirmations ?? 2, pollMs: 500 } : null,
         declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
         rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
         workers: o.workers ?? 1,

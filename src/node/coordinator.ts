@@ -2,23 +2,25 @@ import { setImmediate } from 'node:timers/promises';
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
-import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
-import { isRequestId, parseRequestId } from '../evm/requests.js';
+import { isRequestId } from '../evm/requests.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
-import { finalizedKey, proposalKey, requestSignedKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
+import { finalizedKey, proposalKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import { commitsTo } from '../wallet/commitment.js';
 import { targetRate } from '../wallet/fee.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
-import { checkProposal, proposalFromPayment, proposalOutpoints, proposalsSpending, PROPOSAL_CAPS, type CheckedProposal, type Proposal } from '../wallet/proposal.js';
-import { getUtxo, listUnspent, outpointText, reserveUtxos, spendableAt, type UtxoRecord } from '../wallet/utxos.js';
+import { checkProposal, proposalFromPayment, proposalOutpoints, PROPOSAL_CAPS, type CheckedProposal, type Proposal } from '../wallet/proposal.js';
+import { getUtxo, listUnspent, outpointText, spendableAt, type UtxoRecord } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
+import { recordFinalized, type FinalizedBody, type FinalizedRecord } from './finalize.js';
 import { chainView, signProposal, type SignatureRecord, type SigningPolicy } from './signer.js';
+
+export type { FinalizedBody, FinalizedRecord } from './finalize.js';
 
 // The transaction coordinator: proposer rotation, proposals, signatures and finalized payments
 // over the member links, collection, finalization. Every decision to sign goes through the
@@ -47,32 +49,11 @@ export interface CoordinatorOptions {
   readonly catchUp?: () => void;
 }
 
-/** final/<txid>: a payment with t valid signatures on every input. */
-export interface FinalizedRecord {
-  readonly txid: string;
-  /** The signed transaction, serialized. */
-  readonly tx: Uint8Array;
-  readonly prevouts: readonly Prevout[];
-  readonly requestIds: readonly string[];
-  /** Requests the payment names that this member had not ingested when it was finalized (output index by id). */
-  readonly unmatched: Readonly<Record<string, number>>;
-  readonly fee: bigint;
-  readonly vsize: number;
-  /** Proposals that held this payment's inputs when it was finalized: they lose if it confirms. */
-  readonly conflicts: readonly string[];
-  readonly at: string;
-}
-
 interface SignaturesBody {
   readonly txid: string;
   readonly signatures: Uint8Array;
 }
 
-export interface FinalizedBody {
-  readonly tx: Uint8Array;
-  readonly prevouts: readonly Prevout[];
-  readonly requestIds: readonly string[];
-}
 
 const isPrevouts = (p: unknown): boolean => Array.isArray(p) && p.length <= PROPOSAL_CAPS.inputs && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
 const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
@@ -105,7 +86,6 @@ export function checkFinalizedBody(body: FinalizedBody): Transaction {
   return signed;
 }
 
-const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
 /** Slots an open payment may go without progress before the proposer treats it as stuck against its rivals. */
 export const STALE_SLOTS = 4;
@@ -633,63 +613,9 @@ export class Coordinator {
     await this.recordFinal(txid, signed, body, peer);
   }
 
-  /**
-   * Records a finalized payment in one synced batch: the signed transaction, its requests moved
-   * to 'signed' (only those whose output pays the request's own script: a peer's list is not
-   * trusted beyond what the signatures prove), the request→payment index the no-double-pay
-   * check reads, and its inputs reserved by it. Then hands it to onFinalized.
-   */
+  /** Records a finalized payment (finalize.ts), then announces it to reconnecting peers and hands it on. */
   private async recordFinal(txid: string, signed: Transaction, body: FinalizedBody, from: string): Promise<void> {
-    const record = await this.o.store.exclusive(async () => {
-      if (await this.o.store.get(finalizedKey(txid))) return undefined;
-      const batch = this.o.store.batch();
-      const at = new Date().toISOString();
-      const requestIds: string[] = [];
-      const unmatched: Record<string, number> = {};
-      // output 0 commits to body.requestIds (checked by both callers); output k + 1 pays the k-th
-      for (const [k, id] of body.requestIds.entries()) {
-        const r = await getRequest(batch, id);
-        const output = signed.outputs[k + 1];
-        if (!r && output) {
-          // not ingested here yet: committed by a transaction t members signed, so it is indexed
-          // now and no other payment of it is signed meanwhile; matched once it is ingested
-          const { txHash, ordinal } = parseRequestId(id);
-          batch.put(requestSignedKey(txHash, ordinal, txid), 1);
-          unmatched[id] = k + 1;
-          continue;
-        }
-        if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
-        requestIds.push(id);
-        const { txHash, ordinal } = parseRequestId(id);
-        batch.put(requestSignedKey(txHash, ordinal, txid), 1);
-        if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
-      }
-      const conflicts = new Set<string>();
-      const held = [];
-      for (const input of signed.inputs) {
-        const u = await getUtxo(batch, input);
-        if (!u || u.state === 'spent') continue;
-        if (u.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);
-        // a proposal whose input another proposal took over (a replacement) loses too
-        for (const other of await proposalsSpending(this.o.store, input, txid)) conflicts.add(other);
-        held.push(input);
-      }
-      await reserveUtxos(batch, held, txid, { replacing: [...conflicts] });
-      const final: FinalizedRecord = {
-        txid,
-        tx: body.tx,
-        prevouts: body.prevouts,
-        requestIds,
-        unmatched,
-        fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
-        vsize: signedFederationVsize(this.o.federation, signed),
-        conflicts: [...conflicts],
-        at,
-      };
-      batch.put(finalizedKey(txid), final);
-      await batch.write({ sync: true });
-      return final;
-    });
+    const record = await recordFinalized(this.o.store, this.o.federation, txid, signed, body, `finalized in ${txid}`);
     if (!record) return;
     for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });
     this.unsettled.set(txid, body);

@@ -1,18 +1,19 @@
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import type { BitcoinObserver } from '../bitcoin/observer.js';
+import type { BitcoinObserver, ChainSpend } from '../bitcoin/observer.js';
 import type { BitcoinRpcClient } from '../bitcoin/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import { getRequest, stageStatus, type RequestStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsInStatus, stageStatus, type RequestStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { broadcastKey, broadcastPrefix, cursorKey, finalizedKey, proposalKey, requestSignedPrefix, SPACES } from '../storage/keys.js';
+import { broadcastKey, broadcastPrefix, chainSpendKey, cursorKey, finalizedKey, proposalKey, requestSignedPrefix, SPACES } from '../storage/keys.js';
 import { parseRequestId } from '../evm/requests.js';
 import type { Store, StoreBatch } from '../storage/store.js';
+import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints, type Proposal } from '../wallet/proposal.js';
 import { getUtxo, registerUtxo, releaseUtxos, spendUtxo } from '../wallet/utxos.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
-import type { FinalizedRecord } from './coordinator.js';
+import { recordFinalized, type FinalizedRecord } from './finalize.js';
 import type { Logger } from './log.js';
 
 // Settlement: what happens to a finalized payment. With Bitcoin Core it is broadcast until the
@@ -54,12 +55,17 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
   }
 }
 
-/** A payment lost to a conflicting one: its requests that no applied payment pays wait for a later round. */
+/**
+ * A payment lost to a conflicting transaction (confirmed at the paid depth, or applied locally):
+ * its requests that no applied payment pays wait for a later round, and its inputs the winner did
+ * not spend go back to the wallet (SPEC §3, invariant 5: nothing is stranded).
+ */
 async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecord, winner: string): Promise<void> {
   const at = new Date().toISOString();
+  await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
-    if (r?.status !== 'signed') continue;
+    if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
     const { txHash, ordinal } = parseRequestId(id);
     let paid = false;
     for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, ordinal) })) {
@@ -114,10 +120,15 @@ export interface ChainSettlementOptions {
   readonly onSettled: (txid: string) => void;
 }
 
+/** Statuses of a request that a confirmed payment this member missed may be paying. */
+const UNPAID: readonly RequestStatus[] = ['accepted', 'batched', 'signed', 'broadcast'];
+
 /** With Bitcoin Core: broadcast with retries, confirmations, 'paid' at depth, RBF. */
 export class ChainSettlement {
   /** Finalized payments not yet settled, by txid. */
   private readonly open = new Map<string, FinalizedRecord>();
+  /** Chain spends whose commitment matched no known requests, already reported. */
+  private readonly unmatched = new Set<string>();
 
   constructor(private readonly o: ChainSettlementOptions) {}
 
@@ -169,6 +180,7 @@ export class ChainSettlement {
   /** One pass over the open payments: confirmations, 'paid' at depth, rebroadcast of what the node lacks, payments that lost. */
   async tick(): Promise<void> {
     await this.o.observer.sync();
+    await this.adoptChainSpends();
     for (const record of [...this.open.values()]) {
       const confirmations = await this.o.observer.confirmations(record.txid);
       if (confirmations === 0) {
@@ -189,15 +201,68 @@ export class ChainSettlement {
     }
   }
 
-  /** An input spent by another confirmed transaction: this payment can never confirm. */
+  /**
+   * Confirmed spends of federation outputs that this member holds no finalized record of (it was
+   * down while they were finalized, and its peers have settled them since): which requests they
+   * pay is read from their commitment, and they are recorded like any finalized payment, so those
+   * requests are paid here too and this member's own proposals that lost to them give their
+   * inputs back (SPEC §3: a member catches up from the chain alone).
+   */
+  private async adoptChainSpends(): Promise<void> {
+    const spends: ChainSpend[] = [];
+    for await (const [, spend] of this.o.store.entries<ChainSpend>({ prefix: SPACES.chainSpend })) spends.push(spend);
+    if (spends.length === 0) return;
+    const candidates: CandidateRequest[] = [];
+    for (const status of UNPAID) {
+      for (const r of await listRequestsInStatus(this.o.store, status)) if (r.scriptPubKey) candidates.push({ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats });
+    }
+    for (const spend of spends) {
+      if (await this.o.store.get(finalizedKey(spend.txid))) {
+        await this.o.store.batch().del(chainSpendKey(spend.txid)).write({ sync: true });
+        continue;
+      }
+      const tx = parseTx(spend.tx);
+      const requestIds = matchCommitment(tx.outputs, candidates);
+      const prevouts = await Promise.all(tx.inputs.map((i) => getUtxo(this.o.store, i)));
+      if (!requestIds || prevouts.some((p) => p === undefined)) {
+        // a request not ingested yet may still complete the match; reported once per run
+        if (!this.unmatched.has(spend.txid)) {
+          this.unmatched.add(spend.txid);
+          const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
+          this.o.log.error('chain_spend_unmatched', { txid: spend.txid, commitment: known, note: known ? 'a confirmed federation payment pays requests this member does not know (yet)' : 'a federation output was spent by a transaction that is no federation payment' });
+        }
+        continue;
+      }
+      const body = { tx: spend.tx, prevouts: prevouts.map((p) => ({ value: p!.value, scriptPubKey: p!.scriptPubKey })), requestIds };
+      const record = await recordFinalized(this.o.store, this.o.federation, spend.txid, tx, body, `confirmed on chain in ${spend.txid}`);
+      await this.o.store.batch().del(chainSpendKey(spend.txid)).write({ sync: true });
+      this.unmatched.delete(spend.txid);
+      if (!record) continue;
+      this.open.set(record.txid, record);
+      this.o.log.info('payment_found_on_chain', { txid: record.txid, requests: record.requestIds.length, height: spend.height });
+    }
+  }
+
+  /**
+   * An input spent by another confirmed transaction: this payment cannot confirm while that one
+   * stands. Only once that one is at the paid depth does the payment count as lost and its
+   * requests return to the queue: a shallower winner may still be reorganised away, and paying
+   * the requests again meanwhile could pay them twice (issue 11, attack 6).
+   */
   private async lost(record: FinalizedRecord): Promise<boolean> {
     for (const input of parseTx(record.tx).inputs) {
       const u = await getUtxo(this.o.store, input);
-      if (u?.state === 'spent' && u.spentBy !== record.txid) {
-        this.o.log.info('payment_lost', { txid: record.txid, to: u.spentBy });
-        this.settle(record.txid);
-        return true;
-      }
+      if (u?.state !== 'spent' || u.spentBy === record.txid) continue;
+      const winner = u.spentBy ?? 'another transaction';
+      if (u.spentBy === undefined || (await this.o.observer.confirmations(u.spentBy)) < this.o.paidConfirmations) return true;
+      await this.o.store.exclusive(async () => {
+        const batch = this.o.store.batch();
+        await stageLost(this.o.store, batch, record, winner);
+        await batch.write({ sync: true });
+      });
+      this.o.log.info('payment_lost', { txid: record.txid, to: winner });
+      this.settle(record.txid);
+      return true;
     }
     return false;
   }

@@ -13,9 +13,9 @@
  * | cursor/    | cursor/bitcoin, cursor/evm               | Cursor { height, hash } of the last block  | observer / EVM ingestion, in    |
  * |            |                                          | whose effects are stored                   | the batch holding those effects |
  * | evmblk/    | evmblk/<number>                          | hash of each ingested EVM block            | EVM ingestion (reorg checks)    |
- * | req/       | req/<evm tx hash>/<log index>            | the request and its current status         | EVM ingestion, node             |
- * | reqlog/    | reqlog/<evm tx hash>/<log index>/<seq>   | one status change (history, append-only)   | same batch as the req/ change   |
- * | reqidx/    | reqidx/<status>/<evm tx hash>/<log index>| 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
+ * | req/       | req/<evm tx hash>/<ordinal>              | the request and its current status         | EVM ingestion, node             |
+ * | reqlog/    | reqlog/<evm tx hash>/<ordinal>/<seq>       | one status change (history, append-only)   | same batch as the req/ change   |
+ * | reqidx/    | reqidx/<status>/<evm tx hash>/<ordinal>  | 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
  * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
  * | utxo/      | utxo/<txid>/<vout>                       | UtxoRecord (src/wallet/utxos.ts)           | observer, wallet (utxos.ts)     |
  * | utxoidx/   | utxoidx/<state>/<txid>/<vout>            | 1 — index of utxo/ by state; exactly one   | same batch as the utxo/ change  |
@@ -24,13 +24,16 @@
  * | btcblk/    | btcblk/<height>                          | ObservedBlock: hash + undo data            | observer, with cursor/bitcoin   |
  * | txconf/    | txconf/<txid>                            | TxConfirmation { height, blockHash } of a  | observer                        |
  * |            |                                          | federation payment in the best chain       |                                 |
+ * | chainpay/  | chainpay/<txid>                          | ChainSpend: a confirmed spend of federation| observer; removed by settlement |
+ * |            |                                          | outputs this member holds no finalized     | once it is recorded (finalize)  |
+ * |            |                                          | record of (raw tx, height)                 |                                 |
  * | prop/      | prop/<txid>                              | proposal (unsigned tx, prevouts, requests) | wallet (payments), node         |
  * | propin/    | propin/<txid>/<vout>/<proposal txid>     | 1 — "this stored proposal spends that      | same batch as prop/             |
  * |            |                                          | outpoint": who loses when another payment  |                                 |
  * |            |                                          | of it is finalized                         |                                 |
  * | sigmade/   | sigmade/<txid>                           | the signatures this member made; written   | node, before the signatures     |
  * |            |                                          | (sync) before they leave the process       | are sent (SPEC §3 invariant 2)  |
- * | reqsig/    | reqsig/<evm tx hash>/<log index>/<txid>  | 1 — "this member signed (or knows final)   | same batch as sigmade/          |
+ * | reqsig/    | reqsig/<evm tx hash>/<ordinal>/<txid>    | 1 — "this member signed (or knows final)   | same batch as sigmade/          |
  * |            |                                          | txid paying this request" (no-double-pay)  |                                 |
  * | sigrecv/   | sigrecv/<txid>/<member x-only key>       | verified signatures received from a member | node                            |
  * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
@@ -50,6 +53,7 @@ export const SPACES = {
   utxoIndex: 'utxoidx/',
   bitcoinBlock: 'btcblk/',
   txConfirmation: 'txconf/',
+  chainSpend: 'chainpay/',
   proposal: 'prop/',
   proposalInput: 'propin/',
   signatureMade: 'sigmade/',
@@ -162,6 +166,10 @@ export function bitcoinBlockKey(height: number): string {
 
 export function txConfirmationKey(txid: string): string {
   return `${SPACES.txConfirmation}${bitcoinHash(txid, 'txid')}`;
+}
+
+export function chainSpendKey(txid: string): string {
+  return `${SPACES.chainSpend}${bitcoinHash(txid, 'chain spend txid')}`;
 }
 
 export function proposalKey(txid: string): string {

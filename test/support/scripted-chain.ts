@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { BitcoinRpcError, type ChainSource, type RpcBlock, type RpcBlockSummary, type RpcTransaction, type RpcTxOut } from '../../src/bitcoin/rpc.js';
 import type { RecoverySource } from '../../src/bitcoin/observer.js';
 import type { Outpoint } from '../../src/wallet/utxos.js';
+import { toHex } from '../../src/bitcoin/bytes.js';
+import { serializeTx, txid as txidOf, type Transaction } from '../../src/bitcoin/tx.js';
 
 /**
  * An in-memory chain that answers like Bitcoin Core's getblockcount / getblockhash / getblock
@@ -26,6 +28,18 @@ export function scriptedTx(id: string, inputs: Outpoint[], outputs: ScriptedOutp
     hash: txid,
     vin: inputs.map((o) => ({ txid: o.txid, vout: o.vout, sequence: 0xfffffffd })),
     vout: outputs.map((o, n) => ({ n, value: Number(o.sats) / 1e8, scriptPubKey: { hex: o.script } })),
+  };
+}
+
+/** A real transaction as getblock (verbosity 2) shows it, raw bytes included. */
+export function rpcTransaction(tx: Transaction): RpcTransaction {
+  const txid = txidOf(tx);
+  return {
+    txid,
+    hash: txid,
+    hex: toHex(serializeTx(tx)),
+    vin: tx.inputs.map((i) => ({ txid: i.txid, vout: i.vout, sequence: i.sequence })),
+    vout: tx.outputs.map((o, n) => ({ n, value: Number(o.value) / 1e8, scriptPubKey: { hex: toHex(o.scriptPubKey) } })),
   };
 }
 
