@@ -102,9 +102,11 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
     const pubkeys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
     const threshold = o.threshold ?? defaultThreshold(o.members);
     const federation = buildFederation({ network: 'regtest', threshold, pubkeys });
+    // on the devnet, outputs are spent at the depth where payments count as paid
+    const depth = o.paidConfirmations ?? 2;
     if (o.bitcoind) {
       regtest = await startRegtest(o.bitcoind, join(o.dir, 'bitcoind'));
-      await pegIn(regtest, federation.address, o.funding);
+      await pegIn(regtest, federation.address, o.funding, depth);
     }
     const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
     const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
@@ -122,7 +124,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
         p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${p2pPorts[j]}`]]))) },
         api: { host: '127.0.0.1', port: apiPorts[i] },
         evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
-        bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: o.paidConfirmations ?? 2, spendConfirmations: o.paidConfirmations ?? 2, pollMs: 500 } : null,
+        bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: depth, spendConfirmations: depth, pollMs: 500 } : null,
         declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
         rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
         workers: o.workers ?? 1,
@@ -167,14 +169,15 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
  * Core refuses a transaction paying the same address twice; a block every few keeps the wallet's
  * unconfirmed chains under the mempool's limits.
  */
-async function pegIn(regtest: Regtest, address: string, funding: { readonly count: number; readonly sats: number }): Promise<void> {
+async function pegIn(regtest: Regtest, address: string, funding: { readonly count: number; readonly sats: number }, depth: number): Promise<void> {
   // 100 mature coinbases of 50 BTC: enough for any devnet funding
   await regtest.mine(200);
   for (let i = 0; i < funding.count; i++) {
     await regtest.rpc.call<string>('sendtoaddress', [address, (funding.sats / 1e8).toFixed(8)]);
     if (i % 20 === 19) await regtest.mine(1);
   }
-  await regtest.mine(1);
+  // deep enough for the members to spend (bitcoin.spendConfirmations)
+  await regtest.mine(depth);
 }
 
 /** A member's request counts by status, read from its /metrics. */

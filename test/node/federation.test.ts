@@ -12,6 +12,8 @@ import { devnetDestination } from '../../src/devnet/requests.js';
 import { declaredOutputs } from '../../src/node/member.js';
 import { PeerNetwork } from '../../src/p2p/network.js';
 import { readKeyFile } from '../../src/signing/keyfile.js';
+import { Store } from '../../src/storage/store.js';
+import { listUtxos } from '../../src/wallet/utxos.js';
 import { buildPayments } from '../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../src/wallet/proposal.js';
 import type { PegoutStatus } from '../../src/api/status.js';
@@ -218,4 +220,35 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     await devnet.stop();
     await checkExactlyOnce(devnet, sent.ids);
   });
+
+  it('2-of-3: a member killed after it signed, restarted once the payment is paid and its peers are gone, settles from the chain alone', async (ctx) => {
+    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2, bitcoind: BITCOIND!, paidConfirmations: 2, funding: { count: 12, sats: 10_000_000 } });
+    const regtest = devnet.regtest!;
+    const sent = await send(devnet, 4);
+    // member 3 signed (its inputs are reserved), then dies before it hears how the round ended
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const c = await requestCounts(devnet.members[2]!);
+      if ((c.batched ?? 0) + (c.signed ?? 0) > 0) break;
+      assert.ok(Date.now() < until, `member 3 never signed: ${JSON.stringify(c)}`);
+      await sleep(20);
+    }
+    await devnet.kill(2, 'SIGKILL');
+    await waitSigned(devnet, 4, [0, 1], 120_000, { status: 'paid', between: () => regtest.mine(1) });
+    await regtest.mine(2);
+    // its peers are gone for good: what it learns now, it learns from Bitcoin Core
+    await devnet.kill(0);
+    await devnet.kill(1);
+    await devnet.start(2);
+    await waitSigned(devnet, 4, [2], 120_000, { status: 'paid', between: () => regtest.mine(1) });
+    await devnet.stop();
+    const store = await Store.open(devnet.members[2]!.storeDir, { descriptor: devnet.federation.descriptor });
+    try {
+      assert.deepEqual(await listUtxos(store, 'reserved'), [], 'no input stays reserved by a proposal that lost');
+    } finally {
+      await store.close();
+    }
+    await checkExactlyOnce(devnet, sent.ids);
+  });
 });
+
