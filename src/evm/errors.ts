@@ -10,6 +10,7 @@ export type EvmErrorCode =
   | 'invalid_amount'
   | 'invalid_key'
   | 'invalid_request'
+  | 'illegal_transition'
   | 'anvil_failed';
 
 /** The EVM side: node RPC, the bridge contract, peg-out requests. */

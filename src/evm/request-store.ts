@@ -1,5 +1,6 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { requestIndexKey, requestIndexPrefix, requestKey, requestKeyOfIndex, requestLogKey, requestLogPrefix, SPACES } from '../storage/keys.js';
+import { EvmError } from './errors.js';
 import { parseRequestId, type RequestRejectReason } from './requests.js';
 
 /**
@@ -49,8 +50,31 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
   return full;
 }
 
+/**
+ * The request state machine: every status a request may move to from each status. Anything else
+ * is a bug, and stageStatus refuses it rather than record an impossible history.
+ * - accepted → batched (this member signed a payment of it) or signed (a payment finalized
+ *   before this member signed one); batched → signed.
+ * - signed → broadcast (Core has the payment) → paid (at depth); signed → paid when the payment
+ *   confirmed before any broadcast of ours.
+ * - batched, signed, broadcast → accepted: the payment lost to a conflicting one (invariant 5).
+ * - any status but rejected → orphaned: its EVM block left the chain after the federation acted.
+ */
+export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly RequestStatus[]>> = {
+  accepted: ['batched', 'signed', 'orphaned'],
+  batched: ['signed', 'accepted', 'orphaned'],
+  signed: ['broadcast', 'paid', 'accepted', 'orphaned'],
+  broadcast: ['paid', 'accepted', 'orphaned'],
+  paid: ['orphaned'],
+  rejected: [],
+  orphaned: [],
+};
+
 /** Stages a status change, its history entry and the status index together; `record` must be the current one (read through the same batch). */
 export function stageStatus(batch: StoreBatch, record: RequestRecord, status: RequestStatus, at: string, detail?: string): RequestRecord {
+  if (!REQUEST_TRANSITIONS[record.status].includes(status)) {
+    throw new EvmError('illegal_transition', `request ${record.id} cannot move from ${record.status} to ${status}`, { request: record.id, from: record.status, to: status });
+  }
   const next: RequestRecord = { ...record, status, seq: record.seq + 1, ...(detail ? { detail } : {}) };
   const { txHash, ordinal } = keyOf(record);
   batch.put(requestKey(txHash, ordinal), next);

@@ -166,7 +166,7 @@ export class Coordinator {
   private handle(peer: string, type: string, fn: () => Promise<void>): void {
     const mine = this.queuedBy.get(peer) ?? 0;
     if (mine >= COORDINATOR_CAPS.queuedPerPeer) {
-      this.o.metrics?.framesDropped?.inc({ reason: 'queue_full' });
+      this.o.metrics?.framesDropped.inc({ reason: 'queue_full' });
       this.o.log.debug('frame_dropped', { peer, type, reason: 'queue_full' });
       return;
     }
@@ -194,7 +194,7 @@ export class Coordinator {
     const now = this.o.now?.() ?? Date.now();
     const slot = this.holdsTurn(peer, now);
     if (slot === undefined) {
-      if (type !== 'proposal') this.o.metrics?.framesDropped?.inc({ reason: 'turn_out_of_slot' });
+      if (type !== 'proposal') this.o.metrics?.framesDropped.inc({ reason: 'turn_out_of_slot' });
       return;
     }
     this.lastPeerProposal = now;
@@ -525,7 +525,7 @@ export class Coordinator {
     while (mine.txids.size >= COORDINATOR_CAPS.earlyPerPeer || (mine.bytes > 0 && mine.bytes + signatures.length > COORDINATOR_CAPS.earlyBytesPerPeer)) {
       const oldest = mine.txids.values().next().value as string;
       this.dropEarly(oldest, peer);
-      this.o.metrics?.framesDropped?.inc({ reason: 'early_signatures_evicted' });
+      this.o.metrics?.framesDropped.inc({ reason: 'early_signatures_evicted' });
     }
     // a copy: the frame's buffer may be a view into a much larger receive buffer
     (this.early.get(txid) ?? this.early.set(txid, new Map()).get(txid)!).set(peer, Uint8Array.from(signatures));

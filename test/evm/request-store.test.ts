@@ -34,7 +34,12 @@ test('the status index follows every request through new, status changes and for
   const one = (await getRequest(batch, `${hash(1)}:0`))!;
   const batched = stageStatus(batch, one, 'batched', 'now');
   stageStatus(batch, batched, 'signed', 'later');
-  stageStatus(batch, (await getRequest(batch, `${hash(2)}:0`))!, 'accepted', 'now', 'same status, new history entry');
+  // the state machine refuses moves no pipeline stage makes, before anything is staged
+  const two = (await getRequest(batch, `${hash(2)}:0`))!;
+  for (const illegal of ['accepted', 'paid', 'broadcast', 'rejected'] as const) {
+    assert.throws(() => stageStatus(batch, two, illegal, 'now'), { code: 'illegal_transition' }, `accepted → ${illegal}`);
+  }
+  assert.throws(() => stageStatus(batch, { ...two, status: 'rejected' }, 'batched', 'now'), { code: 'illegal_transition' }, 'rejected is final');
   stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!);
   await batch.write();
 
