@@ -272,6 +272,13 @@ export class Coordinator {
     for (const record of changed) await this.o.onLateMatched?.(record);
   }
 
+  /** What peers currently make this member hold: each bounded by COORDINATOR_CAPS. */
+  held(): { earlySets: number; earlyBytes: number; queued: number; retry: number; rivals: number } {
+    let earlyBytes = 0;
+    for (const peer of this.earlyByPeer.values()) earlyBytes += peer.bytes;
+    return { earlySets: [...this.early.values()].reduce((a, m) => a + m.size, 0), earlyBytes, queued: this.queued, retry: this.retry.size, rivals: this.rivals.size };
+  }
+
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
   settled(txid: string): void {
     this.unsettled.delete(txid);

@@ -7,9 +7,10 @@ import { witnessScript } from '../../src/bitcoin/script.js';
 import { parseTx } from '../../src/bitcoin/tx.js';
 import { freePort } from '../../src/evm/anvil.js';
 import { listRequests, stageNewRequest } from '../../src/evm/request-store.js';
-import { Coordinator, type FinalizedRecord } from '../../src/node/coordinator.js';
+import { Coordinator, COORDINATOR_CAPS, type FinalizedRecord } from '../../src/node/coordinator.js';
 import { settleLocally } from '../../src/node/settlement.js';
 import { createLogger } from '../../src/node/log.js';
+import { createMetrics } from '../../src/metrics/metrics.js';
 import { PeerNetwork } from '../../src/p2p/network.js';
 import { checkFinalizedWitnesses } from '../../src/signing/collector.js';
 import { SigningPool } from '../../src/signing/pool.js';
@@ -22,6 +23,7 @@ import { TEST_POLICY } from '../support/policy.js';
 import { listUtxos, registerUtxo, type UtxoRecord } from '../../src/wallet/utxos.js';
 import { signProposal } from '../../src/node/signer.js';
 import type { TestContext } from 'node:test';
+type Metrics = ReturnType<typeof createMetrics>;
 import type { Federation } from '../../src/bitcoin/federation.js';
 import { openTempStore } from '../support/tempdir.js';
 
@@ -32,6 +34,13 @@ interface Member {
   readonly pool: SigningPool;
   readonly network: PeerNetwork;
   readonly coordinator: Coordinator;
+  readonly metrics: Metrics;
+}
+
+/** A member whose key is in the federation but who runs no coordinator: its frames are whatever the test sends. */
+interface Hostile {
+  readonly network: PeerNetwork;
+  readonly pool: SigningPool;
 }
 
 interface Setup {
@@ -41,18 +50,27 @@ interface Setup {
   readonly utxos: readonly bigint[];
   /** Runs on each member's store and pool before its coordinator starts. */
   readonly before?: (i: number, store: Store, pool: SigningPool, federation: Federation) => Promise<void>;
+  /** How many of the last members are hostile (links only, no coordinator). */
+  readonly hostile?: number;
+  readonly slotMs?: number;
 }
 
 const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
 
 /** n members in this process, each with its store, pool, links on loopback and coordinator, holding the same requests and federation outputs. */
-async function startMembers(t: TestContext, setup: Setup, lines: string[]): Promise<{ federation: Federation; members: Member[] }> {
+async function startMembers(t: TestContext, setup: Setup, lines: string[]): Promise<{ federation: Federation; members: Member[]; hostile: Hostile[] }> {
   const secretKeys = Array.from({ length: setup.members }, (_, i) => Buffer.alloc(32, i + 41));
   const keys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
   const federation = buildFederation({ network: 'regtest', threshold: setup.threshold, pubkeys: keys });
   const ports = await Promise.all(keys.map(() => freePort()));
+  const honest = setup.members - (setup.hostile ?? 0);
+  const network = (i: number): PeerNetwork => {
+    const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${ports[j]}`] as [string, string]])));
+    return new PeerNetwork({ secretKey: secretKeys[i]!, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
+  };
+  const hostile = secretKeys.slice(honest).map((secretKey, h) => ({ network: network(honest + h), pool: new SigningPool(federation, { secretKey, size: 1 }) }));
   const members = await Promise.all(
-    secretKeys.map(async (secretKey, i) => {
+    secretKeys.slice(0, honest).map(async (secretKey, i) => {
       const store = await openTempStore(t, federation.descriptor);
       const batch = store.batch();
       for (let r = 0; r < setup.requests; r++) {
@@ -63,11 +81,11 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
       await batch.write({ sync: true });
       const pool = new SigningPool(federation, { secretKey, size: 1 });
       await setup.before?.(i, store, pool, federation);
-      const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${ports[j]}`] as [string, string]])));
-      const network = new PeerNetwork({ secretKey, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
+      const links = network(i);
       const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
-      const coordinator = new Coordinator({ store, federation, pool, network, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: 150, log, onFinalized: (record) => settleLocally(store, federation, record) });
-      return { store, pool, network, coordinator };
+      const metrics = createMetrics();
+      const coordinator = new Coordinator({ store, federation, pool, network: links, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: setup.slotMs ?? 150, log, metrics, onFinalized: (record) => settleLocally(store, federation, record) });
+      return { store, pool, network: links, coordinator, metrics };
     }),
   );
   t.after(async () => {
@@ -76,12 +94,26 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
       await m.network.stop();
       await m.pool.destroy();
     }
+    for (const h of hostile) {
+      await h.network.stop();
+      await h.pool.destroy();
+    }
   });
+  for (const h of hostile) {
+    for (const type of ['proposal', 'signatures', 'finalized', 'turn', 'turn_done']) h.network.registerType(type, () => true);
+    await h.network.start();
+  }
   for (const m of members) {
     await m.network.start();
     await m.coordinator.start();
   }
-  return { federation, members };
+  return { federation, members, hostile };
+}
+
+/** A counter's value for one label, from a member's own registry. */
+async function counter(m: Member, name: string, reason: string): Promise<number> {
+  const metric = (await m.metrics.registry.getMetricsAsJSON()).find((x) => x.name === name);
+  return metric?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
 }
 
 async function waitAllSigned(members: readonly Member[], lines: readonly string[]): Promise<void> {
@@ -167,4 +199,60 @@ describe('transaction coordinator, members in one process on loopback', () => {
       assert.equal((await listUtxos(m.store, 'spent')).length, parseTx(final!.tx).inputs.length);
     }
   });
+
+  it('a member that claims the turn out of its slot, again and again, costs at most its own slot and grace per round', async (t) => {
+    // 3-of-4 with member 4 hostile: every 25 ms it announces a turn and sends a proposal, in every slot
+    const slotMs = 150;
+    const setup = { members: 4, threshold: 3, requests: 12, utxos: Array<bigint>(8).fill(5_000_000n), hostile: 1, slotMs };
+    const lines: string[] = [];
+    const started = Date.now();
+    const { members, hostile } = await startMembers(t, setup, lines);
+    const attacker = hostile[0]!.network;
+    let slot = 0;
+    const spam = setInterval(() => {
+      slot = Math.floor(Date.now() / slotMs);
+      attacker.broadcast('turn', slot);
+      attacker.broadcast('proposal', { version: 1, round: slot, proposer: attacker.key, unsignedTx: Uint8Array.of(2, 0, 0, 0), prevouts: [], requestIds: [] });
+    }, 25);
+    t.after(() => clearInterval(spam));
+    await waitAllSigned(members, lines);
+    const slots = Math.ceil((Date.now() - started) / slotMs);
+    clearInterval(spam);
+    // measured: each round of 4 slots loses at most the attacker's own slot and its grace
+    t.diagnostic(`12 requests paid in ${slots} slots of ${slotMs} ms with a member claiming every turn`);
+    // before turns were tied to slots, one such member stalled every proposer for good; a bound of
+    // four rounds leaves room for a loaded machine
+    assert.ok(slots <= 4 * setup.members, `paid after ${slots} slots`);
+    for (const m of members) {
+      assert.ok((await counter(m, 'pegout_frames_dropped_total', 'turn_out_of_slot')) > 0, 'out-of-slot turns are counted');
+      assert.ok((await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal')) > 0, 'its proposals are refused at the edge');
+    }
+    const finals = await Promise.all(members.map(async (m) => (await listRequests(m.store, (r) => r.status === 'signed')).length));
+    assert.deepEqual(finals, [12, 12, 12]);
+  });
+
+  it('signature sets for proposals that never come are bounded per peer; the honest round still completes', async (t) => {
+    const lines: string[] = [];
+    const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
+    const attacker = hostile[0]!.network;
+    // 2,000 sets of 1,000 signatures (64 KB each, 128 MB in all) for txids nobody proposed
+    const blob = new Uint8Array(64 * 1000);
+    let most = 0;
+    for (let i = 0; i < 2000; i++) {
+      attacker.broadcast('signatures', { txid: hex32(0xdead0000 + i), signatures: blob });
+      if (i % 50 === 49) {
+        await sleep(20);
+        most = Math.max(most, ...members.map((m) => m.coordinator.held().earlyBytes));
+      }
+    }
+    await waitAllSigned(members, lines);
+    t.diagnostic(`early signature bytes held at most ${most} per member`);
+    for (const m of members) {
+      assert.ok((await counter(m, 'pegout_frames_dropped_total', 'early_signatures_evicted')) > 0, 'its oldest sets were evicted');
+      const held = m.coordinator.held();
+      assert.ok(held.earlySets <= COORDINATOR_CAPS.earlyPerPeer, `${held.earlySets} sets held`);
+    }
+    assert.ok(most <= COORDINATOR_CAPS.earlyBytesPerPeer, `${most} bytes held, the cap is ${COORDINATOR_CAPS.earlyBytesPerPeer} per peer`);
+  });
 });
+
