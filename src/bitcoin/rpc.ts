@@ -432,7 +432,7 @@ export class BitcoinRpcClient implements ChainSource {
   }
 
   /** The fee rate to pay now; see feeRateFromNode. */
-  async feeRate(policy: FeeRatePolicy): Promise<FeeRate> {
+  async feeRate(policy: FeeRatePolicy): Promise<NodeFeeRate> {
     const [estimate, network, mempool] = await Promise.all([this.estimateSmartFee(policy.confTarget, policy.mode), this.getNetworkInfo(), this.getMempoolInfo()]);
     // a full mempool raises what it accepts above the static relay fee
     return feeRateFromNode(estimate, Math.max(network.relayfee, mempool.mempoolminfee), policy);
@@ -457,7 +457,8 @@ export interface FeeRatePolicy {
   maxSatPerVb: number;
 }
 
-export interface FeeRate {
+/** What the node says the fee market is, in sat/vB and sat/kvB (the rate itself is wallet/fee.ts FeeRate). */
+export interface NodeFeeRate {
   /** sat per 1000 vbytes, an integer: fee = ceil(satPerKvb × vsize / 1000) with exact arithmetic. */
   satPerKvb: number;
   satPerVb: number;
@@ -482,7 +483,7 @@ function btcPerKvbToSatPerKvb(value: number, field: string): number {
  * Pure: the node's estimate (BTC/kvB) → sat/kvB, the fallback when the node has none,
  * floored at the node's minimum relay fee, capped at the configured maximum.
  */
-export function feeRateFromNode(estimate: SmartFeeEstimate, relayFeeBtcPerKvb: number, policy: FeeRatePolicy): FeeRate {
+export function feeRateFromNode(estimate: SmartFeeEstimate, relayFeeBtcPerKvb: number, policy: FeeRatePolicy): NodeFeeRate {
   const maxSatPerKvb = Math.floor(policy.maxSatPerVb * 1000);
   const relay = btcPerKvbToSatPerKvb(relayFeeBtcPerKvb, 'relayfee');
   if (!(maxSatPerKvb > 0)) throw new BitcoinRpcError('config', `maximum fee rate must be positive sat/vB, got ${policy.maxSatPerVb}`, { maxSatPerVb: policy.maxSatPerVb });
