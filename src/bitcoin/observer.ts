@@ -190,12 +190,12 @@ export class BitcoinObserver {
   }
 
   async #apply(block: RpcBlock, expectedCursor: BitcoinCursor | undefined): Promise<void> {
-    await this.#store.exclusive(async () => {
+    // not synced: a block lost to a power cut is applied again from the node, cursor and all
+    await this.#store.transaction(async (batch) => {
       const cursor = await this.cursor();
       if (cursor?.hash !== expectedCursor?.hash) {
         throw new ObserverError('chain_inconsistent', `bitcoin cursor moved while block ${block.hash} was fetched`, { hash: block.hash });
       }
-      const batch = this.#store.batch();
       const record: ObservedBlock = { hash: block.hash, prevHash: block.previousblockhash, created: [], spent: [], confirmed: [], foreign: [] };
 
       // One lookup for the whole block instead of one per input: most inputs are not ours.
@@ -238,12 +238,11 @@ export class BitcoinObserver {
       batch.put(CURSOR_KEY, { height: block.height, hash: block.hash } satisfies BitcoinCursor);
       const forget = block.height - this.#keepBlocks;
       if (forget >= this.#startHeight) batch.del(bitcoinBlockKey(forget));
-      await batch.write();
-    });
+    }, { sync: false });
   }
 
   async #rollback(cursor: BitcoinCursor): Promise<void> {
-    await this.#store.exclusive(async () => {
+    await this.#store.transaction(async (batch) => {
       const current = await this.cursor();
       if (current?.hash !== cursor.hash) throw new ObserverError('chain_inconsistent', `bitcoin cursor moved during rollback of ${cursor.hash}`, { hash: cursor.hash });
       const record = await this.#store.get<ObservedBlock>(bitcoinBlockKey(cursor.height));
@@ -254,7 +253,6 @@ export class BitcoinObserver {
           { height: cursor.height, hash: cursor.hash, keepBlocks: this.#keepBlocks },
         );
       }
-      const batch = this.#store.batch();
       for (const txid of record.confirmed) {
         const confirmation = await batch.get<TxConfirmation>(txConfirmationKey(txid));
         if (confirmation?.blockHash === record.hash) batch.del(txConfirmationKey(txid));
@@ -270,8 +268,7 @@ export class BitcoinObserver {
       } else {
         batch.del(CURSOR_KEY);
       }
-      await batch.write();
-    });
+    }, { sync: false });
   }
 }
 
@@ -325,13 +322,13 @@ export async function recoverUtxo(store: Store, node: RecoverySource, federation
     throw new WalletError('utxo_not_federation', `outpoint ${name}: the transaction in block ${height} does not have the output gettxout reports`, { outpoint: name, height });
   }
 
-  return store.exclusive(async () => {
-    const meanwhile = await getUtxo(store, outpoint);
-    if (meanwhile !== undefined) return meanwhile;
-    const batch = store.batch();
-    await registerUtxo(batch, { ...outpoint, value, scriptPubKey: federationScript, height });
-    const record = (await getUtxo(batch, outpoint)) as UtxoRecord;
-    await batch.write();
-    return record;
-  });
+  return store.transaction(
+    async (batch) => {
+      const meanwhile = await getUtxo(batch, outpoint);
+      if (meanwhile !== undefined) return meanwhile;
+      await registerUtxo(batch, { ...outpoint, value, scriptPubKey: federationScript, height });
+      return (await getUtxo(batch, outpoint)) as UtxoRecord;
+    },
+    { sync: false },
+  );
 }

@@ -132,8 +132,7 @@ export class EvmObserver {
 
     let accepted = 0;
     let rejected = 0;
-    await this.store.exclusive(async () => {
-      const batch = this.store.batch();
+    await this.store.transaction(async (batch) => {
       const perBlock = new Map<number, string[]>();
       const at = this.now();
       for (const [i, log] of decoded.entries()) {
@@ -170,7 +169,6 @@ export class EvmObserver {
       }
       for (const [n, hash] of blockHashes) batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);
       batch.put(cursorKey('evm'), { height: to, hash: toBlock.hash } satisfies EvmCursor);
-      await batch.write({ sync: true });
     });
     if (accepted + rejected > 0) this.log('evm_requests_ingested', { from, to, accepted, rejected });
     return { from, to, accepted, rejected, rolledBack: 0, caughtUp: to >= final };
@@ -199,8 +197,7 @@ export class EvmObserver {
    */
   private async rollback(): Promise<number> {
     let undone = 0;
-    await this.store.exclusive(async () => {
-      const batch = this.store.batch();
+    await this.store.transaction(async (batch) => {
       let fork: EvmCursor | undefined;
       for await (const [key, record] of this.store.entries<EvmBlockRecord>({ prefix: SPACES.evmBlock, reverse: true })) {
         const height = Number(key.slice(SPACES.evmBlock.length));
@@ -227,7 +224,6 @@ export class EvmObserver {
       }
       if (fork) batch.put(cursorKey('evm'), fork);
       else batch.del(cursorKey('evm'));
-      await batch.write({ sync: true });
       this.log('evm_reorg_rolled_back', { toHeight: fork?.height ?? null, requestsUndone: undone });
     });
     return undone;

@@ -250,8 +250,7 @@ export class Coordinator {
    */
   private async matchLate(): Promise<void> {
     if (this.late.size === 0) return;
-    const changed = await this.o.store.exclusive(async () => {
-      const batch = this.o.store.batch();
+    const changed = await this.o.store.transaction(async (batch) => {
       const at = new Date().toISOString();
       const records = new Map<string, FinalizedRecord>();
       for (const [id, { txid, output }] of this.late) {
@@ -266,7 +265,6 @@ export class Coordinator {
         records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
       }
       for (const [txid, f] of records) batch.put(finalizedKey(txid), f);
-      await batch.write({ sync: true });
       return [...records.values()];
     });
     for (const record of changed) await this.o.onLateMatched?.(record);

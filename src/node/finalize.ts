@@ -44,9 +44,8 @@ const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v
  * commits to (both callers check it). Undefined when it was recorded before.
  */
 export async function recordFinalized(store: Store, federation: Federation, txid: string, signed: Transaction, body: FinalizedBody, detail: string): Promise<FinalizedRecord | undefined> {
-  return store.exclusive(async () => {
+  return store.transaction(async (batch) => {
     if (await store.get(finalizedKey(txid))) return undefined;
-    const batch = store.batch();
     const at = new Date().toISOString();
     const requestIds: string[] = [];
     const unmatched: Record<string, number> = {};
@@ -90,7 +89,6 @@ export async function recordFinalized(store: Store, federation: Federation, txid
       at,
     };
     batch.put(finalizedKey(txid), final);
-    await batch.write({ sync: true });
     return final;
   });
 }

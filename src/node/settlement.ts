@@ -84,14 +84,12 @@ async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecor
  */
 export async function settleLocally(store: Store, federation: Federation, record: FinalizedRecord): Promise<void> {
   const tx = parseTx(record.tx);
-  await store.exclusive(async () => {
-    const batch = store.batch();
+  await store.transaction(async (batch) => {
     for (const input of tx.inputs) {
       const u = await getUtxo(store, input);
       // a conflicting payment was finalized first: on a chain only one of them would confirm
       if (u?.state === 'spent' && u.spentBy !== record.txid) {
         await stageLost(store, batch, record, u.spentBy ?? 'another payment');
-        await batch.write({ sync: true });
         return;
       }
     }
@@ -100,7 +98,6 @@ export async function settleLocally(store: Store, federation: Federation, record
       if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0) await registerUtxo(batch, { txid: record.txid, vout, value: output.value, scriptPubKey: output.scriptPubKey, height: 0 });
     }
     await stageSuperseded(store, batch, record, new Date().toISOString());
-    await batch.write({ sync: true });
   });
 }
 
@@ -171,10 +168,11 @@ export class ChainSettlement {
       this.o.log.warn('broadcast_failed', { txid: record.txid, attempt: seq, error: err as Error });
     }
     const at = new Date().toISOString();
-    const batch = this.o.store.batch();
-    batch.put(broadcastKey(record.txid, seq), { at, height: await this.height(), outcome } satisfies BroadcastAttempt);
-    if (!outcome.startsWith('error')) await stageRequests(batch, record, ['signed'], 'broadcast', at, `broadcast ${record.txid}`);
-    await batch.write({ sync: true });
+    const height = await this.height();
+    await this.o.store.transaction(async (batch) => {
+      batch.put(broadcastKey(record.txid, seq), { at, height, outcome } satisfies BroadcastAttempt);
+      if (!outcome.startsWith('error')) await stageRequests(batch, record, ['signed'], 'broadcast', at, `broadcast ${record.txid}`);
+    });
   }
 
   /** One pass over the open payments: confirmations, 'paid' at depth, rebroadcast of what the node lacks, payments that lost. */
@@ -189,12 +187,10 @@ export class ChainSettlement {
         continue;
       }
       if (confirmations < this.o.paidConfirmations) continue;
-      await this.o.store.exclusive(async () => {
-        const batch = this.o.store.batch();
+      await this.o.store.transaction(async (batch) => {
         const at = new Date().toISOString();
         await stageRequests(batch, record, ['signed', 'broadcast'], 'paid', at, `${confirmations} confirmations of ${record.txid}`);
         await stageSuperseded(this.o.store, batch, record, at);
-        await batch.write({ sync: true });
       });
       this.o.log.info('paid', { txid: record.txid, confirmations, requests: record.requestIds.length });
       this.settle(record.txid);
@@ -255,11 +251,7 @@ export class ChainSettlement {
       if (u?.state !== 'spent' || u.spentBy === record.txid) continue;
       const winner = u.spentBy ?? 'another transaction';
       if (u.spentBy === undefined || (await this.o.observer.confirmations(u.spentBy)) < this.o.paidConfirmations) return true;
-      await this.o.store.exclusive(async () => {
-        const batch = this.o.store.batch();
-        await stageLost(this.o.store, batch, record, winner);
-        await batch.write({ sync: true });
-      });
+      await this.o.store.transaction((batch) => stageLost(this.o.store, batch, record, winner));
       this.o.log.info('payment_lost', { txid: record.txid, to: winner });
       this.settle(record.txid);
       return true;

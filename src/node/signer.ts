@@ -121,13 +121,12 @@ export async function validationState(store: Store, federation: Federation, chec
  * transaction again returns the recorded signatures.
  */
 export async function signProposal(store: Store, pool: SigningPool, federation: Federation, checked: CheckedProposal, policy: SigningPolicy, now: () => string = () => new Date().toISOString()): Promise<SignOutcome> {
-  return store.exclusive(async () => {
+  return store.transaction(async (batch): Promise<SignOutcome> => {
     const { proposal, tx, txid } = checked;
     const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
     if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
     const verdict = validateProposal(checked, await validationState(store, federation, checked, policy));
     if (!verdict.ok) return verdict;
-    const batch = store.batch();
     // inputs reserved by earlier proposals this one replaces (it spends them) move to it
     const replacing = new Set<string>();
     for (const input of tx.inputs) {
@@ -154,7 +153,6 @@ export async function signProposal(store: Store, pool: SigningPool, federation: 
       const request = records[i];
       if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
     }
-    await batch.write({ sync: true });
     return { ok: true, txid, signatures, already: false };
   });
 }

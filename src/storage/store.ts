@@ -386,6 +386,21 @@ export class Store implements StoreReader {
     }
   }
 
+  /**
+   * One atomic state change: fn reads (through the batch, to see its own staged changes) and
+   * stages inside exclusive(), and the batch is written when fn returns — with sync unless told
+   * otherwise (see StoreBatch.write) — or not at all when fn staged nothing or threw. Every
+   * read-decide-write of shared records goes through here.
+   */
+  async transaction<T>(fn: (batch: StoreBatch) => Promise<T>, options: { sync?: boolean } = {}): Promise<T> {
+    return this.exclusive(async () => {
+      const batch = this.batch();
+      const result = await fn(batch);
+      if (batch.length > 0) await batch.write({ sync: options.sync ?? true });
+      return result;
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

@@ -6,7 +6,7 @@ import { WalletError } from './errors.js';
  * The federation's UTXO set. Every write of a utxo/ record and of its utxoidx/ state index goes
  * through this module, in the caller's batch, so the index always names exactly the records'
  * states. Helpers only stage changes: callers write the batch (with sync for reservations) and
- * run the read-stage-write sequence inside store.exclusive(), so the block observer and the
+ * run the read-stage-write sequence inside store.transaction(), so the block observer and the
  * payment builder never act on a state the other changed meanwhile.
  */
 
