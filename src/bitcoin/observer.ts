@@ -1,5 +1,4 @@
 import { fromHex } from './bytes.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { PegoutError } from '../errors.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import { bitcoinBlockKey, bitcoinHash, chainSpendKey, cursorKey, finalizedKey, txConfirmationKey, utxoKey } from '../storage/keys.js';
@@ -139,18 +138,6 @@ export class BitcoinObserver {
       });
     }
     return this.#running;
-  }
-
-  /** Calls sync every pollMs until the signal aborts; errors go to onError and the loop goes on. */
-  async run(options: { pollMs: number; signal: AbortSignal; onError: (err: unknown) => void }): Promise<void> {
-    while (!options.signal.aborted) {
-      try {
-        await this.sync();
-      } catch (err) {
-        options.onError(err);
-      }
-      await sleep(options.pollMs, undefined, { signal: options.signal }).catch(() => undefined);
-    }
   }
 
   async #sync(): Promise<SyncResult> {
