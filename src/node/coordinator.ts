@@ -47,6 +47,11 @@ export interface CoordinatorOptions {
   readonly now?: () => number;
   /** Asks the EVM observer to read the chain now: a proposal named a request not ingested here yet. */
   readonly catchUp?: () => void;
+  /**
+   * Fetches a federation output this member does not know from Bitcoin Core (SPEC §2: accepted
+   * only if it pays the federation script and is unspent); throws when it is not one.
+   */
+  readonly recoverInput?: (outpoint: { txid: string; vout: number }) => Promise<unknown>;
 }
 
 interface SignaturesBody {
@@ -105,6 +110,8 @@ export const COORDINATOR_CAPS = {
   earlyPerPeer: 64,
   /** Bytes of early signature sets per peer: 64 sets of a 256-input payment. */
   earlyBytesPerPeer: 64 * 64 * 256,
+  /** Unknown inputs of one proposal looked up in Bitcoin Core: an honest proposal has at most a few the observer missed. */
+  recoverPerProposal: 4,
   /** Proposals kept for retry or as rivals. */
   retry: 1000,
   rivals: 1000,
@@ -399,6 +406,10 @@ export class Coordinator {
     const { txid, proposal } = checked;
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
     const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, await this.o.policy());
+    if (!outcome.ok && outcome.reason === 'unknown_input' && tries === 0 && (await this.recoverInputs(checked))) {
+      await this.onProposal(peer, checked, tries + 1);
+      return;
+    }
     if (!outcome.ok) {
       // members poll the sidechain independently: a request this one has not ingested yet may be final a moment later
       if (outcome.reason === 'unknown_request' && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
@@ -521,6 +532,21 @@ export class Coordinator {
     const early = this.early.get(txid);
     this.dropEarly(txid);
     for (const [peer, sigs] of early ?? []) await this.add(txid, peer, sigs, true);
+  }
+
+  /** Looks up the proposal's inputs this member does not know; true when each of them was found to be a federation output. */
+  private async recoverInputs({ txid, tx }: CheckedProposal): Promise<boolean> {
+    if (!this.o.recoverInput) return false;
+    const unknown = [];
+    for (const input of tx.inputs) if (!(await getUtxo(this.o.store, input))) unknown.push(input);
+    if (unknown.length === 0 || unknown.length > COORDINATOR_CAPS.recoverPerProposal) return false;
+    try {
+      for (const input of unknown) await this.o.recoverInput({ txid: input.txid, vout: input.vout });
+      return true;
+    } catch (err) {
+      this.o.log.warn('input_recovery_failed', { txid, error: err as Error });
+      return false;
+    }
   }
 
   /** Keeps a signature set that arrived before its proposal, evicting the same peer's oldest beyond COORDINATOR_CAPS. */

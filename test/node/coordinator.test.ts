@@ -20,7 +20,7 @@ import type { Store } from '../../src/storage/store.js';
 import { buildPayments } from '../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../support/policy.js';
-import { listUtxos, registerUtxo, type UtxoRecord } from '../../src/wallet/utxos.js';
+import { listUtxos, registerUtxo, unregisterUtxo, type UtxoRecord } from '../../src/wallet/utxos.js';
 import { signProposal } from '../../src/node/signer.js';
 import type { TestContext } from 'node:test';
 type Metrics = ReturnType<typeof createMetrics>;
@@ -50,6 +50,8 @@ interface Setup {
   readonly utxos: readonly bigint[];
   /** Runs on each member's store and pool before its coordinator starts. */
   readonly before?: (i: number, store: Store, pool: SigningPool, federation: Federation) => Promise<void>;
+  /** Member i's way to look up federation outputs it does not know (Bitcoin Core's part in SPEC §2). */
+  readonly recover?: (i: number, store: Store, federation: Federation) => ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined;
   /** How many of the last members are hostile (links only, no coordinator). */
   readonly hostile?: number;
   readonly slotMs?: number;
@@ -84,7 +86,7 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
       const links = network(i);
       const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
       const metrics = createMetrics();
-      const coordinator = new Coordinator({ store, federation, pool, network: links, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: setup.slotMs ?? 150, log, metrics, onFinalized: (record) => settleLocally(store, federation, record) });
+      const coordinator = new Coordinator({ store, federation, pool, network: links, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: setup.slotMs ?? 150, log, metrics, onFinalized: (record) => settleLocally(store, federation, record), ...withRecovery(setup.recover?.(i, store, federation)) });
       return { store, pool, network: links, coordinator, metrics };
     }),
   );
@@ -109,6 +111,8 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
   }
   return { federation, members, hostile };
 }
+
+const withRecovery = (recoverInput: ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined) => (recoverInput ? { recoverInput } : {});
 
 /** A counter's value for one label, from a member's own registry. */
 async function counter(m: Member, name: string, reason: string): Promise<number> {
@@ -254,5 +258,39 @@ describe('transaction coordinator, members in one process on loopback', () => {
     }
     assert.ok(most <= COORDINATOR_CAPS.earlyBytesPerPeer, `${most} bytes held, the cap is ${COORDINATOR_CAPS.earlyBytesPerPeer} per peer`);
   });
-});
 
+  it('looks up a federation output it does not know in Bitcoin Core before refusing a proposal that spends it', async (t) => {
+    // 2-of-3 with one federation output: members 2 and 3 never saw it; member 3 can look it up
+    const missing = { txid: hex32(500), vout: 0 };
+    const lookedUp: string[] = [];
+    const lines: string[] = [];
+    const { members } = await startMembers(
+      t,
+      {
+        members: 3,
+        threshold: 2,
+        requests: 3,
+        utxos: [5_000_000n],
+        before: async (i, store) => {
+          if (i > 0) await store.transaction((batch) => unregisterUtxo(batch, missing));
+        },
+        recover: (i, store, federation) =>
+          i === 2
+            ? async (o) => {
+                lookedUp.push(`${o.txid}:${o.vout}`);
+                await store.transaction((batch) => registerUtxo(batch, { ...o, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 0 }));
+              }
+            : undefined,
+      },
+      lines,
+    );
+    const deadline = Date.now() + 30_000;
+    const signed = async (m: Member): Promise<number> => (await listRequests(m.store, (r) => r.status === 'signed')).length;
+    while ((await signed(members[0]!)) < 3 || (await signed(members[2]!)) < 3) {
+      assert.ok(Date.now() < deadline, `not paid in time; logs:\n${lines.join('')}`);
+      await sleep(100);
+    }
+    assert.deepEqual([...new Set(lookedUp)], [`${missing.txid}:0`]);
+    assert.ok((await counter(members[1]!, 'pegout_signatures_rejected_total', 'proposal_unknown_input')) > 0, 'a member that cannot look it up refuses');
+  });
+});
