@@ -119,7 +119,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
         federation: { threshold, pubkeys: pubkeys.map(toHex) },
         memberKeyFile: keyFile,
         storeDir: join(home, 'store'),
-        p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${p2pPorts[j]}`]]))) },
+        p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${p2pPorts[j]}`]]))) },
         api: { host: '127.0.0.1', port: apiPorts[i] },
         evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
         bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: o.paidConfirmations ?? 2, pollMs: 500 } : null,

@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { compare, concat, toHex } from '../bitcoin/bytes.js';
 import { schnorrBackend, type SchnorrBackend } from '../signing/schnorr.js';
+import { linkCertificate, type LinkCertificate } from './certificate.js';
 import { P2pError } from './errors.js';
 import { decodeFrame, encodeFrame, isBytes, type FrameFault } from './frames.js';
 import { TokenBucket } from './ratelimit.js';
@@ -37,9 +41,11 @@ export interface NetworkOptions {
   /** Every member's x-only key, this member's included. */
   readonly members: readonly Uint8Array[];
   readonly listen: { readonly host: string; readonly port: number };
-  /** Peers to dial: x-only key hex → ws:// URL. */
+  /** Peers to dial: x-only key hex → wss:// URL. */
   readonly peers: ReadonlyMap<string, string>;
   readonly limits?: Partial<NetworkLimits>;
+  /** The listener's TLS certificate; by default a fresh self-signed one at each start. */
+  readonly certificate?: LinkCertificate;
 }
 
 export interface NetworkStats {
@@ -55,10 +61,41 @@ const AUTH_TAG = 'pegout/link-auth';
 const CLOSE_POLICY = 1008;
 const CLOSE_DUPLICATE = 4001;
 
+/**
+ * Links run TLS 1.3 only: its exporter is the channel binding RFC 9266 defines (earlier
+ * versions' is safe only with the extended master secret). Certificates are self-signed and go
+ * unchecked, because what authenticates a peer is its member key's proof over that binding.
+ */
+const TLS_VERSIONS = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
+export const DIAL_TLS = { ...TLS_VERSIONS, rejectUnauthorized: false } as const;
+
+/** RFC 9266 tls-exporter: the same at both ends of one TLS 1.3 session, unrelated on any other. */
+export function channelBinding(socket: Socket): Uint8Array | undefined {
+  if (!(socket instanceof TLSSocket) || socket.getProtocol() !== 'TLSv1.3') return undefined;
+  return new Uint8Array(socket.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0)));
+}
+
+/**
+ * What `signer` signs to prove its key to `verifier`: both keys, both fresh challenges and the
+ * link's channel binding. The binding makes a proof worthless on any other TLS session, so an
+ * outsider relaying hellos and proofs between its own sessions with two members gets nowhere.
+ */
+export function linkAuthMessage(
+  signer: Uint8Array,
+  verifier: Uint8Array,
+  verifierChallenge: Uint8Array,
+  signerChallenge: Uint8Array,
+  binding: Uint8Array,
+): Uint8Array {
+  return schnorrBackend().taggedHash(AUTH_TAG, concat([signer, verifier, verifierChallenge, signerChallenge, binding]));
+}
+
 interface Link {
   readonly ws: WebSocket;
   readonly outbound: boolean;
   readonly challenge: Uint8Array;
+  /** Channel binding of the TLS session under the link: known on accept, or at a dial's upgrade. */
+  binding?: Uint8Array;
   peer?: Uint8Array;
   peerChallenge?: Uint8Array;
   ready: boolean;
@@ -71,11 +108,12 @@ interface Link {
 }
 
 /**
- * Authenticated links between federation members. Every member listens on one port and dials
- * the others. A link carries nothing until both ends proved, by a Schnorr signature over the
- * other's fresh challenge (bound to both keys), that they hold a member key. After that, frames
- * are msgpack envelopes of registered types; anything malformed, unknown, oversized or over the
- * rate is dropped and counted, and a peer that keeps it up is disconnected and banned.
+ * Authenticated links between federation members, over TLS 1.3. Every member listens on one
+ * port and dials the others. A link carries nothing until both ends proved, by a Schnorr
+ * signature over the other's fresh challenge bound to both keys and to the TLS channel, that
+ * they hold a member key. After that, frames are msgpack envelopes of registered types; anything
+ * malformed, unknown, oversized or over the rate is dropped and counted, and a peer that keeps
+ * it up is disconnected and banned.
  *
  * Events: 'peer' (key hex) when a link becomes ready — the node's catch-up hook — 'peer_down',
  * 'message' (key hex, type, body), 'refused' (reason) for a failed handshake, 'banned' (key hex).
@@ -90,6 +128,7 @@ export class PeerNetwork extends EventEmitter {
   private readonly pending = new Set<Link>();
   private readonly bans = new Map<string, number>();
   private readonly dialing = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
+  private https?: Server;
   private server?: WebSocketServer;
   private stopped = false;
   readonly stats: NetworkStats = {
@@ -107,8 +146,9 @@ export class PeerNetwork extends EventEmitter {
     this.myKey = this.backend.xonlyPublicKey(options.secretKey);
     this.memberSet = new Set(options.members.map(toHex));
     if (!this.memberSet.has(toHex(this.myKey))) throw new P2pError('invalid_config', `this member's key ${toHex(this.myKey)} is not in the member list`);
-    for (const key of options.peers.keys()) {
+    for (const [key, url] of options.peers) {
       if (!this.memberSet.has(key)) throw new P2pError('invalid_config', `peer ${key} is not a federation member`);
+      if (!url.startsWith('wss://')) throw new P2pError('invalid_config', `peer ${key}: ${url} is not a wss:// URL`);
     }
   }
 
@@ -122,15 +162,20 @@ export class PeerNetwork extends EventEmitter {
   }
 
   async start(): Promise<number> {
-    const server = new WebSocketServer({ host: this.options.listen.host, port: this.options.listen.port, maxPayload: this.limits.maxFrameBytes });
+    const certificate = this.options.certificate ?? (await linkCertificate());
+    const https = createServer({ ...certificate, ...TLS_VERSIONS });
+    this.https = https;
+    const server = new WebSocketServer({ server: https, maxPayload: this.limits.maxFrameBytes });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('listening', resolve);
-      server.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${this.options.listen.host}:${this.options.listen.port}: ${err.message}`)));
+      https.once('listening', resolve);
+      const where = `${this.options.listen.host}:${this.options.listen.port}`;
+      https.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${where}: ${err.message}`)));
+      https.listen(this.options.listen.port, this.options.listen.host);
     });
-    server.on('connection', (ws: WebSocket, _req: IncomingMessage) => this.attach(ws, false));
+    server.on('connection', (ws: WebSocket, req: IncomingMessage) => this.bind(this.attach(ws, false), req.socket));
     for (const peer of this.options.peers.keys()) this.schedule(peer, 0);
-    const address = server.address();
+    const address = https.address();
     return typeof address === 'object' && address ? address.port : this.options.listen.port;
   }
 
@@ -138,7 +183,8 @@ export class PeerNetwork extends EventEmitter {
     this.stopped = true;
     for (const d of this.dialing.values()) clearTimeout(d.timer);
     for (const link of [...this.links.values(), ...this.pending]) link.ws.terminate();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server?.close();
+    await new Promise<void>((resolve) => (this.https ? this.https.close(() => resolve()) : resolve()));
   }
 
   connectedPeers(): string[] {
@@ -178,8 +224,9 @@ export class PeerNetwork extends EventEmitter {
   private dial(peer: string): void {
     if (this.stopped || this.links.has(peer)) return;
     const state = this.dialing.get(peer)!;
-    const ws = new WebSocket(this.options.peers.get(peer)!, { maxPayload: this.limits.maxFrameBytes, handshakeTimeout: this.limits.handshakeTimeoutMs });
-    this.attach(ws, true, peer);
+    const ws = new WebSocket(this.options.peers.get(peer)!, { ...DIAL_TLS, maxPayload: this.limits.maxFrameBytes });
+    const link = this.attach(ws, true, peer);
+    ws.once('upgrade', (res: IncomingMessage) => this.bind(link, res.socket));
     // outbound links are redialed by their dialer; a kept inbound link's dialer is the peer
     ws.once('close', () => {
       if (this.stopped || this.links.has(peer)) return;
@@ -219,6 +266,11 @@ export class PeerNetwork extends EventEmitter {
     return link;
   }
 
+  /** Ties `link` to the TLS session under it: the channel binding its proofs sign. */
+  private bind(link: Link, socket: Socket): void {
+    link.binding = channelBinding(socket);
+  }
+
   private receive(link: Link, data: Buffer, expected: string | undefined): void {
     if (link.closing) return;
     if (!link.ready) return this.handshake(link, data, expected);
@@ -235,6 +287,7 @@ export class PeerNetwork extends EventEmitter {
       this.stats.dropped[frame === 'unknown_type' ? 'unauthenticated' : frame]++;
       return this.fail(link, `handshake frame refused (${frame})`);
     }
+    if (!link.binding) return this.fail(link, 'not a TLS 1.3 channel');
     if (frame.type === 'hello') {
       if (link.peer) return this.fail(link, 'second hello');
       const { key, challenge } = frame.body as { key: Uint8Array; challenge: Uint8Array };
@@ -244,21 +297,16 @@ export class PeerNetwork extends EventEmitter {
       if ((this.bans.get(hex) ?? 0) > Date.now()) return this.fail(link, `peer ${hex} is banned`);
       link.peer = Uint8Array.from(key);
       link.peerChallenge = Uint8Array.from(challenge);
-      const message = this.transcript(this.myKey, link.peer, link.peerChallenge, link.challenge);
-      link.ws.send(encodeFrame('auth', { signature: this.backend.signBatch(this.options.secretKey, message, 'random') }));
+      const message = linkAuthMessage(this.myKey, link.peer, link.peerChallenge, link.challenge, link.binding);
+      link.ws.send(encodeFrame('auth', { signature: this.backend.sign(this.options.secretKey, message, 'random') }));
       return;
     }
-    // 'auth': the peer signed our fresh challenge
+    // 'auth': the peer signed our fresh challenge on this channel
     if (!link.peer || !link.peerChallenge) return this.fail(link, 'auth before hello');
     const { signature } = frame.body as { signature: Uint8Array };
-    const message = this.transcript(link.peer, this.myKey, link.challenge, link.peerChallenge);
-    if (this.backend.verifyBatch(signature, message, link.peer)[0] !== 1) return this.fail(link, 'bad handshake signature');
+    const message = linkAuthMessage(link.peer, this.myKey, link.challenge, link.peerChallenge, link.binding);
+    if (!this.backend.verify(signature, message, link.peer)) return this.fail(link, 'bad handshake signature');
     this.ready(link);
-  }
-
-  /** What `signer` signs to prove its key to `verifier`: both keys and both challenges. */
-  private transcript(signer: Uint8Array, verifier: Uint8Array, verifierChallenge: Uint8Array, signerChallenge: Uint8Array): Uint8Array {
-    return this.backend.taggedHash(AUTH_TAG, concat([signer, verifier, verifierChallenge, signerChallenge]));
   }
 
   private ready(link: Link): void {

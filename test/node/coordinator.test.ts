@@ -63,7 +63,7 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
       await batch.write({ sync: true });
       const pool = new SigningPool(federation, { secretKey, size: 1 });
       await setup.before?.(i, store, pool, federation);
-      const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${ports[j]}`] as [string, string]])));
+      const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${ports[j]}`] as [string, string]])));
       const network = new PeerNetwork({ secretKey, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
       const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
       const coordinator = new Coordinator({ store, federation, pool, network, fees: { ...FEES, rate: async () => 2 }, maxOutputs: 5, slotMs: 150, log, onFinalized: (record) => settleLocally(store, federation, record) });
