@@ -7,9 +7,11 @@ import { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { compare, concat, toHex } from '../bitcoin/bytes.js';
 import { schnorrBackend, type SchnorrBackend } from '../signing/schnorr.js';
+import { Admissions } from './admission.js';
 import { linkCertificate, type LinkCertificate } from './certificate.js';
 import { P2pError } from './errors.js';
 import { decodeFrame, encodeFrame, isBytes, type FrameFault } from './frames.js';
+import { LINK_CAPS } from './limits.js';
 import { TokenBucket } from './ratelimit.js';
 
 export interface NetworkLimits {
@@ -20,6 +22,7 @@ export interface NetworkLimits {
   /** Dropped frames after which a peer is disconnected and banned. */
   readonly misbehaviourLimit: number;
   readonly banMs: number;
+  /** From TCP accept (inbound) or dial (outbound) to an authenticated link. */
   readonly handshakeTimeoutMs: number;
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
@@ -50,6 +53,10 @@ export interface NetworkOptions {
 
 export interface NetworkStats {
   connected: number;
+  /** Inbound connections not yet authenticated (at most LINK_CAPS.pendingConnections). */
+  readonly pending: number;
+  /** Inbound connections closed on accept because a pending cap was reached. */
+  turnedAway: number;
   framesIn: number;
   framesOut: number;
   dropped: Record<FrameFault, number>;
@@ -94,8 +101,11 @@ interface Link {
   readonly ws: WebSocket;
   readonly outbound: boolean;
   readonly challenge: Uint8Array;
-  /** Channel binding of the TLS session under the link: known on accept, or at a dial's upgrade. */
+  /** The TLS socket under the link: known on accept, or at the upgrade of a dial. */
+  channel?: Socket;
   binding?: Uint8Array;
+  /** Stops counting the bytes the peer sends before it authenticates. */
+  unmeter?: () => void;
   peer?: Uint8Array;
   peerChallenge?: Uint8Array;
   ready: boolean;
@@ -104,6 +114,7 @@ interface Link {
   misbehaviour: number;
   readonly frames: TokenBucket;
   readonly bytes: TokenBucket;
+  /** Outbound only: an inbound link's deadline runs from accept, in Admissions. */
   timer?: NodeJS.Timeout;
 }
 
@@ -113,7 +124,7 @@ interface Link {
  * signature over the other's fresh challenge bound to both keys and to the TLS channel, that
  * they hold a member key. After that, frames are msgpack envelopes of registered types; anything
  * malformed, unknown, oversized or over the rate is dropped and counted, and a peer that keeps
- * it up is disconnected and banned.
+ * it up is disconnected and banned. What a peer can make a member hold is capped (LINK_CAPS).
  *
  * Events: 'peer' (key hex) when a link becomes ready — the node's catch-up hook — 'peer_down',
  * 'message' (key hex, type, body), 'refused' (reason) for a failed handshake, 'banned' (key hex).
@@ -126,19 +137,13 @@ export class PeerNetwork extends EventEmitter {
   private readonly validators = new Map<string, (body: unknown) => boolean>();
   private readonly links = new Map<string, Link>();
   private readonly pending = new Set<Link>();
+  private readonly admissions: Admissions;
   private readonly bans = new Map<string, number>();
   private readonly dialing = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
   private https?: Server;
   private server?: WebSocketServer;
   private stopped = false;
-  readonly stats: NetworkStats = {
-    connected: 0,
-    framesIn: 0,
-    framesOut: 0,
-    dropped: { malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0 },
-    handshakeFailures: 0,
-    bans: 0,
-  };
+  readonly stats: NetworkStats;
 
   constructor(private readonly options: NetworkOptions) {
     super();
@@ -150,6 +155,20 @@ export class PeerNetwork extends EventEmitter {
       if (!this.memberSet.has(key)) throw new P2pError('invalid_config', `peer ${key} is not a federation member`);
       if (!url.startsWith('wss://')) throw new P2pError('invalid_config', `peer ${key}: ${url} is not a wss:// URL`);
     }
+    const admissions = new Admissions(this.limits.handshakeTimeoutMs, () => this.refused('handshake timed out'));
+    this.admissions = admissions;
+    this.stats = {
+      connected: 0,
+      get pending() {
+        return admissions.size;
+      },
+      turnedAway: 0,
+      framesIn: 0,
+      framesOut: 0,
+      dropped: { malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0 },
+      handshakeFailures: 0,
+      bans: 0,
+    };
   }
 
   get key(): string {
@@ -165,6 +184,11 @@ export class PeerNetwork extends EventEmitter {
     const certificate = this.options.certificate ?? (await linkCertificate());
     const https = createServer({ ...certificate, ...TLS_VERSIONS });
     this.https = https;
+    https.on('connection', (socket: Socket) => {
+      if (this.admissions.admit(socket)) return;
+      this.stats.turnedAway++;
+      socket.destroy();
+    });
     const server = new WebSocketServer({ server: https, maxPayload: this.limits.maxFrameBytes });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -183,6 +207,7 @@ export class PeerNetwork extends EventEmitter {
     this.stopped = true;
     for (const d of this.dialing.values()) clearTimeout(d.timer);
     for (const link of [...this.links.values(), ...this.pending]) link.ws.terminate();
+    this.admissions.closeAll();
     this.server?.close();
     await new Promise<void>((resolve) => (this.https ? this.https.close(() => resolve()) : resolve()));
   }
@@ -248,7 +273,7 @@ export class PeerNetwork extends EventEmitter {
       bytes: new TokenBucket(this.limits.bytesPerSecond, this.limits.bytesPerSecond * 2),
     };
     this.pending.add(link);
-    link.timer = setTimeout(() => this.fail(link, 'handshake timed out'), this.limits.handshakeTimeoutMs);
+    if (outbound) link.timer = setTimeout(() => this.fail(link, 'handshake timed out'), this.limits.handshakeTimeoutMs);
     const hello = (): void => void ws.send(encodeFrame('hello', { key: this.myKey, challenge: link.challenge }));
     if (ws.readyState === WebSocket.OPEN) hello();
     else ws.once('open', hello);
@@ -266,9 +291,27 @@ export class PeerNetwork extends EventEmitter {
     return link;
   }
 
-  /** Ties `link` to the TLS session under it: the channel binding its proofs sign. */
+  /**
+   * Ties `link` to the TLS socket under it: the channel binding its proofs sign, and a byte
+   * budget until it authenticates, so a stranger cannot park a maximum-size frame per connection.
+   */
   private bind(link: Link, socket: Socket): void {
+    link.channel = socket;
     link.binding = channelBinding(socket);
+    let bytes = 0;
+    const meter = (chunk: Buffer): void => {
+      bytes += chunk.length;
+      if (bytes <= LINK_CAPS.handshakeBytes) return;
+      socket.off('data', meter);
+      // judged once ws has parsed this chunk too: an honest peer's first frames may share it
+      // with the proof that makes the link ready
+      setImmediate(() => {
+        if (!this.pending.has(link)) return;
+        this.fail(link, `more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`);
+      });
+    };
+    socket.on('data', meter);
+    link.unmeter = () => socket.off('data', meter);
   }
 
   private receive(link: Link, data: Buffer, expected: string | undefined): void {
@@ -311,7 +354,9 @@ export class PeerNetwork extends EventEmitter {
 
   private ready(link: Link): void {
     clearTimeout(link.timer);
+    link.unmeter?.();
     this.pending.delete(link);
+    if (!link.outbound && link.channel) this.admissions.settle(link.channel);
     const peer = toHex(link.peer!);
     const existing = this.links.get(peer);
     if (existing) {
@@ -347,9 +392,13 @@ export class PeerNetwork extends EventEmitter {
     }
   }
 
-  private fail(link: Link, reason: string): void {
+  private refused(reason: string): void {
     this.stats.handshakeFailures++;
     this.emit('refused', reason);
+  }
+
+  private fail(link: Link, reason: string): void {
+    this.refused(reason);
     clearTimeout(link.timer);
     link.ws.terminate();
   }

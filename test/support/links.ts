@@ -73,11 +73,14 @@ export async function within<T>(promise: Promise<T>, what: string, ms = 10_000):
   }
 }
 
-/** A raw WebSocket client that runs our handshake with any key: a member's, or a stranger's. */
+/**
+ * A raw WebSocket client that runs our handshake with any key: a member's, or a stranger's.
+ * `follow` goes out right behind the proof, before the member can have checked it.
+ */
 export async function rawPeer(
   target: Member,
   secretKey: Uint8Array,
-  opts: { tamper?: boolean } = {},
+  opts: { tamper?: boolean; follow?: Buffer } = {},
 ): Promise<{ ws: WebSocket; closed: Promise<unknown>; ready: Promise<boolean> }> {
   const ws = new WebSocket(urlOf(target), DIAL_TLS);
   const closed = once(ws, 'close');
@@ -94,6 +97,7 @@ export async function rawPeer(
       const signature = backend.sign(secretKey, linkAuthMessage(key, body.key, body.challenge, challenge, binding!), 'random');
       if (opts.tamper) signature[0]! ^= 1;
       ws.send(encodeFrame('auth', { signature }));
+      if (opts.follow) ws.send(opts.follow);
       resolve(true);
     });
     ws.once('close', () => resolve(false));

@@ -1,0 +1,18 @@
+/**
+ * Caps on what a peer, or anyone who can reach the link port, can make a member hold at the link
+ * layer. Fixed, not configured: each is sized from the protocol, not from a deployment. (Frame
+ * size, rates, the handshake deadline and bans are NetworkLimits.)
+ */
+export const LINK_CAPS = {
+  /**
+   * Inbound connections from TCP accept until authenticated, all addresses together. An honest
+   * member needs at most two at a time (its dial and a redial racing a dying link), so 64 serves
+   * federations of thirty and more through restarts, while strangers filling it hold only 64 TLS
+   * sessions of at most handshakeBytes each. When it is full, this member's own dials still link.
+   */
+  pendingConnections: 64,
+  /** The same from one remote address: filling pendingConnections takes eight addresses. */
+  pendingPerAddress: 8,
+  /** Bytes a connection may send before it authenticates: hello and proof are under 300 with framing. */
+  handshakeBytes: 4096,
+} as const;
