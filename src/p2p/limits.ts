@@ -15,4 +15,12 @@ export const LINK_CAPS = {
   pendingPerAddress: 8,
   /** Bytes a connection may send before it authenticates: hello and proof are under 300 with framing. */
   handshakeBytes: 4096,
+  /**
+   * Frames from one peer waiting for the frame handler. A catch-up burst (announced payments, a
+   * round's signatures) is tens to hundreds; more means the peer sends faster than this member
+   * handles, and keeping the excess would only grow memory.
+   */
+  queuedFrames: 1024,
+  /** Bytes of those frames: eight of the largest (4 MiB by default), whatever their number. */
+  queuedBytes: 32 * 1024 * 1024,
 } as const;

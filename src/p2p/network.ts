@@ -57,6 +57,8 @@ export interface NetworkStats {
   readonly pending: number;
   /** Inbound connections closed on accept because a pending cap was reached. */
   turnedAway: number;
+  /** Frames waiting for the frame handler, all peers together. */
+  queued: number;
   framesIn: number;
   framesOut: number;
   dropped: Record<FrameFault, number>;
@@ -97,6 +99,17 @@ export function linkAuthMessage(
   return schnorrBackend().taggedHash(AUTH_TAG, concat([signer, verifier, verifierChallenge, signerChallenge, binding]));
 }
 
+/** Handles one frame; the network awaits it before handing over the same peer's next one. */
+export type FrameHandler = (peer: string, type: string, body: unknown) => Promise<void>;
+
+/** One peer's frames waiting for the handler. */
+interface Inbox {
+  readonly frames: { readonly type: string; readonly body: unknown; readonly bytes: number }[];
+  /** Bytes of the waiting frames and of the one being handled. */
+  bytes: number;
+  draining: boolean;
+}
+
 interface Link {
   readonly ws: WebSocket;
   readonly outbound: boolean;
@@ -127,7 +140,8 @@ interface Link {
  * it up is disconnected and banned. What a peer can make a member hold is capped (LINK_CAPS).
  *
  * Events: 'peer' (key hex) when a link becomes ready — the node's catch-up hook — 'peer_down',
- * 'message' (key hex, type, body), 'refused' (reason) for a failed handshake, 'banned' (key hex).
+ * 'message' (key hex, type, body) for each frame accepted, 'refused' (reason) for a failed
+ * handshake, 'banned' (key hex), 'handler_failed' (key hex, error) when the handler rejects.
  */
 export class PeerNetwork extends EventEmitter {
   private readonly limits: NetworkLimits;
@@ -138,6 +152,8 @@ export class PeerNetwork extends EventEmitter {
   private readonly links = new Map<string, Link>();
   private readonly pending = new Set<Link>();
   private readonly admissions: Admissions;
+  private readonly inboxes = new Map<string, Inbox>();
+  private handler?: FrameHandler;
   private readonly bans = new Map<string, number>();
   private readonly dialing = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
   private https?: Server;
@@ -163,9 +179,12 @@ export class PeerNetwork extends EventEmitter {
         return admissions.size;
       },
       turnedAway: 0,
+      queued: 0,
       framesIn: 0,
       framesOut: 0,
-      dropped: { malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0 },
+      dropped: {
+        malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0, queue_full: 0,
+      },
       handshakeFailures: 0,
       bans: 0,
     };
@@ -178,6 +197,16 @@ export class PeerNetwork extends EventEmitter {
   /** Declares a message type and the check its body must pass; other types are dropped. */
   registerType(type: string, validate: (body: unknown) => boolean): void {
     this.validators.set(type, validate);
+  }
+
+  /**
+   * Hands every accepted frame to `handler`, one peer's frames one at a time and in order. At
+   * most LINK_CAPS.queuedFrames (and queuedBytes) of a peer's wait; frames past that are dropped
+   * and counted as 'queue_full', so a peer sending faster than this member handles cannot grow
+   * its memory. Without a handler, frames only go out as 'message' events.
+   */
+  handle(handler: FrameHandler): void {
+    this.handler = handler;
   }
 
   async start(): Promise<number> {
@@ -320,8 +349,41 @@ export class PeerNetwork extends EventEmitter {
     if (!link.frames.take() || !link.bytes.take(data.length)) return this.drop(link, 'rate_limited');
     const frame = decodeFrame(data, this.validators);
     if (typeof frame === 'string') return this.drop(link, frame);
+    const peer = toHex(link.peer!);
+    if (this.handler && !this.enqueue(peer, frame.type, frame.body, data.length)) {
+      // not misbehaviour: an honest peer's burst can meet a slow moment here
+      this.stats.dropped.queue_full++;
+      return;
+    }
     this.stats.framesIn++;
-    this.emit('message', toHex(link.peer!), frame.type, frame.body);
+    this.emit('message', peer, frame.type, frame.body);
+  }
+
+  /** Queues a frame for the handler; false when the peer's inbox is full. */
+  private enqueue(peer: string, type: string, body: unknown, bytes: number): boolean {
+    const inbox = this.inboxes.get(peer) ?? { frames: [], bytes: 0, draining: false };
+    this.inboxes.set(peer, inbox);
+    if (inbox.frames.length >= LINK_CAPS.queuedFrames || inbox.bytes + bytes > LINK_CAPS.queuedBytes) return false;
+    inbox.frames.push({ type, body, bytes });
+    inbox.bytes += bytes;
+    this.stats.queued++;
+    if (!inbox.draining) void this.drain(peer, inbox);
+    return true;
+  }
+
+  private async drain(peer: string, inbox: Inbox): Promise<void> {
+    inbox.draining = true;
+    // once stopped, frames still waiting go unhandled: what handles them is stopping too
+    for (let next = inbox.frames.shift(); next && !this.stopped; next = inbox.frames.shift()) {
+      this.stats.queued--;
+      try {
+        await this.handler!(peer, next.type, next.body);
+      } catch (err) {
+        this.emit('handler_failed', peer, err);
+      }
+      inbox.bytes -= next.bytes;
+    }
+    inbox.draining = false;
   }
 
   private handshake(link: Link, data: Buffer, expected: string | undefined): void {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { afterEach, describe, it } from 'node:test';
 import WebSocket from 'ws';
@@ -96,5 +97,47 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     await until(() => got.includes(text.length), 'the frame right behind the proof');
     assert.equal(reasons.length, 1);
     member.ws.close();
+  });
+
+  it('a peer flooding frames faster than they are handled: the excess is dropped and counted, memory stays bounded, honest traffic goes on', async (t) => {
+    const ms = await members(3);
+    // rate limits out of the way: what holds the flood here is the queue cap
+    const net = network(ms[0]!, ms, { limits: { framesPerSecond: 1e6, bytesPerSecond: 1e9 } });
+    const honest = network(ms[2]!, ms);
+    const handled = new Map<string, number>();
+    let peakQueued = 0;
+    net.handle(async (peer) => {
+      peakQueued = Math.max(peakQueued, net.stats.queued);
+      await sleep(1);
+      handled.set(peer, (handled.get(peer) ?? 0) + 1);
+    });
+    await Promise.all([net.start(), honest.start()]);
+    const flooder = toHex(ms[1]!.key);
+    const flood = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await flood.ready, true);
+    await until(() => net.connectedPeers().includes(flooder) && net.connectedPeers().includes(toHex(ms[2]!.key)), 'both peers linked');
+    const rss = process.memoryUsage().rss;
+
+    // 20,000 frames of 16 KiB (320 MiB), paced only by the socket
+    const sent = 20_000;
+    const text = 'x'.repeat(16 * 1024);
+    for (let i = 0; i < sent; i++) {
+      while (flood.ws.bufferedAmount > 4 * MB) await sleep(1);
+      flood.ws.send(encodeFrame('note', { text }));
+      if (i % 2000 === 0) assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: `honest ${i}` }));
+    }
+    const honestSent = sent / 2000;
+    await until(() => net.stats.framesIn + net.stats.dropped.queue_full === sent + honestSent, 'every frame queued or dropped', 60_000);
+    const growth = (process.memoryUsage().rss - rss) / MB;
+
+    t.diagnostic(`${net.stats.dropped.queue_full} of ${sent} dropped as queue_full, peak queued ${peakQueued}, RSS +${growth.toFixed(0)} MB`);
+    assert.ok(net.stats.dropped.queue_full > 0, 'frames past the cap are dropped');
+    // all peers together: the flooder's cap plus the honest peer's few
+    assert.ok(peakQueued <= LINK_CAPS.queuedFrames + honestSent, `peak queued ${peakQueued}`);
+    assert.ok(growth < 200, `RSS grew ${growth.toFixed(0)} MB`);
+    await until(() => handled.get(toHex(ms[2]!.key)) === honestSent, 'every honest frame handled');
+    assert.ok(net.connectedPeers().includes(flooder), 'a full queue is not misbehaviour');
+    assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: 'after the flood' }));
+    await until(() => handled.get(toHex(ms[2]!.key)) === honestSent + 1, 'honest traffic after the flood');
   });
 });
