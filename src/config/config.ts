@@ -150,10 +150,10 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
     }
     case 'peers': {
       const map = fromEnv && typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
-      if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(path, value, 'an object {"<x-only key hex>": "ws://host:port"}');
+      if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(path, value, 'an object {"<x-only key hex>": "wss://host:port"}');
       for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
         if (!/^[0-9a-f]{64}$/.test(k)) fail(`${path}.${k}`, k, 'a 64-character lowercase hex x-only key as the name');
-        if (typeof v !== 'string' || !/^wss?:\/\/[^\s]+$/.test(v)) fail(`${path}.${k}`, v, 'a ws:// or wss:// URL');
+        if (typeof v !== 'string' || !/^wss:\/\/[^\s]+$/.test(v)) fail(`${path}.${k}`, v, 'a wss:// URL (links run over TLS only)');
       }
       return map;
     }

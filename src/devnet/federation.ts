@@ -12,7 +12,7 @@ import { installBridge } from '../evm/bridge.js';
 import { EvmRpc } from '../evm/rpc.js';
 import { writeKeyFile } from '../signing/keyfile.js';
 import { startRegtest, type Regtest } from './bitcoind.js';
-import { schnorrBackend } from '../signing/schnorr.js';
+import { BACKEND_ENV, schnorrBackend } from '../signing/schnorr.js';
 
 // A local federation on loopback: anvil with the bridge, n member processes (`pegout node`),
 // each with its own key file, store, ports and log file under one directory, and with a
@@ -62,6 +62,20 @@ export interface Devnet {
   kill(i: number, signal?: NodeJS.Signals): Promise<void>;
   /** Stops every member (SIGTERM, then SIGKILL), bitcoind and anvil. */
   stop(): Promise<void>;
+}
+
+/** What a member process needs from the devnet's environment; its config file says the rest. */
+const INHERITED = ['PATH', 'HOME', 'NODE_OPTIONS', BACKEND_ENV] as const;
+
+/**
+ * A member process's environment: INHERITED from `parent` where set, then `extra`. Nothing
+ * else passes, so a secret in the devnet's environment (an EVM key for sending requests, say)
+ * never reaches the members, and a stray PEGOUT_* override cannot reconfigure them.
+ */
+export function memberProcessEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const name of INHERITED) if (parent[name] !== undefined) env[name] = parent[name];
+  return { ...env, ...extra };
 }
 
 async function waitForApi(url: string, child: ChildProcess, logFile: string, timeoutMs = 60_000): Promise<void> {
@@ -121,7 +135,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
         federation: { threshold, pubkeys: pubkeys.map(toHex) },
         memberKeyFile: keyFile,
         storeDir: join(home, 'store'),
-        p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${p2pPorts[j]}`]]))) },
+        p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${p2pPorts[j]}`]]))) },
         api: { host: '127.0.0.1', port: apiPorts[i] },
         evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
         bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: depth, spendConfirmations: depth, pollMs: 500 } : null,
@@ -139,7 +153,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
       const m = members[i]!;
       const log = createWriteStream(m.logFile, { flags: 'a' });
       await new Promise((resolve) => log.once('open', resolve));
-      const child = spawn(process.execPath, [PEGOUT, 'node', '--config', m.configFile], { stdio: ['ignore', log, log], env: { ...process.env, ...o.memberEnv } });
+      const child = spawn(process.execPath, [PEGOUT, 'node', '--config', m.configFile], { stdio: ['ignore', log, log], env: memberProcessEnv(process.env, o.memberEnv) });
       child.once('exit', () => log.end());
       m.process = child;
       await waitForApi(m.apiUrl, child, m.logFile);

@@ -12,7 +12,7 @@ import { EvmObserver } from '../evm/observer.js';
 import { EvmRpc } from '../evm/rpc.js';
 import { createMetrics, type Metrics } from '../metrics/metrics.js';
 import { PeerNetwork } from '../p2p/network.js';
-import { parseSecretKey, readKeyFile } from '../signing/keyfile.js';
+import { readKeyFile, takeSecretKeyFromEnv } from '../signing/keyfile.js';
 import { SigningPool } from '../signing/pool.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 import { cursorKey } from '../storage/keys.js';
@@ -49,7 +49,7 @@ export function declaredOutputs(federation: Federation, count: number, sats: num
 
 async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Uint8Array> {
   if (config.memberKeyFile !== null) return readKeyFile(config.memberKeyFile);
-  return parseSecretKey(env.PEGOUT_MEMBER_KEY, 'environment variable PEGOUT_MEMBER_KEY');
+  return takeSecretKeyFromEnv(env, 'PEGOUT_MEMBER_KEY');
 }
 
 async function refreshMetrics(store: Store, metrics: Metrics, network: PeerNetwork, dropped: Map<string, number>): Promise<void> {

@@ -15,7 +15,9 @@ export function encodeFrame(type: string, body: unknown): Buffer {
   return packr.pack({ v: FRAME_VERSION, type, body } satisfies Frame);
 }
 
-export type FrameFault = 'malformed' | 'wrong_version' | 'unknown_type' | 'bad_body' | 'oversized' | 'rate_limited' | 'unauthenticated';
+/** Why a frame was dropped. 'queue_full': the peer's frames waiting for the handler reached their cap. */
+export type FrameFault =
+  | 'malformed' | 'wrong_version' | 'unknown_type' | 'bad_body' | 'oversized' | 'rate_limited' | 'unauthenticated' | 'queue_full';
 
 /**
  * Decodes and checks a frame against the registered types. Returns the fault instead of

@@ -1,11 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { compare, concat, toHex } from '../bitcoin/bytes.js';
 import { schnorrBackend, type SchnorrBackend } from '../signing/schnorr.js';
+import { Admissions } from './admission.js';
+import { linkCertificate, type LinkCertificate } from './certificate.js';
 import { P2pError } from './errors.js';
 import { decodeFrame, encodeFrame, isBytes, type FrameFault } from './frames.js';
+import { LINK_CAPS } from './limits.js';
 import { TokenBucket } from './ratelimit.js';
 
 export interface NetworkLimits {
@@ -16,6 +22,7 @@ export interface NetworkLimits {
   /** Dropped frames after which a peer is disconnected and banned. */
   readonly misbehaviourLimit: number;
   readonly banMs: number;
+  /** From TCP accept (inbound) or dial (outbound) to an authenticated link. */
   readonly handshakeTimeoutMs: number;
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
@@ -37,13 +44,21 @@ export interface NetworkOptions {
   /** Every member's x-only key, this member's included. */
   readonly members: readonly Uint8Array[];
   readonly listen: { readonly host: string; readonly port: number };
-  /** Peers to dial: x-only key hex → ws:// URL. */
+  /** Peers to dial: x-only key hex → wss:// URL. */
   readonly peers: ReadonlyMap<string, string>;
   readonly limits?: Partial<NetworkLimits>;
+  /** The listener's TLS certificate; by default a fresh self-signed one at each start. */
+  readonly certificate?: LinkCertificate;
 }
 
 export interface NetworkStats {
   connected: number;
+  /** Inbound connections not yet authenticated (at most LINK_CAPS.pendingConnections). */
+  readonly pending: number;
+  /** Inbound connections closed on accept because a pending cap was reached. */
+  turnedAway: number;
+  /** Frames waiting for the frame handler, all peers together. */
+  queued: number;
   framesIn: number;
   framesOut: number;
   dropped: Record<FrameFault, number>;
@@ -55,10 +70,55 @@ const AUTH_TAG = 'pegout/link-auth';
 const CLOSE_POLICY = 1008;
 const CLOSE_DUPLICATE = 4001;
 
+/**
+ * Links run TLS 1.3 only: its exporter is the channel binding RFC 9266 defines (earlier
+ * versions' is safe only with the extended master secret). Certificates are self-signed and go
+ * unchecked, because what authenticates a peer is its member key's proof over that binding.
+ */
+const TLS_VERSIONS = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
+export const DIAL_TLS = { ...TLS_VERSIONS, rejectUnauthorized: false } as const;
+
+/** RFC 9266 tls-exporter: the same at both ends of one TLS 1.3 session, unrelated on any other. */
+export function channelBinding(socket: Socket): Uint8Array | undefined {
+  if (!(socket instanceof TLSSocket) || socket.getProtocol() !== 'TLSv1.3') return undefined;
+  return new Uint8Array(socket.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0)));
+}
+
+/**
+ * What `signer` signs to prove its key to `verifier`: both keys, both fresh challenges and the
+ * link's channel binding. The binding makes a proof worthless on any other TLS session, so an
+ * outsider relaying hellos and proofs between its own sessions with two members gets nowhere.
+ */
+export function linkAuthMessage(
+  signer: Uint8Array,
+  verifier: Uint8Array,
+  verifierChallenge: Uint8Array,
+  signerChallenge: Uint8Array,
+  binding: Uint8Array,
+): Uint8Array {
+  return schnorrBackend().taggedHash(AUTH_TAG, concat([signer, verifier, verifierChallenge, signerChallenge, binding]));
+}
+
+/** Handles one frame; the network awaits it before handing over the same peer's next one. */
+export type FrameHandler = (peer: string, type: string, body: unknown) => Promise<void>;
+
+/** One peer's frames waiting for the handler. */
+interface Inbox {
+  readonly frames: { readonly type: string; readonly body: unknown; readonly bytes: number }[];
+  /** Bytes of the waiting frames and of the one being handled. */
+  bytes: number;
+  draining: boolean;
+}
+
 interface Link {
   readonly ws: WebSocket;
   readonly outbound: boolean;
   readonly challenge: Uint8Array;
+  /** The TLS socket under the link: known on accept, or at the upgrade of a dial. */
+  channel?: Socket;
+  binding?: Uint8Array;
+  /** Stops counting the bytes the peer sends before it authenticates. */
+  unmeter?: () => void;
   peer?: Uint8Array;
   peerChallenge?: Uint8Array;
   ready: boolean;
@@ -67,18 +127,21 @@ interface Link {
   misbehaviour: number;
   readonly frames: TokenBucket;
   readonly bytes: TokenBucket;
+  /** Outbound only: an inbound link's deadline runs from accept, in Admissions. */
   timer?: NodeJS.Timeout;
 }
 
 /**
- * Authenticated links between federation members. Every member listens on one port and dials
- * the others. A link carries nothing until both ends proved, by a Schnorr signature over the
- * other's fresh challenge (bound to both keys), that they hold a member key. After that, frames
- * are msgpack envelopes of registered types; anything malformed, unknown, oversized or over the
- * rate is dropped and counted, and a peer that keeps it up is disconnected and banned.
+ * Authenticated links between federation members, over TLS 1.3. Every member listens on one
+ * port and dials the others. A link carries nothing until both ends proved, by a Schnorr
+ * signature over the other's fresh challenge bound to both keys and to the TLS channel, that
+ * they hold a member key. After that, frames are msgpack envelopes of registered types; anything
+ * malformed, unknown, oversized or over the rate is dropped and counted, and a peer that keeps
+ * it up is disconnected and banned. What a peer can make a member hold is capped (LINK_CAPS).
  *
  * Events: 'peer' (key hex) when a link becomes ready — the node's catch-up hook — 'peer_down',
- * 'message' (key hex, type, body), 'refused' (reason) for a failed handshake, 'banned' (key hex).
+ * 'message' (key hex, type, body) for each frame accepted, 'refused' (reason) for a failed
+ * handshake, 'banned' (key hex), 'handler_failed' (key hex, error) when the handler rejects.
  */
 export class PeerNetwork extends EventEmitter {
   private readonly limits: NetworkLimits;
@@ -88,18 +151,15 @@ export class PeerNetwork extends EventEmitter {
   private readonly validators = new Map<string, (body: unknown) => boolean>();
   private readonly links = new Map<string, Link>();
   private readonly pending = new Set<Link>();
+  private readonly admissions: Admissions;
+  private readonly inboxes = new Map<string, Inbox>();
+  private handler?: FrameHandler;
   private readonly bans = new Map<string, number>();
   private readonly dialing = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
+  private https?: Server;
   private server?: WebSocketServer;
   private stopped = false;
-  readonly stats: NetworkStats = {
-    connected: 0,
-    framesIn: 0,
-    framesOut: 0,
-    dropped: { malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0 },
-    handshakeFailures: 0,
-    bans: 0,
-  };
+  readonly stats: NetworkStats;
 
   constructor(private readonly options: NetworkOptions) {
     super();
@@ -107,9 +167,27 @@ export class PeerNetwork extends EventEmitter {
     this.myKey = this.backend.xonlyPublicKey(options.secretKey);
     this.memberSet = new Set(options.members.map(toHex));
     if (!this.memberSet.has(toHex(this.myKey))) throw new P2pError('invalid_config', `this member's key ${toHex(this.myKey)} is not in the member list`);
-    for (const key of options.peers.keys()) {
+    for (const [key, url] of options.peers) {
       if (!this.memberSet.has(key)) throw new P2pError('invalid_config', `peer ${key} is not a federation member`);
+      if (!url.startsWith('wss://')) throw new P2pError('invalid_config', `peer ${key}: ${url} is not a wss:// URL`);
     }
+    const admissions = new Admissions(this.limits.handshakeTimeoutMs, () => this.refused('handshake timed out'));
+    this.admissions = admissions;
+    this.stats = {
+      connected: 0,
+      get pending() {
+        return admissions.size;
+      },
+      turnedAway: 0,
+      queued: 0,
+      framesIn: 0,
+      framesOut: 0,
+      dropped: {
+        malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0, queue_full: 0,
+      },
+      handshakeFailures: 0,
+      bans: 0,
+    };
   }
 
   get key(): string {
@@ -121,16 +199,36 @@ export class PeerNetwork extends EventEmitter {
     this.validators.set(type, validate);
   }
 
+  /**
+   * Hands every accepted frame to `handler`, one peer's frames one at a time and in order. At
+   * most LINK_CAPS.queuedFrames (and queuedBytes) of a peer's wait; frames past that are dropped
+   * and counted as 'queue_full', so a peer sending faster than this member handles cannot grow
+   * its memory. Without a handler, frames only go out as 'message' events.
+   */
+  handle(handler: FrameHandler): void {
+    this.handler = handler;
+  }
+
   async start(): Promise<number> {
-    const server = new WebSocketServer({ host: this.options.listen.host, port: this.options.listen.port, maxPayload: this.limits.maxFrameBytes });
+    const certificate = this.options.certificate ?? (await linkCertificate());
+    const https = createServer({ ...certificate, ...TLS_VERSIONS });
+    this.https = https;
+    https.on('connection', (socket: Socket) => {
+      if (this.admissions.admit(socket)) return;
+      this.stats.turnedAway++;
+      socket.destroy();
+    });
+    const server = new WebSocketServer({ server: https, maxPayload: this.limits.maxFrameBytes });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('listening', resolve);
-      server.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${this.options.listen.host}:${this.options.listen.port}: ${err.message}`)));
+      https.once('listening', resolve);
+      const where = `${this.options.listen.host}:${this.options.listen.port}`;
+      https.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${where}: ${err.message}`)));
+      https.listen(this.options.listen.port, this.options.listen.host);
     });
-    server.on('connection', (ws: WebSocket, _req: IncomingMessage) => this.attach(ws, false));
+    server.on('connection', (ws: WebSocket, req: IncomingMessage) => this.bind(this.attach(ws, false), req.socket));
     for (const peer of this.options.peers.keys()) this.schedule(peer, 0);
-    const address = server.address();
+    const address = https.address();
     return typeof address === 'object' && address ? address.port : this.options.listen.port;
   }
 
@@ -138,7 +236,9 @@ export class PeerNetwork extends EventEmitter {
     this.stopped = true;
     for (const d of this.dialing.values()) clearTimeout(d.timer);
     for (const link of [...this.links.values(), ...this.pending]) link.ws.terminate();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.admissions.closeAll();
+    this.server?.close();
+    await new Promise<void>((resolve) => (this.https ? this.https.close(() => resolve()) : resolve()));
   }
 
   connectedPeers(): string[] {
@@ -178,8 +278,9 @@ export class PeerNetwork extends EventEmitter {
   private dial(peer: string): void {
     if (this.stopped || this.links.has(peer)) return;
     const state = this.dialing.get(peer)!;
-    const ws = new WebSocket(this.options.peers.get(peer)!, { maxPayload: this.limits.maxFrameBytes, handshakeTimeout: this.limits.handshakeTimeoutMs });
-    this.attach(ws, true, peer);
+    const ws = new WebSocket(this.options.peers.get(peer)!, { ...DIAL_TLS, maxPayload: this.limits.maxFrameBytes });
+    const link = this.attach(ws, true, peer);
+    ws.once('upgrade', (res: IncomingMessage) => this.bind(link, res.socket));
     // outbound links are redialed by their dialer; a kept inbound link's dialer is the peer
     ws.once('close', () => {
       if (this.stopped || this.links.has(peer)) return;
@@ -201,7 +302,7 @@ export class PeerNetwork extends EventEmitter {
       bytes: new TokenBucket(this.limits.bytesPerSecond, this.limits.bytesPerSecond * 2),
     };
     this.pending.add(link);
-    link.timer = setTimeout(() => this.fail(link, 'handshake timed out'), this.limits.handshakeTimeoutMs);
+    if (outbound) link.timer = setTimeout(() => this.fail(link, 'handshake timed out'), this.limits.handshakeTimeoutMs);
     const hello = (): void => void ws.send(encodeFrame('hello', { key: this.myKey, challenge: link.challenge }));
     if (ws.readyState === WebSocket.OPEN) hello();
     else ws.once('open', hello);
@@ -219,14 +320,70 @@ export class PeerNetwork extends EventEmitter {
     return link;
   }
 
+  /**
+   * Ties `link` to the TLS socket under it: the channel binding its proofs sign, and a byte
+   * budget until it authenticates, so a stranger cannot park a maximum-size frame per connection.
+   */
+  private bind(link: Link, socket: Socket): void {
+    link.channel = socket;
+    link.binding = channelBinding(socket);
+    let bytes = 0;
+    const meter = (chunk: Buffer): void => {
+      bytes += chunk.length;
+      if (bytes <= LINK_CAPS.handshakeBytes) return;
+      socket.off('data', meter);
+      // judged once ws has parsed this chunk too: an honest peer's first frames may share it
+      // with the proof that makes the link ready
+      setImmediate(() => {
+        if (!this.pending.has(link)) return;
+        this.fail(link, `more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`);
+      });
+    };
+    socket.on('data', meter);
+    link.unmeter = () => socket.off('data', meter);
+  }
+
   private receive(link: Link, data: Buffer, expected: string | undefined): void {
     if (link.closing) return;
     if (!link.ready) return this.handshake(link, data, expected);
     if (!link.frames.take() || !link.bytes.take(data.length)) return this.drop(link, 'rate_limited');
     const frame = decodeFrame(data, this.validators);
     if (typeof frame === 'string') return this.drop(link, frame);
+    const peer = toHex(link.peer!);
+    if (this.handler && !this.enqueue(peer, frame.type, frame.body, data.length)) {
+      // not misbehaviour: an honest peer's burst can meet a slow moment here
+      this.stats.dropped.queue_full++;
+      return;
+    }
     this.stats.framesIn++;
-    this.emit('message', toHex(link.peer!), frame.type, frame.body);
+    this.emit('message', peer, frame.type, frame.body);
+  }
+
+  /** Queues a frame for the handler; false when the peer's inbox is full. */
+  private enqueue(peer: string, type: string, body: unknown, bytes: number): boolean {
+    const inbox = this.inboxes.get(peer) ?? { frames: [], bytes: 0, draining: false };
+    this.inboxes.set(peer, inbox);
+    if (inbox.frames.length >= LINK_CAPS.queuedFrames || inbox.bytes + bytes > LINK_CAPS.queuedBytes) return false;
+    inbox.frames.push({ type, body, bytes });
+    inbox.bytes += bytes;
+    this.stats.queued++;
+    if (!inbox.draining) void this.drain(peer, inbox);
+    return true;
+  }
+
+  private async drain(peer: string, inbox: Inbox): Promise<void> {
+    inbox.draining = true;
+    // once stopped, frames still waiting go unhandled: what handles them is stopping too
+    for (let next = inbox.frames.shift(); next && !this.stopped; next = inbox.frames.shift()) {
+      this.stats.queued--;
+      try {
+        await this.handler!(peer, next.type, next.body);
+      } catch (err) {
+        this.emit('handler_failed', peer, err);
+      }
+      inbox.bytes -= next.bytes;
+    }
+    inbox.draining = false;
   }
 
   private handshake(link: Link, data: Buffer, expected: string | undefined): void {
@@ -235,6 +392,7 @@ export class PeerNetwork extends EventEmitter {
       this.stats.dropped[frame === 'unknown_type' ? 'unauthenticated' : frame]++;
       return this.fail(link, `handshake frame refused (${frame})`);
     }
+    if (!link.binding) return this.fail(link, 'not a TLS 1.3 channel');
     if (frame.type === 'hello') {
       if (link.peer) return this.fail(link, 'second hello');
       const { key, challenge } = frame.body as { key: Uint8Array; challenge: Uint8Array };
@@ -244,26 +402,23 @@ export class PeerNetwork extends EventEmitter {
       if ((this.bans.get(hex) ?? 0) > Date.now()) return this.fail(link, `peer ${hex} is banned`);
       link.peer = Uint8Array.from(key);
       link.peerChallenge = Uint8Array.from(challenge);
-      const message = this.transcript(this.myKey, link.peer, link.peerChallenge, link.challenge);
-      link.ws.send(encodeFrame('auth', { signature: this.backend.signBatch(this.options.secretKey, message, 'random') }));
+      const message = linkAuthMessage(this.myKey, link.peer, link.peerChallenge, link.challenge, link.binding);
+      link.ws.send(encodeFrame('auth', { signature: this.backend.sign(this.options.secretKey, message, 'random') }));
       return;
     }
-    // 'auth': the peer signed our fresh challenge
+    // 'auth': the peer signed our fresh challenge on this channel
     if (!link.peer || !link.peerChallenge) return this.fail(link, 'auth before hello');
     const { signature } = frame.body as { signature: Uint8Array };
-    const message = this.transcript(link.peer, this.myKey, link.challenge, link.peerChallenge);
-    if (this.backend.verifyBatch(signature, message, link.peer)[0] !== 1) return this.fail(link, 'bad handshake signature');
+    const message = linkAuthMessage(link.peer, this.myKey, link.challenge, link.peerChallenge, link.binding);
+    if (!this.backend.verify(signature, message, link.peer)) return this.fail(link, 'bad handshake signature');
     this.ready(link);
-  }
-
-  /** What `signer` signs to prove its key to `verifier`: both keys and both challenges. */
-  private transcript(signer: Uint8Array, verifier: Uint8Array, verifierChallenge: Uint8Array, signerChallenge: Uint8Array): Uint8Array {
-    return this.backend.taggedHash(AUTH_TAG, concat([signer, verifier, verifierChallenge, signerChallenge]));
   }
 
   private ready(link: Link): void {
     clearTimeout(link.timer);
+    link.unmeter?.();
     this.pending.delete(link);
+    if (!link.outbound && link.channel) this.admissions.settle(link.channel);
     const peer = toHex(link.peer!);
     const existing = this.links.get(peer);
     if (existing) {
@@ -299,9 +454,13 @@ export class PeerNetwork extends EventEmitter {
     }
   }
 
-  private fail(link: Link, reason: string): void {
+  private refused(reason: string): void {
     this.stats.handshakeFailures++;
     this.emit('refused', reason);
+  }
+
+  private fail(link: Link, reason: string): void {
+    this.refused(reason);
     clearTimeout(link.timer);
     link.ws.terminate();
   }

@@ -39,6 +39,17 @@ export function parseSecretKey(value: unknown, source: string): Uint8Array {
   return key;
 }
 
+/**
+ * The hex secret key in environment variable `name`, deleted from `env` as it is read: processes
+ * started later do not inherit it and no later code finds it. (The kernel's copy of the initial
+ * environment, /proc/<pid>/environ, stays; only the same user and root can read it.)
+ */
+export function takeSecretKeyFromEnv(env: NodeJS.ProcessEnv, name: string): Uint8Array {
+  const value = env[name];
+  delete env[name];
+  return parseSecretKey(value, `environment variable ${name}`);
+}
+
 /** Writes a new key file with mode 0600; never overwrites an existing file. */
 export async function writeKeyFile(path: string, secretKey: Uint8Array): Promise<void> {
   try {

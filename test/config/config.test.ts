@@ -9,7 +9,7 @@ const base = {
   federation: { threshold: 2, pubkeys: [KEY_A, KEY_B] },
   memberKeyFile: '/etc/pegout/member.key',
   storeDir: '/var/lib/pegout',
-  p2p: { port: 7700, peers: { [KEY_B]: 'ws://127.0.0.1:7701' } },
+  p2p: { port: 7700, peers: { [KEY_B]: 'wss://127.0.0.1:7701' } },
   api: { port: 8080 },
   evm: { rpcUrl: 'http://127.0.0.1:8545' },
   bitcoin: null,
@@ -44,7 +44,8 @@ describe('member config', () => {
     refuses({ ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', cookieFile: '/c' }, declaredFunding: { count: 1, sats: 100000 } }, {}, /declaredFunding .* expected null when bitcoin is configured/);
     refuses({ ...base, evm: { rpcUrl: 'x', confirmatons: 3 } }, {}, /evm.confirmatons .* no such field/);
     refuses({ ...base, storeDir: undefined }, {}, /storeDir .* it has no default/);
-    refuses({ ...base, p2p: { port: 1, peers: { [KEY_B]: 'http://x' } } }, {}, /p2p.peers.b+ is "http:\/\/x"; expected a ws:\/\/ or wss:\/\/ URL/);
+    refuses({ ...base, p2p: { port: 1, peers: { [KEY_B]: 'http://x' } } }, {}, /p2p.peers.b+ is "http:\/\/x"; expected a wss:\/\/ URL/);
+    refuses({ ...base, p2p: { port: 1, peers: { [KEY_B]: 'ws://127.0.0.1:7701' } } }, {}, /p2p.peers.b+ is "ws:\/\/127.0.0.1:7701"; expected a wss:\/\/ URL \(links run over TLS only\)/);
     refuses({ ...base, memberKeyFile: null }, {}, /PEGOUT_MEMBER_KEY/);
   });
 

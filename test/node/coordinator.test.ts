@@ -67,7 +67,7 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
   const ports = await Promise.all(keys.map(() => freePort()));
   const honest = setup.members - (setup.hostile ?? 0);
   const network = (i: number): PeerNetwork => {
-    const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `ws://127.0.0.1:${ports[j]}`] as [string, string]])));
+    const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${ports[j]}`] as [string, string]])));
     return new PeerNetwork({ secretKey: secretKeys[i]!, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
   };
   const hostile = secretKeys.slice(honest).map((secretKey, h) => ({ network: network(honest + h), pool: new SigningPool(federation, { secretKey, size: 1 }) }));

@@ -1,77 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, it } from 'node:test';
 import { Packr } from 'msgpackr';
-import WebSocket from 'ws';
-import { concat, toHex } from '../../src/bitcoin/bytes.js';
-import { freePort } from '../../src/evm/anvil.js';
+import { toHex } from '../../src/bitcoin/bytes.js';
 import { encodeFrame, isBytes } from '../../src/p2p/frames.js';
-import { PeerNetwork, type NetworkLimits } from '../../src/p2p/network.js';
-import { schnorrBackend } from '../../src/signing/schnorr.js';
+import { PeerNetwork } from '../../src/p2p/network.js';
+import { linkNetwork as network, members, rawPeer, stopNetworks, until } from '../support/links.js';
 
-const backend = schnorrBackend();
-const running: PeerNetwork[] = [];
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((n) => n.stop()));
-});
-
-interface Member {
-  secretKey: Uint8Array;
-  key: Uint8Array;
-  port: number;
-}
-
-async function members(n: number): Promise<Member[]> {
-  return Promise.all(
-    Array.from({ length: n }, async () => {
-      const secretKey = new Uint8Array(randomBytes(32));
-      return { secretKey, key: backend.xonlyPublicKey(secretKey), port: await freePort() };
-    }),
-  );
-}
-
-function network(me: Member, all: Member[], limits: Partial<NetworkLimits> = {}): PeerNetwork {
-  const peers = new Map(all.filter((m) => m !== me).map((m) => [toHex(m.key), `ws://127.0.0.1:${m.port}`]));
-  const net = new PeerNetwork({ secretKey: me.secretKey, members: all.map((m) => m.key), listen: { host: '127.0.0.1', port: me.port }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300, ...limits } });
-  net.registerType('note', (b) => typeof b === 'object' && b !== null && typeof (b as { text?: unknown }).text === 'string');
-  running.push(net);
-  return net;
-}
-
-async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** A raw WebSocket client that runs our handshake with any key: a member's, or a stranger's. */
-async function rawPeer(target: Member, secretKey: Uint8Array, opts: { tamper?: boolean } = {}): Promise<{ ws: WebSocket; closed: Promise<unknown>; ready: Promise<boolean> }> {
-  const ws = new WebSocket(`ws://127.0.0.1:${target.port}`);
-  const closed = once(ws, 'close');
-  const key = backend.xonlyPublicKey(secretKey);
-  const challenge = new Uint8Array(randomBytes(32));
-  // hello goes out on 'open' and the listener is in place first: the member's hello can
-  // arrive in the same tick as 'open', and our auth must not overtake our hello
-  ws.once('open', () => ws.send(encodeFrame('hello', { key, challenge })));
-  const ready = new Promise<boolean>((resolve) => {
-    ws.once('message', (data: Buffer) => {
-      const hello = new Packr({ useRecords: false, mapsAsObjects: true }).unpack(data) as { body: { key: Uint8Array; challenge: Uint8Array } };
-      const message = backend.taggedHash('pegout/link-auth', concat([key, hello.body.key, hello.body.challenge, challenge]));
-      const signature = backend.signBatch(secretKey, message, 'random');
-      if (opts.tamper) signature[0]! ^= 1;
-      ws.send(encodeFrame('auth', { signature }));
-      resolve(true);
-    });
-    ws.once('close', () => resolve(false));
-  });
-  await once(ws, 'open');
-  return { ws, closed, ready };
-}
-
+afterEach(stopNetworks);
 
 describe('member links', () => {
   it('three members connect, authenticate and exchange messages both ways', async () => {
@@ -114,7 +51,7 @@ describe('member links', () => {
 
   it('drops and counts garbage, unknown, wrong-version, bad-body and oversized frames; honest traffic still flows; then bans', async () => {
     const ms = await members(3);
-    const net = network(ms[0]!, ms, { misbehaviourLimit: 6, banMs: 60_000, maxFrameBytes: 64 * 1024 });
+    const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 6, banMs: 60_000, maxFrameBytes: 64 * 1024 } });
     const honest = network(ms[2]!, ms);
     await Promise.all([net.start(), honest.start()]);
     const got: string[] = [];
@@ -151,7 +88,7 @@ describe('member links', () => {
 
   it('rate-limits a flooding peer, then bans it, and lets it back after the ban', async () => {
     const ms = await members(2);
-    const net = network(ms[0]!, ms, { framesPerSecond: 20, misbehaviourLimit: 10, banMs: 400 });
+    const net = network(ms[0]!, ms, { limits: { framesPerSecond: 20, misbehaviourLimit: 10, banMs: 400 } });
     await net.start();
     const flood = await rawPeer(ms[0]!, ms[1]!.secretKey);
     await flood.ready;
@@ -186,9 +123,12 @@ describe('member links', () => {
     assert.ok(b.send(toHex(ms[0]!.key), 'note', { text: 'after restart' }));
   });
 
-  it('checks frames and keys with plain shape validators', () => {
+  it('checks frames and keys with plain shape validators, and dials only wss:// peers', async () => {
     assert.ok(isBytes(new Uint8Array(32), 32));
     assert.ok(!isBytes('00', 32));
     assert.throws(() => new PeerNetwork({ secretKey: new Uint8Array(32).fill(1), members: [], listen: { host: '127.0.0.1', port: 0 }, peers: new Map() }), { code: 'invalid_config' });
+    const [a, b] = await members(2);
+    const plain = new Map([[toHex(b!.key), `ws://127.0.0.1:${b!.port}`]]);
+    assert.throws(() => new PeerNetwork({ secretKey: a!.secretKey, members: [a!.key, b!.key], listen: { host: '127.0.0.1', port: 0 }, peers: plain }), /is not a wss:\/\/ URL/);
   });
 });

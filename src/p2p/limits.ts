@@ -1,0 +1,26 @@
+/**
+ * Caps on what a peer, or anyone who can reach the link port, can make a member hold at the link
+ * layer. Fixed, not configured: each is sized from the protocol, not from a deployment. (Frame
+ * size, rates, the handshake deadline and bans are NetworkLimits.)
+ */
+export const LINK_CAPS = {
+  /**
+   * Inbound connections from TCP accept until authenticated, all addresses together. An honest
+   * member needs at most two at a time (its dial and a redial racing a dying link), so 64 serves
+   * federations of thirty and more through restarts, while strangers filling it hold only 64 TLS
+   * sessions of at most handshakeBytes each. When it is full, this member's own dials still link.
+   */
+  pendingConnections: 64,
+  /** The same from one remote address: filling pendingConnections takes eight addresses. */
+  pendingPerAddress: 8,
+  /** Bytes a connection may send before it authenticates: hello and proof are under 300 with framing. */
+  handshakeBytes: 4096,
+  /**
+   * Frames from one peer waiting for the frame handler. A catch-up burst (announced payments, a
+   * round's signatures) is tens to hundreds; more means the peer sends faster than this member
+   * handles, and keeping the excess would only grow memory.
+   */
+  queuedFrames: 1024,
+  /** Bytes of those frames: eight of the largest (4 MiB by default), whatever their number. */
+  queuedBytes: 32 * 1024 * 1024,
+} as const;
