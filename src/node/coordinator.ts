@@ -100,8 +100,6 @@ export const STALE_SLOTS = 4;
  * bounded); beyond them frames are dropped and counted, and the honest path never needs more.
  */
 export const COORDINATOR_CAPS = {
-  /** Frames waiting to be handled, per peer: an honest peer sends a few per payment. */
-  queuedPerPeer: 256,
   /**
    * Signature sets that arrived before their proposal, per peer: an honest peer is at most a few
    * payments ahead. Beyond either bound the peer's oldest set is evicted, so a peer that sends
@@ -140,8 +138,6 @@ export class Coordinator {
   private readonly early = new Map<string, Map<string, Uint8Array>>();
   /** Per peer, the txids of its early sets, oldest first, and their bytes. */
   private readonly earlyByPeer = new Map<string, { txids: Set<string>; bytes: number }>();
-  /** Frames queued for handling, per peer (bounded: COORDINATOR_CAPS.queuedPerPeer). */
-  private readonly queuedBy = new Map<string, number>();
   /** Finalized payments not yet paid, announced to peers that (re)connect. */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
@@ -154,7 +150,7 @@ export class Coordinator {
   private lastPeerProposal = -Infinity;
   /** Proposers that announced a turn (the slot) and have not yet said it is done. */
   private readonly building = new Map<string, number>();
-  /** Frames received and not yet handled: a turn waits for them (a peer's turn_done overtakes its queued proposals). */
+  /** Frames taken from the links and not yet handled: a turn waits for them (a peer's turn_done overtakes its queued proposals). */
   private queued = 0;
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
@@ -170,23 +166,19 @@ export class Coordinator {
     return this.busy;
   }
 
-  private handle(peer: string, type: string, fn: () => Promise<void>): void {
-    const mine = this.queuedBy.get(peer) ?? 0;
-    if (mine >= COORDINATOR_CAPS.queuedPerPeer) {
-      this.o.metrics?.framesDropped.inc({ reason: 'queue_full' });
-      this.o.log.debug('frame_dropped', { peer, type, reason: 'queue_full' });
-      return;
-    }
-    this.queuedBy.set(peer, mine + 1);
+  /**
+   * A peer's proposal, signatures or finalized payment, handed over by the links one frame at a
+   * time per peer: the links hold what waits behind it within LINK_CAPS (src/p2p/limits.ts).
+   */
+  private async handle(peer: string, type: string, body: unknown): Promise<void> {
+    const fn =
+      type === 'proposal' ? () => this.onProposalFrame(peer, body)
+      : type === 'signatures' ? () => this.onSignatures(peer, body as SignaturesBody)
+      : type === 'finalized' ? () => this.onFinalizedFrame(peer, body as FinalizedBody)
+      : undefined;
+    if (!fn) return;
     this.queued++;
-    void this.serial(() =>
-      fn().finally(() => {
-        this.queued--;
-        const left = (this.queuedBy.get(peer) ?? 1) - 1;
-        if (left > 0) this.queuedBy.set(peer, left);
-        else this.queuedBy.delete(peer);
-      }),
-    );
+    await this.serial(() => fn().finally(() => this.queued--));
   }
 
   /** Whether `peer` holds the turn at `now`: the proposer of this slot, or of one within the grace. */
@@ -216,12 +208,11 @@ export class Coordinator {
     net.registerType('finalized', isFinalized);
     net.registerType('turn', (b) => Number.isSafeInteger(b));
     net.registerType('turn_done', (b) => Number.isSafeInteger(b));
+    // turns are bookkeeping, done as frames arrive; the rest waits in the links' bounded queues
     net.on('message', (peer: string, type: string, body: unknown) => {
       if (type === 'proposal' || type === 'turn' || type === 'turn_done') this.onTurnFrame(peer, type, body);
-      if (type === 'proposal') this.handle(peer, type, () => this.onProposalFrame(peer, body));
-      if (type === 'signatures') this.handle(peer, type, () => this.onSignatures(peer, body as SignaturesBody));
-      if (type === 'finalized') this.handle(peer, type, () => this.onFinalizedFrame(peer, body as FinalizedBody));
     });
+    net.handle((peer, type, body) => this.handle(peer, type, body));
     net.on('peer', (peer: string) => void this.serial(() => this.announce(peer)));
     await this.serial(() => this.recover());
     this.timer = setInterval(() => void this.serial(() => this.tick()), Math.max(10, Math.floor(this.o.slotMs / 4)));
@@ -314,7 +305,8 @@ export class Coordinator {
     // it is done and every payment this member signed is finalized, or, should it never say so
     // (it crashed, or payments are stuck), once it has been quiet for a whole slot.
     for (const [peer, turn] of this.building) if (turn < slot - TURN_GRACE_SLOTS) this.building.delete(peer);
-    const settled = this.building.size === 0 && this.queued === 0 && this.proposals.size === 0 && this.retry.size === 0;
+    const waiting = this.queued + this.o.network.stats.queued;
+    const settled = this.building.size === 0 && waiting === 0 && this.proposals.size === 0 && this.retry.size === 0;
     if (!settled && now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
     await this.turn(slot, async (rate) => {
