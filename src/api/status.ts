@@ -1,4 +1,4 @@
-import type { Federation } from '../bitcoin/federation.js';
+import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
 import { getRequest, listRequests, requestHistory, type RequestRecord, type StatusChange } from '../evm/request-store.js';
 import type { Store } from '../storage/store.js';
 import { listUtxos } from '../wallet/utxos.js';
@@ -89,6 +89,7 @@ export function storeStatusSource(store: Store, federation: Federation, health: 
         network: federation.network,
         threshold: federation.threshold,
         members: federation.pubkeys.map((k) => Buffer.from(k).toString('hex')),
+        faultTolerance: federationFaultTolerance(federation),
         balance: { unspentSats: sum(unspent), reservedSats: sum(reserved), unspentOutputs: unspent.length, reservedOutputs: reserved.length },
       };
     },

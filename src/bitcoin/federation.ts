@@ -40,6 +40,55 @@ export function defaultThreshold(members: number): number {
   return Math.floor((2 * members) / 3) + 1;
 }
 
+/** What a federation of `members` needing `threshold` signatures survives (SPEC §3). */
+export interface FaultTolerance {
+  /**
+   * f = 2t − n − 1: malicious members under which no request is paid twice. Any two quorums of
+   * t share at least 2t − n members, so with at most f malicious one of them is honest, and an
+   * honest member signs one live payment per request. Negative when two quorums need not share
+   * a member at all: then not even one malicious member is tolerated.
+   */
+  readonly safety: number;
+  /** n − t: members that may be down (or refuse to sign) while every request is still paid. */
+  readonly liveness: number;
+}
+
+export function faultTolerance(threshold: number, members: number): FaultTolerance {
+  if (!Number.isInteger(members) || members < 1 || members > MAX_FEDERATION_MEMBERS) {
+    const details = { field: 'members', value: members };
+    fail(`members must be an integer from 1 to ${MAX_FEDERATION_MEMBERS}, got ${members}`, details);
+  }
+  if (!Number.isInteger(threshold) || threshold < 1 || threshold > members) {
+    const details = { field: 'threshold', value: threshold };
+    fail(`threshold must be an integer from 1 to the number of members (${members}), got ${threshold}`, details);
+  }
+  return { safety: 2 * threshold - members - 1, liveness: members - threshold };
+}
+
+/** faultTolerance() in words, for operators; says so plainly when no malicious member is tolerated. */
+export function faultToleranceStatement(threshold: number, members: number): string {
+  const { safety: f, liveness } = faultTolerance(threshold, members);
+  const head = `${threshold}-of-${members}`;
+  const down = `payments go on with up to ${liveness} member(s) down (n − t = ${liveness})`;
+  if (f > 0) {
+    return `${head}: up to ${f} malicious member(s) cannot get a request paid twice (f = 2t − n − 1 = ${f}); ${down}`;
+  }
+  if (f === 0) {
+    return `${head}: tolerates NO malicious member (f = 2t − n − 1 = 0): any two quorums share one member, `
+      + `so honest members never pay a request twice, but one malicious member could; ${down}`;
+  }
+  // the smallest t with 2t − n − 1 ≥ 0, which SPEC §3 requires
+  const least = Math.ceil((members + 1) / 2);
+  return `${head}: tolerates NO malicious member (f = 2t − n − 1 = ${f} < 0): two quorums need not share a member, `
+    + `so even honest members in two rounds could pay a request twice; a threshold of at least ${least} is needed; ${down}`;
+}
+
+/** The numbers and the statement, as /federation, `pegout federation` and the member's start-up log show them. */
+export function federationFaultTolerance(federation: FederationParams): FaultTolerance & { readonly statement: string } {
+  const { threshold, pubkeys: { length: members } } = federation;
+  return { ...faultTolerance(threshold, members), statement: faultToleranceStatement(threshold, members) };
+}
+
 function fail(message: string, details: Record<string, unknown>): never {
   throw new BitcoinError('invalid_federation', message, details);
 }

@@ -1,6 +1,6 @@
 import { compactSizeLength } from './bytes.js';
 import type { Federation } from './federation.js';
-import type { Transaction } from './tx.js';
+import { serializeTx, type Transaction } from './tx.js';
 
 // Sizes of a signed federation spend, known before anyone signs: a script-path witness holds
 // exactly t 64-byte signatures and n − t empty items, so fees are computed on the final size
@@ -54,6 +54,11 @@ export function federationSpendWeight(federation: Federation, inputCount: number
   let weight = txOverheadWeight(inputCount, outputScripts.length) + inputCount * federationInputWeight(federation);
   for (const script of outputScripts) weight += outputWeight(script);
   return weight;
+}
+
+/** BIP141 weight of a transaction as it stands: its witness-stripped size counts four times, witness bytes once. */
+export function txWeight(tx: Transaction): number {
+  return serializeTx(tx, false).length * (WITNESS_SCALE_FACTOR - 1) + serializeTx(tx, true).length;
 }
 
 export function weightToVsize(weight: number): number {

@@ -3,9 +3,11 @@ import type { Command } from 'commander';
 import { Contract, JsonRpcProvider, Wallet } from 'ethers';
 import { decodeAddress } from '../bitcoin/address.js';
 import { parseNetwork, type Network } from '../bitcoin/network.js';
-import { BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
+import {
+  BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog,
+} from '../evm/bridge.js';
 import { EvmError } from '../evm/errors.js';
-import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, requestId, WEI_PER_SAT } from '../evm/requests.js';
+import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, requestId, WEI_PER_SAT, type RequestDecision } from '../evm/requests.js';
 import { EvmRpc, hexQuantity } from '../evm/rpc.js';
 import { CliError, integerOption, printResult } from './output.js';
 
@@ -42,6 +44,34 @@ export function checkPegOut(address: string, amount: string, network: Network): 
   const sats = parseBtcAmount(amount);
   if (sats < MIN_PEGOUT_SATS) throw new EvmError('invalid_amount', `amount ${amount} BTC (${sats} sats) is under the minimum peg-out of ${MIN_PEGOUT_SATS} sats; the bridge would burn it and the federation would not pay it`);
   return { sats, wei: sats * WEI_PER_SAT };
+}
+
+/** A bridge log with the federation's decision on it, or, when it does not decode, why. */
+export type DecidedLog =
+  | { readonly id: string; readonly log: RequestLog; readonly decision: RequestDecision }
+  | { readonly id: string; readonly raw: RawLog; readonly error: string };
+
+/** The bridge's requests among `logs` (chain order), each with its ordinal-based id and its decision. */
+export function decideLogs(logs: readonly RawLog[], bridge: string, network: Network): DecidedLog[] {
+  return bridgeRequestLogs(logs, bridge).map(({ raw, ordinal }) => {
+    const log = decodeRequestLog(raw, ordinal);
+    // an undecodable log still holds its ordinal, so its id is still what the others agree on
+    // (built without checks: a node's malformed hash must not abort the listing)
+    if ('error' in log) return { id: `${String(raw.transactionHash).toLowerCase()}:${ordinal}`, raw, error: log.error };
+    return { id: requestId(log.txHash, log.ordinal), log, decision: decideRequest(log.addressBytes, log.wei, network) };
+  });
+}
+
+/** Every request the bridge logged in blocks `from`..`to`: the auditor's view of the sidechain. */
+export async function requestsInBlocks(
+  rpc: EvmRpc,
+  bridge: string,
+  network: Network,
+  from: number,
+  to: number,
+): Promise<DecidedLog[]> {
+  const filter = { address: bridge, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(from), toBlock: hexQuantity(to) };
+  return decideLogs(await rpc.call<RawLog[]>('eth_getLogs', [filter]), bridge, network);
 }
 
 export function registerEvm(program: Command): void {
@@ -98,14 +128,11 @@ export function registerEvm(program: Command): void {
       const network = parseNetwork(opts.network, '--network');
       const from = integerOption(opts.from, '--from', 0);
       const to = integerOption(opts.to, '--to', from);
-      const rpc = new EvmRpc(opts.rpc);
-      const logs = await rpc.call<RawLog[]>('eth_getLogs', [{ address: opts.bridge, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(from), toBlock: hexQuantity(to) }]);
-      const rows = bridgeRequestLogs(logs, opts.bridge).map(({ raw, ordinal }) => {
-        const log = decodeRequestLog(raw, ordinal);
-        if ('error' in log) return { tx: raw.transactionHash, logIndex: raw.logIndex, status: 'undecodable', detail: log.error };
-        const d = decideRequest(log.addressBytes, log.wei, network);
+      const rows = (await requestsInBlocks(new EvmRpc(opts.rpc), opts.bridge, network, from, to)).map((r) => {
+        if ('error' in r) return { tx: r.raw.transactionHash, logIndex: r.raw.logIndex, status: 'undecodable', detail: r.error };
+        const { log, decision: d } = r;
         return {
-          id: requestId(log.txHash, log.ordinal),
+          id: r.id,
           block: log.blockNumber,
           evmAddress: log.evmAddress,
           bitcoinAddress: d.bitcoinAddress,

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { fromHexLength, toHex } from '../bitcoin/bytes.js';
-import { buildFederation, defaultThreshold, federationFile, type Federation } from '../bitcoin/federation.js';
+import { buildFederation, defaultThreshold, federationFaultTolerance, federationFile, type Federation } from '../bitcoin/federation.js';
 import { parseNetwork } from '../bitcoin/network.js';
 import { CliError, integerOption, printResult } from './output.js';
 
@@ -10,6 +10,7 @@ export function describeFederation(federation: Federation): Record<string, unkno
     network: federation.network,
     threshold: federation.threshold,
     members: federation.pubkeys.length,
+    faultTolerance: federationFaultTolerance(federation),
     descriptor: federation.descriptor,
     address: federation.address,
     scriptPubKey: toHex(federation.scriptPubKey),
@@ -38,6 +39,9 @@ export function registerFederation(program: Command): void {
           throw new CliError(`--out ${opts.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
         }
       }
-      printResult(describeFederation(federation), Boolean(opts.json));
+      const described = describeFederation(federation);
+      // one readable line in text; the numbers as fields in JSON
+      const text = { ...described, faultTolerance: federationFaultTolerance(federation).statement };
+      printResult(opts.json ? described : text, Boolean(opts.json));
     });
 }

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerAudit } from './audit.js';
 import { registerCeremony } from './ceremony.js';
 import { registerDevnet } from './devnet.js';
 import { registerEvm } from './evm.js';
@@ -21,6 +22,7 @@ registerCeremony(program);
 registerDevnet(program);
 registerEvm(program);
 registerStatus(program);
+registerAudit(program);
 
 // `pegout … | head`: a reader that went away is the end of the output, not a crash
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

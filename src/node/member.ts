@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startApi, type ApiServer } from '../api/server.js';
 import { storeStatusSource } from '../api/status.js';
 import { toHex } from '../bitcoin/bytes.js';
-import { buildFederation, memberIndex, type Federation } from '../bitcoin/federation.js';
+import { buildFederation, federationFaultTolerance, memberIndex, type Federation } from '../bitcoin/federation.js';
 import { taggedHash } from '../bitcoin/hash.js';
 import { BitcoinObserver } from '../bitcoin/observer.js';
 import { BitcoinRpcClient } from '../bitcoin/rpc.js';
@@ -206,7 +206,7 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
       })),
     });
     cleanup.push(() => api.close());
-    log.info('member_started', { p2pPort, apiPort: api.port, federation: federation.address, threshold: federation.threshold, members: federation.pubkeys.length, workers: config.workers });
+    log.info('member_started', { p2pPort, apiPort: api.port, federation: federation.address, threshold: federation.threshold, members: federation.pubkeys.length, faultTolerance: federationFaultTolerance(federation), workers: config.workers });
     return { key: toHex(myKey), federation, p2pPort, apiPort: api.port, stop: stopAll };
   } catch (err) {
     await stopAll();

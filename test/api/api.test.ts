@@ -55,6 +55,10 @@ describe('HTTP API', () => {
     const fed = await get('/federation');
     assert.equal(fed.body.descriptor, federation.descriptor);
     assert.equal(fed.body.balance.unspentSats, '5000000');
+    // 2-of-3: any two quorums share a member, but that member may be the one malicious member
+    assert.equal(fed.body.faultTolerance.safety, 0);
+    assert.equal(fed.body.faultTolerance.liveness, 1);
+    assert.match(fed.body.faultTolerance.statement, /^2-of-3: tolerates NO malicious member \(f = 2t − n − 1 = 0\)/);
 
     assert.deepEqual((await get('/pegouts/nope')).body, { error: 'bad_request', parameter: 'id', value: 'nope', expected: '<0x tx hash>:<log index>' });
     assert.equal((await get(`/pegouts/${TX}:9`)).status, 404);

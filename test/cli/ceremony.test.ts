@@ -36,6 +36,8 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     assert.equal(fed.descriptor, v.descriptor);
     assert.equal(fed.address, v.address.regtest);
     assert.equal(fed.controlBlock, v.controlBlock);
+    assert.deepEqual({ safety: fed.faultTolerance.safety, liveness: fed.faultTolerance.liveness }, { safety: 0, liveness: 1 });
+    assert.match(fed.faultTolerance.statement, /^2-of-3: tolerates NO malicious member/);
     const sigFiles: string[] = [];
     v.secretKeys.forEach((_, i) => {
       const out = JSON.parse(ok(['sign', '--federation', fedFile, '--key', keyFiles[i]!, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile, '--deterministic']));
@@ -55,6 +57,19 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     assert.match(r.stderr, /^pegout: not_enough_signatures: have signatures from 1 members, need 2\n$/);
     // the unsigned transaction does not verify
     assert.match(pegout(['verify', '--federation', fedFile, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile]).stderr, /input 0: witness has 0 items/);
+  });
+
+  it('federation states what it tolerates in its text output: f = 2t − n − 1 malicious, n − t down', () => {
+    const keys = federationVectors().find((f) => f.members >= 4);
+    assert.ok(keys, 'a vector federation of at least 4 members');
+    const n = keys.xonlyPubkeys.length;
+    const t = n - 1;
+    const out = ok(['federation', '--threshold', String(t), '--network', 'regtest', '--pubkey', ...keys.xonlyPubkeys]);
+    const f = 2 * t - n - 1;
+    assert.match(out, new RegExp(`^faultTolerance +${t}-of-${n}: up to ${f} malicious member\\(s\\) cannot get a request paid twice \\(f = 2t − n − 1 = ${f}\\); payments go on with up to 1 member\\(s\\) down \\(n − t = 1\\)$`, 'm'));
+    const low = ok(['federation', '--threshold', '1', '--network', 'regtest', '--pubkey', ...keys.xonlyPubkeys, '--json']);
+    assert.equal(JSON.parse(low).faultTolerance.safety, 1 - n);
+    assert.match(JSON.parse(low).faultTolerance.statement, /tolerates NO malicious member .* < 0\)/);
   });
 
   it('keygen writes a 0600 key, refuses to overwrite, and never prints the secret', () => {
@@ -120,6 +135,6 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
   });
 
   it('--help answers for every command', () => {
-    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet']) assert.match(ok([cmd, '--help']), /Usage: pegout/);
+    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet', 'audit']) assert.match(ok([cmd, '--help']), /Usage: pegout/);
   });
 });
