@@ -155,6 +155,7 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     const second = await send(devnet, 3);
     const all = [...first.ids, ...second.ids];
     await waitSigned(devnet, all.length, [0, 1, 2], 300_000, { status: 'paid', between: mine });
+    const payments = new Set<string>();
 
     for (const id of all) {
       const s = await status(id);
@@ -165,7 +166,13 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
         if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
       }
       assert.equal(confirmed.length, 1, `request ${id} is paid on chain by exactly one transaction: ${confirmed.join(', ')}`);
+      for (const txid of confirmed) payments.add(txid);
     }
+    // the federation holds what came in minus what was burned: fees came from the users' shares,
+    // and only a change remainder under its dust limit (330 sats for P2TR) may have gone to miners
+    const { total_amount: balance } = await regtest.rpc.call<{ total_amount: number }>('scantxoutset', ['start', [`addr(${devnet.federation.address})`]]);
+    const missing = 12n * 10_000_000n - BigInt(all.length) * PEGOUT_SATS - BigInt(Math.round(balance * 1e8));
+    assert.ok(missing >= 0n && missing < 330n * BigInt(payments.size), `peg-ins − burned − balance = ${missing} sats over ${payments.size} payments`);
     await devnet.stop();
     await checkExactlyOnce(devnet, all);
   });
