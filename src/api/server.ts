@@ -50,7 +50,7 @@ export async function startApi(options: { host: string; port: number; source: St
       try {
         parseRequestId(id);
       } catch {
-        return badRequest(res, 'id', id, '<0x tx hash>:<log index>');
+        return badRequest(res, 'id', id, '<0x tx hash>:<ordinal>');
       }
       const status = await source.pegout(id);
       return status ? json(res, 200, status) : json(res, 404, { error: 'not_found', id });

@@ -5,7 +5,7 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description("show a peg-out request's lifecycle from a member's HTTP API")
-    .argument('<id>', 'request id: <EVM tx hash>:<log index> (as `pegout request` prints it)')
+    .argument('<id>', 'request id: <EVM tx hash>:<ordinal among its RequestPegOut logs> (as `pegout request` prints it)')
     .requiredOption('--api <url>', "a member's HTTP API, e.g. http://127.0.0.1:8080")
     .option('--json', 'print JSON')
     .action(async (id: string, opts: { api: string; json?: boolean }) => {

@@ -4,7 +4,7 @@ import { storeStatusSource } from '../api/status.js';
 import { toHex } from '../bitcoin/bytes.js';
 import { buildFederation, federationFaultTolerance, memberIndex, type Federation } from '../bitcoin/federation.js';
 import { taggedHash } from '../bitcoin/hash.js';
-import { BitcoinObserver } from '../bitcoin/observer.js';
+import { BitcoinObserver, recoverUtxo } from '../bitcoin/observer.js';
 import { BitcoinRpcClient } from '../bitcoin/rpc.js';
 import { ConfigError, type Config } from '../config/config.js';
 import { countRequests } from '../evm/request-store.js';
@@ -17,7 +17,7 @@ import { SigningPool } from '../signing/pool.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 import { cursorKey } from '../storage/keys.js';
 import { Store } from '../storage/store.js';
-import { getUtxo, listUtxos, registerUtxo } from '../wallet/utxos.js';
+import { getUtxo, listUtxos, registerUtxo, type Outpoint } from '../wallet/utxos.js';
 import { Coordinator } from './coordinator.js';
 import type { SigningPolicy } from './signer.js';
 import { createLogger, type Logger } from './log.js';
@@ -124,6 +124,7 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
     let spendDepth = 1;
     let paidDepth = 1;
     let settlement: ChainSettlement | undefined;
+    let recoverInput: ((o: Outpoint) => Promise<unknown>) | undefined;
     let coordinator: Coordinator | undefined;
     if (config.bitcoin) {
       const b = config.bitcoin;
@@ -136,6 +137,7 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
         onSettled: (txid) => coordinator?.settled(txid),
       });
       await settlement.load();
+      recoverInput = (o) => recoverUtxo(store, rpc, federation.scriptPubKey, o);
       market = async () => {
         const r = await rpc.feeRate({ confTarget: b.confTarget, fallbackSatPerVb: b.fallbackFeeRate, maxSatPerVb: b.maxFeeRate });
         return { floor: r.floorSatPerVb, estimate: r.satPerVb, maxRate: b.maxFeeRate };
@@ -179,6 +181,7 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
       catchUp: () => evm.wake(),
       onFinalized: settlement ? settlement.onFinalized : (record) => settleLocally(store, federation, record),
       ...(settlement ? { replacements: settlement.replacements, onLateMatched: settlement.onLateMatched } : {}),
+      ...(recoverInput ? { recoverInput } : {}),
     });
     const p2pPort = await network.start();
     cleanup.push(() => network.stop());

@@ -63,7 +63,7 @@ export const SPACES = {
   broadcast: 'bcast/',
 } as const;
 
-/** Width of every numeric key part: 10 digits hold any uint32 (vout, log index) and any block height. */
+/** Width of every numeric key part: 10 digits hold any uint32 (vout, request ordinal) and any block height. */
 export const NUMBER_WIDTH = 10;
 const MAX_KEY_NUMBER = 10 ** NUMBER_WIDTH - 1;
 

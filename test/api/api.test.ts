@@ -60,7 +60,7 @@ describe('HTTP API', () => {
     assert.equal(fed.body.faultTolerance.liveness, 1);
     assert.match(fed.body.faultTolerance.statement, /^2-of-3: tolerates NO malicious member \(f = 2t − n − 1 = 0\)/);
 
-    assert.deepEqual((await get('/pegouts/nope')).body, { error: 'bad_request', parameter: 'id', value: 'nope', expected: '<0x tx hash>:<log index>' });
+    assert.deepEqual((await get('/pegouts/nope')).body, { error: 'bad_request', parameter: 'id', value: 'nope', expected: '<0x tx hash>:<ordinal>' });
     assert.equal((await get(`/pegouts/${TX}:9`)).status, 404);
     assert.equal((await get('/pegouts?evmAddress=0x12')).body.parameter, 'evmAddress');
     assert.equal((await get(`/pegouts?evmAddress=${EVM}&limit=0`)).body.parameter, 'limit');
