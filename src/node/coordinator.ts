@@ -132,6 +132,8 @@ export class Coordinator {
   private readonly collector: SignatureCollector;
   /** Proposals this member signed, collecting signatures. */
   private readonly proposals = new Map<string, OpenProposal>();
+  /** Blocking payments already shown to a peer (peer/txid), so each is sent once (bounded). */
+  private readonly shown = new Set<string>();
   /** Proposals refused as a second payment of requests this member signed elsewhere (bounded). */
   private readonly rivals = new Map<string, OpenProposal>();
   /** Signatures that arrived before their proposal, by txid (bounded: COORDINATOR_CAPS). */
@@ -412,6 +414,7 @@ export class Coordinator {
         }
       }
       if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals) this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
+      if (outcome.earlier) await this.showRival(peer, outcome.earlier);
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
     }
@@ -521,9 +524,26 @@ export class Coordinator {
     const txid = this.collector.open(tx, proposal.prevouts);
     if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
     await this.add(txid, this.myKey, own);
-    const early = this.early.get(txid);
+    // taken out before they are added: dropEarly empties the very map they sit in
+    const early = [...(this.early.get(txid) ?? [])];
     this.dropEarly(txid);
-    for (const [peer, sigs] of early ?? []) await this.add(txid, peer, sigs, true);
+    for (const [peer, sigs] of early) await this.add(txid, peer, sigs, true);
+  }
+
+  /**
+   * Sends `peer` the payment this member signed that blocks its proposal, once: a proposer can
+   * only merge rivals it knows of, and one that a malicious member sent to some members alone
+   * would otherwise block every merge it proposes (each refused as a double payment).
+   */
+  private async showRival(peer: string, earlier: string): Promise<void> {
+    const key = `${peer}/${earlier}`;
+    if (this.shown.has(key)) return;
+    if (this.shown.size >= COORDINATOR_CAPS.rivals) this.shown.clear();
+    this.shown.add(key);
+    const [proposal, made] = await this.o.store.getMany<Proposal | SignatureRecord>([proposalKey(earlier), signatureMadeKey(earlier)]);
+    if (!proposal || !made) return;
+    this.o.network.send(peer, 'proposal', proposal);
+    this.o.network.send(peer, 'signatures', { txid: earlier, signatures: (made as SignatureRecord).signatures } satisfies SignaturesBody);
   }
 
   /** Looks up the proposal's inputs this member does not know; true when each of them was found to be a federation output. */
@@ -640,6 +660,7 @@ export class Coordinator {
   private async recordFinal(txid: string, signed: Transaction, body: FinalizedBody, from: string): Promise<void> {
     const record = await recordFinalized(this.o.store, this.o.federation, txid, signed, body, `finalized in ${txid}`);
     if (!record) return;
+    for (const loser of record.superseded ?? []) this.forget(loser);
     for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });
     this.unsettled.set(txid, body);
     this.o.metrics?.rounds.inc({ outcome: 'finalized' });

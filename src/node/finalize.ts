@@ -3,10 +3,11 @@ import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/requests.js';
-import { finalizedKey, requestSignedKey } from '../storage/keys.js';
-import type { Store } from '../storage/store.js';
+import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
-import { getUtxo, reserveUtxos } from '../wallet/utxos.js';
+import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
+import type { SignatureRecord } from './signer.js';
 
 // Recording a finalized payment: the one place where a payment with t signatures (finalized
 // here, received from a peer, or found confirmed on the chain) enters this member's records.
@@ -24,6 +25,15 @@ export interface FinalizedRecord {
   readonly vsize: number;
   /** Proposals that held this payment's inputs when it was finalized: they lose if it confirms. */
   readonly conflicts: readonly string[];
+  /** Payments this member signed that this one superseded (see stageSuperseded): released at once. */
+  readonly superseded?: readonly string[];
+  readonly at: string;
+}
+
+/** supsd/<txid>: why a payment this member signed can never reach t signatures. */
+export interface Supersession {
+  /** The finalized payment of one of its requests that spends none of its inputs. */
+  readonly by: string;
   readonly at: string;
 }
 
@@ -34,6 +44,35 @@ export interface FinalizedBody {
 }
 
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
+
+/**
+ * Payments this member signed that `txid` (finalized, paying `requestIds` from `inputs`)
+ * supersedes: each pays one of its requests and spends none of its inputs. Such a payment can
+ * never reach t signatures: its quorum and this one's would share an honest member, who signs a
+ * second payment of a request only when it conflicts with the first. So it is marked (signer.ts
+ * counts it as dead), its inputs go back to the wallet and its other requests to the queue now,
+ * not when this one confirms: left reserved, they would block every later payment (input_held).
+ */
+async function stageSupersededBy(store: Store, batch: StoreBatch, txid: string, requestIds: readonly string[], inputs: ReadonlySet<string>, at: string): Promise<string[]> {
+  const superseded: string[] = [];
+  for (const id of requestIds) {
+    const { txHash, ordinal } = parseRequestId(id);
+    for (const key of await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })) {
+      const other = key.slice(key.lastIndexOf('/') + 1);
+      if (other === txid || superseded.includes(other) || (await batch.get(supersededKey(other)))) continue;
+      const made = await batch.get<SignatureRecord>(signatureMadeKey(other));
+      if (!made || made.inputs.some((o) => inputs.has(o))) continue;
+      superseded.push(other);
+      batch.put(supersededKey(other), { by: txid, at } satisfies Supersession);
+      await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
+      for (const rid of made.requestIds) {
+        const r = requestIds.includes(rid) ? undefined : await getRequest(batch, rid);
+        if (r?.status === 'batched') stageStatus(batch, r, 'accepted', at, `payment ${other} superseded by ${txid}`);
+      }
+    }
+  }
+  return superseded;
+}
 
 /**
  * Records a finalized payment in one synced batch: the signed transaction, its requests moved
@@ -66,6 +105,7 @@ export async function recordFinalized(store: Store, federation: Federation, txid
       batch.put(requestSignedKey(txHash, ordinal, txid), 1);
       if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
     }
+    const superseded = await stageSupersededBy(store, batch, txid, body.requestIds, new Set(signed.inputs.map(outpointText)), at);
     const conflicts = new Set<string>();
     const held = [];
     for (const input of signed.inputs) {
@@ -86,6 +126,7 @@ export async function recordFinalized(store: Store, federation: Federation, txid
       fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
       vsize: signedFederationVsize(federation, signed),
       conflicts: [...conflicts],
+      ...(superseded.length > 0 ? { superseded } : {}),
       at,
     };
     batch.put(finalizedKey(txid), final);

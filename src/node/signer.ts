@@ -5,7 +5,7 @@ import { storedConfirmations, storedTipHeight } from '../bitcoin/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/requests.js';
 import type { FinalizedRecord } from './coordinator.js';
-import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey } from '../storage/keys.js';
+import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
@@ -38,7 +38,7 @@ export interface SigningPolicy {
   readonly paidDepth: number;
 }
 
-export type SignOutcome = { ok: true; txid: string; signatures: Uint8Array; already: boolean } | { ok: false; reason: RejectReason; detail: string };
+export type SignOutcome = { ok: true; txid: string; signatures: Uint8Array; already: boolean } | { ok: false; reason: RejectReason; detail: string; earlier?: string };
 
 /** What this member signed or knows finalized as txid: its inputs, requests, fee and size. */
 async function paymentRecord(reader: StoreReader, txid: string): Promise<{ record?: Pick<SignatureRecord, 'inputs' | 'requestIds' | 'fee' | 'vsize'>; finalized: boolean }> {
@@ -50,8 +50,10 @@ async function paymentRecord(reader: StoreReader, txid: string): Promise<{ recor
 
 /**
  * Transactions this member signed, or knows finalized, that pay request `id`. One counts as dead
- * only once a conflicting transaction is confirmed at the paid depth: at one confirmation a
- * reorg could still bring it back, and paying its requests again would pay them twice.
+ * once a conflicting transaction is confirmed at the paid depth (at one confirmation a reorg could
+ * still bring it back, and paying its requests again would pay them twice), or once another
+ * payment of one of its requests with none of its inputs was finalized (finalize.ts: it can then
+ * never reach t signatures).
  */
 async function signedPayments(store: Store, id: string, chain: ChainView | null, paidDepth: number): Promise<SignedPayment[]> {
   const { txHash, ordinal } = parseRequestId(id);
@@ -60,7 +62,7 @@ async function signedPayments(store: Store, id: string, chain: ChainView | null,
     const txid = key.slice(key.lastIndexOf('/') + 1);
     const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
-    let dead = false;
+    let dead = (await store.get(supersededKey(txid))) !== undefined;
     for (const name of record.inputs) {
       const u = await getUtxo(store, parseOutpoint(name));
       if (u?.state !== 'spent' || u.spentBy === txid) continue;

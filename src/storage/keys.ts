@@ -35,6 +35,10 @@
  * |            |                                          | (sync) before they leave the process       | are sent (SPEC §3 invariant 2)  |
  * | reqsig/    | reqsig/<evm tx hash>/<ordinal>/<txid>    | 1 — "this member signed (or knows final)   | same batch as sigmade/          |
  * |            |                                          | txid paying this request" (no-double-pay)  |                                 |
+ * | supsd/     | supsd/<txid>                             | Supersession { by, at }: a payment this    | same batch as the final/ record |
+ * |            |                                          | member signed that can never reach t, since|   that supersedes it            |
+ * |            |                                          | another payment of one of its requests with|                                 |
+ * |            |                                          | none of its inputs was finalized           |                                 |
  * | sigrecv/   | sigrecv/<txid>/<member x-only key>       | verified signatures received from a member | node                            |
  * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
  * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |
@@ -59,6 +63,7 @@ export const SPACES = {
   signatureMade: 'sigmade/',
   requestSigned: 'reqsig/',
   signatureReceived: 'sigrecv/',
+  superseded: 'supsd/',
   finalized: 'final/',
   broadcast: 'bcast/',
 } as const;
@@ -166,6 +171,10 @@ export function bitcoinBlockKey(height: number): string {
 
 export function txConfirmationKey(txid: string): string {
   return `${SPACES.txConfirmation}${bitcoinHash(txid, 'txid')}`;
+}
+
+export function supersededKey(txid: string): string {
+  return `${SPACES.superseded}${bitcoinHash(txid, 'superseded txid')}`;
 }
 
 export function chainSpendKey(txid: string): string {

@@ -40,7 +40,8 @@ export type RejectReason =
   | 'double_payment'
   | 'replacement_fee_too_low';
 
-export type Verdict = { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number };
+/** `earlier`: with double_payment, the payment this member signed that the proposal does not replace. */
+export type Verdict = { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number; earlier?: string };
 
 /** A request as this member ingested it. 'accepted' (final, valid, unpaid) can be paid; see REPLACEABLE. */
 export interface KnownRequest {
@@ -83,7 +84,7 @@ export interface ValidationState {
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
 const REPLACEABLE = new Set(['batched', 'signed', 'broadcast']);
 
-function reject(reason: RejectReason, detail: string, at: { input?: number; output?: number } = {}): Verdict {
+function reject(reason: RejectReason, detail: string, at: { input?: number; output?: number; earlier?: string } = {}): Verdict {
   return { ok: false, reason, detail, ...at };
 }
 
@@ -199,7 +200,7 @@ export function validateProposal(checked: CheckedProposal, state: ValidationStat
     for (const earlier of state.signedPayments(id)) {
       if (earlier.dead || earlier.txid === self) continue;
       if (!earlier.inputs.some((o) => spends.has(o))) {
-        return reject('double_payment', `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`);
+        return reject('double_payment', `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`, { earlier: earlier.txid });
       }
       const floor = earlier.fee + BigInt(INCREMENTAL_RELAY_FEE * vsize);
       if (earlier.finalized && (rate <= Number(earlier.fee) / earlier.vsize || fee < floor)) {

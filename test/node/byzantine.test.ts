@@ -4,8 +4,9 @@ import { toHex } from '../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../src/bitcoin/federation.js';
 import { witnessScript } from '../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../src/bitcoin/tx.js';
-import { stageNewRequest } from '../../src/evm/request-store.js';
 import { checkFinalizedBody, type FinalizedBody } from '../../src/node/coordinator.js';
+import { recordFinalized } from '../../src/node/finalize.js';
+import { getRequest, stageNewRequest } from '../../src/evm/request-store.js';
 import { signProposal, type SignOutcome } from '../../src/node/signer.js';
 import { SigningPool } from '../../src/signing/pool.js';
 import { schnorrBackend } from '../../src/signing/schnorr.js';
@@ -13,7 +14,7 @@ import { cursorKey, txConfirmationKey } from '../../src/storage/keys.js';
 import type { Store } from '../../src/storage/store.js';
 import { buildPayments, requirePayments, type PaymentRequest, type SpendableUtxo } from '../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal, type Proposal } from '../../src/wallet/proposal.js';
-import { registerUtxo, spendUtxo } from '../../src/wallet/utxos.js';
+import { getUtxo, registerUtxo, spendUtxo } from '../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../support/policy.js';
 import { openTempStore } from '../support/tempdir.js';
 
@@ -130,6 +131,21 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     assert.equal(reason(await sign(store, built([R[0]!], [U[1]!]), deep)), 'double_payment', 'one confirmation: a reorg could still confirm A');
     await store.batch().put(cursorKey('bitcoin'), { height: 12, hash: hex32(12) }).write({ sync: true });
     assert.equal(reason(await sign(store, built([R[0]!], [U[1]!]), deep)), 'signed', 'Z at the paid depth: A is dead');
+  });
+
+  it('a payment that can never reach t (another payment of one of its requests, with none of its inputs, was finalized) frees its inputs and other requests at once', async (t) => {
+    const store = await member(t);
+    const x = built([R[0]!, R[1]!], [U[0]!]);
+    assert.equal(reason(await sign(store, x)), 'signed');
+    const xid = txidOf(parseTx(x.unsignedTx));
+    // the federation finalized F, paying R1 alone from another input
+    const f = built([R[0]!], [U[1]!]);
+    const record = await recordFinalized(store, federation, txidOf(parseTx(f.unsignedTx)), parseTx(f.unsignedTx), { tx: f.unsignedTx, prevouts: f.prevouts, requestIds: f.requestIds }, 'test');
+    assert.deepEqual(record?.superseded, [xid]);
+    assert.equal((await getUtxo(store, U[0]!))?.state, 'unspent', "X's input is back in the wallet");
+    assert.equal((await getRequest(store, R[1]!.id))?.status, 'accepted', "X's other request waits for a new payment");
+    assert.equal(reason(await sign(store, built([R[1]!], [U[2]!]))), 'signed', 'R2 is paid from other inputs: X can never finalize');
+    assert.equal(reason(await sign(store, built([R[0]!], [U[3]!]))), 'double_payment', 'R1 is still paid by F');
   });
 
   it('7: a finalized payment relabelled to name requests it does not pay', () => {
