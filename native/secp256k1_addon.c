@@ -183,12 +183,17 @@ static napi_value sign_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* A key that is not on the curve is a failed verification, as BIP340 says, not an error. */
+static int verify_one(addon_state *st, const unsigned char *sig64, const unsigned char *msg, size_t msglen, const unsigned char *key32) {
+  secp256k1_xonly_pubkey xonly;
+  return secp256k1_xonly_pubkey_parse(st->ctx, &xonly, key32) && secp256k1_schnorrsig_verify(st->ctx, sig64, msglen ? msg : NULL, msglen, &xonly);
+}
+
 /* verifyBatch(signatures: N*64, messages: N*32, pubkeys: N*32) -> N bytes, 1 valid / 0 invalid */
 static napi_value verify_batch(napi_env env, napi_callback_info info) {
   napi_value argv[3], result;
   addon_state *st;
   bytes_arg sigs, msgs, keys;
-  secp256k1_xonly_pubkey xonly;
   unsigned char *out;
   size_t n, i;
 
@@ -198,11 +203,7 @@ static napi_value verify_batch(napi_env env, napi_callback_info info) {
   if (sigs.length / 64 != n || keys.length / 32 != n)
     THROW(env, "ERR_BUFFER_LENGTH", "batch sizes differ: %zu signatures, %zu messages, %zu pubkeys", sigs.length / 64, n, keys.length / 32);
   NAPI_OK(env, napi_create_buffer(env, n, (void **)&out, &result));
-  for (i = 0; i < n; i++) {
-    /* A key that is not on the curve is a failed verification, as BIP340 says, not an error. */
-    out[i] = secp256k1_xonly_pubkey_parse(st->ctx, &xonly, keys.data + 32 * i) &&
-             secp256k1_schnorrsig_verify(st->ctx, sigs.data + 64 * i, msgs.data + 32 * i, 32, &xonly);
-  }
+  for (i = 0; i < n; i++) out[i] = verify_one(st, sigs.data + 64 * i, msgs.data + 32 * i, 32, keys.data + 32 * i);
   return result;
 }
 
@@ -242,16 +243,12 @@ static napi_value verify_message(napi_env env, napi_callback_info info) {
   napi_value argv[3], result;
   addon_state *st;
   bytes_arg sig, msg, key;
-  secp256k1_xonly_pubkey xonly;
 
   if (!get_args(env, info, 3, argv, &st, "signature, message, pubkey")) return NULL;
   if (!get_bytes(env, argv[0], "signature", 64, 1, &sig) || !get_bytes(env, argv[1], "message", 0, 0, &msg) ||
       !get_bytes(env, argv[2], "pubkey", 32, 1, &key))
     return NULL;
-  /* A key that is not on the curve is a failed verification, as BIP340 says, not an error. */
-  int ok = secp256k1_xonly_pubkey_parse(st->ctx, &xonly, key.data) &&
-           secp256k1_schnorrsig_verify(st->ctx, sig.data, msg.length ? msg.data : NULL, msg.length, &xonly);
-  NAPI_OK(env, napi_get_boolean(env, ok, &result));
+  NAPI_OK(env, napi_get_boolean(env, verify_one(st, sig.data, msg.data, msg.length, key.data), &result));
   return result;
 }
 

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { toHex } from '../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../src/bitcoin/federation.js';
 import { witnessScript } from '../../src/bitcoin/script.js';
-import { parseTx } from '../../src/bitcoin/tx.js';
+import { parseTx, serializeTx } from '../../src/bitcoin/tx.js';
 import { freePort } from '../../src/evm/anvil.js';
 import { listRequests, stageNewRequest } from '../../src/evm/request-store.js';
 import { Coordinator, COORDINATOR_CAPS, type FinalizedRecord } from '../../src/node/coordinator.js';
@@ -241,6 +241,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
     const lines: string[] = [];
     const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
     const attacker = hostile[0]!.network;
+    while (attacker.connectedPeers().length < members.length) await sleep(20);
     // 2,000 sets of 1,000 signatures (64 KB each, 128 MB in all) for txids nobody proposed
     const blob = new Uint8Array(64 * 1000);
     let most = 0;
@@ -295,4 +296,23 @@ describe('transaction coordinator, members in one process on loopback', () => {
     assert.deepEqual([...new Set(lookedUp)], [`${missing.txid}:0`]);
     assert.ok((await counter(members[1]!, 'pegout_signatures_rejected_total', 'proposal_unknown_input')) > 0, 'a member that cannot look it up refuses');
   });
+
+  it('a proposal of 50,000 inputs is refused at the edge, before any store read; the honest round completes', async (t) => {
+    const lines: string[] = [];
+    const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
+    const attacker = hostile[0]!.network;
+    // 50,000 inputs: about 2 MB of transaction and 1.5 MB of prevouts, under the 4 MiB frame cap
+    const inputs = Array.from({ length: 50_000 }, (_, i) => ({ txid: hex32(i), vout: 0, sequence: 0xfffffffd, scriptSig: new Uint8Array(0), witness: [] }));
+    const unsignedTx = serializeTx({ version: 2, locktime: 0, inputs, outputs: [{ value: 0n, scriptPubKey: Uint8Array.of(0x6a) }] });
+    const prevouts = inputs.map(() => ({ value: 1n, scriptPubKey: new Uint8Array(0) }));
+    while (attacker.connectedPeers().length < members.length) await sleep(20);
+    for (let i = 0; i < 10; i++) attacker.broadcast('proposal', { version: 1, round: i, proposer: attacker.key, unsignedTx, prevouts, requestIds: [requestId(0)] });
+    await waitAllSigned(members, lines);
+    for (const m of members) {
+      const refused = await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal');
+      assert.ok(refused > 0, 'refused as malformed at the edge');
+    }
+    assert.ok(lines.some((l) => l.includes('over the 100000 that Core relays')), 'the refusal names the cap');
+  });
 });
+
