@@ -1,13 +1,12 @@
 import { readFile, stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Contract, JsonRpcProvider, Wallet } from 'ethers';
-import { decodeAddress } from '../bitcoin/address.js';
 import { parseNetwork, type Network } from '../bitcoin/network.js';
 import {
   BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog,
 } from '../evm/bridge.js';
 import { EvmError } from '../evm/errors.js';
-import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, requestId, WEI_PER_SAT, type RequestDecision } from '../evm/requests.js';
+import { decideRequest, parseBtcAmount, requestId, WEI_PER_SAT, type RequestDecision } from '../evm/requests.js';
 import { EvmRpc, hexQuantity } from '../evm/rpc.js';
 import { CliError, integerOption, printResult } from './output.js';
 
@@ -40,10 +39,15 @@ async function loadEvmKey(opts: { key?: string; privateKeyEnv?: string }): Promi
  * minimum.
  */
 export function checkPegOut(address: string, amount: string, network: Network): { sats: bigint; wei: bigint } {
-  decodeAddress(address, network);
   const sats = parseBtcAmount(amount);
-  if (sats < MIN_PEGOUT_SATS) throw new EvmError('invalid_amount', `amount ${amount} BTC (${sats} sats) is under the minimum peg-out of ${MIN_PEGOUT_SATS} sats; the bridge would burn it and the federation would not pay it`);
-  return { sats, wei: sats * WEI_PER_SAT };
+  const wei = sats * WEI_PER_SAT;
+  // the request decider the members run: what it would reject is burned and never paid
+  const decision = decideRequest(new TextEncoder().encode(address), wei, network);
+  if (decision.status === 'rejected') {
+    const code = decision.reason === 'below_minimum' || decision.reason === 'amount_overflow' ? 'invalid_amount' : decision.reason!;
+    throw new EvmError(code, `${decision.detail}; the bridge would burn the coins and the federation would not pay them`, { reason: decision.reason });
+  }
+  return { sats, wei };
 }
 
 /** A bridge log with the federation's decision on it, or, when it does not decode, why. */

@@ -8,6 +8,11 @@ export type EvmErrorCode =
   | 'not_dev_chain'
   | 'artifact_missing'
   | 'invalid_amount'
+  // an address the request decider refuses (RequestRejectReason)
+  | 'invalid_address'
+  | 'wrong_network'
+  | 'unsupported_destination'
+  | 'not_utf8'
   | 'invalid_key'
   | 'invalid_request'
   | 'illegal_transition'

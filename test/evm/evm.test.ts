@@ -145,6 +145,8 @@ describe('ingestion on a real anvil', () => {
     const cases: [string[], RegExp][] = [
       [['--to', 'bcrt1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh', '--amount', '0.02'], /invalid_address/],
       [['--to', 'bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4', '--amount', '0.02'], /wrong_network/],
+      // a valid witness v16 address: anyone could spend what it is paid
+      [['--to', 'bcrt1sx6p8njlx7h9mc2agz4yg82dzne23050ncq72cneeecez2pst8mahn8xecsf8g6hzx94420', '--amount', '0.02'], /unsupported_destination/],
       [['--to', GOOD, '--amount', '0.005'], /under the minimum/],
       [['--to', GOOD, '--amount', '0.020000001'], /more than 8 decimals/],
       [['--to', GOOD, '--amount', '1e-2'], /decimal number of BTC/],
