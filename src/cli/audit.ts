@@ -4,7 +4,7 @@ import { encodeAddress } from '../bitcoin/address.js';
 import { BitcoinError } from '../bitcoin/errors.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseNetwork, type Network } from '../bitcoin/network.js';
-import { BitcoinRpcClient, btcToSats, type RpcAuth } from '../bitcoin/rpc.js';
+import { BitcoinRpcClient, btcToSats, type RpcAuth } from '../chain/rpc.js';
 import { parseTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { BRIDGE_ADDRESS, type RawLog } from '../evm/bridge.js';
 import { parseRequestId } from '../evm/requests.js';

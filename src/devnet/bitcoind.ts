@@ -3,7 +3,7 @@ import { accessSync, constants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BitcoinRpcClient, BitcoinRpcError } from '../bitcoin/rpc.js';
+import { BitcoinRpcClient, BitcoinRpcError } from '../chain/rpc.js';
 import { freePort } from '../evm/anvil.js';
 
 // A Bitcoin Core node in regtest for the devnet and the tests: loopback only, free ports, its

@@ -1,7 +1,7 @@
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import type { BitcoinObserver, ChainSpend } from '../bitcoin/observer.js';
-import type { BitcoinRpcClient } from '../bitcoin/rpc.js';
+import type { BitcoinObserver, ChainSpend } from '../chain/observer.js';
+import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, stageStatus, type RequestStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';

@@ -1,7 +1,7 @@
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { storedConfirmations, storedTipHeight } from '../bitcoin/observer.js';
+import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/requests.js';
 import type { FinalizedRecord } from './coordinator.js';

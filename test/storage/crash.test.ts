@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import type { BitcoinCursor, ObservedBlock, TxConfirmation } from '../../src/bitcoin/observer.js';
+import type { BitcoinCursor, ObservedBlock, TxConfirmation } from '../../src/chain/observer.js';
 import { cursorKey, requestLogPrefix, SPACES } from '../../src/storage/keys.js';
 import { Store } from '../../src/storage/store.js';
 import type { UtxoRecord } from '../../src/wallet/utxos.js';

@@ -8,7 +8,7 @@
  * stdout lines: `R <i>` request i created, `P <txid>` proposal made, `A <txid>` proposal
  * abandoned, `B <height>` cursor advanced (not synced: a process crash still keeps it).
  */
-import { BitcoinObserver } from '../../src/bitcoin/observer.js';
+import { BitcoinObserver } from '../../src/chain/observer.js';
 import { requestKey, requestLogKey, proposalKey, SPACES } from '../../src/storage/keys.js';
 import { Store } from '../../src/storage/store.js';
 import { listUnspent, releaseUtxos, reserveUtxos, type Outpoint } from '../../src/wallet/utxos.js';

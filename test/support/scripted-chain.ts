@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { BitcoinRpcError, type ChainSource, type RpcBlock, type RpcBlockSummary, type RpcTransaction, type RpcTxOut } from '../../src/bitcoin/rpc.js';
-import type { RecoverySource } from '../../src/bitcoin/observer.js';
+import { BitcoinRpcError, type ChainSource, type RpcBlock, type RpcBlockSummary, type RpcTransaction, type RpcTxOut } from '../../src/chain/rpc.js';
+import type { RecoverySource } from '../../src/chain/observer.js';
 import type { Outpoint } from '../../src/wallet/utxos.js';
 import { toHex } from '../../src/bitcoin/bytes.js';
 import { serializeTx, txid as txidOf, type Transaction } from '../../src/bitcoin/tx.js';

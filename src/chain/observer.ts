@@ -1,4 +1,4 @@
-import { fromHex } from './bytes.js';
+import { fromHex } from '../bitcoin/bytes.js';
 import { PegoutError } from '../errors.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import { bitcoinBlockKey, bitcoinHash, chainSpendKey, cursorKey, finalizedKey, txConfirmationKey, utxoKey } from '../storage/keys.js';

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { BitcoinRpcClient, BitcoinRpcError, classifyRpcError, feeRateFromNode, btcToSats, type BitcoinRpcErrorCode } from '../../src/bitcoin/rpc.js';
+import { BitcoinRpcClient, BitcoinRpcError, classifyRpcError, feeRateFromNode, btcToSats, type BitcoinRpcErrorCode } from '../../src/chain/rpc.js';
 import { tempDir } from '../support/tempdir.js';
 
 /**

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BitcoinObserver, ObserverError, recoverUtxo, type ObservedBlock } from '../../src/bitcoin/observer.js';
+import { BitcoinObserver, ObserverError, recoverUtxo, type ObservedBlock } from '../../src/chain/observer.js';
 import { bitcoinBlockKey, SPACES } from '../../src/storage/keys.js';
 import type { Store } from '../../src/storage/store.js';
 import { WalletError } from '../../src/wallet/errors.js';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BitcoinObserver, recoverUtxo } from '../../src/bitcoin/observer.js';
-import { BitcoinRpcError, type BitcoinRpcErrorCode, type MempoolAcceptResult } from '../../src/bitcoin/rpc.js';
+import { BitcoinObserver, recoverUtxo } from '../../src/chain/observer.js';
+import { BitcoinRpcError, type BitcoinRpcErrorCode, type MempoolAcceptResult } from '../../src/chain/rpc.js';
 import { WalletError, type WalletErrorCode } from '../../src/wallet/errors.js';
 import { getUtxo, listUnspent } from '../../src/wallet/utxos.js';
 import { BITCOIND, NO_BITCOIND, startRegtest, type Regtest } from '../support/bitcoind.js';
