@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 import type { StatusSource } from './status.js';
 
 export interface ApiServer {

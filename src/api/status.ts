@@ -2,7 +2,7 @@ import { federationFaultTolerance, type Federation } from '../bitcoin/federation
 import { getRequest, listRequests, requestHistory, type RequestRecord, type StatusChange } from '../evm/request-store.js';
 import type { Store } from '../storage/store.js';
 import { listUtxos } from '../wallet/utxos.js';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 import { broadcastPrefix, finalizedKey, requestSignedPrefix, signatureMadeKey, signatureReceivedPrefix } from '../storage/keys.js';
 
 /** A request's lifecycle as operators and users see it. */

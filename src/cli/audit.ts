@@ -7,7 +7,7 @@ import { parseNetwork, type Network } from '../bitcoin/network.js';
 import { BitcoinRpcClient, btcToSats, type RpcAuth } from '../chain/rpc.js';
 import { parseTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { BRIDGE_ADDRESS, type RawLog } from '../evm/bridge.js';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 import { EvmRpc } from '../evm/rpc.js';
 import {
   auditPayment, AuditError, DEFAULT_MAX_TRIES, matchPayment, type AuditFault, type AuditRequest, type PaymentAudit,

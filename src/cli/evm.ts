@@ -6,7 +6,8 @@ import {
   BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog,
 } from '../evm/bridge.js';
 import { EvmError } from '../evm/errors.js';
-import { decideRequest, parseBtcAmount, requestId, WEI_PER_SAT, type RequestDecision } from '../evm/requests.js';
+import { decideRequest, parseBtcAmount, WEI_PER_SAT, type RequestDecision } from '../evm/decider.js';
+import { requestId } from '../evm/request-id.js';
 import { EvmRpc, hexQuantity } from '../evm/rpc.js';
 import { CliError, integerOption, printResult } from './output.js';
 

@@ -1,22 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { toHex } from '../bitcoin/bytes.js';
-import { writeKeyFile } from '../signing/keyfile.js';
+import { generateSecretKey, writeKeyFile } from '../signing/keyfile.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 import { printResult } from './output.js';
-
-/** A fresh secret key from the OS CSPRNG (retried in the 2^-128 case that it is out of range). */
-export function generateSecretKey(): Uint8Array {
-  for (;;) {
-    const candidate = new Uint8Array(randomBytes(32));
-    try {
-      schnorrBackend().xonlyPublicKey(candidate);
-      return candidate;
-    } catch {
-      continue;
-    }
-  }
-}
 
 export function registerKeygen(program: Command): void {
   program

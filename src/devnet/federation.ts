@@ -6,11 +6,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { toHex } from '../bitcoin/bytes.js';
 import { buildFederation, defaultThreshold, type Federation } from '../bitcoin/federation.js';
-import { generateSecretKey } from '../cli/keygen.js';
 import { freePort, startAnvil, type Anvil } from '../evm/anvil.js';
 import { installBridge } from '../evm/bridge.js';
 import { EvmRpc } from '../evm/rpc.js';
-import { writeKeyFile } from '../signing/keyfile.js';
+import { generateSecretKey, writeKeyFile } from '../signing/keyfile.js';
 import { startRegtest, type Regtest } from './bitcoind.js';
 import { BACKEND_ENV, schnorrBackend } from '../signing/schnorr.js';
 

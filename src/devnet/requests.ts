@@ -3,7 +3,8 @@ import { hash160 } from '../bitcoin/hash.js';
 import type { Network } from '../bitcoin/network.js';
 import { witnessScript } from '../bitcoin/script.js';
 import { BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
-import { requestId, WEI_PER_SAT } from '../evm/requests.js';
+import { WEI_PER_SAT } from '../evm/decider.js';
+import { requestId } from '../evm/request-id.js';
 import { hexQuantity, quantity, type EvmRpc } from '../evm/rpc.js';
 
 // Peg-out requests for the devnet and the end-to-end benchmark: sent through anvil's unlocked

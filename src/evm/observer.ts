@@ -5,7 +5,8 @@ import type { Store } from '../storage/store.js';
 import { BRIDGE_ADDRESS, bridgeRequestLogs, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from './bridge.js';
 import { EvmError } from './errors.js';
 import { getRequest, stageForget, stageNewRequest, stageStatus } from './request-store.js';
-import { decideRequest, requestId } from './requests.js';
+import { decideRequest } from './decider.js';
+import { requestId } from './request-id.js';
 import { getBlock, hexQuantity, type EvmRpc } from './rpc.js';
 
 export interface EvmCursor {
@@ -98,8 +99,8 @@ export class EvmObserver {
     return latest ? latest.number - f.confirmations : -1;
   }
 
-  /** One step: a reorg check, then at most one range of final blocks. */
-  async syncOnce(): Promise<SyncReport> {
+  /** One step, as the Bitcoin observer's sync(): a reorg check, then at most one range of final blocks. */
+  async sync(): Promise<SyncReport> {
     const cursor = await this.cursor();
     if (cursor) {
       const block = await getBlock(this.rpc, cursor.height);
@@ -245,7 +246,7 @@ export class EvmObserver {
       const started = Date.now();
       let waitMs: number;
       try {
-        const report = await this.syncOnce();
+        const report = await this.sync();
         failures = 0;
         if (report.accepted + report.rejected > 0) this.options.onIngested?.(report);
         waitMs = report.caughtUp ? pollMs : 0;

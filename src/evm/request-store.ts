@@ -1,7 +1,8 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { requestIndexKey, requestIndexPrefix, requestKey, requestKeyOfIndex, requestLogKey, requestLogPrefix, SPACES } from '../storage/keys.js';
 import { EvmError } from './errors.js';
-import { parseRequestId, type RequestRejectReason } from './requests.js';
+import { type RequestRejectReason } from './decider.js';
+import { parseRequestId } from './request-id.js';
 
 /**
  * accepted → batched → signed → broadcast → paid is the happy path; rejected is final;

@@ -3,7 +3,7 @@ import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
-import { isRequestId } from '../evm/requests.js';
+import { isRequestId } from '../evm/request-id.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';

@@ -2,7 +2,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, stageStatus } from '../evm/request-store.js';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';

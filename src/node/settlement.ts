@@ -6,7 +6,7 @@ import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, stageStatus, type RequestStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { broadcastKey, broadcastPrefix, chainSpendKey, cursorKey, finalizedKey, proposalKey, requestSignedPrefix, SPACES } from '../storage/keys.js';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
 import { buildReplacement } from '../wallet/payment.js';

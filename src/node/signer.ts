@@ -3,7 +3,7 @@ import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
-import { isRequestId, parseRequestId } from '../evm/requests.js';
+import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import type { FinalizedRecord } from './coordinator.js';
 import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { fromHexLength } from '../bitcoin/bytes.js';
 import { SigningError } from './errors.js';
@@ -57,5 +58,18 @@ export async function writeKeyFile(path: string, secretKey: Uint8Array): Promise
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new SigningError('invalid_key_file', code === 'EEXIST' ? `${path} already exists; refusing to overwrite a key file` : `cannot write key file ${path}: ${code ?? (err as Error).message}`, { path });
+  }
+}
+
+/** A fresh secret key from the OS CSPRNG (retried in the 2^-128 case that it is out of range). */
+export function generateSecretKey(): Uint8Array {
+  for (;;) {
+    const candidate = new Uint8Array(randomBytes(32));
+    try {
+      schnorrBackend().xonlyPublicKey(candidate);
+      return candidate;
+    } catch {
+      continue;
+    }
   }
 }

@@ -31,7 +31,7 @@ export class AuditError extends PegoutError<AuditCode> {
 
 /** A request as the sidechain's logs show it. */
 export interface AuditRequest {
-  /** Canonical id (src/evm/requests.ts); a non-canonical one throws. */
+  /** Canonical id (src/evm/request-id.ts); a non-canonical one throws. */
   readonly id: string;
   /** floor(wei / 10^10): what the federation owes before the request's share of the fee. */
   readonly sats: bigint;

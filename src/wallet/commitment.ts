@@ -1,7 +1,7 @@
 import { concat, equal, fromHex } from '../bitcoin/bytes.js';
 import type { TxOutput } from '../bitcoin/tx.js';
 import { taggedHash } from '../bitcoin/hash.js';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 
 // The payment commitment (SPEC §2, docs/payment-format.md): output 0 of every federation payment
 // is OP_RETURN <32 bytes> over the requests it pays, in output order. Which request an output

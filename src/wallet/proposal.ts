@@ -2,7 +2,7 @@ import { proposalInputKey, proposalInputPrefix, proposalKey } from '../storage/k
 import type { Store, StoreBatch } from '../storage/store.js';
 import { MAX_MONEY, parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { MAX_STANDARD_TX_WEIGHT } from '../bitcoin/weight.js';
-import { isRequestId } from '../evm/requests.js';
+import { isRequestId } from '../evm/request-id.js';
 import { WalletError } from './errors.js';
 import type { Payment } from './payment.js';
 import { reserveUtxos, type Outpoint } from './utxos.js';

@@ -2,7 +2,7 @@ import { equal } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { MAX_STANDARD_TX_WEIGHT, signedFederationVsize } from '../bitcoin/weight.js';
 import { dustThreshold } from '../bitcoin/script.js';
-import { parseRequestId } from '../evm/requests.js';
+import { parseRequestId } from '../evm/request-id.js';
 import { commitsTo } from './commitment.js';
 import { checkFee, type FeePolicy } from './fee.js';
 import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';

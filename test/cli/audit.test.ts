@@ -15,7 +15,8 @@ import { prevoutsToJson, serializeTx, txid, type Transaction } from '../../src/b
 import { devnetDestination, sendPegouts } from '../../src/devnet/requests.js';
 import { startAnvil, type Anvil } from '../../src/evm/anvil.js';
 import { BRIDGE_ADDRESS, bridgeInterface } from '../../src/evm/bridge.js';
-import { requestId, WEI_PER_SAT } from '../../src/evm/requests.js';
+import { WEI_PER_SAT } from '../../src/evm/decider.js';
+import { requestId } from '../../src/evm/request-id.js';
 import { EvmRpc, quantity } from '../../src/evm/rpc.js';
 import { commitmentScript } from '../../src/wallet/commitment.js';
 import { buildPayments, type Payment, type PaymentRequest } from '../../src/wallet/payment.js';

@@ -48,7 +48,7 @@ async function request(address: Uint8Array | string, value: bigint): Promise<str
 
 async function ingestAll(store: Store, confirmations = 0): Promise<EvmObserver> {
   const observer = new EvmObserver(store, rpc, { network: 'regtest', finality: { confirmations }, startBlock: 0 });
-  for (let i = 0; i < 1000; i++) if ((await observer.syncOnce()).caughtUp) break;
+  for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
   return observer;
 }
 
@@ -182,7 +182,7 @@ describe('ingestion on a real anvil', () => {
     const hash = await request(GOOD, parseEther('0.07'));
     const observer = new EvmObserver(store, rpc, { network: 'regtest', finality: 'finalized', startBlock: 0 });
     const sync = async (): Promise<void> => {
-      for (let i = 0; i < 1000; i++) if ((await observer.syncOnce()).caughtUp) break;
+      for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
     };
     await sync();
     assert.equal((await listRequests(store)).filter((r) => r.txHash === hash).length, 0, 'not final yet');
@@ -232,7 +232,7 @@ describe('ingestion on a real anvil', () => {
     t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const port = (server.address() as { port: number }).port;
     const observer = new EvmObserver(store, new EvmRpc(`http://127.0.0.1:${port}`), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0, maxRange: 64 });
-    for (let i = 0; i < 1000; i++) if ((await observer.syncOnce()).caughtUp) break;
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
     const reference = await openTempStore(t);
     await ingestAll(reference);
     assert.deepEqual((await listRequests(store)).map((r) => r.id), (await listRequests(reference)).map((r) => r.id));
@@ -241,14 +241,14 @@ describe('ingestion on a real anvil', () => {
   it('survives a node that is down or answers garbage: nothing advances past unread blocks', async (t) => {
     const store = await openTempStore(t);
     const dead = new EvmObserver(store, new EvmRpc('http://127.0.0.1:1', { retries: 1, backoffMs: 10 }), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0 });
-    await assert.rejects(dead.syncOnce(), { code: 'rpc_unreachable' });
+    await assert.rejects(dead.sync(), { code: 'rpc_unreachable' });
     assert.equal(await dead.cursor(), undefined);
     const { createServer } = await import('node:http');
     const server = createServer((_req, res) => res.end('{"jsonrpc":"2.0","id":1,"result":{"number":"nope"}}'));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const garbage = new EvmObserver(store, new EvmRpc(`http://127.0.0.1:${(server.address() as { port: number }).port}`, { retries: 1, backoffMs: 10 }), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0 });
-    await assert.rejects(garbage.syncOnce(), { code: 'rpc_malformed' });
+    await assert.rejects(garbage.sync(), { code: 'rpc_malformed' });
     assert.equal(await garbage.cursor(), undefined);
   });
 });

@@ -9,7 +9,7 @@ if (storeDir && rpcUrl && descriptor) {
   const store = await Store.open(storeDir, { descriptor });
   const observer = new EvmObserver(store, new EvmRpc(rpcUrl), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0, maxRange: 1 });
   for (;;) {
-    const report = await observer.syncOnce();
+    const report = await observer.sync();
     if (report.caughtUp) break;
   }
   await store.close();

@@ -4,7 +4,8 @@ import { fromHex, toHex } from '../../src/bitcoin/bytes.js';
 import { decodeAddress } from '../../src/bitcoin/address.js';
 import { classifyScript } from '../../src/bitcoin/script.js';
 import { NETWORK_NAMES, type Network } from '../../src/bitcoin/network.js';
-import { decideRequest, isRequestId, MIN_PEGOUT_SATS, parseBtcAmount, parseRequestId, requestId, WEI_PER_SAT } from '../../src/evm/requests.js';
+import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, WEI_PER_SAT } from '../../src/evm/decider.js';
+import { isRequestId, parseRequestId, requestId } from '../../src/evm/request-id.js';
 import { readJsonVector } from '../support/vectors.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
