@@ -1,23 +1,23 @@
 import { setImmediate } from 'node:timers/promises';
-import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import { parseTx, serializeTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
-import { isRequestId } from '../evm/request-id.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
 import { finalizedKey, proposalKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
-import { commitsTo } from '../wallet/commitment.js';
 import { targetRate } from '../wallet/fee.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
-import { checkProposal, proposalFromPayment, proposalOutpoints, PROPOSAL_CAPS, type CheckedProposal, type Proposal } from '../wallet/proposal.js';
+import { checkProposal, proposalFromPayment, proposalOutpoints, type CheckedProposal, type Proposal } from '../wallet/proposal.js';
 import { getUtxo, listUnspent, outpointText, spendableAt, type UtxoRecord } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { recordFinalized, type FinalizedBody, type FinalizedRecord } from './finalize.js';
+import { EarlySignatures } from './early-signatures.js';
+import { checkFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
+import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
+import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { chainView, signProposal, type SignatureRecord, type SigningPolicy } from './signer.js';
 
 export type { FinalizedBody, FinalizedRecord } from './finalize.js';
@@ -54,44 +54,6 @@ export interface CoordinatorOptions {
   readonly recoverInput?: (outpoint: { txid: string; vout: number }) => Promise<unknown>;
 }
 
-interface SignaturesBody {
-  readonly txid: string;
-  readonly signatures: Uint8Array;
-}
-
-
-const isPrevouts = (p: unknown): boolean => Array.isArray(p) && p.length <= PROPOSAL_CAPS.inputs && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
-const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
-// the full check (checkProposal) parses the transaction: it runs once, in onProposal
-const isProposal = (b: unknown): boolean => typeof b === 'object' && b !== null && !Array.isArray(b);
-const isSignatures = (b: unknown): boolean => {
-  const s = b as Partial<SignaturesBody> | null;
-  return (
-    typeof s === 'object' && s !== null && typeof s.txid === 'string' && /^[0-9a-f]{64}$/.test(s.txid) &&
-    isBytes(s.signatures) && s.signatures.length > 0 && s.signatures.length % 64 === 0 && s.signatures.length <= 64 * PROPOSAL_CAPS.inputs
-  );
-};
-const isFinalized = (b: unknown): boolean => {
-  const f = b as Partial<FinalizedBody> | null;
-  return typeof f === 'object' && f !== null && isBytes(f.tx) && isPrevouts(f.prevouts) && isIds(f.requestIds);
-};
-
-/**
- * A peer's finalized payment before its signatures are checked: the transaction parses, has a
- * prevout per input, and output 0 commits to exactly the requests the frame names (which requests
- * it pays is read from the transaction itself, never from the frame's label). Throws otherwise.
- */
-export function checkFinalizedBody(body: FinalizedBody): Transaction {
-  const signed = parseTx(body.tx);
-  if (signed.inputs.length !== body.prevouts.length) throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
-  const commitment = signed.outputs[0];
-  if (!commitment || signed.outputs.length < body.requestIds.length + 1 || !body.requestIds.every(isRequestId) || !commitsTo(commitment.scriptPubKey, body.requestIds)) {
-    throw new Error('output 0 does not commit to the requests the frame names');
-  }
-  return signed;
-}
-
-
 /** Slots an open payment may go without progress before the proposer treats it as stuck against its rivals. */
 export const STALE_SLOTS = 4;
 
@@ -100,14 +62,6 @@ export const STALE_SLOTS = 4;
  * bounded); beyond them frames are dropped and counted, and the honest path never needs more.
  */
 export const COORDINATOR_CAPS = {
-  /**
-   * Signature sets that arrived before their proposal, per peer: an honest peer is at most a few
-   * payments ahead. Beyond either bound the peer's oldest set is evicted, so a peer that sends
-   * sets for txids that never come only ever evicts its own.
-   */
-  earlyPerPeer: 64,
-  /** Bytes of early signature sets per peer: 64 sets of a 256-input payment. */
-  earlyBytesPerPeer: 64 * 64 * 256,
   /** Unknown inputs of one proposal looked up in Bitcoin Core: an honest proposal has at most a few the observer missed. */
   recoverPerProposal: 4,
   /** Proposals kept for retry or as rivals. */
@@ -115,12 +69,6 @@ export const COORDINATOR_CAPS = {
   rivals: 1000,
 } as const;
 
-/**
- * A proposer's turn lasts its slot plus this many slots of grace (a large batch may take longer
- * to build than a slot); frames about turns from any other member are ignored and counted, so a
- * silent or lying proposer costs the federation at most this long.
- */
-export const TURN_GRACE_SLOTS = 1;
 
 interface OpenProposal {
   readonly proposal: Proposal;
@@ -136,10 +84,8 @@ export class Coordinator {
   private readonly shown = new Set<string>();
   /** Proposals refused as a second payment of requests this member signed elsewhere (bounded). */
   private readonly rivals = new Map<string, OpenProposal>();
-  /** Signatures that arrived before their proposal, by txid (bounded: COORDINATOR_CAPS). */
-  private readonly early = new Map<string, Map<string, Uint8Array>>();
-  /** Per peer, the txids of its early sets, oldest first, and their bytes. */
-  private readonly earlyByPeer = new Map<string, { txids: Set<string>; bytes: number }>();
+  /** Signatures that arrived before their proposal (bounded: EARLY_CAPS). */
+  private readonly early: EarlySignatures;
   /** Finalized payments not yet paid, announced to peers that (re)connect. */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
@@ -159,6 +105,7 @@ export class Coordinator {
 
   constructor(private readonly o: CoordinatorOptions) {
     this.collector = new SignatureCollector(o.federation, o.pool.verifyTransaction);
+    this.early = new EarlySignatures(() => o.metrics?.framesDropped.inc({ reason: 'early_signatures_evicted' }));
     this.myKey = o.network.key;
   }
 
@@ -183,17 +130,10 @@ export class Coordinator {
     await this.serial(() => fn().finally(() => this.queued--));
   }
 
-  /** Whether `peer` holds the turn at `now`: the proposer of this slot, or of one within the grace. */
-  private holdsTurn(peer: string, now: number): number | undefined {
-    const slot = Math.floor(now / this.o.slotMs);
-    for (let s = slot; s >= slot - TURN_GRACE_SLOTS; s--) if (this.proposerOf(s) === peer) return s;
-    return undefined;
-  }
-
   /** Turn bookkeeping from a peer's frame: only the member whose turn it is can hold one. */
   private onTurnFrame(peer: string, type: string, body: unknown): void {
     const now = this.o.now?.() ?? Date.now();
-    const slot = this.holdsTurn(peer, now);
+    const slot = turnHeldBy(peer, now, this.o.slotMs, this.o.federation.pubkeys);
     if (slot === undefined) {
       if (type !== 'proposal') this.o.metrics?.framesDropped.inc({ reason: 'turn_out_of_slot' });
       return;
@@ -205,11 +145,7 @@ export class Coordinator {
 
   async start(): Promise<void> {
     const net = this.o.network;
-    net.registerType('proposal', isProposal);
-    net.registerType('signatures', isSignatures);
-    net.registerType('finalized', isFinalized);
-    net.registerType('turn', (b) => Number.isSafeInteger(b));
-    net.registerType('turn_done', (b) => Number.isSafeInteger(b));
+    registerMessages(net);
     // turns are bookkeeping, done as frames arrive; the rest waits in the links' bounded queues
     net.on('message', (peer: string, type: string, body: unknown) => {
       if (type === 'proposal' || type === 'turn' || type === 'turn_done') this.onTurnFrame(peer, type, body);
@@ -272,18 +208,13 @@ export class Coordinator {
 
   /** What peers currently make this member hold: each bounded by COORDINATOR_CAPS. */
   held(): { earlySets: number; earlyBytes: number; queued: number; retry: number; rivals: number } {
-    let earlyBytes = 0;
-    for (const peer of this.earlyByPeer.values()) earlyBytes += peer.bytes;
-    return { earlySets: [...this.early.values()].reduce((a, m) => a + m.size, 0), earlyBytes, queued: this.queued, retry: this.retry.size, rivals: this.rivals.size };
+    const early = this.early.size();
+    return { earlySets: early.sets, earlyBytes: early.bytes, queued: this.queued, retry: this.retry.size, rivals: this.rivals.size };
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
   settled(txid: string): void {
     this.unsettled.delete(txid);
-  }
-
-  private proposerOf(slot: number): string {
-    return toHex(this.o.federation.pubkeys[slot % this.o.federation.pubkeys.length]!);
   }
 
   /** `ingested`: the EVM observer just ingested requests; the slot's proposer pays them at once. */
@@ -293,8 +224,8 @@ export class Coordinator {
     await setImmediate();
     const now = this.o.now?.() ?? Date.now();
     await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
-    const slot = Math.floor(now / this.o.slotMs);
-    if (this.proposerOf(slot) !== this.myKey) return;
+    const slot = slotAt(now, this.o.slotMs);
+    if (proposerOf(slot, this.o.federation.pubkeys) !== this.myKey) return;
     if (slot === this.lastSlot) {
       // this member's turn is under way and no other proposer is at work: requests that became
       // final during it need not wait for the next turn
@@ -435,7 +366,7 @@ export class Coordinator {
    * finalize are forgotten.
    */
   private async merges(rate: number, now: number, slot: number): Promise<Proposal[]> {
-    const stale: [string, Proposal, SpendableUtxo[]][] = [];
+    const stale: (Rival & { proposal: Proposal; spendable: SpendableUtxo[] })[] = [];
     // inputs of open payments still making progress: a merge another member proposed is one
     const moving: Set<string>[] = [];
     for (const [txid, open] of [...this.proposals, ...this.rivals]) {
@@ -443,38 +374,25 @@ export class Coordinator {
         moving.push(new Set(proposalOutpoints(open.proposal).map(outpointText)));
         continue;
       }
-      const inputs = await this.liveInputs(txid, open.proposal);
-      if (inputs) stale.push([txid, open.proposal, inputs]);
+      const spendable = await this.liveInputs(txid, open.proposal);
+      if (spendable) stale.push({ txid, requestIds: open.proposal.requestIds, inputs: spendable.map(outpointText), proposal: open.proposal, spendable });
       else this.forget(txid);
     }
-    // groups of proposals linked by a shared request
-    const groupOf = new Map<string, number>();
-    const groups: (typeof stale)[] = [];
-    for (const entry of stale) {
-      const joined = [...new Set(entry[1].requestIds.map((id) => groupOf.get(id)).filter((g) => g !== undefined))];
-      const group = joined.length > 0 ? joined[0]! : groups.push([]) - 1;
-      for (const other of joined.slice(1)) {
-        groups[group]!.push(...groups[other]!.splice(0));
-      }
-      groups[group]!.push(entry);
-      for (const [, p] of groups[group]!) for (const id of p.requestIds) groupOf.set(id, group);
-    }
     const merges: Proposal[] = [];
-    const conflictsWithAll = (spends: Set<string>, group: typeof stale): boolean => group.every(([, , inputs]) => inputs.some((u) => spends.has(outpointText(u))));
-    for (const group of groups) {
+    for (const group of groupRivals(stale)) {
       if (group.length < 2) {
-        for (const [txid] of group) this.rivals.delete(txid);
+        for (const { txid } of group) this.rivals.delete(txid);
         continue;
       }
       if (moving.some((spends) => conflictsWithAll(spends, group))) continue;
-      const ids = [...new Set(group.flatMap(([, p]) => p.requestIds))];
+      const ids = [...new Set(group.flatMap((r) => r.requestIds))];
       const requests: PaymentRequest[] = [];
       for (const id of ids) {
         const r = await getRequest(this.o.store, id);
         if (r?.scriptPubKey && (r.status === 'accepted' || r.status === 'batched')) requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
       }
-      const payment = requests.length > 0 ? buildMerge(requests, group.map(([, , inputs]) => inputs), rate, this.o.federation) : undefined;
-      const txids = group.map(([txid]) => txid);
+      const payment = requests.length > 0 ? buildMerge(requests, group.map((r) => r.spendable), rate, this.o.federation) : undefined;
+      const txids = group.map((r) => r.txid);
       if (!payment) {
         this.o.log.warn('merge_impossible', { rivals: txids, requests: requests.length });
         continue;
@@ -524,10 +442,7 @@ export class Coordinator {
     const txid = this.collector.open(tx, proposal.prevouts);
     if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
     await this.add(txid, this.myKey, own);
-    // taken out before they are added: dropEarly empties the very map they sit in
-    const early = [...(this.early.get(txid) ?? [])];
-    this.dropEarly(txid);
-    for (const [peer, sigs] of early) await this.add(txid, peer, sigs, true);
+    for (const [peer, sigs] of this.early.take(txid)) await this.add(txid, peer, sigs, true);
   }
 
   /**
@@ -561,44 +476,13 @@ export class Coordinator {
     }
   }
 
-  /** Keeps a signature set that arrived before its proposal, evicting the same peer's oldest beyond COORDINATOR_CAPS. */
-  private keepEarly(txid: string, peer: string, signatures: Uint8Array): void {
-    const mine = this.earlyByPeer.get(peer) ?? this.earlyByPeer.set(peer, { txids: new Set(), bytes: 0 }).get(peer)!;
-    if (mine.txids.has(txid)) return;
-    while (mine.txids.size >= COORDINATOR_CAPS.earlyPerPeer || (mine.bytes > 0 && mine.bytes + signatures.length > COORDINATOR_CAPS.earlyBytesPerPeer)) {
-      const oldest = mine.txids.values().next().value as string;
-      this.dropEarly(oldest, peer);
-      this.o.metrics?.framesDropped.inc({ reason: 'early_signatures_evicted' });
-    }
-    // a copy: the frame's buffer may be a view into a much larger receive buffer
-    (this.early.get(txid) ?? this.early.set(txid, new Map()).get(txid)!).set(peer, Uint8Array.from(signatures));
-    mine.txids.add(txid);
-    mine.bytes += signatures.length;
-  }
-
-  /** Forgets the early sets of `txid`, of one peer or of all. */
-  private dropEarly(txid: string, only?: string): void {
-    const sets = this.early.get(txid);
-    for (const [peer, sigs] of sets ?? []) {
-      if (only !== undefined && peer !== only) continue;
-      const mine = this.earlyByPeer.get(peer);
-      if (mine) {
-        mine.txids.delete(txid);
-        mine.bytes -= sigs.length;
-        if (mine.txids.size === 0) this.earlyByPeer.delete(peer);
-      }
-      sets!.delete(peer);
-    }
-    if (sets?.size === 0) this.early.delete(txid);
-  }
-
   private async onSignatures(peer: string, body: SignaturesBody): Promise<void> {
     if (this.unsettled.has(body.txid)) return;
     const open = this.proposals.get(body.txid) ?? this.rivals.get(body.txid);
     if (open) open.since = this.o.now?.() ?? Date.now();
     if (!this.proposals.has(body.txid)) {
       // only proposals this member signed are collected; early arrivals are kept within bounds
-      this.keepEarly(body.txid, peer, body.signatures);
+      this.early.keep(body.txid, peer, body.signatures);
       return;
     }
     await this.add(body.txid, peer, body.signatures, true);

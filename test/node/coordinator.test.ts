@@ -7,7 +7,8 @@ import { witnessScript } from '../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../src/bitcoin/tx.js';
 import { freePort } from '../../src/evm/anvil.js';
 import { listRequests, stageNewRequest } from '../../src/evm/request-store.js';
-import { Coordinator, COORDINATOR_CAPS, type FinalizedRecord } from '../../src/node/coordinator.js';
+import { Coordinator, type FinalizedRecord } from '../../src/node/coordinator.js';
+import { EARLY_CAPS } from '../../src/node/early-signatures.js';
 import { settleLocally } from '../../src/node/settlement.js';
 import { createLogger } from '../../src/node/log.js';
 import { createMetrics } from '../../src/metrics/metrics.js';
@@ -257,9 +258,9 @@ describe('transaction coordinator, members in one process on loopback', () => {
     for (const m of members) {
       assert.ok((await counter(m, 'pegout_frames_dropped_total', 'early_signatures_evicted')) > 0, 'its oldest sets were evicted');
       const held = m.coordinator.held();
-      assert.ok(held.earlySets <= COORDINATOR_CAPS.earlyPerPeer, `${held.earlySets} sets held`);
+      assert.ok(held.earlySets <= EARLY_CAPS.perPeer, `${held.earlySets} sets held`);
     }
-    assert.ok(most <= COORDINATOR_CAPS.earlyBytesPerPeer, `${most} bytes held, the cap is ${COORDINATOR_CAPS.earlyBytesPerPeer} per peer`);
+    assert.ok(most <= EARLY_CAPS.bytesPerPeer, `${most} bytes held, the cap is ${EARLY_CAPS.bytesPerPeer} per peer`);
   });
 
   it('looks up a federation output it does not know in Bitcoin Core before refusing a proposal that spends it', async (t) => {

@@ -1,0 +1,61 @@
+import { parseTx, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import { isRequestId } from '../evm/request-id.js';
+import { isBytes } from '../p2p/frames.js';
+import type { PeerNetwork } from '../p2p/network.js';
+import { commitsTo } from '../wallet/commitment.js';
+import { PROPOSAL_CAPS } from '../wallet/proposal.js';
+import type { FinalizedBody } from './finalize.js';
+
+// The messages members exchange over the links, and the checks a frame's body passes before the
+// coordinator sees it. A proposal's full check (checkProposal, src/wallet/proposal.ts) parses its
+// transaction, so it runs once, when the coordinator takes the frame.
+
+/** A member's signatures on a proposal: 64 bytes per input, in input order. */
+export interface SignaturesBody {
+  readonly txid: string;
+  readonly signatures: Uint8Array;
+}
+
+/** A proposer's turn starts (turn) and ends (turn_done); the body is the slot number. */
+export type TurnBody = number;
+
+const isPrevouts = (p: unknown): boolean =>
+  Array.isArray(p) && p.length <= PROPOSAL_CAPS.inputs && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
+const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
+
+const CHECKS: Record<string, (body: unknown) => boolean> = {
+  proposal: (b) => typeof b === 'object' && b !== null && !Array.isArray(b),
+  signatures: (b) => {
+    const s = b as Partial<SignaturesBody> | null;
+    return (
+      typeof s === 'object' && s !== null && typeof s.txid === 'string' && /^[0-9a-f]{64}$/.test(s.txid) &&
+      isBytes(s.signatures) && s.signatures.length > 0 && s.signatures.length % 64 === 0 && s.signatures.length <= 64 * PROPOSAL_CAPS.inputs
+    );
+  },
+  finalized: (b) => {
+    const f = b as Partial<FinalizedBody> | null;
+    return typeof f === 'object' && f !== null && isBytes(f.tx) && isPrevouts(f.prevouts) && isIds(f.requestIds);
+  },
+  turn: (b) => Number.isSafeInteger(b),
+  turn_done: (b) => Number.isSafeInteger(b),
+};
+
+/** Declares every message type on the links with its body check; other types are dropped there. */
+export function registerMessages(net: Pick<PeerNetwork, 'registerType'>): void {
+  for (const [type, check] of Object.entries(CHECKS)) net.registerType(type, check);
+}
+
+/**
+ * A peer's finalized payment before its signatures are checked: the transaction parses, has a
+ * prevout per input, and output 0 commits to exactly the requests the frame names (which requests
+ * it pays is read from the transaction itself, never from the frame's label). Throws otherwise.
+ */
+export function checkFinalizedBody(body: FinalizedBody): Transaction {
+  const signed = parseTx(body.tx);
+  if (signed.inputs.length !== body.prevouts.length) throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+  const commitment = signed.outputs[0];
+  if (!commitment || signed.outputs.length < body.requestIds.length + 1 || !body.requestIds.every(isRequestId) || !commitsTo(commitment.scriptPubKey, body.requestIds)) {
+    throw new Error('output 0 does not commit to the requests the frame names');
+  }
+  return signed;
+}
