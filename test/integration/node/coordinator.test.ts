@@ -1,0 +1,319 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
+import { freePort } from '../../../src/evm/anvil.js';
+import { listRequests, stageNewRequest } from '../../../src/evm/request-store.js';
+import { Coordinator, type FinalizedRecord } from '../../../src/node/coordinator.js';
+import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
+import { settleLocally } from '../../../src/node/settlement.js';
+import { createLogger } from '../../../src/node/log.js';
+import { createMetrics } from '../../../src/metrics/metrics.js';
+import { PeerNetwork } from '../../../src/p2p/network.js';
+import { checkFinalizedWitnesses } from '../../../src/signing/collector.js';
+import { SigningPool } from '../../../src/signing/pool.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { SPACES } from '../../../src/storage/keys.js';
+import type { Store } from '../../../src/storage/store.js';
+import { buildPayments } from '../../../src/wallet/payment.js';
+import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
+import { TEST_POLICY } from '../../support/policy.js';
+import { listUtxos, registerUtxo, unregisterUtxo, type UtxoRecord } from '../../../src/wallet/utxos.js';
+import { signProposal } from '../../../src/node/signer.js';
+import type { TestContext } from 'node:test';
+type Metrics = ReturnType<typeof createMetrics>;
+import type { Federation } from '../../../src/bitcoin/federation.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+
+interface Member {
+  readonly store: Store;
+  readonly pool: SigningPool;
+  readonly network: PeerNetwork;
+  readonly coordinator: Coordinator;
+  readonly metrics: Metrics;
+}
+
+/** A member whose key is in the federation but who runs no coordinator: its frames are whatever the test sends. */
+interface Hostile {
+  readonly network: PeerNetwork;
+  readonly pool: SigningPool;
+}
+
+interface Setup {
+  readonly members: number;
+  readonly threshold: number;
+  readonly requests: number;
+  readonly utxos: readonly bigint[];
+  /** Runs on each member's store and pool before its coordinator starts. */
+  readonly before?: (i: number, store: Store, pool: SigningPool, federation: Federation) => Promise<void>;
+  /** Member i's way to look up federation outputs it does not know (Bitcoin Core's part in SPEC §2). */
+  readonly recover?: (i: number, store: Store, federation: Federation) => ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined;
+  /** How many of the last members are hostile (links only, no coordinator). */
+  readonly hostile?: number;
+  readonly slotMs?: number;
+}
+
+const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
+
+/** n members in this process, each with its store, pool, links on loopback and coordinator, holding the same requests and federation outputs. */
+async function startMembers(t: TestContext, setup: Setup, lines: string[]): Promise<{ federation: Federation; members: Member[]; hostile: Hostile[] }> {
+  const secretKeys = Array.from({ length: setup.members }, (_, i) => Buffer.alloc(32, i + 41));
+  const keys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
+  const federation = buildFederation({ network: 'regtest', threshold: setup.threshold, pubkeys: keys });
+  const ports = await Promise.all(keys.map(() => freePort()));
+  const honest = setup.members - (setup.hostile ?? 0);
+  const network = (i: number): PeerNetwork => {
+    const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${ports[j]}`] as [string, string]])));
+    return new PeerNetwork({ secretKey: secretKeys[i]!, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
+  };
+  const hostile = secretKeys.slice(honest).map((secretKey, h) => ({ network: network(honest + h), pool: new SigningPool(federation, { secretKey, size: 1 }) }));
+  const members = await Promise.all(
+    secretKeys.slice(0, honest).map(async (secretKey, i) => {
+      const store = await openTempStore(t, federation.descriptor);
+      const batch = store.batch();
+      for (let r = 0; r < setup.requests; r++) {
+        const txHash = `0x${hex32(1000 + r)}`;
+        stageNewRequest(batch, { id: requestId(r), txHash, ordinal: 0, blockNumber: 10, blockHash: `0x${hex32(10)}`, evmAddress: `0x${'22'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: BigInt(1_000_000 + r * 1000), subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)) }, 'then');
+      }
+      for (const [u, value] of setup.utxos.entries()) await registerUtxo(batch, { txid: hex32(500 + u), vout: 0, value, scriptPubKey: federation.scriptPubKey, height: 0 });
+      await batch.write({ sync: true });
+      const pool = new SigningPool(federation, { secretKey, size: 1 });
+      await setup.before?.(i, store, pool, federation);
+      const links = network(i);
+      const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
+      const metrics = createMetrics();
+      const coordinator = new Coordinator({ store, federation, pool, network: links, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: setup.slotMs ?? 150, log, metrics, onFinalized: (record) => settleLocally(store, federation, record), ...withRecovery(setup.recover?.(i, store, federation)) });
+      return { store, pool, network: links, coordinator, metrics };
+    }),
+  );
+  t.after(async () => {
+    for (const m of members) {
+      await m.coordinator.stop();
+      await m.network.stop();
+      await m.pool.destroy();
+    }
+    for (const h of hostile) {
+      await h.network.stop();
+      await h.pool.destroy();
+    }
+  });
+  for (const h of hostile) {
+    for (const type of ['proposal', 'signatures', 'finalized', 'turn', 'turn_done']) h.network.registerType(type, () => true);
+    await h.network.start();
+  }
+  for (const m of members) {
+    await m.network.start();
+    await m.coordinator.start();
+  }
+  return { federation, members, hostile };
+}
+
+const withRecovery = (recoverInput: ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined) => (recoverInput ? { recoverInput } : {});
+
+/** A counter's value for one label, from a member's own registry. */
+async function counter(m: Member, name: string, reason: string): Promise<number> {
+  const metric = (await m.metrics.registry.getMetricsAsJSON()).find((x) => x.name === name);
+  return metric?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
+}
+
+async function waitAllSigned(members: readonly Member[], lines: readonly string[]): Promise<void> {
+  const signedEverywhere = async (): Promise<boolean> => {
+    for (const m of members) if ((await listRequests(m.store, (r) => r.status !== 'signed')).length > 0) return false;
+    return true;
+  };
+  const deadline = Date.now() + 30_000;
+  while (!(await signedEverywhere())) {
+    assert.ok(Date.now() < deadline, `not all requests signed in time; logs:\n${lines.join('')}`);
+    await sleep(100);
+  }
+}
+
+async function finals(store: Store): Promise<FinalizedRecord[]> {
+  const out: FinalizedRecord[] = [];
+  for await (const [, f] of store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) out.push(f);
+  return out;
+}
+
+describe('transaction coordinator, members in one process on loopback', () => {
+  it('turns every request into exactly one finalized payment, signed by t members', async (t) => {
+    const requestCount = 12;
+    const lines: string[] = [];
+    const { federation, members } = await startMembers(t, { members: 3, threshold: 2, requests: requestCount, utxos: Array<bigint>(6).fill(5_000_000n) }, lines);
+    await waitAllSigned(members, lines);
+
+    // every member holds the same finalized payments, each request paid exactly once
+    const sets = await Promise.all(members.map((m) => finals(m.store)));
+    const ids = sets.map((s) => s.map((f) => f.txid).sort());
+    assert.deepEqual(ids[1], ids[0]);
+    assert.deepEqual(ids[2], ids[0]);
+    const paid = sets[0]!.flatMap((f) => f.requestIds);
+    assert.equal(paid.length, requestCount);
+    assert.equal(new Set(paid).size, requestCount, 'no request paid twice');
+    const spent = new Set<string>();
+    for (const f of sets[0]!) {
+      const tx = parseTx(f.tx);
+      for (const i of tx.inputs) {
+        assert.ok(!spent.has(`${i.txid}:${i.vout}`), 'no output spent by two payments');
+        spent.add(`${i.txid}:${i.vout}`);
+      }
+      assert.equal(tx.inputs[0]!.witness.filter((w) => w.length === 64).length, 2);
+    }
+    for (const f of sets[0]!) checkFinalizedWitnesses(parseTx(f.tx), f.prevouts, federation);
+  });
+
+  it('unblocks rival payments of the same requests whose signers split, and frees every input the losers held', async (t) => {
+    // 3-of-4: members 0 and 1 signed one payment, members 2 and 3 another from other inputs;
+    // each refuses the other's (they do not conflict), so neither can reach three signatures
+    const lines: string[] = [];
+    const requests = [0, 1, 2, 3].map((r) => ({ id: requestId(r), scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)), sats: BigInt(1_000_000 + r * 1000) }));
+    const rivalOf: string[] = [];
+    const { members } = await startMembers(
+      t,
+      {
+        members: 4,
+        threshold: 3,
+        requests: 4,
+        utxos: Array<bigint>(6).fill(2_500_000n),
+        before: async (i, store, pool, federation) => {
+          const spendable = (await listUtxos(store, 'unspent')).slice(i < 2 ? 0 : 2, i < 2 ? 2 : 4);
+          const [payment] = buildPayments(requests, spendable, 2, federation, { maxOutputs: 6 }).payments;
+          const proposal = proposalFromPayment(payment!, 0, toHex(federation.pubkeys[i]!));
+          const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+          assert.ok(outcome.ok, JSON.stringify(outcome));
+          assert.equal(payment!.prevouts.length, 2);
+          if (outcome.ok) rivalOf[i] = outcome.txid;
+        },
+      },
+      lines,
+    );
+    assert.equal(new Set(rivalOf).size, 2);
+    await waitAllSigned(members, lines);
+    assert.ok(lines.some((l) => l.includes('"merging"')), 'a proposer merged the rivals');
+
+    for (const [i, m] of members.entries()) {
+      const [final, ...others] = await finals(m.store);
+      assert.equal(others.length, 0, 'one finalized payment');
+      assert.deepEqual([...final!.requestIds].sort(), requests.map((r) => r.id).sort());
+      assert.deepEqual(final!.conflicts, [rivalOf[i]], 'the rival this member signed loses to it');
+      assert.deepEqual(await listUtxos(m.store, 'reserved'), [] as UtxoRecord[], 'no input stays reserved by a losing payment');
+      assert.equal((await listUtxos(m.store, 'spent')).length, parseTx(final!.tx).inputs.length);
+    }
+  });
+
+  it('a member that claims the turn out of its slot, again and again, costs at most its own slot and grace per round', async (t) => {
+    // 3-of-4 with member 4 hostile: every 25 ms it announces a turn and sends a proposal, in every slot
+    const slotMs = 150;
+    const setup = { members: 4, threshold: 3, requests: 12, utxos: Array<bigint>(8).fill(5_000_000n), hostile: 1, slotMs };
+    const lines: string[] = [];
+    const started = Date.now();
+    const { members, hostile } = await startMembers(t, setup, lines);
+    const attacker = hostile[0]!.network;
+    let slot = 0;
+    const spam = setInterval(() => {
+      slot = Math.floor(Date.now() / slotMs);
+      attacker.broadcast('turn', slot);
+      attacker.broadcast('proposal', { version: 1, round: slot, proposer: attacker.key, unsignedTx: Uint8Array.of(2, 0, 0, 0), prevouts: [], requestIds: [] });
+    }, 25);
+    t.after(() => clearInterval(spam));
+    await waitAllSigned(members, lines);
+    const slots = Math.ceil((Date.now() - started) / slotMs);
+    // one more round of spam, so that every member surely saw it outside the attacker's own slot
+    await sleep(setup.members * slotMs);
+    clearInterval(spam);
+    // measured: each round of 4 slots loses at most the attacker's own slot and its grace
+    t.diagnostic(`12 requests paid in ${slots} slots of ${slotMs} ms with a member claiming every turn`);
+    // before turns were tied to slots, one such member stalled every proposer for good; a bound of
+    // four rounds leaves room for a loaded machine
+    assert.ok(slots <= 4 * setup.members, `paid after ${slots} slots`);
+    for (const m of members) {
+      assert.ok((await counter(m, 'pegout_frames_dropped_total', 'turn_out_of_slot')) > 0, 'out-of-slot turns are counted');
+      assert.ok((await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal')) > 0, 'its proposals are refused at the edge');
+    }
+    const finals = await Promise.all(members.map(async (m) => (await listRequests(m.store, (r) => r.status === 'signed')).length));
+    assert.deepEqual(finals, [12, 12, 12]);
+  });
+
+  it('signature sets for proposals that never come are bounded per peer; the honest round still completes', async (t) => {
+    const lines: string[] = [];
+    const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
+    const attacker = hostile[0]!.network;
+    while (attacker.connectedPeers().length < members.length) await sleep(20);
+    // 2,000 sets of 1,000 signatures (64 KB each, 128 MB in all) for txids nobody proposed
+    const blob = new Uint8Array(64 * 1000);
+    let most = 0;
+    for (let i = 0; i < 2000; i++) {
+      attacker.broadcast('signatures', { txid: hex32(0xdead0000 + i), signatures: blob });
+      if (i % 50 === 49) {
+        await sleep(20);
+        most = Math.max(most, ...members.map((m) => m.coordinator.held().earlyBytes));
+      }
+    }
+    await waitAllSigned(members, lines);
+    t.diagnostic(`early signature bytes held at most ${most} per member`);
+    for (const m of members) {
+      assert.ok((await counter(m, 'pegout_frames_dropped_total', 'early_signatures_evicted')) > 0, 'its oldest sets were evicted');
+      const held = m.coordinator.held();
+      assert.ok(held.earlySets <= EARLY_CAPS.perPeer, `${held.earlySets} sets held`);
+    }
+    assert.ok(most <= EARLY_CAPS.bytesPerPeer, `${most} bytes held, the cap is ${EARLY_CAPS.bytesPerPeer} per peer`);
+  });
+
+  it('looks up a federation output it does not know in Bitcoin Core before refusing a proposal that spends it', async (t) => {
+    // 2-of-3 with one federation output: members 2 and 3 never saw it; member 3 can look it up
+    const missing = { txid: hex32(500), vout: 0 };
+    const lookedUp: string[] = [];
+    const lines: string[] = [];
+    const { members } = await startMembers(
+      t,
+      {
+        members: 3,
+        threshold: 2,
+        requests: 3,
+        utxos: [5_000_000n],
+        before: async (i, store) => {
+          if (i > 0) await store.transaction((batch) => unregisterUtxo(batch, missing));
+        },
+        recover: (i, store, federation) =>
+          i === 2
+            ? async (o) => {
+                lookedUp.push(`${o.txid}:${o.vout}`);
+                await store.transaction((batch) => registerUtxo(batch, { ...o, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 0 }));
+              }
+            : undefined,
+      },
+      lines,
+    );
+    const deadline = Date.now() + 30_000;
+    const signed = async (m: Member): Promise<number> => (await listRequests(m.store, (r) => r.status === 'signed')).length;
+    while ((await signed(members[0]!)) < 3 || (await signed(members[2]!)) < 3) {
+      assert.ok(Date.now() < deadline, `not paid in time; logs:\n${lines.join('')}`);
+      await sleep(100);
+    }
+    assert.deepEqual([...new Set(lookedUp)], [`${missing.txid}:0`]);
+    assert.ok((await counter(members[1]!, 'pegout_signatures_rejected_total', 'proposal_unknown_input')) > 0, 'a member that cannot look it up refuses');
+  });
+
+  it('a proposal of 50,000 inputs is refused at the edge, before any store read; the honest round completes', async (t) => {
+    const lines: string[] = [];
+    const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
+    const attacker = hostile[0]!.network;
+    // 50,000 inputs: about 2 MB of transaction and 1.5 MB of prevouts, under the 4 MiB frame cap
+    const inputs = Array.from({ length: 50_000 }, (_, i) => ({ txid: hex32(i), vout: 0, sequence: 0xfffffffd, scriptSig: new Uint8Array(0), witness: [] }));
+    const unsignedTx = serializeTx({ version: 2, locktime: 0, inputs, outputs: [{ value: 0n, scriptPubKey: Uint8Array.of(0x6a) }] });
+    const prevouts = inputs.map(() => ({ value: 1n, scriptPubKey: new Uint8Array(0) }));
+    while (attacker.connectedPeers().length < members.length) await sleep(20);
+    for (let i = 0; i < 10; i++) attacker.broadcast('proposal', { version: 1, round: i, proposer: attacker.key, unsignedTx, prevouts, requestIds: [requestId(0)] });
+    await waitAllSigned(members, lines);
+    for (const m of members) {
+      const refused = await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal');
+      assert.ok(refused > 0, 'refused as malformed at the edge');
+    }
+    assert.ok(lines.some((l) => l.includes('over the 100000 that Core relays')), 'the refusal names the cap');
+  });
+});
+

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect as tcpConnect, type Socket } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
+import { afterEach, describe, it } from 'node:test';
+import WebSocket from 'ws';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { encodeFrame } from '../../../src/p2p/frames.js';
+import { LINK_CAPS } from '../../../src/p2p/limits.js';
+import { DIAL_TLS } from '../../../src/p2p/network.js';
+import { linkNetwork as network, members, rawPeer, stopNetworks, until, urlOf, within } from '../../support/links.js';
+
+afterEach(stopNetworks);
+
+const MB = 1024 * 1024;
+const STRANGERS = 1000;
+/** Source addresses on loopback the strangers spread over: more than the per-address cap allows to fill the total. */
+const ADDRESSES = 20;
+
+/**
+ * A connection that never finishes the handshake, stuck at one of three stages: silent TCP, TLS
+ * done but no HTTP upgrade, or a WebSocket that never says hello. Resolves once it is closed.
+ */
+function stranger(port: number, i: number): Promise<void> {
+  const localAddress = `127.0.0.${2 + (i % ADDRESSES)}`;
+  const tcp = (): Socket => tcpConnect({ host: '127.0.0.1', port, localAddress }).on('error', () => undefined);
+  let socket: Socket | WebSocket;
+  if (i % 3 === 0) socket = tcp();
+  else if (i % 3 === 1) socket = tlsConnect({ socket: tcp(), ...DIAL_TLS });
+  else socket = new WebSocket(`wss://127.0.0.1:${port}`, { ...DIAL_TLS, localAddress });
+  // the member closes them, mostly at once: resets are the expected end (and once() would reject on one)
+  socket.on('error', () => undefined);
+  return new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
+describe('link-layer caps', { timeout: 120_000 }, () => {
+  it('1,000 connections that never finish the handshake: pending stays under the caps, the deadline closes them, the member stays responsive and an honest peer links', async (t) => {
+    const ms = await members(2);
+    const a = network(ms[0]!, ms, { limits: { handshakeTimeoutMs: 1000 } });
+    const b = network(ms[1]!, ms);
+    const got: string[] = [];
+    a.on('message', (_from: string, _type: string, body: { text: string }) => got.push(body.text));
+    let timedOut = 0;
+    a.on('refused', (reason: string) => void (reason === 'handshake timed out' && timedOut++));
+    await a.start();
+    const rss = process.memoryUsage().rss;
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, a.stats.pending)), 5);
+    try {
+      const closed = Array.from({ length: STRANGERS }, (_, i) => stranger(ms[0]!.port, i));
+      await until(() => a.stats.pending + a.stats.turnedAway >= STRANGERS || a.stats.pending === LINK_CAPS.pendingConnections, 'the strangers to fill the pending slots');
+      // the honest peer comes while strangers hold every pending slot of a's
+      await b.start();
+      await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'the honest link', 20_000);
+      assert.ok(b.send(toHex(ms[0]!.key), 'note', { text: 'honest' }));
+      await until(() => got.includes('honest'), 'honest traffic');
+      await within(Promise.all(closed), 'every stranger to be closed', 30_000);
+      const admitted = STRANGERS - a.stats.turnedAway;
+      assert.ok(admitted >= LINK_CAPS.pendingConnections, `${admitted} admitted`);
+      await until(() => timedOut >= admitted, 'every admitted stranger closed at the deadline');
+      assert.ok(peak <= LINK_CAPS.pendingConnections, `peak pending ${peak}`);
+      // the honest peer's own dials may still be in their handshake a moment longer
+      await until(() => a.stats.pending === 0, 'no connection left pending');
+      const growth = (process.memoryUsage().rss - rss) / MB;
+      assert.ok(growth < 200, `RSS grew ${growth.toFixed(0)} MB`);
+      assert.ok(lag.max / 1e6 < 1000, `event loop stalled ${(lag.max / 1e6).toFixed(0)} ms`);
+      t.diagnostic(`${admitted} admitted, ${a.stats.turnedAway} turned away, peak pending ${peak}, RSS +${growth.toFixed(0)} MB, worst event-loop delay ${(lag.max / 1e6).toFixed(0)} ms`);
+    } finally {
+      clearInterval(sampler);
+      lag.disable();
+    }
+  });
+
+  it('a connection sending more than the handshake byte budget before authenticating is closed; a member whose first frame follows its proof at once is not', async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms);
+    const reasons: string[] = [];
+    net.on('refused', (reason: string) => reasons.push(reason));
+    const got: number[] = [];
+    net.on('message', (_from: string, _type: string, body: { text: string }) => got.push(body.text.length));
+    await net.start();
+
+    const stranger = new WebSocket(urlOf(ms[0]!), DIAL_TLS);
+    stranger.on('error', () => undefined);
+    await once(stranger, 'open');
+    stranger.send(Buffer.alloc(1024 * 1024, 7));
+    await within(once(stranger, 'close'), 'the stranger to be closed');
+    assert.deepEqual(reasons, [`more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`]);
+
+    const text = 'y'.repeat(64 * 1024);
+    const member = await rawPeer(ms[0]!, ms[1]!.secretKey, { follow: encodeFrame('note', { text }) });
+    assert.equal(await member.ready, true);
+    await until(() => got.includes(text.length), 'the frame right behind the proof');
+    assert.equal(reasons.length, 1);
+    member.ws.close();
+  });
+
+  it('a peer flooding frames faster than they are handled: the excess is dropped and counted, memory stays bounded, honest traffic goes on', async (t) => {
+    const ms = await members(3);
+    // rate limits out of the way: what holds the flood here is the queue cap
+    const net = network(ms[0]!, ms, { limits: { framesPerSecond: 1e6, bytesPerSecond: 1e9 } });
+    const honest = network(ms[2]!, ms);
+    const handled = new Map<string, number>();
+    let peakQueued = 0;
+    net.handle(async (peer) => {
+      peakQueued = Math.max(peakQueued, net.stats.queued);
+      await sleep(1);
+      handled.set(peer, (handled.get(peer) ?? 0) + 1);
+    });
+    await Promise.all([net.start(), honest.start()]);
+    const flooder = toHex(ms[1]!.key);
+    const flood = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await flood.ready, true);
+    await until(() => net.connectedPeers().includes(flooder) && net.connectedPeers().includes(toHex(ms[2]!.key)), 'both peers linked');
+    const rss = process.memoryUsage().rss;
+
+    // 20,000 frames of 16 KiB (320 MiB), paced only by the socket
+    const sent = 20_000;
+    const text = 'x'.repeat(16 * 1024);
+    for (let i = 0; i < sent; i++) {
+      while (flood.ws.bufferedAmount > 4 * MB) await sleep(1);
+      flood.ws.send(encodeFrame('note', { text }));
+      if (i % 2000 === 0) assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: `honest ${i}` }));
+    }
+    const honestSent = sent / 2000;
+    await until(() => net.stats.framesIn + net.stats.dropped.queue_full === sent + honestSent, 'every frame queued or dropped', 60_000);
+    const growth = (process.memoryUsage().rss - rss) / MB;
+
+    t.diagnostic(`${net.stats.dropped.queue_full} of ${sent} dropped as queue_full, peak queued ${peakQueued}, RSS +${growth.toFixed(0)} MB`);
+    assert.ok(net.stats.dropped.queue_full > 0, 'frames past the cap are dropped');
+    // all peers together: the flooder's cap plus the honest peer's few
+    assert.ok(peakQueued <= LINK_CAPS.queuedFrames + honestSent, `peak queued ${peakQueued}`);
+    assert.ok(growth < 200, `RSS grew ${growth.toFixed(0)} MB`);
+    await until(() => handled.get(toHex(ms[2]!.key)) === honestSent, 'every honest frame handled');
+    assert.ok(net.connectedPeers().includes(flooder), 'a full queue is not misbehaviour');
+    assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: 'after the flood' }));
+    await until(() => handled.get(toHex(ms[2]!.key)) === honestSent + 1, 'honest traffic after the flood');
+  });
+});

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, describe, it } from 'node:test';
+import { Packr } from 'msgpackr';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { encodeFrame, isBytes } from '../../../src/p2p/frames.js';
+import { PeerNetwork } from '../../../src/p2p/network.js';
+import { linkNetwork as network, members, rawPeer, stopNetworks, until } from '../../support/links.js';
+
+afterEach(stopNetworks);
+
+describe('member links', () => {
+  it('three members connect, authenticate and exchange messages both ways', async () => {
+    const ms = await members(3);
+    const nets = ms.map((m) => network(m, ms));
+    const got: [string, string, string][] = [];
+    nets.forEach((n, i) => n.on('message', (from: string, _type: string, body: { text: string }) => got.push([String(i), from, body.text])));
+    await Promise.all(nets.map((n) => n.start()));
+    await until(() => nets.every((n) => n.connectedPeers().length === 2), 'full mesh');
+    assert.equal(nets[0]!.broadcast('note', { text: 'from 0' }), 2);
+    assert.ok(nets[2]!.send(toHex(ms[1]!.key), 'note', { text: '2 to 1' }));
+    await until(() => got.length === 3, 'messages');
+    assert.deepEqual(got.filter(([to]) => to === '1').map(([, from, text]) => [from, text]).sort(), [[toHex(ms[0]!.key), 'from 0'], [toHex(ms[2]!.key), '2 to 1']].sort());
+    assert.equal(nets[0]!.stats.handshakeFailures, 0);
+  });
+
+  it('never lets a non-member past the handshake', async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms);
+    await net.start();
+    let delivered = 0;
+    net.on('message', () => delivered++);
+    const stranger = await rawPeer(ms[0]!, new Uint8Array(randomBytes(32)));
+    stranger.ws.send(encodeFrame('note', { text: 'let me in' }));
+    await stranger.closed;
+    assert.equal(delivered, 0);
+    assert.ok(net.stats.handshakeFailures >= 1);
+    assert.deepEqual(net.connectedPeers().filter((p) => p !== toHex(ms[1]!.key)), []);
+  });
+
+  it('refuses a member key with a bad handshake signature', async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, [ms[0]!, ms[1]!]);
+    await net.start();
+    const forged = await rawPeer(ms[0]!, ms[1]!.secretKey, { tamper: true });
+    await forged.closed;
+    assert.ok(net.stats.handshakeFailures >= 1);
+    assert.equal(net.connectedPeers().length, 0);
+  });
+
+  it('drops and counts garbage, unknown, wrong-version, bad-body and oversized frames; honest traffic still flows; then bans', async () => {
+    const ms = await members(3);
+    const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 6, banMs: 60_000, maxFrameBytes: 64 * 1024 } });
+    const honest = network(ms[2]!, ms);
+    await Promise.all([net.start(), honest.start()]);
+    const got: string[] = [];
+    net.on('message', (_from: string, _type: string, body: { text: string }) => got.push(body.text));
+    // ms[1] is a member whose process misbehaves
+    const bad = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await bad.ready, true);
+    await until(() => net.connectedPeers().includes(toHex(ms[1]!.key)), 'hostile member connected');
+    const raw = new Packr({ useRecords: false });
+    bad.ws.send(Buffer.from([0xc1, 0xff, 0x00])); // not msgpack
+    bad.ws.send(encodeFrame('mystery', {}));
+    bad.ws.send(raw.pack({ v: 99, type: 'note', body: { text: 'x' } }));
+    bad.ws.send(encodeFrame('note', { text: 42 }));
+    bad.ws.send(encodeFrame('note', { text: 'a valid one still counts' }));
+    await until(() => net.stats.dropped.bad_body === 1, 'drops counted');
+    assert.deepEqual(
+      { malformed: net.stats.dropped.malformed, unknown_type: net.stats.dropped.unknown_type, wrong_version: net.stats.dropped.wrong_version, bad_body: net.stats.dropped.bad_body },
+      { malformed: 1, unknown_type: 1, wrong_version: 1, bad_body: 1 },
+    );
+    await until(() => got.includes('a valid one still counts'), 'valid frame from the same peer');
+    await until(() => net.connectedPeers().includes(toHex(ms[2]!.key)), 'honest peer');
+    assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: 'honest' }));
+    await until(() => got.includes('honest'), 'honest traffic');
+    // one more fault and an oversized frame reach the limit: disconnected and banned
+    bad.ws.send(encodeFrame('mystery', {}));
+    bad.ws.send(Buffer.alloc(70 * 1024, 1));
+    await bad.closed;
+    await until(() => net.stats.bans === 1, 'ban');
+    assert.equal(net.stats.dropped.oversized, 1);
+    const again = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await again.closed;
+    assert.ok(!net.connectedPeers().includes(toHex(ms[1]!.key)), 'banned peer kept out');
+  });
+
+  it('rate-limits a flooding peer, then bans it, and lets it back after the ban', async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms, { limits: { framesPerSecond: 20, misbehaviourLimit: 10, banMs: 400 } });
+    await net.start();
+    const flood = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await flood.ready;
+    await until(() => net.connectedPeers().length === 1, 'flooder connected');
+    for (let i = 0; i < 200; i++) flood.ws.send(encodeFrame('note', { text: `spam ${i}` }));
+    await flood.closed;
+    assert.ok(net.stats.dropped.rate_limited >= 10);
+    assert.equal(net.stats.bans, 1);
+    await sleep(450);
+    const back = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await back.ready, true);
+    await until(() => net.connectedPeers().length === 1, 'back after the ban');
+    back.ws.close();
+  });
+
+  it('a restarted member reconnects and the catch-up hook fires on both sides', async () => {
+    const ms = await members(2);
+    const a = network(ms[0]!, ms);
+    let b = network(ms[1]!, ms);
+    const hooks: string[] = [];
+    a.on('peer', (peer: string) => hooks.push(peer));
+    await Promise.all([a.start(), b.start()]);
+    await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'connected');
+    await b.stop();
+    await until(() => a.connectedPeers().length === 0, 'a notices');
+    b = network(ms[1]!, ms);
+    let bHook = 0;
+    b.on('peer', () => bHook++);
+    await b.start();
+    await until(() => a.connectedPeers().length === 1 && bHook >= 1, 'reconnected');
+    assert.equal(hooks.filter((h) => h === toHex(ms[1]!.key)).length >= 2, true);
+    assert.ok(b.send(toHex(ms[0]!.key), 'note', { text: 'after restart' }));
+  });
+
+  it('checks frames and keys with plain shape validators, and dials only wss:// peers', async () => {
+    assert.ok(isBytes(new Uint8Array(32), 32));
+    assert.ok(!isBytes('00', 32));
+    assert.throws(() => new PeerNetwork({ secretKey: new Uint8Array(32).fill(1), members: [], listen: { host: '127.0.0.1', port: 0 }, peers: new Map() }), { code: 'invalid_config' });
+    const [a, b] = await members(2);
+    const plain = new Map([[toHex(b!.key), `ws://127.0.0.1:${b!.port}`]]);
+    assert.throws(() => new PeerNetwork({ secretKey: a!.secretKey, members: [a!.key, b!.key], listen: { host: '127.0.0.1', port: 0 }, peers: plain }), /is not a wss:\/\/ URL/);
+  });
+});

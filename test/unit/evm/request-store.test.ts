@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { countRequests, getRequest, listRequests, listRequestsInStatus, stageForget, stageNewRequest, stageStatus, type RequestRecord } from '../../../src/evm/request-store.js';
+import { META_KEY, SPACES } from '../../../src/storage/keys.js';
+import { Store } from '../../../src/storage/store.js';
+import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
+
+// The request records and their status index (reqidx/): one index entry per record, moved in
+// the same batch as every status change, and built for stores written before it existed.
+
+const hash = (n: number): string => `0x${n.toString(16).padStart(64, '0')}`;
+
+function request(n: number): Omit<RequestRecord, 'seq'> {
+  return { id: `${hash(n)}:0`, txHash: hash(n), ordinal: 0, blockNumber: 1, blockHash: hash(1000), evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'bcrt1q…', wei: '0', sats: 1_000_000n, subSatoshiWei: '0', status: 'accepted' };
+}
+
+async function indexKeys(store: Store): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const [key] of store.entries({ prefix: SPACES.requestIndex })) keys.push(key);
+  return keys;
+}
+
+test('the status index follows every request through new, status changes and forget', async (t) => {
+  const store = await openTempStore(t);
+  let batch = store.batch();
+  for (const n of [1, 2, 3]) stageNewRequest(batch, request(n), 'then');
+  await batch.write();
+  assert.deepEqual((await listRequestsInStatus(store, 'accepted')).map((r) => r.id), [1, 2, 3].map((n) => `${hash(n)}:0`));
+
+  batch = store.batch();
+  const one = (await getRequest(batch, `${hash(1)}:0`))!;
+  const batched = stageStatus(batch, one, 'batched', 'now');
+  stageStatus(batch, batched, 'signed', 'later');
+  // the state machine refuses moves no pipeline stage makes, before anything is staged
+  const two = (await getRequest(batch, `${hash(2)}:0`))!;
+  for (const illegal of ['accepted', 'paid', 'broadcast', 'rejected'] as const) {
+    assert.throws(() => stageStatus(batch, two, illegal, 'now'), { code: 'illegal_transition' }, `accepted → ${illegal}`);
+  }
+  assert.throws(() => stageStatus(batch, { ...two, status: 'rejected' }, 'batched', 'now'), { code: 'illegal_transition' }, 'rejected is final');
+  stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!);
+  await batch.write();
+
+  assert.deepEqual(await indexKeys(store), [`${SPACES.requestIndex}accepted/${hash(2)}/0000000000`, `${SPACES.requestIndex}signed/${hash(1)}/0000000000`]);
+  assert.deepEqual((await listRequestsInStatus(store, 'signed')).map((r) => [r.id, r.status]), [[`${hash(1)}:0`, 'signed']]);
+  assert.deepEqual(await listRequestsInStatus(store, 'batched'), []);
+  assert.deepEqual([...(await countRequests(store))].sort(), [['accepted', 1], ['signed', 1]]);
+  // the index agrees with the records themselves
+  const byRecord = new Map<string, number>();
+  for (const r of await listRequests(store)) byRecord.set(r.status, (byRecord.get(r.status) ?? 0) + 1);
+  assert.deepEqual([...byRecord].sort(), [...(await countRequests(store))].sort());
+});
+
+test('a store of an older schema (requests named by block log index) is refused, untouched', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pegout-migrate-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  const batch = store.batch();
+  for (const n of [1, 2]) stageNewRequest(batch, request(n), 'then');
+  await batch.put(META_KEY, { schemaVersion: 2, descriptor: TEST_DESCRIPTOR }).write();
+  await store.close();
+  await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'schema_older');
+    assert.match(err.message, /schema version 2.*once every payment this member signed has confirmed/);
+    return true;
+  });
+  // nothing was rewritten: it is refused the same way again
+  await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), { code: 'schema_older' });
+});

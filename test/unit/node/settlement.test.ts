@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { BitcoinObserver } from '../../../src/chain/observer.js';
+import { BitcoinRpcError, type BroadcastOutcome, type RpcTransaction } from '../../../src/chain/rpc.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { parseTx, serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { getRequest, stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
+import { recordFinalized, type FinalizedRecord } from '../../../src/node/finalize.js';
+import { createLogger } from '../../../src/node/log.js';
+import { ChainSettlement } from '../../../src/node/settlement.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { broadcastPrefix, finalizedKey } from '../../../src/storage/keys.js';
+import { buildPayments, buildReplacement } from '../../../src/wallet/payment.js';
+import { checkProposal, proposalFromPayment, stageProposal } from '../../../src/wallet/proposal.js';
+import { getUtxo } from '../../../src/wallet/utxos.js';
+import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+// Settlement against Bitcoin Core's answers, scripted (no bitcoind here): broadcast retried
+// until the node has the payment, "already in the mempool" as success, 'paid' at depth,
+// and a BIP125 replacement proposed once the payment lingers while the fee rate rose.
+
+const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 60))) });
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+
+describe('settlement with Bitcoin Core', () => {
+  it('rebroadcasts until the node has the payment, marks its requests paid at depth, and proposes a replacement when fees rise', async (t) => {
+    const store = await openTempStore(t, federation.descriptor);
+    const chain = new ScriptedChain(100);
+    const fedScript = toHex(federation.scriptPubKey);
+    const funding: RpcTransaction = { txid: hex32(7), hash: hex32(7), vin: [{ coinbase: '00', sequence: 0 }], vout: [{ n: 0, value: 1, scriptPubKey: { hex: fedScript } }] };
+    chain.mine([funding]);
+    const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
+    await observer.sync();
+
+    const id = `0x${hex32(9)}:0`;
+    const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats: 40_000_000n };
+    const [payment] = buildPayments([request], [{ txid: hex32(7), vout: 0, value: 100_000_000n, scriptPubKey: federation.scriptPubKey }], 2, federation, { maxOutputs: 10 }).payments;
+    const txid = txidOf(payment!.tx);
+    const record: FinalizedRecord = { txid, tx: serializeTx(payment!.tx), prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })), requestIds: [id], unmatched: {}, fee: payment!.fee, vsize: payment!.vsize, conflicts: [], at: 'then' };
+    const setup = store.batch();
+    const r = stageNewRequest(setup, { id, txHash: `0x${hex32(9)}`, ordinal: 0, blockNumber: 1, blockHash: `0x${hex32(1)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: request.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: request.scriptPubKey }, 'then');
+    stageStatus(setup, r, 'signed', 'then', `finalized in ${txid}`);
+    setup.put(finalizedKey(txid), record);
+    await setup.write({ sync: true });
+
+    const answers: (BroadcastOutcome | Error)[] = [new BitcoinRpcError('transport', 'connection refused', {}), 'already_in_mempool', 'already_in_mempool'];
+    const rpc = {
+      broadcast: async (raw: string): Promise<BroadcastOutcome> => {
+        assert.equal(raw, toHex(record.tx));
+        const next = answers.shift() ?? 'already_in_mempool';
+        if (next instanceof Error) throw next;
+        return next;
+      },
+    };
+    const settled: string[] = [];
+    const settlement = new ChainSettlement({ store, federation, rpc, observer, paidConfirmations: 3, rbfAfterBlocks: 2, maxFeeRate: 500, log: createLogger({ level: 'error', write: () => undefined }), onSettled: (x) => settled.push(x) });
+    await settlement.load();
+
+    await settlement.onFinalized(record);
+    assert.equal((await getRequest(store, id))?.status, 'signed', 'a failed broadcast changes nothing');
+    await settlement.tick();
+    assert.equal((await getRequest(store, id))?.status, 'broadcast', '"already in the mempool" counts as success');
+
+    // two blocks without it, the estimate rose from 2 to 10 sat/vB: a replacement spending the same input
+    assert.deepEqual(await settlement.replacements(10), []);
+    chain.mine([]);
+    chain.mine([]);
+    await observer.sync();
+    assert.deepEqual(await settlement.replacements(2.5), [], 'not for a rise under the relay increment');
+    const [replacement] = await settlement.replacements(10);
+    assert.ok(replacement);
+    const replaced = parseTx(replacement.unsignedTx);
+    assert.deepEqual(replaced.inputs.map((i) => `${i.txid}:${i.vout}`), payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`));
+    assert.deepEqual(replacement.requestIds, [id]);
+    assert.ok(replaced.outputs[1]!.value < payment!.tx.outputs[1]!.value, 'the peg-out bears the higher fee');
+
+    // confirmed, then buried to the configured depth
+    const confirmed: RpcTransaction = { txid, hash: txid, vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }], vout: payment!.tx.outputs.map((o, n) => ({ n, value: Number(o.value) / 1e8, scriptPubKey: { hex: toHex(o.scriptPubKey) } })) };
+    chain.mine([confirmed]);
+    await settlement.tick();
+    assert.equal((await getRequest(store, id))?.status, 'broadcast');
+    assert.deepEqual(await settlement.replacements(10), [], 'a confirmed payment is not replaced');
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    assert.equal((await getRequest(store, id))?.status, 'paid');
+    assert.deepEqual(settled, [txid]);
+    let attempts = 0;
+    for await (const _ of store.entries({ prefix: broadcastPrefix(txid) })) attempts++;
+    assert.ok(attempts >= 2, 'every attempt is recorded');
+  });
+
+  /** A member with two federation outputs on the scripted chain, a request, and the settlement to test. */
+  async function setup(t: Parameters<typeof openTempStore>[0]) {
+    const store = await openTempStore(t, federation.descriptor);
+    const chain = new ScriptedChain(100);
+    const fedScript = toHex(federation.scriptPubKey);
+    const funding: RpcTransaction = { txid: hex32(7), hash: hex32(7), vin: [{ coinbase: '00', sequence: 0 }], vout: [0, 1].map((n) => ({ n, value: 0.5, scriptPubKey: { hex: fedScript } })) };
+    chain.mine([funding]);
+    const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
+    await observer.sync();
+    const id = `0x${hex32(9)}:0`;
+    const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats: 30_000_000n };
+    const batch = store.batch();
+    stageNewRequest(batch, { id, txHash: `0x${hex32(9)}`, ordinal: 0, blockNumber: 1, blockHash: `0x${hex32(1)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: request.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: request.scriptPubKey }, 'then');
+    await batch.write({ sync: true });
+    const inputs = [0, 1].map((vout) => ({ txid: hex32(7), vout, value: 50_000_000n, scriptPubKey: federation.scriptPubKey }));
+    const log = createLogger({ level: 'error', write: () => undefined });
+    const settlement = new ChainSettlement({ store, federation, rpc: { broadcast: async () => 'accepted' }, observer, paidConfirmations: 3, rbfAfterBlocks: 2, maxFeeRate: 500, log, onSettled: () => undefined });
+    return { store, chain, observer, id, request, inputs, settlement };
+  }
+
+  it('returns the requests of a payment that lost only once the winner is at the paid depth, and frees its other inputs', async (t) => {
+    const { store, chain, id, request, inputs, settlement } = await setup(t);
+    const payment = buildReplacement([request], inputs, 2, federation);
+    assert.equal(payment!.prevouts.length, 2);
+    const txid = txidOf(payment!.tx);
+    const record = await recordFinalized(store, federation, txid, payment!.tx, { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [id] }, 'test');
+    await settlement.onFinalized(record!);
+    assert.equal((await getRequest(store, id))?.status, 'broadcast');
+    // a transaction that is no federation payment spends the first input (a rogue quorum, say)
+    chain.mine([rpcTransaction({ version: 2, locktime: 0, inputs: [{ txid: hex32(7), vout: 0, sequence: 0xffffffff, scriptSig: new Uint8Array(0), witness: [] }], outputs: [{ value: 49_000_000n, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(9)) }] })]);
+    await settlement.tick();
+    assert.equal((await getRequest(store, id))?.status, 'broadcast', 'one confirmation: a reorg could still bring the payment back');
+    assert.equal((await getUtxo(store, inputs[1]!))?.reservedBy, txid);
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    assert.equal((await getRequest(store, id))?.status, 'accepted', 'at the paid depth the payment is lost: the request waits for a new one');
+    assert.equal((await getUtxo(store, inputs[1]!))?.state, 'unspent', 'its other input is back in the wallet');
+  });
+
+  it('finds a confirmed payment it missed through its commitment: the requests are paid, its own losing proposal gives back its inputs', async (t) => {
+    const { store, chain, id, request, inputs, settlement } = await setup(t);
+    // this member's own proposal holds both inputs; the federation paid the request from the first alone
+    const own = buildReplacement([request], inputs, 2, federation)!;
+    const ownTxid = txidOf(own.tx);
+    const batch = store.batch();
+    await stageProposal(batch, checkProposal(proposalFromPayment(own, 1, toHex(federation.pubkeys[0]!))));
+    stageStatus(batch, (await getRequest(store, id))!, 'batched', 'now', `in payment ${ownTxid}`);
+    await batch.write({ sync: true });
+    const winner = buildReplacement([request], [inputs[0]!], 2, federation)!.tx;
+    chain.mine([rpcTransaction(winner)]);
+    await settlement.tick();
+    const final = await store.get<FinalizedRecord>(finalizedKey(txidOf(winner)));
+    assert.deepEqual(final?.requestIds, [id], 'recorded from the chain, matched through the commitment');
+    assert.deepEqual(final?.conflicts, [ownTxid]);
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    assert.equal((await getRequest(store, id))?.status, 'paid');
+    assert.equal((await getUtxo(store, inputs[1]!))?.state, 'unspent', 'the losing proposal released its other input');
+    assert.equal((await getUtxo(store, inputs[0]!))?.spentBy, txidOf(winner));
+  });
+});
+

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
+import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
+import { signProposal, type SignatureRecord } from '../../../src/node/signer.js';
+import { inProcessVerifier } from '../../../src/signing/collector.js';
+import { SigningPool } from '../../../src/signing/pool.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { signatureMadeKey } from '../../../src/storage/keys.js';
+import type { Store } from '../../../src/storage/store.js';
+import { buildPayments, requirePayments, type SpendableUtxo } from '../../../src/wallet/payment.js';
+import { checkProposal, proposalFromPayment, type Proposal } from '../../../src/wallet/proposal.js';
+import { TEST_POLICY } from '../../support/policy.js';
+import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+const secretKeys = [1, 2, 3].map((i) => Buffer.alloc(32, i));
+const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)) });
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+const pool = new SigningPool(federation, { secretKey: secretKeys[0]!, size: 1 });
+after(() => pool.destroy());
+
+const requestIds = [1, 2].map((i) => `0x${hex32(i)}:${i}`);
+const utxos: SpendableUtxo[] = [1, 2, 3].map((i) => ({ txid: hex32(100 + i), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey }));
+
+async function seed(store: Store): Promise<void> {
+  const batch = store.batch();
+  for (const [i, id] of requestIds.entries()) {
+    const [txHash] = id.split(':');
+    stageNewRequest(batch, { id, txHash: txHash!, ordinal: i + 1, blockNumber: 5, blockHash: `0x${hex32(5)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: 3_000_000n, subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)) }, 'then');
+  }
+  for (const u of utxos) await registerUtxo(batch, { ...u, height: 1 });
+  await batch.write({ sync: true });
+}
+
+function proposalFor(available: SpendableUtxo[], rate = 2): Proposal {
+  const requests = requestIds.map((id, i) => ({ id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)), sats: 3_000_000n }));
+  const [payment] = requirePayments(buildPayments(requests, available, rate, federation, { maxOutputs: 10 }), 2);
+  return proposalFromPayment(payment!, 1, toHex(federation.pubkeys[0]!));
+}
+
+describe('transaction signer', () => {
+  it('validates, signs, and records durably what it signed before returning the signatures', async (t) => {
+    const store = await openTempStore(t);
+    await seed(store);
+    const proposal = proposalFor(utxos);
+    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+    assert.ok(outcome.ok);
+    if (!outcome.ok) return;
+    const record = await store.get<SignatureRecord>(signatureMadeKey(outcome.txid));
+    assert.deepEqual(Buffer.from(record!.signatures), Buffer.from(outcome.signatures));
+    assert.deepEqual(record!.requestIds, requestIds);
+    const tx = parseTx(proposal.unsignedTx);
+    const valid = await inProcessVerifier(federation)(tx, proposal.prevouts, federation.pubkeys.find((k) => Buffer.compare(k, schnorrBackend().xonlyPublicKey(secretKeys[0]!)) === 0)!, outcome.signatures);
+    assert.ok(valid.every((b) => b === 1));
+    for (const input of tx.inputs) assert.equal((await getUtxo(store, input))?.reservedBy, outcome.txid);
+    for (const id of requestIds) assert.equal((await getRequest(store, id))?.status, 'batched');
+    // asking again returns the recorded signatures
+    const again = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+    assert.ok(again.ok && again.already && Buffer.compare(again.signatures, outcome.signatures) === 0);
+  });
+
+  it('refuses to pay the same requests from other inputs, but signs a replacement that spends the same ones', async (t) => {
+    const store = await openTempStore(t);
+    await seed(store);
+    const first = proposalFor([utxos[0]!]);
+    assert.ok((await signProposal(store, pool, federation, checkProposal(first), TEST_POLICY)).ok);
+    const other = proposalFor([utxos[1]!]);
+    const refused = await signProposal(store, pool, federation, checkProposal(other), TEST_POLICY);
+    assert.equal(refused.ok ? 'signed' : refused.reason, 'double_payment');
+    assert.equal((await getUtxo(store, utxos[1]!))?.state, 'unspent', 'a refusal reserves nothing');
+    // RBF: same input, higher fee
+    const bump = proposalFor([utxos[0]!], 5);
+    assert.notEqual(serializeTx(parseTx(bump.unsignedTx)).toString(), serializeTx(parseTx(first.unsignedTx)).toString());
+    const replaced = await signProposal(store, pool, federation, checkProposal(bump), TEST_POLICY);
+    assert.ok(replaced.ok, replaced.ok ? '' : replaced.detail);
+    if (replaced.ok) assert.equal((await getUtxo(store, utxos[0]!))?.reservedBy, replaced.txid);
+  });
+
+  it('writes nothing for a proposal it refuses', async (t) => {
+    const store = await openTempStore(t);
+    await seed(store);
+    const proposal = { ...proposalFor(utxos), requestIds: [`0x${hex32(9)}:9`, requestIds[1]!] };
+    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+    assert.equal(outcome.ok ? 'signed' : outcome.reason, 'unknown_request');
+    for (const u of utxos) assert.equal((await getUtxo(store, u))?.state, 'unspent');
+  });
+});

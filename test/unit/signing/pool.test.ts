@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
+import { parsePrevouts, parseTx } from '../../../src/bitcoin/tx.js';
+import { SignatureCollector } from '../../../src/signing/collector.js';
+import { SigningPool } from '../../../src/signing/pool.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { federationSpend } from '../../support/spends.js';
+import { federationVectors } from '../../support/vectors.js';
+
+const v = federationVectors()[2]!; // 5-of-7
+const federation = buildFederation({ network: 'regtest', threshold: v.threshold, pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)) });
+const secretKey = fromHex(v.secretKeys[0]!);
+const pubkey = schnorrBackend().xonlyPublicKey(secretKey);
+
+describe('signing pool', () => {
+  const pools: SigningPool[] = [];
+  const pool = (minChunk = 32): SigningPool => {
+    const p = new SigningPool(federation, { secretKey, size: 2, minChunk });
+    pools.push(p);
+    return p;
+  };
+  after(() => Promise.all(pools.map((p) => p.destroy())));
+
+  it('signs the vector spend exactly as the single-threaded path does (zero aux)', async () => {
+    const tx = parseTx(fromHex(v.spend.unsignedTx));
+    const prevouts = parsePrevouts(v.spend.prevouts, tx.inputs.length);
+    const sigs = await pool().signTransaction(tx, prevouts, 'zero');
+    const direct = schnorrBackend().signBatch(secretKey, fromHex(v.spend.sighashes.join('')), 'zero');
+    assert.equal(toHex(sigs), toHex(direct));
+  });
+
+  it('splits a 300-input spend across workers with identical results, and verifies it', async () => {
+    const { tx, prevouts } = federationSpend(federation, 300);
+    const split = await pool(16).signTransaction(tx, prevouts, 'zero');
+    const whole = schnorrBackend().signBatch(secretKey, Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash)), 'zero');
+    assert.equal(toHex(split), toHex(whole));
+    const p = pool(16);
+    assert.ok((await p.verifyTransaction(tx, prevouts, pubkey, split)).every((b) => b === 1));
+    const tampered = Uint8Array.from(split);
+    tampered[64 * 250 + 3]! ^= 1;
+    const result = await p.verifyTransaction(tx, prevouts, pubkey, tampered);
+    assert.deepEqual([...result.keys()].filter((i) => result[i] !== 1), [250]);
+  });
+
+  it('plugs into the collector as its verifier', async () => {
+    const { tx, prevouts } = federationSpend(federation, 40);
+    const p = pool(8);
+    const collector = new SignatureCollector(federation, p.verifyTransaction);
+    const id = collector.open(tx, prevouts);
+    const sigs = await p.signTransaction(tx, prevouts);
+    assert.equal(await collector.add(id, { pubkey, signatures: tx.inputs.map((_, i) => sigs.slice(i * 64, i * 64 + 64)) }), 'added');
+    const forged = tx.inputs.map((_, i) => sigs.slice(i * 64, i * 64 + 64));
+    await assert.rejects(collector.add(id, { pubkey: fromHex(v.xonlyPubkeys[1]!), signatures: forged }), { code: 'invalid_signature' });
+  });
+
+  it('refuses work after destroy', async () => {
+    const p = pool();
+    await p.destroy();
+    const { tx, prevouts } = federationSpend(federation, 1);
+    await assert.rejects(p.signTransaction(tx, prevouts), { code: 'pool_closed' });
+  });
+});

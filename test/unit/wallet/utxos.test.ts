@@ -1,0 +1,81 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WalletError, type WalletErrorCode } from '../../../src/wallet/errors.js';
+import { getUtxo, listUnspent, listUtxos, registerUtxo, releaseUtxos, reserveUtxos, spendUtxo, type Outpoint } from '../../../src/wallet/utxos.js';
+import type { Store, StoreBatch } from '../../../src/storage/store.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+const SCRIPT = Uint8Array.from(Buffer.from(`5120${'ab'.repeat(32)}`, 'hex'));
+const P1 = '01'.repeat(32);
+const P2 = '02'.repeat(32);
+const op = (n: number, vout = 0): Outpoint => ({ txid: n.toString(16).padStart(64, '0'), vout });
+
+async function write(store: Store, fn: (batch: StoreBatch) => Promise<unknown>): Promise<void> {
+  await store.exclusive(async () => {
+    const batch = store.batch();
+    await fn(batch);
+    await batch.write({ sync: true });
+  });
+}
+
+function walletCode(code: WalletErrorCode) {
+  return (err: unknown) => err instanceof WalletError && err.code === code && err.domain === 'wallet';
+}
+
+async function seeded(t: { after(fn: () => Promise<void>): void }): Promise<Store> {
+  const store = await openTempStore(t);
+  await write(store, async (batch) => {
+    for (let n = 1; n <= 4; n++) await registerUtxo(batch, { ...op(n), value: BigInt(n) * 1_000_000n, scriptPubKey: SCRIPT, height: 100 + n });
+  });
+  return store;
+}
+
+test('list unspent in outpoint order; reserve moves records and index in one batch', async (t) => {
+  const store = await seeded(t);
+  assert.deepEqual((await listUnspent(store)).map((u) => u.value), [1_000_000n, 2_000_000n, 3_000_000n, 4_000_000n]);
+  let reserved: Awaited<ReturnType<typeof reserveUtxos>> = [];
+  await write(store, async (batch) => {
+    reserved = await reserveUtxos(batch, [op(3), op(1)], P1);
+  });
+  assert.deepEqual(reserved.map((r) => [r.txid, r.state, r.reservedBy]), [[op(3).txid, 'reserved', P1], [op(1).txid, 'reserved', P1]]);
+  assert.deepEqual((await listUnspent(store)).map((u) => u.value), [2_000_000n, 4_000_000n]);
+  assert.deepEqual((await listUtxos(store, 'reserved')).map((u) => u.value), [1_000_000n, 3_000_000n]);
+  await write(store, (batch) => reserveUtxos(batch, [op(1)], P1)); // idempotent for the same proposal
+  assert.equal((await getUtxo(store, op(1)))?.reservedBy, P1);
+});
+
+test('reserve refuses unknown, spent, foreign-reserved and duplicate outpoints, staging nothing', async (t) => {
+  const store = await seeded(t);
+  await write(store, (batch) => reserveUtxos(batch, [op(1)], P1));
+  await write(store, (batch) => spendUtxo(batch, op(2), P2));
+  const attempt = async (outpoints: Outpoint[]) => {
+    const batch = store.batch();
+    try {
+      await reserveUtxos(batch, outpoints, P2);
+    } finally {
+      assert.equal(batch.length, 0, 'a refused reservation stages nothing');
+    }
+  };
+  await assert.rejects(attempt([op(3), op(9)]), walletCode('utxo_unknown'));
+  await assert.rejects(attempt([op(3), op(2)]), walletCode('utxo_spent'));
+  await assert.rejects(attempt([op(3), op(1)]), walletCode('utxo_reserved'));
+  await assert.rejects(attempt([op(3), op(4), op(3)]), walletCode('utxo_duplicate'));
+
+  // a replacement (RBF) takes over the inputs of the proposal it replaces
+  await write(store, (batch) => reserveUtxos(batch, [op(1), op(3)], P2, { replacing: [P1] }));
+  assert.equal((await getUtxo(store, op(1)))?.reservedBy, P2);
+});
+
+test('release returns only the proposal own reservations and never unspends', async (t) => {
+  const store = await seeded(t);
+  await write(store, (batch) => reserveUtxos(batch, [op(1), op(2)], P1));
+  await write(store, (batch) => reserveUtxos(batch, [op(3)], P2));
+  await write(store, (batch) => spendUtxo(batch, op(2), 'ff'.repeat(32)));
+  let released: Outpoint[] = [];
+  await write(store, async (batch) => {
+    released = await releaseUtxos(batch, [op(1), op(2), op(3), op(4), op(9)], P1);
+  });
+  assert.deepEqual(released, [op(1)]);
+  const states = await Promise.all([1, 2, 3, 4].map((n) => getUtxo(store, op(n))));
+  assert.deepEqual(states.map((u) => [u?.state, u?.reservedBy]), [['unspent', undefined], ['spent', undefined], ['reserved', P2], ['unspent', undefined]]);
+});
