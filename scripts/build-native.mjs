@@ -47,13 +47,20 @@ function findNodeGyp() {
   try {
     return createRequire(path.join(root, 'package.json')).resolve('node-gyp/bin/node-gyp.js');
   } catch {
-    return process.env.npm_config_node_gyp && existsSync(process.env.npm_config_node_gyp) ? process.env.npm_config_node_gyp : undefined;
+    return process.env.npm_config_node_gyp && existsSync(process.env.npm_config_node_gyp)
+      ? process.env.npm_config_node_gyp
+      : undefined;
   }
 }
 
 /** Node's own headers, so node-gyp never tries to download them (there may be no network). */
 function findNodeDir() {
-  const candidates = [process.env.npm_config_nodedir, path.resolve(path.dirname(process.execPath), '..'), '/usr', '/usr/local'];
+  const candidates = [
+    process.env.npm_config_nodedir,
+    path.resolve(path.dirname(process.execPath), '..'),
+    '/usr',
+    '/usr/local',
+  ];
   return candidates.find((d) => d && existsSync(path.join(d, 'include', 'node', 'node_api.h')));
 }
 
@@ -87,9 +94,14 @@ if (missing.length > 0) {
 // Outside build/: node-gyp rebuild wipes that folder.
 const linkable = path.join(root, 'node_modules', '.cache', 'pegout-native', 'libsecp256k1-addon.a');
 mkdirSync(path.dirname(linkable), { recursive: true });
-const objcopy = spawnSync('objcopy', ['--redefine-sym', 'stderr=pegout_libsecp256k1_stderr', lib, linkable], { stdio: 'inherit' });
+const objcopy = spawnSync('objcopy', ['--redefine-sym', 'stderr=pegout_libsecp256k1_stderr', lib, linkable], {
+  stdio: 'inherit',
+});
 if (objcopy.status !== 0) {
-  warn(['Preparing libsecp256k1.a for linking failed (objcopy, from binutils).', 'The pure-JS fallback will be used (slower).']);
+  warn([
+    'Preparing libsecp256k1.a for linking failed (objcopy, from binutils).',
+    'The pure-JS fallback will be used (slower).',
+  ]);
   process.exit(0);
 }
 

@@ -17,7 +17,13 @@ export abstract class PegoutError<Code extends string = string> extends Error {
 
   /** What logs and APIs show: never includes secrets, because details never hold them. */
   toJSON(): Record<string, unknown> {
-    return { error: this.name, domain: this.domain, code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) };
+    return {
+      error: this.name,
+      domain: this.domain,
+      code: this.code,
+      message: this.message,
+      ...(this.details ? { details: this.details } : {}),
+    };
   }
 }
 

@@ -67,21 +67,74 @@ interface Scenario {
   readonly maxOutputs: number;
 }
 
-const FEDERATIONS = [[2, 3], [5, 7], [11, 15]] as const;
+const FEDERATIONS = [
+  [2, 3],
+  [5, 7],
+  [11, 15],
+] as const;
 const BACKENDS = ['native', 'js'] as const;
 const requestsOf = (s: Scenario): number => s.bursts * s.perBurst;
 
 const scenarios = (
   quick
-    ? [{ name: '2-of-3 native', t: 2, n: 3, backend: 'native' as const, bursts: 2, perBurst: Math.ceil(k / 2), outputSats: 1_000_000, maxOutputs: 100 }]
+    ? [
+        {
+          name: '2-of-3 native',
+          t: 2,
+          n: 3,
+          backend: 'native' as const,
+          bursts: 2,
+          perBurst: Math.ceil(k / 2),
+          outputSats: 1_000_000,
+          maxOutputs: 100,
+        },
+      ]
     : [
         // outputs of 1,000,000 sats against requests of 1,500,000: 60 requests need ~100 inputs
-        ...FEDERATIONS.flatMap(([t, n]) => BACKENDS.map((backend): Scenario => ({ name: `${t}-of-${n} ${backend}, ~100 inputs`, t, n, backend, bursts: 12, perBurst: 60, outputSats: 1_000_000, maxOutputs: 100 }))),
+        ...FEDERATIONS.flatMap(([t, n]) =>
+          BACKENDS.map((backend): Scenario => ({
+            name: `${t}-of-${n} ${backend}, ~100 inputs`,
+            t,
+            n,
+            backend,
+            bursts: 12,
+            perBurst: 60,
+            outputSats: 1_000_000,
+            maxOutputs: 100,
+          })),
+        ),
         // outputs of 60,000 sats: 20 requests need ~500 inputs, the largest payment Bitcoin Core relays
-        ...BACKENDS.map((backend): Scenario => ({ name: `2-of-3 ${backend}, largest payments`, t: 2, n: 3, backend, bursts: 4, perBurst: 20, outputSats: 60_000, maxOutputs: 100 })),
+        ...BACKENDS.map((backend): Scenario => ({
+          name: `2-of-3 ${backend}, largest payments`,
+          t: 2,
+          n: 3,
+          backend,
+          bursts: 4,
+          perBurst: 20,
+          outputSats: 60_000,
+          maxOutputs: 100,
+        })),
         // k requests final at once, paid from outputs of 2 BTC in payments of up to 1,000 outputs
-        ...FEDERATIONS.map(([t, n]) => ({ name: `${t}-of-${n} native, ${k} at once`, t, n, backend: 'native' as const, bursts: 1, perBurst: k, outputSats: 200_000_000, maxOutputs: 1000 })),
-        { name: `2-of-3 js, ${k} at once`, t: 2, n: 3, backend: 'js' as const, bursts: 1, perBurst: k, outputSats: 200_000_000, maxOutputs: 1000 },
+        ...FEDERATIONS.map(([t, n]) => ({
+          name: `${t}-of-${n} native, ${k} at once`,
+          t,
+          n,
+          backend: 'native' as const,
+          bursts: 1,
+          perBurst: k,
+          outputSats: 200_000_000,
+          maxOutputs: 1000,
+        })),
+        {
+          name: `2-of-3 js, ${k} at once`,
+          t: 2,
+          n: 3,
+          backend: 'js' as const,
+          bursts: 1,
+          perBurst: k,
+          outputSats: 200_000_000,
+          maxOutputs: 1000,
+        },
       ]
 ).filter((s: Scenario) => args.only === undefined || s.name.includes(args.only));
 if (scenarios.length === 0) {
@@ -112,7 +165,8 @@ interface Result {
   readonly samples: readonly PaymentSample[];
 }
 
-const quantile = (sorted: readonly number[], q: number): number => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!);
+const quantile = (sorted: readonly number[], q: number): number =>
+  sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 const mean = (xs: readonly number[]): number => (xs.length === 0 ? 0 : xs.reduce((a, x) => a + x, 0) / xs.length);
 
 function progress(text: string): void {
@@ -122,9 +176,18 @@ function progress(text: string): void {
 /** Raw libsecp256k1 sign and verify rates on this machine, from the signing benchmark. */
 async function rawRates(): Promise<{ sign: number; verify: number; workers: { label: string; value: number }[] }> {
   const path = fileURLToPath(new URL('../../../bench/results/signing.json', import.meta.url));
-  const json = JSON.parse(await readFile(path, 'utf8')) as { rows: { group: string; name: string; opsPerSec: number }[] };
-  const raw = (group: string): number => json.rows.find((r) => r.group === group && r.name.startsWith('raw libsecp256k1'))?.opsPerSec ?? NaN;
-  return { sign: raw('sign'), verify: raw('verify'), workers: json.rows.filter((r) => r.group === 'pool').map((r) => ({ label: r.name.split(':')[0]!, value: Math.round(r.opsPerSec) })) };
+  const json = JSON.parse(await readFile(path, 'utf8')) as {
+    rows: { group: string; name: string; opsPerSec: number }[];
+  };
+  const raw = (group: string): number =>
+    json.rows.find((r) => r.group === group && r.name.startsWith('raw libsecp256k1'))?.opsPerSec ?? NaN;
+  return {
+    sign: raw('sign'),
+    verify: raw('verify'),
+    workers: json.rows
+      .filter((r) => r.group === 'pool')
+      .map((r) => ({ label: r.name.split(':')[0]!, value: Math.round(r.opsPerSec) })),
+  };
 }
 
 /** CPU seconds and peak RSS of a process, from /proc (Linux). */
@@ -162,16 +225,22 @@ async function samples(devnet: Devnet): Promise<{ payments: PaymentSample[]; las
       }
     }
   }
-  const payments = [...proposed].flatMap(([txid, p]) => (finalized.has(txid) ? [{ txid, inputs: p.inputs, outputs: p.outputs, latencyMs: finalized.get(txid)! - p.at }] : []));
+  const payments = [...proposed].flatMap(([txid, p]) =>
+    finalized.has(txid) ? [{ txid, inputs: p.inputs, outputs: p.outputs, latencyMs: finalized.get(txid)! - p.at }] : [],
+  );
   return { payments, lastFinalizedAt };
 }
 
 /** Waits until every member holds `count` requests in finalized payments; reports progress from `started`. */
 async function waitPaid(devnet: Devnet, s: Scenario, count: number, started: number, deadline: number): Promise<void> {
   for (;;) {
-    const counts = await Promise.all(devnet.members.map((m) => requestCounts(m).catch(() => ({}) as Record<string, number>)));
+    const counts = await Promise.all(
+      devnet.members.map((m) => requestCounts(m).catch(() => ({}) as Record<string, number>)),
+    );
     const paid = Math.min(...counts.map((c) => c.signed ?? 0));
-    progress(`${s.name}: in finalized payments at every member ${paid}/${requestsOf(s)}, ${(paid / ((Date.now() - started) / 1000)).toFixed(0)} req/s`);
+    progress(
+      `${s.name}: in finalized payments at every member ${paid}/${requestsOf(s)}, ${(paid / ((Date.now() - started) / 1000)).toFixed(0)} req/s`,
+    );
     if (paid >= count) return;
     if (Date.now() > deadline) throw new Error(`deadline: ${paid}/${requestsOf(s)} paid after ${timeoutMs / 1000} s`);
     await sleep(50);
@@ -186,7 +255,14 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
   const deadline = Date.now() + timeoutMs;
   try {
     devnet = await startDevnet({
-      dir, members: s.n, threshold: s.t, funding: { count, sats: s.outputSats }, slotMs: 2000, maxOutputs: s.maxOutputs, workers: 1, evmConfirmations: 1,
+      dir,
+      members: s.n,
+      threshold: s.t,
+      funding: { count, sats: s.outputSats },
+      slotMs: 2000,
+      maxOutputs: s.maxOutputs,
+      workers: 1,
+      evmConfirmations: 1,
       memberEnv: { PEGOUT_SECP256K1: s.backend },
     });
     const rpc = new EvmRpc(devnet.anvil.url);
@@ -194,7 +270,10 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
     let finalAt = started;
     for (let b = 0; b < s.bursts; b++) {
       progress(`${s.name}: sending burst ${b + 1}/${s.bursts}`);
-      const sent = await sendPegouts(rpc, s.perBurst, PEGOUT_SATS, { inOneBlock: { confirmations: 1, blockSeconds: 1 }, onSent: (x) => progress(`${s.name}: burst ${b + 1}/${s.bursts}: sent ${x}/${s.perBurst}`) });
+      const sent = await sendPegouts(rpc, s.perBurst, PEGOUT_SATS, {
+        inOneBlock: { confirmations: 1, blockSeconds: 1 },
+        onSent: (x) => progress(`${s.name}: burst ${b + 1}/${s.bursts}: sent ${x}/${s.perBurst}`),
+      });
       finalAt = sent.finalAt!;
       await waitPaid(devnet, s, (b + 1) * s.perBurst, started, deadline);
     }
@@ -209,18 +288,37 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
     const lowerBoundMs = Math.max(perMemberMs, (perMemberMs * s.n) / cpus().length);
     const p50 = quantile(latencies, 0.5);
     return {
-      scenario: s, ok: true, payments: list.length,
+      scenario: s,
+      ok: true,
+      payments: list.length,
       requestsPerSecond: requests / ((done - started) / 1000),
       // a burst run's last burst; for a one-block run, all of it
       requestsPerSecondFromFinal: s.perBurst / ((done - finalAt) / 1000),
       inputsPerPayment: { mean: meanInputs, max: Math.max(0, ...inputs) },
       outputsPerPayment: { mean: mean(list.map((x) => x.outputs)), max: Math.max(0, ...list.map((x) => x.outputs)) },
       latencyMs: { p50, p99: quantile(latencies, 0.99), max: latencies.at(-1) ?? 0 },
-      lowerBoundMs, p50OverBound: p50 / lowerBoundMs, members, samples: list,
+      lowerBoundMs,
+      p50OverBound: p50 / lowerBoundMs,
+      members,
+      samples: list,
     };
   } catch (err) {
     await devnet?.stop();
-    return { scenario: s, ok: false, error: (err as Error).message, requestsPerSecond: 0, requestsPerSecondFromFinal: 0, payments: 0, inputsPerPayment: { mean: 0, max: 0 }, outputsPerPayment: { mean: 0, max: 0 }, latencyMs: { p50: 0, p99: 0, max: 0 }, lowerBoundMs: 0, p50OverBound: 0, members: [], samples: [] };
+    return {
+      scenario: s,
+      ok: false,
+      error: (err as Error).message,
+      requestsPerSecond: 0,
+      requestsPerSecondFromFinal: 0,
+      payments: 0,
+      inputsPerPayment: { mean: 0, max: 0 },
+      outputsPerPayment: { mean: 0, max: 0 },
+      latencyMs: { p50: 0, p99: 0, max: 0 },
+      lowerBoundMs: 0,
+      p50OverBound: 0,
+      members: [],
+      samples: [],
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -231,8 +329,14 @@ const results: Result[] = [];
 for (const s of scenarios) results.push(await run(s, rates));
 progress('');
 
-const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, platform: `${process.platform}-${process.arch}` };
-const fmt = (x: number, d = 0): string => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—');
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: cpus().length,
+  node: process.version,
+  platform: `${process.platform}-${process.arch}`,
+};
+const fmt = (x: number, d = 0): string =>
+  Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—';
 const paced = (s: Scenario): boolean => s.bursts > 1;
 const rows = results.map((r) =>
   r.ok
@@ -242,11 +346,19 @@ const rows = results.map((r) =>
 
 /** SPEC §5's targets against what this run measured. */
 function targets(): string[] {
-  const latency = results.find((r) => r.ok && r.scenario.t === 5 && r.scenario.n === 7 && r.scenario.backend === 'native' && paced(r.scenario));
+  const latency = results.find(
+    (r) => r.ok && r.scenario.t === 5 && r.scenario.n === 7 && r.scenario.backend === 'native' && paced(r.scenario),
+  );
   const bulk = results.filter((r) => r.ok && !paced(r.scenario) && requestsOf(r.scenario) >= 10_000);
   const out: string[] = [];
-  if (latency) out.push(`- 5-of-7, ${fmt(latency.inputsPerPayment.mean, 0)}-input payments: p50 ${fmt(latency.latencyMs.p50)} ms = ${fmt(latency.p50OverBound, 1)}× the lower bound (target ≤ 2×): **${latency.p50OverBound <= 2 ? 'met' : 'missed'}**`);
-  for (const r of bulk) out.push(`- ${r.scenario.name}: ${fmt(r.requestsPerSecondFromFinal, 0)} requests/s from final requests to finalized payments (target ≥ 1,000): **${r.requestsPerSecondFromFinal >= 1000 ? 'met' : 'missed'}**`);
+  if (latency)
+    out.push(
+      `- 5-of-7, ${fmt(latency.inputsPerPayment.mean, 0)}-input payments: p50 ${fmt(latency.latencyMs.p50)} ms = ${fmt(latency.p50OverBound, 1)}× the lower bound (target ≤ 2×): **${latency.p50OverBound <= 2 ? 'met' : 'missed'}**`,
+    );
+  for (const r of bulk)
+    out.push(
+      `- ${r.scenario.name}: ${fmt(r.requestsPerSecondFromFinal, 0)} requests/s from final requests to finalized payments (target ≥ 1,000): **${r.requestsPerSecondFromFinal >= 1000 ? 'met' : 'missed'}**`,
+    );
   return out.length > 0 ? ['', 'Targets:', ...out] : [];
 }
 
@@ -261,7 +373,12 @@ const markdown = [
   ...targets(),
 ].join('\n');
 
-const json = { machine, quick, rawRates: { sign: rates.sign, verify: rates.verify }, results: results.map(({ samples: s, ...rest }) => ({ ...rest, latenciesMs: s.map((x) => x.latencyMs) })) };
+const json = {
+  machine,
+  quick,
+  rawRates: { sign: rates.sign, verify: rates.verify },
+  results: results.map(({ samples: s, ...rest }) => ({ ...rest, latenciesMs: s.map((x) => x.latencyMs) })),
+};
 await mkdir(outDir, { recursive: true });
 await writeFile(join(outDir, 'e2e.json'), `${JSON.stringify(json, null, 2)}\n`);
 await writeFile(join(outDir, 'e2e.md'), `${markdown}\n`);
@@ -271,13 +388,39 @@ if (args.out === undefined) {
   const text = await readFile(readme, 'utf8');
   const [open, close] = ['<!-- e2e -->\n', '\n<!-- /e2e -->'];
   const [from, to] = [text.indexOf(open), text.indexOf(close)];
-  if (from >= 0 && to > from) await writeFile(readme, `${text.slice(0, from + open.length)}${markdown}${text.slice(to)}`);
+  if (from >= 0 && to > from)
+    await writeFile(readme, `${text.slice(0, from + open.length)}${markdown}${text.slice(to)}`);
 }
 const ok = results.filter((r) => r.ok);
-const shown = ok.find((r) => r.scenario.t === 5 && r.scenario.backend === 'native' && paced(r.scenario)) ?? ok.reduce<Result | undefined>((a, r) => (!a || r.samples.length > a.samples.length ? r : a), undefined);
-await writeFile(join(outDir, 'e2e-latency.svg'), histogram(`Proposal → finalized, ${shown?.scenario.name ?? 'no run'}`, 'ms', shown?.samples.map((x) => x.latencyMs) ?? []));
-await writeFile(join(outDir, 'e2e-throughput.svg'), barChart('Requests per second from final to finalized, by federation', 'requests/s', ok.filter((r) => !paced(r.scenario)).map((r) => ({ label: `${r.scenario.t}-of-${r.scenario.n} ${r.scenario.backend}`, value: r.requestsPerSecondFromFinal, text: fmt(r.requestsPerSecondFromFinal, 0) }))));
-await writeFile(join(outDir, 'e2e-workers.svg'), barChart('Worker scaling: sighash + sign, 1000-input tx', 'signatures/s', rates.workers));
+const shown =
+  ok.find((r) => r.scenario.t === 5 && r.scenario.backend === 'native' && paced(r.scenario)) ??
+  ok.reduce<Result | undefined>((a, r) => (!a || r.samples.length > a.samples.length ? r : a), undefined);
+await writeFile(
+  join(outDir, 'e2e-latency.svg'),
+  histogram(
+    `Proposal → finalized, ${shown?.scenario.name ?? 'no run'}`,
+    'ms',
+    shown?.samples.map((x) => x.latencyMs) ?? [],
+  ),
+);
+await writeFile(
+  join(outDir, 'e2e-throughput.svg'),
+  barChart(
+    'Requests per second from final to finalized, by federation',
+    'requests/s',
+    ok
+      .filter((r) => !paced(r.scenario))
+      .map((r) => ({
+        label: `${r.scenario.t}-of-${r.scenario.n} ${r.scenario.backend}`,
+        value: r.requestsPerSecondFromFinal,
+        text: fmt(r.requestsPerSecondFromFinal, 0),
+      })),
+  ),
+);
+await writeFile(
+  join(outDir, 'e2e-workers.svg'),
+  barChart('Worker scaling: sighash + sign, 1000-input tx', 'signatures/s', rates.workers),
+);
 if (args.json) process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
 else process.stdout.write(`${markdown}\n\nwritten to ${outDir}\n`);
 process.exit(results.every((r) => r.ok) ? 0 : 1);

@@ -31,9 +31,15 @@ export function barChart(title: string, unit: string, bars: readonly Bar[]): str
     const h = (b.value / max) * plot;
     const x = left + i * step + step * 0.15;
     const w = step * 0.7;
-    parts.push(`<rect x="${x.toFixed(1)}" y="${(top + plot - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" fill="#3b6ea8"/>`);
-    parts.push(`<text x="${(x + w / 2).toFixed(1)}" y="${(top + plot - h - 4).toFixed(1)}" text-anchor="middle">${esc(b.text ?? String(b.value))}</text>`);
-    parts.push(`<text x="${(x + w / 2).toFixed(1)}" y="${top + plot + 14}" text-anchor="end" transform="rotate(-30 ${(x + w / 2).toFixed(1)} ${top + plot + 14})">${esc(b.label)}</text>`);
+    parts.push(
+      `<rect x="${x.toFixed(1)}" y="${(top + plot - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" fill="#3b6ea8"/>`,
+    );
+    parts.push(
+      `<text x="${(x + w / 2).toFixed(1)}" y="${(top + plot - h - 4).toFixed(1)}" text-anchor="middle">${esc(b.text ?? String(b.value))}</text>`,
+    );
+    parts.push(
+      `<text x="${(x + w / 2).toFixed(1)}" y="${top + plot + 14}" text-anchor="end" transform="rotate(-30 ${(x + w / 2).toFixed(1)} ${top + plot + 14})">${esc(b.label)}</text>`,
+    );
   });
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
@@ -47,5 +53,12 @@ export function histogram(title: string, unit: string, values: readonly number[]
   const width = (hi - lo) / buckets || 1;
   const counts = new Array<number>(buckets).fill(0);
   for (const v of values) counts[Math.min(buckets - 1, Math.floor((v - lo) / width))]!++;
-  return barChart(title, 'payments', counts.map((c, i) => ({ label: `${(lo + i * width).toFixed(0)}–${(lo + (i + 1) * width).toFixed(0)} ${unit}`, value: c })));
+  return barChart(
+    title,
+    'payments',
+    counts.map((c, i) => ({
+      label: `${(lo + i * width).toFixed(0)}–${(lo + (i + 1) * width).toFixed(0)} ${unit}`,
+      value: c,
+    })),
+  );
 }

@@ -35,7 +35,13 @@ interface Row {
 }
 const rows: Row[] = [];
 
-async function measure(group: string, name: string, itemsPerRun: number, fn: () => unknown, note?: string): Promise<number> {
+async function measure(
+  group: string,
+  name: string,
+  itemsPerRun: number,
+  fn: () => unknown,
+  note?: string,
+): Promise<number> {
   const bench = new Bench({ time: TIME_MS, warmupTime: QUICK ? 5 : 200 });
   bench.add(name, fn);
   await bench.run();
@@ -49,7 +55,10 @@ async function measure(group: string, name: string, itemsPerRun: number, fn: () 
 const secretKey = new Uint8Array(randomBytes(32));
 const messages = new Uint8Array(randomBytes(32 * BATCH));
 
-async function schnorrRows(): Promise<{ native?: { sign: number; verify: number }; raw?: { signPerSec: number; verifyPerSec: number } }> {
+async function schnorrRows(): Promise<{
+  native?: { sign: number; verify: number };
+  raw?: { signPerSec: number; verifyPerSec: number };
+}> {
   const out: { native?: { sign: number; verify: number }; raw?: { signPerSec: number; verifyPerSec: number } } = {};
   const native = loadNativeBackend().backend;
   const backends: [string, SchnorrBackend][] = [['fallback (@bitcoinerlab/secp256k1)', fallbackBackend]];
@@ -82,7 +91,10 @@ async function schnorrRows(): Promise<{ native?: { sign: number; verify: number 
   const raw = runRaw();
   if (raw) {
     out.raw = raw;
-    rows.push({ group: 'sign', name: 'raw libsecp256k1 (C, same library)', opsPerSec: raw.signPerSec }, { group: 'verify', name: 'raw libsecp256k1 (C, same library)', opsPerSec: raw.verifyPerSec });
+    rows.push(
+      { group: 'sign', name: 'raw libsecp256k1 (C, same library)', opsPerSec: raw.signPerSec },
+      { group: 'verify', name: 'raw libsecp256k1 (C, same library)', opsPerSec: raw.verifyPerSec },
+    );
   }
   return out;
 }
@@ -101,7 +113,10 @@ function runRaw(): { signPerSec: number; verifyPerSec: number } | undefined {
   const shim = `${binary}-shim.c`;
   writeFileSync(shim, '#include <stdio.h>\nFILE *pegout_libsecp256k1_stderr;\n');
   execFileSync('cc', ['-O3', '-o', binary, source, shim, lib]);
-  return JSON.parse(execFileSync(binary, [String(BATCH), String(TIME_MS / 1000)], { encoding: 'utf8' })) as { signPerSec: number; verifyPerSec: number };
+  return JSON.parse(execFileSync(binary, [String(BATCH), String(TIME_MS / 1000)], { encoding: 'utf8' })) as {
+    signPerSec: number;
+    verifyPerSec: number;
+  };
 }
 
 async function poolRows(federation: Federation): Promise<{ workers: number; signPerSec: number }[]> {
@@ -118,7 +133,12 @@ async function poolRows(federation: Federation): Promise<{ workers: number; sign
       const period = (bench.tasks[0]!.result as { period: number }).period;
       const signPerSec = (inputs * 1000) / period;
       scaling.push({ workers, signPerSec });
-      rows.push({ group: 'pool', name: `${workers} worker(s): sighash + sign, ${inputs}-input tx`, opsPerSec: signPerSec, note: workers > 1 ? `${(signPerSec / scaling[0]!.signPerSec).toFixed(2)}× one worker` : undefined } as Row);
+      rows.push({
+        group: 'pool',
+        name: `${workers} worker(s): sighash + sign, ${inputs}-input tx`,
+        opsPerSec: signPerSec,
+        note: workers > 1 ? `${(signPerSec / scaling[0]!.signPerSec).toFixed(2)}× one worker` : undefined,
+      } as Row);
     } finally {
       await pool.destroy();
     }
@@ -130,7 +150,13 @@ function spend(federation: Federation, inputs: number): { tx: Transaction; prevo
   const tx: Transaction = {
     version: 2,
     locktime: 0,
-    inputs: Array.from({ length: inputs }, (_, i) => ({ txid: toHex(randomBytes(32)), vout: i, sequence: 0xfffffffd, scriptSig: new Uint8Array(0), witness: [] })),
+    inputs: Array.from({ length: inputs }, (_, i) => ({
+      txid: toHex(randomBytes(32)),
+      vout: i,
+      sequence: 0xfffffffd,
+      scriptSig: new Uint8Array(0),
+      witness: [],
+    })),
     outputs: [{ value: 1_000_000n, scriptPubKey: federation.scriptPubKey }],
   };
   return { tx, prevouts: tx.inputs.map(() => ({ value: 50_000n, scriptPubKey: federation.scriptPubKey })) };
@@ -145,8 +171,11 @@ async function sighashRows(federation: Federation): Promise<{ inputs: number; ra
     const values = prevouts.map((p) => p.value);
     // same answer first, then the race
     const ours = allScriptPathSighashes(tx, prevouts, federation.leafHash);
-    if (toHex(btx.hashForWitnessV1(0, scripts, values, SIGHASH_DEFAULT, federation.leafHash)) !== toHex(ours[0]!)) throw new Error('bitcoinjs-lib and our sighash disagree');
-    const a = await measure('sighash', `ours, ${inputs} inputs (all inputs)`, inputs, () => allScriptPathSighashes(tx, prevouts, federation.leafHash));
+    if (toHex(btx.hashForWitnessV1(0, scripts, values, SIGHASH_DEFAULT, federation.leafHash)) !== toHex(ours[0]!))
+      throw new Error('bitcoinjs-lib and our sighash disagree');
+    const a = await measure('sighash', `ours, ${inputs} inputs (all inputs)`, inputs, () =>
+      allScriptPathSighashes(tx, prevouts, federation.leafHash),
+    );
     const b = await measure('sighash', `bitcoinjs-lib hashForWitnessV1 loop, ${inputs} inputs`, inputs, () => {
       for (let i = 0; i < inputs; i++) btx.hashForWitnessV1(i, scripts, values, SIGHASH_DEFAULT, federation.leafHash);
     });
@@ -157,7 +186,8 @@ async function sighashRows(federation: Federation): Promise<{ inputs: number; ra
 
 function table(): string {
   const lines = ['| group | implementation | ops/s (per core unless pool) | note |', '| --- | --- | ---: | --- |'];
-  for (const r of rows) lines.push(`| ${r.group} | ${r.name} | ${Math.round(r.opsPerSec).toLocaleString('en-US')} | ${r.note ?? ''} |`);
+  for (const r of rows)
+    lines.push(`| ${r.group} | ${r.name} | ${Math.round(r.opsPerSec).toLocaleString('en-US')} | ${r.note ?? ''} |`);
   return lines.join('\n');
 }
 
@@ -166,7 +196,12 @@ const federation = buildFederation({
   threshold: 5,
   pubkeys: Array.from({ length: 7 }, () => fallbackBackend.xonlyPublicKey(new Uint8Array(randomBytes(32)))),
 });
-const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version, platform: `${process.platform}-${process.arch}` };
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: availableParallelism(),
+  node: process.version,
+  platform: `${process.platform}-${process.arch}`,
+};
 const single = await schnorrRows();
 const scaling = await poolRows(federation);
 const sighash = await sighashRows(federation);
@@ -174,7 +209,10 @@ const sighash = await sighashRows(federation);
 const headline = {
   nativeSignVsRaw: single.native && single.raw ? single.native.sign / single.raw.signPerSec : null,
   nativeVerifyVsRaw: single.native && single.raw ? single.native.verify / single.raw.verifyPerSec : null,
-  poolScaling: scaling.length > 1 ? scaling[scaling.length - 1]!.signPerSec / (scaling[0]!.signPerSec * scaling[scaling.length - 1]!.workers) : null,
+  poolScaling:
+    scaling.length > 1
+      ? scaling[scaling.length - 1]!.signPerSec / (scaling[0]!.signPerSec * scaling[scaling.length - 1]!.workers)
+      : null,
   sighashSpeedup: Object.fromEntries(sighash.map((s) => [s.inputs, s.ratio])),
 };
 const pct = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(1)}%`);
@@ -189,5 +227,8 @@ const summary = [
 ].join('\n');
 process.stdout.write(`${summary}\n`);
 mkdirSync(resultsDir, { recursive: true });
-writeFileSync(path.join(resultsDir, 'signing.json'), `${JSON.stringify({ machine, quick: QUICK, headline, rows }, null, 2)}\n`);
+writeFileSync(
+  path.join(resultsDir, 'signing.json'),
+  `${JSON.stringify({ machine, quick: QUICK, headline, rows }, null, 2)}\n`,
+);
 writeFileSync(path.join(resultsDir, 'signing.md'), `${summary}\n`);

@@ -21,7 +21,12 @@ function badRequest(res: ServerResponse, parameter: string, value: string | null
  * The member's HTTP API: /health, /metrics (Prometheus), /pegouts/:id, /pegouts?evmAddress=,
  * /federation. Read-only; every answer is JSON except /metrics.
  */
-export async function startApi(options: { host: string; port: number; source: StatusSource; registry: Registry }): Promise<ApiServer> {
+export async function startApi(options: {
+  host: string;
+  port: number;
+  source: StatusSource;
+  registry: Registry;
+}): Promise<ApiServer> {
   const { source, registry } = options;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -38,11 +43,16 @@ export async function startApi(options: { host: string; port: number; source: St
     if (url.pathname === '/federation') return json(res, 200, await source.federation());
     if (url.pathname === '/pegouts') {
       const evmAddress = url.searchParams.get('evmAddress');
-      if (!evmAddress || !/^0x[0-9a-fA-F]{40}$/.test(evmAddress)) return badRequest(res, 'evmAddress', evmAddress, '0x followed by 40 hex characters');
+      if (!evmAddress || !/^0x[0-9a-fA-F]{40}$/.test(evmAddress))
+        return badRequest(res, 'evmAddress', evmAddress, '0x followed by 40 hex characters');
       const limitText = url.searchParams.get('limit') ?? '100';
       const limit = Number(limitText);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return badRequest(res, 'limit', limitText, 'an integer from 1 to 1000');
-      return json(res, 200, { evmAddress: evmAddress.toLowerCase(), pegouts: await source.pegoutsByEvmAddress(evmAddress, limit) });
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        return badRequest(res, 'limit', limitText, 'an integer from 1 to 1000');
+      return json(res, 200, {
+        evmAddress: evmAddress.toLowerCase(),
+        pegouts: await source.pegoutsByEvmAddress(evmAddress, limit),
+      });
     }
     const one = /^\/pegouts\/([^/]+)$/.exec(url.pathname);
     if (one) {

@@ -1,9 +1,21 @@
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
-import { getRequest, listRequests, requestHistory, type RequestRecord, type StatusChange } from '../evm/request-store.js';
+import {
+  getRequest,
+  listRequests,
+  requestHistory,
+  type RequestRecord,
+  type StatusChange,
+} from '../evm/request-store.js';
 import type { Store } from '../storage/store.js';
 import { listUtxos } from '../wallet/utxos.js';
 import { parseRequestId } from '../evm/request-id.js';
-import { broadcastPrefix, finalizedKey, requestSignedPrefix, signatureMadeKey, signatureReceivedPrefix } from '../storage/keys.js';
+import {
+  broadcastPrefix,
+  finalizedKey,
+  requestSignedPrefix,
+  signatureMadeKey,
+  signatureReceivedPrefix,
+} from '../storage/keys.js';
 
 /** A request's lifecycle as operators and users see it. */
 export interface PegoutStatus {
@@ -46,7 +58,12 @@ async function payments(store: Store, federation: Federation, id: string): Promi
     let attempts = 0;
     for await (const _ of store.entries({ prefix: broadcastPrefix(txid) })) attempts++;
     const k = final ? federation.threshold : Math.min(federation.threshold, received + (own ? 1 : 0));
-    out.push({ txid, signatures: `${k}/${federation.threshold}`, finalized: final !== undefined, broadcastAttempts: attempts });
+    out.push({
+      txid,
+      signatures: `${k}/${federation.threshold}`,
+      finalized: final !== undefined,
+      broadcastAttempts: attempts,
+    });
   }
   return out;
 }
@@ -67,7 +84,11 @@ function summary(r: RequestRecord, history: readonly StatusChange[], paidBy: rea
 }
 
 /** The store's view: requests with their history, and the federation's funds. */
-export function storeStatusSource(store: Store, federation: Federation, health: () => Record<string, unknown> = () => ({})): StatusSource {
+export function storeStatusSource(
+  store: Store,
+  federation: Federation,
+  health: () => Record<string, unknown> = () => ({}),
+): StatusSource {
   return {
     health: async () => ({ ok: true, components: { store: 'open', ...health() } }),
     async pegout(id) {
@@ -77,7 +98,9 @@ export function storeStatusSource(store: Store, federation: Federation, health: 
     async pegoutsByEvmAddress(evmAddress, limit) {
       const wanted = evmAddress.toLowerCase();
       const found = (await listRequests(store, (r) => r.evmAddress === wanted)).slice(0, limit);
-      return Promise.all(found.map(async (r) => summary(r, await requestHistory(store, r.id), await payments(store, federation, r.id))));
+      return Promise.all(
+        found.map(async (r) => summary(r, await requestHistory(store, r.id), await payments(store, federation, r.id))),
+      );
     },
     async federation() {
       const unspent = await listUtxos(store, 'unspent');
@@ -90,7 +113,12 @@ export function storeStatusSource(store: Store, federation: Federation, health: 
         threshold: federation.threshold,
         members: federation.pubkeys.map((k) => Buffer.from(k).toString('hex')),
         faultTolerance: federationFaultTolerance(federation),
-        balance: { unspentSats: sum(unspent), reservedSats: sum(reserved), unspentOutputs: unspent.length, reservedOutputs: reserved.length },
+        balance: {
+          unspentSats: sum(unspent),
+          reservedSats: sum(reserved),
+          unspentOutputs: unspent.length,
+          reservedOutputs: reserved.length,
+        },
       };
     },
   };

@@ -13,7 +13,10 @@ export interface DecodedAddress {
 }
 
 function invalid(text: string, reason: string): BitcoinError {
-  return new BitcoinError('invalid_address', `${JSON.stringify(text)} is not a valid Bitcoin address: ${reason}`, { address: text, reason });
+  return new BitcoinError('invalid_address', `${JSON.stringify(text)} is not a valid Bitcoin address: ${reason}`, {
+    address: text,
+    reason,
+  });
 }
 
 function decodeBase58(text: string, network: Network): DecodedAddress {
@@ -38,7 +41,11 @@ function decodeSegwit(text: string, network: Network): DecodedAddress {
   const asBech32m = asBech32 ? undefined : bech32m.decodeUnsafe(text, BECH32_MAX_LENGTH);
   const decoded = asBech32 ?? asBech32m;
   if (!decoded) throw invalid(text, 'bech32/bech32m checksum or format is wrong');
-  if (decoded.prefix !== hrp) throw invalid(text, `human-readable part ${JSON.stringify(decoded.prefix)} is not ${JSON.stringify(hrp)} (${network})`);
+  if (decoded.prefix !== hrp)
+    throw invalid(
+      text,
+      `human-readable part ${JSON.stringify(decoded.prefix)} is not ${JSON.stringify(hrp)} (${network})`,
+    );
   const [version, ...data] = decoded.words;
   if (version === undefined) throw invalid(text, 'no witness version');
   if (version > 16) throw invalid(text, `witness version ${version} is above 16`);
@@ -47,8 +54,10 @@ function decodeSegwit(text: string, network: Network): DecodedAddress {
   if (version !== 0 && !asBech32m) throw invalid(text, `witness version ${version} must use bech32m, not bech32`);
   const program = bech32.fromWordsUnsafe(data);
   if (!program) throw invalid(text, 'witness program has invalid padding');
-  if (program.length < 2 || program.length > 40) throw invalid(text, `witness program is ${program.length} bytes, expected 2 to 40`);
-  if (version === 0 && program.length !== 20 && program.length !== 32) throw invalid(text, `witness v0 program is ${program.length} bytes, expected 20 or 32`);
+  if (program.length < 2 || program.length > 40)
+    throw invalid(text, `witness program is ${program.length} bytes, expected 2 to 40`);
+  if (version === 0 && program.length !== 20 && program.length !== 32)
+    throw invalid(text, `witness v0 program is ${program.length} bytes, expected 20 or 32`);
   const scriptPubKey = witnessScript(version, Uint8Array.from(program));
   return { type: classifyScript(scriptPubKey) as DecodedAddress['type'], scriptPubKey };
 }
@@ -76,7 +85,11 @@ export function decodeAddress(text: string, network: Network): DecodedAddress {
       } catch {
         continue;
       }
-      throw new BitcoinError('wrong_network', `${JSON.stringify(text)} is a ${other} address, not a ${network} address`, { address: text, network, addressNetwork: other });
+      throw new BitcoinError(
+        'wrong_network',
+        `${JSON.stringify(text)} is a ${other} address, not a ${network} address`,
+        { address: text, network, addressNetwork: other },
+      );
     }
     throw err;
   }
@@ -93,4 +106,3 @@ export function encodeAddress(scriptPubKey: Uint8Array, network: Network): strin
   const words = [wp.version, ...bech32.toWords(wp.program)];
   return (wp.version === 0 ? bech32 : bech32m).encode(params.bech32, words, BECH32_MAX_LENGTH);
 }
-

@@ -6,7 +6,9 @@ const HEX = /^(?:[0-9a-fA-F]{2})*$/;
 export function fromHex(text: string, field = 'hex'): Uint8Array {
   if (typeof text !== 'string' || !HEX.test(text)) {
     const shown = typeof text === 'string' ? (text.length > 80 ? `${text.slice(0, 80)}…` : text) : typeof text;
-    throw new BitcoinError('invalid_hex', `${field} must be an even-length hex string, got ${JSON.stringify(shown)}`, { field });
+    throw new BitcoinError('invalid_hex', `${field} must be an even-length hex string, got ${JSON.stringify(shown)}`, {
+      field,
+    });
   }
   return new Uint8Array(Buffer.from(text, 'hex'));
 }
@@ -15,7 +17,11 @@ export function fromHex(text: string, field = 'hex'): Uint8Array {
 export function fromHexLength(text: string, length: number, field: string): Uint8Array {
   const bytes = fromHex(text, field);
   if (bytes.length !== length) {
-    throw new BitcoinError('invalid_length', `${field} must be ${length} bytes (${length * 2} hex characters), got ${bytes.length} bytes`, { field, length: bytes.length });
+    throw new BitcoinError(
+      'invalid_length',
+      `${field} must be ${length} bytes (${length * 2} hex characters), got ${bytes.length} bytes`,
+      { field, length: bytes.length },
+    );
   }
   return bytes;
 }
@@ -115,7 +121,10 @@ export class ByteReader {
   private pos = 0;
   private readonly view: Buffer;
 
-  constructor(bytes: Uint8Array, private readonly what = 'data') {
+  constructor(
+    bytes: Uint8Array,
+    private readonly what = 'data',
+  ) {
     this.view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
@@ -125,7 +134,11 @@ export class ByteReader {
 
   private need(n: number): void {
     if (this.pos + n > this.view.length) {
-      throw new BitcoinError('invalid_transaction', `${this.what} ends early: needed ${n} more bytes at offset ${this.pos}, ${this.remaining} left`, { offset: this.pos });
+      throw new BitcoinError(
+        'invalid_transaction',
+        `${this.what} ends early: needed ${n} more bytes at offset ${this.pos}, ${this.remaining} left`,
+        { offset: this.pos },
+      );
     }
   }
 
@@ -171,12 +184,19 @@ export class ByteReader {
       n = Number(big);
     }
     // No field of a standard transaction comes near this; it also keeps `need` from overflowing.
-    if (n > 0x02000000) throw new BitcoinError('invalid_transaction', `${this.what} has a size field of ${n}, over the 32 MiB limit`, { offset: this.pos });
+    if (n > 0x02000000)
+      throw new BitcoinError('invalid_transaction', `${this.what} has a size field of ${n}, over the 32 MiB limit`, {
+        offset: this.pos,
+      });
     return n;
   }
 
   private nonCanonical(): never {
-    throw new BitcoinError('invalid_transaction', `${this.what} has a non-canonical compact size at offset ${this.pos}`, { offset: this.pos });
+    throw new BitcoinError(
+      'invalid_transaction',
+      `${this.what} has a non-canonical compact size at offset ${this.pos}`,
+      { offset: this.pos },
+    );
   }
 
   bytes(n: number): Uint8Array {

@@ -1,7 +1,8 @@
 // Bitcoin Core's output-descriptor checksum (doc/descriptors.md, "Checksums"): a BCH code over
 // the descriptor's characters, so a mistyped descriptor is refused by any wallet importing it.
 
-const INPUT_CHARSET = "0123456789()[],'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#\"\\ ";
+const INPUT_CHARSET =
+  '0123456789()[],\'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#"\\ ';
 const CHECKSUM_CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
 const GENERATOR = [0xf5dee51989n, 0xa9fdca3312n, 0x1bab10e32dn, 0x3706b1677an, 0x644d626ffdn];
 
@@ -38,6 +39,7 @@ export function descriptorChecksum(descriptor: string): string | null {
 
 export function withChecksum(descriptor: string): string {
   const sum = descriptorChecksum(descriptor);
-  if (sum === null) throw new Error(`descriptor has a character outside Bitcoin Core's descriptor charset: ${descriptor}`);
+  if (sum === null)
+    throw new Error(`descriptor has a character outside Bitcoin Core's descriptor charset: ${descriptor}`);
   return `${descriptor}#${sum}`;
 }

@@ -8,7 +8,11 @@ import { parseNetwork, type Network } from './network.js';
 import { OP_CHECKSIG, OP_CHECKSIGADD, OP_NUMEQUAL, pushNumber, witnessScript } from './script.js';
 
 /** BIP341's provably unspendable internal key H: the federation has no key path. */
-export const NUMS_INTERNAL_KEY = fromHexLength('50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0', 32, 'NUMS key');
+export const NUMS_INTERNAL_KEY = fromHexLength(
+  '50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0',
+  32,
+  'NUMS key',
+);
 export const TAPSCRIPT_LEAF_VERSION = 0xc0;
 /** Bitcoin Core's limit for multi_a / sortedmulti_a. */
 export const MAX_FEDERATION_MEMBERS = 999;
@@ -74,18 +78,27 @@ export function faultToleranceStatement(threshold: number, members: number): str
     return `${head}: up to ${f} malicious member(s) cannot get a request paid twice (f = 2t − n − 1 = ${f}); ${down}`;
   }
   if (f === 0) {
-    return `${head}: tolerates NO malicious member (f = 2t − n − 1 = 0): any two quorums share one member, `
-      + `so honest members never pay a request twice, but one malicious member could; ${down}`;
+    return (
+      `${head}: tolerates NO malicious member (f = 2t − n − 1 = 0): any two quorums share one member, ` +
+      `so honest members never pay a request twice, but one malicious member could; ${down}`
+    );
   }
   // the smallest t with 2t − n − 1 ≥ 0, which SPEC §3 requires
   const least = Math.ceil((members + 1) / 2);
-  return `${head}: tolerates NO malicious member (f = 2t − n − 1 = ${f} < 0): two quorums need not share a member, `
-    + `so even honest members in two rounds could pay a request twice; a threshold of at least ${least} is needed; ${down}`;
+  return (
+    `${head}: tolerates NO malicious member (f = 2t − n − 1 = ${f} < 0): two quorums need not share a member, ` +
+    `so even honest members in two rounds could pay a request twice; a threshold of at least ${least} is needed; ${down}`
+  );
 }
 
 /** The numbers and the statement, as /federation, `pegout federation` and the member's start-up log show them. */
-export function federationFaultTolerance(federation: FederationParams): FaultTolerance & { readonly statement: string } {
-  const { threshold, pubkeys: { length: members } } = federation;
+export function federationFaultTolerance(
+  federation: FederationParams,
+): FaultTolerance & { readonly statement: string } {
+  const {
+    threshold,
+    pubkeys: { length: members },
+  } = federation;
   return { ...faultTolerance(threshold, members), statement: faultToleranceStatement(threshold, members) };
 }
 
@@ -97,21 +110,35 @@ function fail(message: string, details: Record<string, unknown>): never {
 function checkParams(params: FederationParams): Uint8Array[] {
   const n = params.pubkeys.length;
   if (n === 0) fail('federation needs at least one member key (pubkeys is empty)', { field: 'pubkeys' });
-  if (n > MAX_FEDERATION_MEMBERS) fail(`federation has ${n} member keys; at most ${MAX_FEDERATION_MEMBERS} are allowed`, { field: 'pubkeys', value: n });
+  if (n > MAX_FEDERATION_MEMBERS)
+    fail(`federation has ${n} member keys; at most ${MAX_FEDERATION_MEMBERS} are allowed`, {
+      field: 'pubkeys',
+      value: n,
+    });
   if (!Number.isInteger(params.threshold) || params.threshold < 1 || params.threshold > n) {
-    fail(`threshold must be an integer from 1 to the number of members (${n}), got ${params.threshold}`, { field: 'threshold', value: params.threshold });
+    fail(`threshold must be an integer from 1 to the number of members (${n}), got ${params.threshold}`, {
+      field: 'threshold',
+      value: params.threshold,
+    });
   }
-  const sorted = params.pubkeys.map((key, i) => {
-    if (!(key instanceof Uint8Array) || key.length !== 32) fail(`pubkeys[${i}] must be a 32-byte x-only public key`, { field: `pubkeys[${i}]` });
-    try {
-      schnorr.utils.lift_x(BigInt(`0x${toHex(key)}`));
-    } catch {
-      fail(`pubkeys[${i}] ${toHex(key)} is not the x coordinate of a point on secp256k1`, { field: `pubkeys[${i}]`, value: toHex(key) });
-    }
-    return key;
-  }).sort(compare);
+  const sorted = params.pubkeys
+    .map((key, i) => {
+      if (!(key instanceof Uint8Array) || key.length !== 32)
+        fail(`pubkeys[${i}] must be a 32-byte x-only public key`, { field: `pubkeys[${i}]` });
+      try {
+        schnorr.utils.lift_x(BigInt(`0x${toHex(key)}`));
+      } catch {
+        fail(`pubkeys[${i}] ${toHex(key)} is not the x coordinate of a point on secp256k1`, {
+          field: `pubkeys[${i}]`,
+          value: toHex(key),
+        });
+      }
+      return key;
+    })
+    .sort(compare);
   for (let i = 1; i < sorted.length; i++) {
-    if (compare(sorted[i - 1]!, sorted[i]!) === 0) fail(`member key ${toHex(sorted[i]!)} appears twice`, { field: 'pubkeys', value: toHex(sorted[i]!) });
+    if (compare(sorted[i - 1]!, sorted[i]!) === 0)
+      fail(`member key ${toHex(sorted[i]!)} appears twice`, { field: 'pubkeys', value: toHex(sorted[i]!) });
   }
   return sorted;
 }
@@ -119,7 +146,12 @@ function checkParams(params: FederationParams): Uint8Array[] {
 /** `<pk1> OP_CHECKSIG <pk2> OP_CHECKSIGADD … <pkn> OP_CHECKSIGADD <t> OP_NUMEQUAL`, keys as given. */
 export function multiATapscript(sortedKeys: readonly Uint8Array[], threshold: number): Uint8Array {
   const w = new ByteWriter(sortedKeys.length * 34 + 4);
-  sortedKeys.forEach((key, i) => w.u8(32).bytes(key).u8(i === 0 ? OP_CHECKSIG : OP_CHECKSIGADD));
+  sortedKeys.forEach((key, i) =>
+    w
+      .u8(32)
+      .bytes(key)
+      .u8(i === 0 ? OP_CHECKSIG : OP_CHECKSIGADD),
+  );
   return w.bytes(pushNumber(threshold)).u8(OP_NUMEQUAL).finish();
 }
 
@@ -128,7 +160,10 @@ export function tapLeafHash(script: Uint8Array): Uint8Array {
 }
 
 /** BIP341 output key Q = P + H(P || merkle root)·G for internal key P (x-only). */
-export function tweakOutputKey(internalKey: Uint8Array, merkleRoot: Uint8Array): { outputKey: Uint8Array; parity: 0 | 1 } {
+export function tweakOutputKey(
+  internalKey: Uint8Array,
+  merkleRoot: Uint8Array,
+): { outputKey: Uint8Array; parity: 0 | 1 } {
   const tweak = BigInt(`0x${toHex(taggedHash('TapTweak', internalKey, merkleRoot))}`);
   if (tweak >= secp256k1.Point.Fn.ORDER) fail('taproot tweak is not below the curve order', {});
   const P = schnorr.utils.lift_x(BigInt(`0x${toHex(internalKey)}`));
@@ -148,7 +183,9 @@ export function buildFederation(params: FederationParams): Federation {
   const controlBlock = new Uint8Array(33);
   controlBlock[0] = TAPSCRIPT_LEAF_VERSION | parity;
   controlBlock.set(NUMS_INTERNAL_KEY, 1);
-  const descriptor = withChecksum(`tr(${toHex(NUMS_INTERNAL_KEY)},sortedmulti_a(${params.threshold},${params.pubkeys.map(toHex).join(',')}))`);
+  const descriptor = withChecksum(
+    `tr(${toHex(NUMS_INTERNAL_KEY)},sortedmulti_a(${params.threshold},${params.pubkeys.map(toHex).join(',')}))`,
+  );
   return {
     network: params.network,
     threshold: params.threshold,
@@ -179,13 +216,19 @@ export interface FederationFile {
 
 export function parseFederationFile(json: unknown, source: string): Federation {
   const f = json as Partial<Record<keyof FederationFile, unknown>> | null;
-  if (!f || typeof f !== 'object') fail(`${source} must be a JSON object {network, threshold, pubkeys}`, { field: source });
+  if (!f || typeof f !== 'object')
+    fail(`${source} must be a JSON object {network, threshold, pubkeys}`, { field: source });
   const network = parseNetwork(String(f.network), `${source}: network`);
-  if (!Array.isArray(f.pubkeys) || !f.pubkeys.every((k) => typeof k === 'string')) fail(`${source}: pubkeys must be an array of 64-hex x-only keys`, { field: 'pubkeys' });
+  if (!Array.isArray(f.pubkeys) || !f.pubkeys.every((k) => typeof k === 'string'))
+    fail(`${source}: pubkeys must be an array of 64-hex x-only keys`, { field: 'pubkeys' });
   const pubkeys = (f.pubkeys as string[]).map((k, i) => fromHexLength(k, 32, `${source}: pubkeys[${i}]`));
   return buildFederation({ network, threshold: Number(f.threshold), pubkeys });
 }
 
 export function federationFile(federation: Federation): FederationFile {
-  return { network: federation.network, threshold: federation.threshold, pubkeys: federation.configuredPubkeys.map(toHex) };
+  return {
+    network: federation.network,
+    threshold: federation.threshold,
+    pubkeys: federation.configuredPubkeys.map(toHex),
+  };
 }

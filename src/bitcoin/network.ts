@@ -19,5 +19,9 @@ export const NETWORK_NAMES = Object.keys(NETWORKS) as Network[];
 
 export function parseNetwork(text: string, field = 'network'): Network {
   if ((NETWORK_NAMES as string[]).includes(text)) return text as Network;
-  throw new BitcoinError('invalid_network', `${field} must be one of ${NETWORK_NAMES.join(', ')}, got ${JSON.stringify(text)}`, { field, value: text });
+  throw new BitcoinError(
+    'invalid_network',
+    `${field} must be one of ${NETWORK_NAMES.join(', ')}, got ${JSON.stringify(text)}`,
+    { field, value: text },
+  );
 }

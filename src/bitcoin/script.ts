@@ -28,8 +28,10 @@ export function witnessProgram(script: Uint8Array): WitnessProgram | null {
 }
 
 export function witnessScript(version: number, program: Uint8Array): Uint8Array {
-  if (!Number.isInteger(version) || version < 0 || version > 16) throw new BitcoinError('invalid_script', `witness version must be 0..16, got ${version}`);
-  if (program.length < 2 || program.length > 40) throw new BitcoinError('invalid_script', `witness program must be 2..40 bytes, got ${program.length}`);
+  if (!Number.isInteger(version) || version < 0 || version > 16)
+    throw new BitcoinError('invalid_script', `witness version must be 0..16, got ${version}`);
+  if (program.length < 2 || program.length > 40)
+    throw new BitcoinError('invalid_script', `witness program must be 2..40 bytes, got ${program.length}`);
   const out = new Uint8Array(2 + program.length);
   out[0] = version === 0 ? OP_0 : OP_1 + version - 1;
   out[1] = program.length;
@@ -46,7 +48,15 @@ export function p2shScript(hash: Uint8Array): Uint8Array {
 }
 
 export function classifyScript(script: Uint8Array): ScriptType {
-  if (script.length === 25 && script[0] === OP_DUP && script[1] === OP_HASH160 && script[2] === 20 && script[23] === OP_EQUALVERIFY && script[24] === OP_CHECKSIG) return 'p2pkh';
+  if (
+    script.length === 25 &&
+    script[0] === OP_DUP &&
+    script[1] === OP_HASH160 &&
+    script[2] === 20 &&
+    script[23] === OP_EQUALVERIFY &&
+    script[24] === OP_CHECKSIG
+  )
+    return 'p2pkh';
   if (script.length === 23 && script[0] === OP_HASH160 && script[1] === 20 && script[22] === OP_EQUAL) return 'p2sh';
   const wp = witnessProgram(script);
   if (!wp) return 'nonstandard';
@@ -71,7 +81,8 @@ export function dustThreshold(scriptPubKey: Uint8Array): bigint {
 
 /** Minimal push of a small number (BIP62): OP_0, OP_1..OP_16, else a little-endian push. */
 export function pushNumber(n: number): Uint8Array {
-  if (!Number.isSafeInteger(n) || n < 0) throw new BitcoinError('invalid_script', `script number must be a non-negative integer, got ${n}`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new BitcoinError('invalid_script', `script number must be a non-negative integer, got ${n}`);
   if (n === 0) return Uint8Array.of(OP_0);
   if (n <= 16) return Uint8Array.of(OP_1 + n - 1);
   const bytes: number[] = [];

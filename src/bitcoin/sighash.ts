@@ -25,7 +25,10 @@ export interface SighashPrecomputed {
 
 function checkPrevouts(tx: Transaction, prevouts: readonly Prevout[]): void {
   if (prevouts.length !== tx.inputs.length) {
-    throw new BitcoinError('invalid_prevouts', `BIP341 needs one prevout per input: transaction has ${tx.inputs.length} inputs, got ${prevouts.length} prevouts`);
+    throw new BitcoinError(
+      'invalid_prevouts',
+      `BIP341 needs one prevout per input: transaction has ${tx.inputs.length} inputs, got ${prevouts.length} prevouts`,
+    );
   }
 }
 
@@ -67,15 +70,24 @@ export function taprootSigMsg(
   hashType: number,
   leafHash: Uint8Array | null,
 ): Uint8Array {
-  if (!VALID_HASH_TYPES.has(hashType)) throw new BitcoinError('invalid_transaction', `hash type 0x${hashType.toString(16)} is not a BIP341 hash type`);
+  if (!VALID_HASH_TYPES.has(hashType))
+    throw new BitcoinError('invalid_transaction', `hash type 0x${hashType.toString(16)} is not a BIP341 hash type`);
   const input = tx.inputs[inputIndex];
-  if (!input) throw new BitcoinError('invalid_transaction', `input index ${inputIndex} out of range: transaction has ${tx.inputs.length} inputs`);
+  if (!input)
+    throw new BitcoinError(
+      'invalid_transaction',
+      `input index ${inputIndex} out of range: transaction has ${tx.inputs.length} inputs`,
+    );
   const outputType = hashType === SIGHASH_DEFAULT ? SIGHASH_ALL : hashType & 0x03;
   const anyoneCanPay = (hashType & SIGHASH_ANYONECANPAY) !== 0;
   if (outputType === SIGHASH_SINGLE && inputIndex >= tx.outputs.length) {
-    throw new BitcoinError('invalid_transaction', `SIGHASH_SINGLE input ${inputIndex} has no matching output (${tx.outputs.length} outputs)`);
+    throw new BitcoinError(
+      'invalid_transaction',
+      `SIGHASH_SINGLE input ${inputIndex} has no matching output (${tx.outputs.length} outputs)`,
+    );
   }
-  if (leafHash !== null && leafHash.length !== 32) throw new BitcoinError('invalid_length', `tapleaf hash must be 32 bytes, got ${leafHash.length}`);
+  if (leafHash !== null && leafHash.length !== 32)
+    throw new BitcoinError('invalid_length', `tapleaf hash must be 32 bytes, got ${leafHash.length}`);
 
   const w = new ByteWriter(256);
   w.u8(SIGHASH_EPOCH).u8(hashType).u32(tx.version).u32(tx.locktime);
@@ -104,18 +116,35 @@ export function taprootSighash(...args: Parameters<typeof taprootSigMsg>): Uint8
 }
 
 /** The federation's sighash: script path, SIGHASH_DEFAULT. */
-export function scriptPathSighash(pre: SighashPrecomputed, tx: Transaction, prevouts: readonly Prevout[], inputIndex: number, leafHash: Uint8Array): Uint8Array {
+export function scriptPathSighash(
+  pre: SighashPrecomputed,
+  tx: Transaction,
+  prevouts: readonly Prevout[],
+  inputIndex: number,
+  leafHash: Uint8Array,
+): Uint8Array {
   return taprootSighash(pre, tx, prevouts, inputIndex, SIGHASH_DEFAULT, leafHash);
 }
 
 /** Script-path SIGHASH_DEFAULT sighashes of inputs [from, to), concatenated (32 bytes each). */
-export function scriptPathSighashRange(pre: SighashPrecomputed, tx: Transaction, prevouts: readonly Prevout[], leafHash: Uint8Array, from: number, to: number): Uint8Array {
+export function scriptPathSighashRange(
+  pre: SighashPrecomputed,
+  tx: Transaction,
+  prevouts: readonly Prevout[],
+  leafHash: Uint8Array,
+  from: number,
+  to: number,
+): Uint8Array {
   const out = new Uint8Array((to - from) * 32);
   for (let i = from; i < to; i++) out.set(scriptPathSighash(pre, tx, prevouts, i, leafHash), (i - from) * 32);
   return out;
 }
 
-export function allScriptPathSighashes(tx: Transaction, prevouts: readonly Prevout[], leafHash: Uint8Array): Uint8Array[] {
+export function allScriptPathSighashes(
+  tx: Transaction,
+  prevouts: readonly Prevout[],
+  leafHash: Uint8Array,
+): Uint8Array[] {
   const pre = precomputeSighash(tx, prevouts);
   return tx.inputs.map((_, i) => scriptPathSighash(pre, tx, prevouts, i, leafHash));
 }

@@ -73,7 +73,8 @@ export function parseTx(bytes: Uint8Array): Transaction {
   let inputCount = r.compactSize();
   if (inputCount === 0) {
     const flag = r.u8();
-    if (flag !== 1) throw new BitcoinError('invalid_transaction', `transaction has segwit marker with flag ${flag}, expected 1`);
+    if (flag !== 1)
+      throw new BitcoinError('invalid_transaction', `transaction has segwit marker with flag ${flag}, expected 1`);
     segwit = true;
     inputCount = r.compactSize();
   }
@@ -89,7 +90,8 @@ export function parseTx(bytes: Uint8Array): Transaction {
   const outputs: TxOutput[] = [];
   for (let i = 0; i < outputCount; i++) {
     const value = r.u64();
-    if (value > MAX_MONEY) throw new BitcoinError('invalid_transaction', `output ${i} value ${value} exceeds 21,000,000 BTC`);
+    if (value > MAX_MONEY)
+      throw new BitcoinError('invalid_transaction', `output ${i} value ${value} exceeds 21,000,000 BTC`);
     outputs.push({ value, scriptPubKey: r.varBytes() });
   }
   if (segwit) {
@@ -97,7 +99,8 @@ export function parseTx(bytes: Uint8Array): Transaction {
       const items = r.compactSize();
       for (let j = 0; j < items; j++) input.witness.push(r.varBytes());
     }
-    if (!inputs.some((i) => i.witness.length > 0)) throw new BitcoinError('invalid_transaction', 'transaction has the segwit marker but no witness data');
+    if (!inputs.some((i) => i.witness.length > 0))
+      throw new BitcoinError('invalid_transaction', 'transaction has the segwit marker but no witness data');
   }
   const locktime = r.u32();
   if (r.remaining !== 0) throw new BitcoinError('invalid_transaction', `transaction has ${r.remaining} trailing bytes`);
@@ -116,31 +119,56 @@ export function wtxid(tx: Transaction): string {
 
 export function withWitnesses(tx: Transaction, witnesses: readonly (readonly Uint8Array[])[]): Transaction {
   if (witnesses.length !== tx.inputs.length) {
-    throw new BitcoinError('invalid_transaction', `need one witness per input: ${tx.inputs.length} inputs, ${witnesses.length} witnesses`);
+    throw new BitcoinError(
+      'invalid_transaction',
+      `need one witness per input: ${tx.inputs.length} inputs, ${witnesses.length} witnesses`,
+    );
   }
   return { ...tx, inputs: tx.inputs.map((input, i) => ({ ...input, witness: witnesses[i]! })) };
 }
 
 /** Reads the JSON prevouts shape `[{ "value": sats, "scriptPubKey": hex }]` of the vectors and CLI. */
 export function parsePrevouts(json: unknown, inputCount?: number): Prevout[] {
-  if (!Array.isArray(json)) throw new BitcoinError('invalid_prevouts', `prevouts must be a JSON array of {value, scriptPubKey}, got ${typeof json}`);
+  if (!Array.isArray(json))
+    throw new BitcoinError(
+      'invalid_prevouts',
+      `prevouts must be a JSON array of {value, scriptPubKey}, got ${typeof json}`,
+    );
   if (inputCount !== undefined && json.length !== inputCount) {
-    throw new BitcoinError('invalid_prevouts', `prevouts must have one entry per input: transaction has ${inputCount} inputs, prevouts has ${json.length}`);
+    throw new BitcoinError(
+      'invalid_prevouts',
+      `prevouts must have one entry per input: transaction has ${inputCount} inputs, prevouts has ${json.length}`,
+    );
   }
   return json.map((entry: unknown, i) => {
     const e = entry as { value?: unknown; scriptPubKey?: unknown } | null;
     const value = e?.value;
-    if (!(typeof value === 'number' && Number.isSafeInteger(value)) && typeof value !== 'string' && typeof value !== 'bigint') {
-      throw new BitcoinError('invalid_prevouts', `prevouts[${i}].value must be an integer number of satoshis, got ${JSON.stringify(value)}`);
+    if (
+      !(typeof value === 'number' && Number.isSafeInteger(value)) &&
+      typeof value !== 'string' &&
+      typeof value !== 'bigint'
+    ) {
+      throw new BitcoinError(
+        'invalid_prevouts',
+        `prevouts[${i}].value must be an integer number of satoshis, got ${JSON.stringify(value)}`,
+      );
     }
     let sats: bigint;
     try {
       sats = BigInt(value);
     } catch {
-      throw new BitcoinError('invalid_prevouts', `prevouts[${i}].value must be an integer number of satoshis, got ${JSON.stringify(value)}`);
+      throw new BitcoinError(
+        'invalid_prevouts',
+        `prevouts[${i}].value must be an integer number of satoshis, got ${JSON.stringify(value)}`,
+      );
     }
-    if (sats < 0n || sats > MAX_MONEY) throw new BitcoinError('invalid_prevouts', `prevouts[${i}].value must be between 0 and 21,000,000 BTC in satoshis, got ${sats}`);
-    if (typeof e?.scriptPubKey !== 'string') throw new BitcoinError('invalid_prevouts', `prevouts[${i}].scriptPubKey must be a hex string`);
+    if (sats < 0n || sats > MAX_MONEY)
+      throw new BitcoinError(
+        'invalid_prevouts',
+        `prevouts[${i}].value must be between 0 and 21,000,000 BTC in satoshis, got ${sats}`,
+      );
+    if (typeof e?.scriptPubKey !== 'string')
+      throw new BitcoinError('invalid_prevouts', `prevouts[${i}].scriptPubKey must be a hex string`);
     return { value: sats, scriptPubKey: fromHex(e.scriptPubKey, `prevouts[${i}].scriptPubKey`) };
   });
 }

@@ -46,11 +46,18 @@ export function outputWeight(scriptPubKey: Uint8Array): number {
 
 /** Weight of everything but inputs and outputs, for the given counts. */
 export function txOverheadWeight(inputCount: number, outputCount: number): number {
-  return (TX_FIXED_SIZE + compactSizeLength(inputCount) + compactSizeLength(outputCount)) * WITNESS_SCALE_FACTOR + SEGWIT_MARKER_WEIGHT;
+  return (
+    (TX_FIXED_SIZE + compactSizeLength(inputCount) + compactSizeLength(outputCount)) * WITNESS_SCALE_FACTOR +
+    SEGWIT_MARKER_WEIGHT
+  );
 }
 
 /** Weight of a fully signed spend of `inputCount` federation outputs to these output scripts. */
-export function federationSpendWeight(federation: Federation, inputCount: number, outputScripts: readonly Uint8Array[]): number {
+export function federationSpendWeight(
+  federation: Federation,
+  inputCount: number,
+  outputScripts: readonly Uint8Array[],
+): number {
   let weight = txOverheadWeight(inputCount, outputScripts.length) + inputCount * federationInputWeight(federation);
   for (const script of outputScripts) weight += outputWeight(script);
   return weight;
@@ -67,5 +74,11 @@ export function weightToVsize(weight: number): number {
 
 /** Virtual size the transaction will have once signed by exactly t members on every input. */
 export function signedFederationVsize(federation: Federation, tx: Transaction): number {
-  return weightToVsize(federationSpendWeight(federation, tx.inputs.length, tx.outputs.map((o) => o.scriptPubKey)));
+  return weightToVsize(
+    federationSpendWeight(
+      federation,
+      tx.inputs.length,
+      tx.outputs.map((o) => o.scriptPubKey),
+    ),
+  );
 }

@@ -1,10 +1,35 @@
 import { fromHex } from '../bitcoin/bytes.js';
 import { PegoutError } from '../errors.js';
 import type { Store, StoreReader } from '../storage/store.js';
-import { bitcoinBlockKey, bitcoinHash, chainSpendKey, cursorKey, finalizedKey, txConfirmationKey, utxoKey } from '../storage/keys.js';
+import {
+  bitcoinBlockKey,
+  bitcoinHash,
+  chainSpendKey,
+  cursorKey,
+  finalizedKey,
+  txConfirmationKey,
+  utxoKey,
+} from '../storage/keys.js';
 import { WalletError } from '../wallet/errors.js';
-import { getUtxo, outpointText, registerUtxo, spendUtxo, unregisterUtxo, unspendUtxo, type Outpoint, type UtxoRecord } from '../wallet/utxos.js';
-import { BitcoinRpcError, btcToSats, type ChainSource, type RpcBlock, type RpcBlockSummary, type RpcTransaction, type RpcTxOut } from './rpc.js';
+import {
+  getUtxo,
+  outpointText,
+  registerUtxo,
+  spendUtxo,
+  unregisterUtxo,
+  unspendUtxo,
+  type Outpoint,
+  type UtxoRecord,
+} from '../wallet/utxos.js';
+import {
+  BitcoinRpcError,
+  btcToSats,
+  type ChainSource,
+  type RpcBlock,
+  type RpcBlockSummary,
+  type RpcTransaction,
+  type RpcTxOut,
+} from './rpc.js';
 
 /**
  * The Bitcoin block observer: follows the node's best chain from a configured height and keeps
@@ -80,7 +105,10 @@ const CURSOR_KEY = cursorKey('bitcoin');
 
 /** Confirmations of a transaction that touched federation outputs, as this member's store has the chain. */
 export async function storedConfirmations(reader: StoreReader, txid: string): Promise<number> {
-  const [confirmation, cursor] = await reader.getMany<TxConfirmation | BitcoinCursor>([txConfirmationKey(txid), CURSOR_KEY]);
+  const [confirmation, cursor] = await reader.getMany<TxConfirmation | BitcoinCursor>([
+    txConfirmationKey(txid),
+    CURSOR_KEY,
+  ]);
   if (confirmation === undefined || cursor === undefined) return 0;
   return (cursor as BitcoinCursor).height - (confirmation as TxConfirmation).height + 1;
 }
@@ -106,10 +134,13 @@ export class BitcoinObserver {
 
   constructor(options: ObserverOptions) {
     if (!Number.isSafeInteger(options.startHeight) || options.startHeight < 0) {
-      throw new ObserverError('config', `startHeight must be a non-negative integer, got ${options.startHeight}`, { startHeight: options.startHeight });
+      throw new ObserverError('config', `startHeight must be a non-negative integer, got ${options.startHeight}`, {
+        startHeight: options.startHeight,
+      });
     }
     const keep = options.keepBlocks ?? DEFAULT_KEEP_BLOCKS;
-    if (!Number.isSafeInteger(keep) || keep < 1) throw new ObserverError('config', `keepBlocks must be a positive integer, got ${keep}`, { keepBlocks: keep });
+    if (!Number.isSafeInteger(keep) || keep < 1)
+      throw new ObserverError('config', `keepBlocks must be a positive integer, got ${keep}`, { keepBlocks: keep });
     this.#store = options.store;
     this.#chain = options.chain;
     this.#script = options.federationScript;
@@ -163,7 +194,11 @@ export class BitcoinObserver {
       const hash = await this.#chain.getBlockHash(next);
       const block = await this.#chain.getBlock(hash);
       if (block.hash !== hash || block.height !== next) {
-        throw new ObserverError('chain_inconsistent', `node returned block ${block.hash} at height ${block.height} when asked for ${hash} at height ${next}`, { hash, height: next });
+        throw new ObserverError(
+          'chain_inconsistent',
+          `node returned block ${block.hash} at height ${block.height} when asked for ${hash} at height ${next}`,
+          { hash, height: next },
+        );
       }
       if (cursor !== undefined && block.previousblockhash !== cursor.hash) {
         // the chain changed between our calls: check the cursor again before going on
@@ -178,84 +213,118 @@ export class BitcoinObserver {
 
   async #apply(block: RpcBlock, expectedCursor: BitcoinCursor | undefined): Promise<void> {
     // not synced: a block lost to a power cut is applied again from the node, cursor and all
-    await this.#store.transaction(async (batch) => {
-      const cursor = await this.cursor();
-      if (cursor?.hash !== expectedCursor?.hash) {
-        throw new ObserverError('chain_inconsistent', `bitcoin cursor moved while block ${block.hash} was fetched`, { hash: block.hash });
-      }
-      const record: ObservedBlock = { hash: block.hash, prevHash: block.previousblockhash, created: [], spent: [], confirmed: [], foreign: [] };
+    await this.#store.transaction(
+      async (batch) => {
+        const cursor = await this.cursor();
+        if (cursor?.hash !== expectedCursor?.hash) {
+          throw new ObserverError('chain_inconsistent', `bitcoin cursor moved while block ${block.hash} was fetched`, {
+            hash: block.hash,
+          });
+        }
+        const record: ObservedBlock = {
+          hash: block.hash,
+          prevHash: block.previousblockhash,
+          created: [],
+          spent: [],
+          confirmed: [],
+          foreign: [],
+        };
 
-      // One lookup for the whole block instead of one per input: most inputs are not ours.
-      const inputKeys: string[] = [];
-      for (const tx of block.tx) for (const input of tx.vin) if (input.txid !== undefined && input.vout !== undefined) inputKeys.push(utxoKey(input.txid, input.vout));
-      const known = new Set<string>();
-      (await this.#store.getMany<UtxoRecord>(inputKeys)).forEach((utxo, i) => utxo !== undefined && known.add(inputKeys[i] as string));
-      const finalized = await this.#store.getMany<unknown>(block.tx.map((tx) => finalizedKey(tx.txid)));
+        // One lookup for the whole block instead of one per input: most inputs are not ours.
+        const inputKeys: string[] = [];
+        for (const tx of block.tx)
+          for (const input of tx.vin)
+            if (input.txid !== undefined && input.vout !== undefined) inputKeys.push(utxoKey(input.txid, input.vout));
+        const known = new Set<string>();
+        (await this.#store.getMany<UtxoRecord>(inputKeys)).forEach(
+          (utxo, i) => utxo !== undefined && known.add(inputKeys[i] as string),
+        );
+        const finalized = await this.#store.getMany<unknown>(block.tx.map((tx) => finalizedKey(tx.txid)));
 
-      for (const [index, tx] of block.tx.entries()) {
-        let paysFromFederation = finalized[index] !== undefined;
-        for (const input of tx.vin) {
-          if (input.txid === undefined || input.vout === undefined) continue;
-          const key = utxoKey(input.txid, input.vout);
-          if (!known.has(key)) continue;
-          const before = await spendUtxo(batch, { txid: input.txid, vout: input.vout }, tx.txid);
-          if (before !== undefined) {
-            record.spent.push(before);
-            paysFromFederation = true;
+        for (const [index, tx] of block.tx.entries()) {
+          let paysFromFederation = finalized[index] !== undefined;
+          for (const input of tx.vin) {
+            if (input.txid === undefined || input.vout === undefined) continue;
+            const key = utxoKey(input.txid, input.vout);
+            if (!known.has(key)) continue;
+            const before = await spendUtxo(batch, { txid: input.txid, vout: input.vout }, tx.txid);
+            if (before !== undefined) {
+              record.spent.push(before);
+              paysFromFederation = true;
+            }
+          }
+          for (const output of tx.vout) {
+            if (output.scriptPubKey.hex !== this.#scriptHex) continue;
+            const outpoint = { txid: tx.txid, vout: output.n };
+            await registerUtxo(batch, {
+              ...outpoint,
+              value: btcToSats(output.value),
+              scriptPubKey: this.#script,
+              height: block.height,
+            });
+            record.created.push(outpoint);
+            known.add(utxoKey(tx.txid, output.n));
+          }
+          if (paysFromFederation) {
+            batch.put(txConfirmationKey(tx.txid), {
+              height: block.height,
+              blockHash: block.hash,
+            } satisfies TxConfirmation);
+            record.confirmed.push(tx.txid);
+            if (finalized[index] === undefined && tx.hex !== undefined) {
+              batch.put(chainSpendKey(tx.txid), {
+                txid: tx.txid,
+                height: block.height,
+                tx: fromHex(tx.hex, 'transaction hex'),
+              } satisfies ChainSpend);
+              record.foreign!.push(tx.txid);
+            }
           }
         }
-        for (const output of tx.vout) {
-          if (output.scriptPubKey.hex !== this.#scriptHex) continue;
-          const outpoint = { txid: tx.txid, vout: output.n };
-          await registerUtxo(batch, { ...outpoint, value: btcToSats(output.value), scriptPubKey: this.#script, height: block.height });
-          record.created.push(outpoint);
-          known.add(utxoKey(tx.txid, output.n));
-        }
-        if (paysFromFederation) {
-          batch.put(txConfirmationKey(tx.txid), { height: block.height, blockHash: block.hash } satisfies TxConfirmation);
-          record.confirmed.push(tx.txid);
-          if (finalized[index] === undefined && tx.hex !== undefined) {
-            batch.put(chainSpendKey(tx.txid), { txid: tx.txid, height: block.height, tx: fromHex(tx.hex, 'transaction hex') } satisfies ChainSpend);
-            record.foreign!.push(tx.txid);
-          }
-        }
-      }
 
-      batch.put(bitcoinBlockKey(block.height), record);
-      batch.put(CURSOR_KEY, { height: block.height, hash: block.hash } satisfies BitcoinCursor);
-      const forget = block.height - this.#keepBlocks;
-      if (forget >= this.#startHeight) batch.del(bitcoinBlockKey(forget));
-    }, { sync: false });
+        batch.put(bitcoinBlockKey(block.height), record);
+        batch.put(CURSOR_KEY, { height: block.height, hash: block.hash } satisfies BitcoinCursor);
+        const forget = block.height - this.#keepBlocks;
+        if (forget >= this.#startHeight) batch.del(bitcoinBlockKey(forget));
+      },
+      { sync: false },
+    );
   }
 
   async #rollback(cursor: BitcoinCursor): Promise<void> {
-    await this.#store.transaction(async (batch) => {
-      const current = await this.cursor();
-      if (current?.hash !== cursor.hash) throw new ObserverError('chain_inconsistent', `bitcoin cursor moved during rollback of ${cursor.hash}`, { hash: cursor.hash });
-      const record = await this.#store.get<ObservedBlock>(bitcoinBlockKey(cursor.height));
-      if (record === undefined || record.hash !== cursor.hash) {
-        throw new ObserverError(
-          'reorg_too_deep',
-          `block ${cursor.hash} at height ${cursor.height} left the best chain but its undo data is gone (kept for ${this.#keepBlocks} blocks); the store cannot follow this reorg`,
-          { height: cursor.height, hash: cursor.hash, keepBlocks: this.#keepBlocks },
-        );
-      }
-      for (const txid of record.confirmed) {
-        const confirmation = await batch.get<TxConfirmation>(txConfirmationKey(txid));
-        if (confirmation?.blockHash === record.hash) batch.del(txConfirmationKey(txid));
-      }
-      for (const txid of record.foreign ?? []) batch.del(chainSpendKey(txid));
-      // spends first, newest first: an output created and spent in this block is unspent again
-      // before its creation is undone
-      for (const before of [...record.spent].reverse()) await unspendUtxo(batch, before);
-      for (const outpoint of [...record.created].reverse()) await unregisterUtxo(batch, outpoint);
-      batch.del(bitcoinBlockKey(cursor.height));
-      if (cursor.height - 1 >= this.#startHeight && record.prevHash !== undefined) {
-        batch.put(CURSOR_KEY, { height: cursor.height - 1, hash: record.prevHash } satisfies BitcoinCursor);
-      } else {
-        batch.del(CURSOR_KEY);
-      }
-    }, { sync: false });
+    await this.#store.transaction(
+      async (batch) => {
+        const current = await this.cursor();
+        if (current?.hash !== cursor.hash)
+          throw new ObserverError('chain_inconsistent', `bitcoin cursor moved during rollback of ${cursor.hash}`, {
+            hash: cursor.hash,
+          });
+        const record = await this.#store.get<ObservedBlock>(bitcoinBlockKey(cursor.height));
+        if (record === undefined || record.hash !== cursor.hash) {
+          throw new ObserverError(
+            'reorg_too_deep',
+            `block ${cursor.hash} at height ${cursor.height} left the best chain but its undo data is gone (kept for ${this.#keepBlocks} blocks); the store cannot follow this reorg`,
+            { height: cursor.height, hash: cursor.hash, keepBlocks: this.#keepBlocks },
+          );
+        }
+        for (const txid of record.confirmed) {
+          const confirmation = await batch.get<TxConfirmation>(txConfirmationKey(txid));
+          if (confirmation?.blockHash === record.hash) batch.del(txConfirmationKey(txid));
+        }
+        for (const txid of record.foreign ?? []) batch.del(chainSpendKey(txid));
+        // spends first, newest first: an output created and spent in this block is unspent again
+        // before its creation is undone
+        for (const before of [...record.spent].reverse()) await unspendUtxo(batch, before);
+        for (const outpoint of [...record.created].reverse()) await unregisterUtxo(batch, outpoint);
+        batch.del(bitcoinBlockKey(cursor.height));
+        if (cursor.height - 1 >= this.#startHeight && record.prevHash !== undefined) {
+          batch.put(CURSOR_KEY, { height: cursor.height - 1, hash: record.prevHash } satisfies BitcoinCursor);
+        } else {
+          batch.del(CURSOR_KEY);
+        }
+      },
+      { sync: false },
+    );
   }
 }
 
@@ -275,7 +344,12 @@ export interface RecoverySource {
  * in the block gettxout's confirmations point to (so the node needs no -txindex), confirms the
  * output and its height. A known outpoint is returned as stored, without asking the node.
  */
-export async function recoverUtxo(store: Store, node: RecoverySource, federationScript: Uint8Array, outpoint: Outpoint): Promise<UtxoRecord> {
+export async function recoverUtxo(
+  store: Store,
+  node: RecoverySource,
+  federationScript: Uint8Array,
+  outpoint: Outpoint,
+): Promise<UtxoRecord> {
   bitcoinHash(outpoint.txid, 'outpoint txid');
   const name = outpointText(outpoint);
   const stored = await getUtxo(store, outpoint);
@@ -293,20 +367,34 @@ export async function recoverUtxo(store: Store, node: RecoverySource, federation
         throw err;
       },
     );
-    if (known) throw new WalletError('utxo_spent', `outpoint ${name} is spent (in the chain or the mempool)`, { outpoint: name });
-    throw new WalletError('utxo_unknown', `outpoint ${name} is not in the node's UTXO set (spent, or never existed)`, { outpoint: name });
+    if (known)
+      throw new WalletError('utxo_spent', `outpoint ${name} is spent (in the chain or the mempool)`, {
+        outpoint: name,
+      });
+    throw new WalletError('utxo_unknown', `outpoint ${name} is not in the node's UTXO set (spent, or never existed)`, {
+      outpoint: name,
+    });
   }
   if (unspent.scriptPubKey.hex !== expected) {
-    throw new WalletError('utxo_not_federation', `outpoint ${name} pays script ${unspent.scriptPubKey.hex}, not the federation script ${expected}`, { outpoint: name, script: unspent.scriptPubKey.hex });
+    throw new WalletError(
+      'utxo_not_federation',
+      `outpoint ${name} pays script ${unspent.scriptPubKey.hex}, not the federation script ${expected}`,
+      { outpoint: name, script: unspent.scriptPubKey.hex },
+    );
   }
-  if (unspent.confirmations < 1) throw new WalletError('utxo_unconfirmed', `outpoint ${name} is not confirmed yet`, { outpoint: name });
+  if (unspent.confirmations < 1)
+    throw new WalletError('utxo_unconfirmed', `outpoint ${name} is not confirmed yet`, { outpoint: name });
   const best = await node.getBlockSummary(unspent.bestblock);
   const height = best.height - unspent.confirmations + 1;
   const tx = await node.getRawTransaction(outpoint.txid, await node.getBlockHash(height));
   const output = tx.vout.find((o) => o.n === outpoint.vout);
   const value = btcToSats(unspent.value);
   if (output === undefined || output.scriptPubKey.hex !== expected || btcToSats(output.value) !== value) {
-    throw new WalletError('utxo_not_federation', `outpoint ${name}: the transaction in block ${height} does not have the output gettxout reports`, { outpoint: name, height });
+    throw new WalletError(
+      'utxo_not_federation',
+      `outpoint ${name}: the transaction in block ${height} does not have the output gettxout reports`,
+      { outpoint: name, height },
+    );
   }
 
   return store.transaction(

@@ -34,7 +34,12 @@ export class BitcoinRpcError extends PegoutError<BitcoinRpcErrorCode> {
   /** Bitcoin Core's JSON-RPC error code (src/rpc/protocol.h) when the node answered with an error. */
   readonly rpcCode: number | undefined;
 
-  constructor(code: BitcoinRpcErrorCode, message: string, details: Record<string, unknown> & { rpcCode?: number }, options?: { cause?: unknown }) {
+  constructor(
+    code: BitcoinRpcErrorCode,
+    message: string,
+    details: Record<string, unknown> & { rpcCode?: number },
+    options?: { cause?: unknown },
+  ) {
     super(code, message, details, options);
     this.rpcCode = details.rpcCode;
   }
@@ -68,7 +73,8 @@ export function classifyRpcError(rpcCode: number, message: string): BitcoinRpcEr
       return text.includes('out of range') ? 'not_found' : 'rpc_error';
     case RPC_CODES.VERIFY_ERROR:
     case RPC_CODES.VERIFY_REJECTED:
-      if (/txn-already-in-mempool|txn-already-known|txn-same-nonwitness-data-in-mempool/.test(text)) return 'already_in_mempool';
+      if (/txn-already-in-mempool|txn-already-known|txn-same-nonwitness-data-in-mempool/.test(text))
+        return 'already_in_mempool';
       if (/missing inputs|inputs missing|missingorspent|missing-inputs/.test(text)) return 'missing_inputs';
       if (/min relay fee not met|mempool min fee not met|insufficient fee/.test(text)) return 'insufficient_fee';
       if (text.includes('txn-mempool-conflict')) return 'mempool_conflict';
@@ -223,10 +229,14 @@ export class BitcoinRpcClient implements ChainSource {
     } catch {
       throw new BitcoinRpcError('config', `Bitcoin RPC url must be an http:// URL, got an unparsable value`, {});
     }
-    if (url.protocol !== 'http:') throw new BitcoinRpcError('config', `Bitcoin RPC url must use http:, got ${url.protocol}`, { protocol: url.protocol });
+    if (url.protocol !== 'http:')
+      throw new BitcoinRpcError('config', `Bitcoin RPC url must use http:, got ${url.protocol}`, {
+        protocol: url.protocol,
+      });
     let auth = options.auth;
     if (url.username !== '' || url.password !== '') {
-      if (auth === undefined) auth = { user: decodeURIComponent(url.username), password: decodeURIComponent(url.password) };
+      if (auth === undefined)
+        auth = { user: decodeURIComponent(url.username), password: decodeURIComponent(url.password) };
       url.username = '';
       url.password = '';
     }
@@ -279,7 +289,11 @@ export class BitcoinRpcClient implements ChainSource {
           attempt--;
           continue;
         }
-        throw new BitcoinRpcError('unauthorized', `${this.#where} refused the RPC credentials (HTTP ${outcome.status}) for ${method}`, { method, node: this.#where, status: outcome.status });
+        throw new BitcoinRpcError(
+          'unauthorized',
+          `${this.#where} refused the RPC credentials (HTTP ${outcome.status}) for ${method}`,
+          { method, node: this.#where, status: outcome.status },
+        );
       }
       return this.#parse<T>(method, outcome.id, outcome.status, outcome.body);
     }
@@ -294,18 +308,32 @@ export class BitcoinRpcClient implements ChainSource {
       try {
         cookie = (await readFile(auth.cookieFile, 'utf8')).trim();
       } catch (err) {
-        throw new BitcoinRpcError('config', `cannot read the Bitcoin RPC cookie file ${auth.cookieFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cookieFile: auth.cookieFile }, { cause: err });
+        throw new BitcoinRpcError(
+          'config',
+          `cannot read the Bitcoin RPC cookie file ${auth.cookieFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+          { cookieFile: auth.cookieFile },
+          { cause: err },
+        );
       }
-      if (!cookie.includes(':')) throw new BitcoinRpcError('config', `Bitcoin RPC cookie file ${auth.cookieFile} does not hold user:password`, { cookieFile: auth.cookieFile });
+      if (!cookie.includes(':'))
+        throw new BitcoinRpcError('config', `Bitcoin RPC cookie file ${auth.cookieFile} does not hold user:password`, {
+          cookieFile: auth.cookieFile,
+        });
       this.#cookieHeader = `Basic ${Buffer.from(cookie).toString('base64')}`;
     }
     return this.#cookieHeader;
   }
 
-  async #attempt(method: string, params: unknown[]): Promise<TransportFailure | { status: number; body: string; id: number }> {
+  async #attempt(
+    method: string,
+    params: unknown[],
+  ): Promise<TransportFailure | { status: number; body: string; id: number }> {
     const id = this.#nextId++;
     const body = JSON.stringify({ jsonrpc: '1.0', id, method, params });
-    const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const headers: http.OutgoingHttpHeaders = {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+    };
     const authorization = await this.#authorization();
     if (authorization !== undefined) headers.authorization = authorization;
     return new Promise((resolve) => {
@@ -327,11 +355,20 @@ export class BitcoinRpcClient implements ChainSource {
         });
         res.on('error', (error) => finish({ transport: true, timedOut: false, error }));
         res.on('close', () => {
-          if (!res.complete) finish({ transport: true, timedOut: false, error: new Error('connection closed before the answer was complete') });
+          if (!res.complete)
+            finish({
+              transport: true,
+              timedOut: false,
+              error: new Error('connection closed before the answer was complete'),
+            });
         });
       });
       const timer = setTimeout(() => {
-        finish({ transport: true, timedOut: true, error: new Error(`no complete answer within ${this.#options.timeoutMs} ms`) });
+        finish({
+          transport: true,
+          timedOut: true,
+          error: new Error(`no complete answer within ${this.#options.timeoutMs} ms`),
+        });
         req.destroy();
       }, this.#options.timeoutMs);
       req.on('error', (error) => finish({ transport: true, timedOut: false, error }));
@@ -341,21 +378,36 @@ export class BitcoinRpcClient implements ChainSource {
 
   #parse<T>(method: string, id: number, status: number, text: string): T {
     const malformed = (why: string) =>
-      new BitcoinRpcError('malformed_response', `${method} to ${this.#where}: ${why} (HTTP ${status}, ${text.length} bytes)`, { method, node: this.#where, status });
+      new BitcoinRpcError(
+        'malformed_response',
+        `${method} to ${this.#where}: ${why} (HTTP ${status}, ${text.length} bytes)`,
+        { method, node: this.#where, status },
+      );
     let answer: unknown;
     try {
       answer = JSON.parse(text);
     } catch {
-      if (status !== 200) throw new BitcoinRpcError('http_status', `${method} to ${this.#where} answered HTTP ${status} without a JSON-RPC body`, { method, node: this.#where, status });
+      if (status !== 200)
+        throw new BitcoinRpcError(
+          'http_status',
+          `${method} to ${this.#where} answered HTTP ${status} without a JSON-RPC body`,
+          { method, node: this.#where, status },
+        );
       throw malformed('the answer is not JSON');
     }
-    if (typeof answer !== 'object' || answer === null || !('result' in answer || 'error' in answer)) throw malformed('the answer has neither result nor error');
+    if (typeof answer !== 'object' || answer === null || !('result' in answer || 'error' in answer))
+      throw malformed('the answer has neither result nor error');
     const { result, error, id: answerId } = answer as { result?: unknown; error?: unknown; id?: unknown };
     if (answerId !== id) throw malformed(`the answer id ${JSON.stringify(answerId)} is not the request id ${id}`);
     if (error !== null && error !== undefined) {
       const { code, message } = error as { code?: unknown; message?: unknown };
-      if (typeof code !== 'number' || typeof message !== 'string') throw malformed('the error has no numeric code and string message');
-      throw new BitcoinRpcError(classifyRpcError(code, message), `${method} failed on ${this.#where}: ${message} (RPC error ${code})`, { method, node: this.#where, rpcCode: code, rpcMessage: message });
+      if (typeof code !== 'number' || typeof message !== 'string')
+        throw malformed('the error has no numeric code and string message');
+      throw new BitcoinRpcError(
+        classifyRpcError(code, message),
+        `${method} failed on ${this.#where}: ${message} (RPC error ${code})`,
+        { method, node: this.#where, rpcCode: code, rpcMessage: message },
+      );
     }
     if (status !== 200) throw malformed('a non-200 status came with a result');
     return result as T;
@@ -426,14 +478,19 @@ export class BitcoinRpcClient implements ChainSource {
       await this.sendRawTransaction(rawTx, maxFeeRate);
       return 'accepted';
     } catch (err) {
-      if (err instanceof BitcoinRpcError && (err.code === 'already_in_mempool' || err.code === 'already_in_chain')) return err.code;
+      if (err instanceof BitcoinRpcError && (err.code === 'already_in_mempool' || err.code === 'already_in_chain'))
+        return err.code;
       throw err;
     }
   }
 
   /** The fee rate to pay now; see feeRateFromNode. */
   async feeRate(policy: FeeRatePolicy): Promise<NodeFeeRate> {
-    const [estimate, network, mempool] = await Promise.all([this.estimateSmartFee(policy.confTarget, policy.mode), this.getNetworkInfo(), this.getMempoolInfo()]);
+    const [estimate, network, mempool] = await Promise.all([
+      this.estimateSmartFee(policy.confTarget, policy.mode),
+      this.getNetworkInfo(),
+      this.getMempoolInfo(),
+    ]);
     // a full mempool raises what it accepts above the static relay fee
     return feeRateFromNode(estimate, Math.max(network.relayfee, mempool.mempoolminfee), policy);
   }
@@ -441,7 +498,10 @@ export class BitcoinRpcClient implements ChainSource {
 
 /** BTC amount as Bitcoin Core prints it (a JSON number with at most 8 decimals) to satoshis. */
 export function btcToSats(value: number): bigint {
-  if (!Number.isFinite(value) || value < 0 || value > 21_000_000) throw new BitcoinRpcError('malformed_response', `amount must be a BTC value in [0, 21000000], got ${value}`, { value });
+  if (!Number.isFinite(value) || value < 0 || value > 21_000_000)
+    throw new BitcoinRpcError('malformed_response', `amount must be a BTC value in [0, 21000000], got ${value}`, {
+      value,
+    });
   // 21e14 sats < 2^53 and printed amounts have 8 decimals, so rounding the product is exact
   return BigInt(Math.round(value * 1e8));
 }
@@ -475,7 +535,11 @@ export const DEFAULT_FALLBACK_SAT_PER_VB = 2;
 
 /** BTC/kvB (what Bitcoin Core prints) to sat/kvB, rounded up so a rate is never understated. */
 function btcPerKvbToSatPerKvb(value: number, field: string): number {
-  if (!Number.isFinite(value) || value < 0) throw new BitcoinRpcError('malformed_response', `${field} must be a non-negative BTC/kvB rate, got ${value}`, { field, value });
+  if (!Number.isFinite(value) || value < 0)
+    throw new BitcoinRpcError('malformed_response', `${field} must be a non-negative BTC/kvB rate, got ${value}`, {
+      field,
+      value,
+    });
   return Math.ceil(Math.round(value * 1e8 * 1000) / 1000);
 }
 
@@ -483,19 +547,32 @@ function btcPerKvbToSatPerKvb(value: number, field: string): number {
  * Pure: the node's estimate (BTC/kvB) → sat/kvB, the fallback when the node has none,
  * floored at the node's minimum relay fee, capped at the configured maximum.
  */
-export function feeRateFromNode(estimate: SmartFeeEstimate, relayFeeBtcPerKvb: number, policy: FeeRatePolicy): NodeFeeRate {
+export function feeRateFromNode(
+  estimate: SmartFeeEstimate,
+  relayFeeBtcPerKvb: number,
+  policy: FeeRatePolicy,
+): NodeFeeRate {
   const maxSatPerKvb = Math.floor(policy.maxSatPerVb * 1000);
   const relay = btcPerKvbToSatPerKvb(relayFeeBtcPerKvb, 'relayfee');
-  if (!(maxSatPerKvb > 0)) throw new BitcoinRpcError('config', `maximum fee rate must be positive sat/vB, got ${policy.maxSatPerVb}`, { maxSatPerVb: policy.maxSatPerVb });
-  if (maxSatPerKvb < relay) {
-    throw new BitcoinRpcError('config', `maximum fee rate ${policy.maxSatPerVb} sat/vB is below the node's minimum relay fee ${relay / 1000} sat/vB: nothing could be relayed`, {
+  if (!(maxSatPerKvb > 0))
+    throw new BitcoinRpcError('config', `maximum fee rate must be positive sat/vB, got ${policy.maxSatPerVb}`, {
       maxSatPerVb: policy.maxSatPerVb,
-      relaySatPerVb: relay / 1000,
     });
+  if (maxSatPerKvb < relay) {
+    throw new BitcoinRpcError(
+      'config',
+      `maximum fee rate ${policy.maxSatPerVb} sat/vB is below the node's minimum relay fee ${relay / 1000} sat/vB: nothing could be relayed`,
+      {
+        maxSatPerVb: policy.maxSatPerVb,
+        relaySatPerVb: relay / 1000,
+      },
+    );
   }
   const hasEstimate = typeof estimate.feerate === 'number' && estimate.feerate > 0;
   const source = hasEstimate ? 'estimate' : 'fallback';
-  let rate = hasEstimate ? btcPerKvbToSatPerKvb(estimate.feerate as number, 'feerate') : Math.ceil((policy.fallbackSatPerVb ?? DEFAULT_FALLBACK_SAT_PER_VB) * 1000);
+  let rate = hasEstimate
+    ? btcPerKvbToSatPerKvb(estimate.feerate as number, 'feerate')
+    : Math.ceil((policy.fallbackSatPerVb ?? DEFAULT_FALLBACK_SAT_PER_VB) * 1000);
   const flooredAtRelay = rate < relay;
   if (flooredAtRelay) rate = relay;
   const capped = rate > maxSatPerKvb;

@@ -10,7 +10,13 @@ import { BRIDGE_ADDRESS, type RawLog } from '../evm/bridge.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { EvmRpc } from '../evm/rpc.js';
 import {
-  auditPayment, AuditError, DEFAULT_MAX_TRIES, matchPayment, type AuditFault, type AuditRequest, type PaymentAudit,
+  auditPayment,
+  AuditError,
+  DEFAULT_MAX_TRIES,
+  matchPayment,
+  type AuditFault,
+  type AuditRequest,
+  type PaymentAudit,
 } from '../wallet/audit.js';
 import { commitsTo } from '../wallet/commitment.js';
 import { decideLogs, requestsInBlocks, type DecidedLog } from './evm.js';
@@ -25,7 +31,13 @@ interface SeenRequest extends AuditRequest {
 
 function seen(r: DecidedLog): SeenRequest {
   if ('error' in r) {
-    return { id: r.id, sats: 0n, notPayable: `its log does not decode: ${r.error}`, evmTx: r.raw.transactionHash, address: '?' };
+    return {
+      id: r.id,
+      sats: 0n,
+      notPayable: `its log does not decode: ${r.error}`,
+      evmTx: r.raw.transactionHash,
+      address: '?',
+    };
   }
   const { log, decision: d } = r;
   const common = { id: r.id, sats: d.sats, evmTx: log.txHash, address: d.bitcoinAddress };
@@ -50,24 +62,35 @@ async function claimedRequests(
     }
     return decideLogs(receipt.logs ?? [], bridge, network);
   };
-  return Promise.all(ids.map(async (id) => {
-    const { txHash, ordinal } = parseRequestId(id);
-    if (!byTx.has(txHash)) byTx.set(txHash, read(txHash));
-    const logs = await byTx.get(txHash)!;
-    const found = logs.find((r) => r.id === id);
-    if (!found) {
-      const has = `has ${logs.length} RequestPegOut log(s) from the bridge ${bridge}`;
-      throw new AuditError('unknown_request', `request ${id}: transaction ${txHash} ${has}, so no ordinal ${ordinal}`, { request: id });
-    }
-    return seen(found);
-  }));
+  return Promise.all(
+    ids.map(async (id) => {
+      const { txHash, ordinal } = parseRequestId(id);
+      if (!byTx.has(txHash)) byTx.set(txHash, read(txHash));
+      const logs = await byTx.get(txHash)!;
+      const found = logs.find((r) => r.id === id);
+      if (!found) {
+        const has = `has ${logs.length} RequestPegOut log(s) from the bridge ${bridge}`;
+        throw new AuditError(
+          'unknown_request',
+          `request ${id}: transaction ${txHash} ${has}, so no ordinal ${ordinal}`,
+          { request: id },
+        );
+      }
+      return seen(found);
+    }),
+  );
 }
 
 /** `--requests a,b,c`: canonical ids only, as the commitment hashes them. */
 function parseClaimed(text: string): string[] {
-  const ids = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const ids = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (ids.length === 0) {
-    throw new CliError(`--requests must list request ids (<0x tx hash>:<ordinal>, comma-separated), got ${JSON.stringify(text)}`);
+    throw new CliError(
+      `--requests must list request ids (<0x tx hash>:<ordinal>, comma-separated), got ${JSON.stringify(text)}`,
+    );
   }
   for (const id of ids) parseRequestId(id);
   return ids;
@@ -79,36 +102,50 @@ function bitcoinAuth(opts: AuditOptions): RpcAuth | undefined {
   const variable = opts.bitcoinPasswordEnv;
   const password = variable === undefined ? undefined : process.env[variable];
   if (password === undefined) {
-    throw new CliError(`--bitcoin-user needs --bitcoin-password-env naming a set environment variable, got ${variable ?? 'none'}`);
+    throw new CliError(
+      `--bitcoin-user needs --bitcoin-password-env naming a set environment variable, got ${variable ?? 'none'}`,
+    );
   }
   return { user: opts.bitcoinUser, password };
 }
 
 async function paymentByTxid(node: BitcoinRpcClient, txid: string): Promise<Transaction> {
-  if (!/^[0-9a-f]{64}$/.test(txid)) throw new CliError(`--txid must be 64 lowercase hex digits, got ${JSON.stringify(txid)}`);
+  if (!/^[0-9a-f]{64}$/.test(txid))
+    throw new CliError(`--txid must be 64 lowercase hex digits, got ${JSON.stringify(txid)}`);
   const answer = await node.getRawTransaction(txid);
   if (typeof answer.hex !== 'string') {
-    throw new BitcoinError('invalid_transaction', `getrawtransaction ${txid} on ${node.where} answered without the raw hex`);
+    throw new BitcoinError(
+      'invalid_transaction',
+      `getrawtransaction ${txid} on ${node.where} answered without the raw hex`,
+    );
   }
   const tx = parseTx(fromHex(answer.hex, `getrawtransaction ${txid}`));
   if (txidOf(tx) !== txid) {
-    throw new BitcoinError('invalid_transaction', `${node.where} answered transaction ${txidOf(tx)} for --txid ${txid}`);
+    throw new BitcoinError(
+      'invalid_transaction',
+      `${node.where} answered transaction ${txidOf(tx)} for --txid ${txid}`,
+    );
   }
   return tx;
 }
 
-/** What each input spends, read from the transactions that made them (the node needs -txindex, or them in its mempool). */
+/**
+ * What each input spends, read from the transactions that made them (the node needs -txindex, or them in its
+ * mempool).
+ */
 async function prevoutsFromNode(node: BitcoinRpcClient, tx: Transaction): Promise<Prevout[]> {
   const parents = new Map<string, ReturnType<BitcoinRpcClient['getRawTransaction']>>();
-  return Promise.all(tx.inputs.map(async (input, i) => {
-    if (!parents.has(input.txid)) parents.set(input.txid, node.getRawTransaction(input.txid));
-    const out = (await parents.get(input.txid)!).vout.find((o) => o.n === input.vout);
-    if (!out) {
-      const message = `input ${i} spends ${input.txid}:${input.vout}, but that transaction has no output ${input.vout}`;
-      throw new BitcoinError('invalid_prevouts', message, { input: i });
-    }
-    return { value: btcToSats(out.value), scriptPubKey: fromHex(out.scriptPubKey.hex, `input ${i} prevout script`) };
-  }));
+  return Promise.all(
+    tx.inputs.map(async (input, i) => {
+      if (!parents.has(input.txid)) parents.set(input.txid, node.getRawTransaction(input.txid));
+      const out = (await parents.get(input.txid)!).vout.find((o) => o.n === input.vout);
+      if (!out) {
+        const message = `input ${i} spends ${input.txid}:${input.vout}, but that transaction has no output ${input.vout}`;
+        throw new BitcoinError('invalid_prevouts', message, { input: i });
+      }
+      return { value: btcToSats(out.value), scriptPubKey: fromHex(out.scriptPubKey.hex, `input ${i} prevout script`) };
+    }),
+  );
 }
 
 interface AuditOptions {
@@ -133,7 +170,12 @@ interface AuditOptions {
 const sats = (n: bigint | undefined): string | null => (n === undefined ? null : n.toString());
 
 /** The report as JSON: amounts as decimal strings, as every command prints them. */
-function describeAudit(tx: Transaction, audit: PaymentAudit<SeenRequest>, network: Network, federation: Federation | undefined) {
+function describeAudit(
+  tx: Transaction,
+  audit: PaymentAudit<SeenRequest>,
+  network: Network,
+  federation: Federation | undefined,
+) {
   const { change, fee, vsize } = audit;
   const signed = tx.inputs.some((i) => i.witness.length > 0);
   const feeRate = fee !== undefined && vsize !== undefined ? Number(fee) / vsize : undefined;
@@ -190,13 +232,18 @@ function asText(report: ReturnType<typeof describeAudit>, audit: PaymentAudit<Se
   lines.payment = `${report.txid} (${report.signed ? 'signed' : 'unsigned'})`;
   lines.commitment = audit.commitment.matches
     ? `output 0 = ${report.commitment.expected}: the ${k} request(s) below, in output order`
-    : `DOES NOT MATCH: output 0 holds ${report.commitment.committed ?? 'no commitment'}; `
-      + `the requests below hash to ${report.commitment.expected}`;
+    : `DOES NOT MATCH: output 0 holds ${report.commitment.committed ?? 'no commitment'}; ` +
+      `the requests below hash to ${report.commitment.expected}`;
   for (const p of audit.payouts) {
     const fault = audit.faults.find((f) => f.output === p.output);
     lines[`output ${p.output}`] = [
-      p.request.id, `evm tx ${p.request.evmTx}`, p.request.address, `requested ${p.request.sats}`, `paid ${p.paid ?? 'nothing'}`,
-      `share ${p.share ?? '-'}`, p.exact ? 'exact' : `NOT EXACT${fault ? `: ${fault.message}` : ''}`,
+      p.request.id,
+      `evm tx ${p.request.evmTx}`,
+      p.request.address,
+      `requested ${p.request.sats}`,
+      `paid ${p.paid ?? 'nothing'}`,
+      `share ${p.share ?? '-'}`,
+      p.exact ? 'exact' : `NOT EXACT${fault ? `: ${fault.message}` : ''}`,
     ].join('  ');
   }
   const c = report.change;
@@ -204,8 +251,10 @@ function asText(report: ReturnType<typeof describeAudit>, audit: PaymentAudit<Se
   const found = c.output === null ? 'none' : `output ${c.output}: ${c.sats} sats to ${c.address}`;
   if (changeFault) lines.change = `NOT EXACT: ${changeFault.message}`;
   else if (!c.checked) lines.change = `${found}, not checked (needs the input values and --federation)`;
-  else if (c.output === null) lines.change = 'none: Σ inputs − Σ requested is under the change dust limit and goes to the miners';
-  else lines.change = `${found} (the federation), exactly Σ inputs ${audit.inputTotal} − Σ requested ${audit.requested}`;
+  else if (c.output === null)
+    lines.change = 'none: Σ inputs − Σ requested is under the change dust limit and goes to the miners';
+  else
+    lines.change = `${found} (the federation), exactly Σ inputs ${audit.inputTotal} − Σ requested ${audit.requested}`;
   const { fee, share } = audit;
   if (fee === undefined) {
     lines.fee = 'unknown: needs the input values (--prevouts, or --bitcoin-rpc)';
@@ -215,11 +264,13 @@ function asText(report: ReturnType<typeof describeAudit>, audit: PaymentAudit<Se
     const rate = report.feeRate === null ? '' : `, ${report.feeRate} sat/vB over ${size}`;
     lines.fee = `${fee} sats = ${k} × share ${share ?? '-'} + ${fee - borne} not borne by the shares${rate}`;
   }
-  const where = (f: AuditFault): string => (f.output !== undefined ? ` (output ${f.output})` : f.input !== undefined ? ` (input ${f.input})` : '');
-  lines.verdict = audit.faults.length === 0
-    ? `ok: the commitment matches and every payout is exactly sats − ${share}; `
-      + (c.checked ? 'the change is exact' : 'the change and the fee are not checked')
-    : `FAULTY: ${audit.faults.length} fault(s): ${audit.faults.map((f) => `${f.code}${where(f)}`).join(', ')}`;
+  const where = (f: AuditFault): string =>
+    f.output !== undefined ? ` (output ${f.output})` : f.input !== undefined ? ` (input ${f.input})` : '';
+  lines.verdict =
+    audit.faults.length === 0
+      ? `ok: the commitment matches and every payout is exactly sats − ${share}; ` +
+        (c.checked ? 'the change is exact' : 'the change and the fee are not checked')
+      : `FAULTY: ${audit.faults.length} fault(s): ${audit.faults.map((f) => `${f.code}${where(f)}`).join(', ')}`;
   return lines;
 }
 
@@ -227,24 +278,40 @@ export function registerAudit(program: Command): void {
   program
     .command('audit')
     .description(
-      'check a federation payment from the chains alone: which requests output 0 commits to, and whether every output pays exactly '
-        + "(the auditor's view; exit 1 when not)",
+      'check a federation payment from the chains alone: which requests output 0 commits to, and whether every output pays exactly ' +
+        "(the auditor's view; exit 1 when not)",
     )
     .option('--tx <hex>', 'the payment, raw transaction hex')
-    .option('--txid <txid>', 'the payment by txid, from --bitcoin-rpc (which needs -txindex, or the transaction in its mempool)')
-    .option('--bitcoin-rpc <url>', 'Bitcoin Core JSON-RPC: fetches --txid and the values of the outputs the payment spends')
+    .option(
+      '--txid <txid>',
+      'the payment by txid, from --bitcoin-rpc (which needs -txindex, or the transaction in its mempool)',
+    )
+    .option(
+      '--bitcoin-rpc <url>',
+      'Bitcoin Core JSON-RPC: fetches --txid and the values of the outputs the payment spends',
+    )
     .option('--bitcoin-cookie <file>', 'Bitcoin Core RPC cookie file')
     .option('--bitcoin-user <user>', 'Bitcoin Core RPC user (with --bitcoin-password-env)')
     .option('--bitcoin-password-env <var>', 'environment variable holding the Bitcoin Core RPC password')
-    .option('--prevouts <file>', 'the spent outputs [{value, scriptPubKey}], one per input, when not asking a Bitcoin node')
-    .option('--federation <file>', "federation file {network, threshold, pubkeys}: checks the inputs and the change are the federation's")
+    .option(
+      '--prevouts <file>',
+      'the spent outputs [{value, scriptPubKey}], one per input, when not asking a Bitcoin node',
+    )
+    .option(
+      '--federation <file>',
+      "federation file {network, threshold, pubkeys}: checks the inputs and the change are the federation's",
+    )
     .requiredOption('--rpc <url>', 'EVM JSON-RPC URL (the sidechain)')
     .option('--bridge <address>', 'bridge contract address', BRIDGE_ADDRESS)
     .requiredOption('--network <network>', 'Bitcoin network the federation pays on')
     .option('--requests <ids>', 'the request ids the payment claims to pay, in output order, comma-separated')
     .option('--from <block>', 'first EVM block to search for the requests paid (with --to)')
     .option('--to <block>', 'last EVM block to search')
-    .option('--max-tries <n>', 'assignments of like requests to outputs hashed before giving up', String(DEFAULT_MAX_TRIES))
+    .option(
+      '--max-tries <n>',
+      'assignments of like requests to outputs hashed before giving up',
+      String(DEFAULT_MAX_TRIES),
+    )
     .option('--json', 'print JSON')
     .action((opts: AuditOptions) => runAudit(opts));
 }
@@ -253,10 +320,13 @@ function checkOptions(opts: AuditOptions): void {
   const fault = (message: string): never => {
     throw new CliError(message);
   };
-  if ((opts.tx === undefined) === (opts.txid === undefined)) fault('give the payment with exactly one of --tx HEX or --txid TXID');
-  if (opts.txid !== undefined && opts.bitcoinRpc === undefined) fault('--txid needs --bitcoin-rpc to fetch the transaction');
+  if ((opts.tx === undefined) === (opts.txid === undefined))
+    fault('give the payment with exactly one of --tx HEX or --txid TXID');
+  if (opts.txid !== undefined && opts.bitcoinRpc === undefined)
+    fault('--txid needs --bitcoin-rpc to fetch the transaction');
   const byRange = opts.from !== undefined || opts.to !== undefined;
-  if (byRange === (opts.requests !== undefined)) fault('give the requests with exactly one of --requests ID,… or --from N --to M');
+  if (byRange === (opts.requests !== undefined))
+    fault('give the requests with exactly one of --requests ID,… or --from N --to M');
   if (byRange && (opts.from === undefined || opts.to === undefined)) fault('a block range needs both --from and --to');
 }
 
@@ -287,9 +357,9 @@ async function requestsPaid(
   const payable = candidates.filter((c) => c.notPayable === undefined).length;
   throw new AuditError(
     'no_match',
-    `no set of the ${payable} payable request(s) in blocks ${from}-${to} is what output 0 commits to, with outputs 1..k each `
-      + `paying one exactly sats − share (one share for all; ${maxTries} assignments tried): widen the range, or name the `
-      + 'requests with --requests to see which output is wrong',
+    `no set of the ${payable} payable request(s) in blocks ${from}-${to} is what output 0 commits to, with outputs 1..k each ` +
+      `paying one exactly sats − share (one share for all; ${maxTries} assignments tried): widen the range, or name the ` +
+      'requests with --requests to see which output is wrong',
   );
 }
 
@@ -299,19 +369,28 @@ async function runAudit(opts: AuditOptions): Promise<void> {
   const maxTries = integerOption(opts.maxTries ?? String(DEFAULT_MAX_TRIES), '--max-tries', 1);
   const federation = opts.federation === undefined ? undefined : await loadFederation(opts.federation);
   if (federation && federation.network !== network) {
-    throw new CliError(`--federation ${opts.federation} is a ${federation.network} federation, but --network is ${network}`);
+    throw new CliError(
+      `--federation ${opts.federation} is a ${federation.network} federation, but --network is ${network}`,
+    );
   }
-  const node = opts.bitcoinRpc === undefined
-    ? undefined
-    : new BitcoinRpcClient({ url: opts.bitcoinRpc, auth: bitcoinAuth(opts), retries: 1 });
+  const node =
+    opts.bitcoinRpc === undefined
+      ? undefined
+      : new BitcoinRpcClient({ url: opts.bitcoinRpc, auth: bitcoinAuth(opts), retries: 1 });
   try {
     const tx = opts.tx !== undefined ? loadTx(opts.tx) : await paymentByTxid(node!, opts.txid!);
     // the spent values: from the file, else from the node; without either the change and fee go unchecked
-    const prevouts = opts.prevouts !== undefined
-      ? await loadPrevouts(opts.prevouts, tx)
-      : node ? await prevoutsFromNode(node, tx) : undefined;
+    const prevouts =
+      opts.prevouts !== undefined
+        ? await loadPrevouts(opts.prevouts, tx)
+        : node
+          ? await prevoutsFromNode(node, tx)
+          : undefined;
     const requests = await requestsPaid(opts, tx, network, maxTries);
-    const audit = auditPayment(tx, requests, { ...(federation ? { federation } : {}), ...(prevouts ? { prevouts } : {}) });
+    const audit = auditPayment(tx, requests, {
+      ...(federation ? { federation } : {}),
+      ...(prevouts ? { prevouts } : {}),
+    });
     const report = describeAudit(tx, audit, network, federation);
     printResult(opts.json ? report : asText(report, audit), Boolean(opts.json));
     const [first, ...more] = audit.faults;

@@ -19,26 +19,37 @@ interface SpendOptions {
   prevouts: string;
 }
 
-async function loadSpend(opts: SpendOptions): Promise<{ federation: Federation; tx: Transaction; prevouts: Prevout[] }> {
+async function loadSpend(
+  opts: SpendOptions,
+): Promise<{ federation: Federation; tx: Transaction; prevouts: Prevout[] }> {
   const federation = await loadFederation(opts.federation);
   const tx = loadTx(opts.tx);
   const prevouts = await loadPrevouts(opts.prevouts, tx);
   prevouts.forEach((p, i) => {
-    if (!equal(p.scriptPubKey, federation.scriptPubKey)) throw new CliError(`--prevouts: input ${i} does not spend the federation output script ${toHex(federation.scriptPubKey)}`);
+    if (!equal(p.scriptPubKey, federation.scriptPubKey))
+      throw new CliError(
+        `--prevouts: input ${i} does not spend the federation output script ${toHex(federation.scriptPubKey)}`,
+      );
   });
   return { federation, tx, prevouts };
 }
 
 function spendOptions(command: Command): Command {
   return command
-    .requiredOption('--federation <file>', 'federation file {network, threshold, pubkeys} (from `pegout federation --out`)')
+    .requiredOption(
+      '--federation <file>',
+      'federation file {network, threshold, pubkeys} (from `pegout federation --out`)',
+    )
     .requiredOption('--tx <hex>', 'the unsigned transaction, hex')
-    .requiredOption('--prevouts <file>', 'JSON array, one {"value": sats, "scriptPubKey": hex} per input, in input order');
+    .requiredOption(
+      '--prevouts <file>',
+      'JSON array, one {"value": sats, "scriptPubKey": hex} per input, in input order',
+    );
 }
 
 export function registerCeremony(program: Command): void {
   spendOptions(program.command('sign'))
-    .description("sign every input of a federation spend with this member's key; prints {\"pubkey\", \"signatures\"} JSON")
+    .description('sign every input of a federation spend with this member\'s key; prints {"pubkey", "signatures"} JSON')
     .requiredOption('--key <file>', 'member key file (mode 0600)')
     .option('--deterministic', 'zero auxiliary randomness (tests and vectors only)')
     .action(async (opts: SpendOptions & { key: string; deterministic?: boolean }) => {
@@ -46,7 +57,8 @@ export function registerCeremony(program: Command): void {
       const secretKey = await readKeyFile(opts.key);
       const backend = schnorrBackend();
       const pubkey = backend.xonlyPublicKey(secretKey);
-      if (memberIndex(federation, pubkey) < 0) throw new CliError(`--key ${opts.key}: key ${toHex(pubkey)} is not a member of this federation`);
+      if (memberIndex(federation, pubkey) < 0)
+        throw new CliError(`--key ${opts.key}: key ${toHex(pubkey)} is not a member of this federation`);
       const sighashes = Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash));
       const sigs = backend.signBatch(secretKey, sighashes, opts.deterministic ? 'zero' : 'random');
       const signatures = tx.inputs.map((_, i) => toHex(sigs.subarray(i * 64, i * 64 + 64)));
@@ -54,7 +66,7 @@ export function registerCeremony(program: Command): void {
     });
 
   spendOptions(program.command('finalize'))
-    .description('assemble t members\' signature files into the signed transaction; prints its hex')
+    .description("assemble t members' signature files into the signed transaction; prints its hex")
     .requiredOption('--signatures <files...>', 'signature files as `pegout sign` writes them')
     .option('--json', 'print JSON {txid, vsize, hex}')
     .action(async (opts: SpendOptions & { signatures: string[]; json?: boolean }) => {
@@ -63,9 +75,12 @@ export function registerCeremony(program: Command): void {
       const id = collector.open(tx, prevouts);
       for (const file of opts.signatures) {
         const json = (await readJsonFile(file, '--signatures')) as { pubkey?: unknown; signatures?: unknown } | null;
-        if (typeof json?.pubkey !== 'string' || !Array.isArray(json.signatures)) throw new CliError(`--signatures ${file}: expected {"pubkey": hex, "signatures": [hex, …]}`);
+        if (typeof json?.pubkey !== 'string' || !Array.isArray(json.signatures))
+          throw new CliError(`--signatures ${file}: expected {"pubkey": hex, "signatures": [hex, …]}`);
         const pubkey = fromHexLength(json.pubkey, 32, `--signatures ${file}: pubkey`);
-        const signatures = json.signatures.map((s: unknown, i) => fromHexLength(String(s), 64, `--signatures ${file}: signatures[${i}]`));
+        const signatures = json.signatures.map((s: unknown, i) =>
+          fromHexLength(String(s), 64, `--signatures ${file}: signatures[${i}]`),
+        );
         await collector.add(id, { pubkey, signatures });
       }
       const signed = collector.finalize(id);
@@ -81,6 +96,9 @@ export function registerCeremony(program: Command): void {
     .action(async (opts: SpendOptions & { json?: boolean }) => {
       const { federation, tx, prevouts } = await loadSpend(opts);
       checkFinalizedWitnesses(tx, prevouts, federation);
-      printResult({ ok: true, txid: txid(tx), inputs: tx.inputs.length, threshold: federation.threshold }, Boolean(opts.json));
+      printResult(
+        { ok: true, txid: txid(tx), inputs: tx.inputs.length, threshold: federation.threshold },
+        Boolean(opts.json),
+      );
     });
 }

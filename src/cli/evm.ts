@@ -3,7 +3,14 @@ import type { Command } from 'commander';
 import { Contract, JsonRpcProvider, Wallet } from 'ethers';
 import { parseNetwork, type Network } from '../bitcoin/network.js';
 import {
-  BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, decodeRequestLog, installBridge, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog,
+  BRIDGE_ADDRESS,
+  bridgeInterface,
+  bridgeRequestLogs,
+  decodeRequestLog,
+  installBridge,
+  REQUEST_PEGOUT_TOPIC,
+  type RawLog,
+  type RequestLog,
 } from '../evm/bridge.js';
 import { EvmError } from '../evm/errors.js';
 import { decideRequest, parseBtcAmount, WEI_PER_SAT, type RequestDecision } from '../evm/decider.js';
@@ -17,10 +24,17 @@ async function loadEvmKey(opts: { key?: string; privateKeyEnv?: string }): Promi
   let source: string;
   if (opts.key) {
     source = `key file ${opts.key}`;
-    const mode = (await stat(opts.key).catch(() => {
-      throw new EvmError('invalid_key', `cannot read ${source}`);
-    })).mode & 0o777;
-    if (mode & 0o077) throw new EvmError('invalid_key', `${source} has mode ${mode.toString(8).padStart(4, '0')}; it must not be readable by group or others (chmod 600)`);
+    const mode =
+      (
+        await stat(opts.key).catch(() => {
+          throw new EvmError('invalid_key', `cannot read ${source}`);
+        })
+      ).mode & 0o777;
+    if (mode & 0o077)
+      throw new EvmError(
+        'invalid_key',
+        `${source} has mode ${mode.toString(8).padStart(4, '0')}; it must not be readable by group or others (chmod 600)`,
+      );
     const text = (await readFile(opts.key, 'utf8')).trim();
     raw = text.startsWith('{') ? (JSON.parse(text) as { privateKey?: string }).privateKey : text;
   } else if (opts.privateKeyEnv) {
@@ -30,7 +44,8 @@ async function loadEvmKey(opts: { key?: string; privateKeyEnv?: string }): Promi
     throw new CliError('give the sender key with --key FILE or --private-key-env VAR');
   }
   const hex = raw?.startsWith('0x') ? raw : `0x${raw ?? ''}`;
-  if (!/^0x[0-9a-fA-F]{64}$/.test(hex)) throw new EvmError('invalid_key', `${source} must hold a 32-byte hex private key`);
+  if (!/^0x[0-9a-fA-F]{64}$/.test(hex))
+    throw new EvmError('invalid_key', `${source} must hold a 32-byte hex private key`);
   return hex;
 }
 
@@ -45,8 +60,15 @@ export function checkPegOut(address: string, amount: string, network: Network): 
   // the request decider the members run: what it would reject is burned and never paid
   const decision = decideRequest(new TextEncoder().encode(address), wei, network);
   if (decision.status === 'rejected') {
-    const code = decision.reason === 'below_minimum' || decision.reason === 'amount_overflow' ? 'invalid_amount' : decision.reason!;
-    throw new EvmError(code, `${decision.detail}; the bridge would burn the coins and the federation would not pay them`, { reason: decision.reason });
+    const code =
+      decision.reason === 'below_minimum' || decision.reason === 'amount_overflow'
+        ? 'invalid_amount'
+        : decision.reason!;
+    throw new EvmError(
+      code,
+      `${decision.detail}; the bridge would burn the coins and the federation would not pay them`,
+      { reason: decision.reason },
+    );
   }
   return { sats, wei };
 }
@@ -75,7 +97,12 @@ export async function requestsInBlocks(
   from: number,
   to: number,
 ): Promise<DecidedLog[]> {
-  const filter = { address: bridge, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(from), toBlock: hexQuantity(to) };
+  const filter = {
+    address: bridge,
+    topics: [REQUEST_PEGOUT_TOPIC],
+    fromBlock: hexQuantity(from),
+    toBlock: hexQuantity(to),
+  };
   return decideLogs(await rpc.call<RawLog[]>('eth_getLogs', [filter]), bridge, network);
 }
 
@@ -89,10 +116,17 @@ export function registerEvm(program: Command): void {
     .action(async (opts: { rpc: string; json?: boolean }) => {
       printResult(await installBridge(new EvmRpc(opts.rpc)), Boolean(opts.json));
     });
+  registerRequest(program);
+  registerRequests(program);
+}
 
+/** `pegout request`: one peg-out, checked by the request decider before anything is sent. */
+function registerRequest(program: Command): void {
   program
     .command('request')
-    .description('request a peg-out: burn wrapped BTC on the sidechain for a payment to a Bitcoin address (checked before sending)')
+    .description(
+      'request a peg-out: burn wrapped BTC on the sidechain for a payment to a Bitcoin address (checked before sending)',
+    )
     .requiredOption('--rpc <url>', 'EVM JSON-RPC URL')
     .requiredOption('--to <address>', 'Bitcoin address to pay')
     .requiredOption('--amount <btc>', 'amount in BTC, at most 8 decimals, at least 0.01')
@@ -101,54 +135,94 @@ export function registerEvm(program: Command): void {
     .option('--private-key-env <var>', 'environment variable holding the sender private key')
     .option('--bridge <address>', 'bridge contract address', BRIDGE_ADDRESS)
     .option('--json', 'print JSON')
-    .action(async (opts: { rpc: string; to: string; amount: string; network: string; key?: string; privateKeyEnv?: string; bridge: string; json?: boolean }) => {
-      const network = parseNetwork(opts.network, '--network');
-      const { sats, wei } = checkPegOut(opts.to, opts.amount, network);
-      const key = await loadEvmKey(opts);
-      const provider = new JsonRpcProvider(opts.rpc, undefined, { staticNetwork: true, polling: true, pollingInterval: 100, cacheTimeout: -1 });
-      try {
-        const wallet = new Wallet(key, provider);
-        const contract = new Contract(opts.bridge, bridgeInterface, wallet);
-        const tx = await contract.getFunction('requestPegOut')(new TextEncoder().encode(opts.to), { value: wei });
-        const receipt = await tx.wait();
-        const emitted = receipt?.logs.some((l: { address: string; topics: readonly string[] }) => l.address.toLowerCase() === opts.bridge.toLowerCase() && l.topics[0] === REQUEST_PEGOUT_TOPIC);
-        if (!receipt || !emitted) throw new EvmError('invalid_request', `transaction ${tx.hash} emitted no RequestPegOut log from ${opts.bridge}`);
-        // one call to requestPegOut emits one log: the first (ordinal 0) of its transaction
-        printResult({ txHash: tx.hash, requestId: requestId(tx.hash, 0), block: receipt.blockNumber, sats: sats.toString(), to: opts.to }, Boolean(opts.json));
-      } finally {
-        provider.destroy();
-      }
-    });
+    .action(
+      async (opts: {
+        rpc: string;
+        to: string;
+        amount: string;
+        network: string;
+        key?: string;
+        privateKeyEnv?: string;
+        bridge: string;
+        json?: boolean;
+      }) => {
+        const network = parseNetwork(opts.network, '--network');
+        const { sats, wei } = checkPegOut(opts.to, opts.amount, network);
+        const key = await loadEvmKey(opts);
+        const provider = new JsonRpcProvider(opts.rpc, undefined, {
+          staticNetwork: true,
+          polling: true,
+          pollingInterval: 100,
+          cacheTimeout: -1,
+        });
+        try {
+          const wallet = new Wallet(key, provider);
+          const contract = new Contract(opts.bridge, bridgeInterface, wallet);
+          const tx = await contract.getFunction('requestPegOut')(new TextEncoder().encode(opts.to), { value: wei });
+          const receipt = await tx.wait();
+          const emitted = receipt?.logs.some(
+            (l: { address: string; topics: readonly string[] }) =>
+              l.address.toLowerCase() === opts.bridge.toLowerCase() && l.topics[0] === REQUEST_PEGOUT_TOPIC,
+          );
+          if (!receipt || !emitted)
+            throw new EvmError(
+              'invalid_request',
+              `transaction ${tx.hash} emitted no RequestPegOut log from ${opts.bridge}`,
+            );
+          // one call to requestPegOut emits one log: the first (ordinal 0) of its transaction
+          printResult(
+            {
+              txHash: tx.hash,
+              requestId: requestId(tx.hash, 0),
+              block: receipt.blockNumber,
+              sats: sats.toString(),
+              to: opts.to,
+            },
+            Boolean(opts.json),
+          );
+        } finally {
+          provider.destroy();
+        }
+      },
+    );
+}
 
+/** `pegout requests`: the auditor's view of a block range. */
+function registerRequests(program: Command): void {
   program
     .command('requests')
-    .description("list every peg-out request in a block range with its decoded fields and the federation's accept/reject decision (the auditor's view)")
+    .description(
+      "list every peg-out request in a block range with its decoded fields and the federation's accept/reject decision (the auditor's view)",
+    )
     .requiredOption('--rpc <url>', 'EVM JSON-RPC URL')
     .requiredOption('--from <block>', 'first block')
     .requiredOption('--to <block>', 'last block')
     .requiredOption('--network <network>', 'Bitcoin network the federation pays on')
     .option('--bridge <address>', 'bridge contract address', BRIDGE_ADDRESS)
     .option('--json', 'print JSON')
-    .action(async (opts: { rpc: string; from: string; to: string; network: string; bridge: string; json?: boolean }) => {
-      const network = parseNetwork(opts.network, '--network');
-      const from = integerOption(opts.from, '--from', 0);
-      const to = integerOption(opts.to, '--to', from);
-      const rows = (await requestsInBlocks(new EvmRpc(opts.rpc), opts.bridge, network, from, to)).map((r) => {
-        if ('error' in r) return { tx: r.raw.transactionHash, logIndex: r.raw.logIndex, status: 'undecodable', detail: r.error };
-        const { log, decision: d } = r;
-        return {
-          id: r.id,
-          block: log.blockNumber,
-          evmAddress: log.evmAddress,
-          bitcoinAddress: d.bitcoinAddress,
-          wei: log.wei.toString(),
-          sats: d.sats.toString(),
-          subSatoshiWei: d.subSatoshiWei.toString(),
-          status: d.status,
-          ...(d.reason ? { reason: d.reason, detail: d.detail } : {}),
-        };
-      });
-      if (opts.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-      else for (const r of rows) process.stdout.write(`${Object.values(r).join('  ')}\n`);
-    });
+    .action(
+      async (opts: { rpc: string; from: string; to: string; network: string; bridge: string; json?: boolean }) => {
+        const network = parseNetwork(opts.network, '--network');
+        const from = integerOption(opts.from, '--from', 0);
+        const to = integerOption(opts.to, '--to', from);
+        const rows = (await requestsInBlocks(new EvmRpc(opts.rpc), opts.bridge, network, from, to)).map((r) => {
+          if ('error' in r)
+            return { tx: r.raw.transactionHash, logIndex: r.raw.logIndex, status: 'undecodable', detail: r.error };
+          const { log, decision: d } = r;
+          return {
+            id: r.id,
+            block: log.blockNumber,
+            evmAddress: log.evmAddress,
+            bitcoinAddress: d.bitcoinAddress,
+            wei: log.wei.toString(),
+            sats: d.sats.toString(),
+            subSatoshiWei: d.subSatoshiWei.toString(),
+            status: d.status,
+            ...(d.reason ? { reason: d.reason, detail: d.detail } : {}),
+          };
+        });
+        if (opts.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+        else for (const r of rows) process.stdout.write(`${Object.values(r).join('  ')}\n`);
+      },
+    );
 }

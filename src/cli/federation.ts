@@ -1,7 +1,13 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { fromHexLength, toHex } from '../bitcoin/bytes.js';
-import { buildFederation, defaultThreshold, federationFaultTolerance, federationFile, type Federation } from '../bitcoin/federation.js';
+import {
+  buildFederation,
+  defaultThreshold,
+  federationFaultTolerance,
+  federationFile,
+  type Federation,
+} from '../bitcoin/federation.js';
 import { parseNetwork } from '../bitcoin/network.js';
 import { CliError, integerOption, printResult } from './output.js';
 
@@ -22,7 +28,9 @@ export function describeFederation(federation: Federation): Record<string, unkno
 export function registerFederation(program: Command): void {
   program
     .command('federation')
-    .description("derive the federation's taproot address, output descriptor (watch it with any descriptor wallet), script and control block from the member keys")
+    .description(
+      "derive the federation's taproot address, output descriptor (watch it with any descriptor wallet), script and control block from the member keys",
+    )
     .requiredOption('--pubkey <hex...>', "members' 32-byte x-only public keys, hex (repeat or list them)")
     .requiredOption('--network <network>', 'mainnet, testnet, signet or regtest')
     .option('--threshold <t>', 'signatures needed (default: floor(2n/3)+1)')
@@ -30,7 +38,10 @@ export function registerFederation(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { pubkey: string[]; network: string; threshold?: string; out?: string; json?: boolean }) => {
       const pubkeys = opts.pubkey.map((k, i) => fromHexLength(k, 32, `--pubkey #${i + 1}`));
-      const threshold = opts.threshold === undefined ? defaultThreshold(pubkeys.length) : integerOption(opts.threshold, '--threshold', 1);
+      const threshold =
+        opts.threshold === undefined
+          ? defaultThreshold(pubkeys.length)
+          : integerOption(opts.threshold, '--threshold', 1);
       const federation = buildFederation({ network: parseNetwork(opts.network, '--network'), threshold, pubkeys });
       if (opts.out) {
         try {

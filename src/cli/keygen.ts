@@ -7,7 +7,9 @@ import { printResult } from './output.js';
 export function registerKeygen(program: Command): void {
   program
     .command('keygen')
-    .description("generate a member key: writes the secret to FILE (mode 0600, never overwrites) and prints the x-only public key")
+    .description(
+      'generate a member key: writes the secret to FILE (mode 0600, never overwrites) and prints the x-only public key',
+    )
     .requiredOption('--out <file>', 'where to write the key file {"secretKey": hex}')
     .option('--json', 'print JSON')
     .action(async (opts: { out: string; json?: boolean }) => {

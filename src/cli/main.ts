@@ -10,7 +10,9 @@ import { runCli } from './output.js';
 import { registerStatus } from './status.js';
 
 const program = new Command('pegout')
-  .description('Peg-out federation service for the Alys sidechain: run a member, a devnet, or the offline ceremony tools')
+  .description(
+    'Peg-out federation service for the Alys sidechain: run a member, a devnet, or the offline ceremony tools',
+  )
   .showHelpAfterError('(run with --help for usage)')
   .configureHelp({ showGlobalOptions: true });
 

@@ -52,7 +52,9 @@ export function printResult(result: Record<string, unknown>, json: boolean): voi
 export function integerOption(value: string, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(value);
   if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new CliError(`${option} must be an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? '' : ` to ${max}`}, got ${JSON.stringify(value)}`);
+    throw new CliError(
+      `${option} must be an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? '' : ` to ${max}`}, got ${JSON.stringify(value)}`,
+    );
   }
   return n;
 }

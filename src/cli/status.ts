@@ -5,15 +5,22 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description("show a peg-out request's lifecycle from a member's HTTP API")
-    .argument('<id>', 'request id: <EVM tx hash>:<ordinal among its RequestPegOut logs> (as `pegout request` prints it)')
+    .argument(
+      '<id>',
+      'request id: <EVM tx hash>:<ordinal among its RequestPegOut logs> (as `pegout request` prints it)',
+    )
     .requiredOption('--api <url>', "a member's HTTP API, e.g. http://127.0.0.1:8080")
     .option('--json', 'print JSON')
     .action(async (id: string, opts: { api: string; json?: boolean }) => {
       let res: Response;
       try {
-        res = await fetch(new URL(`/pegouts/${encodeURIComponent(id)}`, opts.api), { signal: AbortSignal.timeout(10_000) });
+        res = await fetch(new URL(`/pegouts/${encodeURIComponent(id)}`, opts.api), {
+          signal: AbortSignal.timeout(10_000),
+        });
       } catch (err) {
-        throw new CliError(`--api ${opts.api}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`);
+        throw new CliError(
+          `--api ${opts.api}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`,
+        );
       }
       const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
       if (res.status === 404) throw new CliError(`request ${id} is not known to ${opts.api}`);

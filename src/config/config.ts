@@ -19,7 +19,14 @@ export interface Config {
   readonly storeDir: string;
   readonly p2p: { readonly host: string; readonly port: number; readonly peers: Readonly<Record<string, string>> };
   readonly api: { readonly host: string; readonly port: number };
-  readonly evm: { readonly rpcUrl: string; readonly bridge: string; readonly confirmations: number; readonly useFinalizedTag: boolean; readonly startBlock: number; readonly pollMs: number };
+  readonly evm: {
+    readonly rpcUrl: string;
+    readonly bridge: string;
+    readonly confirmations: number;
+    readonly useFinalizedTag: boolean;
+    readonly startBlock: number;
+    readonly pollMs: number;
+  };
   readonly bitcoin: {
     readonly rpcUrl: string;
     readonly cookieFile: string | null;
@@ -132,7 +139,13 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
     case 'number': {
       const n = fromEnv && typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
       const range = `${f.min ?? '-∞'}..${f.max ?? '∞'}`;
-      if (typeof n !== 'number' || !Number.isFinite(n) || (f.kind === 'int' && !Number.isInteger(n)) || (f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) {
+      if (
+        typeof n !== 'number' ||
+        !Number.isFinite(n) ||
+        (f.kind === 'int' && !Number.isInteger(n)) ||
+        (f.min !== undefined && n < f.min) ||
+        (f.max !== undefined && n > f.max)
+      ) {
         fail(path, value, `${f.kind === 'int' ? 'an integer' : 'a number'} in ${range}`);
       }
       return n;
@@ -141,19 +154,27 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
       if (typeof value !== 'string' || !LEVELS.includes(value)) fail(path, value, `one of ${LEVELS.join(', ')}`);
       return value;
     case 'network':
-      if (typeof value !== 'string' || !(NETWORK_NAMES as string[]).includes(value)) fail(path, value, `one of ${NETWORK_NAMES.join(', ')}`);
+      if (typeof value !== 'string' || !(NETWORK_NAMES as string[]).includes(value))
+        fail(path, value, `one of ${NETWORK_NAMES.join(', ')}`);
       return value;
     case 'hexkeys': {
       const list = fromEnv && typeof value === 'string' ? value.split(',') : value;
-      if (!Array.isArray(list) || list.length === 0 || !list.every((k) => typeof k === 'string' && /^[0-9a-f]{64}$/.test(k))) fail(path, value, 'a non-empty list of 64-character lowercase hex x-only keys');
+      if (
+        !Array.isArray(list) ||
+        list.length === 0 ||
+        !list.every((k) => typeof k === 'string' && /^[0-9a-f]{64}$/.test(k))
+      )
+        fail(path, value, 'a non-empty list of 64-character lowercase hex x-only keys');
       return list;
     }
     case 'peers': {
       const map = fromEnv && typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
-      if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(path, value, 'an object {"<x-only key hex>": "wss://host:port"}');
+      if (typeof map !== 'object' || map === null || Array.isArray(map))
+        fail(path, value, 'an object {"<x-only key hex>": "wss://host:port"}');
       for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
         if (!/^[0-9a-f]{64}$/.test(k)) fail(`${path}.${k}`, k, 'a 64-character lowercase hex x-only key as the name');
-        if (typeof v !== 'string' || !/^wss:\/\/[^\s]+$/.test(v)) fail(`${path}.${k}`, v, 'a wss:// URL (links run over TLS only)');
+        if (typeof v !== 'string' || !/^wss:\/\/[^\s]+$/.test(v))
+          fail(`${path}.${k}`, v, 'a wss:// URL (links run over TLS only)');
       }
       return map;
     }
@@ -165,7 +186,8 @@ function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, pat
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(where, json, 'an object');
   const obj = json as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
-    if (!(key in schema)) fail([...path, key].join('.'), obj[key], `no such field (known: ${Object.keys(schema).join(', ')})`);
+    if (!(key in schema))
+      fail([...path, key].join('.'), obj[key], `no such field (known: ${Object.keys(schema).join(', ')})`);
   }
   const out: Record<string, unknown> = {};
   for (const [name, sub] of Object.entries(schema)) {
@@ -176,7 +198,11 @@ function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, pat
         out[name] = null;
         continue;
       }
-      if (obj[name] === undefined && NULLABLE_SECTIONS.has(name) && !Object.keys(env).some((k) => k.startsWith(`${envName(p)}_`))) {
+      if (
+        obj[name] === undefined &&
+        NULLABLE_SECTIONS.has(name) &&
+        !Object.keys(env).some((k) => k.startsWith(`${envName(p)}_`))
+      ) {
         out[name] = null;
         continue;
       }
@@ -196,15 +222,27 @@ function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, pat
 export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config {
   const raw = parseSection(SCHEMA, json, env, []) as unknown as Config & { workers: number };
   const n = raw.federation.pubkeys.length;
-  if (raw.federation.threshold > n) fail('federation.threshold', raw.federation.threshold, `at most the number of pubkeys (${n})`);
+  if (raw.federation.threshold > n)
+    fail('federation.threshold', raw.federation.threshold, `at most the number of pubkeys (${n})`);
   // With t ≤ n/2 two disjoint sets of t members could each finalize a different payment of
   // the same request; each honest member signs only one, so t > n/2 rules that out.
-  if (raw.federation.threshold * 2 <= n) fail('federation.threshold', raw.federation.threshold, `more than half the members (at least ${Math.floor(n / 2) + 1} of ${n})`);
+  if (raw.federation.threshold * 2 <= n)
+    fail(
+      'federation.threshold',
+      raw.federation.threshold,
+      `more than half the members (at least ${Math.floor(n / 2) + 1} of ${n})`,
+    );
   if (raw.bitcoin && raw.bitcoin.cookieFile === null && (raw.bitcoin.user === null || raw.bitcoin.password === null)) {
     fail('bitcoin', '{…}', 'cookieFile, or both user and password, for Bitcoin Core RPC authentication');
   }
-  if (raw.bitcoin && raw.declaredFunding) fail('declaredFunding', '{…}', 'null when bitcoin is configured: declared outputs exist on no chain and are for the devnet without Bitcoin Core');
-  if (raw.memberKeyFile === null && !env.PEGOUT_MEMBER_KEY) fail('memberKeyFile', null, 'a key file path, or the key in the PEGOUT_MEMBER_KEY environment variable');
+  if (raw.bitcoin && raw.declaredFunding)
+    fail(
+      'declaredFunding',
+      '{…}',
+      'null when bitcoin is configured: declared outputs exist on no chain and are for the devnet without Bitcoin Core',
+    );
+  if (raw.memberKeyFile === null && !env.PEGOUT_MEMBER_KEY)
+    fail('memberKeyFile', null, 'a key file path, or the key in the PEGOUT_MEMBER_KEY environment variable');
   return { ...raw, workers: raw.workers === 0 ? availableParallelism() : raw.workers };
 }
 
@@ -213,7 +251,10 @@ export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { path });
+    throw new ConfigError(
+      `cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { path },
+    );
   }
   let json: unknown;
   try {

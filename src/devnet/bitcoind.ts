@@ -41,7 +41,21 @@ export async function startRegtest(binary: string, datadir: string): Promise<Reg
   const child = spawn(
     binary,
     // txindex: the devnet shows confirmed payments the wallet does not own
-    ['-regtest', `-datadir=${datadir}`, `-rpcport=${rpcPort}`, `-port=${p2pPort}`, '-listen=0', '-server', '-rpcbind=127.0.0.1', '-rpcallowip=127.0.0.1', '-dnsseed=0', '-fixedseeds=0', '-fallbackfee=0.0002', '-txindex=1', '-printtoconsole=0'],
+    [
+      '-regtest',
+      `-datadir=${datadir}`,
+      `-rpcport=${rpcPort}`,
+      `-port=${p2pPort}`,
+      '-listen=0',
+      '-server',
+      '-rpcbind=127.0.0.1',
+      '-rpcallowip=127.0.0.1',
+      '-dnsseed=0',
+      '-fixedseeds=0',
+      '-fallbackfee=0.0002',
+      '-txindex=1',
+      '-printtoconsole=0',
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
@@ -68,7 +82,8 @@ export async function startRegtest(binary: string, datadir: string): Promise<Reg
         await rpc.getBlockchainInfo();
         break;
       } catch (err) {
-        const starting = err instanceof BitcoinRpcError && ['transport', 'config', 'warming_up', 'unauthorized'].includes(err.code);
+        const starting =
+          err instanceof BitcoinRpcError && ['transport', 'config', 'warming_up', 'unauthorized'].includes(err.code);
         if (!starting || Date.now() > deadline) throw err;
         await sleep(200);
       }
@@ -77,7 +92,8 @@ export async function startRegtest(binary: string, datadir: string): Promise<Reg
     const minerAddress = await rpc.call<string>('getnewaddress');
     // a fresh coinbase address each time: after invalidateblock, a block mined to the same address
     // in the same second would repeat the invalidated one, and Core refuses it
-    const mine = async (blocks: number): Promise<string[]> => rpc.call<string[]>('generatetoaddress', [blocks, await rpc.call<string>('getnewaddress')]);
+    const mine = async (blocks: number): Promise<string[]> =>
+      rpc.call<string[]>('generatetoaddress', [blocks, await rpc.call<string>('getnewaddress')]);
     return { rpc, rpcUrl, cookieFile, minerAddress, mine, stop };
   } catch (err) {
     await stop();

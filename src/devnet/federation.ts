@@ -80,7 +80,8 @@ export function memberProcessEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.Proces
 async function waitForApi(url: string, child: ChildProcess, logFile: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`member exited (${child.exitCode ?? child.signalCode}) before its API answered; see ${logFile}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`member exited (${child.exitCode ?? child.signalCode}) before its API answered; see ${logFile}`);
     try {
       const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
       if (res.ok) return;
@@ -98,6 +99,62 @@ async function killChild(child: ChildProcess | undefined, signal: NodeJS.Signals
   child.kill(signal);
   await Promise.race([exited, sleep(10_000).then(() => child.kill('SIGKILL'))]);
   await exited;
+}
+
+/** Each member's home: key file (0600), config with the others as wss:// peers, where its store and log go. */
+async function writeMemberConfigs(
+  o: DevnetOptions,
+  secretKeys: readonly Uint8Array[],
+  federation: Federation,
+  anvilUrl: string,
+  regtest: Regtest | undefined,
+  depth: number,
+): Promise<DevnetMember[]> {
+  const pubkeys = federation.pubkeys;
+  const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
+  const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
+  const members: DevnetMember[] = [];
+  for (const [i, secretKey] of secretKeys.entries()) {
+    const home = join(o.dir, `member-${i + 1}`);
+    await mkdir(home, { recursive: true });
+    const keyFile = join(home, 'member.key');
+    await writeKeyFile(keyFile, secretKey);
+    const peers = pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${p2pPorts[j]}`]]));
+    const bitcoin = regtest
+      ? {
+          rpcUrl: regtest.rpcUrl,
+          cookieFile: regtest.cookieFile,
+          paidConfirmations: depth,
+          spendConfirmations: depth,
+          pollMs: 500,
+        }
+      : null;
+    const config = {
+      network: 'regtest',
+      federation: { threshold: federation.threshold, pubkeys: pubkeys.map(toHex) },
+      memberKeyFile: keyFile,
+      storeDir: join(home, 'store'),
+      p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(peers) },
+      api: { host: '127.0.0.1', port: apiPorts[i] },
+      evm: { rpcUrl: anvilUrl, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
+      bitcoin,
+      declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
+      rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
+      workers: o.workers ?? 1,
+      logLevel: o.logLevel ?? 'info',
+    };
+    const configFile = join(home, 'config.json');
+    await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+    const member = {
+      index: i,
+      key: toHex(pubkeys[i]!),
+      configFile,
+      storeDir: config.storeDir,
+      logFile: join(home, 'member.log'),
+    };
+    members.push({ ...member, apiUrl: `http://127.0.0.1:${apiPorts[i]}`, process: undefined });
+  }
+  return members;
 }
 
 export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
@@ -121,38 +178,16 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
       regtest = await startRegtest(o.bitcoind, join(o.dir, 'bitcoind'));
       await pegIn(regtest, federation.address, o.funding, depth);
     }
-    const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
-    const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
-    const members: DevnetMember[] = [];
-    for (const [i, secretKey] of secretKeys.entries()) {
-      const home = join(o.dir, `member-${i + 1}`);
-      await mkdir(home, { recursive: true });
-      const keyFile = join(home, 'member.key');
-      await writeKeyFile(keyFile, secretKey);
-      const config = {
-        network: 'regtest',
-        federation: { threshold, pubkeys: pubkeys.map(toHex) },
-        memberKeyFile: keyFile,
-        storeDir: join(home, 'store'),
-        p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(pubkeys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${p2pPorts[j]}`]]))) },
-        api: { host: '127.0.0.1', port: apiPorts[i] },
-        evm: { rpcUrl: anvil.url, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
-        bitcoin: regtest ? { rpcUrl: regtest.rpcUrl, cookieFile: regtest.cookieFile, paidConfirmations: depth, spendConfirmations: depth, pollMs: 500 } : null,
-        declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
-        rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
-        workers: o.workers ?? 1,
-        logLevel: o.logLevel ?? 'info',
-      };
-      const configFile = join(home, 'config.json');
-      await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
-      members.push({ index: i, key: toHex(pubkeys[i]!), configFile, storeDir: config.storeDir, logFile: join(home, 'member.log'), apiUrl: `http://127.0.0.1:${apiPorts[i]}`, process: undefined });
-    }
+    const members = await writeMemberConfigs(o, secretKeys, federation, anvil.url, regtest, depth);
 
     const start = async (i: number): Promise<void> => {
       const m = members[i]!;
       const log = createWriteStream(m.logFile, { flags: 'a' });
       await new Promise((resolve) => log.once('open', resolve));
-      const child = spawn(process.execPath, [PEGOUT, 'node', '--config', m.configFile], { stdio: ['ignore', log, log], env: memberProcessEnv(process.env, o.memberEnv) });
+      const child = spawn(process.execPath, [PEGOUT, 'node', '--config', m.configFile], {
+        stdio: ['ignore', log, log],
+        env: memberProcessEnv(process.env, o.memberEnv),
+      });
       child.once('exit', () => log.end());
       m.process = child;
       await waitForApi(m.apiUrl, child, m.logFile);
@@ -182,7 +217,12 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
  * Core refuses a transaction paying the same address twice; a block every few keeps the wallet's
  * unconfirmed chains under the mempool's limits.
  */
-async function pegIn(regtest: Regtest, address: string, funding: { readonly count: number; readonly sats: number }, depth: number): Promise<void> {
+async function pegIn(
+  regtest: Regtest,
+  address: string,
+  funding: { readonly count: number; readonly sats: number },
+  depth: number,
+): Promise<void> {
   // 100 mature coinbases of 50 BTC: enough for any devnet funding
   await regtest.mine(200);
   for (let i = 0; i < funding.count; i++) {

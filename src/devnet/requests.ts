@@ -2,7 +2,13 @@ import { encodeAddress } from '../bitcoin/address.js';
 import { hash160 } from '../bitcoin/hash.js';
 import type { Network } from '../bitcoin/network.js';
 import { witnessScript } from '../bitcoin/script.js';
-import { BRIDGE_ADDRESS, bridgeInterface, bridgeRequestLogs, REQUEST_PEGOUT_TOPIC, type RawLog } from '../evm/bridge.js';
+import {
+  BRIDGE_ADDRESS,
+  bridgeInterface,
+  bridgeRequestLogs,
+  REQUEST_PEGOUT_TOPIC,
+  type RawLog,
+} from '../evm/bridge.js';
 import { WEI_PER_SAT } from '../evm/decider.js';
 import { requestId } from '../evm/request-id.js';
 import { hexQuantity, quantity, type EvmRpc } from '../evm/rpc.js';
@@ -42,7 +48,12 @@ export interface SendOptions {
  * Sends `count` requests of `sats` each; resolves once all are mined, with their request ids.
  * `onSent` reports progress.
  */
-export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, options: SendOptions = {}): Promise<SentRequests> {
+export async function sendPegouts(
+  rpc: EvmRpc,
+  count: number,
+  sats: bigint,
+  options: SendOptions = {},
+): Promise<SentRequests> {
   const accounts = await rpc.call<string[]>('eth_accounts');
   const oneBlock = options.inOneBlock;
   if (oneBlock) await rpc.call('evm_setIntervalMining', [0]);
@@ -55,8 +66,18 @@ export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, opti
     await Promise.all(
       accounts.map(async (from) => {
         for (let i = next++; i < count; i = next++) {
-          const data = bridgeInterface.encodeFunctionData('requestPegOut', [new TextEncoder().encode(devnetDestination(i, options.network))]);
-          hashes[i] = await rpc.call<string>('eth_sendTransaction', [{ from, to: BRIDGE_ADDRESS, data, value: `0x${(sats * WEI_PER_SAT).toString(16)}`, gas: hexQuantity(200_000) }]);
+          const data = bridgeInterface.encodeFunctionData('requestPegOut', [
+            new TextEncoder().encode(devnetDestination(i, options.network)),
+          ]);
+          hashes[i] = await rpc.call<string>('eth_sendTransaction', [
+            {
+              from,
+              to: BRIDGE_ADDRESS,
+              data,
+              value: `0x${(sats * WEI_PER_SAT).toString(16)}`,
+              gas: hexQuantity(200_000),
+            },
+          ]);
           options.onSent?.(++sent);
         }
       }),
@@ -77,7 +98,14 @@ export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, opti
       await new Promise((r) => setTimeout(r, 250));
       continue;
     }
-    const logs = await rpc.call<RawLog[]>('eth_getLogs', [{ address: BRIDGE_ADDRESS, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(fromBlock), toBlock: hexQuantity(head) }]);
+    const logs = await rpc.call<RawLog[]>('eth_getLogs', [
+      {
+        address: BRIDGE_ADDRESS,
+        topics: [REQUEST_PEGOUT_TOPIC],
+        fromBlock: hexQuantity(fromBlock),
+        toBlock: hexQuantity(head),
+      },
+    ]);
     for (const { raw: log, ordinal } of bridgeRequestLogs(logs, BRIDGE_ADDRESS)) {
       if (wanted.has(log.transactionHash.toLowerCase())) {
         ids.set(log.transactionHash.toLowerCase(), requestId(log.transactionHash, ordinal));
@@ -86,5 +114,10 @@ export async function sendPegouts(rpc: EvmRpc, count: number, sats: bigint, opti
     }
     if (ids.size < count) await new Promise((r) => setTimeout(r, 250));
   }
-  return { fromBlock, toBlock, ids: hashes.map((h) => ids.get(h.toLowerCase())!), ...(finalAt === undefined ? {} : { finalAt }) };
+  return {
+    fromBlock,
+    toBlock,
+    ids: hashes.map((h) => ids.get(h.toLowerCase())!),
+    ...(finalAt === undefined ? {} : { finalAt }),
+  };
 }

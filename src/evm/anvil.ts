@@ -22,7 +22,9 @@ export function freePort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -30,7 +32,9 @@ export function freePort(): Promise<number> {
 /** Starts anvil on 127.0.0.1 and waits until it answers; `args` are extra anvil flags. */
 export async function startAnvil(args: string[] = []): Promise<Anvil> {
   const port = await freePort();
-  const child = spawn(ANVIL, ['--host', '127.0.0.1', '--port', String(port), '--silent', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(ANVIL, ['--host', '127.0.0.1', '--port', String(port), '--silent', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const url = `http://127.0.0.1:${port}`;
@@ -42,7 +46,8 @@ export async function startAnvil(args: string[] = []): Promise<Anvil> {
     await Promise.race([exited, sleep(3000).then(() => child.kill('SIGKILL'))]);
   };
   for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new EvmError('anvil_failed', `anvil exited with code ${child.exitCode}: ${stderr.trim()}`);
+    if (child.exitCode !== null)
+      throw new EvmError('anvil_failed', `anvil exited with code ${child.exitCode}: ${stderr.trim()}`);
     try {
       await rpc.call('eth_chainId');
       return { url, port, process: child, stop };

@@ -28,7 +28,10 @@ export function loadArtifact(name: string): Artifact {
   }
 }
 
-export const bridgeInterface = new Interface(['event RequestPegOut(address indexed _evmAddress, bytes _bitcoinAddress, uint256 _value)', 'function requestPegOut(bytes bitcoinAddress) payable']);
+export const bridgeInterface = new Interface([
+  'event RequestPegOut(address indexed _evmAddress, bytes _bitcoinAddress, uint256 _value)',
+  'function requestPegOut(bytes bitcoinAddress) payable',
+]);
 
 export interface RawLog {
   address: string;
@@ -82,15 +85,19 @@ export function decodeRequestLog(log: RawLog, ordinal: number): RequestLog | { e
   try {
     const [topic0, sender, ...extra] = log.topics;
     if (topic0?.toLowerCase() !== REQUEST_PEGOUT_TOPIC) return { error: 'not a RequestPegOut log' };
-    if (sender === undefined || extra.length > 0 || !TOPIC.test(sender)) throw new Error(`expected one indexed address topic, got ${log.topics.length - 1} topic(s)`);
+    if (sender === undefined || extra.length > 0 || !TOPIC.test(sender))
+      throw new Error(`expected one indexed address topic, got ${log.topics.length - 1} topic(s)`);
     if (!/^0x0{24}/.test(sender)) throw new Error(`indexed address topic ${sender} has bits above 160`);
     if (typeof log.data !== 'string' || !HEX_DATA.test(log.data)) throw new Error('log data is not hex');
     const data = Buffer.from(log.data.slice(2), 'hex');
-    if (data.length < 3 * WORD) throw new Error(`log data of ${data.length} bytes is shorter than the ${3 * WORD}-byte minimum`);
+    if (data.length < 3 * WORD)
+      throw new Error(`log data of ${data.length} bytes is shorter than the ${3 * WORD}-byte minimum`);
     const offset = smallWord(data, 0, 'bytes offset');
-    if (offset % WORD !== 0 || offset < 2 * WORD || offset + WORD > data.length) throw new Error(`bytes offset ${offset} is not a word boundary after the head within the data`);
+    if (offset % WORD !== 0 || offset < 2 * WORD || offset + WORD > data.length)
+      throw new Error(`bytes offset ${offset} is not a word boundary after the head within the data`);
     const length = smallWord(data, offset, 'bytes length');
-    if (offset + WORD + length > data.length) throw new Error(`bytes of length ${length} at offset ${offset} run past the ${data.length}-byte data`);
+    if (offset + WORD + length > data.length)
+      throw new Error(`bytes of length ${length} at offset ${offset} run past the ${data.length}-byte data`);
     return {
       txHash: log.transactionHash.toLowerCase(),
       ordinal,
@@ -114,7 +121,12 @@ export function decodeRequestLog(log: RawLog, ordinal: number): RequestLog | { e
  */
 export function bridgeRequestLogs<T extends RawLog>(logs: readonly T[], bridge: string): { raw: T; ordinal: number }[] {
   // eth_getLogs and receipts list logs in chain order (block, then log index)
-  const ours = logs.filter((l) => l.removed !== true && l.address?.toLowerCase() === bridge.toLowerCase() && l.topics?.[0]?.toLowerCase() === REQUEST_PEGOUT_TOPIC);
+  const ours = logs.filter(
+    (l) =>
+      l.removed !== true &&
+      l.address?.toLowerCase() === bridge.toLowerCase() &&
+      l.topics?.[0]?.toLowerCase() === REQUEST_PEGOUT_TOPIC,
+  );
   const next = new Map<string, number>();
   return ours.map((raw) => {
     const tx = String(raw.transactionHash).toLowerCase();
@@ -131,7 +143,11 @@ export function bridgeRequestLogs<T extends RawLog>(logs: readonly T[], bridge: 
 export async function installBridge(rpc: EvmRpc): Promise<{ address: string; chainId: number }> {
   const client = await rpc.call<string>('web3_clientVersion');
   if (typeof client !== 'string' || !client.toLowerCase().startsWith('anvil')) {
-    throw new EvmError('not_dev_chain', `refusing to install the bridge: ${rpc.url} is ${JSON.stringify(client)}, not an anvil development node`, { client });
+    throw new EvmError(
+      'not_dev_chain',
+      `refusing to install the bridge: ${rpc.url} is ${JSON.stringify(client)}, not an anvil development node`,
+      { client },
+    );
   }
   const chainId = quantity(await rpc.call('eth_chainId'), 'eth_chainId');
   await rpc.call('anvil_setCode', [BRIDGE_ADDRESS, loadArtifact('Bridge').deployedBytecode]);

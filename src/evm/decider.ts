@@ -12,7 +12,8 @@ export const WEI_PER_SAT = 10n ** 10n;
 /** Requests under this are not paid (recorded as rejected). */
 export const MIN_PEGOUT_SATS = 1_000_000n;
 
-export type RequestRejectReason = 'below_minimum' | 'not_utf8' | 'invalid_address' | 'wrong_network' | 'unsupported_destination' | 'amount_overflow';
+export type RequestRejectReason =
+  'below_minimum' | 'not_utf8' | 'invalid_address' | 'wrong_network' | 'unsupported_destination' | 'amount_overflow';
 
 /**
  * Output types the federation pays. Witness versions 2–16 and v1 programs of other lengths are
@@ -43,9 +44,23 @@ export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Ne
     text = utf8.decode(addressBytes);
   } catch {
     const hex = `0x${Buffer.from(addressBytes).toString('hex')}`;
-    return { sats, subSatoshiWei, bitcoinAddress: hex, status: 'rejected', reason: 'not_utf8', detail: 'the address bytes are not valid UTF-8' };
+    return {
+      sats,
+      subSatoshiWei,
+      bitcoinAddress: hex,
+      status: 'rejected',
+      reason: 'not_utf8',
+      detail: 'the address bytes are not valid UTF-8',
+    };
   }
-  const rejected = (reason: RequestRejectReason, detail: string): RequestDecision => ({ sats, subSatoshiWei, bitcoinAddress: text, status: 'rejected', reason, detail });
+  const rejected = (reason: RequestRejectReason, detail: string): RequestDecision => ({
+    sats,
+    subSatoshiWei,
+    bitcoinAddress: text,
+    status: 'rejected',
+    reason,
+    detail,
+  });
   if (sats > MAX_MONEY) return rejected('amount_overflow', `${sats} sats is more than 21,000,000 BTC`);
   let scriptPubKey: Uint8Array;
   try {
@@ -55,8 +70,13 @@ export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Ne
     return rejected(e.code === 'wrong_network' ? 'wrong_network' : 'invalid_address', e.message);
   }
   const type = classifyScript(scriptPubKey);
-  if (!PAYABLE.has(type)) return rejected('unsupported_destination', `${text} is a ${type === 'witness_unknown' ? 'witness program of a version or length no rule defines yet (anyone could spend it)' : type} output; the federation pays P2PKH, P2SH, P2WPKH, P2WSH and P2TR`);
-  if (sats < MIN_PEGOUT_SATS) return rejected('below_minimum', `${sats} sats is under the minimum of ${MIN_PEGOUT_SATS}`);
+  if (!PAYABLE.has(type))
+    return rejected(
+      'unsupported_destination',
+      `${text} is a ${type === 'witness_unknown' ? 'witness program of a version or length no rule defines yet (anyone could spend it)' : type} output; the federation pays P2PKH, P2SH, P2WPKH, P2WSH and P2TR`,
+    );
+  if (sats < MIN_PEGOUT_SATS)
+    return rejected('below_minimum', `${sats} sats is under the minimum of ${MIN_PEGOUT_SATS}`);
   return { sats, subSatoshiWei, bitcoinAddress: text, status: 'accepted', scriptPubKey };
 }
 
@@ -66,9 +86,17 @@ export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Ne
  */
 export function parseBtcAmount(text: string): bigint {
   const m = /^(\d{1,8})(?:\.(\d{1,}))?$/.exec(text.trim());
-  if (!m) throw new EvmError('invalid_amount', `amount must be a decimal number of BTC like 0.015, got ${JSON.stringify(text)}`);
+  if (!m)
+    throw new EvmError(
+      'invalid_amount',
+      `amount must be a decimal number of BTC like 0.015, got ${JSON.stringify(text)}`,
+    );
   const decimals = m[2] ?? '';
-  if (decimals.length > 8) throw new EvmError('invalid_amount', `amount ${text} has more than 8 decimals: bitcoin has no unit below one satoshi, the rest would be burned unpaid`);
+  if (decimals.length > 8)
+    throw new EvmError(
+      'invalid_amount',
+      `amount ${text} has more than 8 decimals: bitcoin has no unit below one satoshi, the rest would be burned unpaid`,
+    );
   const sats = BigInt(m[1]!) * 100_000_000n + BigInt(decimals.padEnd(8, '0') || '0');
   if (sats > MAX_MONEY) throw new EvmError('invalid_amount', `amount ${text} is more than 21,000,000 BTC`);
   return sats;

@@ -2,7 +2,14 @@ import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Network } from '../bitcoin/network.js';
 import { cursorKey, evmBlockKey, SPACES } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
-import { BRIDGE_ADDRESS, bridgeRequestLogs, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from './bridge.js';
+import {
+  BRIDGE_ADDRESS,
+  bridgeRequestLogs,
+  decodeRequestLog,
+  REQUEST_PEGOUT_TOPIC,
+  type RawLog,
+  type RequestLog,
+} from './bridge.js';
 import { EvmError } from './errors.js';
 import { getRequest, stageForget, stageNewRequest, stageStatus } from './request-store.js';
 import { decideRequest } from './decider.js';
@@ -104,7 +111,8 @@ export class EvmObserver {
     const cursor = await this.cursor();
     if (cursor) {
       const block = await getBlock(this.rpc, cursor.height);
-      if (!block || block.hash !== cursor.hash) return { accepted: 0, rejected: 0, rolledBack: await this.rollback(), caughtUp: false };
+      if (!block || block.hash !== cursor.hash)
+        return { accepted: 0, rejected: 0, rolledBack: await this.rollback(), caughtUp: false };
     }
     const from = cursor ? cursor.height + 1 : this.options.startBlock;
     const final = await this.finalHeight();
@@ -127,7 +135,8 @@ export class EvmObserver {
         blockHashes.set(log.blockNumber, b.hash);
       }
       // the logs and the headers must describe the same chain, or the range is read again later
-      if (blockHashes.get(log.blockNumber) !== log.blockHash) throw new EvmError('rpc_malformed', `block ${log.blockNumber} changed while it was being read`);
+      if (blockHashes.get(log.blockNumber) !== log.blockHash)
+        throw new EvmError('rpc_malformed', `block ${log.blockNumber} changed while it was being read`);
       decoded.push(log);
     }
 
@@ -168,7 +177,8 @@ export class EvmObserver {
         if (d.status === 'accepted') accepted++;
         else rejected++;
       }
-      for (const [n, hash] of blockHashes) batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);
+      for (const [n, hash] of blockHashes)
+        batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);
       batch.put(cursorKey('evm'), { height: to, hash: toBlock.hash } satisfies EvmCursor);
     });
     if (accepted + rejected > 0) this.log('evm_requests_ingested', { from, to, accepted, rejected });
@@ -179,8 +189,16 @@ export class EvmObserver {
   private async readLogs(from: number, to: number): Promise<{ to: number; logs: RawLog[] }> {
     for (;;) {
       try {
-        const logs = await this.rpc.call<RawLog[]>('eth_getLogs', [{ address: this.bridge, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: hexQuantity(from), toBlock: hexQuantity(to) }]);
-        if (!Array.isArray(logs)) throw new EvmError('rpc_malformed', 'eth_getLogs answered with something other than a list');
+        const logs = await this.rpc.call<RawLog[]>('eth_getLogs', [
+          {
+            address: this.bridge,
+            topics: [REQUEST_PEGOUT_TOPIC],
+            fromBlock: hexQuantity(from),
+            toBlock: hexQuantity(to),
+          },
+        ]);
+        if (!Array.isArray(logs))
+          throw new EvmError('rpc_malformed', 'eth_getLogs answered with something other than a list');
         return { to, logs };
       } catch (err) {
         if (!(err instanceof EvmError) || err.code !== 'rpc_error' || to === from) throw err;
@@ -200,7 +218,10 @@ export class EvmObserver {
     let undone = 0;
     await this.store.transaction(async (batch) => {
       let fork: EvmCursor | undefined;
-      for await (const [key, record] of this.store.entries<EvmBlockRecord>({ prefix: SPACES.evmBlock, reverse: true })) {
+      for await (const [key, record] of this.store.entries<EvmBlockRecord>({
+        prefix: SPACES.evmBlock,
+        reverse: true,
+      })) {
         const height = Number(key.slice(SPACES.evmBlock.length));
         const block = await getBlock(this.rpc, height);
         if (block && block.hash === record.hash) {
@@ -212,7 +233,13 @@ export class EvmObserver {
           if (!request) continue;
           if (ACTED_ON.has(request.status)) {
             if (request.status !== 'orphaned') {
-              stageStatus(batch, request, 'orphaned', this.now(), `EVM block ${height} (${record.hash}) left the chain after the request was ${request.status}`);
+              stageStatus(
+                batch,
+                request,
+                'orphaned',
+                this.now(),
+                `EVM block ${height} (${record.hash}) left the chain after the request was ${request.status}`,
+              );
               this.alarms++;
               this.log('evm_request_orphaned', { request: id, block: height, status: request.status, alarm: true });
             }

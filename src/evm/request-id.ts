@@ -30,7 +30,11 @@ function checkOrdinal(ordinal: number, text: string): number {
 
 export function requestId(txHash: string, ordinal: number): string {
   const hash = txHash.toLowerCase();
-  if (!TX_HASH.test(hash)) throw new EvmError('invalid_request', `request transaction hash must be 0x and 64 hex digits, got ${JSON.stringify(txHash)}`);
+  if (!TX_HASH.test(hash))
+    throw new EvmError(
+      'invalid_request',
+      `request transaction hash must be 0x and 64 hex digits, got ${JSON.stringify(txHash)}`,
+    );
   return `${hash}:${checkOrdinal(ordinal, String(ordinal))}`;
 }
 
@@ -44,6 +48,10 @@ export function isRequestId(id: unknown): id is string {
 /** Parses a canonical request id; `0x…:01`, upper-case hashes and the like are refused, never normalised. */
 export function parseRequestId(id: unknown): RequestIdentity {
   const m = typeof id === 'string' ? REQUEST_ID.exec(id) : null;
-  if (!m) throw new EvmError('invalid_request', `request id must be <0x + 64 lowercase hex tx hash>:<ordinal, decimal without leading zeros>, got ${JSON.stringify(id)}`);
+  if (!m)
+    throw new EvmError(
+      'invalid_request',
+      `request id must be <0x + 64 lowercase hex tx hash>:<ordinal, decimal without leading zeros>, got ${JSON.stringify(id)}`,
+    );
   return { txHash: m[1]!, ordinal: checkOrdinal(Number(m[2]), m[2]!) };
 }

@@ -1,5 +1,13 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
-import { requestIndexKey, requestIndexPrefix, requestKey, requestKeyOfIndex, requestLogKey, requestLogPrefix, SPACES } from '../storage/keys.js';
+import {
+  requestIndexKey,
+  requestIndexPrefix,
+  requestKey,
+  requestKeyOfIndex,
+  requestLogKey,
+  requestLogPrefix,
+  SPACES,
+} from '../storage/keys.js';
 import { EvmError } from './errors.js';
 import { type RequestRejectReason } from './decider.js';
 import { parseRequestId } from './request-id.js';
@@ -71,16 +79,34 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
   orphaned: [],
 };
 
-/** Stages a status change, its history entry and the status index together; `record` must be the current one (read through the same batch). */
-export function stageStatus(batch: StoreBatch, record: RequestRecord, status: RequestStatus, at: string, detail?: string): RequestRecord {
+/**
+ * Stages a status change, its history entry and the status index together; `record` must be the current one (read
+ * through the same batch).
+ */
+export function stageStatus(
+  batch: StoreBatch,
+  record: RequestRecord,
+  status: RequestStatus,
+  at: string,
+  detail?: string,
+): RequestRecord {
   if (!REQUEST_TRANSITIONS[record.status].includes(status)) {
-    throw new EvmError('illegal_transition', `request ${record.id} cannot move from ${record.status} to ${status}`, { request: record.id, from: record.status, to: status });
+    throw new EvmError('illegal_transition', `request ${record.id} cannot move from ${record.status} to ${status}`, {
+      request: record.id,
+      from: record.status,
+      to: status,
+    });
   }
   const next: RequestRecord = { ...record, status, seq: record.seq + 1, ...(detail ? { detail } : {}) };
   const { txHash, ordinal } = keyOf(record);
   batch.put(requestKey(txHash, ordinal), next);
-  if (status !== record.status) batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
-  batch.put(requestLogKey(txHash, ordinal, next.seq), { status, at, ...(detail ? { detail } : {}) } satisfies StatusChange);
+  if (status !== record.status)
+    batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
+  batch.put(requestLogKey(txHash, ordinal, next.seq), {
+    status,
+    at,
+    ...(detail ? { detail } : {}),
+  } satisfies StatusChange);
   return next;
 }
 
@@ -115,13 +141,18 @@ export async function getRequests(reader: StoreReader, ids: readonly string[]): 
 export async function requestHistory(store: Store, id: string): Promise<StatusChange[]> {
   const { txHash, ordinal } = parseRequestId(id);
   const out: StatusChange[] = [];
-  for await (const [, change] of store.entries<StatusChange>({ prefix: requestLogPrefix(txHash, ordinal) })) out.push(change);
+  for await (const [, change] of store.entries<StatusChange>({ prefix: requestLogPrefix(txHash, ordinal) }))
+    out.push(change);
   return out;
 }
 
-export async function listRequests(store: Store, filter: (r: RequestRecord) => boolean = () => true): Promise<RequestRecord[]> {
+export async function listRequests(
+  store: Store,
+  filter: (r: RequestRecord) => boolean = () => true,
+): Promise<RequestRecord[]> {
   const out: RequestRecord[] = [];
-  for await (const [, record] of store.entries<RequestRecord>({ prefix: SPACES.request })) if (filter(record)) out.push(record);
+  for await (const [, record] of store.entries<RequestRecord>({ prefix: SPACES.request }))
+    if (filter(record)) out.push(record);
   return out;
 }
 

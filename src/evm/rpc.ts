@@ -25,7 +25,10 @@ export class EvmRpc {
   private readonly retries: number;
   private readonly backoffMs: number;
 
-  constructor(readonly url: string, options: EvmRpcOptions = {}) {
+  constructor(
+    readonly url: string,
+    options: EvmRpcOptions = {},
+  ) {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retries = options.retries ?? 4;
     this.backoffMs = options.backoffMs ?? 200;
@@ -54,8 +57,15 @@ export class EvmRpc {
       });
     } catch (err) {
       const e = err as Error;
-      if (e.name === 'TimeoutError') throw new EvmError('rpc_timeout', `${method}: no answer from ${this.url} within ${this.timeoutMs} ms`, { method });
-      throw new EvmError('rpc_unreachable', `${method}: cannot reach ${this.url}: ${(e.cause as Error | undefined)?.message ?? e.message}`, { method });
+      if (e.name === 'TimeoutError')
+        throw new EvmError('rpc_timeout', `${method}: no answer from ${this.url} within ${this.timeoutMs} ms`, {
+          method,
+        });
+      throw new EvmError(
+        'rpc_unreachable',
+        `${method}: cannot reach ${this.url}: ${(e.cause as Error | undefined)?.message ?? e.message}`,
+        { method },
+      );
     }
     let body: unknown;
     try {
@@ -67,7 +77,11 @@ export class EvmRpc {
     const b = body as { result?: unknown; error?: { code?: unknown; message?: unknown } };
     if (b.error !== undefined) {
       const code = typeof b.error?.code === 'number' ? b.error.code : undefined;
-      throw new EvmError('rpc_error', `${method}: node answered ${code ?? ''} ${String(b.error?.message ?? 'an error')}`.replace('  ', ' '), { method, rpcCode: code });
+      throw new EvmError(
+        'rpc_error',
+        `${method}: node answered ${code ?? ''} ${String(b.error?.message ?? 'an error')}`.replace('  ', ' '),
+        { method, rpcCode: code },
+      );
     }
     if (!('result' in b)) throw malformed(method, 'no result and no error');
     return b.result as T;
@@ -76,7 +90,8 @@ export class EvmRpc {
 
 /** Parses a JSON-RPC quantity ("0x1a"); anything else is a malformed answer. */
 export function quantity(value: unknown, what: string): number {
-  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]+$/.test(value)) throw malformed(what, `expected a hex quantity, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]+$/.test(value))
+    throw malformed(what, `expected a hex quantity, got ${JSON.stringify(value)}`);
   const n = Number.parseInt(value, 16);
   if (!Number.isSafeInteger(n)) throw malformed(what, `quantity ${value} is too large`);
   return n;
@@ -92,9 +107,16 @@ export interface RpcBlock {
 }
 
 /** A block header by number or tag; null when the node has no such block. */
-export async function getBlock(rpc: EvmRpc, block: number | 'latest' | 'finalized'): Promise<{ number: number; hash: string } | null> {
-  const raw = await rpc.call<RpcBlock | null>('eth_getBlockByNumber', [typeof block === 'number' ? hexQuantity(block) : block, false]);
+export async function getBlock(
+  rpc: EvmRpc,
+  block: number | 'latest' | 'finalized',
+): Promise<{ number: number; hash: string } | null> {
+  const raw = await rpc.call<RpcBlock | null>('eth_getBlockByNumber', [
+    typeof block === 'number' ? hexQuantity(block) : block,
+    false,
+  ]);
   if (raw === null) return null;
-  if (typeof raw !== 'object' || typeof raw.hash !== 'string' || !/^0x[0-9a-f]{64}$/.test(raw.hash)) throw malformed('eth_getBlockByNumber', 'block without a hash');
+  if (typeof raw !== 'object' || typeof raw.hash !== 'string' || !/^0x[0-9a-f]{64}$/.test(raw.hash))
+    throw malformed('eth_getBlockByNumber', 'block without a hash');
   return { number: quantity(raw.number, 'eth_getBlockByNumber'), hash: raw.hash };
 }

@@ -6,11 +6,24 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
-import { finalizedKey, proposalKey, signatureMadeKey, signatureReceivedKey, signatureReceivedPrefix, SPACES } from '../storage/keys.js';
+import {
+  finalizedKey,
+  proposalKey,
+  signatureMadeKey,
+  signatureReceivedKey,
+  signatureReceivedPrefix,
+  SPACES,
+} from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import { targetRate } from '../wallet/fee.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
-import { checkProposal, proposalFromPayment, proposalOutpoints, type CheckedProposal, type Proposal } from '../wallet/proposal.js';
+import {
+  checkProposal,
+  proposalFromPayment,
+  proposalOutpoints,
+  type CheckedProposal,
+  type Proposal,
+} from '../wallet/proposal.js';
 import { getUtxo, listUnspent, outpointText, spendableAt, type UtxoRecord } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { recordFinalized, type FinalizedBody, type FinalizedRecord } from './finalize.js';
@@ -62,13 +75,15 @@ export const STALE_SLOTS = 4;
  * bounded); beyond them frames are dropped and counted, and the honest path never needs more.
  */
 export const COORDINATOR_CAPS = {
-  /** Unknown inputs of one proposal looked up in Bitcoin Core: an honest proposal has at most a few the observer missed. */
+  /**
+   * Unknown inputs of one proposal looked up in Bitcoin Core: an honest proposal has at most a few the observer
+   * missed.
+   */
   recoverPerProposal: 4,
   /** Proposals kept for retry or as rivals. */
   retry: 1000,
   rivals: 1000,
 } as const;
-
 
 interface OpenProposal {
   readonly proposal: Proposal;
@@ -98,7 +113,10 @@ export class Coordinator {
   private lastPeerProposal = -Infinity;
   /** Proposers that announced a turn (the slot) and have not yet said it is done. */
   private readonly building = new Map<string, number>();
-  /** Frames taken from the links and not yet handled: a turn waits for them (a peer's turn_done overtakes its queued proposals). */
+  /**
+   * Frames taken from the links and not yet handled: a turn waits for them (a peer's turn_done overtakes its queued
+   * proposals).
+   */
   private queued = 0;
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
@@ -121,10 +139,13 @@ export class Coordinator {
    */
   private async handle(peer: string, type: string, body: unknown): Promise<void> {
     const fn =
-      type === 'proposal' ? () => this.onProposalFrame(peer, body)
-      : type === 'signatures' ? () => this.onSignatures(peer, body as SignaturesBody)
-      : type === 'finalized' ? () => this.onFinalizedFrame(peer, body as FinalizedBody)
-      : undefined;
+      type === 'proposal'
+        ? () => this.onProposalFrame(peer, body)
+        : type === 'signatures'
+          ? () => this.onSignatures(peer, body as SignaturesBody)
+          : type === 'finalized'
+            ? () => this.onFinalizedFrame(peer, body as FinalizedBody)
+            : undefined;
     if (!fn) return;
     this.queued++;
     await this.serial(() => fn().finally(() => this.queued--));
@@ -161,20 +182,26 @@ export class Coordinator {
     await this.busy;
   }
 
-  /** After a restart: proposals this member signed and has not seen finalized, with the signatures it had received; finalized payments not yet paid. */
+  /**
+   * After a restart: proposals this member signed and has not seen finalized, with the signatures it had received;
+   * finalized payments not yet paid.
+   */
   private async recover(): Promise<void> {
     for await (const [, record] of this.o.store.entries<SignatureRecord>({ prefix: SPACES.signatureMade })) {
       if (await this.o.store.get(finalizedKey(record.txid))) continue;
       const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
       if (!proposal) continue;
       await this.track(checkProposal(proposal), record.signatures);
-      for await (const [key, sigs] of this.o.store.entries<Uint8Array>({ prefix: signatureReceivedPrefix(record.txid) })) {
+      for await (const [key, sigs] of this.o.store.entries<Uint8Array>({
+        prefix: signatureReceivedPrefix(record.txid),
+      })) {
         await this.add(record.txid, key.slice(key.lastIndexOf('/') + 1), sigs);
       }
     }
     for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
       const requests = await Promise.all(f.requestIds.map((id) => getRequest(this.o.store, id)));
-      if (requests.some((r) => r && r.status !== 'paid')) this.unsettled.set(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
+      if (requests.some((r) => r && r.status !== 'paid'))
+        this.unsettled.set(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
       for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
     }
   }
@@ -195,7 +222,14 @@ export class Coordinator {
         this.late.delete(id);
         const f = records.get(txid) ?? (await this.o.store.get<FinalizedRecord>(finalizedKey(txid)));
         const out = f && parseTx(f.tx).outputs[output];
-        if (!f || !r.scriptPubKey || !out || Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0 || r.status !== 'accepted') continue;
+        if (
+          !f ||
+          !r.scriptPubKey ||
+          !out ||
+          Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0 ||
+          r.status !== 'accepted'
+        )
+          continue;
         stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
         const { [id]: _matched, ...unmatched } = f.unmatched;
         records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
@@ -209,7 +243,13 @@ export class Coordinator {
   /** What peers currently make this member hold: each bounded by COORDINATOR_CAPS. */
   held(): { earlySets: number; earlyBytes: number; queued: number; retry: number; rivals: number } {
     const early = this.early.size();
-    return { earlySets: early.sets, earlyBytes: early.bytes, queued: this.queued, retry: this.retry.size, rivals: this.rivals.size };
+    return {
+      earlySets: early.sets,
+      earlyBytes: early.bytes,
+      queued: this.queued,
+      retry: this.retry.size,
+      rivals: this.rivals.size,
+    };
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
@@ -248,7 +288,10 @@ export class Coordinator {
     });
   }
 
-  /** A proposer's turn, announced before it builds (that takes a while for a large batch) and closed when its proposals are out. */
+  /**
+   * A proposer's turn, announced before it builds (that takes a while for a large batch) and closed when its
+   * proposals are out.
+   */
   private async turn(slot: number, first: (rate: number) => Promise<Proposal[]>): Promise<void> {
     this.o.network.broadcast('turn', slot);
     try {
@@ -264,9 +307,14 @@ export class Coordinator {
   /** Signs and sends `proposals`, then payments of every pending request they leave out. */
   private async propose(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
     const merged = new Set(proposals.flatMap((p) => p.requestIds));
-    const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) => (r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : []));
+    const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) =>
+      r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
+    );
     if (pending.length > 0) {
-      const plan = buildPayments(pending, await this.spendable(policy), rate, this.o.federation, { maxOutputs: this.o.maxOutputs, maxSharePerRequest: policy.fee.maxSharePerRequest });
+      const plan = buildPayments(pending, await this.spendable(policy), rate, this.o.federation, {
+        maxOutputs: this.o.maxOutputs,
+        maxSharePerRequest: policy.fee.maxSharePerRequest,
+      });
       for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
       proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
     }
@@ -283,9 +331,17 @@ export class Coordinator {
       this.o.metrics?.rounds.inc({ outcome: 'proposed' });
       this.o.metrics?.signingLatency.observe((performance.now() - started) / 1000);
       this.o.metrics?.signaturesMade.inc(proposal.prevouts.length);
-      this.o.log.info('proposed', { txid: outcome.txid, slot, requests: proposal.requestIds.length, inputs: proposal.prevouts.length });
+      this.o.log.info('proposed', {
+        txid: outcome.txid,
+        slot,
+        requests: proposal.requestIds.length,
+        inputs: proposal.prevouts.length,
+      });
       this.o.network.broadcast('proposal', proposal);
-      this.o.network.broadcast('signatures', { txid: outcome.txid, signatures: outcome.signatures } satisfies SignaturesBody);
+      this.o.network.broadcast('signatures', {
+        txid: outcome.txid,
+        signatures: outcome.signatures,
+      } satisfies SignaturesBody);
       await this.track(checked, outcome.signatures);
     }
   }
@@ -296,7 +352,10 @@ export class Coordinator {
     return (await listUnspent(this.o.store)).filter((u) => spendableAt(u, chain));
   }
 
-  /** The EVM observer ingested requests: proposals that named them are tried again at once, and the slot's proposer pays them. */
+  /**
+   * The EVM observer ingested requests: proposals that named them are tried again at once, and the slot's proposer
+   * pays them.
+   */
   ingested(): void {
     void this.serial(async () => {
       await this.matchLate();
@@ -344,7 +403,8 @@ export class Coordinator {
           return;
         }
       }
-      if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals) this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
+      if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals)
+        this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
@@ -375,7 +435,14 @@ export class Coordinator {
         continue;
       }
       const spendable = await this.liveInputs(txid, open.proposal);
-      if (spendable) stale.push({ txid, requestIds: open.proposal.requestIds, inputs: spendable.map(outpointText), proposal: open.proposal, spendable });
+      if (spendable)
+        stale.push({
+          txid,
+          requestIds: open.proposal.requestIds,
+          inputs: spendable.map(outpointText),
+          proposal: open.proposal,
+          spendable,
+        });
       else this.forget(txid);
     }
     const merges: Proposal[] = [];
@@ -389,9 +456,18 @@ export class Coordinator {
       const requests: PaymentRequest[] = [];
       for (const id of ids) {
         const r = await getRequest(this.o.store, id);
-        if (r?.scriptPubKey && (r.status === 'accepted' || r.status === 'batched')) requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
+        if (r?.scriptPubKey && (r.status === 'accepted' || r.status === 'batched'))
+          requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
       }
-      const payment = requests.length > 0 ? buildMerge(requests, group.map((r) => r.spendable), rate, this.o.federation) : undefined;
+      const payment =
+        requests.length > 0
+          ? buildMerge(
+              requests,
+              group.map((r) => r.spendable),
+              rate,
+              this.o.federation,
+            )
+          : undefined;
       const txids = group.map((r) => r.txid);
       if (!payment) {
         this.o.log.warn('merge_impossible', { rivals: txids, requests: requests.length });
@@ -409,14 +485,18 @@ export class Coordinator {
     return merges;
   }
 
-  /** The proposal's inputs as this member knows them, or undefined when it can no longer finalize or pays nothing still payable. */
+  /**
+   * The proposal's inputs as this member knows them, or undefined when it can no longer finalize or pays nothing
+   * still payable.
+   */
   private async liveInputs(txid: string, proposal: Proposal): Promise<SpendableUtxo[] | undefined> {
     if (await this.o.store.get(finalizedKey(txid))) return undefined;
     const inputs: SpendableUtxo[] = [];
     for (const o of proposalOutpoints(proposal)) {
       const u = await getUtxo(this.o.store, o);
       if (!u || u.state === 'spent') return undefined;
-      if (u.reservedBy && u.reservedBy !== txid && (await this.o.store.get(finalizedKey(u.reservedBy)))) return undefined;
+      if (u.reservedBy && u.reservedBy !== txid && (await this.o.store.get(finalizedKey(u.reservedBy))))
+        return undefined;
       inputs.push({ txid: o.txid, vout: o.vout, value: u.value, scriptPubKey: u.scriptPubKey });
     }
     for (const id of proposal.requestIds) {
@@ -455,13 +535,22 @@ export class Coordinator {
     if (this.shown.has(key)) return;
     if (this.shown.size >= COORDINATOR_CAPS.rivals) this.shown.clear();
     this.shown.add(key);
-    const [proposal, made] = await this.o.store.getMany<Proposal | SignatureRecord>([proposalKey(earlier), signatureMadeKey(earlier)]);
+    const [proposal, made] = await this.o.store.getMany<Proposal | SignatureRecord>([
+      proposalKey(earlier),
+      signatureMadeKey(earlier),
+    ]);
     if (!proposal || !made) return;
     this.o.network.send(peer, 'proposal', proposal);
-    this.o.network.send(peer, 'signatures', { txid: earlier, signatures: (made as SignatureRecord).signatures } satisfies SignaturesBody);
+    this.o.network.send(peer, 'signatures', {
+      txid: earlier,
+      signatures: (made as SignatureRecord).signatures,
+    } satisfies SignaturesBody);
   }
 
-  /** Looks up the proposal's inputs this member does not know; true when each of them was found to be a federation output. */
+  /**
+   * Looks up the proposal's inputs this member does not know; true when each of them was found to be a federation
+   * output.
+   */
   private async recoverInputs({ txid, tx }: CheckedProposal): Promise<boolean> {
     if (!this.o.recoverInput) return false;
     const unknown = [];
@@ -492,7 +581,10 @@ export class Coordinator {
     const n = signatures.length / 64;
     let outcome;
     try {
-      outcome = await this.collector.add(txid, { pubkey: Buffer.from(member, 'hex'), signatures: Array.from({ length: n }, (_, i) => signatures.subarray(i * 64, i * 64 + 64)) });
+      outcome = await this.collector.add(txid, {
+        pubkey: Buffer.from(member, 'hex'),
+        signatures: Array.from({ length: n }, (_, i) => signatures.subarray(i * 64, i * 64 + 64)),
+      });
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: (err as { code?: string }).code ?? 'error' });
       this.o.log.warn('signatures_refused', { txid, member, error: err as Error });
@@ -508,13 +600,20 @@ export class Coordinator {
       const signed = this.collector.finalize(txid);
       this.collector.forget(txid);
       this.proposals.delete(txid);
-      const body: FinalizedBody = { tx: serializeTx(signed), prevouts: proposal.prevouts, requestIds: proposal.requestIds };
+      const body: FinalizedBody = {
+        tx: serializeTx(signed),
+        prevouts: proposal.prevouts,
+        requestIds: proposal.requestIds,
+      };
       await this.recordFinal(txid, signed, body, 'self');
       this.o.network.broadcast('finalized', body);
     }
   }
 
-  /** A payment another member finalized: checked (t valid signatures on every input, on the pool) before it is recorded. */
+  /**
+   * A payment another member finalized: checked (t valid signatures on every input, on the pool) before it is
+   * recorded.
+   */
   private async onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void> {
     let signed: Transaction;
     try {
@@ -552,7 +651,10 @@ export class Coordinator {
     await this.o.onFinalized(record);
   }
 
-  /** On (re)connect: the peer gets every open proposal this member signed, with its signatures, and every finalized payment not yet paid. */
+  /**
+   * On (re)connect: the peer gets every open proposal this member signed, with its signatures, and every finalized
+   * payment not yet paid.
+   */
   private async announce(peer: string): Promise<void> {
     for (const [txid, { proposal }] of this.proposals) {
       const record = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
@@ -563,4 +665,3 @@ export class Coordinator {
     for (const body of this.unsettled.values()) this.o.network.send(peer, 'finalized', body);
   }
 }
-

@@ -25,7 +25,10 @@ export class EarlySignatures {
   keep(txid: string, peer: string, signatures: Uint8Array): void {
     const mine = this.byPeer.get(peer) ?? this.byPeer.set(peer, { txids: new Set(), bytes: 0 }).get(peer)!;
     if (mine.txids.has(txid)) return;
-    while (mine.txids.size >= EARLY_CAPS.perPeer || (mine.bytes > 0 && mine.bytes + signatures.length > EARLY_CAPS.bytesPerPeer)) {
+    while (
+      mine.txids.size >= EARLY_CAPS.perPeer ||
+      (mine.bytes > 0 && mine.bytes + signatures.length > EARLY_CAPS.bytesPerPeer)
+    ) {
       this.drop(mine.txids.values().next().value as string, peer);
       this.onEvict();
     }

@@ -3,7 +3,13 @@ import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
-import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import {
+  finalizedKey,
+  requestSignedKey,
+  requestSignedPrefix,
+  signatureMadeKey,
+  supersededKey,
+} from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
@@ -53,7 +59,14 @@ const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v
  * counts it as dead), its inputs go back to the wallet and its other requests to the queue now,
  * not when this one confirms: left reserved, they would block every later payment (input_held).
  */
-async function stageSupersededBy(store: Store, batch: StoreBatch, txid: string, requestIds: readonly string[], inputs: ReadonlySet<string>, at: string): Promise<string[]> {
+async function stageSupersededBy(
+  store: Store,
+  batch: StoreBatch,
+  txid: string,
+  requestIds: readonly string[],
+  inputs: ReadonlySet<string>,
+  at: string,
+): Promise<string[]> {
   const superseded: string[] = [];
   for (const id of requestIds) {
     const { txHash, ordinal } = parseRequestId(id);
@@ -82,7 +95,14 @@ async function stageSupersededBy(store: Store, batch: StoreBatch, txid: string, 
  * inputs are its conflicts (they lose once it confirms). `body.requestIds` must be what output 0
  * commits to (both callers check it). Undefined when it was recorded before.
  */
-export async function recordFinalized(store: Store, federation: Federation, txid: string, signed: Transaction, body: FinalizedBody, detail: string): Promise<FinalizedRecord | undefined> {
+export async function recordFinalized(
+  store: Store,
+  federation: Federation,
+  txid: string,
+  signed: Transaction,
+  body: FinalizedBody,
+  detail: string,
+): Promise<FinalizedRecord | undefined> {
   return store.transaction(async (batch) => {
     if (await store.get(finalizedKey(txid))) return undefined;
     const at = new Date().toISOString();
@@ -105,7 +125,14 @@ export async function recordFinalized(store: Store, federation: Federation, txid
       batch.put(requestSignedKey(txHash, ordinal, txid), 1);
       if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
     }
-    const superseded = await stageSupersededBy(store, batch, txid, body.requestIds, new Set(signed.inputs.map(outpointText)), at);
+    const superseded = await stageSupersededBy(
+      store,
+      batch,
+      txid,
+      body.requestIds,
+      new Set(signed.inputs.map(outpointText)),
+      at,
+    );
     const conflicts = new Set<string>();
     const held = [];
     for (const input of signed.inputs) {

@@ -14,16 +14,24 @@ export interface Logger {
 }
 
 function redact(value: unknown, depth = 0): unknown {
-  if (depth > 6 || value === null || typeof value !== 'object') return typeof value === 'bigint' ? value.toString() : value;
+  if (depth > 6 || value === null || typeof value !== 'object')
+    return typeof value === 'bigint' ? value.toString() : value;
   if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
-  if (value instanceof Error) return { name: value.name, message: value.message, ...('code' in value ? { code: (value as { code: unknown }).code } : {}) };
+  if (value instanceof Error)
+    return {
+      name: value.name,
+      message: value.message,
+      ...('code' in value ? { code: (value as { code: unknown }).code } : {}),
+    };
   if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) out[k] = SECRET_NAME.test(k) ? '[redacted]' : redact(v, depth + 1);
   return out;
 }
 
-export function createLogger(options: { level?: Level; write?: (line: string) => void; bound?: Record<string, unknown> } = {}): Logger {
+export function createLogger(
+  options: { level?: Level; write?: (line: string) => void; bound?: Record<string, unknown> } = {},
+): Logger {
   const min = ORDER[options.level ?? 'info'];
   const write = options.write ?? ((line: string) => process.stdout.write(line));
   const bound = options.bound ?? {};

@@ -39,11 +39,19 @@ export interface Member {
  * the federation script. Their txids are tagged hashes, so they can never name a real
  * transaction's output.
  */
-export function declaredOutputs(federation: Federation, count: number, sats: number): { txid: string; vout: number; value: bigint }[] {
+export function declaredOutputs(
+  federation: Federation,
+  count: number,
+  sats: number,
+): { txid: string; vout: number; value: bigint }[] {
   return Array.from({ length: count }, (_, i) => {
     const index = new Uint8Array(4);
     new DataView(index.buffer).setUint32(0, i);
-    return { txid: toHex(taggedHash('pegout/devnet-declared-output', federation.scriptPubKey, index)), vout: 0, value: BigInt(sats) };
+    return {
+      txid: toHex(taggedHash('pegout/devnet-declared-output', federation.scriptPubKey, index)),
+      vout: 0,
+      value: BigInt(sats),
+    };
   });
 }
 
@@ -52,7 +60,12 @@ async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Ui
   return takeSecretKeyFromEnv(env, 'PEGOUT_MEMBER_KEY');
 }
 
-async function refreshMetrics(store: Store, metrics: Metrics, network: PeerNetwork, dropped: Map<string, number>): Promise<void> {
+async function refreshMetrics(
+  store: Store,
+  metrics: Metrics,
+  network: PeerNetwork,
+  dropped: Map<string, number>,
+): Promise<void> {
   metrics.requests.reset();
   for (const [status, n] of await countRequests(store)) metrics.requests.set({ status }, n);
   let balance = 0n;
@@ -73,7 +86,13 @@ async function refreshMetrics(store: Store, metrics: Metrics, network: PeerNetwo
 }
 
 /** Runs `step` every `ms` until the signal aborts; a failing step is logged and retried. */
-async function every(ms: number, signal: AbortSignal, log: Logger, name: string, step: () => Promise<void>): Promise<void> {
+async function every(
+  ms: number,
+  signal: AbortSignal,
+  log: Logger,
+  name: string,
+  step: () => Promise<void>,
+): Promise<void> {
   while (!signal.aborted) {
     try {
       await step();
@@ -84,12 +103,190 @@ async function every(ms: number, signal: AbortSignal, log: Logger, name: string,
   }
 }
 
-export async function startMember(config: Config, env: NodeJS.ProcessEnv = process.env, options: { log?: Logger } = {}): Promise<Member> {
+/** The member's links, with their events in the log. */
+function startLinks(config: Config, secretKey: Uint8Array, pubkeys: Uint8Array[], log: Logger): PeerNetwork {
+  const network = new PeerNetwork({
+    secretKey,
+    members: pubkeys,
+    listen: { host: config.p2p.host, port: config.p2p.port },
+    peers: new Map(Object.entries(config.p2p.peers)),
+  });
+  network.on('peer', (peer: string) => log.info('peer_connected', { peer }));
+  network.on('peer_down', (peer: string) => log.info('peer_disconnected', { peer }));
+  network.on('banned', (peer: string) => log.warn('peer_banned', { peer }));
+  network.on('refused', (reason: string) => log.warn('link_refused', { reason }));
+  return network;
+}
+
+/**
+ * What the member knows of the Bitcoin side: its fee market, its depths, settlement and UTXO recovery when Core is
+ * there.
+ */
+interface ChainSide {
+  /** The fee market as this member sees it: the floor and the estimate, in sat/vB. */
+  readonly market: () => Promise<{ floor: number; estimate: number; maxRate: number }>;
+  readonly spendDepth: number;
+  readonly paidDepth: number;
+  readonly settlement?: ChainSettlement;
+  readonly recoverInput?: (o: Outpoint) => Promise<unknown>;
+}
+
+async function startChainSide(
+  config: Config,
+  store: Store,
+  federation: Federation,
+  log: Logger,
+  metrics: Metrics,
+  cleanup: (() => Promise<void>)[],
+  onSettled: (txid: string) => void,
+): Promise<ChainSide> {
+  const b = config.bitcoin;
+  if (!b) return declaredChainSide(config, store, federation, log);
+  const auth = b.cookieFile ? { cookieFile: b.cookieFile } : { user: b.user!, password: b.password! };
+  const rpc = new BitcoinRpcClient({ url: b.rpcUrl, auth });
+  cleanup.push(async () => rpc.close());
+  const observer = new BitcoinObserver({
+    store,
+    chain: rpc,
+    federationScript: federation.scriptPubKey,
+    startHeight: b.startHeight,
+  });
+  const settlement = new ChainSettlement({
+    store,
+    federation,
+    rpc,
+    observer,
+    log,
+    metrics,
+    paidConfirmations: b.paidConfirmations,
+    rbfAfterBlocks: b.rbfAfterBlocks,
+    maxFeeRate: b.maxFeeRate,
+    onSettled,
+  });
+  await settlement.load();
+  const market = async (): Promise<{ floor: number; estimate: number; maxRate: number }> => {
+    const r = await rpc.feeRate({
+      confTarget: b.confTarget,
+      fallbackSatPerVb: b.fallbackFeeRate,
+      maxSatPerVb: b.maxFeeRate,
+    });
+    return { floor: r.floorSatPerVb, estimate: r.satPerVb, maxRate: b.maxFeeRate };
+  };
+  return {
+    market,
+    spendDepth: b.spendConfirmations,
+    paidDepth: b.paidConfirmations,
+    settlement,
+    recoverInput: (o) => recoverUtxo(store, rpc, federation.scriptPubKey, o),
+  };
+}
+
+/** Without Bitcoin Core: the devnet's declared outputs (on no chain) and a fixed fee rate. */
+async function declaredChainSide(
+  config: Config,
+  store: Store,
+  federation: Federation,
+  log: Logger,
+): Promise<ChainSide> {
+  const declared = config.declaredFunding;
+  if (declared) {
+    const outputs = declaredOutputs(federation, declared.count, declared.sats);
+    if (!(await getUtxo(store, outputs[0]!))) {
+      await store.transaction(async (batch) => {
+        for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
+      });
+    }
+    log.warn('declared_funding', {
+      outputs: declared.count,
+      sats: declared.sats,
+      note: 'federation outputs DECLARED by the devnet: they exist on no chain; payments are signed and verified, never broadcast',
+    });
+  } else {
+    log.warn('no_bitcoin', {
+      note: 'no Bitcoin Core configured and no declared funding: requests are ingested but cannot be paid',
+    });
+  }
+  const fixed = declared?.feeRate ?? 2;
+  return {
+    market: async () => ({ floor: 1, estimate: fixed, maxRate: Math.max(fixed, 500) }),
+    spendDepth: 1,
+    paidDepth: 1,
+  };
+}
+
+/** This member's signing rules now: its own view of the fee market, its configured caps and depths. */
+async function signingPolicy(config: Config, chain: ChainSide): Promise<SigningPolicy> {
+  const fees = config.fees;
+  return {
+    fee: {
+      ...(await chain.market()),
+      maxMultiple: fees.maxMultiple,
+      maxSharePerRequest: BigInt(fees.maxSharePerRequest),
+    },
+    spendDepth: chain.spendDepth,
+    paidDepth: chain.paidDepth,
+  };
+}
+
+/** The read-only HTTP API on the member's store. */
+function startMemberApi(
+  config: Config,
+  store: Store,
+  federation: Federation,
+  network: PeerNetwork,
+  metrics: Metrics,
+): Promise<ApiServer> {
+  const bitcoin = config.bitcoin
+    ? 'configured'
+    : config.declaredFunding
+      ? 'none: declared funding that exists on no chain'
+      : 'none';
+  const health = () => ({
+    peersConnected: network.stats.connected,
+    members: federation.pubkeys.length,
+    threshold: federation.threshold,
+    bitcoin,
+  });
+  return startApi({
+    host: config.api.host,
+    port: config.api.port,
+    registry: metrics.registry,
+    source: storeStatusSource(store, federation, health),
+  });
+}
+
+/** The member key, the federation it belongs to, and a refusal naming the field when it does not. */
+async function memberIdentity(config: Config, env: NodeJS.ProcessEnv) {
   const secretKey = await loadMemberKey(config, env);
   const pubkeys = config.federation.pubkeys.map((k) => Buffer.from(k, 'hex'));
   const federation = buildFederation({ network: config.network, threshold: config.federation.threshold, pubkeys });
   const myKey = schnorrBackend().xonlyPublicKey(secretKey);
-  if (memberIndex(federation, myKey) < 0) throw new ConfigError(`the member key (x-only ${toHex(myKey)}) is not one of federation.pubkeys`, { field: 'federation.pubkeys' });
+  if (memberIndex(federation, myKey) < 0) {
+    const field = 'federation.pubkeys';
+    throw new ConfigError(`the member key (x-only ${toHex(myKey)}) is not one of federation.pubkeys`, { field });
+  }
+  return { secretKey, pubkeys, federation, myKey };
+}
+
+/** Loops that run until the member stops; stopping waits for each to end. */
+function backgroundLoops(cleanup: (() => Promise<void>)[]): {
+  add(loop: (signal: AbortSignal) => Promise<void>): void;
+} {
+  const abort = new AbortController();
+  const running: Promise<void>[] = [];
+  cleanup.push(async () => {
+    abort.abort();
+    await Promise.all(running);
+  });
+  return { add: (loop) => void running.push(loop(abort.signal)) };
+}
+
+export async function startMember(
+  config: Config,
+  env: NodeJS.ProcessEnv = process.env,
+  options: { log?: Logger } = {},
+): Promise<Member> {
+  const { secretKey, pubkeys, federation, myKey } = await memberIdentity(config, env);
   const log = (options.log ?? createLogger({ level: config.logLevel })).child({ member: toHex(myKey).slice(0, 16) });
 
   const store = await Store.open(config.storeDir, { descriptor: federation.descriptor });
@@ -101,81 +298,33 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
     const metrics = createMetrics({ processMetrics: true });
     const pool = new SigningPool(federation, { secretKey, size: config.workers });
     cleanup.push(() => pool.destroy());
-    const network = new PeerNetwork({
-      secretKey,
-      members: pubkeys,
-      listen: { host: config.p2p.host, port: config.p2p.port },
-      peers: new Map(Object.entries(config.p2p.peers)),
-    });
-    network.on('peer', (peer: string) => log.info('peer_connected', { peer }));
-    network.on('peer_down', (peer: string) => log.info('peer_disconnected', { peer }));
-    network.on('banned', (peer: string) => log.warn('peer_banned', { peer }));
-    network.on('refused', (reason: string) => log.warn('link_refused', { reason }));
+    const network = startLinks(config, secretKey, pubkeys, log);
 
-    const abort = new AbortController();
-    const loops: Promise<void>[] = [];
-    cleanup.push(async () => {
-      abort.abort();
-      await Promise.all(loops);
-    });
+    const loops = backgroundLoops(cleanup);
 
-    // the fee market as this member sees it: the floor and the estimate, in sat/vB
-    let market: () => Promise<{ floor: number; estimate: number; maxRate: number }>;
-    let spendDepth = 1;
-    let paidDepth = 1;
-    let settlement: ChainSettlement | undefined;
-    let recoverInput: ((o: Outpoint) => Promise<unknown>) | undefined;
     let coordinator: Coordinator | undefined;
-    if (config.bitcoin) {
-      const b = config.bitcoin;
-      const rpc = new BitcoinRpcClient({ url: b.rpcUrl, auth: b.cookieFile ? { cookieFile: b.cookieFile } : { user: b.user!, password: b.password! } });
-      cleanup.push(async () => rpc.close());
-      const observer = new BitcoinObserver({ store, chain: rpc, federationScript: federation.scriptPubKey, startHeight: b.startHeight });
-      settlement = new ChainSettlement({
-        store, federation, rpc, observer, log, metrics,
-        paidConfirmations: b.paidConfirmations, rbfAfterBlocks: b.rbfAfterBlocks, maxFeeRate: b.maxFeeRate,
-        onSettled: (txid) => coordinator?.settled(txid),
-      });
-      await settlement.load();
-      recoverInput = (o) => recoverUtxo(store, rpc, federation.scriptPubKey, o);
-      market = async () => {
-        const r = await rpc.feeRate({ confTarget: b.confTarget, fallbackSatPerVb: b.fallbackFeeRate, maxSatPerVb: b.maxFeeRate });
-        return { floor: r.floorSatPerVb, estimate: r.satPerVb, maxRate: b.maxFeeRate };
-      };
-      spendDepth = b.spendConfirmations;
-      paidDepth = b.paidConfirmations;
-    } else {
-      const declared = config.declaredFunding;
-      if (declared) {
-        const outputs = declaredOutputs(federation, declared.count, declared.sats);
-        if (!(await getUtxo(store, outputs[0]!))) {
-          const batch = store.batch();
-          for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
-          await batch.write({ sync: true });
-        }
-        log.warn('declared_funding', { outputs: declared.count, sats: declared.sats, note: 'federation outputs DECLARED by the devnet: they exist on no chain; payments are signed and verified, never broadcast' });
-      } else {
-        log.warn('no_bitcoin', { note: 'no Bitcoin Core configured and no declared funding: requests are ingested but cannot be paid' });
-      }
-      const fixed = declared?.feeRate ?? 2;
-      market = async () => ({ floor: 1, estimate: fixed, maxRate: Math.max(fixed, 500) });
-    }
+    const chain = await startChainSide(config, store, federation, log, metrics, cleanup, (txid) =>
+      coordinator?.settled(txid),
+    );
+    const { settlement, recoverInput } = chain;
 
     const evm = new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
       network: config.network,
       finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
       startBlock: config.evm.startBlock,
       bridge: config.evm.bridge,
-      log: (event, fields) => (event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields)),
+      log: (event, fields) =>
+        event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields),
       onIngested: () => coordinator?.ingested(),
     });
     coordinator = new Coordinator({
-      store, federation, pool, network, log, metrics,
-      policy: async (): Promise<SigningPolicy> => ({
-        fee: { ...(await market()), maxMultiple: config.fees.maxMultiple, maxSharePerRequest: BigInt(config.fees.maxSharePerRequest) },
-        spendDepth,
-        paidDepth,
-      }),
+      store,
+      federation,
+      pool,
+      network,
+      log,
+      metrics,
+      policy: () => signingPolicy(config, chain),
       maxOutputs: config.rounds.maxOutputs,
       slotMs: config.rounds.slotMs,
       catchUp: () => evm.wake(),
@@ -189,27 +338,27 @@ export async function startMember(config: Config, env: NodeJS.ProcessEnv = proce
     const c = coordinator;
     cleanup.push(() => c.stop());
 
-    loops.push(evm.run(abort.signal, config.evm.pollMs));
-    if (settlement && config.bitcoin) {
-      const s = settlement;
-      loops.push(every(config.bitcoin.pollMs, abort.signal, log, 'settlement', () => s.tick()));
-    }
+    loops.add((signal) => evm.run(signal, config.evm.pollMs));
+    const s = settlement;
+    if (s && config.bitcoin)
+      loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'settlement', () => s.tick()));
     const dropped = new Map<string, number>();
-    loops.push(every(1000, abort.signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
+    loops.add((signal) => every(1000, signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
 
-    const api: ApiServer = await startApi({
-      host: config.api.host,
-      port: config.api.port,
-      registry: metrics.registry,
-      source: storeStatusSource(store, federation, () => ({
-        peersConnected: network.stats.connected,
-        members: federation.pubkeys.length,
-        threshold: federation.threshold,
-        bitcoin: config.bitcoin ? 'configured' : config.declaredFunding ? 'none: declared funding that exists on no chain' : 'none',
-      })),
-    });
+    const api = await startMemberApi(config, store, federation, network, metrics);
     cleanup.push(() => api.close());
-    log.info('member_started', { p2pPort, apiPort: api.port, federation: federation.address, threshold: federation.threshold, members: federation.pubkeys.length, faultTolerance: federationFaultTolerance(federation), workers: config.workers });
+    const { address, threshold } = federation;
+    const faultTolerance = federationFaultTolerance(federation);
+    const members = federation.pubkeys.length;
+    log.info('member_started', {
+      p2pPort,
+      apiPort: api.port,
+      federation: address,
+      threshold,
+      members,
+      faultTolerance,
+      workers: config.workers,
+    });
     return { key: toHex(myKey), federation, p2pPort, apiPort: api.port, stop: stopAll };
   } catch (err) {
     await stopAll();

@@ -20,16 +20,25 @@ export interface SignaturesBody {
 export type TurnBody = number;
 
 const isPrevouts = (p: unknown): boolean =>
-  Array.isArray(p) && p.length <= PROPOSAL_CAPS.inputs && p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
-const isIds = (ids: unknown): boolean => Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
+  Array.isArray(p) &&
+  p.length <= PROPOSAL_CAPS.inputs &&
+  p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
+const isIds = (ids: unknown): boolean =>
+  Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
 
 const CHECKS: Record<string, (body: unknown) => boolean> = {
   proposal: (b) => typeof b === 'object' && b !== null && !Array.isArray(b),
   signatures: (b) => {
     const s = b as Partial<SignaturesBody> | null;
     return (
-      typeof s === 'object' && s !== null && typeof s.txid === 'string' && /^[0-9a-f]{64}$/.test(s.txid) &&
-      isBytes(s.signatures) && s.signatures.length > 0 && s.signatures.length % 64 === 0 && s.signatures.length <= 64 * PROPOSAL_CAPS.inputs
+      typeof s === 'object' &&
+      s !== null &&
+      typeof s.txid === 'string' &&
+      /^[0-9a-f]{64}$/.test(s.txid) &&
+      isBytes(s.signatures) &&
+      s.signatures.length > 0 &&
+      s.signatures.length % 64 === 0 &&
+      s.signatures.length <= 64 * PROPOSAL_CAPS.inputs
     );
   },
   finalized: (b) => {
@@ -52,9 +61,15 @@ export function registerMessages(net: Pick<PeerNetwork, 'registerType'>): void {
  */
 export function checkFinalizedBody(body: FinalizedBody): Transaction {
   const signed = parseTx(body.tx);
-  if (signed.inputs.length !== body.prevouts.length) throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+  if (signed.inputs.length !== body.prevouts.length)
+    throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
   const commitment = signed.outputs[0];
-  if (!commitment || signed.outputs.length < body.requestIds.length + 1 || !body.requestIds.every(isRequestId) || !commitsTo(commitment.scriptPubKey, body.requestIds)) {
+  if (
+    !commitment ||
+    signed.outputs.length < body.requestIds.length + 1 ||
+    !body.requestIds.every(isRequestId) ||
+    !commitsTo(commitment.scriptPubKey, body.requestIds)
+  ) {
     throw new Error('output 0 does not commit to the requests the frame names');
   }
   return signed;

@@ -21,7 +21,12 @@ export function proposerOf(slot: number, pubkeys: readonly Uint8Array[]): string
 }
 
 /** The slot whose turn `member` holds at `now` (its own, or one within the grace), or undefined. */
-export function turnHeldBy(member: string, now: number, slotMs: number, pubkeys: readonly Uint8Array[]): number | undefined {
+export function turnHeldBy(
+  member: string,
+  now: number,
+  slotMs: number,
+  pubkeys: readonly Uint8Array[],
+): number | undefined {
   const slot = slotAt(now, slotMs);
   for (let s = slot; s >= slot - TURN_GRACE_SLOTS; s--) if (proposerOf(s, pubkeys) === member) return s;
   return undefined;

@@ -5,7 +5,16 @@ import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, stageStatus, type RequestStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { broadcastKey, broadcastPrefix, chainSpendKey, cursorKey, finalizedKey, proposalKey, requestSignedPrefix, SPACES } from '../storage/keys.js';
+import {
+  broadcastKey,
+  broadcastPrefix,
+  chainSpendKey,
+  cursorKey,
+  finalizedKey,
+  proposalKey,
+  requestSignedPrefix,
+  SPACES,
+} from '../storage/keys.js';
 import { parseRequestId } from '../evm/request-id.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
@@ -30,7 +39,14 @@ export interface BroadcastAttempt {
 }
 
 /** Moves the payment's requests from one of `from` to `to`. */
-async function stageRequests(batch: StoreBatch, record: FinalizedRecord, from: readonly RequestStatus[], to: RequestStatus, at: string, detail: string): Promise<void> {
+async function stageRequests(
+  batch: StoreBatch,
+  record: FinalizedRecord,
+  from: readonly RequestStatus[],
+  to: RequestStatus,
+  at: string,
+  detail: string,
+): Promise<void> {
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r && from.includes(r.status)) stageStatus(batch, r, to, at, detail);
@@ -95,7 +111,14 @@ export async function settleLocally(store: Store, federation: Federation, record
     }
     for (const input of tx.inputs) await spendUtxo(batch, input, record.txid);
     for (const [vout, output] of tx.outputs.entries()) {
-      if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0) await registerUtxo(batch, { txid: record.txid, vout, value: output.value, scriptPubKey: output.scriptPubKey, height: 0 });
+      if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0)
+        await registerUtxo(batch, {
+          txid: record.txid,
+          vout,
+          value: output.value,
+          scriptPubKey: output.scriptPubKey,
+          height: 0,
+        });
     }
     await stageSuperseded(store, batch, record, new Date().toISOString());
   });
@@ -141,7 +164,10 @@ export class ChainSettlement {
     await this.broadcast(record);
   };
 
-  /** The payment's record gained late-ingested requests: followed again, even if it was already paid, so they reach 'paid' too. */
+  /**
+   * The payment's record gained late-ingested requests: followed again, even if it was already paid, so they reach
+   * 'paid' too.
+   */
   readonly onLateMatched = async (record: FinalizedRecord): Promise<void> => {
     this.open.set(record.txid, record);
   };
@@ -171,11 +197,15 @@ export class ChainSettlement {
     const height = await this.height();
     await this.o.store.transaction(async (batch) => {
       batch.put(broadcastKey(record.txid, seq), { at, height, outcome } satisfies BroadcastAttempt);
-      if (!outcome.startsWith('error')) await stageRequests(batch, record, ['signed'], 'broadcast', at, `broadcast ${record.txid}`);
+      if (!outcome.startsWith('error'))
+        await stageRequests(batch, record, ['signed'], 'broadcast', at, `broadcast ${record.txid}`);
     });
   }
 
-  /** One pass over the open payments: confirmations, 'paid' at depth, rebroadcast of what the node lacks, payments that lost. */
+  /**
+   * One pass over the open payments: confirmations, 'paid' at depth, rebroadcast of what the node lacks, payments
+   * that lost.
+   */
   async tick(): Promise<void> {
     await this.o.observer.sync();
     await this.adoptChainSpends();
@@ -189,7 +219,14 @@ export class ChainSettlement {
       if (confirmations < this.o.paidConfirmations) continue;
       await this.o.store.transaction(async (batch) => {
         const at = new Date().toISOString();
-        await stageRequests(batch, record, ['signed', 'broadcast'], 'paid', at, `${confirmations} confirmations of ${record.txid}`);
+        await stageRequests(
+          batch,
+          record,
+          ['signed', 'broadcast'],
+          'paid',
+          at,
+          `${confirmations} confirmations of ${record.txid}`,
+        );
         await stageSuperseded(this.o.store, batch, record, at);
       });
       this.o.log.info('paid', { txid: record.txid, confirmations, requests: record.requestIds.length });
@@ -210,7 +247,8 @@ export class ChainSettlement {
     if (spends.length === 0) return;
     const candidates: CandidateRequest[] = [];
     for (const status of UNPAID) {
-      for (const r of await listRequestsInStatus(this.o.store, status)) if (r.scriptPubKey) candidates.push({ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats });
+      for (const r of await listRequestsInStatus(this.o.store, status))
+        if (r.scriptPubKey) candidates.push({ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats });
     }
     for (const spend of spends) {
       if (await this.o.store.get(finalizedKey(spend.txid))) {
@@ -225,17 +263,38 @@ export class ChainSettlement {
         if (!this.unmatched.has(spend.txid)) {
           this.unmatched.add(spend.txid);
           const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
-          this.o.log.error('chain_spend_unmatched', { txid: spend.txid, commitment: known, note: known ? 'a confirmed federation payment pays requests this member does not know (yet)' : 'a federation output was spent by a transaction that is no federation payment' });
+          this.o.log.error('chain_spend_unmatched', {
+            txid: spend.txid,
+            commitment: known,
+            note: known
+              ? 'a confirmed federation payment pays requests this member does not know (yet)'
+              : 'a federation output was spent by a transaction that is no federation payment',
+          });
         }
         continue;
       }
-      const body = { tx: spend.tx, prevouts: prevouts.map((p) => ({ value: p!.value, scriptPubKey: p!.scriptPubKey })), requestIds };
-      const record = await recordFinalized(this.o.store, this.o.federation, spend.txid, tx, body, `confirmed on chain in ${spend.txid}`);
+      const body = {
+        tx: spend.tx,
+        prevouts: prevouts.map((p) => ({ value: p!.value, scriptPubKey: p!.scriptPubKey })),
+        requestIds,
+      };
+      const record = await recordFinalized(
+        this.o.store,
+        this.o.federation,
+        spend.txid,
+        tx,
+        body,
+        `confirmed on chain in ${spend.txid}`,
+      );
       await this.o.store.batch().del(chainSpendKey(spend.txid)).write({ sync: true });
       this.unmatched.delete(spend.txid);
       if (!record) continue;
       this.open.set(record.txid, record);
-      this.o.log.info('payment_found_on_chain', { txid: record.txid, requests: record.requestIds.length, height: spend.height });
+      this.o.log.info('payment_found_on_chain', {
+        txid: record.txid,
+        requests: record.requestIds.length,
+        height: spend.height,
+      });
     }
   }
 
@@ -250,7 +309,8 @@ export class ChainSettlement {
       const u = await getUtxo(this.o.store, input);
       if (u?.state !== 'spent' || u.spentBy === record.txid) continue;
       const winner = u.spentBy ?? 'another transaction';
-      if (u.spentBy === undefined || (await this.o.observer.confirmations(u.spentBy)) < this.o.paidConfirmations) return true;
+      if (u.spentBy === undefined || (await this.o.observer.confirmations(u.spentBy)) < this.o.paidConfirmations)
+        return true;
       await this.o.store.transaction((batch) => stageLost(this.o.store, batch, record, winner));
       this.o.log.info('payment_lost', { txid: record.txid, to: winner });
       this.settle(record.txid);
@@ -278,13 +338,26 @@ export class ChainSettlement {
       if (!first || height - first.height < this.o.rbfAfterBlocks) continue;
       if ((await this.o.observer.confirmations(record.txid)) > 0) continue;
       const inputs = parseTx(record.tx).inputs;
-      if ([...this.open.values()].some((other) => other.txid !== record.txid && other.fee > record.fee && parseTx(other.tx).inputs.some((i) => inputs.some((j) => j.txid === i.txid && j.vout === i.vout)))) continue;
+      if (
+        [...this.open.values()].some(
+          (other) =>
+            other.txid !== record.txid &&
+            other.fee > record.fee &&
+            parseTx(other.tx).inputs.some((i) => inputs.some((j) => j.txid === i.txid && j.vout === i.vout)),
+        )
+      )
+        continue;
       const requests = [];
       for (const id of record.requestIds) {
         const r = await getRequest(this.o.store, id);
         if (r?.scriptPubKey) requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
       }
-      const payment = buildReplacement(requests, inputs.map((i, k) => ({ txid: i.txid, vout: i.vout, ...record.prevouts[k]! })), rate, this.o.federation);
+      const payment = buildReplacement(
+        requests,
+        inputs.map((i, k) => ({ txid: i.txid, vout: i.vout, ...record.prevouts[k]! })),
+        rate,
+        this.o.federation,
+      );
       if (!payment) {
         this.o.log.warn('replacement_impossible', { txid: record.txid, rate });
         continue;
@@ -294,5 +367,4 @@ export class ChainSettlement {
     }
     return out;
   };
-
 }

@@ -5,13 +5,25 @@ import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import type { FinalizedRecord } from './coordinator.js';
-import { finalizedKey, requestSignedKey, requestSignedPrefix, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import {
+  finalizedKey,
+  requestSignedKey,
+  requestSignedPrefix,
+  signatureMadeKey,
+  supersededKey,
+} from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, type ChainView, type UtxoRecord } from '../wallet/utxos.js';
-import { validateProposal, type KnownRequest, type RejectReason, type SignedPayment, type ValidationState } from '../wallet/validate.js';
+import {
+  validateProposal,
+  type KnownRequest,
+  type RejectReason,
+  type SignedPayment,
+  type ValidationState,
+} from '../wallet/validate.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
@@ -38,13 +50,23 @@ export interface SigningPolicy {
   readonly paidDepth: number;
 }
 
-export type SignOutcome = { ok: true; txid: string; signatures: Uint8Array; already: boolean } | { ok: false; reason: RejectReason; detail: string; earlier?: string };
+export type SignOutcome =
+  | { ok: true; txid: string; signatures: Uint8Array; already: boolean }
+  | { ok: false; reason: RejectReason; detail: string; earlier?: string };
 
 /** What this member signed or knows finalized as txid: its inputs, requests, fee and size. */
-async function paymentRecord(reader: StoreReader, txid: string): Promise<{ record?: Pick<SignatureRecord, 'inputs' | 'requestIds' | 'fee' | 'vsize'>; finalized: boolean }> {
-  const [made, final] = await reader.getMany<SignatureRecord | FinalizedRecord>([signatureMadeKey(txid), finalizedKey(txid)]);
+async function paymentRecord(
+  reader: StoreReader,
+  txid: string,
+): Promise<{ record?: Pick<SignatureRecord, 'inputs' | 'requestIds' | 'fee' | 'vsize'>; finalized: boolean }> {
+  const [made, final] = await reader.getMany<SignatureRecord | FinalizedRecord>([
+    signatureMadeKey(txid),
+    finalizedKey(txid),
+  ]);
   const f = final as FinalizedRecord | undefined;
-  const record = (made as SignatureRecord | undefined) ?? (f && { inputs: parseTx(f.tx).inputs.map(outpointText), requestIds: f.requestIds, fee: f.fee, vsize: f.vsize });
+  const record =
+    (made as SignatureRecord | undefined) ??
+    (f && { inputs: parseTx(f.tx).inputs.map(outpointText), requestIds: f.requestIds, fee: f.fee, vsize: f.vsize });
   return { ...(record ? { record } : {}), finalized: f !== undefined };
 }
 
@@ -55,7 +77,12 @@ async function paymentRecord(reader: StoreReader, txid: string): Promise<{ recor
  * payment of one of its requests with none of its inputs was finalized (finalize.ts: it can then
  * never reach t signatures).
  */
-async function signedPayments(store: Store, id: string, chain: ChainView | null, paidDepth: number): Promise<SignedPayment[]> {
+async function signedPayments(
+  store: Store,
+  id: string,
+  chain: ChainView | null,
+  paidDepth: number,
+): Promise<SignedPayment[]> {
   const { txHash, ordinal } = parseRequestId(id);
   const out: SignedPayment[] = [];
   for (const key of await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })) {
@@ -81,7 +108,12 @@ export async function chainView(reader: StoreReader, spendDepth: number): Promis
   return tipHeight === undefined ? null : { tipHeight, spendDepth };
 }
 
-export async function validationState(store: Store, federation: Federation, checked: CheckedProposal, policy: SigningPolicy): Promise<ValidationState> {
+export async function validationState(
+  store: Store,
+  federation: Federation,
+  checked: CheckedProposal,
+  policy: SigningPolicy,
+): Promise<ValidationState> {
   const { proposal, tx } = checked;
   const chain = await chainView(store, policy.spendDepth);
   const requests = new Map<string, KnownRequest>();
@@ -89,7 +121,8 @@ export async function validationState(store: Store, federation: Federation, chec
   const records = await getRequests(store, proposal.requestIds);
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
-    if (record?.scriptPubKey) requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
+    if (record?.scriptPubKey)
+      requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
     // a malformed id is refused by the validator itself
     if (isRequestId(id)) signed.set(id, await signedPayments(store, id, chain, policy.paidDepth));
   }
@@ -122,7 +155,14 @@ export async function validationState(store: Store, federation: Federation, chec
  * to 'batched') is written with sync before the signatures are returned. Signing the same
  * transaction again returns the recorded signatures.
  */
-export async function signProposal(store: Store, pool: SigningPool, federation: Federation, checked: CheckedProposal, policy: SigningPolicy, now: () => string = () => new Date().toISOString()): Promise<SignOutcome> {
+export async function signProposal(
+  store: Store,
+  pool: SigningPool,
+  federation: Federation,
+  checked: CheckedProposal,
+  policy: SigningPolicy,
+  now: () => string = () => new Date().toISOString(),
+): Promise<SignOutcome> {
   return store.transaction(async (batch): Promise<SignOutcome> => {
     const { proposal, tx, txid } = checked;
     const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));

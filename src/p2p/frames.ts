@@ -17,13 +17,23 @@ export function encodeFrame(type: string, body: unknown): Buffer {
 
 /** Why a frame was dropped. 'queue_full': the peer's frames waiting for the handler reached their cap. */
 export type FrameFault =
-  | 'malformed' | 'wrong_version' | 'unknown_type' | 'bad_body' | 'oversized' | 'rate_limited' | 'unauthenticated' | 'queue_full';
+  | 'malformed'
+  | 'wrong_version'
+  | 'unknown_type'
+  | 'bad_body'
+  | 'oversized'
+  | 'rate_limited'
+  | 'unauthenticated'
+  | 'queue_full';
 
 /**
  * Decodes and checks a frame against the registered types. Returns the fault instead of
  * throwing: a peer's bytes are input, and input never throws into the event loop.
  */
-export function decodeFrame(data: Buffer, validators: ReadonlyMap<string, (body: unknown) => boolean>): Frame | FrameFault {
+export function decodeFrame(
+  data: Buffer,
+  validators: ReadonlyMap<string, (body: unknown) => boolean>,
+): Frame | FrameFault {
   let frame: unknown;
   try {
     frame = packr.unpack(data);
@@ -36,13 +46,16 @@ export function decodeFrame(data: Buffer, validators: ReadonlyMap<string, (body:
   if (typeof f.type !== 'string') return 'malformed';
   const validate = validators.get(f.type);
   if (!validate) return 'unknown_type';
-  let ok = false;
+  return passes(validate, f.body) ? (f as Frame) : 'bad_body';
+}
+
+/** A body check that throws is a failed check, never a crash of the link. */
+function passes(validate: (body: unknown) => boolean, body: unknown): boolean {
   try {
-    ok = validate(f.body);
+    return validate(body);
   } catch {
-    ok = false;
+    return false;
   }
-  return ok ? (f as Frame) : 'bad_body';
 }
 
 /** True for a Uint8Array of exactly `length` bytes: the shape check bodies use most. */

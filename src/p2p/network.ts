@@ -166,7 +166,8 @@ export class PeerNetwork extends EventEmitter {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.myKey = this.backend.xonlyPublicKey(options.secretKey);
     this.memberSet = new Set(options.members.map(toHex));
-    if (!this.memberSet.has(toHex(this.myKey))) throw new P2pError('invalid_config', `this member's key ${toHex(this.myKey)} is not in the member list`);
+    if (!this.memberSet.has(toHex(this.myKey)))
+      throw new P2pError('invalid_config', `this member's key ${toHex(this.myKey)} is not in the member list`);
     for (const [key, url] of options.peers) {
       if (!this.memberSet.has(key)) throw new P2pError('invalid_config', `peer ${key} is not a federation member`);
       if (!url.startsWith('wss://')) throw new P2pError('invalid_config', `peer ${key}: ${url} is not a wss:// URL`);
@@ -183,7 +184,14 @@ export class PeerNetwork extends EventEmitter {
       framesIn: 0,
       framesOut: 0,
       dropped: {
-        malformed: 0, wrong_version: 0, unknown_type: 0, bad_body: 0, oversized: 0, rate_limited: 0, unauthenticated: 0, queue_full: 0,
+        malformed: 0,
+        wrong_version: 0,
+        unknown_type: 0,
+        bad_body: 0,
+        oversized: 0,
+        rate_limited: 0,
+        unauthenticated: 0,
+        queue_full: 0,
       },
       handshakeFailures: 0,
       bans: 0,
@@ -397,7 +405,8 @@ export class PeerNetwork extends EventEmitter {
       if (link.peer) return this.fail(link, 'second hello');
       const { key, challenge } = frame.body as { key: Uint8Array; challenge: Uint8Array };
       const hex = toHex(key);
-      if (!this.memberSet.has(hex) || hex === this.key) return this.fail(link, `key ${hex} is not another federation member`);
+      if (!this.memberSet.has(hex) || hex === this.key)
+        return this.fail(link, `key ${hex} is not another federation member`);
       if (expected && hex !== expected) return this.fail(link, `dialed ${expected} but ${hex} answered`);
       if ((this.bans.get(hex) ?? 0) > Date.now()) return this.fail(link, `peer ${hex} is banned`);
       link.peer = Uint8Array.from(key);
@@ -482,6 +491,13 @@ export class PeerNetwork extends EventEmitter {
 const HIGHER_KEY_GRACE = 4;
 
 const HANDSHAKE_TYPES = new Map<string, (body: unknown) => boolean>([
-  ['hello', (b) => typeof b === 'object' && b !== null && isBytes((b as { key?: unknown }).key, 32) && isBytes((b as { challenge?: unknown }).challenge, 32)],
+  [
+    'hello',
+    (b) =>
+      typeof b === 'object' &&
+      b !== null &&
+      isBytes((b as { key?: unknown }).key, 32) &&
+      isBytes((b as { challenge?: unknown }).challenge, 32),
+  ],
   ['auth', (b) => typeof b === 'object' && b !== null && isBytes((b as { signature?: unknown }).signature, 64)],
 ]);

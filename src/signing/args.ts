@@ -7,23 +7,35 @@ export type Aux = 'random' | 'zero' | Uint8Array;
 const SIZES = { secretKey: 32, message: 32, signature: 64, pubkey: 32, aux: 32 } as const;
 
 export function checkBytes(value: unknown, name: string): Uint8Array {
-  if (!(value instanceof Uint8Array)) throw new SigningError('invalid_argument', `${name} must be a Uint8Array or Buffer, got ${value === null ? 'null' : typeof value}`);
+  if (!(value instanceof Uint8Array))
+    throw new SigningError(
+      'invalid_argument',
+      `${name} must be a Uint8Array or Buffer, got ${value === null ? 'null' : typeof value}`,
+    );
   if ((value.buffer as ArrayBuffer & { detached?: boolean }).detached === true) {
-    throw new SigningError('detached_buffer', `${name} is backed by a detached ArrayBuffer (it was transferred); pass a live buffer`);
+    throw new SigningError(
+      'detached_buffer',
+      `${name} is backed by a detached ArrayBuffer (it was transferred); pass a live buffer`,
+    );
   }
   return value;
 }
 
 export function checkExact(value: unknown, name: keyof typeof SIZES): Uint8Array {
   const bytes = checkBytes(value, name);
-  if (bytes.length !== SIZES[name]) throw new SigningError('invalid_length', `${name} must be exactly ${SIZES[name]} bytes, got ${bytes.length}`);
+  if (bytes.length !== SIZES[name])
+    throw new SigningError('invalid_length', `${name} must be exactly ${SIZES[name]} bytes, got ${bytes.length}`);
   return bytes;
 }
 
 /** Checks a batch buffer of `unit`-byte items and returns the item count. */
 export function checkBatch(value: unknown, name: string, unit: number): number {
   const bytes = checkBytes(value, name);
-  if (bytes.length === 0 || bytes.length % unit !== 0) throw new SigningError('invalid_length', `${name} must be a non-empty multiple of ${unit} bytes, got ${bytes.length}`);
+  if (bytes.length === 0 || bytes.length % unit !== 0)
+    throw new SigningError(
+      'invalid_length',
+      `${name} must be a non-empty multiple of ${unit} bytes, got ${bytes.length}`,
+    );
   return bytes.length / unit;
 }
 
@@ -32,6 +44,10 @@ export function auxBytes(aux: Aux, count: number): Uint8Array | null {
   if (aux === 'zero') return null;
   if (aux === 'random') return new Uint8Array(crypto.getRandomValues(new Uint8Array(count * 32)));
   const n = checkBatch(aux, 'aux', 32);
-  if (n !== count) throw new SigningError('invalid_length', `aux must hold 32 bytes per message: ${count} messages need ${count * 32} bytes, got ${aux.length}`);
+  if (n !== count)
+    throw new SigningError(
+      'invalid_length',
+      `aux must hold 32 bytes per message: ${count} messages need ${count * 32} bytes, got ${aux.length}`,
+    );
   return aux;
 }

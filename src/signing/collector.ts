@@ -6,7 +6,12 @@ import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
 
 /** Checks one member's signatures (64 bytes per input) on a transaction; one byte per input, 1 = valid. */
-export type VerifyFn = (tx: Transaction, prevouts: readonly Prevout[], pubkey: Uint8Array, signatures: Uint8Array) => Promise<Uint8Array>;
+export type VerifyFn = (
+  tx: Transaction,
+  prevouts: readonly Prevout[],
+  pubkey: Uint8Array,
+  signatures: Uint8Array,
+) => Promise<Uint8Array>;
 
 /** N copies of one key, as the batch verifier wants one key per item. */
 export function repeatKey(pubkey: Uint8Array, count: number): Uint8Array {
@@ -76,11 +81,19 @@ export class SignatureCollector {
     }
     const inputs = p.tx.inputs.length;
     if (set.signatures.length !== inputs) {
-      throw new SigningError('wrong_signature_count', `member ${member} sent ${set.signatures.length} signatures for ${txid}, which has ${inputs} inputs`, { txid, pubkey: member });
+      throw new SigningError(
+        'wrong_signature_count',
+        `member ${member} sent ${set.signatures.length} signatures for ${txid}, which has ${inputs} inputs`,
+        { txid, pubkey: member },
+      );
     }
     set.signatures.forEach((sig, i) => {
       if (!(sig instanceof Uint8Array) || sig.length !== 64) {
-        throw new SigningError('invalid_signature', `member ${member}: signature for input ${i} must be 64 bytes`, { txid, pubkey: member, input: i });
+        throw new SigningError('invalid_signature', `member ${member}: signature for input ${i} must be 64 bytes`, {
+          txid,
+          pubkey: member,
+          input: i,
+        });
       }
     });
     const known = p.sets.get(member);
@@ -88,14 +101,25 @@ export class SignatureCollector {
       if (known.every((sig, i) => equal(sig, set.signatures[i]!))) return 'duplicate';
       // A second, different valid set from one member is harmless for the transaction but is
       // kept out: the first verified set stays, so a replay cannot churn state.
-      throw new SigningError('conflicting_signature', `member ${member} already gave different signatures for ${txid}`, { txid, pubkey: member });
+      throw new SigningError(
+        'conflicting_signature',
+        `member ${member} already gave different signatures for ${txid}`,
+        { txid, pubkey: member },
+      );
     }
     const valid = await this.verify(p.tx, p.prevouts, set.pubkey, Buffer.concat(set.signatures));
     const bad = valid.findIndex((ok) => ok !== 1);
     if (bad >= 0) {
-      throw new SigningError('invalid_signature', `member ${member}: signature for input ${bad} of ${txid} does not verify`, { txid, pubkey: member, input: bad });
+      throw new SigningError(
+        'invalid_signature',
+        `member ${member}: signature for input ${bad} of ${txid} does not verify`,
+        { txid, pubkey: member, input: bad },
+      );
     }
-    p.sets.set(member, set.signatures.map((s) => Uint8Array.from(s)));
+    p.sets.set(
+      member,
+      set.signatures.map((s) => Uint8Array.from(s)),
+    );
     return 'added';
   }
 
@@ -123,11 +147,19 @@ export class SignatureCollector {
  * the last key's item first), a signature for t chosen signers — the first t by sorted key —
  * and empty for the others; then the script and the control block.
  */
-export function assembleWitnesses(federation: Federation, sets: ReadonlyMap<string, readonly Uint8Array[]>, inputCount: number): Uint8Array[][] {
+export function assembleWitnesses(
+  federation: Federation,
+  sets: ReadonlyMap<string, readonly Uint8Array[]>,
+  inputCount: number,
+): Uint8Array[][] {
   const keys = federation.pubkeys.map(toHex);
   const chosen = new Set(keys.filter((k) => sets.has(k)).slice(0, federation.threshold));
   if (chosen.size < federation.threshold) {
-    throw new SigningError('not_enough_signatures', `have signatures from ${chosen.size} members, need ${federation.threshold}`, { have: chosen.size, need: federation.threshold });
+    throw new SigningError(
+      'not_enough_signatures',
+      `have signatures from ${chosen.size} members, need ${federation.threshold}`,
+      { have: chosen.size, need: federation.threshold },
+    );
   }
   const empty = new Uint8Array(0);
   return Array.from({ length: inputCount }, (_, input) => [
@@ -150,18 +182,25 @@ function witnessSignatures(tx: Transaction, federation: Federation): { key: numb
   const n = federation.pubkeys.length;
   return tx.inputs.map((input, i) => {
     const w = input.witness;
-    if (w.length !== n + 2) witnessFault(i, `witness has ${w.length} items, expected ${n + 2} (one per member, script, control block)`);
+    if (w.length !== n + 2)
+      witnessFault(i, `witness has ${w.length} items, expected ${n + 2} (one per member, script, control block)`);
     if (!equal(w[n]!, federation.tapscript)) witnessFault(i, 'witness script is not the federation tapscript');
-    if (!equal(w[n + 1]!, federation.controlBlock)) witnessFault(i, 'control block is not the federation control block');
+    if (!equal(w[n + 1]!, federation.controlBlock))
+      witnessFault(i, 'control block is not the federation control block');
     const found: { key: number; signature: Uint8Array }[] = [];
     for (let j = 0; j < n; j++) {
       const item = w[j]!;
       if (item.length === 0) continue;
-      if (item.length !== 64) witnessFault(i, `item ${j} is ${item.length} bytes; only empty items or 64-byte SIGHASH_DEFAULT signatures are allowed`);
+      if (item.length !== 64)
+        witnessFault(
+          i,
+          `item ${j} is ${item.length} bytes; only empty items or 64-byte SIGHASH_DEFAULT signatures are allowed`,
+        );
       // the tapscript pops the last key's item first
       found.push({ key: n - 1 - j, signature: item });
     }
-    if (found.length !== federation.threshold) witnessFault(i, `has ${found.length} signatures, the federation needs exactly ${federation.threshold}`);
+    if (found.length !== federation.threshold)
+      witnessFault(i, `has ${found.length} signatures, the federation needs exactly ${federation.threshold}`);
     return found;
   });
 }
@@ -179,7 +218,11 @@ export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prev
   for (const [i, found] of perInput.entries()) {
     for (const { key, signature } of found) {
       const [ok] = backend.verifyBatch(signature, sighashes[i]!, federation.pubkeys[key]!);
-      if (ok !== 1) witnessFault(i, `signature in item ${n - 1 - key} does not verify for member ${toHex(federation.pubkeys[key]!)}`);
+      if (ok !== 1)
+        witnessFault(
+          i,
+          `signature in item ${n - 1 - key} does not verify for member ${toHex(federation.pubkeys[key]!)}`,
+        );
     }
   }
 }
@@ -189,12 +232,17 @@ export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prev
  * per signer. Our members sign every input of a payment, so a finalized payment from a peer must
  * carry the same t signers on every input; anything else is refused.
  */
-export async function verifyFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation, verify: VerifyFn): Promise<void> {
+export async function verifyFinalizedWitnesses(
+  tx: Transaction,
+  prevouts: readonly Prevout[],
+  federation: Federation,
+  verify: VerifyFn,
+): Promise<void> {
   const perInput = witnessSignatures(tx, federation);
   const signers = perInput[0]?.map((f) => f.key) ?? [];
   const sets = signers.map(() => new Uint8Array(64 * tx.inputs.length));
   for (const [i, found] of perInput.entries()) {
-    if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, 'its signers differ from input 0\'s');
+    if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, "its signers differ from input 0's");
     found.forEach((f, s) => sets[s]!.set(f.signature, i * 64));
   }
   for (const [s, key] of signers.entries()) {

@@ -16,7 +16,11 @@ function secretKeyOf(value: unknown): Uint8Array {
   } catch {
     // reported below, without echoing the key
   }
-  if (!valid) throw new SigningError('invalid_secret_key', 'secretKey is not a valid secp256k1 secret key (it must be in [1, n-1], n the curve order)');
+  if (!valid)
+    throw new SigningError(
+      'invalid_secret_key',
+      'secretKey is not a valid secp256k1 secret key (it must be in [1, n-1], n the curve order)',
+    );
   return secretKey;
 }
 
@@ -39,11 +43,21 @@ export const fallbackBackend: SchnorrBackend = {
     const n = checkBatch(messages, 'messages', 32);
     const sigs = checkBatch(signatures, 'signatures', 64);
     const keys = checkBatch(pubkeys, 'pubkeys', 32);
-    if (sigs !== n || keys !== n) throw new SigningError('invalid_length', `batch sizes differ: ${sigs} signatures, ${n} messages, ${keys} pubkeys`);
+    if (sigs !== n || keys !== n)
+      throw new SigningError(
+        'invalid_length',
+        `batch sizes differ: ${sigs} signatures, ${n} messages, ${keys} pubkeys`,
+      );
     const out = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
       try {
-        out[i] = verifySchnorr(messages.subarray(i * 32, i * 32 + 32), pubkeys.subarray(i * 32, i * 32 + 32), signatures.subarray(i * 64, i * 64 + 64)) ? 1 : 0;
+        out[i] = verifySchnorr(
+          messages.subarray(i * 32, i * 32 + 32),
+          pubkeys.subarray(i * 32, i * 32 + 32),
+          signatures.subarray(i * 64, i * 64 + 64),
+        )
+          ? 1
+          : 0;
       } catch {
         out[i] = 0; // a key off the curve is an invalid signature, as in BIP340
       }

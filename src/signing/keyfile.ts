@@ -13,16 +13,28 @@ export async function readKeyFile(path: string): Promise<Uint8Array> {
   try {
     mode = (await stat(path)).mode & 0o777;
   } catch (err) {
-    throw new SigningError('invalid_key_file', `cannot read key file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { path });
+    throw new SigningError(
+      'invalid_key_file',
+      `cannot read key file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { path },
+    );
   }
   if ((mode & 0o077) !== 0) {
-    throw new SigningError('invalid_key_file', `key file ${path} has mode ${mode.toString(8).padStart(4, '0')}; it must not be readable by group or others (chmod 600 ${path})`, { path, mode: mode.toString(8) });
+    throw new SigningError(
+      'invalid_key_file',
+      `key file ${path} has mode ${mode.toString(8).padStart(4, '0')}; it must not be readable by group or others (chmod 600 ${path})`,
+      { path, mode: mode.toString(8) },
+    );
   }
   let json: unknown;
   try {
     json = JSON.parse(await readFile(path, 'utf8'));
   } catch {
-    throw new SigningError('invalid_key_file', `key file ${path} is not JSON of the form {"secretKey": "<64 hex characters>"}`, { path });
+    throw new SigningError(
+      'invalid_key_file',
+      `key file ${path} is not JSON of the form {"secretKey": "<64 hex characters>"}`,
+      { path },
+    );
   }
   return parseSecretKey((json as { secretKey?: unknown } | null)?.secretKey, `key file ${path}`);
 }
@@ -35,7 +47,11 @@ export function parseSecretKey(value: unknown, source: string): Uint8Array {
     key = fromHexLength(value, 32, 'secretKey');
     schnorrBackend().xonlyPublicKey(key);
   } catch {
-    throw new SigningError('invalid_key_file', `${source}: secretKey must be 64 hex characters encoding a valid secp256k1 secret key`, { source });
+    throw new SigningError(
+      'invalid_key_file',
+      `${source}: secretKey must be 64 hex characters encoding a valid secp256k1 secret key`,
+      { source },
+    );
   }
   return key;
 }
@@ -54,10 +70,19 @@ export function takeSecretKeyFromEnv(env: NodeJS.ProcessEnv, name: string): Uint
 /** Writes a new key file with mode 0600; never overwrites an existing file. */
 export async function writeKeyFile(path: string, secretKey: Uint8Array): Promise<void> {
   try {
-    await writeFile(path, `${JSON.stringify({ secretKey: Buffer.from(secretKey).toString('hex') })}\n`, { mode: 0o600, flag: 'wx' });
+    await writeFile(path, `${JSON.stringify({ secretKey: Buffer.from(secretKey).toString('hex') })}\n`, {
+      mode: 0o600,
+      flag: 'wx',
+    });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new SigningError('invalid_key_file', code === 'EEXIST' ? `${path} already exists; refusing to overwrite a key file` : `cannot write key file ${path}: ${code ?? (err as Error).message}`, { path });
+    throw new SigningError(
+      'invalid_key_file',
+      code === 'EEXIST'
+        ? `${path} already exists; refusing to overwrite a key file`
+        : `cannot write key file ${path}: ${code ?? (err as Error).message}`,
+      { path },
+    );
   }
 }
 

@@ -51,7 +51,8 @@ function wrap(addon: Addon): SchnorrBackend {
   };
 }
 
-export function loadNativeBackend(): { backend: SchnorrBackend; reason?: undefined } | { backend?: undefined; reason: string } {
+export function loadNativeBackend():
+  { backend: SchnorrBackend; reason?: undefined } | { backend?: undefined; reason: string } {
   if (!existsSync(ADDON_PATH)) return { reason: `${ADDON_PATH} is not built` };
   try {
     return { backend: wrap(createRequire(import.meta.url)(ADDON_PATH) as Addon) };

@@ -32,9 +32,13 @@ export class SigningPool {
   private readonly minChunk: number;
   private closed = false;
 
-  constructor(private readonly federation: Federation, options: SigningPoolOptions = {}) {
+  constructor(
+    private readonly federation: Federation,
+    options: SigningPoolOptions = {},
+  ) {
     const size = options.size ?? availableParallelism();
-    if (!Number.isInteger(size) || size < 1) throw new SigningError('invalid_argument', `pool size must be a positive integer, got ${size}`);
+    if (!Number.isInteger(size) || size < 1)
+      throw new SigningError('invalid_argument', `pool size must be a positive integer, got ${size}`);
     this.minChunk = options.minChunk ?? 32;
     this.pool = new Piscina({
       filename: WORKER,
@@ -62,7 +66,11 @@ export class SigningPool {
   }
 
   /** This member's signatures for every input, concatenated (64 bytes each). */
-  async signTransaction(tx: Transaction, prevouts: readonly Prevout[], aux: 'random' | 'zero' = 'random'): Promise<Uint8Array> {
+  async signTransaction(
+    tx: Transaction,
+    prevouts: readonly Prevout[],
+    aux: 'random' | 'zero' = 'random',
+  ): Promise<Uint8Array> {
     this.check();
     const pre = precomputeSighash(tx, prevouts);
     const parts = await Promise.all(
@@ -78,14 +86,27 @@ export class SigningPool {
   readonly verifyTransaction: VerifyFn = async (tx, prevouts, pubkey, signatures) => {
     this.check();
     if (signatures.length !== tx.inputs.length * 64) {
-      throw new SigningError('wrong_signature_count', `need ${tx.inputs.length} signatures (${tx.inputs.length * 64} bytes), got ${signatures.length} bytes`);
+      throw new SigningError(
+        'wrong_signature_count',
+        `need ${tx.inputs.length} signatures (${tx.inputs.length * 64} bytes), got ${signatures.length} bytes`,
+      );
     }
     const pre = precomputeSighash(tx, prevouts);
     const parts = await Promise.all(
       this.ranges(tx.inputs.length).map(([from, to]) => {
         // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
         const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
-        const task: VerifyTask = { kind: 'verify', tx, prevouts, pre, leafHash: this.federation.leafHash, from, to, pubkey, signatures: chunk };
+        const task: VerifyTask = {
+          kind: 'verify',
+          tx,
+          prevouts,
+          pre,
+          leafHash: this.federation.leafHash,
+          from,
+          to,
+          pubkey,
+          signatures: chunk,
+        };
         return this.pool.run(task, { transferList: [chunk.buffer] }) as Promise<Uint8Array>;
       }),
     );

@@ -42,12 +42,16 @@ export function schnorrBackend(): SchnorrBackend {
 /** The named backend ('native' fails loudly if the addon is missing), or the default choice. */
 export function selectBackend(wanted: string | undefined): SchnorrBackend {
   if (wanted !== undefined && wanted !== 'js' && wanted !== 'native') {
-    throw new SigningError('invalid_argument', `${BACKEND_ENV} must be "native" or "js", got ${JSON.stringify(wanted)}`);
+    throw new SigningError(
+      'invalid_argument',
+      `${BACKEND_ENV} must be "native" or "js", got ${JSON.stringify(wanted)}`,
+    );
   }
   if (wanted === 'js') return fallbackBackend;
   const native = loadNativeBackend();
   if (native.backend) return native.backend;
-  if (wanted === 'native') throw new SigningError('native_failure', `${BACKEND_ENV}=native but the addon cannot be loaded: ${native.reason}`);
+  if (wanted === 'native')
+    throw new SigningError('native_failure', `${BACKEND_ENV}=native but the addon cannot be loaded: ${native.reason}`);
   process.stderr.write(
     `WARNING: native libsecp256k1 addon unavailable (${native.reason}); using the pure-JS Schnorr fallback, which is several times slower. Build it with: node scripts/build-native.mjs\n`,
   );

@@ -74,14 +74,23 @@ const MAX_KEY_NUMBER = 10 ** NUMBER_WIDTH - 1;
 
 export function keyNumber(value: number, field: string): string {
   if (!Number.isSafeInteger(value) || value < 0 || value > MAX_KEY_NUMBER) {
-    throw new StorageError('invalid_key', `${field} must be an integer in [0, ${MAX_KEY_NUMBER}] to be used in a store key, got ${String(value)}`, { field, value: String(value) });
+    throw new StorageError(
+      'invalid_key',
+      `${field} must be an integer in [0, ${MAX_KEY_NUMBER}] to be used in a store key, got ${String(value)}`,
+      { field, value: String(value) },
+    );
   }
   return value.toString().padStart(NUMBER_WIDTH, '0');
 }
 
 /** Parses a number part written by keyNumber. */
 export function parseKeyNumber(part: string, field: string): number {
-  if (!/^[0-9]{10}$/.test(part)) throw new StorageError('invalid_key', `${field} key part must be ${NUMBER_WIDTH} digits, got ${JSON.stringify(part)}`, { field, value: part });
+  if (!/^[0-9]{10}$/.test(part))
+    throw new StorageError(
+      'invalid_key',
+      `${field} key part must be ${NUMBER_WIDTH} digits, got ${JSON.stringify(part)}`,
+      { field, value: part },
+    );
   return Number(part);
 }
 
@@ -91,12 +100,22 @@ const XONLY_KEY = /^[0-9a-f]{64}$/;
 
 /** A Bitcoin txid or block hash as RPC prints it, lowercase. */
 export function bitcoinHash(value: string, field: string): string {
-  if (!BITCOIN_HASH.test(value)) throw new StorageError('invalid_key', `${field} must be 64 lowercase hex characters, got ${JSON.stringify(value)}`, { field, value });
+  if (!BITCOIN_HASH.test(value))
+    throw new StorageError(
+      'invalid_key',
+      `${field} must be 64 lowercase hex characters, got ${JSON.stringify(value)}`,
+      { field, value },
+    );
   return value;
 }
 
 function evmHash(value: string, field: string): string {
-  if (!EVM_HASH.test(value)) throw new StorageError('invalid_key', `${field} must be 0x followed by 64 lowercase hex characters, got ${JSON.stringify(value)}`, { field, value });
+  if (!EVM_HASH.test(value))
+    throw new StorageError(
+      'invalid_key',
+      `${field} must be 0x followed by 64 lowercase hex characters, got ${JSON.stringify(value)}`,
+      { field, value },
+    );
   return value;
 }
 
@@ -130,7 +149,8 @@ export function requestIndexKey(status: string, txHash: string, ordinal: number)
 /** The req/ key a reqidx/ key points at. */
 export function requestKeyOfIndex(indexKey: string): string {
   const parts = indexKey.split('/');
-  if (parts.length !== 4 || `${parts[0]}/` !== SPACES.requestIndex) throw new StorageError('invalid_key', `not a request index key: ${JSON.stringify(indexKey)}`, { key: indexKey });
+  if (parts.length !== 4 || `${parts[0]}/` !== SPACES.requestIndex)
+    throw new StorageError('invalid_key', `not a request index key: ${JSON.stringify(indexKey)}`, { key: indexKey });
   return `${SPACES.request}${parts[2]}/${parts[3]}`;
 }
 
@@ -162,7 +182,10 @@ export function utxoIndexKey(state: string, txid: string, vout: number): string 
 export function outpointOfKey(key: string): { txid: string; vout: number } {
   const parts = key.split('/');
   const txid = parts[parts.length - 2] ?? '';
-  return { txid: bitcoinHash(txid, 'outpoint txid in key'), vout: parseKeyNumber(parts[parts.length - 1] ?? '', 'outpoint vout') };
+  return {
+    txid: bitcoinHash(txid, 'outpoint txid in key'),
+    vout: parseKeyNumber(parts[parts.length - 1] ?? '', 'outpoint vout'),
+  };
 }
 
 export function bitcoinBlockKey(height: number): string {
@@ -210,7 +233,12 @@ export function signatureReceivedPrefix(txid: string): string {
 }
 
 export function signatureReceivedKey(txid: string, memberXonlyKey: string): string {
-  if (!XONLY_KEY.test(memberXonlyKey)) throw new StorageError('invalid_key', `member key must be 64 lowercase hex characters (x-only), got ${JSON.stringify(memberXonlyKey)}`, { field: 'member key', value: memberXonlyKey });
+  if (!XONLY_KEY.test(memberXonlyKey))
+    throw new StorageError(
+      'invalid_key',
+      `member key must be 64 lowercase hex characters (x-only), got ${JSON.stringify(memberXonlyKey)}`,
+      { field: 'member key', value: memberXonlyKey },
+    );
   return `${signatureReceivedPrefix(txid)}${memberXonlyKey}`;
 }
 

@@ -38,7 +38,11 @@ const KEY_PATTERN = /^[\x21-\x7e]{1,512}$/;
 
 function checkKey(key: string): void {
   if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
-    throw new StorageError('invalid_key', `store key must be 1 to 512 printable ASCII characters, got ${JSON.stringify(key)}`, { key: String(key) });
+    throw new StorageError(
+      'invalid_key',
+      `store key must be 1 to 512 printable ASCII characters, got ${JSON.stringify(key)}`,
+      { key: String(key) },
+    );
   }
 }
 
@@ -49,7 +53,12 @@ function encode(key: string, value: unknown): Buffer {
   try {
     return packr.pack(value);
   } catch (err) {
-    throw new StorageError('invalid_value', `value for key ${key} cannot be encoded as msgpack: ${(err as Error).message}`, { key }, { cause: err });
+    throw new StorageError(
+      'invalid_value',
+      `value for key ${key} cannot be encoded as msgpack: ${(err as Error).message}`,
+      { key },
+      { cause: err },
+    );
   }
 }
 
@@ -57,7 +66,12 @@ function decode<T>(key: string, bytes: Buffer): T {
   try {
     return packr.unpack(bytes) as T;
   } catch (err) {
-    throw new StorageError('decode_failed', `record at key ${key} is not valid msgpack (${bytes.length} bytes): ${(err as Error).message}`, { key }, { cause: err });
+    throw new StorageError(
+      'decode_failed',
+      `record at key ${key} is not valid msgpack (${bytes.length} bytes): ${(err as Error).message}`,
+      { key },
+      { cause: err },
+    );
   }
 }
 
@@ -143,7 +157,8 @@ export class StoreBatch implements StoreReader {
   }
 
   #checkOpen(): void {
-    if (this.#written) throw new StorageError('write_failed', 'this batch was already written; start a new batch()', {});
+    if (this.#written)
+      throw new StorageError('write_failed', 'this batch was already written; start a new batch()', {});
   }
 }
 
@@ -155,7 +170,16 @@ export class StoreBatch implements StoreReader {
  */
 interface SyncReads {
   _getManySync(keys: string[]): (Buffer | undefined)[];
-  querySync(options: { gte?: string; gt?: string; lt?: string; reverse: boolean; limit: number; values: boolean; keyEncoding: 'utf8'; valueEncoding: 'buffer' }): { rows: (string | Buffer)[] };
+  querySync(options: {
+    gte?: string;
+    gt?: string;
+    lt?: string;
+    reverse: boolean;
+    limit: number;
+    values: boolean;
+    keyEncoding: 'utf8';
+    valueEncoding: 'buffer';
+  }): { rows: (string | Buffer)[] };
 }
 
 interface IteratorBounds {
@@ -191,7 +215,10 @@ export class Store implements StoreReader {
     this.#db = db;
     this.#dir = dir;
     const candidate = db as unknown as Partial<SyncReads>;
-    this.#sync = typeof candidate._getManySync === 'function' && typeof candidate.querySync === 'function' ? (candidate as SyncReads) : undefined;
+    this.#sync =
+      typeof candidate._getManySync === 'function' && typeof candidate.querySync === 'function'
+        ? (candidate as SyncReads)
+        : undefined;
   }
 
   /**
@@ -201,7 +228,11 @@ export class Store implements StoreReader {
    */
   static async open(dir: string, meta: { descriptor: string }): Promise<Store> {
     if (typeof meta.descriptor !== 'string' || meta.descriptor.length === 0) {
-      throw new StorageError('open_failed', `federation descriptor must be a non-empty string to open the store at ${dir}`, { dir });
+      throw new StorageError(
+        'open_failed',
+        `federation descriptor must be a non-empty string to open the store at ${dir}`,
+        { dir },
+      );
     }
     const db = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
     try {
@@ -224,13 +255,29 @@ export class Store implements StoreReader {
     const stored = await this.get<StoreMeta>(META_KEY);
     if (stored === undefined) {
       for await (const [key] of this.entries({ prefix: '', limit: 1 })) {
-        throw new StorageError('not_a_store', `the database at ${this.#dir} holds data (first key ${key}) but no ${META_KEY} record; refusing to adopt it`, { dir: this.#dir, key });
+        throw new StorageError(
+          'not_a_store',
+          `the database at ${this.#dir} holds data (first key ${key}) but no ${META_KEY} record; refusing to adopt it`,
+          { dir: this.#dir, key },
+        );
       }
-      await this.batch().put(META_KEY, { schemaVersion: SCHEMA_VERSION, descriptor } satisfies StoreMeta).write({ sync: true });
+      await this.batch()
+        .put(META_KEY, { schemaVersion: SCHEMA_VERSION, descriptor } satisfies StoreMeta)
+        .write({ sync: true });
       return;
     }
-    if (typeof stored !== 'object' || stored === null || !Number.isSafeInteger(stored.schemaVersion) || stored.schemaVersion < 1 || typeof stored.descriptor !== 'string') {
-      throw new StorageError('meta_corrupt', `${META_KEY} in ${this.#dir} is not { schemaVersion: positive integer, descriptor: string }`, { dir: this.#dir });
+    if (
+      typeof stored !== 'object' ||
+      stored === null ||
+      !Number.isSafeInteger(stored.schemaVersion) ||
+      stored.schemaVersion < 1 ||
+      typeof stored.descriptor !== 'string'
+    ) {
+      throw new StorageError(
+        'meta_corrupt',
+        `${META_KEY} in ${this.#dir} is not { schemaVersion: positive integer, descriptor: string }`,
+        { dir: this.#dir },
+      );
     }
     if (stored.schemaVersion > SCHEMA_VERSION) {
       throw new StorageError(
@@ -262,7 +309,8 @@ export class Store implements StoreReader {
 
   async meta(): Promise<StoreMeta> {
     const meta = await this.get<StoreMeta>(META_KEY);
-    if (meta === undefined) throw new StorageError('meta_corrupt', `${META_KEY} missing in ${this.#dir}`, { dir: this.#dir });
+    if (meta === undefined)
+      throw new StorageError('meta_corrupt', `${META_KEY} missing in ${this.#dir}`, { dir: this.#dir });
     return meta;
   }
 
@@ -278,7 +326,12 @@ export class Store implements StoreReader {
     try {
       raw = this.#sync ? this.#sync._getManySync(keys) : await this.#db.getMany(keys);
     } catch (err) {
-      throw new StorageError('read_failed', `reading ${keys.length} key(s) from ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
+      throw new StorageError(
+        'read_failed',
+        `reading ${keys.length} key(s) from ${this.#dir} failed: ${(err as Error).message}`,
+        { dir: this.#dir },
+        { cause: err },
+      );
     }
     return raw.map((bytes, i) => (bytes === undefined ? undefined : decode<T>(keys[i] as string, bytes)));
   }
@@ -300,7 +353,12 @@ export class Store implements StoreReader {
     try {
       await batch.write({ sync });
     } catch (err) {
-      throw new StorageError('write_failed', `writing a batch of ${staged.size} change(s) to ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
+      throw new StorageError(
+        'write_failed',
+        `writing a batch of ${staged.size} change(s) to ${this.#dir} failed: ${(err as Error).message}`,
+        { dir: this.#dir },
+        { cause: err },
+      );
     }
   }
 
@@ -311,7 +369,8 @@ export class Store implements StoreReader {
       return;
     }
     for (const rows of this.#pages(this.#sync, options, true)) {
-      for (let i = 0; i < rows.length; i += 2) yield [rows[i] as string, decode<T>(rows[i] as string, rows[i + 1] as Buffer)];
+      for (let i = 0; i < rows.length; i += 2)
+        yield [rows[i] as string, decode<T>(rows[i] as string, rows[i + 1] as Buffer)];
     }
   }
 
@@ -323,7 +382,8 @@ export class Store implements StoreReader {
       for await (const [key] of this.#db.iterator(options)) out.push(key);
       return out;
     }
-    for (const rows of this.#pages(this.#sync, options, false)) for (let i = 0; i < rows.length; i += 2) out.push(rows[i] as string);
+    for (const rows of this.#pages(this.#sync, options, false))
+      for (let i = 0; i < rows.length; i += 2) out.push(rows[i] as string);
     return out;
   }
 
@@ -342,17 +402,29 @@ export class Store implements StoreReader {
     return options;
   }
 
-  /** Pages of ENTRIES_PAGE rows ([key, value, key, value, …]), each read synchronously; a page resumes after the last key. */
+  /**
+   * Pages of ENTRIES_PAGE rows ([key, value, key, value, …]), each read synchronously; a page resumes after the last
+   * key.
+   */
   *#pages(sync: SyncReads, options: IteratorBounds, values: boolean): Generator<(string | Buffer)[]> {
     let remaining = options.limit ?? Infinity;
-    const page: IteratorBounds & { gt?: string } = { reverse: options.reverse, ...(options.gte !== undefined ? { gte: options.gte } : {}), ...(options.lt !== undefined ? { lt: options.lt } : {}) };
+    const page: IteratorBounds & { gt?: string } = {
+      reverse: options.reverse,
+      ...(options.gte !== undefined ? { gte: options.gte } : {}),
+      ...(options.lt !== undefined ? { lt: options.lt } : {}),
+    };
     while (remaining > 0) {
       const want = Math.min(ENTRIES_PAGE, remaining);
       let rows: (string | Buffer)[];
       try {
         rows = sync.querySync({ ...page, limit: want, values, keyEncoding: 'utf8', valueEncoding: 'buffer' }).rows;
       } catch (err) {
-        throw new StorageError('read_failed', `reading a range from ${this.#dir} failed: ${(err as Error).message}`, { dir: this.#dir }, { cause: err });
+        throw new StorageError(
+          'read_failed',
+          `reading a range from ${this.#dir} failed: ${(err as Error).message}`,
+          { dir: this.#dir },
+          { cause: err },
+        );
       }
       yield rows;
       if (rows.length / 2 < want) return;

@@ -164,7 +164,9 @@ function checkCommitment(tx: Transaction, ids: readonly string[], fault: Fault):
     fault('commitment_mismatch', `output 0 commits to ${toHex(committed)}, but ${paid}`, { output: 0 });
   }
   if (first && first.value !== 0n) {
-    fault('bad_layout', `output 0 (the commitment) carries ${first.value} sats, expected 0: they are burned`, { output: 0 });
+    fault('bad_layout', `output 0 (the commitment) carries ${first.value} sats, expected 0: they are burned`, {
+      output: 0,
+    });
   }
   return { committed, expected, matches };
 }
@@ -186,20 +188,32 @@ function payoutProblem(
     return ['request_not_payable', `output ${output}: request ${id} must not be paid: ${request.notPayable}`];
   }
   if (out === undefined) {
-    return ['payout_inexact', `output ${output} for request ${id} is missing: the transaction has ${tx.outputs.length} outputs`];
+    return [
+      'payout_inexact',
+      `output ${output} for request ${id} is missing: the transaction has ${tx.outputs.length} outputs`,
+    ];
   }
   const wanted = request.scriptPubKey ?? NO_SCRIPT;
   if (!equal(out.scriptPubKey, wanted)) {
-    return ['payout_inexact', `output ${output} pays script ${toHex(out.scriptPubKey)}, not request ${id}'s script ${toHex(wanted)}`];
+    return [
+      'payout_inexact',
+      `output ${output} pays script ${toHex(out.scriptPubKey)}, not request ${id}'s script ${toHex(wanted)}`,
+    ];
   }
   if (sats - out.value !== share) {
     const bears = sats - out.value;
     const expected = `expected the ${share} the other outputs bear`;
-    return ['payout_inexact', `output ${output} pays ${out.value} sats for request ${id} of ${sats}: a fee share of ${bears}, ${expected}`];
+    return [
+      'payout_inexact',
+      `output ${output} pays ${out.value} sats for request ${id} of ${sats}: a fee share of ${bears}, ${expected}`,
+    ];
   }
   const dust = dustThreshold(out.scriptPubKey);
   if (out.value < dust) {
-    return ['payout_inexact', `output ${output} pays ${out.value} sats, under its dust limit of ${dust}: request ${id} should have waited`];
+    return [
+      'payout_inexact',
+      `output ${output} pays ${out.value} sats, under its dust limit of ${dust}: request ${id} should have waited`,
+    ];
   }
   return undefined;
 }
@@ -211,7 +225,10 @@ function auditPayouts<R extends AuditRequest>(
   fault: Fault,
 ): PayoutAudit<R>[] {
   if (share !== undefined && share < 0n) {
-    fault('payout_inexact', `the payouts bear a fee share of ${share} sats: they pay more than requested, from the federation's funds`);
+    fault(
+      'payout_inexact',
+      `the payouts bear a fee share of ${share} sats: they pay more than requested, from the federation's funds`,
+    );
   }
   const firstOutput = new Map<string, number>();
   return requests.map((request, i) => {
@@ -267,9 +284,17 @@ function auditChange(
     const none = `${rule} = ${remainder} is under the change dust limit of ${dust}: there is no change`;
     fault('change_inexact', `output ${changeAt} pays ${change.value} sats as change, but ${none}`, at);
   } else if (expected !== undefined && change !== undefined && !equal(change.scriptPubKey, federation.scriptPubKey)) {
-    fault('change_inexact', `output ${changeAt} (change) pays script ${toHex(change.scriptPubKey)}, not the federation's ${fedScript}`, at);
+    fault(
+      'change_inexact',
+      `output ${changeAt} (change) pays script ${toHex(change.scriptPubKey)}, not the federation's ${fedScript}`,
+      at,
+    );
   } else if (expected !== undefined && change !== undefined && change.value !== expected) {
-    fault('change_inexact', `output ${changeAt} (change) pays ${change.value} sats, expected exactly ${expected} (${rule})`, at);
+    fault(
+      'change_inexact',
+      `output ${changeAt} (change) pays ${change.value} sats, expected exactly ${expected} (${rule})`,
+      at,
+    );
   }
   return { output, value: change?.value, checked: true, expected };
 }
@@ -292,7 +317,11 @@ export function auditPayment<R extends AuditRequest>(
   const fault: Fault = (code, message, at = {}) => void faults.push({ code, message, ...at });
 
   checkHeader(tx, fault);
-  const commitment = checkCommitment(tx, requests.map((r) => r.id), fault);
+  const commitment = checkCommitment(
+    tx,
+    requests.map((r) => r.id),
+    fault,
+  );
   const share = commonShare(tx, requests);
   const payouts = auditPayouts(tx, requests, share, fault);
   const known = federation !== undefined && prevouts !== undefined ? { federation, prevouts } : undefined;

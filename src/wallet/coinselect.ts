@@ -34,11 +34,19 @@ function coinOrder(a: Coin, b: Coin): number {
  *
  * Returns null when all usable coins together fall short.
  */
-export function selectCoins<C extends Coin>(coins: readonly C[], target: bigint, rate: FeeRate, inputVsize: number, costOfChange: bigint): Selection<C> | null {
+export function selectCoins<C extends Coin>(
+  coins: readonly C[],
+  target: bigint,
+  rate: FeeRate,
+  inputVsize: number,
+  costOfChange: bigint,
+): Selection<C> | null {
   const inputCost = feeFor(rate, inputVsize);
   const usable = coins
     .filter((c) => c.value > inputCost)
-    .sort((a, b) => (b.value - inputCost > a.value - inputCost ? 1 : b.value - inputCost < a.value - inputCost ? -1 : coinOrder(a, b)));
+    .sort((a, b) =>
+      b.value - inputCost > a.value - inputCost ? 1 : b.value - inputCost < a.value - inputCost ? -1 : coinOrder(a, b),
+    );
   let available = 0n;
   for (const c of usable) available += c.value;
   if (available < target) return null;
@@ -61,7 +69,12 @@ function sum(coins: readonly Coin[]): bigint {
 }
 
 /** Depth-first over coins sorted by descending value, including before omitting each. */
-function branchAndBound<C extends Coin>(sorted: readonly C[], target: bigint, costOfChange: bigint, available: bigint): C[] | null {
+function branchAndBound<C extends Coin>(
+  sorted: readonly C[],
+  target: bigint,
+  costOfChange: bigint,
+  available: bigint,
+): C[] | null {
   const upper = target + costOfChange;
   const include: boolean[] = [];
   let best: boolean[] | null = null;

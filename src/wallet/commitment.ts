@@ -54,7 +54,11 @@ export interface CandidateRequest {
  * Candidates with the same script and amount are tried in id order first (what the proposer
  * builds); at most `maxTries` complete assignments are hashed. Undefined when none matches.
  */
-export function matchCommitment(outputs: readonly TxOutput[], candidates: readonly CandidateRequest[], maxTries = 10_000): string[] | undefined {
+export function matchCommitment(
+  outputs: readonly TxOutput[],
+  candidates: readonly CandidateRequest[],
+  maxTries = 10_000,
+): string[] | undefined {
   const committed = outputs[0] && readCommitment(outputs[0].scriptPubKey);
   if (!committed) return undefined;
   const sorted = [...candidates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -64,9 +68,15 @@ export function matchCommitment(outputs: readonly TxOutput[], candidates: readon
     if (k < 1) continue;
     const payouts = outputs.slice(1, k + 1);
     const first = payouts[0]!;
-    const shares = new Set(sorted.filter((c) => equal(c.scriptPubKey, first.scriptPubKey) && c.sats >= first.value).map((c) => c.sats - first.value));
+    const shares = new Set(
+      sorted
+        .filter((c) => equal(c.scriptPubKey, first.scriptPubKey) && c.sats >= first.value)
+        .map((c) => c.sats - first.value),
+    );
     for (const share of shares) {
-      const options = payouts.map((o) => sorted.filter((c) => equal(c.scriptPubKey, o.scriptPubKey) && c.sats - share === o.value));
+      const options = payouts.map((o) =>
+        sorted.filter((c) => equal(c.scriptPubKey, o.scriptPubKey) && c.sats - share === o.value),
+      );
       if (options.some((list) => list.length === 0)) continue;
       const chosen: string[] = [];
       const used = new Set<string>();

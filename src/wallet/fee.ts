@@ -5,7 +5,11 @@ export type FeeRate = number;
 
 export function checkFeeRate(rate: FeeRate, field = 'fee rate'): FeeRate {
   if (!Number.isFinite(rate) || rate <= 0 || rate > 1_000_000) {
-    throw new WalletError('invalid_fee_rate', `${field} must be a positive number of sat/vB (at most 1,000,000), got ${rate}`, { field, value: rate });
+    throw new WalletError(
+      'invalid_fee_rate',
+      `${field} must be a positive number of sat/vB (at most 1,000,000), got ${rate}`,
+      { field, value: rate },
+    );
   }
   return rate;
 }
@@ -61,9 +65,21 @@ export type FeeFault = { reason: 'fee_rate_too_low' | 'fee_rate_too_high' | 'fee
 /** Whether a payment of `fee` sats at `vsize` vB, each peg-out bearing `share`, is within `policy`. */
 export function checkFee(fee: bigint, vsize: number, share: bigint, policy: FeePolicy): FeeFault | undefined {
   const rate = Number(fee) / vsize;
-  if (rate < policy.floor) return { reason: 'fee_rate_too_low', detail: `fee rate ${rate.toFixed(3)} sat/vB is under this member's floor ${policy.floor}` };
+  if (rate < policy.floor)
+    return {
+      reason: 'fee_rate_too_low',
+      detail: `fee rate ${rate.toFixed(3)} sat/vB is under this member's floor ${policy.floor}`,
+    };
   const max = maxAcceptedRate(policy);
-  if (rate > max) return { reason: 'fee_rate_too_high', detail: `fee rate ${rate.toFixed(3)} sat/vB is over ${max} (${policy.maxMultiple}× this member's estimate ${policy.estimate}, at most ${policy.maxRate})` };
-  if (share > policy.maxSharePerRequest) return { reason: 'fee_share_too_high', detail: `each peg-out bears ${share} sats of fee, over the cap of ${policy.maxSharePerRequest}` };
+  if (rate > max)
+    return {
+      reason: 'fee_rate_too_high',
+      detail: `fee rate ${rate.toFixed(3)} sat/vB is over ${max} (${policy.maxMultiple}× this member's estimate ${policy.estimate}, at most ${policy.maxRate})`,
+    };
+  if (share > policy.maxSharePerRequest)
+    return {
+      reason: 'fee_share_too_high',
+      detail: `each peg-out bears ${share} sats of fee, over the cap of ${policy.maxSharePerRequest}`,
+    };
   return undefined;
 }

@@ -1,7 +1,13 @@
 import type { Federation } from '../bitcoin/federation.js';
 import { dustThreshold } from '../bitcoin/script.js';
 import type { Transaction, TxOutput } from '../bitcoin/tx.js';
-import { federationInputWeight, federationSpendWeight, MAX_STANDARD_TX_WEIGHT, outputWeight, weightToVsize } from '../bitcoin/weight.js';
+import {
+  federationInputWeight,
+  federationSpendWeight,
+  MAX_STANDARD_TX_WEIGHT,
+  outputWeight,
+  weightToVsize,
+} from '../bitcoin/weight.js';
 import { selectCoins, type Coin, type Selection } from './coinselect.js';
 import { WalletError } from './errors.js';
 import { commitmentScript } from './commitment.js';
@@ -65,11 +71,17 @@ export const PAYMENT_SEQUENCE = 0xfffffffd;
  * dust limit, when the remainder (bounded by that limit) goes to the miners. The proposer builds
  * with this function and every validator rebuilds with it and compares: one rule, not two.
  */
-export function paymentOutputs(requests: readonly PaymentRequest[], inputTotal: bigint, share: bigint, federation: Federation): TxOutput[] {
+export function paymentOutputs(
+  requests: readonly PaymentRequest[],
+  inputTotal: bigint,
+  share: bigint,
+  federation: Federation,
+): TxOutput[] {
   const change = inputTotal - requests.reduce((acc, r) => acc + r.sats, 0n);
   const outputs: TxOutput[] = [{ value: 0n, scriptPubKey: commitmentScript(requests.map((r) => r.id)) }];
   for (const r of requests) outputs.push({ value: r.sats - share, scriptPubKey: r.scriptPubKey });
-  if (change >= dustThreshold(federation.scriptPubKey)) outputs.push({ value: change, scriptPubKey: federation.scriptPubKey });
+  if (change >= dustThreshold(federation.scriptPubKey))
+    outputs.push({ value: change, scriptPubKey: federation.scriptPubKey });
   return outputs;
 }
 
@@ -77,7 +89,13 @@ export function paymentOutputs(requests: readonly PaymentRequest[], inputTotal: 
 const COMMITMENT_PLACEHOLDER = new Uint8Array(34);
 
 type Attempt = { payment: Payment } | { tooHeavy: true } | { none: true };
-type Selector = (utxos: readonly SpendableUtxo[], target: bigint, rate: FeeRate, inputVsize: number, costOfChange: bigint) => Pick<Selection<SpendableUtxo>, 'coins' | 'total'> & { method: Payment['selection'] } | null;
+type Selector = (
+  utxos: readonly SpendableUtxo[],
+  target: bigint,
+  rate: FeeRate,
+  inputVsize: number,
+  costOfChange: bigint,
+) => (Pick<Selection<SpendableUtxo>, 'coins' | 'total'> & { method: Payment['selection'] }) | null;
 
 /**
  * Turns pending requests into unsigned federation payments at `rate`.
@@ -98,7 +116,10 @@ export function buildPayments(
 ): PaymentPlan {
   checkFeeRate(rate);
   if (!Number.isInteger(limits.maxOutputs) || limits.maxOutputs < 3) {
-    throw new WalletError('invalid_proposal', `maxOutputs must be an integer of at least 3 (commitment, one peg-out and change), got ${limits.maxOutputs}`);
+    throw new WalletError(
+      'invalid_proposal',
+      `maxOutputs must be an integer of at least 3 (commitment, one peg-out and change), got ${limits.maxOutputs}`,
+    );
   }
   const maxWeight = limits.maxWeight ?? MAX_STANDARD_TX_WEIGHT;
   const ordered = [...requests].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -143,7 +164,12 @@ export function buildPayments(
  * recomputed. Undefined when at that rate a request would fall under dust or the inputs no longer
  * cover the requests: then the original stands.
  */
-export function buildReplacement(requests: readonly PaymentRequest[], inputs: readonly SpendableUtxo[], rate: FeeRate, federation: Federation): Payment | undefined {
+export function buildReplacement(
+  requests: readonly PaymentRequest[],
+  inputs: readonly SpendableUtxo[],
+  rate: FeeRate,
+  federation: Federation,
+): Payment | undefined {
   checkFeeRate(rate);
   const deferred: Deferred[] = [];
   const all: Selector = (utxos, target) => {
@@ -162,16 +188,24 @@ export function buildReplacement(requests: readonly PaymentRequest[], inputs: re
  * other inputs, largest first, until the requests are covered. Undefined when the rivals'
  * inputs cannot pay the requests within the weight limit.
  */
-export function buildMerge(requests: readonly PaymentRequest[], rivals: readonly (readonly SpendableUtxo[])[], rate: FeeRate, federation: Federation): Payment | undefined {
+export function buildMerge(
+  requests: readonly PaymentRequest[],
+  rivals: readonly (readonly SpendableUtxo[])[],
+  rate: FeeRate,
+  federation: Federation,
+): Payment | undefined {
   const name = (u: SpendableUtxo): string => `${u.txid}:${u.vout}`;
-  const largestFirst = (a: SpendableUtxo, b: SpendableUtxo): number => (a.value === b.value ? (name(a) < name(b) ? -1 : 1) : a.value > b.value ? -1 : 1);
+  const largestFirst = (a: SpendableUtxo, b: SpendableUtxo): number =>
+    a.value === b.value ? (name(a) < name(b) ? -1 : 1) : a.value > b.value ? -1 : 1;
   const chosen = new Map<string, SpendableUtxo>();
   for (const inputs of rivals) {
     const largest = [...inputs].sort(largestFirst)[0];
     if (!largest) return undefined;
     chosen.set(name(largest), largest);
   }
-  const rest = [...new Map(rivals.flat().map((u) => [name(u), u])).values()].filter((u) => !chosen.has(name(u))).sort(largestFirst);
+  const rest = [...new Map(rivals.flat().map((u) => [name(u), u])).values()]
+    .filter((u) => !chosen.has(name(u)))
+    .sort(largestFirst);
   for (let next = 0; ; next++) {
     const payment = buildReplacement(requests, [...chosen.values()], rate, federation);
     if (payment) return payment;
@@ -208,7 +242,11 @@ function buildOne(
     const change = selection.total - target;
     const keepChange = change >= changeDust;
     const scripts = [COMMITMENT_PLACEHOLDER, ...requests.map((r) => r.scriptPubKey)];
-    const weight = federationSpendWeight(federation, selection.coins.length, keepChange ? [...scripts, federation.scriptPubKey] : scripts);
+    const weight = federationSpendWeight(
+      federation,
+      selection.coins.length,
+      keepChange ? [...scripts, federation.scriptPubKey] : scripts,
+    );
     if (weight > maxWeight) return { tooHeavy: true };
     const vsize = weightToVsize(weight);
     const share = feeShare(feeFor(rate, vsize), requests.length);
@@ -227,7 +265,13 @@ function buildOne(
     const tx: Transaction = {
       version: 2,
       locktime: 0,
-      inputs: selection.coins.map((c) => ({ txid: c.txid, vout: c.vout, sequence: PAYMENT_SEQUENCE, scriptSig: new Uint8Array(0), witness: [] })),
+      inputs: selection.coins.map((c) => ({
+        txid: c.txid,
+        vout: c.vout,
+        sequence: PAYMENT_SEQUENCE,
+        scriptSig: new Uint8Array(0),
+        witness: [],
+      })),
       outputs,
     };
     const paid = outputs.reduce((acc, o) => acc + o.value, 0n);
@@ -252,7 +296,15 @@ export function requirePayments(plan: PaymentPlan, requestCount: number): Paymen
   if (requestCount === 0) throw new WalletError('no_requests', 'there are no pending requests to pay');
   const reasons = new Set(plan.deferred.map((d) => d.reason));
   if (reasons.size === 1 && reasons.has('dust_after_fee')) {
-    throw new WalletError('all_dust', `every request (${requestCount}) would be under its dust limit after its share of the fee`, { deferred: plan.deferred.length });
+    throw new WalletError(
+      'all_dust',
+      `every request (${requestCount}) would be under its dust limit after its share of the fee`,
+      { deferred: plan.deferred.length },
+    );
   }
-  throw new WalletError('insufficient_funds', `the federation's spendable outputs cannot fund any of the ${requestCount} pending requests`, { deferred: plan.deferred.length });
+  throw new WalletError(
+    'insufficient_funds',
+    `the federation's spendable outputs cannot fund any of the ${requestCount} pending requests`,
+    { deferred: plan.deferred.length },
+  );
 }

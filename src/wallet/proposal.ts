@@ -52,20 +52,36 @@ const fail = (detail: string): never => {
  * whatever else a peer put in the frame is neither stored nor passed on.
  */
 export function checkProposal(body: unknown): CheckedProposal {
-  const p = (typeof body === 'object' && body !== null ? body : fail('a proposal must be a map')) as Record<string, unknown>;
+  const p = (typeof body === 'object' && body !== null ? body : fail('a proposal must be a map')) as Record<
+    string,
+    unknown
+  >;
   if (p.version !== 1) fail(`proposal version must be 1, got ${JSON.stringify(p.version)}`);
   if (!Number.isSafeInteger(p.round) || (p.round as number) < 0) fail('proposal round must be a non-negative integer');
-  if (typeof p.proposer !== 'string' || !/^[0-9a-f]{64}$/.test(p.proposer)) fail('proposal proposer must be a 64-hex x-only key');
+  if (typeof p.proposer !== 'string' || !/^[0-9a-f]{64}$/.test(p.proposer))
+    fail('proposal proposer must be a 64-hex x-only key');
   if (!(p.unsignedTx instanceof Uint8Array)) fail('proposal unsignedTx must be bytes');
   const raw = p.unsignedTx as Uint8Array;
-  if (raw.length > PROPOSAL_CAPS.txBytes) fail(`unsigned transaction of ${raw.length} bytes is over the ${PROPOSAL_CAPS.txBytes} that Core relays`);
-  if (!Array.isArray(p.requestIds) || p.requestIds.length > PROPOSAL_CAPS.outputs) fail(`proposal requestIds must be a list of at most ${PROPOSAL_CAPS.outputs} ids`);
+  if (raw.length > PROPOSAL_CAPS.txBytes)
+    fail(`unsigned transaction of ${raw.length} bytes is over the ${PROPOSAL_CAPS.txBytes} that Core relays`);
+  if (!Array.isArray(p.requestIds) || p.requestIds.length > PROPOSAL_CAPS.outputs)
+    fail(`proposal requestIds must be a list of at most ${PROPOSAL_CAPS.outputs} ids`);
   const requestIds = p.requestIds as unknown[];
-  for (const id of requestIds) if (!isRequestId(id)) fail(`request id ${JSON.stringify(id)} is not in canonical form <0x + 64 lowercase hex>:<ordinal>`);
-  if (!Array.isArray(p.prevouts) || p.prevouts.length > PROPOSAL_CAPS.inputs) fail(`proposal prevouts must be a list of at most ${PROPOSAL_CAPS.inputs}`);
+  for (const id of requestIds)
+    if (!isRequestId(id))
+      fail(`request id ${JSON.stringify(id)} is not in canonical form <0x + 64 lowercase hex>:<ordinal>`);
+  if (!Array.isArray(p.prevouts) || p.prevouts.length > PROPOSAL_CAPS.inputs)
+    fail(`proposal prevouts must be a list of at most ${PROPOSAL_CAPS.inputs}`);
   const prevouts = (p.prevouts as unknown[]).map((o, i): Prevout => {
     const v = o as Partial<Prevout> | null;
-    if (typeof v?.value !== 'bigint' || v.value < 0n || v.value > MAX_MONEY || !(v.scriptPubKey instanceof Uint8Array) || v.scriptPubKey.length > 10_000) fail(`prevout ${i} must be { value: 0..MAX_MONEY sats, scriptPubKey: bytes }`);
+    if (
+      typeof v?.value !== 'bigint' ||
+      v.value < 0n ||
+      v.value > MAX_MONEY ||
+      !(v.scriptPubKey instanceof Uint8Array) ||
+      v.scriptPubKey.length > 10_000
+    )
+      fail(`prevout ${i} must be { value: 0..MAX_MONEY sats, scriptPubKey: bytes }`);
     return { value: v!.value!, scriptPubKey: v!.scriptPubKey! };
   });
   let tx: Transaction;
@@ -75,8 +91,16 @@ export function checkProposal(body: unknown): CheckedProposal {
     throw new WalletError('invalid_proposal', `unsigned transaction does not parse: ${(err as Error).message}`);
   }
   if (tx.inputs.length !== prevouts.length) fail(`${tx.inputs.length} inputs but ${prevouts.length} prevouts`);
-  if (tx.inputs.some((i) => i.scriptSig.length > 0 || i.witness.length > 0)) fail('an unsigned proposal carries no scriptSig or witness');
-  const proposal: Proposal = { version: 1, round: p.round as number, proposer: p.proposer as string, unsignedTx: raw, prevouts, requestIds: requestIds as string[] };
+  if (tx.inputs.some((i) => i.scriptSig.length > 0 || i.witness.length > 0))
+    fail('an unsigned proposal carries no scriptSig or witness');
+  const proposal: Proposal = {
+    version: 1,
+    round: p.round as number,
+    proposer: p.proposer as string,
+    unsignedTx: raw,
+    prevouts,
+    requestIds: requestIds as string[],
+  };
   return { proposal, tx, txid: txidOf(tx) };
 }
 
@@ -108,7 +132,11 @@ export function proposalOutpoints(proposal: Proposal): Outpoint[] {
  * sync, inside store.exclusive): a stored proposal always holds its inputs, and an input is
  * never reserved without the proposal that explains why.
  */
-export async function stageProposal(batch: StoreBatch, checked: CheckedProposal, options: { replacing?: readonly string[] } = {}): Promise<string> {
+export async function stageProposal(
+  batch: StoreBatch,
+  checked: CheckedProposal,
+  options: { replacing?: readonly string[] } = {},
+): Promise<string> {
   const { txid, proposal } = checked;
   const outpoints = checked.tx.inputs.map((i) => ({ txid: i.txid, vout: i.vout }));
   await reserveUtxos(batch, outpoints, txid, options);

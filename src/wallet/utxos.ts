@@ -67,7 +67,8 @@ export async function getUtxo(reader: StoreReader, outpoint: Outpoint): Promise<
 }
 
 function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undefined): void {
-  if (previous !== undefined && previous.state !== next.state) batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
+  if (previous !== undefined && previous.state !== next.state)
+    batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
   batch.put(utxoKey(next.txid, next.vout), next);
   batch.put(utxoIndexKey(next.state, next.txid, next.vout), 1);
 }
@@ -87,7 +88,11 @@ export async function listUtxos(store: Store, state: UtxoState): Promise<UtxoRec
   const records = await store.getMany<UtxoRecord>(keys);
   return records.map((record, i) => {
     if (record === undefined || record.state !== state) {
-      throw new WalletError('utxo_conflict', `UTXO index says ${keys[i]} is ${state} but the record is ${record === undefined ? 'missing' : record.state}`, { key: keys[i], state });
+      throw new WalletError(
+        'utxo_conflict',
+        `UTXO index says ${keys[i]} is ${state} but the record is ${record === undefined ? 'missing' : record.state}`,
+        { key: keys[i], state },
+      );
     }
     return record;
   });
@@ -115,15 +120,31 @@ export async function reserveUtxos(
   const current: UtxoRecord[] = [];
   for (const outpoint of outpoints) {
     const name = outpointText(outpoint);
-    if (seen.has(name)) throw new WalletError('utxo_duplicate', `outpoint ${name} appears twice in proposal ${txid}`, { outpoint: name, txid });
+    if (seen.has(name))
+      throw new WalletError('utxo_duplicate', `outpoint ${name} appears twice in proposal ${txid}`, {
+        outpoint: name,
+        txid,
+      });
     seen.add(name);
     const record = await getUtxo(batch, outpoint);
-    if (record === undefined) throw new WalletError('utxo_unknown', `outpoint ${name} is not a known federation UTXO`, { outpoint: name, txid });
+    if (record === undefined)
+      throw new WalletError('utxo_unknown', `outpoint ${name} is not a known federation UTXO`, {
+        outpoint: name,
+        txid,
+      });
     if (record.state === 'spent') {
-      throw new WalletError('utxo_spent', `outpoint ${name} was already spent by ${record.spentBy ?? 'an unknown transaction'}`, { outpoint: name, txid, spentBy: record.spentBy });
+      throw new WalletError(
+        'utxo_spent',
+        `outpoint ${name} was already spent by ${record.spentBy ?? 'an unknown transaction'}`,
+        { outpoint: name, txid, spentBy: record.spentBy },
+      );
     }
     if (record.state === 'reserved' && record.reservedBy !== txid && !replacing.has(record.reservedBy ?? '')) {
-      throw new WalletError('utxo_reserved', `outpoint ${name} is reserved by proposal ${record.reservedBy ?? '?'}, not ${txid}`, { outpoint: name, txid, reservedBy: record.reservedBy });
+      throw new WalletError(
+        'utxo_reserved',
+        `outpoint ${name} is reserved by proposal ${record.reservedBy ?? '?'}, not ${txid}`,
+        { outpoint: name, txid, reservedBy: record.reservedBy },
+      );
     }
     current.push(record);
   }
@@ -142,7 +163,11 @@ export async function reserveUtxos(
  * A reserved output whose block left the best chain is dropped: it is not spendable until mined
  * again. Returns the outpoints that became spendable.
  */
-export async function releaseUtxos(batch: StoreBatch, outpoints: readonly Outpoint[], txid: string): Promise<Outpoint[]> {
+export async function releaseUtxos(
+  batch: StoreBatch,
+  outpoints: readonly Outpoint[],
+  txid: string,
+): Promise<Outpoint[]> {
   const released: Outpoint[] = [];
   for (const outpoint of outpoints) {
     const record = await getUtxo(batch, outpoint);
@@ -176,7 +201,18 @@ export interface ChainOutput extends Outpoint {
 export async function registerUtxo(batch: StoreBatch, output: ChainOutput): Promise<void> {
   const previous = await getUtxo(batch, output);
   if (previous === undefined) {
-    stage(batch, { txid: output.txid, vout: output.vout, value: output.value, scriptPubKey: output.scriptPubKey, height: output.height, state: 'unspent' }, undefined);
+    stage(
+      batch,
+      {
+        txid: output.txid,
+        vout: output.vout,
+        value: output.value,
+        scriptPubKey: output.scriptPubKey,
+        height: output.height,
+        state: 'unspent',
+      },
+      undefined,
+    );
   } else {
     stage(batch, { ...previous, height: output.height }, previous);
   }
@@ -194,7 +230,11 @@ export async function unregisterUtxo(batch: StoreBatch, outpoint: Outpoint): Pro
  * A transaction in a block spent this outpoint. Returns the record as it was, which the
  * observer keeps as undo data, or undefined when the outpoint is not ours.
  */
-export async function spendUtxo(batch: StoreBatch, outpoint: Outpoint, spentBy: string): Promise<UtxoRecord | undefined> {
+export async function spendUtxo(
+  batch: StoreBatch,
+  outpoint: Outpoint,
+  spentBy: string,
+): Promise<UtxoRecord | undefined> {
   const record = await getUtxo(batch, outpoint);
   if (record === undefined) return undefined;
   stage(batch, { ...record, state: 'spent', spentBy }, record);

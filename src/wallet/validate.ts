@@ -41,7 +41,8 @@ export type RejectReason =
   | 'replacement_fee_too_low';
 
 /** `earlier`: with double_payment, the payment this member signed that the proposal does not replace. */
-export type Verdict = { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number; earlier?: string };
+export type Verdict =
+  { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number; earlier?: string };
 
 /** A request as this member ingested it. 'accepted' (final, valid, unpaid) can be paid; see REPLACEABLE. */
 export interface KnownRequest {
@@ -50,8 +51,6 @@ export interface KnownRequest {
   readonly sats: bigint;
 }
 
-
-
 /** A transaction this member already signed, by the requests it pays. */
 export interface SignedPayment {
   readonly txid: string;
@@ -59,7 +58,10 @@ export interface SignedPayment {
   readonly inputs: readonly string[];
   readonly fee: bigint;
   readonly vsize: number;
-  /** One of its inputs was spent by another transaction confirmed at the paid depth: it can never confirm and blocks nothing. */
+  /**
+   * One of its inputs was spent by another transaction confirmed at the paid depth: it can never confirm and blocks
+   * nothing.
+   */
   readonly dead: boolean;
   /** It has t signatures (this member holds it finalized): it may be in a mempool already. */
   readonly finalized: boolean;
@@ -75,7 +77,10 @@ export interface ValidationState {
   utxo(outpoint: string): UtxoRecord | undefined;
   /** Transactions this member signed that pay request `id`. */
   signedPayments(id: string): readonly SignedPayment[];
-  /** The requests paid by the live payment `txid` that holds (reserved) an input, when this member signed or finalized it. */
+  /**
+   * The requests paid by the live payment `txid` that holds (reserved) an input, when this member signed or finalized
+   * it.
+   */
   holder(txid: string): readonly string[] | undefined;
   readonly fee: FeePolicy;
   readonly chain: ChainView | null;
@@ -84,7 +89,11 @@ export interface ValidationState {
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
 const REPLACEABLE = new Set(['batched', 'signed', 'broadcast']);
 
-function reject(reason: RejectReason, detail: string, at: { input?: number; output?: number; earlier?: string } = {}): Verdict {
+function reject(
+  reason: RejectReason,
+  detail: string,
+  at: { input?: number; output?: number; earlier?: string } = {},
+): Verdict {
   return { ok: false, reason, detail, ...at };
 }
 
@@ -100,111 +109,196 @@ function reject(reason: RejectReason, detail: string, at: { input?: number; outp
  * that this one does not conflict with (only a replacement may pay a request again).
  */
 export function validateProposal(checked: CheckedProposal, state: ValidationState): Verdict {
-  const { proposal, tx } = checked;
+  const { tx } = checked;
   if (tx.version !== 2) return reject('bad_version', `version is ${tx.version}, expected 2`);
   if (tx.locktime !== 0) return reject('bad_locktime', `locktime is ${tx.locktime}, expected 0`);
-  const fed = state.federation;
-  const vsize = signedFederationVsize(fed, tx);
-  if (vsize * 4 > MAX_STANDARD_TX_WEIGHT) return reject('too_large', `signed, it would weigh about ${vsize * 4} WU, over the ${MAX_STANDARD_TX_WEIGHT} WU that Bitcoin Core relays`);
-
+  const vsize = signedFederationVsize(state.federation, tx);
+  if (vsize * 4 > MAX_STANDARD_TX_WEIGHT) {
+    return reject(
+      'too_large',
+      `signed, it would weigh about ${vsize * 4} WU, over the ${MAX_STANDARD_TX_WEIGHT} WU that Bitcoin Core relays`,
+    );
+  }
   // requests first: they are what the rest is checked against
+  const requests = checkRequests(checked, state);
+  if (!Array.isArray(requests)) return requests;
+  const inputs = checkInputs(checked, state);
+  if ('ok' in inputs) return inputs;
+  const payouts = checkOutputs(checked, state, requests, inputs.value);
+  if ('ok' in payouts) return payouts;
+  const fee = inputs.value - tx.outputs.reduce((acc, o) => acc + o.value, 0n);
+  // the users' shares are held to the fee policy; a change remainder too small to keep also goes
+  // to the miners, but it is bounded by the change output's dust limit (paymentOutputs)
+  const feeFault = checkFee(BigInt(requests.length) * payouts.share, vsize, payouts.share, state.fee);
+  if (feeFault) return reject(feeFault.reason, feeFault.detail);
+  return checkDoublePayment(checked, state, inputs.spends, fee, vsize);
+}
+
+/** The requests paid, as this member knows them: canonical, once each, ingested, payable; output 0 commits to them. */
+function checkRequests({ proposal, tx }: CheckedProposal, state: ValidationState): PaymentRequest[] | Verdict {
   const ids = proposal.requestIds;
   if (ids.length === 0) return reject('no_payments', 'the proposal pays no request');
   const identities = new Set<string>();
   const requests: PaymentRequest[] = [];
   for (const [k, id] of ids.entries()) {
+    const at = { output: k + 1 };
     let identity: string;
     try {
       const { txHash, ordinal } = parseRequestId(id);
       identity = `${txHash}/${ordinal}`;
     } catch (err) {
-      return reject('malformed_request_id', (err as Error).message, { output: k + 1 });
+      return reject('malformed_request_id', (err as Error).message, at);
     }
-    if (identities.has(identity)) return reject('duplicate_request', `request ${id} is paid twice`, { output: k + 1 });
+    if (identities.has(identity)) return reject('duplicate_request', `request ${id} is paid twice`, at);
     identities.add(identity);
     const request = state.request(id);
-    if (!request) return reject('unknown_request', `request ${id} is not one this member ingested as final`, { output: k + 1 });
+    if (!request) return reject('unknown_request', `request ${id} is not one this member ingested as final`, at);
     // a request already in a payment this member signed may be paid again only by a
-    // replacement of it (checked below); paid, rejected or orphaned requests never
+    // replacement of it (checkDoublePayment); paid, rejected or orphaned requests never
     const replaceable = REPLACEABLE.has(request.status) && state.signedPayments(id).length > 0;
-    if (request.status !== 'accepted' && !replaceable) return reject('request_not_payable', `request ${id} is ${request.status}`, { output: k + 1 });
+    if (request.status !== 'accepted' && !replaceable)
+      return reject('request_not_payable', `request ${id} is ${request.status}`, at);
     requests.push({ id, scriptPubKey: request.scriptPubKey, sats: request.sats });
   }
   if (tx.outputs.length !== ids.length + 1 && tx.outputs.length !== ids.length + 2) {
-    return reject('output_count_mismatch', `${tx.outputs.length} outputs for ${ids.length} requests (commitment, one per request, at most one change)`);
+    const detail = `${tx.outputs.length} outputs for ${ids.length} requests (commitment, one per request, at most one change)`;
+    return reject('output_count_mismatch', detail);
   }
   if (tx.outputs[0]!.value !== 0n || !commitsTo(tx.outputs[0]!.scriptPubKey, ids)) {
-    return reject('bad_commitment', 'output 0 is not OP_RETURN <commitment> to exactly the requests paid, in output order', { output: 0 });
+    const detail = 'output 0 is not OP_RETURN <commitment> to exactly the requests paid, in output order';
+    return reject('bad_commitment', detail, { output: 0 });
   }
+  return requests;
+}
 
+/**
+ * Every input a deep enough, unspent federation output, once, as the proposal says, held by no payment it would
+ * strand.
+ */
+function checkInputs(
+  { proposal, tx, txid }: CheckedProposal,
+  state: ValidationState,
+): { spends: Set<string>; value: bigint } | Verdict {
   const spends = new Set<string>();
-  let inValue = 0n;
+  let value = 0n;
   for (const [i, input] of tx.inputs.entries()) {
-    if (input.sequence !== PAYMENT_SEQUENCE) return reject('bad_sequence', `sequence is 0x${input.sequence.toString(16)}, expected 0xfffffffd`, { input: i });
+    const at = { input: i };
+    if (input.sequence !== PAYMENT_SEQUENCE) {
+      return reject('bad_sequence', `sequence is 0x${input.sequence.toString(16)}, expected 0xfffffffd`, at);
+    }
     const name = outpointText(input);
-    if (spends.has(name)) return reject('duplicate_input', `${name} is spent twice`, { input: i });
+    if (spends.has(name)) return reject('duplicate_input', `${name} is spent twice`, at);
     spends.add(name);
     const utxo = state.utxo(name);
-    if (!utxo) return reject('unknown_input', `${name} is not a federation output this member knows`, { input: i });
-    if (!equal(utxo.scriptPubKey, fed.scriptPubKey)) return reject('input_not_federation', `${name} does not pay the federation script`, { input: i });
-    if (utxo.state === 'spent') return reject('input_spent', `${name} was spent by ${utxo.spentBy ?? 'a confirmed transaction'}`, { input: i });
+    if (!utxo) return reject('unknown_input', `${name} is not a federation output this member knows`, at);
+    if (!equal(utxo.scriptPubKey, state.federation.scriptPubKey)) {
+      return reject('input_not_federation', `${name} does not pay the federation script`, at);
+    }
+    if (utxo.state === 'spent')
+      return reject('input_spent', `${name} was spent by ${utxo.spentBy ?? 'a confirmed transaction'}`, at);
     if (!spendableAt(utxo, state.chain)) {
-      return reject('input_unconfirmed', `${name} has ${utxoConfirmations(utxo, state.chain!)} confirmations, under the ${state.chain!.spendDepth} a federation output needs before it is spent`, { input: i });
+      const detail = `${name} has ${utxoConfirmations(utxo, state.chain!)} confirmations, under the ${state.chain!.spendDepth} a federation output needs before it is spent`;
+      return reject('input_unconfirmed', detail, at);
     }
     const prevout = proposal.prevouts[i]!;
     if (prevout.value !== utxo.value || !equal(prevout.scriptPubKey, utxo.scriptPubKey)) {
-      return reject('prevouts_mismatch', `prevout ${i} says ${prevout.value} sats, this member knows ${name} as ${utxo.value} sats`, { input: i });
+      return reject(
+        'prevouts_mismatch',
+        `prevout ${i} says ${prevout.value} sats, this member knows ${name} as ${utxo.value} sats`,
+        at,
+      );
     }
-    inValue += utxo.value;
+    // SPEC §3, invariant 5: an input a live payment holds is taken only by a payment of all that
+    // payment's requests (a replacement or a merge), so no request is stranded with it
+    const held = utxo.reservedBy && utxo.reservedBy !== txid ? state.holder(utxo.reservedBy) : undefined;
+    const stranded = held?.filter((id) => !proposal.requestIds.includes(id)) ?? [];
+    if (stranded.length > 0) {
+      const detail = `${name} is held by payment ${utxo.reservedBy}, whose requests ${stranded.join(', ')} this proposal does not pay`;
+      return reject('input_held', detail, at);
+    }
+    value += utxo.value;
   }
-  const self = checked.txid;
-  // SPEC §3, invariant 5: an input a live payment holds is taken only by a payment of all that
-  // payment's requests (a replacement or a merge), so no request is stranded with it
-  for (const [i, input] of tx.inputs.entries()) {
-    const holder = state.utxo(outpointText(input))!.reservedBy;
-    const held = holder && holder !== self ? state.holder(holder) : undefined;
-    const stranded = held?.filter((id) => !ids.includes(id)) ?? [];
-    if (stranded.length > 0) return reject('input_held', `${outpointText(input)} is held by payment ${holder}, whose requests ${stranded.join(', ')} this proposal does not pay`, { input: i });
-  }
+  return { spends, value };
+}
 
+/** The outputs, byte for byte what paymentOutputs makes of these requests and inputs at the share output 1 implies. */
+function checkOutputs(
+  { proposal, tx }: CheckedProposal,
+  state: ValidationState,
+  requests: readonly PaymentRequest[],
+  inValue: bigint,
+): { share: bigint } | Verdict {
+  const ids = proposal.requestIds;
   const share = requests[0]!.sats - tx.outputs[1]!.value;
-  if (share < 0n) return reject('wrong_amount', `output 1 pays ${tx.outputs[1]!.value} sats, more than request ${ids[0]} is for`, { output: 1 });
-  const expected = paymentOutputs(requests, inValue, share, fed);
+  if (share < 0n) {
+    return reject('wrong_amount', `output 1 pays ${tx.outputs[1]!.value} sats, more than request ${ids[0]} is for`, {
+      output: 1,
+    });
+  }
+  const expected = paymentOutputs(requests, inValue, share, state.federation);
   for (const [o, want] of expected.entries()) {
     const got = tx.outputs[o];
-    if (!got) return reject('bad_change', `the change of ${want.value} sats (Σ inputs − Σ requested) to the federation is missing`, { output: o });
+    const payout = o <= ids.length;
+    if (!got)
+      return reject(
+        'bad_change',
+        `the change of ${want.value} sats (Σ inputs − Σ requested) to the federation is missing`,
+        { output: o },
+      );
     if (!equal(got.scriptPubKey, want.scriptPubKey)) {
-      return reject(o <= ids.length ? 'wrong_script' : 'bad_change', o <= ids.length ? `output ${o} does not pay request ${ids[o - 1]}'s address` : `output ${o} is not change to the federation`, { output: o });
+      const detail = payout
+        ? `output ${o} does not pay request ${ids[o - 1]}'s address`
+        : `output ${o} is not change to the federation`;
+      return reject(payout ? 'wrong_script' : 'bad_change', detail, { output: o });
     }
     if (got.value !== want.value) {
-      return reject(o <= ids.length ? 'wrong_amount' : 'bad_change', `output ${o} pays ${got.value} sats, expected exactly ${want.value}${o <= ids.length ? ` (request ${ids[o - 1]} for ${requests[o - 1]!.sats} less the same fee share ${share} as every output)` : ' (Σ inputs − Σ requested)'}`, { output: o });
+      const why = payout
+        ? ` (request ${ids[o - 1]} for ${requests[o - 1]!.sats} less the same fee share ${share} as every output)`
+        : ' (Σ inputs − Σ requested)';
+      return reject(
+        payout ? 'wrong_amount' : 'bad_change',
+        `output ${o} pays ${got.value} sats, expected exactly ${want.value}${why}`,
+        { output: o },
+      );
     }
-    if (o > 0 && o <= ids.length && want.value < dustThreshold(want.scriptPubKey)) return reject('dust_output', `output ${o} pays ${want.value} sats, under its dust limit`, { output: o });
+    if (o > 0 && payout && want.value < dustThreshold(want.scriptPubKey)) {
+      return reject('dust_output', `output ${o} pays ${want.value} sats, under its dust limit`, { output: o });
+    }
   }
-  if (tx.outputs.length !== expected.length) return reject('bad_change', `${tx.outputs.length - expected.length} output(s) beyond the commitment, the peg-outs and the change`, { output: expected.length });
+  if (tx.outputs.length !== expected.length) {
+    const detail = `${tx.outputs.length - expected.length} output(s) beyond the commitment, the peg-outs and the change`;
+    return reject('bad_change', detail, { output: expected.length });
+  }
+  return { share };
+}
 
-  const fee = inValue - tx.outputs.reduce((acc, o) => acc + o.value, 0n);
-  // the users' shares are held to the fee policy; a change remainder too small to keep also goes
-  // to the miners, but it is bounded by the change output's dust limit (paymentOutputs)
-  const feeFault = checkFee(BigInt(ids.length) * share, vsize, share, state.fee);
-  if (feeFault) return reject(feeFault.reason, feeFault.detail);
+/**
+ * SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with (spends an
+ * input of) every live transaction this member already signed paying it; at most one of such a
+ * set can ever confirm. Signing the later one is also what lets two proposals that raced for the
+ * same requests both reach t. A finalized payment may already be in a mempool, so it is replaced
+ * only as BIP125 allows: a higher rate, and a fee covering the replaced one's plus the relay fee
+ * for its own size.
+ */
+function checkDoublePayment(
+  { proposal, txid }: CheckedProposal,
+  state: ValidationState,
+  spends: ReadonlySet<string>,
+  fee: bigint,
+  vsize: number,
+): Verdict {
   const rate = Number(fee) / vsize;
-
-  // SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with
-  // (spends an input of) every live transaction this member already signed paying it; at most
-  // one of such a set can ever confirm. Signing the later one is also what lets two proposals
-  // that raced for the same requests both reach t. A finalized payment may already be in a
-  // mempool, so it is replaced only as BIP125 allows: a higher rate, and a fee covering the
-  // replaced one's plus the relay fee for its own size.
-  for (const id of ids) {
+  for (const id of proposal.requestIds) {
     for (const earlier of state.signedPayments(id)) {
-      if (earlier.dead || earlier.txid === self) continue;
+      if (earlier.dead || earlier.txid === txid) continue;
       if (!earlier.inputs.some((o) => spends.has(o))) {
-        return reject('double_payment', `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`, { earlier: earlier.txid });
+        const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`;
+        return reject('double_payment', detail, { earlier: earlier.txid });
       }
       const floor = earlier.fee + BigInt(INCREMENTAL_RELAY_FEE * vsize);
       if (earlier.finalized && (rate <= Number(earlier.fee) / earlier.vsize || fee < floor)) {
-        return reject('replacement_fee_too_low', `replacing ${earlier.txid} (fee ${earlier.fee} sats, ${earlier.vsize} vB) needs a higher fee rate and a fee of at least ${floor} sats; this one pays ${fee}`);
+        const detail = `replacing ${earlier.txid} (fee ${earlier.fee} sats, ${earlier.vsize} vB) needs a higher fee rate and a fee of at least ${floor} sats; this one pays ${fee}`;
+        return reject('replacement_fee_too_low', detail);
       }
     }
   }

@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startRegtest as startNode, type Regtest } from '../../src/devnet/bitcoind.js';
 
-/** A real Bitcoin Core in regtest for tests, when env BITCOIND names the binary; stopped and removed when the owner ends. */
+/**
+ * A real Bitcoin Core in regtest for tests, when env BITCOIND names the binary; stopped and removed when the owner
+ * ends.
+ */
 
 export const BITCOIND = process.env.BITCOIND;
 export const NO_BITCOIND = 'BITCOIND not set: set BITCOIND=/path/to/bitcoind to run the regtest tests';

@@ -41,16 +41,27 @@ export function buildCrashChain(forks: readonly Fork[], lastHeight: number): Scr
     const txs = [];
     const pegIns = Math.floor(random() * 3);
     for (let k = 0; k < pegIns; k++) {
-      const tx = scriptedTx(`b${branch}h${h}peg${k}`, [], [{ script: USER_HEX, sats: 1000n }, { script: FED_HEX, sats: BigInt(1_000_000 + Math.floor(random() * 1e8)) }]);
+      const tx = scriptedTx(
+        `b${branch}h${h}peg${k}`,
+        [],
+        [
+          { script: USER_HEX, sats: 1000n },
+          { script: FED_HEX, sats: BigInt(1_000_000 + Math.floor(random() * 1e8)) },
+        ],
+      );
       txs.push(tx);
       unspent.push({ txid: tx.txid, vout: 1 });
     }
     const spends = Math.floor(random() * 3);
     for (let k = 0; k < spends && unspent.length > 0; k++) {
       const inputs = [unspent.splice(Math.floor(random() * unspent.length), 1)[0] as Outpoint];
-      if (unspent.length > 0 && random() < 0.5) inputs.push(unspent.splice(Math.floor(random() * unspent.length), 1)[0] as Outpoint);
+      if (unspent.length > 0 && random() < 0.5)
+        inputs.push(unspent.splice(Math.floor(random() * unspent.length), 1)[0] as Outpoint);
       const withChange = random() < 0.7;
-      const tx = scriptedTx(`b${branch}h${h}pay${k}`, inputs, [{ script: USER_HEX, sats: 500_000n }, ...(withChange ? [{ script: FED_HEX, sats: 400_000n }] : [])]);
+      const tx = scriptedTx(`b${branch}h${h}pay${k}`, inputs, [
+        { script: USER_HEX, sats: 500_000n },
+        ...(withChange ? [{ script: FED_HEX, sats: 400_000n }] : []),
+      ]);
       txs.push(tx);
       if (withChange) unspent.push({ txid: tx.txid, vout: 1 });
     }
@@ -66,7 +77,10 @@ export interface ReplayedOutput {
 }
 
 /** What the store must hold after applying blocks CRASH_START_HEIGHT..height of `chain`. */
-export function replay(chain: ScriptedChain, height: number): { outputs: Map<string, ReplayedOutput>; payments: Map<string, number> } {
+export function replay(
+  chain: ScriptedChain,
+  height: number,
+): { outputs: Map<string, ReplayedOutput>; payments: Map<string, number> } {
   const outputs = new Map<string, ReplayedOutput>();
   const payments = new Map<string, number>();
   for (let h = CRASH_START_HEIGHT; h <= height; h++) {
@@ -79,7 +93,8 @@ export function replay(chain: ScriptedChain, height: number): { outputs: Map<str
         }
       }
       for (const output of tx.vout) {
-        if (output.scriptPubKey.hex === FED_HEX) outputs.set(`${tx.txid}:${output.n}`, { height: h, value: BigInt(Math.round(output.value * 1e8)) });
+        if (output.scriptPubKey.hex === FED_HEX)
+          outputs.set(`${tx.txid}:${output.n}`, { height: h, value: BigInt(Math.round(output.value * 1e8)) });
       }
     }
   }

@@ -40,15 +40,23 @@ export function crashRequestId(i: number): { txHash: string; ordinal: number } {
 
 async function main(): Promise<void> {
   const [dir, roundText, forksJson, lastHeightText] = process.argv.slice(2);
-  if (dir === undefined || roundText === undefined || forksJson === undefined || lastHeightText === undefined) throw new Error('usage: crash-worker <dir> <round> <forks> <last height>');
+  if (dir === undefined || roundText === undefined || forksJson === undefined || lastHeightText === undefined)
+    throw new Error('usage: crash-worker <dir> <round> <forks> <last height>');
   const round = Number(roundText);
   const chain = buildCrashChain(JSON.parse(forksJson) as Fork[], Number(lastHeightText));
   const store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
-  const observer = new BitcoinObserver({ store, chain, federationScript: FED_SCRIPT, startHeight: CRASH_START_HEIGHT, keepBlocks: CRASH_KEEP_BLOCKS });
+  const observer = new BitcoinObserver({
+    store,
+    chain,
+    federationScript: FED_SCRIPT,
+    startHeight: CRASH_START_HEIGHT,
+    keepBlocks: CRASH_KEEP_BLOCKS,
+  });
 
   // in-memory mirror, loaded from the store and updated only after each write succeeded
   const requests = new Map<number, CrashRequest>();
-  for await (const [, request] of store.entries<CrashRequest>({ prefix: SPACES.request })) requests.set(request.i, request);
+  for await (const [, request] of store.entries<CrashRequest>({ prefix: SPACES.request }))
+    requests.set(request.i, request);
   const live = new Map<string, CrashProposal>();
   for await (const [key, proposal] of store.entries<CrashProposal>({ prefix: SPACES.proposal })) {
     if (proposal.state === 'live') live.set(key.slice(SPACES.proposal.length), proposal);
@@ -56,11 +64,19 @@ async function main(): Promise<void> {
   let proposals = 0;
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
-  const setStatus = (batch: ReturnType<Store['batch']>, request: CrashRequest, status: CrashRequest['status'], txid?: string): CrashRequest => {
+  const setStatus = (
+    batch: ReturnType<Store['batch']>,
+    request: CrashRequest,
+    status: CrashRequest['status'],
+    txid?: string,
+  ): CrashRequest => {
     const next: CrashRequest = { i: request.i, status, seq: request.seq + 1, ...(txid === undefined ? {} : { txid }) };
     const id = crashRequestId(request.i);
     batch.put(requestKey(id.txHash, id.ordinal), next);
-    batch.put(requestLogKey(id.txHash, id.ordinal, next.seq), { status, ...(txid === undefined ? {} : { txid }) } satisfies CrashRequestLog);
+    batch.put(requestLogKey(id.txHash, id.ordinal, next.seq), {
+      status,
+      ...(txid === undefined ? {} : { txid }),
+    } satisfies CrashRequestLog);
     return next;
   };
 
@@ -92,7 +108,11 @@ async function main(): Promise<void> {
         if (inputs.length === 0) return false;
         const batch = store.batch();
         await reserveUtxos(batch, inputs, txid);
-        batch.put(proposalKey(txid), { requests: pending.map((r) => r.i), inputs, state: 'live' } satisfies CrashProposal);
+        batch.put(proposalKey(txid), {
+          requests: pending.map((r) => r.i),
+          inputs,
+          state: 'live',
+        } satisfies CrashProposal);
         const updated = pending.map((r) => setStatus(batch, r, 'batched', txid));
         await batch.write({ sync: true });
         for (const r of updated) requests.set(r.i, r);

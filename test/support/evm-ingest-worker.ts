@@ -7,7 +7,12 @@ import { Store } from '../../src/storage/store.js';
 const [storeDir, rpcUrl, descriptor] = process.argv.slice(2);
 if (storeDir && rpcUrl && descriptor) {
   const store = await Store.open(storeDir, { descriptor });
-  const observer = new EvmObserver(store, new EvmRpc(rpcUrl), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0, maxRange: 1 });
+  const observer = new EvmObserver(store, new EvmRpc(rpcUrl), {
+    network: 'regtest',
+    finality: { confirmations: 0 },
+    startBlock: 0,
+    maxRange: 1,
+  });
   for (;;) {
     const report = await observer.sync();
     if (report.caughtUp) break;

@@ -15,7 +15,10 @@ type Owner = { after(fn: () => Promise<void>): void };
 export const PEGOUT_SATS = 1_500_000n;
 
 /** A devnet of member processes in a temp dir, stopped when `owner` ends. */
-export async function federationOfProcesses(owner: Owner, options: Omit<DevnetOptions, 'dir' | 'funding'> & { funding?: DevnetOptions['funding'] }): Promise<Devnet> {
+export async function federationOfProcesses(
+  owner: Owner,
+  options: Omit<DevnetOptions, 'dir' | 'funding'> & { funding?: DevnetOptions['funding'] },
+): Promise<Devnet> {
   const dir = await tempDir(owner, 'federation');
   const devnet = await startDevnet({ dir, funding: { count: 40, sats: 10_000_000 }, slotMs: 400, ...options });
   owner.after(() => devnet.stop());
@@ -39,7 +42,9 @@ export async function waitSigned(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const counts = await Promise.all(members.map((i) => requestCounts(devnet.members[i]!).catch(() => ({}) as Record<string, number>)));
+    const counts = await Promise.all(
+      members.map((i) => requestCounts(devnet.members[i]!).catch(() => ({}) as Record<string, number>)),
+    );
     if (counts.every((c) => (c[status] ?? 0) === count)) return;
     assert.ok(Date.now() < deadline, `not every request ${status} in time: ${JSON.stringify(counts)}`);
     await between?.();
@@ -70,15 +75,23 @@ export async function checkExactlyOnce(devnet: Devnet, requestIds: readonly stri
     const tx = parseTx(f.tx);
     checkFinalizedWitnesses(tx, f.prevouts, devnet.federation);
     inputsOf.set(f.txid, new Set(tx.inputs.map((i) => `${i.txid}:${i.vout}`)));
-    for (const id of [...f.requestIds, ...Object.keys(f.unmatched ?? {})]) if (!paid.get(id)?.includes(f)) paid.set(id, [...(paid.get(id) ?? []), f]);
+    for (const id of [...f.requestIds, ...Object.keys(f.unmatched ?? {})])
+      if (!paid.get(id)?.includes(f)) paid.set(id, [...(paid.get(id) ?? []), f]);
   }
   for (const [id, payments] of paid) {
     for (const [i, a] of payments.entries()) {
       for (const b of payments.slice(i + 1)) {
-        assert.ok([...inputsOf.get(a.txid)!].some((o) => inputsOf.get(b.txid)!.has(o)), `request ${id} is paid by ${a.txid} and ${b.txid}, which do not conflict`);
+        assert.ok(
+          [...inputsOf.get(a.txid)!].some((o) => inputsOf.get(b.txid)!.has(o)),
+          `request ${id} is paid by ${a.txid} and ${b.txid}, which do not conflict`,
+        );
       }
     }
   }
-  assert.deepEqual([...paid.keys()].sort(), [...requestIds].sort(), 'the finalized payments pay exactly the requests sent');
+  assert.deepEqual(
+    [...paid.keys()].sort(),
+    [...requestIds].sort(),
+    'the finalized payments pay exactly the requests sent',
+  );
   return [...finals.values()];
 }

@@ -93,8 +93,14 @@ export async function rawPeer(
   ws.once('open', () => ws.send(encodeFrame('hello', { key, challenge })));
   const ready = new Promise<boolean>((resolve) => {
     ws.once('message', (data: Buffer) => {
-      const { body } = new Packr({ useRecords: false, mapsAsObjects: true }).unpack(data) as { body: { key: Uint8Array; challenge: Uint8Array } };
-      const signature = backend.sign(secretKey, linkAuthMessage(key, body.key, body.challenge, challenge, binding!), 'random');
+      const { body } = new Packr({ useRecords: false, mapsAsObjects: true }).unpack(data) as {
+        body: { key: Uint8Array; challenge: Uint8Array };
+      };
+      const signature = backend.sign(
+        secretKey,
+        linkAuthMessage(key, body.key, body.challenge, challenge, binding!),
+        'random',
+      );
       if (opts.tamper) signature[0]! ^= 1;
       ws.send(encodeFrame('auth', { signature }));
       if (opts.follow) ws.send(opts.follow);

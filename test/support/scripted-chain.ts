@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto';
-import { BitcoinRpcError, type ChainSource, type RpcBlock, type RpcBlockSummary, type RpcTransaction, type RpcTxOut } from '../../src/chain/rpc.js';
+import {
+  BitcoinRpcError,
+  type ChainSource,
+  type RpcBlock,
+  type RpcBlockSummary,
+  type RpcTransaction,
+  type RpcTxOut,
+} from '../../src/chain/rpc.js';
 import type { RecoverySource } from '../../src/chain/observer.js';
 import type { Outpoint } from '../../src/wallet/utxos.js';
 import { toHex } from '../../src/bitcoin/bytes.js';
@@ -45,7 +52,12 @@ export function rpcTransaction(tx: Transaction): RpcTransaction {
 
 function coinbase(tag: string, height: number): RpcTransaction {
   const txid = fakeHash('coinbase', tag, height);
-  return { txid, hash: txid, vin: [{ coinbase: '00', sequence: 0xffffffff }], vout: [{ n: 0, value: 50, scriptPubKey: { hex: '51' } }] };
+  return {
+    txid,
+    hash: txid,
+    vin: [{ coinbase: '00', sequence: 0xffffffff }],
+    vout: [{ n: 0, value: 50, scriptPubKey: { hex: '51' } }],
+  };
 }
 
 export class ScriptedChain implements ChainSource, RecoverySource {
@@ -60,7 +72,10 @@ export class ScriptedChain implements ChainSource, RecoverySource {
   tipLimit: number | undefined;
   #salt = 0;
 
-  constructor(genesisHeight = 0, readonly tag = 'chain') {
+  constructor(
+    genesisHeight = 0,
+    readonly tag = 'chain',
+  ) {
     for (let h = 0; h <= genesisHeight; h++) this.mine([]);
   }
 
@@ -73,7 +88,12 @@ export class ScriptedChain implements ChainSource, RecoverySource {
     const height = this.best.length;
     const prev = this.best[height - 1];
     const hash = fakeHash('block', this.tag, height, prev?.hash ?? '', this.#salt++, label);
-    const block: RpcBlock = { hash, height, confirmations: 1, tx: [coinbase(`${this.tag}${this.#salt}`, height), ...txs] };
+    const block: RpcBlock = {
+      hash,
+      height,
+      confirmations: 1,
+      tx: [coinbase(`${this.tag}${this.#salt}`, height), ...txs],
+    };
     if (prev !== undefined) block.previousblockhash = prev.hash;
     this.best.push(block);
     this.#byHash.set(hash, block);
@@ -92,7 +112,8 @@ export class ScriptedChain implements ChainSource, RecoverySource {
 
   async getBlockHash(height: number): Promise<string> {
     const block = this.best[height];
-    if (block === undefined || height > (await this.getBlockCount())) throw new BitcoinRpcError('not_found', 'Block height out of range', { rpcCode: -8 });
+    if (block === undefined || height > (await this.getBlockCount()))
+      throw new BitcoinRpcError('not_found', 'Block height out of range', { rpcCode: -8 });
     return block.hash;
   }
 
@@ -117,8 +138,12 @@ export class ScriptedChain implements ChainSource, RecoverySource {
 
   /** Like a node without -txindex: confirmed transactions only when their block is named. */
   async getRawTransaction(txid: string, blockhash?: string): Promise<RpcTransaction> {
-    const found = blockhash === undefined ? this.mempool.find((t) => t.txid === txid) : this.#byHash.get(blockhash)?.tx.find((t) => t.txid === txid);
-    if (found === undefined) throw new BitcoinRpcError('not_found', 'No such mempool or blockchain transaction', { rpcCode: -5 });
+    const found =
+      blockhash === undefined
+        ? this.mempool.find((t) => t.txid === txid)
+        : this.#byHash.get(blockhash)?.tx.find((t) => t.txid === txid);
+    if (found === undefined)
+      throw new BitcoinRpcError('not_found', 'No such mempool or blockchain transaction', { rpcCode: -5 });
     return structuredClone(found);
   }
 
@@ -130,6 +155,12 @@ export class ScriptedChain implements ChainSource, RecoverySource {
     const output = tx?.vout.find((o) => o.n === vout);
     if (output === undefined) return null;
     const tipBlock = this.best[this.tip] as RpcBlock;
-    return { bestblock: tipBlock.hash, confirmations: confirmed === undefined ? 0 : this.tip - confirmed.height + 1, value: output.value, scriptPubKey: output.scriptPubKey, coinbase: false };
+    return {
+      bestblock: tipBlock.hash,
+      confirmations: confirmed === undefined ? 0 : this.tip - confirmed.height + 1,
+      value: output.value,
+      scriptPubKey: output.scriptPubKey,
+      coinbase: false,
+    };
   }
 }

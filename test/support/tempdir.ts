@@ -12,7 +12,8 @@ export async function tempDir(owner: Owner, label: string): Promise<string> {
   return dir;
 }
 
-export const TEST_DESCRIPTOR = 'tr(50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0,sortedmulti_a(1,aa))#testonly';
+export const TEST_DESCRIPTOR =
+  'tr(50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0,sortedmulti_a(1,aa))#testonly';
 
 /**
  * A real store in a fresh temp dir; closed, then deleted, when `owner` ends (one hook, so the

@@ -13,7 +13,11 @@ import { registerUtxo } from '../../../src/wallet/utxos.js';
 import { repoRoot } from '../../support/paths.js';
 import { openTempStore } from '../../support/tempdir.js';
 
-const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i))) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 2,
+  pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i))),
+});
 const EVM = `0x${'12'.repeat(20)}`;
 const TX = `0x${'ab'.repeat(32)}`;
 
@@ -23,21 +27,70 @@ describe('HTTP API', () => {
     await store.exclusive(async () => {
       const batch = store.batch();
       const at = '2026-11-24T00:00:00.000Z';
-      const r = stageNewRequest(batch, { id: `${TX}:0`, txHash: TX, ordinal: 0, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM, bitcoinAddress: 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080', wei: '20000000000000000', sats: 2_000_000n, subSatoshiWei: '0', status: 'accepted' }, at);
+      const r = stageNewRequest(
+        batch,
+        {
+          id: `${TX}:0`,
+          txHash: TX,
+          ordinal: 0,
+          blockNumber: 7,
+          blockHash: `0x${'cd'.repeat(32)}`,
+          evmAddress: EVM,
+          bitcoinAddress: 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080',
+          wei: '20000000000000000',
+          sats: 2_000_000n,
+          subSatoshiWei: '0',
+          status: 'accepted',
+        },
+        at,
+      );
       stageStatus(batch, r, 'batched', at, 'in payment 00ff');
-      stageNewRequest(batch, { id: `${TX}:1`, txHash: TX, ordinal: 1, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM, bitcoinAddress: 'nope', wei: '1', sats: 0n, subSatoshiWei: '1', status: 'rejected', reason: 'invalid_address', detail: 'bad' }, at);
-      await registerUtxo(batch, { txid: 'ee'.repeat(32), vout: 0, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 1 });
+      stageNewRequest(
+        batch,
+        {
+          id: `${TX}:1`,
+          txHash: TX,
+          ordinal: 1,
+          blockNumber: 7,
+          blockHash: `0x${'cd'.repeat(32)}`,
+          evmAddress: EVM,
+          bitcoinAddress: 'nope',
+          wei: '1',
+          sats: 0n,
+          subSatoshiWei: '1',
+          status: 'rejected',
+          reason: 'invalid_address',
+          detail: 'bad',
+        },
+        at,
+      );
+      await registerUtxo(batch, {
+        txid: 'ee'.repeat(32),
+        vout: 0,
+        value: 5_000_000n,
+        scriptPubKey: federation.scriptPubKey,
+        height: 1,
+      });
       await batch.write({ sync: true });
     });
     const metrics = createMetrics();
     metrics.requests.set({ status: 'accepted' }, 1);
-    const api = await startApi({ host: '127.0.0.1', port: 0, source: storeStatusSource(store, federation), registry: metrics.registry });
+    const api = await startApi({
+      host: '127.0.0.1',
+      port: 0,
+      source: storeStatusSource(store, federation),
+      registry: metrics.registry,
+    });
     t.after(() => api.close());
     const base = `http://127.0.0.1:${api.port}`;
     // JSON bodies are read loosely; the assertions below check every field used
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the assertions type each field they read
     const get = async (p: string): Promise<{ status: number; body: any }> => {
       const res = await fetch(`${base}${p}`);
-      return { status: res.status, body: res.headers.get('content-type')?.includes('json') ? await res.json() : await res.text() };
+      return {
+        status: res.status,
+        body: res.headers.get('content-type')?.includes('json') ? await res.json() : await res.text(),
+      };
     };
 
     assert.deepEqual((await get('/health')).body, { ok: true, components: { store: 'open' } });
@@ -47,7 +100,10 @@ describe('HTTP API', () => {
     const one = await get(`/pegouts/${TX}:0`);
     assert.equal(one.status, 200);
     assert.equal(one.body.status, 'batched');
-    assert.deepEqual(one.body.history.map((h: { status: string }) => h.status), ['accepted', 'batched']);
+    assert.deepEqual(
+      one.body.history.map((h: { status: string }) => h.status),
+      ['accepted', 'batched'],
+    );
     const rejected = await get(`/pegouts/${TX}:1`);
     assert.equal(rejected.body.reason, 'invalid_address');
     const list = await get(`/pegouts?evmAddress=${EVM.toUpperCase().replace('0X', '0x')}`);
@@ -60,7 +116,12 @@ describe('HTTP API', () => {
     assert.equal(fed.body.faultTolerance.liveness, 1);
     assert.match(fed.body.faultTolerance.statement, /^2-of-3: tolerates NO malicious member \(f = 2t − n − 1 = 0\)/);
 
-    assert.deepEqual((await get('/pegouts/nope')).body, { error: 'bad_request', parameter: 'id', value: 'nope', expected: '<0x tx hash>:<ordinal>' });
+    assert.deepEqual((await get('/pegouts/nope')).body, {
+      error: 'bad_request',
+      parameter: 'id',
+      value: 'nope',
+      expected: '<0x tx hash>:<ordinal>',
+    });
     assert.equal((await get(`/pegouts/${TX}:9`)).status, 404);
     assert.equal((await get('/pegouts?evmAddress=0x12')).body.parameter, 'evmAddress');
     assert.equal((await get(`/pegouts?evmAddress=${EVM}&limit=0`)).body.parameter, 'limit');
@@ -69,8 +130,18 @@ describe('HTTP API', () => {
 
     // the status command reads the same lifecycle
     const run = promisify(execFile);
-    const { stdout } = await run(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'status', `${TX}:0`, '--api', base, '--json']);
+    const { stdout } = await run(process.execPath, [
+      path.join(repoRoot, 'bin', 'pegout.js'),
+      'status',
+      `${TX}:0`,
+      '--api',
+      base,
+      '--json',
+    ]);
     assert.equal(JSON.parse(stdout).status, 'batched');
-    await assert.rejects(run(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'status', `${TX}:9`, '--api', base]), (err: { stderr: string }) => /is not known/.test(err.stderr));
+    await assert.rejects(
+      run(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'status', `${TX}:9`, '--api', base]),
+      (err: { stderr: string }) => /is not known/.test(err.stderr),
+    );
   });
 });

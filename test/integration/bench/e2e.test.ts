@@ -13,8 +13,20 @@ import { tempDir } from '../../support/tempdir.js';
 describe('bench:e2e', { timeout: 300_000 }, () => {
   it('runs a tiny configuration and writes JSON, Markdown and SVG plots', async (t) => {
     const out = await tempDir(t, 'bench-e2e');
-    const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist/bench/e2e/run.js'), '--quick', '--json', '--out', out], { timeout: 240_000 });
-    const json = JSON.parse(stdout) as { results: { ok: boolean; payments: number; scenario: { requests: number }; latenciesMs: number[]; lowerBoundMs: number }[] };
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [join(repoRoot, 'dist/bench/e2e/run.js'), '--quick', '--json', '--out', out],
+      { timeout: 240_000 },
+    );
+    const json = JSON.parse(stdout) as {
+      results: {
+        ok: boolean;
+        payments: number;
+        scenario: { requests: number };
+        latenciesMs: number[];
+        lowerBoundMs: number;
+      }[];
+    };
     assert.equal(json.results.length, 1);
     const [r] = json.results;
     assert.ok(r!.ok, JSON.stringify(r));
@@ -22,6 +34,7 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     assert.equal(r!.latenciesMs.length, r!.payments);
     assert.ok(r!.lowerBoundMs > 0);
     assert.match(await readFile(join(out, 'e2e.md'), 'utf8'), /\| 2-of-3 native \| 6 \|/);
-    for (const svg of ['e2e-latency.svg', 'e2e-throughput.svg', 'e2e-workers.svg']) assert.match(await readFile(join(out, svg), 'utf8'), /^<svg /);
+    for (const svg of ['e2e-latency.svg', 'e2e-throughput.svg', 'e2e-workers.svg'])
+      assert.match(await readFile(join(out, svg), 'utf8'), /^<svg /);
   });
 });

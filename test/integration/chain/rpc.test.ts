@@ -4,7 +4,14 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { BitcoinRpcClient, BitcoinRpcError, classifyRpcError, feeRateFromNode, btcToSats, type BitcoinRpcErrorCode } from '../../../src/chain/rpc.js';
+import {
+  BitcoinRpcClient,
+  BitcoinRpcError,
+  classifyRpcError,
+  feeRateFromNode,
+  btcToSats,
+  type BitcoinRpcErrorCode,
+} from '../../../src/chain/rpc.js';
 import { tempDir } from '../../support/tempdir.js';
 
 /**
@@ -27,9 +34,15 @@ function json(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-const ok = (result: unknown): Reply => (_seen, _req, res, id) => json(res, 200, { result, error: null, id });
+const ok =
+  (result: unknown): Reply =>
+  (_seen, _req, res, id) =>
+    json(res, 200, { result, error: null, id });
 // Bitcoin Core (legacy JSON-RPC 1.0 replies) answers RPC errors with HTTP 500 and a JSON body.
-const rpcError = (code: number, message: string): Reply => (_seen, _req, res, id) => json(res, 500, { result: null, error: { code, message }, id });
+const rpcError =
+  (code: number, message: string): Reply =>
+  (_seen, _req, res, id) =>
+    json(res, 500, { result: null, error: { code, message }, id });
 
 const PASSWORD = 'hunter2-very-secret';
 let server: http.Server;
@@ -60,8 +73,17 @@ before(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { method: string; params: unknown[]; id: unknown };
-      const entry: Seen = { method: body.method, params: body.params, authorization: req.headers.authorization, socket: req.socket };
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+        method: string;
+        params: unknown[];
+        id: unknown;
+      };
+      const entry: Seen = {
+        method: body.method,
+        params: body.params,
+        authorization: req.headers.authorization,
+        socket: req.socket,
+      };
       seen.push(entry);
       const reply = replies.length > 1 ? replies.shift() : replies[0];
       assert.ok(reply, 'test scripted no reply');
@@ -87,7 +109,13 @@ describe('BitcoinRpcClient over HTTP', () => {
     script(ok('00'.repeat(32)));
     await client.getBlockHash(7);
     await client.getBlockHash(8);
-    assert.deepEqual(seen.map((s) => [s.method, s.params]), [['getblockhash', [7]], ['getblockhash', [8]]]);
+    assert.deepEqual(
+      seen.map((s) => [s.method, s.params]),
+      [
+        ['getblockhash', [7]],
+        ['getblockhash', [8]],
+      ],
+    );
     assert.equal(seen[0]?.authorization, `Basic ${Buffer.from(`alice:${PASSWORD}`).toString('base64')}`);
     assert.equal(seen[0]?.socket, seen[1]?.socket, 'second call reused the first connection');
   });
@@ -140,7 +168,10 @@ describe('BitcoinRpcClient over HTTP', () => {
     assert.equal(seen.length, 4);
 
     script(drop);
-    await assert.rejects(client.getBlockCount(), (err) => expectCode('transport')(err) && (err as BitcoinRpcError).details?.attempts === 4);
+    await assert.rejects(
+      client.getBlockCount(),
+      (err) => expectCode('transport')(err) && (err as BitcoinRpcError).details?.attempts === 4,
+    );
     assert.equal(seen.length, 4, 'first attempt plus three retries');
 
     script(rpcError(-26, 'min relay fee not met, 100 < 141'));
@@ -163,16 +194,21 @@ describe('BitcoinRpcClient over HTTP', () => {
     await new Promise((resolve) => closed.close(resolve));
     const client = new BitcoinRpcClient({ url: `http://127.0.0.1:${port}`, retries: 1, backoffMs: 1 });
     t.after(() => client.close());
-    await assert.rejects(client.getBlockCount(), (err) => expectCode('transport')(err) && (err as Error).message.includes(`127.0.0.1:${port}`));
+    await assert.rejects(
+      client.getBlockCount(),
+      (err) => expectCode('transport')(err) && (err as Error).message.includes(`127.0.0.1:${port}`),
+    );
   });
 
   test('malformed answers are typed, not crashes', async (t) => {
     const client = new BitcoinRpcClient({ url, retries: 0 });
     t.after(() => client.close());
-    const raw = (status: number, text: string): Reply => (_s, _req, res) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(text);
-    };
+    const raw =
+      (status: number, text: string): Reply =>
+      (_s, _req, res) => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(text);
+      };
     script(raw(200, '{"result": 1, "error": null, "id": '));
     await assert.rejects(client.getBlockCount(), expectCode('malformed_response'));
     script(raw(200, '[1,2,3]'));
@@ -232,11 +268,25 @@ describe('feeRateFromNode', () => {
   const policy = { confTarget: 6, maxSatPerVb: 50 };
   test('estimate in BTC/kvB becomes sat/vB (× 1e5)', () => {
     const rate = feeRateFromNode({ feerate: 0.00012345, blocks: 6 }, 0.00001, policy);
-    assert.deepEqual(rate, { satPerKvb: 12345, satPerVb: 12.345, source: 'estimate', flooredAtRelay: false, capped: false, floorSatPerVb: 1 });
+    assert.deepEqual(rate, {
+      satPerKvb: 12345,
+      satPerVb: 12.345,
+      source: 'estimate',
+      flooredAtRelay: false,
+      capped: false,
+      floorSatPerVb: 1,
+    });
   });
   test('no estimate (errors field) falls back to 2 sat/vB, or the configured fallback', () => {
     const none = { errors: ['Insufficient data or no feerate found'], blocks: 0 };
-    assert.deepEqual(feeRateFromNode(none, 0.00001, policy), { satPerKvb: 2000, satPerVb: 2, source: 'fallback', flooredAtRelay: false, capped: false, floorSatPerVb: 1 });
+    assert.deepEqual(feeRateFromNode(none, 0.00001, policy), {
+      satPerKvb: 2000,
+      satPerVb: 2,
+      source: 'fallback',
+      flooredAtRelay: false,
+      capped: false,
+      floorSatPerVb: 1,
+    });
     assert.equal(feeRateFromNode(none, 0.00001, { ...policy, fallbackSatPerVb: 5 }).satPerVb, 5);
   });
   test('floored at the node relay fee, capped at the configured maximum', () => {

@@ -29,12 +29,17 @@ import { federationVectors } from '../../support/vectors.js';
 const PEGOUT = path.join(repoRoot, 'bin', 'pegout.js');
 const SATS = 1_500_000n;
 type Run = { status: number | null; stdout: string; stderr: string };
-const pegout = (args: string[], env: NodeJS.ProcessEnv = process.env): Run => spawnSync(process.execPath, [PEGOUT, ...args], { encoding: 'utf8', env });
+const pegout = (args: string[], env: NodeJS.ProcessEnv = process.env): Run =>
+  spawnSync(process.execPath, [PEGOUT, ...args], { encoding: 'utf8', env });
 /** For commands that talk to a server in this process: spawnSync would block it. */
 const pegoutAsync = (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> =>
   promisify(execFile)(process.execPath, [PEGOUT, ...args], { env }).then(
     ({ stdout, stderr }) => ({ status: 0, stdout, stderr }),
-    (err: { code: number; stdout: string; stderr: string }) => ({ status: err.code, stdout: err.stdout, stderr: err.stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => ({
+      status: err.code,
+      stdout: err.stdout,
+      stderr: err.stderr,
+    }),
   );
 function ok(args: string[]): string {
   const r = pegout(args);
@@ -50,7 +55,11 @@ function refused(r: Run, code: string, message: RegExp): void {
 }
 
 const v = federationVectors()[1]!;
-const federation = buildFederation({ network: 'regtest', threshold: v.threshold, pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: v.threshold,
+  pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)),
+});
 const FUNDING = { txid: 'c0'.repeat(32), vout: 1, value: 20_000_000n, scriptPubKey: federation.scriptPubKey };
 
 let anvil: Anvil;
@@ -76,10 +85,23 @@ function sign(tx: Transaction): string {
     const keyFile = path.join(dir, `member${i}.key`);
     writeFileSync(keyFile, JSON.stringify({ secretKey: v.secretKeys[i] }), { mode: 0o600 });
     const out = path.join(dir, `sigs${i}.json`);
-    writeFileSync(out, ok(['sign', '--federation', fedFile, '--key', keyFile, '--tx', unsigned, '--prevouts', prevoutsFile]));
+    writeFileSync(
+      out,
+      ok(['sign', '--federation', fedFile, '--key', keyFile, '--tx', unsigned, '--prevouts', prevoutsFile]),
+    );
     return out;
   });
-  return ok(['finalize', '--federation', fedFile, '--tx', unsigned, '--prevouts', prevoutsFile, '--signatures', ...sigFiles]).trim();
+  return ok([
+    'finalize',
+    '--federation',
+    fedFile,
+    '--tx',
+    unsigned,
+    '--prevouts',
+    prevoutsFile,
+    '--signatures',
+    ...sigFiles,
+  ]).trim();
 }
 
 before(async () => {
@@ -92,8 +114,12 @@ before(async () => {
   const second = await sendPegouts(rpc, 2, SATS);
   // one request the federation rejects: a mainnet address on a regtest federation
   const [from] = await rpc.call<string[]>('eth_accounts');
-  const data = bridgeInterface.encodeFunctionData('requestPegOut', [new TextEncoder().encode(devnetDestination(9, 'mainnet'))]);
-  const hash = await rpc.call<string>('eth_sendTransaction', [{ from, to: BRIDGE_ADDRESS, data, value: `0x${(SATS * WEI_PER_SAT).toString(16)}` }]);
+  const data = bridgeInterface.encodeFunctionData('requestPegOut', [
+    new TextEncoder().encode(devnetDestination(9, 'mainnet')),
+  ]);
+  const hash = await rpc.call<string>('eth_sendTransaction', [
+    { from, to: BRIDGE_ADDRESS, data, value: `0x${(SATS * WEI_PER_SAT).toString(16)}` },
+  ]);
   rejectedId = requestId(hash, 0);
   head = quantity(await rpc.call('eth_blockNumber'), 'eth_blockNumber');
 
@@ -118,14 +144,26 @@ const evm = (): string[] => ['--rpc', anvil.url, '--network', 'regtest'];
 const range = (): string[] => ['--from', '0', '--to', String(head)];
 const withInputs = (): string[] => ['--federation', fedFile, '--prevouts', prevoutsFile];
 const unsignedHex = (tx: Transaction = payment.tx): string => toHex(serializeTx(tx));
-const tamper = (index: number, delta: bigint): Transaction => ({ ...payment.tx, outputs: payment.tx.outputs.map((o, i) => (i === index ? { ...o, value: o.value + delta } : o)) });
+const tamper = (index: number, delta: bigint): Transaction => ({
+  ...payment.tx,
+  outputs: payment.tx.outputs.map((o, i) => (i === index ? { ...o, value: o.value + delta } : o)),
+});
 
 interface Report {
   txid: string;
   signed: boolean;
   commitment: { matches: boolean };
   share: string;
-  outputs: { output: number; request: string; evmTx: string; address: string; requested: string; paid: string; share: string; exact: boolean }[];
+  outputs: {
+    output: number;
+    request: string;
+    evmTx: string;
+    address: string;
+    requested: string;
+    paid: string;
+    share: string;
+    exact: boolean;
+  }[];
   change: { output: number; sats: string; checked: boolean; expected: string; toFederation: boolean };
   fee: string;
   feeRate: number;
@@ -134,11 +172,17 @@ interface Report {
 
 describe('pegout audit against a real anvil', () => {
   it('finds which requests a signed payment pays from a block range, and finds every output exact', () => {
-    const report = JSON.parse(ok(['audit', '--tx', signedHex, ...evm(), ...range(), ...withInputs(), '--json'])) as Report;
+    const report = JSON.parse(
+      ok(['audit', '--tx', signedHex, ...evm(), ...range(), ...withInputs(), '--json']),
+    ) as Report;
     assert.equal(report.txid, txid(payment.tx));
     assert.equal(report.signed, true);
     assert.ok(report.commitment.matches);
-    assert.deepEqual(report.outputs.map((o) => o.request), payment.requestIds, 'the paid one of each alike pair, in output order');
+    assert.deepEqual(
+      report.outputs.map((o) => o.request),
+      payment.requestIds,
+      'the paid one of each alike pair, in output order',
+    );
     for (const [i, o] of report.outputs.entries()) {
       assert.equal(o.output, i + 1);
       assert.equal(o.evmTx, o.request.split(':')[0]);
@@ -148,7 +192,14 @@ describe('pegout audit against a real anvil', () => {
       assert.equal(o.share, payment.feeShare.toString());
       assert.ok(o.exact);
     }
-    assert.deepEqual(report.change, { output: 4, sats: '15500000', address: federation.address, checked: true, expected: '15500000', toFederation: true });
+    assert.deepEqual(report.change, {
+      output: 4,
+      sats: '15500000',
+      address: federation.address,
+      checked: true,
+      expected: '15500000',
+      toFederation: true,
+    });
     assert.equal(report.fee, payment.fee.toString());
     assert.ok(report.feeRate >= 2, `fee rate ${report.feeRate}`);
     assert.deepEqual(report.verdict, { ok: true, faults: [] });
@@ -158,34 +209,73 @@ describe('pegout audit against a real anvil', () => {
     const out = ok(['audit', '--tx', signedHex, ...evm(), ...range(), ...withInputs()]);
     assert.match(out, /^commitment +output 0 = [0-9a-f]{64}: the 3 request\(s\) below, in output order$/m);
     for (const [i, rid] of payment.requestIds.entries()) {
-      assert.match(out, new RegExp(`^output ${i + 1} +${rid}  evm tx 0x[0-9a-f]{64}  bcrt1q[0-9a-z]+  requested 1500000  paid ${SATS - payment.feeShare}  share ${payment.feeShare}  exact$`, 'm'));
+      assert.match(
+        out,
+        new RegExp(
+          `^output ${i + 1} +${rid}  evm tx 0x[0-9a-f]{64}  bcrt1q[0-9a-z]+  requested 1500000  paid ${SATS - payment.feeShare}  share ${payment.feeShare}  exact$`,
+          'm',
+        ),
+      );
     }
-    assert.match(out, /^change +output 4: 15500000 sats to bcrt1p[0-9a-z]+ \(the federation\), exactly Σ inputs 20000000 − Σ requested 4500000$/m);
-    assert.match(out, new RegExp(`^fee +${payment.fee} sats = 3 × share ${payment.feeShare} \\+ 0 not borne by the shares, [\\d.]+ sat/vB over \\d+ vB$`, 'm'));
-    assert.match(out, /^verdict +ok: the commitment matches and every payout is exactly sats − \d+; the change is exact$/m);
-    assert.match(ok(['audit', '--tx', signedHex, ...evm(), ...range()]), /^verdict +ok: .*; the change and the fee are not checked$/m);
+    assert.match(
+      out,
+      /^change +output 4: 15500000 sats to bcrt1p[0-9a-z]+ \(the federation\), exactly Σ inputs 20000000 − Σ requested 4500000$/m,
+    );
+    assert.match(
+      out,
+      new RegExp(
+        `^fee +${payment.fee} sats = 3 × share ${payment.feeShare} \\+ 0 not borne by the shares, [\\d.]+ sat/vB over \\d+ vB$`,
+        'm',
+      ),
+    );
+    assert.match(
+      out,
+      /^verdict +ok: the commitment matches and every payout is exactly sats − \d+; the change is exact$/m,
+    );
+    assert.match(
+      ok(['audit', '--tx', signedHex, ...evm(), ...range()]),
+      /^verdict +ok: .*; the change and the fee are not checked$/m,
+    );
   });
 
   it('checks a claimed list of requests, given in output order or not', () => {
     for (const ids of [payment.requestIds, [...payment.requestIds].reverse()]) {
-      const report = JSON.parse(ok(['audit', '--tx', signedHex, ...evm(), '--requests', ids.join(','), ...withInputs(), '--json'])) as Report;
-      assert.deepEqual(report.outputs.map((o) => o.request), payment.requestIds);
+      const report = JSON.parse(
+        ok(['audit', '--tx', signedHex, ...evm(), '--requests', ids.join(','), ...withInputs(), '--json']),
+      ) as Report;
+      assert.deepEqual(
+        report.outputs.map((o) => o.request),
+        payment.requestIds,
+      );
       assert.ok(report.verdict.ok);
     }
     // without input values: payouts checked, change and fee plainly not
     const out = ok(['audit', '--tx', unsignedHex(), ...evm(), '--requests', payment.requestIds.join(',')]);
-    assert.match(out, /^change +output 4: 15500000 sats to bcrt1p[0-9a-z]+, not checked \(needs the input values and --federation\)$/m);
+    assert.match(
+      out,
+      /^change +output 4: 15500000 sats to bcrt1p[0-9a-z]+, not checked \(needs the input values and --federation\)$/m,
+    );
     assert.match(out, /^fee +unknown: needs the input values/m);
   });
 
   it('names the output that pays a satoshi short, and exits 1', () => {
     const short = unsignedHex(tamper(2, -1n));
     const r = pegout(['audit', '--tx', short, ...evm(), '--requests', payment.requestIds.join(','), ...withInputs()]);
-    refused(r, 'payout_inexact', new RegExp(`output 2 pays ${SATS - payment.feeShare - 1n} sats for request ${payment.requestIds[1]} of 1500000: a fee share of ${payment.feeShare + 1n}, expected the ${payment.feeShare}`));
+    refused(
+      r,
+      'payout_inexact',
+      new RegExp(
+        `output 2 pays ${SATS - payment.feeShare - 1n} sats for request ${payment.requestIds[1]} of 1500000: a fee share of ${payment.feeShare + 1n}, expected the ${payment.feeShare}`,
+      ),
+    );
     assert.match(r.stdout, /^output 2 .* NOT EXACT: output 2 pays/m);
     assert.match(r.stdout, /^verdict +FAULTY: 1 fault\(s\): payout_inexact \(output 2\)$/m);
     // from a block range nothing matches an inexact payment: said so, with what to do
-    refused(pegout(['audit', '--tx', short, ...evm(), ...range()]), 'no_match', /no set of the 5 payable request\(s\) in blocks 0-\d+ is what output 0 commits to.*name the requests with --requests/);
+    refused(
+      pegout(['audit', '--tx', short, ...evm(), ...range()]),
+      'no_match',
+      /no set of the 5 payable request\(s\) in blocks 0-\d+ is what output 0 commits to.*name the requests with --requests/,
+    );
   });
 
   it('names a commitment to other requests than those paid, and an inexact change', () => {
@@ -193,23 +283,55 @@ describe('pegout audit against a real anvil', () => {
     const o = payment.tx.outputs;
     const swapped = unsignedHex({ ...payment.tx, outputs: [o[0]!, o[2]!, o[1]!, ...o.slice(3)] });
     const ids = [payment.requestIds[1]!, payment.requestIds[0]!, payment.requestIds[2]!];
-    refused(pegout(['audit', '--tx', swapped, ...evm(), '--requests', ids.join(',')]), 'commitment_mismatch', /output 0 commits to [0-9a-f]{64}, but the 3 request\(s\) in output order hash to/);
+    refused(
+      pegout(['audit', '--tx', swapped, ...evm(), '--requests', ids.join(',')]),
+      'commitment_mismatch',
+      /output 0 commits to [0-9a-f]{64}, but the 3 request\(s\) in output order hash to/,
+    );
     // an unpaid request of an alike pair named instead of the paid one
     const wrong = payment.requestIds.map((rid) => (rid === twin.paid ? twin.unpaid : rid));
-    refused(pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', wrong.join(',')]), 'commitment_mismatch', /output 0 commits to/);
-    refused(pegout(['audit', '--tx', unsignedHex(tamper(4, -1000n)), ...evm(), ...range(), ...withInputs()]), 'change_inexact',
-      /output 4 \(change\) pays 15499000 sats, expected exactly 15500000 \(Σ inputs 20000000 − Σ requested 4500000\)/);
+    refused(
+      pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', wrong.join(',')]),
+      'commitment_mismatch',
+      /output 0 commits to/,
+    );
+    refused(
+      pegout(['audit', '--tx', unsignedHex(tamper(4, -1000n)), ...evm(), ...range(), ...withInputs()]),
+      'change_inexact',
+      /output 4 \(change\) pays 15499000 sats, expected exactly 15500000 \(Σ inputs 20000000 − Σ requested 4500000\)/,
+    );
   });
 
   it('refuses a payment of a request the federation rejects, and ids with no such request', () => {
     const script = decodeAddress(devnetDestination(9, 'mainnet'), 'mainnet').scriptPubKey;
-    const tx = { ...payment.tx, outputs: [{ value: 0n, scriptPubKey: commitmentScript([rejectedId]) }, { value: SATS - 500n, scriptPubKey: script }] };
-    refused(pegout(['audit', '--tx', unsignedHex(tx), ...evm(), '--requests', rejectedId]), 'request_not_payable',
-      /output 1: request 0x[0-9a-f]{64}:0 must not be paid: the federation rejects it \(wrong_network\)/);
+    const tx = {
+      ...payment.tx,
+      outputs: [
+        { value: 0n, scriptPubKey: commitmentScript([rejectedId]) },
+        { value: SATS - 500n, scriptPubKey: script },
+      ],
+    };
+    refused(
+      pegout(['audit', '--tx', unsignedHex(tx), ...evm(), '--requests', rejectedId]),
+      'request_not_payable',
+      /output 1: request 0x[0-9a-f]{64}:0 must not be paid: the federation rejects it \(wrong_network\)/,
+    );
     const [hash] = payment.requestIds[0]!.split(':');
-    refused(pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', `${hash}:1`]), 'unknown_request', /transaction 0x[0-9a-f]{64} has 1 RequestPegOut log\(s\) from the bridge .*, so no ordinal 1/);
-    refused(pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', `0x${'ee'.repeat(32)}:0`]), 'unknown_request', /knows no transaction 0xee/);
-    refused(pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', `${hash!.toUpperCase().replace('0X', '0x')}:0`]), 'invalid_request', /request id must be/);
+    refused(
+      pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', `${hash}:1`]),
+      'unknown_request',
+      /transaction 0x[0-9a-f]{64} has 1 RequestPegOut log\(s\) from the bridge .*, so no ordinal 1/,
+    );
+    refused(
+      pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', `0x${'ee'.repeat(32)}:0`]),
+      'unknown_request',
+      /knows no transaction 0xee/,
+    );
+    refused(
+      pegout(['audit', '--tx', unsignedHex(), ...evm(), '--requests', `${hash!.toUpperCase().replace('0X', '0x')}:0`]),
+      'invalid_request',
+      /request id must be/,
+    );
   });
 
   it('refuses ambiguous or incomplete options with one line', () => {
@@ -219,7 +341,10 @@ describe('pegout audit against a real anvil', () => {
       [['--tx', unsignedHex()], /exactly one of --requests ID,… or --from N --to M/],
       [['--tx', unsignedHex(), '--from', '0'], /needs both --from and --to/],
       [['--tx', unsignedHex(), ...range(), '--requests', payment.requestIds[0]!], /exactly one of --requests/],
-      [['--tx', unsignedHex(), ...range(), '--federation', fedFile, '--network', 'mainnet'], /is a regtest federation, but --network is mainnet/],
+      [
+        ['--tx', unsignedHex(), ...range(), '--federation', fedFile, '--network', 'mainnet'],
+        /is a regtest federation, but --network is mainnet/,
+      ],
     ];
     for (const [args, message] of cases) refused(pegout(['audit', ...evm(), ...args]), 'usage', message);
   });
@@ -233,12 +358,20 @@ describe('pegout audit against a real anvil', () => {
       req.on('end', () => {
         const call = JSON.parse(body) as { id: number; method: string; params: [string, boolean] };
         seen.push(`${call.method} ${call.params[0]} ${req.headers.authorization ?? 'no auth'}`);
-        const result = call.params[0] === id
-          ? { txid: id, hash: id, hex: signedHex, vin: [], vout: [] }
-          : call.params[0] === FUNDING.txid
-            ? { txid: FUNDING.txid, hash: FUNDING.txid, vin: [], vout: [{ n: 1, value: 0.2, scriptPubKey: { hex: toHex(federation.scriptPubKey) } }] }
-            : undefined;
-        const answer = result ? { result, error: null, id: call.id } : { result: null, error: { code: -5, message: 'No such mempool or blockchain transaction' }, id: call.id };
+        const result =
+          call.params[0] === id
+            ? { txid: id, hash: id, hex: signedHex, vin: [], vout: [] }
+            : call.params[0] === FUNDING.txid
+              ? {
+                  txid: FUNDING.txid,
+                  hash: FUNDING.txid,
+                  vin: [],
+                  vout: [{ n: 1, value: 0.2, scriptPubKey: { hex: toHex(federation.scriptPubKey) } }],
+                }
+              : undefined;
+        const answer = result
+          ? { result, error: null, id: call.id }
+          : { result: null, error: { code: -5, message: 'No such mempool or blockchain transaction' }, id: call.id };
         res.writeHead(result ? 200 : 500, { 'content-type': 'application/json' });
         res.end(JSON.stringify(answer));
       });
@@ -247,18 +380,41 @@ describe('pegout audit against a real anvil', () => {
     t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const env = { ...process.env, AUDIT_RPC_PASSWORD: 'not-printed' };
-    const r = await pegoutAsync(['audit', '--txid', id, '--bitcoin-rpc', url, '--bitcoin-user', 'auditor', '--bitcoin-password-env', 'AUDIT_RPC_PASSWORD',
-      ...evm(), ...range(), '--federation', fedFile, '--json'], env);
+    const r = await pegoutAsync(
+      [
+        'audit',
+        '--txid',
+        id,
+        '--bitcoin-rpc',
+        url,
+        '--bitcoin-user',
+        'auditor',
+        '--bitcoin-password-env',
+        'AUDIT_RPC_PASSWORD',
+        ...evm(),
+        ...range(),
+        '--federation',
+        fedFile,
+        '--json',
+      ],
+      env,
+    );
     assert.equal(r.status, 0, r.stderr);
     const report = JSON.parse(r.stdout) as Report;
-    assert.deepEqual(report.outputs.map((o) => o.request), payment.requestIds);
+    assert.deepEqual(
+      report.outputs.map((o) => o.request),
+      payment.requestIds,
+    );
     assert.equal(report.fee, payment.fee.toString());
     assert.ok(report.change.checked);
     const auth = `Basic ${Buffer.from('auditor:not-printed').toString('base64')}`;
     assert.deepEqual(seen, [`getrawtransaction ${id} ${auth}`, `getrawtransaction ${FUNDING.txid} ${auth}`]);
     const missing = await pegoutAsync(['audit', '--txid', 'ab'.repeat(32), '--bitcoin-rpc', url, ...evm(), ...range()]);
     assert.equal(missing.status, 1);
-    assert.match(missing.stderr, /^pegout: not_found: getrawtransaction failed on http:\/\/127\.0\.0\.1:\d+: No such mempool or blockchain transaction/);
+    assert.match(
+      missing.stderr,
+      /^pegout: not_found: getrawtransaction failed on http:\/\/127\.0\.0\.1:\d+: No such mempool or blockchain transaction/,
+    );
     assert.ok(!missing.stderr.includes('not-printed'));
   });
 });

@@ -8,7 +8,10 @@ import { repoRoot } from '../../support/paths.js';
 import { tempDir } from '../../support/tempdir.js';
 import { federationVectors } from '../../support/vectors.js';
 
-function pegout(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+function pegout(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), ...args], { encoding: 'utf8', env });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -32,15 +35,44 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
   });
 
   it('federation → sign ×2 → finalize equals signedTx → verify ok', () => {
-    const fed = JSON.parse(ok(['federation', '--threshold', '2', '--network', 'regtest', '--pubkey', ...v.xonlyPubkeys, '--out', fedFile, '--json']));
+    const fed = JSON.parse(
+      ok([
+        'federation',
+        '--threshold',
+        '2',
+        '--network',
+        'regtest',
+        '--pubkey',
+        ...v.xonlyPubkeys,
+        '--out',
+        fedFile,
+        '--json',
+      ]),
+    );
     assert.equal(fed.descriptor, v.descriptor);
     assert.equal(fed.address, v.address.regtest);
     assert.equal(fed.controlBlock, v.controlBlock);
-    assert.deepEqual({ safety: fed.faultTolerance.safety, liveness: fed.faultTolerance.liveness }, { safety: 0, liveness: 1 });
+    assert.deepEqual(
+      { safety: fed.faultTolerance.safety, liveness: fed.faultTolerance.liveness },
+      { safety: 0, liveness: 1 },
+    );
     assert.match(fed.faultTolerance.statement, /^2-of-3: tolerates NO malicious member/);
     const sigFiles: string[] = [];
     v.secretKeys.forEach((_, i) => {
-      const out = JSON.parse(ok(['sign', '--federation', fedFile, '--key', keyFiles[i]!, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile, '--deterministic']));
+      const out = JSON.parse(
+        ok([
+          'sign',
+          '--federation',
+          fedFile,
+          '--key',
+          keyFiles[i]!,
+          '--tx',
+          v.spend.unsignedTx,
+          '--prevouts',
+          prevoutsFile,
+          '--deterministic',
+        ]),
+      );
       if (!v.spend.signers.includes(out.pubkey)) return;
       assert.equal(out.signatures.length, v.spend.prevouts.length);
       const f = path.join(dir.path, `sigs${i}.json`);
@@ -48,15 +80,38 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
       sigFiles.push(f);
     });
     assert.equal(sigFiles.length, 2);
-    const signed = ok(['finalize', '--federation', fedFile, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile, '--signatures', ...sigFiles]).trim();
+    const signed = ok([
+      'finalize',
+      '--federation',
+      fedFile,
+      '--tx',
+      v.spend.unsignedTx,
+      '--prevouts',
+      prevoutsFile,
+      '--signatures',
+      ...sigFiles,
+    ]).trim();
     assert.equal(signed, v.spend.signedTx);
     assert.match(ok(['verify', '--federation', fedFile, '--tx', signed, '--prevouts', prevoutsFile]), /ok\s+true/);
     // one signature file short of the threshold
-    const r = pegout(['finalize', '--federation', fedFile, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile, '--signatures', sigFiles[0]!]);
+    const r = pegout([
+      'finalize',
+      '--federation',
+      fedFile,
+      '--tx',
+      v.spend.unsignedTx,
+      '--prevouts',
+      prevoutsFile,
+      '--signatures',
+      sigFiles[0]!,
+    ]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /^pegout: not_enough_signatures: have signatures from 1 members, need 2\n$/);
     // the unsigned transaction does not verify
-    assert.match(pegout(['verify', '--federation', fedFile, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile]).stderr, /input 0: witness has 0 items/);
+    assert.match(
+      pegout(['verify', '--federation', fedFile, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile]).stderr,
+      /input 0: witness has 0 items/,
+    );
   });
 
   it('federation states what it tolerates in its text output: f = 2t − n − 1 malicious, n − t down', () => {
@@ -66,8 +121,23 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     const t = n - 1;
     const out = ok(['federation', '--threshold', String(t), '--network', 'regtest', '--pubkey', ...keys.xonlyPubkeys]);
     const f = 2 * t - n - 1;
-    assert.match(out, new RegExp(`^faultTolerance +${t}-of-${n}: up to ${f} malicious member\\(s\\) cannot get a request paid twice \\(f = 2t − n − 1 = ${f}\\); payments go on with up to 1 member\\(s\\) down \\(n − t = 1\\)$`, 'm'));
-    const low = ok(['federation', '--threshold', '1', '--network', 'regtest', '--pubkey', ...keys.xonlyPubkeys, '--json']);
+    assert.match(
+      out,
+      new RegExp(
+        `^faultTolerance +${t}-of-${n}: up to ${f} malicious member\\(s\\) cannot get a request paid twice \\(f = 2t − n − 1 = ${f}\\); payments go on with up to 1 member\\(s\\) down \\(n − t = 1\\)$`,
+        'm',
+      ),
+    );
+    const low = ok([
+      'federation',
+      '--threshold',
+      '1',
+      '--network',
+      'regtest',
+      '--pubkey',
+      ...keys.xonlyPubkeys,
+      '--json',
+    ]);
     assert.equal(JSON.parse(low).faultTolerance.safety, 1 - n);
     assert.match(JSON.parse(low).faultTolerance.statement, /tolerates NO malicious member .* < 0\)/);
   });
@@ -85,22 +155,50 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
   });
 
   const bad: [string, () => string[], RegExp][] = [
-    ['a non-hex pubkey', () => ['federation', '--network', 'regtest', '--pubkey', 'zz'], /--pubkey #1 must be an even-length hex string/],
-    ['an unknown network', () => ['federation', '--network', 'moon', '--pubkey', v.xonlyPubkeys[0]!], /--network must be one of mainnet, testnet, signet, regtest, got "moon"/],
-    ['a threshold above n', () => ['federation', '--network', 'regtest', '--threshold', '4', '--pubkey', ...v.xonlyPubkeys], /threshold must be an integer from 1 to the number of members \(3\), got 4/],
-    ['a non-integer threshold', () => ['federation', '--network', 'regtest', '--threshold', '2.5', '--pubkey', ...v.xonlyPubkeys], /--threshold must be an integer from 1, got "2.5"/],
-    ['a world-readable key file', () => {
-      const f = path.join(dir.path, 'open.key');
-      writeFileSync(f, JSON.stringify({ secretKey: v.secretKeys[0] }));
-      chmodSync(f, 0o644);
-      return ['sign', '--federation', fedFile, '--key', f, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile];
-    }, /has mode 0644; it must not be readable by group or others/],
-    ['prevouts of the wrong count', () => {
-      const f = path.join(dir.path, 'short.json');
-      writeFileSync(f, JSON.stringify(v.spend.prevouts.slice(1)));
-      return ['sign', '--federation', fedFile, '--key', keyFiles[0]!, '--tx', v.spend.unsignedTx, '--prevouts', f];
-    }, /transaction has 3 inputs, prevouts has 2/],
-    ['a non-hex transaction', () => ['verify', '--federation', fedFile, '--tx', 'nothex', '--prevouts', prevoutsFile], /--tx must be an even-length hex string/],
+    [
+      'a non-hex pubkey',
+      () => ['federation', '--network', 'regtest', '--pubkey', 'zz'],
+      /--pubkey #1 must be an even-length hex string/,
+    ],
+    [
+      'an unknown network',
+      () => ['federation', '--network', 'moon', '--pubkey', v.xonlyPubkeys[0]!],
+      /--network must be one of mainnet, testnet, signet, regtest, got "moon"/,
+    ],
+    [
+      'a threshold above n',
+      () => ['federation', '--network', 'regtest', '--threshold', '4', '--pubkey', ...v.xonlyPubkeys],
+      /threshold must be an integer from 1 to the number of members \(3\), got 4/,
+    ],
+    [
+      'a non-integer threshold',
+      () => ['federation', '--network', 'regtest', '--threshold', '2.5', '--pubkey', ...v.xonlyPubkeys],
+      /--threshold must be an integer from 1, got "2.5"/,
+    ],
+    [
+      'a world-readable key file',
+      () => {
+        const f = path.join(dir.path, 'open.key');
+        writeFileSync(f, JSON.stringify({ secretKey: v.secretKeys[0] }));
+        chmodSync(f, 0o644);
+        return ['sign', '--federation', fedFile, '--key', f, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile];
+      },
+      /has mode 0644; it must not be readable by group or others/,
+    ],
+    [
+      'prevouts of the wrong count',
+      () => {
+        const f = path.join(dir.path, 'short.json');
+        writeFileSync(f, JSON.stringify(v.spend.prevouts.slice(1)));
+        return ['sign', '--federation', fedFile, '--key', keyFiles[0]!, '--tx', v.spend.unsignedTx, '--prevouts', f];
+      },
+      /transaction has 3 inputs, prevouts has 2/,
+    ],
+    [
+      'a non-hex transaction',
+      () => ['verify', '--federation', fedFile, '--tx', 'nothex', '--prevouts', prevoutsFile],
+      /--tx must be an even-length hex string/,
+    ],
   ];
   for (const [name, args, message] of bad) {
     it(`refuses ${name} with one line and a non-zero exit`, () => {
@@ -114,8 +212,25 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
 
   it('the devnet (the README main command) without bitcoind takes requests to finalized payments and says nothing was broadcast', () => {
     const { BITCOIND: _, ...env } = process.env;
-    env.PATH = (env.PATH ?? '').split(path.delimiter).filter((d) => !existsSync(path.join(d, 'bitcoind'))).join(path.delimiter);
-    const out = ok(['devnet', '--members', '3', '--threshold', '2', '--requests', '3', '--dir', path.join(dir.path, 'devnet'), '--exit'], env);
+    env.PATH = (env.PATH ?? '')
+      .split(path.delimiter)
+      .filter((d) => !existsSync(path.join(d, 'bitcoind')))
+      .join(path.delimiter);
+    const out = ok(
+      [
+        'devnet',
+        '--members',
+        '3',
+        '--threshold',
+        '2',
+        '--requests',
+        '3',
+        '--dir',
+        path.join(dir.path, 'devnet'),
+        '--exit',
+      ],
+      env,
+    );
     assert.match(out, /federation 2-of-3: bcrt1p/);
     assert.match(out, /DECLARED by the devnet: they exist on no chain/);
     assert.match(out, /m1: 3\/3 signed {2}m2: 3\/3 signed {2}m3: 3\/3 signed/);
@@ -124,17 +239,43 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     assert.match(out, /stopped; keys, configs, stores and logs stay in/);
   });
 
-  it('the devnet with bitcoind funds the federation by peg-ins, broadcasts, mines, and shows every destination credited', { skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
-    const out = ok(['devnet', '--members', '3', '--threshold', '2', '--requests', '3', '--dir', path.join(dir.path, 'devnet-regtest'), '--exit'], { ...process.env, BITCOIND });
-    assert.match(out, /peg-ins of 10000000 sats to the federation, confirmed on regtest/);
-    assert.match(out, /m1: 3\/3 paid .* {2}m2: 3\/3 paid .* {2}m3: 3\/3 paid/);
-    assert.match(out, /payment [0-9a-f]{64}: 2 signatures on every input, \d+ vB, \d+ confirmation\(s\), block [0-9a-f]{16}/);
-    assert.equal(out.match(/ credited 0\.0149\d{4} BTC \(request /g)?.length, 3, 'each destination credited its amount less its fee share');
-    assert.match(out, /every request is paid on regtest/);
-    assert.doesNotMatch(out, /DECLARED/);
-  });
+  it(
+    'the devnet with bitcoind funds the federation by peg-ins, broadcasts, mines, and shows every destination credited',
+    { skip: BITCOIND === undefined ? NO_BITCOIND : false },
+    () => {
+      const out = ok(
+        [
+          'devnet',
+          '--members',
+          '3',
+          '--threshold',
+          '2',
+          '--requests',
+          '3',
+          '--dir',
+          path.join(dir.path, 'devnet-regtest'),
+          '--exit',
+        ],
+        { ...process.env, BITCOIND },
+      );
+      assert.match(out, /peg-ins of 10000000 sats to the federation, confirmed on regtest/);
+      assert.match(out, /m1: 3\/3 paid .* {2}m2: 3\/3 paid .* {2}m3: 3\/3 paid/);
+      assert.match(
+        out,
+        /payment [0-9a-f]{64}: 2 signatures on every input, \d+ vB, \d+ confirmation\(s\), block [0-9a-f]{16}/,
+      );
+      assert.equal(
+        out.match(/ credited 0\.0149\d{4} BTC \(request /g)?.length,
+        3,
+        'each destination credited its amount less its fee share',
+      );
+      assert.match(out, /every request is paid on regtest/);
+      assert.doesNotMatch(out, /DECLARED/);
+    },
+  );
 
   it('--help answers for every command', () => {
-    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet', 'audit']) assert.match(ok([cmd, '--help']), /Usage: pegout/);
+    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet', 'audit'])
+      assert.match(ok([cmd, '--help']), /Usage: pegout/);
   });
 });

@@ -14,7 +14,12 @@ describe('devnet member processes', () => {
       PEGOUT_API_PORT: '1',
       AWS_SECRET_ACCESS_KEY: 'secret',
     };
-    assert.deepEqual(memberProcessEnv(devnet), { PATH: '/usr/bin', HOME: '/home/op', NODE_OPTIONS: '--max-old-space-size=512', PEGOUT_SECP256K1: 'js' });
+    assert.deepEqual(memberProcessEnv(devnet), {
+      PATH: '/usr/bin',
+      HOME: '/home/op',
+      NODE_OPTIONS: '--max-old-space-size=512',
+      PEGOUT_SECP256K1: 'js',
+    });
     // the devnet's own settings for its members come last
     assert.deepEqual(memberProcessEnv(devnet, { PEGOUT_SECP256K1: 'native' }).PEGOUT_SECP256K1, 'native');
     // what the devnet does not have set stays unset

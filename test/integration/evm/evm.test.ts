@@ -19,7 +19,8 @@ const KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
 // anvil's second default account, for the transactions this process sends itself
 const OWN_KEY = '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d';
 const GOOD = 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080';
-const pegout = (args: string[]) => spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), ...args], { encoding: 'utf8' });
+const pegout = (args: string[]) =>
+  spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), ...args], { encoding: 'utf8' });
 
 let anvil: Anvil;
 let provider: JsonRpcProvider;
@@ -29,7 +30,12 @@ let rpc: EvmRpc;
 before(async () => {
   anvil = await startAnvil(['--gas-limit', '300000000']);
   rpc = new EvmRpc(anvil.url);
-  provider = new JsonRpcProvider(anvil.url, undefined, { staticNetwork: true, polling: true, pollingInterval: 50, cacheTimeout: -1 });
+  provider = new JsonRpcProvider(anvil.url, undefined, {
+    staticNetwork: true,
+    polling: true,
+    pollingInterval: 50,
+    cacheTimeout: -1,
+  });
   wallet = new Wallet(OWN_KEY, provider);
   const r = pegout(['bridge', 'install', '--rpc', anvil.url, '--json']);
   assert.equal(r.status, 0, r.stderr);
@@ -40,7 +46,9 @@ after(async () => {
 });
 
 async function request(address: Uint8Array | string, value: bigint): Promise<string> {
-  const data = bridgeInterface.encodeFunctionData('requestPegOut', [typeof address === 'string' ? toUtf8Bytes(address) : address]);
+  const data = bridgeInterface.encodeFunctionData('requestPegOut', [
+    typeof address === 'string' ? toUtf8Bytes(address) : address,
+  ]);
   const tx = await wallet.sendTransaction({ to: BRIDGE_ADDRESS, data, value });
   await tx.wait();
   return tx.hash.toLowerCase();
@@ -57,19 +65,30 @@ describe('bridge contract', () => {
     assert.equal(REQUEST_PEGOUT_TOPIC, '0xaa1c6070bc915de33c0fbc36ecf77b1e4fc1ebce832b2da62b6fe25f5a7dd5b0');
     const before = await provider.getBalance('0x000000000000000000000000000000000000dEaD');
     await request(GOOD, parseEther('0.02'));
-    assert.equal((await provider.getBalance('0x000000000000000000000000000000000000dEaD')) - before, parseEther('0.02'));
+    assert.equal(
+      (await provider.getBalance('0x000000000000000000000000000000000000dEaD')) - before,
+      parseEther('0.02'),
+    );
     assert.equal(await provider.getBalance(BRIDGE_ADDRESS), 0n);
   });
 
   it('bridge install refuses a node that is not anvil', async (t) => {
     const { createServer } = await import('node:http');
-    const server = createServer((_req, res) => res.end('{"jsonrpc":"2.0","id":1,"result":"Geth/v1.14.0-stable/linux-amd64/go1.22"}'));
+    const server = createServer((_req, res) =>
+      res.end('{"jsonrpc":"2.0","id":1,"result":"Geth/v1.14.0-stable/linux-amd64/go1.22"}'),
+    );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
     // the fake node answers in this process, so the CLI must run asynchronously
     const { promisify } = await import('node:util');
     const { execFile } = await import('node:child_process');
-    const r = await promisify(execFile)(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'bridge', 'install', '--rpc', `http://127.0.0.1:${(server.address() as { port: number }).port}`]).then(
+    const r = await promisify(execFile)(process.execPath, [
+      path.join(repoRoot, 'bin', 'pegout.js'),
+      'bridge',
+      'install',
+      '--rpc',
+      `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    ]).then(
       () => ({ status: 0, stderr: '' }),
       (err: { code: number; stderr: string }) => ({ status: err.code, stderr: err.stderr }),
     );
@@ -84,18 +103,53 @@ describe('ingestion on a real anvil', () => {
     // the exact cast line from docs/evm.md
     const doc = readFileSync(path.join(repoRoot, 'docs', 'evm.md'), 'utf8');
     const line = /<!-- cast-send -->\n```sh\n(.+)\n```/.exec(doc)![1]!;
-    const cast = spawnSync('bash', ['-c', line], { env: { ...process.env, PATH: `${path.join(repoRoot, 'node_modules', '.bin')}:${process.env.PATH}`, RPC: anvil.url, KEY }, encoding: 'utf8' });
+    const cast = spawnSync('bash', ['-c', line], {
+      env: {
+        ...process.env,
+        PATH: `${path.join(repoRoot, 'node_modules', '.bin')}:${process.env.PATH}`,
+        RPC: anvil.url,
+        KEY,
+      },
+      encoding: 'utf8',
+    });
     assert.equal(cast.status, 0, cast.stderr);
 
-    const cli = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'request', '--rpc', anvil.url, '--private-key-env', 'EVM_KEY', '--to', GOOD, '--amount', '0.015', '--network', 'regtest', '--json'], { env: { ...process.env, EVM_KEY: KEY }, encoding: 'utf8' });
+    const cli = spawnSync(
+      process.execPath,
+      [
+        path.join(repoRoot, 'bin', 'pegout.js'),
+        'request',
+        '--rpc',
+        anvil.url,
+        '--private-key-env',
+        'EVM_KEY',
+        '--to',
+        GOOD,
+        '--amount',
+        '0.015',
+        '--network',
+        'regtest',
+        '--json',
+      ],
+      { env: { ...process.env, EVM_KEY: KEY }, encoding: 'utf8' },
+    );
     assert.equal(cli.status, 0, cli.stderr);
     const cliOut = JSON.parse(cli.stdout) as { requestId: string; sats: string };
     assert.equal(cliOut.sats, '1500000');
 
     const forwarderArtifact = loadArtifact('Forwarder');
-    const forwarder = await new ContractFactory(forwarderArtifact.abi as never, forwarderArtifact.bytecode, wallet).deploy();
+    const forwarder = await new ContractFactory(
+      forwarderArtifact.abi as never,
+      forwarderArtifact.bytecode,
+      wallet,
+    ).deploy();
     await forwarder.waitForDeployment();
-    const fwd = await forwarder.getFunction('forward')(BRIDGE_ADDRESS, [toUtf8Bytes(GOOD), toUtf8Bytes(GOOD)], parseEther('0.03'), { value: parseEther('0.06') });
+    const fwd = await forwarder.getFunction('forward')(
+      BRIDGE_ADDRESS,
+      [toUtf8Bytes(GOOD), toUtf8Bytes(GOOD)],
+      parseEther('0.03'),
+      { value: parseEther('0.06') },
+    );
     await fwd.wait();
 
     const tooBig = 22_000_000n * 10n ** 18n;
@@ -125,7 +179,10 @@ describe('ingestion on a real anvil', () => {
     }
     const fromCli = await getRequest(store, cliOut.requestId);
     assert.equal(fromCli?.status, 'accepted');
-    assert.ok(all.some((r) => r.status === 'accepted' && r.sats === 1_000_000n), 'the cast request');
+    assert.ok(
+      all.some((r) => r.status === 'accepted' && r.sats === 1_000_000n),
+      'the cast request',
+    );
     // ingesting again changes nothing
     const count = all.length;
     const again = await ingestAll(store);
@@ -133,7 +190,18 @@ describe('ingestion on a real anvil', () => {
     assert.equal(observer.alarms + again.alarms, 0);
 
     // the auditor's view agrees
-    const listed = pegout(['requests', '--rpc', anvil.url, '--from', '0', '--to', String(await provider.getBlockNumber()), '--network', 'regtest', '--json']);
+    const listed = pegout([
+      'requests',
+      '--rpc',
+      anvil.url,
+      '--from',
+      '0',
+      '--to',
+      String(await provider.getBlockNumber()),
+      '--network',
+      'regtest',
+      '--json',
+    ]);
     assert.equal(listed.status, 0, listed.stderr);
     const rows = JSON.parse(listed.stdout) as { id: string; status: string; reason?: string }[];
     assert.equal(rows.length, count);
@@ -146,13 +214,30 @@ describe('ingestion on a real anvil', () => {
       [['--to', 'bcrt1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh', '--amount', '0.02'], /invalid_address/],
       [['--to', 'bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4', '--amount', '0.02'], /wrong_network/],
       // a valid witness v16 address: anyone could spend what it is paid
-      [['--to', 'bcrt1sx6p8njlx7h9mc2agz4yg82dzne23050ncq72cneeecez2pst8mahn8xecsf8g6hzx94420', '--amount', '0.02'], /unsupported_destination/],
+      [
+        ['--to', 'bcrt1sx6p8njlx7h9mc2agz4yg82dzne23050ncq72cneeecez2pst8mahn8xecsf8g6hzx94420', '--amount', '0.02'],
+        /unsupported_destination/,
+      ],
       [['--to', GOOD, '--amount', '0.005'], /under the minimum/],
       [['--to', GOOD, '--amount', '0.020000001'], /more than 8 decimals/],
       [['--to', GOOD, '--amount', '1e-2'], /decimal number of BTC/],
     ];
     for (const [args, message] of cases) {
-      const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'request', '--rpc', anvil.url, '--private-key-env', 'EVM_KEY', '--network', 'regtest', ...args], { env: { ...process.env, EVM_KEY: KEY }, encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [
+          path.join(repoRoot, 'bin', 'pegout.js'),
+          'request',
+          '--rpc',
+          anvil.url,
+          '--private-key-env',
+          'EVM_KEY',
+          '--network',
+          'regtest',
+          ...args,
+        ],
+        { env: { ...process.env, EVM_KEY: KEY }, encoding: 'utf8' },
+      );
       assert.notEqual(r.status, 0);
       assert.match(r.stderr, message);
       assert.ok(!r.stderr.includes(KEY.slice(2)), 'key never printed');
@@ -174,7 +259,11 @@ describe('ingestion on a real anvil', () => {
     assert.equal(ids.filter((id) => id.startsWith(phantom)).length, 0, 'no phantom');
     const reference = await openTempStore(t);
     await ingestAll(reference, 3);
-    assert.deepEqual(ids, (await listRequests(reference)).map((r) => r.id), 'same as a fresh ingestion of the final chain');
+    assert.deepEqual(
+      ids,
+      (await listRequests(reference)).map((r) => r.id),
+      'same as a fresh ingestion of the final chain',
+    );
   });
 
   it("with the node's finalized tag, waits for the request's block to be finalized", async (t) => {
@@ -222,32 +311,58 @@ describe('ingestion on a real anvil', () => {
       for await (const chunk of req) body += chunk;
       const call = JSON.parse(body) as { id: number; method: string; params: { fromBlock: string; toBlock: string }[] };
       if (call.method === 'eth_getLogs' && Number(call.params[0]!.toBlock) - Number(call.params[0]!.fromBlock) > 2) {
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: call.id, error: { code: -32005, message: 'query returned more than 10000 results' } }));
+        res.end(
+          JSON.stringify({
+            jsonrpc: '2.0',
+            id: call.id,
+            error: { code: -32005, message: 'query returned more than 10000 results' },
+          }),
+        );
         return;
       }
-      const upstream = await fetch(anvil.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      const upstream = await fetch(anvil.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
       res.end(await upstream.text());
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const port = (server.address() as { port: number }).port;
-    const observer = new EvmObserver(store, new EvmRpc(`http://127.0.0.1:${port}`), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0, maxRange: 64 });
+    const observer = new EvmObserver(store, new EvmRpc(`http://127.0.0.1:${port}`), {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+      maxRange: 64,
+    });
     for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
     const reference = await openTempStore(t);
     await ingestAll(reference);
-    assert.deepEqual((await listRequests(store)).map((r) => r.id), (await listRequests(reference)).map((r) => r.id));
+    assert.deepEqual(
+      (await listRequests(store)).map((r) => r.id),
+      (await listRequests(reference)).map((r) => r.id),
+    );
   });
 
   it('survives a node that is down or answers garbage: nothing advances past unread blocks', async (t) => {
     const store = await openTempStore(t);
-    const dead = new EvmObserver(store, new EvmRpc('http://127.0.0.1:1', { retries: 1, backoffMs: 10 }), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0 });
+    const dead = new EvmObserver(store, new EvmRpc('http://127.0.0.1:1', { retries: 1, backoffMs: 10 }), {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+    });
     await assert.rejects(dead.sync(), { code: 'rpc_unreachable' });
     assert.equal(await dead.cursor(), undefined);
     const { createServer } = await import('node:http');
     const server = createServer((_req, res) => res.end('{"jsonrpc":"2.0","id":1,"result":{"number":"nope"}}'));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const garbage = new EvmObserver(store, new EvmRpc(`http://127.0.0.1:${(server.address() as { port: number }).port}`, { retries: 1, backoffMs: 10 }), { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0 });
+    const garbage = new EvmObserver(
+      store,
+      new EvmRpc(`http://127.0.0.1:${(server.address() as { port: number }).port}`, { retries: 1, backoffMs: 10 }),
+      { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0 },
+    );
     await assert.rejects(garbage.sync(), { code: 'rpc_malformed' });
     assert.equal(await garbage.cursor(), undefined);
   });
@@ -266,13 +381,24 @@ describe('volume and restarts', () => {
     const fn = forwarder.getFunction('forward');
     let nonce = await provider.getTransactionCount(wallet.address, 'pending');
     for (let i = 0; i < txs; i++) {
-      await fn(BRIDGE_ADDRESS, addresses, parseEther('0.01'), { value: parseEther('0.01') * BigInt(perTx), gasLimit: 25_000_000, nonce: nonce++ });
+      await fn(BRIDGE_ADDRESS, addresses, parseEther('0.01'), {
+        value: parseEther('0.01') * BigInt(perTx),
+        gasLimit: 25_000_000,
+        nonce: nonce++,
+      });
       if (i % 4 === 3) await rpc.call('evm_mine');
     }
     await rpc.call('evm_mine');
     await rpc.call('evm_setAutomine', [true]);
     const last = await provider.getBlockNumber();
-    const logs = await rpc.call<unknown[]>('eth_getLogs', [{ address: BRIDGE_ADDRESS, topics: [REQUEST_PEGOUT_TOPIC], fromBlock: `0x${first.toString(16)}`, toBlock: `0x${last.toString(16)}` }]);
+    const logs = await rpc.call<unknown[]>('eth_getLogs', [
+      {
+        address: BRIDGE_ADDRESS,
+        topics: [REQUEST_PEGOUT_TOPIC],
+        fromBlock: `0x${first.toString(16)}`,
+        toBlock: `0x${last.toString(16)}`,
+      },
+    ]);
     assert.equal(logs.length, perTx * txs, 'all requests mined');
     assert.ok(last - first < 6, `in a few blocks (${last - first + 1})`);
 
@@ -280,7 +406,9 @@ describe('volume and restarts', () => {
     const worker = path.join(repoRoot, 'dist', 'test', 'support', 'evm-ingest-worker.js');
     let kills = 0;
     for (let round = 0; round < 12; round++) {
-      const child = spawn(process.execPath, [worker, dir, anvil.url, TEST_DESCRIPTOR], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [worker, dir, anvil.url, TEST_DESCRIPTOR], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -294,7 +422,10 @@ describe('volume and restarts', () => {
       }
       if (out.includes('done')) break;
     }
-    const final = spawnSync(process.execPath, [worker, dir, anvil.url, TEST_DESCRIPTOR], { encoding: 'utf8', timeout: 120_000 });
+    const final = spawnSync(process.execPath, [worker, dir, anvil.url, TEST_DESCRIPTOR], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     assert.equal(final.status, 0, final.stderr);
     const store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
     try {
@@ -303,7 +434,11 @@ describe('volume and restarts', () => {
       assert.equal(ids.size, all.length, 'no duplicate');
       const inRange = all.filter((r) => r.blockNumber >= first && r.blockNumber <= last);
       assert.equal(inRange.length, perTx * txs, `no gap (killed ${kills} times)`);
-      const cursor = await new EvmObserver(store, rpc, { network: 'regtest', finality: { confirmations: 0 }, startBlock: 0 }).cursor();
+      const cursor = await new EvmObserver(store, rpc, {
+        network: 'regtest',
+        finality: { confirmations: 0 },
+        startBlock: 0,
+      }).cursor();
       assert.ok(cursor && cursor.height >= last, 'cursor at the head');
     } finally {
       await store.close();

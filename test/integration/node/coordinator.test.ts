@@ -52,7 +52,11 @@ interface Setup {
   /** Runs on each member's store and pool before its coordinator starts. */
   readonly before?: (i: number, store: Store, pool: SigningPool, federation: Federation) => Promise<void>;
   /** Member i's way to look up federation outputs it does not know (Bitcoin Core's part in SPEC §2). */
-  readonly recover?: (i: number, store: Store, federation: Federation) => ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined;
+  readonly recover?: (
+    i: number,
+    store: Store,
+    federation: Federation,
+  ) => ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined;
   /** How many of the last members are hostile (links only, no coordinator). */
   readonly hostile?: number;
   readonly slotMs?: number;
@@ -60,34 +64,88 @@ interface Setup {
 
 const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
 
-/** n members in this process, each with its store, pool, links on loopback and coordinator, holding the same requests and federation outputs. */
-async function startMembers(t: TestContext, setup: Setup, lines: string[]): Promise<{ federation: Federation; members: Member[]; hostile: Hostile[] }> {
+/**
+ * n members in this process, each with its store, pool, links on loopback and coordinator, holding the same requests
+ * and federation outputs.
+ */
+async function startMembers(
+  t: TestContext,
+  setup: Setup,
+  lines: string[],
+): Promise<{ federation: Federation; members: Member[]; hostile: Hostile[] }> {
   const secretKeys = Array.from({ length: setup.members }, (_, i) => Buffer.alloc(32, i + 41));
   const keys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
   const federation = buildFederation({ network: 'regtest', threshold: setup.threshold, pubkeys: keys });
   const ports = await Promise.all(keys.map(() => freePort()));
   const honest = setup.members - (setup.hostile ?? 0);
   const network = (i: number): PeerNetwork => {
-    const peers = new Map(keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${ports[j]}`] as [string, string]])));
-    return new PeerNetwork({ secretKey: secretKeys[i]!, members: keys, listen: { host: '127.0.0.1', port: ports[i]! }, peers, limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
+    const peers = new Map(
+      keys.flatMap((k, j) => (j === i ? [] : [[toHex(k), `wss://127.0.0.1:${ports[j]}`] as [string, string]])),
+    );
+    return new PeerNetwork({
+      secretKey: secretKeys[i]!,
+      members: keys,
+      listen: { host: '127.0.0.1', port: ports[i]! },
+      peers,
+      limits: { reconnectMinMs: 50, reconnectMaxMs: 300 },
+    });
   };
-  const hostile = secretKeys.slice(honest).map((secretKey, h) => ({ network: network(honest + h), pool: new SigningPool(federation, { secretKey, size: 1 }) }));
+  const hostile = secretKeys.slice(honest).map((secretKey, h) => ({
+    network: network(honest + h),
+    pool: new SigningPool(federation, { secretKey, size: 1 }),
+  }));
   const members = await Promise.all(
     secretKeys.slice(0, honest).map(async (secretKey, i) => {
       const store = await openTempStore(t, federation.descriptor);
       const batch = store.batch();
       for (let r = 0; r < setup.requests; r++) {
         const txHash = `0x${hex32(1000 + r)}`;
-        stageNewRequest(batch, { id: requestId(r), txHash, ordinal: 0, blockNumber: 10, blockHash: `0x${hex32(10)}`, evmAddress: `0x${'22'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: BigInt(1_000_000 + r * 1000), subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)) }, 'then');
+        stageNewRequest(
+          batch,
+          {
+            id: requestId(r),
+            txHash,
+            ordinal: 0,
+            blockNumber: 10,
+            blockHash: `0x${hex32(10)}`,
+            evmAddress: `0x${'22'.repeat(20)}`,
+            bitcoinAddress: 'x',
+            wei: '0',
+            sats: BigInt(1_000_000 + r * 1000),
+            subSatoshiWei: '0',
+            status: 'accepted',
+            scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
+          },
+          'then',
+        );
       }
-      for (const [u, value] of setup.utxos.entries()) await registerUtxo(batch, { txid: hex32(500 + u), vout: 0, value, scriptPubKey: federation.scriptPubKey, height: 0 });
+      for (const [u, value] of setup.utxos.entries())
+        await registerUtxo(batch, {
+          txid: hex32(500 + u),
+          vout: 0,
+          value,
+          scriptPubKey: federation.scriptPubKey,
+          height: 0,
+        });
       await batch.write({ sync: true });
       const pool = new SigningPool(federation, { secretKey, size: 1 });
       await setup.before?.(i, store, pool, federation);
       const links = network(i);
       const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
       const metrics = createMetrics();
-      const coordinator = new Coordinator({ store, federation, pool, network: links, policy: async () => TEST_POLICY, maxOutputs: 5, slotMs: setup.slotMs ?? 150, log, metrics, onFinalized: (record) => settleLocally(store, federation, record), ...withRecovery(setup.recover?.(i, store, federation)) });
+      const coordinator = new Coordinator({
+        store,
+        federation,
+        pool,
+        network: links,
+        policy: async () => TEST_POLICY,
+        maxOutputs: 5,
+        slotMs: setup.slotMs ?? 150,
+        log,
+        metrics,
+        onFinalized: (record) => settleLocally(store, federation, record),
+        ...withRecovery(setup.recover?.(i, store, federation)),
+      });
       return { store, pool, network: links, coordinator, metrics };
     }),
   );
@@ -103,7 +161,8 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
     }
   });
   for (const h of hostile) {
-    for (const type of ['proposal', 'signatures', 'finalized', 'turn', 'turn_done']) h.network.registerType(type, () => true);
+    for (const type of ['proposal', 'signatures', 'finalized', 'turn', 'turn_done'])
+      h.network.registerType(type, () => true);
     await h.network.start();
   }
   for (const m of members) {
@@ -113,7 +172,8 @@ async function startMembers(t: TestContext, setup: Setup, lines: string[]): Prom
   return { federation, members, hostile };
 }
 
-const withRecovery = (recoverInput: ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined) => (recoverInput ? { recoverInput } : {});
+const withRecovery = (recoverInput: ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined) =>
+  recoverInput ? { recoverInput } : {};
 
 /** A counter's value for one label, from a member's own registry. */
 async function counter(m: Member, name: string, reason: string): Promise<number> {
@@ -143,7 +203,11 @@ describe('transaction coordinator, members in one process on loopback', () => {
   it('turns every request into exactly one finalized payment, signed by t members', async (t) => {
     const requestCount = 12;
     const lines: string[] = [];
-    const { federation, members } = await startMembers(t, { members: 3, threshold: 2, requests: requestCount, utxos: Array<bigint>(6).fill(5_000_000n) }, lines);
+    const { federation, members } = await startMembers(
+      t,
+      { members: 3, threshold: 2, requests: requestCount, utxos: Array<bigint>(6).fill(5_000_000n) },
+      lines,
+    );
     await waitAllSigned(members, lines);
 
     // every member holds the same finalized payments, each request paid exactly once
@@ -170,7 +234,11 @@ describe('transaction coordinator, members in one process on loopback', () => {
     // 3-of-4: members 0 and 1 signed one payment, members 2 and 3 another from other inputs;
     // each refuses the other's (they do not conflict), so neither can reach three signatures
     const lines: string[] = [];
-    const requests = [0, 1, 2, 3].map((r) => ({ id: requestId(r), scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)), sats: BigInt(1_000_000 + r * 1000) }));
+    const requests = [0, 1, 2, 3].map((r) => ({
+      id: requestId(r),
+      scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
+      sats: BigInt(1_000_000 + r * 1000),
+    }));
     const rivalOf: string[] = [];
     const { members } = await startMembers(
       t,
@@ -193,14 +261,21 @@ describe('transaction coordinator, members in one process on loopback', () => {
     );
     assert.equal(new Set(rivalOf).size, 2);
     await waitAllSigned(members, lines);
-    assert.ok(lines.some((l) => l.includes('"merging"')), 'a proposer merged the rivals');
+    assert.ok(
+      lines.some((l) => l.includes('"merging"')),
+      'a proposer merged the rivals',
+    );
 
     for (const [i, m] of members.entries()) {
       const [final, ...others] = await finals(m.store);
       assert.equal(others.length, 0, 'one finalized payment');
       assert.deepEqual([...final!.requestIds].sort(), requests.map((r) => r.id).sort());
       assert.deepEqual(final!.conflicts, [rivalOf[i]], 'the rival this member signed loses to it');
-      assert.deepEqual(await listUtxos(m.store, 'reserved'), [] as UtxoRecord[], 'no input stays reserved by a losing payment');
+      assert.deepEqual(
+        await listUtxos(m.store, 'reserved'),
+        [] as UtxoRecord[],
+        'no input stays reserved by a losing payment',
+      );
       assert.equal((await listUtxos(m.store, 'spent')).length, parseTx(final!.tx).inputs.length);
     }
   });
@@ -208,7 +283,14 @@ describe('transaction coordinator, members in one process on loopback', () => {
   it('a member that claims the turn out of its slot, again and again, costs at most its own slot and grace per round', async (t) => {
     // 3-of-4 with member 4 hostile: every 25 ms it announces a turn and sends a proposal, in every slot
     const slotMs = 150;
-    const setup = { members: 4, threshold: 3, requests: 12, utxos: Array<bigint>(8).fill(5_000_000n), hostile: 1, slotMs };
+    const setup = {
+      members: 4,
+      threshold: 3,
+      requests: 12,
+      utxos: Array<bigint>(8).fill(5_000_000n),
+      hostile: 1,
+      slotMs,
+    };
     const lines: string[] = [];
     const started = Date.now();
     const { members, hostile } = await startMembers(t, setup, lines);
@@ -217,7 +299,14 @@ describe('transaction coordinator, members in one process on loopback', () => {
     const spam = setInterval(() => {
       slot = Math.floor(Date.now() / slotMs);
       attacker.broadcast('turn', slot);
-      attacker.broadcast('proposal', { version: 1, round: slot, proposer: attacker.key, unsignedTx: Uint8Array.of(2, 0, 0, 0), prevouts: [], requestIds: [] });
+      attacker.broadcast('proposal', {
+        version: 1,
+        round: slot,
+        proposer: attacker.key,
+        unsignedTx: Uint8Array.of(2, 0, 0, 0),
+        prevouts: [],
+        requestIds: [],
+      });
     }, 25);
     t.after(() => clearInterval(spam));
     await waitAllSigned(members, lines);
@@ -231,16 +320,28 @@ describe('transaction coordinator, members in one process on loopback', () => {
     // four rounds leaves room for a loaded machine
     assert.ok(slots <= 4 * setup.members, `paid after ${slots} slots`);
     for (const m of members) {
-      assert.ok((await counter(m, 'pegout_frames_dropped_total', 'turn_out_of_slot')) > 0, 'out-of-slot turns are counted');
-      assert.ok((await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal')) > 0, 'its proposals are refused at the edge');
+      assert.ok(
+        (await counter(m, 'pegout_frames_dropped_total', 'turn_out_of_slot')) > 0,
+        'out-of-slot turns are counted',
+      );
+      assert.ok(
+        (await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal')) > 0,
+        'its proposals are refused at the edge',
+      );
     }
-    const finals = await Promise.all(members.map(async (m) => (await listRequests(m.store, (r) => r.status === 'signed')).length));
+    const finals = await Promise.all(
+      members.map(async (m) => (await listRequests(m.store, (r) => r.status === 'signed')).length),
+    );
     assert.deepEqual(finals, [12, 12, 12]);
   });
 
   it('signature sets for proposals that never come are bounded per peer; the honest round still completes', async (t) => {
     const lines: string[] = [];
-    const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
+    const { members, hostile } = await startMembers(
+      t,
+      { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
+      lines,
+    );
     const attacker = hostile[0]!.network;
     while (attacker.connectedPeers().length < members.length) await sleep(20);
     // 2,000 sets of 1,000 signatures (64 KB each, 128 MB in all) for txids nobody proposed
@@ -256,7 +357,10 @@ describe('transaction coordinator, members in one process on loopback', () => {
     await waitAllSigned(members, lines);
     t.diagnostic(`early signature bytes held at most ${most} per member`);
     for (const m of members) {
-      assert.ok((await counter(m, 'pegout_frames_dropped_total', 'early_signatures_evicted')) > 0, 'its oldest sets were evicted');
+      assert.ok(
+        (await counter(m, 'pegout_frames_dropped_total', 'early_signatures_evicted')) > 0,
+        'its oldest sets were evicted',
+      );
       const held = m.coordinator.held();
       assert.ok(held.earlySets <= EARLY_CAPS.perPeer, `${held.earlySets} sets held`);
     }
@@ -282,38 +386,69 @@ describe('transaction coordinator, members in one process on loopback', () => {
           i === 2
             ? async (o) => {
                 lookedUp.push(`${o.txid}:${o.vout}`);
-                await store.transaction((batch) => registerUtxo(batch, { ...o, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 0 }));
+                await store.transaction((batch) =>
+                  registerUtxo(batch, { ...o, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 0 }),
+                );
               }
             : undefined,
       },
       lines,
     );
     const deadline = Date.now() + 30_000;
-    const signed = async (m: Member): Promise<number> => (await listRequests(m.store, (r) => r.status === 'signed')).length;
+    const signed = async (m: Member): Promise<number> =>
+      (await listRequests(m.store, (r) => r.status === 'signed')).length;
     while ((await signed(members[0]!)) < 3 || (await signed(members[2]!)) < 3) {
       assert.ok(Date.now() < deadline, `not paid in time; logs:\n${lines.join('')}`);
       await sleep(100);
     }
     assert.deepEqual([...new Set(lookedUp)], [`${missing.txid}:0`]);
-    assert.ok((await counter(members[1]!, 'pegout_signatures_rejected_total', 'proposal_unknown_input')) > 0, 'a member that cannot look it up refuses');
+    assert.ok(
+      (await counter(members[1]!, 'pegout_signatures_rejected_total', 'proposal_unknown_input')) > 0,
+      'a member that cannot look it up refuses',
+    );
   });
 
   it('a proposal of 50,000 inputs is refused at the edge, before any store read; the honest round completes', async (t) => {
     const lines: string[] = [];
-    const { members, hostile } = await startMembers(t, { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 }, lines);
+    const { members, hostile } = await startMembers(
+      t,
+      { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
+      lines,
+    );
     const attacker = hostile[0]!.network;
     // 50,000 inputs: about 2 MB of transaction and 1.5 MB of prevouts, under the 4 MiB frame cap
-    const inputs = Array.from({ length: 50_000 }, (_, i) => ({ txid: hex32(i), vout: 0, sequence: 0xfffffffd, scriptSig: new Uint8Array(0), witness: [] }));
-    const unsignedTx = serializeTx({ version: 2, locktime: 0, inputs, outputs: [{ value: 0n, scriptPubKey: Uint8Array.of(0x6a) }] });
+    const inputs = Array.from({ length: 50_000 }, (_, i) => ({
+      txid: hex32(i),
+      vout: 0,
+      sequence: 0xfffffffd,
+      scriptSig: new Uint8Array(0),
+      witness: [],
+    }));
+    const unsignedTx = serializeTx({
+      version: 2,
+      locktime: 0,
+      inputs,
+      outputs: [{ value: 0n, scriptPubKey: Uint8Array.of(0x6a) }],
+    });
     const prevouts = inputs.map(() => ({ value: 1n, scriptPubKey: new Uint8Array(0) }));
     while (attacker.connectedPeers().length < members.length) await sleep(20);
-    for (let i = 0; i < 10; i++) attacker.broadcast('proposal', { version: 1, round: i, proposer: attacker.key, unsignedTx, prevouts, requestIds: [requestId(0)] });
+    for (let i = 0; i < 10; i++)
+      attacker.broadcast('proposal', {
+        version: 1,
+        round: i,
+        proposer: attacker.key,
+        unsignedTx,
+        prevouts,
+        requestIds: [requestId(0)],
+      });
     await waitAllSigned(members, lines);
     for (const m of members) {
       const refused = await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal');
       assert.ok(refused > 0, 'refused as malformed at the edge');
     }
-    assert.ok(lines.some((l) => l.includes('over the 100000 that Core relays')), 'the refusal names the cap');
+    assert.ok(
+      lines.some((l) => l.includes('over the 100000 that Core relays')),
+      'the refusal names the cap',
+    );
   });
 });
-

@@ -25,11 +25,18 @@ import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned 
 // BITCOIND: peg-ins on regtest, payments broadcast, mined, reorganized.
 
 describe('federation of member processes', { timeout: 600_000 }, () => {
-  for (const [t, n] of [[2, 3], [3, 4]] as const) {
+  for (const [t, n] of [
+    [2, 3],
+    [3, 4],
+  ] as const) {
     it(`${t}-of-${n}: every request ends in exactly one finalized payment, known to every member`, async (ctx) => {
       const devnet = await federationOfProcesses(ctx, { members: n, threshold: t });
       const sent = await send(devnet, 12);
-      await waitSigned(devnet, 12, devnet.members.map((m) => m.index));
+      await waitSigned(
+        devnet,
+        12,
+        devnet.members.map((m) => m.index),
+      );
       await devnet.stop();
       const payments = await checkExactlyOnce(devnet, sent.ids);
       assert.ok(payments.length >= 1);
@@ -60,7 +67,11 @@ describe('federation of member processes', { timeout: 600_000 }, () => {
     for (const m of devnet.members) {
       const store = await Store.open(m.storeDir, { descriptor: devnet.federation.descriptor });
       try {
-        assert.deepEqual(await listUtxos(store, 'reserved'), [], `member ${m.index + 1} holds no input for a payment that cannot finish`);
+        assert.deepEqual(
+          await listUtxos(store, 'reserved'),
+          [],
+          `member ${m.index + 1} holds no input for a payment that cannot finish`,
+        );
       } finally {
         await store.close();
       }
@@ -93,8 +104,16 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     // member 3's process goes; its key joins as a hostile in this process
     await devnet.kill(2);
     const hostileKey = await readKeyFile(join(dirname(devnet.members[2]!.configFile), 'member.key'));
-    const config = JSON.parse(await readFile(devnet.members[2]!.configFile, 'utf8')) as { p2p: { port: number; peers: Record<string, string> } };
-    const hostile = new PeerNetwork({ secretKey: hostileKey, members: devnet.federation.pubkeys, listen: { host: '127.0.0.1', port: config.p2p.port }, peers: new Map(Object.entries(config.p2p.peers)), limits: { reconnectMinMs: 50, reconnectMaxMs: 300 } });
+    const config = JSON.parse(await readFile(devnet.members[2]!.configFile, 'utf8')) as {
+      p2p: { port: number; peers: Record<string, string> };
+    };
+    const hostile = new PeerNetwork({
+      secretKey: hostileKey,
+      members: devnet.federation.pubkeys,
+      listen: { host: '127.0.0.1', port: config.p2p.port },
+      peers: new Map(Object.entries(config.p2p.peers)),
+      limits: { reconnectMinMs: 50, reconnectMaxMs: 300 },
+    });
     for (const type of ['proposal', 'signatures', 'finalized']) hostile.registerType(type, () => true);
     // the inputs honest payments take (it hears their proposals), so its own use others
     const taken = new Set<string>();
@@ -113,21 +132,41 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     const first = await send(devnet, 4);
     await waitSigned(devnet, 4, [0, 1]);
 
-    const funding = declaredOutputs(devnet.federation, 40, 10_000_000).map((o) => ({ ...o, scriptPubKey: devnet.federation.scriptPubKey }));
+    const funding = declaredOutputs(devnet.federation, 40, 10_000_000).map((o) => ({
+      ...o,
+      scriptPubKey: devnet.federation.scriptPubKey,
+    }));
     const spare = funding.filter((o) => !taken.has(`${o.txid}:${o.vout}`)).slice(-2);
-    const nobody = { id: `0x${'ab'.repeat(32)}:0`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(0xee)), sats: 2_000_000n };
-    const again = { id: first.ids[0]!, scriptPubKey: decodeAddress(devnetDestination(0), 'regtest').scriptPubKey, sats: PEGOUT_SATS };
+    const nobody = {
+      id: `0x${'ab'.repeat(32)}:0`,
+      scriptPubKey: witnessScript(0, new Uint8Array(20).fill(0xee)),
+      sats: 2_000_000n,
+    };
+    const again = {
+      id: first.ids[0]!,
+      scriptPubKey: decodeAddress(devnetDestination(0), 'regtest').scriptPubKey,
+      sats: PEGOUT_SATS,
+    };
     for (const request of [nobody, again]) {
       const [payment] = buildPayments([request], spare, 2, devnet.federation, { maxOutputs: 10 }).payments;
       hostile.broadcast('proposal', proposalFromPayment(payment!, 1, toHex(devnet.federation.pubkeys[2]!)));
     }
     // an "already finalized" payment whose witnesses are empty
     const [unsigned] = buildPayments([again], spare, 2, devnet.federation, { maxOutputs: 10 }).payments;
-    hostile.broadcast('finalized', { tx: serializeTx(unsigned!.tx), prevouts: unsigned!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })), requestIds: [again.id] });
+    hostile.broadcast('finalized', {
+      tx: serializeTx(unsigned!.tx),
+      prevouts: unsigned!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
+      requestIds: [again.id],
+    });
 
     const rejected = async (i: number): Promise<Record<string, number>> => {
       const text = await (await fetch(`${devnet.members[i]!.apiUrl}/metrics`)).text();
-      return Object.fromEntries([...text.matchAll(/^pegout_signatures_rejected_total\{reason="([a-z_]+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+      return Object.fromEntries(
+        [...text.matchAll(/^pegout_signatures_rejected_total\{reason="([a-z_]+)"\} (\d+)$/gm)].map((m) => [
+          m[1]!,
+          Number(m[2]),
+        ]),
+      );
     };
     for (const i of [0, 1]) {
       let seen: Record<string, number> = {};
@@ -149,10 +188,17 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
 
 describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
   it('2-of-3: peg-ins fund it, payments confirm, a reorg around a payment, and each request is paid on chain exactly once', async (ctx) => {
-    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2, bitcoind: BITCOIND!, paidConfirmations: 2, funding: { count: 12, sats: 10_000_000 } });
+    const devnet = await federationOfProcesses(ctx, {
+      members: 3,
+      threshold: 2,
+      bitcoind: BITCOIND!,
+      paidConfirmations: 2,
+      funding: { count: 12, sats: 10_000_000 },
+    });
     const regtest = devnet.regtest!;
     const mine = (): Promise<string[]> => regtest.mine(1);
-    const status = async (id: string): Promise<PegoutStatus> => (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
+    const status = async (id: string): Promise<PegoutStatus> =>
+      (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
     const first = await send(devnet, 4);
     await waitSigned(devnet, 4, [0, 1, 2], 300_000, { status: 'paid', between: mine });
 
@@ -171,32 +217,54 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
       const confirmed = [];
       for (const p of s.payments.filter((x) => x.finalized)) {
         // a payment that lost to a conflicting one was never relayed: Core does not know it
-        const tx = await regtest.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true]).catch(() => ({ confirmations: 0 }));
+        const tx = await regtest.rpc
+          .call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
+          .catch(() => ({ confirmations: 0 }));
         if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
       }
-      assert.equal(confirmed.length, 1, `request ${id} is paid on chain by exactly one transaction: ${confirmed.join(', ')}`);
+      assert.equal(
+        confirmed.length,
+        1,
+        `request ${id} is paid on chain by exactly one transaction: ${confirmed.join(', ')}`,
+      );
       for (const txid of confirmed) payments.add(txid);
     }
     // the federation holds what came in minus what was burned: fees came from the users' shares,
     // and only a change remainder under its dust limit (330 sats for P2TR) may have gone to miners
-    const { total_amount: balance } = await regtest.rpc.call<{ total_amount: number }>('scantxoutset', ['start', [`addr(${devnet.federation.address})`]]);
+    const { total_amount: balance } = await regtest.rpc.call<{ total_amount: number }>('scantxoutset', [
+      'start',
+      [`addr(${devnet.federation.address})`],
+    ]);
     const missing = 12n * 10_000_000n - BigInt(all.length) * PEGOUT_SATS - BigInt(Math.round(balance * 1e8));
-    assert.ok(missing >= 0n && missing < 330n * BigInt(payments.size), `peg-ins − burned − balance = ${missing} sats over ${payments.size} payments`);
+    assert.ok(
+      missing >= 0n && missing < 330n * BigInt(payments.size),
+      `peg-ins − burned − balance = ${missing} sats over ${payments.size} payments`,
+    );
     await devnet.stop();
     await checkExactlyOnce(devnet, all);
   });
 
   it('2-of-3: a payment left unconfirmed while the fee rate rises is replaced (BIP125), Core accepts the replacement, and only it confirms', async (ctx) => {
-    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2, bitcoind: BITCOIND!, paidConfirmations: 2, funding: { count: 12, sats: 10_000_000 } });
+    const devnet = await federationOfProcesses(ctx, {
+      members: 3,
+      threshold: 2,
+      bitcoind: BITCOIND!,
+      paidConfirmations: 2,
+      funding: { count: 12, sats: 10_000_000 },
+    });
     const regtest = devnet.regtest!;
     const sent = await send(devnet, 4);
     await waitSigned(devnet, 4, [0, 1, 2], 120_000, { status: 'broadcast' });
     const mempool = (): Promise<string[]> => regtest.rpc.call<string[]>('getrawmempool');
     const [original] = await mempool();
     assert.ok(original, 'the payment is in the mempool');
-    const entry = async (txid: string): Promise<{ vsize: number; fees: { base: number } }> => regtest.rpc.call('getmempoolentry', [txid]);
+    const entry = async (txid: string): Promise<{ vsize: number; fees: { base: number } }> =>
+      regtest.rpc.call('getmempoolentry', [txid]);
     const before = await entry(original);
-    const spends = async (txid: string): Promise<string[]> => (await regtest.rpc.call<{ vin: { txid: string; vout: number }[] }>('getrawtransaction', [txid, true])).vin.map((i) => `${i.txid}:${i.vout}`);
+    const spends = async (txid: string): Promise<string[]> =>
+      (await regtest.rpc.call<{ vin: { txid: string; vout: number }[] }>('getrawtransaction', [txid, true])).vin.map(
+        (i) => `${i.txid}:${i.vout}`,
+      );
     const originalInputs = await spends(original);
 
     // blocks that leave it out (generateblock mines exactly the transactions it is given)
@@ -220,15 +288,22 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     }
     assert.ok(!(await mempool()).includes(original), 'Core evicted the original for its replacement');
     const after = await entry(replacement);
-    assert.ok(after.fees.base / after.vsize > (before.fees.base / before.vsize) * 5, `the replacement pays the risen rate: ${JSON.stringify({ before, after })}`);
+    assert.ok(
+      after.fees.base / after.vsize > (before.fees.base / before.vsize) * 5,
+      `the replacement pays the risen rate: ${JSON.stringify({ before, after })}`,
+    );
     assert.deepEqual(await spends(replacement), originalInputs, 'the replacement spends the same inputs');
 
     await waitSigned(devnet, 4, [0, 1, 2], 120_000, { status: 'paid', between: () => regtest.mine(1) });
     for (const id of sent.ids) {
-      const s = (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
+      const s = (await (
+        await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)
+      ).json()) as PegoutStatus;
       const confirmed = [];
       for (const p of s.payments.filter((x) => x.finalized)) {
-        const tx = await regtest.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true]).catch(() => ({ confirmations: 0 }));
+        const tx = await regtest.rpc
+          .call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
+          .catch(() => ({ confirmations: 0 }));
         if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
       }
       assert.deepEqual(confirmed, [replacement], `request ${id} is paid on chain by the replacement only`);
@@ -238,7 +313,13 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
   });
 
   it('2-of-3: a member killed after it signed, restarted once the payment is paid and its peers are gone, settles from the chain alone', async (ctx) => {
-    const devnet = await federationOfProcesses(ctx, { members: 3, threshold: 2, bitcoind: BITCOIND!, paidConfirmations: 2, funding: { count: 12, sats: 10_000_000 } });
+    const devnet = await federationOfProcesses(ctx, {
+      members: 3,
+      threshold: 2,
+      bitcoind: BITCOIND!,
+      paidConfirmations: 2,
+      funding: { count: 12, sats: 10_000_000 },
+    });
     const regtest = devnet.regtest!;
     const sent = await send(devnet, 4);
     // member 3 signed (its inputs are reserved), then dies, as early in the round as the metrics
@@ -269,4 +350,3 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     await checkExactlyOnce(devnet, sent.ids);
   });
 });
-

@@ -19,7 +19,12 @@ import { SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { commitsTo } from '../../../src/wallet/commitment.js';
 import { buildPayments, paymentOutputs, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
-import { checkProposal, proposalFromPayment, type CheckedProposal, type Proposal } from '../../../src/wallet/proposal.js';
+import {
+  checkProposal,
+  proposalFromPayment,
+  type CheckedProposal,
+  type Proposal,
+} from '../../../src/wallet/proposal.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
 import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../../support/federation.js';
 
@@ -101,7 +106,8 @@ class Adversary {
         for (const input of checked.tx.inputs) this.taken.add(outpoint(input));
         for (const [k, id] of checked.proposal.requestIds.entries()) {
           const out = checked.tx.outputs[k + 1];
-          if (out && !this.requests.has(id)) this.requests.set(id, { id, scriptPubKey: out.scriptPubKey, sats: PEGOUT_SATS });
+          if (out && !this.requests.has(id))
+            this.requests.set(id, { id, scriptPubKey: out.scriptPubKey, sats: PEGOUT_SATS });
         }
         if (this.sent.stolen! < this.maxSteals) void this.steal(checked).catch(() => undefined);
       });
@@ -109,7 +115,12 @@ class Adversary {
   }
 
   learn(ids: readonly string[]): void {
-    for (const [i, id] of ids.entries()) this.requests.set(id, { id, scriptPubKey: decodeAddress(devnetDestination(i), 'regtest').scriptPubKey, sats: PEGOUT_SATS });
+    for (const [i, id] of ids.entries())
+      this.requests.set(id, {
+        id,
+        scriptPubKey: decodeAddress(devnetDestination(i), 'regtest').scriptPubKey,
+        sats: PEGOUT_SATS,
+      });
   }
 
   /** Declared outputs no payment it heard of spends and it did not use, in the honest selection order. */
@@ -128,12 +139,21 @@ class Adversary {
     return this.hostiles[i % this.hostiles.length]!;
   }
 
-  /** An honestly built payment of `ids` from exactly `inputs`, proposed by hostile `from`; undefined when they cannot pay them all. */
-  private build(ids: readonly string[], inputs: readonly SpendableUtxo[], from: Hostile, rate = FEE_RATE): Proposal | undefined {
+  /**
+   * An honestly built payment of `ids` from exactly `inputs`, proposed by hostile `from`; undefined when they cannot
+   * pay them all.
+   */
+  private build(
+    ids: readonly string[],
+    inputs: readonly SpendableUtxo[],
+    from: Hostile,
+    rate = FEE_RATE,
+  ): Proposal | undefined {
     const requests = ids.map((id) => this.requests.get(id)!);
     const plan = buildPayments(requests, inputs, rate, this.devnet.federation, { maxOutputs: 100 });
     const [payment] = plan.payments;
-    if (!payment || plan.payments.length !== 1 || plan.deferred.length > 0 || payment.prevouts.length !== inputs.length) return undefined;
+    if (!payment || plan.payments.length !== 1 || plan.deferred.length > 0 || payment.prevouts.length !== inputs.length)
+      return undefined;
     return proposalFromPayment(payment, Math.floor(Date.now() / 400), from.key);
   }
 
@@ -150,7 +170,10 @@ class Adversary {
     for (const peer of peers) from.net.send(peer, 'proposal', proposal);
   }
 
-  /** Two payments of `ids` from disjoint inputs, one to each half of the honest members, each with every hostile signature. */
+  /**
+   * Two payments of `ids` from disjoint inputs, one to each half of the honest members, each with every hostile
+   * signature.
+   */
   async disjoint(round: number, ids: readonly string[]): Promise<void> {
     const [a, b] = this.free(2);
     const from = this.by(round);
@@ -230,7 +253,12 @@ class Adversary {
 
   /** A payment of requests other than `victim`'s, from `victim`'s inputs. */
   private async stealFrom(victim: Proposal, from: Hostile): Promise<boolean> {
-    const inputs: SpendableUtxo[] = checkProposal(victim).tx.inputs.map((input, i) => ({ txid: input.txid, vout: input.vout, value: victim.prevouts[i]!.value, scriptPubKey: victim.prevouts[i]!.scriptPubKey }));
+    const inputs: SpendableUtxo[] = checkProposal(victim).tx.inputs.map((input, i) => ({
+      txid: input.txid,
+      vout: input.vout,
+      value: victim.prevouts[i]!.value,
+      scriptPubKey: victim.prevouts[i]!.scriptPubKey,
+    }));
     const others = [...this.requests.keys()].filter((id) => !victim.requestIds.includes(id)).reverse();
     for (let count = Math.min(3, others.length); count >= 1; count--) {
       const p = this.build(others.slice(0, count), inputs, from);
@@ -263,7 +291,9 @@ async function startHostiles(ctx: TestContext, devnet: Devnet, indices: readonly
   for (const i of indices) {
     const member = devnet.members[i]!;
     const secretKey = await readKeyFile(join(dirname(member.configFile), 'member.key'));
-    const config = JSON.parse(await readFile(member.configFile, 'utf8')) as { p2p: { port: number; peers: Record<string, string> } };
+    const config = JSON.parse(await readFile(member.configFile, 'utf8')) as {
+      p2p: { port: number; peers: Record<string, string> };
+    };
     const net = new PeerNetwork({
       secretKey,
       members: devnet.federation.pubkeys,
@@ -294,7 +324,9 @@ async function startHostiles(ctx: TestContext, devnet: Devnet, indices: readonly
 const REJECTED = /^pegout_signatures_rejected_total\{reason="proposal_([a-z_]+)"\} (\d+)$/gm;
 
 async function refusals(devnet: Devnet, i: number): Promise<Record<string, number>> {
-  const text = await (await fetch(`${devnet.members[i]!.apiUrl}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const text = await (
+    await fetch(`${devnet.members[i]!.apiUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  ).text();
   return Object.fromEntries([...text.matchAll(REJECTED)].map((m) => [m[1]!, Number(m[2])]));
 }
 
@@ -302,7 +334,9 @@ async function refusals(devnet: Devnet, i: number): Promise<Record<string, numbe
 async function settledWithin(devnet: Devnet, count: number, members: readonly number[], ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const counts = await Promise.all(members.map((i) => requestCounts(devnet.members[i]!).catch(() => ({}) as Record<string, number>)));
+    const counts = await Promise.all(
+      members.map((i) => requestCounts(devnet.members[i]!).catch(() => ({}) as Record<string, number>)),
+    );
     if (counts.every((c) => (c.signed ?? 0) === count)) return true;
     if (Date.now() > deadline) return false;
     await sleep(250);
@@ -312,7 +346,8 @@ async function settledWithin(devnet: Devnet, count: number, members: readonly nu
 /** The warn lines of a member's log that say why payments did not progress, condensed. */
 async function stallLines(logFile: string, last = 12): Promise<string[]> {
   const text = await readFile(logFile, 'utf8').catch(() => '');
-  const interesting = /"event":"(proposal_refused|own_proposal_refused|merge_impossible|merging|signatures_refused|coordinator_error)"/;
+  const interesting =
+    /"event":"(proposal_refused|own_proposal_refused|merge_impossible|merging|signatures_refused|coordinator_error)"/;
   return text
     .split('\n')
     .filter((l) => interesting.test(l))
@@ -330,7 +365,12 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   const hostileIdx = Array.from({ length: f }, (_, i) => n - f + i);
   const honestIdx = Array.from({ length: n - f }, (_, i) => i);
   const hostiles = await startHostiles(ctx, devnet, hostileIdx);
-  const adversary = new Adversary(devnet, hostiles, honestIdx.map((i) => devnet.members[i]!.key), 12);
+  const adversary = new Adversary(
+    devnet,
+    hostiles,
+    honestIdx.map((i) => devnet.members[i]!.key),
+    12,
+  );
 
   const all: string[] = [];
   const batches: string[][] = [];
@@ -350,7 +390,9 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
     if (round > 0) await adversary.amounts(round, batches[round - 1]!.slice(0, 2));
     await adversary.stealOrphans(round);
     const ok = await settledWithin(devnet, all.length, honestIdx, 12_000);
-    ctx.diagnostic(`round ${round}: ${all.length} requests sent, ${ok ? 'all' : 'NOT all'} signed by every honest member after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    ctx.diagnostic(
+      `round ${round}: ${all.length} requests sent, ${ok ? 'all' : 'NOT all'} signed by every honest member after ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
   }
 
   // liveness: every request paid by the honest members (checked after safety, so both are reported)
@@ -360,7 +402,9 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   } catch (err) {
     stalled = err as Error;
     for (const i of honestIdx) {
-      ctx.diagnostic(`member ${i + 1} (${devnet.members[i]!.key.slice(0, 16)}) ${JSON.stringify(await requestCounts(devnet.members[i]!).catch(() => ({})))}`);
+      ctx.diagnostic(
+        `member ${i + 1} (${devnet.members[i]!.key.slice(0, 16)}) ${JSON.stringify(await requestCounts(devnet.members[i]!).catch(() => ({})))}`,
+      );
       for (const line of await stallLines(devnet.members[i]!.logFile)) ctx.diagnostic(`  ${line}`);
     }
   }
@@ -369,10 +413,13 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   const finalizedByApi = new Map<string, Set<string>>();
   for (const i of honestIdx) {
     for (const id of all) {
-      const res = await fetch(`${devnet.members[i]!.apiUrl}/pegouts/${encodeURIComponent(id)}`, { signal: AbortSignal.timeout(5000) });
+      const res = await fetch(`${devnet.members[i]!.apiUrl}/pegouts/${encodeURIComponent(id)}`, {
+        signal: AbortSignal.timeout(5000),
+      });
       if (res.status !== 200) continue;
       const s = (await res.json()) as PegoutStatus;
-      for (const p of s.payments.filter((x) => x.finalized)) (finalizedByApi.get(id) ?? finalizedByApi.set(id, new Set()).get(id)!).add(p.txid);
+      for (const p of s.payments.filter((x) => x.finalized))
+        (finalizedByApi.get(id) ?? finalizedByApi.set(id, new Set()).get(id)!).add(p.txid);
     }
   }
   const counted: Record<string, number> = {};
@@ -392,9 +439,12 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   for (const i of honestIdx) {
     const store = await Store.open(devnet.members[i]!.storeDir, { descriptor: devnet.federation.descriptor });
     try {
-      for await (const [, rec] of store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) finals.set(rec.txid, rec);
-      for await (const [, rec] of store.entries<SignatureRecord>({ prefix: SPACES.signatureMade })) order.set(rec.txid, rec.requestIds);
-      for await (const [, rec] of store.entries<Proposal>({ prefix: SPACES.proposal })) if (!order.has(checkProposal(rec).txid)) order.set(checkProposal(rec).txid, rec.requestIds);
+      for await (const [, rec] of store.entries<FinalizedRecord>({ prefix: SPACES.finalized }))
+        finals.set(rec.txid, rec);
+      for await (const [, rec] of store.entries<SignatureRecord>({ prefix: SPACES.signatureMade }))
+        order.set(rec.txid, rec.requestIds);
+      for await (const [, rec] of store.entries<Proposal>({ prefix: SPACES.proposal }))
+        if (!order.has(checkProposal(rec).txid)) order.set(checkProposal(rec).txid, rec.requestIds);
       for (const id of all) {
         const r = await getRequest(store, id);
         if (r?.scriptPubKey && !requests.has(id)) requests.set(id, { id, scriptPubKey: r.scriptPubKey, sats: r.sats });
@@ -407,13 +457,20 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   // safety (SPEC §3 invariant 1): a request in two finalized payments only when they conflict
   // pairwise (a merge or a replacement that raced its rival to t): at most one can ever confirm
   const payers = new Map<string, Set<string>>();
-  for (const rec of finals.values()) for (const id of [...rec.requestIds, ...Object.keys(rec.unmatched ?? {})]) (payers.get(id) ?? payers.set(id, new Set()).get(id)!).add(rec.txid);
+  for (const rec of finals.values())
+    for (const id of [...rec.requestIds, ...Object.keys(rec.unmatched ?? {})])
+      (payers.get(id) ?? payers.set(id, new Set()).get(id)!).add(rec.txid);
   for (const [id, txids] of [...payers, ...finalizedByApi]) {
     if (txids.size > 1) {
       const inputs = [...txids].map((x) => finals.get(x) && parseTx(finals.get(x)!.tx).inputs.map(outpoint));
       const conflict = inputs.every((a) => a && inputs.every((b) => b && (a === b || a.some((o) => b.includes(o)))));
-      assert.ok(conflict, `request ${id} is in ${txids.size} finalized payments that do not all conflict: ${[...txids].join(', ')} (paid twice)`);
-      ctx.diagnostic(`request ${id}: ${txids.size} conflicting finalized payments (only one can confirm): ${[...txids].join(', ')}`);
+      assert.ok(
+        conflict,
+        `request ${id} is in ${txids.size} finalized payments that do not all conflict: ${[...txids].join(', ')} (paid twice)`,
+      );
+      ctx.diagnostic(
+        `request ${id}: ${txids.size} conflicting finalized payments (only one can confirm): ${[...txids].join(', ')}`,
+      );
     }
   }
   // every finalized payment pays what it commits to, exactly: output 0 commits to the requests
@@ -423,7 +480,11 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
     const tx = parseTx(rec.tx);
     const ids = order.get(rec.txid);
     assert.ok(ids, `finalized payment ${rec.txid} was signed by no honest member`);
-    assert.deepEqual([...ids].sort(), [...rec.requestIds, ...Object.keys(rec.unmatched ?? {})].sort(), `payment ${rec.txid} is recorded as paying what it commits to`);
+    assert.deepEqual(
+      [...ids].sort(),
+      [...rec.requestIds, ...Object.keys(rec.unmatched ?? {})].sort(),
+      `payment ${rec.txid} is recorded as paying what it commits to`,
+    );
     assert.ok(commitsTo(tx.outputs[0]!.scriptPubKey, ids), `output 0 of ${rec.txid} commits to its requests`);
     assert.equal(tx.outputs[0]!.value, 0n);
     const paid = ids.map((id) => requests.get(id)!);
@@ -431,36 +492,69 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
     const share = paid[0]!.sats - tx.outputs[1]!.value;
     const inValue = rec.prevouts.reduce((a, p) => a + p.value, 0n);
     const want = paymentOutputs(paid, inValue, share, fed);
-    assert.equal(tx.outputs.length, want.length, `payment ${rec.txid}: commitment, one output per request, exact change`);
+    assert.equal(
+      tx.outputs.length,
+      want.length,
+      `payment ${rec.txid}: commitment, one output per request, exact change`,
+    );
     for (const [o, w] of want.entries()) {
-      assert.ok(equal(tx.outputs[o]!.scriptPubKey, w.scriptPubKey), `payment ${rec.txid} output ${o} pays the right script`);
+      assert.ok(
+        equal(tx.outputs[o]!.scriptPubKey, w.scriptPubKey),
+        `payment ${rec.txid} output ${o} pays the right script`,
+      );
       assert.equal(tx.outputs[o]!.value, w.value, `payment ${rec.txid} output ${o} pays exactly ${w.value}`);
     }
     const rate = Number(rec.fee) / rec.vsize;
-    assert.ok(share >= 0n && rate >= 1 && rate <= FEE_RATE * 3, `payment ${rec.txid} pays a market fee: share ${share}, ${rate.toFixed(2)} sat/vB`);
+    assert.ok(
+      share >= 0n && rate >= 1 && rate <= FEE_RATE * 3,
+      `payment ${rec.txid} pays a market fee: share ${share}, ${rate.toFixed(2)} sat/vB`,
+    );
   }
-  ctx.diagnostic(`${finals.size} finalized payments for ${all.length} requests; ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  ctx.diagnostic(
+    `${finals.size} finalized payments for ${all.length} requests; ${((Date.now() - started) / 1000).toFixed(1)} s`,
+  );
 
   // the attacks were seen and refused, by reason
   const sum = (...reasons: string[]): number => reasons.reduce((a, r) => a + (counted[r] ?? 0), 0);
   assert.ok(sum('bad_commitment') > 0, `labellings refused as bad_commitment: ${JSON.stringify(counted)}`);
-  assert.ok(sum('wrong_amount') > 0 && sum('bad_change') > 0, `underpayment and drained change refused: ${JSON.stringify(counted)}`);
-  assert.ok(sum('fee_rate_too_high', 'fee_share_too_high') > 0, `shares above the market refused: ${JSON.stringify(counted)}`);
-  assert.ok(sum('input_held', 'double_payment') > 0, `stolen inputs and second payments refused: ${JSON.stringify(counted)}`);
+  assert.ok(
+    sum('wrong_amount') > 0 && sum('bad_change') > 0,
+    `underpayment and drained change refused: ${JSON.stringify(counted)}`,
+  );
+  assert.ok(
+    sum('fee_rate_too_high', 'fee_share_too_high') > 0,
+    `shares above the market refused: ${JSON.stringify(counted)}`,
+  );
+  assert.ok(
+    sum('input_held', 'double_payment') > 0,
+    `stolen inputs and second payments refused: ${JSON.stringify(counted)}`,
+  );
 
   if (stalled) throw stalled;
   // every request in exactly one finalized payment (also: t valid signatures on every input)
   await checkExactlyOnce(devnet, all);
   for (const id of all) {
-    assert.equal(payers.get(id)?.size, 1, `request ${id} is in exactly one finalized payment in the honest members' stores`);
-    assert.equal(finalizedByApi.get(id)?.size, 1, `request ${id} shows exactly one finalized payment in the honest members' APIs`);
+    assert.equal(
+      payers.get(id)?.size,
+      1,
+      `request ${id} is in exactly one finalized payment in the honest members' stores`,
+    );
+    assert.equal(
+      finalizedByApi.get(id)?.size,
+      1,
+      `request ${id} shows exactly one finalized payment in the honest members' APIs`,
+    );
   }
 }
 
 describe('f hostile members against honest member processes', { timeout: 600_000 }, () => {
-  it('3-of-4, f = 1: disjoint payments, per-member labellings, wrong amounts and stolen inputs are refused; every request is paid once, exactly', { timeout: 240_000 }, async (ctx) => {
-    await hostileRun(ctx, 4, 3);
-  });
+  it(
+    '3-of-4, f = 1: disjoint payments, per-member labellings, wrong amounts and stolen inputs are refused; every request is paid once, exactly',
+    { timeout: 240_000 },
+    async (ctx) => {
+      await hostileRun(ctx, 4, 3);
+    },
+  );
 
   it('5-of-7, f = 2: the same attacks by two colluding members', { timeout: 300_000 }, async (ctx) => {
     await hostileRun(ctx, 7, 5);

@@ -52,7 +52,10 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     const sampler = setInterval(() => (peak = Math.max(peak, a.stats.pending)), 5);
     try {
       const closed = Array.from({ length: STRANGERS }, (_, i) => stranger(ms[0]!.port, i));
-      await until(() => a.stats.pending + a.stats.turnedAway >= STRANGERS || a.stats.pending === LINK_CAPS.pendingConnections, 'the strangers to fill the pending slots');
+      await until(
+        () => a.stats.pending + a.stats.turnedAway >= STRANGERS || a.stats.pending === LINK_CAPS.pendingConnections,
+        'the strangers to fill the pending slots',
+      );
       // the honest peer comes while strangers hold every pending slot of a's
       await b.start();
       await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'the honest link', 20_000);
@@ -68,7 +71,9 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
       const growth = (process.memoryUsage().rss - rss) / MB;
       assert.ok(growth < 200, `RSS grew ${growth.toFixed(0)} MB`);
       assert.ok(lag.max / 1e6 < 1000, `event loop stalled ${(lag.max / 1e6).toFixed(0)} ms`);
-      t.diagnostic(`${admitted} admitted, ${a.stats.turnedAway} turned away, peak pending ${peak}, RSS +${growth.toFixed(0)} MB, worst event-loop delay ${(lag.max / 1e6).toFixed(0)} ms`);
+      t.diagnostic(
+        `${admitted} admitted, ${a.stats.turnedAway} turned away, peak pending ${peak}, RSS +${growth.toFixed(0)} MB, worst event-loop delay ${(lag.max / 1e6).toFixed(0)} ms`,
+      );
     } finally {
       clearInterval(sampler);
       lag.disable();
@@ -115,7 +120,10 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     const flooder = toHex(ms[1]!.key);
     const flood = await rawPeer(ms[0]!, ms[1]!.secretKey);
     assert.equal(await flood.ready, true);
-    await until(() => net.connectedPeers().includes(flooder) && net.connectedPeers().includes(toHex(ms[2]!.key)), 'both peers linked');
+    await until(
+      () => net.connectedPeers().includes(flooder) && net.connectedPeers().includes(toHex(ms[2]!.key)),
+      'both peers linked',
+    );
     const rss = process.memoryUsage().rss;
 
     // 20,000 frames of 16 KiB (320 MiB), paced only by the socket
@@ -127,10 +135,16 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
       if (i % 2000 === 0) assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: `honest ${i}` }));
     }
     const honestSent = sent / 2000;
-    await until(() => net.stats.framesIn + net.stats.dropped.queue_full === sent + honestSent, 'every frame queued or dropped', 60_000);
+    await until(
+      () => net.stats.framesIn + net.stats.dropped.queue_full === sent + honestSent,
+      'every frame queued or dropped',
+      60_000,
+    );
     const growth = (process.memoryUsage().rss - rss) / MB;
 
-    t.diagnostic(`${net.stats.dropped.queue_full} of ${sent} dropped as queue_full, peak queued ${peakQueued}, RSS +${growth.toFixed(0)} MB`);
+    t.diagnostic(
+      `${net.stats.dropped.queue_full} of ${sent} dropped as queue_full, peak queued ${peakQueued}, RSS +${growth.toFixed(0)} MB`,
+    );
     assert.ok(net.stats.dropped.queue_full > 0, 'frames past the cap are dropped');
     // all peers together: the flooder's cap plus the honest peer's few
     assert.ok(peakQueued <= LINK_CAPS.queuedFrames + honestSent, `peak queued ${peakQueued}`);

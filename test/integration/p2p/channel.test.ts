@@ -43,7 +43,12 @@ async function tamperingProxy(port: number): Promise<{ server: Server; port: num
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const address = server.address();
-  return { server, port: typeof address === 'object' && address ? address.port : 0, arm: () => (armed = true), flipped: () => flipped };
+  return {
+    server,
+    port: typeof address === 'object' && address ? address.port : 0,
+    arm: () => (armed = true),
+    flipped: () => flipped,
+  };
 }
 
 describe('links are bound to their TLS channel', { timeout: 30_000 }, () => {
@@ -68,7 +73,10 @@ describe('links are bound to their TLS channel', { timeout: 30_000 }, () => {
     toB.on('message', (data: Buffer) => void bothOpen.then(() => (toA.send(data), relayed.toA++)));
     try {
       const closed = Promise.all([once(toA, 'close'), once(toB, 'close')]);
-      await within(Promise.race([closed, once(a!, 'peer'), once(b!, 'peer')]), 'the members to close the relayed connections');
+      await within(
+        Promise.race([closed, once(a!, 'peer'), once(b!, 'peer')]),
+        'the members to close the relayed connections',
+      );
     } finally {
       toA.terminate();
       toB.terminate();

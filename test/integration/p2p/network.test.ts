@@ -15,13 +15,24 @@ describe('member links', () => {
     const ms = await members(3);
     const nets = ms.map((m) => network(m, ms));
     const got: [string, string, string][] = [];
-    nets.forEach((n, i) => n.on('message', (from: string, _type: string, body: { text: string }) => got.push([String(i), from, body.text])));
+    nets.forEach((n, i) =>
+      n.on('message', (from: string, _type: string, body: { text: string }) => got.push([String(i), from, body.text])),
+    );
     await Promise.all(nets.map((n) => n.start()));
     await until(() => nets.every((n) => n.connectedPeers().length === 2), 'full mesh');
     assert.equal(nets[0]!.broadcast('note', { text: 'from 0' }), 2);
     assert.ok(nets[2]!.send(toHex(ms[1]!.key), 'note', { text: '2 to 1' }));
     await until(() => got.length === 3, 'messages');
-    assert.deepEqual(got.filter(([to]) => to === '1').map(([, from, text]) => [from, text]).sort(), [[toHex(ms[0]!.key), 'from 0'], [toHex(ms[2]!.key), '2 to 1']].sort());
+    assert.deepEqual(
+      got
+        .filter(([to]) => to === '1')
+        .map(([, from, text]) => [from, text])
+        .sort(),
+      [
+        [toHex(ms[0]!.key), 'from 0'],
+        [toHex(ms[2]!.key), '2 to 1'],
+      ].sort(),
+    );
     assert.equal(nets[0]!.stats.handshakeFailures, 0);
   });
 
@@ -36,7 +47,10 @@ describe('member links', () => {
     await stranger.closed;
     assert.equal(delivered, 0);
     assert.ok(net.stats.handshakeFailures >= 1);
-    assert.deepEqual(net.connectedPeers().filter((p) => p !== toHex(ms[1]!.key)), []);
+    assert.deepEqual(
+      net.connectedPeers().filter((p) => p !== toHex(ms[1]!.key)),
+      [],
+    );
   });
 
   it('refuses a member key with a bad handshake signature', async () => {
@@ -68,7 +82,12 @@ describe('member links', () => {
     bad.ws.send(encodeFrame('note', { text: 'a valid one still counts' }));
     await until(() => net.stats.dropped.bad_body === 1, 'drops counted');
     assert.deepEqual(
-      { malformed: net.stats.dropped.malformed, unknown_type: net.stats.dropped.unknown_type, wrong_version: net.stats.dropped.wrong_version, bad_body: net.stats.dropped.bad_body },
+      {
+        malformed: net.stats.dropped.malformed,
+        unknown_type: net.stats.dropped.unknown_type,
+        wrong_version: net.stats.dropped.wrong_version,
+        bad_body: net.stats.dropped.bad_body,
+      },
       { malformed: 1, unknown_type: 1, wrong_version: 1, bad_body: 1 },
     );
     await until(() => got.includes('a valid one still counts'), 'valid frame from the same peer');
@@ -126,9 +145,27 @@ describe('member links', () => {
   it('checks frames and keys with plain shape validators, and dials only wss:// peers', async () => {
     assert.ok(isBytes(new Uint8Array(32), 32));
     assert.ok(!isBytes('00', 32));
-    assert.throws(() => new PeerNetwork({ secretKey: new Uint8Array(32).fill(1), members: [], listen: { host: '127.0.0.1', port: 0 }, peers: new Map() }), { code: 'invalid_config' });
+    assert.throws(
+      () =>
+        new PeerNetwork({
+          secretKey: new Uint8Array(32).fill(1),
+          members: [],
+          listen: { host: '127.0.0.1', port: 0 },
+          peers: new Map(),
+        }),
+      { code: 'invalid_config' },
+    );
     const [a, b] = await members(2);
     const plain = new Map([[toHex(b!.key), `ws://127.0.0.1:${b!.port}`]]);
-    assert.throws(() => new PeerNetwork({ secretKey: a!.secretKey, members: [a!.key, b!.key], listen: { host: '127.0.0.1', port: 0 }, peers: plain }), /is not a wss:\/\/ URL/);
+    assert.throws(
+      () =>
+        new PeerNetwork({
+          secretKey: a!.secretKey,
+          members: [a!.key, b!.key],
+          listen: { host: '127.0.0.1', port: 0 },
+          peers: plain,
+        }),
+      /is not a wss:\/\/ URL/,
+    );
   });
 });

@@ -7,8 +7,19 @@ import type { BitcoinCursor, ObservedBlock, TxConfirmation } from '../../../src/
 import { cursorKey, requestLogPrefix, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import type { UtxoRecord } from '../../../src/wallet/utxos.js';
-import { buildCrashChain, CRASH_KEEP_BLOCKS, CRASH_START_HEIGHT, replay, type Fork } from '../../support/crash-chain.js';
-import { crashRequestId, type CrashProposal, type CrashRequest, type CrashRequestLog } from '../../support/crash-worker.js';
+import {
+  buildCrashChain,
+  CRASH_KEEP_BLOCKS,
+  CRASH_START_HEIGHT,
+  replay,
+  type Fork,
+} from '../../support/crash-chain.js';
+import {
+  crashRequestId,
+  type CrashProposal,
+  type CrashRequest,
+  type CrashRequestLog,
+} from '../../support/crash-worker.js';
 import type { ScriptedChain } from '../../support/scripted-chain.js';
 import { tempDir, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 
@@ -32,16 +43,28 @@ interface Acks {
   transitions: number;
 }
 
-async function runAndKill(t: { after(fn: () => Promise<void>): void }, dir: string, round: number, forks: Fork[], acks: Acks): Promise<void> {
+async function runAndKill(
+  t: { after(fn: () => Promise<void>): void },
+  dir: string,
+  round: number,
+  forks: Fork[],
+  acks: Acks,
+): Promise<void> {
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT; // the child is a plain script, not a test file reporting to us
-  const child: ChildProcess = spawn(process.execPath, [WORKER, dir, String(round), JSON.stringify(forks), String(LAST_HEIGHT)], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [WORKER, dir, String(round), JSON.stringify(forks), String(LAST_HEIGHT)],
+    { stdio: ['ignore', 'pipe', 'pipe'], env },
+  );
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
 
   let pending = '';
   let killTimer: NodeJS.Timeout | undefined;
@@ -81,16 +104,24 @@ async function verify(store: Store, chains: ScriptedChain[], acks: Acks): Promis
   // exactly the blocks from the start height up to it
   const cursor = await store.get<BitcoinCursor>(cursorKey('bitcoin'));
   const height = cursor?.height ?? CRASH_START_HEIGHT - 1;
-  const chain = cursor === undefined ? undefined : [...chains].reverse().find((c) => c.best[cursor.height]?.hash === cursor.hash);
-  assert.ok(cursor === undefined || chain !== undefined, `cursor ${cursor?.height}/${cursor?.hash} is on no chain the worker saw`);
+  const chain =
+    cursor === undefined ? undefined : [...chains].reverse().find((c) => c.best[cursor.height]?.hash === cursor.hash);
+  assert.ok(
+    cursor === undefined || chain !== undefined,
+    `cursor ${cursor?.height}/${cursor?.hash} is on no chain the worker saw`,
+  );
   const blocks = await all<ObservedBlock>(store, SPACES.bitcoinBlock);
   const firstKept = Math.max(CRASH_START_HEIGHT, height - CRASH_KEEP_BLOCKS + 1);
   assert.equal(blocks.length, height - firstKept + 1, 'one undo record per applied block still kept');
-  blocks.forEach(([, block], i) => assert.equal(block.hash, chain?.best[firstKept + i]?.hash, `undo record ${firstKept + i} is on the cursor's chain`));
+  blocks.forEach(([, block], i) =>
+    assert.equal(block.hash, chain?.best[firstKept + i]?.hash, `undo record ${firstKept + i} is on the cursor's chain`),
+  );
 
-  const { outputs, payments } = chain === undefined ? { outputs: new Map(), payments: new Map() } : replay(chain, height);
+  const { outputs, payments } =
+    chain === undefined ? { outputs: new Map(), payments: new Map() } : replay(chain, height);
   const records = new Map<string, UtxoRecord>();
-  for (const [, record] of await all<UtxoRecord>(store, SPACES.utxo)) records.set(`${record.txid}:${record.vout}`, record);
+  for (const [, record] of await all<UtxoRecord>(store, SPACES.utxo))
+    records.set(`${record.txid}:${record.vout}`, record);
   const indexed = new Map<string, string>();
   for (const [key] of await all<number>(store, SPACES.utxoIndex)) {
     const [state, txid, vout] = key.slice(SPACES.utxoIndex.length).split('/');
@@ -103,28 +134,46 @@ async function verify(store: Store, chains: ScriptedChain[], acks: Acks): Promis
     assert.equal(indexed.get(name), record.state, `index state of ${name}`);
     const expected = outputs.get(name);
     if (expected === undefined) {
-      assert.deepEqual([record.state, record.height], ['reserved', null], `${name} is on no applied block: only a reserved output of a rolled-back block may stay`);
+      assert.deepEqual(
+        [record.state, record.height],
+        ['reserved', null],
+        `${name} is on no applied block: only a reserved output of a rolled-back block may stay`,
+      );
     } else if (expected.spentBy !== undefined) {
       assert.deepEqual([record.state, record.spentBy], ['spent', expected.spentBy], `${name} spent on chain`);
     } else {
-      assert.ok(record.state === 'unspent' || record.state === 'reserved', `${name} unspent on chain but ${record.state}`);
+      assert.ok(
+        record.state === 'unspent' || record.state === 'reserved',
+        `${name} unspent on chain but ${record.state}`,
+      );
       assert.deepEqual([record.height, record.value], [expected.height, expected.value]);
     }
   }
-  for (const name of outputs.keys()) assert.ok(records.has(name), `federation output ${name} of an applied block is missing`);
-  const confirmations = new Map((await all<TxConfirmation>(store, SPACES.txConfirmation)).map(([key, c]) => [key.slice(SPACES.txConfirmation.length), c.height]));
+  for (const name of outputs.keys())
+    assert.ok(records.has(name), `federation output ${name} of an applied block is missing`);
+  const confirmations = new Map(
+    (await all<TxConfirmation>(store, SPACES.txConfirmation)).map(([key, c]) => [
+      key.slice(SPACES.txConfirmation.length),
+      c.height,
+    ]),
+  );
   assert.deepEqual(confirmations, payments, 'payment confirmations = spends of federation outputs in applied blocks');
 
   // requests: a gapless prefix covering every acknowledged one, each with a whole history
   const requests = (await all<CrashRequest>(store, SPACES.request)).map(([, r]) => r).sort((a, b) => a.i - b.i);
   requests.forEach((r, i) => assert.equal(r.i, i, `request ${i} lost (found ${r.i})`));
   assert.ok(requests.length > acks.maxRequest, `acknowledged request ${acks.maxRequest} lost`);
-  const proposals = new Map((await all<CrashProposal>(store, SPACES.proposal)).map(([key, p]) => [key.slice(SPACES.proposal.length), p]));
+  const proposals = new Map(
+    (await all<CrashProposal>(store, SPACES.proposal)).map(([key, p]) => [key.slice(SPACES.proposal.length), p]),
+  );
   for (const request of requests) {
     const id = crashRequestId(request.i);
     const log = (await all<CrashRequestLog>(store, requestLogPrefix(id.txHash, id.ordinal))).map(([, entry]) => entry);
     assert.equal(log.length, request.seq + 1, `request ${request.i}: history length vs seq`);
-    assert.deepEqual(log[request.seq], { status: request.status, ...(request.txid === undefined ? {} : { txid: request.txid }) });
+    assert.deepEqual(log[request.seq], {
+      status: request.status,
+      ...(request.txid === undefined ? {} : { txid: request.txid }),
+    });
     if (request.status === 'batched') {
       const proposal = proposals.get(request.txid as string);
       assert.equal(proposal?.state, 'live', `request ${request.i} batched in a proposal that is not live`);
@@ -135,12 +184,23 @@ async function verify(store: Store, chains: ScriptedChain[], acks: Acks): Promis
   for (const [txid, proposal] of proposals) {
     if (acks.abandoned.has(txid)) assert.equal(proposal.state, 'abandoned', `acknowledged abandon of ${txid} lost`);
     if (proposal.state !== 'live') continue;
-    for (const i of proposal.requests) assert.equal(requests[i]?.txid, txid, `request ${i} of live proposal ${txid} points elsewhere`);
-    for (const input of proposal.inputs) assert.equal(records.get(`${input.txid}:${input.vout}`)?.reservedBy, txid, `input of live proposal ${txid} not held by it`);
+    for (const i of proposal.requests)
+      assert.equal(requests[i]?.txid, txid, `request ${i} of live proposal ${txid} points elsewhere`);
+    for (const input of proposal.inputs)
+      assert.equal(
+        records.get(`${input.txid}:${input.vout}`)?.reservedBy,
+        txid,
+        `input of live proposal ${txid} not held by it`,
+      );
   }
   for (const txid of acks.proposals) assert.ok(proposals.has(txid), `acknowledged proposal ${txid} lost`);
   for (const [name, record] of records) {
-    if (record.reservedBy !== undefined) assert.equal(proposals.get(record.reservedBy)?.state, 'live', `${name} held by dead proposal ${record.reservedBy}`);
+    if (record.reservedBy !== undefined)
+      assert.equal(
+        proposals.get(record.reservedBy)?.state,
+        'live',
+        `${name} held by dead proposal ${record.reservedBy}`,
+      );
   }
   return height;
 }
@@ -166,7 +226,9 @@ test('SIGKILL at random moments loses no acknowledged transition and leaves only
       await store.close();
     }
   }
-  t.diagnostic(`${acks.transitions} acknowledged transitions (${acks.blocks} block steps), ${reorgs} forks, final cursor ${height}`);
+  t.diagnostic(
+    `${acks.transitions} acknowledged transitions (${acks.blocks} block steps), ${reorgs} forks, final cursor ${height}`,
+  );
   assert.ok(acks.transitions >= 1000, `expected thousands of transitions, got ${acks.transitions}`);
   assert.ok(reorgs >= ROUNDS - 2, 'rounds after the first resumed on a forked chain');
 });

@@ -8,7 +8,13 @@ import { readJsonVector } from '../../support/vectors.js';
 
 type ValidRow = [string, string, { chain: string; isPrivkey: boolean; tryCaseFlip?: boolean }];
 // testnet4 has testnet's address prefixes.
-const CHAINS: Record<string, Network> = { main: 'mainnet', test: 'testnet', testnet4: 'testnet', signet: 'signet', regtest: 'regtest' };
+const CHAINS: Record<string, Network> = {
+  main: 'mainnet',
+  test: 'testnet',
+  testnet4: 'testnet',
+  signet: 'signet',
+  regtest: 'regtest',
+};
 
 function flipCase(text: string): string {
   return [...text].map((c) => (c === c.toUpperCase() ? c.toLowerCase() : c.toUpperCase())).join('');
@@ -34,8 +40,13 @@ describe("Bitcoin Core's key_io vectors", () => {
     for (const [address, script, meta] of valid) {
       const network = CHAINS[meta.chain]!;
       assert.equal(toHex(decodeAddress(address, network).scriptPubKey), script, address);
-      if (meta.tryCaseFlip) assert.equal(toHex(decodeAddress(flipCase(address), network).scriptPubKey), script, `case-flipped ${address}`);
-      assert.equal(encodeAddress(fromHex(script), network), isSegwit(address) ? address.toLowerCase() : address, script);
+      if (meta.tryCaseFlip)
+        assert.equal(toHex(decodeAddress(flipCase(address), network).scriptPubKey), script, `case-flipped ${address}`);
+      assert.equal(
+        encodeAddress(fromHex(script), network),
+        isSegwit(address) ? address.toLowerCase() : address,
+        script,
+      );
     }
   });
 
@@ -44,7 +55,11 @@ describe("Bitcoin Core's key_io vectors", () => {
       const own = CHAINS[meta.chain]!;
       for (const network of NETWORK_NAMES) {
         if (network === own || sharesEncoding(address, own, network)) continue;
-        assert.throws(() => decodeAddress(address, network), (err: Error & { code?: string }) => err.code === 'wrong_network', `${address} on ${network}`);
+        assert.throws(
+          () => decodeAddress(address, network),
+          (err: Error & { code?: string }) => err.code === 'wrong_network',
+          `${address} on ${network}`,
+        );
       }
     }
   });
@@ -54,7 +69,11 @@ describe("Bitcoin Core's key_io vectors", () => {
     assert.ok(invalid.length > 20);
     for (const [text] of invalid) {
       for (const network of NETWORK_NAMES) {
-        assert.throws(() => decodeAddress(text, network), (err: Error & { code?: string }) => err.code === 'invalid_address', `${JSON.stringify(text)} on ${network}`);
+        assert.throws(
+          () => decodeAddress(text, network),
+          (err: Error & { code?: string }) => err.code === 'invalid_address',
+          `${JSON.stringify(text)} on ${network}`,
+        );
       }
     }
   });

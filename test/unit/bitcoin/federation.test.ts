@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { descriptorChecksum } from '../../../src/bitcoin/descriptor.js';
-import { buildFederation, defaultThreshold, faultTolerance, faultToleranceStatement } from '../../../src/bitcoin/federation.js';
+import {
+  buildFederation,
+  defaultThreshold,
+  faultTolerance,
+  faultToleranceStatement,
+} from '../../../src/bitcoin/federation.js';
 import type { Network } from '../../../src/bitcoin/network.js';
 import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
 import { parsePrevouts, parseTx, serializeTx, txid } from '../../../src/bitcoin/tx.js';
@@ -67,9 +72,18 @@ describe('federation parameters', () => {
 
   it('states f = 2t − n − 1 for safety and n − t for liveness; the default threshold tolerates the classic floor((n − 1) / 3)', () => {
     const cases: [t: number, n: number, safety: number, liveness: number][] = [
-      [2, 3, 0, 1], [3, 4, 1, 1], [5, 7, 2, 2], [11, 15, 6, 4], [67, 100, 33, 33], [1, 1, 0, 0], [2, 4, -1, 2], [1, 5, -4, 4], [5, 5, 4, 0],
+      [2, 3, 0, 1],
+      [3, 4, 1, 1],
+      [5, 7, 2, 2],
+      [11, 15, 6, 4],
+      [67, 100, 33, 33],
+      [1, 1, 0, 0],
+      [2, 4, -1, 2],
+      [1, 5, -4, 4],
+      [5, 5, 4, 0],
     ];
-    for (const [t, n, safety, liveness] of cases) assert.deepEqual(faultTolerance(t, n), { safety, liveness }, `${t}-of-${n}`);
+    for (const [t, n, safety, liveness] of cases)
+      assert.deepEqual(faultTolerance(t, n), { safety, liveness }, `${t}-of-${n}`);
     for (let n = 1; n <= 200; n++) {
       const { safety: f } = faultTolerance(defaultThreshold(n), n);
       // at least the classic BFT bound (n ≥ 3f + 1); more where t rounds up (2-of-2: f = 1)
@@ -78,15 +92,27 @@ describe('federation parameters', () => {
   });
 
   it('says in words when the configuration tolerates no malicious member', () => {
-    assert.match(faultToleranceStatement(5, 7), /^5-of-7: up to 2 malicious member\(s\) cannot get a request paid twice \(f = 2t − n − 1 = 2\); payments go on with up to 2 member\(s\) down/);
-    assert.match(faultToleranceStatement(2, 3), /tolerates NO malicious member \(f = 2t − n − 1 = 0\): any two quorums share one member/);
-    assert.match(faultToleranceStatement(2, 4), /tolerates NO malicious member \(f = 2t − n − 1 = -1 < 0\).*a threshold of at least 3 is needed; payments go on with up to 2 member\(s\) down/);
+    assert.match(
+      faultToleranceStatement(5, 7),
+      /^5-of-7: up to 2 malicious member\(s\) cannot get a request paid twice \(f = 2t − n − 1 = 2\); payments go on with up to 2 member\(s\) down/,
+    );
+    assert.match(
+      faultToleranceStatement(2, 3),
+      /tolerates NO malicious member \(f = 2t − n − 1 = 0\): any two quorums share one member/,
+    );
+    assert.match(
+      faultToleranceStatement(2, 4),
+      /tolerates NO malicious member \(f = 2t − n − 1 = -1 < 0\).*a threshold of at least 3 is needed; payments go on with up to 2 member\(s\) down/,
+    );
     assert.match(faultToleranceStatement(1, 5), /a threshold of at least 3 is needed/);
   });
 
   it('refuses fault tolerance of impossible parameters, naming the field and value', () => {
     const refuses = (t: number, n: number, message: RegExp) =>
-      assert.throws(() => faultTolerance(t, n), (err: Error & { code?: string }) => err.code === 'invalid_federation' && message.test(err.message));
+      assert.throws(
+        () => faultTolerance(t, n),
+        (err: Error & { code?: string }) => err.code === 'invalid_federation' && message.test(err.message),
+      );
     refuses(4, 3, /threshold must be an integer from 1 to the number of members \(3\), got 4/);
     refuses(0, 3, /threshold .* got 0/);
     refuses(1.5, 3, /threshold .* got 1.5/);
@@ -96,20 +122,39 @@ describe('federation parameters', () => {
 
   const bad: [string, Parameters<typeof buildFederation>[0], RegExp][] = [
     ['no keys', { network: 'regtest', threshold: 1, pubkeys: [] }, /at least one member/],
-    ['threshold 0', { network: 'regtest', threshold: 0, pubkeys: keys.slice(0, 3) }, /threshold must be an integer from 1 to the number of members \(3\), got 0/],
+    [
+      'threshold 0',
+      { network: 'regtest', threshold: 0, pubkeys: keys.slice(0, 3) },
+      /threshold must be an integer from 1 to the number of members \(3\), got 0/,
+    ],
     ['threshold above n', { network: 'regtest', threshold: 4, pubkeys: keys.slice(0, 3) }, /got 4/],
     ['duplicate key', { network: 'regtest', threshold: 2, pubkeys: [keys[0]!, keys[1]!, keys[0]!] }, /appears twice/],
-    ['key not on the curve', { network: 'regtest', threshold: 1, pubkeys: [fromHex('ff'.repeat(32))] }, /not the x coordinate/],
-    ['short key', { network: 'regtest', threshold: 1, pubkeys: [fromHex('02'.repeat(31))] }, /must be a 32-byte x-only/],
+    [
+      'key not on the curve',
+      { network: 'regtest', threshold: 1, pubkeys: [fromHex('ff'.repeat(32))] },
+      /not the x coordinate/,
+    ],
+    [
+      'short key',
+      { network: 'regtest', threshold: 1, pubkeys: [fromHex('02'.repeat(31))] },
+      /must be a 32-byte x-only/,
+    ],
   ];
   for (const [name, params, message] of bad) {
     it(`refuses ${name}`, () => {
-      assert.throws(() => buildFederation(params), (err: Error & { code?: string }) => err.code === 'invalid_federation' && message.test(err.message));
+      assert.throws(
+        () => buildFederation(params),
+        (err: Error & { code?: string }) => err.code === 'invalid_federation' && message.test(err.message),
+      );
     });
   }
 });
 
 /** x-only key of the point (7919·i)·G: valid, distinct, deterministic. */
 function buildKey(i: number): string {
-  return toHex(secp256k1.Point.BASE.multiply(BigInt(i) * 7919n).toBytes(true).slice(1));
+  return toHex(
+    secp256k1.Point.BASE.multiply(BigInt(i) * 7919n)
+      .toBytes(true)
+      .slice(1),
+  );
 }

@@ -8,15 +8,27 @@ import { readJsonVector } from '../../support/vectors.js';
 interface WalletVectors {
   keyPathSpending: {
     given: { rawUnsignedTx: string; utxosSpent: { scriptPubKey: string; amountSats: number }[] };
-    intermediary: { hashAmounts: string; hashOutputs: string; hashPrevouts: string; hashScriptPubkeys: string; hashSequences: string };
-    inputSpending: { given: { txinIndex: number; hashType: number }; intermediary: { sigMsg: string; sigHash: string } }[];
+    intermediary: {
+      hashAmounts: string;
+      hashOutputs: string;
+      hashPrevouts: string;
+      hashScriptPubkeys: string;
+      hashSequences: string;
+    };
+    inputSpending: {
+      given: { txinIndex: number; hashType: number };
+      intermediary: { sigMsg: string; sigHash: string };
+    }[];
   }[];
 }
 
 describe('BIP341 sighash against bip341_wallet_vectors.json', () => {
   for (const [n, vector] of readJsonVector<WalletVectors>('bip341_wallet_vectors.json').keyPathSpending.entries()) {
     const tx = parseTx(fromHex(vector.given.rawUnsignedTx));
-    const prevouts = vector.given.utxosSpent.map((u) => ({ value: BigInt(u.amountSats), scriptPubKey: fromHex(u.scriptPubKey) }));
+    const prevouts = vector.given.utxosSpent.map((u) => ({
+      value: BigInt(u.amountSats),
+      scriptPubKey: fromHex(u.scriptPubKey),
+    }));
     const pre = precomputeSighash(tx, prevouts);
 
     it(`vector ${n}: per-transaction hashes`, () => {
@@ -37,7 +49,9 @@ describe('BIP341 sighash against bip341_wallet_vectors.json', () => {
   }
 
   it('refuses prevouts that do not match the inputs', () => {
-    const tx = parseTx(fromHex(readJsonVector<WalletVectors>('bip341_wallet_vectors.json').keyPathSpending[0]!.given.rawUnsignedTx));
+    const tx = parseTx(
+      fromHex(readJsonVector<WalletVectors>('bip341_wallet_vectors.json').keyPathSpending[0]!.given.rawUnsignedTx),
+    );
     assert.throws(() => precomputeSighash(tx, []), /one prevout per input/);
   });
 });

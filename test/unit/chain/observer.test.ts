@@ -4,7 +4,15 @@ import { BitcoinObserver, ObserverError, recoverUtxo, type ObservedBlock } from 
 import { bitcoinBlockKey, SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { WalletError } from '../../../src/wallet/errors.js';
-import { getUtxo, listUnspent, listUtxos, releaseUtxos, reserveUtxos, type Outpoint, type UtxoRecord } from '../../../src/wallet/utxos.js';
+import {
+  getUtxo,
+  listUnspent,
+  listUtxos,
+  releaseUtxos,
+  reserveUtxos,
+  type Outpoint,
+  type UtxoRecord,
+} from '../../../src/wallet/utxos.js';
 import { ScriptedChain, scriptedTx } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
 
@@ -16,7 +24,13 @@ const out = (txid: string, vout: number): Outpoint => ({ txid, vout });
 async function setup(t: { after(fn: () => Promise<void>): void }, startHeight = 101, keepBlocks?: number) {
   const store = await openTempStore(t);
   const chain = new ScriptedChain(100);
-  const observer = new BitcoinObserver({ store, chain, federationScript: FED_SCRIPT, startHeight, ...(keepBlocks === undefined ? {} : { keepBlocks }) });
+  const observer = new BitcoinObserver({
+    store,
+    chain,
+    federationScript: FED_SCRIPT,
+    startHeight,
+    ...(keepBlocks === undefined ? {} : { keepBlocks }),
+  });
   return { store, chain, observer };
 }
 
@@ -27,7 +41,8 @@ async function utxo(store: Store, outpoint: Outpoint): Promise<UtxoRecord | unde
 /** Every utxo/ record has exactly one utxoidx/ entry, under its state, and nothing else is indexed. */
 async function assertIndexConsistent(store: Store): Promise<void> {
   const records = new Map<string, UtxoRecord>();
-  for await (const [key, record] of store.entries<UtxoRecord>({ prefix: SPACES.utxo })) records.set(key.slice(SPACES.utxo.length), record);
+  for await (const [key, record] of store.entries<UtxoRecord>({ prefix: SPACES.utxo }))
+    records.set(key.slice(SPACES.utxo.length), record);
   const indexed = new Map<string, string>();
   for await (const [key] of store.entries({ prefix: SPACES.utxoIndex })) {
     const [state, txid, vout] = key.slice(SPACES.utxoIndex.length).split('/');
@@ -43,19 +58,44 @@ test('registers federation outputs from the start height and their spends, one b
   const { store, chain, observer } = await setup(t);
   const early = scriptedTx('early', [], [{ script: FED, sats: 5_000_000n }]);
   chain.best[100]?.tx.push(early); // below the start height: not ours to see
-  const pegIn = scriptedTx('pegin', [out('cc'.repeat(32), 0)], [{ script: USER, sats: 1n }, { script: FED, sats: 250_000_000n }]);
+  const pegIn = scriptedTx(
+    'pegin',
+    [out('cc'.repeat(32), 0)],
+    [
+      { script: USER, sats: 1n },
+      { script: FED, sats: 250_000_000n },
+    ],
+  );
   const foreign = scriptedTx('foreign', [], [{ script: USER, sats: 7n }]);
   chain.mine([pegIn, foreign]); // 101
   chain.mine([]); // 102
 
-  assert.deepEqual(await observer.sync(), { applied: 2, rolledBack: 0, cursor: { height: 102, hash: chain.best[102]?.hash } });
+  assert.deepEqual(await observer.sync(), {
+    applied: 2,
+    rolledBack: 0,
+    cursor: { height: 102, hash: chain.best[102]?.hash },
+  });
   assert.equal(await utxo(store, out(early.txid, 0)), undefined);
   const pegUtxo = await utxo(store, out(pegIn.txid, 1));
-  assert.deepEqual(pegUtxo, { txid: pegIn.txid, vout: 1, value: 250_000_000n, scriptPubKey: Buffer.from(FED_SCRIPT), height: 101, state: 'unspent' });
+  assert.deepEqual(pegUtxo, {
+    txid: pegIn.txid,
+    vout: 1,
+    value: 250_000_000n,
+    scriptPubKey: Buffer.from(FED_SCRIPT),
+    height: 101,
+    state: 'unspent',
+  });
   assert.equal(await utxo(store, out(pegIn.txid, 0)), undefined, 'outputs to other scripts are ignored');
 
   // a federation payment: spends the peg-in, pays a user, returns change
-  const payment = scriptedTx('payment', [out(pegIn.txid, 1)], [{ script: USER, sats: 100_000_000n }, { script: FED, sats: 149_990_000n }]);
+  const payment = scriptedTx(
+    'payment',
+    [out(pegIn.txid, 1)],
+    [
+      { script: USER, sats: 100_000_000n },
+      { script: FED, sats: 149_990_000n },
+    ],
+  );
   chain.mine([payment]); // 103
   assert.equal((await observer.sync()).applied, 1);
   assert.equal((await utxo(store, out(pegIn.txid, 1)))?.state, 'spent');
@@ -67,7 +107,10 @@ test('registers federation outputs from the start height and their spends, one b
   await observer.sync();
   assert.equal(await observer.confirmations(payment.txid), 3);
   assert.equal(await observer.confirmations(pegIn.txid), 0, 'a peg-in is not a federation payment');
-  assert.deepEqual((await listUnspent(store)).map((u) => u.txid), [payment.txid]);
+  assert.deepEqual(
+    (await listUnspent(store)).map((u) => u.txid),
+    [payment.txid],
+  );
   await assertIndexConsistent(store);
 });
 
@@ -108,7 +151,19 @@ test('a reorg rolls back outputs, spends and confirmations from stored undo data
   const result = await observer.sync();
   assert.deepEqual([result.rolledBack, result.applied, result.cursor?.height], [2, 3, 104]);
 
-  assert.deepEqual(await utxo(store, out(pegA.txid, 0)), { txid: pegA.txid, vout: 0, value: 10_000_000n, scriptPubKey: Buffer.from(FED_SCRIPT), height: 101, state: 'reserved', reservedBy: proposal }, 'spend undone, reservation kept');
+  assert.deepEqual(
+    await utxo(store, out(pegA.txid, 0)),
+    {
+      txid: pegA.txid,
+      vout: 0,
+      value: 10_000_000n,
+      scriptPubKey: Buffer.from(FED_SCRIPT),
+      height: 101,
+      state: 'reserved',
+      reservedBy: proposal,
+    },
+    'spend undone, reservation kept',
+  );
   assert.equal((await utxo(store, out(pegB.txid, 0)))?.state, 'unspent');
   assert.equal(await utxo(store, out(chained1.txid, 0)), undefined, 'created and spent in a rolled-back block: gone');
   assert.equal(await utxo(store, out(chained2.txid, 0)), undefined);
@@ -136,7 +191,15 @@ test('a reserved output whose block is reorganised away keeps its reservation un
   chain.disconnect(1);
   chain.mine([]); // 101': the change transaction went back to the mempool
   await observer.sync();
-  assert.deepEqual(await utxo(store, out(change.txid, 0)), { txid: change.txid, vout: 0, value: 5_000_000n, scriptPubKey: Buffer.from(FED_SCRIPT), height: null, state: 'reserved', reservedBy: next });
+  assert.deepEqual(await utxo(store, out(change.txid, 0)), {
+    txid: change.txid,
+    vout: 0,
+    value: 5_000_000n,
+    scriptPubKey: Buffer.from(FED_SCRIPT),
+    height: null,
+    state: 'reserved',
+    reservedBy: next,
+  });
   assert.deepEqual(await listUnspent(store), []);
 
   chain.mine([change]); // mined again at 102
@@ -178,7 +241,11 @@ test('a release while spent survives a reorg of the spend; the node going back b
   chain.disconnect(1); // like invalidateblock: the node's tip is now below our cursor
   const result = await observer.sync();
   assert.deepEqual([result.rolledBack, result.applied, result.cursor?.height], [1, 0, 101]);
-  assert.deepEqual(await listUnspent(store).then((l) => l.map((u) => u.txid)), [peg.txid], 'back to spendable, not held by the released proposal');
+  assert.deepEqual(
+    await listUnspent(store).then((l) => l.map((u) => u.txid)),
+    [peg.txid],
+    'back to spendable, not held by the released proposal',
+  );
   await assertIndexConsistent(store);
 });
 
@@ -188,7 +255,10 @@ test('a reorg deeper than the kept undo data stops the observer loudly; a start-
   await observer.sync();
   chain.disconnect(4);
   for (let i = 0; i < 5; i++) chain.mine([]);
-  await assert.rejects(observer.sync(), (err) => err instanceof ObserverError && err.code === 'reorg_too_deep' && err.message.includes('at height 103'));
+  await assert.rejects(
+    observer.sync(),
+    (err) => err instanceof ObserverError && err.code === 'reorg_too_deep' && err.message.includes('at height 103'),
+  );
 
   const second = await setup(t, 101);
   second.chain.mine([scriptedTx('p', [], [{ script: FED, sats: 1_000_000n }])]);
@@ -198,26 +268,50 @@ test('a reorg deeper than the kept undo data stops the observer loudly; a start-
   second.chain.mine([peg]);
   const result = await second.observer.sync();
   assert.deepEqual([result.rolledBack, result.applied, result.cursor?.hash], [1, 1, second.chain.best[101]?.hash]);
-  assert.deepEqual((await listUtxos(second.store, 'unspent')).map((u) => u.txid), [peg.txid]);
+  assert.deepEqual(
+    (await listUtxos(second.store, 'unspent')).map((u) => u.txid),
+    [peg.txid],
+  );
 });
 
 test('recoverUtxo accepts only a confirmed, unspent output paying the federation', async (t) => {
   const { store, chain } = await setup(t);
-  const peg = scriptedTx('peg', [], [{ script: USER, sats: 1n }, { script: FED, sats: 3_000_000n }]);
+  const peg = scriptedTx(
+    'peg',
+    [],
+    [
+      { script: USER, sats: 1n },
+      { script: FED, sats: 3_000_000n },
+    ],
+  );
   const spentPeg = scriptedTx('spentPeg', [], [{ script: FED, sats: 4_000_000n }]);
   const mempoolSpent = scriptedTx('mempoolSpent', [], [{ script: FED, sats: 5_000_000n }]);
   chain.mine([peg, spentPeg, mempoolSpent]); // 101
   chain.mine([scriptedTx('spender', [out(spentPeg.txid, 0)], [{ script: USER, sats: 1n }])]); // 102
   chain.mine([]); // 103
   chain.mempoolSpends.add(`${mempoolSpent.txid}:0`);
-  const unconfirmed = scriptedTx('unconfirmed', [], [{ script: FED, sats: 6_000_000n }, { script: FED, sats: 7_000_000n }]);
+  const unconfirmed = scriptedTx(
+    'unconfirmed',
+    [],
+    [
+      { script: FED, sats: 6_000_000n },
+      { script: FED, sats: 7_000_000n },
+    ],
+  );
   chain.mempool.push(unconfirmed);
   chain.mempoolSpends.add(`${unconfirmed.txid}:1`);
 
   const recover = (o: Outpoint) => recoverUtxo(store, chain, FED_SCRIPT, o);
   const code = (c: string) => (err: unknown) => err instanceof WalletError && err.code === c;
   const record = await recover(out(peg.txid, 1));
-  assert.deepEqual(record, { txid: peg.txid, vout: 1, value: 3_000_000n, scriptPubKey: Buffer.from(FED_SCRIPT), height: 101, state: 'unspent' });
+  assert.deepEqual(record, {
+    txid: peg.txid,
+    vout: 1,
+    value: 3_000_000n,
+    scriptPubKey: Buffer.from(FED_SCRIPT),
+    height: 101,
+    state: 'unspent',
+  });
   assert.deepEqual(await utxo(store, out(peg.txid, 1)), record, 'stored');
   assert.deepEqual(await recover(out(peg.txid, 1)), record, 'known: returned as stored');
   await assert.rejects(recover(out(peg.txid, 0)), code('utxo_not_federation'));

@@ -16,16 +16,23 @@ const base = {
 };
 
 function refuses(json: unknown, env: Record<string, string>, message: RegExp): void {
-  assert.throws(() => parseConfig(json, env), (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'invalid_config');
-    assert.match(err.message, message);
-    return true;
-  });
+  assert.throws(
+    () => parseConfig(json, env),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'invalid_config');
+      assert.match(err.message, message);
+      return true;
+    },
+  );
 }
 
 describe('member config', () => {
   it('fills defaults and takes environment overrides', () => {
-    const c = parseConfig(base, { PEGOUT_EVM_CONFIRMATIONS: '12', PEGOUT_API_PORT: '9000', PEGOUT_EVM_USE_FINALIZED_TAG: 'true' });
+    const c = parseConfig(base, {
+      PEGOUT_EVM_CONFIRMATIONS: '12',
+      PEGOUT_API_PORT: '9000',
+      PEGOUT_EVM_USE_FINALIZED_TAG: 'true',
+    });
     assert.equal(c.evm.confirmations, 12);
     assert.equal(c.api.port, 9000);
     assert.equal(c.evm.useFinalizedTag, true);
@@ -36,16 +43,44 @@ describe('member config', () => {
   });
 
   it('names the field, the value and what was expected', () => {
-    refuses({ ...base, network: 'moon' }, {}, /config field network is "moon"; expected one of mainnet, testnet, signet, regtest/);
+    refuses(
+      { ...base, network: 'moon' },
+      {},
+      /config field network is "moon"; expected one of mainnet, testnet, signet, regtest/,
+    );
     refuses({ ...base, api: { port: 70000 } }, {}, /api.port is 70000; expected an integer in 0..65535/);
     refuses(base, { PEGOUT_API_PORT: 'eighty' }, /api.port \(from PEGOUT_API_PORT\) is "eighty"/);
-    refuses({ ...base, federation: { threshold: 3, pubkeys: [KEY_A, KEY_B] } }, {}, /federation.threshold is 3; expected at most the number of pubkeys \(2\)/);
-    refuses({ ...base, federation: { threshold: 1, pubkeys: [KEY_A, KEY_B] } }, {}, /federation.threshold is 1; expected more than half the members \(at least 2 of 2\)/);
-    refuses({ ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', cookieFile: '/c' }, declaredFunding: { count: 1, sats: 100000 } }, {}, /declaredFunding .* expected null when bitcoin is configured/);
+    refuses(
+      { ...base, federation: { threshold: 3, pubkeys: [KEY_A, KEY_B] } },
+      {},
+      /federation.threshold is 3; expected at most the number of pubkeys \(2\)/,
+    );
+    refuses(
+      { ...base, federation: { threshold: 1, pubkeys: [KEY_A, KEY_B] } },
+      {},
+      /federation.threshold is 1; expected more than half the members \(at least 2 of 2\)/,
+    );
+    refuses(
+      {
+        ...base,
+        bitcoin: { rpcUrl: 'http://127.0.0.1:18443', cookieFile: '/c' },
+        declaredFunding: { count: 1, sats: 100000 },
+      },
+      {},
+      /declaredFunding .* expected null when bitcoin is configured/,
+    );
     refuses({ ...base, evm: { rpcUrl: 'x', confirmatons: 3 } }, {}, /evm.confirmatons .* no such field/);
     refuses({ ...base, storeDir: undefined }, {}, /storeDir .* it has no default/);
-    refuses({ ...base, p2p: { port: 1, peers: { [KEY_B]: 'http://x' } } }, {}, /p2p.peers.b+ is "http:\/\/x"; expected a wss:\/\/ URL/);
-    refuses({ ...base, p2p: { port: 1, peers: { [KEY_B]: 'ws://127.0.0.1:7701' } } }, {}, /p2p.peers.b+ is "ws:\/\/127.0.0.1:7701"; expected a wss:\/\/ URL \(links run over TLS only\)/);
+    refuses(
+      { ...base, p2p: { port: 1, peers: { [KEY_B]: 'http://x' } } },
+      {},
+      /p2p.peers.b+ is "http:\/\/x"; expected a wss:\/\/ URL/,
+    );
+    refuses(
+      { ...base, p2p: { port: 1, peers: { [KEY_B]: 'ws://127.0.0.1:7701' } } },
+      {},
+      /p2p.peers.b+ is "ws:\/\/127.0.0.1:7701"; expected a wss:\/\/ URL \(links run over TLS only\)/,
+    );
     refuses({ ...base, memberKeyFile: null }, {}, /PEGOUT_MEMBER_KEY/);
   });
 

@@ -1,12 +1,24 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bridgeInterface, bridgeRequestLogs, decodeRequestLog, REQUEST_PEGOUT_TOPIC, type RawLog, type RequestLog } from '../../../src/evm/bridge.js';
+import {
+  bridgeInterface,
+  bridgeRequestLogs,
+  decodeRequestLog,
+  REQUEST_PEGOUT_TOPIC,
+  type RawLog,
+  type RequestLog,
+} from '../../../src/evm/bridge.js';
 
 // The RequestPegOut decoder against ethers' ABI encoding of the same event, and against logs
 // that are not what the bridge emits.
 
 const SENDER = '0x5fbdb2315678afecb367f032d93f642f64180aa3';
-const HASHES = { transactionHash: `0x${'ab'.repeat(32)}`, blockHash: `0x${'cd'.repeat(32)}`, blockNumber: '0x7', logIndex: '0x3' };
+const HASHES = {
+  transactionHash: `0x${'ab'.repeat(32)}`,
+  blockHash: `0x${'cd'.repeat(32)}`,
+  blockNumber: '0x7',
+  logIndex: '0x3',
+};
 
 function encoded(bitcoinAddress: Uint8Array, wei: bigint): RawLog {
   const { topics, data } = bridgeInterface.encodeEventLog('RequestPegOut', [SENDER, bitcoinAddress, wei]);
@@ -28,13 +40,19 @@ describe('decodeRequestLog', () => {
         assert.deepEqual(log.addressBytes, bytes);
         assert.equal(log.wei, wei);
         assert.equal(log.evmAddress, SENDER);
-        assert.deepEqual([log.txHash, log.blockHash, log.blockNumber, log.logIndex], [HASHES.transactionHash, HASHES.blockHash, 7, 3]);
+        assert.deepEqual(
+          [log.txHash, log.blockHash, log.blockNumber, log.logIndex],
+          [HASHES.transactionHash, HASHES.blockHash, 7, 3],
+        );
       }
     }
   });
 
   it('agrees with ethers parseLog on a request as the bridge emits it', () => {
-    const raw = encoded(new TextEncoder().encode('bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080'), 12_345_678_900_000_000n);
+    const raw = encoded(
+      new TextEncoder().encode('bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080'),
+      12_345_678_900_000_000n,
+    );
     const ours = decoded(raw);
     const theirs = bridgeInterface.parseLog(raw)!;
     assert.equal(ours.evmAddress, (theirs.args[0] as string).toLowerCase());
@@ -45,12 +63,17 @@ describe('decodeRequestLog', () => {
   it('reports, never throws, for logs the bridge does not emit', () => {
     const good = encoded(new TextEncoder().encode('bcrt1q…'), 10n ** 16n);
     const data = good.data.slice(2);
-    const at = (word: number, hex: string): string => `0x${data.slice(0, word * 64)}${hex}${data.slice(word * 64 + 64)}`;
+    const at = (word: number, hex: string): string =>
+      `0x${data.slice(0, word * 64)}${hex}${data.slice(word * 64 + 64)}`;
     const cases: [string, RawLog, RegExp][] = [
       ['another event', { ...good, topics: [`0x${'8c'.repeat(32)}`, good.topics[1]!] }, /not a RequestPegOut log/],
       ['no sender topic', { ...good, topics: [REQUEST_PEGOUT_TOPIC] }, /one indexed address topic/],
       ['an extra topic', { ...good, topics: [...good.topics, good.topics[1]!] }, /one indexed address topic/],
-      ['a dirty address topic', { ...good, topics: [REQUEST_PEGOUT_TOPIC, `0x01${good.topics[1]!.slice(4)}`] }, /bits above 160/],
+      [
+        'a dirty address topic',
+        { ...good, topics: [REQUEST_PEGOUT_TOPIC, `0x01${good.topics[1]!.slice(4)}`] },
+        /bits above 160/,
+      ],
       ['data not hex', { ...good, data: '0xzz' }, /not hex/],
       ['data too short', { ...good, data: good.data.slice(0, 2 + 64 * 2) }, /shorter than/],
       ['offset into the head', { ...good, data: at(0, (32).toString(16).padStart(64, '0')) }, /word boundary/],
@@ -85,10 +108,22 @@ describe('decodeRequestLog', () => {
       log(1, 7, 7),
     ];
     const numbered = bridgeRequestLogs(logs, BRIDGE).map(({ raw, ordinal }) => [Number(raw.logIndex), ordinal]);
-    assert.deepEqual(numbered, [[0, 0], [3, 0], [4, 1], [6, 2], [7, 3]]);
+    assert.deepEqual(numbered, [
+      [0, 0],
+      [3, 0],
+      [4, 1],
+      [6, 2],
+      [7, 3],
+    ]);
     // the same transaction re-mined in another block, at other log indexes: the same ordinals
-    const remined = logs.map((l) => ({ ...l, blockNumber: '0x9', logIndex: `0x${(Number(l.logIndex) + 40).toString(16)}` }));
-    assert.deepEqual(bridgeRequestLogs(remined, BRIDGE).map(({ ordinal }) => ordinal), [0, 0, 1, 2, 3]);
+    const remined = logs.map((l) => ({
+      ...l,
+      blockNumber: '0x9',
+      logIndex: `0x${(Number(l.logIndex) + 40).toString(16)}`,
+    }));
+    assert.deepEqual(
+      bridgeRequestLogs(remined, BRIDGE).map(({ ordinal }) => ordinal),
+      [0, 0, 1, 2, 3],
+    );
   });
 });
-

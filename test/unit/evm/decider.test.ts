@@ -9,15 +9,27 @@ import { isRequestId, parseRequestId, requestId } from '../../../src/evm/request
 import { readJsonVector } from '../../support/vectors.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
-const CHAINS: Record<string, Network> = { main: 'mainnet', test: 'testnet', testnet4: 'testnet', signet: 'signet', regtest: 'regtest' };
+const CHAINS: Record<string, Network> = {
+  main: 'mainnet',
+  test: 'testnet',
+  testnet4: 'testnet',
+  signet: 'signet',
+  regtest: 'regtest',
+};
 const ENOUGH = (MIN_PEGOUT_SATS + 1n) * WEI_PER_SAT;
 
 describe('request decider', () => {
   it("decodes every address of Bitcoin Core's key_io_valid.json on its network; pays the five standard types and refuses the rest", () => {
-    const rows = readJsonVector<[string, string, { chain: string; isPrivkey: boolean }][]>('key_io_valid.json').filter((r) => !r[2].isPrivkey);
+    const rows = readJsonVector<[string, string, { chain: string; isPrivkey: boolean }][]>('key_io_valid.json').filter(
+      (r) => !r[2].isPrivkey,
+    );
     const seen = new Map<string, number>();
     for (const [address, script, meta] of rows) {
-      assert.equal(toHex(decodeAddress(address, CHAINS[meta.chain]!).scriptPubKey), script, `${address} decodes as Core says`);
+      assert.equal(
+        toHex(decodeAddress(address, CHAINS[meta.chain]!).scriptPubKey),
+        script,
+        `${address} decodes as Core says`,
+      );
       const d = decideRequest(utf8(address), ENOUGH, CHAINS[meta.chain]!);
       const type = classifyScript(fromHex(script));
       seen.set(type, (seen.get(type) ?? 0) + 1);
@@ -31,7 +43,8 @@ describe('request decider', () => {
         assert.equal(d.scriptPubKey, undefined);
       }
     }
-    for (const type of ['p2pkh', 'p2sh', 'p2wpkh', 'p2wsh', 'p2tr', 'witness_unknown']) assert.ok(seen.get(type), `the vectors hold ${type} addresses`);
+    for (const type of ['p2pkh', 'p2sh', 'p2wpkh', 'p2wsh', 'p2tr', 'witness_unknown'])
+      assert.ok(seen.get(type), `the vectors hold ${type} addresses`);
   });
 
   it('rejects every string of key_io_invalid.json on every network, with a reason', () => {
@@ -51,16 +64,23 @@ describe('request decider', () => {
     assert.equal(d.sats, 1_000_000n);
     assert.equal(d.subSatoshiWei, 123n);
     assert.equal(decideRequest(utf8(good), MIN_PEGOUT_SATS * WEI_PER_SAT - 1n, 'regtest').reason, 'below_minimum');
-    assert.equal(decideRequest(utf8(good), 21_000_001n * 100_000_000n * WEI_PER_SAT, 'regtest').reason, 'amount_overflow');
+    assert.equal(
+      decideRequest(utf8(good), 21_000_001n * 100_000_000n * WEI_PER_SAT, 'regtest').reason,
+      'amount_overflow',
+    );
     assert.equal(decideRequest(Uint8Array.of(0xc3, 0x28), ENOUGH, 'regtest').reason, 'not_utf8');
-    assert.equal(decideRequest(utf8('bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4'), ENOUGH, 'regtest').reason, 'wrong_network');
+    assert.equal(
+      decideRequest(utf8('bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4'), ENOUGH, 'regtest').reason,
+      'wrong_network',
+    );
   });
 
   it('parses BTC amounts exactly and refuses sub-satoshi digits', () => {
     assert.equal(parseBtcAmount('0.015'), 1_500_000n);
     assert.equal(parseBtcAmount('21000000'), 2_100_000_000_000_000n);
     assert.equal(parseBtcAmount('0.00000001'), 1n);
-    for (const bad of ['0.000000001', '1e-2', '-1', '', 'abc', '21000000.00000001']) assert.throws(() => parseBtcAmount(bad), { code: 'invalid_amount' }, bad);
+    for (const bad of ['0.000000001', '1e-2', '-1', '', 'abc', '21000000.00000001'])
+      assert.throws(() => parseBtcAmount(bad), { code: 'invalid_amount' }, bad);
   });
 
   it('names requests by transaction and ordinal, in one text form', () => {
@@ -70,7 +90,17 @@ describe('request decider', () => {
     assert.equal(requestId(`0x${'ab'.repeat(32)}`, 0xffffffff), `0x${'ab'.repeat(32)}:4294967295`);
     // every other spelling of the same request is refused, never normalised (issue 11, attack 1)
     const h = `0x${'ab'.repeat(32)}`;
-    for (const alias of [`${h}:07`, `${h}:0000000007`, `0x${'AB'.repeat(32)}:7`, `${h}:+7`, `${h}:7 `, `${h}:4294967296`, `${h}/7`, 'nope', `${h.slice(0, -2)}:7`]) {
+    for (const alias of [
+      `${h}:07`,
+      `${h}:0000000007`,
+      `0x${'AB'.repeat(32)}:7`,
+      `${h}:+7`,
+      `${h}:7 `,
+      `${h}:4294967296`,
+      `${h}/7`,
+      'nope',
+      `${h.slice(0, -2)}:7`,
+    ]) {
       assert.throws(() => parseRequestId(alias), { code: 'invalid_request' }, alias);
       assert.equal(isRequestId(alias), false, alias);
     }

@@ -3,7 +3,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { countRequests, getRequest, listRequests, listRequestsInStatus, stageForget, stageNewRequest, stageStatus, type RequestRecord } from '../../../src/evm/request-store.js';
+import {
+  countRequests,
+  getRequest,
+  listRequests,
+  listRequestsInStatus,
+  stageForget,
+  stageNewRequest,
+  stageStatus,
+  type RequestRecord,
+} from '../../../src/evm/request-store.js';
 import { META_KEY, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
@@ -14,7 +23,19 @@ import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 const hash = (n: number): string => `0x${n.toString(16).padStart(64, '0')}`;
 
 function request(n: number): Omit<RequestRecord, 'seq'> {
-  return { id: `${hash(n)}:0`, txHash: hash(n), ordinal: 0, blockNumber: 1, blockHash: hash(1000), evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'bcrt1q…', wei: '0', sats: 1_000_000n, subSatoshiWei: '0', status: 'accepted' };
+  return {
+    id: `${hash(n)}:0`,
+    txHash: hash(n),
+    ordinal: 0,
+    blockNumber: 1,
+    blockHash: hash(1000),
+    evmAddress: `0x${'11'.repeat(20)}`,
+    bitcoinAddress: 'bcrt1q…',
+    wei: '0',
+    sats: 1_000_000n,
+    subSatoshiWei: '0',
+    status: 'accepted',
+  };
 }
 
 async function indexKeys(store: Store): Promise<string[]> {
@@ -28,7 +49,10 @@ test('the status index follows every request through new, status changes and for
   let batch = store.batch();
   for (const n of [1, 2, 3]) stageNewRequest(batch, request(n), 'then');
   await batch.write();
-  assert.deepEqual((await listRequestsInStatus(store, 'accepted')).map((r) => r.id), [1, 2, 3].map((n) => `${hash(n)}:0`));
+  assert.deepEqual(
+    (await listRequestsInStatus(store, 'accepted')).map((r) => r.id),
+    [1, 2, 3].map((n) => `${hash(n)}:0`),
+  );
 
   batch = store.batch();
   const one = (await getRequest(batch, `${hash(1)}:0`))!;
@@ -37,16 +61,33 @@ test('the status index follows every request through new, status changes and for
   // the state machine refuses moves no pipeline stage makes, before anything is staged
   const two = (await getRequest(batch, `${hash(2)}:0`))!;
   for (const illegal of ['accepted', 'paid', 'broadcast', 'rejected'] as const) {
-    assert.throws(() => stageStatus(batch, two, illegal, 'now'), { code: 'illegal_transition' }, `accepted → ${illegal}`);
+    assert.throws(
+      () => stageStatus(batch, two, illegal, 'now'),
+      { code: 'illegal_transition' },
+      `accepted → ${illegal}`,
+    );
   }
-  assert.throws(() => stageStatus(batch, { ...two, status: 'rejected' }, 'batched', 'now'), { code: 'illegal_transition' }, 'rejected is final');
+  assert.throws(
+    () => stageStatus(batch, { ...two, status: 'rejected' }, 'batched', 'now'),
+    { code: 'illegal_transition' },
+    'rejected is final',
+  );
   stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!);
   await batch.write();
 
-  assert.deepEqual(await indexKeys(store), [`${SPACES.requestIndex}accepted/${hash(2)}/0000000000`, `${SPACES.requestIndex}signed/${hash(1)}/0000000000`]);
-  assert.deepEqual((await listRequestsInStatus(store, 'signed')).map((r) => [r.id, r.status]), [[`${hash(1)}:0`, 'signed']]);
+  assert.deepEqual(await indexKeys(store), [
+    `${SPACES.requestIndex}accepted/${hash(2)}/0000000000`,
+    `${SPACES.requestIndex}signed/${hash(1)}/0000000000`,
+  ]);
+  assert.deepEqual(
+    (await listRequestsInStatus(store, 'signed')).map((r) => [r.id, r.status]),
+    [[`${hash(1)}:0`, 'signed']],
+  );
   assert.deepEqual(await listRequestsInStatus(store, 'batched'), []);
-  assert.deepEqual([...(await countRequests(store))].sort(), [['accepted', 1], ['signed', 1]]);
+  assert.deepEqual([...(await countRequests(store))].sort(), [
+    ['accepted', 1],
+    ['signed', 1],
+  ]);
   // the index agrees with the records themselves
   const byRecord = new Map<string, number>();
   for (const r of await listRequests(store)) byRecord.set(r.status, (byRecord.get(r.status) ?? 0) + 1);

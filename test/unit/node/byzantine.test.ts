@@ -13,8 +13,18 @@ import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { cursorKey, txConfirmationKey } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
-import { buildPayments, requirePayments, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
-import { checkProposal, proposalFromPayment, type CheckedProposal, type Proposal } from '../../../src/wallet/proposal.js';
+import {
+  buildPayments,
+  requirePayments,
+  type PaymentRequest,
+  type SpendableUtxo,
+} from '../../../src/wallet/payment.js';
+import {
+  checkProposal,
+  proposalFromPayment,
+  type CheckedProposal,
+  type Proposal,
+} from '../../../src/wallet/proposal.js';
 import { getUtxo, registerUtxo, spendUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -23,7 +33,11 @@ import { openTempStore } from '../../support/tempdir.js';
 // attack of issue 11 is refused with a typed reason, and the legitimate payment beside it is signed.
 
 const secretKeys = [1, 2, 3, 4].map((i) => Buffer.alloc(32, i));
-const federation = buildFederation({ network: 'regtest', threshold: 3, pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 3,
+  pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)),
+});
 const honest = new SigningPool(federation, { secretKey: secretKeys[0]!, size: 1 });
 after(() => honest.destroy());
 const attacker = toHex(federation.pubkeys[3]!);
@@ -32,13 +46,35 @@ const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 // two requests of the same amount to the same address: the labelling attack's raw material
 const address = witnessScript(0, new Uint8Array(20).fill(7));
 const R: PaymentRequest[] = [1, 2].map((i) => ({ id: `0x${hex32(i)}:0`, scriptPubKey: address, sats: 3_000_000n }));
-const U: SpendableUtxo[] = [1, 2, 3, 4].map((i) => ({ txid: hex32(100 + i), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey }));
+const U: SpendableUtxo[] = [1, 2, 3, 4].map((i) => ({
+  txid: hex32(100 + i),
+  vout: 0,
+  value: 10_000_000n,
+  scriptPubKey: federation.scriptPubKey,
+}));
 
 async function member(t: Parameters<typeof openTempStore>[0]): Promise<Store> {
   const store = await openTempStore(t);
   const batch = store.batch();
   for (const r of R) {
-    stageNewRequest(batch, { id: r.id, txHash: r.id.slice(0, 66), ordinal: 0, blockNumber: 5, blockHash: `0x${hex32(5)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: r.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: r.scriptPubKey }, 'then');
+    stageNewRequest(
+      batch,
+      {
+        id: r.id,
+        txHash: r.id.slice(0, 66),
+        ordinal: 0,
+        blockNumber: 5,
+        blockHash: `0x${hex32(5)}`,
+        evmAddress: `0x${'11'.repeat(20)}`,
+        bitcoinAddress: 'x',
+        wei: '0',
+        sats: r.sats,
+        subSatoshiWei: '0',
+        status: 'accepted',
+        scriptPubKey: r.scriptPubKey,
+      },
+      'then',
+    );
   }
   for (const u of U) await registerUtxo(batch, { ...u, height: 1 });
   await batch.write({ sync: true });
@@ -47,7 +83,10 @@ async function member(t: Parameters<typeof openTempStore>[0]): Promise<Store> {
 
 /** What an honest proposer would build for `requests` from `inputs`. */
 function built(requests: PaymentRequest[], inputs: SpendableUtxo[], rate = 2): Proposal {
-  const [payment] = requirePayments(buildPayments(requests, inputs, rate, federation, { maxOutputs: 10 }), requests.length);
+  const [payment] = requirePayments(
+    buildPayments(requests, inputs, rate, federation, { maxOutputs: 10 }),
+    requests.length,
+  );
   return proposalFromPayment(payment!, 1, attacker);
 }
 
@@ -71,7 +110,10 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const store = await member(t);
     const [id] = [R[0]!.id];
     const aliases = [id, id.replace(/:0$/, ':00'), id.replace(/:0$/, ':0000000000')];
-    const tripled = built([R[0]!, { ...R[0]!, id: `0x${hex32(9)}:0` }, { ...R[0]!, id: `0x${hex32(10)}:0` }], U.slice(0, 2));
+    const tripled = built(
+      [R[0]!, { ...R[0]!, id: `0x${hex32(9)}:0` }, { ...R[0]!, id: `0x${hex32(10)}:0` }],
+      U.slice(0, 2),
+    );
     const attack = { ...tripled, requestIds: aliases };
     assert.throws(() => checkProposal(attack), { code: 'invalid_proposal' }, 'the edge refuses non-canonical ids');
     assert.equal(reason(await sign(store, raw(attack))), 'malformed_request_id');
@@ -82,9 +124,17 @@ describe('a malicious member against an honest signer (issue 11)', () => {
   it('2: a labelling the transaction does not commit to, and a second payment of a request from other inputs', async (t) => {
     const store = await member(t);
     const a = built([R[0]!], [U[0]!]);
-    assert.equal(reason(await sign(store, { ...a, requestIds: [R[1]!.id] })), 'bad_commitment', 'the tx paying R1 labelled as paying R2');
+    assert.equal(
+      reason(await sign(store, { ...a, requestIds: [R[1]!.id] })),
+      'bad_commitment',
+      'the tx paying R1 labelled as paying R2',
+    );
     assert.equal(reason(await sign(store, a)), 'signed');
-    assert.equal(reason(await sign(store, built([R[0]!], [U[1]!]))), 'double_payment', 'R1 again, from disjoint inputs');
+    assert.equal(
+      reason(await sign(store, built([R[0]!], [U[1]!]))),
+      'double_payment',
+      'R1 again, from disjoint inputs',
+    );
     assert.equal(reason(await sign(store, built([R[1]!], [U[2]!]))), 'signed', 'R2, once');
     assert.equal(reason(await sign(store, built([R[1]!], [U[3]!]))), 'double_payment');
   });
@@ -92,10 +142,18 @@ describe('a malicious member against an honest signer (issue 11)', () => {
   it('3: an underpaid user (the rest to change)', async (t) => {
     const store = await member(t);
     const fair = built([R[0]!], [U[0]!]);
-    const attack = edited(fair, (tx) => ({ ...tx, outputs: tx.outputs.map((o, i) => (i === 1 ? { ...o, value: 1_000n } : i === 2 ? { ...o, value: o.value + tx.outputs[1]!.value - 1_000n } : o)) }));
+    const attack = edited(fair, (tx) => ({
+      ...tx,
+      outputs: tx.outputs.map((o, i) =>
+        i === 1 ? { ...o, value: 1_000n } : i === 2 ? { ...o, value: o.value + tx.outputs[1]!.value - 1_000n } : o,
+      ),
+    }));
     // every output is checked against the one rule: the sats kept back show up as change above Σ inputs − Σ sats
     assert.equal(reason(await sign(store, attack)), 'bad_change');
-    const toMiners = edited(fair, (tx) => ({ ...tx, outputs: tx.outputs.map((o, i) => (i === 1 ? { ...o, value: 1_000n } : o)) }));
+    const toMiners = edited(fair, (tx) => ({
+      ...tx,
+      outputs: tx.outputs.map((o, i) => (i === 1 ? { ...o, value: 1_000n } : o)),
+    }));
     assert.equal(reason(await sign(store, toMiners)), 'fee_rate_too_high', 'or as a fee far above the market');
     assert.equal(reason(await sign(store, fair)), 'signed');
   });
@@ -103,9 +161,16 @@ describe('a malicious member against an honest signer (issue 11)', () => {
   it("4: fees drained from the federation's change, or charged to users far above the market", async (t) => {
     const store = await member(t);
     const fair = built([R[0]!], [U[0]!]);
-    const drain = edited(fair, (tx) => ({ ...tx, outputs: tx.outputs.map((o, i) => (i === 2 ? { ...o, value: o.value - 205_089n } : o)) }));
+    const drain = edited(fair, (tx) => ({
+      ...tx,
+      outputs: tx.outputs.map((o, i) => (i === 2 ? { ...o, value: o.value - 205_089n } : o)),
+    }));
     assert.equal(reason(await sign(store, drain)), 'bad_change');
-    assert.equal(reason(await sign(store, built([R[0]!], [U[0]!], 400))), 'fee_rate_too_high', '200x the market, under the absolute cap');
+    assert.equal(
+      reason(await sign(store, built([R[0]!], [U[0]!], 400))),
+      'fee_rate_too_high',
+      '200x the market, under the absolute cap',
+    );
     assert.equal(reason(await sign(store, fair)), 'signed');
   });
 
@@ -114,7 +179,11 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const a = built([R[0]!], [U[0]!]);
     assert.equal(reason(await sign(store, a)), 'signed');
     assert.equal(reason(await sign(store, built([R[1]!], [U[0]!]))), 'input_held');
-    assert.equal(reason(await sign(store, built([R[0]!, R[1]!], [U[0]!]))), 'signed', 'a merge that pays every request of the holder may take it');
+    assert.equal(
+      reason(await sign(store, built([R[0]!, R[1]!], [U[0]!]))),
+      'signed',
+      'a merge that pays every request of the holder may take it',
+    );
   });
 
   it('6: requests paid again when their payment lost to a conflicting one at only one confirmation', async (t) => {
@@ -129,8 +198,15 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     batch.put(cursorKey('bitcoin'), { height: 10, hash: hex32(10) });
     await batch.write({ sync: true });
     const deep = { ...TEST_POLICY, paidDepth: 3 };
-    assert.equal(reason(await sign(store, built([R[0]!], [U[1]!]), deep)), 'double_payment', 'one confirmation: a reorg could still confirm A');
-    await store.batch().put(cursorKey('bitcoin'), { height: 12, hash: hex32(12) }).write({ sync: true });
+    assert.equal(
+      reason(await sign(store, built([R[0]!], [U[1]!]), deep)),
+      'double_payment',
+      'one confirmation: a reorg could still confirm A',
+    );
+    await store
+      .batch()
+      .put(cursorKey('bitcoin'), { height: 12, hash: hex32(12) })
+      .write({ sync: true });
     assert.equal(reason(await sign(store, built([R[0]!], [U[1]!]), deep)), 'signed', 'Z at the paid depth: A is dead');
   });
 
@@ -141,11 +217,22 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const xid = txidOf(parseTx(x.unsignedTx));
     // the federation finalized F, paying R1 alone from another input
     const f = built([R[0]!], [U[1]!]);
-    const record = await recordFinalized(store, federation, txidOf(parseTx(f.unsignedTx)), parseTx(f.unsignedTx), { tx: f.unsignedTx, prevouts: f.prevouts, requestIds: f.requestIds }, 'test');
+    const record = await recordFinalized(
+      store,
+      federation,
+      txidOf(parseTx(f.unsignedTx)),
+      parseTx(f.unsignedTx),
+      { tx: f.unsignedTx, prevouts: f.prevouts, requestIds: f.requestIds },
+      'test',
+    );
     assert.deepEqual(record?.superseded, [xid]);
     assert.equal((await getUtxo(store, U[0]!))?.state, 'unspent', "X's input is back in the wallet");
     assert.equal((await getRequest(store, R[1]!.id))?.status, 'accepted', "X's other request waits for a new payment");
-    assert.equal(reason(await sign(store, built([R[1]!], [U[2]!]))), 'signed', 'R2 is paid from other inputs: X can never finalize');
+    assert.equal(
+      reason(await sign(store, built([R[1]!], [U[2]!]))),
+      'signed',
+      'R2 is paid from other inputs: X can never finalize',
+    );
     assert.equal(reason(await sign(store, built([R[0]!], [U[3]!]))), 'double_payment', 'R1 is still paid by F');
   });
 
@@ -153,16 +240,28 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const a = built([R[0]!], [U[0]!]);
     const body: FinalizedBody = { tx: a.unsignedTx, prevouts: a.prevouts, requestIds: a.requestIds };
     assert.equal(txidOf(checkFinalizedBody(body)), txidOf(parseTx(a.unsignedTx)));
-    for (const requestIds of [[R[1]!.id], [`0x${hex32(77)}:0`], [R[0]!.id, R[1]!.id], [R[0]!.id.replace(/:0$/, ':00')]]) {
+    for (const requestIds of [
+      [R[1]!.id],
+      [`0x${hex32(77)}:0`],
+      [R[0]!.id, R[1]!.id],
+      [R[0]!.id.replace(/:0$/, ':00')],
+    ]) {
       assert.throws(() => checkFinalizedBody({ ...body, requestIds }), /commit/, `refused: ${requestIds.join(',')}`);
     }
   });
 
   it('8: outputs that are not deep enough, and extra fields a peer adds to a proposal', async (t) => {
     const store = await member(t);
-    await store.batch().put(cursorKey('bitcoin'), { height: 3, hash: hex32(3) }).write({ sync: true });
+    await store
+      .batch()
+      .put(cursorKey('bitcoin'), { height: 3, hash: hex32(3) })
+      .write({ sync: true });
     const shallow = { ...TEST_POLICY, spendDepth: 6 };
-    assert.equal(reason(await sign(store, built([R[0]!], [U[0]!]), shallow)), 'input_unconfirmed', 'the outputs have 3 confirmations of 6');
+    assert.equal(
+      reason(await sign(store, built([R[0]!], [U[0]!]), shallow)),
+      'input_unconfirmed',
+      'the outputs have 3 confirmations of 6',
+    );
     const padded = { ...built([R[0]!], [U[0]!]), note: 'x'.repeat(10_000) };
     assert.equal(Object.hasOwn(checkProposal(padded).proposal, 'note'), false);
     assert.equal(reason(await sign(store, padded)), 'signed');

@@ -13,7 +13,10 @@ const hex = keys.map(toHex);
 
 describe('proposer rotation', () => {
   it('gives slot s to the s-th key in order, every member computing the same from its clock', () => {
-    assert.deepEqual([0, 1, 2, 3, 4, 5, 9].map((s) => proposerOf(s, keys)), [hex[0], hex[1], hex[2], hex[3], hex[0], hex[1], hex[1]]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5, 9].map((s) => proposerOf(s, keys)),
+      [hex[0], hex[1], hex[2], hex[3], hex[0], hex[1], hex[1]],
+    );
     assert.equal(slotAt(2999, 1000), 2);
     assert.equal(slotAt(3000, 1000), 3);
   });
@@ -34,7 +37,13 @@ describe('rival payments', () => {
   const r = (txid: string, requestIds: string[], inputs: string[]) => ({ txid, requestIds, inputs });
 
   it('are grouped by shared requests, through chains of them', () => {
-    const groups = groupRivals([r('a', ['R1'], ['u1']), r('b', ['R2'], ['u2']), r('c', ['R1', 'R3'], ['u3']), r('d', ['R3', 'R2'], ['u4']), r('e', ['R9'], ['u9'])]);
+    const groups = groupRivals([
+      r('a', ['R1'], ['u1']),
+      r('b', ['R2'], ['u2']),
+      r('c', ['R1', 'R3'], ['u3']),
+      r('d', ['R3', 'R2'], ['u4']),
+      r('e', ['R9'], ['u9']),
+    ]);
     assert.deepEqual(groups.map((g) => g.map((x) => x.txid).sort()).sort(), [['a', 'b', 'c', 'd'], ['e']]);
   });
 
@@ -51,7 +60,13 @@ describe('early signatures', () => {
     early.keep('t1', 'p1', new Uint8Array(64));
     early.keep('t1', 'p2', new Uint8Array(128));
     assert.deepEqual(early.size(), { sets: 2, bytes: 192 });
-    assert.deepEqual(early.take('t1').map(([peer, sigs]) => [peer, sigs.length]), [['p1', 64], ['p2', 128]]);
+    assert.deepEqual(
+      early.take('t1').map(([peer, sigs]) => [peer, sigs.length]),
+      [
+        ['p1', 64],
+        ['p2', 128],
+      ],
+    );
     assert.deepEqual(early.take('t1'), []);
     assert.deepEqual(early.size(), { sets: 0, bytes: 0 });
   });

@@ -22,7 +22,11 @@ import { openTempStore } from '../../support/tempdir.js';
 // until the node has the payment, "already in the mempool" as success, 'paid' at depth,
 // and a BIP125 replacement proposed once the payment lingers while the fee rate rose.
 
-const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 60))) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 2,
+  pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 60))),
+});
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 
 describe('settlement with Bitcoin Core', () => {
@@ -30,23 +34,65 @@ describe('settlement with Bitcoin Core', () => {
     const store = await openTempStore(t, federation.descriptor);
     const chain = new ScriptedChain(100);
     const fedScript = toHex(federation.scriptPubKey);
-    const funding: RpcTransaction = { txid: hex32(7), hash: hex32(7), vin: [{ coinbase: '00', sequence: 0 }], vout: [{ n: 0, value: 1, scriptPubKey: { hex: fedScript } }] };
+    const funding: RpcTransaction = {
+      txid: hex32(7),
+      hash: hex32(7),
+      vin: [{ coinbase: '00', sequence: 0 }],
+      vout: [{ n: 0, value: 1, scriptPubKey: { hex: fedScript } }],
+    };
     chain.mine([funding]);
     const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
     await observer.sync();
 
     const id = `0x${hex32(9)}:0`;
     const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats: 40_000_000n };
-    const [payment] = buildPayments([request], [{ txid: hex32(7), vout: 0, value: 100_000_000n, scriptPubKey: federation.scriptPubKey }], 2, federation, { maxOutputs: 10 }).payments;
+    const [payment] = buildPayments(
+      [request],
+      [{ txid: hex32(7), vout: 0, value: 100_000_000n, scriptPubKey: federation.scriptPubKey }],
+      2,
+      federation,
+      { maxOutputs: 10 },
+    ).payments;
     const txid = txidOf(payment!.tx);
-    const record: FinalizedRecord = { txid, tx: serializeTx(payment!.tx), prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })), requestIds: [id], unmatched: {}, fee: payment!.fee, vsize: payment!.vsize, conflicts: [], at: 'then' };
+    const record: FinalizedRecord = {
+      txid,
+      tx: serializeTx(payment!.tx),
+      prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
+      requestIds: [id],
+      unmatched: {},
+      fee: payment!.fee,
+      vsize: payment!.vsize,
+      conflicts: [],
+      at: 'then',
+    };
     const setup = store.batch();
-    const r = stageNewRequest(setup, { id, txHash: `0x${hex32(9)}`, ordinal: 0, blockNumber: 1, blockHash: `0x${hex32(1)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: request.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: request.scriptPubKey }, 'then');
+    const r = stageNewRequest(
+      setup,
+      {
+        id,
+        txHash: `0x${hex32(9)}`,
+        ordinal: 0,
+        blockNumber: 1,
+        blockHash: `0x${hex32(1)}`,
+        evmAddress: `0x${'11'.repeat(20)}`,
+        bitcoinAddress: 'x',
+        wei: '0',
+        sats: request.sats,
+        subSatoshiWei: '0',
+        status: 'accepted',
+        scriptPubKey: request.scriptPubKey,
+      },
+      'then',
+    );
     stageStatus(setup, r, 'signed', 'then', `finalized in ${txid}`);
     setup.put(finalizedKey(txid), record);
     await setup.write({ sync: true });
 
-    const answers: (BroadcastOutcome | Error)[] = [new BitcoinRpcError('transport', 'connection refused', {}), 'already_in_mempool', 'already_in_mempool'];
+    const answers: (BroadcastOutcome | Error)[] = [
+      new BitcoinRpcError('transport', 'connection refused', {}),
+      'already_in_mempool',
+      'already_in_mempool',
+    ];
     const rpc = {
       broadcast: async (raw: string): Promise<BroadcastOutcome> => {
         assert.equal(raw, toHex(record.tx));
@@ -56,7 +102,17 @@ describe('settlement with Bitcoin Core', () => {
       },
     };
     const settled: string[] = [];
-    const settlement = new ChainSettlement({ store, federation, rpc, observer, paidConfirmations: 3, rbfAfterBlocks: 2, maxFeeRate: 500, log: createLogger({ level: 'error', write: () => undefined }), onSettled: (x) => settled.push(x) });
+    const settlement = new ChainSettlement({
+      store,
+      federation,
+      rpc,
+      observer,
+      paidConfirmations: 3,
+      rbfAfterBlocks: 2,
+      maxFeeRate: 500,
+      log: createLogger({ level: 'error', write: () => undefined }),
+      onSettled: (x) => settled.push(x),
+    });
     await settlement.load();
 
     await settlement.onFinalized(record);
@@ -73,12 +129,24 @@ describe('settlement with Bitcoin Core', () => {
     const [replacement] = await settlement.replacements(10);
     assert.ok(replacement);
     const replaced = parseTx(replacement.unsignedTx);
-    assert.deepEqual(replaced.inputs.map((i) => `${i.txid}:${i.vout}`), payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`));
+    assert.deepEqual(
+      replaced.inputs.map((i) => `${i.txid}:${i.vout}`),
+      payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
+    );
     assert.deepEqual(replacement.requestIds, [id]);
     assert.ok(replaced.outputs[1]!.value < payment!.tx.outputs[1]!.value, 'the peg-out bears the higher fee');
 
     // confirmed, then buried to the configured depth
-    const confirmed: RpcTransaction = { txid, hash: txid, vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }], vout: payment!.tx.outputs.map((o, n) => ({ n, value: Number(o.value) / 1e8, scriptPubKey: { hex: toHex(o.scriptPubKey) } })) };
+    const confirmed: RpcTransaction = {
+      txid,
+      hash: txid,
+      vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }],
+      vout: payment!.tx.outputs.map((o, n) => ({
+        n,
+        value: Number(o.value) / 1e8,
+        scriptPubKey: { hex: toHex(o.scriptPubKey) },
+      })),
+    };
     chain.mine([confirmed]);
     await settlement.tick();
     assert.equal((await getRequest(store, id))?.status, 'broadcast');
@@ -98,18 +166,55 @@ describe('settlement with Bitcoin Core', () => {
     const store = await openTempStore(t, federation.descriptor);
     const chain = new ScriptedChain(100);
     const fedScript = toHex(federation.scriptPubKey);
-    const funding: RpcTransaction = { txid: hex32(7), hash: hex32(7), vin: [{ coinbase: '00', sequence: 0 }], vout: [0, 1].map((n) => ({ n, value: 0.5, scriptPubKey: { hex: fedScript } })) };
+    const funding: RpcTransaction = {
+      txid: hex32(7),
+      hash: hex32(7),
+      vin: [{ coinbase: '00', sequence: 0 }],
+      vout: [0, 1].map((n) => ({ n, value: 0.5, scriptPubKey: { hex: fedScript } })),
+    };
     chain.mine([funding]);
     const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
     await observer.sync();
     const id = `0x${hex32(9)}:0`;
     const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats: 30_000_000n };
     const batch = store.batch();
-    stageNewRequest(batch, { id, txHash: `0x${hex32(9)}`, ordinal: 0, blockNumber: 1, blockHash: `0x${hex32(1)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: request.sats, subSatoshiWei: '0', status: 'accepted', scriptPubKey: request.scriptPubKey }, 'then');
+    stageNewRequest(
+      batch,
+      {
+        id,
+        txHash: `0x${hex32(9)}`,
+        ordinal: 0,
+        blockNumber: 1,
+        blockHash: `0x${hex32(1)}`,
+        evmAddress: `0x${'11'.repeat(20)}`,
+        bitcoinAddress: 'x',
+        wei: '0',
+        sats: request.sats,
+        subSatoshiWei: '0',
+        status: 'accepted',
+        scriptPubKey: request.scriptPubKey,
+      },
+      'then',
+    );
     await batch.write({ sync: true });
-    const inputs = [0, 1].map((vout) => ({ txid: hex32(7), vout, value: 50_000_000n, scriptPubKey: federation.scriptPubKey }));
+    const inputs = [0, 1].map((vout) => ({
+      txid: hex32(7),
+      vout,
+      value: 50_000_000n,
+      scriptPubKey: federation.scriptPubKey,
+    }));
     const log = createLogger({ level: 'error', write: () => undefined });
-    const settlement = new ChainSettlement({ store, federation, rpc: { broadcast: async () => 'accepted' }, observer, paidConfirmations: 3, rbfAfterBlocks: 2, maxFeeRate: 500, log, onSettled: () => undefined });
+    const settlement = new ChainSettlement({
+      store,
+      federation,
+      rpc: { broadcast: async () => 'accepted' },
+      observer,
+      paidConfirmations: 3,
+      rbfAfterBlocks: 2,
+      maxFeeRate: 500,
+      log,
+      onSettled: () => undefined,
+    });
     return { store, chain, observer, id, request, inputs, settlement };
   }
 
@@ -118,18 +223,40 @@ describe('settlement with Bitcoin Core', () => {
     const payment = buildReplacement([request], inputs, 2, federation);
     assert.equal(payment!.prevouts.length, 2);
     const txid = txidOf(payment!.tx);
-    const record = await recordFinalized(store, federation, txid, payment!.tx, { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [id] }, 'test');
+    const record = await recordFinalized(
+      store,
+      federation,
+      txid,
+      payment!.tx,
+      { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [id] },
+      'test',
+    );
     await settlement.onFinalized(record!);
     assert.equal((await getRequest(store, id))?.status, 'broadcast');
     // a transaction that is no federation payment spends the first input (a rogue quorum, say)
-    chain.mine([rpcTransaction({ version: 2, locktime: 0, inputs: [{ txid: hex32(7), vout: 0, sequence: 0xffffffff, scriptSig: new Uint8Array(0), witness: [] }], outputs: [{ value: 49_000_000n, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(9)) }] })]);
+    chain.mine([
+      rpcTransaction({
+        version: 2,
+        locktime: 0,
+        inputs: [{ txid: hex32(7), vout: 0, sequence: 0xffffffff, scriptSig: new Uint8Array(0), witness: [] }],
+        outputs: [{ value: 49_000_000n, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(9)) }],
+      }),
+    ]);
     await settlement.tick();
-    assert.equal((await getRequest(store, id))?.status, 'broadcast', 'one confirmation: a reorg could still bring the payment back');
+    assert.equal(
+      (await getRequest(store, id))?.status,
+      'broadcast',
+      'one confirmation: a reorg could still bring the payment back',
+    );
     assert.equal((await getUtxo(store, inputs[1]!))?.reservedBy, txid);
     chain.mine([]);
     chain.mine([]);
     await settlement.tick();
-    assert.equal((await getRequest(store, id))?.status, 'accepted', 'at the paid depth the payment is lost: the request waits for a new one');
+    assert.equal(
+      (await getRequest(store, id))?.status,
+      'accepted',
+      'at the paid depth the payment is lost: the request waits for a new one',
+    );
     assert.equal((await getUtxo(store, inputs[1]!))?.state, 'unspent', 'its other input is back in the wallet');
   });
 
@@ -156,4 +283,3 @@ describe('settlement with Bitcoin Core', () => {
     assert.equal((await getUtxo(store, inputs[0]!))?.spentBy, txidOf(winner));
   });
 });
-

@@ -18,26 +18,56 @@ import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
 import { openTempStore } from '../../support/tempdir.js';
 
 const secretKeys = [1, 2, 3].map((i) => Buffer.alloc(32, i));
-const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 2,
+  pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)),
+});
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 const pool = new SigningPool(federation, { secretKey: secretKeys[0]!, size: 1 });
 after(() => pool.destroy());
 
 const requestIds = [1, 2].map((i) => `0x${hex32(i)}:${i}`);
-const utxos: SpendableUtxo[] = [1, 2, 3].map((i) => ({ txid: hex32(100 + i), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey }));
+const utxos: SpendableUtxo[] = [1, 2, 3].map((i) => ({
+  txid: hex32(100 + i),
+  vout: 0,
+  value: 10_000_000n,
+  scriptPubKey: federation.scriptPubKey,
+}));
 
 async function seed(store: Store): Promise<void> {
   const batch = store.batch();
   for (const [i, id] of requestIds.entries()) {
     const [txHash] = id.split(':');
-    stageNewRequest(batch, { id, txHash: txHash!, ordinal: i + 1, blockNumber: 5, blockHash: `0x${hex32(5)}`, evmAddress: `0x${'11'.repeat(20)}`, bitcoinAddress: 'x', wei: '0', sats: 3_000_000n, subSatoshiWei: '0', status: 'accepted', scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)) }, 'then');
+    stageNewRequest(
+      batch,
+      {
+        id,
+        txHash: txHash!,
+        ordinal: i + 1,
+        blockNumber: 5,
+        blockHash: `0x${hex32(5)}`,
+        evmAddress: `0x${'11'.repeat(20)}`,
+        bitcoinAddress: 'x',
+        wei: '0',
+        sats: 3_000_000n,
+        subSatoshiWei: '0',
+        status: 'accepted',
+        scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)),
+      },
+      'then',
+    );
   }
   for (const u of utxos) await registerUtxo(batch, { ...u, height: 1 });
   await batch.write({ sync: true });
 }
 
 function proposalFor(available: SpendableUtxo[], rate = 2): Proposal {
-  const requests = requestIds.map((id, i) => ({ id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)), sats: 3_000_000n }));
+  const requests = requestIds.map((id, i) => ({
+    id,
+    scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)),
+    sats: 3_000_000n,
+  }));
   const [payment] = requirePayments(buildPayments(requests, available, rate, federation, { maxOutputs: 10 }), 2);
   return proposalFromPayment(payment!, 1, toHex(federation.pubkeys[0]!));
 }
@@ -54,7 +84,12 @@ describe('transaction signer', () => {
     assert.deepEqual(Buffer.from(record!.signatures), Buffer.from(outcome.signatures));
     assert.deepEqual(record!.requestIds, requestIds);
     const tx = parseTx(proposal.unsignedTx);
-    const valid = await inProcessVerifier(federation)(tx, proposal.prevouts, federation.pubkeys.find((k) => Buffer.compare(k, schnorrBackend().xonlyPublicKey(secretKeys[0]!)) === 0)!, outcome.signatures);
+    const valid = await inProcessVerifier(federation)(
+      tx,
+      proposal.prevouts,
+      federation.pubkeys.find((k) => Buffer.compare(k, schnorrBackend().xonlyPublicKey(secretKeys[0]!)) === 0)!,
+      outcome.signatures,
+    );
     assert.ok(valid.every((b) => b === 1));
     for (const input of tx.inputs) assert.equal((await getUtxo(store, input))?.reservedBy, outcome.txid);
     for (const id of requestIds) assert.equal((await getRequest(store, id))?.status, 'batched');
@@ -74,7 +109,10 @@ describe('transaction signer', () => {
     assert.equal((await getUtxo(store, utxos[1]!))?.state, 'unspent', 'a refusal reserves nothing');
     // RBF: same input, higher fee
     const bump = proposalFor([utxos[0]!], 5);
-    assert.notEqual(serializeTx(parseTx(bump.unsignedTx)).toString(), serializeTx(parseTx(first.unsignedTx)).toString());
+    assert.notEqual(
+      serializeTx(parseTx(bump.unsignedTx)).toString(),
+      serializeTx(parseTx(first.unsignedTx)).toString(),
+    );
     const replaced = await signProposal(store, pool, federation, checkProposal(bump), TEST_POLICY);
     assert.ok(replaced.ok, replaced.ok ? '' : replaced.detail);
     if (replaced.ok) assert.equal((await getUtxo(store, utxos[0]!))?.reservedBy, replaced.txid);

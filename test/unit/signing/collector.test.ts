@@ -3,7 +3,14 @@ import { describe, it } from 'node:test';
 import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation, type Federation } from '../../../src/bitcoin/federation.js';
 import type { Network } from '../../../src/bitcoin/network.js';
-import { parsePrevouts, parseTx, serializeTx, withWitnesses, type Prevout, type Transaction } from '../../../src/bitcoin/tx.js';
+import {
+  parsePrevouts,
+  parseTx,
+  serializeTx,
+  withWitnesses,
+  type Prevout,
+  type Transaction,
+} from '../../../src/bitcoin/tx.js';
 import { checkFinalizedWitnesses, SignatureCollector } from '../../../src/signing/collector.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { federationVectors, type FederationVector } from '../../support/vectors.js';
@@ -19,14 +26,21 @@ interface Setup {
 
 function setup(v: FederationVector): Setup {
   const network = Object.keys(v.address)[0] as Network;
-  const federation = buildFederation({ network, threshold: v.threshold, pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)) });
+  const federation = buildFederation({
+    network,
+    threshold: v.threshold,
+    pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)),
+  });
   const tx = parseTx(fromHex(v.spend.unsignedTx));
   const prevouts = parsePrevouts(v.spend.prevouts, tx.inputs.length);
   const backend = schnorrBackend();
   const sigs = new Map<string, Uint8Array[]>();
   for (const sk of v.secretKeys) {
     const all = backend.signBatch(fromHex(sk), fromHex(v.spend.sighashes.join('')), 'zero');
-    sigs.set(toHex(backend.xonlyPublicKey(fromHex(sk))), tx.inputs.map((_, i) => all.slice(i * 64, i * 64 + 64)));
+    sigs.set(
+      toHex(backend.xonlyPublicKey(fromHex(sk))),
+      tx.inputs.map((_, i) => all.slice(i * 64, i * 64 + 64)),
+    );
   }
   return { v, federation, tx, prevouts, sigs };
 }
@@ -41,7 +55,8 @@ describe('signature collector on the federation vectors', () => {
         const collector = new SignatureCollector(s.federation);
         const id = collector.open(s.tx, s.prevouts);
         assert.equal(id, v.spend.txid);
-                for (const signer of signersOf(s)) assert.equal(await collector.add(id, { pubkey: fromHex(signer), signatures: s.sigs.get(signer)! }), 'added');
+        for (const signer of signersOf(s))
+          assert.equal(await collector.add(id, { pubkey: fromHex(signer), signatures: s.sigs.get(signer)! }), 'added');
         const signed = collector.finalize(id);
         assert.equal(toHex(serializeTx(signed)), v.spend.signedTx);
         checkFinalizedWitnesses(signed, s.prevouts, s.federation);
@@ -52,7 +67,8 @@ describe('signature collector on the federation vectors', () => {
         const id = collector.open(s.tx, s.prevouts);
         for (const [pk, sigs] of s.sigs) await collector.add(id, { pubkey: fromHex(pk), signatures: sigs });
         const signed = collector.finalize(id);
-        for (const input of signed.inputs) assert.equal(input.witness.slice(0, v.members).filter((w) => w.length === 64).length, v.threshold);
+        for (const input of signed.inputs)
+          assert.equal(input.witness.slice(0, v.members).filter((w) => w.length === 64).length, v.threshold);
         checkFinalizedWitnesses(signed, s.prevouts, s.federation);
       });
 
@@ -61,7 +77,10 @@ describe('signature collector on the federation vectors', () => {
         const id = collector.open(s.tx, s.prevouts);
         const [first] = signersOf(s);
         assert.equal(await collector.add(id, { pubkey: fromHex(first!), signatures: s.sigs.get(first!)! }), 'added');
-        assert.equal(await collector.add(id, { pubkey: fromHex(first!), signatures: s.sigs.get(first!)! }), 'duplicate');
+        assert.equal(
+          await collector.add(id, { pubkey: fromHex(first!), signatures: s.sigs.get(first!)! }),
+          'duplicate',
+        );
         assert.equal(collector.count(id), 1);
         if (v.threshold > 1) assert.throws(() => collector.finalize(id), { code: 'not_enough_signatures' });
       });
@@ -74,16 +93,40 @@ describe('collector refusals', () => {
   const member = s.v.spend.signers[0]!;
 
   const cases: [string, () => { pubkey: Uint8Array; signatures: Uint8Array[] }, string][] = [
-    ['a non-member', () => ({ pubkey: schnorrBackend().xonlyPublicKey(Buffer.alloc(32, 9)), signatures: s.sigs.get(member)! }), 'not_a_member'],
-    ['too few signatures', () => ({ pubkey: fromHex(member), signatures: s.sigs.get(member)!.slice(1) }), 'wrong_signature_count'],
-    ['too many signatures', () => ({ pubkey: fromHex(member), signatures: [...s.sigs.get(member)!, s.sigs.get(member)![0]!] }), 'wrong_signature_count'],
-    ['a flipped bit', () => {
-      const bad = s.sigs.get(member)!.map((x) => Uint8Array.from(x));
-      bad[1]![10]! ^= 0x40;
-      return { pubkey: fromHex(member), signatures: bad };
-    }, 'invalid_signature'],
-    ["another member's signatures", () => ({ pubkey: fromHex(member), signatures: s.sigs.get(s.v.spend.signers[1]!)! }), 'invalid_signature'],
-    ['a 65-byte signature', () => ({ pubkey: fromHex(member), signatures: s.sigs.get(member)!.map((x) => Uint8Array.of(...x, 1)) }), 'invalid_signature'],
+    [
+      'a non-member',
+      () => ({ pubkey: schnorrBackend().xonlyPublicKey(Buffer.alloc(32, 9)), signatures: s.sigs.get(member)! }),
+      'not_a_member',
+    ],
+    [
+      'too few signatures',
+      () => ({ pubkey: fromHex(member), signatures: s.sigs.get(member)!.slice(1) }),
+      'wrong_signature_count',
+    ],
+    [
+      'too many signatures',
+      () => ({ pubkey: fromHex(member), signatures: [...s.sigs.get(member)!, s.sigs.get(member)![0]!] }),
+      'wrong_signature_count',
+    ],
+    [
+      'a flipped bit',
+      () => {
+        const bad = s.sigs.get(member)!.map((x) => Uint8Array.from(x));
+        bad[1]![10]! ^= 0x40;
+        return { pubkey: fromHex(member), signatures: bad };
+      },
+      'invalid_signature',
+    ],
+    [
+      "another member's signatures",
+      () => ({ pubkey: fromHex(member), signatures: s.sigs.get(s.v.spend.signers[1]!)! }),
+      'invalid_signature',
+    ],
+    [
+      'a 65-byte signature',
+      () => ({ pubkey: fromHex(member), signatures: s.sigs.get(member)!.map((x) => Uint8Array.of(...x, 1)) }),
+      'invalid_signature',
+    ],
   ];
   for (const [name, make, code] of cases) {
     it(`refuses ${name} (${code}) and stores nothing`, async () => {
@@ -96,7 +139,9 @@ describe('collector refusals', () => {
 
   it('refuses an unknown transaction', async () => {
     const collector = new SignatureCollector(s.federation);
-    await assert.rejects(collector.add('00'.repeat(32), { pubkey: fromHex(member), signatures: [] }), { code: 'unknown_transaction' });
+    await assert.rejects(collector.add('00'.repeat(32), { pubkey: fromHex(member), signatures: [] }), {
+      code: 'unknown_transaction',
+    });
   });
 });
 
@@ -107,7 +152,11 @@ describe("the vectors' rejected witnesses fail the check", () => {
   const witnessWith = (signers: string[], order: 'reverse' | 'forward'): Uint8Array[][] =>
     s.tx.inputs.map((_, i) => {
       const ordered = order === 'reverse' ? [...keys].reverse() : keys;
-      return [...ordered.map((k) => (signers.includes(k) ? s.sigs.get(k)![i]! : new Uint8Array(0))), s.federation.tapscript, s.federation.controlBlock];
+      return [
+        ...ordered.map((k) => (signers.includes(k) ? s.sigs.get(k)![i]! : new Uint8Array(0))),
+        s.federation.tapscript,
+        s.federation.controlBlock,
+      ];
     });
   const signers = s.v.spend.signers;
   const extra = keys.find((k) => !signers.includes(k))!;
@@ -115,12 +164,19 @@ describe("the vectors' rejected witnesses fail the check", () => {
     ['tMinusOne', witnessWith(signers.slice(1), 'reverse'), /has 4 signatures, the federation needs exactly 5/],
     ['forwardOrder', witnessWith(signers, 'forward'), /does not verify/],
     ['tPlusOne', witnessWith([...signers, extra], 'reverse'), /has 6 signatures/],
-    ['missing control block', s.tx.inputs.map(() => [...Array(n).fill(new Uint8Array(0)), s.federation.tapscript]), /witness has 8 items, expected 9/],
+    [
+      'missing control block',
+      s.tx.inputs.map(() => [...Array(n).fill(new Uint8Array(0)), s.federation.tapscript]),
+      /witness has 8 items, expected 9/,
+    ],
   ];
   for (const [name, witnesses, message] of cases) {
     it(name, () => {
       if (name in s.v.rejected) assert.equal(s.v.rejected[name]!.allowed, false, 'Bitcoin Core refused it too');
-      assert.throws(() => checkFinalizedWitnesses(withWitnesses(s.tx, witnesses), s.prevouts, s.federation), (err: Error & { code?: string }) => err.code === 'invalid_witness' && message.test(err.message));
+      assert.throws(
+        () => checkFinalizedWitnesses(withWitnesses(s.tx, witnesses), s.prevouts, s.federation),
+        (err: Error & { code?: string }) => err.code === 'invalid_witness' && message.test(err.message),
+      );
     });
   }
 });

@@ -13,7 +13,9 @@ describe('a member key from the environment', () => {
     try {
       assert.equal(toHex(takeSecretKeyFromEnv(process.env, NAME)), KEY);
       assert.equal(NAME in process.env, false);
-      const seen = execFileSync(process.execPath, ['-e', `process.stdout.write(String(process.env.${NAME}))`], { encoding: 'utf8' });
+      const seen = execFileSync(process.execPath, ['-e', `process.stdout.write(String(process.env.${NAME}))`], {
+        encoding: 'utf8',
+      });
       assert.equal(seen, 'undefined');
     } finally {
       delete process.env[NAME];
@@ -22,7 +24,10 @@ describe('a member key from the environment', () => {
 
   it('is deleted even when it is not a valid key, and the error does not echo it', () => {
     const env: NodeJS.ProcessEnv = { [NAME]: 'zz'.repeat(32) };
-    assert.throws(() => takeSecretKeyFromEnv(env, NAME), (err: Error & { code?: string }) => err.code === 'invalid_key_file' && !err.message.includes('zz'));
+    assert.throws(
+      () => takeSecretKeyFromEnv(env, NAME),
+      (err: Error & { code?: string }) => err.code === 'invalid_key_file' && !err.message.includes('zz'),
+    );
     assert.deepEqual(env, {});
   });
 });

@@ -11,7 +11,11 @@ import { federationSpend } from '../../support/spends.js';
 import { federationVectors } from '../../support/vectors.js';
 
 const v = federationVectors()[2]!; // 5-of-7
-const federation = buildFederation({ network: 'regtest', threshold: v.threshold, pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: v.threshold,
+  pubkeys: v.xonlyPubkeys.map((k) => fromHex(k)),
+});
 const secretKey = fromHex(v.secretKeys[0]!);
 const pubkey = schnorrBackend().xonlyPublicKey(secretKey);
 
@@ -35,14 +39,21 @@ describe('signing pool', () => {
   it('splits a 300-input spend across workers with identical results, and verifies it', async () => {
     const { tx, prevouts } = federationSpend(federation, 300);
     const split = await pool(16).signTransaction(tx, prevouts, 'zero');
-    const whole = schnorrBackend().signBatch(secretKey, Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash)), 'zero');
+    const whole = schnorrBackend().signBatch(
+      secretKey,
+      Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash)),
+      'zero',
+    );
     assert.equal(toHex(split), toHex(whole));
     const p = pool(16);
     assert.ok((await p.verifyTransaction(tx, prevouts, pubkey, split)).every((b) => b === 1));
     const tampered = Uint8Array.from(split);
     tampered[64 * 250 + 3]! ^= 1;
     const result = await p.verifyTransaction(tx, prevouts, pubkey, tampered);
-    assert.deepEqual([...result.keys()].filter((i) => result[i] !== 1), [250]);
+    assert.deepEqual(
+      [...result.keys()].filter((i) => result[i] !== 1),
+      [250],
+    );
   });
 
   it('plugs into the collector as its verifier', async () => {
@@ -51,9 +62,14 @@ describe('signing pool', () => {
     const collector = new SignatureCollector(federation, p.verifyTransaction);
     const id = collector.open(tx, prevouts);
     const sigs = await p.signTransaction(tx, prevouts);
-    assert.equal(await collector.add(id, { pubkey, signatures: tx.inputs.map((_, i) => sigs.slice(i * 64, i * 64 + 64)) }), 'added');
+    assert.equal(
+      await collector.add(id, { pubkey, signatures: tx.inputs.map((_, i) => sigs.slice(i * 64, i * 64 + 64)) }),
+      'added',
+    );
     const forged = tx.inputs.map((_, i) => sigs.slice(i * 64, i * 64 + 64));
-    await assert.rejects(collector.add(id, { pubkey: fromHex(v.xonlyPubkeys[1]!), signatures: forged }), { code: 'invalid_signature' });
+    await assert.rejects(collector.add(id, { pubkey: fromHex(v.xonlyPubkeys[1]!), signatures: forged }), {
+      code: 'invalid_signature',
+    });
   });
 
   it('refuses work after destroy', async () => {

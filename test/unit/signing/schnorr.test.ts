@@ -31,7 +31,15 @@ const rows: Row[] = readFileSync(vectorPath('bip340_test_vectors.csv'), 'utf8')
   .slice(1)
   .map((line) => {
     const [index, secretKey, publicKey, aux, message, signature, result] = line.split(',');
-    return { index: index!, secretKey: secretKey!, publicKey: publicKey!, aux: aux!, message: message!, signature: signature!, valid: result === 'TRUE' };
+    return {
+      index: index!,
+      secretKey: secretKey!,
+      publicKey: publicKey!,
+      aux: aux!,
+      message: message!,
+      signature: signature!,
+      valid: result === 'TRUE',
+    };
   });
 
 for (const backend of backends) {
@@ -44,12 +52,22 @@ for (const backend of backends) {
         if (row.secretKey) {
           const sk = fromHex(row.secretKey);
           assert.equal(toHex(backend.xonlyPublicKey(sk)).toUpperCase(), row.publicKey, 'public key derivation');
-          assert.equal(toHex(backend.sign(sk, message, fromHex(row.aux))).toUpperCase(), row.signature, 'sign reproduces the row');
+          assert.equal(
+            toHex(backend.sign(sk, message, fromHex(row.aux))).toUpperCase(),
+            row.signature,
+            'sign reproduces the row',
+          );
           // the sighash fast path signs the same bytes when the message is 32 bytes long
-          if (message.length === 32) assert.equal(toHex(backend.signBatch(sk, message, fromHex(row.aux))).toUpperCase(), row.signature, 'signBatch reproduces the row');
+          if (message.length === 32)
+            assert.equal(
+              toHex(backend.signBatch(sk, message, fromHex(row.aux))).toUpperCase(),
+              row.signature,
+              'signBatch reproduces the row',
+            );
         }
         assert.equal(backend.verify(signature, message, pubkey), row.valid, 'verify');
-        if (message.length === 32) assert.equal(backend.verifyBatch(signature, message, pubkey)[0] === 1, row.valid, 'verifyBatch');
+        if (message.length === 32)
+          assert.equal(backend.verifyBatch(signature, message, pubkey)[0] === 1, row.valid, 'verifyBatch');
       });
     }
   });
@@ -81,7 +99,11 @@ describe('backends agree', () => {
         if (!v.spend.signers.includes(pk)) continue;
         for (const backend of backends) {
           const sigs = toHex(backend.signBatch(fromHex(sk), msgs, 'zero'));
-          for (let i = 0; i < v.spend.sighashes.length; i++) assert.ok(signed.includes(sigs.slice(i * 128, i * 128 + 128)), `${backend.name} signature of input ${i} is in signedTx`);
+          for (let i = 0; i < v.spend.sighashes.length; i++)
+            assert.ok(
+              signed.includes(sigs.slice(i * 128, i * 128 + 128)),
+              `${backend.name} signature of input ${i} is in signedTx`,
+            );
         }
       }
     }
@@ -106,7 +128,10 @@ describe('backends agree', () => {
 
   it('on tagged hashes', () => {
     for (const backend of backends) {
-      assert.equal(toHex(backend.taggedHash('TapLeaf', fromHex('c0015a'))), toHex(taggedHash('TapLeaf', fromHex('c0015a'))));
+      assert.equal(
+        toHex(backend.taggedHash('TapLeaf', fromHex('c0015a'))),
+        toHex(taggedHash('TapLeaf', fromHex('c0015a'))),
+      );
       assert.equal(backend.taggedHash('BIP0340/challenge', new Uint8Array(0)).length, 32);
     }
   });
@@ -128,12 +153,28 @@ describe('argument checks (same codes from both backends)', () => {
     ['message batch not a multiple of 32', (b) => b.signBatch(good, Buffer.alloc(33), 'zero'), 'invalid_length'],
     ['empty message batch', (b) => b.signBatch(good, Buffer.alloc(0), 'zero'), 'invalid_length'],
     ['aux for the wrong count', (b) => b.signBatch(good, Buffer.alloc(64), Buffer.alloc(32)), 'invalid_length'],
-    ['mismatched verify batch', (b) => b.verifyBatch(Buffer.alloc(64), Buffer.alloc(64), Buffer.alloc(32)), 'invalid_length'],
-    ['string instead of bytes', (b) => b.verifyBatch('00' as unknown as Uint8Array, Buffer.alloc(32), Buffer.alloc(32)), 'invalid_argument'],
+    [
+      'mismatched verify batch',
+      (b) => b.verifyBatch(Buffer.alloc(64), Buffer.alloc(64), Buffer.alloc(32)),
+      'invalid_length',
+    ],
+    [
+      'string instead of bytes',
+      (b) => b.verifyBatch('00' as unknown as Uint8Array, Buffer.alloc(32), Buffer.alloc(32)),
+      'invalid_argument',
+    ],
     ['null secret key', (b) => b.xonlyPublicKey(null as unknown as Uint8Array), 'invalid_argument'],
     ['detached buffer', (b) => b.xonlyPublicKey(detached()), 'detached_buffer'],
-    ['63-byte signature to verify', (b) => b.verify(Buffer.alloc(63), Buffer.alloc(5), Buffer.alloc(32, 1)), 'invalid_length'],
-    ['31-byte pubkey to verify', (b) => b.verify(Buffer.alloc(64), Buffer.alloc(0), Buffer.alloc(31)), 'invalid_length'],
+    [
+      '63-byte signature to verify',
+      (b) => b.verify(Buffer.alloc(63), Buffer.alloc(5), Buffer.alloc(32, 1)),
+      'invalid_length',
+    ],
+    [
+      '31-byte pubkey to verify',
+      (b) => b.verify(Buffer.alloc(64), Buffer.alloc(0), Buffer.alloc(31)),
+      'invalid_length',
+    ],
     ['aux of 31 bytes to sign', (b) => b.sign(good, Buffer.alloc(3), Buffer.alloc(31)), 'invalid_length'],
     ['message that is not bytes', (b) => b.sign(good, 'hello' as unknown as Uint8Array, 'zero'), 'invalid_argument'],
     ['zero secret key to sign', (b) => b.sign(Buffer.alloc(32), Buffer.alloc(0), 'zero'), 'invalid_secret_key'],
@@ -141,13 +182,19 @@ describe('argument checks (same codes from both backends)', () => {
   for (const backend of backends) {
     for (const [name, fn, code] of cases) {
       it(`${backend.name}: ${name} → ${code}`, () => {
-        assert.throws(() => fn(backend), (err: Error & { code?: string; domain?: string }) => {
-          assert.equal(err.domain, 'signing');
-          // a detached buffer reads as length 0 where the runtime cannot tell detachment apart
-          assert.ok(err.code === code || (code === 'detached_buffer' && err.code === 'invalid_length'), `${err.code}: ${err.message}`);
-          assert.ok(!err.message.includes(ORDER), 'secret key never echoed');
-          return true;
-        });
+        assert.throws(
+          () => fn(backend),
+          (err: Error & { code?: string; domain?: string }) => {
+            assert.equal(err.domain, 'signing');
+            // a detached buffer reads as length 0 where the runtime cannot tell detachment apart
+            assert.ok(
+              err.code === code || (code === 'detached_buffer' && err.code === 'invalid_length'),
+              `${err.code}: ${err.message}`,
+            );
+            assert.ok(!err.message.includes(ORDER), 'secret key never echoed');
+            return true;
+          },
+        );
       });
     }
   }
@@ -163,7 +210,11 @@ describe('argument checks (same codes from both backends)', () => {
 describe('backend selection', () => {
   const probe = `import { schnorrBackend } from './dist/src/signing/schnorr.js'; process.stdout.write(schnorrBackend().name);`;
   const run = (env: Record<string, string>): string =>
-    execFileSync(process.execPath, ['--input-type=module', '-e', probe], { cwd: repoRoot, env: { ...process.env, ...env }, encoding: 'utf8' });
+    execFileSync(process.execPath, ['--input-type=module', '-e', probe], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    });
 
   it('PEGOUT_SECP256K1=js forces the fallback', () => {
     assert.equal(run({ PEGOUT_SECP256K1: 'js' }), 'js');

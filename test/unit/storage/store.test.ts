@@ -21,7 +21,8 @@ function storageCode(code: string, ...mustMention: string[]) {
     assert.ok(err instanceof StorageError, `expected StorageError, got ${String(err)}`);
     assert.equal(err.code, code);
     assert.equal(err.domain, 'storage');
-    for (const text of mustMention) assert.ok(err.message.includes(text), `message ${JSON.stringify(err.message)} should mention ${text}`);
+    for (const text of mustMention)
+      assert.ok(err.message.includes(text), `message ${JSON.stringify(err.message)} should mention ${text}`);
     return true;
   };
 }
@@ -62,7 +63,10 @@ test('a batch is atomic, reads its own staged writes, and refuses bad keys, unde
   assert.equal(await store.get('a/3'), undefined, 'nothing visible before write');
   assert.equal(await store.get('a/1'), 1);
   await batch.write({ sync: true });
-  assert.deepEqual(await collect(store.entries({ prefix: 'a/' })), [['a/2', 2], ['a/3', 3]]);
+  assert.deepEqual(await collect(store.entries({ prefix: 'a/' })), [
+    ['a/2', 2],
+    ['a/3', 3],
+  ]);
   await assert.rejects(batch.write(), storageCode('write_failed', 'already written'));
   assert.throws(() => batch.put('a/4', 4), storageCode('write_failed'));
 
@@ -83,11 +87,22 @@ test('entries: fixed-width keys iterate in numeric order, bounded by prefix, gte
   await batch.write();
 
   const all = await collect<number>(store.entries({ prefix: SPACES.utxo }));
-  assert.deepEqual(all.map(([, v]) => v), vouts);
+  assert.deepEqual(
+    all.map(([, v]) => v),
+    vouts,
+  );
   const rev = await collect<number>(store.entries({ prefix: SPACES.utxo, reverse: true, limit: 3 }));
-  assert.deepEqual(rev.map(([, v]) => v), [4294967295, 1000, 100]);
-  const window = await collect<number>(store.entries({ prefix: SPACES.utxo, gte: utxoKey(TXID, 10), lt: utxoKey(TXID, 1000) }));
-  assert.deepEqual(window.map(([, v]) => v), [10, 11, 99, 100]);
+  assert.deepEqual(
+    rev.map(([, v]) => v),
+    [4294967295, 1000, 100],
+  );
+  const window = await collect<number>(
+    store.entries({ prefix: SPACES.utxo, gte: utxoKey(TXID, 10), lt: utxoKey(TXID, 1000) }),
+  );
+  assert.deepEqual(
+    window.map(([, v]) => v),
+    [10, 11, 99, 100],
+  );
   assert.equal(keyNumber(42, 'n'), '0000000042');
   assert.throws(() => keyNumber(-1, 'vout'), storageCode('invalid_key', 'vout'));
   assert.throws(() => keyNumber(1.5, 'vout'), storageCode('invalid_key'));
@@ -112,14 +127,27 @@ test('a store persists across reopen and refuses another federation, a newer sch
   await store.close();
   await assert.rejects(store.get('x/1'), storageCode('closed'));
 
-  await assert.rejects(Store.open(storeDir, { descriptor: OTHER }), storageCode('federation_mismatch', DESCRIPTOR, OTHER));
+  await assert.rejects(
+    Store.open(storeDir, { descriptor: OTHER }),
+    storageCode('federation_mismatch', DESCRIPTOR, OTHER),
+  );
 
   const reopened = await Store.open(storeDir, { descriptor: DESCRIPTOR });
   assert.equal(await reopened.get('x/1'), 'kept');
-  assert.deepEqual(await reopened.meta(), { schemaVersion: SCHEMA_VERSION, descriptor: DESCRIPTOR }, 'a refused open overwrote nothing');
-  await reopened.batch().put(META_KEY, { schemaVersion: SCHEMA_VERSION + 1, descriptor: DESCRIPTOR } satisfies StoreMeta).write({ sync: true });
+  assert.deepEqual(
+    await reopened.meta(),
+    { schemaVersion: SCHEMA_VERSION, descriptor: DESCRIPTOR },
+    'a refused open overwrote nothing',
+  );
+  await reopened
+    .batch()
+    .put(META_KEY, { schemaVersion: SCHEMA_VERSION + 1, descriptor: DESCRIPTOR } satisfies StoreMeta)
+    .write({ sync: true });
   await reopened.close();
-  await assert.rejects(Store.open(storeDir, { descriptor: DESCRIPTOR }), storageCode('schema_newer', String(SCHEMA_VERSION + 1), String(SCHEMA_VERSION)));
+  await assert.rejects(
+    Store.open(storeDir, { descriptor: DESCRIPTOR }),
+    storageCode('schema_newer', String(SCHEMA_VERSION + 1), String(SCHEMA_VERSION)),
+  );
   const raw = new RocksLevel(storeDir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   await raw.open();
   const [metaBytes, kept] = await raw.getMany([META_KEY, 'x/1']);
@@ -129,7 +157,10 @@ test('a store persists across reopen and refuses another federation, a newer sch
   const foreignDir = path.join(dir, 'foreign');
   const foreign = new RocksLevel(foreignDir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   await foreign.open({ createIfMissing: true });
-  await foreign.batch().put('something', Buffer.from([1])).write();
+  await foreign
+    .batch()
+    .put('something', Buffer.from([1]))
+    .write();
   await foreign.close();
   await assert.rejects(Store.open(foreignDir, { descriptor: DESCRIPTOR }), storageCode('not_a_store', 'something'));
 });
@@ -147,7 +178,10 @@ test('exclusive sections run one at a time, in call order, and release on failur
     });
   const results = await Promise.allSettled([section('a'), section('b', true), section('c')]);
   assert.deepEqual(log, ['a:in', 'a:out', 'b:in', 'b:out', 'c:in', 'c:out']);
-  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
 });
 
 test('entries and keys page through long ranges in order, forwards and backwards, with and without a limit', async (t) => {
@@ -158,13 +192,34 @@ test('entries and keys page through long ranges in order, forwards and backwards
   batch.put('ph/after', -1).put('pf/before', -1);
   await batch.write();
   const forward = await collect<number>(store.entries({ prefix: 'pg/' }));
-  assert.deepEqual(forward.map(([k]) => k), keys);
-  assert.deepEqual(forward.map(([, v]) => v), keys.map((_, i) => i));
-  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', reverse: true }))).map(([k]) => k), [...keys].reverse());
-  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', limit: 1_500 }))).map(([k]) => k), keys.slice(0, 1_500));
-  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', limit: 1_001, reverse: true }))).map(([k]) => k), [...keys].reverse().slice(0, 1_001));
-  assert.deepEqual((await collect(store.entries({ prefix: 'pg/', gte: 'pg/01000', lt: 'pg/02001' }))).map(([k]) => k), keys.slice(1_000, 2_001));
+  assert.deepEqual(
+    forward.map(([k]) => k),
+    keys,
+  );
+  assert.deepEqual(
+    forward.map(([, v]) => v),
+    keys.map((_, i) => i),
+  );
+  assert.deepEqual(
+    (await collect(store.entries({ prefix: 'pg/', reverse: true }))).map(([k]) => k),
+    [...keys].reverse(),
+  );
+  assert.deepEqual(
+    (await collect(store.entries({ prefix: 'pg/', limit: 1_500 }))).map(([k]) => k),
+    keys.slice(0, 1_500),
+  );
+  assert.deepEqual(
+    (await collect(store.entries({ prefix: 'pg/', limit: 1_001, reverse: true }))).map(([k]) => k),
+    [...keys].reverse().slice(0, 1_001),
+  );
+  assert.deepEqual(
+    (await collect(store.entries({ prefix: 'pg/', gte: 'pg/01000', lt: 'pg/02001' }))).map(([k]) => k),
+    keys.slice(1_000, 2_001),
+  );
   assert.deepEqual(await store.keys({ prefix: 'pg/' }), keys);
-  assert.deepEqual(await store.keys({ prefix: 'pg/', reverse: true, limit: 1_234 }), [...keys].reverse().slice(0, 1_234));
+  assert.deepEqual(
+    await store.keys({ prefix: 'pg/', reverse: true, limit: 1_234 }),
+    [...keys].reverse().slice(0, 1_234),
+  );
   assert.deepEqual(await store.keys({ prefix: 'pz/' }), []);
 });

@@ -4,7 +4,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
-import { commitmentScript, commitsTo, COMMITMENT_TAG, readCommitment, requestCommitment } from '../../../src/wallet/commitment.js';
+import {
+  commitmentScript,
+  commitsTo,
+  COMMITMENT_TAG,
+  readCommitment,
+  requestCommitment,
+} from '../../../src/wallet/commitment.js';
 import { repoRoot } from '../../support/paths.js';
 
 // The commitment's bytes are a contract with every auditor: these vectors pin them, computed by a
@@ -19,13 +25,15 @@ function sha256(...parts: Uint8Array[]): Buffer {
 /** BIP340 taggedHash and the SPEC's message, written out independently of src/. */
 function independentCommitment(ids: readonly string[]): string {
   const tag = sha256(Buffer.from('alys-pegout/requests', 'utf8'));
-  const m = Buffer.concat(ids.map((id) => {
-    const [hash, ordinal] = id.split(':') as [string, string];
-    const item = Buffer.alloc(36);
-    Buffer.from(hash.slice(2), 'hex').copy(item, 0);
-    item.writeUInt32LE(Number(ordinal), 32);
-    return item;
-  }));
+  const m = Buffer.concat(
+    ids.map((id) => {
+      const [hash, ordinal] = id.split(':') as [string, string];
+      const item = Buffer.alloc(36);
+      Buffer.from(hash.slice(2), 'hex').copy(item, 0);
+      item.writeUInt32LE(Number(ordinal), 32);
+      return item;
+    }),
+  );
   return sha256(tag, tag, m).toString('hex');
 }
 
@@ -37,13 +45,19 @@ const EXAMPLE = [A, B, C];
 const EXAMPLE_COMMITMENT = '006e3a35a7db4f603bef90022f0a80a137235439777f4a3abe6e9be65b8a14ef';
 const REORDERED_COMMITMENT = 'd4875dd8f3267489edc6c0163802331ccd28c067f3dc39d96c8400a514bd3afb';
 const ONE_COMMITMENT = '1b6939a3ba8b24d11d8a38614f0bf951203ad09a96dcbac735ab160bca43b158';
-const HUNDRED = Array.from({ length: 100 }, (_, i) => `0x${sha256(Buffer.from(`request ${i}`)).toString('hex')}:${i % 3}`);
+const HUNDRED = Array.from(
+  { length: 100 },
+  (_, i) => `0x${sha256(Buffer.from(`request ${i}`)).toString('hex')}:${i % 3}`,
+);
 const HUNDRED_COMMITMENT = '40bbed67fd01457b0a54c555b899b816ee163cdcd1f66427770f88c289eba9ac';
 
 describe('payment commitment vectors', () => {
   it('pins the tag and the worked example, computed by an independent route', () => {
     assert.equal(COMMITMENT_TAG, 'alys-pegout/requests');
-    assert.equal(sha256(Buffer.from(COMMITMENT_TAG)).toString('hex'), 'd2878b33fe9b7afc20691da5ca87f387c0d9790d275ed1cf526ae579b008172a');
+    assert.equal(
+      sha256(Buffer.from(COMMITMENT_TAG)).toString('hex'),
+      'd2878b33fe9b7afc20691da5ca87f387c0d9790d275ed1cf526ae579b008172a',
+    );
     assert.equal(independentCommitment(EXAMPLE), EXAMPLE_COMMITMENT);
     assert.equal(toHex(requestCommitment(EXAMPLE)), EXAMPLE_COMMITMENT);
     assert.equal(toHex(commitmentScript(EXAMPLE)), `6a20${EXAMPLE_COMMITMENT}`);
@@ -64,12 +78,15 @@ describe('payment commitment vectors', () => {
       return values;
     };
     assert.deepEqual(field('requests'), EXAMPLE);
-    assert.deepEqual(field('m'), EXAMPLE.map((id) => {
-      const [hash, ordinal] = id.split(':') as [string, string];
-      const le = Buffer.alloc(4);
-      le.writeUInt32LE(Number(ordinal));
-      return hash.slice(2) + le.toString('hex');
-    }));
+    assert.deepEqual(
+      field('m'),
+      EXAMPLE.map((id) => {
+        const [hash, ordinal] = id.split(':') as [string, string];
+        const le = Buffer.alloc(4);
+        le.writeUInt32LE(Number(ordinal));
+        return hash.slice(2) + le.toString('hex');
+      }),
+    );
     assert.deepEqual(field('tag'), [sha256(Buffer.from(COMMITMENT_TAG)).toString('hex')]);
     assert.deepEqual(field('commitment'), [EXAMPLE_COMMITMENT]);
     assert.deepEqual(field('script'), [`6a20${EXAMPLE_COMMITMENT}`]);
@@ -99,7 +116,8 @@ describe('payment commitment vectors', () => {
   it('encodes the ordinal as 4 bytes little-endian: ordinal 1 and 256 differ, and neither is big-endian', () => {
     const hash = `0x${'42'.repeat(32)}`;
     const tag = sha256(Buffer.from(COMMITMENT_TAG));
-    const over = (ordinalBytes: number[]): string => sha256(tag, tag, Buffer.from('42'.repeat(32), 'hex'), Buffer.from(ordinalBytes)).toString('hex');
+    const over = (ordinalBytes: number[]): string =>
+      sha256(tag, tag, Buffer.from('42'.repeat(32), 'hex'), Buffer.from(ordinalBytes)).toString('hex');
     const one = toHex(requestCommitment([`${hash}:1`]));
     const big = toHex(requestCommitment([`${hash}:256`]));
     assert.equal(one, over([0x01, 0x00, 0x00, 0x00]));
@@ -134,7 +152,8 @@ describe('payment commitment vectors', () => {
   ];
   for (const [name, id, names = JSON.stringify(id)] of nonCanonical) {
     it(`refuses a request id with ${name}, naming the value`, () => {
-      const refused = (err: Error & { code?: string }): boolean => err.code === 'invalid_request' && err.message.includes(names);
+      const refused = (err: Error & { code?: string }): boolean =>
+        err.code === 'invalid_request' && err.message.includes(names);
       assert.throws(() => requestCommitment([B, id as string]), refused);
       assert.throws(() => commitmentScript([id as string]), refused);
       assert.throws(() => commitsTo(commitmentScript([B]), [id as string]), refused);

@@ -8,15 +8,28 @@ import { buildPayments, type PaymentRequest } from '../../../src/wallet/payment.
 
 // Reading a payment's requests from the transaction alone (a member that missed it, an auditor).
 
-const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 30))) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 2,
+  pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 30))),
+});
 const id = (n: number): string => `0x${n.toString(16).padStart(64, '0')}:${n % 3}`;
 const same = witnessScript(0, new Uint8Array(20).fill(5));
-const utxos = [1, 2, 3].map((i) => ({ txid: i.toString(16).padStart(64, '0'), vout: 0, value: 50_000_000n, scriptPubKey: federation.scriptPubKey }));
+const utxos = [1, 2, 3].map((i) => ({
+  txid: i.toString(16).padStart(64, '0'),
+  vout: 0,
+  value: 50_000_000n,
+  scriptPubKey: federation.scriptPubKey,
+}));
 
 describe('matching a payment to its requests through the commitment', () => {
   // three requests to one address with one amount: only the commitment tells them apart
   const twins: PaymentRequest[] = [4, 5, 6].map((n) => ({ id: id(n), scriptPubKey: same, sats: 2_000_000n }));
-  const others: PaymentRequest[] = [7, 8].map((n) => ({ id: id(n), scriptPubKey: witnessScript(0, new Uint8Array(20).fill(n)), sats: 3_000_000n + BigInt(n) }));
+  const others: PaymentRequest[] = [7, 8].map((n) => ({
+    id: id(n),
+    scriptPubKey: witnessScript(0, new Uint8Array(20).fill(n)),
+    sats: 3_000_000n + BigInt(n),
+  }));
 
   it('finds the committed requests among look-alikes, with and without change', () => {
     for (const paying of [[twins[0]!, twins[2]!, others[1]!], [twins[1]!], [...twins, ...others]]) {
@@ -32,19 +45,37 @@ describe('matching a payment to its requests through the commitment', () => {
   it('finds nothing when a request is unknown, an amount differs, or output 0 is no commitment', () => {
     const [payment] = buildPayments([twins[0]!, others[0]!], utxos, 3, federation, { maxOutputs: 20 }).payments;
     const outputs = payment!.tx.outputs;
-    assert.equal(matchCommitment(outputs, [twins[1]!, twins[2]!, others[0]!]), undefined, 'the twin it pays is not a candidate');
-    assert.equal(matchCommitment(outputs.map((o, i) => (i === 2 ? { ...o, value: o.value - 1n } : o)), [...twins, ...others]), undefined);
+    assert.equal(
+      matchCommitment(outputs, [twins[1]!, twins[2]!, others[0]!]),
+      undefined,
+      'the twin it pays is not a candidate',
+    );
+    assert.equal(
+      matchCommitment(
+        outputs.map((o, i) => (i === 2 ? { ...o, value: o.value - 1n } : o)),
+        [...twins, ...others],
+      ),
+      undefined,
+    );
     assert.equal(matchCommitment(outputs.slice(1), [...twins, ...others]), undefined);
   });
 
   it('gives up after a bounded number of tries', () => {
-    const many: PaymentRequest[] = Array.from({ length: 9 }, (_, n) => ({ id: id(100 + n), scriptPubKey: same, sats: 2_000_000n }));
+    const many: PaymentRequest[] = Array.from({ length: 9 }, (_, n) => ({
+      id: id(100 + n),
+      scriptPubKey: same,
+      sats: 2_000_000n,
+    }));
     const [payment] = buildPayments(many.slice(0, 8), utxos, 3, federation, { maxOutputs: 20 }).payments;
     // committed in reverse id order: the id-order guess fails and the search may need up to 9!/1! tries
     const reversedIds = [...payment!.requestIds].reverse();
     const reversed = [{ value: 0n, scriptPubKey: commitmentScript(reversedIds) }, ...payment!.tx.outputs.slice(1)];
     assert.deepEqual(matchCommitment(payment!.tx.outputs, many), payment!.requestIds);
     assert.equal(matchCommitment(reversed, many, 100), undefined);
-    assert.deepEqual(matchCommitment(reversed, many.slice(0, 8), 50_000), reversedIds, 'found when the search may go on');
+    assert.deepEqual(
+      matchCommitment(reversed, many.slice(0, 8), 50_000),
+      reversedIds,
+      'found when the search may go on',
+    );
   });
 });

@@ -4,13 +4,24 @@ import { describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { dustThreshold, p2pkhScript, witnessScript } from '../../../src/bitcoin/script.js';
-import { signedFederationVsize, federationInputWeight, weightToVsize, federationSpendWeight } from '../../../src/bitcoin/weight.js';
+import {
+  signedFederationVsize,
+  federationInputWeight,
+  weightToVsize,
+  federationSpendWeight,
+} from '../../../src/bitcoin/weight.js';
 import { selectCoins } from '../../../src/wallet/coinselect.js';
 import { commitsTo } from '../../../src/wallet/commitment.js';
 import { DEFAULT_MAX_FEE_MULTIPLE, feeFor, feeShare } from '../../../src/wallet/fee.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { validateProposal } from '../../../src/wallet/validate.js';
-import { buildMerge, buildPayments, requirePayments, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
+import {
+  buildMerge,
+  buildPayments,
+  requirePayments,
+  type PaymentRequest,
+  type SpendableUtxo,
+} from '../../../src/wallet/payment.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 
 const federation = buildFederation({
@@ -42,7 +53,12 @@ const SCRIPTS = [
   (i: number) => witnessScript(1, bytes(`tr${i}`, 32)),
 ];
 
-function randomCase(seed: number): { requests: PaymentRequest[]; utxos: SpendableUtxo[]; rate: number; maxOutputs: number } {
+function randomCase(seed: number): {
+  requests: PaymentRequest[];
+  utxos: SpendableUtxo[];
+  rate: number;
+  maxOutputs: number;
+} {
   const r = prng(seed);
   const requests = Array.from({ length: 1 + Math.floor(r() * 40) }, (_, i) => ({
     id: `0x${toHex(bytes(`req${seed}-${i}`, 32))}:${i}`,
@@ -56,7 +72,12 @@ function randomCase(seed: number): { requests: PaymentRequest[]; utxos: Spendabl
     value: BigInt(r() < 0.3 ? 500 + Math.floor(r() * 30_000) : 1_000_000 + Math.floor(r() * 200_000_000)),
     scriptPubKey: federation.scriptPubKey,
   }));
-  return { requests, utxos, rate: [1, 1.5, 2, 7.25, 25, 120][Math.floor(r() * 6)]!, maxOutputs: 3 + Math.floor(r() * 30) };
+  return {
+    requests,
+    utxos,
+    rate: [1, 1.5, 2, 7.25, 25, 120][Math.floor(r() * 6)]!,
+    maxOutputs: 3 + Math.floor(r() * 30),
+  };
 }
 
 describe('payment building properties over random UTXO and request sets', () => {
@@ -85,13 +106,31 @@ describe('payment building properties over random UTXO and request sets', () => 
         // a branch-and-bound excess (< the cost of a change output) or change too small to keep
         const k = BigInt(p.requestIds.length);
         const slack = p.fee - target - (k * p.feeShare - target);
-        assert.ok(slack < (p.change === 0n ? (inputCost(c.rate) > dustThreshold(federation.scriptPubKey) ? inputCost(c.rate) : dustThreshold(federation.scriptPubKey)) : 1n), `seed ${seed}: fee slack ${slack}`);
+        assert.ok(
+          slack <
+            (p.change === 0n
+              ? inputCost(c.rate) > dustThreshold(federation.scriptPubKey)
+                ? inputCost(c.rate)
+                : dustThreshold(federation.scriptPubKey)
+              : 1n),
+          `seed ${seed}: fee slack ${slack}`,
+        );
         assert.ok(p.tx.outputs.length <= c.maxOutputs, `seed ${seed}: output cap`);
-        assert.ok(federationSpendWeight(federation, p.tx.inputs.length, p.tx.outputs.map((o) => o.scriptPubKey)) <= 400_000);
+        assert.ok(
+          federationSpendWeight(
+            federation,
+            p.tx.inputs.length,
+            p.tx.outputs.map((o) => o.scriptPubKey),
+          ) <= 400_000,
+        );
         const changes = p.tx.outputs.filter((o) => toHex(o.scriptPubKey) === toHex(federation.scriptPubKey));
         assert.ok(changes.length <= 1, `seed ${seed}: at most one change output`);
-        if (changes.length === 1) assert.equal(toHex(p.tx.outputs.at(-1)!.scriptPubKey), toHex(federation.scriptPubKey), 'change is last');
-        assert.ok(commitsTo(p.tx.outputs[0]!.scriptPubKey, p.requestIds), `seed ${seed}: output 0 commits to the requests paid`);
+        if (changes.length === 1)
+          assert.equal(toHex(p.tx.outputs.at(-1)!.scriptPubKey), toHex(federation.scriptPubKey), 'change is last');
+        assert.ok(
+          commitsTo(p.tx.outputs[0]!.scriptPubKey, p.requestIds),
+          `seed ${seed}: output 0 commits to the requests paid`,
+        );
         assert.equal(p.tx.outputs[0]!.value, 0n);
         p.tx.outputs.slice(1).forEach((o, i) => {
           assert.ok(o.value >= dustThreshold(o.scriptPubKey), `seed ${seed}: output ${i + 1} not dust`);
@@ -102,16 +141,33 @@ describe('payment building properties over random UTXO and request sets', () => 
           }
         });
         const burned = p.requestIds.reduce((a, id) => a + byId.get(id)!.sats, 0n);
-        if (changes.length === 1) assert.equal(changes[0]!.value, ins - burned, `seed ${seed}: change is exactly Σ inputs − Σ sats`);
-        else assert.ok(ins - burned < dustThreshold(federation.scriptPubKey), `seed ${seed}: no change only for a remainder under its dust limit`);
+        if (changes.length === 1)
+          assert.equal(changes[0]!.value, ins - burned, `seed ${seed}: change is exactly Σ inputs − Σ sats`);
+        else
+          assert.ok(
+            ins - burned < dustThreshold(federation.scriptPubKey),
+            `seed ${seed}: no change only for a remainder under its dust limit`,
+          );
         // the proposer builds exactly what a validator with the same view accepts
         const verdict = validateProposal(checkProposal(proposalFromPayment(p, 1, toHex(federation.pubkeys[0]!))), {
           federation,
-          request: (id) => byId.has(id) ? { status: 'accepted', scriptPubKey: byId.get(id)!.scriptPubKey, sats: byId.get(id)!.sats } : undefined,
-          utxo: (name) => c.utxos.map((u) => ({ ...u, height: 1, state: 'unspent' as const })).find((u) => `${u.txid}:${u.vout}` === name),
+          request: (id) =>
+            byId.has(id)
+              ? { status: 'accepted', scriptPubKey: byId.get(id)!.scriptPubKey, sats: byId.get(id)!.sats }
+              : undefined,
+          utxo: (name) =>
+            c.utxos
+              .map((u) => ({ ...u, height: 1, state: 'unspent' as const }))
+              .find((u) => `${u.txid}:${u.vout}` === name),
           signedPayments: () => [],
           holder: () => undefined,
-          fee: { floor: c.rate, estimate: c.rate, maxMultiple: DEFAULT_MAX_FEE_MULTIPLE, maxRate: 1_000_000, maxSharePerRequest: 10n ** 15n },
+          fee: {
+            floor: c.rate,
+            estimate: c.rate,
+            maxMultiple: DEFAULT_MAX_FEE_MULTIPLE,
+            maxRate: 1_000_000,
+            maxSharePerRequest: 10n ** 15n,
+          },
           chain: null,
         });
         assert.deepEqual(verdict, { ok: true }, `seed ${seed}: the validator accepts the proposer's payment`);
@@ -137,7 +193,12 @@ describe('payment building properties over random UTXO and request sets', () => 
 });
 
 describe('payment building cases', () => {
-  const utxo = (i: number, value: bigint): SpendableUtxo => ({ txid: toHex(bytes(`u${i}`, 32)), vout: 0, value, scriptPubKey: federation.scriptPubKey });
+  const utxo = (i: number, value: bigint): SpendableUtxo => ({
+    txid: toHex(bytes(`u${i}`, 32)),
+    vout: 0,
+    value,
+    scriptPubKey: federation.scriptPubKey,
+  });
   const rid = (i: number): string => `0x${String(i).padStart(64, '0')}:0`;
   const request = (i: number, sats: bigint): PaymentRequest => ({ id: rid(i), scriptPubKey: SCRIPTS[1]!(i), sats });
 
@@ -152,7 +213,9 @@ describe('payment building cases', () => {
   });
 
   it('falls back to largest-first with change when no match exists', () => {
-    const plan = buildPayments([request(1, 2_500_000n)], [utxo(1, 10_000_000n), utxo(2, 9_000_000n)], 2, federation, { maxOutputs: 10 });
+    const plan = buildPayments([request(1, 2_500_000n)], [utxo(1, 10_000_000n), utxo(2, 9_000_000n)], 2, federation, {
+      maxOutputs: 10,
+    });
     const [p] = requirePayments(plan, 1);
     assert.equal(p!.selection, 'largest-first');
     assert.equal(p!.tx.inputs.length, 1);
@@ -160,7 +223,9 @@ describe('payment building cases', () => {
   });
 
   it('defers a request that would be dust after its fee share, and says all_dust when nothing is left', () => {
-    const plan = buildPayments([request(1, 5_000_000n), request(2, 400n)], [utxo(1, 100_000_000n)], 5, federation, { maxOutputs: 10 });
+    const plan = buildPayments([request(1, 5_000_000n), request(2, 400n)], [utxo(1, 100_000_000n)], 5, federation, {
+      maxOutputs: 10,
+    });
     assert.deepEqual(plan.deferred, [{ id: rid(2), reason: 'dust_after_fee' }]);
     assert.deepEqual(plan.payments[0]!.requestIds, [rid(1)]);
     const dust = buildPayments([request(2, 400n)], [utxo(1, 100_000_000n)], 5, federation, { maxOutputs: 10 });
@@ -168,21 +233,42 @@ describe('payment building cases', () => {
   });
 
   it('says insufficient_funds, and funds what it can', () => {
-    const plan = buildPayments([request(1, 5_000_000n), request(2, 50_000_000n)], [utxo(1, 6_000_000n)], 2, federation, { maxOutputs: 10 });
+    const plan = buildPayments(
+      [request(1, 5_000_000n), request(2, 50_000_000n)],
+      [utxo(1, 6_000_000n)],
+      2,
+      federation,
+      { maxOutputs: 10 },
+    );
     assert.deepEqual(plan.deferred, [{ id: rid(2), reason: 'insufficient_funds' }]);
     assert.equal(plan.payments.length, 1);
-    assert.throws(() => requirePayments(buildPayments([request(1, 5_000_000n)], [], 2, federation, { maxOutputs: 10 }), 1), { code: 'insufficient_funds' });
-    assert.throws(() => requirePayments(buildPayments([], [utxo(1, 1n)], 2, federation, { maxOutputs: 10 }), 0), { code: 'no_requests' });
+    assert.throws(
+      () => requirePayments(buildPayments([request(1, 5_000_000n)], [], 2, federation, { maxOutputs: 10 }), 1),
+      { code: 'insufficient_funds' },
+    );
+    assert.throws(() => requirePayments(buildPayments([], [utxo(1, 1n)], 2, federation, { maxOutputs: 10 }), 0), {
+      code: 'no_requests',
+    });
   });
 
   it('splits by the output cap and by the weight limit into transactions with disjoint inputs', () => {
     const requests = Array.from({ length: 25 }, (_, i) => request(i, 1_000_000n + BigInt(i)));
     const utxos = Array.from({ length: 30 }, (_, i) => utxo(i, 3_000_000n));
     const capped = buildPayments(requests, utxos, 2, federation, { maxOutputs: 10 });
-    assert.deepEqual(capped.payments.map((p) => p.requestIds.length), [8, 8, 8, 1]); // 10 outputs: the commitment, 8 peg-outs, the change
+    assert.deepEqual(
+      capped.payments.map((p) => p.requestIds.length),
+      [8, 8, 8, 1],
+    ); // 10 outputs: the commitment, 8 peg-outs, the change
     const light = buildPayments(requests, utxos, 2, federation, { maxOutputs: 100, maxWeight: 3_000 });
     assert.ok(light.payments.length > 1);
-    for (const p of light.payments) assert.ok(federationSpendWeight(federation, p.tx.inputs.length, p.tx.outputs.map((o) => o.scriptPubKey)) <= 3_000);
+    for (const p of light.payments)
+      assert.ok(
+        federationSpendWeight(
+          federation,
+          p.tx.inputs.length,
+          p.tx.outputs.map((o) => o.scriptPubKey),
+        ) <= 3_000,
+      );
     assert.equal(light.payments.reduce((a, p) => a + p.requestIds.length, 0) + light.deferred.length, 25);
   });
 
@@ -192,12 +278,23 @@ describe('payment building cases', () => {
     const second = [utxo(4, 3_000_000n), utxo(5, 2_500_000n)];
     const merged = buildMerge(requests, [first, second], 2, federation)!;
     const spends = new Set(merged.tx.inputs.map((i) => i.txid));
-    assert.ok(first.some((u) => spends.has(u.txid)) && second.some((u) => spends.has(u.txid)), 'conflicts with both rivals');
+    assert.ok(
+      first.some((u) => spends.has(u.txid)) && second.some((u) => spends.has(u.txid)),
+      'conflicts with both rivals',
+    );
     // the largest of each (4M + 3M) falls short of 7.5M; the next largest (2.5M) covers it
     assert.deepEqual([...spends].sort(), [utxo(2, 0n), utxo(4, 0n), utxo(5, 0n)].map((u) => u.txid).sort());
     assert.deepEqual(merged.requestIds, [rid(1), rid(2), rid(3)]);
-    assert.equal(buildMerge(requests, [first, []], 2, federation), undefined, 'a rival without inputs cannot be conflicted with');
-    assert.equal(buildMerge([request(4, 20_000_000n)], [first, second], 2, federation), undefined, 'the rivals cannot fund it');
+    assert.equal(
+      buildMerge(requests, [first, []], 2, federation),
+      undefined,
+      'a rival without inputs cannot be conflicted with',
+    );
+    assert.equal(
+      buildMerge([request(4, 20_000_000n)], [first, second], 2, federation),
+      undefined,
+      'the rivals cannot fund it',
+    );
   });
 
   it('splits the fee in equal ceil shares', () => {

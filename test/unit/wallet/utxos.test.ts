@@ -1,7 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WalletError, type WalletErrorCode } from '../../../src/wallet/errors.js';
-import { getUtxo, listUnspent, listUtxos, registerUtxo, releaseUtxos, reserveUtxos, spendUtxo, type Outpoint } from '../../../src/wallet/utxos.js';
+import {
+  getUtxo,
+  listUnspent,
+  listUtxos,
+  registerUtxo,
+  releaseUtxos,
+  reserveUtxos,
+  spendUtxo,
+  type Outpoint,
+} from '../../../src/wallet/utxos.js';
 import type { Store, StoreBatch } from '../../../src/storage/store.js';
 import { openTempStore } from '../../support/tempdir.js';
 
@@ -25,21 +34,37 @@ function walletCode(code: WalletErrorCode) {
 async function seeded(t: { after(fn: () => Promise<void>): void }): Promise<Store> {
   const store = await openTempStore(t);
   await write(store, async (batch) => {
-    for (let n = 1; n <= 4; n++) await registerUtxo(batch, { ...op(n), value: BigInt(n) * 1_000_000n, scriptPubKey: SCRIPT, height: 100 + n });
+    for (let n = 1; n <= 4; n++)
+      await registerUtxo(batch, { ...op(n), value: BigInt(n) * 1_000_000n, scriptPubKey: SCRIPT, height: 100 + n });
   });
   return store;
 }
 
 test('list unspent in outpoint order; reserve moves records and index in one batch', async (t) => {
   const store = await seeded(t);
-  assert.deepEqual((await listUnspent(store)).map((u) => u.value), [1_000_000n, 2_000_000n, 3_000_000n, 4_000_000n]);
+  assert.deepEqual(
+    (await listUnspent(store)).map((u) => u.value),
+    [1_000_000n, 2_000_000n, 3_000_000n, 4_000_000n],
+  );
   let reserved: Awaited<ReturnType<typeof reserveUtxos>> = [];
   await write(store, async (batch) => {
     reserved = await reserveUtxos(batch, [op(3), op(1)], P1);
   });
-  assert.deepEqual(reserved.map((r) => [r.txid, r.state, r.reservedBy]), [[op(3).txid, 'reserved', P1], [op(1).txid, 'reserved', P1]]);
-  assert.deepEqual((await listUnspent(store)).map((u) => u.value), [2_000_000n, 4_000_000n]);
-  assert.deepEqual((await listUtxos(store, 'reserved')).map((u) => u.value), [1_000_000n, 3_000_000n]);
+  assert.deepEqual(
+    reserved.map((r) => [r.txid, r.state, r.reservedBy]),
+    [
+      [op(3).txid, 'reserved', P1],
+      [op(1).txid, 'reserved', P1],
+    ],
+  );
+  assert.deepEqual(
+    (await listUnspent(store)).map((u) => u.value),
+    [2_000_000n, 4_000_000n],
+  );
+  assert.deepEqual(
+    (await listUtxos(store, 'reserved')).map((u) => u.value),
+    [1_000_000n, 3_000_000n],
+  );
   await write(store, (batch) => reserveUtxos(batch, [op(1)], P1)); // idempotent for the same proposal
   assert.equal((await getUtxo(store, op(1)))?.reservedBy, P1);
 });
@@ -77,5 +102,13 @@ test('release returns only the proposal own reservations and never unspends', as
   });
   assert.deepEqual(released, [op(1)]);
   const states = await Promise.all([1, 2, 3, 4].map((n) => getUtxo(store, op(n))));
-  assert.deepEqual(states.map((u) => [u?.state, u?.reservedBy]), [['unspent', undefined], ['spent', undefined], ['reserved', P2], ['unspent', undefined]]);
+  assert.deepEqual(
+    states.map((u) => [u?.state, u?.reservedBy]),
+    [
+      ['unspent', undefined],
+      ['spent', undefined],
+      ['reserved', P2],
+      ['unspent', undefined],
+    ],
+  );
 });

@@ -7,17 +7,45 @@ import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../..
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { proposalKey } from '../../../src/storage/keys.js';
 import { buildPayments, requirePayments, type PaymentRequest } from '../../../src/wallet/payment.js';
-import { checkProposal, proposalFromPayment, proposalTxid, stageProposal, type CheckedProposal, type Proposal } from '../../../src/wallet/proposal.js';
+import {
+  checkProposal,
+  proposalFromPayment,
+  proposalTxid,
+  stageProposal,
+  type CheckedProposal,
+  type Proposal,
+} from '../../../src/wallet/proposal.js';
 import type { FeePolicy } from '../../../src/wallet/fee.js';
 import { getUtxo, registerUtxo, type ChainView, type UtxoRecord } from '../../../src/wallet/utxos.js';
-import { validateProposal, type KnownRequest, type RejectReason, type SignedPayment, type ValidationState } from '../../../src/wallet/validate.js';
+import {
+  validateProposal,
+  type KnownRequest,
+  type RejectReason,
+  type SignedPayment,
+  type ValidationState,
+} from '../../../src/wallet/validate.js';
 import { openTempStore } from '../../support/tempdir.js';
 
-const federation = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i))) });
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 2,
+  pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i))),
+});
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 
-const utxos: UtxoRecord[] = [1, 2, 3].map((i) => ({ txid: hex32(i), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey, height: 100 + i, state: 'unspent' }));
-const requests: PaymentRequest[] = [1, 2].map((i) => ({ id: `0x${hex32(i)}:${i}`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i)), sats: 4_000_000n }));
+const utxos: UtxoRecord[] = [1, 2, 3].map((i) => ({
+  txid: hex32(i),
+  vout: 0,
+  value: 10_000_000n,
+  scriptPubKey: federation.scriptPubKey,
+  height: 100 + i,
+  state: 'unspent',
+}));
+const requests: PaymentRequest[] = [1, 2].map((i) => ({
+  id: `0x${hex32(i)}:${i}`,
+  scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i)),
+  sats: 4_000_000n,
+}));
 const POLICY: FeePolicy = { floor: 1, estimate: 2, maxMultiple: 3, maxRate: 500, maxSharePerRequest: 100_000n };
 
 /** The proposal as the edge would hand it on, without the edge's own checks (the validator's are tested here). */
@@ -41,7 +69,9 @@ interface Overrides {
 }
 
 function state(o: Overrides = {}): ValidationState {
-  const reqs = o.requests ?? new Map(requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
+  const reqs =
+    o.requests ??
+    new Map(requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
   const us = o.utxos ?? new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, u]));
   return {
     federation,
@@ -74,41 +104,113 @@ describe('proposal validation', () => {
   const firstInput = `${tx.inputs[0]!.txid}:${tx.inputs[0]!.vout}`;
   const stranger = witnessScript(1, new Uint8Array(32).fill(7));
   const share = requests[0]!.sats - tx.outputs[1]!.value;
-  const onOutput = (index: number, edit: (o: Transaction['outputs'][number]) => Transaction['outputs'][number]) => withTx((t) => ({ ...t, outputs: t.outputs.map((o, i) => (i === index ? edit(o) : o)) }));
-  const heldBy = (holder: string) => new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, state: 'reserved' as const, reservedBy: holder }]));
+  const onOutput = (index: number, edit: (o: Transaction['outputs'][number]) => Transaction['outputs'][number]) =>
+    withTx((t) => ({ ...t, outputs: t.outputs.map((o, i) => (i === index ? edit(o) : o)) }));
+  const heldBy = (holder: string) =>
+    new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, state: 'reserved' as const, reservedBy: holder }]));
 
   const cases: [RejectReason, () => [Proposal, ValidationState]][] = [
     ['bad_version', () => [withTx((t) => ({ ...t, version: 1 })), state()]],
     ['bad_locktime', () => [withTx((t) => ({ ...t, locktime: 800_000 })), state()]],
-    ['bad_sequence', () => [withTx((t) => ({ ...t, inputs: t.inputs.map((i) => ({ ...i, sequence: 0xffffffff })) })), state()]],
-    ['prevouts_mismatch', () => [{ ...base, prevouts: base.prevouts.map((p, i) => (i === 0 ? { ...p, value: p.value + 1n } : p)) }, state()]],
+    [
+      'bad_sequence',
+      () => [withTx((t) => ({ ...t, inputs: t.inputs.map((i) => ({ ...i, sequence: 0xffffffff })) })), state()],
+    ],
+    [
+      'prevouts_mismatch',
+      () => [
+        { ...base, prevouts: base.prevouts.map((p, i) => (i === 0 ? { ...p, value: p.value + 1n } : p)) },
+        state(),
+      ],
+    ],
     ['no_payments', () => [{ ...base, requestIds: [] }, state()]],
     ['output_count_mismatch', () => [{ ...base, requestIds: base.requestIds.slice(0, 1) }, state()]],
-    ['malformed_request_id', () => [{ ...base, requestIds: [base.requestIds[0]!.replace(/:(\d+)$/, ':0$1'), base.requestIds[1]!] }, state()]],
+    [
+      'malformed_request_id',
+      () => [{ ...base, requestIds: [base.requestIds[0]!.replace(/:(\d+)$/, ':0$1'), base.requestIds[1]!] }, state()],
+    ],
     ['duplicate_request', () => [{ ...base, requestIds: [base.requestIds[0]!, base.requestIds[0]!] }, state()]],
     ['unknown_request', () => [base, state({ requests: new Map() })]],
-    ['request_not_payable', () => [base, state({ requests: new Map(requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats }])) })]],
+    [
+      'request_not_payable',
+      () => [
+        base,
+        state({
+          requests: new Map(
+            requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats }]),
+          ),
+        }),
+      ],
+    ],
     ['bad_commitment', () => [{ ...base, requestIds: [...base.requestIds].reverse() }, state()]],
-    ['bad_commitment', () => [onOutput(0, (o) => ({ ...o, scriptPubKey: Uint8Array.of(0x6a, 0x20, ...new Uint8Array(32)) })), state()]],
+    [
+      'bad_commitment',
+      () => [onOutput(0, (o) => ({ ...o, scriptPubKey: Uint8Array.of(0x6a, 0x20, ...new Uint8Array(32)) })), state()],
+    ],
     ['wrong_script', () => [onOutput(1, (o) => ({ ...o, scriptPubKey: stranger })), state()]],
     ['wrong_amount', () => [onOutput(1, (o) => ({ ...o, value: 4_000_001n })), state()]],
     ['wrong_amount', () => [onOutput(2, (o) => ({ ...o, value: 1_000n })), state()]],
-    ['dust_output', () => [onOutput(1, (o) => ({ ...o, value: 100n })), state({ requests: new Map(requests.map((r, i) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: i === 0 ? 100n + share : r.sats }])) })]],
+    [
+      'dust_output',
+      () => [
+        onOutput(1, (o) => ({ ...o, value: 100n })),
+        state({
+          requests: new Map(
+            requests.map((r, i) => [
+              r.id,
+              { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: i === 0 ? 100n + share : r.sats },
+            ]),
+          ),
+        }),
+      ],
+    ],
     ['bad_change', () => [onOutput(3, (o) => ({ ...o, scriptPubKey: stranger })), state()]],
     ['bad_change', () => [onOutput(3, (o) => ({ ...o, value: o.value - 1_000n })), state()]],
     ['bad_change', () => [withTx((t) => ({ ...t, outputs: t.outputs.slice(0, 3) })), state()]],
-    ['duplicate_input', () => [{ ...withTx((t) => ({ ...t, inputs: [t.inputs[0]!, t.inputs[0]!] })), prevouts: [base.prevouts[0]!, base.prevouts[0]!] }, state()]],
+    [
+      'duplicate_input',
+      () => [
+        {
+          ...withTx((t) => ({ ...t, inputs: [t.inputs[0]!, t.inputs[0]!] })),
+          prevouts: [base.prevouts[0]!, base.prevouts[0]!],
+        },
+        state(),
+      ],
+    ],
     ['unknown_input', () => [base, state({ utxos: new Map() })]],
-    ['input_not_federation', () => [base, state({ utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, scriptPubKey: stranger }])) })]],
-    ['input_spent', () => [base, state({ utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, state: 'spent', spentBy: hex32(99) }])) })]],
+    [
+      'input_not_federation',
+      () => [
+        base,
+        state({ utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, scriptPubKey: stranger }])) }),
+      ],
+    ],
+    [
+      'input_spent',
+      () => [
+        base,
+        state({
+          utxos: new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, { ...u, state: 'spent', spentBy: hex32(99) }])),
+        }),
+      ],
+    ],
     ['input_unconfirmed', () => [base, state({ chain: { tipHeight: 103, spendDepth: 6 } })]],
-    ['input_held', () => [base, state({ utxos: heldBy(hex32(55)), holders: new Map([[hex32(55), [`0x${hex32(9)}:0`]]]) })]],
+    [
+      'input_held',
+      () => [base, state({ utxos: heldBy(hex32(55)), holders: new Map([[hex32(55), [`0x${hex32(9)}:0`]]]) })],
+    ],
     ['fee_rate_too_low', () => [base, state({ fee: { floor: 50 } })]],
     ['fee_rate_too_high', () => [base, state({ fee: { floor: 0.1, estimate: 0.1 } })]],
     ['fee_rate_too_high', () => [base, state({ fee: { maxRate: 1 } })]],
     ['fee_share_too_high', () => [base, state({ fee: { maxSharePerRequest: share - 1n } })]],
-    ['double_payment', () => [base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [`${hex32(77)}:0`])]]]) })]],
-    ['replacement_fee_too_low', () => [base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) })]],
+    [
+      'double_payment',
+      () => [base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [`${hex32(77)}:0`])]]]) })],
+    ],
+    [
+      'replacement_fee_too_low',
+      () => [base, state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) })],
+    ],
   ];
   for (const [reason, make] of cases) {
     it(`refuses with ${reason}`, () => {
@@ -122,7 +224,11 @@ describe('proposal validation', () => {
   it('spends inputs held by a live payment only when it pays every request of that payment', () => {
     const holders = new Map([[hex32(55), [requests[1]!.id]]]);
     assert.deepEqual(validateProposal(asChecked(base), state({ utxos: heldBy(hex32(55)), holders })), { ok: true });
-    assert.deepEqual(validateProposal(asChecked(base), state({ chain: { tipHeight: 200, spendDepth: 6 } })), { ok: true }, 'deep enough');
+    assert.deepEqual(
+      validateProposal(asChecked(base), state({ chain: { tipHeight: 200, spendDepth: 6 } })),
+      { ok: true },
+      'deep enough',
+    );
   });
 
   it('allows paying a request again only in a replacement that spends an input of every earlier payment', () => {
@@ -130,11 +236,17 @@ describe('proposal validation', () => {
     const check = (s: ValidationState) => validateProposal(asChecked(base), s);
     assert.deepEqual(check(state({ signed: new Map([[base.requestIds[0]!, first]]) })), { ok: true });
     // also once the request is marked batched by that earlier payment
-    const batched = new Map(requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
+    const batched = new Map(
+      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats }]),
+    );
     const both = new Map(requests.map((r) => [r.id, first]));
     assert.deepEqual(check(state({ requests: batched, signed: both })), { ok: true });
     const unsigned = check(state({ requests: batched }));
-    assert.equal(unsigned.ok ? 'ok' : unsigned.reason, 'request_not_payable', 'batched by a payment this member never signed');
+    assert.equal(
+      unsigned.ok ? 'ok' : unsigned.reason,
+      'request_not_payable',
+      'batched by a payment this member never signed',
+    );
     const two = [...first, earlier(hex32(43), [`${hex32(88)}:1`])];
     const verdict = check(state({ signed: new Map([[base.requestIds[0]!, two]]) }));
     assert.equal(verdict.ok ? 'ok' : verdict.reason, 'double_payment');
@@ -143,13 +255,18 @@ describe('proposal validation', () => {
   it('replaces an earlier payment that is not finalized at the same rate (proposals that raced), a finalized one only at a higher rate', () => {
     const signedOnly = new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2, false, false)]]]);
     assert.deepEqual(validateProposal(asChecked(base), state({ signed: signedOnly })), { ok: true });
-    const finalized = validateProposal(asChecked(base), state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) }));
+    const finalized = validateProposal(
+      asChecked(base),
+      state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) }),
+    );
     assert.equal(finalized.ok ? 'ok' : finalized.reason, 'replacement_fee_too_low');
   });
 
   it('ignores an earlier payment that can never confirm (another transaction spent one of its inputs)', () => {
     const dead = [earlier(hex32(43), [`${hex32(88)}:1`], 1, true)];
-    assert.deepEqual(validateProposal(asChecked(base), state({ signed: new Map([[base.requestIds[0]!, dead]]) })), { ok: true });
+    assert.deepEqual(validateProposal(asChecked(base), state({ signed: new Map([[base.requestIds[0]!, dead]]) })), {
+      ok: true,
+    });
   });
 });
 
@@ -158,19 +275,46 @@ describe('proposals at the edge (checkProposal)', () => {
   const bad: [string, unknown, RegExp][] = [
     ['not a map', 'hello', /must be a map/],
     ['a transaction that does not parse', { ...base, unsignedTx: Uint8Array.of(1, 2, 3) }, /does not parse/],
-    ['a non-canonical request id', { ...base, requestIds: [base.requestIds[0]!.replace(/:(\d+)$/, ':0$1')] }, /canonical/],
+    [
+      'a non-canonical request id',
+      { ...base, requestIds: [base.requestIds[0]!.replace(/:(\d+)$/, ':0$1')] },
+      /canonical/,
+    ],
     ['an upper-case request id', { ...base, requestIds: [`0x${'AB'.repeat(32)}:0`] }, /canonical/],
     ['prevouts that do not match the inputs', { ...base, prevouts: base.prevouts.slice(1) }, /inputs but/],
-    ['more inputs than any relayable transaction', { ...base, prevouts: Array.from({ length: 50_000 }, () => base.prevouts[0]) }, /at most/],
-    ['a witness on an unsigned input', withTx((t) => ({ ...t, inputs: t.inputs.map((i) => ({ ...i, witness: [Uint8Array.of(1)] })) })), /no scriptSig or witness/],
+    [
+      'more inputs than any relayable transaction',
+      { ...base, prevouts: Array.from({ length: 50_000 }, () => base.prevouts[0]) },
+      /at most/,
+    ],
+    [
+      'a witness on an unsigned input',
+      withTx((t) => ({ ...t, inputs: t.inputs.map((i) => ({ ...i, witness: [Uint8Array.of(1)] })) })),
+      /no scriptSig or witness/,
+    ],
   ];
   for (const [name, body, message] of bad) {
-    it(`refuses ${name}`, () => assert.throws(() => checkProposal(body), (err: Error & { code?: string }) => err.code === 'invalid_proposal' && message.test(err.message)));
+    it(`refuses ${name}`, () =>
+      assert.throws(
+        () => checkProposal(body),
+        (err: Error & { code?: string }) => err.code === 'invalid_proposal' && message.test(err.message),
+      ));
   }
 
   it('keeps only the fields of a proposal', () => {
-    const checked = checkProposal({ ...base, extra: 'x'.repeat(1000), prevouts: base.prevouts.map((p) => ({ ...p, junk: 1 })) });
-    assert.deepEqual(Object.keys(checked.proposal).sort(), ['prevouts', 'proposer', 'requestIds', 'round', 'unsignedTx', 'version']);
+    const checked = checkProposal({
+      ...base,
+      extra: 'x'.repeat(1000),
+      prevouts: base.prevouts.map((p) => ({ ...p, junk: 1 })),
+    });
+    assert.deepEqual(Object.keys(checked.proposal).sort(), [
+      'prevouts',
+      'proposer',
+      'requestIds',
+      'round',
+      'unsignedTx',
+      'version',
+    ]);
     assert.deepEqual(Object.keys(checked.proposal.prevouts[0]!).sort(), ['scriptPubKey', 'value']);
     assert.equal(checked.txid, proposalTxid(base));
   });
@@ -180,7 +324,14 @@ describe('proposal storage', () => {
   it('stores the proposal and reserves its inputs in the same batch', async (t) => {
     const store = await openTempStore(t);
     const setup = store.batch();
-    for (const u of utxos) await registerUtxo(setup, { txid: u.txid, vout: u.vout, value: u.value, scriptPubKey: u.scriptPubKey, height: u.height! });
+    for (const u of utxos)
+      await registerUtxo(setup, {
+        txid: u.txid,
+        vout: u.vout,
+        value: u.value,
+        scriptPubKey: u.scriptPubKey,
+        height: u.height!,
+      });
     await setup.write({ sync: true });
 
     const proposal = baseProposal();
