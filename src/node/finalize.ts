@@ -3,13 +3,7 @@ import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
-import {
-  finalizedKey,
-  requestSignedKey,
-  requestSignedPrefix,
-  signatureMadeKey,
-  supersededKey,
-} from '../storage/keys.js';
+import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
@@ -17,6 +11,9 @@ import type { SignatureRecord } from './signer.js';
 
 // Recording a finalized payment: the one place where a payment with t signatures (finalized
 // here, received from a peer, or found confirmed on the chain) enters this member's records.
+
+/** A finalized payment as it travels between members: which requests it pays is what output 0 commits to. */
+export type FinalizedBody = Pick<FinalizedRecord, 'tx' | 'prevouts' | 'requestIds'>;
 
 /** final/<txid>: a payment with t valid signatures on every input. */
 export interface FinalizedRecord {
@@ -43,12 +40,6 @@ export interface Supersession {
   readonly at: string;
 }
 
-export interface FinalizedBody {
-  readonly tx: Uint8Array;
-  readonly prevouts: readonly Prevout[];
-  readonly requestIds: readonly string[];
-}
-
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
 /**
@@ -70,13 +61,13 @@ async function stageSupersededBy(
   const superseded: string[] = [];
   for (const id of requestIds) {
     const { txHash, ordinal } = parseRequestId(id);
-    for (const key of await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })) {
+    for (const key of await store.keys({ prefix: keys.requestSignedPrefix(txHash, ordinal) })) {
       const other = key.slice(key.lastIndexOf('/') + 1);
-      if (other === txid || superseded.includes(other) || (await batch.get(supersededKey(other)))) continue;
-      const made = await batch.get<SignatureRecord>(signatureMadeKey(other));
+      if (other === txid || superseded.includes(other) || (await batch.get(keys.supersededKey(other)))) continue;
+      const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
       if (!made || made.inputs.some((o) => inputs.has(o))) continue;
       superseded.push(other);
-      batch.put(supersededKey(other), { by: txid, at } satisfies Supersession);
+      batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
       for (const rid of made.requestIds) {
         const r = requestIds.includes(rid) ? undefined : await getRequest(batch, rid);
@@ -104,7 +95,7 @@ export async function recordFinalized(
   detail: string,
 ): Promise<FinalizedRecord | undefined> {
   return store.transaction(async (batch) => {
-    if (await store.get(finalizedKey(txid))) return undefined;
+    if (await store.get(keys.finalizedKey(txid))) return undefined;
     const at = new Date().toISOString();
     const requestIds: string[] = [];
     const unmatched: Record<string, number> = {};
@@ -116,13 +107,13 @@ export async function recordFinalized(
       if (!r && output) {
         // not ingested here yet: committed by a transaction t members signed, so it is indexed
         // now and no other payment of it is signed meanwhile; matched once it is ingested
-        batch.put(requestSignedKey(txHash, ordinal, txid), 1);
+        batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
         unmatched[id] = k + 1;
         continue;
       }
       if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
       requestIds.push(id);
-      batch.put(requestSignedKey(txHash, ordinal, txid), 1);
+      batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
       if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
     }
     const superseded = await stageSupersededBy(
@@ -156,7 +147,7 @@ export async function recordFinalized(
       ...(superseded.length > 0 ? { superseded } : {}),
       at,
     };
-    batch.put(finalizedKey(txid), final);
+    batch.put(keys.finalizedKey(txid), final);
     return final;
   });
 }

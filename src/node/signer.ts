@@ -28,17 +28,15 @@ import {
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
 
-/** What this member signed: kept forever, it is what the no-double-pay check reads. */
-export interface SignatureRecord {
-  readonly txid: string;
+/**
+ * sigmade/<txid>: what this member signed, kept forever: it is what the no-double-pay check reads.
+ * Its fee and size (signed) are what a replacement is measured against (BIP125).
+ */
+export interface SignatureRecord extends Pick<FinalizedRecord, 'txid' | 'requestIds' | 'fee' | 'vsize' | 'at'> {
+  /** The outpoints it spends, `txid:vout`, in input order. */
   readonly inputs: readonly string[];
-  readonly requestIds: readonly string[];
   /** 64 bytes per input, in input order. */
   readonly signatures: Uint8Array;
-  readonly fee: bigint;
-  /** Signed size: what a replacement's fee is measured against (BIP125). */
-  readonly vsize: number;
-  readonly at: string;
 }
 
 /** The member's own rules for what it signs, read fresh for every proposal. */

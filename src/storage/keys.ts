@@ -134,17 +134,23 @@ function requestPart(txHash: string, ordinal: number): string {
   return `${evmHash(txHash, 'request transaction hash')}/${keyNumber(ordinal, 'request ordinal')}`;
 }
 
-export function requestKey(txHash: string, ordinal: number): string {
-  return `${SPACES.request}${requestPart(txHash, ordinal)}`;
+/**
+ * A space of records with an index of them by state: `<space><part>` for the record and
+ * `<index><state>/<part>` for its one index entry (requests by status, UTXOs by state).
+ */
+function indexedSpace<A extends unknown[]>(space: string, index: string, part: (...args: A) => string) {
+  const indexPrefix = (state: string): string => `${index}${state}/`;
+  return {
+    key: (...args: A): string => `${space}${part(...args)}`,
+    indexPrefix,
+    indexKey: (state: string, ...args: A): string => `${indexPrefix(state)}${part(...args)}`,
+  };
 }
 
-export function requestIndexPrefix(status: string): string {
-  return `${SPACES.requestIndex}${status}/`;
-}
-
-export function requestIndexKey(status: string, txHash: string, ordinal: number): string {
-  return `${requestIndexPrefix(status)}${requestPart(txHash, ordinal)}`;
-}
+const requests = indexedSpace(SPACES.request, SPACES.requestIndex, requestPart);
+export const requestKey = requests.key;
+export const requestIndexPrefix = requests.indexPrefix;
+export const requestIndexKey = requests.indexKey;
 
 /** The req/ key a reqidx/ key points at. */
 export function requestKeyOfIndex(indexKey: string): string {
@@ -166,17 +172,10 @@ function outpointPart(txid: string, vout: number): string {
   return `${bitcoinHash(txid, 'outpoint txid')}/${keyNumber(vout, 'outpoint vout')}`;
 }
 
-export function utxoKey(txid: string, vout: number): string {
-  return `${SPACES.utxo}${outpointPart(txid, vout)}`;
-}
-
-export function utxoIndexPrefix(state: string): string {
-  return `${SPACES.utxoIndex}${state}/`;
-}
-
-export function utxoIndexKey(state: string, txid: string, vout: number): string {
-  return `${utxoIndexPrefix(state)}${outpointPart(txid, vout)}`;
-}
+const utxos = indexedSpace(SPACES.utxo, SPACES.utxoIndex, outpointPart);
+export const utxoKey = utxos.key;
+export const utxoIndexPrefix = utxos.indexPrefix;
+export const utxoIndexKey = utxos.indexKey;
 
 /** The outpoint named by a utxo/ or utxoidx/ key (its last two parts). */
 export function outpointOfKey(key: string): { txid: string; vout: number } {
@@ -192,21 +191,19 @@ export function bitcoinBlockKey(height: number): string {
   return `${SPACES.bitcoinBlock}${keyNumber(height, 'Bitcoin block height')}`;
 }
 
-export function txConfirmationKey(txid: string): string {
-  return `${SPACES.txConfirmation}${bitcoinHash(txid, 'txid')}`;
-}
+/** `<space><txid>`: one record per Bitcoin transaction. */
+const byTxid =
+  (space: string, field: string) =>
+  (txid: string): string =>
+    `${space}${bitcoinHash(txid, field)}`;
 
-export function supersededKey(txid: string): string {
-  return `${SPACES.superseded}${bitcoinHash(txid, 'superseded txid')}`;
-}
+export const txConfirmationKey = byTxid(SPACES.txConfirmation, 'txid');
 
-export function chainSpendKey(txid: string): string {
-  return `${SPACES.chainSpend}${bitcoinHash(txid, 'chain spend txid')}`;
-}
+export const supersededKey = byTxid(SPACES.superseded, 'superseded txid');
 
-export function proposalKey(txid: string): string {
-  return `${SPACES.proposal}${bitcoinHash(txid, 'proposal txid')}`;
-}
+export const chainSpendKey = byTxid(SPACES.chainSpend, 'chain spend txid');
+
+export const proposalKey = byTxid(SPACES.proposal, 'proposal txid');
 
 export function proposalInputPrefix(txid: string, vout: number): string {
   return `${SPACES.proposalInput}${outpointPart(txid, vout)}/`;
@@ -216,9 +213,7 @@ export function proposalInputKey(txid: string, vout: number, proposal: string): 
   return `${proposalInputPrefix(txid, vout)}${bitcoinHash(proposal, 'proposal txid')}`;
 }
 
-export function signatureMadeKey(txid: string): string {
-  return `${SPACES.signatureMade}${bitcoinHash(txid, 'signed txid')}`;
-}
+export const signatureMadeKey = byTxid(SPACES.signatureMade, 'signed txid');
 
 export function requestSignedPrefix(txHash: string, ordinal: number): string {
   return `${SPACES.requestSigned}${requestPart(txHash, ordinal)}/`;
@@ -242,9 +237,7 @@ export function signatureReceivedKey(txid: string, memberXonlyKey: string): stri
   return `${signatureReceivedPrefix(txid)}${memberXonlyKey}`;
 }
 
-export function finalizedKey(txid: string): string {
-  return `${SPACES.finalized}${bitcoinHash(txid, 'finalized txid')}`;
-}
+export const finalizedKey = byTxid(SPACES.finalized, 'finalized txid');
 
 export function broadcastPrefix(txid: string): string {
   return `${SPACES.broadcast}${bitcoinHash(txid, 'broadcast txid')}/`;
