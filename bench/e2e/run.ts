@@ -383,8 +383,8 @@ await mkdir(outDir, { recursive: true });
 await writeFile(join(outDir, 'e2e.json'), `${JSON.stringify(json, null, 2)}\n`);
 await writeFile(join(outDir, 'e2e.md'), `${markdown}\n`);
 if (args.out === undefined) {
-  // the README shows the latest default run between its e2e markers
-  const readme = fileURLToPath(new URL('../../../README.md', import.meta.url));
+  // bench/results/README.md shows the latest default run between its e2e markers
+  const readme = join(outDir, 'README.md');
   const text = await readFile(readme, 'utf8');
   const [open, close] = ['<!-- e2e -->\n', '\n<!-- /e2e -->'];
   const [from, to] = [text.indexOf(open), text.indexOf(close)];

@@ -1,11 +1,5 @@
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
-import {
-  getRequest,
-  listRequests,
-  requestHistory,
-  type RequestRecord,
-  type StatusChange,
-} from '../evm/request-store.js';
+import { getRequest, listRequests, requestHistory } from '../evm/request-store.js';
 import type { Store } from '../storage/store.js';
 import { listUtxos } from '../wallet/utxos.js';
 import { parseRequestId } from '../evm/request-id.js';
@@ -16,6 +10,7 @@ import {
   signatureMadeKey,
   signatureReceivedPrefix,
 } from '../storage/keys.js';
+import type { RequestRecord, StatusChange } from '../storage/records.js';
 
 /** A request's lifecycle as operators and users see it. */
 export interface PegoutStatus {

@@ -19,7 +19,6 @@ import {
   unregisterUtxo,
   unspendUtxo,
   type Outpoint,
-  type UtxoRecord,
 } from '../wallet/utxos.js';
 import {
   BitcoinRpcError,
@@ -30,6 +29,8 @@ import {
   type RpcTransaction,
   type RpcTxOut,
 } from './rpc.js';
+import type { UtxoRecord } from '../storage/records.js';
+import type { BitcoinCursor, ChainSpend, ObservedBlock, TxConfirmation } from '../storage/records.js';
 
 /**
  * The Bitcoin block observer: follows the node's best chain from a configured height and keeps
@@ -44,44 +45,6 @@ export type ObserverErrorCode = 'config' | 'reorg_too_deep' | 'chain_inconsisten
 
 export class ObserverError extends PegoutError<ObserverErrorCode> {
   readonly domain = 'bitcoin-observer';
-}
-
-export interface BitcoinCursor {
-  height: number;
-  hash: string;
-}
-
-/** btcblk/<height>: what applying the block changed, enough to undo it. */
-export interface ObservedBlock {
-  hash: string;
-  prevHash: string | undefined;
-  /** Federation outputs the block created, in block order. */
-  created: Outpoint[];
-  /** UTXO records as they were before the block spent them, in block order. */
-  spent: UtxoRecord[];
-  /** Federation payments confirmed by this block (txconf/ written). */
-  confirmed: string[];
-  /** Of those, the ones this member holds no finalized record of (chainpay/ written). */
-  foreign?: string[];
-}
-
-/**
- * chainpay/<txid>: a confirmed transaction that spends federation outputs and that this member
- * did not record as finalized (it was down, or its peers never reached it). Settlement reads
- * which requests it pays from its commitment and records it (SPEC §3: a member catches up from
- * the chain).
- */
-export interface ChainSpend {
-  readonly txid: string;
-  readonly height: number;
-  /** The raw transaction, as getblock (verbosity 2) gives it. */
-  readonly tx: Uint8Array;
-}
-
-/** txconf/<txid>: the best-chain block that holds a federation payment. */
-export interface TxConfirmation {
-  height: number;
-  blockHash: string;
 }
 
 export interface ObserverOptions {

@@ -110,7 +110,8 @@ async function writeMemberConfigs(
   regtest: Regtest | undefined,
   depth: number,
 ): Promise<DevnetMember[]> {
-  const pubkeys = federation.pubkeys;
+  // in key-file order, as the members were made (federation.pubkeys are sorted)
+  const pubkeys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
   const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
   const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
   const members: DevnetMember[] = [];

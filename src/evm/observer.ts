@@ -15,17 +15,7 @@ import { getRequest, stageForget, stageNewRequest, stageStatus } from './request
 import { decideRequest } from './decider.js';
 import { requestId } from './request-id.js';
 import { getBlock, hexQuantity, type EvmRpc } from './rpc.js';
-
-export interface EvmCursor {
-  readonly height: number;
-  readonly hash: string;
-}
-
-/** Stored per ingested block that matters: the cursor's block and every block with requests. */
-export interface EvmBlockRecord {
-  readonly hash: string;
-  readonly requests: readonly string[];
-}
+import type { EvmBlockRecord, EvmCursor } from '../storage/records.js';
 
 export type Finality = { readonly confirmations: number } | 'finalized';
 

@@ -9,40 +9,8 @@ import {
   SPACES,
 } from '../storage/keys.js';
 import { EvmError } from './errors.js';
-import { type RequestRejectReason } from './decider.js';
 import { parseRequestId } from './request-id.js';
-
-/**
- * accepted → batched → signed → broadcast → paid is the happy path; rejected is final;
- * orphaned marks a request whose EVM block left the chain after the federation acted on it
- * (an alarm for operators, never a silent drop).
- */
-export type RequestStatus = 'accepted' | 'rejected' | 'batched' | 'signed' | 'broadcast' | 'paid' | 'orphaned';
-
-export interface RequestRecord {
-  readonly id: string;
-  readonly txHash: string;
-  readonly ordinal: number;
-  readonly blockNumber: number;
-  readonly blockHash: string;
-  readonly evmAddress: string;
-  readonly bitcoinAddress: string;
-  readonly wei: string;
-  readonly sats: bigint;
-  readonly subSatoshiWei: string;
-  readonly status: RequestStatus;
-  readonly reason?: RequestRejectReason;
-  readonly detail?: string;
-  readonly scriptPubKey?: Uint8Array;
-  /** Sequence number of the latest status-history entry. */
-  readonly seq: number;
-}
-
-export interface StatusChange {
-  readonly status: RequestStatus;
-  readonly at: string;
-  readonly detail?: string;
-}
+import type { RequestRecord, RequestStatus, StatusChange } from '../storage/records.js';
 
 function keyOf(record: Pick<RequestRecord, 'id'>): { txHash: string; ordinal: number } {
   return parseRequestId(record.id);

@@ -17,23 +17,16 @@ import {
 import type { Store } from '../storage/store.js';
 import { targetRate } from '../wallet/fee.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
-import {
-  checkProposal,
-  proposalFromPayment,
-  proposalOutpoints,
-  type CheckedProposal,
-  type Proposal,
-} from '../wallet/proposal.js';
-import { getUtxo, listUnspent, outpointText, spendableAt, type UtxoRecord } from '../wallet/utxos.js';
+import { checkProposal, proposalFromPayment, proposalOutpoints, type CheckedProposal } from '../wallet/proposal.js';
+import { getUtxo, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
-import { recordFinalized, type FinalizedBody, type FinalizedRecord } from './finalize.js';
+import { recordFinalized } from './finalize.js';
 import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
-import { chainView, signProposal, type SignatureRecord, type SigningPolicy } from './signer.js';
-
-export type { FinalizedBody, FinalizedRecord } from './finalize.js';
+import { chainView, signProposal, type SigningPolicy } from './signer.js';
+import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
 
 // The transaction coordinator: proposer rotation, proposals, signatures and finalized payments
 // over the member links, collection, finalization. Every decision to sign goes through the

@@ -1,5 +1,5 @@
 import type { Federation } from '../bitcoin/federation.js';
-import type { Prevout, Transaction } from '../bitcoin/tx.js';
+import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
@@ -7,38 +7,11 @@ import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
-import type { SignatureRecord } from './signer.js';
+import type { SignatureRecord } from '../storage/records.js';
+import type { FinalizedBody, FinalizedRecord, Supersession } from '../storage/records.js';
 
 // Recording a finalized payment: the one place where a payment with t signatures (finalized
 // here, received from a peer, or found confirmed on the chain) enters this member's records.
-
-/** A finalized payment as it travels between members: which requests it pays is what output 0 commits to. */
-export type FinalizedBody = Pick<FinalizedRecord, 'tx' | 'prevouts' | 'requestIds'>;
-
-/** final/<txid>: a payment with t valid signatures on every input. */
-export interface FinalizedRecord {
-  readonly txid: string;
-  /** The signed transaction, serialized. */
-  readonly tx: Uint8Array;
-  readonly prevouts: readonly Prevout[];
-  readonly requestIds: readonly string[];
-  /** Requests the payment names that this member had not ingested when it was finalized (output index by id). */
-  readonly unmatched: Readonly<Record<string, number>>;
-  readonly fee: bigint;
-  readonly vsize: number;
-  /** Proposals that held this payment's inputs when it was finalized: they lose if it confirms. */
-  readonly conflicts: readonly string[];
-  /** Payments this member signed that this one superseded (see stageSuperseded): released at once. */
-  readonly superseded?: readonly string[];
-  readonly at: string;
-}
-
-/** supsd/<txid>: why a payment this member signed can never reach t signatures. */
-export interface Supersession {
-  /** The finalized payment of one of its requests that spends none of its inputs. */
-  readonly by: string;
-  readonly at: string;
-}
 
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 

@@ -4,7 +4,7 @@ import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { commitsTo } from '../wallet/commitment.js';
 import { PROPOSAL_CAPS } from '../wallet/proposal.js';
-import type { FinalizedBody } from './finalize.js';
+import type { FinalizedBody } from '../storage/records.js';
 
 // The messages members exchange over the links, and the checks a frame's body passes before the
 // coordinator sees it. A proposal's full check (checkProposal, src/wallet/proposal.ts) parses its

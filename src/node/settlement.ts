@@ -1,9 +1,9 @@
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import type { BitcoinObserver, ChainSpend } from '../chain/observer.js';
+import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import { getRequest, listRequestsInStatus, stageStatus, type RequestStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import {
   broadcastKey,
@@ -19,24 +19,18 @@ import { parseRequestId } from '../evm/request-id.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
 import { buildReplacement } from '../wallet/payment.js';
-import { proposalFromPayment, proposalOutpoints, type Proposal } from '../wallet/proposal.js';
+import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
 import { getUtxo, registerUtxo, releaseUtxos, spendUtxo } from '../wallet/utxos.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
-import { recordFinalized, type FinalizedRecord } from './finalize.js';
+import { recordFinalized } from './finalize.js';
 import type { Logger } from './log.js';
+import type { ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
+import type { BroadcastAttempt } from '../storage/records.js';
 
 // Settlement: what happens to a finalized payment. With Bitcoin Core it is broadcast until the
 // node has it, followed to the configured depth (requests 'broadcast' → 'paid') and replaced
 // (BIP125) when it lingers while fees rise. Without Bitcoin Core (the devnet) it is accounted for
 // locally: its inputs spent, its change a federation output that exists on no chain.
-
-/** bcast/<txid>/<seq>: one broadcast attempt. */
-export interface BroadcastAttempt {
-  readonly at: string;
-  /** Bitcoin height when it was made: RBF counts blocks from the first accepted attempt. */
-  readonly height: number;
-  readonly outcome: string;
-}
 
 /** Moves the payment's requests from one of `from` to `to`. */
 async function stageRequests(

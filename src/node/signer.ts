@@ -4,7 +4,6 @@ import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
-import type { FinalizedRecord } from './coordinator.js';
 import {
   finalizedKey,
   requestSignedKey,
@@ -16,7 +15,7 @@ import type { Store, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
-import { getUtxo, outpointText, parseOutpoint, type ChainView, type UtxoRecord } from '../wallet/utxos.js';
+import { getUtxo, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
   validateProposal,
   type KnownRequest,
@@ -24,20 +23,11 @@ import {
   type SignedPayment,
   type ValidationState,
 } from '../wallet/validate.js';
+import type { FinalizedRecord, UtxoRecord } from '../storage/records.js';
+import type { SignatureRecord } from '../storage/records.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
-
-/**
- * sigmade/<txid>: what this member signed, kept forever: it is what the no-double-pay check reads.
- * Its fee and size (signed) are what a replacement is measured against (BIP125).
- */
-export interface SignatureRecord extends Pick<FinalizedRecord, 'txid' | 'requestIds' | 'fee' | 'vsize' | 'at'> {
-  /** The outpoints it spends, `txid:vout`, in input order. */
-  readonly inputs: readonly string[];
-  /** 64 bytes per input, in input order. */
-  readonly signatures: Uint8Array;
-}
 
 /** The member's own rules for what it signs, read fresh for every proposal. */
 export interface SigningPolicy {

@@ -5,7 +5,8 @@
  * Keys are printable ASCII `<space>/<part>/<part>…`. Numbers are zero-padded to a fixed
  * width so that byte order (RocksDB's order) equals numeric order; hashes are lowercase hex
  * (Bitcoin txids and block hashes in the byte order RPC prints them, EVM hashes with `0x`).
- * Values are msgpack (see store.ts); the value column names the record type and its owner.
+ * Values are msgpack (see store.ts); the value column names the record type (all of them in
+ * records.ts) and the writer column who writes it.
  *
  * | space      | key                                      | value                                      | written by                      |
  * |------------|------------------------------------------|--------------------------------------------|---------------------------------|

@@ -2,18 +2,13 @@ import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import { StorageError } from './errors.js';
 import { META_KEY } from './keys.js';
+import type { StoreMeta } from './records.js';
 
 /**
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
  * migrates an older store when it opens it (MIGRATIONS). 2: the reqidx/ status index.
  */
 export const SCHEMA_VERSION = 3;
-
-export interface StoreMeta {
-  schemaVersion: number;
-  /** The federation's output descriptor: a store belongs to exactly one federation. */
-  descriptor: string;
-}
 
 export interface EntriesRange {
   /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */

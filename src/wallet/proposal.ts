@@ -6,22 +6,7 @@ import { isRequestId } from '../evm/request-id.js';
 import { WalletError } from './errors.js';
 import type { Payment } from './payment.js';
 import { reserveUtxos, type Outpoint } from './utxos.js';
-
-/**
- * What a proposer sends and every member checks before signing. Plain data (bytes, strings,
- * numbers, bigint), so it travels as msgpack and is stored as is.
- */
-export interface Proposal {
-  readonly version: 1;
-  readonly round: number;
-  /** x-only key of the proposer, hex. */
-  readonly proposer: string;
-  /** The unsigned transaction, serialized. */
-  readonly unsignedTx: Uint8Array;
-  readonly prevouts: readonly Prevout[];
-  /** Request paid by each peg-out output, in output order; a further last output is change. */
-  readonly requestIds: readonly string[];
-}
+import type { Proposal } from '../storage/records.js';
 
 /**
  * Caps on a proposal checked before any store read (SPEC §3: every cache and every cost a peer

@@ -1,6 +1,7 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { outpointOfKey, utxoIndexKey, utxoIndexPrefix, utxoKey } from '../storage/keys.js';
 import { WalletError } from './errors.js';
+import type { UtxoRecord, UtxoState } from '../storage/records.js';
 
 /**
  * The federation's UTXO set. Every write of a utxo/ record and of its utxoidx/ state index goes
@@ -10,29 +11,10 @@ import { WalletError } from './errors.js';
  * payment builder never act on a state the other changed meanwhile.
  */
 
-export type UtxoState = 'unspent' | 'reserved' | 'spent';
-
 export interface Outpoint {
   /** As RPC prints it (display order), lowercase hex. */
   txid: string;
   vout: number;
-}
-
-export interface UtxoRecord extends Outpoint {
-  value: bigint;
-  scriptPubKey: Uint8Array;
-  /**
-   * Height of the block that created the output. null: that block left the best chain while
-   * the output was reserved; the record is kept so the reservation survives until the output is
-   * mined again (height set back) or the reservation is released (record removed).
-   */
-  height: number | null;
-  /** 'unspent' means spendable and not reserved by any proposal. */
-  state: UtxoState;
-  /** The proposal txid that reserved it; kept once spent (audit trail) unless the proposal is released. */
-  reservedBy?: string;
-  /** The txid of the transaction (in the best chain) that spent it. */
-  spentBy?: string;
 }
 
 /** Where the Bitcoin chain stands for this member; null without Bitcoin Core (declared funding, no reorgs). */

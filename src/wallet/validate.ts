@@ -7,7 +7,8 @@ import { commitsTo } from './commitment.js';
 import { checkFee, type FeePolicy } from './fee.js';
 import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';
 import type { CheckedProposal } from './proposal.js';
-import { outpointText, spendableAt, utxoConfirmations, type ChainView, type UtxoRecord } from './utxos.js';
+import { outpointText, spendableAt, utxoConfirmations, type ChainView } from './utxos.js';
+import type { UtxoRecord } from '../storage/records.js';
 
 /** Why a member refuses to sign a proposal; stable codes for logs, metrics and peers. */
 export type RejectReason =

@@ -4,11 +4,11 @@ import { parseTx } from '../../src/bitcoin/tx.js';
 import { requestCounts, startDevnet, type Devnet, type DevnetOptions } from '../../src/devnet/federation.js';
 import { sendPegouts, type SentRequests } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
-import type { FinalizedRecord } from '../../src/node/coordinator.js';
 import { checkFinalizedWitnesses } from '../../src/signing/collector.js';
 import { SPACES } from '../../src/storage/keys.js';
 import { Store } from '../../src/storage/store.js';
 import { tempDir } from './tempdir.js';
+import type { FinalizedRecord } from '../../src/storage/records.js';
 
 type Owner = { after(fn: () => Promise<void>): void };
 

@@ -9,9 +9,7 @@ import { parseTx, serializeTx, type Transaction, type TxOutput } from '../../../
 import { requestCounts, type Devnet } from '../../../src/devnet/federation.js';
 import { devnetDestination } from '../../../src/devnet/requests.js';
 import { getRequest } from '../../../src/evm/request-store.js';
-import type { FinalizedRecord } from '../../../src/node/coordinator.js';
 import { declaredOutputs } from '../../../src/node/member.js';
-import type { SignatureRecord } from '../../../src/node/signer.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
 import { readKeyFile } from '../../../src/signing/keyfile.js';
 import { SigningPool } from '../../../src/signing/pool.js';
@@ -19,14 +17,10 @@ import { SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { commitsTo } from '../../../src/wallet/commitment.js';
 import { buildPayments, paymentOutputs, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
-import {
-  checkProposal,
-  proposalFromPayment,
-  type CheckedProposal,
-  type Proposal,
-} from '../../../src/wallet/proposal.js';
+import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
 import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../../support/federation.js';
+import type { FinalizedRecord, Proposal, SignatureRecord } from '../../../src/storage/records.js';
 
 // f = 2t − n − 1 malicious members (SPEC §3 "Byzantine members") against n − f honest member
 // processes on loopback. Each hostile member reuses a killed member's key, port and links in this

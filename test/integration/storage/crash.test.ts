@@ -3,10 +3,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import type { BitcoinCursor, ObservedBlock, TxConfirmation } from '../../../src/chain/observer.js';
 import { cursorKey, requestLogPrefix, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
-import type { UtxoRecord } from '../../../src/wallet/utxos.js';
 import {
   buildCrashChain,
   CRASH_KEEP_BLOCKS,
@@ -22,6 +20,7 @@ import {
 } from '../../support/crash-worker.js';
 import type { ScriptedChain } from '../../support/scripted-chain.js';
 import { tempDir, TEST_DESCRIPTOR } from '../../support/tempdir.js';
+import type { BitcoinCursor, ObservedBlock, TxConfirmation, UtxoRecord } from '../../../src/storage/records.js';
 
 /**
  * Crash safety (SPEC §6): a child process makes state transitions on a real store — requests

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BitcoinObserver, ObserverError, recoverUtxo, type ObservedBlock } from '../../../src/chain/observer.js';
+import { BitcoinObserver, ObserverError, recoverUtxo } from '../../../src/chain/observer.js';
 import { bitcoinBlockKey, SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { WalletError } from '../../../src/wallet/errors.js';
@@ -11,10 +11,10 @@ import {
   releaseUtxos,
   reserveUtxos,
   type Outpoint,
-  type UtxoRecord,
 } from '../../../src/wallet/utxos.js';
 import { ScriptedChain, scriptedTx } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
+import type { ObservedBlock, UtxoRecord } from '../../../src/storage/records.js';
 
 const FED = `5120${'ab'.repeat(32)}`;
 const FED_SCRIPT = Uint8Array.from(Buffer.from(FED, 'hex'));

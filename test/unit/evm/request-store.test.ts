@@ -11,11 +11,11 @@ import {
   stageForget,
   stageNewRequest,
   stageStatus,
-  type RequestRecord,
 } from '../../../src/evm/request-store.js';
 import { META_KEY, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
+import type { RequestRecord } from '../../../src/storage/records.js';
 
 // The request records and their status index (reqidx/): one index entry per record, moved in
 // the same batch as every status change, and built for stores written before it existed.

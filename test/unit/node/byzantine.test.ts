@@ -4,7 +4,6 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
-import type { FinalizedBody } from '../../../src/node/finalize.js';
 import { checkFinalizedBody } from '../../../src/node/messages.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
@@ -19,15 +18,11 @@ import {
   type PaymentRequest,
   type SpendableUtxo,
 } from '../../../src/wallet/payment.js';
-import {
-  checkProposal,
-  proposalFromPayment,
-  type CheckedProposal,
-  type Proposal,
-} from '../../../src/wallet/proposal.js';
+import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo, registerUtxo, spendUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
+import type { FinalizedBody, Proposal } from '../../../src/storage/records.js';
 
 // One malicious member against an honest member's signer (real RocksDB store, real pool): each
 // attack of issue 11 is refused with a typed reason, and the legitimate payment beside it is signed.

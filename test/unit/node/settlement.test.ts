@@ -7,7 +7,7 @@ import { BitcoinRpcError, type BroadcastOutcome, type RpcTransaction } from '../
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { getRequest, stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
-import { recordFinalized, type FinalizedRecord } from '../../../src/node/finalize.js';
+import { recordFinalized } from '../../../src/node/finalize.js';
 import { createLogger } from '../../../src/node/log.js';
 import { ChainSettlement } from '../../../src/node/settlement.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
@@ -17,6 +17,7 @@ import { checkProposal, proposalFromPayment, stageProposal } from '../../../src/
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
+import type { FinalizedRecord } from '../../../src/storage/records.js';
 
 // Settlement against Bitcoin Core's answers, scripted (no bitcoind here): broadcast retried
 // until the node has the payment, "already in the mempool" as success, 'paid' at depth,

@@ -5,17 +5,18 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
-import { signProposal, type SignatureRecord } from '../../../src/node/signer.js';
+import { signProposal } from '../../../src/node/signer.js';
 import { inProcessVerifier } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { signatureMadeKey } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments, requirePayments, type SpendableUtxo } from '../../../src/wallet/payment.js';
-import { checkProposal, proposalFromPayment, type Proposal } from '../../../src/wallet/proposal.js';
+import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
 import { openTempStore } from '../../support/tempdir.js';
+import type { Proposal, SignatureRecord } from '../../../src/storage/records.js';
 
 const secretKeys = [1, 2, 3].map((i) => Buffer.alloc(32, i));
 const federation = buildFederation({

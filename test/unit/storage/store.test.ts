@@ -2,10 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { RocksLevel } from '@nxtedition/rocksdb';
-import { Store, SCHEMA_VERSION, type StoreMeta } from '../../../src/storage/store.js';
+import { Store, SCHEMA_VERSION } from '../../../src/storage/store.js';
 import { StorageError } from '../../../src/storage/errors.js';
 import { META_KEY, keyNumber, utxoKey, utxoIndexKey, SPACES, requestKey } from '../../../src/storage/keys.js';
 import { openTempStore, tempDir, TEST_DESCRIPTOR as DESCRIPTOR } from '../../support/tempdir.js';
+import type { StoreMeta } from '../../../src/storage/records.js';
 
 const OTHER = 'tr(50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0,sortedmulti_a(1,bb))#test0002';
 const TXID = 'ab'.repeat(32);

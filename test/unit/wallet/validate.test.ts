@@ -13,10 +13,9 @@ import {
   proposalTxid,
   stageProposal,
   type CheckedProposal,
-  type Proposal,
 } from '../../../src/wallet/proposal.js';
 import type { FeePolicy } from '../../../src/wallet/fee.js';
-import { getUtxo, registerUtxo, type ChainView, type UtxoRecord } from '../../../src/wallet/utxos.js';
+import { getUtxo, registerUtxo, type ChainView } from '../../../src/wallet/utxos.js';
 import {
   validateProposal,
   type KnownRequest,
@@ -25,6 +24,7 @@ import {
   type ValidationState,
 } from '../../../src/wallet/validate.js';
 import { openTempStore } from '../../support/tempdir.js';
+import type { Proposal, UtxoRecord } from '../../../src/storage/records.js';
 
 const federation = buildFederation({
   network: 'regtest',

@@ -1,0 +1,175 @@
+import type { Prevout } from '../bitcoin/tx.js';
+import type { RequestRejectReason } from '../evm/decider.js';
+import type { Outpoint } from '../wallet/utxos.js';
+
+// Every record type a member stores, in one place: the value column of the table in keys.ts.
+// Each is plain data (msgpack, see store.ts) and is read back as exactly what was written.
+
+export interface StoreMeta {
+  schemaVersion: number;
+  /** The federation's output descriptor: a store belongs to exactly one federation. */
+  descriptor: string;
+}
+
+/**
+ * accepted → batched → signed → broadcast → paid is the happy path; rejected is final;
+ * orphaned marks a request whose EVM block left the chain after the federation acted on it
+ * (an alarm for operators, never a silent drop).
+ */
+export type RequestStatus = 'accepted' | 'rejected' | 'batched' | 'signed' | 'broadcast' | 'paid' | 'orphaned';
+
+export interface RequestRecord {
+  readonly id: string;
+  readonly txHash: string;
+  readonly ordinal: number;
+  readonly blockNumber: number;
+  readonly blockHash: string;
+  readonly evmAddress: string;
+  readonly bitcoinAddress: string;
+  readonly wei: string;
+  readonly sats: bigint;
+  readonly subSatoshiWei: string;
+  readonly status: RequestStatus;
+  readonly reason?: RequestRejectReason;
+  readonly detail?: string;
+  readonly scriptPubKey?: Uint8Array;
+  /** Sequence number of the latest status-history entry. */
+  readonly seq: number;
+}
+
+export interface StatusChange {
+  readonly status: RequestStatus;
+  readonly at: string;
+  readonly detail?: string;
+}
+
+export interface EvmCursor {
+  readonly height: number;
+  readonly hash: string;
+}
+
+/** Stored per ingested block that matters: the cursor's block and every block with requests. */
+export interface EvmBlockRecord {
+  readonly hash: string;
+  readonly requests: readonly string[];
+}
+
+export type UtxoState = 'unspent' | 'reserved' | 'spent';
+
+export interface UtxoRecord extends Outpoint {
+  value: bigint;
+  scriptPubKey: Uint8Array;
+  /**
+   * Height of the block that created the output. null: that block left the best chain while
+   * the output was reserved; the record is kept so the reservation survives until the output is
+   * mined again (height set back) or the reservation is released (record removed).
+   */
+  height: number | null;
+  /** 'unspent' means spendable and not reserved by any proposal. */
+  state: UtxoState;
+  /** The proposal txid that reserved it; kept once spent (audit trail) unless the proposal is released. */
+  reservedBy?: string;
+  /** The txid of the transaction (in the best chain) that spent it. */
+  spentBy?: string;
+}
+
+export interface BitcoinCursor {
+  height: number;
+  hash: string;
+}
+
+/** btcblk/<height>: what applying the block changed, enough to undo it. */
+export interface ObservedBlock {
+  hash: string;
+  prevHash: string | undefined;
+  /** Federation outputs the block created, in block order. */
+  created: Outpoint[];
+  /** UTXO records as they were before the block spent them, in block order. */
+  spent: UtxoRecord[];
+  /** Federation payments confirmed by this block (txconf/ written). */
+  confirmed: string[];
+  /** Of those, the ones this member holds no finalized record of (chainpay/ written). */
+  foreign?: string[];
+}
+
+/** txconf/<txid>: the best-chain block that holds a federation payment. */
+export interface TxConfirmation {
+  height: number;
+  blockHash: string;
+}
+
+/**
+ * chainpay/<txid>: a confirmed transaction that spends federation outputs and that this member
+ * did not record as finalized (it was down, or its peers never reached it). Settlement reads
+ * which requests it pays from its commitment and records it (SPEC §3: a member catches up from
+ * the chain).
+ */
+export interface ChainSpend {
+  readonly txid: string;
+  readonly height: number;
+  /** The raw transaction, as getblock (verbosity 2) gives it. */
+  readonly tx: Uint8Array;
+}
+
+/**
+ * What a proposer sends and every member checks before signing. Plain data (bytes, strings,
+ * numbers, bigint), so it travels as msgpack and is stored as is.
+ */
+export interface Proposal {
+  readonly version: 1;
+  readonly round: number;
+  /** x-only key of the proposer, hex. */
+  readonly proposer: string;
+  /** The unsigned transaction, serialized. */
+  readonly unsignedTx: Uint8Array;
+  readonly prevouts: readonly Prevout[];
+  /** Request paid by each peg-out output, in output order; a further last output is change. */
+  readonly requestIds: readonly string[];
+}
+
+/**
+ * sigmade/<txid>: what this member signed, kept forever: it is what the no-double-pay check reads.
+ * Its fee and size (signed) are what a replacement is measured against (BIP125).
+ */
+export interface SignatureRecord extends Pick<FinalizedRecord, 'txid' | 'requestIds' | 'fee' | 'vsize' | 'at'> {
+  /** The outpoints it spends, `txid:vout`, in input order. */
+  readonly inputs: readonly string[];
+  /** 64 bytes per input, in input order. */
+  readonly signatures: Uint8Array;
+}
+
+/** final/<txid>: a payment with t valid signatures on every input. */
+export interface FinalizedRecord {
+  readonly txid: string;
+  /** The signed transaction, serialized. */
+  readonly tx: Uint8Array;
+  readonly prevouts: readonly Prevout[];
+  readonly requestIds: readonly string[];
+  /** Requests the payment names that this member had not ingested when it was finalized (output index by id). */
+  readonly unmatched: Readonly<Record<string, number>>;
+  readonly fee: bigint;
+  readonly vsize: number;
+  /** Proposals that held this payment's inputs when it was finalized: they lose if it confirms. */
+  readonly conflicts: readonly string[];
+  /** Payments this member signed that this one superseded (see stageSuperseded): released at once. */
+  readonly superseded?: readonly string[];
+  readonly at: string;
+}
+
+/** A finalized payment as it travels between members: which requests it pays is what output 0 commits to. */
+export type FinalizedBody = Pick<FinalizedRecord, 'tx' | 'prevouts' | 'requestIds'>;
+
+/** supsd/<txid>: why a payment this member signed can never reach t signatures. */
+export interface Supersession {
+  /** The finalized payment of one of its requests that spends none of its inputs. */
+  readonly by: string;
+  readonly at: string;
+}
+
+/** bcast/<txid>/<seq>: one broadcast attempt. */
+export interface BroadcastAttempt {
+  readonly at: string;
+  /** Bitcoin height when it was made: RBF counts blocks from the first accepted attempt. */
+  readonly height: number;
+  readonly outcome: string;
+}
