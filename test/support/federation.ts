@@ -7,6 +7,7 @@ import { EvmRpc } from '../../src/evm/rpc.js';
 import { checkFinalizedWitnesses } from '../../src/signing/collector.js';
 import { SPACES } from '../../src/storage/keys.js';
 import { Store } from '../../src/storage/store.js';
+import { listUtxos } from '../../src/wallet/utxos.js';
 import { tempDir } from './tempdir.js';
 import type { FinalizedRecord } from '../../src/storage/records.js';
 
@@ -94,4 +95,20 @@ export async function checkExactlyOnce(devnet: Devnet, requestIds: readonly stri
     'the finalized payments pay exactly the requests sent',
   );
   return [...finals.values()];
+}
+
+/** After the members stopped: `members` hold no input reserved for a payment that lost or can never finish. */
+export async function checkNothingReserved(devnet: Devnet, members: readonly number[]): Promise<void> {
+  for (const i of members) {
+    const store = await Store.open(devnet.members[i]!.storeDir, { descriptor: devnet.federation.descriptor });
+    try {
+      assert.deepEqual(
+        await listUtxos(store, 'reserved'),
+        [],
+        `member ${i + 1} holds no input for a payment that cannot finish`,
+      );
+    } finally {
+      await store.close();
+    }
+  }
 }

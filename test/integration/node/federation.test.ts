@@ -12,13 +12,18 @@ import { devnetDestination } from '../../../src/devnet/requests.js';
 import { declaredOutputs } from '../../../src/node/member.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
 import { readKeyFile } from '../../../src/signing/keyfile.js';
-import { Store } from '../../../src/storage/store.js';
-import { listUtxos } from '../../../src/wallet/utxos.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../../src/wallet/proposal.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
 import { BITCOIND, NO_BITCOIND } from '../../support/bitcoind.js';
-import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../../support/federation.js';
+import {
+  checkExactlyOnce,
+  checkNothingReserved,
+  federationOfProcesses,
+  PEGOUT_SATS,
+  send,
+  waitSigned,
+} from '../../support/federation.js';
 
 // Federations of real member processes (`pegout node`) on loopback, with a real anvil, real
 // stores and SIGKILL. Without Bitcoin Core: funding is declared, payments end finalized; with
@@ -64,18 +69,7 @@ describe('federation of member processes', { timeout: 600_000 }, () => {
     await devnet.stop();
     await checkExactlyOnce(devnet, all);
     // what a killed member had reserved for payments that lost or never finished is free again
-    for (const m of devnet.members) {
-      const store = await Store.open(m.storeDir, { descriptor: devnet.federation.descriptor });
-      try {
-        assert.deepEqual(
-          await listUtxos(store, 'reserved'),
-          [],
-          `member ${m.index + 1} holds no input for a payment that cannot finish`,
-        );
-      } finally {
-        await store.close();
-      }
-    }
+    await checkNothingReserved(devnet, [0, 1, 2]);
   });
 
   it('with only t members up requests are paid; with fewer nothing is finalized, and payment resumes when enough return', async (ctx) => {
@@ -186,15 +180,18 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
   });
 });
 
+/** 2-of-3 on regtest: twelve peg-ins, payments paid at two confirmations. */
+const regtest2of3 = () => ({
+  members: 3,
+  threshold: 2,
+  bitcoind: BITCOIND!,
+  paidConfirmations: 2,
+  funding: { count: 12, sats: 10_000_000 },
+});
+
 describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
   it('2-of-3: peg-ins fund it, payments confirm, a reorg around a payment, and each request is paid on chain exactly once', async (ctx) => {
-    const devnet = await federationOfProcesses(ctx, {
-      members: 3,
-      threshold: 2,
-      bitcoind: BITCOIND!,
-      paidConfirmations: 2,
-      funding: { count: 12, sats: 10_000_000 },
-    });
+    const devnet = await federationOfProcesses(ctx, regtest2of3());
     const regtest = devnet.regtest!;
     const mine = (): Promise<string[]> => regtest.mine(1);
     const status = async (id: string): Promise<PegoutStatus> =>
@@ -245,13 +242,7 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
   });
 
   it('2-of-3: a payment left unconfirmed while the fee rate rises is replaced (BIP125), Core accepts the replacement, and only it confirms', async (ctx) => {
-    const devnet = await federationOfProcesses(ctx, {
-      members: 3,
-      threshold: 2,
-      bitcoind: BITCOIND!,
-      paidConfirmations: 2,
-      funding: { count: 12, sats: 10_000_000 },
-    });
+    const devnet = await federationOfProcesses(ctx, regtest2of3());
     const regtest = devnet.regtest!;
     const sent = await send(devnet, 4);
     await waitSigned(devnet, 4, [0, 1, 2], 120_000, { status: 'broadcast' });
@@ -313,13 +304,7 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
   });
 
   it('2-of-3: a member killed after it signed, restarted once the payment is paid and its peers are gone, settles from the chain alone', async (ctx) => {
-    const devnet = await federationOfProcesses(ctx, {
-      members: 3,
-      threshold: 2,
-      bitcoind: BITCOIND!,
-      paidConfirmations: 2,
-      funding: { count: 12, sats: 10_000_000 },
-    });
+    const devnet = await federationOfProcesses(ctx, regtest2of3());
     const regtest = devnet.regtest!;
     const sent = await send(devnet, 4);
     // member 3 signed (its inputs are reserved), then dies, as early in the round as the metrics
@@ -341,12 +326,7 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     await devnet.start(2);
     await waitSigned(devnet, 4, [2], 120_000, { status: 'paid', between: () => regtest.mine(1) });
     await devnet.stop();
-    const store = await Store.open(devnet.members[2]!.storeDir, { descriptor: devnet.federation.descriptor });
-    try {
-      assert.deepEqual(await listUtxos(store, 'reserved'), [], 'no input stays reserved by a proposal that lost');
-    } finally {
-      await store.close();
-    }
+    await checkNothingReserved(devnet, [2]);
     await checkExactlyOnce(devnet, sent.ids);
   });
 });

@@ -30,30 +30,69 @@ const federation = buildFederation({
 });
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 
+/**
+ * A member with federation outputs of `outputs` sats (one funding transaction) on a scripted chain
+ * it has observed, one accepted request of `sats`, and a settlement that accepts every broadcast.
+ */
+async function setup(
+  t: Parameters<typeof openTempStore>[0],
+  outputs: bigint[] = [50_000_000n, 50_000_000n],
+  sats = 30_000_000n,
+) {
+  const store = await openTempStore(t, federation.descriptor);
+  const chain = new ScriptedChain(100);
+  const fedScript = toHex(federation.scriptPubKey);
+  const funding: RpcTransaction = {
+    txid: hex32(7),
+    hash: hex32(7),
+    vin: [{ coinbase: '00', sequence: 0 }],
+    vout: outputs.map((value, n) => ({ n, value: Number(value) / 1e8, scriptPubKey: { hex: fedScript } })),
+  };
+  chain.mine([funding]);
+  const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
+  await observer.sync();
+  const id = `0x${hex32(9)}:0`;
+  const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats };
+  const batch = store.batch();
+  stageNewRequest(
+    batch,
+    {
+      id,
+      txHash: `0x${hex32(9)}`,
+      ordinal: 0,
+      blockNumber: 1,
+      blockHash: `0x${hex32(1)}`,
+      evmAddress: `0x${'11'.repeat(20)}`,
+      bitcoinAddress: 'x',
+      wei: '0',
+      sats: request.sats,
+      subSatoshiWei: '0',
+      status: 'accepted',
+      scriptPubKey: request.scriptPubKey,
+    },
+    'then',
+  );
+  await batch.write({ sync: true });
+  const inputs = outputs.map((value, vout) => ({ txid: hex32(7), vout, value, scriptPubKey: federation.scriptPubKey }));
+  const log = createLogger({ level: 'error', write: () => undefined });
+  const settlement = new ChainSettlement({
+    store,
+    federation,
+    rpc: { broadcast: async () => 'accepted' },
+    observer,
+    paidConfirmations: 3,
+    rbfAfterBlocks: 2,
+    maxFeeRate: 500,
+    log,
+    onSettled: () => undefined,
+  });
+  return { store, chain, observer, id, request, inputs, settlement };
+}
+
 describe('settlement with Bitcoin Core', () => {
   it('rebroadcasts until the node has the payment, marks its requests paid at depth, and proposes a replacement when fees rise', async (t) => {
-    const store = await openTempStore(t, federation.descriptor);
-    const chain = new ScriptedChain(100);
-    const fedScript = toHex(federation.scriptPubKey);
-    const funding: RpcTransaction = {
-      txid: hex32(7),
-      hash: hex32(7),
-      vin: [{ coinbase: '00', sequence: 0 }],
-      vout: [{ n: 0, value: 1, scriptPubKey: { hex: fedScript } }],
-    };
-    chain.mine([funding]);
-    const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
-    await observer.sync();
-
-    const id = `0x${hex32(9)}:0`;
-    const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats: 40_000_000n };
-    const [payment] = buildPayments(
-      [request],
-      [{ txid: hex32(7), vout: 0, value: 100_000_000n, scriptPubKey: federation.scriptPubKey }],
-      2,
-      federation,
-      { maxOutputs: 10 },
-    ).payments;
+    const { store, chain, observer, id, request, inputs } = await setup(t, [100_000_000n], 40_000_000n);
+    const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
     const txid = txidOf(payment!.tx);
     const record: FinalizedRecord = {
       txid,
@@ -66,28 +105,10 @@ describe('settlement with Bitcoin Core', () => {
       conflicts: [],
       at: 'then',
     };
-    const setup = store.batch();
-    const r = stageNewRequest(
-      setup,
-      {
-        id,
-        txHash: `0x${hex32(9)}`,
-        ordinal: 0,
-        blockNumber: 1,
-        blockHash: `0x${hex32(1)}`,
-        evmAddress: `0x${'11'.repeat(20)}`,
-        bitcoinAddress: 'x',
-        wei: '0',
-        sats: request.sats,
-        subSatoshiWei: '0',
-        status: 'accepted',
-        scriptPubKey: request.scriptPubKey,
-      },
-      'then',
-    );
-    stageStatus(setup, r, 'signed', 'then', `finalized in ${txid}`);
-    setup.put(finalizedKey(txid), record);
-    await setup.write({ sync: true });
+    await store.transaction(async (batch) => {
+      stageStatus(batch, (await getRequest(batch, id))!, 'signed', 'then', `finalized in ${txid}`);
+      batch.put(finalizedKey(txid), record);
+    });
 
     const answers: (BroadcastOutcome | Error)[] = [
       new BitcoinRpcError('transport', 'connection refused', {}),
@@ -163,61 +184,6 @@ describe('settlement with Bitcoin Core', () => {
   });
 
   /** A member with two federation outputs on the scripted chain, a request, and the settlement to test. */
-  async function setup(t: Parameters<typeof openTempStore>[0]) {
-    const store = await openTempStore(t, federation.descriptor);
-    const chain = new ScriptedChain(100);
-    const fedScript = toHex(federation.scriptPubKey);
-    const funding: RpcTransaction = {
-      txid: hex32(7),
-      hash: hex32(7),
-      vin: [{ coinbase: '00', sequence: 0 }],
-      vout: [0, 1].map((n) => ({ n, value: 0.5, scriptPubKey: { hex: fedScript } })),
-    };
-    chain.mine([funding]);
-    const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
-    await observer.sync();
-    const id = `0x${hex32(9)}:0`;
-    const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats: 30_000_000n };
-    const batch = store.batch();
-    stageNewRequest(
-      batch,
-      {
-        id,
-        txHash: `0x${hex32(9)}`,
-        ordinal: 0,
-        blockNumber: 1,
-        blockHash: `0x${hex32(1)}`,
-        evmAddress: `0x${'11'.repeat(20)}`,
-        bitcoinAddress: 'x',
-        wei: '0',
-        sats: request.sats,
-        subSatoshiWei: '0',
-        status: 'accepted',
-        scriptPubKey: request.scriptPubKey,
-      },
-      'then',
-    );
-    await batch.write({ sync: true });
-    const inputs = [0, 1].map((vout) => ({
-      txid: hex32(7),
-      vout,
-      value: 50_000_000n,
-      scriptPubKey: federation.scriptPubKey,
-    }));
-    const log = createLogger({ level: 'error', write: () => undefined });
-    const settlement = new ChainSettlement({
-      store,
-      federation,
-      rpc: { broadcast: async () => 'accepted' },
-      observer,
-      paidConfirmations: 3,
-      rbfAfterBlocks: 2,
-      maxFeeRate: 500,
-      log,
-      onSettled: () => undefined,
-    });
-    return { store, chain, observer, id, request, inputs, settlement };
-  }
 
   it('returns the requests of a payment that lost only once the winner is at the paid depth, and frees its other inputs', async (t) => {
     const { store, chain, id, request, inputs, settlement } = await setup(t);
