@@ -1,5 +1,5 @@
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
-import { getRequest, listRequests, requestHistory } from '../evm/request-store.js';
+import { getRequest, listRequestsByEvmAddress, requestHistory } from '../evm/request-store.js';
 import type { Store } from '../storage/store.js';
 import { listUtxos } from '../wallet/utxos.js';
 import { parseRequestId } from '../evm/request-id.js';
@@ -92,7 +92,7 @@ export function storeStatusSource(
     },
     async pegoutsByEvmAddress(evmAddress, limit) {
       const wanted = evmAddress.toLowerCase();
-      const found = (await listRequests(store, (r) => r.evmAddress === wanted)).slice(0, limit);
+      const found = await listRequestsByEvmAddress(store, wanted, limit);
       return Promise.all(
         found.map(async (r) => summary(r, await requestHistory(store, r.id), await payments(store, federation, r.id))),
       );

@@ -1,8 +1,11 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import {
+  requestByAddressKey,
+  requestByAddressPrefix,
   requestIndexKey,
   requestIndexPrefix,
   requestKey,
+  requestKeyOfAddressIndex,
   requestKeyOfIndex,
   requestLogKey,
   requestLogPrefix,
@@ -22,6 +25,7 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
   const { txHash, ordinal } = keyOf(record);
   batch.put(requestKey(txHash, ordinal), full);
   batch.put(requestIndexKey(record.status, txHash, ordinal), 1);
+  batch.put(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal), 1);
   const change: StatusChange = { status: record.status, at, ...(record.detail ? { detail: record.detail } : {}) };
   batch.put(requestLogKey(txHash, ordinal, 0), change);
   return full;
@@ -83,6 +87,7 @@ export function stageForget(batch: StoreBatch, record: RequestRecord): void {
   const { txHash, ordinal } = keyOf(record);
   batch.del(requestKey(txHash, ordinal));
   batch.del(requestIndexKey(record.status, txHash, ordinal));
+  batch.del(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal));
   for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, ordinal, seq));
 }
 
@@ -122,6 +127,17 @@ export async function listRequests(
   for await (const [, record] of store.entries<RequestRecord>({ prefix: SPACES.request }))
     if (filter(record)) out.push(record);
   return out;
+}
+
+/** The newest `limit` requests burned by `evmAddress` (lowercase), newest first, read through the address index. */
+export async function listRequestsByEvmAddress(
+  store: Store,
+  evmAddress: string,
+  limit: number,
+): Promise<RequestRecord[]> {
+  const keys = await store.keys({ prefix: requestByAddressPrefix(evmAddress), reverse: true, limit });
+  const records = await store.getMany<RequestRecord>(keys.map(requestKeyOfAddressIndex));
+  return records.filter((r): r is RequestRecord => r !== undefined);
 }
 
 /** Requests in `status`, read through the status index: a turn costs O(pending), not O(every request ever ingested). */

@@ -18,6 +18,8 @@
  * | reqlog/    | reqlog/<evm tx hash>/<ordinal>/<seq>       | one status change (history, append-only)   | same batch as the req/ change   |
  * | reqidx/    | reqidx/<status>/<evm tx hash>/<ordinal>  | 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
  * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
+ * | reqaddr/   | reqaddr/<evm address>/<block>/<tx hash>/ | 1 — index of req/ by the EVM address that  | same batch as the req/ record   |
+ * |            |   <ordinal>                              | burned (newest last)                       |                                 |
  * | utxo/      | utxo/<txid>/<vout>                       | UtxoRecord (src/wallet/utxos.ts)           | observer, wallet (utxos.ts)     |
  * | utxoidx/   | utxoidx/<state>/<txid>/<vout>            | 1 — index of utxo/ by state; exactly one   | same batch as the utxo/ change  |
  * |            |                                          | entry per utxo/ record, never written      |                                 |
@@ -54,6 +56,7 @@ export const SPACES = {
   request: 'req/',
   requestLog: 'reqlog/',
   requestIndex: 'reqidx/',
+  requestByAddress: 'reqaddr/',
   utxo: 'utxo/',
   utxoIndex: 'utxoidx/',
   bitcoinBlock: 'btcblk/',
@@ -108,6 +111,36 @@ export function bitcoinHash(value: string, field: string): string {
       { field, value },
     );
   return value;
+}
+
+const EVM_ADDRESS = /^0x[0-9a-f]{40}$/;
+
+function evmAddress(value: string): string {
+  if (!EVM_ADDRESS.test(value)) {
+    const detail = `EVM address must be 0x followed by 40 lowercase hex characters, got ${JSON.stringify(value)}`;
+    throw new StorageError('invalid_key', detail, { field: 'evm address', value });
+  }
+  return value;
+}
+
+export function requestByAddressPrefix(address: string): string {
+  return `${SPACES.requestByAddress}${evmAddress(address)}/`;
+}
+
+/** Ordered by block, so the newest requests of an address are the last keys under its prefix. */
+export function requestByAddressKey(address: string, blockNumber: number, txHash: string, ordinal: number): string {
+  return `${requestByAddressPrefix(address)}${keyNumber(blockNumber, 'request block')}/${requestPart(txHash, ordinal)}`;
+}
+
+/** The req/ key a reqaddr/ key points at. */
+export function requestKeyOfAddressIndex(indexKey: string): string {
+  const parts = indexKey.split('/');
+  if (parts.length !== 5 || `${parts[0]}/` !== SPACES.requestByAddress) {
+    throw new StorageError('invalid_key', `not a request address index key: ${JSON.stringify(indexKey)}`, {
+      key: indexKey,
+    });
+  }
+  return `${SPACES.request}${parts[3]}/${parts[4]}`;
 }
 
 function evmHash(value: string, field: string): string {

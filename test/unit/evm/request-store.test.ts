@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import {
   countRequests,
   getRequest,
+  listRequestsByEvmAddress,
   listRequests,
   listRequestsInStatus,
   stageForget,
@@ -109,4 +110,37 @@ test('a store of an older schema (requests named by block log index) is refused,
   });
   // nothing was rewritten: it is refused the same way again
   await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), { code: 'schema_older' });
+});
+
+test('requests by the EVM address that burned them come from an index, newest first, and leave it with their record', async (t) => {
+  const store = await openTempStore(t);
+  const alice = `0x${'aa'.repeat(20)}`;
+  const bob = `0x${'bb'.repeat(20)}`;
+  const at = (n: number, who: string, block: number) => ({ ...request(n), evmAddress: who, blockNumber: block });
+  await store.transaction(async (batch) => {
+    for (const [n, who, block] of [
+      [1, alice, 5],
+      [2, bob, 6],
+      [3, alice, 9],
+      [4, alice, 7],
+    ] as const)
+      stageNewRequest(batch, at(n, who, block), 'then');
+  });
+  assert.deepEqual(
+    (await listRequestsByEvmAddress(store, alice, 10)).map((r) => r.blockNumber),
+    [9, 7, 5],
+  );
+  assert.deepEqual(
+    (await listRequestsByEvmAddress(store, alice, 2)).map((r) => r.id),
+    [`${hash(3)}:0`, `${hash(4)}:0`],
+  );
+  assert.deepEqual(
+    (await listRequestsByEvmAddress(store, bob, 10)).map((r) => r.id),
+    [`${hash(2)}:0`],
+  );
+  await store.transaction(async (batch) => stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!));
+  assert.deepEqual(
+    (await listRequestsByEvmAddress(store, alice, 10)).map((r) => r.blockNumber),
+    [7, 5],
+  );
 });
