@@ -29,8 +29,7 @@ import {
   type RpcTransaction,
   type RpcTxOut,
 } from './rpc.js';
-import type { UtxoRecord } from '../storage/records.js';
-import type { BitcoinCursor, ChainSpend, ObservedBlock, TxConfirmation } from '../storage/records.js';
+import type { BitcoinCursor, ChainSpend, ObservedBlock, TxConfirmation, UtxoRecord } from '../storage/records.js';
 
 /**
  * The Bitcoin block observer: follows the node's best chain from a configured height and keeps

@@ -7,8 +7,7 @@ import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
-import type { SignatureRecord } from '../storage/records.js';
-import type { FinalizedBody, FinalizedRecord, Supersession } from '../storage/records.js';
+import type { FinalizedBody, FinalizedRecord, SignatureRecord, Supersession } from '../storage/records.js';
 
 // Recording a finalized payment: the one place where a payment with t signatures (finalized
 // here, received from a peer, or found confirmed on the chain) enters this member's records.
@@ -44,11 +43,30 @@ async function stageSupersededBy(
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
       for (const rid of made.requestIds) {
         const r = requestIds.includes(rid) ? undefined : await getRequest(batch, rid);
-        if (r?.status === 'batched') stageStatus(batch, r, 'accepted', at, `payment ${other} superseded by ${txid}`);
+        // back to the queue only when no other payment this member signed still pays it
+        if (r?.status === 'batched' && !(await signedElsewhere(store, batch, rid, [other, ...superseded]))) {
+          stageStatus(batch, r, 'accepted', at, `payment ${other} superseded by ${txid}`);
+        }
       }
     }
   }
   return superseded;
+}
+
+/** Whether a payment this member signed, other than `except` and not superseded, pays request `id`. */
+async function signedElsewhere(
+  store: Store,
+  batch: StoreBatch,
+  id: string,
+  except: readonly string[],
+): Promise<boolean> {
+  const { txHash, ordinal } = parseRequestId(id);
+  for (const key of await store.keys({ prefix: keys.requestSignedPrefix(txHash, ordinal) })) {
+    const txid = key.slice(key.lastIndexOf('/') + 1);
+    if (except.includes(txid) || (await batch.get(keys.supersededKey(txid)))) continue;
+    if (await batch.get(keys.signatureMadeKey(txid))) return true;
+  }
+  return false;
 }
 
 /**

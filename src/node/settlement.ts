@@ -24,8 +24,7 @@ import { getUtxo, registerUtxo, releaseUtxos, spendUtxo } from '../wallet/utxos.
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
 import { recordFinalized } from './finalize.js';
 import type { Logger } from './log.js';
-import type { ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
-import type { BroadcastAttempt } from '../storage/records.js';
+import type { BroadcastAttempt, ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
 
 // Settlement: what happens to a finalized payment. With Bitcoin Core it is broadcast until the
 // node has it, followed to the configured depth (requests 'broadcast' → 'paid') and replaced

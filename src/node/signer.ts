@@ -23,8 +23,7 @@ import {
   type SignedPayment,
   type ValidationState,
 } from '../wallet/validate.js';
-import type { FinalizedRecord, UtxoRecord } from '../storage/records.js';
-import type { SignatureRecord } from '../storage/records.js';
+import type { FinalizedRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
