@@ -37,7 +37,8 @@ async function stageSupersededBy(
       const other = key.slice(key.lastIndexOf('/') + 1);
       if (other === txid || superseded.includes(other) || (await batch.get(keys.supersededKey(other)))) continue;
       const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
-      if (!made || made.inputs.some((o) => inputs.has(o))) continue;
+      // a payment known finalized here is never treated as one that cannot finish
+      if (!made || made.inputs.some((o) => inputs.has(o)) || (await batch.get(keys.finalizedKey(other)))) continue;
       superseded.push(other);
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);

@@ -96,9 +96,12 @@ export async function settleLocally(store: Store, federation: Federation, record
   await store.transaction(async (batch) => {
     for (const input of tx.inputs) {
       const u = await getUtxo(store, input);
-      // a conflicting payment was finalized first: on a chain only one of them would confirm
+      // A conflicting payment was finalized first. On a chain only one of them would confirm, and
+      // which one is not known here, so its requests stay in this payment (paying them again while
+      // it stands could pay them twice: signer.ts counts a finalized payment as live); only the
+      // inputs the other one did not spend go back to the wallet.
       if (u?.state === 'spent' && u.spentBy !== record.txid) {
-        await stageLost(store, batch, record, u.spentBy ?? 'another payment');
+        await releaseUtxos(batch, tx.inputs, record.txid);
         return;
       }
     }

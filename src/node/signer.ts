@@ -80,8 +80,11 @@ async function signedPayments(
     for (const name of record.inputs) {
       const u = await getUtxo(store, parseOutpoint(name));
       if (u?.state !== 'spent' || u.spentBy === txid) continue;
-      // without a chain (declared funding) a local spend is final
-      if (!chain || !u.spentBy || (await storedConfirmations(store, u.spentBy)) >= paidDepth) dead = true;
+      // Without a chain (declared funding), which of two conflicting finalized payments would confirm
+      // is unknown and members apply them in different orders: a local spend kills only a payment
+      // not known finalized here. With a chain, only a conflict confirmed at the paid depth does.
+      const killer = chain ? u.spentBy && (await storedConfirmations(store, u.spentBy)) >= paidDepth : !finalized;
+      if (killer) dead = true;
     }
     out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead, finalized });
   }

@@ -8,7 +8,8 @@ type Owner = { after(fn: () => Promise<void>): void };
 /** A fresh directory under the OS temp dir, removed when the test (or suite) `owner` ends. */
 export async function tempDir(owner: Owner, label: string): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), `pegout-${label}-`));
-  owner.after(() => rm(dir, { recursive: true, force: true }));
+  // PEGOUT_KEEP_TEST_DIRS=1 keeps stores and logs for a post-mortem
+  if (!process.env.PEGOUT_KEEP_TEST_DIRS) owner.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 

@@ -525,18 +525,17 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   );
 
   if (stalled) throw stalled;
-  // every request in exactly one finalized payment (also: t valid signatures on every input)
+  // every request paid, and paid by more than one finalized payment only when those conflict
+  // pairwise (checked above, and by checkExactlyOnce with t valid signatures on every input)
   await checkExactlyOnce(devnet, all);
   for (const id of all) {
-    assert.equal(
-      payers.get(id)?.size,
-      1,
-      `request ${id} is in exactly one finalized payment in the honest members' stores`,
+    assert.ok(
+      (payers.get(id)?.size ?? 0) >= 1,
+      `request ${id} is in a finalized payment in the honest members' stores`,
     );
-    assert.equal(
-      finalizedByApi.get(id)?.size,
-      1,
-      `request ${id} shows exactly one finalized payment in the honest members' APIs`,
+    assert.ok(
+      (finalizedByApi.get(id)?.size ?? 0) >= 1,
+      `request ${id} shows a finalized payment in the honest members' APIs`,
     );
   }
 }
