@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_FEE_MULTIPLE, DEFAULT_MAX_SHARE_PER_REQUEST } from '../wallet/fee.js';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { PegoutError } from '../errors.js';
@@ -101,8 +102,13 @@ const SCHEMA: Schema = {
     maxOutputs: { kind: 'int', min: 3, max: 2000, default: 100 },
   },
   fees: {
-    maxMultiple: { kind: 'number', min: 1, max: 100, default: 3 },
-    maxSharePerRequest: { kind: 'int', min: 1, max: 2_100_000_000_000_000, default: 100_000 },
+    maxMultiple: { kind: 'number', min: 1, max: 100, default: DEFAULT_MAX_FEE_MULTIPLE },
+    maxSharePerRequest: {
+      kind: 'int',
+      min: 1,
+      max: 2_100_000_000_000_000,
+      default: Number(DEFAULT_MAX_SHARE_PER_REQUEST),
+    },
   },
   workers: { kind: 'int', min: 0, max: 256, default: 0 },
   logLevel: { kind: 'level', default: 'info' },

@@ -17,7 +17,7 @@ import {
 import type { Store } from '../storage/store.js';
 import { targetRate } from '../wallet/fee.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
-import { checkProposal, proposalFromPayment, proposalOutpoints, type CheckedProposal } from '../wallet/proposal.js';
+import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { recordFinalized } from './finalize.js';
@@ -79,7 +79,8 @@ export const COORDINATOR_CAPS = {
 } as const;
 
 interface OpenProposal {
-  readonly proposal: Proposal;
+  /** Parsed once, when it arrived or was built. */
+  readonly checked: CheckedProposal;
   /** When it last made progress here: arrived, or brought signatures (ms). */
   since: number;
 }
@@ -397,7 +398,7 @@ export class Coordinator {
         }
       }
       if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals)
-        this.rivals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
+        this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now() });
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
@@ -419,21 +420,20 @@ export class Coordinator {
    * finalize are forgotten.
    */
   private async merges(rate: number, now: number, slot: number): Promise<Proposal[]> {
-    const stale: (Rival & { proposal: Proposal; spendable: SpendableUtxo[] })[] = [];
+    const stale: (Rival & { spendable: SpendableUtxo[] })[] = [];
     // inputs of open payments still making progress: a merge another member proposed is one
     const moving: Set<string>[] = [];
     for (const [txid, open] of [...this.proposals, ...this.rivals]) {
       if (now - open.since < STALE_SLOTS * this.o.slotMs) {
-        moving.push(new Set(proposalOutpoints(open.proposal).map(outpointText)));
+        moving.push(new Set(open.checked.tx.inputs.map(outpointText)));
         continue;
       }
-      const spendable = await this.liveInputs(txid, open.proposal);
+      const spendable = await this.liveInputs(txid, open.checked);
       if (spendable)
         stale.push({
           txid,
-          requestIds: open.proposal.requestIds,
+          requestIds: open.checked.proposal.requestIds,
           inputs: spendable.map(outpointText),
-          proposal: open.proposal,
           spendable,
         });
       else this.forget(txid);
@@ -482,10 +482,10 @@ export class Coordinator {
    * The proposal's inputs as this member knows them, or undefined when it can no longer finalize or pays nothing
    * still payable.
    */
-  private async liveInputs(txid: string, proposal: Proposal): Promise<SpendableUtxo[] | undefined> {
+  private async liveInputs(txid: string, { proposal, tx }: CheckedProposal): Promise<SpendableUtxo[] | undefined> {
     if (await this.o.store.get(finalizedKey(txid))) return undefined;
     const inputs: SpendableUtxo[] = [];
-    for (const o of proposalOutpoints(proposal)) {
+    for (const o of tx.inputs) {
       const u = await getUtxo(this.o.store, o);
       if (!u || u.state === 'spent') return undefined;
       if (u.reservedBy && u.reservedBy !== txid && (await this.o.store.get(finalizedKey(u.reservedBy))))
@@ -511,9 +511,9 @@ export class Coordinator {
   }
 
   /** Starts collecting for a proposal this member signed, with its own and any early signatures. */
-  private async track({ proposal, tx }: CheckedProposal, own: Uint8Array): Promise<void> {
-    const txid = this.collector.open(tx, proposal.prevouts);
-    if (!this.proposals.has(txid)) this.proposals.set(txid, { proposal, since: this.o.now?.() ?? Date.now() });
+  private async track(checked: CheckedProposal, own: Uint8Array): Promise<void> {
+    const txid = this.collector.open(checked.tx, checked.proposal.prevouts);
+    if (!this.proposals.has(txid)) this.proposals.set(txid, { checked, since: this.o.now?.() ?? Date.now() });
     await this.add(txid, this.myKey, own);
     for (const [peer, sigs] of this.early.take(txid)) await this.add(txid, peer, sigs, true);
   }
@@ -589,7 +589,7 @@ export class Coordinator {
       if (store) await this.o.store.batch().put(signatureReceivedKey(txid, member), signatures).write();
     }
     if (this.collector.count(txid) >= this.o.federation.threshold) {
-      const { proposal } = this.proposals.get(txid)!;
+      const { proposal } = this.proposals.get(txid)!.checked;
       const signed = this.collector.finalize(txid);
       this.collector.forget(txid);
       this.proposals.delete(txid);
@@ -649,10 +649,10 @@ export class Coordinator {
    * payment not yet paid.
    */
   private async announce(peer: string): Promise<void> {
-    for (const [txid, { proposal }] of this.proposals) {
+    for (const [txid, { checked }] of this.proposals) {
       const record = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
       if (!record) continue;
-      this.o.network.send(peer, 'proposal', proposal);
+      this.o.network.send(peer, 'proposal', checked.proposal);
       this.o.network.send(peer, 'signatures', { txid, signatures: record.signatures } satisfies SignaturesBody);
     }
     for (const body of this.unsettled.values()) this.o.network.send(peer, 'finalized', body);

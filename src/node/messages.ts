@@ -16,9 +16,6 @@ export interface SignaturesBody {
   readonly signatures: Uint8Array;
 }
 
-/** A proposer's turn starts (turn) and ends (turn_done); the body is the slot number. */
-export type TurnBody = number;
-
 const isPrevouts = (p: unknown): boolean =>
   Array.isArray(p) &&
   p.length <= PROPOSAL_CAPS.inputs &&
