@@ -31,6 +31,15 @@ export interface EvmObserverOptions {
   readonly now?: () => string;
   /** Called by run() after each step that ingested requests. */
   readonly onIngested?: (report: SyncReport) => void;
+  /** Requests the federation acted on whose block left the chain (after the rollback is stored). */
+  readonly onOrphaned?: (orphaned: readonly OrphanedRequest[]) => Promise<void>;
+}
+
+export interface OrphanedRequest {
+  readonly id: string;
+  readonly block: number;
+  /** What the federation had done with it. */
+  readonly status: string;
 }
 
 export interface SyncReport {
@@ -58,8 +67,6 @@ const ACTED_ON = new Set(['batched', 'signed', 'broadcast', 'paid', 'orphaned'])
  * changed block is rolled back and read again.
  */
 export class EvmObserver {
-  /** Requests whose block left the chain after the federation acted on them. */
-  alarms = 0;
   private range: number;
   private readonly bridge: string;
   /** Ends run()'s current wait between polls early. */
@@ -206,6 +213,7 @@ export class EvmObserver {
    */
   private async rollback(): Promise<number> {
     let undone = 0;
+    const orphaned: OrphanedRequest[] = [];
     await this.store.transaction(async (batch) => {
       let fork: EvmCursor | undefined;
       for await (const [key, record] of this.store.entries<EvmBlockRecord>({
@@ -230,8 +238,7 @@ export class EvmObserver {
                 this.now(),
                 `EVM block ${height} (${record.hash}) left the chain after the request was ${request.status}`,
               );
-              this.alarms++;
-              this.log('evm_request_orphaned', { request: id, block: height, status: request.status, alarm: true });
+              orphaned.push({ id, block: height, status: request.status });
             }
           } else {
             stageForget(batch, request);
@@ -244,6 +251,7 @@ export class EvmObserver {
       else batch.del(cursorKey('evm'));
       this.log('evm_reorg_rolled_back', { toHeight: fork?.height ?? null, requestsUndone: undone });
     });
+    if (orphaned.length > 0) await this.options.onOrphaned?.(orphaned);
     return undone;
   }
 

@@ -34,15 +34,21 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
 /**
  * The request state machine: every status a request may move to from each status. Anything else
  * is a bug, and stageStatus refuses it rather than record an impossible history.
- * - accepted → batched (this member signed a payment of it) or signed (a payment finalized
- *   before this member signed one); batched → signed.
+ * - accepted, held, rate_limited are QUEUED: final, valid, in no live payment this member signed.
+ *   The outflow schedule (wallet/limits.ts) moves requests among them: held while over the
+ *   per-request limit and not released by t operators, rate_limited while the rolling cap has no
+ *   room. An operator's reject moves held → rejected.
+ * - QUEUED → batched (this member signed a payment of it) or signed (a payment finalized before
+ *   this member signed one); batched → signed.
  * - signed → broadcast (Core has the payment) → paid (at depth); signed → paid when the payment
  *   confirmed before any broadcast of ours.
  * - batched, signed, broadcast → accepted: the payment lost to a conflicting one (invariant 5).
  * - any status but rejected → orphaned: its EVM block left the chain after the federation acted.
  */
 export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly RequestStatus[]>> = {
-  accepted: ['batched', 'signed', 'orphaned'],
+  accepted: ['batched', 'signed', 'held', 'rate_limited', 'orphaned'],
+  held: ['accepted', 'rate_limited', 'batched', 'signed', 'rejected', 'orphaned'],
+  rate_limited: ['accepted', 'held', 'batched', 'signed', 'orphaned'],
   batched: ['signed', 'accepted', 'orphaned'],
   signed: ['broadcast', 'paid', 'accepted', 'orphaned'],
   broadcast: ['paid', 'accepted', 'orphaned'],
@@ -50,6 +56,9 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
   rejected: [],
   orphaned: [],
 };
+
+/** Final, valid requests that no live payment this member signed pays: what a proposer may batch. */
+export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', 'rate_limited']);
 
 /**
  * Stages a status change, its history entry and the status index together; `record` must be the current one (read

@@ -1,7 +1,7 @@
 import { setImmediate } from 'node:timers/promises';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsInStatus, QUEUED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
@@ -221,7 +221,7 @@ export class Coordinator {
           !r.scriptPubKey ||
           !out ||
           Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0 ||
-          r.status !== 'accepted'
+          !QUEUED.has(r.status)
         )
           continue;
         stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
@@ -449,7 +449,7 @@ export class Coordinator {
       const requests: PaymentRequest[] = [];
       for (const id of ids) {
         const r = await getRequest(this.o.store, id);
-        if (r?.scriptPubKey && (r.status === 'accepted' || r.status === 'batched'))
+        if (r?.scriptPubKey && (QUEUED.has(r.status) || r.status === 'batched'))
           requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
       }
       const payment =
@@ -494,7 +494,7 @@ export class Coordinator {
     }
     for (const id of proposal.requestIds) {
       const r = await getRequest(this.o.store, id).catch(() => undefined);
-      if (r?.status === 'accepted' || r?.status === 'batched') return inputs;
+      if (r && (QUEUED.has(r.status) || r.status === 'batched')) return inputs;
     }
     return undefined;
   }

@@ -1,7 +1,7 @@
 import type { Federation } from '../bitcoin/federation.js';
 import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { getRequest, stageStatus } from '../evm/request-store.js';
+import { getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
@@ -106,7 +106,7 @@ export async function recordFinalized(
       if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
       requestIds.push(id);
       batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
-      if (r.status === 'accepted' || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
+      if (QUEUED.has(r.status) || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
     }
     const superseded = await stageSupersededBy(
       store,

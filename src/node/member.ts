@@ -22,6 +22,7 @@ import { Coordinator } from './coordinator.js';
 import type { SigningPolicy } from './signer.js';
 import { createLogger, type Logger } from './log.js';
 import { ChainSettlement, settleLocally } from './settlement.js';
+import { Safety } from './safety.js';
 
 // One federation member: the pipeline stages wired together in one process. The main thread
 // ingests events and keeps state in RocksDB; the pool signs and verifies; links carry frames.
@@ -137,6 +138,7 @@ async function startChainSide(
   federation: Federation,
   log: Logger,
   metrics: Metrics,
+  safety: Safety,
   cleanup: (() => Promise<void>)[],
   onSettled: (txid: string) => void,
 ): Promise<ChainSide> {
@@ -162,6 +164,7 @@ async function startChainSide(
     rbfAfterBlocks: b.rbfAfterBlocks,
     maxFeeRate: b.maxFeeRate,
     onSettled,
+    alarm: (kind, detail, fields) => safety.alarm(kind, detail, { ...fields }),
   });
   await settlement.load();
   const market = async (): Promise<{ floor: number; estimate: number; maxRate: number }> => {
@@ -303,7 +306,9 @@ export async function startMember(
     const loops = backgroundLoops(cleanup);
 
     let coordinator: Coordinator | undefined;
-    const chain = await startChainSide(config, store, federation, log, metrics, cleanup, (txid) =>
+    const safety = new Safety(store, log, metrics);
+    await safety.load();
+    const chain = await startChainSide(config, store, federation, log, metrics, safety, cleanup, (txid) =>
       coordinator?.settled(txid),
     );
     const { settlement, recoverInput } = chain;
@@ -316,6 +321,12 @@ export async function startMember(
       log: (event, fields) =>
         event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields),
       onIngested: () => coordinator?.ingested(),
+      onOrphaned: async (orphaned) => {
+        for (const o of orphaned) {
+          const detail = `request ${o.id} was ${o.status} when its EVM block ${o.block} left the chain`;
+          await safety.alarm('request_orphaned', detail, { request: o.id });
+        }
+      },
     });
     coordinator = new Coordinator({
       store,

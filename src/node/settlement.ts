@@ -3,7 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsInStatus, QUEUED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import {
   broadcastKey,
@@ -134,10 +134,12 @@ export interface ChainSettlementOptions {
   readonly metrics?: Metrics;
   /** The payment is paid at depth, or lost to a conflicting one: no longer announced. */
   readonly onSettled: (txid: string) => void;
+  /** Raises an alarm (node/safety.ts): a spend of federation outputs no payment explains. */
+  readonly alarm?: (kind: 'foreign_spend' | 'chain_spend_unmatched', detail: string, fields: object) => Promise<void>;
 }
 
 /** Statuses of a request that a confirmed payment this member missed may be paying. */
-const UNPAID: readonly RequestStatus[] = ['accepted', 'batched', 'signed', 'broadcast'];
+const UNPAID: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', 'broadcast'];
 
 /** With Bitcoin Core: broadcast with retries, confirmations, 'paid' at depth, RBF. */
 export class ChainSettlement {
@@ -259,13 +261,14 @@ export class ChainSettlement {
         if (!this.unmatched.has(spend.txid)) {
           this.unmatched.add(spend.txid);
           const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
-          this.o.log.error('chain_spend_unmatched', {
-            txid: spend.txid,
-            commitment: known,
-            note: known
-              ? 'a confirmed federation payment pays requests this member does not know (yet)'
-              : 'a federation output was spent by a transaction that is no federation payment',
-          });
+          // no commitment: no federation member built it, so t keys signed outside the rules
+          await this.o.alarm?.(
+            known ? 'chain_spend_unmatched' : 'foreign_spend',
+            known
+              ? `confirmed transaction ${spend.txid} pays requests this member does not know (yet), or pays them wrongly`
+              : `confirmed transaction ${spend.txid} spent federation outputs and is no federation payment`,
+            { txid: spend.txid, height: spend.height },
+          );
         }
         continue;
       }

@@ -2,7 +2,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import { getRequests, stageStatus } from '../evm/request-store.js';
+import { getRequests, QUEUED, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import {
   finalizedKey,
@@ -183,7 +183,7 @@ export async function signProposal(
       const { txHash, ordinal } = parseRequestId(id);
       batch.put(requestSignedKey(txHash, ordinal, txid), 1);
       const request = records[i];
-      if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
+      if (request && QUEUED.has(request.status)) stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
     }
     return { ok: true, txid, signatures, already: false };
   });

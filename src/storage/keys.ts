@@ -45,6 +45,11 @@
  * | sigrecv/   | sigrecv/<txid>/<member x-only key>       | verified signatures received from a member | node                            |
  * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
  * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |
+ * | hold/      | hold/<evm tx hash>/<ordinal>/<member key>| HoldRelease: a member's operator released  | node: own (admin interface,     |
+ * |            |                                          | a held request (own, or heard on a link)   | sync), peers' (links)           |
+ * | outflow/   | outflow/<window>                         | sats of requests this member first signed  | signer, in the batch of the     |
+ * |            |                                          | a payment of in that block window (bigint) | signature record                |
+ * | ctl/       | ctl/pause                                | PauseRecord: this member signs nothing     | node (safety.ts), sync          |
  */
 
 import { StorageError } from './errors.js';
@@ -70,6 +75,9 @@ export const SPACES = {
   superseded: 'supsd/',
   finalized: 'final/',
   broadcast: 'bcast/',
+  hold: 'hold/',
+  outflow: 'outflow/',
+  control: 'ctl/',
 } as const;
 
 /** Width of every numeric key part: 10 digits hold any uint32 (vout, request ordinal) and any block height. */
@@ -261,14 +269,18 @@ export function signatureReceivedPrefix(txid: string): string {
   return `${SPACES.signatureReceived}${bitcoinHash(txid, 'txid')}/`;
 }
 
-export function signatureReceivedKey(txid: string, memberXonlyKey: string): string {
+function xonlyKey(memberXonlyKey: string): string {
   if (!XONLY_KEY.test(memberXonlyKey))
     throw new StorageError(
       'invalid_key',
       `member key must be 64 lowercase hex characters (x-only), got ${JSON.stringify(memberXonlyKey)}`,
       { field: 'member key', value: memberXonlyKey },
     );
-  return `${signatureReceivedPrefix(txid)}${memberXonlyKey}`;
+  return memberXonlyKey;
+}
+
+export function signatureReceivedKey(txid: string, memberXonlyKey: string): string {
+  return `${signatureReceivedPrefix(txid)}${xonlyKey(memberXonlyKey)}`;
 }
 
 export const finalizedKey = byTxid(SPACES.finalized, 'finalized txid');
@@ -280,3 +292,20 @@ export function broadcastPrefix(txid: string): string {
 export function broadcastKey(txid: string, seq: number): string {
   return `${broadcastPrefix(txid)}${keyNumber(seq, 'broadcast attempt sequence')}`;
 }
+
+export function holdPrefix(txHash: string, ordinal: number): string {
+  return `${SPACES.hold}${requestPart(txHash, ordinal)}/`;
+}
+
+/** One member's release of a held request. */
+export function holdKey(txHash: string, ordinal: number, memberXonlyKey: string): string {
+  return `${holdPrefix(txHash, ordinal)}${xonlyKey(memberXonlyKey)}`;
+}
+
+/** The running total of sats this member let leave in rolling-cap window `window` (wallet/limits.ts). */
+export function outflowKey(window: number): string {
+  return `${SPACES.outflow}${keyNumber(window, 'outflow window')}`;
+}
+
+/** Present while this member is paused (node/safety.ts). */
+export const PAUSE_KEY = `${SPACES.control}pause`;

@@ -12,11 +12,22 @@ export interface StoreMeta {
 }
 
 /**
+ * held: over the per-request limit, paid only once t operators released it; rate_limited: waits
+ * for a rolling-cap window (wallet/limits.ts).
  * accepted → batched → signed → broadcast → paid is the happy path; rejected is final;
  * orphaned marks a request whose EVM block left the chain after the federation acted on it
  * (an alarm for operators, never a silent drop).
  */
-export type RequestStatus = 'accepted' | 'rejected' | 'batched' | 'signed' | 'broadcast' | 'paid' | 'orphaned';
+export type RequestStatus =
+  | 'accepted'
+  | 'held'
+  | 'rate_limited'
+  | 'rejected'
+  | 'batched'
+  | 'signed'
+  | 'broadcast'
+  | 'paid'
+  | 'orphaned';
 
 export interface RequestRecord {
   readonly id: string;
@@ -172,4 +183,23 @@ export interface BroadcastAttempt {
   /** Bitcoin height when it was made: RBF counts blocks from the first accepted attempt. */
   readonly height: number;
   readonly outcome: string;
+}
+
+/** hold/<request>/<member>: that member's operator released the held request. */
+export interface HoldRelease {
+  readonly at: string;
+}
+
+/** Why an operator or the member itself stopped signing. */
+export interface PauseReason {
+  /** 'operator', or the alarm kind that paused the member (node/safety.ts). */
+  readonly kind: string;
+  readonly detail: string;
+  readonly at: string;
+}
+
+/** ctl/pause: this member signs nothing until an operator resumes it. */
+export interface PauseRecord {
+  readonly since: string;
+  readonly reasons: readonly PauseReason[];
 }

@@ -3,12 +3,13 @@ import type { Federation } from '../bitcoin/federation.js';
 import { MAX_STANDARD_TX_WEIGHT, signedFederationVsize } from '../bitcoin/weight.js';
 import { dustThreshold } from '../bitcoin/script.js';
 import { parseRequestId } from '../evm/request-id.js';
+import { QUEUED } from '../evm/request-store.js';
 import { commitsTo } from './commitment.js';
 import { checkFee, type FeePolicy } from './fee.js';
 import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';
 import type { CheckedProposal } from './proposal.js';
 import { outpointText, spendableAt, utxoConfirmations, type ChainView } from './utxos.js';
-import type { UtxoRecord } from '../storage/records.js';
+import type { RequestStatus, UtxoRecord } from '../storage/records.js';
 
 /** Why a member refuses to sign a proposal; stable codes for logs, metrics and peers. */
 export type RejectReason =
@@ -45,7 +46,7 @@ export type RejectReason =
 export type Verdict =
   { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number; earlier?: string };
 
-/** A request as this member ingested it. 'accepted' (final, valid, unpaid) can be paid; see REPLACEABLE. */
+/** A request as this member ingested it. QUEUED ones (final, valid, unpaid) can be paid; see REPLACEABLE. */
 export interface KnownRequest {
   readonly status: string;
   readonly scriptPubKey: Uint8Array;
@@ -157,7 +158,7 @@ function checkRequests({ proposal, tx }: CheckedProposal, state: ValidationState
     // a request already in a payment this member signed may be paid again only by a
     // replacement of it (checkDoublePayment); paid, rejected or orphaned requests never
     const replaceable = REPLACEABLE.has(request.status) && state.signedPayments(id).length > 0;
-    if (request.status !== 'accepted' && !replaceable)
+    if (!QUEUED.has(request.status as RequestStatus) && !replaceable)
       return reject('request_not_payable', `request ${id} is ${request.status}`, at);
     requests.push({ id, scriptPubKey: request.scriptPubKey, sats: request.sats });
   }
