@@ -36,7 +36,7 @@ export interface PaymentStatus {
 
 /** What the HTTP API reads; the member service provides it from its store and state. */
 export interface StatusSource {
-  health(): Promise<{ ok: boolean; components: Record<string, unknown> }>;
+  health(): Promise<{ ok: boolean; status: 'ok' | 'degraded'; components: Record<string, unknown> }>;
   pegout(id: string): Promise<PegoutStatus | undefined>;
   pegoutsByEvmAddress(evmAddress: string, limit: number): Promise<PegoutStatus[]>;
   federation(): Promise<Record<string, unknown>>;
@@ -85,7 +85,12 @@ export function storeStatusSource(
   health: () => Record<string, unknown> = () => ({}),
 ): StatusSource {
   return {
-    health: async () => ({ ok: true, components: { store: 'open', ...health() } }),
+    health: async () => {
+      const components: Record<string, unknown> = { store: 'open', ...health() };
+      // the member says what needs an operator (paused, alarms): anything listed there is a degraded member
+      const degraded = Array.isArray(components.degraded) ? components.degraded.length > 0 : false;
+      return { ok: !degraded, status: degraded ? 'degraded' : 'ok', components };
+    },
     async pegout(id) {
       const r = await getRequest(store, id);
       return r ? summary(r, await requestHistory(store, id), await payments(store, federation, id)) : undefined;

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerAdmin } from './admin.js';
 import { registerAudit } from './audit.js';
 import { registerCeremony } from './ceremony.js';
 import { registerDevnet } from './devnet.js';
@@ -25,6 +26,7 @@ registerDevnet(program);
 registerEvm(program);
 registerStatus(program);
 registerAudit(program);
+registerAdmin(program);
 
 // `pegout … | head`: a reader that went away is the end of the output, not a crash
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -1,4 +1,5 @@
 import { DEFAULT_MAX_FEE_MULTIPLE, DEFAULT_MAX_SHARE_PER_REQUEST } from '../wallet/fee.js';
+import { DEFAULT_LIMITS } from '../wallet/limits.js';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { PegoutError } from '../errors.js';
@@ -47,6 +48,10 @@ export interface Config {
   readonly rounds: { readonly slotMs: number; readonly maxOutputs: number };
   /** What this member accepts as a payment's fee (wallet/fee.ts FeePolicy). */
   readonly fees: { readonly maxMultiple: number; readonly maxSharePerRequest: number };
+  /** Outflow limits this member signs within (wallet/limits.ts); sats as numbers, see docs/config.md. */
+  readonly limits: { readonly maxRequestSats: number; readonly windowSats: number; readonly windowBlocks: number };
+  /** The admin interface: a Unix socket beside the store, answering only callers with the token file's token. */
+  readonly admin: { readonly socket: string | null; readonly tokenFile: string | null };
   readonly workers: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -63,6 +68,8 @@ interface Field {
 type Schema = { readonly [name: string]: Field | Schema };
 
 const port: Field = { kind: 'int', min: 0, max: 65535 };
+/** 21 million BTC: below 2^53, so every amount in sats is an exact JSON number. */
+const MAX_SATS = 2_100_000_000_000_000;
 const SCHEMA: Schema = {
   network: { kind: 'network' },
   federation: { threshold: { kind: 'int', min: 1, max: 999 }, pubkeys: { kind: 'hexkeys' } },
@@ -94,7 +101,7 @@ const SCHEMA: Schema = {
   },
   declaredFunding: {
     count: { kind: 'int', min: 1, max: 100_000 },
-    sats: { kind: 'int', min: 1000, max: 2_100_000_000_000_000 },
+    sats: { kind: 'int', min: 1000, max: MAX_SATS },
     feeRate: { kind: 'number', min: 1, max: 100_000, default: 2 },
   },
   rounds: {
@@ -106,9 +113,18 @@ const SCHEMA: Schema = {
     maxSharePerRequest: {
       kind: 'int',
       min: 1,
-      max: 2_100_000_000_000_000,
+      max: MAX_SATS,
       default: Number(DEFAULT_MAX_SHARE_PER_REQUEST),
     },
+  },
+  limits: {
+    maxRequestSats: { kind: 'int', min: 1, max: MAX_SATS, default: Number(DEFAULT_LIMITS.maxRequestSats) },
+    windowSats: { kind: 'int', min: 1, max: MAX_SATS, default: Number(DEFAULT_LIMITS.windowSats) },
+    windowBlocks: { kind: 'int', min: 1, max: 100_000, default: DEFAULT_LIMITS.windowBlocks },
+  },
+  admin: {
+    socket: { kind: 'string', nullable: true, default: null },
+    tokenFile: { kind: 'string', nullable: true, default: null },
   },
   workers: { kind: 'int', min: 0, max: 256, default: 0 },
   logLevel: { kind: 'level', default: 'info' },
@@ -247,6 +263,9 @@ export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config 
       '{…}',
       'null when bitcoin is configured: declared outputs exist on no chain and are for the devnet without Bitcoin Core',
     );
+  // a request under the per-request limit must fit a window, or the first-come queue would stop at it for ever
+  if (raw.limits.maxRequestSats > raw.limits.windowSats)
+    fail('limits.maxRequestSats', raw.limits.maxRequestSats, `at most limits.windowSats (${raw.limits.windowSats})`);
   if (raw.memberKeyFile === null && !env.PEGOUT_MEMBER_KEY)
     fail('memberKeyFile', null, 'a key file path, or the key in the PEGOUT_MEMBER_KEY environment variable');
   return { ...raw, workers: raw.workers === 0 ? availableParallelism() : raw.workers };

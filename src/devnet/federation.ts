@@ -238,6 +238,6 @@ async function pegIn(
 export async function requestCounts(member: DevnetMember): Promise<Record<string, number>> {
   const text = await (await fetch(`${member.apiUrl}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
   const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^pegout_requests\{status="([a-z]+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
+  for (const m of text.matchAll(/^pegout_requests\{status="([a-z_]+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
   return out;
 }

@@ -16,6 +16,9 @@ export type EvmErrorCode =
   | 'invalid_key'
   | 'invalid_request'
   | 'illegal_transition'
+  // an operator's hold action on a request that is not held here
+  | 'unknown_request'
+  | 'not_held'
   | 'anvil_failed';
 
 /** The EVM side: node RPC, the bridge contract, peg-out requests. */

@@ -37,7 +37,8 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
  * - accepted, held, rate_limited are QUEUED: final, valid, in no live payment this member signed.
  *   The outflow schedule (wallet/limits.ts) moves requests among them: held while over the
  *   per-request limit and not released by t operators, rate_limited while the rolling cap has no
- *   room. An operator's reject moves held → rejected.
+ *   room (each may move to itself: the releases counted, or the window waited for, changed). An
+ *   operator's reject moves held → rejected.
  * - QUEUED → batched (this member signed a payment of it) or signed (a payment finalized before
  *   this member signed one); batched → signed.
  * - signed → broadcast (Core has the payment) → paid (at depth); signed → paid when the payment
@@ -47,8 +48,8 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
  */
 export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly RequestStatus[]>> = {
   accepted: ['batched', 'signed', 'held', 'rate_limited', 'orphaned'],
-  held: ['accepted', 'rate_limited', 'batched', 'signed', 'rejected', 'orphaned'],
-  rate_limited: ['accepted', 'held', 'batched', 'signed', 'orphaned'],
+  held: ['held', 'accepted', 'rate_limited', 'batched', 'signed', 'rejected', 'orphaned'],
+  rate_limited: ['rate_limited', 'accepted', 'held', 'batched', 'signed', 'orphaned'],
   batched: ['signed', 'accepted', 'orphaned'],
   signed: ['broadcast', 'paid', 'accepted', 'orphaned'],
   broadcast: ['paid', 'accepted', 'orphaned'],

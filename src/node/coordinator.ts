@@ -1,7 +1,7 @@
 import { setImmediate } from 'node:timers/promises';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { getRequest, listRequestsInStatus, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
@@ -26,6 +26,7 @@ import { checkFinalizedBody, registerMessages, type SignaturesBody } from './mes
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
+import type { Outflow } from './outflow.js';
 import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
 
 // The transaction coordinator: proposer rotation, proposals, signatures and finalized payments
@@ -58,6 +59,10 @@ export interface CoordinatorOptions {
    * only if it pays the federation script and is unspent); throws when it is not one.
    */
   readonly recoverInput?: (outpoint: { txid: string; vout: number }) => Promise<unknown>;
+  /** Which queued requests the limits let this member pay now, and the operators' holds. */
+  readonly outflow: Outflow;
+  /** This member is paused (node/safety.ts): it proposes nothing, and its signer refuses everything. */
+  readonly paused: () => boolean;
 }
 
 /** Slots an open payment may go without progress before the proposer treats it as stuck against its rivals. */
@@ -114,6 +119,10 @@ export class Coordinator {
   private queued = 0;
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
+  /** Peers that said they are paused (at most n entries). */
+  private readonly pausedPeers = new Set<string>();
+  /** Proposals refused while this member was paused: put to the signer again on resume (bounded). */
+  private readonly refusedPaused = new Map<string, { peer: string; checked: CheckedProposal }>();
 
   constructor(private readonly o: CoordinatorOptions) {
     this.collector = new SignatureCollector(o.federation, o.pool.verifyTransaction);
@@ -139,7 +148,9 @@ export class Coordinator {
           ? () => this.onSignatures(peer, body as SignaturesBody)
           : type === 'finalized'
             ? () => this.onFinalizedFrame(peer, body as FinalizedBody)
-            : undefined;
+            : type === 'release'
+              ? async () => void (await this.o.outflow.peerReleased(peer, body as string))
+              : undefined;
     if (!fn) return;
     this.queued++;
     await this.serial(() => fn().finally(() => this.queued--));
@@ -164,7 +175,9 @@ export class Coordinator {
     // turns are bookkeeping, done as frames arrive; the rest waits in the links' bounded queues
     net.on('message', (peer: string, type: string, body: unknown) => {
       if (type === 'proposal' || type === 'turn' || type === 'turn_done') this.onTurnFrame(peer, type, body);
+      if (type === 'paused') void (body === true ? this.pausedPeers.add(peer) : this.pausedPeers.delete(peer));
     });
+    net.on('peer_down', (peer: string) => this.pausedPeers.delete(peer));
     net.handle((peer, type, body) => this.handle(peer, type, body));
     net.on('peer', (peer: string) => void this.serial(() => this.announce(peer)));
     await this.serial(() => this.recover());
@@ -235,7 +248,14 @@ export class Coordinator {
   }
 
   /** What peers currently make this member hold: each bounded by COORDINATOR_CAPS. */
-  held(): { earlySets: number; earlyBytes: number; queued: number; retry: number; rivals: number } {
+  held(): {
+    earlySets: number;
+    earlyBytes: number;
+    queued: number;
+    retry: number;
+    rivals: number;
+    refusedPaused: number;
+  } {
     const early = this.early.size();
     return {
       earlySets: early.sets,
@@ -243,7 +263,30 @@ export class Coordinator {
       queued: this.queued,
       retry: this.retry.size,
       rivals: this.rivals.size,
+      refusedPaused: this.refusedPaused.size,
     };
+  }
+
+  /** This member's operator released held request `id`: recorded, then told to every peer. */
+  async release(id: string): Promise<void> {
+    await this.o.outflow.release(id);
+    this.o.network.broadcast('release', id);
+  }
+
+  /** This member paused or resumed: its peers count paused members for their health reports. */
+  pauseChanged(paused: boolean): void {
+    this.o.network.broadcast('paused', paused);
+    if (paused) return;
+    const waiting = [...this.refusedPaused.values()];
+    this.refusedPaused.clear();
+    void this.serial(async () => {
+      for (const { peer, checked } of waiting) await this.onProposal(peer, checked);
+    });
+  }
+
+  /** Members (this one included) that are paused, as far as this member knows. */
+  pausedMembers(): number {
+    return this.pausedPeers.size + (this.o.paused() ? 1 : 0);
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
@@ -300,8 +343,9 @@ export class Coordinator {
 
   /** Signs and sends `proposals`, then payments of every pending request they leave out. */
   private async propose(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
+    if (this.o.paused()) return;
     const merged = new Set(proposals.flatMap((p) => p.requestIds));
-    const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) =>
+    const pending: PaymentRequest[] = (await this.o.outflow.plan()).flatMap((r) =>
       r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
     );
     if (pending.length > 0) {
@@ -397,6 +441,8 @@ export class Coordinator {
           return;
         }
       }
+      if (outcome.reason === 'paused' && this.refusedPaused.size < COORDINATOR_CAPS.retry)
+        this.refusedPaused.set(txid, { peer, checked });
       if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals)
         this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now() });
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
@@ -649,6 +695,8 @@ export class Coordinator {
    * payment not yet paid.
    */
   private async announce(peer: string): Promise<void> {
+    if (this.o.paused()) this.o.network.send(peer, 'paused', true);
+    for (const id of await this.o.outflow.ownReleases()) this.o.network.send(peer, 'release', id);
     for (const [txid, { checked }] of this.proposals) {
       const record = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
       if (!record) continue;

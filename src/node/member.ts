@@ -23,6 +23,9 @@ import type { SigningPolicy } from './signer.js';
 import { createLogger, type Logger } from './log.js';
 import { ChainSettlement, settleLocally } from './settlement.js';
 import { Safety } from './safety.js';
+import { Outflow } from './outflow.js';
+import { adminPaths, startAdmin, type AdminServer } from '../api/admin.js';
+import type { OutflowLimits } from '../wallet/limits.js';
 
 // One federation member: the pipeline stages wired together in one process. The main thread
 // ingests events and keeps state in RocksDB; the pool signs and verifies; links carry frames.
@@ -217,10 +220,17 @@ async function declaredChainSide(
   };
 }
 
-/** This member's signing rules now: its own view of the fee market, its configured caps and depths. */
-async function signingPolicy(config: Config, chain: ChainSide): Promise<SigningPolicy> {
-  const fees = config.fees;
+/** This member's signing rules now: its own view of the fee market, its configured caps, limits and depths. */
+async function signingPolicy(
+  config: Config,
+  chain: ChainSide,
+  self: string,
+  limits: OutflowLimits,
+): Promise<SigningPolicy> {
+  const { fees } = config;
   return {
+    self,
+    limits,
     fee: {
       ...(await chain.market()),
       maxMultiple: fees.maxMultiple,
@@ -231,6 +241,59 @@ async function signingPolicy(config: Config, chain: ChainSide): Promise<SigningP
   };
 }
 
+/** The outflow limits from the config, as the signer and the schedule use them. */
+function outflowLimits(config: Config): OutflowLimits {
+  const { maxRequestSats, windowSats, windowBlocks } = config.limits;
+  return { maxRequestSats: BigInt(maxRequestSats), windowSats: BigInt(windowSats), windowBlocks };
+}
+
+/**
+ * The operator's surface: the admin socket (holds, pause, resume) and the safety part of the health report. With more
+ * than n − t members paused, fewer than t can sign: the federation pays nothing.
+ */
+async function startOperatorSurface(
+  config: Config,
+  federation: Federation,
+  parts: { outflow: Outflow; coordinator: Coordinator; safety: Safety; log: Logger },
+): Promise<{ admin: AdminServer; health: () => Record<string, unknown> }> {
+  const { outflow, coordinator, safety, log } = parts;
+  const state = async () => ({ ...safety.report(), pausedMembers: coordinator.pausedMembers() });
+  const admin = await startAdmin(adminPaths(config.storeDir, config.admin), {
+    holds: () => outflow.holds(),
+    release: async (id) => {
+      await coordinator.release(id);
+      log.warn('hold_released', { request: id });
+      return { released: id, releasedBy: await outflow.releases(id), threshold: federation.threshold };
+    },
+    reject: async (id) => {
+      await outflow.reject(id);
+      log.warn('hold_rejected', { request: id });
+      return { rejected: id };
+    },
+    pause: async (reason) => {
+      await safety.pause({ kind: 'operator', detail: reason });
+      return state();
+    },
+    resume: async () => {
+      await safety.resume();
+      return state();
+    },
+    state,
+  });
+  const health = () => {
+    const { paused, alarms } = safety.report();
+    const pausedMembers = coordinator.pausedMembers();
+    const federationPaying = pausedMembers <= federation.pubkeys.length - federation.threshold;
+    const degraded = [
+      ...(paused ? ['paused'] : []),
+      ...alarms.map((a) => `alarm:${a.kind}`),
+      ...(federationPaying ? [] : ['federation_not_paying']),
+    ];
+    return { paused, alarms, pausedMembers, federationPaying, degraded };
+  };
+  return { admin, health };
+}
+
 /** The read-only HTTP API on the member's store. */
 function startMemberApi(
   config: Config,
@@ -238,6 +301,7 @@ function startMemberApi(
   federation: Federation,
   network: PeerNetwork,
   metrics: Metrics,
+  safety: () => Record<string, unknown>,
 ): Promise<ApiServer> {
   const bitcoin = config.bitcoin
     ? 'configured'
@@ -249,6 +313,7 @@ function startMemberApi(
     members: federation.pubkeys.length,
     threshold: federation.threshold,
     bitcoin,
+    ...safety(),
   });
   return startApi({
     host: config.api.host,
@@ -269,6 +334,24 @@ async function memberIdentity(config: Config, env: NodeJS.ProcessEnv) {
     throw new ConfigError(`the member key (x-only ${toHex(myKey)}) is not one of federation.pubkeys`, { field });
   }
   return { secretKey, pubkeys, federation, myKey };
+}
+
+/** The EVM observer, with the alarm (and self-pause) for requests a reorg orphaned after the federation acted. */
+function evmObserver(config: Config, store: Store, safety: Safety, log: Logger, onIngested: () => void): EvmObserver {
+  return new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
+    network: config.network,
+    finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
+    startBlock: config.evm.startBlock,
+    bridge: config.evm.bridge,
+    log: (event, fields) => (event.endsWith('failed') ? log.warn(event, fields) : log.debug(event, fields)),
+    onIngested,
+    onOrphaned: async (orphaned) => {
+      for (const o of orphaned) {
+        const detail = `request ${o.id} was ${o.status} when its EVM block ${o.block} left the chain`;
+        await safety.alarm('request_orphaned', detail, { request: o.id });
+      }
+    },
+  });
 }
 
 /** Loops that run until the member stops; stopping waits for each to end. */
@@ -308,26 +391,15 @@ export async function startMember(
     let coordinator: Coordinator | undefined;
     const safety = new Safety(store, log, metrics);
     await safety.load();
+    const self = toHex(myKey);
+    const limits = outflowLimits(config);
+    const outflow = new Outflow(store, self, federation.threshold, pubkeys.map(toHex), limits);
     const chain = await startChainSide(config, store, federation, log, metrics, safety, cleanup, (txid) =>
       coordinator?.settled(txid),
     );
     const { settlement, recoverInput } = chain;
 
-    const evm = new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
-      network: config.network,
-      finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
-      startBlock: config.evm.startBlock,
-      bridge: config.evm.bridge,
-      log: (event, fields) =>
-        event.endsWith('failed') || event.includes('alarm') ? log.warn(event, fields) : log.debug(event, fields),
-      onIngested: () => coordinator?.ingested(),
-      onOrphaned: async (orphaned) => {
-        for (const o of orphaned) {
-          const detail = `request ${o.id} was ${o.status} when its EVM block ${o.block} left the chain`;
-          await safety.alarm('request_orphaned', detail, { request: o.id });
-        }
-      },
-    });
+    const evm = evmObserver(config, store, safety, log, () => coordinator?.ingested());
     coordinator = new Coordinator({
       store,
       federation,
@@ -335,7 +407,9 @@ export async function startMember(
       network,
       log,
       metrics,
-      policy: () => signingPolicy(config, chain),
+      policy: () => signingPolicy(config, chain, self, limits),
+      outflow,
+      paused: () => safety.paused !== null,
       maxOutputs: config.rounds.maxOutputs,
       slotMs: config.rounds.slotMs,
       catchUp: () => evm.wake(),
@@ -348,6 +422,9 @@ export async function startMember(
     await coordinator.start();
     const c = coordinator;
     cleanup.push(() => c.stop());
+    safety.onChange((paused) => c.pauseChanged(paused));
+    const operator = await startOperatorSurface(config, federation, { outflow, coordinator, safety, log });
+    cleanup.push(() => operator.admin.close());
 
     loops.add((signal) => evm.run(signal, config.evm.pollMs));
     const s = settlement;
@@ -356,7 +433,7 @@ export async function startMember(
     const dropped = new Map<string, number>();
     loops.add((signal) => every(1000, signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
 
-    const api = await startMemberApi(config, store, federation, network, metrics);
+    const api = await startMemberApi(config, store, federation, network, metrics, operator.health);
     cleanup.push(() => api.close());
     const { address, threshold } = federation;
     const faultTolerance = federationFaultTolerance(federation);

@@ -43,6 +43,10 @@ const CHECKS: Record<string, (body: unknown) => boolean> = {
     return typeof f === 'object' && f !== null && isBytes(f.tx) && isPrevouts(f.prevouts) && isIds(f.requestIds);
   },
   turn: (b) => Number.isSafeInteger(b),
+  /** The sender's operator released this held request (node/outflow.ts). */
+  release: (b) => typeof b === 'string' && isRequestId(b),
+  /** The sender stopped (true) or resumed (false) signing (node/safety.ts). */
+  paused: (b) => typeof b === 'boolean',
   turn_done: (b) => Number.isSafeInteger(b),
 };
 

@@ -6,6 +6,8 @@ import { getRequests, QUEUED, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import {
   finalizedKey,
+  holdKey,
+  outflowKey,
   requestSignedKey,
   requestSignedPrefix,
   signatureMadeKey,
@@ -14,6 +16,7 @@ import {
 import type { Store, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
+import { outflowWindow, overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
@@ -24,6 +27,7 @@ import {
   type ValidationState,
 } from '../wallet/validate.js';
 import type { FinalizedRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
+import { isPaused } from './safety.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
@@ -35,6 +39,9 @@ export interface SigningPolicy {
   readonly spendDepth: number;
   /** Confirmations at which a payment counts as paid, and a payment that lost to it as dead. */
   readonly paidDepth: number;
+  readonly limits: OutflowLimits;
+  /** This member's x-only key, hex: whose holds releases count as its operator's. */
+  readonly self: string;
 }
 
 export type SignOutcome =
@@ -91,13 +98,13 @@ async function signedPayments(
   return out;
 }
 
-/** A snapshot of exactly the state validation needs for `checked`, read from the store. */
 /** This member's view of the chain from its store: null before any block (or without Bitcoin Core). */
 export async function chainView(reader: StoreReader, spendDepth: number): Promise<ChainView | null> {
   const tipHeight = await storedTipHeight(reader);
   return tipHeight === undefined ? null : { tipHeight, spendDepth };
 }
 
+/** A snapshot of exactly the state validation needs for `checked`, read from the store. */
 export async function validationState(
   store: Store,
   federation: Federation,
@@ -116,6 +123,15 @@ export async function validationState(
     // a malformed id is refused by the validator itself
     if (isRequestId(id)) signed.set(id, await signedPayments(store, id, chain, policy.paidDepth));
   }
+  const released = new Set<string>();
+  for (const [i, id] of proposal.requestIds.entries()) {
+    const record = records[i];
+    if (!record || !overRequestLimit(record.sats, policy.limits)) continue;
+    const { txHash, ordinal } = parseRequestId(id);
+    if ((await store.get(holdKey(txHash, ordinal, policy.self))) !== undefined) released.add(id);
+  }
+  const window = outflowWindow(chain?.tipHeight, policy.limits);
+  const used = (await store.get<bigint>(outflowKey(window))) ?? 0n;
   const utxos = new Map<string, UtxoRecord>();
   const holders = new Map<string, readonly string[]>();
   for (const input of tx.inputs) {
@@ -135,6 +151,9 @@ export async function validationState(
     holder: (txid) => holders.get(txid),
     fee: policy.fee,
     chain,
+    limits: policy.limits,
+    released: (id) => released.has(id),
+    outflow: { window, used },
   };
 }
 
@@ -157,7 +176,13 @@ export async function signProposal(
     const { proposal, tx, txid } = checked;
     const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
     if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
-    const verdict = validateProposal(checked, await validationState(store, federation, checked, policy));
+    const paused = await isPaused(store);
+    if (paused) {
+      const why = paused.reasons.map((r) => `${r.kind}: ${r.detail}`).join('; ');
+      return { ok: false, reason: 'paused', detail: `this member is paused since ${paused.since} (${why})` };
+    }
+    const state = await validationState(store, federation, checked, policy);
+    const verdict = validateProposal(checked, state);
     if (!verdict.ok) return verdict;
     // inputs reserved by earlier proposals this one replaces (it spends them) move to it
     const replacing = new Set<string>();
@@ -179,6 +204,11 @@ export async function signProposal(
     } satisfies SignatureRecord);
     // validation refused duplicate and unknown ids, so each record is read once, before any change
     const records = await getRequests(batch, proposal.requestIds);
+    const added = proposal.requestIds.reduce(
+      (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),
+      0n,
+    );
+    if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
     for (const [i, id] of proposal.requestIds.entries()) {
       const { txHash, ordinal } = parseRequestId(id);
       batch.put(requestSignedKey(txHash, ordinal, txid), 1);

@@ -19,15 +19,7 @@ export interface StoreMeta {
  * (an alarm for operators, never a silent drop).
  */
 export type RequestStatus =
-  | 'accepted'
-  | 'held'
-  | 'rate_limited'
-  | 'rejected'
-  | 'batched'
-  | 'signed'
-  | 'broadcast'
-  | 'paid'
-  | 'orphaned';
+  'accepted' | 'held' | 'rate_limited' | 'rejected' | 'batched' | 'signed' | 'broadcast' | 'paid' | 'orphaned';
 
 export interface RequestRecord {
   readonly id: string;

@@ -6,6 +6,7 @@ import { parseRequestId } from '../evm/request-id.js';
 import { QUEUED } from '../evm/request-store.js';
 import { commitsTo } from './commitment.js';
 import { checkFee, type FeePolicy } from './fee.js';
+import { checkLimits, type OutflowLimits } from './limits.js';
 import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';
 import type { CheckedProposal } from './proposal.js';
 import { outpointText, spendableAt, utxoConfirmations, type ChainView } from './utxos.js';
@@ -40,7 +41,10 @@ export type RejectReason =
   | 'fee_rate_too_high'
   | 'fee_share_too_high'
   | 'double_payment'
-  | 'replacement_fee_too_low';
+  | 'replacement_fee_too_low'
+  | 'request_held'
+  | 'rate_limited'
+  | 'paused';
 
 /** `earlier`: with double_payment, the payment this member signed that the proposal does not replace. */
 export type Verdict =
@@ -86,6 +90,11 @@ export interface ValidationState {
   holder(txid: string): readonly string[] | undefined;
   readonly fee: FeePolicy;
   readonly chain: ChainView | null;
+  readonly limits: OutflowLimits;
+  /** This member's operator released held request `id`. */
+  released(id: string): boolean;
+  /** The rolling-cap window of this member's tip, and the sats it already let leave in it. */
+  readonly outflow: { readonly window: number; readonly used: bigint };
 }
 
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
@@ -107,8 +116,9 @@ function reject(
  * (paymentOutputs, the function the proposer builds with); every input a federation output
  * confirmed at the spend depth that no live payment holds unless this one pays all of that
  * payment's requests; header fields as specified; the implied fee rate within this member's fee
- * policy; the weight within what Core relays; and no request already signed into a transaction
- * that this one does not conflict with (only a replacement may pay a request again).
+ * policy; the outflow limits (wallet/limits.ts); the weight within what Core relays; and no
+ * request already signed into a transaction that this one does not conflict with (only a
+ * replacement may pay a request again).
  */
 export function validateProposal(checked: CheckedProposal, state: ValidationState): Verdict {
   const { tx } = checked;
@@ -124,6 +134,13 @@ export function validateProposal(checked: CheckedProposal, state: ValidationStat
   // requests first: they are what the rest is checked against
   const requests = checkRequests(checked, state);
   if (!Array.isArray(requests)) return requests;
+  const limited = requests.map((r) => ({
+    ...r,
+    released: state.released(r.id),
+    first: state.signedPayments(r.id).length === 0,
+  }));
+  const limitFault = checkLimits(limited, state.outflow.used, state.outflow.window, state.limits);
+  if (limitFault) return reject(limitFault.reason, limitFault.detail);
   const inputs = checkInputs(checked, state);
   if ('ok' in inputs) return inputs;
   const payouts = checkOutputs(checked, state, requests, inputs.value);

@@ -93,7 +93,7 @@ describe('HTTP API', () => {
       };
     };
 
-    assert.deepEqual((await get('/health')).body, { ok: true, components: { store: 'open' } });
+    assert.deepEqual((await get('/health')).body, { ok: true, status: 'ok', components: { store: 'open' } });
     const m = await get('/metrics');
     assert.equal(m.status, 200);
     assert.match(m.body as string, /pegout_requests\{status="accepted"\} 1/);

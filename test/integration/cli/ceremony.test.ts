@@ -275,7 +275,8 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
   );
 
   it('--help answers for every command', () => {
-    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet', 'audit'])
+    for (const cmd of ['federation', 'keygen', 'sign', 'finalize', 'verify', 'devnet', 'audit', 'pause', 'resume'])
       assert.match(ok([cmd, '--help']), /Usage: pegout/);
+    for (const sub of ['list', 'release', 'reject']) assert.match(ok(['hold', sub, '--help']), /Usage: pegout hold/);
   });
 });

@@ -1,3 +1,4 @@
+import { Outflow } from '../../../src/node/outflow.js';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
@@ -16,13 +17,13 @@ import { PeerNetwork } from '../../../src/p2p/network.js';
 import { checkFinalizedWitnesses } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { SPACES } from '../../../src/storage/keys.js';
+import { cursorKey, SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { listUtxos, registerUtxo, unregisterUtxo } from '../../../src/wallet/utxos.js';
-import { signProposal } from '../../../src/node/signer.js';
+import { signProposal, type SigningPolicy } from '../../../src/node/signer.js';
 import type { TestContext } from 'node:test';
 type Metrics = ReturnType<typeof createMetrics>;
 import type { Federation } from '../../../src/bitcoin/federation.js';
@@ -61,6 +62,8 @@ interface Setup {
   /** How many of the last members are hostile (links only, no coordinator). */
   readonly hostile?: number;
   readonly slotMs?: number;
+  /** The members' signing rules, limits included (default TEST_POLICY). */
+  readonly policy?: SigningPolicy;
 }
 
 const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
@@ -134,12 +137,15 @@ async function startMembers(
       const links = network(i);
       const log = createLogger({ level: 'info', write: (l) => lines.push(l), bound: { member: i } });
       const metrics = createMetrics();
+      const policy = setup.policy ?? TEST_POLICY;
       const coordinator = new Coordinator({
         store,
         federation,
         pool,
         network: links,
-        policy: async () => TEST_POLICY,
+        policy: async () => policy,
+        outflow: new Outflow(store, links.key, federation.threshold, federation.pubkeys.map(toHex), policy.limits),
+        paused: () => false,
         maxOutputs: 5,
         slotMs: setup.slotMs ?? 150,
         log,
@@ -229,6 +235,60 @@ describe('transaction coordinator, members in one process on loopback', () => {
       assert.equal(tx.inputs[0]!.witness.filter((w) => w.length === 64).length, 2);
     }
     for (const f of sets[0]!) checkFinalizedWitnesses(parseTx(f.tx), f.prevouts, federation);
+  });
+
+  it('pays a burst above the rolling cap across windows, first come first served, and says which window each waits for', async (t) => {
+    // requests r are for 1,000,000 + 1000·r sats; a window of 10 blocks lets 3,100,000 leave:
+    // r0–r2 now (window 10), r3–r5 in window 11, r6 in window 12
+    const limits = { maxRequestSats: 2_000_000n, windowSats: 3_100_000n, windowBlocks: 10 };
+    const lines: string[] = [];
+    const tip = (height: number) => (store: Store) =>
+      store
+        .batch()
+        .put(cursorKey('bitcoin'), { height, hash: hex32(height) })
+        .write({ sync: true });
+    const { members } = await startMembers(
+      t,
+      {
+        members: 3,
+        threshold: 2,
+        requests: 7,
+        utxos: Array<bigint>(8).fill(5_000_000n),
+        policy: { ...TEST_POLICY, limits },
+        before: (_i, store) => tip(100)(store),
+      },
+      lines,
+    );
+    const statuses = async (m: Member) =>
+      Object.fromEntries((await listRequests(m.store)).map((r) => [r.id, `${r.status} ${r.detail ?? ''}`]));
+    const settle = async (paid: number, waiting: Record<number, number>): Promise<void> => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const views = await Promise.all(members.map(statuses));
+        const ok = views.every((v) =>
+          Array.from({ length: 7 }, (_, r) => r).every((r) => {
+            const s = v[requestId(r)]!;
+            return r < paid
+              ? s.startsWith('signed')
+              : s.startsWith(`rate_limited waits for the rolling cap: window ${waiting[r]} `);
+          }),
+        );
+        if (ok) return;
+        assert.ok(Date.now() < deadline, `statuses not reached in time: ${JSON.stringify(views, null, 1)}`);
+        await sleep(100);
+      }
+    };
+    await settle(3, { 3: 11, 4: 11, 5: 11, 6: 12 });
+    for (const m of members) await tip(110)(m.store);
+    await settle(6, { 6: 12 });
+    for (const m of members) await tip(120)(m.store);
+    await settle(7, {});
+    // each window's payments pay exactly its requests, in arrival order
+    const byTime = (await finals(members[0]!.store)).sort((a, b) => a.at.localeCompare(b.at));
+    assert.deepEqual(
+      byTime.map((f) => [...f.requestIds].sort()),
+      [[0, 1, 2], [3, 4, 5], [6]].map((rs) => rs.map(requestId)),
+    );
   });
 
   it('unblocks rival payments of the same requests whose signers split, and frees every input the losers held', async (t) => {

@@ -9,7 +9,9 @@ import { signProposal } from '../../../src/node/signer.js';
 import { inProcessVerifier } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { signatureMadeKey } from '../../../src/storage/keys.js';
+import { holdKey, outflowKey, signatureMadeKey } from '../../../src/storage/keys.js';
+import { Safety } from '../../../src/node/safety.js';
+import { createLogger } from '../../../src/node/log.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments, requirePayments, type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
@@ -74,6 +76,40 @@ function proposalFor(available: SpendableUtxo[], rate = 2): Proposal {
 }
 
 describe('transaction signer', () => {
+  it('refuses a hostile proposal that breaks its own limits, and signs nothing while paused', async (t) => {
+    const store = await openTempStore(t);
+    await seed(store);
+    const checked = checkProposal(proposalFor(utxos));
+    const self = toHex(schnorrBackend().xonlyPublicKey(secretKeys[0]!));
+    const limits = { maxRequestSats: 2_000_000n, windowSats: 10_000_000n, windowBlocks: 144 };
+    const policy = { ...TEST_POLICY, self, limits };
+    const reason = async (p = policy) => {
+      const o = await signProposal(store, pool, federation, checked, p);
+      return o.ok ? 'ok' : o.reason;
+    };
+    // both requests (3,000,000 sats each) are over the per-request limit: held until this operator releases them
+    assert.equal(await reason(), 'request_held');
+    for (const id of requestIds) {
+      const [txHash, ordinal] = id.split(':');
+      await store
+        .batch()
+        .put(holdKey(txHash!, Number(ordinal), self), { at: 'then' })
+        .write();
+    }
+    // released, but the window already let 9,000,000 of its 10,000,000 leave: 6,000,000 more do not fit
+    const tight = { ...policy, limits: { ...limits, maxRequestSats: 5_000_000n } };
+    await store.batch().put(outflowKey(0), 4_000_001n).write();
+    assert.equal(await reason(tight), 'rate_limited');
+    await new Safety(store, createLogger({ write: () => undefined })).pause({ kind: 'operator', detail: 'test' });
+    assert.equal(await reason(policy), 'paused');
+    const safety = new Safety(store, createLogger({ write: () => undefined }));
+    await safety.load();
+    await safety.resume();
+    assert.equal(await reason(policy), 'ok', 'released by this operator: signed');
+    // the window counts requests first signed in it
+    assert.equal(await store.get(outflowKey(0)), 4_000_001n + 6_000_000n);
+  });
+
   it('validates, signs, and records durably what it signed before returning the signatures', async (t) => {
     const store = await openTempStore(t);
     await seed(store);

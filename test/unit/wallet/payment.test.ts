@@ -1,3 +1,4 @@
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
@@ -169,6 +170,9 @@ describe('payment building properties over random UTXO and request sets', () => 
             maxSharePerRequest: 10n ** 15n,
           },
           chain: null,
+          limits: DEFAULT_LIMITS,
+          released: () => false,
+          outflow: { window: 0, used: 0n },
         });
         assert.deepEqual(verdict, { ok: true }, `seed ${seed}: the validator accepts the proposer's payment`);
         assert.deepEqual([...p.requestIds], [...p.requestIds].sort(), 'peg-outs in request id order');

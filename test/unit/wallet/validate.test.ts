@@ -1,3 +1,4 @@
+import { DEFAULT_LIMITS, type OutflowLimits } from '../../../src/wallet/limits.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
@@ -66,6 +67,9 @@ interface Overrides {
   fee?: Partial<FeePolicy>;
   holders?: Map<string, string[]>;
   chain?: ChainView;
+  limits?: Partial<OutflowLimits>;
+  released?: ReadonlySet<string>;
+  used?: bigint;
 }
 
 function state(o: Overrides = {}): ValidationState {
@@ -81,6 +85,9 @@ function state(o: Overrides = {}): ValidationState {
     holder: (txid) => o.holders?.get(txid),
     fee: { ...POLICY, ...o.fee },
     chain: o.chain ?? null,
+    limits: { ...DEFAULT_LIMITS, ...o.limits },
+    released: (id) => o.released?.has(id) ?? false,
+    outflow: { window: 7, used: o.used ?? 0n },
   };
 }
 
@@ -260,6 +267,24 @@ describe('proposal validation', () => {
       state({ signed: new Map([[base.requestIds[0]!, [earlier(hex32(42), [firstInput], 2)]]]) }),
     );
     assert.equal(finalized.ok ? 'ok' : finalized.reason, 'replacement_fee_too_low');
+  });
+
+  it('refuses a held request its operator has not released, and new outflow beyond the window cap', () => {
+    const sats = requests[0]!.sats; // both requests are for the same amount
+    const check = (o: Overrides) => {
+      const v = validateProposal(asChecked(base), state(o));
+      return v.ok ? 'ok' : v.reason;
+    };
+    const low = { maxRequestSats: sats - 1n };
+    assert.equal(check({ limits: low }), 'request_held', 'over the per-request limit, not released');
+    assert.equal(check({ limits: low, released: new Set([requests[0]!.id]) }), 'request_held', 'one of two released');
+    assert.equal(check({ limits: low, released: new Set(requests.map((r) => r.id)) }), 'ok', 'released here');
+    const cap = { windowSats: 2n * sats + 5n };
+    assert.equal(check({ limits: cap, used: 5n }), 'ok', 'fits the window exactly');
+    assert.equal(check({ limits: cap, used: 6n }), 'rate_limited', 'one sat over the window');
+    // a replacement adds no outflow: its requests left the window when the first payment was signed
+    const first = new Map(requests.map((r) => [r.id, [earlier(hex32(42), [firstInput], 1, false, false)]]));
+    assert.equal(check({ limits: cap, used: cap.windowSats, signed: first }), 'ok', 'a replacement');
   });
 
   it('ignores an earlier payment that can never confirm (another transaction spent one of its inputs)', () => {

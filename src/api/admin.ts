@@ -1,0 +1,187 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import path from 'node:path';
+import { isPegoutError, PegoutError } from '../errors.js';
+
+// The admin interface: what an operator does to its own member (holds, pause, resume). It listens
+// on a Unix socket beside the store, never on a TCP port, and answers only a caller that presents
+// the token from a 0600 file; the public API has none of these routes.
+
+export class AdminError extends PegoutError<'unauthorized' | 'admin_unreachable' | 'admin_refused' | 'socket_path'> {
+  readonly domain = 'admin';
+}
+
+/** What the admin interface acts on; the member provides it. */
+export interface AdminActions {
+  holds(): Promise<unknown>;
+  release(id: string): Promise<unknown>;
+  reject(id: string): Promise<unknown>;
+  pause(reason: string): Promise<unknown>;
+  resume(): Promise<unknown>;
+  state(): Promise<unknown>;
+}
+
+export interface AdminPaths {
+  readonly socket: string;
+  readonly tokenFile: string;
+}
+
+/** Where a member's admin socket and token live when the config does not say: beside its store. */
+export function adminPaths(storeDir: string, configured: { socket: string | null; tokenFile: string | null }) {
+  return {
+    socket: configured.socket ?? path.join(storeDir, 'admin.sock'),
+    tokenFile: configured.tokenFile ?? path.join(storeDir, 'admin.token'),
+  } satisfies AdminPaths;
+}
+
+/** Unix socket paths are limited to 107 bytes on Linux (sun_path). */
+const MAX_SOCKET_PATH = 107;
+
+/** The token from the file, made (32 random bytes, hex, mode 0600) when absent; one others can read is refused. */
+async function loadToken(file: string): Promise<Buffer> {
+  try {
+    const st = await stat(file);
+    if ((st.mode & 0o077) !== 0)
+      throw new AdminError(
+        'admin_refused',
+        `admin token file ${file} has mode ${(st.mode & 0o777).toString(8)}; expected 600 (readable by its owner only)`,
+        { file },
+      );
+    return Buffer.from((await readFile(file, 'utf8')).trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const token = randomBytes(32).toString('hex');
+    await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+    return Buffer.from(token);
+  }
+}
+
+function authorized(req: IncomingMessage, token: Buffer): boolean {
+  const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
+  return given.length === token.length && timingSafeEqual(given, token);
+}
+
+function reply(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(`${JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+}
+
+/** The request body as JSON, at most 4 KiB (an admin command is a reason line at most). */
+async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  let text = '';
+  for await (const chunk of req) {
+    text += String(chunk);
+    if (text.length > 4096) throw new AdminError('admin_refused', 'request body over 4 KiB');
+  }
+  const parsed: unknown = text ? JSON.parse(text) : {};
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new AdminError('admin_refused', 'request body must be a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+async function route(req: IncomingMessage, actions: AdminActions): Promise<[number, unknown]> {
+  const url = new URL(req.url ?? '/', 'http://admin');
+  const hold = /^\/holds\/([^/]+)\/(release|reject)$/.exec(url.pathname);
+  if (req.method === 'GET' && url.pathname === '/holds') return [200, await actions.holds()];
+  if (req.method === 'GET' && url.pathname === '/state') return [200, await actions.state()];
+  if (req.method === 'POST' && hold) {
+    const id = decodeURIComponent(hold[1]!);
+    return [200, await (hold[2] === 'release' ? actions.release(id) : actions.reject(id))];
+  }
+  if (req.method === 'POST' && url.pathname === '/pause') {
+    const reason = (await jsonBody(req)).reason;
+    if (typeof reason !== 'string' || reason.trim() === '' || reason.length > 500)
+      return [400, { error: 'bad_request', parameter: 'reason', value: reason ?? null, expected: '1–500 characters' }];
+    return [200, await actions.pause(reason.trim())];
+  }
+  if (req.method === 'POST' && url.pathname === '/resume') return [200, await actions.resume()];
+  return [404, { error: 'not_found', method: req.method, path: url.pathname }];
+}
+
+export interface AdminServer {
+  readonly socket: string;
+  close(): Promise<void>;
+}
+
+export async function startAdmin(paths: AdminPaths, actions: AdminActions): Promise<AdminServer> {
+  if (Buffer.byteLength(paths.socket) > MAX_SOCKET_PATH)
+    throw new AdminError(
+      'socket_path',
+      `admin socket path ${paths.socket} is over ${MAX_SOCKET_PATH} bytes (the Unix socket limit); set admin.socket to a shorter path`,
+      { socket: paths.socket },
+    );
+  const token = await loadToken(paths.tokenFile);
+  const server = createServer((req, res) => {
+    if (!authorized(req, token)) return reply(res, 401, { error: 'unauthorized', expected: 'Bearer <admin token>' });
+    route(req, actions)
+      .then(([status, body]) => reply(res, status, body))
+      .catch((err: unknown) => {
+        const coded = isPegoutError(err);
+        reply(res, coded ? 409 : 500, {
+          error: coded ? err.code : 'internal',
+          message: (err as Error).message,
+        });
+      });
+  });
+  // a socket left by a member that was killed: nobody listens on it any more
+  await rm(paths.socket, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(paths.socket, resolve);
+  });
+  await chmod(paths.socket, 0o600);
+  return {
+    socket: paths.socket,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** One admin call from the CLI: the member's answer, or an AdminError saying why not. */
+export async function callAdmin(
+  paths: AdminPaths,
+  method: 'GET' | 'POST',
+  route: string,
+  body?: Record<string, unknown>,
+): Promise<unknown> {
+  let token: string;
+  try {
+    token = (await readFile(paths.tokenFile, 'utf8')).trim();
+  } catch (err) {
+    throw new AdminError(
+      'admin_unreachable',
+      `cannot read the admin token file ${paths.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is the member running, and is this its config?)`,
+    );
+  }
+  const payload = body ? JSON.stringify(body) : undefined;
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath: paths.socket,
+        method,
+        path: route,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        timeout: 30_000,
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (chunk) => (text += String(chunk)));
+        res.on('end', () => {
+          const parsed = JSON.parse(text || 'null') as { error?: string; message?: string } | null;
+          if (res.statusCode === 200) return resolve(parsed);
+          reject(
+            new AdminError(
+              res.statusCode === 401 ? 'unauthorized' : 'admin_refused',
+              `${parsed?.error ?? `HTTP ${res.statusCode}`}: ${parsed?.message ?? JSON.stringify(parsed)}`,
+            ),
+          );
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('no answer within 30 s')));
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      reject(new AdminError('admin_unreachable', `admin socket ${paths.socket}: ${err.code ?? err.message}`)),
+    );
+    req.end(payload);
+  });
+}
