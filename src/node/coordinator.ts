@@ -27,6 +27,7 @@ import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
 import type { Outflow } from './outflow.js';
+import { overRequestLimit } from '../wallet/limits.js';
 import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
 
 // The transaction coordinator: proposer rotation, proposals, signatures and finalized payments
@@ -121,8 +122,11 @@ export class Coordinator {
   private readonly myKey: string;
   /** Peers that said they are paused (at most n entries). */
   private readonly pausedPeers = new Set<string>();
-  /** Proposals refused while this member was paused: put to the signer again on resume (bounded). */
-  private readonly refusedPaused = new Map<string, { peer: string; checked: CheckedProposal }>();
+  /**
+   * Proposals refused for what this member's operator has not done yet (it is paused, or it has not released a held
+   * request): put to the signer again when the operator resumes or releases (bounded).
+   */
+  private readonly awaitingOperator = new Map<string, { peer: string; checked: CheckedProposal }>();
 
   constructor(private readonly o: CoordinatorOptions) {
     this.collector = new SignatureCollector(o.federation, o.pool.verifyTransaction);
@@ -254,7 +258,7 @@ export class Coordinator {
     queued: number;
     retry: number;
     rivals: number;
-    refusedPaused: number;
+    awaitingOperator: number;
   } {
     const early = this.early.size();
     return {
@@ -263,7 +267,7 @@ export class Coordinator {
       queued: this.queued,
       retry: this.retry.size,
       rivals: this.rivals.size,
-      refusedPaused: this.refusedPaused.size,
+      awaitingOperator: this.awaitingOperator.size,
     };
   }
 
@@ -271,14 +275,18 @@ export class Coordinator {
   async release(id: string): Promise<void> {
     await this.o.outflow.release(id);
     this.o.network.broadcast('release', id);
+    this.retryAwaitingOperator();
   }
 
   /** This member paused or resumed: its peers count paused members for their health reports. */
   pauseChanged(paused: boolean): void {
     this.o.network.broadcast('paused', paused);
-    if (paused) return;
-    const waiting = [...this.refusedPaused.values()];
-    this.refusedPaused.clear();
+    if (!paused) this.retryAwaitingOperator();
+  }
+
+  private retryAwaitingOperator(): void {
+    const waiting = [...this.awaitingOperator.values()];
+    this.awaitingOperator.clear();
     void this.serial(async () => {
       for (const { peer, checked } of waiting) await this.onProposal(peer, checked);
     });
@@ -348,13 +356,22 @@ export class Coordinator {
     const pending: PaymentRequest[] = (await this.o.outflow.plan()).flatMap((r) =>
       r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
     );
-    if (pending.length > 0) {
-      const plan = buildPayments(pending, await this.spendable(policy), rate, this.o.federation, {
+    // a request over the per-request limit goes in a payment of its own: a member that has not
+    // released it refuses that payment alone (a peer lying about its release stalls nothing else)
+    const batches = [
+      pending.filter((r) => !overRequestLimit(r.sats, policy.limits)),
+      ...pending.filter((r) => overRequestLimit(r.sats, policy.limits)).map((r) => [r]),
+    ];
+    let spendable = await this.spendable(policy);
+    for (const batch of batches.filter((b) => b.length > 0)) {
+      const plan = buildPayments(batch, spendable, rate, this.o.federation, {
         maxOutputs: this.o.maxOutputs,
         maxSharePerRequest: policy.fee.maxSharePerRequest,
       });
       for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
       proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
+      const used = new Set(plan.payments.flatMap((p) => p.prevouts.map(outpointText)));
+      spendable = spendable.filter((u) => !used.has(outpointText(u)));
     }
     for (const built of proposals) {
       const started = performance.now();
@@ -441,8 +458,9 @@ export class Coordinator {
           return;
         }
       }
-      if (outcome.reason === 'paused' && this.refusedPaused.size < COORDINATOR_CAPS.retry)
-        this.refusedPaused.set(txid, { peer, checked });
+      const operator = outcome.reason === 'paused' || outcome.reason === 'request_held';
+      if (operator && this.awaitingOperator.size < COORDINATOR_CAPS.retry)
+        this.awaitingOperator.set(txid, { peer, checked });
       if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals)
         this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now() });
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
