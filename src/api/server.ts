@@ -19,7 +19,7 @@ function badRequest(res: ServerResponse, parameter: string, value: string | null
 
 /**
  * The member's HTTP API: /health, /metrics (Prometheus), /pegouts/:id, /pegouts?evmAddress=,
- * /federation. Read-only; every answer is JSON except /metrics.
+ * /federation, /reserves. Read-only; every answer is JSON except /metrics.
  */
 export async function startApi(options: {
   host: string;
@@ -41,6 +41,10 @@ export async function startApi(options: {
       return;
     }
     if (url.pathname === '/federation') return json(res, 200, await source.federation());
+    if (url.pathname === '/reserves') {
+      const report = await source.reserves();
+      return report ? json(res, 200, report) : json(res, 404, { error: 'not_found', path: url.pathname });
+    }
     if (url.pathname === '/pegouts') {
       const evmAddress = url.searchParams.get('evmAddress');
       if (!evmAddress || !/^0x[0-9a-fA-F]{40}$/.test(evmAddress))

@@ -10,6 +10,8 @@ import {
   signatureMadeKey,
   signatureReceivedPrefix,
 } from '../storage/keys.js';
+import type { ReserveAuditor } from '../node/reserves.js';
+import type { ReserveReport } from '../wallet/reserves.js';
 import type { RequestRecord, StatusChange } from '../storage/records.js';
 
 /** A request's lifecycle as operators and users see it. */
@@ -40,6 +42,8 @@ export interface StatusSource {
   pegout(id: string): Promise<PegoutStatus | undefined>;
   pegoutsByEvmAddress(evmAddress: string, limit: number): Promise<PegoutStatus[]>;
   federation(): Promise<Record<string, unknown>>;
+  /** The reserve audit (GET /reserves); undefined where the source has none. */
+  reserves(): Promise<ReserveReport | undefined>;
 }
 
 async function payments(store: Store, federation: Federation, id: string): Promise<PaymentStatus[]> {
@@ -78,11 +82,12 @@ function summary(r: RequestRecord, history: readonly StatusChange[], paidBy: rea
   };
 }
 
-/** The store's view: requests with their history, and the federation's funds. */
+/** The store's view: requests with their history, and the federation's funds; the member's reserve audit. */
 export function storeStatusSource(
   store: Store,
   federation: Federation,
   health: () => Record<string, unknown> = () => ({}),
+  member: { reserves?: Pick<ReserveAuditor, 'report'> } = {},
 ): StatusSource {
   return {
     health: async () => {
@@ -91,6 +96,7 @@ export function storeStatusSource(
       const degraded = Array.isArray(components.degraded) ? components.degraded.length > 0 : false;
       return { ok: !degraded, status: degraded ? 'degraded' : 'ok', components };
     },
+    reserves: async () => member.reserves?.report(),
     async pegout(id) {
       const r = await getRequest(store, id);
       return r ? summary(r, await requestHistory(store, id), await payments(store, federation, id)) : undefined;

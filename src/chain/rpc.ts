@@ -12,6 +12,7 @@ import { PegoutError } from '../errors.js';
 
 export type BitcoinRpcErrorCode =
   | 'config'
+  | 'invalid_argument'
   | 'transport'
   | 'timeout'
   | 'unauthorized'
@@ -199,6 +200,32 @@ export interface MempoolAcceptResult {
 }
 
 export type BroadcastOutcome = 'accepted' | 'already_in_mempool' | 'already_in_chain';
+
+/** One output `scantxoutset` found, value in sats. */
+export interface ScannedOutput {
+  readonly txid: string;
+  readonly vout: number;
+  readonly value: bigint;
+  readonly scriptPubKey: string;
+  readonly height: number;
+}
+
+/** What `scantxoutset start` found in Bitcoin Core's UTXO set (confirmed outputs only, no mempool), at one tip. */
+export interface TxOutSetScan {
+  readonly height: number;
+  /** The tip the scan was made at (absent from nodes older than v22). */
+  readonly bestblock: string | undefined;
+  readonly outputs: readonly ScannedOutput[];
+  /** Σ values, sats. */
+  readonly total: bigint;
+}
+
+/** `raw(<hex>)`: the output descriptor of exactly one scriptPubKey, as scantxoutset takes it. */
+export function rawDescriptor(scriptPubKey: Uint8Array): string {
+  if (!(scriptPubKey instanceof Uint8Array) || scriptPubKey.length === 0)
+    throw new BitcoinRpcError('invalid_argument', 'raw() descriptor needs a non-empty scriptPubKey', {});
+  return `raw(${Buffer.from(scriptPubKey).toString('hex')})`;
+}
 
 /** The part of the client the block observer needs; tests drive the observer with a scripted chain. */
 export interface ChainSource {
@@ -461,6 +488,33 @@ export class BitcoinRpcClient implements ChainSource {
     return this.call('sendrawtransaction', maxFeeRate === undefined ? [rawTx] : [rawTx, maxFeeRate]);
   }
 
+  /**
+   * Bitcoin Core's UTXO set scanned for `descriptors` (e.g. rawDescriptor(federation script)). The scan reads the
+   * whole chainstate: seconds on regtest, minutes on mainnet, so give this client a long timeoutMs; Core runs one
+   * scan at a time and refuses a second ('rpc_error', "Scan already in progress"). An aborted scan is an error too.
+   */
+  async scanTxOutSet(descriptors: readonly string[]): Promise<TxOutSetScan> {
+    if (!Array.isArray(descriptors) || descriptors.length === 0 || descriptors.length > 100)
+      throw new BitcoinRpcError(
+        'invalid_argument',
+        `scantxoutset needs 1 to 100 descriptors, got ${descriptors?.length}`,
+        {
+          count: descriptors?.length,
+        },
+      );
+    for (const d of descriptors)
+      if (typeof d !== 'string' || !/^[a-z]+\(\S+\)(#[a-z0-9]{8})?$/.test(d))
+        throw new BitcoinRpcError(
+          'invalid_argument',
+          `scantxoutset: ${JSON.stringify(d)} is not an output descriptor`,
+          {
+            descriptor: String(d),
+          },
+        );
+    const answer = await this.call<RawScan>('scantxoutset', ['start', [...descriptors]]);
+    return parseScan(answer, this.#where);
+  }
+
   getNetworkInfo(): Promise<NetworkInfo> {
     return this.call('getnetworkinfo');
   }
@@ -494,6 +548,43 @@ export class BitcoinRpcClient implements ChainSource {
     // a full mempool raises what it accepts above the static relay fee
     return feeRateFromNode(estimate, Math.max(network.relayfee, mempool.mempoolminfee), policy);
   }
+}
+
+interface RawScan {
+  success?: unknown;
+  height?: unknown;
+  bestblock?: unknown;
+  unspents?: unknown;
+}
+
+/** The answer of `scantxoutset start`, checked field by field. */
+function parseScan(answer: RawScan, node: string): TxOutSetScan {
+  const malformed = (why: string) =>
+    new BitcoinRpcError('malformed_response', `scantxoutset on ${node}: ${why}`, { method: 'scantxoutset', node });
+  if (typeof answer !== 'object' || answer === null) throw malformed('the answer is not an object');
+  if (answer.success !== true) throw malformed('the scan did not complete (success is not true: aborted?)');
+  if (!Number.isSafeInteger(answer.height) || (answer.height as number) < 0) throw malformed('no height');
+  if (
+    answer.bestblock !== undefined &&
+    (typeof answer.bestblock !== 'string' || !/^[0-9a-f]{64}$/.test(answer.bestblock))
+  )
+    throw malformed('bestblock is not a block hash');
+  if (!Array.isArray(answer.unspents)) throw malformed('no unspents array');
+  const outputs = answer.unspents.map((u: Record<string, unknown>, i): ScannedOutput => {
+    const { txid, vout, amount, scriptPubKey, height } = u ?? {};
+    if (typeof txid !== 'string' || !/^[0-9a-f]{64}$/.test(txid)) throw malformed(`unspents[${i}].txid is not a txid`);
+    if (!Number.isSafeInteger(vout) || (vout as number) < 0) throw malformed(`unspents[${i}].vout is not an index`);
+    if (typeof amount !== 'number') throw malformed(`unspents[${i}].amount is not a number`);
+    if (!Number.isSafeInteger(height)) throw malformed(`unspents[${i}].height is not a height`);
+    const value = btcToSats(amount);
+    return { txid, vout: vout as number, value, scriptPubKey: String(scriptPubKey ?? ''), height: height as number };
+  });
+  return {
+    height: answer.height as number,
+    bestblock: answer.bestblock as string | undefined,
+    outputs,
+    total: outputs.reduce((a, o) => a + o.value, 0n),
+  };
 }
 
 /** BTC amount as Bitcoin Core prints it (a JSON number with at most 8 decimals) to satoshis. */

@@ -8,6 +8,7 @@ import { registerFederation } from './federation.js';
 import { registerKeygen } from './keygen.js';
 import { registerNode } from './node.js';
 import { runCli } from './output.js';
+import { registerReserves } from './reserves.js';
 import { registerStatus } from './status.js';
 
 const program = new Command('pegout')
@@ -27,6 +28,7 @@ registerEvm(program);
 registerStatus(program);
 registerAudit(program);
 registerAdmin(program);
+registerReserves(program);
 
 // `pegout … | head`: a reader that went away is the end of the output, not a crash
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -12,19 +12,23 @@ export function registerStatus(program: Command): void {
     .requiredOption('--api <url>', "a member's HTTP API, e.g. http://127.0.0.1:8080")
     .option('--json', 'print JSON')
     .action(async (id: string, opts: { api: string; json?: boolean }) => {
-      let res: Response;
-      try {
-        res = await fetch(new URL(`/pegouts/${encodeURIComponent(id)}`, opts.api), {
-          signal: AbortSignal.timeout(10_000),
-        });
-      } catch (err) {
-        throw new CliError(
-          `--api ${opts.api}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`,
-        );
-      }
-      const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
-      if (res.status === 404) throw new CliError(`request ${id} is not known to ${opts.api}`);
-      if (!res.ok || !body) throw new CliError(`${opts.api} answered HTTP ${res.status}: ${JSON.stringify(body)}`);
+      const body = await readMemberApi(opts.api, `/pegouts/${encodeURIComponent(id)}`, `request ${id}`);
       printResult(body, Boolean(opts.json));
     });
+}
+
+/** GET `path` from a member's API (`--api`): the JSON body, or one-line errors naming the API and what is missing. */
+export async function readMemberApi(api: string, path: string, what: string): Promise<Record<string, unknown>> {
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, api), { signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    throw new CliError(
+      `--api ${api}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`,
+    );
+  }
+  const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
+  if (res.status === 404) throw new CliError(`${what} is not known to ${api}`);
+  if (!res.ok || !body) throw new CliError(`${api} answered HTTP ${res.status}: ${JSON.stringify(body)}`);
+  return body;
 }

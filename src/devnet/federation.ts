@@ -84,7 +84,8 @@ async function waitForApi(url: string, child: ChildProcess, logFile: string, tim
       throw new Error(`member exited (${child.exitCode ?? child.signalCode}) before its API answered; see ${logFile}`);
     try {
       const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return;
+      // 503: started, degraded (paused, an alarm): a member that pauses itself at start has started too
+      if (res.ok || res.status === 503) return;
     } catch {
       // not listening yet
     }

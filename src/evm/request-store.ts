@@ -61,6 +61,9 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
 /** Final, valid requests that no live payment this member signed pays: what a proposer may batch. */
 export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', 'rate_limited']);
 
+/** What the federation owes (the reserve audit's liabilities): QUEUED, or in a payment not yet paid at depth. */
+export const OWED: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', 'broadcast'];
+
 /**
  * Stages a status change, its history entry and the status index together; `record` must be the current one (read
  * through the same batch).

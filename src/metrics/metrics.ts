@@ -11,7 +11,7 @@ export function createMetrics(options: { processMetrics?: boolean } = {}) {
     new Gauge<L>({ name, help, labelNames, registers });
   const histogram = (name: string, help: string, buckets: number[]) =>
     new Histogram({ name, help, buckets, registers });
-  return {
+  const metrics = {
     registry,
     requests: gauge('pegout_requests', 'Peg-out requests this member knows, by status', ['status'] as const),
     rounds: counter('pegout_rounds_total', 'Rounds, by outcome', ['outcome'] as const),
@@ -31,12 +31,30 @@ export function createMetrics(options: { processMetrics?: boolean } = {}) {
     peers: gauge('pegout_peers_connected', 'Authenticated member links'),
     framesDropped: counter('pegout_frames_dropped_total', 'Peer frames dropped, by reason', ['reason'] as const),
     cursor: gauge('pegout_cursor_height', 'Last block whose effects are stored, by chain', ['chain'] as const),
+    reserveAssets: gauge(
+      'pegout_reserve_assets_sats',
+      'Confirmed federation outputs this member holds (reserve audit)',
+    ),
+    reserveLiabilities: gauge(
+      'pegout_reserve_liabilities_sats',
+      'Requests accepted and not yet paid on chain, in sats (reserve audit)',
+    ),
+    reserveCore: gauge(
+      'pegout_reserve_core_sats',
+      "Bitcoin Core's UTXO set for the federation script at the last audit compared with it",
+    ),
+    reserveOk: gauge(
+      'pegout_reserve_ok',
+      'Last reserve audit compared with Bitcoin Core: 1 passed, 0 failed (alarm), -1 none yet or no Core',
+    ),
     alarms: counter(
       'pegout_alarms_total',
       'Conditions an operator must look at (e.g. a request orphaned by a reorg after it was acted on)',
       ['kind'] as const,
     ),
   };
+  metrics.reserveOk.set(-1);
+  return metrics;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -26,6 +26,7 @@ import { Safety } from './safety.js';
 import { Outflow } from './outflow.js';
 import { adminPaths, startAdmin, type AdminServer } from '../api/admin.js';
 import type { OutflowLimits } from '../wallet/limits.js';
+import { reserveAuditor, type ReserveAuditor } from './reserves.js';
 
 // One federation member: the pipeline stages wired together in one process. The main thread
 // ingests events and keeps state in RocksDB; the pool signs and verifies; links carry frames.
@@ -302,6 +303,7 @@ function startMemberApi(
   network: PeerNetwork,
   metrics: Metrics,
   safety: () => Record<string, unknown>,
+  reserves: ReserveAuditor,
 ): Promise<ApiServer> {
   const bitcoin = config.bitcoin
     ? 'configured'
@@ -319,7 +321,7 @@ function startMemberApi(
     host: config.api.host,
     port: config.api.port,
     registry: metrics.registry,
-    source: storeStatusSource(store, federation, health),
+    source: storeStatusSource(store, federation, health, { reserves }),
   });
 }
 
@@ -367,6 +369,18 @@ function backgroundLoops(cleanup: (() => Promise<void>)[]): {
   return { add: (loop) => void running.push(loop(abort.signal)) };
 }
 
+function logStarted(log: Logger, config: Config, federation: Federation, p2pPort: number, apiPort: number): void {
+  log.info('member_started', {
+    p2pPort,
+    apiPort,
+    federation: federation.address,
+    threshold: federation.threshold,
+    members: federation.pubkeys.length,
+    faultTolerance: federationFaultTolerance(federation),
+    workers: config.workers,
+  });
+}
+
 export async function startMember(
   config: Config,
   env: NodeJS.ProcessEnv = process.env,
@@ -398,6 +412,7 @@ export async function startMember(
       coordinator?.settled(txid),
     );
     const { settlement, recoverInput } = chain;
+    const reserves = reserveAuditor(config, { store, federation, safety, log, metrics }, cleanup);
 
     const evm = evmObserver(config, store, safety, log, () => coordinator?.ingested());
     coordinator = new Coordinator({
@@ -430,23 +445,14 @@ export async function startMember(
     const s = settlement;
     if (s && config.bitcoin)
       loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'settlement', () => s.tick()));
+    if (config.bitcoin)
+      loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'reserves', () => reserves.tick()));
     const dropped = new Map<string, number>();
     loops.add((signal) => every(1000, signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
 
-    const api = await startMemberApi(config, store, federation, network, metrics, operator.health);
+    const api = await startMemberApi(config, store, federation, network, metrics, operator.health, reserves);
     cleanup.push(() => api.close());
-    const { address, threshold } = federation;
-    const faultTolerance = federationFaultTolerance(federation);
-    const members = federation.pubkeys.length;
-    log.info('member_started', {
-      p2pPort,
-      apiPort: api.port,
-      federation: address,
-      threshold,
-      members,
-      faultTolerance,
-      workers: config.workers,
-    });
+    logStarted(log, config, federation, p2pPort, api.port);
     return { key: toHex(myKey), federation, p2pPort, apiPort: api.port, stop: stopAll };
   } catch (err) {
     await stopAll();

@@ -22,9 +22,15 @@ export type AuditCode =
   | 'bad_layout'
   // found by the command while gathering what it audits
   | 'no_match'
-  | 'unknown_request';
+  | 'unknown_request'
+  // the reserve audit (wallet/reserves.ts, `pegout reserves`)
+  | 'reserves_short'
+  | 'reserves_mismatch';
 
-/** A payment that is not what the federation's rules make of its requests, or a request that is not there. */
+/**
+ * A payment that is not what the federation's rules make of its requests, a request that is not
+ * there, or reserves that do not cover what the federation owes or are not what Bitcoin Core holds.
+ */
 export class AuditError extends PegoutError<AuditCode> {
   readonly domain = 'audit';
 }

@@ -8,6 +8,7 @@ import { checkFinalizedWitnesses } from '../../src/signing/collector.js';
 import { SPACES } from '../../src/storage/keys.js';
 import { Store } from '../../src/storage/store.js';
 import { listUtxos } from '../../src/wallet/utxos.js';
+import { BITCOIND } from './bitcoind.js';
 import { tempDir } from './tempdir.js';
 import type { FinalizedRecord } from '../../src/storage/records.js';
 
@@ -25,6 +26,15 @@ export async function federationOfProcesses(
   owner.after(() => devnet.stop());
   return devnet;
 }
+
+/** 2-of-3 on regtest (needs BITCOIND): twelve peg-ins of 0.1 BTC, payments paid at two confirmations. */
+export const regtest2of3 = () => ({
+  members: 3,
+  threshold: 2,
+  bitcoind: BITCOIND!,
+  paidConfirmations: 2,
+  funding: { count: 12, sats: 10_000_000 },
+});
 
 export function send(devnet: Devnet, count: number): Promise<SentRequests> {
   return sendPegouts(new EvmRpc(devnet.anvil.url), count, PEGOUT_SATS);

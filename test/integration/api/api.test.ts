@@ -8,6 +8,9 @@ import { storeStatusSource } from '../../../src/api/status.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
+import { createLogger } from '../../../src/node/log.js';
+import { ReserveAuditor } from '../../../src/node/reserves.js';
+import { Safety } from '../../../src/node/safety.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { registerUtxo } from '../../../src/wallet/utxos.js';
 import { repoRoot } from '../../support/paths.js';
@@ -22,7 +25,7 @@ const EVM = `0x${'12'.repeat(20)}`;
 const TX = `0x${'ab'.repeat(32)}`;
 
 describe('HTTP API', () => {
-  it('serves health, metrics, a request lifecycle, requests by EVM address and the federation; refuses bad input', async (t) => {
+  it('serves health, metrics, a request lifecycle, requests by EVM address, the federation and its reserves; refuses bad input', async (t) => {
     const store = await openTempStore(t);
     await store.exclusive(async () => {
       const batch = store.batch();
@@ -75,10 +78,13 @@ describe('HTTP API', () => {
     });
     const metrics = createMetrics();
     metrics.requests.set({ status: 'accepted' }, 1);
+    // without Bitcoin Core: the books, unaudited
+    const log = createLogger({ level: 'error', write: () => undefined });
+    const reserves = new ReserveAuditor({ store, federation, core: null, safety: new Safety(store, log), log });
     const api = await startApi({
       host: '127.0.0.1',
       port: 0,
-      source: storeStatusSource(store, federation),
+      source: storeStatusSource(store, federation, undefined, { reserves }),
       registry: metrics.registry,
     });
     t.after(() => api.close());
@@ -116,6 +122,13 @@ describe('HTTP API', () => {
     assert.equal(fed.body.faultTolerance.liveness, 1);
     assert.match(fed.body.faultTolerance.statement, /^2-of-3: tolerates NO malicious member \(f = 2t − n − 1 = 0\)/);
 
+    const audit = await get('/reserves');
+    assert.equal(audit.status, 200);
+    assert.equal(audit.body.verdict, 'unaudited');
+    assert.deepEqual(audit.body.assets, { sats: '5000000', outputs: 1 });
+    assert.deepEqual(audit.body.liabilities.byStatus, { batched: { requests: 1, sats: '2000000' } });
+    assert.equal(audit.body.ledger.pegIns, '5000000');
+
     assert.deepEqual((await get('/pegouts/nope')).body, {
       error: 'bad_request',
       parameter: 'id',
@@ -142,6 +155,18 @@ describe('HTTP API', () => {
     await assert.rejects(
       run(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), 'status', `${TX}:9`, '--api', base]),
       (err: { stderr: string }) => /is not known/.test(err.stderr),
+    );
+    // and the reserves command the same audit, in lines
+    const reservesRun = await run(process.execPath, [
+      path.join(repoRoot, 'bin', 'pegout.js'),
+      'reserves',
+      '--api',
+      base,
+    ]);
+    assert.match(reservesRun.stdout, /^verdict +unaudited: no Bitcoin Core/m);
+    assert.match(
+      reservesRun.stdout,
+      /^liabilities +2000000 sats \(0\.02000000 BTC\) for 1 requests \(batched 1: 2000000\)$/m,
     );
   });
 });

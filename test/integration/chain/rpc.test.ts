@@ -10,6 +10,7 @@ import {
   classifyRpcError,
   feeRateFromNode,
   btcToSats,
+  rawDescriptor,
   type BitcoinRpcErrorCode,
 } from '../../../src/chain/rpc.js';
 import { tempDir } from '../../support/tempdir.js';
@@ -238,6 +239,59 @@ describe('BitcoinRpcClient over HTTP', () => {
     await assert.rejects(client.broadcast('00'), expectCode('insufficient_fee', -26));
     script(rpcError(-26, 'non-mandatory-script-verify-flag (Invalid Schnorr signature)'));
     await assert.rejects(client.broadcast('00'), expectCode('tx_rejected', -26));
+  });
+});
+
+describe('scanTxOutSet', () => {
+  const unspent = {
+    txid: 'cd'.repeat(32),
+    vout: 1,
+    scriptPubKey: '5120' + 'ab'.repeat(32),
+    desc: 'raw(…)#x',
+    amount: 0.1234567,
+    coinbase: false,
+    height: 101,
+    blockhash: 'ef'.repeat(32),
+    confirmations: 3,
+  };
+  const answer = { success: true, txouts: 9, height: 103, bestblock: '01'.repeat(32), unspents: [unspent] };
+
+  test('sends start with the descriptors and returns the outputs in sats, at the tip the scan was made', async (t) => {
+    const client = new BitcoinRpcClient({ url, retries: 0 });
+    t.after(() => client.close());
+    script(ok({ ...answer, total_amount: 0.1234567 }));
+    const descriptor = rawDescriptor(Buffer.from(unspent.scriptPubKey, 'hex'));
+    assert.equal(descriptor, `raw(${unspent.scriptPubKey})`);
+    const scan = await client.scanTxOutSet([descriptor]);
+    assert.deepEqual(
+      seen.map((s) => [s.method, s.params]),
+      [['scantxoutset', ['start', [descriptor]]]],
+    );
+    assert.deepEqual(scan, {
+      height: 103,
+      bestblock: '01'.repeat(32),
+      outputs: [{ txid: unspent.txid, vout: 1, value: 12_345_670n, scriptPubKey: unspent.scriptPubKey, height: 101 }],
+      total: 12_345_670n,
+    });
+  });
+
+  test('refuses bad arguments before calling, and types what the node answers', async (t) => {
+    const client = new BitcoinRpcClient({ url, retries: 0 });
+    t.after(() => client.close());
+    script(ok(answer));
+    await assert.rejects(client.scanTxOutSet([]), expectCode('invalid_argument'));
+    await assert.rejects(client.scanTxOutSet(['5120ab']), expectCode('invalid_argument'));
+    await assert.rejects(client.scanTxOutSet(['raw(51) raw(52)']), expectCode('invalid_argument'));
+    assert.throws(() => rawDescriptor(new Uint8Array(0)), expectCode('invalid_argument'));
+    assert.equal(seen.length, 0, 'nothing was sent');
+    script(rpcError(-8, 'Scan already in progress, use action "abort" or "status"'));
+    await assert.rejects(client.scanTxOutSet(['raw(51)']), expectCode('rpc_error', -8));
+    script(ok({ ...answer, success: false }));
+    await assert.rejects(client.scanTxOutSet(['raw(51)']), expectCode('malformed_response'));
+    script(ok({ ...answer, unspents: [{ ...unspent, amount: '0.1' }] }));
+    await assert.rejects(client.scanTxOutSet(['raw(51)']), expectCode('malformed_response'));
+    script(ok({ ...answer, bestblock: undefined }));
+    assert.equal((await client.scanTxOutSet(['raw(51)#abcdefgh'])).bestblock, undefined, 'an old node: no tip hash');
   });
 });
 

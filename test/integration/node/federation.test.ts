@@ -21,6 +21,7 @@ import {
   checkNothingReserved,
   federationOfProcesses,
   PEGOUT_SATS,
+  regtest2of3,
   send,
   waitSigned,
 } from '../../support/federation.js';
@@ -178,15 +179,6 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     await devnet.stop();
     await checkExactlyOnce(devnet, [...first.ids, ...second.ids]);
   });
-});
-
-/** 2-of-3 on regtest: twelve peg-ins, payments paid at two confirmations. */
-const regtest2of3 = () => ({
-  members: 3,
-  threshold: 2,
-  bitcoind: BITCOIND!,
-  paidConfirmations: 2,
-  funding: { count: 12, sats: 10_000_000 },
 });
 
 describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {

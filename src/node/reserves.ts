@@ -1,0 +1,257 @@
+import type { Federation } from '../bitcoin/federation.js';
+import { parseTx } from '../bitcoin/tx.js';
+import { BitcoinRpcClient, rawDescriptor } from '../chain/rpc.js';
+import type { Config } from '../config/config.js';
+import { isPegoutError } from '../errors.js';
+import { parseRequestId } from '../evm/request-id.js';
+import { listRequestsInStatus, OWED, QUEUED } from '../evm/request-store.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { cursorKey, finalizedKey, requestSignedPrefix, SPACES, txConfirmationKey } from '../storage/keys.js';
+import type { Store } from '../storage/store.js';
+import {
+  reserveReport,
+  type CoreView,
+  type HeldOutput,
+  type OwedRequest,
+  type ReserveBooks,
+  type ReserveReport,
+} from '../wallet/reserves.js';
+import { getUtxo } from '../wallet/utxos.js';
+import type { Logger } from './log.js';
+import type { Safety } from './safety.js';
+import type { BitcoinCursor, FinalizedRecord, RequestRecord, UtxoRecord } from '../storage/records.js';
+
+// The reserve audit in the member (issue 13): on each Bitcoin block this member applies, its books
+// (src/wallet/reserves.ts) against Bitcoin Core's UTXO set for the federation script (scantxoutset).
+// A shortfall or a difference raises an alarm that pauses the member (node/safety.ts,
+// docs/alarms.md); a later audit that passes clears the alarm (the pause stays until an operator
+// resumes). Without Bitcoin Core there is no chain to compare with and the funding is declared:
+// the books are reported and nothing is alarmed.
+
+/** How long the scan of Core's whole UTXO set may take (minutes on mainnet; Core runs one at a time). */
+const SCAN_TIMEOUT_MS = 20 * 60_000;
+/** While this member stays at one block, how often its books are judged again against Core's scan of that block. */
+export const RECHECK_MS = 30_000;
+/** How long a report computed for the API is served again before the books are read anew. */
+const REPORT_MAX_AGE_MS = 5_000;
+
+const txidOfKey = (key: string): string => key.slice(key.lastIndexOf('/') + 1);
+
+/**
+ * The payments among `txids` that are applied to this member's coins: confirmed in a block it applied
+ * (txconf/), or, without Bitcoin Core, settled locally (their first input spent by them).
+ */
+async function appliedPayments(store: Store, txids: readonly string[]): Promise<Set<string>> {
+  const confirmed = await store.getMany(txids.map(txConfirmationKey));
+  const applied = new Set(txids.filter((_, i) => confirmed[i] !== undefined));
+  const rest = txids.filter((t) => !applied.has(t));
+  for (const f of await store.getMany<FinalizedRecord>(rest.map(finalizedKey))) {
+    const first = f && parseTx(f.tx).inputs[0];
+    if (first && (await getUtxo(store, first))?.spentBy === f.txid) applied.add(f.txid);
+  }
+  return applied;
+}
+
+/** Requests in OWED statuses, from the status index; those in flight are checked for an applied payment. */
+async function owedRequests(store: Store): Promise<OwedRequest[]> {
+  const out: OwedRequest[] = [];
+  const inFlight: { r: RequestRecord; txids: string[] }[] = [];
+  for (const status of OWED) {
+    for (const r of await listRequestsInStatus(store, status)) {
+      if (QUEUED.has(r.status)) {
+        out.push({ id: r.id, status: r.status, sats: r.sats, settled: false });
+        continue;
+      }
+      const { txHash, ordinal } = parseRequestId(r.id);
+      inFlight.push({ r, txids: (await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })).map(txidOfKey) });
+    }
+  }
+  const applied = await appliedPayments(store, [...new Set(inFlight.flatMap((x) => x.txids))]);
+  for (const { r, txids } of inFlight)
+    out.push({ id: r.id, status: r.status, sats: r.sats, settled: txids.some((t) => applied.has(t)) });
+  return out;
+}
+
+/**
+ * The outputs this member holds (unspent or reserved), and the peg-ins: every confirmed federation
+ * output, spent or not, whose transaction is no federation payment (no txconf/, no final/ record).
+ */
+async function coins(store: Store): Promise<{ outputs: HeldOutput[]; pegIns: bigint }> {
+  const outputs: HeldOutput[] = [];
+  const created = new Map<string, bigint>();
+  for await (const [, u] of store.entries<UtxoRecord>({ prefix: SPACES.utxo })) {
+    if (u.state !== 'spent') outputs.push({ txid: u.txid, vout: u.vout, value: u.value, height: u.height });
+    if (u.height !== null) created.set(u.txid, (created.get(u.txid) ?? 0n) + u.value);
+  }
+  const txids = [...created.keys()];
+  const confirmed = await store.getMany(txids.map(txConfirmationKey));
+  const candidates = txids.filter((_, i) => confirmed[i] === undefined);
+  const finals = await store.getMany(candidates.map(finalizedKey));
+  let pegIns = 0n;
+  for (const [i, txid] of candidates.entries()) if (finals[i] === undefined) pegIns += created.get(txid)!;
+  return { outputs, pegIns };
+}
+
+/**
+ * This member's books at one instant: read inside the store's exclusive section, which every
+ * writer of UTXO states and request statuses goes through, so no block, reservation or status
+ * change lands halfway. Reads every UTXO record and every paid request (the ledger): O(history),
+ * once per block.
+ */
+export function readBooks(store: Store): Promise<ReserveBooks> {
+  return store.exclusive(async () => {
+    const cursor = await store.get<BitcoinCursor>(cursorKey('bitcoin'));
+    const { outputs, pegIns } = await coins(store);
+    const owed = await owedRequests(store);
+    const paid = (await listRequestsInStatus(store, 'paid')).reduce((a, r) => a + r.sats, 0n);
+    return { cursor: cursor ? { height: cursor.height, hash: cursor.hash } : null, outputs, owed, pegIns, paid };
+  });
+}
+
+export interface ReserveAuditorOptions {
+  readonly store: Store;
+  readonly federation: Federation;
+  /** Bitcoin Core's UTXO set; null without Core (declared funding): the books are reported, nothing alarmed. */
+  readonly core: Pick<BitcoinRpcClient, 'scanTxOutSet'> | null;
+  readonly safety: Pick<Safety, 'alarm' | 'clear' | 'report'>;
+  readonly log: Logger;
+  readonly metrics?: Metrics;
+  readonly now?: () => string;
+  /** Default RECHECK_MS. */
+  readonly recheckMs?: number;
+}
+
+export class ReserveAuditor {
+  #last: ReserveReport | undefined;
+  #lastMs = 0;
+  #running: Promise<ReserveReport> | undefined;
+  /** Core's last scan, by the block it was made at: the books at that block are judged against it. */
+  #scanned: { hash: string; view: CoreView } | undefined;
+  /** The block of the last audit that was compared with Core, and when. */
+  #judged: { hash: string; ms: number } | undefined;
+
+  constructor(private readonly o: ReserveAuditorOptions) {}
+
+  /**
+   * The loop's step (every bitcoin.pollMs), with Core: an audit at each block this member applies,
+   * and again every recheckMs while it stays there (requests arrive between blocks). Core is scanned
+   * only when it has not been at this block yet; until the member reaches Core's block, nothing is judged.
+   */
+  async tick(): Promise<void> {
+    if (!this.o.core) return;
+    const cursor = await this.o.store.get<BitcoinCursor>(cursorKey('bitcoin'));
+    if (!cursor) return;
+    const judged = this.#judged;
+    if (judged?.hash === cursor.hash && Date.now() - judged.ms < (this.o.recheckMs ?? RECHECK_MS)) return;
+    await this.#audit(this.#scanned?.hash === cursor.hash ? this.#scanned.view : undefined);
+  }
+
+  /**
+   * The latest report, for GET /reserves and `pegout reserves`. Never starts a scan of Core (the API
+   * is public): with Core it is the last audit's; before the first one, and without Core, the books
+   * are read (at most every few seconds).
+   */
+  async report(): Promise<ReserveReport> {
+    const last = this.#last;
+    if (last && (this.o.core || Date.now() - this.#lastMs < REPORT_MAX_AGE_MS)) return last;
+    return this.#shared(async () => {
+      const pending = 'no audit against Bitcoin Core yet: it runs once this member has applied a block';
+      const books = await readBooks(this.o.store);
+      const report = reserveReport(books, this.o.core ? { unavailable: pending } : null, this.#now());
+      this.#keep(report);
+      return report;
+    });
+  }
+
+  /** Reads the books, scans Core, judges, and acts on the verdict: gauges, alarms (which pause), clears. */
+  audit(): Promise<ReserveReport> {
+    return this.#audit(undefined);
+  }
+
+  #audit(scanned: CoreView | undefined): Promise<ReserveReport> {
+    return this.#shared(async () => {
+      const books = await readBooks(this.o.store);
+      const report = reserveReport(books, scanned ?? (await this.#scan()), this.#now());
+      this.#keep(report);
+      if (report.core.compared && report.member) this.#judged = { hash: report.member.hash, ms: Date.now() };
+      await this.#act(report);
+      return report;
+    });
+  }
+
+  #now(): string {
+    return this.o.now?.() ?? new Date().toISOString();
+  }
+
+  #keep(report: ReserveReport): void {
+    this.#last = report;
+    this.#lastMs = Date.now();
+    this.o.metrics?.reserveAssets.set(Number(report.assets.sats));
+    this.o.metrics?.reserveLiabilities.set(Number(report.liabilities.sats));
+  }
+
+  /** Concurrent callers share one pass. */
+  #shared(fn: () => Promise<ReserveReport>): Promise<ReserveReport> {
+    this.#running ??= fn().finally(() => (this.#running = undefined));
+    return this.#running;
+  }
+
+  async #scan(): Promise<CoreView | null> {
+    if (!this.o.core) return null;
+    try {
+      const scan = await this.o.core.scanTxOutSet([rawDescriptor(this.o.federation.scriptPubKey)]);
+      const outputs = scan.outputs.map(({ txid, vout, value, height }) => ({ txid, vout, value, height }));
+      const view = { height: scan.height, hash: scan.bestblock, outputs };
+      if (scan.bestblock !== undefined) this.#scanned = { hash: scan.bestblock, view };
+      return view;
+    } catch (err) {
+      this.o.log.warn('reserves_scan_failed', { error: err as Error });
+      const why = isPegoutError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
+      return { unavailable: `Bitcoin Core's scan failed: ${why}` };
+    }
+  }
+
+  async #act(report: ReserveReport): Promise<void> {
+    const { core, assets, liabilities } = report;
+    if (!core.compared) {
+      this.o.log.debug('reserves_not_compared', { reason: core.reason });
+      return;
+    }
+    this.o.metrics?.reserveCore.set(Number(core.sats));
+    this.o.metrics?.reserveOk.set(report.faults.length === 0 ? 1 : 0);
+    const fields = {
+      height: core.height,
+      assetsSats: assets.sats,
+      liabilitiesSats: liabilities.sats,
+      coreSats: core.sats,
+    };
+    this.o.log.info('reserves_audited', { ...fields, verdict: report.verdict, surplusSats: report.surplus });
+    const safety = this.o.safety.report();
+    for (const kind of ['reserves_short', 'reserves_mismatch'] as const) {
+      const fault = report.faults.find((f) => f.kind === kind);
+      if (!fault) this.o.safety.clear(kind);
+      // once per episode, and again if an operator resumed the member while the fault stays
+      else if (safety.paused === null || !safety.alarms.some((a) => a.kind === kind)) {
+        const more = kind === 'reserves_mismatch' ? { differences: core.listed } : {};
+        await this.o.safety.alarm(kind, fault.message, { ...fields, ...more });
+      }
+    }
+  }
+}
+
+/**
+ * The member's auditor. With a `bitcoin` section it has its own RPC client: a scan of Core's whole
+ * UTXO set outlasts the timeout the rest of the member uses.
+ */
+export function reserveAuditor(
+  config: Config,
+  deps: Omit<ReserveAuditorOptions, 'core'>,
+  cleanup: (() => Promise<void>)[],
+): ReserveAuditor {
+  const b = config.bitcoin;
+  if (!b) return new ReserveAuditor({ ...deps, core: null });
+  const auth = b.cookieFile ? { cookieFile: b.cookieFile } : { user: b.user!, password: b.password! };
+  const rpc = new BitcoinRpcClient({ url: b.rpcUrl, auth, timeoutMs: SCAN_TIMEOUT_MS, retries: 1 });
+  cleanup.push(async () => rpc.close());
+  return new ReserveAuditor({ ...deps, core: rpc });
+}
