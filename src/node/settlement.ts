@@ -3,7 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import { getRequest, listRequestsInStatus, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsInStatus, OWED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import {
   broadcastKey,
@@ -138,9 +138,6 @@ export interface ChainSettlementOptions {
   readonly alarm?: (kind: 'foreign_spend' | 'chain_spend_unmatched', detail: string, fields: object) => Promise<void>;
 }
 
-/** Statuses of a request that a confirmed payment this member missed may be paying. */
-const UNPAID: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', 'broadcast'];
-
 /** With Bitcoin Core: broadcast with retries, confirmations, 'paid' at depth, RBF. */
 export class ChainSettlement {
   /** Finalized payments not yet settled, by txid. */
@@ -244,7 +241,7 @@ export class ChainSettlement {
     for await (const [, spend] of this.o.store.entries<ChainSpend>({ prefix: SPACES.chainSpend })) spends.push(spend);
     if (spends.length === 0) return;
     const candidates: CandidateRequest[] = [];
-    for (const status of UNPAID) {
+    for (const status of OWED) {
       for (const r of await listRequestsInStatus(this.o.store, status))
         if (r.scriptPubKey) candidates.push({ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats });
     }
