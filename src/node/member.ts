@@ -10,6 +10,7 @@ import { ConfigError, type Config } from '../config/config.js';
 import { countRequests } from '../evm/request-store.js';
 import { EvmObserver } from '../evm/observer.js';
 import { EvmRpc } from '../evm/rpc.js';
+import { Activity } from '../metrics/activity.js';
 import { createMetrics, type Metrics } from '../metrics/metrics.js';
 import { PeerNetwork } from '../p2p/network.js';
 import { readKeyFile, takeSecretKeyFromEnv } from '../signing/keyfile.js';
@@ -54,6 +55,9 @@ export function declaredOutputs(
     };
   });
 }
+
+/** How often the operator page's charts get a point (the window is Activity's 300 samples: 10 minutes). */
+const ACTIVITY_SAMPLE_MS = 2000;
 
 async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Uint8Array> {
   if (config.memberKeyFile !== null) return readKeyFile(config.memberKeyFile);
@@ -228,14 +232,16 @@ async function signingPolicy(config: Config, chain: ChainSide): Promise<SigningP
   };
 }
 
-/** The read-only HTTP API on the member's store. */
+/** The read-only HTTP API and the status pages, on the member's store and live state. */
 function startMemberApi(
   config: Config,
   store: Store,
-  federation: Federation,
+  member: { federation: Federation; key: string },
   network: PeerNetwork,
   metrics: Metrics,
+  activity: Activity,
 ): Promise<ApiServer> {
+  const { federation } = member;
   const bitcoin = config.bitcoin
     ? 'configured'
     : config.declaredFunding
@@ -247,11 +253,20 @@ function startMemberApi(
     threshold: federation.threshold,
     bitcoin,
   });
+  const requestCounts = async () =>
+    Object.fromEntries((await metrics.requests.get()).values.map((v) => [String(v.labels.status), v.value]));
   return startApi({
     host: config.api.host,
     port: config.api.port,
     registry: metrics.registry,
-    source: storeStatusSource(store, federation, health),
+    source: storeStatusSource(store, federation, {
+      health,
+      self: member.key,
+      links: () => network.linkStates(),
+      requestCounts,
+      activity: () => activity.points(),
+      broadcasting: config.bitcoin !== null,
+    }),
   });
 }
 
@@ -344,8 +359,10 @@ export async function startMember(
       loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'settlement', () => s.tick()));
     const dropped = new Map<string, number>();
     loops.add((signal) => every(1000, signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
+    const activity = new Activity(metrics);
+    loops.add((signal) => every(ACTIVITY_SAMPLE_MS, signal, log, 'activity', () => activity.sample()));
 
-    const api = await startMemberApi(config, store, federation, network, metrics);
+    const api = await startMemberApi(config, store, { federation, key: toHex(myKey) }, network, metrics, activity);
     cleanup.push(() => api.close());
     const { address, threshold } = federation;
     const faultTolerance = federationFaultTolerance(federation);
