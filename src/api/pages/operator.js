@@ -65,11 +65,11 @@ function renderMembers(members) {
   );
 }
 
-function renderCounts(id, counts, empty) {
+function renderCounts(id, counts, label, empty) {
   const rows = Object.entries(counts ?? {})
     .filter(([, n]) => n > 0)
     .map(([name, n]) => [name, String(n)]);
-  fill(id, table(['', 'count'], rows, empty));
+  fill(id, table([label, 'count'], rows, empty));
 }
 
 function renderPayments(payments) {
@@ -124,8 +124,8 @@ async function load() {
   renderState(health.body);
   renderFederation(o.federation);
   renderMembers(o.members);
-  renderCounts('requests', o.requests, 'no requests yet');
-  renderCounts('alarms', healthField(health.body, 'alarms'), 'none');
+  renderCounts('requests', o.requests, 'status', 'no requests yet');
+  renderCounts('alarms', healthField(health.body, 'alarms'), 'kind', 'none');
   renderPayments(o.recentPayments);
   renderActivity(o.activity);
   renderReserves(reserves);
