@@ -100,7 +100,7 @@ function paymentSteps(input: TimelineInput): TimelineStep[] {
     step('signatures', p.finalized ? 'done' : 'now', `signatures ${p.signatures}`, reached(input, 'signed')),
     step(
       'broadcast',
-      sent ? 'done' : p.finalized ? 'now' : 'todo',
+      sent ? 'done' : p.finalized && input.broadcasting ? 'now' : 'todo',
       sent ? 'broadcast' : notSent,
       reached(input, 'broadcast'),
     ),

@@ -109,8 +109,11 @@ function summaryOf(body) {
 }
 
 async function load() {
-  if (!query) return;
-  const { status, body } = await getJson(`/pegouts?q=${encodeURIComponent(query)}&limit=${Math.min(shown, MAX)}`);
+  const asked = query;
+  if (!asked) return;
+  const { status, body } = await getJson(`/pegouts?q=${encodeURIComponent(asked)}&limit=${Math.min(shown, MAX)}`);
+  // a slower answer to an earlier query must not replace the answer to the latest one
+  if (asked !== query) return;
   if (status === 404) {
     fill('summary');
     fill('results', el('p', { class: 'empty' }, 'This member knows no payment with that txid.'));
