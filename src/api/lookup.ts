@@ -1,4 +1,4 @@
-import { ADDRESS_INDEX_TAIL } from '../storage/keys.js';
+import { ADDRESS_INDEX_TAIL, KEY_NUMBER } from '../storage/keys.js';
 import type { PageRequest } from '../storage/store.js';
 
 // What a client may look requests up by, and how each query parameter is checked: every value
@@ -21,7 +21,6 @@ interface LookupRule {
 }
 
 const lower = (value: string): string => value.toLowerCase();
-const KEY_NUMBER = /^[0-9]{10}$/;
 
 export const LOOKUPS: Readonly<Record<LookupKind, LookupRule>> = {
   evmTx: {

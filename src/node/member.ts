@@ -70,8 +70,10 @@ async function refreshMetrics(
   network: PeerNetwork,
   dropped: Map<string, number>,
 ): Promise<void> {
+  // counted before the reset, so that a scrape, /overview or an activity sample never sees the gauge empty
+  const counts = await countRequests(store);
   metrics.requests.reset();
-  for (const [status, n] of await countRequests(store)) metrics.requests.set({ status }, n);
+  for (const [status, n] of counts) metrics.requests.set({ status }, n);
   let balance = 0n;
   for (const state of ['unspent', 'reserved'] as const) {
     const utxos = await listUtxos(store, state);

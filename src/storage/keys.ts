@@ -94,9 +94,12 @@ export function keyNumber(value: number, field: string): string {
   return value.toString().padStart(NUMBER_WIDTH, '0');
 }
 
+/** A number part as keyNumber writes it. */
+export const KEY_NUMBER = /^[0-9]{10}$/;
+
 /** Parses a number part written by keyNumber. */
 export function parseKeyNumber(part: string, field: string): number {
-  if (!/^[0-9]{10}$/.test(part))
+  if (!KEY_NUMBER.test(part))
     throw new StorageError(
       'invalid_key',
       `${field} key part must be ${NUMBER_WIDTH} digits, got ${JSON.stringify(part)}`,
@@ -210,13 +213,13 @@ function indexedSpace<A extends unknown[]>(space: string, index: string, part: (
 
 const requests = indexedSpace(SPACES.request, SPACES.requestIndex, requestPart);
 export const requestKey = requests.key;
+export const requestIndexPrefix = requests.indexPrefix;
+export const requestIndexKey = requests.indexKey;
 
 /** Every request one EVM transaction made, `req/<tx hash>/<ordinal>`: the index of requests by transaction. */
 export function requestsOfTxPrefix(txHash: string): string {
   return `${SPACES.request}${evmHash(txHash, 'request transaction hash')}/`;
 }
-export const requestIndexPrefix = requests.indexPrefix;
-export const requestIndexKey = requests.indexKey;
 
 /** The req/ key a reqidx/ key points at. */
 export function requestKeyOfIndex(indexKey: string): string {

@@ -135,10 +135,16 @@ export function lineChart(points, series, unit) {
   const span = points.length > 1 ? `${when(points[0].at)} – ${when(points[points.length - 1].at)}` : 'no samples yet';
   chart.append(svg('text', { x: pad.left, y: height - 6, class: 'tick' }, span));
   series.forEach((s, n) => {
-    const coords = points
-      .map((p, i) => (typeof p[s.key] === 'number' ? `${x(i).toFixed(1)},${y(p[s.key]).toFixed(1)}` : null))
-      .filter((c) => c !== null);
-    chart.append(svg('polyline', { points: coords.join(' '), class: `series s${n}` }));
+    const at = points.flatMap((p, i) => (typeof p[s.key] === 'number' ? [[x(i), y(p[s.key])]] : []));
+    chart.append(
+      svg('polyline', {
+        points: at.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(' '),
+        class: `series s${n}`,
+      }),
+    );
+    // a dot per sample, so that a lone sample (latency between idle intervals) shows too
+    for (const [a, b] of at)
+      chart.append(svg('circle', { cx: a.toFixed(1), cy: b.toFixed(1), r: 2.5, class: `dot s${n}` }));
   });
   const legend = el(
     'ul',
