@@ -9,6 +9,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   dpkg -s libsecp256k1-dev >/dev/null 2>&1 || missing+=(libsecp256k1-dev)
+  # the status pages' browser tests drive Debian's Chromium (playwright-core never downloads one)
+  dpkg -s chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v make >/dev/null 2>&1 || missing+=(make)
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
@@ -20,6 +22,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 elif ! [ -f /usr/include/secp256k1_schnorrsig.h ]; then
   log "libsecp256k1-dev is not installed and we are not root: the native addon cannot be built"
   log "(install it with: sudo apt-get install libsecp256k1-dev); the pure-JS fallback will be used"
+fi
+if ! [ -x /usr/bin/chromium ]; then
+  log "Debian's chromium is not installed: the status pages' browser tests will be skipped"
 fi
 
 # Install only when the lock file changed since the last install. `npm install --no-save` with

@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import { parseRequestId } from '../evm/request-id.js';
+import { parseLookup } from './lookup.js';
+import { loadPages, PAGE_HEADERS, type Pages } from './pages.js';
 import type { StatusSource } from './status.js';
 
 export interface ApiServer {
@@ -9,7 +11,7 @@ export interface ApiServer {
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
+  res.writeHead(status, { 'content-type': 'application/json', 'x-content-type-options': 'nosniff' });
   res.end(`${JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
 }
 
@@ -17,9 +19,72 @@ function badRequest(res: ServerResponse, parameter: string, value: string | null
   json(res, 400, { error: 'bad_request', parameter, value, expected });
 }
 
+/** /pegouts?q=|evmTx=|evmAddress=|bitcoinAddress=|bitcoinTxid= [&limit=&cursor=]: one lookup, one page. */
+async function lookup(res: ServerResponse, url: URL, source: StatusSource): Promise<void> {
+  const parsed = parseLookup(url.searchParams);
+  if ('parameter' in parsed) return badRequest(res, parsed.parameter, parsed.value, parsed.expected);
+  const found = await source.lookup(parsed.lookup, parsed.page);
+  if (!found) return json(res, 404, { error: 'not_found', [parsed.lookup.kind]: parsed.lookup.value });
+  // the answer names the lookup by its kind too (`evmAddress: …`), as clients of the first version read it
+  json(res, 200, { [found.kind]: found.value, ...found });
+}
+
+async function pegout(res: ServerResponse, encoded: string, source: StatusSource): Promise<void> {
+  let id = encoded;
+  try {
+    id = decodeURIComponent(encoded);
+    parseRequestId(id);
+  } catch {
+    return badRequest(res, 'id', id, '<0x tx hash>:<ordinal>');
+  }
+  const status = await source.pegout(id);
+  return status ? json(res, 200, status) : json(res, 404, { error: 'not_found', id });
+}
+
+function page(res: ServerResponse, pages: Pages, name: string): boolean {
+  const file = pages.get(name);
+  if (!file) return false;
+  res.writeHead(200, { 'content-type': file.type, ...PAGE_HEADERS });
+  res.end(file.body);
+  return true;
+}
+
+async function route(
+  req: IncomingMessage,
+  res: ServerResponse,
+  { source, registry, pages }: { source: StatusSource; registry: Registry; pages: Pages },
+): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://localhost');
+  if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', allowed: 'GET' });
+  switch (url.pathname) {
+    case '/health': {
+      const h = await source.health();
+      return json(res, h.ok ? 200 : 503, h);
+    }
+    case '/metrics':
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(await registry.metrics());
+      return;
+    case '/federation':
+      return json(res, 200, await source.federation());
+    case '/overview':
+      return json(res, 200, await source.overview());
+    case '/reserves': {
+      const report = await source.reserves();
+      return report ? json(res, 200, report) : json(res, 404, { error: 'not_found', path: url.pathname });
+    }
+    case '/pegouts':
+      return lookup(res, url, source);
+  }
+  const one = /^\/pegouts\/([^/]+)$/.exec(url.pathname);
+  if (one) return pegout(res, one[1]!, source);
+  if (page(res, pages, url.pathname)) return;
+  return json(res, 404, { error: 'not_found', path: url.pathname });
+}
+
 /**
- * The member's HTTP API: /health, /metrics (Prometheus), /pegouts/:id, /pegouts?evmAddress=,
- * /federation, /reserves. Read-only; every answer is JSON except /metrics.
+ * The member's HTTP API, read-only: JSON at /health, /federation, /overview, /reserves, /pegouts/:id
+ * and /pegouts?… (lookups); Prometheus text at /metrics; the status pages at / (users) and /operator.
  */
 export async function startApi(options: {
   host: string;
@@ -27,52 +92,9 @@ export async function startApi(options: {
   source: StatusSource;
   registry: Registry;
 }): Promise<ApiServer> {
-  const { source, registry } = options;
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', allowed: 'GET' });
-    if (url.pathname === '/health') {
-      const h = await source.health();
-      return json(res, h.ok ? 200 : 503, h);
-    }
-    if (url.pathname === '/metrics') {
-      res.writeHead(200, { 'content-type': registry.contentType });
-      res.end(await registry.metrics());
-      return;
-    }
-    if (url.pathname === '/federation') return json(res, 200, await source.federation());
-    if (url.pathname === '/reserves') {
-      const report = await source.reserves();
-      return report ? json(res, 200, report) : json(res, 404, { error: 'not_found', path: url.pathname });
-    }
-    if (url.pathname === '/pegouts') {
-      const evmAddress = url.searchParams.get('evmAddress');
-      if (!evmAddress || !/^0x[0-9a-fA-F]{40}$/.test(evmAddress))
-        return badRequest(res, 'evmAddress', evmAddress, '0x followed by 40 hex characters');
-      const limitText = url.searchParams.get('limit') ?? '100';
-      const limit = Number(limitText);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
-        return badRequest(res, 'limit', limitText, 'an integer from 1 to 1000');
-      return json(res, 200, {
-        evmAddress: evmAddress.toLowerCase(),
-        pegouts: await source.pegoutsByEvmAddress(evmAddress, limit),
-      });
-    }
-    const one = /^\/pegouts\/([^/]+)$/.exec(url.pathname);
-    if (one) {
-      const id = decodeURIComponent(one[1]!);
-      try {
-        parseRequestId(id);
-      } catch {
-        return badRequest(res, 'id', id, '<0x tx hash>:<ordinal>');
-      }
-      const status = await source.pegout(id);
-      return status ? json(res, 200, status) : json(res, 404, { error: 'not_found', id });
-    }
-    return json(res, 404, { error: 'not_found', path: url.pathname });
-  };
+  const context = { source: options.source, registry: options.registry, pages: await loadPages() };
   const server = createServer((req, res) => {
-    handle(req, res).catch((err: Error) => json(res, 500, { error: 'internal', message: err.message }));
+    route(req, res, context).catch((err: Error) => json(res, 500, { error: 'internal', message: err.message }));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

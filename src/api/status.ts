@@ -1,23 +1,74 @@
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
-import { getRequest, listRequestsByEvmAddress, requestHistory } from '../evm/request-store.js';
-import type { Store } from '../storage/store.js';
-import { listUtxos } from '../wallet/utxos.js';
+import { parseTx } from '../bitcoin/tx.js';
+import { confirmationsAt, storedTipHeight } from '../chain/observer.js';
+import {
+  countRequests,
+  getRequest,
+  getRequests,
+  requestHistory,
+  requestsByBitcoinAddress,
+  requestsByEvmAddress,
+  requestsOfEvmTx,
+} from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
+import type { ActivityPoint } from '../metrics/activity.js';
 import {
   broadcastPrefix,
   finalizedKey,
   requestSignedPrefix,
   signatureMadeKey,
   signatureReceivedPrefix,
+  supersededKey,
+  txConfirmationKey,
+  txidOfFinalizedAt,
+  SPACES,
 } from '../storage/keys.js';
 import type { ReserveAuditor } from '../node/reserves.js';
 import type { ReserveReport } from '../wallet/reserves.js';
-import type { RequestRecord, StatusChange } from '../storage/records.js';
+import { newestKeys, type Page, type PageRequest, type Store } from '../storage/store.js';
+import { listUtxos, outpointText } from '../wallet/utxos.js';
+import { statusWords, timeline, type TimelineStep } from './lifecycle.js';
+import type { Lookup, LookupKind } from './lookup.js';
+import type {
+  BroadcastAttempt,
+  FinalizedRecord,
+  RequestRecord,
+  SignatureRecord,
+  StatusChange,
+  Supersession,
+  TxConfirmation,
+} from '../storage/records.js';
+
+/** A payment of a request as this member knows it. */
+export interface PaymentStatus {
+  readonly txid: string;
+  /** k/t: signatures this member holds (its own and verified ones received), t once finalized. */
+  readonly signatures: string;
+  readonly finalized: boolean;
+  readonly broadcastAttempts: number;
+  /** Bitcoin Core's answer to the last attempt. */
+  readonly lastBroadcast?: string;
+  /** Some attempt was accepted (an error answer does not count). */
+  readonly broadcast: boolean;
+  /** In the best chain as this member sees it; 0 when not (or without Bitcoin Core). */
+  readonly confirmations: number;
+  readonly height?: number;
+  readonly feeRate?: number;
+  readonly at?: string;
+  /** A payment of one of its requests with none of its inputs was finalized: this one can never reach t. */
+  readonly supersededBy?: string;
+  /** Earlier payments of the same request that this one spends an input of: it replaces them (RBF). */
+  readonly replaces: readonly string[];
+}
 
 /** A request's lifecycle as operators and users see it. */
 export interface PegoutStatus {
   readonly id: string;
+  readonly txHash: string;
+  readonly ordinal: number;
   readonly status: string;
+  /** The status (or rejection reason) in plain words. */
+  readonly says: string;
   readonly evmAddress: string;
   readonly bitcoinAddress: string;
   readonly sats: string;
@@ -25,106 +76,342 @@ export interface PegoutStatus {
   readonly reason?: string;
   readonly detail?: string;
   readonly history: readonly StatusChange[];
-  /** Payments that pay it: this member's signature or a finalized one; signatures as k of t. */
+  /** Payments that pay it: this member signed them, or they were finalized; oldest first. */
   readonly payments: readonly PaymentStatus[];
+  readonly timeline: readonly TimelineStep[];
 }
 
-export interface PaymentStatus {
-  readonly txid: string;
-  readonly signatures: string;
-  readonly finalized: boolean;
-  readonly broadcastAttempts: number;
+export interface LookupResult {
+  readonly kind: LookupKind;
+  readonly value: string;
+  readonly pegouts: readonly PegoutStatus[];
+  readonly next: string | null;
+  /** bitcoinTxid only: the payment, its request count and the payments that replace it. */
+  readonly payment?: PaymentStatus & { readonly requests: number; readonly replacedBy: readonly string[] };
+}
+
+export interface RecentPayment extends PaymentStatus {
+  readonly requests: number;
+}
+
+/** The federation at a glance, for the operator page. */
+export interface Overview {
+  readonly federation: Record<string, unknown>;
+  /** Every member: this one ('self'), or its link from here ('connected', 'banned', 'down'). */
+  readonly members: readonly { readonly key: string; readonly link: string }[];
+  readonly requests: Record<string, number>;
+  readonly recentPayments: readonly RecentPayment[];
+  readonly activity: readonly ActivityPoint[];
 }
 
 /** What the HTTP API reads; the member service provides it from its store and state. */
 export interface StatusSource {
   health(): Promise<{ ok: boolean; status: 'ok' | 'degraded'; components: Record<string, unknown> }>;
   pegout(id: string): Promise<PegoutStatus | undefined>;
-  pegoutsByEvmAddress(evmAddress: string, limit: number): Promise<PegoutStatus[]>;
+  /** undefined: a txid this member holds no payment of. */
+  lookup(query: Lookup, page: PageRequest): Promise<LookupResult | undefined>;
   federation(): Promise<Record<string, unknown>>;
   /** The reserve audit (GET /reserves); undefined where the source has none. */
   reserves(): Promise<ReserveReport | undefined>;
+  overview(): Promise<Overview>;
 }
 
-async function payments(store: Store, federation: Federation, id: string): Promise<PaymentStatus[]> {
-  const { txHash, ordinal } = parseRequestId(id);
-  const out: PaymentStatus[] = [];
-  for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, ordinal) })) {
-    const txid = key.slice(key.lastIndexOf('/') + 1);
-    const [own, final] = await store.getMany([signatureMadeKey(txid), finalizedKey(txid)]);
-    let received = 0;
-    for await (const _ of store.entries({ prefix: signatureReceivedPrefix(txid) })) received++;
-    let attempts = 0;
-    for await (const _ of store.entries({ prefix: broadcastPrefix(txid) })) attempts++;
-    const k = final ? federation.threshold : Math.min(federation.threshold, received + (own ? 1 : 0));
-    out.push({
-      txid,
-      signatures: `${k}/${federation.threshold}`,
-      finalized: final !== undefined,
-      broadcastAttempts: attempts,
-    });
-  }
-  return out;
+/** What the member knows beyond its store; each part has a default for a store alone (tests, tools). */
+export interface MemberState {
+  /** Extra /health components. */
+  health(): Record<string, unknown>;
+  /** This member's x-only key (hex). */
+  readonly self?: string;
+  /** The links to peers that are up or banned, by x-only key; a member not listed is down. */
+  links(): ReadonlyMap<string, 'connected' | 'banned'>;
+  /** Requests by status (the member reads its metrics, refreshed every second, rather than the index again). */
+  requestCounts(): Promise<Record<string, number>>;
+  activity(): readonly ActivityPoint[];
+  /** Whether this member has Bitcoin Core to broadcast with. */
+  readonly broadcasting: boolean;
+  /** The member's reserve audit (GET /reserves); none for a store alone. */
+  readonly reserves?: Pick<ReserveAuditor, 'report'>;
 }
 
-function summary(r: RequestRecord, history: readonly StatusChange[], paidBy: readonly PaymentStatus[]): PegoutStatus {
+/** How many payments the operator page lists. */
+const RECENT_PAYMENTS = 10;
+
+interface PaymentRecords {
+  readonly made: SignatureRecord | undefined;
+  readonly final: FinalizedRecord | undefined;
+}
+
+/** A payment with what its status is computed from: its requests and inputs. */
+interface PaymentFacts extends Omit<PaymentStatus, 'replaces'> {
+  readonly requestIds: readonly string[];
+  readonly inputs: readonly string[];
+}
+
+function feeFacts(record: SignatureRecord | FinalizedRecord | undefined) {
+  if (!record) return {};
+  return { feeRate: Math.round((Number(record.fee) / record.vsize) * 100) / 100, at: record.at };
+}
+
+/**
+ * Everything about one payment in a fixed number of store reads (three), whatever its size;
+ * undefined when this member neither signed it nor holds it finalized.
+ */
+async function readPayment(
+  store: Store,
+  federation: Federation,
+  txid: string,
+  tip: number | undefined,
+): Promise<PaymentFacts | undefined> {
+  const [made, final, confirmation, superseded] = await store.getMany<unknown>([
+    signatureMadeKey(txid),
+    finalizedKey(txid),
+    txConfirmationKey(txid),
+    supersededKey(txid),
+  ]);
+  const received = (await store.keys({ prefix: signatureReceivedPrefix(txid) })).length;
+  const attempts: BroadcastAttempt[] = [];
+  for await (const [, a] of store.entries<BroadcastAttempt>({ prefix: broadcastPrefix(txid) })) attempts.push(a);
+  const records = { made: made as SignatureRecord | undefined, final: final as FinalizedRecord | undefined };
+  if (!records.made && !records.final) return undefined;
+  return paymentFacts(federation, txid, records, {
+    received,
+    attempts,
+    confirmation: confirmation as TxConfirmation | undefined,
+    tip,
+    superseded: superseded as Supersession | undefined,
+  });
+}
+
+function paymentFacts(
+  federation: Federation,
+  txid: string,
+  { made, final }: PaymentRecords,
+  seen: {
+    received: number;
+    attempts: readonly BroadcastAttempt[];
+    confirmation: TxConfirmation | undefined;
+    tip: number | undefined;
+    superseded: Supersession | undefined;
+  },
+): PaymentFacts {
+  const t = federation.threshold;
+  const k = final ? t : Math.min(t, seen.received + (made ? 1 : 0));
+  const last = seen.attempts[seen.attempts.length - 1];
   return {
-    id: r.id,
-    status: r.status,
-    evmAddress: r.evmAddress,
-    bitcoinAddress: r.bitcoinAddress,
-    sats: r.sats.toString(),
-    block: r.blockNumber,
-    ...(r.reason ? { reason: r.reason } : {}),
-    ...(r.detail ? { detail: r.detail } : {}),
-    history,
-    payments: paidBy,
+    txid,
+    signatures: `${k}/${t}`,
+    finalized: final !== undefined,
+    broadcastAttempts: seen.attempts.length,
+    ...(last ? { lastBroadcast: last.outcome } : {}),
+    broadcast: seen.attempts.some((a) => !a.outcome.startsWith('error')),
+    confirmations: confirmationsAt(seen.tip, seen.confirmation),
+    ...(seen.confirmation ? { height: seen.confirmation.height } : {}),
+    ...feeFacts(final ?? made),
+    ...(seen.superseded ? { supersededBy: seen.superseded.by } : {}),
+    requestIds: final?.requestIds ?? made?.requestIds ?? [],
+    inputs: made?.inputs ?? (final ? parseTx(final.tx).inputs.map(outpointText) : []),
   };
 }
 
-/** The store's view: requests with their history, and the federation's funds; the member's reserve audit. */
+/** Oldest first; each lists the earlier ones it shares an input with (it replaces them). */
+export function withReplacements(payments: readonly PaymentFacts[]): PaymentStatus[] {
+  const sorted = [...payments].sort((a, b) => (a.at ?? '').localeCompare(b.at ?? ''));
+  return sorted.map(({ requestIds: _r, inputs, ...status }, i) => ({
+    ...status,
+    replaces: sorted
+      .slice(0, i)
+      .filter((earlier) => earlier.inputs.some((o) => inputs.includes(o)))
+      .map((earlier) => earlier.txid),
+  }));
+}
+
+/** The payment that carries the request now: confirmed first, then one nothing replaced, then finalized, newest. */
+export function currentPayment(payments: readonly PaymentStatus[]): PaymentStatus | undefined {
+  const replaced = new Set(payments.flatMap((p) => p.replaces));
+  const rank = (p: PaymentStatus): number[] => [
+    p.confirmations,
+    replaced.has(p.txid) || p.supersededBy ? 0 : 1,
+    p.finalized ? 1 : 0,
+  ];
+  let best: PaymentStatus | undefined;
+  for (const p of payments) {
+    if (!best) best = p;
+    else {
+      const [a, b] = [rank(p), rank(best)];
+      const i = a.findIndex((x, j) => x !== b[j]);
+      if (i < 0 || a[i]! > b[i]!) best = p;
+    }
+  }
+  return best;
+}
+
+/** A view of one request in a lookup; a payment shared by several requests is read once. */
+class LookupReader {
+  private readonly payments = new Map<string, Promise<PaymentFacts | undefined>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly federation: Federation,
+    private readonly broadcasting: boolean,
+    private readonly tip: number | undefined,
+  ) {}
+
+  static async open(store: Store, federation: Federation, broadcasting: boolean): Promise<LookupReader> {
+    return new LookupReader(store, federation, broadcasting, await storedTipHeight(store));
+  }
+
+  payment(txid: string): Promise<PaymentFacts | undefined> {
+    let p = this.payments.get(txid);
+    if (!p) this.payments.set(txid, (p = readPayment(this.store, this.federation, txid, this.tip)));
+    return p;
+  }
+
+  async pegout(r: RequestRecord): Promise<PegoutStatus> {
+    const { txHash, ordinal } = parseRequestId(r.id);
+    const txids = (await this.store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })).map((key) =>
+      key.slice(key.lastIndexOf('/') + 1),
+    );
+    const found = await Promise.all(txids.map((txid) => this.payment(txid)));
+    const payments = withReplacements(found.filter((p): p is PaymentFacts => p !== undefined));
+    const history = await requestHistory(this.store, r.id);
+    const current = currentPayment(payments);
+    return {
+      id: r.id,
+      txHash,
+      ordinal,
+      status: r.status,
+      says: statusWords(r.status, r.reason),
+      evmAddress: r.evmAddress,
+      bitcoinAddress: r.bitcoinAddress,
+      sats: r.sats.toString(),
+      block: r.blockNumber,
+      ...(r.reason ? { reason: r.reason } : {}),
+      ...(r.detail ? { detail: r.detail } : {}),
+      history,
+      payments,
+      timeline: timeline({
+        status: r.status,
+        ...(r.reason ? { reason: r.reason } : {}),
+        block: r.blockNumber,
+        txHash,
+        history,
+        ...(current ? { payment: current } : {}),
+        broadcasting: this.broadcasting,
+      }),
+    };
+  }
+
+  pegouts(records: readonly RequestRecord[]): Promise<PegoutStatus[]> {
+    return Promise.all(records.map((r) => this.pegout(r)));
+  }
+}
+
+/** A payment's requests, in output order, a page at a time (the cursor is the next output index). */
+async function byTxid(reader: LookupReader, store: Store, txid: string, page: PageRequest) {
+  const facts = await reader.payment(txid);
+  if (!facts) return undefined;
+  const start = Number(page.cursor ?? 0);
+  const ids = facts.requestIds.slice(start, start + page.limit);
+  const records = (await getRequests(store, ids)).filter((r): r is RequestRecord => r !== undefined);
+  const pegouts = await reader.pegouts(records);
+  const all = pegouts.flatMap((p) => p.payments);
+  const status = all.find((p) => p.txid === txid) ?? withReplacements([facts])[0]!;
+  const replacedBy = [...new Set(all.filter((p) => p.replaces.includes(txid)).map((p) => p.txid))];
+  return {
+    pegouts,
+    next: start + page.limit < facts.requestIds.length ? String(start + page.limit) : null,
+    payment: { ...status, requests: facts.requestIds.length, replacedBy },
+  };
+}
+
+async function lookupPage(store: Store, query: Lookup, page: PageRequest): Promise<Page<RequestRecord>> {
+  if (query.kind === 'evmTx') return requestsOfEvmTx(store, query.value, page);
+  if (query.kind === 'evmAddress') return requestsByEvmAddress(store, query.value, page);
+  return requestsByBitcoinAddress(store, query.value, page);
+}
+
+/** The newest payments this member recorded as finalized, from the finalat/ index. */
+async function recentPayments(reader: LookupReader, store: Store): Promise<RecentPayment[]> {
+  const { items } = await newestKeys(store, SPACES.finalizedAt, { limit: RECENT_PAYMENTS });
+  const found = await Promise.all(items.map((key) => reader.payment(txidOfFinalizedAt(key))));
+  return found
+    .filter((p): p is PaymentFacts => p !== undefined)
+    .map(({ requestIds, inputs: _inputs, ...status }) => ({ ...status, replaces: [], requests: requestIds.length }));
+}
+
+async function federationSummary(store: Store, federation: Federation): Promise<Record<string, unknown>> {
+  const unspent = await listUtxos(store, 'unspent');
+  const reserved = await listUtxos(store, 'reserved');
+  const sum = (list: { value: bigint }[]) => list.reduce((a, u) => a + u.value, 0n).toString();
+  return {
+    descriptor: federation.descriptor,
+    address: federation.address,
+    network: federation.network,
+    threshold: federation.threshold,
+    members: federation.pubkeys.map((k) => Buffer.from(k).toString('hex')),
+    faultTolerance: federationFaultTolerance(federation),
+    balance: {
+      unspentSats: sum(unspent),
+      reservedSats: sum(reserved),
+      unspentOutputs: unspent.length,
+      reservedOutputs: reserved.length,
+    },
+  };
+}
+
+function storeDefaults(store: Store): MemberState {
+  return {
+    health: () => ({}),
+    links: () => new Map(),
+    requestCounts: async () => Object.fromEntries(await countRequests(store)),
+    activity: () => [],
+    broadcasting: true,
+  };
+}
+
+/** The store's view: requests with their history and payments, the federation's funds, the member's state. */
 export function storeStatusSource(
   store: Store,
   federation: Federation,
-  health: () => Record<string, unknown> = () => ({}),
-  member: { reserves?: Pick<ReserveAuditor, 'report'> } = {},
+  member: Partial<MemberState> = {},
 ): StatusSource {
+  const state: MemberState = { ...storeDefaults(store), ...member };
+  const reader = () => LookupReader.open(store, federation, state.broadcasting);
+  const summary = () => federationSummary(store, federation);
   return {
     health: async () => {
-      const components: Record<string, unknown> = { store: 'open', ...health() };
+      const components: Record<string, unknown> = { store: 'open', ...state.health() };
       // the member says what needs an operator (paused, alarms): anything listed there is a degraded member
       const degraded = Array.isArray(components.degraded) ? components.degraded.length > 0 : false;
       return { ok: !degraded, status: degraded ? 'degraded' : 'ok', components };
     },
-    reserves: async () => member.reserves?.report(),
+    reserves: async () => state.reserves?.report(),
     async pegout(id) {
       const r = await getRequest(store, id);
-      return r ? summary(r, await requestHistory(store, id), await payments(store, federation, id)) : undefined;
+      return r ? (await reader()).pegout(r) : undefined;
     },
-    async pegoutsByEvmAddress(evmAddress, limit) {
-      const wanted = evmAddress.toLowerCase();
-      const found = await listRequestsByEvmAddress(store, wanted, limit);
-      return Promise.all(
-        found.map(async (r) => summary(r, await requestHistory(store, r.id), await payments(store, federation, r.id))),
-      );
+    async lookup(query, page) {
+      const view = await reader();
+      if (query.kind === 'bitcoinTxid') {
+        const found = await byTxid(view, store, query.value, page);
+        return found && { kind: query.kind, value: query.value, ...found };
+      }
+      const { items, next } = await lookupPage(store, query, page);
+      return { kind: query.kind, value: query.value, pegouts: await view.pegouts(items), next };
     },
-    async federation() {
-      const unspent = await listUtxos(store, 'unspent');
-      const reserved = await listUtxos(store, 'reserved');
-      const sum = (list: { value: bigint }[]) => list.reduce((a, u) => a + u.value, 0n).toString();
+    federation: summary,
+    async overview() {
+      const links = state.links();
+      const members = federation.pubkeys.map((k) => {
+        const key = Buffer.from(k).toString('hex');
+        return { key, link: key === state.self ? 'self' : (links.get(key) ?? 'down') };
+      });
       return {
-        descriptor: federation.descriptor,
-        address: federation.address,
-        network: federation.network,
-        threshold: federation.threshold,
-        members: federation.pubkeys.map((k) => Buffer.from(k).toString('hex')),
-        faultTolerance: federationFaultTolerance(federation),
-        balance: {
-          unspentSats: sum(unspent),
-          reservedSats: sum(reserved),
-          unspentOutputs: unspent.length,
-          reservedOutputs: reserved.length,
-        },
+        federation: await summary(),
+        members,
+        requests: await state.requestCounts(),
+        recentPayments: await recentPayments(await reader(), store),
+        activity: state.activity(),
       };
     },
   };

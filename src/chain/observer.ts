@@ -71,8 +71,13 @@ export async function storedConfirmations(reader: StoreReader, txid: string): Pr
     txConfirmationKey(txid),
     CURSOR_KEY,
   ]);
-  if (confirmation === undefined || cursor === undefined) return 0;
-  return (cursor as BitcoinCursor).height - (confirmation as TxConfirmation).height + 1;
+  return confirmationsAt((cursor as BitcoinCursor | undefined)?.height, confirmation as TxConfirmation | undefined);
+}
+
+/** Confirmations of a transaction in the block at `confirmation` when the best block is at `tipHeight`. */
+export function confirmationsAt(tipHeight: number | undefined, confirmation: TxConfirmation | undefined): number {
+  if (confirmation === undefined || tipHeight === undefined) return 0;
+  return tipHeight - confirmation.height + 1;
 }
 
 /** Height of the best block this member applied, or undefined before its first sync (or without Bitcoin Core). */

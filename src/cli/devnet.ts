@@ -86,7 +86,9 @@ async function runDevnet(opts: DevnetOptions): Promise<void> {
   step(`${k} peg-out requests of ${PEGOUT_SATS} sats sent to the bridge (blocks ${sent.fromBlock}–${sent.toBlock})`);
   await followRequests(devnet, k);
   await reportPayments(devnet, sent.ids, threshold);
-  step(`try: pegout status ${sent.ids[0]} --api ${devnet.members[0]!.apiUrl}`);
+  const api = devnet.members[0]!.apiUrl;
+  step(`try: pegout status ${sent.ids[0]} --api ${api}`);
+  step(`or open ${api}/#q=${sent.ids[0]!.split(':')[0]} (the users' page) and ${api}/operator`);
   if (opts.exit) await stop(0);
   step('devnet running; Ctrl-C stops everything it started');
   await new Promise(() => undefined);
@@ -103,6 +105,8 @@ function describeDevnet(devnet: Devnet, threshold: number, funding: { count: num
   );
   for (const m of devnet.members)
     step(`member ${m.index + 1} ${m.key.slice(0, 16)}…  API ${m.apiUrl}  log ${m.logFile}`);
+  const first = devnet.members[0]!.apiUrl;
+  step(`status pages (every member serves them): users ${first}/  operators ${first}/operator`);
 }
 
 /** Prints each member's progress until every member holds every request done. */

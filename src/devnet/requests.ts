@@ -45,6 +45,23 @@ export interface SendOptions {
 }
 
 /**
+ * One request to `destination`, any bytes (the bridge takes whatever it is given; the federation
+ * decides), from `from` or anvil's first development account; resolves with its transaction hash.
+ */
+export async function sendPegoutTo(rpc: EvmRpc, destination: Uint8Array, sats: bigint, from?: string): Promise<string> {
+  const sender = from ?? (await rpc.call<string[]>('eth_accounts'))[0]!;
+  return rpc.call<string>('eth_sendTransaction', [
+    {
+      from: sender,
+      to: BRIDGE_ADDRESS,
+      data: bridgeInterface.encodeFunctionData('requestPegOut', [destination]),
+      value: `0x${(sats * WEI_PER_SAT).toString(16)}`,
+      gas: hexQuantity(200_000),
+    },
+  ]);
+}
+
+/**
  * Sends `count` requests of `sats` each; resolves once all are mined, with their request ids.
  * `onSent` reports progress.
  */
@@ -66,18 +83,8 @@ export async function sendPegouts(
     await Promise.all(
       accounts.map(async (from) => {
         for (let i = next++; i < count; i = next++) {
-          const data = bridgeInterface.encodeFunctionData('requestPegOut', [
-            new TextEncoder().encode(devnetDestination(i, options.network)),
-          ]);
-          hashes[i] = await rpc.call<string>('eth_sendTransaction', [
-            {
-              from,
-              to: BRIDGE_ADDRESS,
-              data,
-              value: `0x${(sats * WEI_PER_SAT).toString(16)}`,
-              gas: hexQuantity(200_000),
-            },
-          ]);
+          const destination = new TextEncoder().encode(devnetDestination(i, options.network));
+          hashes[i] = await sendPegoutTo(rpc, destination, sats, from);
           options.onSent?.(++sent);
         }
       }),

@@ -1,7 +1,16 @@
-import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
+import {
+  newestKeys,
+  type Page,
+  type PageRequest,
+  type Store,
+  type StoreBatch,
+  type StoreReader,
+} from '../storage/store.js';
 import {
   requestByAddressKey,
   requestByAddressPrefix,
+  requestByBitcoinAddressKey,
+  requestByBitcoinAddressPrefix,
   requestIndexKey,
   requestIndexPrefix,
   requestKey,
@@ -9,6 +18,7 @@ import {
   requestKeyOfIndex,
   requestLogKey,
   requestLogPrefix,
+  requestsOfTxPrefix,
   SPACES,
 } from '../storage/keys.js';
 import { EvmError } from './errors.js';
@@ -26,6 +36,7 @@ export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, '
   batch.put(requestKey(txHash, ordinal), full);
   batch.put(requestIndexKey(record.status, txHash, ordinal), 1);
   batch.put(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal), 1);
+  batch.put(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal), 1);
   const change: StatusChange = { status: record.status, at, ...(record.detail ? { detail: record.detail } : {}) };
   batch.put(requestLogKey(txHash, ordinal, 0), change);
   return full;
@@ -101,6 +112,7 @@ export function stageForget(batch: StoreBatch, record: RequestRecord): void {
   batch.del(requestKey(txHash, ordinal));
   batch.del(requestIndexKey(record.status, txHash, ordinal));
   batch.del(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal));
+  batch.del(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal));
   for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, ordinal, seq));
 }
 
@@ -142,15 +154,39 @@ export async function listRequests(
   return out;
 }
 
-/** The newest `limit` requests burned by `evmAddress` (lowercase), newest first, read through the address index. */
-export async function listRequestsByEvmAddress(
+/** A page of the requests an index under `prefix` points at, newest first: two store reads. */
+async function requestsPage(
+  store: Store,
+  prefix: string,
+  page: PageRequest,
+  requestKeyOf: (indexKey: string) => string,
+): Promise<Page<RequestRecord>> {
+  const { items, next } = await newestKeys(store, prefix, page);
+  const records = await store.getMany<RequestRecord>(items.map(requestKeyOf));
+  return { items: records.filter((r): r is RequestRecord => r !== undefined), next };
+}
+
+/** Requests burned by `evmAddress` (lowercase), newest first, read through the reqaddr/ index. */
+export function requestsByEvmAddress(
   store: Store,
   evmAddress: string,
-  limit: number,
-): Promise<RequestRecord[]> {
-  const keys = await store.keys({ prefix: requestByAddressPrefix(evmAddress), reverse: true, limit });
-  const records = await store.getMany<RequestRecord>(keys.map(requestKeyOfAddressIndex));
-  return records.filter((r): r is RequestRecord => r !== undefined);
+  page: PageRequest,
+): Promise<Page<RequestRecord>> {
+  return requestsPage(store, requestByAddressPrefix(evmAddress), page, requestKeyOfAddressIndex);
+}
+
+/** Requests to `bitcoinAddress` (the text as the request carried it), newest first, through the reqbtc/ index. */
+export function requestsByBitcoinAddress(
+  store: Store,
+  bitcoinAddress: string,
+  page: PageRequest,
+): Promise<Page<RequestRecord>> {
+  return requestsPage(store, requestByBitcoinAddressPrefix(bitcoinAddress), page, requestKeyOfAddressIndex);
+}
+
+/** Requests one EVM transaction (lowercase hash) made, last ordinal first: req/ keys are their own index. */
+export function requestsOfEvmTx(store: Store, txHash: string, page: PageRequest): Promise<Page<RequestRecord>> {
+  return requestsPage(store, requestsOfTxPrefix(txHash), page, (key) => key);
 }
 
 /** Requests in `status`, read through the status index: a turn costs O(pending), not O(every request ever ingested). */

@@ -25,6 +25,11 @@ export function createMetrics(options: { processMetrics?: boolean } = {}) {
       'Time from proposal received to signatures sent',
       [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     ),
+    paymentLatency: histogram(
+      'pegout_payment_seconds',
+      "Time from this member's signatures on a payment to the payment finalized (t signatures)",
+      [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    ),
     feeRate: gauge('pegout_fee_rate_sat_per_vb', 'Target fee rate in use'),
     utxos: gauge('pegout_utxos', 'Federation outputs, by state', ['state'] as const),
     balance: gauge('pegout_balance_sats', 'Value of unspent federation outputs'),

@@ -704,6 +704,8 @@ export class Coordinator {
     for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });
     this.unsettled.set(txid, body);
     this.o.metrics?.rounds.inc({ outcome: 'finalized' });
+    const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
+    if (made) this.o.metrics?.paymentLatency.observe(Math.max(0, Date.now() - Date.parse(made.at)) / 1000);
     this.o.log.info('finalized', { txid, from, requests: record.requestIds.length, inputs: signed.inputs.length });
     await this.o.onFinalized(record);
   }

@@ -140,6 +140,7 @@ export async function recordFinalized(
       at,
     };
     batch.put(keys.finalizedKey(txid), final);
+    batch.put(keys.finalizedAtKey(at, txid), 1);
     return final;
   });
 }

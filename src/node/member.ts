@@ -10,6 +10,7 @@ import { ConfigError, type Config } from '../config/config.js';
 import { countRequests } from '../evm/request-store.js';
 import { EvmObserver } from '../evm/observer.js';
 import { EvmRpc } from '../evm/rpc.js';
+import { Activity } from '../metrics/activity.js';
 import { createMetrics, type Metrics } from '../metrics/metrics.js';
 import { PeerNetwork } from '../p2p/network.js';
 import { readKeyFile, takeSecretKeyFromEnv } from '../signing/keyfile.js';
@@ -60,6 +61,9 @@ export function declaredOutputs(
   });
 }
 
+/** How often the operator page's charts get a point (the window is Activity's 300 samples: 10 minutes). */
+const ACTIVITY_SAMPLE_MS = 2000;
+
 async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Uint8Array> {
   if (config.memberKeyFile !== null) return readKeyFile(config.memberKeyFile);
   return takeSecretKeyFromEnv(env, 'PEGOUT_MEMBER_KEY');
@@ -71,8 +75,10 @@ async function refreshMetrics(
   network: PeerNetwork,
   dropped: Map<string, number>,
 ): Promise<void> {
+  // counted before the reset, so that a scrape, /overview or an activity sample never sees the gauge empty
+  const counts = await countRequests(store);
   metrics.requests.reset();
-  for (const [status, n] of await countRequests(store)) metrics.requests.set({ status }, n);
+  for (const [status, n] of counts) metrics.requests.set({ status }, n);
   let balance = 0n;
   for (const state of ['unspent', 'reserved'] as const) {
     const utxos = await listUtxos(store, state);
@@ -295,16 +301,16 @@ async function startOperatorSurface(
   return { admin, health };
 }
 
-/** The read-only HTTP API on the member's store. */
+/** The read-only HTTP API and the status pages, on the member's store and live state. */
 function startMemberApi(
   config: Config,
   store: Store,
-  federation: Federation,
+  member: { federation: Federation; key: string },
   network: PeerNetwork,
   metrics: Metrics,
-  safety: () => Record<string, unknown>,
-  reserves: ReserveAuditor,
+  live: { safety: () => Record<string, unknown>; reserves: ReserveAuditor; activity: Activity },
 ): Promise<ApiServer> {
+  const { federation } = member;
   const bitcoin = config.bitcoin
     ? 'configured'
     : config.declaredFunding
@@ -315,13 +321,23 @@ function startMemberApi(
     members: federation.pubkeys.length,
     threshold: federation.threshold,
     bitcoin,
-    ...safety(),
+    ...live.safety(),
   });
+  const requestCounts = async () =>
+    Object.fromEntries((await metrics.requests.get()).values.map((v) => [String(v.labels.status), v.value]));
   return startApi({
     host: config.api.host,
     port: config.api.port,
     registry: metrics.registry,
-    source: storeStatusSource(store, federation, health, { reserves }),
+    source: storeStatusSource(store, federation, {
+      health,
+      reserves: live.reserves,
+      self: member.key,
+      links: () => network.linkStates(),
+      requestCounts,
+      activity: () => live.activity.points(),
+      broadcasting: config.bitcoin !== null,
+    }),
   });
 }
 
@@ -449,8 +465,11 @@ export async function startMember(
       loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'reserves', () => reserves.tick()));
     const dropped = new Map<string, number>();
     loops.add((signal) => every(1000, signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
+    const activity = new Activity(metrics);
+    loops.add((signal) => every(ACTIVITY_SAMPLE_MS, signal, log, 'activity', () => activity.sample()));
 
-    const api = await startMemberApi(config, store, federation, network, metrics, operator.health, reserves);
+    const live = { safety: operator.health, reserves, activity };
+    const api = await startMemberApi(config, store, { federation, key: toHex(myKey) }, network, metrics, live);
     cleanup.push(() => api.close());
     logStarted(log, config, federation, p2pPort, api.port);
     return { key: toHex(myKey), federation, p2pPort, apiPort: api.port, stop: stopAll };

@@ -240,6 +240,14 @@ export class PeerNetwork extends EventEmitter {
     return typeof address === 'object' && address ? address.port : this.options.listen.port;
   }
 
+  /** Peers with an authenticated link, and peers banned for misbehaving, by x-only key; the others are down. */
+  linkStates(): Map<string, 'connected' | 'banned'> {
+    const states = new Map<string, 'connected' | 'banned'>();
+    for (const [peer, until] of this.bans) if (until > Date.now()) states.set(peer, 'banned');
+    for (const peer of this.links.keys()) states.set(peer, 'connected');
+    return states;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     for (const d of this.dialing.values()) clearTimeout(d.timer);

@@ -20,6 +20,8 @@
  * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
  * | reqaddr/   | reqaddr/<evm address>/<block>/<tx hash>/ | 1 — index of req/ by the EVM address that  | same batch as the req/ record   |
  * |            |   <ordinal>                              | burned (newest last)                       |                                 |
+ * | reqbtc/    | reqbtc/<sha256 of the Bitcoin address    | 1 — index of req/ by the destination text  | same batch as the req/ record   |
+ * |            |   text>/<block>/<tx hash>/<ordinal>      | the request carried (newest last; schema 4)| (stageNewRequest, stageForget)  |
  * | utxo/      | utxo/<txid>/<vout>                       | UtxoRecord (src/wallet/utxos.ts)           | observer, wallet (utxos.ts)     |
  * | utxoidx/   | utxoidx/<state>/<txid>/<vout>            | 1 — index of utxo/ by state; exactly one   | same batch as the utxo/ change  |
  * |            |                                          | entry per utxo/ record, never written      |                                 |
@@ -44,6 +46,8 @@
  * |            |                                          | none of its inputs was finalized           |                                 |
  * | sigrecv/   | sigrecv/<txid>/<member x-only key>       | verified signatures received from a member | node                            |
  * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
+ * | finalat/   | finalat/<ISO time>/<txid>                | 1 — index of final/ by when this member    | same batch as the new final/    |
+ * |            |                                          | recorded it (recent payments; schema 4)    | record (recordFinalized)        |
  * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |
  * | hold/      | hold/<evm tx hash>/<ordinal>/<member key>| HoldRelease: a member's operator released  | node: own (admin interface,     |
  * |            |                                          | a held request (own, or heard on a link)   | sync), peers' (links)           |
@@ -52,6 +56,7 @@
  * | ctl/       | ctl/pause                                | PauseRecord: this member signs nothing     | node (safety.ts), sync          |
  */
 
+import { sha256 } from '../bitcoin/hash.js';
 import { StorageError } from './errors.js';
 
 export const SPACES = {
@@ -62,6 +67,7 @@ export const SPACES = {
   requestLog: 'reqlog/',
   requestIndex: 'reqidx/',
   requestByAddress: 'reqaddr/',
+  requestByBitcoinAddress: 'reqbtc/',
   utxo: 'utxo/',
   utxoIndex: 'utxoidx/',
   bitcoinBlock: 'btcblk/',
@@ -74,6 +80,7 @@ export const SPACES = {
   signatureReceived: 'sigrecv/',
   superseded: 'supsd/',
   finalized: 'final/',
+  finalizedAt: 'finalat/',
   broadcast: 'bcast/',
   hold: 'hold/',
   outflow: 'outflow/',
@@ -95,9 +102,12 @@ export function keyNumber(value: number, field: string): string {
   return value.toString().padStart(NUMBER_WIDTH, '0');
 }
 
+/** A number part as keyNumber writes it. */
+export const KEY_NUMBER = /^[0-9]{10}$/;
+
 /** Parses a number part written by keyNumber. */
 export function parseKeyNumber(part: string, field: string): number {
-  if (!/^[0-9]{10}$/.test(part))
+  if (!KEY_NUMBER.test(part))
     throw new StorageError(
       'invalid_key',
       `${field} key part must be ${NUMBER_WIDTH} digits, got ${JSON.stringify(part)}`,
@@ -131,19 +141,39 @@ function evmAddress(value: string): string {
   return value;
 }
 
-export function requestByAddressPrefix(address: string): string {
-  return `${SPACES.requestByAddress}${evmAddress(address)}/`;
+/**
+ * An index of requests by an address: `<space><address part>/<block>/<tx hash>/<ordinal>`, ordered by block, so
+ * the newest requests of an address are the last keys under its prefix.
+ */
+function addressIndex(space: string, part: (address: string) => string) {
+  const prefix = (address: string): string => `${space}${part(address)}/`;
+  return {
+    prefix,
+    key: (address: string, blockNumber: number, txHash: string, ordinal: number): string =>
+      `${prefix(address)}${keyNumber(blockNumber, 'request block')}/${requestPart(txHash, ordinal)}`,
+  };
 }
 
-/** Ordered by block, so the newest requests of an address are the last keys under its prefix. */
-export function requestByAddressKey(address: string, blockNumber: number, txHash: string, ordinal: number): string {
-  return `${requestByAddressPrefix(address)}${keyNumber(blockNumber, 'request block')}/${requestPart(txHash, ordinal)}`;
-}
+const byEvmAddress = addressIndex(SPACES.requestByAddress, evmAddress);
+export const requestByAddressPrefix = byEvmAddress.prefix;
+export const requestByAddressKey = byEvmAddress.key;
 
-/** The req/ key a reqaddr/ key points at. */
+// The destination is whatever bytes the user sent (any length, any characters, `/` included), so
+// its key part is a hash of its text: fixed width, printable, and still one prefix per address.
+const byBitcoinAddress = addressIndex(SPACES.requestByBitcoinAddress, (address) =>
+  Buffer.from(sha256(new TextEncoder().encode(address))).toString('hex'),
+);
+export const requestByBitcoinAddressPrefix = byBitcoinAddress.prefix;
+export const requestByBitcoinAddressKey = byBitcoinAddress.key;
+
+/** What follows an address in its index key, `<block>/<tx hash>/<ordinal>`: a page cursor. */
+export const ADDRESS_INDEX_TAIL = /^[0-9]{10}\/0x[0-9a-f]{64}\/[0-9]{10}$/;
+
+/** The req/ key a reqaddr/ or reqbtc/ key points at. */
 export function requestKeyOfAddressIndex(indexKey: string): string {
   const parts = indexKey.split('/');
-  if (parts.length !== 5 || `${parts[0]}/` !== SPACES.requestByAddress) {
+  const space = `${parts[0]}/`;
+  if (parts.length !== 5 || (space !== SPACES.requestByAddress && space !== SPACES.requestByBitcoinAddress)) {
     throw new StorageError('invalid_key', `not a request address index key: ${JSON.stringify(indexKey)}`, {
       key: indexKey,
     });
@@ -193,6 +223,11 @@ const requests = indexedSpace(SPACES.request, SPACES.requestIndex, requestPart);
 export const requestKey = requests.key;
 export const requestIndexPrefix = requests.indexPrefix;
 export const requestIndexKey = requests.indexKey;
+
+/** Every request one EVM transaction made, `req/<tx hash>/<ordinal>`: the index of requests by transaction. */
+export function requestsOfTxPrefix(txHash: string): string {
+  return `${SPACES.request}${evmHash(txHash, 'request transaction hash')}/`;
+}
 
 /** The req/ key a reqidx/ key points at. */
 export function requestKeyOfIndex(indexKey: string): string {
@@ -284,6 +319,27 @@ export function signatureReceivedKey(txid: string, memberXonlyKey: string): stri
 }
 
 export const finalizedKey = byTxid(SPACES.finalized, 'finalized txid');
+
+const ISO_TIME = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$/;
+
+/** `at` as Date.toISOString() writes it: fixed width, so key order is time order. */
+export function finalizedAtKey(at: string, txid: string): string {
+  if (!ISO_TIME.test(at))
+    throw new StorageError(
+      'invalid_key',
+      `finalized time must be an ISO time like 2026-01-31T12:00:00.000Z, got ${JSON.stringify(at)}`,
+      {
+        field: 'finalized time',
+        value: at,
+      },
+    );
+  return `${SPACES.finalizedAt}${at}/${bitcoinHash(txid, 'finalized txid')}`;
+}
+
+/** The txid a finalat/ key names. */
+export function txidOfFinalizedAt(key: string): string {
+  return bitcoinHash(key.slice(key.lastIndexOf('/') + 1), 'finalized txid in key');
+}
 
 export function broadcastPrefix(txid: string): string {
   return `${SPACES.broadcast}${bitcoinHash(txid, 'broadcast txid')}/`;

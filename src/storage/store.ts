@@ -6,9 +6,10 @@ import type { StoreMeta } from './records.js';
 
 /**
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
- * migrates an older store when it opens it (MIGRATIONS). 2: the reqidx/ status index.
+ * migrates an older store when it opens it (MIGRATIONS) or refuses it (UNREADABLE). 2: the reqidx/
+ * status index. 3: requests named by transaction and ordinal. 4: the reqbtc/ and finalat/ indexes.
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 export interface EntriesRange {
   /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */
@@ -184,17 +185,52 @@ interface IteratorBounds {
   limit?: number;
 }
 
-/** Schema version n → n + 1, staged in one batch with the new version number (none yet since 3). */
+/** One page of a listing: at most `limit` items after `cursor`, the `next` of the page before. */
+export interface PageRequest {
+  readonly limit: number;
+  readonly cursor?: string | undefined;
+}
+
+export interface Page<T> {
+  readonly items: T[];
+  /** The cursor of the following page; null on the last one. */
+  readonly next: string | null;
+}
+
+/**
+ * The last keys under `prefix`, newest (greatest) first: an index read, one page at a time. A
+ * cursor is the tail of the last key of the page before (what follows the prefix), so it cannot
+ * reach outside the prefix whatever a client sends.
+ */
+export async function newestKeys(store: Store, prefix: string, page: PageRequest): Promise<Page<string>> {
+  const keys = await store.keys({
+    prefix,
+    reverse: true,
+    limit: page.limit + 1,
+    ...(page.cursor === undefined ? {} : { lt: `${prefix}${page.cursor}` }),
+  });
+  const items = keys.slice(0, page.limit);
+  const last = items[items.length - 1];
+  return { items, next: keys.length > page.limit && last !== undefined ? last.slice(prefix.length) : null };
+}
+
+/** Schema version n → n + 1, staged in one batch with the new version number (none yet: see UNREADABLE). */
 const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {};
 
 /**
- * Stores older than this name requests by their block-level log index; schema 3 names them by
- * transaction and ordinal (what payments commit to). The old ids cannot be turned into the new
- * ones from the store alone (logs that did not decode were never stored), so such a store is
- * refused, untouched. Its signature records are what keeps the member from signing a second
- * payment of a request, so the message tells the operator to upgrade only once nothing is in flight.
+ * Why a store of an older schema cannot be read, by its version; such a store is refused, untouched.
+ * Below 3 requests are named by their block-level log index, not by transaction and ordinal (what
+ * payments commit to), and the new ids cannot be made from the store alone (logs that did not
+ * decode were never stored). Schema 3 has no index of requests by Bitcoin address (reqbtc/) nor of
+ * payments by time (finalat/), which the status pages read instead of scanning. The signature
+ * records are what keeps the member from signing a second payment of a request, so the message
+ * tells the operator to upgrade only once nothing is in flight.
  */
-const OLDEST_READABLE = 3;
+const UNREADABLE: Record<number, string> = {
+  1: 'names requests by block log index (this program names them by transaction and ordinal)',
+  2: 'names requests by block log index (this program names them by transaction and ordinal)',
+  3: 'has no index of requests by Bitcoin address (reqbtc/) nor of payments by time (finalat/)',
+};
 
 /** Rows read at once by entries() on the synchronous path. */
 const ENTRIES_PAGE = 1000;
@@ -281,10 +317,11 @@ export class Store implements StoreReader {
         { dir: this.#dir, stored: stored.schemaVersion, supported: SCHEMA_VERSION },
       );
     }
-    if (stored.schemaVersion < OLDEST_READABLE) {
+    const unreadable = UNREADABLE[stored.schemaVersion];
+    if (unreadable !== undefined) {
       throw new StorageError(
         'schema_older',
-        `store at ${this.#dir} has schema version ${stored.schemaVersion}, which names requests by block log index; this program (schema ${SCHEMA_VERSION}) names them by transaction and ordinal. Upgrade only once every payment this member signed has confirmed (no request batched, signed or broadcast): then move the store aside and start with an empty directory, which re-ingests the sidechain`,
+        `store at ${this.#dir} has schema version ${stored.schemaVersion}, which ${unreadable}; this program uses schema ${SCHEMA_VERSION}. Upgrade only once every payment this member signed has confirmed (no request batched, signed or broadcast): then move the store aside and start with an empty directory, which re-ingests the sidechain`,
         { dir: this.#dir, stored: stored.schemaVersion, supported: SCHEMA_VERSION },
       );
     }

@@ -84,7 +84,7 @@ describe('HTTP API', () => {
     const api = await startApi({
       host: '127.0.0.1',
       port: 0,
-      source: storeStatusSource(store, federation, undefined, { reserves }),
+      source: storeStatusSource(store, federation, { reserves }),
       registry: metrics.registry,
     });
     t.after(() => api.close());
@@ -139,6 +139,46 @@ describe('HTTP API', () => {
     assert.equal((await get('/pegouts?evmAddress=0x12')).body.parameter, 'evmAddress');
     assert.equal((await get(`/pegouts?evmAddress=${EVM}&limit=0`)).body.parameter, 'limit');
     assert.equal((await get('/elsewhere')).status, 404);
+
+    // lookups: by EVM tx (q is classified), by Bitcoin address, a page at a time
+    const byTx = await get(`/pegouts?q=${TX}&limit=1`);
+    assert.deepEqual(
+      [byTx.body.kind, byTx.body.pegouts.map((p: { id: string }) => p.id), byTx.body.next],
+      ['evmTx', [`${TX}:1`], '0000000001'],
+    );
+    const rest = await get(`/pegouts?evmTx=${TX}&cursor=${byTx.body.next}`);
+    assert.deepEqual([rest.body.pegouts.map((p: { id: string }) => p.id), rest.body.next], [[`${TX}:0`], null]);
+    assert.match(rest.body.pegouts[0].says, /being signed|signing/);
+    const byAddress = await get('/pegouts?bitcoinAddress=nope');
+    assert.equal(byAddress.body.pegouts[0].reason, 'invalid_address');
+    assert.match(byAddress.body.pegouts[0].says, /bad checksum/);
+    assert.deepEqual((await get(`/pegouts?evmTx=${TX}&cursor=..%2Fx`)).body, {
+      error: 'bad_request',
+      parameter: 'cursor',
+      value: '../x',
+      expected: 'the `next` value of the previous page',
+    });
+    assert.equal((await get(`/pegouts?bitcoinTxid=${'aa'.repeat(32)}`)).status, 404);
+    const overview = await get('/overview');
+    assert.deepEqual(
+      overview.body.members.map((m: { link: string }) => m.link),
+      ['down', 'down', 'down'],
+    );
+    assert.deepEqual(overview.body.requests, { batched: 1, rejected: 1 });
+
+    // the pages, with a policy that runs no script but the member's own
+    for (const [path, type] of [
+      ['/', 'text/html'],
+      ['/operator', 'text/html'],
+      ['/pages/user.js', 'text/javascript'],
+      ['/pages/app.css', 'text/css'],
+    ] as const) {
+      const res = await fetch(`${base}${path}`);
+      assert.equal(res.status, 200, path);
+      assert.ok(res.headers.get('content-type')?.startsWith(type), path);
+      assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self';/);
+    }
+    assert.equal((await fetch(`${base}/pages/../status.js`)).status, 404);
     assert.equal((await fetch(`${base}/health`, { method: 'POST' })).status, 405);
 
     // the status command reads the same lifecycle

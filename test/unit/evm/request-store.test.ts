@@ -6,9 +6,11 @@ import { test } from 'node:test';
 import {
   countRequests,
   getRequest,
-  listRequestsByEvmAddress,
   listRequests,
   listRequestsInStatus,
+  requestsByBitcoinAddress,
+  requestsByEvmAddress,
+  requestsOfEvmTx,
   stageForget,
   stageNewRequest,
   stageStatus,
@@ -112,35 +114,65 @@ test('a store of an older schema (requests named by block log index) is refused,
   await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), { code: 'schema_older' });
 });
 
-test('requests by the EVM address that burned them come from an index, newest first, and leave it with their record', async (t) => {
+test('requests by EVM address, by Bitcoin address and by EVM transaction come from indexes, newest first, a page at a time, and leave them with their record', async (t) => {
   const store = await openTempStore(t);
   const alice = `0x${'aa'.repeat(20)}`;
   const bob = `0x${'bb'.repeat(20)}`;
-  const at = (n: number, who: string, block: number) => ({ ...request(n), evmAddress: who, blockNumber: block });
-  await store.transaction(async (batch) => {
-    for (const [n, who, block] of [
-      [1, alice, 5],
-      [2, bob, 6],
-      [3, alice, 9],
-      [4, alice, 7],
-    ] as const)
-      stageNewRequest(batch, at(n, who, block), 'then');
+  // any text a user sent, '/' and markup included, is one index prefix of its own
+  const odd = 'bc1q/<b>odd</b>';
+  const at = (n: number, who: string, block: number, to = 'bcrt1q…') => ({
+    ...request(n),
+    evmAddress: who,
+    blockNumber: block,
+    bitcoinAddress: to,
   });
+  await store.transaction(async (batch) => {
+    for (const [n, who, block, to] of [
+      [1, alice, 5, odd],
+      [2, bob, 6, 'bcrt1q…'],
+      [3, alice, 9, odd],
+      [4, alice, 7, 'bcrt1q…'],
+    ] as const)
+      stageNewRequest(batch, at(n, who, block, to), 'then');
+    stageNewRequest(batch, { ...at(5, bob, 8), id: `${hash(2)}:1`, txHash: hash(2), ordinal: 1 }, 'then');
+  });
+  const blocks = (page: { items: RequestRecord[] }) => page.items.map((r) => r.blockNumber);
+  assert.deepEqual(blocks(await requestsByEvmAddress(store, alice, { limit: 10 })), [9, 7, 5]);
+  const first = await requestsByEvmAddress(store, alice, { limit: 2 });
+  assert.deepEqual(blocks(first), [9, 7]);
+  assert.equal(first.next, `0000000007/${hash(4)}/0000000000`);
+  const second = await requestsByEvmAddress(store, alice, { limit: 2, cursor: first.next! });
+  assert.deepEqual([blocks(second), second.next], [[5], null]);
   assert.deepEqual(
-    (await listRequestsByEvmAddress(store, alice, 10)).map((r) => r.blockNumber),
-    [9, 7, 5],
+    (await requestsByEvmAddress(store, bob, { limit: 10 })).items.map((r) => r.id),
+    [`${hash(2)}:1`, `${hash(2)}:0`],
   );
+  assert.deepEqual(blocks(await requestsByBitcoinAddress(store, odd, { limit: 10 })), [9, 5]);
+  assert.deepEqual(blocks(await requestsByBitcoinAddress(store, 'bc1q/', { limit: 10 })), []);
   assert.deepEqual(
-    (await listRequestsByEvmAddress(store, alice, 2)).map((r) => r.id),
-    [`${hash(3)}:0`, `${hash(4)}:0`],
+    (await requestsOfEvmTx(store, hash(2), { limit: 1 })).items.map((r) => r.id),
+    [`${hash(2)}:1`],
   );
+  assert.equal((await requestsOfEvmTx(store, hash(2), { limit: 1 })).next, '0000000001');
   assert.deepEqual(
-    (await listRequestsByEvmAddress(store, bob, 10)).map((r) => r.id),
+    (await requestsOfEvmTx(store, hash(2), { limit: 5, cursor: '0000000001' })).items.map((r) => r.id),
     [`${hash(2)}:0`],
   );
   await store.transaction(async (batch) => stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!));
-  assert.deepEqual(
-    (await listRequestsByEvmAddress(store, alice, 10)).map((r) => r.blockNumber),
-    [7, 5],
-  );
+  assert.deepEqual(blocks(await requestsByEvmAddress(store, alice, { limit: 10 })), [7, 5]);
+  assert.deepEqual(blocks(await requestsByBitcoinAddress(store, odd, { limit: 10 })), [5]);
+});
+
+test('a store of schema 3 (no Bitcoin address or payment time index) is refused, untouched', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pegout-schema3-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  await store.batch().put(META_KEY, { schemaVersion: 3, descriptor: TEST_DESCRIPTOR }).write();
+  await store.close();
+  await assert.rejects(Store.open(dir, { descriptor: TEST_DESCRIPTOR }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'schema_older');
+    assert.match(err.message, /schema version 3, which has no index of requests by Bitcoin address \(reqbtc\/\)/);
+    assert.match(err.message, /once every payment this member signed has confirmed/);
+    return true;
+  });
 });
