@@ -34,9 +34,10 @@ export async function getJson(path) {
 
 export function btc(sats) {
   const s = BigInt(sats);
-  const whole = s / 100_000_000n;
-  const frac = (s % 100_000_000n).toString().padStart(8, '0');
-  return `${whole}.${frac} BTC`;
+  // a shortfall is negative; the digits are those of its magnitude
+  const m = s < 0n ? -s : s;
+  const frac = (m % 100_000_000n).toString().padStart(8, '0');
+  return `${s < 0n ? '−' : ''}${m / 100_000_000n}.${frac} BTC`;
 }
 
 export function when(iso) {

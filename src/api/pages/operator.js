@@ -110,7 +110,24 @@ function renderReserves(answer) {
   const section = document.getElementById('reserves-section');
   section.hidden = answer.status !== 200 || answer.body === null || typeof answer.body !== 'object';
   if (section.hidden) return;
-  fill('reserves', facts(Object.entries(answer.body).map(([k, v]) => [k, text(v)])));
+  const r = answer.body;
+  const core = r.core.compared
+    ? `${btc(r.core.sats)} in ${r.core.outputs} outputs at block ${r.core.height}; differences: ${r.core.differences.onlyInCore} only in Core, ${r.core.differences.onlyHere} only here, ${r.core.differences.otherValue} of another value`
+    : `not compared: ${r.core.reason}`;
+  fill(
+    'reserves',
+    facts([
+      ['Verdict', r.verdict],
+      ['Assets', `${btc(r.assets.sats)} in ${r.assets.outputs} confirmed outputs`],
+      ['Owed', `${btc(r.liabilities.sats)} to ${r.liabilities.requests} requests`],
+      ['Surplus', btc(r.surplus)],
+      ['Settling', `${btc(r.settling.sats)} to ${r.settling.requests} requests (payment in a block)`],
+      ['Peg-ins − paid', btc(r.ledger.pegInsMinusPaid)],
+      ['Bitcoin Core', core],
+      ['Faults', r.faults.length === 0 ? 'none' : r.faults.map((f) => `${f.kind}: ${f.message}`).join('; ')],
+      ['At block', r.member ? String(r.member.height) : 'none yet'],
+    ]),
+  );
 }
 
 async function load() {
