@@ -15,6 +15,7 @@ import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { registerUtxo } from '../../../src/wallet/utxos.js';
 import { repoRoot } from '../../support/paths.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 
 const federation = buildFederation({
   network: 'regtest',
@@ -30,33 +31,23 @@ describe('HTTP API', () => {
     await store.exclusive(async () => {
       const batch = store.batch();
       const at = '2026-11-24T00:00:00.000Z';
+      const inBlock = { txHash: TX, blockNumber: 7, blockHash: `0x${'cd'.repeat(32)}`, evmAddress: EVM };
       const r = stageNewRequest(
         batch,
-        {
-          id: `${TX}:0`,
-          txHash: TX,
-          ordinal: 0,
-          blockNumber: 7,
-          blockHash: `0x${'cd'.repeat(32)}`,
-          evmAddress: EVM,
+        testRequest({
+          ...inBlock,
           bitcoinAddress: 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080',
           wei: '20000000000000000',
           sats: 2_000_000n,
-          subSatoshiWei: '0',
-          status: 'accepted',
-        },
+        }),
         at,
       );
       stageStatus(batch, r, 'batched', at, 'in payment 00ff');
       stageNewRequest(
         batch,
-        {
-          id: `${TX}:1`,
-          txHash: TX,
+        testRequest({
+          ...inBlock,
           ordinal: 1,
-          blockNumber: 7,
-          blockHash: `0x${'cd'.repeat(32)}`,
-          evmAddress: EVM,
           bitcoinAddress: 'nope',
           wei: '1',
           sats: 0n,
@@ -64,7 +55,7 @@ describe('HTTP API', () => {
           status: 'rejected',
           reason: 'invalid_address',
           detail: 'bad',
-        },
+        }),
         at,
       );
       await registerUtxo(batch, {

@@ -16,6 +16,7 @@ import {
 } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { SignatureRecord } from '../../../src/storage/records.js';
 
 // Every lookup the status pages make is answered from an index: with 100,000 requests stored, a
@@ -46,8 +47,7 @@ async function fill(store: Store): Promise<void> {
       const { txHash, ordinal, block } = requestAt(n);
       stageNewRequest(
         batch,
-        {
-          id: `${txHash}:${ordinal}`,
+        testRequest({
           txHash,
           ordinal,
           blockNumber: block,
@@ -57,9 +57,8 @@ async function fill(store: Store): Promise<void> {
           bitcoinAddress: n % 2 === 1 ? CAROL : `bcrt1q${n}`,
           wei: '15000000000000000',
           sats: 1_500_000n,
-          subSatoshiWei: '0',
           status: 'signed',
-        },
+        }),
         '2026-11-25T00:00:00.000Z',
       );
     }

@@ -7,6 +7,7 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
 import { freePort } from '../../../src/evm/anvil.js';
+import { parseRequestId } from '../../../src/evm/request-id.js';
 import { listRequests, stageNewRequest } from '../../../src/evm/request-store.js';
 import { Coordinator } from '../../../src/node/coordinator.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
@@ -28,6 +29,7 @@ import type { TestContext } from 'node:test';
 type Metrics = ReturnType<typeof createMetrics>;
 import type { Federation } from '../../../src/bitcoin/federation.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { FinalizedRecord, UtxoRecord } from '../../../src/storage/records.js';
 
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
@@ -103,23 +105,15 @@ async function startMembers(
       const store = await openTempStore(t, federation.descriptor);
       const batch = store.batch();
       for (let r = 0; r < setup.requests; r++) {
-        const txHash = `0x${hex32(1000 + r)}`;
         stageNewRequest(
           batch,
-          {
-            id: requestId(r),
-            txHash,
-            ordinal: 0,
+          testRequest({
+            ...parseRequestId(requestId(r)),
             blockNumber: 10,
-            blockHash: `0x${hex32(10)}`,
             evmAddress: `0x${'22'.repeat(20)}`,
-            bitcoinAddress: 'x',
-            wei: '0',
             sats: BigInt(1_000_000 + r * 1000),
-            subSatoshiWei: '0',
-            status: 'accepted',
             scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
-          },
+          }),
           'then',
         );
       }

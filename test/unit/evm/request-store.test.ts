@@ -18,6 +18,7 @@ import {
 import { META_KEY, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { RequestRecord } from '../../../src/storage/records.js';
 
 // The request records and their status index (reqidx/): one index entry per record, moved in
@@ -26,19 +27,7 @@ import type { RequestRecord } from '../../../src/storage/records.js';
 const hash = (n: number): string => `0x${n.toString(16).padStart(64, '0')}`;
 
 function request(n: number): Omit<RequestRecord, 'seq'> {
-  return {
-    id: `${hash(n)}:0`,
-    txHash: hash(n),
-    ordinal: 0,
-    blockNumber: 1,
-    blockHash: hash(1000),
-    evmAddress: `0x${'11'.repeat(20)}`,
-    bitcoinAddress: 'bcrt1q…',
-    wei: '0',
-    sats: 1_000_000n,
-    subSatoshiWei: '0',
-    status: 'accepted',
-  };
+  return testRequest({ txHash: hash(n), blockHash: hash(1000), bitcoinAddress: 'bcrt1q…', sats: 1_000_000n });
 }
 
 async function indexKeys(store: Store): Promise<string[]> {

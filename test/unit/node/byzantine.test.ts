@@ -6,6 +6,7 @@ import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
 import { checkFinalizedBody } from '../../../src/node/messages.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
+import { parseRequestId } from '../../../src/evm/request-id.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
 import { signProposal, type SignOutcome } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
@@ -22,6 +23,7 @@ import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../
 import { getUtxo, registerUtxo, spendUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { FinalizedBody, Proposal } from '../../../src/storage/records.js';
 
 // One malicious member against an honest member's signer (real RocksDB store, real pool): each
@@ -54,20 +56,7 @@ async function member(t: Parameters<typeof openTempStore>[0]): Promise<Store> {
   for (const r of R) {
     stageNewRequest(
       batch,
-      {
-        id: r.id,
-        txHash: r.id.slice(0, 66),
-        ordinal: 0,
-        blockNumber: 5,
-        blockHash: `0x${hex32(5)}`,
-        evmAddress: `0x${'11'.repeat(20)}`,
-        bitcoinAddress: 'x',
-        wei: '0',
-        sats: r.sats,
-        subSatoshiWei: '0',
-        status: 'accepted',
-        scriptPubKey: r.scriptPubKey,
-      },
+      testRequest({ ...parseRequestId(r.id), blockNumber: 5, sats: r.sats, scriptPubKey: r.scriptPubKey }),
       'then',
     );
   }

@@ -19,6 +19,7 @@ import { buildPayments } from '../../../src/wallet/payment.js';
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { RpcTransaction } from '../../../src/chain/rpc.js';
 
 // The reserve auditor in a member, on a real store following a scripted chain, with a fake Bitcoin
@@ -57,27 +58,9 @@ function scanOf(chain: ScriptedChain): TxOutSetScan {
 }
 
 async function addRequest(store: Store, n: number, sats: bigint) {
-  const id = `0x${hex32(n)}:0`;
   const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(n));
   const batch = store.batch();
-  stageNewRequest(
-    batch,
-    {
-      id,
-      txHash: `0x${hex32(n)}`,
-      ordinal: 0,
-      blockNumber: 1,
-      blockHash: `0x${hex32(1)}`,
-      evmAddress: `0x${'11'.repeat(20)}`,
-      bitcoinAddress: 'x',
-      wei: '0',
-      sats,
-      subSatoshiWei: '0',
-      status: 'accepted',
-      scriptPubKey,
-    },
-    'then',
-  );
+  const { id } = stageNewRequest(batch, testRequest({ txHash: `0x${hex32(n)}`, sats, scriptPubKey }), 'then');
   await batch.write({ sync: true });
   return { id, scriptPubKey, sats };
 }

@@ -17,6 +17,7 @@ import { checkProposal, proposalFromPayment, stageProposal } from '../../../src/
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 
 // Settlement against Bitcoin Core's answers, scripted (no bitcoind here): broadcast retried
@@ -51,27 +52,10 @@ async function setup(
   chain.mine([funding]);
   const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
   await observer.sync();
-  const id = `0x${hex32(9)}:0`;
-  const request = { id, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(3)), sats };
+  const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3));
   const batch = store.batch();
-  stageNewRequest(
-    batch,
-    {
-      id,
-      txHash: `0x${hex32(9)}`,
-      ordinal: 0,
-      blockNumber: 1,
-      blockHash: `0x${hex32(1)}`,
-      evmAddress: `0x${'11'.repeat(20)}`,
-      bitcoinAddress: 'x',
-      wei: '0',
-      sats: request.sats,
-      subSatoshiWei: '0',
-      status: 'accepted',
-      scriptPubKey: request.scriptPubKey,
-    },
-    'then',
-  );
+  const { id } = stageNewRequest(batch, testRequest({ txHash: `0x${hex32(9)}`, sats, scriptPubKey }), 'then');
+  const request = { id, scriptPubKey, sats };
   await batch.write({ sync: true });
   const inputs = outputs.map((value, vout) => ({ txid: hex32(7), vout, value, scriptPubKey: federation.scriptPubKey }));
   const log = createLogger({ level: 'error', write: () => undefined });

@@ -4,6 +4,7 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
+import { parseRequestId } from '../../../src/evm/request-id.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
 import { signProposal } from '../../../src/node/signer.js';
 import { inProcessVerifier } from '../../../src/signing/collector.js';
@@ -18,6 +19,7 @@ import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal
 import { TEST_POLICY } from '../../support/policy.js';
 import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
 import { openTempStore } from '../../support/tempdir.js';
+import { testRequest } from '../../support/requests.js';
 import type { Proposal, SignatureRecord } from '../../../src/storage/records.js';
 
 const secretKeys = [1, 2, 3].map((i) => Buffer.alloc(32, i));
@@ -41,23 +43,14 @@ const utxos: SpendableUtxo[] = [1, 2, 3].map((i) => ({
 async function seed(store: Store): Promise<void> {
   const batch = store.batch();
   for (const [i, id] of requestIds.entries()) {
-    const [txHash] = id.split(':');
     stageNewRequest(
       batch,
-      {
-        id,
-        txHash: txHash!,
-        ordinal: i + 1,
+      testRequest({
+        ...parseRequestId(id),
         blockNumber: 5,
-        blockHash: `0x${hex32(5)}`,
-        evmAddress: `0x${'11'.repeat(20)}`,
-        bitcoinAddress: 'x',
-        wei: '0',
         sats: 3_000_000n,
-        subSatoshiWei: '0',
-        status: 'accepted',
         scriptPubKey: witnessScript(0, new Uint8Array(20).fill(i + 1)),
-      },
+      }),
       'then',
     );
   }
