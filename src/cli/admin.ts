@@ -45,18 +45,15 @@ export function registerAdmin(program: Command): void {
   withAdmin(hold.command('list').description('held requests, with which members released each')).action(
     (opts: AdminOptions) => run(opts, 'GET', '/holds'),
   );
-  withAdmin(
-    hold
-      .command('release')
-      .description("release a held request on this operator's member (it counts once t members did)")
-      .argument('<id>', 'request id, <EVM tx hash>:<ordinal>'),
-  ).action((id: string, opts: AdminOptions) => run(opts, 'POST', `/holds/${encodeURIComponent(id)}/release`));
-  withAdmin(
-    hold
-      .command('reject')
-      .description('refuse a held request: this member will never sign a payment of it')
-      .argument('<id>', 'request id, <EVM tx hash>:<ordinal>'),
-  ).action((id: string, opts: AdminOptions) => run(opts, 'POST', `/holds/${encodeURIComponent(id)}/reject`));
+  const actions = {
+    release: "release a held request on this operator's member (it counts once t members did)",
+    reject: 'refuse a held request: this member will never sign a payment of it',
+  };
+  for (const [action, description] of Object.entries(actions)) {
+    withAdmin(
+      hold.command(action).description(description).argument('<id>', 'request id, <EVM tx hash>:<ordinal>'),
+    ).action((id: string, opts: AdminOptions) => run(opts, 'POST', `/holds/${encodeURIComponent(id)}/${action}`));
+  }
   withAdmin(
     program
       .command('pause')
