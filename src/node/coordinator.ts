@@ -3,6 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
+import * as stages from '../metrics/stages.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
@@ -278,7 +279,8 @@ export class Coordinator {
     this.lastSlot = slot;
     await this.turn(slot, async (rate) => {
       await this.matchLate();
-      return [...((await this.o.replacements?.(rate)) ?? []), ...(await this.merges(rate, now, slot))];
+      const merges = await stages.timeAsync('proposal_build', () => this.merges(rate, now, slot));
+      return [...((await this.o.replacements?.(rate)) ?? []), ...merges];
     });
   }
 
@@ -300,21 +302,12 @@ export class Coordinator {
 
   /** Signs and sends `proposals`, then payments of every pending request they leave out. */
   private async propose(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
-    const merged = new Set(proposals.flatMap((p) => p.requestIds));
-    const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) =>
-      r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
-    );
-    if (pending.length > 0) {
-      const plan = buildPayments(pending, await this.spendable(policy), rate, this.o.federation, {
-        maxOutputs: this.o.maxOutputs,
-        maxSharePerRequest: policy.fee.maxSharePerRequest,
-      });
-      for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
-      proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
-    }
+    await stages.timeAsync('proposal_build', () => this.addPayments(slot, rate, policy, proposals));
     for (const built of proposals) {
       const started = performance.now();
-      const checked = checkProposal({ ...built, round: slot, proposer: this.myKey });
+      const checked = stages.time('proposal_build', () =>
+        checkProposal({ ...built, round: slot, proposer: this.myKey }),
+      );
       const { proposal } = checked;
       const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, policy);
       if (!outcome.ok) {
@@ -338,6 +331,21 @@ export class Coordinator {
       } satisfies SignaturesBody);
       await this.track(checked, outcome.signatures);
     }
+  }
+
+  /** Adds to `proposals` payments of every pending request they leave out. */
+  private async addPayments(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
+    const merged = new Set(proposals.flatMap((p) => p.requestIds));
+    const pending: PaymentRequest[] = (await listRequestsInStatus(this.o.store, 'accepted')).flatMap((r) =>
+      r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
+    );
+    if (pending.length === 0) return;
+    const plan = buildPayments(pending, await this.spendable(policy), rate, this.o.federation, {
+      maxOutputs: this.o.maxOutputs,
+      maxSharePerRequest: policy.fee.maxSharePerRequest,
+    });
+    for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
+    proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
   }
 
   /** Unreserved federation outputs deep enough to spend. */
@@ -371,7 +379,7 @@ export class Coordinator {
   private async onProposalFrame(peer: string, body: unknown): Promise<void> {
     let checked: CheckedProposal;
     try {
-      checked = checkProposal(body);
+      checked = stages.time('validation', () => checkProposal(body));
     } catch (err) {
       this.refused(peer, 'malformed_proposal', (err as Error).message);
       return;
@@ -590,11 +598,11 @@ export class Coordinator {
     }
     if (this.collector.count(txid) >= this.o.federation.threshold) {
       const { proposal } = this.proposals.get(txid)!.checked;
-      const signed = this.collector.finalize(txid);
+      const signed = stages.time('finalize_record', () => this.collector.finalize(txid));
       this.collector.forget(txid);
       this.proposals.delete(txid);
       const body: FinalizedBody = {
-        tx: serializeTx(signed),
+        tx: stages.time('finalize_record', () => serializeTx(signed)),
         prevouts: proposal.prevouts,
         requestIds: proposal.requestIds,
       };
@@ -609,14 +617,17 @@ export class Coordinator {
    */
   private async onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void> {
     let signed: Transaction;
+    let txid: string;
     try {
-      signed = checkFinalizedBody(body);
+      [signed, txid] = stages.time('verify', () => {
+        const tx = checkFinalizedBody(body);
+        return [tx, txidOf(tx)] as const;
+      });
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
       this.o.log.warn('finalized_refused', { peer, error: err as Error });
       return;
     }
-    const txid = txidOf(signed);
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
     try {
       await verifyFinalizedWitnesses(signed, body.prevouts, this.o.federation, this.o.pool.verifyTransaction);

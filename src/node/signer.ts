@@ -4,6 +4,7 @@ import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
+import * as stages from '../metrics/stages.js';
 import {
   finalizedKey,
   requestSignedKey,
@@ -11,7 +12,7 @@ import {
   signatureMadeKey,
   supersededKey,
 } from '../storage/keys.js';
-import type { Store, StoreReader } from '../storage/store.js';
+import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
@@ -154,37 +155,65 @@ export async function signProposal(
   now: () => string = () => new Date().toISOString(),
 ): Promise<SignOutcome> {
   return store.transaction(async (batch): Promise<SignOutcome> => {
-    const { proposal, tx, txid } = checked;
-    const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
-    if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
-    const verdict = validateProposal(checked, await validationState(store, federation, checked, policy));
-    if (!verdict.ok) return verdict;
-    // inputs reserved by earlier proposals this one replaces (it spends them) move to it
-    const replacing = new Set<string>();
-    for (const input of tx.inputs) {
-      const u = await getUtxo(store, input);
-      if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
-    }
-    await stageProposal(batch, checked, { replacing: [...replacing] });
-    const signatures = await pool.signTransaction(tx, proposal.prevouts);
-    const at = now();
-    batch.put(signatureMadeKey(txid), {
-      txid,
-      inputs: tx.inputs.map(outpointText),
-      requestIds: [...proposal.requestIds],
-      signatures,
-      fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
-      vsize: signedFederationVsize(federation, tx),
-      at,
-    } satisfies SignatureRecord);
-    // validation refused duplicate and unknown ids, so each record is read once, before any change
-    const records = await getRequests(batch, proposal.requestIds);
-    for (const [i, id] of proposal.requestIds.entries()) {
-      const { txHash, ordinal } = parseRequestId(id);
-      batch.put(requestSignedKey(txHash, ordinal, txid), 1);
-      const request = records[i];
-      if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
-    }
-    return { ok: true, txid, signatures, already: false };
+    const refused = await stages.timeAsync('validation', () =>
+      validateAndStage(store, batch, federation, checked, policy),
+    );
+    if (refused) return refused;
+    const signatures = await pool.signTransaction(checked.tx, checked.proposal.prevouts);
+    await stages.timeAsync('validation', () => stageSigned(batch, federation, checked, signatures, now()));
+    return { ok: true, txid: checked.txid, signatures, already: false };
   });
+}
+
+/**
+ * The signer's checks before it signs, and the proposal staged with its reservations; the outcome
+ * instead when it must not sign (refused, or signed before).
+ */
+async function validateAndStage(
+  store: Store,
+  batch: StoreBatch,
+  federation: Federation,
+  checked: CheckedProposal,
+  policy: SigningPolicy,
+): Promise<SignOutcome | undefined> {
+  const { tx, txid } = checked;
+  const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
+  if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
+  const verdict = validateProposal(checked, await validationState(store, federation, checked, policy));
+  if (!verdict.ok) return verdict;
+  // inputs reserved by earlier proposals this one replaces (it spends them) move to it
+  const replacing = new Set<string>();
+  for (const input of tx.inputs) {
+    const u = await getUtxo(store, input);
+    if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
+  }
+  await stageProposal(batch, checked, { replacing: [...replacing] });
+  return undefined;
+}
+
+/** The record of what was signed (written with the proposal, synced, before the signatures leave). */
+async function stageSigned(
+  batch: StoreBatch,
+  federation: Federation,
+  { proposal, tx, txid }: CheckedProposal,
+  signatures: Uint8Array,
+  at: string,
+): Promise<void> {
+  batch.put(signatureMadeKey(txid), {
+    txid,
+    inputs: tx.inputs.map(outpointText),
+    requestIds: [...proposal.requestIds],
+    signatures,
+    fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
+    vsize: signedFederationVsize(federation, tx),
+    at,
+  } satisfies SignatureRecord);
+  // validation refused duplicate and unknown ids, so each record is read once, before any change
+  const records = await getRequests(batch, proposal.requestIds);
+  for (const [i, id] of proposal.requestIds.entries()) {
+    const { txHash, ordinal } = parseRequestId(id);
+    batch.put(requestSignedKey(txHash, ordinal, txid), 1);
+    const request = records[i];
+    if (request?.status === 'accepted') stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
+  }
 }

@@ -18,6 +18,9 @@
  * | reqlog/    | reqlog/<evm tx hash>/<ordinal>/<seq>       | one status change (history, append-only)   | same batch as the req/ change   |
  * | reqidx/    | reqidx/<status>/<evm tx hash>/<ordinal>  | 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
  * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
+ * | reqcount/  | reqcount/<status>                        | integer — how many req/ records have that  | same batch as the reqidx/ change|
+ * |            |                                          | status (schema 4): the metrics read these  | (StoreBatch.add), only in       |
+ * |            |                                          | instead of counting the index              | src/evm/request-store.ts        |
  * | reqaddr/   | reqaddr/<evm address>/<block>/<tx hash>/ | 1 — index of req/ by the EVM address that  | same batch as the req/ record   |
  * |            |   <ordinal>                              | burned (newest last)                       |                                 |
  * | utxo/      | utxo/<txid>/<vout>                       | UtxoRecord (src/wallet/utxos.ts)           | observer, wallet (utxos.ts)     |
@@ -56,6 +59,7 @@ export const SPACES = {
   request: 'req/',
   requestLog: 'reqlog/',
   requestIndex: 'reqidx/',
+  requestCount: 'reqcount/',
   requestByAddress: 'reqaddr/',
   utxo: 'utxo/',
   utxoIndex: 'utxoidx/',
@@ -185,6 +189,11 @@ const requests = indexedSpace(SPACES.request, SPACES.requestIndex, requestPart);
 export const requestKey = requests.key;
 export const requestIndexPrefix = requests.indexPrefix;
 export const requestIndexKey = requests.indexKey;
+
+/** The counter of requests in `status`. */
+export function requestCountKey(status: string): string {
+  return `${SPACES.requestCount}${status}`;
+}
 
 /** The req/ key a reqidx/ key points at. */
 export function requestKeyOfIndex(indexKey: string): string {
