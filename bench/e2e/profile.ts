@@ -75,10 +75,18 @@ const RULES: readonly (readonly [string, RegExp, RegExp])[] = [
 export interface ProfileSummary {
   readonly windowMs: number;
   readonly samples: number;
-  /** Sampled ms by group, in the window. */
-  readonly groups: { readonly group: string; readonly ms: number }[];
-  /** Functions by self time in the window, with the group of their samples. */
-  readonly functions: { readonly fn: string; readonly where: string; readonly group: string; readonly ms: number }[];
+  /**
+   * Samples by group, in the window. Counted, not weighted by the interval before the next one: on a
+   * crowded machine that interval is mostly time the process waited for a core.
+   */
+  readonly groups: { readonly group: string; readonly samples: number }[];
+  /** Functions by self samples in the window, with the group of their samples. */
+  readonly functions: {
+    readonly fn: string;
+    readonly where: string;
+    readonly group: string;
+    readonly samples: number;
+  }[];
 }
 
 function groupOf(frame: CallFrame): string | undefined {
@@ -109,27 +117,26 @@ const where = (f: CallFrame): string =>
     ? ''
     : `${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/').replace(/^file:\/\//, '')}:${f.lineNumber + 1}`;
 
-/** The samples between `from` and `to` (µs, monotonic), each weighted by its interval. */
+/** The samples between `from` and `to` (µs, monotonic). */
 export function summarizeProfile(profile: CpuProfile, window?: { from: number; to: number }): ProfileSummary {
   const groups = nodeGroups(profile);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const from = window?.from ?? profile.startTime;
   const to = window?.to ?? profile.endTime;
   const perGroup = new Map<string, number>();
-  const perFn = new Map<string, { fn: string; where: string; group: string; ms: number }>();
+  const perFn = new Map<string, { fn: string; where: string; group: string; samples: number }>();
   let t = profile.startTime;
   let samples = 0;
   for (const [i, id] of profile.samples.entries()) {
     t += profile.timeDeltas[i] ?? 0;
     if (t < from || t > to) continue;
     samples++;
-    const ms = (profile.timeDeltas[i + 1] ?? 0) / 1000;
     const group = groups.get(id) ?? 'other';
-    perGroup.set(group, (perGroup.get(group) ?? 0) + ms);
+    perGroup.set(group, (perGroup.get(group) ?? 0) + 1);
     const frame = byId.get(id)!.callFrame;
     const key = `${frame.functionName}@${frame.url}:${frame.lineNumber}/${group}`;
-    const entry = perFn.get(key) ?? { fn: frame.functionName || '(anonymous)', where: where(frame), group, ms: 0 };
-    entry.ms += ms;
+    const entry = perFn.get(key) ?? { fn: frame.functionName || '(anonymous)', where: where(frame), group, samples: 0 };
+    entry.samples++;
     perFn.set(key, entry);
   }
   const order = [...STAGES, ...OTHER_GROUPS] as readonly string[];
@@ -137,9 +144,9 @@ export function summarizeProfile(profile: CpuProfile, window?: { from: number; t
     windowMs: (to - from) / 1000,
     samples,
     groups: [...perGroup]
-      .map(([group, ms]) => ({ group, ms }))
+      .map(([group, n]) => ({ group, samples: n }))
       .sort((a, b) => order.indexOf(a.group) - order.indexOf(b.group)),
-    functions: [...perFn.values()].sort((a, b) => b.ms - a.ms),
+    functions: [...perFn.values()].sort((a, b) => b.samples - a.samples),
   };
 }
 
@@ -155,12 +162,13 @@ export async function loadProfile(file: string): Promise<CpuProfile> {
   return JSON.parse(await readFile(file, 'utf8')) as CpuProfile;
 }
 
-const pct = (ms: number, total: number): string => `${((100 * ms) / total).toFixed(1)} %`;
+const pct = (n: number, total: number): string => `${((100 * n) / total).toFixed(1)} %`;
+const count = (n: number): string => n.toLocaleString('en-US');
 
 /** The summary as Markdown: the groups, then the top functions by self time; `reading` is kept as written. */
 export function profileMarkdown(s: ProfileSummary, title: string, note: string, reading: string): string {
-  const total = s.groups.reduce((a, g) => a + g.ms, 0);
-  const busy = s.groups.filter((g) => g.group !== 'idle').reduce((a, g) => a + g.ms, 0);
+  const total = s.groups.reduce((a, g) => a + g.samples, 0);
+  const busy = s.groups.filter((g) => g.group !== 'idle').reduce((a, g) => a + g.samples, 0);
   return [
     `# ${title}`,
     '',
@@ -168,24 +176,21 @@ export function profileMarkdown(s: ProfileSummary, title: string, note: string, 
     '',
     `${s.samples.toLocaleString('en-US')} samples over ${(s.windowMs / 1000).toFixed(1)} s; not idle: ${pct(busy, total)}.`,
     '',
-    '| group | ms sampled | share of all | share of non-idle |',
+    '| group | samples | share of all | share of non-idle |',
     '| --- | ---: | ---: | ---: |',
     ...s.groups.map(
       (g) =>
-        `| ${g.group} | ${Math.round(g.ms).toLocaleString('en-US')} | ${pct(g.ms, total)} | ${g.group === 'idle' ? '' : pct(g.ms, busy)} |`,
+        `| ${g.group} | ${count(g.samples)} | ${pct(g.samples, total)} | ${g.group === 'idle' ? '' : pct(g.samples, busy)} |`,
     ),
     '',
     'Top functions by self time (non-idle), with the group their samples went to:',
     '',
-    '| function | where | group | ms | share of non-idle |',
+    '| function | where | group | samples | share of non-idle |',
     '| --- | --- | --- | ---: | ---: |',
     ...s.functions
       .filter((f) => f.group !== 'idle')
       .slice(0, 40)
-      .map(
-        (f) =>
-          `| \`${f.fn}\` | ${f.where} | ${f.group} | ${Math.round(f.ms).toLocaleString('en-US')} | ${pct(f.ms, busy)} |`,
-      ),
+      .map((f) => `| \`${f.fn}\` | ${f.where} | ${f.group} | ${count(f.samples)} | ${pct(f.samples, busy)} |`),
     '',
     '## Reading',
     '',

@@ -306,7 +306,7 @@ async function writeProfile(s: Scenario, profileDir: string, window: { from: num
   const raw = found.bytes <= 2 * 1024 * 1024;
   if (raw) await copyFile(found.file, join(outDir, `${profileName(s)}.cpuprofile`));
   const note = [
-    `Member 1 of the ${s.name} run (\`npm run bench:e2e -- --cpu-prof\`), main thread, \`node --cpu-prof\` (V8's sampling profiler, a sample about every millisecond of wall time):`,
+    `Member 1 of the ${s.name} run (\`npm run bench:e2e -- --cpu-prof\`), main thread, \`node --cpu-prof\` (V8's sampling profiler, a sample a millisecond while the process runs; shares are of samples, not weighted by the gaps between them, which on a crowded machine are mostly waits for a core):`,
     'the samples from the block that made the requests final to the last finalization at any member.',
     `Each sample goes to the innermost frame of its stack that belongs to a stage's home (bench/e2e/profile.ts, RULES); the raw profile (${(found.bytes / 1e6).toFixed(1)} MB) is ${raw ? `${profileName(s)}.cpuprofile` : 'not kept (over 2 MB)'}.`,
   ].join(' ');

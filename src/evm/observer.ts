@@ -120,12 +120,17 @@ export class EvmObserver {
     await this.store.transaction(async (batch) => {
       const perBlock = new Map<number, string[]>();
       const at = this.now();
-      for (const [i, log] of decoded.entries()) {
+      for (let from = 0; from < decoded.length; from += YIELD_EVERY) {
         // store reads are synchronous: let the links and the API be served during a long range
-        if (i % YIELD_EVERY === YIELD_EVERY - 1) await setImmediate();
-        const status = await stages.timeAsync('decide', () => this.ingest(batch, log, perBlock, at));
-        if (status === 'accepted') accepted++;
-        else if (status === 'rejected') rejected++;
+        if (from > 0) await setImmediate();
+        const chunk = decoded.slice(from, from + YIELD_EVERY);
+        const statuses = await stages.timeAsync('decide', async () => {
+          const out: (RequestStatus | undefined)[] = [];
+          for (const log of chunk) out.push(await this.ingest(batch, log, perBlock, at));
+          return out;
+        });
+        accepted += statuses.filter((s) => s === 'accepted').length;
+        rejected += statuses.filter((s) => s === 'rejected').length;
       }
       for (const [n, hash] of blockHashes)
         batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);

@@ -120,10 +120,13 @@ export class StoreBatch implements StoreReader {
 
   put(key: string, value: unknown): this {
     this.#checkOpen();
-    stages.time('store_write', () => {
+    const section = stages.enter('store_write');
+    try {
       checkKey(key);
       this.#staged.set(key, encode(key, value));
-    });
+    } finally {
+      stages.leave(section);
+    }
     return this;
   }
 
@@ -409,39 +412,46 @@ export class Store implements StoreReader {
     sync: boolean,
   ): Promise<void> {
     this.#checkOpen();
-    if (deltas.size === 0) return this.#write(staged, sync);
-    await this.#counters.run(async () => this.#write(await this.#withCounters(staged, deltas), sync));
+    if (deltas.size === 0) return this.#write(staged, new Map(), sync);
+    await this.#counters.run(async () => this.#write(staged, await this.#counterValues(staged, deltas), sync));
   }
 
-  /** `staged` with each counter's new value: what the batch staged for it, or the stored value, plus its delta. */
-  async #withCounters(
+  /** Each counter's new value: what the batch staged for it, or the stored value, plus its delta. */
+  async #counterValues(
     staged: ReadonlyMap<string, Buffer | null>,
     deltas: ReadonlyMap<string, number>,
-  ): Promise<Map<string, Buffer | null>> {
+  ): Promise<Map<string, Buffer>> {
     return stages.timeAsync('store_write', async () => {
-      const all = new Map(staged);
+      const values = new Map<string, Buffer>();
       const keys = [...deltas.keys()];
       const stored = await this.getMany<unknown>(keys);
       for (const [i, key] of keys.entries()) {
         const own = staged.get(key);
         const base = own === undefined ? stored[i] : own === null ? undefined : decode<unknown>(key, own);
-        all.set(key, encode(key, counterValue(key, base) + deltas.get(key)!));
+        values.set(key, encode(key, counterValue(key, base) + deltas.get(key)!));
       }
-      return all;
+      return values;
     });
   }
 
-  async #write(staged: ReadonlyMap<string, Buffer | null>, sync: boolean): Promise<void> {
-    if (staged.size === 0) return;
+  /** Writes `staged`, with `counters` in place of whatever it staged for those keys. */
+  async #write(
+    staged: ReadonlyMap<string, Buffer | null>,
+    counters: ReadonlyMap<string, Buffer>,
+    sync: boolean,
+  ): Promise<void> {
+    if (staged.size === 0 && counters.size === 0) return;
     try {
       // @nxtedition/rocksdb writes a chained batch synchronously, on this thread, the WAL's fsync
       // included (sync): its CPU is store_write's, the wait on the disk shows in the wall figure only
       await stages.time('store_write', () => {
         const batch = this.#db.batch();
         for (const [key, value] of staged) {
+          if (counters.has(key)) continue;
           if (value === null) batch.del(key);
           else batch.put(key, value);
         }
+        for (const [key, value] of counters) batch.put(key, value);
         return batch.write({ sync });
       });
     } catch (err) {
