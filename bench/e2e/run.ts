@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,19 +7,25 @@ import { parseArgs } from 'node:util';
 import { requestCounts, startDevnet, type Devnet } from '../../src/devnet/federation.js';
 import { sendPegouts } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
+import { loadProfile, mainThreadProfile, profileMarkdown, summarizeProfile } from './profile.js';
+import { perRequest, readCpu, STAGE_TABLE_HEADER, stageRows, type CpuReading, type StageCost } from './stages.js';
 import { barChart, histogram } from './svg.js';
 
 // npm run bench:e2e — n member processes on loopback, k requests, each configuration with the
 // native addon and with the JS fallback forced. Bounded: every configuration has a deadline,
 // every process started is stopped. Writes JSON, a Markdown table and SVG plots.
 
-const HELP = `npm run bench:e2e -- [--requests K] [--only TEXT] [--quick] [--json] [--out DIR] [--timeout SECONDS]
+const HELP = `npm run bench:e2e -- [--requests K] [--only TEXT] [--quick] [--json] [--out DIR] [--timeout SECONDS] [--cpu-prof]
   --requests K   requests of each throughput run, all final in one block (default 10000)
   --only TEXT    run only the configurations whose name contains TEXT
   --quick        a tiny run (2-of-3, few requests) that checks the benchmark works
   --json         no progress display; print the JSON result on stdout
   --out DIR      where results go (default bench/results)
-  --timeout S    deadline per configuration (default 600)`;
+  --timeout S    deadline per configuration (default 600)
+  --cpu-prof     a profiling run: member 1 of each throughput configuration under node --cpu-prof
+                 (stage counters on the wall clock, see src/metrics/stages.ts); writes only
+                 profile-<t>of<n>.md (its samples between final requests and the last
+                 finalization, grouped by stage) and the raw .cpuprofile when under 2 MB`;
 
 const { values: args } = parseArgs({
   options: {
@@ -29,6 +35,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
     timeout: { type: 'string', default: '600' },
+    'cpu-prof': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -74,6 +81,7 @@ const FEDERATIONS = [
 ] as const;
 const BACKENDS = ['native', 'js'] as const;
 const requestsOf = (s: Scenario): number => s.bursts * s.perBurst;
+const paced = (s: Scenario): boolean => s.bursts > 1;
 
 const scenarios = (
   quick
@@ -162,6 +170,9 @@ interface Result {
   readonly lowerBoundMs: number;
   readonly p50OverBound: number;
   readonly members: readonly { readonly cpuSeconds: number; readonly peakRssMb: number }[];
+  /** Each member's CPU by stage over the run, µs per request (src/metrics/stages.ts). */
+  readonly cpu: readonly StageCost[];
+  readonly stageClock: string;
   readonly samples: readonly PaymentSample[];
 }
 
@@ -247,10 +258,66 @@ async function waitPaid(devnet: Devnet, s: Scenario, count: number, started: num
   }
 }
 
+/** Monotonic µs, the clock of V8's CPU profiles. */
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
+/** The monotonic µs of a Date.now() moment in the recent past. */
+const monotonicOf = (dateMs: number): number => monotonicUs() - (Date.now() - dateMs) * 1000;
+
+const profiled = (s: Scenario): boolean => args['cpu-prof'] && !paced(s);
+const profileName = (s: Scenario): string => `profile-${s.t}of${s.n}`;
+
+/** Sends the bursts, each paid before the next; the members' CPU counters around it; when the last became final. */
+async function drive(
+  devnet: Devnet,
+  s: Scenario,
+  deadline: number,
+): Promise<{ started: number; finalAt: number; finalMono: number; before: CpuReading[]; after: CpuReading[] }> {
+  const rpc = new EvmRpc(devnet.anvil.url);
+  const before = await Promise.all(devnet.members.map(readCpu));
+  const started = Date.now();
+  let finalAt = started;
+  let finalMono = monotonicUs();
+  for (let b = 0; b < s.bursts; b++) {
+    progress(`${s.name}: sending burst ${b + 1}/${s.bursts}`);
+    const sent = await sendPegouts(rpc, s.perBurst, PEGOUT_SATS, {
+      inOneBlock: { confirmations: 1, blockSeconds: 1 },
+      onSent: (x) => progress(`${s.name}: burst ${b + 1}/${s.bursts}: sent ${x}/${s.perBurst}`),
+    });
+    finalAt = sent.finalAt!;
+    finalMono = monotonicOf(finalAt);
+    await waitPaid(devnet, s, (b + 1) * s.perBurst, started, deadline);
+  }
+  const after = await Promise.all(devnet.members.map(readCpu));
+  return { started, finalAt, finalMono, before, after };
+}
+
+/**
+ * Member 1's main-thread profile summarized over [from, to] (µs, monotonic) into profile-<t>of<n>.md, keeping the
+ * Reading written there before; the raw profile beside it when under 2 MB.
+ */
+async function writeProfile(s: Scenario, profileDir: string, window: { from: number; to: number }): Promise<void> {
+  const found = await mainThreadProfile(profileDir);
+  if (!found) throw new Error(`no main-thread profile in ${profileDir}`);
+  const summary = summarizeProfile(await loadProfile(found.file), window);
+  await mkdir(outDir, { recursive: true });
+  const md = join(outDir, `${profileName(s)}.md`);
+  const old = await readFile(md, 'utf8').catch(() => '');
+  const reading = old.includes('## Reading\n') ? old.slice(old.indexOf('## Reading\n') + 12).trim() : '(to be written)';
+  const raw = found.bytes <= 2 * 1024 * 1024;
+  if (raw) await copyFile(found.file, join(outDir, `${profileName(s)}.cpuprofile`));
+  const note = [
+    `Member 1 of the ${s.name} run (\`npm run bench:e2e -- --cpu-prof\`), main thread, \`node --cpu-prof\` (V8's sampling profiler, a sample a millisecond while the process runs; shares are of samples, not weighted by the gaps between them, which on a crowded machine are mostly waits for a core):`,
+    'the samples from the block that made the requests final to the last finalization at any member.',
+    `Each sample goes to the innermost frame of its stack that belongs to a stage's home (bench/e2e/profile.ts, RULES); the raw profile (${(found.bytes / 1e6).toFixed(1)} MB) is ${raw ? `${profileName(s)}.cpuprofile` : 'not kept (over 2 MB)'}.`,
+  ].join(' ');
+  await writeFile(md, `${profileMarkdown(summary, `CPU profile: one member, ${s.name}`, note, reading)}\n`);
+}
+
 async function run(s: Scenario, rates: { sign: number; verify: number }): Promise<Result> {
   const dir = await mkdtemp(join(tmpdir(), 'pegout-bench-'));
   const requests = requestsOf(s);
   const count = Math.ceil((requests * Number(PEGOUT_SATS) * 1.3) / s.outputSats) + 10;
+  const profileDir = join(dir, 'cpu-prof');
   let devnet: Devnet | undefined;
   const deadline = Date.now() + timeoutMs;
   try {
@@ -263,23 +330,16 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
       maxOutputs: s.maxOutputs,
       workers: 1,
       evmConfirmations: 1,
-      memberEnv: { PEGOUT_SECP256K1: s.backend },
+      memberEnv: { PEGOUT_SECP256K1: s.backend, ...(profiled(s) ? { PEGOUT_STAGE_CLOCK: 'wall' } : {}) },
+      ...(profiled(s)
+        ? { nodeArgs: (i: number) => (i === 0 ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []) }
+        : {}),
     });
-    const rpc = new EvmRpc(devnet.anvil.url);
-    const started = Date.now();
-    let finalAt = started;
-    for (let b = 0; b < s.bursts; b++) {
-      progress(`${s.name}: sending burst ${b + 1}/${s.bursts}`);
-      const sent = await sendPegouts(rpc, s.perBurst, PEGOUT_SATS, {
-        inOneBlock: { confirmations: 1, blockSeconds: 1 },
-        onSent: (x) => progress(`${s.name}: burst ${b + 1}/${s.bursts}: sent ${x}/${s.perBurst}`),
-      });
-      finalAt = sent.finalAt!;
-      await waitPaid(devnet, s, (b + 1) * s.perBurst, started, deadline);
-    }
+    const { started, finalAt, finalMono, before, after } = await drive(devnet, s, deadline);
     const members = await Promise.all(devnet.members.map((m) => usage(m.process?.pid)));
     await devnet.stop();
     const { payments: list, lastFinalizedAt: done } = await samples(devnet);
+    if (profiled(s)) await writeProfile(s, profileDir, { from: finalMono, to: monotonicOf(done) });
     const latencies = list.map((x) => x.latencyMs).sort((a, b) => a - b);
     const inputs = list.map((x) => x.inputs);
     // each member signs every input once and verifies t−1 sets; n members share the cores
@@ -300,34 +360,48 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
       lowerBoundMs,
       p50OverBound: p50 / lowerBoundMs,
       members,
+      cpu: before.map((b, i) => perRequest(b, after[i]!, requests)),
+      stageClock: after[0]?.clock ?? 'unknown',
       samples: list,
     };
   } catch (err) {
     await devnet?.stop();
-    return {
-      scenario: s,
-      ok: false,
-      error: (err as Error).message,
-      requestsPerSecond: 0,
-      requestsPerSecondFromFinal: 0,
-      payments: 0,
-      inputsPerPayment: { mean: 0, max: 0 },
-      outputsPerPayment: { mean: 0, max: 0 },
-      latencyMs: { p50: 0, p99: 0, max: 0 },
-      lowerBoundMs: 0,
-      p50OverBound: 0,
-      members: [],
-      samples: [],
-    };
+    return failed(s, err as Error);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+function failed(s: Scenario, err: Error): Result {
+  return {
+    scenario: s,
+    ok: false,
+    error: err.message,
+    requestsPerSecond: 0,
+    requestsPerSecondFromFinal: 0,
+    payments: 0,
+    inputsPerPayment: { mean: 0, max: 0 },
+    outputsPerPayment: { mean: 0, max: 0 },
+    latencyMs: { p50: 0, p99: 0, max: 0 },
+    lowerBoundMs: 0,
+    p50OverBound: 0,
+    members: [],
+    cpu: [],
+    stageClock: 'unknown',
+    samples: [],
+  };
 }
 
 const rates = await rawRates();
 const results: Result[] = [];
 for (const s of scenarios) results.push(await run(s, rates));
 progress('');
+if (args['cpu-prof']) {
+  // a profiling run: the profiler slows the member it samples, so its figures are not the benchmark's
+  for (const r of results)
+    process.stderr.write(`${r.scenario.name}: ${r.ok ? `profile in ${outDir}` : `failed: ${r.error}`}\n`);
+  process.exit(results.every((r) => r.ok) ? 0 : 1);
+}
 
 const machine = {
   cpu: cpus()[0]?.model ?? 'unknown',
@@ -337,7 +411,6 @@ const machine = {
 };
 const fmt = (x: number, d = 0): string =>
   Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—';
-const paced = (s: Scenario): boolean => s.bursts > 1;
 const rows = results.map((r) =>
   r.ok
     ? `| ${r.scenario.name} | ${requestsOf(r.scenario)} | ${r.payments} | ${fmt(r.inputsPerPayment.mean, 1)} (max ${r.inputsPerPayment.max}) | ${fmt(r.outputsPerPayment.mean, 1)} | ${paced(r.scenario) ? 'paced' : `${fmt(r.requestsPerSecond, 0)} / ${fmt(r.requestsPerSecondFromFinal, 0)}`} | ${fmt(r.latencyMs.p50)} / ${fmt(r.latencyMs.p99)} / ${fmt(r.latencyMs.max)} | ${fmt(r.lowerBoundMs, 1)} | ${fmt(r.p50OverBound, 1)}× | ${fmt(Math.max(...r.members.map((m) => m.cpuSeconds)), 1)} / ${fmt(Math.max(...r.members.map((m) => m.peakRssMb)))} |`
@@ -371,6 +444,11 @@ const markdown = [
   '',
   'Latency: proposal sent → first member holding t verified signature sets; "paced" runs send bursts that are each final in one block, one payment round in flight. Throughput ("at once" runs): every request is final in one block (anvil mining paused while they are sent); from the first request sent, or from the block that made them final, to every request in a finalized payment at every member. Lower bound: each member signs every input once and verifies t−1 sets at the raw libsecp256k1 rates, n members sharing the cores.',
   ...targets(),
+  '',
+  `CPU µs per request per member, by stage (clock: ${results.find((r) => r.ok)?.stageClock ?? '—'}), from each member's own counters (\`pegout_stage_cpu_seconds_total\` in /metrics) read before the first request was sent and after the last was paid: the mean over the members, and the member whose process used the most CPU. sighash_sign and verify include the signing worker's CPU. What each figure measures and its error: the section after the table.`,
+  '',
+  ...STAGE_TABLE_HEADER,
+  ...results.flatMap((r) => stageRows(r.scenario.name, r.cpu)),
 ].join('\n');
 
 const json = {

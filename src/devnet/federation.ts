@@ -36,6 +36,8 @@ export interface DevnetOptions {
   readonly evmConfirmations?: number;
   /** Environment for every member process (e.g. PEGOUT_SECP256K1=js). */
   readonly memberEnv?: NodeJS.ProcessEnv;
+  /** Node options for member `index`'s process (e.g. --cpu-prof for one member of a benchmark). */
+  readonly nodeArgs?: (index: number) => readonly string[];
   readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -186,7 +188,7 @@ export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
       const m = members[i]!;
       const log = createWriteStream(m.logFile, { flags: 'a' });
       await new Promise((resolve) => log.once('open', resolve));
-      const child = spawn(process.execPath, [PEGOUT, 'node', '--config', m.configFile], {
+      const child = spawn(process.execPath, [...(o.nodeArgs?.(i) ?? []), PEGOUT, 'node', '--config', m.configFile], {
         stdio: ['ignore', log, log],
         env: memberProcessEnv(process.env, o.memberEnv),
       });

@@ -1,7 +1,8 @@
 import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Network } from '../bitcoin/network.js';
+import * as stages from '../metrics/stages.js';
 import { cursorKey, evmBlockKey, SPACES } from '../storage/keys.js';
-import type { Store } from '../storage/store.js';
+import type { Store, StoreBatch } from '../storage/store.js';
 import {
   BRIDGE_ADDRESS,
   bridgeRequestLogs,
@@ -15,7 +16,7 @@ import { getRequest, stageForget, stageNewRequest, stageStatus } from './request
 import { decideRequest } from './decider.js';
 import { requestId } from './request-id.js';
 import { getBlock, hexQuantity, type EvmRpc } from './rpc.js';
-import type { EvmBlockRecord, EvmCursor } from '../storage/records.js';
+import type { EvmBlockRecord, EvmCursor, RequestStatus } from '../storage/records.js';
 
 export type Finality = { readonly confirmations: number } | 'finalized';
 
@@ -118,61 +119,25 @@ export class EvmObserver {
     const toBlock = await getBlock(this.rpc, to);
     if (!toBlock) throw new EvmError('rpc_malformed', `node has no block ${to} although it reported ${final} final`);
 
-    const decoded: RequestLog[] = [];
     const blockHashes = new Map<number, string>([[to, toBlock.hash]]);
-    for (const { raw, ordinal } of bridgeRequestLogs(logs, this.bridge)) {
-      const log = decodeRequestLog(raw, ordinal);
-      if ('error' in log) {
-        this.log('evm_log_undecodable', { tx: raw.transactionHash, logIndex: raw.logIndex, error: log.error });
-        continue;
-      }
-      if (!blockHashes.has(log.blockNumber)) {
-        const b = await getBlock(this.rpc, log.blockNumber);
-        if (!b) throw new EvmError('rpc_malformed', `node has no block ${log.blockNumber} for a log it returned`);
-        blockHashes.set(log.blockNumber, b.hash);
-      }
-      // the logs and the headers must describe the same chain, or the range is read again later
-      if (blockHashes.get(log.blockNumber) !== log.blockHash)
-        throw new EvmError('rpc_malformed', `block ${log.blockNumber} changed while it was being read`);
-      decoded.push(log);
-    }
+    const decoded = await this.checkedLogs(logs, blockHashes);
 
     let accepted = 0;
     let rejected = 0;
     await this.store.transaction(async (batch) => {
       const perBlock = new Map<number, string[]>();
       const at = this.now();
-      for (const [i, log] of decoded.entries()) {
+      for (let from = 0; from < decoded.length; from += YIELD_EVERY) {
         // store reads are synchronous: let the links and the API be served during a long range
-        if (i % YIELD_EVERY === YIELD_EVERY - 1) await setImmediate();
-        const id = requestId(log.txHash, log.ordinal);
-        const ids = perBlock.get(log.blockNumber);
-        if (ids) ids.push(id);
-        else perBlock.set(log.blockNumber, [id]);
-        if (await getRequest(batch, id)) continue; // ingesting a block twice changes nothing
-        const d = decideRequest(log.addressBytes, log.wei, this.options.network);
-        stageNewRequest(
-          batch,
-          {
-            id,
-            txHash: log.txHash,
-            ordinal: log.ordinal,
-            blockNumber: log.blockNumber,
-            blockHash: log.blockHash,
-            evmAddress: log.evmAddress,
-            bitcoinAddress: d.bitcoinAddress,
-            wei: log.wei.toString(),
-            sats: d.sats,
-            subSatoshiWei: d.subSatoshiWei.toString(),
-            status: d.status,
-            ...(d.reason ? { reason: d.reason } : {}),
-            ...(d.detail ? { detail: d.detail } : {}),
-            ...(d.scriptPubKey ? { scriptPubKey: d.scriptPubKey } : {}),
-          },
-          at,
-        );
-        if (d.status === 'accepted') accepted++;
-        else rejected++;
+        if (from > 0) await setImmediate();
+        const chunk = decoded.slice(from, from + YIELD_EVERY);
+        const statuses = await stages.timeAsync('decide', async () => {
+          const out: (RequestStatus | undefined)[] = [];
+          for (const log of chunk) out.push(await this.ingest(batch, log, perBlock, at));
+          return out;
+        });
+        accepted += statuses.filter((s) => s === 'accepted').length;
+        rejected += statuses.filter((s) => s === 'rejected').length;
       }
       for (const [n, hash] of blockHashes)
         batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);
@@ -180,6 +145,68 @@ export class EvmObserver {
     });
     if (accepted + rejected > 0) this.log('evm_requests_ingested', { from, to, accepted, rejected });
     return { from, to, accepted, rejected, rolledBack: 0, caughtUp: to >= final };
+  }
+
+  /**
+   * The bridge's request logs decoded (an undecodable one is logged and skipped), each from a
+   * block whose hash the node confirms: the logs and the headers must describe the same chain, or
+   * the range is read again later.
+   */
+  private async checkedLogs(logs: RawLog[], blockHashes: Map<number, string>): Promise<RequestLog[]> {
+    const decoded = stages.time('evm_fetch_decode', () =>
+      bridgeRequestLogs(logs, this.bridge).flatMap(({ raw, ordinal }) => {
+        const log = decodeRequestLog(raw, ordinal);
+        if (!('error' in log)) return [log];
+        this.log('evm_log_undecodable', { tx: raw.transactionHash, logIndex: raw.logIndex, error: log.error });
+        return [];
+      }),
+    );
+    for (const log of decoded) {
+      if (!blockHashes.has(log.blockNumber)) {
+        const b = await getBlock(this.rpc, log.blockNumber);
+        if (!b) throw new EvmError('rpc_malformed', `node has no block ${log.blockNumber} for a log it returned`);
+        blockHashes.set(log.blockNumber, b.hash);
+      }
+      if (blockHashes.get(log.blockNumber) !== log.blockHash)
+        throw new EvmError('rpc_malformed', `block ${log.blockNumber} changed while it was being read`);
+    }
+    return decoded;
+  }
+
+  /** Decides one request and stages it; undefined when it was ingested before (a block read twice changes nothing). */
+  private async ingest(
+    batch: StoreBatch,
+    log: RequestLog,
+    perBlock: Map<number, string[]>,
+    at: string,
+  ): Promise<RequestStatus | undefined> {
+    const id = requestId(log.txHash, log.ordinal);
+    const ids = perBlock.get(log.blockNumber);
+    if (ids) ids.push(id);
+    else perBlock.set(log.blockNumber, [id]);
+    if (await getRequest(batch, id)) return undefined;
+    const d = decideRequest(log.addressBytes, log.wei, this.options.network);
+    stageNewRequest(
+      batch,
+      {
+        id,
+        txHash: log.txHash,
+        ordinal: log.ordinal,
+        blockNumber: log.blockNumber,
+        blockHash: log.blockHash,
+        evmAddress: log.evmAddress,
+        bitcoinAddress: d.bitcoinAddress,
+        wei: log.wei.toString(),
+        sats: d.sats,
+        subSatoshiWei: d.subSatoshiWei.toString(),
+        status: d.status,
+        ...(d.reason ? { reason: d.reason } : {}),
+        ...(d.detail ? { detail: d.detail } : {}),
+        ...(d.scriptPubKey ? { scriptPubKey: d.scriptPubKey } : {}),
+      },
+      at,
+    );
+    return d.status;
   }
 
   /** eth_getLogs for [from, to], halving the range while the node refuses it as too large. */

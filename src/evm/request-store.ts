@@ -7,6 +7,7 @@ import {
   type StoreReader,
 } from '../storage/store.js';
 import {
+  requestCountKey,
   requestByAddressKey,
   requestByAddressPrefix,
   requestByBitcoinAddressKey,
@@ -29,12 +30,13 @@ function keyOf(record: Pick<RequestRecord, 'id'>): { txHash: string; ordinal: nu
   return parseRequestId(record.id);
 }
 
-/** Stages a newly ingested request and the first entry of its history. */
+/** Stages a newly ingested request, the first entry of its history, its index entries and its count. */
 export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, 'seq'>, at: string): RequestRecord {
   const full: RequestRecord = { ...record, seq: 0 };
   const { txHash, ordinal } = keyOf(record);
   batch.put(requestKey(txHash, ordinal), full);
   batch.put(requestIndexKey(record.status, txHash, ordinal), 1);
+  batch.add(requestCountKey(record.status), 1);
   batch.put(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal), 1);
   batch.put(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal), 1);
   const change: StatusChange = { status: record.status, at, ...(record.detail ? { detail: record.detail } : {}) };
@@ -76,8 +78,8 @@ export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', '
 export const OWED: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', 'broadcast'];
 
 /**
- * Stages a status change, its history entry and the status index together; `record` must be the current one (read
- * through the same batch).
+ * Stages a status change, its history entry, the status index and the counts by status together; `record` must be
+ * the current one (read through the same batch).
  */
 export function stageStatus(
   batch: StoreBatch,
@@ -96,8 +98,10 @@ export function stageStatus(
   const next: RequestRecord = { ...record, status, seq: record.seq + 1, ...(detail ? { detail } : {}) };
   const { txHash, ordinal } = keyOf(record);
   batch.put(requestKey(txHash, ordinal), next);
-  if (status !== record.status)
+  if (status !== record.status) {
     batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
+    batch.add(requestCountKey(record.status), -1).add(requestCountKey(status), 1);
+  }
   batch.put(requestLogKey(txHash, ordinal, next.seq), {
     status,
     at,
@@ -111,6 +115,7 @@ export function stageForget(batch: StoreBatch, record: RequestRecord): void {
   const { txHash, ordinal } = keyOf(record);
   batch.del(requestKey(txHash, ordinal));
   batch.del(requestIndexKey(record.status, txHash, ordinal));
+  batch.add(requestCountKey(record.status), -1);
   batch.del(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal));
   batch.del(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal));
   for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, ordinal, seq));
@@ -196,12 +201,13 @@ export async function listRequestsInStatus(store: Store, status: RequestStatus):
   return records.filter((r): r is RequestRecord => r !== undefined);
 }
 
-/** How many requests are in each status, from the index alone. */
+/**
+ * How many requests are in each status (statuses with none left out), from the reqcount/ counters
+ * that every status change moves in its own batch: a read of a few keys, however long the history.
+ */
 export async function countRequests(store: Store): Promise<Map<RequestStatus, number>> {
   const counts = new Map<RequestStatus, number>();
-  for (const key of await store.keys({ prefix: SPACES.requestIndex })) {
-    const status = key.slice(SPACES.requestIndex.length, key.indexOf('/', SPACES.requestIndex.length)) as RequestStatus;
-    counts.set(status, (counts.get(status) ?? 0) + 1);
-  }
+  for await (const [key, n] of store.entries<number>({ prefix: SPACES.requestCount }))
+    if (n !== 0) counts.set(key.slice(SPACES.requestCount.length) as RequestStatus, n);
   return counts;
 }

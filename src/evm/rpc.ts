@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import * as stages from '../metrics/stages.js';
 import { EvmError } from './errors.js';
 
 export interface EvmRpcOptions {
@@ -52,7 +53,7 @@ export class EvmRpc {
       response = await fetch(this.url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: ++this.id, method, params }),
+        body: stages.time('evm_fetch_decode', () => JSON.stringify({ jsonrpc: '2.0', id: ++this.id, method, params })),
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
@@ -69,7 +70,9 @@ export class EvmRpc {
     }
     let body: unknown;
     try {
-      body = await response.json();
+      // read whole, then parsed in one timed section (a range's logs can be megabytes)
+      const text = await response.text();
+      body = stages.time('evm_fetch_decode', () => JSON.parse(text) as unknown);
     } catch {
       throw malformed(method, `HTTP ${response.status}, body is not JSON`);
     }

@@ -1,9 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { registerStageMetrics } from './stages.js';
 
 /** A member's metrics, on a registry of its own (several members can share a test process). */
 export function createMetrics(options: { processMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (options.processMetrics) collectDefaultMetrics({ register: registry, prefix: 'pegout_process_' });
+  // CPU by pipeline stage (src/metrics/stages.ts)
+  registerStageMetrics(registry);
   const registers = [registry];
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers });

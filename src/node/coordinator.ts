@@ -3,6 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
 import { getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
+import * as stages from '../metrics/stages.js';
 import type { PeerNetwork } from '../p2p/network.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
@@ -329,7 +330,8 @@ export class Coordinator {
     this.lastSlot = slot;
     await this.turn(slot, async (rate) => {
       await this.matchLate();
-      return [...((await this.o.replacements?.(rate)) ?? []), ...(await this.merges(rate, now, slot))];
+      const merges = await stages.timeAsync('proposal_build', () => this.merges(rate, now, slot));
+      return [...((await this.o.replacements?.(rate)) ?? []), ...merges];
     });
   }
 
@@ -352,30 +354,12 @@ export class Coordinator {
   /** Signs and sends `proposals`, then payments of every pending request they leave out. */
   private async propose(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
     if (this.o.paused()) return;
-    const merged = new Set(proposals.flatMap((p) => p.requestIds));
-    const pending: PaymentRequest[] = (await this.o.outflow.plan()).flatMap((r) =>
-      r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
-    );
-    // a request over the per-request limit goes in a payment of its own: a member that has not
-    // released it refuses that payment alone (a peer lying about its release stalls nothing else)
-    const batches = [
-      pending.filter((r) => !overRequestLimit(r.sats, policy.limits)),
-      ...pending.filter((r) => overRequestLimit(r.sats, policy.limits)).map((r) => [r]),
-    ];
-    let spendable = await this.spendable(policy);
-    for (const batch of batches.filter((b) => b.length > 0)) {
-      const plan = buildPayments(batch, spendable, rate, this.o.federation, {
-        maxOutputs: this.o.maxOutputs,
-        maxSharePerRequest: policy.fee.maxSharePerRequest,
-      });
-      for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
-      proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
-      const used = new Set(plan.payments.flatMap((p) => p.prevouts.map(outpointText)));
-      spendable = spendable.filter((u) => !used.has(outpointText(u)));
-    }
+    await stages.timeAsync('proposal_build', () => this.addPayments(slot, rate, policy, proposals));
     for (const built of proposals) {
       const started = performance.now();
-      const checked = checkProposal({ ...built, round: slot, proposer: this.myKey });
+      const checked = stages.time('proposal_build', () =>
+        checkProposal({ ...built, round: slot, proposer: this.myKey }),
+      );
       const { proposal } = checked;
       const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, policy);
       if (!outcome.ok) {
@@ -398,6 +382,31 @@ export class Coordinator {
         signatures: outcome.signatures,
       } satisfies SignaturesBody);
       await this.track(checked, outcome.signatures);
+    }
+  }
+
+  /** Adds to `proposals` payments of every pending request they leave out. */
+  private async addPayments(slot: number, rate: number, policy: SigningPolicy, proposals: Proposal[]): Promise<void> {
+    const merged = new Set(proposals.flatMap((p) => p.requestIds));
+    const pending: PaymentRequest[] = (await this.o.outflow.plan()).flatMap((r) =>
+      r.scriptPubKey && !merged.has(r.id) ? [{ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats }] : [],
+    );
+    // a request over the per-request limit goes in a payment of its own: a member that has not
+    // released it refuses that payment alone (a peer lying about its release stalls nothing else)
+    const batches = [
+      pending.filter((r) => !overRequestLimit(r.sats, policy.limits)),
+      ...pending.filter((r) => overRequestLimit(r.sats, policy.limits)).map((r) => [r]),
+    ];
+    let spendable = await this.spendable(policy);
+    for (const batch of batches.filter((b) => b.length > 0)) {
+      const plan = buildPayments(batch, spendable, rate, this.o.federation, {
+        maxOutputs: this.o.maxOutputs,
+        maxSharePerRequest: policy.fee.maxSharePerRequest,
+      });
+      for (const d of plan.deferred) this.o.log.debug('request_deferred', { request: d.id, reason: d.reason });
+      proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
+      const used = new Set(plan.payments.flatMap((p) => p.prevouts.map(outpointText)));
+      spendable = spendable.filter((u) => !used.has(outpointText(u)));
     }
   }
 
@@ -432,7 +441,7 @@ export class Coordinator {
   private async onProposalFrame(peer: string, body: unknown): Promise<void> {
     let checked: CheckedProposal;
     try {
-      checked = checkProposal(body);
+      checked = stages.time('validation', () => checkProposal(body));
     } catch (err) {
       this.refused(peer, 'malformed_proposal', (err as Error).message);
       return;
@@ -654,11 +663,11 @@ export class Coordinator {
     }
     if (this.collector.count(txid) >= this.o.federation.threshold) {
       const { proposal } = this.proposals.get(txid)!.checked;
-      const signed = this.collector.finalize(txid);
+      const signed = stages.time('finalize_record', () => this.collector.finalize(txid));
       this.collector.forget(txid);
       this.proposals.delete(txid);
       const body: FinalizedBody = {
-        tx: serializeTx(signed),
+        tx: stages.time('finalize_record', () => serializeTx(signed)),
         prevouts: proposal.prevouts,
         requestIds: proposal.requestIds,
       };
@@ -673,14 +682,17 @@ export class Coordinator {
    */
   private async onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void> {
     let signed: Transaction;
+    let txid: string;
     try {
-      signed = checkFinalizedBody(body);
+      [signed, txid] = stages.time('verify', () => {
+        const tx = checkFinalizedBody(body);
+        return [tx, txidOf(tx)] as const;
+      });
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
       this.o.log.warn('finalized_refused', { peer, error: err as Error });
       return;
     }
-    const txid = txidOf(signed);
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
     try {
       await verifyFinalizedWitnesses(signed, body.prevouts, this.o.federation, this.o.pool.verifyTransaction);

@@ -3,6 +3,7 @@ import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
+import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
@@ -86,61 +87,74 @@ export async function recordFinalized(
   body: FinalizedBody,
   detail: string,
 ): Promise<FinalizedRecord | undefined> {
-  return store.transaction(async (batch) => {
-    if (await store.get(keys.finalizedKey(txid))) return undefined;
-    const at = new Date().toISOString();
-    const requestIds: string[] = [];
-    const unmatched: Record<string, number> = {};
-    // output k + 1 pays the k-th committed request
-    for (const [k, id] of body.requestIds.entries()) {
-      const r = await getRequest(batch, id);
-      const output = signed.outputs[k + 1];
-      const { txHash, ordinal } = parseRequestId(id);
-      if (!r && output) {
-        // not ingested here yet: committed by a transaction t members signed, so it is indexed
-        // now and no other payment of it is signed meanwhile; matched once it is ingested
-        batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
-        unmatched[id] = k + 1;
-        continue;
-      }
-      if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
-      requestIds.push(id);
+  return store.transaction((batch) =>
+    stages.timeAsync('finalize_record', () => stageFinalized(store, federation, batch, txid, signed, body, detail)),
+  );
+}
+
+/** recordFinalized's batch: undefined when the payment was recorded before. */
+async function stageFinalized(
+  store: Store,
+  federation: Federation,
+  batch: StoreBatch,
+  txid: string,
+  signed: Transaction,
+  body: FinalizedBody,
+  detail: string,
+): Promise<FinalizedRecord | undefined> {
+  if (await store.get(keys.finalizedKey(txid))) return undefined;
+  const at = new Date().toISOString();
+  const requestIds: string[] = [];
+  const unmatched: Record<string, number> = {};
+  // output k + 1 pays the k-th committed request
+  for (const [k, id] of body.requestIds.entries()) {
+    const r = await getRequest(batch, id);
+    const output = signed.outputs[k + 1];
+    const { txHash, ordinal } = parseRequestId(id);
+    if (!r && output) {
+      // not ingested here yet: committed by a transaction t members signed, so it is indexed
+      // now and no other payment of it is signed meanwhile; matched once it is ingested
       batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
-      if (QUEUED.has(r.status) || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
+      unmatched[id] = k + 1;
+      continue;
     }
-    const superseded = await stageSupersededBy(
-      store,
-      batch,
-      txid,
-      body.requestIds,
-      new Set(signed.inputs.map(outpointText)),
-      at,
-    );
-    const conflicts = new Set<string>();
-    const held = [];
-    for (const input of signed.inputs) {
-      const u = await getUtxo(batch, input);
-      if (u?.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);
-      // a proposal whose input another proposal took over (a replacement) loses too
-      for (const other of await proposalsSpending(store, input, txid)) conflicts.add(other);
-      // found on the chain, it may be spent already: then there is nothing left to reserve
-      if (u && u.state !== 'spent') held.push(input);
-    }
-    await reserveUtxos(batch, held, txid, { replacing: [...conflicts] });
-    const final: FinalizedRecord = {
-      txid,
-      tx: body.tx,
-      prevouts: body.prevouts,
-      requestIds,
-      unmatched,
-      fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
-      vsize: signedFederationVsize(federation, signed),
-      conflicts: [...conflicts],
-      ...(superseded.length > 0 ? { superseded } : {}),
-      at,
-    };
-    batch.put(keys.finalizedKey(txid), final);
-    batch.put(keys.finalizedAtKey(at, txid), 1);
-    return final;
-  });
+    if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
+    requestIds.push(id);
+    batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
+    if (QUEUED.has(r.status) || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
+  }
+  const superseded = await stageSupersededBy(
+    store,
+    batch,
+    txid,
+    body.requestIds,
+    new Set(signed.inputs.map(outpointText)),
+    at,
+  );
+  const conflicts = new Set<string>();
+  const held = [];
+  for (const input of signed.inputs) {
+    const u = await getUtxo(batch, input);
+    if (u?.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);
+    // a proposal whose input another proposal took over (a replacement) loses too
+    for (const other of await proposalsSpending(store, input, txid)) conflicts.add(other);
+    // found on the chain, it may be spent already: then there is nothing left to reserve
+    if (u && u.state !== 'spent') held.push(input);
+  }
+  await reserveUtxos(batch, held, txid, { replacing: [...conflicts] });
+  const final: FinalizedRecord = {
+    txid,
+    tx: body.tx,
+    prevouts: body.prevouts,
+    requestIds,
+    unmatched,
+    fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
+    vsize: signedFederationVsize(federation, signed),
+    conflicts: [...conflicts],
+    ...(superseded.length > 0 ? { superseded } : {}),
+    at,
+  };
+  batch.put(keys.finalizedKey(txid), final);
+  batch.put(keys.finalizedAtKey(at, txid), 1);
+  return final;
 }

@@ -5,6 +5,7 @@ import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { getRequest, listRequestsInStatus, OWED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
+import * as stages from '../metrics/stages.js';
 import {
   broadcastKey,
   broadcastPrefix,
@@ -92,32 +93,41 @@ async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecor
  * requests stay 'signed' (nothing was broadcast, nothing is paid).
  */
 export async function settleLocally(store: Store, federation: Federation, record: FinalizedRecord): Promise<void> {
+  await store.transaction((batch) =>
+    stages.timeAsync('finalize_record', () => applyLocally(store, federation, batch, record)),
+  );
+}
+
+async function applyLocally(
+  store: Store,
+  federation: Federation,
+  batch: StoreBatch,
+  record: FinalizedRecord,
+): Promise<void> {
   const tx = parseTx(record.tx);
-  await store.transaction(async (batch) => {
-    for (const input of tx.inputs) {
-      const u = await getUtxo(store, input);
-      // A conflicting payment was finalized first. On a chain only one of them would confirm, and
-      // which one is not known here, so its requests stay in this payment (paying them again while
-      // it stands could pay them twice: signer.ts counts a finalized payment as live); only the
-      // inputs the other one did not spend go back to the wallet.
-      if (u?.state === 'spent' && u.spentBy !== record.txid) {
-        await releaseUtxos(batch, tx.inputs, record.txid);
-        return;
-      }
+  for (const input of tx.inputs) {
+    const u = await getUtxo(store, input);
+    // A conflicting payment was finalized first. On a chain only one of them would confirm, and
+    // which one is not known here, so its requests stay in this payment (paying them again while
+    // it stands could pay them twice: signer.ts counts a finalized payment as live); only the
+    // inputs the other one did not spend go back to the wallet.
+    if (u?.state === 'spent' && u.spentBy !== record.txid) {
+      await releaseUtxos(batch, tx.inputs, record.txid);
+      return;
     }
-    for (const input of tx.inputs) await spendUtxo(batch, input, record.txid);
-    for (const [vout, output] of tx.outputs.entries()) {
-      if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0)
-        await registerUtxo(batch, {
-          txid: record.txid,
-          vout,
-          value: output.value,
-          scriptPubKey: output.scriptPubKey,
-          height: 0,
-        });
-    }
-    await stageSuperseded(store, batch, record, new Date().toISOString());
-  });
+  }
+  for (const input of tx.inputs) await spendUtxo(batch, input, record.txid);
+  for (const [vout, output] of tx.outputs.entries()) {
+    if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0)
+      await registerUtxo(batch, {
+        txid: record.txid,
+        vout,
+        value: output.value,
+        scriptPubKey: output.scriptPubKey,
+        height: 0,
+      });
+  }
+  await stageSuperseded(store, batch, record, new Date().toISOString());
 }
 
 export interface ChainSettlementOptions {

@@ -4,6 +4,7 @@ import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, QUEUED, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
+import * as stages from '../metrics/stages.js';
 import {
   finalizedKey,
   holdKey,
@@ -13,7 +14,7 @@ import {
   signatureMadeKey,
   supersededKey,
 } from '../storage/keys.js';
-import type { Store, StoreReader } from '../storage/store.js';
+import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
 import { outflowWindow, overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
@@ -173,48 +174,80 @@ export async function signProposal(
   now: () => string = () => new Date().toISOString(),
 ): Promise<SignOutcome> {
   return store.transaction(async (batch): Promise<SignOutcome> => {
-    const { proposal, tx, txid } = checked;
-    const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
-    if (existing) return { ok: true, txid, signatures: existing.signatures, already: true };
-    const paused = await isPaused(store);
-    if (paused) {
-      const why = paused.reasons.map((r) => `${r.kind}: ${r.detail}`).join('; ');
-      return { ok: false, reason: 'paused', detail: `this member is paused since ${paused.since} (${why})` };
-    }
-    const state = await validationState(store, federation, checked, policy);
-    const verdict = validateProposal(checked, state);
-    if (!verdict.ok) return verdict;
-    // inputs reserved by earlier proposals this one replaces (it spends them) move to it
-    const replacing = new Set<string>();
-    for (const input of tx.inputs) {
-      const u = await getUtxo(store, input);
-      if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
-    }
-    await stageProposal(batch, checked, { replacing: [...replacing] });
-    const signatures = await pool.signTransaction(tx, proposal.prevouts);
-    const at = now();
-    batch.put(signatureMadeKey(txid), {
-      txid,
-      inputs: tx.inputs.map(outpointText),
-      requestIds: [...proposal.requestIds],
-      signatures,
-      fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
-      vsize: signedFederationVsize(federation, tx),
-      at,
-    } satisfies SignatureRecord);
-    // validation refused duplicate and unknown ids, so each record is read once, before any change
-    const records = await getRequests(batch, proposal.requestIds);
-    const added = proposal.requestIds.reduce(
-      (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),
-      0n,
+    const staged = await stages.timeAsync('validation', () =>
+      validateAndStage(store, batch, federation, checked, policy),
     );
-    if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
-    for (const [i, id] of proposal.requestIds.entries()) {
-      const { txHash, ordinal } = parseRequestId(id);
-      batch.put(requestSignedKey(txHash, ordinal, txid), 1);
-      const request = records[i];
-      if (request && QUEUED.has(request.status)) stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
-    }
-    return { ok: true, txid, signatures, already: false };
+    if ('refused' in staged) return staged.refused;
+    const signatures = await pool.signTransaction(checked.tx, checked.proposal.prevouts);
+    await stages.timeAsync('validation', () =>
+      stageSigned(batch, federation, checked, signatures, now(), staged.state),
+    );
+    return { ok: true, txid: checked.txid, signatures, already: false };
   });
+}
+
+/**
+ * The signer's checks before it signs, and the proposal staged with its reservations; the outcome
+ * instead when it must not sign (refused, or signed before).
+ */
+async function validateAndStage(
+  store: Store,
+  batch: StoreBatch,
+  federation: Federation,
+  checked: CheckedProposal,
+  policy: SigningPolicy,
+): Promise<{ refused: SignOutcome } | { state: ValidationState }> {
+  const { tx, txid } = checked;
+  const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
+  if (existing) return { refused: { ok: true, txid, signatures: existing.signatures, already: true } };
+  const paused = await isPaused(store);
+  if (paused) {
+    const why = paused.reasons.map((r) => `${r.kind}: ${r.detail}`).join('; ');
+    return { refused: { ok: false, reason: 'paused', detail: `this member is paused since ${paused.since} (${why})` } };
+  }
+  const state = await validationState(store, federation, checked, policy);
+  const verdict = validateProposal(checked, state);
+  if (!verdict.ok) return { refused: verdict };
+  // inputs reserved by earlier proposals this one replaces (it spends them) move to it
+  const replacing = new Set<string>();
+  for (const input of tx.inputs) {
+    const u = await getUtxo(store, input);
+    if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
+  }
+  await stageProposal(batch, checked, { replacing: [...replacing] });
+  return { state };
+}
+
+/** The record of what was signed (written with the proposal, synced, before the signatures leave). */
+async function stageSigned(
+  batch: StoreBatch,
+  federation: Federation,
+  { proposal, tx, txid }: CheckedProposal,
+  signatures: Uint8Array,
+  at: string,
+  state: ValidationState,
+): Promise<void> {
+  batch.put(signatureMadeKey(txid), {
+    txid,
+    inputs: tx.inputs.map(outpointText),
+    requestIds: [...proposal.requestIds],
+    signatures,
+    fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
+    vsize: signedFederationVsize(federation, tx),
+    at,
+  } satisfies SignatureRecord);
+  // validation refused duplicate and unknown ids, so each record is read once, before any change
+  const records = await getRequests(batch, proposal.requestIds);
+  // the rolling cap counts a request in the window of the first payment of it this member signs
+  const added = proposal.requestIds.reduce(
+    (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),
+    0n,
+  );
+  if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
+  for (const [i, id] of proposal.requestIds.entries()) {
+    const { txHash, ordinal } = parseRequestId(id);
+    batch.put(requestSignedKey(txHash, ordinal, txid), 1);
+    const request = records[i];
+    if (request && QUEUED.has(request.status)) stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
+  }
 }

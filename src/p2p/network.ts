@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { compare, concat, toHex } from '../bitcoin/bytes.js';
+import * as stages from '../metrics/stages.js';
 import { schnorrBackend, type SchnorrBackend } from '../signing/schnorr.js';
 import { Admissions } from './admission.js';
 import { linkCertificate, type LinkCertificate } from './certificate.js';
@@ -264,7 +265,8 @@ export class PeerNetwork extends EventEmitter {
   send(peer: string, type: string, body: unknown): boolean {
     const link = this.links.get(peer);
     if (!link?.ready || link.ws.readyState !== WebSocket.OPEN) return false;
-    link.ws.send(encodeFrame(type, body));
+    // msgpack, WebSocket framing (masking on dialed links) and TLS encryption all happen in this call
+    stages.time('links_msgpack', () => link.ws.send(encodeFrame(type, body)));
     this.stats.framesOut++;
     return true;
   }
@@ -324,7 +326,7 @@ export class PeerNetwork extends EventEmitter {
     else ws.once('open', hello);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       try {
-        this.receive(link, isBinary ? data : Buffer.from(data), expected);
+        stages.time('links_msgpack', () => this.receive(link, isBinary ? data : Buffer.from(data), expected));
       } catch {
         this.drop(link, 'malformed');
       }

@@ -2,6 +2,7 @@ import { equal, toHex } from '../bitcoin/bytes.js';
 import { memberIndex, type Federation } from '../bitcoin/federation.js';
 import { allScriptPathSighashes } from '../bitcoin/sighash.js';
 import { txid as txidOf, withWitnesses, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import * as stages from '../metrics/stages.js';
 import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
 
@@ -76,6 +77,27 @@ export class SignatureCollector {
   async add(txid: string, set: MemberSignatures): Promise<AddOutcome> {
     const p = this.get(txid);
     const member = toHex(set.pubkey);
+    if (stages.time('verify', () => this.duplicate(txid, p, member, set))) return 'duplicate';
+    const valid = await this.verify(p.tx, p.prevouts, set.pubkey, Buffer.concat(set.signatures));
+    stages.time('verify', () => {
+      const bad = valid.findIndex((ok) => ok !== 1);
+      if (bad >= 0) {
+        throw new SigningError(
+          'invalid_signature',
+          `member ${member}: signature for input ${bad} of ${txid} does not verify`,
+          { txid, pubkey: member, input: bad },
+        );
+      }
+      p.sets.set(
+        member,
+        set.signatures.map((s) => Uint8Array.from(s)),
+      );
+    });
+    return 'added';
+  }
+
+  /** Checks a set's shape before it is verified; true when the member already gave exactly these signatures. */
+  private duplicate(txid: string, p: Pending, member: string, set: MemberSignatures): boolean {
     if (memberIndex(this.federation, set.pubkey) < 0) {
       throw new SigningError('not_a_member', `${member} is not a member of the federation`, { txid, pubkey: member });
     }
@@ -98,7 +120,7 @@ export class SignatureCollector {
     });
     const known = p.sets.get(member);
     if (known) {
-      if (known.every((sig, i) => equal(sig, set.signatures[i]!))) return 'duplicate';
+      if (known.every((sig, i) => equal(sig, set.signatures[i]!))) return true;
       // A second, different valid set from one member is harmless for the transaction but is
       // kept out: the first verified set stays, so a replay cannot churn state.
       throw new SigningError(
@@ -107,20 +129,7 @@ export class SignatureCollector {
         { txid, pubkey: member },
       );
     }
-    const valid = await this.verify(p.tx, p.prevouts, set.pubkey, Buffer.concat(set.signatures));
-    const bad = valid.findIndex((ok) => ok !== 1);
-    if (bad >= 0) {
-      throw new SigningError(
-        'invalid_signature',
-        `member ${member}: signature for input ${bad} of ${txid} does not verify`,
-        { txid, pubkey: member, input: bad },
-      );
-    }
-    p.sets.set(
-      member,
-      set.signatures.map((s) => Uint8Array.from(s)),
-    );
-    return 'added';
+    return false;
   }
 
   count(txid: string): number {
@@ -238,13 +247,16 @@ export async function verifyFinalizedWitnesses(
   federation: Federation,
   verify: VerifyFn,
 ): Promise<void> {
-  const perInput = witnessSignatures(tx, federation);
-  const signers = perInput[0]?.map((f) => f.key) ?? [];
-  const sets = signers.map(() => new Uint8Array(64 * tx.inputs.length));
-  for (const [i, found] of perInput.entries()) {
-    if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, "its signers differ from input 0's");
-    found.forEach((f, s) => sets[s]!.set(f.signature, i * 64));
-  }
+  const { signers, sets } = stages.time('verify', () => {
+    const perInput = witnessSignatures(tx, federation);
+    const signers = perInput[0]?.map((f) => f.key) ?? [];
+    const sets = signers.map(() => new Uint8Array(64 * tx.inputs.length));
+    for (const [i, found] of perInput.entries()) {
+      if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, "its signers differ from input 0's");
+      found.forEach((f, s) => sets[s]!.set(f.signature, i * 64));
+    }
+    return { signers, sets };
+  });
   for (const [s, key] of signers.entries()) {
     const valid = await verify(tx, prevouts, federation.pubkeys[key]!, sets[s]!);
     const bad = valid.findIndex((ok) => ok !== 1);

@@ -12,6 +12,8 @@ interface Addon {
   sign(secretKey: Uint8Array, message: Uint8Array, aux: Uint8Array | null): Buffer;
   verify(signature: Uint8Array, message: Uint8Array, pubkey: Uint8Array): boolean;
   taggedHash(tag: Uint8Array, data: Uint8Array): Buffer;
+  /** The calling thread's CPU time, ns (clock_gettime(CLOCK_THREAD_CPUTIME_ID)). */
+  threadCpuNs(): number;
 }
 
 // dist/src/signing/native.js → <repo>/build/Release
@@ -58,5 +60,19 @@ export function loadNativeBackend():
     return { backend: wrap(createRequire(import.meta.url)(ADDON_PATH) as Addon) };
   } catch (err) {
     return { reason: `loading ${ADDON_PATH} failed: ${(err as Error).message}` };
+  }
+}
+
+/**
+ * The calling thread's CPU clock in nanoseconds, from the addon whatever the Schnorr backend (the
+ * stage counters' clock, src/metrics/stages.ts); undefined when the addon is not built or predates it.
+ */
+export function loadThreadCpuClock(): (() => number) | undefined {
+  if (!existsSync(ADDON_PATH)) return undefined;
+  try {
+    const addon = createRequire(import.meta.url)(ADDON_PATH) as Partial<Addon>;
+    return typeof addon.threadCpuNs === 'function' ? addon.threadCpuNs : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -2,12 +2,13 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Federation } from '../bitcoin/federation.js';
+import * as stages from '../metrics/stages.js';
 import { precomputeSighash } from '../bitcoin/sighash.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { VerifyFn } from './collector.js';
 import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
-import type { SignTask, VerifyTask } from './worker.js';
+import type { SignTask, TaskResult, VerifyTask } from './worker.js';
 
 export interface SigningPoolOptions {
   /** The member key, loaded into each worker once. Omit for a verify-only pool. */
@@ -65,6 +66,18 @@ export class SigningPool {
     if (this.closed) throw new SigningError('pool_closed', 'the signing pool has been destroyed');
   }
 
+  /** The tasks' bytes in order, their worker CPU counted to `stage`. */
+  private static join(stage: 'sighash_sign' | 'verify', parts: readonly TaskResult[]): Buffer {
+    return stages.time(stage, () =>
+      Buffer.concat(
+        parts.map((p) => {
+          stages.addWorkerTime(stage, p.time);
+          return p.bytes;
+        }),
+      ),
+    );
+  }
+
   /** This member's signatures for every input, concatenated (64 bytes each). */
   async signTransaction(
     tx: Transaction,
@@ -72,14 +85,15 @@ export class SigningPool {
     aux: 'random' | 'zero' = 'random',
   ): Promise<Uint8Array> {
     this.check();
-    const pre = precomputeSighash(tx, prevouts);
-    const parts = await Promise.all(
-      this.ranges(tx.inputs.length).map(([from, to]) => {
+    // the per-transaction hashes, and the tasks handed to the workers, are this thread's part
+    const tasks = stages.time('sighash_sign', () => {
+      const pre = precomputeSighash(tx, prevouts);
+      return this.ranges(tx.inputs.length).map(([from, to]) => {
         const task: SignTask = { kind: 'sign', tx, prevouts, pre, leafHash: this.federation.leafHash, from, to, aux };
-        return this.pool.run(task) as Promise<Uint8Array>;
-      }),
-    );
-    return Buffer.concat(parts);
+        return this.pool.run(task) as Promise<TaskResult>;
+      });
+    });
+    return SigningPool.join('sighash_sign', await Promise.all(tasks));
   }
 
   /** One byte per input, 1 when that input's signature by `pubkey` is valid (a collector VerifyFn). */
@@ -91,9 +105,9 @@ export class SigningPool {
         `need ${tx.inputs.length} signatures (${tx.inputs.length * 64} bytes), got ${signatures.length} bytes`,
       );
     }
-    const pre = precomputeSighash(tx, prevouts);
-    const parts = await Promise.all(
-      this.ranges(tx.inputs.length).map(([from, to]) => {
+    const tasks = stages.time('verify', () => {
+      const pre = precomputeSighash(tx, prevouts);
+      return this.ranges(tx.inputs.length).map(([from, to]) => {
         // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
         const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
         const task: VerifyTask = {
@@ -107,10 +121,10 @@ export class SigningPool {
           pubkey,
           signatures: chunk,
         };
-        return this.pool.run(task, { transferList: [chunk.buffer] }) as Promise<Uint8Array>;
-      }),
-    );
-    return Buffer.concat(parts);
+        return this.pool.run(task, { transferList: [chunk.buffer] }) as Promise<TaskResult>;
+      });
+    });
+    return SigningPool.join('verify', await Promise.all(tasks));
   };
 
   async destroy(): Promise<void> {

@@ -18,6 +18,9 @@
  * | reqlog/    | reqlog/<evm tx hash>/<ordinal>/<seq>       | one status change (history, append-only)   | same batch as the req/ change   |
  * | reqidx/    | reqidx/<status>/<evm tx hash>/<ordinal>  | 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
  * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
+ * | reqcount/  | reqcount/<status>                        | integer — how many req/ records have that  | same batch as the reqidx/ change|
+ * |            |                                          | status (schema 4): the metrics read these  | (StoreBatch.add), only in       |
+ * |            |                                          | instead of counting the index              | src/evm/request-store.ts        |
  * | reqaddr/   | reqaddr/<evm address>/<block>/<tx hash>/ | 1 — index of req/ by the EVM address that  | same batch as the req/ record   |
  * |            |   <ordinal>                              | burned (newest last)                       |                                 |
  * | reqbtc/    | reqbtc/<sha256 of the Bitcoin address    | 1 — index of req/ by the destination text  | same batch as the req/ record   |
@@ -66,6 +69,7 @@ export const SPACES = {
   request: 'req/',
   requestLog: 'reqlog/',
   requestIndex: 'reqidx/',
+  requestCount: 'reqcount/',
   requestByAddress: 'reqaddr/',
   requestByBitcoinAddress: 'reqbtc/',
   utxo: 'utxo/',
@@ -227,6 +231,11 @@ export const requestIndexKey = requests.indexKey;
 /** Every request one EVM transaction made, `req/<tx hash>/<ordinal>`: the index of requests by transaction. */
 export function requestsOfTxPrefix(txHash: string): string {
   return `${SPACES.request}${evmHash(txHash, 'request transaction hash')}/`;
+}
+
+/** The counter of requests in `status`. */
+export function requestCountKey(status: string): string {
+  return `${SPACES.requestCount}${status}`;
 }
 
 /** The req/ key a reqidx/ key points at. */

@@ -25,6 +25,8 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
         scenario: { requests: number };
         latenciesMs: number[];
         lowerBoundMs: number;
+        stageClock: string;
+        cpu: { stages: Record<string, number>; total: number; mainThread: number; process: number }[];
       }[];
     };
     assert.equal(json.results.length, 1);
@@ -33,7 +35,17 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     assert.ok(r!.payments >= 1);
     assert.equal(r!.latenciesMs.length, r!.payments);
     assert.ok(r!.lowerBoundMs > 0);
-    assert.match(await readFile(join(out, 'e2e.md'), 'utf8'), /\| 2-of-3 native \| 6 \|/);
+    const md = await readFile(join(out, 'e2e.md'), 'utf8');
+    assert.match(md, /\| 2-of-3 native \| 6 \|/);
+    // CPU by stage, from every member's own counters: each one signed, verified and wrote to its store
+    assert.equal(r!.cpu.length, 3);
+    for (const member of r!.cpu) {
+      for (const stage of ['decide', 'store_write', 'validation', 'sighash_sign', 'verify', 'finalize_record'])
+        assert.ok(member.stages[stage]! > 0, `${stage}: ${JSON.stringify(member)}`);
+      assert.ok(member.total <= member.process, JSON.stringify(member));
+    }
+    assert.match(md, /\| 2-of-3 native \| mean of 3 \|/);
+    assert.match(md, /\| 2-of-3 native \| busiest \(#\d\) \|/);
     for (const svg of ['e2e-latency.svg', 'e2e-throughput.svg', 'e2e-workers.svg'])
       assert.match(await readFile(join(out, svg), 'utf8'), /^<svg /);
   });

@@ -15,7 +15,7 @@ import {
   stageNewRequest,
   stageStatus,
 } from '../../../src/evm/request-store.js';
-import { META_KEY, SPACES } from '../../../src/storage/keys.js';
+import { META_KEY, requestCountKey, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
@@ -164,4 +164,70 @@ test('a store of schema 3 (no Bitcoin address or payment time index) is refused,
     assert.match(err.message, /once every payment this member signed has confirmed/);
     return true;
   });
+});
+
+/** Counts by status from a scan of the status index: what the counters must always equal. */
+async function indexCounts(store: Store): Promise<[string, number][]> {
+  const counts = new Map<string, number>();
+  for (const key of await indexKeys(store)) {
+    const status = key.split('/')[1]!;
+    counts.set(status, (counts.get(status) ?? 0) + 1);
+  }
+  return [...counts].sort();
+}
+
+const counted = async (store: Store): Promise<[string, number][]> => [...(await countRequests(store))].sort();
+
+test('the counts by status follow every transition, concurrent batches and a restart, without a scan', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pegout-counts-'));
+  let store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  t.after(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const id = (n: number): string => `${hash(n)}:0`;
+  await store.transaction(async (batch) => {
+    for (const n of [1, 2, 3, 4, 5, 6]) stageNewRequest(batch, request(n), 'then');
+    stageNewRequest(batch, { ...request(7), status: 'rejected', reason: 'below_minimum' }, 'then');
+  });
+  assert.deepEqual(await counted(store), [
+    ['accepted', 6],
+    ['rejected', 1],
+  ]);
+  await store.transaction(async (batch) => {
+    // two moves of one request in one batch, a forget and an orphan
+    const one = stageStatus(batch, (await getRequest(batch, id(1)))!, 'batched', 'now');
+    stageStatus(batch, one, 'signed', 'now');
+    stageStatus(batch, (await getRequest(batch, id(2)))!, 'batched', 'now');
+    stageForget(batch, (await getRequest(batch, id(3)))!);
+    stageStatus(batch, (await getRequest(batch, id(4)))!, 'orphaned', 'now');
+    // a read through the batch sees its own changes to the counts
+    assert.equal(await batch.get(requestCountKey('accepted')), 2);
+  });
+  // batches written at the same time, outside any transaction, lose no update
+  const move = async (n: number, to: 'batched' | 'signed'): Promise<void> => {
+    const batch = store.batch();
+    stageStatus(batch, (await getRequest(store, id(n)))!, to, 'now');
+    await batch.write();
+  };
+  const fresh = store.batch();
+  stageNewRequest(fresh, request(8), 'then');
+  await Promise.all([move(5, 'signed'), move(6, 'batched'), fresh.write()]);
+  const expected = [
+    ['accepted', 1],
+    ['batched', 2],
+    ['orphaned', 1],
+    ['rejected', 1],
+    ['signed', 2],
+  ];
+  assert.deepEqual(await counted(store), expected);
+  assert.deepEqual(await counted(store), await indexCounts(store));
+
+  await store.close();
+  store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  assert.deepEqual(await counted(store), expected, 'the counts survive a restart');
+  await store.transaction(async (batch) => {
+    stageStatus(batch, (await getRequest(batch, id(6)))!, 'accepted', 'later', 'its payment lost');
+  });
+  assert.deepEqual(await counted(store), await indexCounts(store));
 });
