@@ -263,18 +263,25 @@ export class PeerNetwork extends EventEmitter {
   }
 
   send(peer: string, type: string, body: unknown): boolean {
+    return this.sendFrame(peer, () => encodeFrame(type, body));
+  }
+
+  /** Sends one frame to every authenticated peer: encoded once, however many peers (a payment is large). */
+  broadcast(type: string, body: unknown): number {
+    let frame: Uint8Array | undefined;
+    const encoded = (): Uint8Array => (frame ??= encodeFrame(type, body));
+    let sent = 0;
+    for (const peer of this.links.keys()) if (this.sendFrame(peer, encoded)) sent++;
+    return sent;
+  }
+
+  private sendFrame(peer: string, frame: () => Uint8Array): boolean {
     const link = this.links.get(peer);
     if (!link?.ready || link.ws.readyState !== WebSocket.OPEN) return false;
     // msgpack, WebSocket framing (masking on dialed links) and TLS encryption all happen in this call
-    stages.time('links_msgpack', () => link.ws.send(encodeFrame(type, body)));
+    stages.time('links_msgpack', () => link.ws.send(frame()));
     this.stats.framesOut++;
     return true;
-  }
-
-  broadcast(type: string, body: unknown): number {
-    let sent = 0;
-    for (const peer of this.links.keys()) if (this.send(peer, type, body)) sent++;
-    return sent;
   }
 
   /**

@@ -24,6 +24,15 @@ export interface SigningPoolOptions {
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 /**
+ * The transaction as a worker needs it for SIGHASH_DEFAULT: that commits to the outputs only through
+ * the precomputed shaOutputs, so they stay here (a payment's hundreds of outputs would otherwise be
+ * copied to a worker for every task).
+ */
+function withoutOutputs(tx: Transaction): Transaction {
+  return { version: tx.version, locktime: tx.locktime, inputs: tx.inputs, outputs: [] };
+}
+
+/**
  * Sighash + Schnorr on worker threads. The per-transaction BIP341 hashes are computed once
  * here and shipped with each chunk; a transaction with many inputs is split into one input
  * range per worker, and signatures come back as transferred buffers, not copies.
@@ -88,8 +97,18 @@ export class SigningPool {
     // the per-transaction hashes, and the tasks handed to the workers, are this thread's part
     const tasks = stages.time('sighash_sign', () => {
       const pre = precomputeSighash(tx, prevouts);
+      const work = withoutOutputs(tx);
       return this.ranges(tx.inputs.length).map(([from, to]) => {
-        const task: SignTask = { kind: 'sign', tx, prevouts, pre, leafHash: this.federation.leafHash, from, to, aux };
+        const task: SignTask = {
+          kind: 'sign',
+          tx: work,
+          prevouts,
+          pre,
+          leafHash: this.federation.leafHash,
+          from,
+          to,
+          aux,
+        };
         return this.pool.run(task) as Promise<TaskResult>;
       });
     });
@@ -107,12 +126,13 @@ export class SigningPool {
     }
     const tasks = stages.time('verify', () => {
       const pre = precomputeSighash(tx, prevouts);
+      const work = withoutOutputs(tx);
       return this.ranges(tx.inputs.length).map(([from, to]) => {
         // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
         const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
         const task: VerifyTask = {
           kind: 'verify',
-          tx,
+          tx: work,
           prevouts,
           pre,
           leafHash: this.federation.leafHash,

@@ -37,12 +37,17 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     assert.ok(r!.lowerBoundMs > 0);
     const md = await readFile(join(out, 'e2e.md'), 'utf8');
     assert.match(md, /\| 2-of-3 native \| 6 \|/);
-    // CPU by stage, from every member's own counters: each one signed, verified and wrote to its store
+    // CPU by stage, from every member's own counters: each one ingested, verified and recorded the
+    // payment; t of them (at least) validated and signed it — the third may hear of it finalized first
     assert.equal(r!.cpu.length, 3);
     for (const member of r!.cpu) {
-      for (const stage of ['decide', 'store_write', 'validation', 'sighash_sign', 'verify', 'finalize_record'])
+      for (const stage of ['decide', 'store_write', 'verify', 'finalize_record'])
         assert.ok(member.stages[stage]! > 0, `${stage}: ${JSON.stringify(member)}`);
       assert.ok(member.total <= member.process, JSON.stringify(member));
+    }
+    for (const stage of ['validation', 'sighash_sign']) {
+      const signers = r!.cpu.filter((m) => m.stages[stage]! > 0).length;
+      assert.ok(signers >= 2, `${stage} on ${signers} members: ${JSON.stringify(r!.cpu)}`);
     }
     assert.match(md, /\| 2-of-3 native \| mean of 3 \|/);
     assert.match(md, /\| 2-of-3 native \| busiest \(#\d\) \|/);
