@@ -28,6 +28,9 @@ const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
  * the precomputed shaOutputs, so they stay here (a payment's hundreds of outputs would otherwise be
  * copied to a worker for every task).
  */
+/** What every task of one transaction shares. */
+type SighashWork = Pick<SignTask, 'tx' | 'prevouts' | 'pre' | 'leafHash'>;
+
 function withoutOutputs(tx: Transaction): Transaction {
   return { version: tx.version, locktime: tx.locktime, inputs: tx.inputs, outputs: [] };
 }
@@ -87,6 +90,28 @@ export class SigningPool {
     );
   }
 
+  /**
+   * One task per input range, each with the per-transaction hashes computed once, here; this thread's part and the
+   * workers' CPU are counted to `stage`.
+   */
+  private async inRanges(
+    stage: 'sighash_sign' | 'verify',
+    tx: Transaction,
+    prevouts: readonly Prevout[],
+    task: (work: SighashWork, from: number, to: number) => Promise<unknown>,
+  ): Promise<Buffer> {
+    const tasks = stages.time(stage, () => {
+      const work: SighashWork = {
+        tx: withoutOutputs(tx),
+        prevouts,
+        pre: precomputeSighash(tx, prevouts),
+        leafHash: this.federation.leafHash,
+      };
+      return this.ranges(tx.inputs.length).map(([from, to]) => task(work, from, to) as Promise<TaskResult>);
+    });
+    return SigningPool.join(stage, await Promise.all(tasks));
+  }
+
   /** This member's signatures for every input, concatenated (64 bytes each). */
   async signTransaction(
     tx: Transaction,
@@ -94,25 +119,9 @@ export class SigningPool {
     aux: 'random' | 'zero' = 'random',
   ): Promise<Uint8Array> {
     this.check();
-    // the per-transaction hashes, and the tasks handed to the workers, are this thread's part
-    const tasks = stages.time('sighash_sign', () => {
-      const pre = precomputeSighash(tx, prevouts);
-      const work = withoutOutputs(tx);
-      return this.ranges(tx.inputs.length).map(([from, to]) => {
-        const task: SignTask = {
-          kind: 'sign',
-          tx: work,
-          prevouts,
-          pre,
-          leafHash: this.federation.leafHash,
-          from,
-          to,
-          aux,
-        };
-        return this.pool.run(task) as Promise<TaskResult>;
-      });
-    });
-    return SigningPool.join('sighash_sign', await Promise.all(tasks));
+    return this.inRanges('sighash_sign', tx, prevouts, (work, from, to) =>
+      this.pool.run({ kind: 'sign', ...work, from, to, aux } satisfies SignTask),
+    );
   }
 
   /** One byte per input, 1 when that input's signature by `pubkey` is valid (a collector VerifyFn). */
@@ -124,27 +133,12 @@ export class SigningPool {
         `need ${tx.inputs.length} signatures (${tx.inputs.length * 64} bytes), got ${signatures.length} bytes`,
       );
     }
-    const tasks = stages.time('verify', () => {
-      const pre = precomputeSighash(tx, prevouts);
-      const work = withoutOutputs(tx);
-      return this.ranges(tx.inputs.length).map(([from, to]) => {
-        // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
-        const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
-        const task: VerifyTask = {
-          kind: 'verify',
-          tx: work,
-          prevouts,
-          pre,
-          leafHash: this.federation.leafHash,
-          from,
-          to,
-          pubkey,
-          signatures: chunk,
-        };
-        return this.pool.run(task, { transferList: [chunk.buffer] }) as Promise<TaskResult>;
-      });
+    return this.inRanges('verify', tx, prevouts, (work, from, to) => {
+      // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
+      const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
+      const task: VerifyTask = { kind: 'verify', ...work, from, to, pubkey, signatures: chunk };
+      return this.pool.run(task, { transferList: [chunk.buffer] });
     });
-    return SigningPool.join('verify', await Promise.all(tasks));
   };
 
   async destroy(): Promise<void> {
