@@ -54,4 +54,25 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     for (const svg of ['e2e-latency.svg', 'e2e-throughput.svg', 'e2e-workers.svg'])
       assert.match(await readFile(join(out, svg), 'utf8'), /^<svg /);
   });
+
+  it('the growth run pays blocks one after another and reports each', async (t) => {
+    const out = await tempDir(t, 'bench-growth');
+    await promisify(execFile)(
+      process.execPath,
+      [join(repoRoot, 'dist/bench/e2e/growth.js'), '--blocks', '2', '--per-block', '4', '--out', out],
+      { timeout: 240_000 },
+    );
+    const json = JSON.parse(await readFile(join(out, 'growth.json'), 'utf8')) as {
+      results: { block: number; paidBefore: number; requestsPerSecond: number; cpuUs: number; rssMb: number }[];
+    };
+    assert.deepEqual(
+      json.results.map((r) => [r.block, r.paidBefore]),
+      [
+        [0, 0],
+        [1, 4],
+      ],
+    );
+    for (const r of json.results) assert.ok(r.requestsPerSecond > 0 && r.cpuUs > 0 && r.rssMb > 0, JSON.stringify(r));
+    assert.match(await readFile(join(out, 'growth.md'), 'utf8'), /First block against the last/);
+  });
 });

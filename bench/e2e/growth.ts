@@ -1,0 +1,146 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { requestCounts, startDevnet, type Devnet } from '../../src/devnet/federation.js';
+import { sendPegouts } from '../../src/devnet/requests.js';
+import { EvmRpc } from '../../src/evm/rpc.js';
+import { perRequest, readCpu, summarize } from './stages.js';
+
+// Does a member's cost per request grow with its history? One federation of member processes pays
+// `--blocks` blocks of `--per-block` requests, each block final at once and paid before the next;
+// per block: requests/s from final to finalized at every member, process CPU µs per request per
+// member (its own counters), and the members' resident memory. Writes bench/results/growth.{json,md}.
+
+const HELP = `npm run bench:growth -- [--blocks B] [--per-block K] [--members N] [--threshold T] [--out DIR]
+  --blocks B      blocks of requests, each final at once and paid before the next (default 20)
+  --per-block K   requests in each block (default 10000)
+  --members N, --threshold T   the federation (default 2-of-3)`;
+
+const { values: args } = parseArgs({
+  options: {
+    blocks: { type: 'string', default: '20' },
+    'per-block': { type: 'string', default: '10000' },
+    members: { type: 'string', default: '3' },
+    threshold: { type: 'string', default: '2' },
+    out: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (args.help) {
+  process.stdout.write(`${HELP}\n`);
+  process.exit(0);
+}
+const positive = (text: string, name: string): number => {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    process.stderr.write(`bench:growth: ${name} is ${JSON.stringify(text)}; expected a positive integer\n`);
+    process.exit(2);
+  }
+  return n;
+};
+const blocks = positive(args.blocks, '--blocks');
+const perBlock = positive(args['per-block'], '--per-block');
+const n = positive(args.members, '--members');
+const t = positive(args.threshold, '--threshold');
+const outDir = args.out ?? fileURLToPath(new URL('../../../bench/results/', import.meta.url));
+const PEGOUT_SATS = 1_500_000n;
+/** Declared outputs of 2 BTC: every request of the run, its fees, and room to spare. */
+const OUTPUT_SATS = 200_000_000;
+
+interface BlockResult {
+  readonly block: number;
+  readonly paidBefore: number;
+  readonly requestsPerSecond: number;
+  /** Process CPU per request, mean over the members (µs). */
+  readonly cpuUs: number;
+  /** Resident memory after the block, the largest member (MB). */
+  readonly rssMb: number;
+}
+
+async function rssMb(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return NaN;
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+/** Waits until every member holds `count` requests in finalized payments. */
+async function waitSigned(devnet: Devnet, count: number): Promise<void> {
+  for (;;) {
+    const counts = await Promise.all(devnet.members.map((m) => requestCounts(m).catch(() => ({}))));
+    const signed = Math.min(...counts.map((c: Record<string, number>) => c.signed ?? 0));
+    process.stderr.write(`\r${signed}/${count} in finalized payments at every member   `);
+    if (signed >= count) return;
+    await sleep(100);
+  }
+}
+
+async function runBlock(devnet: Devnet, rpc: EvmRpc, block: number): Promise<BlockResult> {
+  const before = await Promise.all(devnet.members.map(readCpu));
+  const sent = await sendPegouts(rpc, perBlock, PEGOUT_SATS, { inOneBlock: { confirmations: 1, blockSeconds: 1 } });
+  await waitSigned(devnet, (block + 1) * perBlock);
+  const seconds = (Date.now() - sent.finalAt!) / 1000;
+  const after = await Promise.all(devnet.members.map(readCpu));
+  const costs = before.map((b, i) => perRequest(b, after[i]!, perBlock));
+  const rss = await Promise.all(devnet.members.map((m) => rssMb(m.process?.pid)));
+  return {
+    block,
+    paidBefore: block * perBlock,
+    requestsPerSecond: perBlock / seconds,
+    cpuUs: summarize(costs)!.mean.process,
+    rssMb: Math.max(...rss),
+  };
+}
+
+function report(results: readonly BlockResult[]): string {
+  const [first, last] = [results[0]!, results[results.length - 1]!];
+  const change = (a: number, b: number): string => `${(((b - a) / a) * 100).toFixed(1)} %`;
+  const rows = results.map(
+    (r) =>
+      `| ${r.block + 1} | ${r.paidBefore} | ${r.requestsPerSecond.toFixed(0)} | ${r.cpuUs.toFixed(0)} | ${r.rssMb.toFixed(0)} |`,
+  );
+  const within = (a: number, b: number): string => (Math.abs(b - a) / a <= 0.1 ? 'met' : 'missed');
+  return [
+    `Growth run: ${t}-of-${n}, ${blocks} blocks of ${perBlock} requests, each final at once and paid before the next (no Bitcoin Core: declared funding).`,
+    '',
+    '| block | requests paid before it | requests/s (final → finalized at every member) | process CPU µs per request per member (mean) | RSS MB (largest member) |',
+    '| ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    '',
+    `First block against the last: requests/s ${first.requestsPerSecond.toFixed(0)} → ${last.requestsPerSecond.toFixed(0)} (${change(first.requestsPerSecond, last.requestsPerSecond)}; target within 10 %: ${within(first.requestsPerSecond, last.requestsPerSecond)}), CPU µs per request ${first.cpuUs.toFixed(0)} → ${last.cpuUs.toFixed(0)} (${change(first.cpuUs, last.cpuUs)}; target within 10 %: ${within(first.cpuUs, last.cpuUs)}), RSS ${first.rssMb.toFixed(0)} → ${last.rssMb.toFixed(0)} MB.`,
+    '',
+  ].join('\n');
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'pegout-growth-'));
+const count = Math.ceil((blocks * perBlock * Number(PEGOUT_SATS) * 1.3) / OUTPUT_SATS) + 10;
+const devnet = await startDevnet({
+  dir,
+  members: n,
+  threshold: t,
+  funding: { count, sats: OUTPUT_SATS },
+  slotMs: 2000,
+  maxOutputs: 1000,
+  workers: 1,
+  evmConfirmations: 1,
+});
+const results: BlockResult[] = [];
+try {
+  const rpc = new EvmRpc(devnet.anvil.url);
+  for (let b = 0; b < blocks; b++) {
+    results.push(await runBlock(devnet, rpc, b));
+    const r = results[results.length - 1]!;
+    process.stderr.write(
+      `\rblock ${b + 1}/${blocks}: ${r.requestsPerSecond.toFixed(0)} req/s, ${r.cpuUs.toFixed(0)} µs/request, RSS ${r.rssMb.toFixed(0)} MB\n`,
+    );
+  }
+} finally {
+  await devnet.stop();
+  await rm(dir, { recursive: true, force: true });
+}
+const md = report(results);
+await writeFile(join(outDir, 'growth.json'), `${JSON.stringify({ t, n, blocks, perBlock, results }, null, 2)}\n`);
+await writeFile(join(outDir, 'growth.md'), md);
+process.stdout.write(md);
