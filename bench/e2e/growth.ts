@@ -2,11 +2,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { requestCounts, startDevnet, type Devnet } from '../../src/devnet/federation.js';
 import { sendPegouts } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
+import { benchArgs, resultsDir } from './args.js';
 import { perRequest, readCpu, summarize } from './stages.js';
 
 // Does a member's cost per request grow with its history? One federation of member processes pays
@@ -19,33 +18,18 @@ const HELP = `npm run bench:growth -- [--blocks B] [--per-block K] [--members N]
   --per-block K   requests in each block (default 10000)
   --members N, --threshold T   the federation (default 2-of-3)`;
 
-const { values: args } = parseArgs({
-  options: {
-    blocks: { type: 'string', default: '20' },
-    'per-block': { type: 'string', default: '10000' },
-    members: { type: 'string', default: '3' },
-    threshold: { type: 'string', default: '2' },
-    out: { type: 'string' },
-    help: { type: 'boolean', default: false },
-  },
+const { values: args, positive } = benchArgs('bench:growth', HELP, {
+  blocks: { type: 'string', default: '20' },
+  'per-block': { type: 'string', default: '10000' },
+  members: { type: 'string', default: '3' },
+  threshold: { type: 'string', default: '2' },
+  out: { type: 'string' },
 });
-if (args.help) {
-  process.stdout.write(`${HELP}\n`);
-  process.exit(0);
-}
-const positive = (text: string, name: string): number => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
-    process.stderr.write(`bench:growth: ${name} is ${JSON.stringify(text)}; expected a positive integer\n`);
-    process.exit(2);
-  }
-  return n;
-};
-const blocks = positive(args.blocks, '--blocks');
-const perBlock = positive(args['per-block'], '--per-block');
-const n = positive(args.members, '--members');
-const t = positive(args.threshold, '--threshold');
-const outDir = args.out ?? fileURLToPath(new URL('../../../bench/results/', import.meta.url));
+const blocks = positive(args.blocks as string, '--blocks');
+const perBlock = positive(args['per-block'] as string, '--per-block');
+const n = positive(args.members as string, '--members');
+const t = positive(args.threshold as string, '--threshold');
+const outDir = resultsDir(args.out);
 const PEGOUT_SATS = 1_500_000n;
 /** Declared outputs of 2 BTC: every request of the run, its fees, and room to spare. */
 const OUTPUT_SATS = 200_000_000;

@@ -3,10 +3,10 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { requestCounts, startDevnet, type Devnet } from '../../src/devnet/federation.js';
 import { sendPegouts } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
+import { benchArgs, resultsDir } from './args.js';
 import { loadProfile, mainThreadProfile, profileMarkdown, summarizeProfile } from './profile.js';
 import { perRequest, readCpu, STAGE_TABLE_HEADER, stageRows, type CpuReading, type StageCost } from './stages.js';
 import { barChart, histogram } from './svg.js';
@@ -27,34 +27,20 @@ const HELP = `npm run bench:e2e -- [--requests K] [--only TEXT] [--quick] [--jso
                  profile-<t>of<n>.md (its samples between final requests and the last
                  finalization, grouped by stage) and the raw .cpuprofile when under 2 MB`;
 
-const { values: args } = parseArgs({
-  options: {
-    requests: { type: 'string' },
-    only: { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-    out: { type: 'string' },
-    timeout: { type: 'string', default: '600' },
-    'cpu-prof': { type: 'boolean', default: false },
-    help: { type: 'boolean', default: false },
-  },
+const { values: args, positive } = benchArgs('bench:e2e', HELP, {
+  requests: { type: 'string' },
+  only: { type: 'string' },
+  quick: { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
+  out: { type: 'string' },
+  timeout: { type: 'string', default: '600' },
+  'cpu-prof': { type: 'boolean', default: false },
 });
-if (args.help) {
-  process.stdout.write(`${HELP}\n`);
-  process.exit(0);
-}
-const positive = (text: string, name: string): number => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
-    process.stderr.write(`bench:e2e: ${name} is ${JSON.stringify(text)}; expected a positive integer\n`);
-    process.exit(2);
-  }
-  return n;
-};
-const quick = args.quick;
-const k = positive(args.requests ?? (quick ? '6' : '10000'), '--requests');
-const timeoutMs = positive(args.timeout, '--timeout') * 1000;
-const outDir = args.out ?? fileURLToPath(new URL('../../../bench/results/', import.meta.url));
+const quick = args.quick === true;
+const only = args.only as string | undefined;
+const k = positive((args.requests as string | undefined) ?? (quick ? '6' : '10000'), '--requests');
+const timeoutMs = positive(args.timeout as string, '--timeout') * 1000;
+const outDir = resultsDir(args.out);
 const PEGOUT_SATS = 1_500_000n;
 
 /**
@@ -144,7 +130,7 @@ const scenarios = (
           maxOutputs: 1000,
         },
       ]
-).filter((s: Scenario) => args.only === undefined || s.name.includes(args.only));
+).filter((s: Scenario) => only === undefined || s.name.includes(only));
 if (scenarios.length === 0) {
   process.stderr.write(`bench:e2e: no configuration's name contains ${JSON.stringify(args.only)}\n`);
   process.exit(2);
@@ -263,7 +249,7 @@ const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 /** The monotonic µs of a Date.now() moment in the recent past. */
 const monotonicOf = (dateMs: number): number => monotonicUs() - (Date.now() - dateMs) * 1000;
 
-const profiled = (s: Scenario): boolean => args['cpu-prof'] && !paced(s);
+const profiled = (s: Scenario): boolean => args['cpu-prof'] === true && !paced(s);
 const profileName = (s: Scenario): string => `profile-${s.t}of${s.n}`;
 
 /** Sends the bursts, each paid before the next; the members' CPU counters around it; when the last became final. */
