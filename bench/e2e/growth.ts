@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -125,6 +125,7 @@ try {
   await rm(dir, { recursive: true, force: true });
 }
 const md = report(results);
+await mkdir(outDir, { recursive: true });
 await writeFile(join(outDir, 'growth.json'), `${JSON.stringify({ t, n, blocks, perBlock, results }, null, 2)}\n`);
 await writeFile(join(outDir, 'growth.md'), md);
 process.stdout.write(md);
