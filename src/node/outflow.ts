@@ -3,7 +3,7 @@ import { EvmError } from '../evm/errors.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { getRequest, listRequestsInStatus, QUEUED, stageStatus } from '../evm/request-store.js';
 import { holdKey, holdPrefix, outflowKey } from '../storage/keys.js';
-import type { Store } from '../storage/store.js';
+import type { Store, StoreReader } from '../storage/store.js';
 import {
   outflowWindow,
   overRequestLimit,
@@ -58,7 +58,7 @@ export class Outflow {
     const window = outflowWindow(await storedTipHeight(this.store), limits);
     const used = (await this.store.get<bigint>(outflowKey(window))) ?? 0n;
     const releases = new Map<string, string[]>();
-    for (const r of queued) if (overRequestLimit(r.sats, limits)) releases.set(r.id, await this.releases(r.id));
+    for (const r of queued) if (this.holdable(r)) releases.set(r.id, await this.releases(r.id));
     const plan = scheduleOutflow(
       queued.map((r) => {
         const by = releases.get(r.id) ?? [];
@@ -69,11 +69,12 @@ export class Outflow {
       limits,
       this.threshold,
     );
+    const held = new Set(plan.held);
     const want = (r: RequestRecord): [RequestStatus, string | undefined] => {
       const waits = plan.limited.get(r.id);
       if (waits !== undefined)
         return ['rate_limited', `waits for the rolling cap: window ${waits} (${windowHeights(waits, limits)})`];
-      if (plan.held.includes(r.id)) {
+      if (held.has(r.id)) {
         const by = releases.get(r.id)!;
         const detail = `over the per-request limit of ${limits.maxRequestSats} sats: released by ${by.length} of the ${this.threshold} operators it needs${by.includes(this.self) ? ', this one included' : ''}`;
         return ['held', detail];
@@ -100,11 +101,10 @@ export class Outflow {
 
   /** Held requests and over-limit ones this member released that are not paid yet. */
   async holds(): Promise<HeldRequest[]> {
-    const { limits } = this;
     const out: HeldRequest[] = [];
     for (const status of QUEUED) {
       for (const r of await listRequestsInStatus(this.store, status)) {
-        if (!overRequestLimit(r.sats, limits)) continue;
+        if (!this.holdable(r)) continue;
         const by = await this.releases(r.id);
         out.push({
           id: r.id,
@@ -120,12 +120,17 @@ export class Outflow {
     return out;
   }
 
-  /** A request an operator may act on: queued and over the per-request limit. Throws a clear error otherwise. */
-  private async heldRequest(id: string): Promise<RequestRecord> {
+  /** Whether holds apply to `r`: queued and over the per-request limit. */
+  private holdable(r: RequestRecord): boolean {
+    return QUEUED.has(r.status) && overRequestLimit(r.sats, this.limits);
+  }
+
+  /** A request an operator may act on (holdable), read through `reader`. Throws a clear error otherwise. */
+  private async heldRequest(id: string, reader: StoreReader = this.store): Promise<RequestRecord> {
     const { limits } = this;
-    const r = await getRequest(this.store, id);
+    const r = await getRequest(reader, id);
     if (!r) throw new EvmError('unknown_request', `request ${id} is not one this member ingested`, { request: id });
-    if (!QUEUED.has(r.status) || !overRequestLimit(r.sats, limits)) {
+    if (!this.holdable(r)) {
       throw new EvmError(
         'not_held',
         `request ${id} is ${r.status} for ${r.sats} sats; only a queued request over the per-request limit of ${limits.maxRequestSats} sats is held`,
@@ -145,7 +150,7 @@ export class Outflow {
   async peerReleased(member: string, id: string): Promise<boolean> {
     if (!this.members.includes(member) || member === this.self) return false;
     const r = await getRequest(this.store, id).catch(() => undefined);
-    if (!r || !QUEUED.has(r.status) || !overRequestLimit(r.sats, this.limits)) return false;
+    if (!r || !this.holdable(r)) return false;
     await this.record(r.id, member, false);
     return true;
   }
@@ -160,11 +165,10 @@ export class Outflow {
 
   /** This member's operator refuses held request `id`: this member will never sign a payment of it. */
   async reject(id: string): Promise<void> {
-    await this.heldRequest(id);
     await this.store.transaction(async (batch) => {
-      const current = await getRequest(batch, id);
-      if (!current || current.status !== 'held') {
-        throw new EvmError('not_held', `request ${id} is ${current?.status ?? 'unknown'}, not held`, { request: id });
+      const current = await this.heldRequest(id, batch);
+      if (current.status !== 'held') {
+        throw new EvmError('not_held', `request ${id} is ${current.status}, not held`, { request: id });
       }
       const { txHash, ordinal } = parseRequestId(id);
       if ((await batch.get(holdKey(txHash, ordinal, this.self))) !== undefined) {
