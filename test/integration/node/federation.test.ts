@@ -7,7 +7,7 @@ import { decodeAddress } from '../../../src/bitcoin/address.js';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
-import { requestCounts } from '../../../src/devnet/federation.js';
+import { requestCounts, type Devnet } from '../../../src/devnet/federation.js';
 import { devnetDestination } from '../../../src/devnet/requests.js';
 import { declaredOutputs } from '../../../src/node/member.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
@@ -181,19 +181,35 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
   });
 });
 
+/** Request `id` as member 0 reports it. */
+async function memberStatus(devnet: Devnet, id: string): Promise<PegoutStatus> {
+  return (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
+}
+
+/** The finalized payments of request `id` that Bitcoin Core holds confirmed. */
+async function confirmedPayments(devnet: Devnet, id: string): Promise<string[]> {
+  const confirmed = [];
+  for (const p of (await memberStatus(devnet, id)).payments.filter((x) => x.finalized)) {
+    // a payment that lost to a conflicting one was never relayed: Core does not know it
+    const tx = await devnet
+      .regtest!.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
+      .catch(() => ({ confirmations: 0 }));
+    if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
+  }
+  return confirmed;
+}
+
 describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
   it('2-of-3: peg-ins fund it, payments confirm, a reorg around a payment, and each request is paid on chain exactly once', async (ctx) => {
     const devnet = await federationOfProcesses(ctx, regtest2of3());
     const regtest = devnet.regtest!;
     const mine = (): Promise<string[]> => regtest.mine(1);
-    const status = async (id: string): Promise<PegoutStatus> =>
-      (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
     const first = await send(devnet, 4);
     await waitSigned(devnet, 4, [0, 1, 2], 300_000, { status: 'paid', between: mine });
 
     // the block holding a payment leaves the best chain: the payment goes back to the mempool
     // (or is broadcast again) and confirms on the new branch
-    const txid = (await status(first.ids[0]!)).payments.find((p) => p.finalized)!.txid;
+    const txid = (await memberStatus(devnet, first.ids[0]!)).payments.find((p) => p.finalized)!.txid;
     const { blockhash } = await regtest.rpc.call<{ blockhash: string }>('getrawtransaction', [txid, true]);
     await regtest.rpc.call('invalidateblock', [blockhash]);
     const second = await send(devnet, 3);
@@ -202,15 +218,7 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     const payments = new Set<string>();
 
     for (const id of all) {
-      const s = await status(id);
-      const confirmed = [];
-      for (const p of s.payments.filter((x) => x.finalized)) {
-        // a payment that lost to a conflicting one was never relayed: Core does not know it
-        const tx = await regtest.rpc
-          .call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
-          .catch(() => ({ confirmations: 0 }));
-        if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
-      }
+      const confirmed = await confirmedPayments(devnet, id);
       assert.equal(
         confirmed.length,
         1,
@@ -279,16 +287,7 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
 
     await waitSigned(devnet, 4, [0, 1, 2], 120_000, { status: 'paid', between: () => regtest.mine(1) });
     for (const id of sent.ids) {
-      const s = (await (
-        await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)
-      ).json()) as PegoutStatus;
-      const confirmed = [];
-      for (const p of s.payments.filter((x) => x.finalized)) {
-        const tx = await regtest.rpc
-          .call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
-          .catch(() => ({ confirmations: 0 }));
-        if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
-      }
+      const confirmed = await confirmedPayments(devnet, id);
       assert.deepEqual(confirmed, [replacement], `request ${id} is paid on chain by the replacement only`);
     }
     await devnet.stop();
