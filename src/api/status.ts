@@ -5,17 +5,15 @@ import {
   countRequests,
   getRequest,
   getRequests,
-  requestHistory,
+  paymentsOfRequest,
   requestsByBitcoinAddress,
   requestsByEvmAddress,
   requestsOfEvmTx,
 } from '../evm/request-store.js';
-import { parseRequestId } from '../evm/request-id.js';
 import type { ActivityPoint } from '../metrics/activity.js';
 import {
   broadcastPrefix,
   finalizedKey,
-  requestSignedPrefix,
   signatureMadeKey,
   signatureReceivedPrefix,
   supersededKey,
@@ -267,13 +265,11 @@ class LookupReader {
   }
 
   async pegout(r: RequestRecord): Promise<PegoutStatus> {
-    const { txHash, ordinal } = parseRequestId(r.id);
-    const txids = (await this.store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })).map((key) =>
-      key.slice(key.lastIndexOf('/') + 1),
-    );
+    const { txHash, ordinal } = r;
+    const txids = await paymentsOfRequest(this.store, r);
     const found = await Promise.all(txids.map((txid) => this.payment(txid)));
     const payments = withReplacements(found.filter((p): p is PaymentFacts => p !== undefined));
-    const history = await requestHistory(this.store, r.id);
+    const { history } = r;
     const current = currentPayment(payments);
     return {
       id: r.id,

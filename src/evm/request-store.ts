@@ -17,8 +17,8 @@ import {
   requestKey,
   requestKeyOfAddressIndex,
   requestKeyOfIndex,
-  requestLogKey,
-  requestLogPrefix,
+  requestPhase,
+  requestSignedPrefix,
   requestsOfTxPrefix,
   SPACES,
 } from '../storage/keys.js';
@@ -26,21 +26,26 @@ import { EvmError } from './errors.js';
 import { parseRequestId } from './request-id.js';
 import type { RequestRecord, RequestStatus, StatusChange } from '../storage/records.js';
 
-function keyOf(record: Pick<RequestRecord, 'id'>): { txHash: string; ordinal: number } {
-  return parseRequestId(record.id);
+/** A new request as its ingestion builds it: everything but the history, which starts here. */
+export type NewRequest = Omit<RequestRecord, 'history'>;
+
+function change(status: RequestStatus, at: string, detail: string | undefined): StatusChange {
+  return { status, at, ...(detail ? { detail } : {}) };
 }
 
-/** Stages a newly ingested request, the first entry of its history, its index entries and its count. */
-export function stageNewRequest(batch: StoreBatch, record: Omit<RequestRecord, 'seq'>, at: string): RequestRecord {
-  const full: RequestRecord = { ...record, seq: 0 };
-  const { txHash, ordinal } = keyOf(record);
+/**
+ * Stages a newly ingested request (its history's first entry inside it), its index entries and its
+ * count. The record's txHash and ordinal are its id's parts (ingestion made the id from them), so
+ * the keys are built from them rather than by parsing the id again.
+ */
+export function stageNewRequest(batch: StoreBatch, record: NewRequest, at: string): RequestRecord {
+  const full: RequestRecord = { ...record, history: [change(record.status, at, record.detail)] };
+  const { txHash, ordinal } = record;
   batch.put(requestKey(txHash, ordinal), full);
   batch.put(requestIndexKey(record.status, txHash, ordinal), 1);
   batch.add(requestCountKey(record.status), 1);
   batch.put(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal), 1);
   batch.put(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal), 1);
-  const change: StatusChange = { status: record.status, at, ...(record.detail ? { detail: record.detail } : {}) };
-  batch.put(requestLogKey(txHash, ordinal, 0), change);
   return full;
 }
 
@@ -78,8 +83,10 @@ export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', '
 export const OWED: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', 'broadcast'];
 
 /**
- * Stages a status change, its history entry, the status index and the counts by status together; `record` must be
- * the current one (read through the same batch).
+ * Stages a status change with its history entry (in the record: one put, not a second key per
+ * change), the status index (moved only when the phase changes, see keys.ts) and the counts by
+ * status together; `record` must be the current one
+ * (read through the same batch).
  */
 export function stageStatus(
   batch: StoreBatch,
@@ -95,30 +102,37 @@ export function stageStatus(
       to: status,
     });
   }
-  const next: RequestRecord = { ...record, status, seq: record.seq + 1, ...(detail ? { detail } : {}) };
-  const { txHash, ordinal } = keyOf(record);
-  batch.put(requestKey(txHash, ordinal), next);
-  if (status !== record.status) {
-    batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
-    batch.add(requestCountKey(record.status), -1).add(requestCountKey(status), 1);
-  }
-  batch.put(requestLogKey(txHash, ordinal, next.seq), {
+  const next: RequestRecord = {
+    ...record,
     status,
-    at,
     ...(detail ? { detail } : {}),
-  } satisfies StatusChange);
+    history: [...record.history, change(status, at, detail)],
+  };
+  const { txHash, ordinal } = record;
+  batch.put(requestKey(txHash, ordinal), next);
+  if (requestPhase(status) !== requestPhase(record.status))
+    batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
+  if (status !== record.status) batch.add(requestCountKey(record.status), -1).add(requestCountKey(status), 1);
   return next;
 }
 
 /** Stages the removal of a request that never became final (its block left the chain). */
 export function stageForget(batch: StoreBatch, record: RequestRecord): void {
-  const { txHash, ordinal } = keyOf(record);
+  const { txHash, ordinal } = record;
   batch.del(requestKey(txHash, ordinal));
   batch.del(requestIndexKey(record.status, txHash, ordinal));
   batch.add(requestCountKey(record.status), -1);
   batch.del(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal));
   batch.del(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal));
-  for (let seq = 0; seq <= record.seq; seq++) batch.del(requestLogKey(txHash, ordinal, seq));
+}
+
+/**
+ * The txids of the payments of a request that this member signed or knows finalized (the reqsig/
+ * index the no-double-pay check reads), in key order.
+ */
+export async function paymentsOfRequest(store: Store, request: { txHash: string; ordinal: number }): Promise<string[]> {
+  const keys = await store.keys({ prefix: requestSignedPrefix(request.txHash, request.ordinal) });
+  return keys.map((key) => key.slice(key.lastIndexOf('/') + 1));
 }
 
 export function getRequest(reader: StoreReader, id: string): Promise<RequestRecord | undefined> {
@@ -139,14 +153,6 @@ export async function getRequests(reader: StoreReader, ids: readonly string[]): 
   const found = await reader.getMany<RequestRecord>(keys.filter((k): k is string => k !== undefined));
   let next = 0;
   return keys.map((k) => (k === undefined ? undefined : found[next++]));
-}
-
-export async function requestHistory(store: Store, id: string): Promise<StatusChange[]> {
-  const { txHash, ordinal } = parseRequestId(id);
-  const out: StatusChange[] = [];
-  for await (const [, change] of store.entries<StatusChange>({ prefix: requestLogPrefix(txHash, ordinal) }))
-    out.push(change);
-  return out;
 }
 
 export async function listRequests(
@@ -194,11 +200,18 @@ export function requestsOfEvmTx(store: Store, txHash: string, page: PageRequest)
   return requestsPage(store, requestsOfTxPrefix(txHash), page, (key) => key);
 }
 
-/** Requests in `status`, read through the status index: a turn costs O(pending), not O(every request ever ingested). */
-export async function listRequestsInStatus(store: Store, status: RequestStatus): Promise<RequestRecord[]> {
-  const keys = (await store.keys({ prefix: requestIndexPrefix(status) })).map(requestKeyOfIndex);
-  const records = await store.getMany<RequestRecord>(keys);
-  return records.filter((r): r is RequestRecord => r !== undefined);
+/**
+ * Requests in any of `statuses`, read through the status index, each phase once: a turn costs
+ * O(pending), not O(every request ever ingested).
+ */
+export async function listRequestsIn(store: Store, statuses: Iterable<RequestStatus>): Promise<RequestRecord[]> {
+  const wanted = new Set(statuses);
+  const out: RequestRecord[] = [];
+  for (const phase of new Set([...wanted].map(requestPhase))) {
+    const keys = (await store.keys({ prefix: requestIndexPrefix(phase) })).map(requestKeyOfIndex);
+    for (const r of await store.getMany<RequestRecord>(keys)) if (r && wanted.has(r.status)) out.push(r);
+  }
+  return out;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Federation } from '../bitcoin/federation.js';
 import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequest, paymentsOfRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
@@ -16,10 +16,11 @@ import type { FinalizedBody, FinalizedRecord, SignatureRecord, Supersession } fr
 const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v, 0n);
 
 /**
- * Payments this member signed that `txid` (finalized, paying `requestIds` from `inputs`)
- * supersedes: each pays one of its requests and spends none of its inputs. Such a payment can
- * never reach t signatures: its quorum and this one's would share an honest member, who signs a
- * second payment of a request only when it conflicts with the first. So it is marked (signer.ts
+ * Payments this member signed that `txid` (finalized, paying the requests of `paymentsOf`, each
+ * with the payments of it this member held before, from `inputs`) supersedes: each pays one of its
+ * requests and spends none of its inputs. Such a payment can never reach t signatures: its quorum
+ * and this one's would share an honest member, who signs a second payment of a request only when
+ * it conflicts with the first. So it is marked (signer.ts
  * counts it as dead), its inputs go back to the wallet and its other requests to the queue now,
  * not when this one confirms: left reserved, they would block every later payment (input_held).
  */
@@ -27,15 +28,13 @@ async function stageSupersededBy(
   store: Store,
   batch: StoreBatch,
   txid: string,
-  requestIds: readonly string[],
+  paymentsOf: ReadonlyMap<string, readonly string[]>,
   inputs: ReadonlySet<string>,
   at: string,
 ): Promise<string[]> {
   const superseded: string[] = [];
-  for (const id of requestIds) {
-    const { txHash, ordinal } = parseRequestId(id);
-    for (const key of await store.keys({ prefix: keys.requestSignedPrefix(txHash, ordinal) })) {
-      const other = key.slice(key.lastIndexOf('/') + 1);
+  for (const payments of paymentsOf.values()) {
+    for (const other of payments) {
       if (other === txid || superseded.includes(other) || (await batch.get(keys.supersededKey(other)))) continue;
       const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
       // a payment known finalized here is never treated as one that cannot finish
@@ -44,7 +43,7 @@ async function stageSupersededBy(
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
       for (const rid of made.requestIds) {
-        const r = requestIds.includes(rid) ? undefined : await getRequest(batch, rid);
+        const r = paymentsOf.has(rid) ? undefined : await getRequest(batch, rid);
         // back to the queue only when no other payment this member signed still pays it
         if (r?.status === 'batched' && !(await signedElsewhere(store, batch, rid, [other, ...superseded]))) {
           stageStatus(batch, r, 'accepted', at, `payment ${other} superseded by ${txid}`);
@@ -62,9 +61,7 @@ async function signedElsewhere(
   id: string,
   except: readonly string[],
 ): Promise<boolean> {
-  const { txHash, ordinal } = parseRequestId(id);
-  for (const key of await store.keys({ prefix: keys.requestSignedPrefix(txHash, ordinal) })) {
-    const txid = key.slice(key.lastIndexOf('/') + 1);
+  for (const txid of await paymentsOfRequest(store, parseRequestId(id))) {
     if (except.includes(txid) || (await batch.get(keys.supersededKey(txid)))) continue;
     if (await batch.get(keys.signatureMadeKey(txid))) return true;
   }
@@ -106,28 +103,37 @@ async function stageFinalized(
   const at = new Date().toISOString();
   const requestIds: string[] = [];
   const unmatched: Record<string, number> = {};
+  // the payments of each request this member signed or knows final, read once: the request→payment
+  // index is written only where this one is not in it yet (a signer has it from signing), and the
+  // supersession check below reads the same lists
+  const paymentsOf = new Map<string, readonly string[]>();
   // output k + 1 pays the k-th committed request
   for (const [k, id] of body.requestIds.entries()) {
     const r = await getRequest(batch, id);
     const output = signed.outputs[k + 1];
-    const { txHash, ordinal } = parseRequestId(id);
+    const identity = parseRequestId(id);
+    const payments = await paymentsOfRequest(store, identity);
+    paymentsOf.set(id, payments);
+    const index = (): void => {
+      if (!payments.includes(txid)) batch.put(keys.requestSignedKey(identity.txHash, identity.ordinal, txid), 1);
+    };
     if (!r && output) {
       // not ingested here yet: committed by a transaction t members signed, so it is indexed
       // now and no other payment of it is signed meanwhile; matched once it is ingested
-      batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
+      index();
       unmatched[id] = k + 1;
       continue;
     }
     if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
     requestIds.push(id);
-    batch.put(keys.requestSignedKey(txHash, ordinal, txid), 1);
+    index();
     if (QUEUED.has(r.status) || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
   }
   const superseded = await stageSupersededBy(
     store,
     batch,
     txid,
-    body.requestIds,
+    paymentsOf,
     new Set(signed.inputs.map(outpointText)),
     at,
   );

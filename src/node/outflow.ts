@@ -1,7 +1,7 @@
 import { storedTipHeight } from '../chain/observer.js';
 import { EvmError } from '../evm/errors.js';
 import { parseRequestId } from '../evm/request-id.js';
-import { getRequest, listRequestsInStatus, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsIn, QUEUED, stageStatus } from '../evm/request-store.js';
 import { holdKey, holdPrefix, outflowKey } from '../storage/keys.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import {
@@ -52,8 +52,7 @@ export class Outflow {
    */
   async plan(): Promise<RequestRecord[]> {
     const { limits } = this;
-    const queued: RequestRecord[] = [];
-    for (const status of QUEUED) queued.push(...(await listRequestsInStatus(this.store, status)));
+    const queued = await listRequestsIn(this.store, QUEUED);
     queued.sort((a, b) => a.blockNumber - b.blockNumber || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const window = outflowWindow(await storedTipHeight(this.store), limits);
     const used = (await this.store.get<bigint>(outflowKey(window))) ?? 0n;
@@ -102,20 +101,18 @@ export class Outflow {
   /** Held requests and over-limit ones this member released that are not paid yet. */
   async holds(): Promise<HeldRequest[]> {
     const out: HeldRequest[] = [];
-    for (const status of QUEUED) {
-      for (const r of await listRequestsInStatus(this.store, status)) {
-        if (!this.holdable(r)) continue;
-        const by = await this.releases(r.id);
-        out.push({
-          id: r.id,
-          sats: r.sats.toString(),
-          bitcoinAddress: r.bitcoinAddress,
-          status: r.status,
-          releasedBy: by,
-          releasedHere: by.includes(this.self),
-          threshold: this.threshold,
-        });
-      }
+    for (const r of await listRequestsIn(this.store, QUEUED)) {
+      if (!this.holdable(r)) continue;
+      const by = await this.releases(r.id);
+      out.push({
+        id: r.id,
+        sats: r.sats.toString(),
+        bitcoinAddress: r.bitcoinAddress,
+        status: r.status,
+        releasedBy: by,
+        releasedHere: by.includes(this.self),
+        threshold: this.threshold,
+      });
     }
     return out;
   }

@@ -3,10 +3,9 @@ import { parseTx } from '../bitcoin/tx.js';
 import { BitcoinRpcClient, rawDescriptor } from '../chain/rpc.js';
 import type { Config } from '../config/config.js';
 import { isPegoutError } from '../errors.js';
-import { parseRequestId } from '../evm/request-id.js';
-import { listRequestsInStatus, OWED, QUEUED } from '../evm/request-store.js';
+import { listRequestsIn, OWED, paymentsOfRequest, QUEUED } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { cursorKey, finalizedKey, requestSignedPrefix, SPACES, txConfirmationKey } from '../storage/keys.js';
+import { cursorKey, finalizedKey, SPACES, txConfirmationKey } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import {
   reserveReport,
@@ -35,8 +34,6 @@ export const RECHECK_MS = 30_000;
 /** How long a report computed for the API is served again before the books are read anew. */
 const REPORT_MAX_AGE_MS = 5_000;
 
-const txidOfKey = (key: string): string => key.slice(key.lastIndexOf('/') + 1);
-
 /**
  * The payments among `txids` that are applied to this member's coins: confirmed in a block it applied
  * (txconf/), or, without Bitcoin Core, settled locally (their first input spent by them).
@@ -56,15 +53,12 @@ async function appliedPayments(store: Store, txids: readonly string[]): Promise<
 async function owedRequests(store: Store): Promise<OwedRequest[]> {
   const out: OwedRequest[] = [];
   const inFlight: { r: RequestRecord; txids: string[] }[] = [];
-  for (const status of OWED) {
-    for (const r of await listRequestsInStatus(store, status)) {
-      if (QUEUED.has(r.status)) {
-        out.push({ id: r.id, status: r.status, sats: r.sats, settled: false });
-        continue;
-      }
-      const { txHash, ordinal } = parseRequestId(r.id);
-      inFlight.push({ r, txids: (await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })).map(txidOfKey) });
+  for (const r of await listRequestsIn(store, OWED)) {
+    if (QUEUED.has(r.status)) {
+      out.push({ id: r.id, status: r.status, sats: r.sats, settled: false });
+      continue;
     }
+    inFlight.push({ r, txids: await paymentsOfRequest(store, r) });
   }
   const applied = await appliedPayments(store, [...new Set(inFlight.flatMap((x) => x.txids))]);
   for (const { r, txids } of inFlight)
@@ -103,7 +97,7 @@ export function readBooks(store: Store): Promise<ReserveBooks> {
     const cursor = await store.get<BitcoinCursor>(cursorKey('bitcoin'));
     const { outputs, pegIns } = await coins(store);
     const owed = await owedRequests(store);
-    const paid = (await listRequestsInStatus(store, 'paid')).reduce((a, r) => a + r.sats, 0n);
+    const paid = (await listRequestsIn(store, ['paid'])).reduce((a, r) => a + r.sats, 0n);
     return { cursor: cursor ? { height: cursor.height, hash: cursor.hash } : null, outputs, owed, pegIns, paid };
   });
 }

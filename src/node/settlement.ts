@@ -3,7 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import { getRequest, listRequestsInStatus, OWED, stageStatus } from '../evm/request-store.js';
+import { getRequest, listRequestsIn, OWED, paymentsOfRequest, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
 import {
@@ -13,10 +13,8 @@ import {
   cursorKey,
   finalizedKey,
   proposalKey,
-  requestSignedPrefix,
   SPACES,
 } from '../storage/keys.js';
-import { parseRequestId } from '../evm/request-id.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
 import { buildReplacement } from '../wallet/payment.js';
@@ -76,10 +74,8 @@ async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecor
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
-    const { txHash, ordinal } = parseRequestId(id);
     let paid = false;
-    for await (const [key] of store.entries({ prefix: requestSignedPrefix(txHash, ordinal) })) {
-      const txid = key.slice(key.lastIndexOf('/') + 1);
+    for (const txid of await paymentsOfRequest(store, r)) {
       const other = txid === record.txid ? undefined : await store.get<FinalizedRecord>(finalizedKey(txid));
       const first = other && parseTx(other.tx).inputs[0];
       if (first && (await getUtxo(store, first))?.spentBy === txid) paid = true;
@@ -251,10 +247,8 @@ export class ChainSettlement {
     for await (const [, spend] of this.o.store.entries<ChainSpend>({ prefix: SPACES.chainSpend })) spends.push(spend);
     if (spends.length === 0) return;
     const candidates: CandidateRequest[] = [];
-    for (const status of OWED) {
-      for (const r of await listRequestsInStatus(this.o.store, status))
-        if (r.scriptPubKey) candidates.push({ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats });
-    }
+    for (const r of await listRequestsIn(this.o.store, OWED))
+      if (r.scriptPubKey) candidates.push({ id: r.id, scriptPubKey: r.scriptPubKey, sats: r.sats });
     for (const spend of spends) {
       if (await this.o.store.get(finalizedKey(spend.txid))) {
         await this.o.store.batch().del(chainSpendKey(spend.txid)).write({ sync: true });

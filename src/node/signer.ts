@@ -2,7 +2,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import { getRequests, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequests, paymentsOfRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import {
@@ -10,7 +10,6 @@ import {
   holdKey,
   outflowKey,
   requestSignedKey,
-  requestSignedPrefix,
   signatureMadeKey,
   supersededKey,
 } from '../storage/keys.js';
@@ -78,10 +77,8 @@ async function signedPayments(
   chain: ChainView | null,
   paidDepth: number,
 ): Promise<SignedPayment[]> {
-  const { txHash, ordinal } = parseRequestId(id);
   const out: SignedPayment[] = [];
-  for (const key of await store.keys({ prefix: requestSignedPrefix(txHash, ordinal) })) {
-    const txid = key.slice(key.lastIndexOf('/') + 1);
+  for (const txid of await paymentsOfRequest(store, parseRequestId(id))) {
     const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
     let dead = (await store.get(supersededKey(txid))) !== undefined;

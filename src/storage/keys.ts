@@ -14,10 +14,12 @@
  * | cursor/    | cursor/bitcoin, cursor/evm               | Cursor { height, hash } of the last block  | observer / EVM ingestion, in    |
  * |            |                                          | whose effects are stored                   | the batch holding those effects |
  * | evmblk/    | evmblk/<number>                          | hash of each ingested EVM block            | EVM ingestion (reorg checks)    |
- * | req/       | req/<evm tx hash>/<ordinal>              | the request and its current status         | EVM ingestion, node             |
- * | reqlog/    | reqlog/<evm tx hash>/<ordinal>/<seq>       | one status change (history, append-only)   | same batch as the req/ change   |
- * | reqidx/    | reqidx/<status>/<evm tx hash>/<ordinal>  | 1 — index of req/ by status; exactly one   | same batch as the req/ change,  |
- * |            |                                          | entry per req/ record (schema 2)           | only in src/evm/request-store.ts|
+ * | req/       | req/<evm tx hash>/<ordinal>              | the request, its current status and its    | EVM ingestion, node             |
+ * |            |                                          | status history (schema 5; before, reqlog/) |                                 |
+ * | reqidx/    | reqidx/<phase>/<evm tx hash>/<ordinal>   | 1 — index of req/ by status phase (queued, | same batch as the req/ change,  |
+ * |            |                                          | inflight, paid, rejected, orphaned: schema | only in src/evm/request-store.ts|
+ * |            |                                          | 5, by status before); exactly one entry per|                                 |
+ * |            |                                          | req/ record (schema 2)                     |                                 |
  * | reqcount/  | reqcount/<status>                        | integer — how many req/ records have that  | same batch as the reqidx/ change|
  * |            |                                          | status (schema 4): the metrics read these  | (StoreBatch.add), only in       |
  * |            |                                          | instead of counting the index              | src/evm/request-store.ts        |
@@ -61,13 +63,13 @@
 
 import { sha256 } from '../bitcoin/hash.js';
 import { StorageError } from './errors.js';
+import type { RequestStatus } from './records.js';
 
 export const SPACES = {
   meta: 'meta/',
   cursor: 'cursor/',
   evmBlock: 'evmblk/',
   request: 'req/',
-  requestLog: 'reqlog/',
   requestIndex: 'reqidx/',
   requestCount: 'reqcount/',
   requestByAddress: 'reqaddr/',
@@ -223,10 +225,38 @@ function indexedSpace<A extends unknown[]>(space: string, index: string, part: (
   };
 }
 
+/**
+ * The status index groups statuses into phases: queued, in a payment, and each final status. Most
+ * status changes stay inside a phase (a signer's batched → signed, signed → broadcast, the outflow
+ * schedule's moves among the queued statuses) and so move no index entry, which would otherwise be
+ * two of the few store writes a request costs; a listing reads the records of a phase anyway, and
+ * keeps the statuses it asked for.
+ */
+const REQUEST_PHASE: Readonly<Record<RequestStatus, string>> = {
+  accepted: 'queued',
+  held: 'queued',
+  rate_limited: 'queued',
+  batched: 'inflight',
+  signed: 'inflight',
+  broadcast: 'inflight',
+  paid: 'paid',
+  rejected: 'rejected',
+  orphaned: 'orphaned',
+};
+
+/** The phase of the status index that holds requests in `status`. */
+export function requestPhase(status: RequestStatus): string {
+  return REQUEST_PHASE[status];
+}
+
 const requests = indexedSpace(SPACES.request, SPACES.requestIndex, requestPart);
 export const requestKey = requests.key;
+/** Every request indexed under `phase` (requestPhase). */
 export const requestIndexPrefix = requests.indexPrefix;
-export const requestIndexKey = requests.indexKey;
+/** The index entry of a request in `status`: under its phase. */
+export function requestIndexKey(status: RequestStatus, txHash: string, ordinal: number): string {
+  return requests.indexKey(requestPhase(status), txHash, ordinal);
+}
 
 /** Every request one EVM transaction made, `req/<tx hash>/<ordinal>`: the index of requests by transaction. */
 export function requestsOfTxPrefix(txHash: string): string {
@@ -244,14 +274,6 @@ export function requestKeyOfIndex(indexKey: string): string {
   if (parts.length !== 4 || `${parts[0]}/` !== SPACES.requestIndex)
     throw new StorageError('invalid_key', `not a request index key: ${JSON.stringify(indexKey)}`, { key: indexKey });
   return `${SPACES.request}${parts[2]}/${parts[3]}`;
-}
-
-export function requestLogPrefix(txHash: string, ordinal: number): string {
-  return `${SPACES.requestLog}${requestPart(txHash, ordinal)}/`;
-}
-
-export function requestLogKey(txHash: string, ordinal: number, seq: number): string {
-  return `${requestLogPrefix(txHash, ordinal)}${keyNumber(seq, 'request status sequence')}`;
 }
 
 function outpointPart(txid: string, vout: number): string {

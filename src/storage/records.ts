@@ -36,8 +36,11 @@ export interface RequestRecord {
   readonly reason?: RequestRejectReason;
   readonly detail?: string;
   readonly scriptPubKey?: Uint8Array;
-  /** Sequence number of the latest status-history entry. */
-  readonly seq: number;
+  /**
+   * Every status the request had, oldest first; the last entry is the current status. Kept in the
+   * record (schema 5) so that a status change is one put, not a second key per change.
+   */
+  readonly history: readonly StatusChange[];
 }
 
 export interface StatusChange {

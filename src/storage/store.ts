@@ -2,16 +2,16 @@ import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import * as stages from '../metrics/stages.js';
 import { StorageError } from './errors.js';
-import { META_KEY } from './keys.js';
-import type { StoreMeta } from './records.js';
+import { META_KEY, requestPhase, SPACES } from './keys.js';
+import type { RequestRecord, StatusChange, StoreMeta } from './records.js';
 
 /**
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
  * migrates an older store when it opens it (MIGRATIONS) or refuses it (UNREADABLE). 2: the reqidx/
  * status index. 3: requests named by transaction and ordinal. 4: the reqbtc/ and finalat/ indexes
- * and the reqcount/ counters.
+ * and the reqcount/ counters. 5: a request's status history inside its req/ record (no reqlog/).
  */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 export interface EntriesRange {
   /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */
@@ -31,11 +31,19 @@ export interface EntriesRange {
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint', useBigIntExtension: true });
 
 // Printable ASCII only: keys.ts builds every key from hex, digits and fixed words, and ASCII
-// keeps UTF-8 byte order equal to string order, which prefix ranges rely on.
-const KEY_PATTERN = /^[\x21-\x7e]{1,512}$/;
+// keeps UTF-8 byte order equal to string order, which prefix ranges rely on. Checked on every put
+// and read, so by a loop over the characters (a regex test costs several times that here).
+function printableAscii(key: string): boolean {
+  if (key.length < 1 || key.length > 512) return false;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
 
 function checkKey(key: string): void {
-  if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
+  if (typeof key !== 'string' || !printableAscii(key)) {
     throw new StorageError(
       'invalid_key',
       `store key must be 1 to 512 printable ASCII characters, got ${JSON.stringify(key)}`,
@@ -216,6 +224,37 @@ interface SyncReads {
   }): { rows: (string | Buffer)[] };
 }
 
+/**
+ * A batch as the store writes it. @nxtedition/rocksdb's own chained batch offers `_put`, `_del` and
+ * `_writeSync`, which go straight to the binding: abstract-level's public put copies its options
+ * twice and logs every operation until the write, a dozen allocations per put on the path every
+ * request takes about ten times. Keys were checked (checkKey) and values encoded when staged.
+ */
+interface RawBatch {
+  put(key: string, value: Buffer): void;
+  del(key: string): void;
+  write(sync: boolean): void;
+}
+
+interface BindingBatch {
+  _put(key: string, value: Buffer): void;
+  _del(key: string): void;
+  _writeSync(options: { sync: boolean }): void;
+}
+
+function rawBatch(batch: ReturnType<RocksLevel['batch']>): RawBatch {
+  const binding = batch as unknown as Partial<BindingBatch>;
+  if (
+    typeof binding._put === 'function' &&
+    typeof binding._del === 'function' &&
+    typeof binding._writeSync === 'function'
+  ) {
+    const b = binding as BindingBatch;
+    return { put: (k, v) => b._put(k, v), del: (k) => b._del(k), write: (sync) => b._writeSync({ sync }) };
+  }
+  throw new StorageError('write_failed', 'this @nxtedition/rocksdb has no synchronous chained batch', {});
+}
+
 interface IteratorBounds {
   gte?: string;
   lt?: string;
@@ -252,8 +291,48 @@ export async function newestKeys(store: Store, prefix: string, page: PageRequest
   return { items, next: keys.length > page.limit && last !== undefined ? last.slice(prefix.length) : null };
 }
 
-/** Schema version n → n + 1, staged in one batch with the new version number (none yet: see UNREADABLE). */
-const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {};
+/** Schema 4's request history space: reqlog/<tx hash>/<ordinal>/<seq>, one key per status change. */
+const SCHEMA_4_HISTORY = 'reqlog/';
+
+/** Records a migration rewrites in each of its own synced batches, so a large store is not one huge batch. */
+const MIGRATION_CHUNK = 1000;
+
+/**
+ * 4 → 5: each request's history moves from its reqlog/ keys into its req/ record (which loses its
+ * `seq`), and its status index entry from reqidx/<status>/ to reqidx/<phase>/. Chunks are written
+ * as they are done, each record with its old keys' removal, and a record that already has its
+ * history is passed over: a migration cut short by a crash resumes where it stopped.
+ */
+async function foldRequestHistories(store: Store): Promise<void> {
+  let batch = store.batch();
+  for await (const [key, record] of store.entries<RequestRecord & { seq?: number }>({ prefix: SPACES.request })) {
+    if (record.history !== undefined) continue;
+    const part = key.slice(SPACES.request.length);
+    batch.del(`${SPACES.requestIndex}${record.status}/${part}`);
+    batch.put(`${SPACES.requestIndex}${requestPhase(record.status)}/${part}`, 1);
+    const logPrefix = `${SCHEMA_4_HISTORY}${part}/`;
+    const history: StatusChange[] = [];
+    for await (const [logKey, change] of store.entries<StatusChange>({ prefix: logPrefix })) {
+      history.push(change);
+      batch.del(logKey);
+    }
+    const { seq: _seq, ...rest } = record;
+    batch.put(key, { ...rest, history } satisfies RequestRecord);
+    if (batch.length >= MIGRATION_CHUNK) {
+      await batch.write({ sync: true });
+      batch = store.batch();
+    }
+  }
+  if (batch.length > 0) await batch.write({ sync: true });
+}
+
+/**
+ * Schema version n → n + 1; what a migration stages in `batch` is written with the new version
+ * number. Versions below 4 cannot be migrated (UNREADABLE).
+ */
+const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {
+  4: (store) => foldRequestHistories(store),
+};
 
 /**
  * Why a store of an older schema cannot be read, by its version; such a store is refused, untouched.
@@ -471,16 +550,21 @@ export class Store implements StoreReader {
     try {
       // @nxtedition/rocksdb writes a chained batch synchronously, on this thread, the WAL's fsync
       // included (sync): its CPU is store_write's, the wait on the disk shows in the wall figure only
-      await stages.time('store_write', () => {
-        const batch = this.#db.batch();
-        for (const [key, value] of staged) {
-          if (counters.has(key)) continue;
-          if (value === null) batch.del(key);
-          else batch.put(key, value);
-        }
-        for (const [key, value] of counters) batch.put(key, value);
-        return batch.write({ sync });
-      });
+      const batch = this.#db.batch();
+      try {
+        stages.time('store_write', () => {
+          const raw = rawBatch(batch);
+          for (const [key, value] of staged) {
+            if (counters.has(key)) continue;
+            if (value === null) raw.del(key);
+            else raw.put(key, value);
+          }
+          for (const [key, value] of counters) raw.put(key, value);
+          raw.write(sync);
+        });
+      } finally {
+        await batch.close();
+      }
     } catch (err) {
       throw new StorageError(
         'write_failed',

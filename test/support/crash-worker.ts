@@ -9,7 +9,7 @@
  * abandoned, `B <height>` cursor advanced (not synced: a process crash still keeps it).
  */
 import { BitcoinObserver } from '../../src/chain/observer.js';
-import { requestKey, requestLogKey, proposalKey, SPACES } from '../../src/storage/keys.js';
+import { requestIndexKey, requestKey, proposalKey, SPACES } from '../../src/storage/keys.js';
 import { Store } from '../../src/storage/store.js';
 import { listUnspent, releaseUtxos, reserveUtxos, type Outpoint } from '../../src/wallet/utxos.js';
 import { buildCrashChain, CRASH_KEEP_BLOCKS, CRASH_START_HEIGHT, FED_SCRIPT, type Fork } from './crash-chain.js';
@@ -18,13 +18,7 @@ import { TEST_DESCRIPTOR } from './tempdir.js';
 
 export interface CrashRequest {
   i: number;
-  status: 'pending' | 'batched';
-  txid?: string;
-  seq: number;
-}
-
-export interface CrashRequestLog {
-  status: CrashRequest['status'];
+  status: 'accepted' | 'batched';
   txid?: string;
 }
 
@@ -70,13 +64,11 @@ async function main(): Promise<void> {
     status: CrashRequest['status'],
     txid?: string,
   ): CrashRequest => {
-    const next: CrashRequest = { i: request.i, status, seq: request.seq + 1, ...(txid === undefined ? {} : { txid }) };
+    const next: CrashRequest = { i: request.i, status, ...(txid === undefined ? {} : { txid }) };
     const id = crashRequestId(request.i);
     batch.put(requestKey(id.txHash, id.ordinal), next);
-    batch.put(requestLogKey(id.txHash, id.ordinal, next.seq), {
-      status,
-      ...(txid === undefined ? {} : { txid }),
-    } satisfies CrashRequestLog);
+    batch.del(requestIndexKey(request.status, id.txHash, id.ordinal));
+    batch.put(requestIndexKey(status, id.txHash, id.ordinal), 1);
     return next;
   };
 
@@ -90,17 +82,17 @@ async function main(): Promise<void> {
       say(`B ${now?.height}`);
     } else if (dice < 0.7) {
       const i = requests.size;
-      const request: CrashRequest = { i, status: 'pending', seq: 0 };
+      const request: CrashRequest = { i, status: 'accepted' };
       const id = crashRequestId(i);
       await store
         .batch()
         .put(requestKey(id.txHash, id.ordinal), request)
-        .put(requestLogKey(id.txHash, id.ordinal, 0), { status: 'pending' } satisfies CrashRequestLog)
+        .put(requestIndexKey('accepted', id.txHash, id.ordinal), 1)
         .write({ sync: true });
       requests.set(i, request);
       say(`R ${i}`);
     } else if (dice < 0.9) {
-      const pending = [...requests.values()].filter((r) => r.status === 'pending').slice(0, 3);
+      const pending = [...requests.values()].filter((r) => r.status === 'accepted').slice(0, 3);
       if (pending.length === 0) continue;
       const txid = fakeHash('proposal', round, proposals++);
       const made = await store.exclusive(async () => {
@@ -127,7 +119,7 @@ async function main(): Promise<void> {
         const batch = store.batch();
         await releaseUtxos(batch, proposal.inputs, txid);
         batch.put(proposalKey(txid), { ...proposal, state: 'abandoned' } satisfies CrashProposal);
-        const updated = proposal.requests.map((i) => setStatus(batch, requests.get(i) as CrashRequest, 'pending'));
+        const updated = proposal.requests.map((i) => setStatus(batch, requests.get(i) as CrashRequest, 'accepted'));
         await batch.write({ sync: true });
         for (const r of updated) requests.set(r.i, r);
         live.delete(txid);

@@ -1,8 +1,9 @@
 import { requestId } from '../../src/evm/request-id.js';
+import type { NewRequest } from '../../src/evm/request-store.js';
 import type { RequestRecord } from '../../src/storage/records.js';
 
 /** The fields a test may set; the id is not one of them, so it always names txHash and ordinal. */
-export type TestRequestFields = Partial<Omit<RequestRecord, 'seq' | 'id'>> & {
+export type TestRequestFields = Partial<Omit<RequestRecord, 'history' | 'id'>> & {
   readonly txHash: string;
   readonly sats: bigint;
 };
@@ -12,7 +13,7 @@ export type TestRequestFields = Partial<Omit<RequestRecord, 'seq' | 'id'>> & {
  * `txHash`, ordinal 0, EVM block 1. The defaults are only placeholders that no test reads (wei
  * and the sub-satoshi rest of 0, a dummy Bitcoin address); a test that checks one sets it.
  */
-export function testRequest(fields: TestRequestFields): Omit<RequestRecord, 'seq'> {
+export function testRequest(fields: TestRequestFields): NewRequest {
   const ordinal = fields.ordinal ?? 0;
   const blockNumber = fields.blockNumber ?? 1;
   return {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { cursorKey, requestLogPrefix, SPACES } from '../../../src/storage/keys.js';
+import { cursorKey, requestIndexKey, SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import {
   buildCrashChain,
@@ -12,12 +12,7 @@ import {
   replay,
   type Fork,
 } from '../../support/crash-chain.js';
-import {
-  crashRequestId,
-  type CrashProposal,
-  type CrashRequest,
-  type CrashRequestLog,
-} from '../../support/crash-worker.js';
+import { crashRequestId, type CrashProposal, type CrashRequest } from '../../support/crash-worker.js';
 import type { ScriptedChain } from '../../support/scripted-chain.js';
 import { tempDir, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 import type { BitcoinCursor, ObservedBlock, TxConfirmation, UtxoRecord } from '../../../src/storage/records.js';
@@ -158,21 +153,19 @@ async function verify(store: Store, chains: ScriptedChain[], acks: Acks): Promis
   );
   assert.deepEqual(confirmations, payments, 'payment confirmations = spends of federation outputs in applied blocks');
 
-  // requests: a gapless prefix covering every acknowledged one, each with a whole history
+  // requests: a gapless prefix covering every acknowledged one, each indexed under exactly its status
   const requests = (await all<CrashRequest>(store, SPACES.request)).map(([, r]) => r).sort((a, b) => a.i - b.i);
   requests.forEach((r, i) => assert.equal(r.i, i, `request ${i} lost (found ${r.i})`));
   assert.ok(requests.length > acks.maxRequest, `acknowledged request ${acks.maxRequest} lost`);
   const proposals = new Map(
     (await all<CrashProposal>(store, SPACES.proposal)).map(([key, p]) => [key.slice(SPACES.proposal.length), p]),
   );
+  const indexedRequests = new Set((await all<number>(store, SPACES.requestIndex)).map(([key]) => key));
+  assert.equal(indexedRequests.size, requests.length, 'request index entries = requests');
   for (const request of requests) {
     const id = crashRequestId(request.i);
-    const log = (await all<CrashRequestLog>(store, requestLogPrefix(id.txHash, id.ordinal))).map(([, entry]) => entry);
-    assert.equal(log.length, request.seq + 1, `request ${request.i}: history length vs seq`);
-    assert.deepEqual(log[request.seq], {
-      status: request.status,
-      ...(request.txid === undefined ? {} : { txid: request.txid }),
-    });
+    const indexKey = requestIndexKey(request.status, id.txHash, id.ordinal);
+    assert.ok(indexedRequests.has(indexKey), `request ${request.i} is not indexed under its status ${request.status}`);
     if (request.status === 'batched') {
       const proposal = proposals.get(request.txid as string);
       assert.equal(proposal?.state, 'live', `request ${request.i} batched in a proposal that is not live`);

@@ -7,7 +7,7 @@ import {
   countRequests,
   getRequest,
   listRequests,
-  listRequestsInStatus,
+  listRequestsIn,
   requestsByBitcoinAddress,
   requestsByEvmAddress,
   requestsOfEvmTx,
@@ -15,10 +15,11 @@ import {
   stageNewRequest,
   stageStatus,
 } from '../../../src/evm/request-store.js';
-import { META_KEY, requestCountKey, SPACES } from '../../../src/storage/keys.js';
-import { Store } from '../../../src/storage/store.js';
+import { META_KEY, requestCountKey, requestKeyOfIndex, SPACES } from '../../../src/storage/keys.js';
+import { SCHEMA_VERSION, Store } from '../../../src/storage/store.js';
 import { openTempStore, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
+import type { NewRequest } from '../../../src/evm/request-store.js';
 import type { RequestRecord } from '../../../src/storage/records.js';
 
 // The request records and their status index (reqidx/): one index entry per record, moved in
@@ -26,7 +27,7 @@ import type { RequestRecord } from '../../../src/storage/records.js';
 
 const hash = (n: number): string => `0x${n.toString(16).padStart(64, '0')}`;
 
-function request(n: number): Omit<RequestRecord, 'seq'> {
+function request(n: number): NewRequest {
   return testRequest({ txHash: hash(n), blockHash: hash(1000), bitcoinAddress: 'bcrt1q…', sats: 1_000_000n });
 }
 
@@ -42,7 +43,7 @@ test('the status index follows every request through new, status changes and for
   for (const n of [1, 2, 3]) stageNewRequest(batch, request(n), 'then');
   await batch.write();
   assert.deepEqual(
-    (await listRequestsInStatus(store, 'accepted')).map((r) => r.id),
+    (await listRequestsIn(store, ['accepted'])).map((r) => r.id),
     [1, 2, 3].map((n) => `${hash(n)}:0`),
   );
 
@@ -68,14 +69,14 @@ test('the status index follows every request through new, status changes and for
   await batch.write();
 
   assert.deepEqual(await indexKeys(store), [
-    `${SPACES.requestIndex}accepted/${hash(2)}/0000000000`,
-    `${SPACES.requestIndex}signed/${hash(1)}/0000000000`,
+    `${SPACES.requestIndex}inflight/${hash(1)}/0000000000`,
+    `${SPACES.requestIndex}queued/${hash(2)}/0000000000`,
   ]);
   assert.deepEqual(
-    (await listRequestsInStatus(store, 'signed')).map((r) => [r.id, r.status]),
+    (await listRequestsIn(store, ['signed'])).map((r) => [r.id, r.status]),
     [[`${hash(1)}:0`, 'signed']],
   );
-  assert.deepEqual(await listRequestsInStatus(store, 'batched'), []);
+  assert.deepEqual(await listRequestsIn(store, ['batched']), []);
   assert.deepEqual([...(await countRequests(store))].sort(), [
     ['accepted', 1],
     ['signed', 1],
@@ -166,13 +167,63 @@ test('a store of schema 3 (no Bitcoin address or payment time index) is refused,
   });
 });
 
-/** Counts by status from a scan of the status index: what the counters must always equal. */
+test('a schema 4 store is migrated: histories into their records, the status index by phase, resumably', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pegout-schema4-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  let store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  // schema 4 as it was written: the record with a seq, one reqlog/ key per status change
+  const old = (n: number) => {
+    const { history: _history, ...record } = stageNewRequest(store.batch(), request(n), 'unused');
+    return { ...record, status: 'batched', seq: 1 };
+  };
+  const logKey = (n: number, seq: number) => `reqlog/${hash(n)}/0000000000/${String(seq).padStart(10, '0')}`;
+  const batch = store.batch();
+  for (const n of [1, 2, 3]) {
+    batch.put(`req/${hash(n)}/0000000000`, old(n));
+    batch.put(`reqidx/batched/${hash(n)}/0000000000`, 1);
+    batch.put(logKey(n, 0), { status: 'accepted', at: `t${n}` });
+    batch.put(logKey(n, 1), { status: 'batched', at: `u${n}`, detail: `in payment ${n}` });
+  }
+  // request 3 as a migration cut short by a crash left it: converted, its old keys gone
+  const { seq: _seq, ...converted } = old(3);
+  batch.put(`req/${hash(3)}/0000000000`, { ...converted, history: [{ status: 'batched', at: 'kept' }] });
+  batch
+    .del(logKey(3, 0))
+    .del(logKey(3, 1))
+    .del(`reqidx/batched/${hash(3)}/0000000000`);
+  batch.put(`reqidx/inflight/${hash(3)}/0000000000`, 1);
+  await batch.put(META_KEY, { schemaVersion: 4, descriptor: TEST_DESCRIPTOR }).write();
+  await store.close();
+
+  store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  assert.equal((await store.meta()).schemaVersion, SCHEMA_VERSION);
+  for (const n of [1, 2]) {
+    const r = (await getRequest(store, `${hash(n)}:0`))!;
+    assert.deepEqual(r.history, [
+      { status: 'accepted', at: `t${n}` },
+      { status: 'batched', at: `u${n}`, detail: `in payment ${n}` },
+    ]);
+    assert.equal('seq' in r, false, 'the record loses its seq');
+  }
+  assert.deepEqual((await getRequest(store, `${hash(3)}:0`))!.history, [{ status: 'batched', at: 'kept' }]);
+  assert.deepEqual(await store.keys({ prefix: 'reqlog/' }), [], 'no reqlog/ key is left');
+  assert.deepEqual(
+    await indexKeys(store),
+    [1, 2, 3].map((n) => `reqidx/inflight/${hash(n)}/0000000000`),
+    'the index is by phase',
+  );
+  assert.deepEqual(
+    (await listRequestsIn(store, ['batched'])).map((r) => r.id),
+    [1, 2, 3].map((n) => `${hash(n)}:0`),
+  );
+  await store.close();
+});
+
+/** Counts by status of the records the status index points at: what the counters must always equal. */
 async function indexCounts(store: Store): Promise<[string, number][]> {
   const counts = new Map<string, number>();
-  for (const key of await indexKeys(store)) {
-    const status = key.split('/')[1]!;
-    counts.set(status, (counts.get(status) ?? 0) + 1);
-  }
+  const records = await store.getMany<RequestRecord>((await indexKeys(store)).map(requestKeyOfIndex));
+  for (const r of records) counts.set(r!.status, (counts.get(r!.status) ?? 0) + 1);
   return [...counts].sort();
 }
 
