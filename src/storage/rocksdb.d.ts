@@ -21,6 +21,8 @@ declare module '@nxtedition/rocksdb' {
     close(): Promise<void>;
     getMany(keys: string[]): Promise<(Buffer | undefined)[]>;
     batch(): RocksChainedBatch;
+    /** A RocksDB property (rocksdb.*), as the string RocksDB reports. */
+    getProperty(property: string): string;
     iterator(options: RocksIteratorOptions): AsyncIterableIterator<[string, Buffer]> & { close(): Promise<void> };
   }
 }

@@ -292,6 +292,13 @@ class Lock {
   }
 }
 
+const MEMORY_PROPERTIES = [
+  ['memtables', 'rocksdb.cur-size-all-mem-tables'],
+  ['tableReaders', 'rocksdb.estimate-table-readers-mem'],
+  ['blockCache', 'rocksdb.block-cache-usage'],
+  ['blockCachePinned', 'rocksdb.block-cache-pinned-usage'],
+] as const;
+
 export class Store implements StoreReader {
   readonly #db: RocksLevel;
   readonly #dir: string;
@@ -396,6 +403,18 @@ export class Store implements StoreReader {
       await MIGRATIONS[version]!(this, batch);
       await batch.put(META_KEY, { schemaVersion: version + 1, descriptor } satisfies StoreMeta).write({ sync: true });
     }
+  }
+
+  /**
+   * RocksDB's own memory, in bytes (none of it on the JS heap or in process.memoryUsage().external):
+   * memtables, table readers (index and filter blocks held outside the block cache) and the block
+   * cache. Read synchronously; cheap enough for every /metrics scrape.
+   */
+  memory(): Record<(typeof MEMORY_PROPERTIES)[number][0], number> {
+    this.#checkOpen();
+    return Object.fromEntries(
+      MEMORY_PROPERTIES.map(([name, property]) => [name, Number(this.#db.getProperty(property))]),
+    ) as Record<(typeof MEMORY_PROPERTIES)[number][0], number>;
   }
 
   async meta(): Promise<StoreMeta> {
