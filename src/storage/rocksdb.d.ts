@@ -15,7 +15,17 @@ declare module '@nxtedition/rocksdb' {
     close(): Promise<void>;
   }
   export class RocksLevel {
-    constructor(location: string, options: { keyEncoding: 'utf8'; valueEncoding: 'buffer' });
+    constructor(
+      location: string,
+      options: {
+        keyEncoding: 'utf8';
+        valueEncoding: 'buffer';
+        compaction?: 'level' | 'universal';
+        memtableMemoryBudget?: number;
+        cacheSize?: number;
+        cacheIndexAndFilterBlocks?: boolean;
+      },
+    );
     readonly status: 'opening' | 'open' | 'closing' | 'closed';
     open(options?: { createIfMissing?: boolean; errorIfExists?: boolean }): Promise<void>;
     close(): Promise<void>;
