@@ -42,6 +42,21 @@ interface BlockResult {
   readonly cpuUs: number;
   /** Resident memory after the block, the largest member (MB). */
   readonly rssMb: number;
+  /** Where the largest member's memory is after the block (MB), from its /metrics. */
+  readonly memory: MemoryReading;
+}
+
+const MEMORY_KINDS = ['rss', 'heap_total', 'heap_used', 'external', 'array_buffers'] as const;
+const STORE_PARTS = ['memtables', 'tableReaders', 'blockCache'] as const;
+type MemoryReading = Record<(typeof MEMORY_KINDS)[number] | (typeof STORE_PARTS)[number], number>;
+
+async function readMemory(member: Devnet['members'][number]): Promise<MemoryReading> {
+  const text = await (await fetch(`${member.apiUrl}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const mb = (pattern: RegExp): number => Number(pattern.exec(text)?.[1] ?? NaN) / 2 ** 20;
+  return Object.fromEntries([
+    ...MEMORY_KINDS.map((k) => [k, mb(new RegExp(`^pegout_memory_bytes\\{kind="${k}"\\} (\\S+)$`, 'm'))]),
+    ...STORE_PARTS.map((p) => [p, mb(new RegExp(`^pegout_store_memory_bytes\\{part="${p}"\\} (\\S+)$`, 'm'))]),
+  ]) as MemoryReading;
 }
 
 async function rssMb(pid: number | undefined): Promise<number> {
@@ -69,12 +84,14 @@ async function runBlock(devnet: Devnet, rpc: EvmRpc, block: number): Promise<Blo
   const after = await Promise.all(devnet.members.map(readCpu));
   const costs = before.map((b, i) => perRequest(b, after[i]!, perBlock));
   const rss = await Promise.all(devnet.members.map((m) => rssMb(m.process?.pid)));
+  const largest = devnet.members[rss.indexOf(Math.max(...rss))] ?? devnet.members[0]!;
   return {
     block,
     paidBefore: block * perBlock,
     requestsPerSecond: perBlock / seconds,
     cpuUs: summarize(costs)!.mean.process,
     rssMb: Math.max(...rss),
+    memory: await readMemory(largest),
   };
 }
 
@@ -83,14 +100,14 @@ function report(results: readonly BlockResult[]): string {
   const change = (a: number, b: number): string => `${(((b - a) / a) * 100).toFixed(1)} %`;
   const rows = results.map(
     (r) =>
-      `| ${r.block + 1} | ${r.paidBefore} | ${r.requestsPerSecond.toFixed(0)} | ${r.cpuUs.toFixed(0)} | ${r.rssMb.toFixed(0)} |`,
+      `| ${r.block + 1} | ${r.paidBefore} | ${r.requestsPerSecond.toFixed(0)} | ${r.cpuUs.toFixed(0)} | ${r.rssMb.toFixed(0)} | ${[...MEMORY_KINDS.slice(1), ...STORE_PARTS].map((k) => r.memory[k].toFixed(1)).join(' | ')} |`,
   );
   const within = (a: number, b: number): string => (Math.abs(b - a) / a <= 0.1 ? 'met' : 'missed');
   return [
     `Growth run: ${t}-of-${n}, ${blocks} blocks of ${perBlock} requests, each final at once and paid before the next (no Bitcoin Core: declared funding).`,
     '',
-    '| block | requests paid before it | requests/s (final → finalized at every member) | process CPU µs per request per member (mean) | RSS MB (largest member) |',
-    '| ---: | ---: | ---: | ---: | ---: |',
+    '| block | requests paid before it | requests/s (final → finalized at every member) | process CPU µs per request per member (mean) | RSS MB (largest member) | its V8 heap total | heap used | external | arrayBuffers | RocksDB memtables | table readers | block cache (MB) |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     `First block against the last: requests/s ${first.requestsPerSecond.toFixed(0)} → ${last.requestsPerSecond.toFixed(0)} (${change(first.requestsPerSecond, last.requestsPerSecond)}; target within 10 %: ${within(first.requestsPerSecond, last.requestsPerSecond)}), CPU µs per request ${first.cpuUs.toFixed(0)} → ${last.cpuUs.toFixed(0)} (${change(first.cpuUs, last.cpuUs)}; target within 10 %: ${within(first.cpuUs, last.cpuUs)}), RSS ${first.rssMb.toFixed(0)} → ${last.rssMb.toFixed(0)} MB.`,
@@ -109,6 +126,8 @@ const devnet = await startDevnet({
   maxOutputs: 1000,
   workers: 1,
   evmConfirmations: 1,
+  // glibc's arena count is an allocator experiment (MALLOC_ARENA_MAX=2 npm run bench:growth)
+  ...(process.env.MALLOC_ARENA_MAX ? { memberEnv: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX } } : {}),
 });
 const results: BlockResult[] = [];
 try {
@@ -116,8 +135,11 @@ try {
   for (let b = 0; b < blocks; b++) {
     results.push(await runBlock(devnet, rpc, b));
     const r = results[results.length - 1]!;
+    const breakdown = Object.entries(r.memory)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+      .join(', ');
     process.stderr.write(
-      `\rblock ${b + 1}/${blocks}: ${r.requestsPerSecond.toFixed(0)} req/s, ${r.cpuUs.toFixed(0)} µs/request, RSS ${r.rssMb.toFixed(0)} MB\n`,
+      `\rblock ${b + 1}/${blocks}: ${r.requestsPerSecond.toFixed(0)} req/s, ${r.cpuUs.toFixed(0)} µs/request, RSS ${r.rssMb.toFixed(0)} MB (${breakdown})\n`,
     );
   }
 } finally {

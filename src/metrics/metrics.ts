@@ -62,7 +62,49 @@ export function createMetrics(options: { processMetrics?: boolean } = {}) {
     ),
   };
   metrics.reserveOk.set(-1);
-  return metrics;
+  return { ...metrics, memory: memoryGauges(registers) };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Where the process's memory is, read at each scrape: process.memoryUsage() (rss, heap, external,
+ * arrayBuffers) and, once a store is attached (watchStore), RocksDB's memtables, table readers and
+ * block cache, so resident growth that is in none of them shows as native heap (malloc).
+ */
+function memoryGauges(registers: Registry[]) {
+  let store: (() => Record<string, number>) | undefined;
+  new Gauge({
+    name: 'pegout_memory_bytes',
+    help: 'Process memory by kind (process.memoryUsage())',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const usage = process.memoryUsage();
+      this.set({ kind: 'rss' }, usage.rss);
+      this.set({ kind: 'heap_total' }, usage.heapTotal);
+      this.set({ kind: 'heap_used' }, usage.heapUsed);
+      this.set({ kind: 'external' }, usage.external);
+      this.set({ kind: 'array_buffers' }, usage.arrayBuffers);
+    },
+  });
+  new Gauge({
+    name: 'pegout_store_memory_bytes',
+    help: "RocksDB's memory by part (memtables, table readers, block cache)",
+    labelNames: ['part'] as const,
+    registers,
+    collect() {
+      if (store === undefined) return;
+      try {
+        for (const [part, bytes] of Object.entries(store())) this.set({ part }, bytes);
+      } catch {
+        // closed store during shutdown: keep the last values rather than fail the scrape
+      }
+    },
+  });
+  return {
+    watchStore(read: () => Record<string, number>): void {
+      store = read;
+    },
+  };
+}

@@ -412,6 +412,7 @@ export async function startMember(
   };
   try {
     const metrics = createMetrics({ processMetrics: true });
+    metrics.memory.watchStore(() => store.memory());
     const pool = new SigningPool(federation, { secretKey, size: config.workers });
     cleanup.push(() => pool.destroy());
     const network = startLinks(config, secretKey, pubkeys, log);

@@ -15,12 +15,24 @@ declare module '@nxtedition/rocksdb' {
     close(): Promise<void>;
   }
   export class RocksLevel {
-    constructor(location: string, options: { keyEncoding: 'utf8'; valueEncoding: 'buffer' });
+    constructor(
+      location: string,
+      options: {
+        keyEncoding: 'utf8';
+        valueEncoding: 'buffer';
+        compaction?: 'level' | 'universal';
+        memtableMemoryBudget?: number;
+        cacheSize?: number;
+        cacheIndexAndFilterBlocks?: boolean;
+      },
+    );
     readonly status: 'opening' | 'open' | 'closing' | 'closed';
     open(options?: { createIfMissing?: boolean; errorIfExists?: boolean }): Promise<void>;
     close(): Promise<void>;
     getMany(keys: string[]): Promise<(Buffer | undefined)[]>;
     batch(): RocksChainedBatch;
+    /** A RocksDB property (rocksdb.*), as the string RocksDB reports. */
+    getProperty(property: string): string;
     iterator(options: RocksIteratorOptions): AsyncIterableIterator<[string, Buffer]> & { close(): Promise<void> };
   }
 }

@@ -371,6 +371,32 @@ class Lock {
   }
 }
 
+/**
+ * RocksDB's memory, bounded (@nxtedition/rocksdb binding.cc InitOptions; durability unchanged: same
+ * WAL, same synced writes). The binding's defaults leave it to grow with write volume and history:
+ * - two 64 MB memtables, and every flush buffering all the uncompressed data blocks of the memtable
+ *   it writes (ZSTD dictionary training with max_dict_buffer_bytes 0 and no target file size for
+ *   flushes: block_based_table_builder.cc), another 64 MB malloc'd and freed per flush by a
+ *   background thread, which glibc keeps resident;
+ * - index and filter blocks of every table held outside the 8 MB block cache, growing with the store.
+ * 'level' with a 32 MB budget: memtables of 8 MB, at most 6 (48 MB) and flushed 2 at a time; L0 and
+ * L1 uncompressed, so flushes and L0→L1 compactions build no dictionary, and L2+ compactions buffer
+ * at most one 4 MB target file. Index and filter blocks are charged to a 32 MB block cache.
+ */
+const MEMORY_OPTIONS = {
+  compaction: 'level',
+  memtableMemoryBudget: 32 * 2 ** 20,
+  cacheSize: 32 * 2 ** 20,
+  cacheIndexAndFilterBlocks: true,
+} as const;
+
+const MEMORY_PROPERTIES = [
+  ['memtables', 'rocksdb.cur-size-all-mem-tables'],
+  ['tableReaders', 'rocksdb.estimate-table-readers-mem'],
+  ['blockCache', 'rocksdb.block-cache-usage'],
+  ['blockCachePinned', 'rocksdb.block-cache-pinned-usage'],
+] as const;
+
 export class Store implements StoreReader {
   readonly #db: RocksLevel;
   readonly #dir: string;
@@ -403,7 +429,7 @@ export class Store implements StoreReader {
         { dir },
       );
     }
-    const db = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    const db = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer', ...MEMORY_OPTIONS });
     try {
       await db.open({ createIfMissing: true });
     } catch (err) {
@@ -475,6 +501,18 @@ export class Store implements StoreReader {
       await MIGRATIONS[version]!(this, batch);
       await batch.put(META_KEY, { schemaVersion: version + 1, descriptor } satisfies StoreMeta).write({ sync: true });
     }
+  }
+
+  /**
+   * RocksDB's own memory, in bytes (none of it on the JS heap or in process.memoryUsage().external):
+   * memtables, table readers (index and filter blocks held outside the block cache) and the block
+   * cache. Read synchronously; cheap enough for every /metrics scrape.
+   */
+  memory(): Record<(typeof MEMORY_PROPERTIES)[number][0], number> {
+    this.#checkOpen();
+    return Object.fromEntries(
+      MEMORY_PROPERTIES.map(([name, property]) => [name, Number(this.#db.getProperty(property))]),
+    ) as Record<(typeof MEMORY_PROPERTIES)[number][0], number>;
   }
 
   async meta(): Promise<StoreMeta> {
