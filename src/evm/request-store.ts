@@ -18,12 +18,12 @@ import {
   requestKeyOfAddressIndex,
   requestKeyOfIndex,
   requestPhase,
-  requestSignedPrefix,
+  requestPaymentsKey,
   requestsOfTxPrefix,
   SPACES,
 } from '../storage/keys.js';
 import { EvmError } from './errors.js';
-import { parseRequestId } from './request-id.js';
+import { parseRequestId, type RequestIdentity } from './request-id.js';
 import type { RequestRecord, RequestStatus, StatusChange } from '../storage/records.js';
 
 /** A new request as its ingestion builds it: everything but the history, which starts here. */
@@ -127,12 +127,36 @@ export function stageForget(batch: StoreBatch, record: RequestRecord): void {
 }
 
 /**
- * The txids of the payments of a request that this member signed or knows finalized (the reqsig/
- * index the no-double-pay check reads), in key order.
+ * The txids of the payments of each request that this member signed or knows finalized (what the
+ * no-double-pay check reads), sorted: one point read for them all.
  */
-export async function paymentsOfRequest(store: Store, request: { txHash: string; ordinal: number }): Promise<string[]> {
-  const keys = await store.keys({ prefix: requestSignedPrefix(request.txHash, request.ordinal) });
-  return keys.map((key) => key.slice(key.lastIndexOf('/') + 1));
+export async function paymentsOfRequests(
+  reader: StoreReader,
+  requests: readonly RequestIdentity[],
+): Promise<(readonly string[])[]> {
+  const lists = await reader.getMany<string[]>(requests.map((r) => requestPaymentsKey(r.txHash, r.ordinal)));
+  return lists.map((list) => list ?? []);
+}
+
+export async function paymentsOfRequest(reader: StoreReader, request: RequestIdentity): Promise<readonly string[]> {
+  const [list] = await paymentsOfRequests(reader, [request]);
+  return list!;
+}
+
+/**
+ * Stages that payment `txid` pays `request`, whose payments as read through `batch` are `payments`
+ * (unchanged when it is among them already); returns the new list.
+ */
+export function stagePaymentOf(
+  batch: StoreBatch,
+  request: RequestIdentity,
+  payments: readonly string[],
+  txid: string,
+): readonly string[] {
+  if (payments.includes(txid)) return payments;
+  const next = [...payments, txid].sort();
+  batch.put(requestPaymentsKey(request.txHash, request.ordinal), next);
+  return next;
 }
 
 export function getRequest(reader: StoreReader, id: string): Promise<RequestRecord | undefined> {

@@ -1,7 +1,7 @@
 import type { Federation } from '../bitcoin/federation.js';
 import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { getRequest, paymentsOfRequest, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequest, paymentsOfRequest, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
@@ -103,20 +103,18 @@ async function stageFinalized(
   const at = new Date().toISOString();
   const requestIds: string[] = [];
   const unmatched: Record<string, number> = {};
-  // the payments of each request this member signed or knows final, read once: the request→payment
-  // index is written only where this one is not in it yet (a signer has it from signing), and the
-  // supersession check below reads the same lists
+  // the payments of each request this member signed or knows final, read once: the list is written
+  // only where this one is not in it yet (a signer has it from signing), and the supersession check
+  // below reads the same lists
   const paymentsOf = new Map<string, readonly string[]>();
   // output k + 1 pays the k-th committed request
   for (const [k, id] of body.requestIds.entries()) {
     const r = await getRequest(batch, id);
     const output = signed.outputs[k + 1];
     const identity = parseRequestId(id);
-    const payments = await paymentsOfRequest(store, identity);
+    const payments = await paymentsOfRequest(batch, identity);
     paymentsOf.set(id, payments);
-    const index = (): void => {
-      if (!payments.includes(txid)) batch.put(keys.requestSignedKey(identity.txHash, identity.ordinal, txid), 1);
-    };
+    const index = (): void => void stagePaymentOf(batch, identity, payments, txid);
     if (!r && output) {
       // not ingested here yet: committed by a transaction t members signed, so it is indexed
       // now and no other payment of it is signed meanwhile; matched once it is ingested

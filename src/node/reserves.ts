@@ -52,7 +52,7 @@ async function appliedPayments(store: Store, txids: readonly string[]): Promise<
 /** Requests in OWED statuses, from the status index; those in flight are checked for an applied payment. */
 async function owedRequests(store: Store): Promise<OwedRequest[]> {
   const out: OwedRequest[] = [];
-  const inFlight: { r: RequestRecord; txids: string[] }[] = [];
+  const inFlight: { r: RequestRecord; txids: readonly string[] }[] = [];
   for (const r of await listRequestsIn(store, OWED)) {
     if (QUEUED.has(r.status)) {
       out.push({ id: r.id, status: r.status, sats: r.sats, settled: false });

@@ -2,17 +2,10 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import { getRequests, paymentsOfRequest, QUEUED, stageStatus } from '../evm/request-store.js';
+import { getRequests, paymentsOfRequests, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
-import {
-  finalizedKey,
-  holdKey,
-  outflowKey,
-  requestSignedKey,
-  signatureMadeKey,
-  supersededKey,
-} from '../storage/keys.js';
+import { finalizedKey, holdKey, outflowKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
@@ -73,12 +66,12 @@ async function paymentRecord(
  */
 async function signedPayments(
   store: Store,
-  id: string,
+  txids: readonly string[],
   chain: ChainView | null,
   paidDepth: number,
 ): Promise<SignedPayment[]> {
   const out: SignedPayment[] = [];
-  for (const txid of await paymentsOfRequest(store, parseRequestId(id))) {
+  for (const txid of txids) {
     const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
     let dead = (await store.get(supersededKey(txid))) !== undefined;
@@ -118,9 +111,12 @@ export async function validationState(
     const record = records[i];
     if (record?.scriptPubKey)
       requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
-    // a malformed id is refused by the validator itself
-    if (isRequestId(id)) signed.set(id, await signedPayments(store, id, chain, policy.paidDepth));
   }
+  // a malformed id is refused by the validator itself
+  const wellFormed = proposal.requestIds.filter(isRequestId);
+  const payments = await paymentsOfRequests(store, wellFormed.map(parseRequestId));
+  for (const [i, id] of wellFormed.entries())
+    signed.set(id, await signedPayments(store, payments[i]!, chain, policy.paidDepth));
   const released = new Set<string>();
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
@@ -241,9 +237,10 @@ async function stageSigned(
     0n,
   );
   if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
-  for (const [i, id] of proposal.requestIds.entries()) {
-    const { txHash, ordinal } = parseRequestId(id);
-    batch.put(requestSignedKey(txHash, ordinal, txid), 1);
+  const identities = proposal.requestIds.map(parseRequestId);
+  const payments = await paymentsOfRequests(batch, identities);
+  for (const [i, identity] of identities.entries()) {
+    stagePaymentOf(batch, identity, payments[i]!, txid);
     const request = records[i];
     if (request && QUEUED.has(request.status)) stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
   }

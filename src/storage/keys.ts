@@ -43,8 +43,10 @@
  * |            |                                          | of it is finalized                         |                                 |
  * | sigmade/   | sigmade/<txid>                           | the signatures this member made; written   | node, before the signatures     |
  * |            |                                          | (sync) before they leave the process       | are sent (SPEC §3 invariant 2)  |
- * | reqsig/    | reqsig/<evm tx hash>/<ordinal>/<txid>    | 1 — "this member signed (or knows final)   | same batch as sigmade/          |
- * |            |                                          | txid paying this request" (no-double-pay)  |                                 |
+ * | reqpay/    | reqpay/<evm tx hash>/<ordinal>           | txids this member signed (or knows final)  | same batch as sigmade/ or final/|
+ * |            |                                          | that pay this request, sorted (the no-     | (request-store.ts               |
+ * |            |                                          | double-pay check); schema 5, one point     | stagePaymentOf)                 |
+ * |            |                                          | read, where reqsig/<…>/<txid> needed a scan|                                 |
  * | supsd/     | supsd/<txid>                             | Supersession { by, at }: a payment this    | same batch as the final/ record |
  * |            |                                          | member signed that can never reach t, since|   that supersedes it            |
  * |            |                                          | another payment of one of its requests with|                                 |
@@ -82,7 +84,7 @@ export const SPACES = {
   proposal: 'prop/',
   proposalInput: 'propin/',
   signatureMade: 'sigmade/',
-  requestSigned: 'reqsig/',
+  requestPayments: 'reqpay/',
   signatureReceived: 'sigrecv/',
   superseded: 'supsd/',
   finalized: 'final/',
@@ -323,12 +325,9 @@ export function proposalInputKey(txid: string, vout: number, proposal: string): 
 
 export const signatureMadeKey = byTxid(SPACES.signatureMade, 'signed txid');
 
-export function requestSignedPrefix(txHash: string, ordinal: number): string {
-  return `${SPACES.requestSigned}${requestPart(txHash, ordinal)}/`;
-}
-
-export function requestSignedKey(txHash: string, ordinal: number, txid: string): string {
-  return `${requestSignedPrefix(txHash, ordinal)}${bitcoinHash(txid, 'signed txid')}`;
+/** The payments this member signed or knows finalized that pay a request. */
+export function requestPaymentsKey(txHash: string, ordinal: number): string {
+  return `${SPACES.requestPayments}${requestPart(txHash, ordinal)}`;
 }
 
 export function signatureReceivedPrefix(txid: string): string {

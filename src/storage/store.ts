@@ -9,7 +9,8 @@ import type { RequestRecord, StatusChange, StoreMeta } from './records.js';
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
  * migrates an older store when it opens it (MIGRATIONS) or refuses it (UNREADABLE). 2: the reqidx/
  * status index. 3: requests named by transaction and ordinal. 4: the reqbtc/ and finalat/ indexes
- * and the reqcount/ counters. 5: a request's status history inside its req/ record (no reqlog/).
+ * and the reqcount/ counters. 5: a request's status history inside its req/ record (no reqlog/), the
+ * status index by phase, a request's payments as one list (reqpay/, not a reqsig/ key each).
  */
 export const SCHEMA_VERSION = 5;
 
@@ -326,12 +327,51 @@ async function foldRequestHistories(store: Store): Promise<void> {
   if (batch.length > 0) await batch.write({ sync: true });
 }
 
+/** Schema 4's request→payment index: reqsig/<tx hash>/<ordinal>/<txid>, one key per payment. */
+const SCHEMA_4_PAYMENTS = 'reqsig/';
+
+/**
+ * 4 → 5: each request's reqsig/ keys become one sorted list at reqpay/<tx hash>/<ordinal>. A
+ * request's keys are moved in one batch (chunks are cut between requests only), so a migration cut
+ * short by a crash resumes with whole requests left.
+ */
+async function listRequestPayments(store: Store): Promise<void> {
+  let batch = store.batch();
+  let group: { part: string; keys: string[]; txids: string[] } | undefined;
+  const stage = async (): Promise<void> => {
+    if (!group) return;
+    const key = `${SPACES.requestPayments}${group.part}`;
+    const listed = (await batch.get<string[]>(key)) ?? [];
+    batch.put(key, [...new Set([...listed, ...group.txids])].sort());
+    for (const old of group.keys) batch.del(old);
+    if (batch.length >= MIGRATION_CHUNK) {
+      await batch.write({ sync: true });
+      batch = store.batch();
+    }
+  };
+  for await (const [key] of store.entries({ prefix: SCHEMA_4_PAYMENTS })) {
+    const cut = key.lastIndexOf('/');
+    const part = key.slice(SCHEMA_4_PAYMENTS.length, cut);
+    if (group?.part !== part) {
+      await stage();
+      group = { part, keys: [], txids: [] };
+    }
+    group.keys.push(key);
+    group.txids.push(key.slice(cut + 1));
+  }
+  await stage();
+  if (batch.length > 0) await batch.write({ sync: true });
+}
+
 /**
  * Schema version n → n + 1; what a migration stages in `batch` is written with the new version
  * number. Versions below 4 cannot be migrated (UNREADABLE).
  */
 const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<void>> = {
-  4: (store) => foldRequestHistories(store),
+  4: async (store) => {
+    await foldRequestHistories(store);
+    await listRequestPayments(store);
+  },
 };
 
 /**

@@ -3,13 +3,13 @@ import { describe, it } from 'node:test';
 import { storeStatusSource, type LookupResult } from '../../../src/api/status.js';
 import type { Lookup } from '../../../src/api/lookup.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
-import { stageNewRequest } from '../../../src/evm/request-store.js';
+import { parseRequestId } from '../../../src/evm/request-id.js';
+import { paymentsOfRequest, stageNewRequest, stagePaymentOf } from '../../../src/evm/request-store.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import {
   broadcastKey,
   finalizedAtKey,
   finalizedKey,
-  requestSignedKey,
   signatureMadeKey,
   txConfirmationKey,
   cursorKey,
@@ -94,10 +94,8 @@ async function pay(store: Store): Promise<string> {
     batch.put(finalizedAtKey(at, txid(p)), 1);
     batch.put(txConfirmationKey(txid(p)), { height: 100, blockHash: txid(7) });
     batch.put(broadcastKey(txid(p), 0), { at, height: 99, outcome: 'sent' });
-    for (const id of ids) {
-      const [txHash, ordinal] = id.split(':') as [string, string];
-      batch.put(requestSignedKey(txHash, Number(ordinal), txid(p)), 1);
-    }
+    for (const request of ids.map(parseRequestId))
+      stagePaymentOf(batch, request, await paymentsOfRequest(batch, request), txid(p));
   }
   batch.put(cursorKey('bitcoin'), { height: 105, hash: txid(8) });
   await batch.write();

@@ -8,6 +8,7 @@ import {
   getRequest,
   listRequests,
   listRequestsIn,
+  paymentsOfRequests,
   requestsByBitcoinAddress,
   requestsByEvmAddress,
   requestsOfEvmTx,
@@ -167,7 +168,7 @@ test('a store of schema 3 (no Bitcoin address or payment time index) is refused,
   });
 });
 
-test('a schema 4 store is migrated: histories into their records, the status index by phase, resumably', async (t) => {
+test('a schema 4 store is migrated: histories into their records, the status index by phase, payments listed, resumably', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'pegout-schema4-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   let store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
@@ -184,6 +185,13 @@ test('a schema 4 store is migrated: histories into their records, the status ind
     batch.put(logKey(n, 0), { status: 'accepted', at: `t${n}` });
     batch.put(logKey(n, 1), { status: 'batched', at: `u${n}`, detail: `in payment ${n}` });
   }
+  // the payments of requests 1 and 2 as schema 4 indexed them, one key each
+  for (const [n, txid] of [
+    [1, 'bb'],
+    [1, 'aa'],
+    [2, 'cc'],
+  ] as const)
+    batch.put(`reqsig/${hash(n)}/0000000000/${txid.repeat(32)}`, 1);
   // request 3 as a migration cut short by a crash left it: converted, its old keys gone
   const { seq: _seq, ...converted } = old(3);
   batch.put(`req/${hash(3)}/0000000000`, { ...converted, history: [{ status: 'batched', at: 'kept' }] });
@@ -207,6 +215,14 @@ test('a schema 4 store is migrated: histories into their records, the status ind
   }
   assert.deepEqual((await getRequest(store, `${hash(3)}:0`))!.history, [{ status: 'batched', at: 'kept' }]);
   assert.deepEqual(await store.keys({ prefix: 'reqlog/' }), [], 'no reqlog/ key is left');
+  assert.deepEqual(await store.keys({ prefix: 'reqsig/' }), [], 'no reqsig/ key is left');
+  assert.deepEqual(
+    await paymentsOfRequests(
+      store,
+      [1, 2, 3].map((n) => ({ txHash: hash(n), ordinal: 0 })),
+    ),
+    [['aa'.repeat(32), 'bb'.repeat(32)], ['cc'.repeat(32)], []],
+  );
   assert.deepEqual(
     await indexKeys(store),
     [1, 2, 3].map((n) => `reqidx/inflight/${hash(n)}/0000000000`),

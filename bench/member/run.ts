@@ -1,0 +1,236 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { encodeAddress } from '../../src/bitcoin/address.js';
+import { witnessScript } from '../../src/bitcoin/script.js';
+import { buildFederation, type Federation } from '../../src/bitcoin/federation.js';
+import { serializeTx, type Transaction } from '../../src/bitcoin/tx.js';
+import { decideRequest } from '../../src/evm/decider.js';
+import { requestId } from '../../src/evm/request-id.js';
+import { getRequests, stageNewRequest } from '../../src/evm/request-store.js';
+import { clockNs, STAGE_CLOCK } from '../../src/metrics/stages.js';
+import { declaredOutputs } from '../../src/node/member.js';
+import { settleLocally } from '../../src/node/settlement.js';
+import { recordFinalized } from '../../src/node/finalize.js';
+import { signProposal, type SigningPolicy } from '../../src/node/signer.js';
+import { assembleWitnesses } from '../../src/signing/collector.js';
+import { SigningPool } from '../../src/signing/pool.js';
+import { schnorrBackend } from '../../src/signing/schnorr.js';
+import { Store } from '../../src/storage/store.js';
+import { DEFAULT_LIMITS } from '../../src/wallet/limits.js';
+import { buildPayments } from '../../src/wallet/payment.js';
+import { checkProposal, proposalFromPayment } from '../../src/wallet/proposal.js';
+import { listUnspent, registerUtxo } from '../../src/wallet/utxos.js';
+import { benchArgs, resultsDir } from '../e2e/args.js';
+
+// One member's bookkeeping per request, in one process: ingest, validate and sign, verify the
+// other signers' sets, record and apply the finalized payment, on a real store and signing pool,
+// with no links, no EVM node and no other members sharing the cores. bench:e2e measures the whole
+// federation, whose figures move ±20 % between runs on a shared 2-core machine; this isolates the
+// part that every member pays for every request, so that a change to it can be measured side by
+// side (A/B) within a few per cent. The main thread's CPU is read on the stage clock.
+
+const HELP = `npm run bench:member -- [--requests K] [--threshold T] [--members N] [--rounds R] [--out DIR]
+  --requests K    requests in each round, all final at once (default 10000)
+  --members N     the federation's size (default 7)
+  --threshold T   signature sets each payment needs (default 5): this member verifies T - 1
+  --rounds R      rounds on one store, reported each (default 3): the first one warms the code up
+  --out DIR       where member.json goes (default bench/results)`;
+
+const { values, positive } = benchArgs('bench:member', HELP, {
+  requests: { type: 'string', default: '10000' },
+  members: { type: 'string', default: '7' },
+  threshold: { type: 'string', default: '5' },
+  rounds: { type: 'string', default: '3' },
+  out: { type: 'string' },
+});
+const requests = positive(values.requests as string, '--requests');
+const members = positive(values.members as string, '--members');
+const threshold = positive(values.threshold as string, '--threshold');
+const rounds = positive(values.rounds as string, '--rounds');
+if (threshold > members) {
+  process.stderr.write(`bench:member: --threshold ${threshold} is more than --members ${members}\n`);
+  process.exit(2);
+}
+
+/** Requests of 0.015 BTC each to distinct P2WPKH addresses: the address text as a log carries it. */
+function requestLogs(count: number): { txHash: string; address: Uint8Array; wei: bigint }[] {
+  const utf8 = new TextEncoder();
+  return Array.from({ length: count }, () => ({
+    txHash: `0x${randomBytes(32).toString('hex')}`,
+    address: utf8.encode(encodeAddress(witnessScript(0, randomBytes(20)), 'regtest')),
+    wei: 1_500_000n * 10n ** 10n,
+  }));
+}
+
+/** A signer of the federation: its key and a signing pool of one worker. */
+interface Signer {
+  readonly pubkey: string;
+  readonly pool: SigningPool;
+}
+
+const POLICY: Omit<SigningPolicy, 'self'> = {
+  fee: { floor: 1, estimate: 2, maxMultiple: 3, maxRate: 500, maxSharePerRequest: 100_000n },
+  spendDepth: 1,
+  paidDepth: 1,
+  limits: DEFAULT_LIMITS,
+};
+
+interface Phase {
+  /** Main-thread CPU µs per request. */
+  readonly mainUs: number;
+  /** The whole process's CPU µs per request: the signing worker, RocksDB's and V8's threads too. */
+  readonly processUs: number;
+}
+
+const PHASES = ['ingest', 'build', 'sign', 'verify', 'finalize'] as const;
+type Phases = Record<(typeof PHASES)[number], Phase>;
+
+async function timed(count: number, fn: () => Promise<void>): Promise<Phase> {
+  const start = clockNs();
+  const cpu = process.cpuUsage();
+  await fn();
+  const used = process.cpuUsage(cpu);
+  return { mainUs: (clockNs() - start) / 1000 / count, processUs: (used.user + used.system) / count };
+}
+
+/** What ingestion does with each final request log: decided and staged, all in one transaction. */
+function ingestAll(store: Store, logs: ReturnType<typeof requestLogs>): Promise<void> {
+  const at = new Date().toISOString();
+  return store.transaction(async (batch) => {
+    for (const log of logs) {
+      const d = decideRequest(log.address, log.wei, 'regtest');
+      stageNewRequest(
+        batch,
+        {
+          id: requestId(log.txHash, 0),
+          txHash: log.txHash,
+          ordinal: 0,
+          blockNumber: 1,
+          blockHash: `0x${'11'.repeat(32)}`,
+          evmAddress: `0x${'22'.repeat(20)}`,
+          bitcoinAddress: d.bitcoinAddress,
+          wei: log.wei.toString(),
+          sats: d.sats,
+          subSatoshiWei: d.subSatoshiWei.toString(),
+          status: d.status,
+          ...(d.scriptPubKey ? { scriptPubKey: d.scriptPubKey } : {}),
+        },
+        at,
+      );
+    }
+  });
+}
+
+/** One round: `requests` new requests through every phase, `self` signing with t − 1 `others`. */
+async function round(
+  store: Store,
+  federation: Federation,
+  { pubkey: self, pool }: Signer,
+  others: readonly Signer[],
+): Promise<Phases> {
+  const logs = requestLogs(requests);
+  const ingest = await timed(requests, () => ingestAll(store, logs));
+  const ids = logs.map((l) => requestId(l.txHash, 0));
+  let proposals: ReturnType<typeof proposalFromPayment>[] = [];
+  const build = await timed(requests, async () => {
+    const records = await getRequests(store, ids);
+    const pending = records.map((r) => ({ id: r!.id, scriptPubKey: r!.scriptPubKey!, sats: r!.sats }));
+    const spendable = (await listUnspent(store)).map((u) => ({ ...u, confirmations: 1 }));
+    const plan = buildPayments(pending, spendable, 2, federation, {
+      maxOutputs: 1000,
+      maxSharePerRequest: POLICY.fee.maxSharePerRequest,
+    });
+    proposals = plan.payments.map((p) => proposalFromPayment(p, 0, self));
+  });
+  const signed: {
+    tx: Transaction;
+    prevouts: ReturnType<typeof checkProposal>['proposal']['prevouts'];
+    txid: string;
+  }[] = [];
+  const sets: Map<string, Uint8Array>[] = [];
+  const sign = await timed(requests, async () => {
+    for (const proposal of proposals) {
+      const checked = checkProposal(proposal);
+      const outcome = await signProposal(store, pool, federation, checked, { ...POLICY, self });
+      if (!outcome.ok) throw new Error(`refused: ${outcome.reason} ${outcome.detail}`);
+      signed.push({ tx: checked.tx, prevouts: checked.proposal.prevouts, txid: checked.txid });
+      sets.push(new Map([[self, outcome.signatures]]));
+    }
+  });
+  // the other signers' sets are made outside every timed phase: their signing is their own cost
+  for (const [i, { tx, prevouts }] of signed.entries()) {
+    for (const other of others) sets[i]!.set(other.pubkey, await other.pool.signTransaction(tx, prevouts));
+  }
+  const verify = await timed(requests, async () => {
+    for (const [i, { tx, prevouts }] of signed.entries()) {
+      for (const [key, signatures] of sets[i]!) {
+        if (key === self) continue;
+        const valid = await pool.verifyTransaction(tx, prevouts, Buffer.from(key, 'hex'), signatures);
+        if (valid.some((b) => b !== 1)) throw new Error('a signature set does not verify');
+      }
+    }
+  });
+  const finalize = await timed(requests, async () => {
+    for (const [i, { tx, prevouts, txid }] of signed.entries()) {
+      const bySigner = new Map(
+        [...sets[i]!].map(([k, s]) => [
+          k,
+          Array.from({ length: tx.inputs.length }, (_, j) => s.subarray(j * 64, j * 64 + 64)),
+        ]),
+      );
+      const witnesses = assembleWitnesses(federation, bySigner, tx.inputs.length);
+      const full: Transaction = { ...tx, inputs: tx.inputs.map((input, j) => ({ ...input, witness: witnesses[j]! })) };
+      const body = { tx: serializeTx(full), prevouts, requestIds: proposals[i]!.requestIds };
+      const record = await recordFinalized(store, federation, txid, full, body, `finalized in ${txid}`);
+      if (record) await settleLocally(store, federation, record);
+    }
+  });
+  return { ingest, build, sign, verify, finalize };
+}
+
+async function main(): Promise<void> {
+  const keys = Array.from({ length: members }, () => new Uint8Array(randomBytes(32)));
+  const backend = schnorrBackend();
+  const federation = buildFederation({
+    network: 'regtest',
+    threshold,
+    pubkeys: keys.map((k) => backend.xonlyPublicKey(k)),
+  });
+  const signers: Signer[] = keys.slice(0, threshold).map((k) => ({
+    pubkey: Buffer.from(backend.xonlyPublicKey(k)).toString('hex'),
+    pool: new SigningPool(federation, { secretKey: k, size: 1 }),
+  }));
+  const [self, ...others] = signers as [Signer, ...Signer[]];
+  const dir = await mkdtemp(path.join(tmpdir(), 'pegout-bench-member-'));
+  const store = await Store.open(dir, { descriptor: federation.descriptor });
+  try {
+    // declared outputs, enough for every round: a payment spends one or two of them
+    const outputs = declaredOutputs(federation, 40 * rounds, Math.ceil((requests * 1_600_000) / 40));
+    await store.transaction(async (batch) => {
+      for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
+    });
+    const results = [];
+    for (let r = 0; r < rounds; r++) {
+      const result = await round(store, federation, self, others);
+      results.push(result);
+      const sum = (figure: keyof Phase): number => PHASES.reduce((a, p) => a + result[p][figure], 0);
+      const phases = PHASES.map((p) => `${p} ${result[p].mainUs.toFixed(1)}`).join(', ');
+      process.stderr.write(
+        `round ${r + 1}: main thread µs/request ${phases}; all ${sum('mainUs').toFixed(1)}; process ${sum('processUs').toFixed(1)}\n`,
+      );
+    }
+    const out = resultsDir(values.out);
+    await writeFile(
+      path.join(out, 'member.json'),
+      `${JSON.stringify({ requests, members, threshold, clock: STAGE_CLOCK, rounds: results }, null, 2)}\n`,
+    );
+  } finally {
+    await Promise.all(signers.map((s) => s.pool.destroy()));
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
