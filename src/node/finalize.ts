@@ -1,14 +1,28 @@
 import type { Federation } from '../bitcoin/federation.js';
 import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { getRequest, paymentsOfRequest, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
+import {
+  getRequest,
+  getRequests,
+  paymentsOfRequest,
+  paymentsOfRequests,
+  QUEUED,
+  stagePaymentOf,
+  stageStatus,
+} from '../evm/request-store.js';
 import { parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
-import type { FinalizedBody, FinalizedRecord, SignatureRecord, Supersession } from '../storage/records.js';
+import type {
+  FinalizedBody,
+  FinalizedRecord,
+  RequestRecord,
+  SignatureRecord,
+  Supersession,
+} from '../storage/records.js';
 
 // Recording a finalized payment: the one place where a payment with t signatures (finalized
 // here, received from a peer, or found confirmed on the chain) enters this member's records.
@@ -107,25 +121,30 @@ async function stageFinalized(
   // only where this one is not in it yet (a signer has it from signing), and the supersession check
   // below reads the same lists
   const paymentsOf = new Map<string, readonly string[]>();
+  // every record and list in two reads; `current` holds what this batch staged since, as a read
+  // through the batch would see it (a request named twice sees its first change)
+  const identities = body.requestIds.map(parseRequestId);
+  const records = await getRequests(batch, body.requestIds);
+  const lists = await paymentsOfRequests(batch, identities);
+  const current = new Map<string, { r: RequestRecord | undefined; payments: readonly string[] }>();
   // output k + 1 pays the k-th committed request
   for (const [k, id] of body.requestIds.entries()) {
-    const r = await getRequest(batch, id);
+    let { r, payments } = current.get(id) ?? { r: records[k], payments: lists[k]! };
+    if (!paymentsOf.has(id)) paymentsOf.set(id, payments);
     const output = signed.outputs[k + 1];
-    const identity = parseRequestId(id);
-    const payments = await paymentsOfRequest(batch, identity);
-    paymentsOf.set(id, payments);
-    const index = (): void => void stagePaymentOf(batch, identity, payments, txid);
     if (!r && output) {
       // not ingested here yet: committed by a transaction t members signed, so it is indexed
       // now and no other payment of it is signed meanwhile; matched once it is ingested
-      index();
+      current.set(id, { r, payments: stagePaymentOf(batch, identities[k]!, payments, txid) });
       unmatched[id] = k + 1;
       continue;
     }
-    if (!r?.scriptPubKey || !output || Buffer.compare(output.scriptPubKey, r.scriptPubKey) !== 0) continue;
-    requestIds.push(id);
-    index();
-    if (QUEUED.has(r.status) || r.status === 'batched') stageStatus(batch, r, 'signed', at, detail);
+    if (r?.scriptPubKey && output && Buffer.compare(output.scriptPubKey, r.scriptPubKey) === 0) {
+      requestIds.push(id);
+      payments = stagePaymentOf(batch, identities[k]!, payments, txid);
+      if (QUEUED.has(r.status) || r.status === 'batched') r = stageStatus(batch, r, 'signed', at, detail);
+    }
+    current.set(id, { r, payments });
   }
   const superseded = await stageSupersededBy(
     store,

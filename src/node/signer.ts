@@ -19,7 +19,7 @@ import {
   type SignedPayment,
   type ValidationState,
 } from '../wallet/validate.js';
-import type { FinalizedRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
+import type { FinalizedRecord, RequestRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
 import { isPaused } from './safety.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
@@ -95,13 +95,24 @@ export async function chainView(reader: StoreReader, spendDepth: number): Promis
   return tipHeight === undefined ? null : { tipHeight, spendDepth };
 }
 
-/** A snapshot of exactly the state validation needs for `checked`, read from the store. */
-export async function validationState(
+/**
+ * What the signer read for a proposal: exactly the state validation needs, and the records and
+ * payment lists of its requests (well-formed ids only) it came from, which the record of what was
+ * signed reuses: inside the exclusive section nothing changes them in between.
+ */
+interface SignerReads {
+  readonly state: ValidationState;
+  readonly records: readonly (RequestRecord | undefined)[];
+  readonly payments: ReadonlyMap<string, readonly string[]>;
+}
+
+/** The signer's reads for `checked`, from the store. */
+async function readForSigning(
   store: Store,
   federation: Federation,
   checked: CheckedProposal,
   policy: SigningPolicy,
-): Promise<ValidationState> {
+): Promise<SignerReads> {
   const { proposal, tx } = checked;
   const chain = await chainView(store, policy.spendDepth);
   const requests = new Map<string, KnownRequest>();
@@ -114,9 +125,9 @@ export async function validationState(
   }
   // a malformed id is refused by the validator itself
   const wellFormed = proposal.requestIds.filter(isRequestId);
-  const payments = await paymentsOfRequests(store, wellFormed.map(parseRequestId));
-  for (const [i, id] of wellFormed.entries())
-    signed.set(id, await signedPayments(store, payments[i]!, chain, policy.paidDepth));
+  const lists = await paymentsOfRequests(store, wellFormed.map(parseRequestId));
+  const payments = new Map(wellFormed.map((id, i) => [id, lists[i]!]));
+  for (const [id, txids] of payments) signed.set(id, await signedPayments(store, txids, chain, policy.paidDepth));
   const released = new Set<string>();
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
@@ -137,7 +148,7 @@ export async function validationState(
       if (record) holders.set(u.reservedBy, record.requestIds);
     }
   }
-  return {
+  const state: ValidationState = {
     federation,
     request: (id) => requests.get(id),
     utxo: (name) => utxos.get(name),
@@ -149,6 +160,7 @@ export async function validationState(
     released: (id) => released.has(id),
     outflow: { window, used },
   };
+  return { state, records, payments };
 }
 
 /**
@@ -172,9 +184,7 @@ export async function signProposal(
     );
     if ('refused' in staged) return staged.refused;
     const signatures = await pool.signTransaction(checked.tx, checked.proposal.prevouts);
-    await stages.timeAsync('validation', () =>
-      stageSigned(batch, federation, checked, signatures, now(), staged.state),
-    );
+    stages.time('validation', () => stageSigned(batch, federation, checked, signatures, now(), staged));
     return { ok: true, txid: checked.txid, signatures, already: false };
   });
 }
@@ -189,7 +199,7 @@ async function validateAndStage(
   federation: Federation,
   checked: CheckedProposal,
   policy: SigningPolicy,
-): Promise<{ refused: SignOutcome } | { state: ValidationState }> {
+): Promise<{ refused: SignOutcome } | SignerReads> {
   const { tx, txid } = checked;
   const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
   if (existing) return { refused: { ok: true, txid, signatures: existing.signatures, already: true } };
@@ -198,8 +208,8 @@ async function validateAndStage(
     const why = paused.reasons.map((r) => `${r.kind}: ${r.detail}`).join('; ');
     return { refused: { ok: false, reason: 'paused', detail: `this member is paused since ${paused.since} (${why})` } };
   }
-  const state = await validationState(store, federation, checked, policy);
-  const verdict = validateProposal(checked, state);
+  const reads = await readForSigning(store, federation, checked, policy);
+  const verdict = validateProposal(checked, reads.state);
   if (!verdict.ok) return { refused: verdict };
   // inputs reserved by earlier proposals this one replaces (it spends them) move to it
   const replacing = new Set<string>();
@@ -208,18 +218,22 @@ async function validateAndStage(
     if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
   }
   await stageProposal(batch, checked, { replacing: [...replacing] });
-  return { state };
+  return reads;
 }
 
-/** The record of what was signed (written with the proposal, synced, before the signatures leave). */
-async function stageSigned(
+/**
+ * The record of what was signed (written with the proposal, synced, before the signatures leave),
+ * from the records validation read: it refused duplicate and unknown ids, so each request is staged
+ * once, from its current record.
+ */
+function stageSigned(
   batch: StoreBatch,
   federation: Federation,
   { proposal, tx, txid }: CheckedProposal,
   signatures: Uint8Array,
   at: string,
-  state: ValidationState,
-): Promise<void> {
+  { state, records, payments }: SignerReads,
+): void {
   batch.put(signatureMadeKey(txid), {
     txid,
     inputs: tx.inputs.map(outpointText),
@@ -229,18 +243,14 @@ async function stageSigned(
     vsize: signedFederationVsize(federation, tx),
     at,
   } satisfies SignatureRecord);
-  // validation refused duplicate and unknown ids, so each record is read once, before any change
-  const records = await getRequests(batch, proposal.requestIds);
   // the rolling cap counts a request in the window of the first payment of it this member signs
   const added = proposal.requestIds.reduce(
     (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),
     0n,
   );
   if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
-  const identities = proposal.requestIds.map(parseRequestId);
-  const payments = await paymentsOfRequests(batch, identities);
-  for (const [i, identity] of identities.entries()) {
-    stagePaymentOf(batch, identity, payments[i]!, txid);
+  for (const [i, id] of proposal.requestIds.entries()) {
+    stagePaymentOf(batch, parseRequestId(id), payments.get(id)!, txid);
     const request = records[i];
     if (request && QUEUED.has(request.status)) stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
   }
