@@ -23,7 +23,7 @@ import { getUtxo, listUnspent, outpointText, spendableAt } from '../wallet/utxos
 import type { Logger } from './log.js';
 import { recordFinalized } from './finalize.js';
 import { EarlySignatures } from './early-signatures.js';
-import { checkFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
+import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
@@ -683,17 +683,26 @@ export class Coordinator {
   private async onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void> {
     let signed: Transaction;
     let txid: string;
+    const refuse = (err: unknown): void => {
+      this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
+      this.o.log.warn('finalized_refused', { peer, error: err as Error });
+    };
     try {
       [signed, txid] = stages.time('verify', () => {
-        const tx = checkFinalizedBody(body);
+        const tx = parseFinalizedBody(body);
         return [tx, txidOf(tx)] as const;
       });
     } catch (err) {
-      this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
-      this.o.log.warn('finalized_refused', { peer, error: err as Error });
-      return;
+      return refuse(err);
     }
+    // the same payment comes from every member that finalized it: a known one is dropped here,
+    // before its commitment over up to a thousand requests is computed again
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
+    try {
+      stages.time('verify', () => checkFinalizedCommitment(signed, body));
+    } catch (err) {
+      return refuse(err);
+    }
     try {
       await verifyFinalizedWitnesses(signed, body.prevouts, this.o.federation, this.o.pool.verifyTransaction);
     } catch (err) {

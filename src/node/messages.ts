@@ -56,14 +56,23 @@ export function registerMessages(net: Pick<PeerNetwork, 'registerType'>): void {
 }
 
 /**
- * A peer's finalized payment before its signatures are checked: the transaction parses, has a
- * prevout per input, and output 0 commits to exactly the requests the frame names (which requests
- * it pays is read from the transaction itself, never from the frame's label). Throws otherwise.
+ * A peer's finalized payment, parsed: the transaction, with a prevout per input. Throws otherwise.
+ * Its txid tells whether it is known already (every member that finalizes a payment sends it to
+ * all): only a new one goes on to checkFinalizedCommitment and the signature checks.
  */
-export function checkFinalizedBody(body: FinalizedBody): Transaction {
+export function parseFinalizedBody(body: FinalizedBody): Transaction {
   const signed = parseTx(body.tx);
   if (signed.inputs.length !== body.prevouts.length)
     throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+  return signed;
+}
+
+/**
+ * A peer's finalized payment before its signatures are checked: output 0 commits to exactly the
+ * requests the frame names (which requests it pays is read from the transaction itself, never
+ * from the frame's label). Throws otherwise.
+ */
+export function checkFinalizedCommitment(signed: Transaction, body: FinalizedBody): void {
   const commitment = signed.outputs[0];
   if (
     !commitment ||
@@ -73,5 +82,4 @@ export function checkFinalizedBody(body: FinalizedBody): Transaction {
   ) {
     throw new Error('output 0 does not commit to the requests the frame names');
   }
-  return signed;
 }

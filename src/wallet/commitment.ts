@@ -1,4 +1,4 @@
-import { concat, equal, fromHex } from '../bitcoin/bytes.js';
+import { concat, equal } from '../bitcoin/bytes.js';
 import type { TxOutput } from '../bitcoin/tx.js';
 import { taggedHash } from '../bitcoin/hash.js';
 import { parseRequestId } from '../evm/request-id.js';
@@ -12,16 +12,20 @@ export const COMMITMENT_TAG = 'alys-pegout/requests';
 const OP_RETURN = 0x6a;
 const PUSH_32 = 0x20;
 
-/** taggedHash("alys-pegout/requests", txHash_1 ‖ u32le(ordinal_1) ‖ … ) over canonical request ids. */
+/**
+ * taggedHash("alys-pegout/requests", txHash_1 ‖ u32le(ordinal_1) ‖ … ) over canonical request ids.
+ * Written into one buffer: every member computes it for each payment of up to a thousand requests,
+ * as proposer, validator and receiver of the finalized payment.
+ */
 export function requestCommitment(requestIds: readonly string[]): Uint8Array {
-  const parts = requestIds.map((id) => {
+  const items = Buffer.alloc(36 * requestIds.length);
+  for (const [i, id] of requestIds.entries()) {
+    // parseRequestId has checked the hash is 0x and 64 lowercase hex digits
     const { txHash, ordinal } = parseRequestId(id);
-    const item = new Uint8Array(36);
-    item.set(fromHex(txHash.slice(2)), 0);
-    new DataView(item.buffer).setUint32(32, ordinal, true);
-    return item;
-  });
-  return taggedHash(COMMITMENT_TAG, concat(parts));
+    items.write(txHash.slice(2), 36 * i, 32, 'hex');
+    items.writeUInt32LE(ordinal, 36 * i + 32);
+  }
+  return taggedHash(COMMITMENT_TAG, items);
 }
 
 /** `OP_RETURN <commitment>`: the script of output 0. */

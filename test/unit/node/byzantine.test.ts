@@ -4,7 +4,7 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
-import { checkFinalizedBody } from '../../../src/node/messages.js';
+import { checkFinalizedCommitment, parseFinalizedBody } from '../../../src/node/messages.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
@@ -223,14 +223,20 @@ describe('a malicious member against an honest signer (issue 11)', () => {
   it('7: a finalized payment relabelled to name requests it does not pay', () => {
     const a = built([R[0]!], [U[0]!]);
     const body: FinalizedBody = { tx: a.unsignedTx, prevouts: a.prevouts, requestIds: a.requestIds };
-    assert.equal(txidOf(checkFinalizedBody(body)), txidOf(parseTx(a.unsignedTx)));
+    const signed = parseFinalizedBody(body);
+    assert.equal(txidOf(signed), txidOf(parseTx(a.unsignedTx)));
+    checkFinalizedCommitment(signed, body);
     for (const requestIds of [
       [R[1]!.id],
       [`0x${hex32(77)}:0`],
       [R[0]!.id, R[1]!.id],
       [R[0]!.id.replace(/:0$/, ':00')],
     ]) {
-      assert.throws(() => checkFinalizedBody({ ...body, requestIds }), /commit/, `refused: ${requestIds.join(',')}`);
+      assert.throws(
+        () => checkFinalizedCommitment(signed, { ...body, requestIds }),
+        /commit/,
+        `refused: ${requestIds.join(',')}`,
+      );
     }
   });
 
