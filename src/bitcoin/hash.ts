@@ -1,6 +1,8 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 export function sha256(...chunks: Uint8Array[]): Uint8Array {
+  // one chunk (a key's address text, a transaction): the one-shot hash, without a Hash object
+  if (chunks.length === 1) return new Uint8Array(hash('sha256', chunks[0]!, 'buffer'));
   const h = createHash('sha256');
   for (const c of chunks) h.update(c);
   return new Uint8Array(h.digest());

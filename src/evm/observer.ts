@@ -12,7 +12,7 @@ import {
   type RequestLog,
 } from './bridge.js';
 import { EvmError } from './errors.js';
-import { getRequest, stageForget, stageNewRequest, stageStatus } from './request-store.js';
+import { getRequest, getRequests, stageForget, stageNewRequest, stageStatus } from './request-store.js';
 import { decideRequest } from './decider.js';
 import { requestId } from './request-id.js';
 import { getBlock, hexQuantity, type EvmRpc } from './rpc.js';
@@ -132,9 +132,10 @@ export class EvmObserver {
         if (from > 0) await setImmediate();
         const chunk = decoded.slice(from, from + YIELD_EVERY);
         const statuses = await stages.timeAsync('decide', async () => {
-          const out: (RequestStatus | undefined)[] = [];
-          for (const log of chunk) out.push(await this.ingest(batch, log, perBlock, at));
-          return out;
+          const ids = chunk.map((log) => requestId(log.txHash, log.ordinal));
+          // one read for the chunk: a range's logs name distinct requests, so none is staged twice
+          const known = await getRequests(batch, ids);
+          return chunk.map((log, i) => this.ingest(batch, log, ids[i]!, known[i] !== undefined, perBlock, at));
         });
         accepted += statuses.filter((s) => s === 'accepted').length;
         rejected += statuses.filter((s) => s === 'rejected').length;
@@ -173,18 +174,22 @@ export class EvmObserver {
     return decoded;
   }
 
-  /** Decides one request and stages it; undefined when it was ingested before (a block read twice changes nothing). */
-  private async ingest(
+  /**
+   * Decides request `id` of `log` and stages it; undefined when it was ingested before (`known`: a
+   * block read twice changes nothing).
+   */
+  private ingest(
     batch: StoreBatch,
     log: RequestLog,
+    id: string,
+    known: boolean,
     perBlock: Map<number, string[]>,
     at: string,
-  ): Promise<RequestStatus | undefined> {
-    const id = requestId(log.txHash, log.ordinal);
+  ): RequestStatus | undefined {
     const ids = perBlock.get(log.blockNumber);
     if (ids) ids.push(id);
     else perBlock.set(log.blockNumber, [id]);
-    if (await getRequest(batch, id)) return undefined;
+    if (known) return undefined;
     const d = decideRequest(log.addressBytes, log.wei, this.options.network);
     stageNewRequest(
       batch,
