@@ -75,4 +75,27 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     for (const r of json.results) assert.ok(r.requestsPerSecond > 0 && r.cpuUs > 0 && r.rssMb > 0, JSON.stringify(r));
     assert.match(await readFile(join(out, 'growth.md'), 'utf8'), /First block against the last/);
   });
+
+  it('bench:member takes tiny rounds through every phase of one member and writes what each cost', async (t) => {
+    const out = await tempDir(t, 'bench-member');
+    await promisify(execFile)(
+      process.execPath,
+      [
+        join(repoRoot, 'dist/bench/member/run.js'),
+        ...['--requests', '40', '--members', '3', '--threshold', '2', '--rounds', '2', '--out', out],
+      ],
+      { timeout: 120_000 },
+    );
+    const json = JSON.parse(await readFile(join(out, 'member.json'), 'utf8')) as {
+      requests: number;
+      rounds: Record<string, { mainUs: number; processUs: number }>[];
+    };
+    assert.equal(json.requests, 40);
+    assert.equal(json.rounds.length, 2);
+    for (const round of json.rounds) {
+      assert.deepEqual(Object.keys(round).sort(), ['build', 'finalize', 'ingest', 'sign', 'verify']);
+      for (const phase of Object.values(round))
+        assert.ok(phase.mainUs > 0 && phase.processUs > 0, JSON.stringify(round));
+    }
+  });
 });
