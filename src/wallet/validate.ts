@@ -46,7 +46,10 @@ export type RejectReason =
   | 'rate_limited'
   | 'paused';
 
-/** `earlier`: with double_payment, the payment this member signed that the proposal does not replace. */
+/**
+ * `earlier`: with double_payment, the payment this member signed that the proposal does not replace;
+ * with input_held, the payment that holds the input.
+ */
 export type Verdict =
   { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number; earlier?: string };
 
@@ -233,7 +236,8 @@ function checkInputs(
     const stranded = held?.filter((id) => !proposal.requestIds.includes(id)) ?? [];
     if (stranded.length > 0) {
       const detail = `${name} is held by payment ${utxo.reservedBy}, whose requests ${stranded.join(', ')} this proposal does not pay`;
-      return reject('input_held', detail, at);
+      // the holder is named, so that the proposer can be shown it and merge it (as with double_payment)
+      return reject('input_held', detail, { ...at, earlier: utxo.reservedBy! });
     }
     value += utxo.value;
   }

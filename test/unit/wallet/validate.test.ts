@@ -231,6 +231,10 @@ describe('proposal validation', () => {
   it('spends inputs held by a live payment only when it pays every request of that payment', () => {
     const holders = new Map([[hex32(55), [requests[1]!.id]]]);
     assert.deepEqual(validateProposal(asChecked(base), state({ utxos: heldBy(hex32(55)), holders })), { ok: true });
+    // a refusal names the holder, so that the coordinator shows it to the proposer, who can merge it
+    const stranding = new Map([[hex32(55), [`0x${hex32(9)}:0`]]]);
+    const refused = validateProposal(asChecked(base), state({ utxos: heldBy(hex32(55)), holders: stranding }));
+    assert.deepEqual(refused.ok ? [] : [refused.reason, refused.earlier], ['input_held', hex32(55)]);
     assert.deepEqual(
       validateProposal(asChecked(base), state({ chain: { tipHeight: 200, spendDepth: 6 } })),
       { ok: true },
