@@ -85,8 +85,7 @@ export const OWED: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', '
 /**
  * Stages a status change with its history entry (in the record: one put, not a second key per
  * change), the status index (moved only when the phase changes, see keys.ts) and the counts by
- * status together; `record` must be the current one
- * (read through the same batch).
+ * status together; `record` must be the current one (read through the same batch).
  */
 export function stageStatus(
   batch: StoreBatch,

@@ -34,9 +34,9 @@ const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v
  * with the payments of it this member held before, from `inputs`) supersedes: each pays one of its
  * requests and spends none of its inputs. Such a payment can never reach t signatures: its quorum
  * and this one's would share an honest member, who signs a second payment of a request only when
- * it conflicts with the first. So it is marked (signer.ts
- * counts it as dead), its inputs go back to the wallet and its other requests to the queue now,
- * not when this one confirms: left reserved, they would block every later payment (input_held).
+ * it conflicts with the first. So it is marked (signer.ts counts it as dead), its inputs go back to
+ * the wallet and its other requests to the queue now, not when this one confirms: left reserved,
+ * they would block every later payment (input_held).
  */
 async function stageSupersededBy(
   store: Store,
@@ -117,20 +117,19 @@ async function stageFinalized(
   const at = new Date().toISOString();
   const requestIds: string[] = [];
   const unmatched: Record<string, number> = {};
-  // the payments of each request this member signed or knows final, read once: the list is written
-  // only where this one is not in it yet (a signer has it from signing), and the supersession check
-  // below reads the same lists
-  const paymentsOf = new Map<string, readonly string[]>();
   // every record and list in two reads; `current` holds what this batch staged since, as a read
   // through the batch would see it (a request named twice sees its first change)
   const identities = body.requestIds.map(parseRequestId);
   const records = await getRequests(batch, body.requestIds);
   const lists = await paymentsOfRequests(batch, identities);
+  // the payments of each request this member signed or knows final, before this one: the list is
+  // written only where this one is not in it yet (a signer has it from signing), and the
+  // supersession check below reads the same lists
+  const paymentsOf = new Map(body.requestIds.map((id, k) => [id, lists[k]!]));
   const current = new Map<string, { r: RequestRecord | undefined; payments: readonly string[] }>();
   // output k + 1 pays the k-th committed request
   for (const [k, id] of body.requestIds.entries()) {
     let { r, payments } = current.get(id) ?? { r: records[k], payments: lists[k]! };
-    if (!paymentsOf.has(id)) paymentsOf.set(id, payments);
     const output = signed.outputs[k + 1];
     if (!r && output) {
       // not ingested here yet: committed by a transaction t members signed, so it is indexed

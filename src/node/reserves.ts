@@ -3,7 +3,7 @@ import { parseTx } from '../bitcoin/tx.js';
 import { BitcoinRpcClient, rawDescriptor } from '../chain/rpc.js';
 import type { Config } from '../config/config.js';
 import { isPegoutError } from '../errors.js';
-import { listRequestsIn, OWED, paymentsOfRequest, QUEUED } from '../evm/request-store.js';
+import { listRequestsIn, OWED, paymentsOfRequests, QUEUED } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { cursorKey, finalizedKey, SPACES, txConfirmationKey } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
@@ -52,17 +52,16 @@ async function appliedPayments(store: Store, txids: readonly string[]): Promise<
 /** Requests in OWED statuses, from the status index; those in flight are checked for an applied payment. */
 async function owedRequests(store: Store): Promise<OwedRequest[]> {
   const out: OwedRequest[] = [];
-  const inFlight: { r: RequestRecord; txids: readonly string[] }[] = [];
+  const inFlight: RequestRecord[] = [];
   for (const r of await listRequestsIn(store, OWED)) {
-    if (QUEUED.has(r.status)) {
-      out.push({ id: r.id, status: r.status, sats: r.sats, settled: false });
-      continue;
-    }
-    inFlight.push({ r, txids: await paymentsOfRequest(store, r) });
+    if (QUEUED.has(r.status)) out.push({ id: r.id, status: r.status, sats: r.sats, settled: false });
+    else inFlight.push(r);
   }
-  const applied = await appliedPayments(store, [...new Set(inFlight.flatMap((x) => x.txids))]);
-  for (const { r, txids } of inFlight)
-    out.push({ id: r.id, status: r.status, sats: r.sats, settled: txids.some((t) => applied.has(t)) });
+  // the payments of every request in flight in one read
+  const payments = await paymentsOfRequests(store, inFlight);
+  const applied = await appliedPayments(store, [...new Set(payments.flat())]);
+  for (const [i, r] of inFlight.entries())
+    out.push({ id: r.id, status: r.status, sats: r.sats, settled: payments[i]!.some((t) => applied.has(t)) });
   return out;
 }
 
