@@ -4,7 +4,7 @@ import { encodeAddress } from '../bitcoin/address.js';
 import { BitcoinError } from '../bitcoin/errors.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseNetwork, type Network } from '../bitcoin/network.js';
-import { BitcoinRpcClient, btcToSats, type RpcAuth } from '../chain/rpc.js';
+import { btcToSats, type BitcoinRpcClient } from '../chain/rpc.js';
 import { parseTx, txid as txidOf, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { BRIDGE_ADDRESS, type RawLog } from '../evm/bridge.js';
 import { parseRequestId } from '../evm/request-id.js';
@@ -20,7 +20,14 @@ import {
 } from '../wallet/audit.js';
 import { commitsTo } from '../wallet/commitment.js';
 import { decideLogs, requestsInBlocks, type DecidedLog } from './evm.js';
-import { loadFederation, loadPrevouts, loadTx } from './inputs.js';
+import {
+  bitcoinClient,
+  bitcoinRpcOptions,
+  loadFederation,
+  loadPrevouts,
+  loadTx,
+  type BitcoinRpcCliOptions,
+} from './inputs.js';
 import { CliError, integerOption, printResult } from './output.js';
 
 /** A request with what an auditor shows of it. */
@@ -96,19 +103,6 @@ function parseClaimed(text: string): string[] {
   return ids;
 }
 
-function bitcoinAuth(opts: AuditOptions): RpcAuth | undefined {
-  if (opts.bitcoinCookie !== undefined) return { cookieFile: opts.bitcoinCookie };
-  if (opts.bitcoinUser === undefined) return undefined;
-  const variable = opts.bitcoinPasswordEnv;
-  const password = variable === undefined ? undefined : process.env[variable];
-  if (password === undefined) {
-    throw new CliError(
-      `--bitcoin-user needs --bitcoin-password-env naming a set environment variable, got ${variable ?? 'none'}`,
-    );
-  }
-  return { user: opts.bitcoinUser, password };
-}
-
 async function paymentByTxid(node: BitcoinRpcClient, txid: string): Promise<Transaction> {
   if (!/^[0-9a-f]{64}$/.test(txid))
     throw new CliError(`--txid must be 64 lowercase hex digits, got ${JSON.stringify(txid)}`);
@@ -148,13 +142,9 @@ async function prevoutsFromNode(node: BitcoinRpcClient, tx: Transaction): Promis
   );
 }
 
-interface AuditOptions {
+interface AuditOptions extends BitcoinRpcCliOptions {
   tx?: string;
   txid?: string;
-  bitcoinRpc?: string;
-  bitcoinCookie?: string;
-  bitcoinUser?: string;
-  bitcoinPasswordEnv?: string;
   prevouts?: string;
   federation?: string;
   rpc: string;
@@ -275,8 +265,10 @@ function asText(report: ReturnType<typeof describeAudit>, audit: PaymentAudit<Se
 }
 
 export function registerAudit(program: Command): void {
-  program
-    .command('audit')
+  bitcoinRpcOptions(
+    program.command('audit'),
+    'Bitcoin Core JSON-RPC: fetches --txid and the values of the outputs the payment spends',
+  )
     .description(
       'check a federation payment from the chains alone: which requests output 0 commits to, and whether every output pays exactly ' +
         "(the auditor's view; exit 1 when not)",
@@ -286,13 +278,6 @@ export function registerAudit(program: Command): void {
       '--txid <txid>',
       'the payment by txid, from --bitcoin-rpc (which needs -txindex, or the transaction in its mempool)',
     )
-    .option(
-      '--bitcoin-rpc <url>',
-      'Bitcoin Core JSON-RPC: fetches --txid and the values of the outputs the payment spends',
-    )
-    .option('--bitcoin-cookie <file>', 'Bitcoin Core RPC cookie file')
-    .option('--bitcoin-user <user>', 'Bitcoin Core RPC user (with --bitcoin-password-env)')
-    .option('--bitcoin-password-env <var>', 'environment variable holding the Bitcoin Core RPC password')
     .option(
       '--prevouts <file>',
       'the spent outputs [{value, scriptPubKey}], one per input, when not asking a Bitcoin node',
@@ -373,10 +358,7 @@ async function runAudit(opts: AuditOptions): Promise<void> {
       `--federation ${opts.federation} is a ${federation.network} federation, but --network is ${network}`,
     );
   }
-  const node =
-    opts.bitcoinRpc === undefined
-      ? undefined
-      : new BitcoinRpcClient({ url: opts.bitcoinRpc, auth: bitcoinAuth(opts), retries: 1 });
+  const node = opts.bitcoinRpc === undefined ? undefined : bitcoinClient(opts.bitcoinRpc, opts);
   try {
     const tx = opts.tx !== undefined ? loadTx(opts.tx) : await paymentByTxid(node!, opts.txid!);
     // the spent values: from the file, else from the node; without either the change and fee go unchecked

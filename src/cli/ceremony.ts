@@ -9,6 +9,13 @@ import { readKeyFile } from '../signing/keyfile.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 import { loadFederation, loadPrevouts, loadTx, readJsonFile } from './inputs.js';
 import { CliError, printResult } from './output.js';
+import {
+  handoffBounds,
+  handoffBoundsOptions,
+  loadPlan,
+  requireHandoff,
+  type HandoffBoundsOptions,
+} from './rotation.js';
 
 // The offline ceremony: each member signs on its own machine, anyone assembles the result.
 // It is the disaster-recovery path when the service cannot run, and uses the same code.
@@ -48,22 +55,31 @@ function spendOptions(command: Command): Command {
 }
 
 export function registerCeremony(program: Command): void {
-  spendOptions(program.command('sign'))
+  handoffBoundsOptions(spendOptions(program.command('sign')))
     .description('sign every input of a federation spend with this member\'s key; prints {"pubkey", "signatures"} JSON')
     .requiredOption('--key <file>', 'member key file (mode 0600)')
+    .option(
+      '--plan <file>',
+      'a rotation plan: sign only a handoff under it (to the planned address or back, no request, bounded fee)',
+    )
     .option('--deterministic', 'zero auxiliary randomness (tests and vectors only)')
-    .action(async (opts: SpendOptions & { key: string; deterministic?: boolean }) => {
-      const { federation, tx, prevouts } = await loadSpend(opts);
-      const secretKey = await readKeyFile(opts.key);
-      const backend = schnorrBackend();
-      const pubkey = backend.xonlyPublicKey(secretKey);
-      if (memberIndex(federation, pubkey) < 0)
-        throw new CliError(`--key ${opts.key}: key ${toHex(pubkey)} is not a member of this federation`);
-      const sighashes = Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash));
-      const sigs = backend.signBatch(secretKey, sighashes, opts.deterministic ? 'zero' : 'random');
-      const signatures = tx.inputs.map((_, i) => toHex(sigs.subarray(i * 64, i * 64 + 64)));
-      process.stdout.write(`${JSON.stringify({ pubkey: toHex(pubkey), signatures }, null, 2)}\n`);
-    });
+    .action(
+      async (opts: SpendOptions & HandoffBoundsOptions & { key: string; plan?: string; deterministic?: boolean }) => {
+        const { federation, tx, prevouts } = await loadSpend(opts);
+        // checked before the key is read: a refused spend never touches the secret
+        if (opts.plan !== undefined)
+          requireHandoff(await loadPlan(opts.plan), federation, tx, prevouts, handoffBounds(opts));
+        const secretKey = await readKeyFile(opts.key);
+        const backend = schnorrBackend();
+        const pubkey = backend.xonlyPublicKey(secretKey);
+        if (memberIndex(federation, pubkey) < 0)
+          throw new CliError(`--key ${opts.key}: key ${toHex(pubkey)} is not a member of this federation`);
+        const sighashes = Buffer.concat(allScriptPathSighashes(tx, prevouts, federation.leafHash));
+        const sigs = backend.signBatch(secretKey, sighashes, opts.deterministic ? 'zero' : 'random');
+        const signatures = tx.inputs.map((_, i) => toHex(sigs.subarray(i * 64, i * 64 + 64)));
+        process.stdout.write(`${JSON.stringify({ pubkey: toHex(pubkey), signatures }, null, 2)}\n`);
+      },
+    );
 
   spendOptions(program.command('finalize'))
     .description("assemble t members' signature files into the signed transaction; prints its hex")

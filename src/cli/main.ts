@@ -9,6 +9,7 @@ import { registerKeygen } from './keygen.js';
 import { registerNode } from './node.js';
 import { runCli } from './output.js';
 import { registerReserves } from './reserves.js';
+import { registerRotation } from './rotation.js';
 import { registerStatus } from './status.js';
 
 const program = new Command('pegout')
@@ -29,6 +30,7 @@ registerStatus(program);
 registerAudit(program);
 registerAdmin(program);
 registerReserves(program);
+registerRotation(program);
 
 // `pegout … | head`: a reader that went away is the end of the output, not a crash
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -12,7 +12,8 @@ export type WalletErrorCode =
   | 'no_requests'
   | 'insufficient_funds'
   | 'all_dust'
-  | 'invalid_proposal';
+  | 'invalid_proposal'
+  | 'invalid_plan';
 
 /** The federation wallet: UTXO set, payment building, proposal checks. */
 export class WalletError extends PegoutError<WalletErrorCode> {

@@ -44,7 +44,9 @@ export type RejectReason =
   | 'replacement_fee_too_low'
   | 'request_held'
   | 'rate_limited'
-  | 'paused';
+  | 'paused'
+  | 'unplanned_destination'
+  | 'handoff_fee_too_high';
 
 /**
  * `earlier`: with double_payment, the payment this member signed that the proposal does not replace;

@@ -1,0 +1,310 @@
+import { writeFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { toHex } from '../bitcoin/bytes.js';
+import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
+import { serializeTx, txid, type Prevout } from '../bitcoin/tx.js';
+import { rawDescriptor, type ScannedOutput } from '../chain/rpc.js';
+import { WalletError } from '../wallet/errors.js';
+import {
+  buildSweeps,
+  buildTestSpend,
+  checkHandoffTx,
+  DEFAULT_MAX_HANDOFF_FEE,
+  makeRotationPlan,
+  parseRotationPlan,
+  rotationPlanFile,
+  type HandoffFeeBounds,
+  type HandoffTx,
+  type RotationPlan,
+} from '../wallet/handoff.js';
+import type { SpendableUtxo } from '../wallet/payment.js';
+import { bitcoinClient, bitcoinRpcOptions, loadFederation, readJsonFile, type BitcoinRpcCliOptions } from './inputs.js';
+import { CliError, integerOption, printResult } from './output.js';
+
+// `pegout rotation`: the membership change's plan, its state on Bitcoin, and the handoff's
+// transactions built offline (issue 17; docs/rotation.md). Members sign them with
+// `pegout sign --plan`, which refuses anything that is not a handoff under that plan.
+
+export async function loadPlan(path: string, option = '--plan'): Promise<RotationPlan> {
+  return parseRotationPlan(await readJsonFile(path, option), `${option} ${path}`);
+}
+
+function describeSide(federation: Federation): Record<string, unknown> {
+  return {
+    threshold: federation.threshold,
+    members: federation.pubkeys.length,
+    address: federation.address,
+    descriptor: federation.descriptor,
+    faultTolerance: federationFaultTolerance(federation).statement,
+  };
+}
+
+/** Both federations side by side: nested in JSON, one line a field in text. */
+function describePlan(plan: RotationPlan, json: boolean): Record<string, unknown> {
+  const head = { fingerprint: plan.fingerprint, network: plan.from.network, activationHeight: plan.activationHeight };
+  if (json) return { ...head, from: describeSide(plan.from), to: describeSide(plan.to) };
+  const lines: Record<string, unknown> = { ...head };
+  for (const [side, federation] of [
+    ['from', plan.from],
+    ['to', plan.to],
+  ] as const) {
+    lines[side] = `${federation.threshold}-of-${federation.pubkeys.length} at ${federation.address}`;
+    lines[`${side} descriptor`] = federation.descriptor;
+    lines[`${side} tolerates`] = federationFaultTolerance(federation).statement;
+  }
+  return lines;
+}
+
+function satsOption(value: string, option: string): bigint {
+  return BigInt(integerOption(value, option, 1));
+}
+
+function rateOption(value: string, option: string): number {
+  const rate = Number(value);
+  if (!/^\d+(\.\d{1,3})?$/.test(value.trim()) || !(rate > 0) || rate > 1_000_000)
+    throw new CliError(
+      `${option} must be a fee rate in sat/vB, above 0 and at most 1000000, with at most 3 decimals, got ${JSON.stringify(value)}`,
+    );
+  return rate;
+}
+
+/** `[{txid, vout, value}]`, as `rotation status --json` lists an address's outputs. */
+async function loadUtxos(path: string, owner: Federation): Promise<SpendableUtxo[]> {
+  const json = await readJsonFile(path, '--utxos');
+  if (!Array.isArray(json)) throw new CliError(`--utxos ${path}: expected a JSON array of {txid, vout, value}`);
+  const seen = new Set<string>();
+  return json.map((entry: unknown, i) => {
+    const e = entry as { txid?: unknown; vout?: unknown; value?: unknown } | null;
+    const where = `--utxos ${path}: [${i}]`;
+    if (typeof e?.txid !== 'string' || !/^[0-9a-f]{64}$/.test(e.txid))
+      throw new CliError(`${where}.txid must be 64 lowercase hex digits, got ${JSON.stringify(e?.txid)}`);
+    if (!Number.isSafeInteger(e.vout) || (e.vout as number) < 0)
+      throw new CliError(`${where}.vout must be a non-negative integer, got ${JSON.stringify(e.vout)}`);
+    const text = typeof e.value === 'number' || typeof e.value === 'string' ? String(e.value) : '';
+    if (!/^\d+$/.test(text) || BigInt(text) === 0n)
+      throw new CliError(
+        `${where}.value must be a positive integer number of satoshis, got ${JSON.stringify(e.value)}`,
+      );
+    const name = `${e.txid}:${e.vout as number}`;
+    if (seen.has(name)) throw new CliError(`${where}: ${name} is listed twice`);
+    seen.add(name);
+    return { txid: e.txid, vout: e.vout as number, value: BigInt(text), scriptPubKey: owner.scriptPubKey };
+  });
+}
+
+function txJson(h: HandoffTx): Record<string, unknown> {
+  const prevouts = h.prevouts.map((p) => ({ value: Number(p.value), scriptPubKey: toHex(p.scriptPubKey) }));
+  return {
+    kind: h.kind,
+    txid: txid(h.tx),
+    tx: toHex(serializeTx(h.tx)),
+    prevouts,
+    inputs: h.tx.inputs.length,
+    vsize: h.vsize,
+    fee: Number(h.fee),
+    sent: Number(h.sent),
+    kept: Number(h.kept),
+  };
+}
+
+function outputsJson(outputs: readonly ScannedOutput[]): Record<string, unknown>[] {
+  return outputs.map((o) => ({ txid: o.txid, vout: o.vout, value: Number(o.value), height: o.height }));
+}
+
+/** What the handoff has come to, from the tip and what each address holds. */
+function handoffState(
+  plan: RotationPlan,
+  tip: number,
+  old: readonly ScannedOutput[],
+  next: readonly ScannedOutput[],
+): string {
+  const sum = (list: readonly ScannedOutput[]): bigint => list.reduce((a, o) => a + o.value, 0n);
+  if (tip < plan.activationHeight)
+    return `planned: activates at block ${plan.activationHeight}, in ${plan.activationHeight - tip} block(s)`;
+  if (old.length > 0 && next.length === 0)
+    return `activated, no test spend yet: the old address holds ${sum(old)} sats in ${old.length} output(s)`;
+  if (old.length > 0)
+    return `handing over: the old address still holds ${sum(old)} sats in ${old.length} output(s); the new one ${sum(next)} sats`;
+  return `done: the old address is empty at block ${tip}; the new federation holds ${sum(next)} sats in ${next.length} output(s)`;
+}
+
+/** The fee bounds `pegout sign --plan` holds a handoff to. */
+export function handoffBoundsOptions(command: Command): Command {
+  return command
+    .option('--min-fee-rate <sat/vB>', 'with --plan: refuse a handoff paying less (the relay floor)', '1')
+    .option('--max-fee-rate <sat/vB>', 'with --plan: refuse a handoff paying more', '100')
+    .option(
+      '--max-fee <sats>',
+      'with --plan: refuse a handoff whose fee is over this',
+      String(DEFAULT_MAX_HANDOFF_FEE),
+    );
+}
+
+export interface HandoffBoundsOptions {
+  minFeeRate: string;
+  maxFeeRate: string;
+  maxFee: string;
+}
+
+export function handoffBounds(opts: HandoffBoundsOptions): HandoffFeeBounds {
+  return {
+    floor: rateOption(opts.minFeeRate, '--min-fee-rate'),
+    maxRate: rateOption(opts.maxFeeRate, '--max-fee-rate'),
+    maxFee: satsOption(opts.maxFee, '--max-fee'),
+  };
+}
+
+/** Refuses, with the verdict's code and reason, a spend that is not a handoff under `plan`. */
+export function requireHandoff(
+  plan: RotationPlan,
+  spender: Federation,
+  tx: Parameters<typeof checkHandoffTx>[0],
+  prevouts: readonly Prevout[],
+  bounds: HandoffFeeBounds,
+): void {
+  const verdict = checkHandoffTx(tx, prevouts, plan, spender, bounds);
+  if (!verdict.ok)
+    throw new WalletError(
+      'invalid_proposal',
+      `not a handoff under plan ${plan.fingerprint.slice(0, 16)}…: ${verdict.reason}: ${verdict.detail}`,
+      {
+        reason: verdict.reason,
+      },
+    );
+}
+
+export function registerRotation(program: Command): void {
+  const rotation = program
+    .command('rotation')
+    .description('membership change: agree a plan, watch the handoff, build its transactions (docs/rotation.md)');
+
+  registerPlan(rotation);
+  registerStatus(rotation);
+  registerSweep(rotation);
+}
+
+function registerPlan(rotation: Command): void {
+  rotation
+    .command('plan')
+    .description(
+      'write the rotation plan every member loads, and show both federations and its fingerprint to compare out of band',
+    )
+    .requiredOption('--from <file>', 'the federation file of the current (old) member set')
+    .requiredOption('--to <file>', 'the federation file of the new member set (`pegout federation --out`)')
+    .requiredOption('--activation-height <height>', 'the Bitcoin block height from which the old set hands over')
+    .option('--out <file>', 'write the plan file')
+    .option('--json', 'print JSON')
+    .action(async (opts: { from: string; to: string; activationHeight: string; out?: string; json?: boolean }) => {
+      const height = integerOption(opts.activationHeight, '--activation-height', 1, 0xffffffff);
+      const plan = makeRotationPlan(await loadFederation(opts.from), await loadFederation(opts.to), height, '--to');
+      if (opts.out) {
+        try {
+          await writeFile(opts.out, `${JSON.stringify(rotationPlanFile(plan), null, 2)}\n`, { flag: 'wx' });
+        } catch (err) {
+          throw new CliError(
+            `--out ${opts.out}: ${(err as NodeJS.ErrnoException).code === 'EEXIST' ? 'already exists; a plan is never overwritten' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message)}`,
+          );
+        }
+      }
+      printResult(describePlan(plan, Boolean(opts.json)), Boolean(opts.json));
+    });
+}
+
+function registerStatus(rotation: Command): void {
+  bitcoinRpcOptions(
+    rotation
+      .command('status')
+      .description("show the plan and, asked of Bitcoin Core, the handoff's state and what each address holds"),
+    'Bitcoin Core JSON-RPC: scans both addresses (scantxoutset) and reads the tip',
+  )
+    .requiredOption('--plan <file>', 'the rotation plan file')
+    .option('--json', "print JSON (the old address's outputs are what `rotation sweep --utxos` takes)")
+    .action(async (opts: BitcoinRpcCliOptions & { plan: string; json?: boolean }) => {
+      const plan = await loadPlan(opts.plan);
+      const described = describePlan(plan, Boolean(opts.json));
+      if (opts.bitcoinRpc === undefined) {
+        printResult({ ...described, state: 'unknown: give --bitcoin-rpc to read the chain' }, Boolean(opts.json));
+        return;
+      }
+      const node = bitcoinClient(opts.bitcoinRpc, opts, 600_000);
+      try {
+        const scan = await node.scanTxOutSet([
+          rawDescriptor(plan.from.scriptPubKey),
+          rawDescriptor(plan.to.scriptPubKey),
+        ]);
+        const fromHex = toHex(plan.from.scriptPubKey);
+        const old = scan.outputs.filter((o) => o.scriptPubKey === fromHex);
+        const next = scan.outputs.filter((o) => o.scriptPubKey !== fromHex);
+        printResult(
+          {
+            ...described,
+            tip: scan.height,
+            state: handoffState(plan, scan.height, old, next),
+            old: { sats: Number(old.reduce((a, o) => a + o.value, 0n)), outputs: outputsJson(old) },
+            new: { sats: Number(next.reduce((a, o) => a + o.value, 0n)), outputs: outputsJson(next) },
+          },
+          Boolean(opts.json),
+        );
+      } finally {
+        node.close();
+      }
+    });
+}
+
+function registerSweep(rotation: Command): void {
+  rotation
+    .command('sweep')
+    .description(
+      'build the unsigned handoff transactions (the test spend, or sweeps of every output) for `pegout sign --plan`; prints JSON',
+    )
+    .requiredOption('--plan <file>', 'the rotation plan file')
+    .requiredOption(
+      '--utxos <file>',
+      'the outputs to spend, [{txid, vout, value}] (as `rotation status --json` lists them)',
+    )
+    .requiredOption('--fee-rate <sat/vB>', 'the fee rate to pay; the federation pays the fee')
+    .option(
+      '--spender <side>',
+      'whose outputs they are: from (the old set) or to (the new set, sweeping its test output back to itself)',
+      'from',
+    )
+    .option(
+      '--test-amount <sats>',
+      'build the test spend instead: this much to the new address, the rest back to the old',
+    )
+    .option(
+      '--max-fee <sats>',
+      'no transaction pays more fee than this; larger sets are split',
+      String(DEFAULT_MAX_HANDOFF_FEE),
+    )
+    .action(
+      async (opts: {
+        plan: string;
+        utxos: string;
+        feeRate: string;
+        spender: string;
+        testAmount?: string;
+        maxFee: string;
+      }) => {
+        const plan = await loadPlan(opts.plan);
+        if (opts.spender !== 'from' && opts.spender !== 'to')
+          throw new CliError(`--spender must be from or to, got ${JSON.stringify(opts.spender)}`);
+        const spender = opts.spender === 'from' ? plan.from : plan.to;
+        const utxos = await loadUtxos(opts.utxos, spender);
+        const rate = rateOption(opts.feeRate, '--fee-rate');
+        if (opts.testAmount !== undefined) {
+          if (opts.spender !== 'from')
+            throw new CliError('--test-amount is a spend of the old set: it needs --spender from');
+          const test = buildTestSpend(utxos, satsOption(opts.testAmount, '--test-amount'), rate, plan);
+          if (!test)
+            throw new CliError(
+              `--utxos ${opts.utxos}: no single output covers ${opts.testAmount} sats, the fee and a change above dust`,
+            );
+          printResult({ plan: plan.fingerprint, transactions: [txJson(test)], left: [] }, true);
+          return;
+        }
+        const { sweeps, left } = buildSweeps(utxos, rate, plan, spender, satsOption(opts.maxFee, '--max-fee'));
+        printResult({ plan: plan.fingerprint, transactions: sweeps.map(txJson), left }, true);
+      },
+    );
+}

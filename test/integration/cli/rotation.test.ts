@@ -1,0 +1,362 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { BITCOIND, NO_BITCOIND, startRegtest, type Regtest } from '../../support/bitcoind.js';
+import { repoRoot } from '../../support/paths.js';
+import { tempDir } from '../../support/tempdir.js';
+
+// The membership change done offline (issue 17's ceremony path): a 2-of-3 federation hands its
+// funds to a 3-of-4 (one member replaced, two added) through `pegout rotation` and `pegout sign
+// --plan`, which refuses anything but a handoff under the plan.
+
+function pegout(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'pegout.js'), ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function ok(args: string[]): string {
+  const r = pegout(args);
+  assert.equal(r.status, 0, `pegout ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+function refused(args: string[], message: RegExp): void {
+  const r = pegout(args);
+  assert.notEqual(r.status, 0, `pegout ${args.join(' ')} should have been refused`);
+  assert.match(r.stderr, message);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+}
+
+interface BuiltTx {
+  kind: string;
+  txid: string;
+  tx: string;
+  prevouts: { value: number; scriptPubKey: string }[];
+  fee: number;
+  sent: number;
+  kept: number;
+}
+
+describe('rotation through the CLI: plan, status, sweep, sign --plan', async () => {
+  const dir = await tempDir({ after }, 'rotation');
+  const file = (name: string): string => path.join(dir, name);
+  const keys: string[] = [];
+  const pubkeys: string[] = [];
+  for (let i = 1; i <= 6; i++) {
+    keys.push(file(`m${i}.key`));
+    pubkeys.push(JSON.parse(ok(['keygen', '--out', keys[i - 1]!, '--json'])).pubkey);
+  }
+  const fedFile = (name: string, t: number, members: number[]): string => {
+    const f = file(name);
+    ok([
+      'federation',
+      '--network',
+      'regtest',
+      '--threshold',
+      String(t),
+      '--out',
+      f,
+      '--pubkey',
+      ...members.map((m) => pubkeys[m - 1]!),
+    ]);
+    return f;
+  };
+  const OLD = fedFile('old.json', 2, [1, 2, 3]);
+  const NEW = fedFile('new.json', 3, [1, 2, 4, 5]);
+  const OTHER = fedFile('other.json', 3, [1, 2, 4, 6]);
+  const describeFed = (f: string): { address: string; scriptPubKey: string } =>
+    JSON.parse(
+      ok([
+        'federation',
+        '--network',
+        'regtest',
+        '--pubkey',
+        ...JSON.parse(readFileSync(f, 'utf8')).pubkeys,
+        '--threshold',
+        String(JSON.parse(readFileSync(f, 'utf8')).threshold),
+        '--json',
+      ]),
+    );
+  const oldFed = describeFed(OLD);
+  const newFed = describeFed(NEW);
+
+  const planFile = (name: string, to: string, height: number): string => {
+    const f = file(name);
+    ok(['rotation', 'plan', '--from', OLD, '--to', to, '--activation-height', String(height), '--out', f]);
+    return f;
+  };
+  const PLAN = planFile('plan.json', NEW, 100);
+  const OTHER_PLAN = planFile('other-plan.json', OTHER, 100);
+
+  /** Writes a transaction's prevouts and has `signers` sign it under `plan`; returns their signature files. */
+  function sign(t: BuiltTx, federation: string, signers: number[], plan = PLAN): string[] {
+    const prevouts = file(`${t.txid}.prevouts.json`);
+    writeFileSync(prevouts, JSON.stringify(t.prevouts));
+    return signers.map((m) => {
+      const out = ok([
+        'sign',
+        '--federation',
+        federation,
+        '--key',
+        keys[m - 1]!,
+        '--tx',
+        t.tx,
+        '--prevouts',
+        prevouts,
+        '--plan',
+        plan,
+      ]);
+      const f = file(`${t.txid}.m${m}.sigs.json`);
+      writeFileSync(f, out);
+      return f;
+    });
+  }
+
+  function finalize(t: BuiltTx, federation: string, sigs: string[]): string {
+    return ok([
+      'finalize',
+      '--federation',
+      federation,
+      '--tx',
+      t.tx,
+      '--prevouts',
+      file(`${t.txid}.prevouts.json`),
+      '--signatures',
+      ...sigs,
+    ]).trim();
+  }
+
+  function sweep(utxos: unknown, extra: string[] = []): { transactions: BuiltTx[]; left: unknown[] } {
+    const f = file(`utxos-${Math.random().toString(16).slice(2)}.json`);
+    writeFileSync(f, JSON.stringify(utxos));
+    return JSON.parse(ok(['rotation', 'sweep', '--plan', PLAN, '--utxos', f, '--fee-rate', '2', ...extra]));
+  }
+
+  it('plan shows both federations with f and liveness, and the fingerprint every member compares', () => {
+    const plan = JSON.parse(ok(['rotation', 'status', '--plan', PLAN, '--json']));
+    assert.match(plan.fingerprint, /^[0-9a-f]{64}$/);
+    assert.equal(plan.from.address, oldFed.address);
+    assert.equal(plan.to.address, newFed.address);
+    assert.match(plan.from.faultTolerance, /^2-of-3: tolerates NO malicious member/);
+    assert.match(plan.to.faultTolerance, /^3-of-4: up to 1 malicious member/);
+    assert.match(plan.state, /give --bitcoin-rpc/);
+    assert.notEqual(
+      JSON.parse(ok(['rotation', 'status', '--plan', OTHER_PLAN, '--json'])).fingerprint,
+      plan.fingerprint,
+    );
+    refused(
+      ['rotation', 'plan', '--from', OLD, '--to', NEW, '--activation-height', '100', '--out', PLAN],
+      /already exists; a plan is never overwritten/,
+    );
+    refused(
+      ['rotation', 'plan', '--from', OLD, '--to', OLD, '--activation-height', '100'],
+      /invalid_plan: .*is the old federation itself/,
+    );
+    refused(
+      ['rotation', 'plan', '--from', OLD, '--to', NEW, '--activation-height', 'soon'],
+      /--activation-height must be an integer/,
+    );
+    const weak = fedFile('weak.json', 2, [1, 2, 4, 5]);
+    refused(
+      ['rotation', 'plan', '--from', OLD, '--to', weak, '--activation-height', '100'],
+      /to\.threshold leaves f < 0/,
+    );
+  });
+
+  describe('a sweep no honest member signs', () => {
+    const utxo = { txid: 'ab'.repeat(32), vout: 0, value: 5_000_000 };
+    let built: BuiltTx;
+    before(() => {
+      [built] = sweep([utxo]).transactions as [BuiltTx];
+    });
+
+    it('to an unplanned address: refused, and the key is never read', () => {
+      const tx = parseTx(Buffer.from(built.tx, 'hex'));
+      const stolen = {
+        ...tx,
+        outputs: [
+          tx.outputs[0]!,
+          { value: tx.outputs[1]!.value, scriptPubKey: witnessScript(1, new Uint8Array(32).fill(9)) },
+        ],
+      };
+      const prevouts = file('stolen.prevouts.json');
+      writeFileSync(prevouts, JSON.stringify(built.prevouts));
+      // a key file that cannot be read: refusing first means the secret is never touched
+      const args = [
+        'sign',
+        '--federation',
+        OLD,
+        '--key',
+        file('absent.key'),
+        '--tx',
+        toHex(serializeTx(stolen)),
+        '--prevouts',
+        prevouts,
+        '--plan',
+        PLAN,
+      ];
+      refused(
+        args,
+        /invalid_proposal: not a handoff under plan [0-9a-f]{16}…: unplanned_destination: output 1 pays a script that is neither the planned address/,
+      );
+    });
+
+    it('by a member whose plan differs: refused', () => {
+      const prevouts = file('other.prevouts.json');
+      writeFileSync(prevouts, JSON.stringify(built.prevouts));
+      refused(
+        [
+          'sign',
+          '--federation',
+          OLD,
+          '--key',
+          keys[0]!,
+          '--tx',
+          built.tx,
+          '--prevouts',
+          prevouts,
+          '--plan',
+          OTHER_PLAN,
+        ],
+        /unplanned_destination: output 1 pays a script that is neither the planned address/,
+      );
+    });
+
+    it('with a fee over the cap: refused', () => {
+      const prevouts = file('fee.prevouts.json');
+      writeFileSync(prevouts, JSON.stringify(built.prevouts));
+      refused(
+        [
+          'sign',
+          '--federation',
+          OLD,
+          '--key',
+          keys[0]!,
+          '--tx',
+          built.tx,
+          '--prevouts',
+          prevouts,
+          '--plan',
+          PLAN,
+          '--max-fee',
+          String(built.fee - 1),
+        ],
+        /handoff_fee_too_high/,
+      );
+    });
+
+    it('from a federation the plan does not name: refused', () => {
+      const prevouts = file('neither.prevouts.json');
+      writeFileSync(prevouts, JSON.stringify(built.prevouts));
+      refused(
+        ['sign', '--federation', OTHER, '--key', keys[0]!, '--tx', built.tx, '--prevouts', prevouts, '--plan', PLAN],
+        /does not spend the federation output script|is neither the plan's old federation/,
+      );
+    });
+  });
+
+  it('sweep refuses bad input, naming the field', () => {
+    const f = file('bad-utxos.json');
+    writeFileSync(f, JSON.stringify([{ txid: 'zz', vout: 0, value: 1 }]));
+    refused(
+      ['rotation', 'sweep', '--plan', PLAN, '--utxos', f, '--fee-rate', '2'],
+      /--utxos .*\[0\]\.txid must be 64 lowercase hex digits/,
+    );
+    writeFileSync(f, JSON.stringify([{ txid: 'ab'.repeat(32), vout: 0, value: 1_000_000 }]));
+    refused(
+      ['rotation', 'sweep', '--plan', PLAN, '--utxos', f, '--fee-rate', 'fast'],
+      /--fee-rate must be a fee rate in sat\/vB/,
+    );
+    refused(
+      ['rotation', 'sweep', '--plan', PLAN, '--utxos', f, '--fee-rate', '2', '--spender', 'both'],
+      /--spender must be from or to/,
+    );
+  });
+
+  it('--help answers for every rotation command', () => {
+    for (const sub of ['plan', 'status', 'sweep'])
+      assert.match(ok(['rotation', sub, '--help']), /Usage: pegout rotation/);
+  });
+
+  it(
+    'regtest: test spend, the new set signs back to itself, every old output swept, a late peg-in swept too; the old address ends empty',
+    { skip: BITCOIND === undefined ? NO_BITCOIND : false, timeout: 300_000 },
+    async () => {
+      const node: Regtest = await startRegtest({ after }, BITCOIND!);
+      const rpc = ['--bitcoin-rpc', node.rpcUrl, '--bitcoin-cookie', node.cookieFile];
+      const status = (): {
+        state: string;
+        tip: number;
+        old: { sats: number; outputs: unknown[] };
+        new: { sats: number; outputs: unknown[] };
+      } => JSON.parse(ok(['rotation', 'status', '--plan', PLAN, ...rpc, '--json']));
+      const broadcast = async (hex: string): Promise<void> => {
+        await node.rpc.call('sendrawtransaction', [hex]);
+        await node.mine(1);
+      };
+      await node.mine(101);
+      for (const btc of [0.5, 0.25, 0.125]) await node.rpc.call('sendtoaddress', [oldFed.address, btc]);
+      await node.mine(1);
+      assert.match(
+        status().state,
+        /^activated, no test spend yet: the old address holds 87500000 sats in 3 output\(s\)/,
+      );
+
+      // 1. the test spend, then the new set's spend of it back to itself
+      const test = sweep(status().old.outputs, ['--test-amount', '100000']).transactions[0]!;
+      assert.equal(test.kind, 'test');
+      await broadcast(finalize(test, OLD, sign(test, OLD, [1, 3])));
+      let now = status();
+      assert.match(now.state, /^handing over/);
+      assert.equal(now.new.sats, 100_000);
+      const back = JSON.parse(
+        ok([
+          'rotation',
+          'sweep',
+          '--plan',
+          PLAN,
+          '--utxos',
+          writeJson('test-out.json', now.new.outputs),
+          '--fee-rate',
+          '2',
+          '--spender',
+          'to',
+        ]),
+      ).transactions[0] as BuiltTx;
+      await broadcast(finalize(back, NEW, sign(back, NEW, [2, 4, 5])));
+      now = status();
+      assert.equal(now.new.outputs.length, 1);
+      assert.equal(now.new.sats, 100_000 - back.fee);
+
+      // 2. every old output swept; nothing left behind
+      const all = sweep(now.old.outputs);
+      assert.deepEqual(all.left, []);
+      for (const t of all.transactions) await broadcast(finalize(t, OLD, sign(t, OLD, [2, 3])));
+      now = status();
+      assert.match(now.state, /^done: the old address is empty/);
+      assert.equal(now.old.sats, 0);
+      const fees = all.transactions.reduce((a, t) => a + t.fee, 0) + test.fee + back.fee;
+      assert.equal(now.new.sats, 87_500_000 - fees, 'everything arrived but the fees, and the fees are what was shown');
+
+      // 4. a late peg-in to the old address is swept too
+      await node.rpc.call('sendtoaddress', [oldFed.address, 0.01]);
+      await node.mine(1);
+      assert.match(status().state, /^handing over: the old address still holds 1000000 sats in 1 output/);
+      const late = sweep(status().old.outputs).transactions[0]!;
+      await broadcast(finalize(late, OLD, sign(late, OLD, [1, 2])));
+      now = status();
+      assert.match(now.state, /^done/);
+      assert.equal(now.new.sats, 87_500_000 + 1_000_000 - fees - late.fee);
+    },
+  );
+
+  function writeJson(name: string, value: unknown): string {
+    writeFileSync(file(name), JSON.stringify(value));
+    return file(name);
+  }
+});
