@@ -129,6 +129,8 @@ export interface MemberState {
   readonly broadcasting: boolean;
   /** The member's reserve audit (GET /reserves); none for a store alone. */
   readonly reserves?: Pick<ReserveAuditor, 'report'>;
+  /** The membership change this member takes part in, and how far it has come (node/handoff.ts). */
+  readonly rotation?: () => Promise<Record<string, unknown>>;
 }
 
 /** How many payments the operator page lists. */
@@ -335,7 +337,11 @@ async function recentPayments(reader: LookupReader, store: Store): Promise<Recen
     .map(({ requestIds, inputs: _inputs, ...status }) => ({ ...status, replaces: [], requests: requestIds.length }));
 }
 
-async function federationSummary(store: Store, federation: Federation): Promise<Record<string, unknown>> {
+async function federationSummary(
+  store: Store,
+  federation: Federation,
+  rotation: MemberState['rotation'],
+): Promise<Record<string, unknown>> {
   const unspent = await listUtxos(store, 'unspent');
   const reserved = await listUtxos(store, 'reserved');
   const sum = (list: { value: bigint }[]) => list.reduce((a, u) => a + u.value, 0n).toString();
@@ -352,6 +358,7 @@ async function federationSummary(store: Store, federation: Federation): Promise<
       unspentOutputs: unspent.length,
       reservedOutputs: reserved.length,
     },
+    ...(rotation ? { rotation: await rotation() } : {}),
   };
 }
 
@@ -373,7 +380,7 @@ export function storeStatusSource(
 ): StatusSource {
   const state: MemberState = { ...storeDefaults(store), ...member };
   const reader = () => LookupReader.open(store, federation, state.broadcasting);
-  const summary = () => federationSummary(store, federation);
+  const summary = () => federationSummary(store, federation, state.rotation);
   return {
     health: async () => {
       const components: Record<string, unknown> = { store: 'open', ...state.health() };

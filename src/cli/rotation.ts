@@ -41,7 +41,12 @@ function describeSide(federation: Federation): Record<string, unknown> {
 
 /** Both federations side by side: nested in JSON, one line a field in text. */
 function describePlan(plan: RotationPlan, json: boolean): Record<string, unknown> {
-  const head = { fingerprint: plan.fingerprint, network: plan.from.network, activationHeight: plan.activationHeight };
+  const head = {
+    fingerprint: plan.fingerprint,
+    network: plan.from.network,
+    activationHeight: plan.activationHeight,
+    evmBoundary: plan.evmBoundary,
+  };
   if (json) return { ...head, from: describeSide(plan.from), to: describeSide(plan.to) };
   const lines: Record<string, unknown> = { ...head };
   for (const [side, federation] of [
@@ -192,22 +197,38 @@ function registerPlan(rotation: Command): void {
     .requiredOption('--from <file>', 'the federation file of the current (old) member set')
     .requiredOption('--to <file>', 'the federation file of the new member set (`pegout federation --out`)')
     .requiredOption('--activation-height <height>', 'the Bitcoin block height from which the old set hands over')
+    .requiredOption(
+      '--evm-boundary <block>',
+      'the first EVM block whose requests the new set pays (the old set pays every request below it); a block already final',
+    )
     .option('--out <file>', 'write the plan file')
     .option('--json', 'print JSON')
-    .action(async (opts: { from: string; to: string; activationHeight: string; out?: string; json?: boolean }) => {
-      const height = integerOption(opts.activationHeight, '--activation-height', 1, 0xffffffff);
-      const plan = makeRotationPlan(await loadFederation(opts.from), await loadFederation(opts.to), height, '--to');
-      if (opts.out) {
-        try {
-          await writeFile(opts.out, `${JSON.stringify(rotationPlanFile(plan), null, 2)}\n`, { flag: 'wx' });
-        } catch (err) {
-          throw new CliError(
-            `--out ${opts.out}: ${(err as NodeJS.ErrnoException).code === 'EEXIST' ? 'already exists; a plan is never overwritten' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message)}`,
-          );
+    .action(
+      async (opts: {
+        from: string;
+        to: string;
+        activationHeight: string;
+        evmBoundary: string;
+        out?: string;
+        json?: boolean;
+      }) => {
+        const points = {
+          activationHeight: integerOption(opts.activationHeight, '--activation-height', 1, 0xffffffff),
+          evmBoundary: integerOption(opts.evmBoundary, '--evm-boundary', 1),
+        };
+        const plan = makeRotationPlan(await loadFederation(opts.from), await loadFederation(opts.to), points, '--to');
+        if (opts.out) {
+          try {
+            await writeFile(opts.out, `${JSON.stringify(rotationPlanFile(plan), null, 2)}\n`, { flag: 'wx' });
+          } catch (err) {
+            throw new CliError(
+              `--out ${opts.out}: ${(err as NodeJS.ErrnoException).code === 'EEXIST' ? 'already exists; a plan is never overwritten' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message)}`,
+            );
+          }
         }
-      }
-      printResult(describePlan(plan, Boolean(opts.json)), Boolean(opts.json));
-    });
+        printResult(describePlan(plan, Boolean(opts.json)), Boolean(opts.json));
+      },
+    );
 }
 
 function registerStatus(rotation: Command): void {

@@ -1,4 +1,5 @@
 import { DEFAULT_MAX_FEE_MULTIPLE, DEFAULT_MAX_SHARE_PER_REQUEST } from '../wallet/fee.js';
+import { DEFAULT_MAX_HANDOFF_FEE } from '../wallet/handoff.js';
 import { DEFAULT_LIMITS } from '../wallet/limits.js';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
@@ -52,6 +53,8 @@ export interface Config {
   readonly limits: { readonly maxRequestSats: number; readonly windowSats: number; readonly windowBlocks: number };
   /** The admin interface: a Unix socket beside the store, answering only callers with the token file's token. */
   readonly admin: { readonly socket: string | null; readonly tokenFile: string | null };
+  /** A membership change this member takes part in (docs/rotation.md); sats as numbers. */
+  readonly rotation: { readonly plan: string; readonly testAmount: number; readonly maxFee: number } | null;
   readonly workers: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -126,11 +129,16 @@ const SCHEMA: Schema = {
     socket: { kind: 'string', nullable: true, default: null },
     tokenFile: { kind: 'string', nullable: true, default: null },
   },
+  rotation: {
+    plan: { kind: 'string' },
+    testAmount: { kind: 'int', min: 1000, max: MAX_SATS, default: 100_000 },
+    maxFee: { kind: 'int', min: 1, max: MAX_SATS, default: Number(DEFAULT_MAX_HANDOFF_FEE) },
+  },
   workers: { kind: 'int', min: 0, max: 256, default: 0 },
   logLevel: { kind: 'level', default: 'info' },
 };
-/** Sections that may be null: Bitcoin Core (null: the devnet without bitcoind), and the devnet's declared funding. */
-const NULLABLE_SECTIONS = new Set(['bitcoin', 'declaredFunding']);
+/** Sections that may be null: Bitcoin Core (null: the devnet without bitcoind), declared funding, a rotation. */
+const NULLABLE_SECTIONS = new Set(['bitcoin', 'declaredFunding', 'rotation']);
 const LEVELS = ['debug', 'info', 'warn', 'error'];
 
 function isField(x: Field | Schema): x is Field {
@@ -266,6 +274,9 @@ export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config 
   // a request under the per-request limit must fit a window, or the first-come queue would stop at it for ever
   if (raw.limits.maxRequestSats > raw.limits.windowSats)
     fail('limits.maxRequestSats', raw.limits.maxRequestSats, `at most limits.windowSats (${raw.limits.windowSats})`);
+  // the handoff is read from the chain: the test output's spend, confirmations, the old address's outputs
+  if (raw.rotation && !raw.bitcoin)
+    fail('rotation', '{…}', 'null without bitcoin: a membership change moves real outputs and is watched on the chain');
   if (raw.memberKeyFile === null && !env.PEGOUT_MEMBER_KEY)
     fail('memberKeyFile', null, 'a key file path, or the key in the PEGOUT_MEMBER_KEY environment variable');
   return { ...raw, workers: raw.workers === 0 ? availableParallelism() : raw.workers };

@@ -39,6 +39,15 @@ export interface DevnetOptions {
   /** Node options for member `index`'s process (e.g. --cpu-prof for one member of a benchmark). */
   readonly nodeArgs?: (index: number) => readonly string[];
   readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** The members' keys (else `members` fresh ones): a rotation's two federations share some. */
+  readonly secretKeys?: readonly Uint8Array[];
+  /**
+   * Another devnet's chains, to run a second federation beside it (a rotation): no bridge install,
+   * no peg-ins, and stop() leaves them running.
+   */
+  readonly chains?: { readonly anvil: Anvil; readonly regtest: Regtest | undefined };
+  /** A rotation plan file every member loads (config `rotation.plan`). */
+  readonly rotationPlan?: string;
 }
 
 export interface DevnetMember {
@@ -143,6 +152,7 @@ async function writeMemberConfigs(
       evm: { rpcUrl: anvilUrl, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
       bitcoin,
       declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
+      rotation: o.rotationPlan ? { plan: o.rotationPlan } : null,
       rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
       workers: o.workers ?? 1,
       logLevel: o.logLevel ?? 'info',
@@ -164,21 +174,23 @@ async function writeMemberConfigs(
 export async function startDevnet(o: DevnetOptions): Promise<Devnet> {
   await mkdir(o.dir, { recursive: true });
   // anvil mines a block every second whatever happens, so requests reach their confirmation depth
-  const anvil = await startAnvil(['--block-time', '1', '--gas-limit', '3000000000', '--accounts', '20']);
-  let regtest: Regtest | undefined;
+  const anvil =
+    o.chains?.anvil ?? (await startAnvil(['--block-time', '1', '--gas-limit', '3000000000', '--accounts', '20']));
+  let regtest: Regtest | undefined = o.chains?.regtest;
   const stopChains = async (): Promise<void> => {
+    if (o.chains) return;
     await regtest?.stop();
     await anvil.stop();
   };
   try {
-    await installBridge(new EvmRpc(anvil.url));
-    const secretKeys = Array.from({ length: o.members }, generateSecretKey);
+    if (!o.chains) await installBridge(new EvmRpc(anvil.url));
+    const secretKeys = o.secretKeys ?? Array.from({ length: o.members }, generateSecretKey);
     const pubkeys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
-    const threshold = o.threshold ?? defaultThreshold(o.members);
+    const threshold = o.threshold ?? defaultThreshold(secretKeys.length);
     const federation = buildFederation({ network: 'regtest', threshold, pubkeys });
     // on the devnet, outputs are spent at the depth where payments count as paid
     const depth = o.paidConfirmations ?? 2;
-    if (o.bitcoind) {
+    if (o.bitcoind && !o.chains) {
       regtest = await startRegtest(o.bitcoind, join(o.dir, 'bitcoind'));
       await pegIn(regtest, federation.address, o.funding, depth);
     }

@@ -25,6 +25,11 @@ export interface EvmObserverOptions {
   readonly finality: Finality;
   /** First block to read when the store has no cursor. */
   readonly startBlock: number;
+  /**
+   * The first block this member does not read (a rotation's EVM boundary, on the old side: the new
+   * federation pays the requests from it on).
+   */
+  readonly endBlock?: number;
   readonly bridge?: string;
   /** Largest eth_getLogs range tried; halved while the node refuses it. */
   readonly maxRange?: number;
@@ -113,7 +118,7 @@ export class EvmObserver {
         return { accepted: 0, rejected: 0, rolledBack: await this.rollback(), caughtUp: false };
     }
     const from = cursor ? cursor.height + 1 : this.options.startBlock;
-    const final = await this.finalHeight();
+    const final = Math.min(await this.finalHeight(), (this.options.endBlock ?? Infinity) - 1);
     if (final < from) return { accepted: 0, rejected: 0, rolledBack: 0, caughtUp: true };
     const { to, logs } = await this.readLogs(from, Math.min(final, from + this.range - 1));
     const toBlock = await getBlock(this.rpc, to);

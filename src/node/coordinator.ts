@@ -22,6 +22,7 @@ import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wal
 import { getUtxo, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { recordFinalized } from './finalize.js';
+import { handoffProposals } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
@@ -407,6 +408,13 @@ export class Coordinator {
       proposals.push(...plan.payments.map((p) => proposalFromPayment(p, slot, this.myKey)));
       const used = new Set(plan.payments.flatMap((p) => p.prevouts.map(outpointText)));
       spendable = spendable.filter((u) => !used.has(outpointText(u)));
+    }
+    // a rotation's handoff goes in a turn that pays nothing (the new set's first funds are too few
+    // to pay a request), one round of it at a time
+    const open = [...this.proposals.values()].some((p) => p.checked.proposal.requestIds.length === 0);
+    if (policy.handoff && proposals.length === 0 && !open) {
+      const handoffs = await handoffProposals(this.o.store, policy.handoff, spendable, rate);
+      proposals.push(...handoffs.map((h) => proposalFromPayment(h, slot, this.myKey)));
     }
   }
 

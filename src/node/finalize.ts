@@ -178,5 +178,7 @@ async function stageFinalized(
   };
   batch.put(keys.finalizedKey(txid), final);
   batch.put(keys.finalizedAtKey(at, txid), 1);
+  // only a handoff is signed paying no request (wallet/validate.ts): node/handoff.ts watches these
+  if (body.requestIds.length === 0) batch.put(keys.handoffTxKey(txid), 1);
   return final;
 }

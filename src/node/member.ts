@@ -28,6 +28,8 @@ import { Outflow } from './outflow.js';
 import { adminPaths, startAdmin, type AdminServer } from '../api/admin.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { reserveAuditor, type ReserveAuditor } from './reserves.js';
+import { handoffEvmRange, handoffSummary, loadHandoffPolicy, watchHandoff } from './handoff.js';
+import type { HandoffPolicy } from '../wallet/handoff.js';
 
 // One federation member: the pipeline stages wired together in one process. The main thread
 // ingests events and keeps state in RocksDB; the pool signs and verifies; links carry frames.
@@ -140,12 +142,15 @@ interface ChainSide {
   readonly paidDepth: number;
   readonly settlement?: ChainSettlement;
   readonly recoverInput?: (o: Outpoint) => Promise<unknown>;
+  /** Bitcoin Core, when configured. */
+  readonly rpc?: BitcoinRpcClient;
 }
 
 async function startChainSide(
   config: Config,
   store: Store,
   federation: Federation,
+  handoff: HandoffPolicy | undefined,
   log: Logger,
   metrics: Metrics,
   safety: Safety,
@@ -175,6 +180,7 @@ async function startChainSide(
     maxFeeRate: b.maxFeeRate,
     onSettled,
     alarm: (kind, detail, fields) => safety.alarm(kind, detail, { ...fields }),
+    ...(handoff ? { handoff } : {}),
   });
   await settlement.load();
   const market = async (): Promise<{ floor: number; estimate: number; maxRate: number }> => {
@@ -191,6 +197,7 @@ async function startChainSide(
     paidDepth: b.paidConfirmations,
     settlement,
     recoverInput: (o) => recoverUtxo(store, rpc, federation.scriptPubKey, o),
+    rpc,
   };
 }
 
@@ -233,9 +240,11 @@ async function signingPolicy(
   chain: ChainSide,
   self: string,
   limits: OutflowLimits,
+  handoff: HandoffPolicy | undefined,
 ): Promise<SigningPolicy> {
   const { fees } = config;
   return {
+    ...(handoff ? { handoff } : {}),
     self,
     limits,
     fee: {
@@ -308,7 +317,12 @@ function startMemberApi(
   member: { federation: Federation; key: string },
   network: PeerNetwork,
   metrics: Metrics,
-  live: { safety: () => Record<string, unknown>; reserves: ReserveAuditor; activity: Activity },
+  live: {
+    safety: () => Record<string, unknown>;
+    reserves: ReserveAuditor;
+    activity: Activity;
+    rotation?: () => Promise<Record<string, unknown>>;
+  },
 ): Promise<ApiServer> {
   const { federation } = member;
   const bitcoin = config.bitcoin
@@ -337,6 +351,7 @@ function startMemberApi(
       requestCounts,
       activity: () => live.activity.points(),
       broadcasting: config.bitcoin !== null,
+      ...(live.rotation ? { rotation: live.rotation } : {}),
     }),
   });
 }
@@ -355,11 +370,17 @@ async function memberIdentity(config: Config, env: NodeJS.ProcessEnv) {
 }
 
 /** The EVM observer, with the alarm (and self-pause) for requests a reorg orphaned after the federation acted. */
-function evmObserver(config: Config, store: Store, safety: Safety, log: Logger, onIngested: () => void): EvmObserver {
+function evmObserver(
+  config: Config,
+  store: Store,
+  handoff: HandoffPolicy | undefined,
+  parts: { safety: Safety; log: Logger; onIngested: () => void },
+): EvmObserver {
+  const { safety, log, onIngested } = parts;
   return new EvmObserver(store, new EvmRpc(config.evm.rpcUrl), {
     network: config.network,
     finality: config.evm.useFinalizedTag ? 'finalized' : { confirmations: config.evm.confirmations },
-    startBlock: config.evm.startBlock,
+    ...handoffEvmRange(handoff, config.evm.startBlock),
     bridge: config.evm.bridge,
     log: (event, fields) => (event.endsWith('failed') ? log.warn(event, fields) : log.debug(event, fields)),
     onIngested,
@@ -397,12 +418,32 @@ function logStarted(log: Logger, config: Config, federation: Federation, p2pPort
   });
 }
 
+/** The loops that follow Bitcoin Core, every bitcoin.pollMs: settlement, the reserve audit, a rotation's watch. */
+function chainLoops(
+  config: Config,
+  loops: ReturnType<typeof backgroundLoops>,
+  log: Logger,
+  parts: { store: Store; chain: ChainSide; reserves: ReserveAuditor; handoff: HandoffPolicy | undefined },
+): void {
+  const { store, chain, reserves, handoff } = parts;
+  const b = config.bitcoin;
+  if (!b) return;
+  const { settlement, rpc } = chain;
+  if (settlement) loops.add((signal) => every(b.pollMs, signal, log, 'settlement', () => settlement.tick()));
+  loops.add((signal) => every(b.pollMs, signal, log, 'reserves', () => reserves.tick()));
+  if (handoff && rpc)
+    loops.add((signal) =>
+      every(b.pollMs, signal, log, 'handoff', () => watchHandoff(store, handoff, rpc, chain.spendDepth, log)),
+    );
+}
+
 export async function startMember(
   config: Config,
   env: NodeJS.ProcessEnv = process.env,
   options: { log?: Logger } = {},
 ): Promise<Member> {
   const { secretKey, pubkeys, federation, myKey } = await memberIdentity(config, env);
+  const handoff = await loadHandoffPolicy(config, federation);
   const log = (options.log ?? createLogger({ level: config.logLevel })).child({ member: toHex(myKey).slice(0, 16) });
 
   const store = await Store.open(config.storeDir, { descriptor: federation.descriptor });
@@ -425,13 +466,14 @@ export async function startMember(
     const self = toHex(myKey);
     const limits = outflowLimits(config);
     const outflow = new Outflow(store, self, federation.threshold, pubkeys.map(toHex), limits);
-    const chain = await startChainSide(config, store, federation, log, metrics, safety, cleanup, (txid) =>
+    const chain = await startChainSide(config, store, federation, handoff, log, metrics, safety, cleanup, (txid) =>
       coordinator?.settled(txid),
     );
     const { settlement, recoverInput } = chain;
-    const reserves = reserveAuditor(config, { store, federation, safety, log, metrics }, cleanup);
+    const handingOverFrom = handoff?.side === 'to' ? { handingOverFrom: handoff.plan.from.scriptPubKey } : {};
+    const reserves = reserveAuditor(config, { store, federation, safety, log, metrics, ...handingOverFrom }, cleanup);
 
-    const evm = evmObserver(config, store, safety, log, () => coordinator?.ingested());
+    const evm = evmObserver(config, store, handoff, { safety, log, onIngested: () => coordinator?.ingested() });
     coordinator = new Coordinator({
       store,
       federation,
@@ -439,7 +481,7 @@ export async function startMember(
       network,
       log,
       metrics,
-      policy: () => signingPolicy(config, chain, self, limits),
+      policy: () => signingPolicy(config, chain, self, limits, handoff),
       outflow,
       paused: () => safety.paused !== null,
       maxOutputs: config.rounds.maxOutputs,
@@ -459,17 +501,18 @@ export async function startMember(
     cleanup.push(() => operator.admin.close());
 
     loops.add((signal) => evm.run(signal, config.evm.pollMs));
-    const s = settlement;
-    if (s && config.bitcoin)
-      loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'settlement', () => s.tick()));
-    if (config.bitcoin)
-      loops.add((signal) => every(config.bitcoin!.pollMs, signal, log, 'reserves', () => reserves.tick()));
+    chainLoops(config, loops, log, { store, chain, reserves, handoff });
     const dropped = new Map<string, number>();
     loops.add((signal) => every(1000, signal, log, 'metrics', () => refreshMetrics(store, metrics, network, dropped)));
     const activity = new Activity(metrics);
     loops.add((signal) => every(ACTIVITY_SAMPLE_MS, signal, log, 'activity', () => activity.sample()));
 
-    const live = { safety: operator.health, reserves, activity };
+    const live = {
+      safety: operator.health,
+      reserves,
+      activity,
+      ...(handoff ? { rotation: () => handoffSummary(store, handoff) } : {}),
+    };
     const api = await startMemberApi(config, store, { federation, key: toHex(myKey) }, network, metrics, live);
     cleanup.push(() => api.close());
     logStarted(log, config, federation, p2pPort, api.port);

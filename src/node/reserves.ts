@@ -112,6 +112,8 @@ export interface ReserveAuditorOptions {
   readonly now?: () => string;
   /** Default RECHECK_MS. */
   readonly recheckMs?: number;
+  /** On the new side of a rotation: the old federation's script, whose outputs Core still holds for this one. */
+  readonly handingOverFrom?: Uint8Array;
 }
 
 export class ReserveAuditor {
@@ -192,9 +194,18 @@ export class ReserveAuditor {
   async #scan(): Promise<CoreView | null> {
     if (!this.o.core) return null;
     try {
-      const scan = await this.o.core.scanTxOutSet([rawDescriptor(this.o.federation.scriptPubKey)]);
-      const outputs = scan.outputs.map(({ txid, vout, value, height }) => ({ txid, vout, value, height }));
-      const view = { height: scan.height, hash: scan.bestblock, outputs };
+      const old = this.o.handingOverFrom;
+      // one scan for both: Core runs one at a time
+      const scripts = [this.o.federation.scriptPubKey, ...(old ? [old] : [])];
+      const scan = await this.o.core.scanTxOutSet(scripts.map(rawDescriptor));
+      const ours = Buffer.from(this.o.federation.scriptPubKey).toString('hex');
+      const outputs = scan.outputs
+        .filter((o) => o.scriptPubKey === ours)
+        .map(({ txid, vout, value, height }) => ({ txid, vout, value, height }));
+      const handingOver = old
+        ? scan.outputs.filter((o) => o.scriptPubKey !== ours).reduce((a, o) => a + o.value, 0n)
+        : undefined;
+      const view = { height: scan.height, hash: scan.bestblock, outputs, ...(old ? { handingOver } : {}) };
       if (scan.bestblock !== undefined) this.#scanned = { hash: scan.bestblock, view };
       return view;
     } catch (err) {

@@ -2,7 +2,7 @@ import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
-import { parseTx, txid as txidOf } from '../bitcoin/tx.js';
+import { MAX_MONEY, parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { getRequest, listRequestsIn, OWED, paymentsOfRequest, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
@@ -17,6 +17,7 @@ import {
 } from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
+import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
 import { getUtxo, registerUtxo, releaseUtxos, spendUtxo } from '../wallet/utxos.js';
@@ -142,7 +143,12 @@ export interface ChainSettlementOptions {
   readonly onSettled: (txid: string) => void;
   /** Raises an alarm (node/safety.ts): a spend of federation outputs no payment explains. */
   readonly alarm?: (kind: 'foreign_spend' | 'chain_spend_unmatched', detail: string, fields: object) => Promise<void>;
+  /** A rotation this member takes part in: a confirmed handoff under its plan explains a spend too. */
+  readonly handoff?: HandoffPolicy;
 }
+
+/** A confirmed handoff's fee was its signers' to judge: adopting it checks its destinations alone. */
+const ANY_FEE = { floor: 0, maxRate: Infinity, maxFee: MAX_MONEY };
 
 /** With Bitcoin Core: broadcast with retries, confirmations, 'paid' at depth, RBF. */
 export class ChainSettlement {
@@ -255,8 +261,13 @@ export class ChainSettlement {
         continue;
       }
       const tx = parseTx(spend.tx);
-      const requestIds = matchCommitment(tx.outputs, candidates);
       const prevouts = await Promise.all(tx.inputs.map((i) => getUtxo(this.o.store, i)));
+      // a handoff pays no request; t members signed it, so only where it sends the funds is judged here
+      const handoff =
+        this.o.handoff &&
+        prevouts.every((p) => p !== undefined) &&
+        checkHandoffTx(tx, prevouts, this.o.handoff.plan, this.o.federation, ANY_FEE).ok;
+      const requestIds = handoff ? [] : matchCommitment(tx.outputs, candidates);
       if (!requestIds || prevouts.some((p) => p === undefined)) {
         // a request not ingested yet may still complete the match; reported once per run
         if (!this.unmatched.has(spend.txid)) {

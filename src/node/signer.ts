@@ -2,18 +2,34 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import { getRequests, paymentsOfRequests, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
+import {
+  countRequests,
+  getRequests,
+  paymentsOfRequests,
+  QUEUED,
+  stagePaymentOf,
+  stageStatus,
+} from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
-import { finalizedKey, holdKey, outflowKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import {
+  finalizedKey,
+  HANDOFF_PROVEN_KEY,
+  holdKey,
+  outflowKey,
+  signatureMadeKey,
+  supersededKey,
+} from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
+import type { HandoffPolicy } from '../wallet/handoff.js';
 import { outflowWindow, overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
   validateProposal,
+  type HandoffView,
   type KnownRequest,
   type RejectReason,
   type SignedPayment,
@@ -35,6 +51,8 @@ export interface SigningPolicy {
   readonly limits: OutflowLimits;
   /** This member's x-only key, hex: whose holds releases count as its operator's. */
   readonly self: string;
+  /** The rotation this member takes part in (config `rotation`), if any. */
+  readonly handoff?: HandoffPolicy;
 }
 
 export type SignOutcome =
@@ -106,6 +124,14 @@ interface SignerReads {
   readonly payments: ReadonlyMap<string, readonly string[]>;
 }
 
+/** How far this member has seen the rotation come: the proof, and the requests it still owes. */
+export async function handoffView(store: Store, policy: HandoffPolicy): Promise<HandoffView> {
+  const proven = (await store.get(HANDOFF_PROVEN_KEY)) !== undefined;
+  const counts = await countRequests(store);
+  const owed = [...QUEUED].reduce((n, status) => n + (counts.get(status) ?? 0), 0);
+  return { policy, proven, owed };
+}
+
 /** The signer's reads for `checked`, from the store. */
 async function readForSigning(
   store: Store,
@@ -148,7 +174,10 @@ async function readForSigning(
       if (record) holders.set(u.reservedBy, record.requestIds);
     }
   }
+  const handoff =
+    policy.handoff && proposal.requestIds.length === 0 ? await handoffView(store, policy.handoff) : undefined;
   const state: ValidationState = {
+    ...(handoff ? { handoff } : {}),
     federation,
     request: (id) => requests.get(id),
     utxo: (name) => utxos.get(name),

@@ -93,6 +93,7 @@ export const SPACES = {
   hold: 'hold/',
   outflow: 'outflow/',
   control: 'ctl/',
+  handoff: 'handoff/',
 } as const;
 
 /** Width of every numeric key part: 10 digits hold any uint32 (vout, request ordinal) and any block height. */
@@ -349,6 +350,12 @@ export function signatureReceivedKey(txid: string, memberXonlyKey: string): stri
 }
 
 export const finalizedKey = byTxid(SPACES.finalized, 'finalized txid');
+
+/** Finalized handoff transactions (a rotation's test spend and sweeps: they pay no request), by txid. */
+export const HANDOFF_TX_PREFIX = `${SPACES.handoff}tx/`;
+export const handoffTxKey = byTxid(HANDOFF_TX_PREFIX, 'handoff txid');
+/** Proof that the planned new set signs: the new set spent the test spend's output (a HandoffProof). */
+export const HANDOFF_PROVEN_KEY = `${SPACES.handoff}proven`;
 
 const ISO_TIME = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$/;
 

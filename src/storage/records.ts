@@ -172,6 +172,16 @@ export interface Supersession {
   readonly at: string;
 }
 
+/** handoff/proven: the new federation spent the test spend's output to the planned address (issue 17). */
+export interface HandoffProof {
+  /** The test spend, and its output that the new set spent. */
+  readonly txid: string;
+  readonly vout: number;
+  /** This member's Bitcoin tip when it saw the output gone from Core's UTXO set. */
+  readonly height: number;
+  readonly at: string;
+}
+
 /** bcast/<txid>/<seq>: one broadcast attempt. */
 export interface BroadcastAttempt {
   readonly at: string;

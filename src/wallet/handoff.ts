@@ -35,15 +35,23 @@ export interface RotationPlanFile {
   readonly to: FederationFile;
   /** The Bitcoin height from which the old federation hands over. */
   readonly activationHeight: number;
+  /**
+   * The first EVM block whose requests the new federation pays: the old one pays every request
+   * below it, the new one every request from it on, so each request has exactly one payer, read
+   * from a fact of the EVM chain. It must be final when the plan is made, so no request can move
+   * across it in a reorg.
+   */
+  readonly evmBoundary: number;
 }
 
 export interface RotationPlan {
   readonly from: Federation;
   readonly to: Federation;
   readonly activationHeight: number;
+  readonly evmBoundary: number;
   /**
-   * taggedHash over both output scripts and the height, hex: two plans with the same fingerprint
-   * move the same funds to the same keys and threshold at the same height, whatever order their
+   * taggedHash over both output scripts, the height and the boundary, hex: two plans with the same fingerprint
+   * move the same funds to the same keys and threshold at the same points, whatever order their
    * files list the keys in. Operators compare it out of band.
    */
   readonly fingerprint: string;
@@ -58,10 +66,15 @@ function planFault(source: string, field: string, message: string, value?: unkno
   });
 }
 
-/** Fingerprint of a handoff from `from` to `to` at `activationHeight`. */
-export function planFingerprint(from: Federation, to: Federation, activationHeight: number): string {
-  const height = new ByteWriter(4).u32(activationHeight).finish();
-  return toHex(taggedHash(PLAN_TAG, from.scriptPubKey, to.scriptPubKey, height));
+/** Fingerprint of a handoff from `from` to `to` at `activationHeight`, paying requests from `evmBoundary` on. */
+export function planFingerprint(
+  from: Federation,
+  to: Federation,
+  activationHeight: number,
+  evmBoundary: number,
+): string {
+  const points = new ByteWriter(12).u32(activationHeight).u64(BigInt(evmBoundary)).finish();
+  return toHex(taggedHash(PLAN_TAG, from.scriptPubKey, to.scriptPubKey, points));
 }
 
 /**
@@ -71,9 +84,10 @@ export function planFingerprint(from: Federation, to: Federation, activationHeig
 export function makeRotationPlan(
   from: Federation,
   to: Federation,
-  activationHeight: number,
+  points: { readonly activationHeight: number; readonly evmBoundary: number },
   source: string,
 ): RotationPlan {
+  const { activationHeight, evmBoundary } = points;
   if (from.network !== to.network)
     planFault(
       source,
@@ -96,17 +110,26 @@ export function makeRotationPlan(
   }
   if (!Number.isSafeInteger(activationHeight) || activationHeight < 1 || activationHeight > 0xffffffff)
     planFault(source, 'activationHeight', 'must be a block height from 1 to 4294967295', activationHeight);
-  return { from, to, activationHeight, fingerprint: planFingerprint(from, to, activationHeight) };
+  if (!Number.isSafeInteger(evmBoundary) || evmBoundary < 1)
+    planFault(source, 'evmBoundary', 'must be an EVM block number of at least 1', evmBoundary);
+  return {
+    from,
+    to,
+    activationHeight,
+    evmBoundary,
+    fingerprint: planFingerprint(from, to, activationHeight, evmBoundary),
+  };
 }
 
 export function parseRotationPlan(json: unknown, source: string): RotationPlan {
   const p = json as Partial<Record<keyof RotationPlanFile, unknown>> | null;
   if (!p || typeof p !== 'object')
-    planFault(source, 'plan', 'must be a JSON object {version, from, to, activationHeight}');
+    planFault(source, 'plan', 'must be a JSON object {version, from, to, activationHeight, evmBoundary}');
   if (p.version !== 1) planFault(source, 'version', `must be 1, got ${JSON.stringify(p.version)}`, p.version);
   const from = parseFederationFile(p.from, `${source}: from`);
   const to = parseFederationFile(p.to, `${source}: to`);
-  return makeRotationPlan(from, to, p.activationHeight as number, source);
+  const points = { activationHeight: p.activationHeight as number, evmBoundary: p.evmBoundary as number };
+  return makeRotationPlan(from, to, points, source);
 }
 
 export function rotationPlanFile(plan: RotationPlan): RotationPlanFile {
@@ -115,6 +138,7 @@ export function rotationPlanFile(plan: RotationPlan): RotationPlanFile {
     from: federationFile(plan.from),
     to: federationFile(plan.to),
     activationHeight: plan.activationHeight,
+    evmBoundary: plan.evmBoundary,
   };
 }
 
@@ -127,6 +151,21 @@ export function planSide(plan: RotationPlan, federation: Federation, field: stri
     `${field}: federation ${federation.address} is neither the plan's old federation (${plan.from.address}) nor its new one (${plan.to.address})`,
     { field, value: federation.address },
   );
+}
+
+/** A member's part in a rotation: the plan, its side, and its own caps on what a handoff moves. */
+export interface HandoffPolicy {
+  readonly plan: RotationPlan;
+  readonly side: 'from' | 'to';
+  /** The most the old set moves to the new address before the new set proved it signs. */
+  readonly testAmount: bigint;
+  /** The most fee one handoff transaction pays, in sats. */
+  readonly maxFee: bigint;
+}
+
+/** Sats that `tx` pays to the plan's new address. */
+export function handoffSent(tx: Transaction, plan: RotationPlan): bigint {
+  return tx.outputs.reduce((a, o) => (equal(o.scriptPubKey, plan.to.scriptPubKey) ? a + o.value : a), 0n);
 }
 
 /** What a member accepts as the fee of a handoff transaction: the federation pays it, so it is capped in sats too. */
@@ -347,12 +386,10 @@ export function checkHandoffTx(
     return reject('bad_commitment', 'output 0 is not OP_RETURN <commitment to no request>: a handoff pays no request', {
       output: 0,
     });
-  let sent = 0n;
   let paid = 0n;
   for (const [k, output] of rest.entries()) {
     const o = k + 1;
-    const planned = equal(output.scriptPubKey, plan.to.scriptPubKey);
-    if (!planned && !equal(output.scriptPubKey, spender.scriptPubKey))
+    if (!equal(output.scriptPubKey, plan.to.scriptPubKey) && !equal(output.scriptPubKey, spender.scriptPubKey))
       return reject(
         'unplanned_destination',
         `output ${o} pays a script that is neither the planned address ${plan.to.address} nor ${spender.address} itself`,
@@ -360,10 +397,10 @@ export function checkHandoffTx(
       );
     if (output.value < dustThreshold(output.scriptPubKey))
       return reject('dust_output', `output ${o} pays ${output.value} sats, under its dust limit`, { output: o });
-    if (planned) sent += output.value;
     paid += output.value;
   }
-  if (sent === 0n) return reject('unplanned_destination', `no output pays the planned address ${plan.to.address}`);
+  if (handoffSent(tx, plan) === 0n)
+    return reject('unplanned_destination', `no output pays the planned address ${plan.to.address}`);
   const fee = total - paid;
   if (fee < 0n) return reject('bad_change', `outputs pay ${paid} sats, more than the ${total} the inputs hold`);
   const rate = Number(fee) / vsize;

@@ -89,14 +89,19 @@ export function checkProposal(body: unknown): CheckedProposal {
   return { proposal, tx, txid: txidOf(tx) };
 }
 
-export function proposalFromPayment(payment: Payment, round: number, proposer: string): Proposal {
+/** A payment, or a handoff (which pays no request), as the proposal that puts it to the federation. */
+export function proposalFromPayment(
+  payment: Pick<Payment, 'tx' | 'prevouts'> & { readonly requestIds?: readonly string[] },
+  round: number,
+  proposer: string,
+): Proposal {
   return {
     version: 1,
     round,
     proposer,
     unsignedTx: serializeTx(payment.tx),
     prevouts: payment.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
-    requestIds: [...payment.requestIds],
+    requestIds: [...(payment.requestIds ?? [])],
   };
 }
 

@@ -39,7 +39,16 @@ export interface ReserveBooks {
 
 /** Bitcoin Core's UTXO set for the federation script at its tip, or why there is none this time. */
 export type CoreView =
-  | { readonly height: number; readonly hash: string | undefined; readonly outputs: readonly HeldOutput[] }
+  | {
+      readonly height: number;
+      readonly hash: string | undefined;
+      readonly outputs: readonly HeldOutput[];
+      /**
+       * On the new side of a rotation: what Core holds at the old federation's address, on its way
+       * here by the handoff (node/handoff.ts); it covers this member's requests until it arrives.
+       */
+      readonly handingOver?: bigint;
+    }
   | { readonly unavailable: string };
 
 export type ReserveFaultKind = 'reserves_short' | 'reserves_mismatch';
@@ -66,6 +75,8 @@ export type CoreComparison =
       readonly differences: { readonly onlyInCore: number; readonly onlyHere: number; readonly otherValue: number };
       /** The first MAX_LISTED of them, in outpoint order. */
       readonly listed: readonly OutputDifference[];
+      /** As CoreView's: sats at the old federation's address during a rotation, counted towards the liabilities. */
+      readonly handingOver?: bigint;
     }
   | { readonly compared: false; readonly reason: string };
 
@@ -164,6 +175,7 @@ function compareWithCore(
     outputs: core.outputs.length,
     differences: { onlyInCore, onlyHere, otherValue: all.length - onlyInCore - onlyHere },
     listed: all.slice(0, MAX_LISTED),
+    ...(core.handingOver !== undefined ? { handingOver: core.handingOver } : {}),
   };
 }
 
@@ -191,12 +203,14 @@ function faultsOf(report: Omit<ReserveReport, 'verdict' | 'faults'>): ReserveFau
   const { core, assets, liabilities, member } = report;
   if (!core.compared) return [];
   const faults: ReserveFault[] = [];
-  if (assets.sats < liabilities.sats)
+  const handingOver = core.handingOver ?? 0n;
+  if (assets.sats + handingOver < liabilities.sats)
     faults.push({
       kind: 'reserves_short',
       message:
-        `assets ${assets.sats} sats < liabilities ${liabilities.sats} sats (${liabilities.requests} requests): ` +
-        `short by ${liabilities.sats - assets.sats} sats at block ${member!.height}`,
+        `assets ${assets.sats} sats${handingOver > 0n ? ` (and ${handingOver} at the old federation's address, being handed over)` : ''} < ` +
+        `liabilities ${liabilities.sats} sats (${liabilities.requests} requests): ` +
+        `short by ${liabilities.sats - assets.sats - handingOver} sats at block ${member!.height}`,
     });
   const { onlyInCore, onlyHere, otherValue } = core.differences;
   if (onlyInCore + onlyHere + otherValue > 0)

@@ -5,8 +5,9 @@ import { dustThreshold } from '../bitcoin/script.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { QUEUED } from '../evm/request-store.js';
 import { commitsTo } from './commitment.js';
-import { checkFee, type FeePolicy } from './fee.js';
+import { checkFee, maxAcceptedRate, type FeePolicy } from './fee.js';
 import { checkLimits, type OutflowLimits } from './limits.js';
+import { checkHandoffTx, handoffSent, type HandoffPolicy } from './handoff.js';
 import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';
 import type { CheckedProposal } from './proposal.js';
 import { outpointText, spendableAt, utxoConfirmations, type ChainView } from './utxos.js';
@@ -46,7 +47,10 @@ export type RejectReason =
   | 'rate_limited'
   | 'paused'
   | 'unplanned_destination'
-  | 'handoff_fee_too_high';
+  | 'handoff_fee_too_high'
+  | 'handoff_not_active'
+  | 'handoff_not_proven'
+  | 'requests_owed';
 
 /**
  * `earlier`: with double_payment, the payment this member signed that the proposal does not replace;
@@ -100,6 +104,16 @@ export interface ValidationState {
   released(id: string): boolean;
   /** The rolling-cap window of this member's tip, and the sats it already let leave in it. */
   readonly outflow: { readonly window: number; readonly used: bigint };
+  /** A rotation this member takes part in, and how far it has come here. */
+  readonly handoff?: HandoffView;
+}
+
+export interface HandoffView {
+  readonly policy: HandoffPolicy;
+  /** This member saw the new set spend the test spend's output. */
+  readonly proven: boolean;
+  /** Requests this member has queued: the old set pays them before it sweeps what would fund them. */
+  readonly owed: number;
 }
 
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
@@ -127,6 +141,7 @@ function reject(
  */
 export function validateProposal(checked: CheckedProposal, state: ValidationState): Verdict {
   const { tx } = checked;
+  if (checked.proposal.requestIds.length === 0 && state.handoff) return validateHandoff(checked, state, state.handoff);
   if (tx.version !== 2) return reject('bad_version', `version is ${tx.version}, expected 2`);
   if (tx.locktime !== 0) return reject('bad_locktime', `locktime is ${tx.locktime}, expected 0`);
   const vsize = signedFederationVsize(state.federation, tx);
@@ -156,6 +171,41 @@ export function validateProposal(checked: CheckedProposal, state: ValidationStat
   const feeFault = checkFee(BigInt(requests.length) * payouts.share, vsize, payouts.share, state.fee);
   if (feeFault) return reject(feeFault.reason, feeFault.detail);
   return checkDoublePayment(checked, state, inputs.spends, fee, vsize);
+}
+
+/**
+ * A proposal that pays no request, under a rotation plan: a handoff (wallet/handoff.ts) whose
+ * inputs pass the same checks as a payment's. The old set moves a test amount first and the rest
+ * only once this member saw the new set spend it, and never while requests it owes are queued;
+ * the new set may spend to itself at any time.
+ */
+function validateHandoff(checked: CheckedProposal, state: ValidationState, handoff: HandoffView): Verdict {
+  const { plan, side } = handoff.policy;
+  const bounds = { floor: state.fee.floor, maxRate: maxAcceptedRate(state.fee), maxFee: handoff.policy.maxFee };
+  const shape = checkHandoffTx(checked.tx, checked.proposal.prevouts, plan, state.federation, bounds);
+  if (!shape.ok) return shape;
+  const inputs = checkInputs(checked, state);
+  if ('ok' in inputs) return inputs;
+  if (side === 'to') return { ok: true };
+  const tip = state.chain?.tipHeight;
+  if (tip === undefined || tip < plan.activationHeight)
+    return reject(
+      'handoff_not_active',
+      `the handoff starts at block ${plan.activationHeight}; this member's tip is ${tip ?? 'unknown'}`,
+    );
+  const sent = handoffSent(checked.tx, plan);
+  if (sent <= handoff.policy.testAmount) return { ok: true };
+  if (!handoff.proven)
+    return reject(
+      'handoff_not_proven',
+      `it moves ${sent} sats to the new set, over the test amount ${handoff.policy.testAmount}, before this member saw the new set spend the test output`,
+    );
+  if (handoff.owed > 0)
+    return reject(
+      'requests_owed',
+      `${handoff.owed} request(s) this member owes are still queued; they are paid before the funds leave`,
+    );
+  return { ok: true };
 }
 
 /** The requests paid, as this member knows them: canonical, once each, ingested, payable; output 0 commits to them. */

@@ -11,6 +11,7 @@ import { listUtxos } from '../../src/wallet/utxos.js';
 import { BITCOIND } from './bitcoind.js';
 import { tempDir } from './tempdir.js';
 import type { FinalizedRecord } from '../../src/storage/records.js';
+import type { PegoutStatus } from '../../src/api/status.js';
 
 type Owner = { after(fn: () => Promise<void>): void };
 
@@ -121,4 +122,22 @@ export async function checkNothingReserved(devnet: Devnet, members: readonly num
       await store.close();
     }
   }
+}
+
+/** Request `id` as member 0 reports it. */
+export async function memberStatus(devnet: Devnet, id: string): Promise<PegoutStatus> {
+  return (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
+}
+
+/** The finalized payments of request `id` that Bitcoin Core holds confirmed. */
+export async function confirmedPayments(devnet: Devnet, id: string): Promise<string[]> {
+  const confirmed = [];
+  for (const p of (await memberStatus(devnet, id)).payments.filter((x) => x.finalized)) {
+    // a payment that lost to a conflicting one was never relayed: Core does not know it
+    const tx = await devnet
+      .regtest!.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
+      .catch(() => ({ confirmations: 0 }));
+    if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
+  }
+  return confirmed;
 }

@@ -87,7 +87,20 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
 
   const planFile = (name: string, to: string, height: number): string => {
     const f = file(name);
-    ok(['rotation', 'plan', '--from', OLD, '--to', to, '--activation-height', String(height), '--out', f]);
+    ok([
+      'rotation',
+      'plan',
+      '--from',
+      OLD,
+      '--to',
+      to,
+      '--activation-height',
+      String(height),
+      '--evm-boundary',
+      '1',
+      '--out',
+      f,
+    ]);
     return f;
   };
   const PLAN = planFile('plan.json', NEW, 100);
@@ -150,11 +163,24 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
       plan.fingerprint,
     );
     refused(
-      ['rotation', 'plan', '--from', OLD, '--to', NEW, '--activation-height', '100', '--out', PLAN],
+      [
+        'rotation',
+        'plan',
+        '--from',
+        OLD,
+        '--to',
+        NEW,
+        '--activation-height',
+        '100',
+        '--evm-boundary',
+        '1',
+        '--out',
+        PLAN,
+      ],
       /already exists; a plan is never overwritten/,
     );
     refused(
-      ['rotation', 'plan', '--from', OLD, '--to', OLD, '--activation-height', '100'],
+      ['rotation', 'plan', '--from', OLD, '--to', OLD, '--activation-height', '100', '--evm-boundary', '1'],
       /invalid_plan: .*is the old federation itself/,
     );
     refused(
@@ -163,7 +189,7 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
     );
     const weak = fedFile('weak.json', 2, [1, 2, 4, 5]);
     refused(
-      ['rotation', 'plan', '--from', OLD, '--to', weak, '--activation-height', '100'],
+      ['rotation', 'plan', '--from', OLD, '--to', weak, '--activation-height', '100', '--evm-boundary', '1'],
       /to\.threshold leaves f < 0/,
     );
   });

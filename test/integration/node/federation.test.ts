@@ -7,19 +7,20 @@ import { decodeAddress } from '../../../src/bitcoin/address.js';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
-import { requestCounts, type Devnet } from '../../../src/devnet/federation.js';
+import { requestCounts } from '../../../src/devnet/federation.js';
 import { devnetDestination } from '../../../src/devnet/requests.js';
 import { declaredOutputs } from '../../../src/node/member.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
 import { readKeyFile } from '../../../src/signing/keyfile.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../../src/wallet/proposal.js';
-import type { PegoutStatus } from '../../../src/api/status.js';
 import { BITCOIND, NO_BITCOIND } from '../../support/bitcoind.js';
 import {
   checkExactlyOnce,
   checkNothingReserved,
+  confirmedPayments,
   federationOfProcesses,
+  memberStatus,
   PEGOUT_SATS,
   regtest2of3,
   send,
@@ -180,24 +181,6 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
     await checkExactlyOnce(devnet, [...first.ids, ...second.ids]);
   });
 });
-
-/** Request `id` as member 0 reports it. */
-async function memberStatus(devnet: Devnet, id: string): Promise<PegoutStatus> {
-  return (await (await fetch(`${devnet.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).json()) as PegoutStatus;
-}
-
-/** The finalized payments of request `id` that Bitcoin Core holds confirmed. */
-async function confirmedPayments(devnet: Devnet, id: string): Promise<string[]> {
-  const confirmed = [];
-  for (const p of (await memberStatus(devnet, id)).payments.filter((x) => x.finalized)) {
-    // a payment that lost to a conflicting one was never relayed: Core does not know it
-    const tx = await devnet
-      .regtest!.rpc.call<{ confirmations?: number }>('getrawtransaction', [p.txid, true])
-      .catch(() => ({ confirmations: 0 }));
-    if ((tx.confirmations ?? 0) > 0) confirmed.push(p.txid);
-  }
-  return confirmed;
-}
 
 describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false }, () => {
   it('2-of-3: peg-ins fund it, payments confirm, a reorg around a payment, and each request is paid on chain exactly once', async (ctx) => {

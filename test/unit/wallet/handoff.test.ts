@@ -29,7 +29,8 @@ const fed = (threshold: number, ids: number[]): Federation =>
 // 2-of-3 {1,2,3} hands over to 3-of-4 {1,2,4,5}: member 3 replaced, two added
 const OLD = fed(2, [1, 2, 3]);
 const NEW = fed(3, [1, 2, 4, 5]);
-const PLAN = makeRotationPlan(OLD, NEW, 500, 'plan');
+const AT = { activationHeight: 500, evmBoundary: 40 };
+const PLAN = makeRotationPlan(OLD, NEW, AT, 'plan');
 const BOUNDS = { floor: 1, maxRate: 100, maxFee: DEFAULT_MAX_HANDOFF_FEE };
 
 function utxo(i: number, value: bigint, owner: Federation = OLD): SpendableUtxo {
@@ -49,8 +50,9 @@ describe('rotation plan', () => {
     assert.equal(back.to.descriptor, NEW.descriptor);
     const reordered = { ...file, to: { ...file.to, pubkeys: [...file.to.pubkeys].reverse() } };
     assert.equal(parseRotationPlan(reordered, 'plan.json').fingerprint, PLAN.fingerprint);
-    assert.notEqual(makeRotationPlan(OLD, NEW, 501, 'p').fingerprint, PLAN.fingerprint);
-    assert.notEqual(makeRotationPlan(OLD, fed(3, [1, 2, 4, 6]), 500, 'p').fingerprint, PLAN.fingerprint);
+    assert.notEqual(makeRotationPlan(OLD, NEW, { ...AT, activationHeight: 501 }, 'p').fingerprint, PLAN.fingerprint);
+    assert.notEqual(makeRotationPlan(OLD, NEW, { ...AT, evmBoundary: 41 }, 'p').fingerprint, PLAN.fingerprint);
+    assert.notEqual(makeRotationPlan(OLD, fed(3, [1, 2, 4, 6]), AT, 'p').fingerprint, PLAN.fingerprint);
   });
 
   const file = rotationPlanFile(PLAN);
@@ -69,6 +71,7 @@ describe('rotation plan', () => {
     ],
     ['a height of 0', { ...file, activationHeight: 0 }, /activationHeight must be a block height from 1/],
     ['a fractional height', { ...file, activationHeight: 1.5 }, /activationHeight must be a block height/],
+    ['no EVM boundary', { ...file, evmBoundary: undefined }, /evmBoundary must be an EVM block number of at least 1/],
     ['a bad key', { ...file, to: { ...file.to, pubkeys: ['zz'] } }, /plan\.json: to: pubkeys\[0\]/],
   ];
   for (const [name, json, message] of bad)
@@ -181,7 +184,7 @@ describe('checkHandoffTx refuses what no honest member signs', () => {
     ],
     [
       'a sweep under another plan (another new set)',
-      () => check(base, makeRotationPlan(OLD, fed(3, [1, 2, 4, 6]), 500, 'other')),
+      () => check(base, makeRotationPlan(OLD, fed(3, [1, 2, 4, 6]), AT, 'other')),
       'unplanned_destination',
       1,
     ],
