@@ -17,7 +17,8 @@ import {
 } from '../wallet/handoff.js';
 import type { FinalizedRecord, HandoffProof, UtxoRecord } from '../storage/records.js';
 import type { Logger } from './log.js';
-import { handoffView } from './signer.js';
+import { countRequests, QUEUED } from '../evm/request-store.js';
+import type { HandoffView } from '../wallet/validate.js';
 
 // The service's side of a membership change (issue 17, docs/rotation.md): which handoff
 // transactions this member proposes in its turn, and the watch for the proof that the new set
@@ -63,9 +64,21 @@ export function handoffEvmRange(
     : { startBlock: Math.max(startBlock, evmBoundary) };
 }
 
-async function handoffTxids(store: Store): Promise<string[]> {
+/** How far this member has seen the rotation come: the proof, its own finalized handoffs, the requests it owes. */
+export async function handoffView(store: Store, policy: HandoffPolicy): Promise<HandoffView> {
+  const proven = (await store.get(HANDOFF_PROVEN_KEY)) !== undefined;
+  const done = (await handoffTxids(store, 1)).length > 0;
+  const counts = await countRequests(store);
+  const owed = [...QUEUED].reduce((n, status) => n + (counts.get(status) ?? 0), 0);
+  return { policy, proven, done, owed };
+}
+
+async function handoffTxids(store: Store, limit?: number): Promise<string[]> {
   const out: string[] = [];
-  for await (const [key] of store.entries({ prefix: HANDOFF_TX_PREFIX })) out.push(key.slice(HANDOFF_TX_PREFIX.length));
+  for await (const [key] of store.entries({ prefix: HANDOFF_TX_PREFIX })) {
+    out.push(key.slice(HANDOFF_TX_PREFIX.length));
+    if (out.length === limit) break;
+  }
   return out;
 }
 
@@ -84,18 +97,17 @@ export async function handoffProposals(
 ): Promise<HandoffTx[]> {
   if (spendable.length === 0) return [];
   const { plan, side } = policy;
-  const done = (await handoffTxids(store)).length > 0;
+  const view = await handoffView(store, policy);
   if (side === 'to') {
-    if (done) return [];
+    if (view.done) return [];
     const smallest = [...spendable].sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0))[0]!;
     return buildSweeps([smallest], rate, plan, plan.to, policy.maxFee).sweeps;
   }
   const tip = await storedTipHeight(store);
   if (tip === undefined || tip < plan.activationHeight) return [];
-  const view = await handoffView(store, policy);
   if (!view.proven) {
     // one test spend: then the new set's move
-    if (done) return [];
+    if (view.done) return [];
     const test = buildTestSpend(spendable, policy.testAmount, rate, plan);
     return test ? [test] : [];
   }

@@ -2,24 +2,10 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import {
-  countRequests,
-  getRequests,
-  paymentsOfRequests,
-  QUEUED,
-  stagePaymentOf,
-  stageStatus,
-} from '../evm/request-store.js';
+import { getRequests, paymentsOfRequests, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
-import {
-  finalizedKey,
-  HANDOFF_PROVEN_KEY,
-  holdKey,
-  outflowKey,
-  signatureMadeKey,
-  supersededKey,
-} from '../storage/keys.js';
+import { finalizedKey, holdKey, outflowKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
@@ -29,7 +15,6 @@ import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
   validateProposal,
-  type HandoffView,
   type KnownRequest,
   type RejectReason,
   type SignedPayment,
@@ -37,6 +22,7 @@ import {
 } from '../wallet/validate.js';
 import type { FinalizedRecord, RequestRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
 import { isPaused } from './safety.js';
+import { handoffView } from './handoff.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
@@ -122,14 +108,6 @@ interface SignerReads {
   readonly state: ValidationState;
   readonly records: readonly (RequestRecord | undefined)[];
   readonly payments: ReadonlyMap<string, readonly string[]>;
-}
-
-/** How far this member has seen the rotation come: the proof, and the requests it still owes. */
-export async function handoffView(store: Store, policy: HandoffPolicy): Promise<HandoffView> {
-  const proven = (await store.get(HANDOFF_PROVEN_KEY)) !== undefined;
-  const counts = await countRequests(store);
-  const owed = [...QUEUED].reduce((n, status) => n + (counts.get(status) ?? 0), 0);
-  return { policy, proven, owed };
 }
 
 /** The signer's reads for `checked`, from the store. */

@@ -61,6 +61,10 @@
  * | outflow/   | outflow/<window>                         | sats of requests this member first signed  | signer, in the batch of the     |
  * |            |                                          | a payment of in that block window (bigint) | signature record                |
  * | ctl/       | ctl/pause                                | PauseRecord: this member signs nothing     | node (safety.ts), sync          |
+ * | handoff/   | handoff/tx/<txid>                        | 1 — a finalized handoff (pays no request;  | same batch as the new final/    |
+ * |            |                                          | a rotation's test spend or sweep)          | record (recordFinalized)        |
+ * |            | handoff/proven                           | HandoffProof: the new set spent the test   | node (handoff.ts), sync         |
+ * |            |                                          | spend's output                             |                                 |
  */
 
 import { sha256 } from '../bitcoin/hash.js';

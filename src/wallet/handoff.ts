@@ -19,7 +19,7 @@ import {
 import { commitmentScript, commitsTo } from './commitment.js';
 import { WalletError } from './errors.js';
 import { checkFeeRate, feeFor, type FeeRate } from './fee.js';
-import { PAYMENT_SEQUENCE, type SpendableUtxo } from './payment.js';
+import { PAYMENT_SEQUENCE, unsignedSpend, type SpendableUtxo } from './payment.js';
 import type { Verdict } from './validate.js';
 
 // Membership change (issue 17): the old federation hands its funds to a new one that operators
@@ -193,21 +193,6 @@ export interface HandoffTx {
   readonly kept: bigint;
 }
 
-function unsignedTx(inputs: readonly SpendableUtxo[], outputs: TxOutput[]): Transaction {
-  return {
-    version: 2,
-    locktime: 0,
-    inputs: inputs.map((c) => ({
-      txid: c.txid,
-      vout: c.vout,
-      sequence: PAYMENT_SEQUENCE,
-      scriptSig: new Uint8Array(0),
-      witness: [],
-    })),
-    outputs,
-  };
-}
-
 const NO_REQUESTS = (): Uint8Array => commitmentScript([]);
 
 /**
@@ -289,7 +274,7 @@ export function buildSweeps(
         left.push({ outpoint: `${u.txid}:${u.vout}`, reason: fee > maxFee ? 'fee_over_cap' : 'uneconomic' });
       continue;
     }
-    const tx = unsignedTx(inputs, handoffOutputs(plan, spender, total, fee));
+    const tx = unsignedSpend(inputs, handoffOutputs(plan, spender, total, fee));
     sweeps.push({
       kind: 'sweep',
       tx,
@@ -328,7 +313,7 @@ export function buildTestSpend(
     .sort((a, b) => (a.value === b.value ? order(a, b) : a.value < b.value ? -1 : 1))
     .find((u) => u.value >= need);
   if (!coin) return undefined;
-  const tx = unsignedTx([coin], handoffOutputs(plan, spender, coin.value, fee, amount));
+  const tx = unsignedSpend([coin], handoffOutputs(plan, spender, coin.value, fee, amount));
   return {
     kind: 'test',
     tx,

@@ -85,6 +85,22 @@ export function paymentOutputs(
   return outputs;
 }
 
+/** A federation spend before signing: the header fields every payment and handoff has (SPEC §2). */
+export function unsignedSpend(inputs: readonly Coin[], outputs: TxOutput[]): Transaction {
+  return {
+    version: 2,
+    locktime: 0,
+    inputs: inputs.map((c) => ({
+      txid: c.txid,
+      vout: c.vout,
+      sequence: PAYMENT_SEQUENCE,
+      scriptSig: new Uint8Array(0),
+      witness: [],
+    })),
+    outputs,
+  };
+}
+
 /** Size of the commitment output's script: OP_RETURN, a 32-byte push. */
 const COMMITMENT_PLACEHOLDER = new Uint8Array(34);
 
@@ -262,18 +278,7 @@ function buildOne(
       continue;
     }
     const outputs = paymentOutputs(requests, selection.total, share, federation);
-    const tx: Transaction = {
-      version: 2,
-      locktime: 0,
-      inputs: selection.coins.map((c) => ({
-        txid: c.txid,
-        vout: c.vout,
-        sequence: PAYMENT_SEQUENCE,
-        scriptSig: new Uint8Array(0),
-        witness: [],
-      })),
-      outputs,
-    };
+    const tx = unsignedSpend(selection.coins, outputs);
     const paid = outputs.reduce((acc, o) => acc + o.value, 0n);
     return {
       payment: {

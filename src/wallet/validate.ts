@@ -50,6 +50,7 @@ export type RejectReason =
   | 'handoff_fee_too_high'
   | 'handoff_not_active'
   | 'handoff_not_proven'
+  | 'handoff_done'
   | 'requests_owed';
 
 /**
@@ -112,6 +113,8 @@ export interface HandoffView {
   readonly policy: HandoffPolicy;
   /** This member saw the new set spend the test spend's output. */
   readonly proven: boolean;
+  /** A handoff is finalized here already (the old side's test spend, or the new side's spend to itself). */
+  readonly done: boolean;
   /** Requests this member has queued: the old set pays them before it sweeps what would fund them. */
   readonly owed: number;
 }
@@ -186,7 +189,10 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
   if (!shape.ok) return shape;
   const inputs = checkInputs(checked, state);
   if ('ok' in inputs) return inputs;
-  if (side === 'to') return { ok: true };
+  // each step once: a proposer that repeats the test spend or the new set's spend to itself
+  // would only spend the federation's funds on fees
+  const again = (what: string) => reject('handoff_done', `${what} is finalized here already`);
+  if (side === 'to') return handoff.done ? again("the new set's spend to itself") : { ok: true };
   const tip = state.chain?.tipHeight;
   if (tip === undefined || tip < plan.activationHeight)
     return reject(
@@ -194,11 +200,21 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
       `the handoff starts at block ${plan.activationHeight}; this member's tip is ${tip ?? 'unknown'}`,
     );
   const sent = handoffSent(checked.tx, plan);
-  if (sent <= handoff.policy.testAmount) return { ok: true };
-  if (!handoff.proven)
+  if (!handoff.proven) {
+    if (sent > handoff.policy.testAmount)
+      return reject(
+        'handoff_not_proven',
+        `it moves ${sent} sats to the new set, over the test amount ${handoff.policy.testAmount}, before this member saw the new set spend the test output`,
+      );
+    return handoff.done ? again('a test spend') : { ok: true };
+  }
+  // after the proof only sweeps: everything to the new address, nothing back
+  const back = checked.tx.outputs.findIndex((o) => equal(o.scriptPubKey, state.federation.scriptPubKey));
+  if (back >= 0)
     return reject(
-      'handoff_not_proven',
-      `it moves ${sent} sats to the new set, over the test amount ${handoff.policy.testAmount}, before this member saw the new set spend the test output`,
+      'bad_change',
+      `output ${back} pays the old federation back: after the proof a sweep sends everything to the new address`,
+      { output: back },
     );
   if (handoff.owed > 0)
     return reject(

@@ -1,6 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { rawDescriptor, type TxOutSetScan } from '../../src/chain/rpc.js';
 import { startRegtest as startNode, type Regtest } from '../../src/devnet/bitcoind.js';
 
 /**
@@ -20,4 +22,19 @@ export async function startRegtest(owner: { after(fn: () => Promise<void>): void
     await rm(datadir, { recursive: true, force: true });
   });
   return node;
+}
+
+/**
+ * Core's UTXO set at `scriptPubKey`. Core runs one scan at a time, and the members' reserve audits
+ * scan the same node: a test's own scan waits its turn instead of failing on theirs.
+ */
+export async function scanScript(node: Regtest, scriptPubKey: Uint8Array): Promise<TxOutSetScan> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await node.rpc.scanTxOutSet([rawDescriptor(scriptPubKey)]);
+    } catch (err) {
+      if (tries >= 100 || !(err as Error).message.includes('Scan already in progress')) throw err;
+      await sleep(100);
+    }
+  }
 }

@@ -184,7 +184,7 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
       /invalid_plan: .*is the old federation itself/,
     );
     refused(
-      ['rotation', 'plan', '--from', OLD, '--to', NEW, '--activation-height', 'soon'],
+      ['rotation', 'plan', '--from', OLD, '--to', NEW, '--activation-height', 'soon', '--evm-boundary', '1'],
       /--activation-height must be an integer/,
     );
     const weak = fedFile('weak.json', 2, [1, 2, 4, 5]);
@@ -200,90 +200,42 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
     before(() => {
       [built] = sweep([utxo]).transactions as [BuiltTx];
     });
+    /** `pegout sign --plan` of `tx` (the sweep built, unless given) must be refused with `message`. */
+    function signRefused(
+      o: { tx?: string; federation?: string; key?: string; plan?: string; extra?: string[] },
+      message: RegExp,
+    ): void {
+      const prevouts = file(`refused-${Math.random().toString(16).slice(2)}.prevouts.json`);
+      writeFileSync(prevouts, JSON.stringify(built.prevouts));
+      const args = ['sign', '--federation', o.federation ?? OLD, '--key', o.key ?? keys[0]!, '--tx', o.tx ?? built.tx];
+      refused([...args, '--prevouts', prevouts, '--plan', o.plan ?? PLAN, ...(o.extra ?? [])], message);
+    }
 
     it('to an unplanned address: refused, and the key is never read', () => {
       const tx = parseTx(Buffer.from(built.tx, 'hex'));
-      const stolen = {
-        ...tx,
-        outputs: [
-          tx.outputs[0]!,
-          { value: tx.outputs[1]!.value, scriptPubKey: witnessScript(1, new Uint8Array(32).fill(9)) },
-        ],
-      };
-      const prevouts = file('stolen.prevouts.json');
-      writeFileSync(prevouts, JSON.stringify(built.prevouts));
+      const thief = { value: tx.outputs[1]!.value, scriptPubKey: witnessScript(1, new Uint8Array(32).fill(9)) };
+      const stolen = toHex(serializeTx({ ...tx, outputs: [tx.outputs[0]!, thief] }));
       // a key file that cannot be read: refusing first means the secret is never touched
-      const args = [
-        'sign',
-        '--federation',
-        OLD,
-        '--key',
-        file('absent.key'),
-        '--tx',
-        toHex(serializeTx(stolen)),
-        '--prevouts',
-        prevouts,
-        '--plan',
-        PLAN,
-      ];
-      refused(
-        args,
+      signRefused(
+        { tx: stolen, key: file('absent.key') },
         /invalid_proposal: not a handoff under plan [0-9a-f]{16}…: unplanned_destination: output 1 pays a script that is neither the planned address/,
       );
     });
 
-    it('by a member whose plan differs: refused', () => {
-      const prevouts = file('other.prevouts.json');
-      writeFileSync(prevouts, JSON.stringify(built.prevouts));
-      refused(
-        [
-          'sign',
-          '--federation',
-          OLD,
-          '--key',
-          keys[0]!,
-          '--tx',
-          built.tx,
-          '--prevouts',
-          prevouts,
-          '--plan',
-          OTHER_PLAN,
-        ],
+    it('by a member whose plan differs: refused', () =>
+      signRefused(
+        { plan: OTHER_PLAN },
         /unplanned_destination: output 1 pays a script that is neither the planned address/,
-      );
-    });
+      ));
 
-    it('with a fee over the cap: refused', () => {
-      const prevouts = file('fee.prevouts.json');
-      writeFileSync(prevouts, JSON.stringify(built.prevouts));
-      refused(
-        [
-          'sign',
-          '--federation',
-          OLD,
-          '--key',
-          keys[0]!,
-          '--tx',
-          built.tx,
-          '--prevouts',
-          prevouts,
-          '--plan',
-          PLAN,
-          '--max-fee',
-          String(built.fee - 1),
-        ],
-        /handoff_fee_too_high/,
-      );
-    });
+    it('with a fee over the cap: refused', () =>
+      signRefused({ extra: ['--max-fee', String(built.fee - 1)] }, /handoff_fee_too_high/));
 
-    it('from a federation the plan does not name: refused', () => {
-      const prevouts = file('neither.prevouts.json');
-      writeFileSync(prevouts, JSON.stringify(built.prevouts));
-      refused(
-        ['sign', '--federation', OTHER, '--key', keys[0]!, '--tx', built.tx, '--prevouts', prevouts, '--plan', PLAN],
+    it('from a federation the plan does not name: refused', () =>
+      signRefused(
+        { federation: OTHER },
         /does not spend the federation output script|is neither the plan's old federation/,
-      );
-    });
+      ));
   });
 
   it('sweep refuses bad input, naming the field', () => {

@@ -14,7 +14,7 @@ import { PeerNetwork } from '../../../src/p2p/network.js';
 import { readKeyFile } from '../../../src/signing/keyfile.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../../src/wallet/proposal.js';
-import { BITCOIND, NO_BITCOIND } from '../../support/bitcoind.js';
+import { BITCOIND, NO_BITCOIND, scanScript } from '../../support/bitcoind.js';
 import {
   checkExactlyOnce,
   checkNothingReserved,
@@ -211,11 +211,8 @@ describe('a federation on regtest', { timeout: 900_000, skip: BITCOIND === undef
     }
     // the federation holds what came in minus what was burned: fees came from the users' shares,
     // and only a change remainder under its dust limit (330 sats for P2TR) may have gone to miners
-    const { total_amount: balance } = await regtest.rpc.call<{ total_amount: number }>('scantxoutset', [
-      'start',
-      [`addr(${devnet.federation.address})`],
-    ]);
-    const missing = 12n * 10_000_000n - BigInt(all.length) * PEGOUT_SATS - BigInt(Math.round(balance * 1e8));
+    const { total: balance } = await scanScript(regtest, devnet.federation.scriptPubKey);
+    const missing = 12n * 10_000_000n - BigInt(all.length) * PEGOUT_SATS - balance;
     assert.ok(
       missing >= 0n && missing < 330n * BigInt(payments.size),
       `peg-ins − burned − balance = ${missing} sats over ${payments.size} payments`,

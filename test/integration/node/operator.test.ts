@@ -12,7 +12,7 @@ import { serializeTx } from '../../../src/bitcoin/tx.js';
 import type { DevnetMember } from '../../../src/devnet/federation.js';
 import { sendPegouts } from '../../../src/devnet/requests.js';
 import { EvmRpc } from '../../../src/evm/rpc.js';
-import { BITCOIND, NO_BITCOIND } from '../../support/bitcoind.js';
+import { BITCOIND, NO_BITCOIND, scanScript } from '../../support/bitcoind.js';
 import { checkExactlyOnce, federationOfProcesses, send, waitSigned } from '../../support/federation.js';
 import { repoRoot } from '../../support/paths.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
@@ -197,12 +197,8 @@ describe('operator safety on regtest', { timeout: 600_000, skip: BITCOIND === un
       funding: { count: 4, sats: 10_000_000 },
     });
     const regtest = devnet.regtest!;
-    const { unspents } = await regtest.rpc.call<{ unspents: { txid: string; vout: number; amount: number }[] }>(
-      'scantxoutset',
-      ['start', [`addr(${devnet.federation.address})`]],
-    );
-    const coin = unspents[0]!;
-    const value = BigInt(Math.round(coin.amount * 1e8));
+    const coin = (await scanScript(regtest, devnet.federation.scriptPubKey)).outputs[0]!;
+    const value = coin.value;
     const to = decodeAddress(await regtest.rpc.call<string>('getnewaddress'), 'regtest').scriptPubKey;
     const unsigned = toHex(
       serializeTx({

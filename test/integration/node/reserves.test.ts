@@ -4,13 +4,12 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { rawDescriptor } from '../../../src/chain/rpc.js';
 import type { ReserveReportJson } from '../../../src/cli/reserves.js';
 import type { Devnet } from '../../../src/devnet/federation.js';
 import { utxoKey } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { listUtxos } from '../../../src/wallet/utxos.js';
-import { BITCOIND, NO_BITCOIND } from '../../support/bitcoind.js';
+import { BITCOIND, NO_BITCOIND, scanScript } from '../../support/bitcoind.js';
 import {
   checkExactlyOnce,
   federationOfProcesses,
@@ -53,7 +52,7 @@ async function auditedAtTip(devnet: Devnet, i: number, until: Until = () => true
 
 /** Every member audited Core's tip and found its books equal to Core's and covering what is owed. */
 async function allMatch(devnet: Devnet, what: string, until?: Until): Promise<ReserveReportJson[]> {
-  const scan = await devnet.regtest!.rpc.scanTxOutSet([rawDescriptor(devnet.federation.scriptPubKey)]);
+  const scan = await scanScript(devnet.regtest!, devnet.federation.scriptPubKey);
   const reports = [];
   for (const i of [0, 1, 2]) {
     const r = await auditedAtTip(devnet, i, until);

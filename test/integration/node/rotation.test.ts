@@ -9,7 +9,7 @@ import { EvmRpc } from '../../../src/evm/rpc.js';
 import { generateSecretKey } from '../../../src/signing/keyfile.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { makeRotationPlan, rotationPlanFile } from '../../../src/wallet/handoff.js';
-import { BITCOIND, NO_BITCOIND } from '../../support/bitcoind.js';
+import { BITCOIND, NO_BITCOIND, scanScript } from '../../support/bitcoind.js';
 import {
   confirmedPayments,
   federationOfProcesses,
@@ -27,12 +27,8 @@ import { tempDir } from '../../support/tempdir.js';
 
 const xonly = (k: Uint8Array): Uint8Array => schnorrBackend().xonlyPublicKey(k);
 
-async function oldAddressHolds(devnet: Devnet): Promise<number> {
-  const scan = await devnet.regtest!.rpc.call<{ total_amount: number }>('scantxoutset', [
-    'start',
-    [`addr(${devnet.federation.address})`],
-  ]);
-  return Math.round(scan.total_amount * 1e8);
+async function oldAddressHolds(devnet: Devnet): Promise<bigint> {
+  return (await scanScript(devnet.regtest!, devnet.federation.scriptPubKey)).total;
 }
 
 /** Mines a block at a time until `done`, or fails with `what` after `ms`. */
@@ -45,100 +41,150 @@ async function mineUntil(devnet: Devnet, done: () => Promise<boolean>, what: str
   }
 }
 
+type Owner = Parameters<typeof federationOfProcesses>[0];
+
+interface Rotation {
+  readonly old: Devnet;
+  readonly fresh: Devnet;
+  readonly fingerprint: string;
+  /** Requests sent before the plan, paid by the old set. */
+  readonly before: readonly string[];
+}
+
+/**
+ * A 2-of-3 that paid three requests, then a plan to 3-of-4 (activation at the next block, the EVM
+ * boundary just past what is final) loaded by every old member (a config change and a restart),
+ * and the new federation started beside it on the same chains. `otherPlanAt`: the old member that
+ * loads a plan to another new set instead.
+ */
+async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation> {
+  const keys = Array.from({ length: 6 }, generateSecretKey);
+  const old = await federationOfProcesses(ctx, { ...regtest2of3(), secretKeys: keys.slice(0, 3) });
+  const regtest = old.regtest!;
+  const before = await send(old, 3);
+  await waitSigned(old, 3, [0, 1, 2], 300_000, { status: 'paid', between: () => regtest.mine(1) });
+
+  const federationOf = (members: number[]) =>
+    buildFederation({ network: 'regtest', threshold: 3, pubkeys: members.map((i) => xonly(keys[i]!)) });
+  const head = Number(await new EvmRpc(old.anvil.url).call<string>('eth_blockNumber'));
+  const points = { activationHeight: (await regtest.rpc.getBlockCount()) + 1, evmBoundary: head + 1 };
+  const dir = await tempDir(ctx, 'rotation-plan');
+  const planFile = async (name: string, members: number[]) => {
+    const plan = makeRotationPlan(old.federation, federationOf(members), points, name);
+    const file = join(dir, name);
+    await writeFile(file, JSON.stringify(rotationPlanFile(plan)));
+    return { plan, file };
+  };
+  const agreed = await planFile('plan.json', [0, 1, 3, 4]);
+  const other = await planFile('other-plan.json', [0, 1, 3, 5]);
+  for (const [i, m] of old.members.entries()) {
+    await old.kill(i);
+    const config = JSON.parse(await readFile(m.configFile, 'utf8'));
+    const plan = i === otherPlanAt ? other.file : agreed.file;
+    await writeFile(m.configFile, JSON.stringify({ ...config, rotation: { plan } }));
+    await old.start(i);
+  }
+  const fresh = await federationOfProcesses(ctx, {
+    ...regtest2of3(),
+    members: 4,
+    threshold: 3,
+    secretKeys: [0, 1, 3, 4].map((i) => keys[i]!),
+    chains: { anvil: old.anvil, regtest },
+    rotationPlan: agreed.file,
+  });
+  assert.equal(fresh.federation.address, agreed.plan.to.address);
+  return { old, fresh, fingerprint: agreed.plan.fingerprint, before: before.ids };
+}
+
+const paidByNewSet = async (r: Rotation, count: number): Promise<boolean> =>
+  (await Promise.all(r.fresh.members.map((m) => requestCounts(m)))).every((c) => c.paid === count);
+
+interface RotationView {
+  rotation: { proven: { txid: string } | null; side: string; fingerprint: string };
+}
+
+async function rotationAt(devnet: Devnet, i: number): Promise<RotationView['rotation']> {
+  return ((await (await fetch(`${devnet.members[i]!.apiUrl}/federation`)).json()) as RotationView).rotation;
+}
+
+/** Each request paid on chain exactly once, by the set the boundary gives it; the other set never saw it. */
+async function checkPaidOnceBySet(r: Rotation, after: readonly string[]): Promise<void> {
+  for (const id of r.before) {
+    assert.equal((await confirmedPayments(r.old, id)).length, 1, `request ${id}: one confirmed payment by the old set`);
+    assert.equal((await fetch(`${r.fresh.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).status, 404);
+  }
+  for (const id of after) {
+    assert.equal(
+      (await confirmedPayments(r.fresh, id)).length,
+      1,
+      `request ${id}: one confirmed payment by the new set`,
+    );
+    assert.equal((await fetch(`${r.old.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).status, 404);
+    assert.equal((await memberStatus(r.fresh, id)).status, 'paid');
+  }
+}
+
 describe(
   'rotation on regtest, run by the members',
   { timeout: 900_000, skip: BITCOIND === undefined ? NO_BITCOIND : false },
   () => {
     it('2-of-3 → 3-of-4 while requests keep arriving: each paid once, by its set; old address swept and kept empty', async (ctx) => {
-      const keys = Array.from({ length: 5 }, generateSecretKey);
-      const old = await federationOfProcesses(ctx, { ...regtest2of3(), secretKeys: keys.slice(0, 3) });
-      const regtest = old.regtest!;
-      const evm = new EvmRpc(old.anvil.url);
-      const before = await send(old, 3);
-      await waitSigned(old, 3, [0, 1, 2], 300_000, { status: 'paid', between: () => regtest.mine(1) });
-
-      // the plan: activation at the next block, and the EVM boundary just past what is final now
-      const next = buildFederation({
-        network: 'regtest',
-        threshold: 3,
-        pubkeys: [0, 1, 3, 4].map((i) => xonly(keys[i]!)),
-      });
-      const head = Number(await evm.call<string>('eth_blockNumber'));
-      const plan = makeRotationPlan(
-        old.federation,
-        next,
-        { activationHeight: (await regtest.rpc.getBlockCount()) + 1, evmBoundary: head + 1 },
-        'test',
-      );
-      const planFile = join(await tempDir(ctx, 'rotation-plan'), 'plan.json');
-      await writeFile(planFile, JSON.stringify(rotationPlanFile(plan)));
-      // each old member loads it: a config change, a restart
-      for (const [i, m] of old.members.entries()) {
-        await old.kill(i);
-        const config = JSON.parse(await readFile(m.configFile, 'utf8'));
-        await writeFile(m.configFile, JSON.stringify({ ...config, rotation: { plan: planFile } }));
-        await old.start(i);
-      }
-      const fresh = await federationOfProcesses(ctx, {
-        ...regtest2of3(),
-        members: 4,
-        threshold: 3,
-        secretKeys: [0, 1, 3, 4].map((i) => keys[i]!),
-        chains: { anvil: old.anvil, regtest },
-        rotationPlan: planFile,
-      });
-      assert.equal(fresh.federation.address, next.address);
-
+      const r = await startRotation(ctx);
+      const { old } = r;
       // requests after the boundary: the new set's, paid once the handoff funded it
       const during = await send(old, 3);
       await mineUntil(
         old,
-        async () =>
-          (await oldAddressHolds(old)) === 0 &&
-          (await Promise.all(fresh.members.map((m) => requestCounts(m)))).every((c) => c.paid === 3),
+        async () => (await oldAddressHolds(old)) === 0n && (await paidByNewSet(r, 3)),
         'the sweep of the old address and the new set paying the requests after the boundary',
       );
-      const proven = (await (await fetch(`${old.members[0]!.apiUrl}/federation`)).json()) as {
-        rotation: { proven: { txid: string } | null; side: string; fingerprint: string };
-      };
-      assert.equal(proven.rotation.side, 'from');
-      assert.equal(proven.rotation.fingerprint, plan.fingerprint);
-      assert.ok(proven.rotation.proven, 'the old set saw the new set spend the test output');
+      const rotation = await rotationAt(old, 0);
+      assert.equal(rotation.side, 'from');
+      assert.equal(rotation.fingerprint, r.fingerprint);
+      assert.ok(rotation.proven, 'the old set saw the new set spend the test output');
 
       // more requests, and a late peg-in to the old address: paid by the new set; swept
       const after = await send(old, 2);
-      await regtest.rpc.call('sendtoaddress', [old.federation.address, 0.05]);
+      await old.regtest!.rpc.call('sendtoaddress', [old.federation.address, 0.05]);
       await mineUntil(
         old,
-        async () =>
-          (await oldAddressHolds(old)) === 0 &&
-          (await Promise.all(fresh.members.map((m) => requestCounts(m)))).every((c) => c.paid === 5),
+        async () => (await oldAddressHolds(old)) === 0n && (await paidByNewSet(r, 5)),
         'the late peg-in swept and the later requests paid',
       );
-
-      // each request paid on chain exactly once, by the set the boundary gives it; the other set never saw it
-      for (const id of before.ids) {
-        assert.equal(
-          (await confirmedPayments(old, id)).length,
-          1,
-          `request ${id}: one confirmed payment by the old set`,
-        );
-        assert.equal((await fetch(`${fresh.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).status, 404);
-      }
-      for (const id of [...during.ids, ...after.ids]) {
-        assert.equal(
-          (await confirmedPayments(fresh, id)).length,
-          1,
-          `request ${id}: one confirmed payment by the new set`,
-        );
-        assert.equal((await fetch(`${old.members[0]!.apiUrl}/pegouts/${encodeURIComponent(id)}`)).status, 404);
-        assert.equal((await memberStatus(fresh, id)).status, 'paid');
-      }
+      await checkPaidOnceBySet(r, [...during.ids, ...after.ids]);
       // no member paused itself or raised an alarm on the way (reserve audits included)
-      for (const m of [...old.members, ...fresh.members]) {
+      for (const m of [...old.members, ...r.fresh.members]) {
         const health = (await (await fetch(`${m.apiUrl}/health`)).json()) as { status: string; components: unknown };
         assert.equal(health.status, 'ok', `${m.apiUrl}: ${JSON.stringify(health.components)}`);
       }
+    });
+
+    it('an old member with another plan refuses the sweeps; members of both sets SIGKILLed during them: the handoff completes after restart, nothing paid twice', async (ctx) => {
+      const r = await startRotation(ctx, 2);
+      const { old, fresh } = r;
+      const during = await send(old, 3);
+      await mineUntil(old, async () => (await rotationAt(old, 0)).proven !== null, 'the proof');
+      // the sweeps go now: of the old set only member 2 signs them with member 1 (member 3 has
+      // another plan), and a new member is down too
+      await old.kill(1, 'SIGKILL');
+      await fresh.kill(2, 'SIGKILL');
+      for (let i = 0; i < 4; i++) {
+        await old.regtest!.mine(1);
+        await sleep(500);
+      }
+      await old.start(1);
+      await fresh.start(2);
+      await mineUntil(
+        old,
+        async () => (await oldAddressHolds(old)) === 0n && (await paidByNewSet(r, 3)),
+        'the handoff after the restarts',
+      );
+      await checkPaidOnceBySet(r, during.ids);
+      const refusals = (await readFile(old.members[2]!.logFile, 'utf8'))
+        .split('\n')
+        .filter((line) => line.includes('"proposal_refused"') && line.includes('unplanned_destination'));
+      assert.ok(refusals.length > 0, 'the member with another plan refused the sweeps to an address it did not plan');
+      assert.notEqual((await rotationAt(old, 2)).fingerprint, r.fingerprint);
     });
   },
 );

@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation, type Federation } from '../../../src/bitcoin/federation.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { parseTx, serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import type { FeePolicy } from '../../../src/wallet/fee.js';
+import {
+  buildSweeps,
+  buildTestSpend,
+  makeRotationPlan,
+  type HandoffPolicy,
+  type HandoffTx,
+} from '../../../src/wallet/handoff.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
+import { proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
+import { validateProposal, type HandoffView, type ValidationState } from '../../../src/wallet/validate.js';
+import type { UtxoRecord } from '../../../src/storage/records.js';
+
+// What a member signs during a rotation (validateHandoff): the attacks a proposer could try with
+// a proposal that pays no request, each refused from the member's own state.
+
+const key = (i: number): Uint8Array => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i));
+const fed = (t: number, ids: number[]): Federation =>
+  buildFederation({ network: 'regtest', threshold: t, pubkeys: ids.map(key) });
+const OLD = fed(2, [1, 2, 3]);
+const NEW = fed(3, [1, 2, 4, 5]);
+const PLAN = makeRotationPlan(OLD, NEW, { activationHeight: 200, evmBoundary: 50 }, 'plan');
+const POLICY: FeePolicy = { floor: 1, estimate: 2, maxMultiple: 3, maxRate: 500, maxSharePerRequest: 100_000n };
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+
+function utxo(i: number, owner: Federation = OLD, extra: Partial<UtxoRecord> = {}): UtxoRecord {
+  return {
+    txid: hex32(i),
+    vout: 0,
+    value: 5_000_000n,
+    scriptPubKey: owner.scriptPubKey,
+    height: 100,
+    state: 'unspent',
+    ...extra,
+  };
+}
+
+interface Options {
+  side?: 'from' | 'to';
+  tip?: number;
+  proven?: boolean;
+  done?: boolean;
+  owed?: number;
+  utxos?: UtxoRecord[];
+  holders?: Map<string, string[]>;
+  noPlan?: boolean;
+}
+
+function state(o: Options = {}): ValidationState {
+  const side = o.side ?? 'from';
+  const utxos = new Map((o.utxos ?? [utxo(1), utxo(2)]).map((u) => [`${u.txid}:${u.vout}`, u]));
+  const policy: HandoffPolicy = { plan: PLAN, side, testAmount: 100_000n, maxFee: 100_000n };
+  const handoff: HandoffView = { policy, proven: o.proven ?? false, done: o.done ?? false, owed: o.owed ?? 0 };
+  return {
+    federation: side === 'from' ? OLD : NEW,
+    request: () => undefined,
+    utxo: (name) => utxos.get(name),
+    signedPayments: () => [],
+    holder: (txid) => o.holders?.get(txid),
+    fee: POLICY,
+    chain: { tipHeight: o.tip ?? 210, spendDepth: 6 },
+    limits: DEFAULT_LIMITS,
+    released: () => false,
+    outflow: { window: 0, used: 0n },
+    ...(o.noPlan ? {} : { handoff }),
+  };
+}
+
+function checked(h: HandoffTx): CheckedProposal {
+  const proposal = proposalFromPayment(h, 1, toHex(OLD.pubkeys[0]!));
+  const tx = parseTx(proposal.unsignedTx);
+  return { proposal, tx, txid: txidOf(tx) };
+}
+
+const sweep = buildSweeps([utxo(1), utxo(2)], 2, PLAN, OLD, 100_000n).sweeps[0]!;
+const test = buildTestSpend([utxo(1), utxo(2)], 100_000n, 2, PLAN)!;
+
+function refusal(h: HandoffTx, o: Options): string {
+  const v = validateProposal(checked(h), state(o));
+  assert.equal(v.ok, false, 'refused');
+  return v.ok ? '' : v.reason;
+}
+
+describe('a handoff, as a member validates it', () => {
+  it('a sweep after the proof, with nothing owed, is signed; so is the test spend before it', () => {
+    assert.deepEqual(validateProposal(checked(sweep), state({ proven: true })), { ok: true });
+    assert.deepEqual(validateProposal(checked(test), state()), { ok: true });
+  });
+
+  it('a member with no rotation signs nothing that pays no request', () => {
+    assert.equal(refusal(sweep, { noPlan: true, proven: true }), 'no_payments');
+  });
+
+  it('nothing before the activation height, not even the test spend', () => {
+    assert.equal(refusal(test, { tip: 199 }), 'handoff_not_active');
+  });
+
+  it('no more than the test amount before this member saw the new set sign', () => {
+    assert.equal(refusal(sweep, { proven: false }), 'handoff_not_proven');
+  });
+
+  it('no sweep while requests this member owes are queued: they would be left unfunded', () => {
+    assert.equal(refusal(sweep, { proven: true, owed: 1 }), 'requests_owed');
+  });
+
+  it('no sweep of an input a payment in flight holds: its requests would be stranded', () => {
+    const held = utxo(2, OLD, { state: 'reserved', reservedBy: hex32(99) });
+    const holders = new Map([[hex32(99), [`0x${hex32(7)}:0`]]]);
+    assert.equal(refusal(sweep, { proven: true, utxos: [utxo(1), held], holders }), 'input_held');
+  });
+
+  it('no sweep of an output this member does not know, nor of one not yet deep enough', () => {
+    assert.equal(refusal(sweep, { proven: true, utxos: [utxo(1)] }), 'unknown_input');
+    const shallow = utxo(2, OLD, { height: 209 });
+    assert.equal(refusal(sweep, { proven: true, utxos: [utxo(1), shallow] }), 'input_unconfirmed');
+  });
+
+  it('each step once: no second test spend, no second spend of the new set to itself (fees drained)', () => {
+    assert.equal(refusal(test, { done: true }), 'handoff_done');
+    const own = buildSweeps([utxo(3, NEW)], 2, PLAN, NEW, 100_000n).sweeps[0]!;
+    assert.equal(refusal(own, { side: 'to', tip: 150, utxos: [utxo(3, NEW)], done: true }), 'handoff_done');
+  });
+
+  it('after the proof nothing comes back: a "sweep" returning change to the old address is refused', () => {
+    assert.equal(refusal(test, { proven: true }), 'bad_change');
+  });
+
+  it('no sweep to an address the plan does not name, even with the proof', () => {
+    const tx = parseTx(serializeTx(sweep.tx));
+    const stolen = {
+      ...sweep,
+      tx: {
+        ...tx,
+        outputs: [tx.outputs[0]!, { ...tx.outputs[1]!, scriptPubKey: witnessScript(1, new Uint8Array(32).fill(3)) }],
+      },
+    };
+    assert.equal(refusal(stolen, { proven: true }), 'unplanned_destination');
+  });
+
+  it('the new set spends to itself even before the activation height; to anything else, never', () => {
+    const own = buildSweeps([utxo(3, NEW)], 2, PLAN, NEW, 100_000n).sweeps[0]!;
+    assert.deepEqual(validateProposal(checked(own), state({ side: 'to', tip: 150, utxos: [utxo(3, NEW)] })), {
+      ok: true,
+    });
+    // a new member is asked to sign an old-set sweep: its inputs are not the new federation's
+    assert.equal(refusal(sweep, { side: 'to', utxos: [utxo(1), utxo(2)] }), 'input_not_federation');
+  });
+});
