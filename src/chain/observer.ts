@@ -1,4 +1,7 @@
 import { fromHex } from '../bitcoin/bytes.js';
+import type { Federation } from '../bitcoin/federation.js';
+import { parseTx } from '../bitcoin/tx.js';
+import { spendsFederation } from '../wallet/handoff.js';
 import { PegoutError } from '../errors.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import {
@@ -55,6 +58,11 @@ export interface ObserverOptions {
   startHeight: number;
   /** Undo data kept for this many blocks below the cursor; a deeper reorg stops the observer loudly. */
   keepBlocks?: number;
+  /**
+   * On the new side of a rotation: outputs created by a spend of this (old) federation's outputs are
+   * marked handedOver (a handoff's outputs; see spendsFederation).
+   */
+  handedOverFrom?: Federation;
 }
 
 export interface SyncResult {
@@ -97,6 +105,7 @@ export class BitcoinObserver {
   readonly #scriptHex: string;
   readonly #startHeight: number;
   readonly #keepBlocks: number;
+  readonly #handedOverFrom: Federation | undefined;
   #running: Promise<SyncResult> | undefined;
 
   constructor(options: ObserverOptions) {
@@ -114,6 +123,7 @@ export class BitcoinObserver {
     this.#scriptHex = scriptHex(options.federationScript);
     this.#startHeight = options.startHeight;
     this.#keepBlocks = keep;
+    this.#handedOverFrom = options.handedOverFrom;
   }
 
   cursor(): Promise<BitcoinCursor | undefined> {
@@ -220,14 +230,19 @@ export class BitcoinObserver {
               paysFromFederation = true;
             }
           }
+          let handedOver: boolean | undefined;
           for (const output of tx.vout) {
             if (output.scriptPubKey.hex !== this.#scriptHex) continue;
             const outpoint = { txid: tx.txid, vout: output.n };
+            const from = this.#handedOverFrom;
+            handedOver ??=
+              from !== undefined && tx.hex !== undefined && spendsFederation(parseTx(fromHex(tx.hex)), from);
             await registerUtxo(batch, {
               ...outpoint,
               value: btcToSats(output.value),
               scriptPubKey: this.#script,
               height: block.height,
+              ...(handedOver ? { handedOver } : {}),
             });
             record.created.push(outpoint);
             known.add(utxoKey(tx.txid, output.n));

@@ -5,7 +5,7 @@ import { parseTx } from '../bitcoin/tx.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import type { RpcTxOut } from '../chain/rpc.js';
 import { ConfigError, type Config } from '../config/config.js';
-import { finalizedKey, HANDOFF_PROVEN_KEY, HANDOFF_TX_PREFIX } from '../storage/keys.js';
+import { cursorKey, finalizedKey, HANDOFF_PROVEN_KEY, HANDOFF_TX_PREFIX } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import {
   buildSweeps,
@@ -15,10 +15,10 @@ import {
   type HandoffPolicy,
   type HandoffTx,
 } from '../wallet/handoff.js';
-import type { FinalizedRecord, HandoffProof, UtxoRecord } from '../storage/records.js';
+import type { EvmCursor, FinalizedRecord, HandoffProof, UtxoRecord } from '../storage/records.js';
 import type { Logger } from './log.js';
 import { countRequests, QUEUED } from '../evm/request-store.js';
-import type { HandoffView } from '../wallet/validate.js';
+import type { HandoffProgress } from '../wallet/validate.js';
 
 // The service's side of a membership change (issue 17, docs/rotation.md): which handoff
 // transactions this member proposes in its turn, and the watch for the proof that the new set
@@ -52,6 +52,25 @@ export async function loadHandoffPolicy(config: Config, federation: Federation):
   return { plan, side, testAmount: BigInt(r.testAmount), maxFee: BigInt(r.maxFee) };
 }
 
+/**
+ * Refuses a plan whose EVM boundary this member's store is already past (old side) or short of
+ * (new side): every request below the boundary must be read by the old set only and every one
+ * from it by the new set only, so the boundary must lie ahead of every old member's EVM cursor
+ * when the plan is loaded.
+ */
+export async function checkHandoffStore(store: Store, policy: HandoffPolicy): Promise<void> {
+  const cursor = await store.get<EvmCursor>(cursorKey('evm'));
+  const { evmBoundary } = policy.plan;
+  if (!cursor) return;
+  const fault =
+    policy.side === 'from' && cursor.height >= evmBoundary
+      ? `this member has read EVM blocks up to ${cursor.height}, at or past the plan's evmBoundary ${evmBoundary}: requests from the boundary on would have two payers; make a plan with a boundary ahead of every old member's EVM cursor`
+      : policy.side === 'to' && cursor.height < evmBoundary - 1
+        ? `this member's store has read EVM blocks only up to ${cursor.height}, before the plan's evmBoundary ${evmBoundary}: it would read requests the old federation pays; start the new federation's member on a new store`
+        : undefined;
+  if (fault) throw new ConfigError(`config field rotation.plan: ${fault}`, { field: 'rotation.plan' });
+}
+
 /** The EVM blocks this member reads under a rotation: the old side below the boundary, the new side from it. */
 export function handoffEvmRange(
   policy: HandoffPolicy | undefined,
@@ -65,15 +84,18 @@ export function handoffEvmRange(
 }
 
 /** How far this member has seen the rotation come: the proof, its own finalized handoffs, the requests it owes. */
-export async function handoffView(store: Store, policy: HandoffPolicy): Promise<HandoffView> {
-  const proven = (await store.get(HANDOFF_PROVEN_KEY)) !== undefined;
+export async function handoffView(store: Store, policy: HandoffPolicy): Promise<HandoffProgress> {
+  const [proof, cursor] = await store.getMany<unknown>([HANDOFF_PROVEN_KEY, cursorKey('evm')]);
   const done = (await handoffTxids(store, 1)).length > 0;
   const counts = await countRequests(store);
   const owed = [...QUEUED].reduce((n, status) => n + (counts.get(status) ?? 0), 0);
-  return { policy, proven, done, owed };
+  // the old set owes only what it has read: until its cursor reaches the boundary, more may come
+  const readAll = ((cursor as EvmCursor | undefined)?.height ?? -1) >= policy.plan.evmBoundary - 1;
+  return { policy, proven: proof !== undefined, done, owed, readAll };
 }
 
-async function handoffTxids(store: Store, limit?: number): Promise<string[]> {
+/** Handoffs this member signed or knows finalized (handoff/tx/). */
+export async function handoffTxids(store: Store, limit?: number): Promise<string[]> {
   const out: string[] = [];
   for await (const [key] of store.entries({ prefix: HANDOFF_TX_PREFIX })) {
     out.push(key.slice(HANDOFF_TX_PREFIX.length));
@@ -99,8 +121,9 @@ export async function handoffProposals(
   const { plan, side } = policy;
   const view = await handoffView(store, policy);
   if (side === 'to') {
-    if (view.done) return [];
-    const smallest = [...spendable].sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0))[0]!;
+    const handedOver = spendable.filter((u) => u.handedOver);
+    if (view.done || handedOver.length === 0) return [];
+    const smallest = handedOver.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0))[0]!;
     return buildSweeps([smallest], rate, plan, plan.to, policy.maxFee).sweeps;
   }
   const tip = await storedTipHeight(store);
@@ -111,7 +134,7 @@ export async function handoffProposals(
     const test = buildTestSpend(spendable, policy.testAmount, rate, plan);
     return test ? [test] : [];
   }
-  if (view.owed > 0) return [];
+  if (view.owed > 0 || !view.readAll) return [];
   return buildSweeps(spendable, rate, plan, plan.from, policy.maxFee).sweeps;
 }
 

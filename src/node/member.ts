@@ -28,7 +28,7 @@ import { Outflow } from './outflow.js';
 import { adminPaths, startAdmin, type AdminServer } from '../api/admin.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { reserveAuditor, type ReserveAuditor } from './reserves.js';
-import { handoffEvmRange, handoffSummary, loadHandoffPolicy, watchHandoff } from './handoff.js';
+import { checkHandoffStore, handoffEvmRange, handoffSummary, loadHandoffPolicy, watchHandoff } from './handoff.js';
 import type { HandoffPolicy } from '../wallet/handoff.js';
 
 // One federation member: the pipeline stages wired together in one process. The main thread
@@ -167,6 +167,7 @@ async function startChainSide(
     chain: rpc,
     federationScript: federation.scriptPubKey,
     startHeight: b.startHeight,
+    ...(handoff?.side === 'to' ? { handedOverFrom: handoff.plan.from } : {}),
   });
   const settlement = new ChainSettlement({
     store,
@@ -437,6 +438,17 @@ function chainLoops(
     );
 }
 
+/** The member's store, refused (closed again) when a rotation plan does not fit what it has read. */
+async function openStore(config: Config, federation: Federation, handoff: HandoffPolicy | undefined): Promise<Store> {
+  const store = await Store.open(config.storeDir, { descriptor: federation.descriptor });
+  if (handoff)
+    await checkHandoffStore(store, handoff).catch(async (err: unknown) => {
+      await store.close();
+      throw err;
+    });
+  return store;
+}
+
 export async function startMember(
   config: Config,
   env: NodeJS.ProcessEnv = process.env,
@@ -446,7 +458,7 @@ export async function startMember(
   const handoff = await loadHandoffPolicy(config, federation);
   const log = (options.log ?? createLogger({ level: config.logLevel })).child({ member: toHex(myKey).slice(0, 16) });
 
-  const store = await Store.open(config.storeDir, { descriptor: federation.descriptor });
+  const store = await openStore(config, federation, handoff);
   const cleanup: (() => Promise<void>)[] = [() => store.close()];
   const stopAll = async (): Promise<void> => {
     for (const fn of cleanup.reverse()) await fn().catch((err: Error) => log.error('stop_failed', { error: err }));

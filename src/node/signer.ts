@@ -5,7 +5,7 @@ import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, paymentsOfRequests, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
-import { finalizedKey, holdKey, outflowKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import { finalizedKey, handoffTxKey, holdKey, outflowKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
@@ -22,7 +22,7 @@ import {
 } from '../wallet/validate.js';
 import type { FinalizedRecord, RequestRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
 import { isPaused } from './safety.js';
-import { handoffView } from './handoff.js';
+import { handoffTxids, handoffView } from './handoff.js';
 
 // The transaction signer: validates a proposal against this member's own state, signs it, and
 // records what it signed BEFORE the signatures can leave the process (SPEC §3, invariant 2).
@@ -153,7 +153,12 @@ async function readForSigning(
     }
   }
   const handoff =
-    policy.handoff && proposal.requestIds.length === 0 ? await handoffView(store, policy.handoff) : undefined;
+    policy.handoff && proposal.requestIds.length === 0
+      ? {
+          ...(await handoffView(store, policy.handoff)),
+          earlier: await signedPayments(store, await handoffTxids(store), chain, policy.paidDepth),
+        }
+      : undefined;
   const state: ValidationState = {
     ...(handoff ? { handoff } : {}),
     federation,
@@ -256,6 +261,8 @@ function stageSigned(
     0n,
   );
   if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
+  // a handoff (it pays no request) counts from the moment it is signed: a second one must replace it
+  if (proposal.requestIds.length === 0) batch.put(handoffTxKey(txid), 1);
   for (const [i, id] of proposal.requestIds.entries()) {
     stagePaymentOf(batch, parseRequestId(id), payments.get(id)!, txid);
     const request = records[i];

@@ -77,6 +77,12 @@ export interface UtxoRecord extends Outpoint {
   reservedBy?: string;
   /** The txid of the transaction (in the best chain) that spent it. */
   spentBy?: string;
+  /**
+   * On the new side of a rotation: created by a transaction spending the old federation's outputs
+   * (wallet/handoff.ts spendsFederation), so only t old members can have made it: the test spend's
+   * output the new set proves it can spend.
+   */
+  handedOver?: true;
 }
 
 export interface BitcoinCursor {

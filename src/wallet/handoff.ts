@@ -163,6 +163,23 @@ export interface HandoffPolicy {
   readonly maxFee: bigint;
 }
 
+/**
+ * Whether every input of `tx` spends an output of `federation` by its script path: its witness
+ * ends with that federation's tapscript and control block. In a valid (confirmed) transaction
+ * that commits to the output key, so only t of its members can have signed it.
+ */
+export function spendsFederation(tx: Transaction, federation: Federation): boolean {
+  return (
+    tx.inputs.length > 0 &&
+    tx.inputs.every((i) => {
+      const n = i.witness.length;
+      return (
+        n >= 2 && equal(i.witness[n - 1]!, federation.controlBlock) && equal(i.witness[n - 2]!, federation.tapscript)
+      );
+    })
+  );
+}
+
 /** Sats that `tx` pays to the plan's new address. */
 export function handoffSent(tx: Transaction, plan: RotationPlan): bigint {
   return tx.outputs.reduce((a, o) => (equal(o.scriptPubKey, plan.to.scriptPubKey) ? a + o.value : a), 0n);

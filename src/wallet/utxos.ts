@@ -173,6 +173,8 @@ export interface ChainOutput extends Outpoint {
   value: bigint;
   scriptPubKey: Uint8Array;
   height: number;
+  /** See UtxoRecord.handedOver. */
+  handedOver?: true;
 }
 
 /**
@@ -192,6 +194,7 @@ export async function registerUtxo(batch: StoreBatch, output: ChainOutput): Prom
         scriptPubKey: output.scriptPubKey,
         height: output.height,
         state: 'unspent',
+        ...(output.handedOver ? { handedOver: true as const } : {}),
       },
       undefined,
     );

@@ -51,6 +51,7 @@ export type RejectReason =
   | 'handoff_not_active'
   | 'handoff_not_proven'
   | 'handoff_done'
+  | 'not_handed_over'
   | 'requests_owed';
 
 /**
@@ -109,14 +110,22 @@ export interface ValidationState {
   readonly handoff?: HandoffView;
 }
 
-export interface HandoffView {
+/** How far a member has seen the rotation come (node/handoff.ts handoffView). */
+export interface HandoffProgress {
   readonly policy: HandoffPolicy;
   /** This member saw the new set spend the test spend's output. */
   readonly proven: boolean;
-  /** A handoff is finalized here already (the old side's test spend, or the new side's spend to itself). */
+  /** This member signed or knows finalized a handoff already: a proposer waits for it. */
   readonly done: boolean;
   /** Requests this member has queued: the old set pays them before it sweeps what would fund them. */
   readonly owed: number;
+  /** This member's EVM cursor reached the block before the boundary: it has read every request it owes. */
+  readonly readAll: boolean;
+}
+
+export interface HandoffView extends HandoffProgress {
+  /** The handoffs this member signed or knows finalized, as the no-double-pay rule reads payments. */
+  readonly earlier: readonly SignedPayment[];
 }
 
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
@@ -189,10 +198,34 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
   if (!shape.ok) return shape;
   const inputs = checkInputs(checked, state);
   if ('ok' in inputs) return inputs;
-  // each step once: a proposer that repeats the test spend or the new set's spend to itself
-  // would only spend the federation's funds on fees
-  const again = (what: string) => reject('handoff_done', `${what} is finalized here already`);
-  if (side === 'to') return handoff.done ? again("the new set's spend to itself") : { ok: true };
+  // The test spend and the new set's spend to itself happen once: a later one must conflict with
+  // (spend an input of) every live one this member signed or knows finalized, so at most one of
+  // them confirms, as with a request's payments (checkDoublePayment). Repeating them would move
+  // more than the test amount before the proof, or spend the federation's funds on fees.
+  const once = (): Verdict => {
+    const other = handoff.earlier.find(
+      (e) => !e.dead && e.txid !== checked.txid && !e.inputs.some((o) => inputs.spends.has(o)),
+    );
+    return other
+      ? reject(
+          'handoff_done',
+          `handoff ${other.txid} is signed or finalized here and this one does not replace it (it spends none of its inputs)`,
+          { earlier: other.txid },
+        )
+      : { ok: true };
+  };
+  // the new set spends to itself only what the old set sent it: an output anyone else sent (a
+  // coin to the new address) would take the place of the test output and stall the handoff
+  if (side === 'to') {
+    const foreign = checked.tx.inputs.findIndex((i) => !state.utxo(outpointText(i))?.handedOver);
+    if (foreign >= 0)
+      return reject(
+        'not_handed_over',
+        `input ${foreign} was not created by a spend of the old federation ${plan.from.address}`,
+        { input: foreign },
+      );
+    return once();
+  }
   const tip = state.chain?.tipHeight;
   if (tip === undefined || tip < plan.activationHeight)
     return reject(
@@ -206,7 +239,7 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
         'handoff_not_proven',
         `it moves ${sent} sats to the new set, over the test amount ${handoff.policy.testAmount}, before this member saw the new set spend the test output`,
       );
-    return handoff.done ? again('a test spend') : { ok: true };
+    return once();
   }
   // after the proof only sweeps: everything to the new address, nothing back
   const back = checked.tx.outputs.findIndex((o) => equal(o.scriptPubKey, state.federation.scriptPubKey));
@@ -215,6 +248,11 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
       'bad_change',
       `output ${back} pays the old federation back: after the proof a sweep sends everything to the new address`,
       { output: back },
+    );
+  if (!handoff.readAll)
+    return reject(
+      'requests_owed',
+      `this member has not read the EVM chain up to the boundary ${plan.evmBoundary} yet: requests it owes may still come`,
     );
   if (handoff.owed > 0)
     return reject(

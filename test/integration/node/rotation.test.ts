@@ -53,9 +53,9 @@ interface Rotation {
 
 /**
  * A 2-of-3 that paid three requests, then a plan to 3-of-4 (activation at the next block, the EVM
- * boundary just past what is final) loaded by every old member (a config change and a restart),
+ * boundary twenty blocks ahead) loaded by every old member (a config change and a restart),
  * and the new federation started beside it on the same chains. `otherPlanAt`: the old member that
- * loads a plan to another new set instead.
+ * loads a plan to another new set instead. Returns once the EVM chain reached the boundary.
  */
 async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation> {
   const keys = Array.from({ length: 6 }, generateSecretKey);
@@ -66,8 +66,11 @@ async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation
 
   const federationOf = (members: number[]) =>
     buildFederation({ network: 'regtest', threshold: 3, pubkeys: members.map((i) => xonly(keys[i]!)) });
-  const head = Number(await new EvmRpc(old.anvil.url).call<string>('eth_blockNumber'));
-  const points = { activationHeight: (await regtest.rpc.getBlockCount()) + 1, evmBoundary: head + 1 };
+  const evm = new EvmRpc(old.anvil.url);
+  const head = async (): Promise<number> => Number(await evm.call<string>('eth_blockNumber'));
+  // the boundary lies ahead of every old member's EVM cursor until all of them loaded the plan
+  // (anvil mines a block a second; a member refuses a plan whose boundary it has read past)
+  const points = { activationHeight: (await regtest.rpc.getBlockCount()) + 1, evmBoundary: (await head()) + 20 };
   const dir = await tempDir(ctx, 'rotation-plan');
   const planFile = async (name: string, members: number[]) => {
     const plan = makeRotationPlan(old.federation, federationOf(members), points, name);
@@ -93,6 +96,7 @@ async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation
     rotationPlan: agreed.file,
   });
   assert.equal(fresh.federation.address, agreed.plan.to.address);
+  while ((await head()) < points.evmBoundary) await sleep(250);
   return { old, fresh, fingerprint: agreed.plan.fingerprint, before: before.ids };
 }
 

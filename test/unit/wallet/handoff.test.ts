@@ -17,6 +17,7 @@ import {
   parseRotationPlan,
   planSide,
   rotationPlanFile,
+  spendsFederation,
   type HandoffTx,
   type RotationPlan,
 } from '../../../src/wallet/handoff.js';
@@ -253,4 +254,35 @@ describe('checkHandoffTx refuses what no honest member signs', () => {
       assert.equal(v.reason, reason, v.detail);
       if (output !== undefined) assert.equal(v.output, output);
     });
+});
+
+describe('spendsFederation: where an output at the new address came from', () => {
+  const spend = (federation: Federation) => ({
+    version: 2,
+    locktime: 0,
+    inputs: [
+      {
+        txid: 'aa'.repeat(32),
+        vout: 0,
+        sequence: 0xfffffffd,
+        scriptSig: new Uint8Array(0),
+        witness: [
+          new Uint8Array(64),
+          new Uint8Array(0),
+          new Uint8Array(64),
+          federation.tapscript,
+          federation.controlBlock,
+        ],
+      },
+    ],
+    outputs: [],
+  });
+  it('a script-path spend of the old federation is one; of any other federation, or a key-path spend, is not', () => {
+    assert.equal(spendsFederation(spend(OLD), OLD), true);
+    assert.equal(spendsFederation(spend(NEW), OLD), false);
+    const keyPath = { ...spend(OLD), inputs: [{ ...spend(OLD).inputs[0]!, witness: [new Uint8Array(64)] }] };
+    assert.equal(spendsFederation(keyPath, OLD), false);
+    const mixed = { ...spend(OLD), inputs: [...spend(OLD).inputs, ...spend(NEW).inputs] };
+    assert.equal(spendsFederation(mixed, OLD), false, 'every input');
+  });
 });

@@ -15,7 +15,12 @@ import {
 } from '../../../src/wallet/handoff.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
-import { validateProposal, type HandoffView, type ValidationState } from '../../../src/wallet/validate.js';
+import {
+  validateProposal,
+  type HandoffView,
+  type SignedPayment,
+  type ValidationState,
+} from '../../../src/wallet/validate.js';
 import type { UtxoRecord } from '../../../src/storage/records.js';
 
 // What a member signs during a rotation (validateHandoff): the attacks a proposer could try with
@@ -46,7 +51,8 @@ interface Options {
   side?: 'from' | 'to';
   tip?: number;
   proven?: boolean;
-  done?: boolean;
+  earlier?: SignedPayment[];
+  readAll?: boolean;
   owed?: number;
   utxos?: UtxoRecord[];
   holders?: Map<string, string[]>;
@@ -57,7 +63,15 @@ function state(o: Options = {}): ValidationState {
   const side = o.side ?? 'from';
   const utxos = new Map((o.utxos ?? [utxo(1), utxo(2)]).map((u) => [`${u.txid}:${u.vout}`, u]));
   const policy: HandoffPolicy = { plan: PLAN, side, testAmount: 100_000n, maxFee: 100_000n };
-  const handoff: HandoffView = { policy, proven: o.proven ?? false, done: o.done ?? false, owed: o.owed ?? 0 };
+  const earlier = o.earlier ?? [];
+  const handoff: HandoffView = {
+    policy,
+    proven: o.proven ?? false,
+    done: earlier.length > 0,
+    owed: o.owed ?? 0,
+    readAll: o.readAll ?? true,
+    earlier,
+  };
   return {
     federation: side === 'from' ? OLD : NEW,
     request: () => undefined,
@@ -79,6 +93,8 @@ function checked(h: HandoffTx): CheckedProposal {
   return { proposal, tx, txid: txidOf(tx) };
 }
 
+/** The test output at the new address: created by a spend of the old federation. */
+const handed = utxo(3, NEW, { handedOver: true });
 const sweep = buildSweeps([utxo(1), utxo(2)], 2, PLAN, OLD, 100_000n).sweeps[0]!;
 const test = buildTestSpend([utxo(1), utxo(2)], 100_000n, 2, PLAN)!;
 
@@ -122,10 +138,27 @@ describe('a handoff, as a member validates it', () => {
     assert.equal(refusal(sweep, { proven: true, utxos: [utxo(1), shallow] }), 'input_unconfirmed');
   });
 
-  it('each step once: no second test spend, no second spend of the new set to itself (fees drained)', () => {
-    assert.equal(refusal(test, { done: true }), 'handoff_done');
-    const own = buildSweeps([utxo(3, NEW)], 2, PLAN, NEW, 100_000n).sweeps[0]!;
-    assert.equal(refusal(own, { side: 'to', tip: 150, utxos: [utxo(3, NEW)], done: true }), 'handoff_done');
+  it('each step once: a second test spend must replace the first (spend its input), else refused', () => {
+    const first = { txid: hex32(50), inputs: [`${hex32(1)}:0`], fee: 300n, vsize: 150, dead: false, finalized: false };
+    const other = buildTestSpend([utxo(2)], 100_000n, 2, PLAN)!;
+    assert.equal(refusal(other, { earlier: [first] }), 'handoff_done');
+    // test spends coin 1, as the first did: a replacement, at most one of them confirms
+    assert.deepEqual(validateProposal(checked(test), state({ earlier: [first] })), { ok: true });
+    // a dead one (its input spent by another confirmed transaction) blocks nothing
+    assert.deepEqual(validateProposal(checked(other), state({ earlier: [{ ...first, dead: true }] })), { ok: true });
+  });
+
+  it("the new set spends to itself once, and only what the old set sent it (a stranger's coin would stall the handoff)", () => {
+    const own = buildSweeps([handed], 2, PLAN, NEW, 100_000n).sweeps[0]!;
+    const first = { txid: hex32(51), inputs: [`${hex32(8)}:0`], fee: 300n, vsize: 150, dead: false, finalized: true };
+    assert.equal(refusal(own, { side: 'to', tip: 150, utxos: [handed], earlier: [first] }), 'handoff_done');
+    const stranger = utxo(4, NEW);
+    const gift = buildSweeps([stranger], 2, PLAN, NEW, 100_000n).sweeps[0]!;
+    assert.equal(refusal(gift, { side: 'to', tip: 150, utxos: [stranger] }), 'not_handed_over');
+  });
+
+  it('no sweep before this member read the EVM chain up to the boundary: requests it owes may still come', () => {
+    assert.equal(refusal(sweep, { proven: true, readAll: false }), 'requests_owed');
   });
 
   it('after the proof nothing comes back: a "sweep" returning change to the old address is refused', () => {
@@ -145,8 +178,8 @@ describe('a handoff, as a member validates it', () => {
   });
 
   it('the new set spends to itself even before the activation height; to anything else, never', () => {
-    const own = buildSweeps([utxo(3, NEW)], 2, PLAN, NEW, 100_000n).sweeps[0]!;
-    assert.deepEqual(validateProposal(checked(own), state({ side: 'to', tip: 150, utxos: [utxo(3, NEW)] })), {
+    const own = buildSweeps([handed], 2, PLAN, NEW, 100_000n).sweeps[0]!;
+    assert.deepEqual(validateProposal(checked(own), state({ side: 'to', tip: 150, utxos: [handed] })), {
       ok: true,
     });
     // a new member is asked to sign an old-set sweep: its inputs are not the new federation's
