@@ -145,9 +145,9 @@ export interface HandoffChain {
 
 /**
  * On the old side: records the proof once an output a handoff sent to the new address, confirmed
- * at `depth` here, is gone from Bitcoin Core's UTXO set and mempool. Only t new members can spend
- * it, so it is gone only when they signed; until then the old set moves no more than the test
- * amount.
+ * at `depth` here, is gone from Bitcoin Core's UTXO set: spent by a confirmed transaction. Only t
+ * new members can spend it, so it is gone only when they signed; until then the old set moves no
+ * more than the test amount.
  */
 export async function watchHandoff(
   store: Store,
@@ -165,7 +165,8 @@ export async function watchHandoff(
     const outputs = parseTx(record.tx).outputs;
     for (const [vout, output] of outputs.entries()) {
       if (!equal(output.scriptPubKey, policy.plan.to.scriptPubKey)) continue;
-      if ((await chain.getTxOut(txid, vout, true)) !== null) continue;
+      // not in the UTXO set of the chain (mempool aside) while the test spend is deep: spent in a block
+      if ((await chain.getTxOut(txid, vout, false)) !== null) continue;
       const proof: HandoffProof = { txid, vout, height: tip ?? 0, at: new Date().toISOString() };
       await store.batch().put(HANDOFF_PROVEN_KEY, proof).write({ sync: true });
       log.warn('handoff_proven', { ...proof, next: 'the old federation now sweeps its outputs to the new address' });
