@@ -178,7 +178,7 @@ async function stageFinalized(
   };
   batch.put(keys.finalizedKey(txid), final);
   batch.put(keys.finalizedAtKey(at, txid), 1);
-  // only a handoff is signed paying no request (wallet/validate.ts): node/handoff.ts watches these
+  // only a handoff pays no request (wallet/validate.ts); the signer indexed it too if it signed it
   if (body.requestIds.length === 0) batch.put(keys.handoffTxKey(txid), 1);
   return final;
 }
