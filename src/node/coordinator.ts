@@ -17,12 +17,13 @@ import {
 } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import { targetRate } from '../wallet/fee.js';
+import { buildTestMerge } from '../wallet/handoff.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { recordFinalized } from './finalize.js';
-import { handoffProposals } from './handoff.js';
+import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
@@ -89,8 +90,13 @@ export const COORDINATOR_CAPS = {
 interface OpenProposal {
   /** Parsed once, when it arrived or was built. */
   readonly checked: CheckedProposal;
-  /** When it last made progress here: arrived, or brought signatures (ms). */
+  /** When it last made progress here: arrived, or brought a member's signatures for the first time (ms). */
   since: number;
+  /**
+   * Members whose signatures counted as progress (at most n): the same set sent again is none, or a
+   * member repeating it would keep a stuck payment from ever being merged.
+   */
+  readonly heard: Set<string>;
 }
 
 export class Coordinator {
@@ -478,8 +484,9 @@ export class Coordinator {
       const operator = outcome.reason === 'paused' || outcome.reason === 'request_held';
       if (operator && this.awaitingOperator.size < COORDINATOR_CAPS.retry)
         this.awaitingOperator.set(txid, { peer, checked });
-      if (outcome.reason === 'double_payment' && this.rivals.size < COORDINATOR_CAPS.rivals)
-        this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now() });
+      const rival = outcome.reason === 'double_payment' || outcome.reason === 'handoff_done';
+      if (rival && this.rivals.size < COORDINATOR_CAPS.rivals)
+        this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now(), heard: new Set() });
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
@@ -519,8 +526,12 @@ export class Coordinator {
         });
       else this.forget(txid);
     }
-    const merges: Proposal[] = [];
-    for (const group of groupRivals(stale)) {
+    const merges = await this.mergeHandoffs(
+      stale.filter((r) => r.requestIds.length === 0),
+      moving,
+      { rate, now, slot },
+    );
+    for (const group of groupRivals(stale.filter((r) => r.requestIds.length > 0))) {
       if (group.length < 2) {
         for (const { txid } of group) this.rivals.delete(txid);
         continue;
@@ -573,11 +584,50 @@ export class Coordinator {
         return undefined;
       inputs.push({ txid: o.txid, vout: o.vout, value: u.value, scriptPubKey: u.scriptPubKey });
     }
+    // a handoff pays no request: it is live while its inputs are
+    if (proposal.requestIds.length === 0) return inputs;
     for (const id of proposal.requestIds) {
       const r = await getRequest(this.o.store, id).catch(() => undefined);
       if (r && (QUEUED.has(r.status) || r.status === 'batched')) return inputs;
     }
     return undefined;
+  }
+
+  /**
+   * Rival test spends of a rotation (each signed by some members, none at t: a member signs a second
+   * one only if it replaces the first) that made no progress for STALE_SLOTS: one test spend that
+   * spends an input of each replaces all of them, so every member may sign it.
+   */
+  private async mergeHandoffs(
+    stale: readonly (Rival & { spendable: SpendableUtxo[] })[],
+    moving: readonly Set<string>[],
+    at: { rate: number; now: number; slot: number },
+  ): Promise<Proposal[]> {
+    if (stale.length < 2) return [];
+    const handoff = (await this.o.policy()).handoff;
+    if (!handoff || handoff.side !== 'from') return [];
+    // after the proof these are sweeps, each of its own inputs: nothing to merge
+    if ((await handoffView(this.o.store, handoff)).proven) return [];
+    if (moving.some((spends) => conflictsWithAll(spends, stale))) return [];
+    const test = buildTestMerge(
+      stale.map((r) => r.spendable),
+      handoff.testAmount,
+      at.rate,
+      handoff.plan,
+    );
+    const txids = stale.map((r) => r.txid);
+    if (!test) {
+      this.o.log.warn('merge_impossible', { rivals: txids, requests: 0 });
+      return [];
+    }
+    for (const txid of txids) {
+      this.rivals.delete(txid);
+      const own = this.proposals.get(txid);
+      if (own) own.since = at.now;
+    }
+    this.o.metrics?.rounds.inc({ outcome: 'merged' });
+    this.o.log.info('merging_handoff', { rivals: txids, inputs: test.prevouts.length });
+    return [proposalFromPayment(test, at.slot, this.myKey)];
   }
 
   private forget(txid: string): void {
@@ -594,7 +644,8 @@ export class Coordinator {
   /** Starts collecting for a proposal this member signed, with its own and any early signatures. */
   private async track(checked: CheckedProposal, own: Uint8Array): Promise<void> {
     const txid = this.collector.open(checked.tx, checked.proposal.prevouts);
-    if (!this.proposals.has(txid)) this.proposals.set(txid, { checked, since: this.o.now?.() ?? Date.now() });
+    if (!this.proposals.has(txid))
+      this.proposals.set(txid, { checked, since: this.o.now?.() ?? Date.now(), heard: new Set() });
     await this.add(txid, this.myKey, own);
     for (const [peer, sigs] of this.early.take(txid)) await this.add(txid, peer, sigs, true);
   }
@@ -642,7 +693,10 @@ export class Coordinator {
   private async onSignatures(peer: string, body: SignaturesBody): Promise<void> {
     if (this.unsettled.has(body.txid)) return;
     const open = this.proposals.get(body.txid) ?? this.rivals.get(body.txid);
-    if (open) open.since = this.o.now?.() ?? Date.now();
+    if (open && !open.heard.has(peer)) {
+      open.heard.add(peer);
+      open.since = this.o.now?.() ?? Date.now();
+    }
     if (!this.proposals.has(body.txid)) {
       // only proposals this member signed are collected; early arrivals are kept within bounds
       this.early.keep(body.txid, peer, body.signatures);

@@ -19,7 +19,7 @@ import {
 import { commitmentScript, commitsTo } from './commitment.js';
 import { WalletError } from './errors.js';
 import { checkFeeRate, feeFor, type FeeRate } from './fee.js';
-import { PAYMENT_SEQUENCE, unsignedSpend, type SpendableUtxo } from './payment.js';
+import { PAYMENT_SEQUENCE, spendingEachRival, unsignedSpend, type SpendableUtxo } from './payment.js';
 import type { Verdict } from './validate.js';
 
 // Membership change (issue 17): the old federation hands its funds to a new one that operators
@@ -318,27 +318,60 @@ export function buildTestSpend(
   plan: RotationPlan,
 ): HandoffTx | undefined {
   checkFeeRate(rate);
-  const spender = plan.from;
+  checkTestAmount(amount, plan);
+  const smallestFirst = [...utxos].sort((a, b) => (a.value === b.value ? order(a, b) : a.value < b.value ? -1 : 1));
+  for (const coin of smallestFirst) {
+    const test = testSpendOf([coin], amount, rate, plan);
+    if (test) return test;
+  }
+  return undefined;
+}
+
+/**
+ * One test spend that spends an input of each of `rivals` (test spends signed by different members,
+ * none able to reach t: each member signs a second one only if it replaces the first), so that it
+ * replaces all of them and every member may sign it (as buildMerge does for payments). Undefined
+ * when all their inputs together cannot cover the amount, the fee and a change above dust.
+ */
+export function buildTestMerge(
+  rivals: readonly (readonly SpendableUtxo[])[],
+  amount: bigint,
+  rate: FeeRate,
+  plan: RotationPlan,
+): HandoffTx | undefined {
+  checkFeeRate(rate);
+  checkTestAmount(amount, plan);
+  return spendingEachRival(rivals, (coins) => testSpendOf(coins.sort(order), amount, rate, plan));
+}
+
+function checkTestAmount(amount: bigint, plan: RotationPlan): void {
   if (amount < dustThreshold(plan.to.scriptPubKey))
     throw new WalletError('invalid_plan', `test amount ${amount} sats is under the new address's dust limit`, {
       field: 'amount',
       value: amount.toString(),
     });
-  const fee = feeFor(rate, weightToVsize(handoffWeight(spender, plan, 1, true)));
-  const need = amount + fee + dustThreshold(spender.scriptPubKey);
-  const coin = [...utxos]
-    .sort((a, b) => (a.value === b.value ? order(a, b) : a.value < b.value ? -1 : 1))
-    .find((u) => u.value >= need);
-  if (!coin) return undefined;
-  const tx = unsignedSpend([coin], handoffOutputs(plan, spender, coin.value, fee, amount));
+}
+
+/** The test spend of exactly `coins`: `amount` to the new address, the rest back; undefined if they fall short. */
+function testSpendOf(
+  coins: readonly SpendableUtxo[],
+  amount: bigint,
+  rate: FeeRate,
+  plan: RotationPlan,
+): HandoffTx | undefined {
+  const spender = plan.from;
+  const fee = feeFor(rate, weightToVsize(handoffWeight(spender, plan, coins.length, true)));
+  const total = coins.reduce((a, c) => a + c.value, 0n);
+  if (total < amount + fee + dustThreshold(spender.scriptPubKey)) return undefined;
+  const tx = unsignedSpend(coins, handoffOutputs(plan, spender, total, fee, amount));
   return {
     kind: 'test',
     tx,
-    prevouts: [coin],
+    prevouts: [...coins],
     vsize: signedFederationVsize(spender, tx),
     fee,
     sent: amount,
-    kept: coin.value - fee - amount,
+    kept: total - fee - amount,
   };
 }
 

@@ -210,6 +210,18 @@ export function buildMerge(
   rate: FeeRate,
   federation: Federation,
 ): Payment | undefined {
+  return spendingEachRival(rivals, (coins) => buildReplacement(requests, coins, rate, federation));
+}
+
+/**
+ * `build` of the largest input of each of `rivals`, then of more of their inputs, largest first,
+ * until it gives a transaction: one that spends an input of every rival, so it conflicts with
+ * each of them. Undefined when even all their inputs do not do.
+ */
+export function spendingEachRival<T>(
+  rivals: readonly (readonly SpendableUtxo[])[],
+  build: (coins: SpendableUtxo[]) => T | undefined,
+): T | undefined {
   const name = (u: SpendableUtxo): string => `${u.txid}:${u.vout}`;
   const largestFirst = (a: SpendableUtxo, b: SpendableUtxo): number =>
     a.value === b.value ? (name(a) < name(b) ? -1 : 1) : a.value > b.value ? -1 : 1;
@@ -223,8 +235,8 @@ export function buildMerge(
     .filter((u) => !chosen.has(name(u)))
     .sort(largestFirst);
   for (let next = 0; ; next++) {
-    const payment = buildReplacement(requests, [...chosen.values()], rate, federation);
-    if (payment) return payment;
+    const built = build([...chosen.values()]);
+    if (built) return built;
     const more = rest[next];
     if (!more) return undefined;
     chosen.set(name(more), more);

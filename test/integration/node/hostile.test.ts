@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it, type TestContext } from 'node:test';
 import { decodeAddress } from '../../../src/bitcoin/address.js';
@@ -10,9 +9,6 @@ import { requestCounts, type Devnet } from '../../../src/devnet/federation.js';
 import { devnetDestination } from '../../../src/devnet/requests.js';
 import { getRequest } from '../../../src/evm/request-store.js';
 import { declaredOutputs } from '../../../src/node/member.js';
-import { PeerNetwork } from '../../../src/p2p/network.js';
-import { readKeyFile } from '../../../src/signing/keyfile.js';
-import { SigningPool } from '../../../src/signing/pool.js';
 import { SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { commitsTo } from '../../../src/wallet/commitment.js';
@@ -20,6 +16,7 @@ import { buildPayments, paymentOutputs, type PaymentRequest, type SpendableUtxo 
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
 import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../../support/federation.js';
+import { startHostiles, type Hostile } from '../../support/hostile.js';
 import type { FinalizedRecord, Proposal, SignatureRecord } from '../../../src/storage/records.js';
 
 // f = 2t − n − 1 malicious members (SPEC §3 "Byzantine members") against n − f honest member
@@ -40,12 +37,6 @@ const FUNDING = { count: 40, sats: 10_000_000 };
 const FEE_RATE = 2; // the devnet's declared fee rate; members accept up to 3× (config fees.maxMultiple)
 const BATCHES = 3;
 const PER_BATCH = 6;
-
-interface Hostile {
-  readonly key: string;
-  readonly net: PeerNetwork;
-  readonly pool: SigningPool;
-}
 
 const outpoint = (i: { txid: string; vout: number }): string => `${i.txid}:${i.vout}`;
 
@@ -276,43 +267,6 @@ class Adversary {
       if (await this.stealFrom(p, this.by(round))) this.sent.orphanStolen! += 1;
     }
   }
-}
-
-async function startHostiles(ctx: TestContext, devnet: Devnet, indices: readonly number[]): Promise<Hostile[]> {
-  for (const i of indices) await devnet.kill(i, 'SIGKILL');
-  const honest = devnet.members.filter((m) => !indices.includes(m.index)).map((m) => m.key);
-  const hostiles: Hostile[] = [];
-  for (const i of indices) {
-    const member = devnet.members[i]!;
-    const secretKey = await readKeyFile(join(dirname(member.configFile), 'member.key'));
-    const config = JSON.parse(await readFile(member.configFile, 'utf8')) as {
-      p2p: { port: number; peers: Record<string, string> };
-    };
-    const net = new PeerNetwork({
-      secretKey,
-      members: devnet.federation.pubkeys,
-      listen: { host: '127.0.0.1', port: config.p2p.port },
-      peers: new Map(Object.entries(config.p2p.peers)),
-      limits: { reconnectMinMs: 50, reconnectMaxMs: 300, misbehaviourLimit: 1_000_000 },
-    });
-    for (const type of ['proposal', 'signatures', 'finalized']) net.registerType(type, () => true);
-    for (const type of ['turn', 'turn_done']) net.registerType(type, (b) => Number.isSafeInteger(b));
-    const pool = new SigningPool(devnet.federation, { secretKey, size: 1 });
-    await net.start();
-    ctx.after(async () => {
-      await net.stop();
-      await pool.destroy();
-    });
-    hostiles.push({ key: member.key, net, pool });
-  }
-  const deadline = Date.now() + 20_000;
-  for (const h of hostiles) {
-    while (!honest.every((k) => h.net.connectedPeers().includes(k))) {
-      assert.ok(Date.now() < deadline, 'a hostile member never linked to every honest member');
-      await sleep(100);
-    }
-  }
-  return hostiles;
 }
 
 const REJECTED = /^pegout_signatures_rejected_total\{reason="proposal_([a-z_]+)"\} (\d+)$/gm;

@@ -8,7 +8,10 @@ import { requestCounts, type Devnet } from '../../../src/devnet/federation.js';
 import { EvmRpc } from '../../../src/evm/rpc.js';
 import { generateSecretKey } from '../../../src/signing/keyfile.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { makeRotationPlan, rotationPlanFile } from '../../../src/wallet/handoff.js';
+import { txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { buildTestSpend, makeRotationPlan, rotationPlanFile, type RotationPlan } from '../../../src/wallet/handoff.js';
+import { proposalFromPayment } from '../../../src/wallet/proposal.js';
+import { startHostiles } from '../../support/hostile.js';
 import { BITCOIND, NO_BITCOIND, scanScript } from '../../support/bitcoind.js';
 import {
   confirmedPayments,
@@ -47,6 +50,7 @@ interface Rotation {
   readonly old: Devnet;
   readonly fresh: Devnet;
   readonly fingerprint: string;
+  readonly plan: RotationPlan;
   /** Requests sent before the plan, paid by the old set. */
   readonly before: readonly string[];
 }
@@ -57,12 +61,22 @@ interface Rotation {
  * and the new federation started beside it on the same chains. `otherPlanAt`: the old member that
  * loads a plan to another new set instead. Returns once the EVM chain reached the boundary.
  */
-async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation> {
-  const keys = Array.from({ length: 6 }, generateSecretKey);
-  const old = await federationOfProcesses(ctx, { ...regtest2of3(), secretKeys: keys.slice(0, 3) });
+async function startRotation(
+  ctx: Owner,
+  o: { otherPlanAt?: number; members?: number; threshold?: number } = {},
+): Promise<Rotation> {
+  const n = o.members ?? 3;
+  const keys = Array.from({ length: n + 3 }, generateSecretKey);
+  const old = await federationOfProcesses(ctx, {
+    ...regtest2of3(),
+    members: n,
+    threshold: o.threshold ?? 2,
+    secretKeys: keys.slice(0, n),
+  });
   const regtest = old.regtest!;
   const before = await send(old, 3);
-  await waitSigned(old, 3, [0, 1, 2], 300_000, { status: 'paid', between: () => regtest.mine(1) });
+  const everyone = old.members.map((m) => m.index);
+  await waitSigned(old, 3, everyone, 300_000, { status: 'paid', between: () => regtest.mine(1) });
 
   const federationOf = (members: number[]) =>
     buildFederation({ network: 'regtest', threshold: 3, pubkeys: members.map((i) => xonly(keys[i]!)) });
@@ -78,12 +92,13 @@ async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation
     await writeFile(file, JSON.stringify(rotationPlanFile(plan)));
     return { plan, file };
   };
-  const agreed = await planFile('plan.json', [0, 1, 3, 4]);
-  const other = await planFile('other-plan.json', [0, 1, 3, 5]);
+  // members 1 and 2 stay, the rest are replaced; two new members join
+  const agreed = await planFile('plan.json', [0, 1, n, n + 1]);
+  const other = await planFile('other-plan.json', [0, 1, n, n + 2]);
   for (const [i, m] of old.members.entries()) {
     await old.kill(i);
     const config = JSON.parse(await readFile(m.configFile, 'utf8'));
-    const plan = i === otherPlanAt ? other.file : agreed.file;
+    const plan = i === o.otherPlanAt ? other.file : agreed.file;
     await writeFile(m.configFile, JSON.stringify({ ...config, rotation: { plan } }));
     await old.start(i);
   }
@@ -91,13 +106,13 @@ async function startRotation(ctx: Owner, otherPlanAt?: number): Promise<Rotation
     ...regtest2of3(),
     members: 4,
     threshold: 3,
-    secretKeys: [0, 1, 3, 4].map((i) => keys[i]!),
+    secretKeys: [0, 1, n, n + 1].map((i) => keys[i]!),
     chains: { anvil: old.anvil, regtest },
     rotationPlan: agreed.file,
   });
   assert.equal(fresh.federation.address, agreed.plan.to.address);
   while ((await head()) < points.evmBoundary) await sleep(250);
-  return { old, fresh, fingerprint: agreed.plan.fingerprint, before: before.ids };
+  return { old, fresh, fingerprint: agreed.plan.fingerprint, plan: agreed.plan, before: before.ids };
 }
 
 const paidByNewSet = async (r: Rotation, count: number): Promise<boolean> =>
@@ -164,7 +179,7 @@ describe(
     });
 
     it('an old member with another plan refuses the sweeps; members of both sets SIGKILLed during them: the handoff completes after restart, nothing paid twice', async (ctx) => {
-      const r = await startRotation(ctx, 2);
+      const r = await startRotation(ctx, { otherPlanAt: 2 });
       const { old, fresh } = r;
       const during = await send(old, 3);
       await mineUntil(old, async () => (await rotationAt(old, 0)).proven !== null, 'the proof');
@@ -189,6 +204,57 @@ describe(
         .filter((line) => line.includes('"proposal_refused"') && line.includes('unplanned_destination'));
       assert.ok(refusals.length > 0, 'the member with another plan refused the sweeps to an address it did not plan');
       assert.notEqual((await rotationAt(old, 2)).fingerprint, r.fingerprint);
+    });
+
+    it('3-of-4, f = 1: a member that sends its test spend to one honest member only does not stall the handoff (rivals merged)', async (ctx) => {
+      const r = await startRotation(ctx, { members: 4, threshold: 3 });
+      const { old } = r;
+      const regtest = old.regtest!;
+      const [hostile] = await startHostiles(ctx, old, [3]);
+      const victim = old.members[0]!;
+      // its test spend, of the largest output (an honest proposer takes the smallest that covers),
+      // signed by itself and sent to the victim alone: with the victim's signature it has 2 of 3
+      const coins = (await scanScript(regtest, old.federation.scriptPubKey)).outputs;
+      const largest = [...coins].sort((a, b) => (a.value > b.value ? -1 : 1))[0]!;
+      const coin = {
+        txid: largest.txid,
+        vout: largest.vout,
+        value: largest.value,
+        scriptPubKey: old.federation.scriptPubKey,
+      };
+      const test = buildTestSpend([coin], 100_000n, 2, r.plan)!;
+      const proposal = proposalFromPayment(test, 0, hostile!.key);
+      const txid = txidOf(test.tx);
+      const signatures = await hostile!.pool.signTransaction(test.tx, proposal.prevouts);
+      const flood = setInterval(() => {
+        hostile!.net.send(victim.key, 'proposal', proposal);
+        hostile!.net.send(victim.key, 'signatures', { txid, signatures });
+      }, 50);
+      ctx.after(() => clearInterval(flood));
+      const during = await send(old, 3);
+      await mineUntil(
+        old,
+        async () => (await oldAddressHolds(old)) === 0n && (await paidByNewSet(r, 3)),
+        'the handoff with a partial test spend at one honest member',
+      );
+      clearInterval(flood);
+      const logs = await Promise.all(old.members.slice(0, 3).map((m) => readFile(m.logFile, 'utf8')));
+      const victimSigned = logs[0]!.split('\n').some((l) => l.includes('"signed"') && l.includes(txid));
+      ctx.diagnostic(
+        victimSigned
+          ? 'the victim signed the partial test spend: the handoff went on through a merge'
+          : 'an honest test spend reached the victim first: the partial one was refused',
+      );
+      if (victimSigned)
+        assert.ok(
+          logs.some((log) => log.includes('"merging_handoff"')),
+          'the victim signed the hostile test spend, so the honest test spend went through a merge',
+        );
+      const hostileTx = await regtest.rpc
+        .call<{ confirmations?: number }>('getrawtransaction', [txid, true])
+        .catch(() => ({ confirmations: 0 }));
+      assert.equal(hostileTx.confirmations ?? 0, 0, 'the partial test spend never confirmed');
+      await checkPaidOnceBySet(r, during.ids);
     });
   },
 );

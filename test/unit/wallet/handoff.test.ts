@@ -10,6 +10,7 @@ import { commitmentScript, commitsTo } from '../../../src/wallet/commitment.js';
 import { feeFor } from '../../../src/wallet/fee.js';
 import {
   buildSweeps,
+  buildTestMerge,
   buildTestSpend,
   checkHandoffTx,
   DEFAULT_MAX_HANDOFF_FEE,
@@ -150,6 +151,18 @@ describe('sweeps and the test spend', () => {
     assert.deepEqual(check(t), { ok: true });
     assert.equal(buildTestSpend(utxos.slice(2), 100_000n, 2, PLAN), undefined);
     assert.throws(() => buildTestSpend(utxos, 100n, 2, PLAN), /under the new address's dust limit/);
+  });
+
+  it('a merge of rival test spends spends an input of each, so it replaces all of them', () => {
+    const x = buildTestSpend([utxo(1, 50_000_000n)], 100_000n, 2, PLAN)!;
+    const y = buildTestSpend([utxo(2, 2_000_000n)], 100_000n, 2, PLAN)!;
+    const z = buildTestMerge([x.prevouts, y.prevouts], 100_000n, 2, PLAN)!;
+    const spent = new Set(z.tx.inputs.map((i) => `${i.txid}:${i.vout}`));
+    for (const rival of [x, y]) assert.ok(rival.tx.inputs.some((i) => spent.has(`${i.txid}:${i.vout}`)));
+    assert.equal(z.sent, 100_000n);
+    assert.equal(z.kept, 52_000_000n - 100_000n - z.fee);
+    assert.deepEqual(check(z), { ok: true });
+    assert.equal(buildTestMerge([[utxo(3, 1000n)], [utxo(4, 1000n)]], 100_000n, 2, PLAN), undefined);
   });
 
   it('the new set sweeping the test output back to itself is a handoff it may sign', () => {
