@@ -123,6 +123,10 @@ export class EvmObserver {
     const { to, logs } = await this.readLogs(from, Math.min(final, from + this.range - 1));
     const toBlock = await getBlock(this.rpc, to);
     if (!toBlock) throw new EvmError('rpc_malformed', `node has no block ${to} although it reported ${final} final`);
+    // the chain may have reorganised between the reads above: the range is applied only on top of a
+    // cursor block that is still there, else this step ends and the next one rolls back
+    if (cursor && (await getBlock(this.rpc, cursor.height))?.hash !== cursor.hash)
+      return { accepted: 0, rejected: 0, rolledBack: 0, caughtUp: false };
 
     const blockHashes = new Map<number, string>([[to, toBlock.hash]]);
     const decoded = await this.checkedLogs(logs, blockHashes);

@@ -312,6 +312,48 @@ describe('ingestion on a real anvil', () => {
     );
   });
 
+  it('a reorg that lands between the reads of one sync is still rolled back, and an acted-on request still alarms', async (t) => {
+    const store = await openTempStore(t);
+    const snapshot = await rpc.call<string>('evm_snapshot');
+    const acted = await request(GOOD, parseEther('0.07'));
+    await ingestAll(store, 0);
+    const record = (await listRequests(store)).find((r) => r.txHash === acted)!;
+    await store.exclusive(async () => {
+      const batch = store.batch();
+      stageStatus(batch, record, 'batched', new Date().toISOString());
+      await batch.write({ sync: true });
+    });
+    await rpc.call('anvil_mine', ['0x2']);
+    // the node answers this sync's eth_getLogs from the old chain, then reorganises to a longer
+    // one without the request before the sync reads the range's last block
+    let armed = true;
+    const racing = new (class extends EvmRpc {
+      override async call<T>(method: string, params: unknown[] = []): Promise<T> {
+        const answer = await super.call<T>(method, params);
+        if (method === 'eth_getLogs' && armed) {
+          armed = false;
+          await super.call('evm_revert', [snapshot]);
+          await super.call('anvil_mine', ['0x8']);
+        }
+        return answer;
+      }
+    })(anvil.url);
+    const orphaned: OrphanedRequest[] = [];
+    const observer = new EvmObserver(store, racing, {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+      onOrphaned: async (list) => void orphaned.push(...list),
+    });
+    for (let i = 0; i < 100; i++) if ((await observer.sync()).caughtUp) break;
+    assert.equal(armed, false, 'the reorg was injected');
+    assert.equal((await getRequest(store, record.id))?.status, 'orphaned');
+    assert.deepEqual(
+      orphaned.map((o) => o.id),
+      [record.id],
+    );
+  });
+
   it('halves the log range when the node refuses a large one', async (t) => {
     const store = await openTempStore(t);
     // a tiny proxy that refuses eth_getLogs over more than 3 blocks, like hosted nodes do
