@@ -335,9 +335,9 @@ export class Coordinator {
     const settled = this.building.size === 0 && waiting === 0 && this.proposals.size === 0 && this.retry.size === 0;
     if (!settled && now - this.lastPeerProposal < this.o.slotMs) return;
     this.lastSlot = slot;
-    await this.turn(slot, async (rate) => {
+    await this.turn(slot, async (rate, policy) => {
       await this.matchLate();
-      const merges = await stages.timeAsync('proposal_build', () => this.merges(rate, now, slot));
+      const merges = await stages.timeAsync('proposal_build', () => this.merges(rate, policy, now, slot));
       return [...((await this.o.replacements?.(rate)) ?? []), ...merges];
     });
   }
@@ -346,13 +346,13 @@ export class Coordinator {
    * A proposer's turn, announced before it builds (that takes a while for a large batch) and closed when its
    * proposals are out.
    */
-  private async turn(slot: number, first: (rate: number) => Promise<Proposal[]>): Promise<void> {
+  private async turn(slot: number, first: (rate: number, policy: SigningPolicy) => Promise<Proposal[]>): Promise<void> {
     this.o.network.broadcast('turn', slot);
     try {
       const policy = await this.o.policy();
       const rate = targetRate(policy.fee);
       this.o.metrics?.feeRate.set(rate);
-      await this.propose(slot, rate, policy, await first(rate));
+      await this.propose(slot, rate, policy, await first(rate, policy));
     } finally {
       this.o.network.broadcast('turn_done', slot);
     }
@@ -507,7 +507,7 @@ export class Coordinator {
    * conflicts with all of them, so every member may sign it. Proposals that can no longer
    * finalize are forgotten.
    */
-  private async merges(rate: number, now: number, slot: number): Promise<Proposal[]> {
+  private async merges(rate: number, policy: SigningPolicy, now: number, slot: number): Promise<Proposal[]> {
     const stale: (Rival & { spendable: SpendableUtxo[] })[] = [];
     // inputs of open payments still making progress: a merge another member proposed is one
     const moving: Set<string>[] = [];
@@ -529,7 +529,7 @@ export class Coordinator {
     const merges = await this.mergeHandoffs(
       stale.filter((r) => r.requestIds.length === 0),
       moving,
-      { rate, now, slot },
+      { rate, policy, now, slot },
     );
     for (const group of groupRivals(stale.filter((r) => r.requestIds.length > 0))) {
       if (group.length < 2) {
@@ -601,10 +601,10 @@ export class Coordinator {
   private async mergeHandoffs(
     stale: readonly (Rival & { spendable: SpendableUtxo[] })[],
     moving: readonly Set<string>[],
-    at: { rate: number; now: number; slot: number },
+    at: { rate: number; policy: SigningPolicy; now: number; slot: number },
   ): Promise<Proposal[]> {
     if (stale.length < 2) return [];
-    const handoff = (await this.o.policy()).handoff;
+    const { handoff } = at.policy;
     if (!handoff || handoff.side !== 'from') return [];
     // after the proof these are sweeps, each of its own inputs: nothing to merge
     if ((await handoffView(this.o.store, handoff)).proven) return [];

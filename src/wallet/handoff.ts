@@ -19,8 +19,8 @@ import {
 import { commitmentScript, commitsTo } from './commitment.js';
 import { WalletError } from './errors.js';
 import { checkFeeRate, feeFor, type FeeRate } from './fee.js';
-import { PAYMENT_SEQUENCE, spendingEachRival, unsignedSpend, type SpendableUtxo } from './payment.js';
-import type { Verdict } from './validate.js';
+import { spendingEachRival, unsignedSpend, type SpendableUtxo } from './payment.js';
+import { checkSequence, checkSpendHeader, reject, type Verdict } from './verdict.js';
 
 // Membership change (issue 17): the old federation hands its funds to a new one that operators
 // agreed on out of band. A handoff transaction moves federation funds and pays no request, so
@@ -375,14 +375,6 @@ function testSpendOf(
   };
 }
 
-function reject(
-  reason: Exclude<Verdict, { ok: true }>['reason'],
-  detail: string,
-  at: { input?: number; output?: number } = {},
-): Verdict {
-  return { ok: false, reason, detail, ...at };
-}
-
 /**
  * Whether a member of `spender` may sign `tx` as a handoff under `plan`, from the transaction's
  * own bytes and prevouts alone: every input a `spender` output, header fields as for payments,
@@ -398,24 +390,19 @@ export function checkHandoffTx(
   bounds: HandoffFeeBounds,
 ): Verdict {
   planSide(plan, spender, 'spender');
-  if (tx.version !== 2) return reject('bad_version', `version is ${tx.version}, expected 2`);
-  if (tx.locktime !== 0) return reject('bad_locktime', `locktime is ${tx.locktime}, expected 0`);
+  const header = checkSpendHeader(tx, spender);
+  if ('ok' in header) return header;
+  const { vsize } = header;
   if (prevouts.length !== tx.inputs.length)
     return reject('prevouts_mismatch', `${tx.inputs.length} inputs but ${prevouts.length} prevouts`);
   let total = 0n;
   for (const [i, input] of tx.inputs.entries()) {
-    if (input.sequence !== PAYMENT_SEQUENCE)
-      return reject('bad_sequence', `sequence is 0x${input.sequence.toString(16)}, expected 0xfffffffd`, { input: i });
+    const sequence = checkSequence(input, i);
+    if (sequence) return sequence;
     if (!equal(prevouts[i]!.scriptPubKey, spender.scriptPubKey))
       return reject('input_not_federation', `input ${i} does not spend ${spender.address}`, { input: i });
     total += prevouts[i]!.value;
   }
-  const vsize = signedFederationVsize(spender, tx);
-  if (vsize * 4 > MAX_STANDARD_TX_WEIGHT)
-    return reject(
-      'too_large',
-      `signed, it would weigh about ${vsize * 4} WU, over the ${MAX_STANDARD_TX_WEIGHT} WU that Bitcoin Core relays`,
-    );
   const [commitment, ...rest] = tx.outputs;
   if (!commitment || commitment.value !== 0n || !commitsTo(commitment.scriptPubKey, []))
     return reject('bad_commitment', 'output 0 is not OP_RETURN <commitment to no request>: a handoff pays no request', {

@@ -1,6 +1,5 @@
 import { equal } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import { MAX_STANDARD_TX_WEIGHT, signedFederationVsize } from '../bitcoin/weight.js';
 import { dustThreshold } from '../bitcoin/script.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { QUEUED } from '../evm/request-store.js';
@@ -8,58 +7,13 @@ import { commitsTo } from './commitment.js';
 import { checkFee, maxAcceptedRate, type FeePolicy } from './fee.js';
 import { checkLimits, type OutflowLimits } from './limits.js';
 import { checkHandoffTx, handoffSent, type HandoffPolicy } from './handoff.js';
-import { PAYMENT_SEQUENCE, paymentOutputs, type PaymentRequest } from './payment.js';
+import { paymentOutputs, type PaymentRequest } from './payment.js';
 import type { CheckedProposal } from './proposal.js';
 import { outpointText, spendableAt, utxoConfirmations, type ChainView } from './utxos.js';
 import type { RequestStatus, UtxoRecord } from '../storage/records.js';
+import { checkSequence, checkSpendHeader, reject, type Verdict } from './verdict.js';
 
-/** Why a member refuses to sign a proposal; stable codes for logs, metrics and peers. */
-export type RejectReason =
-  | 'malformed_transaction'
-  | 'malformed_request_id'
-  | 'too_large'
-  | 'bad_version'
-  | 'bad_locktime'
-  | 'bad_sequence'
-  | 'prevouts_mismatch'
-  | 'no_payments'
-  | 'output_count_mismatch'
-  | 'duplicate_request'
-  | 'unknown_request'
-  | 'request_not_payable'
-  | 'bad_commitment'
-  | 'wrong_script'
-  | 'wrong_amount'
-  | 'dust_output'
-  | 'bad_change'
-  | 'duplicate_input'
-  | 'unknown_input'
-  | 'input_not_federation'
-  | 'input_spent'
-  | 'input_unconfirmed'
-  | 'input_held'
-  | 'fee_rate_too_low'
-  | 'fee_rate_too_high'
-  | 'fee_share_too_high'
-  | 'double_payment'
-  | 'replacement_fee_too_low'
-  | 'request_held'
-  | 'rate_limited'
-  | 'paused'
-  | 'unplanned_destination'
-  | 'handoff_fee_too_high'
-  | 'handoff_not_active'
-  | 'handoff_not_proven'
-  | 'handoff_done'
-  | 'not_handed_over'
-  | 'requests_owed';
-
-/**
- * `earlier`: with double_payment, the payment this member signed that the proposal does not replace;
- * with input_held, the payment that holds the input.
- */
-export type Verdict =
-  { ok: true } | { ok: false; reason: RejectReason; detail: string; input?: number; output?: number; earlier?: string };
+export type { RejectReason, Verdict } from './verdict.js';
 
 /** A request as this member ingested it. QUEUED ones (final, valid, unpaid) can be paid; see REPLACEABLE. */
 export interface KnownRequest {
@@ -131,14 +85,6 @@ export interface HandoffView extends HandoffProgress {
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
 const REPLACEABLE = new Set(['batched', 'signed', 'broadcast']);
 
-function reject(
-  reason: RejectReason,
-  detail: string,
-  at: { input?: number; output?: number; earlier?: string } = {},
-): Verdict {
-  return { ok: false, reason, detail, ...at };
-}
-
 /**
  * Whether this member may sign `proposal`: a pure function of the proposal (parsed once, at the
  * edge) and the member's own state. It enforces SPEC §3: output 0 commits to exactly the
@@ -154,15 +100,9 @@ function reject(
 export function validateProposal(checked: CheckedProposal, state: ValidationState): Verdict {
   const { tx } = checked;
   if (checked.proposal.requestIds.length === 0 && state.handoff) return validateHandoff(checked, state, state.handoff);
-  if (tx.version !== 2) return reject('bad_version', `version is ${tx.version}, expected 2`);
-  if (tx.locktime !== 0) return reject('bad_locktime', `locktime is ${tx.locktime}, expected 0`);
-  const vsize = signedFederationVsize(state.federation, tx);
-  if (vsize * 4 > MAX_STANDARD_TX_WEIGHT) {
-    return reject(
-      'too_large',
-      `signed, it would weigh about ${vsize * 4} WU, over the ${MAX_STANDARD_TX_WEIGHT} WU that Bitcoin Core relays`,
-    );
-  }
+  const header = checkSpendHeader(tx, state.federation);
+  if ('ok' in header) return header;
+  const { vsize } = header;
   // requests first: they are what the rest is checked against
   const requests = checkRequests(checked, state);
   if (!Array.isArray(requests)) return requests;
@@ -311,9 +251,8 @@ function checkInputs(
   let value = 0n;
   for (const [i, input] of tx.inputs.entries()) {
     const at = { input: i };
-    if (input.sequence !== PAYMENT_SEQUENCE) {
-      return reject('bad_sequence', `sequence is 0x${input.sequence.toString(16)}, expected 0xfffffffd`, at);
-    }
+    const sequence = checkSequence(input, i);
+    if (sequence) return sequence;
     const name = outpointText(input);
     if (spends.has(name)) return reject('duplicate_input', `${name} is spent twice`, at);
     spends.add(name);

@@ -11,6 +11,7 @@ import { EvmObserver, type OrphanedRequest } from '../../../src/evm/observer.js'
 import { getRequest, listRequests, stageStatus } from '../../../src/evm/request-store.js';
 import { EvmRpc } from '../../../src/evm/rpc.js';
 import { Store } from '../../../src/storage/store.js';
+import type { RequestRecord } from '../../../src/storage/records.js';
 import { repoRoot } from '../../support/paths.js';
 import { openTempStore, tempDir, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 
@@ -52,6 +53,17 @@ async function request(address: Uint8Array | string, value: bigint): Promise<str
   const tx = await wallet.sendTransaction({ to: BRIDGE_ADDRESS, data, value });
   await tx.wait();
   return tx.hash.toLowerCase();
+}
+
+/** The request of EVM transaction `txHash`, moved to 'batched' as a signer would: the federation acted on it. */
+async function markBatched(store: Store, txHash: string): Promise<RequestRecord> {
+  const record = (await listRequests(store)).find((r) => r.txHash === txHash)!;
+  await store.exclusive(async () => {
+    const batch = store.batch();
+    stageStatus(batch, record, 'batched', new Date().toISOString());
+    await batch.write({ sync: true });
+  });
+  return record;
 }
 
 /** Ingests every final block; `orphaned` lists what the observer reported orphaned. */
@@ -293,12 +305,7 @@ describe('ingestion on a real anvil', () => {
     const quiet = await request(GOOD, parseEther('0.05'));
     const acted = await request(GOOD, parseEther('0.06'));
     await ingestAll(store, 0);
-    const actedRecord = (await listRequests(store)).find((r) => r.txHash === acted)!;
-    await store.exclusive(async () => {
-      const batch = store.batch();
-      stageStatus(batch, actedRecord, 'batched', new Date().toISOString());
-      await batch.write({ sync: true });
-    });
+    const actedRecord = await markBatched(store, acted);
     await rpc.call('evm_revert', [snapshot]);
     await rpc.call('anvil_mine', ['0x4']);
     const observer = await ingestAll(store, 0);
@@ -317,12 +324,7 @@ describe('ingestion on a real anvil', () => {
     const snapshot = await rpc.call<string>('evm_snapshot');
     const acted = await request(GOOD, parseEther('0.07'));
     await ingestAll(store, 0);
-    const record = (await listRequests(store)).find((r) => r.txHash === acted)!;
-    await store.exclusive(async () => {
-      const batch = store.batch();
-      stageStatus(batch, record, 'batched', new Date().toISOString());
-      await batch.write({ sync: true });
-    });
+    const record = await markBatched(store, acted);
     await rpc.call('anvil_mine', ['0x2']);
     // the node answers this sync's eth_getLogs from the old chain, then reorganises to a longer
     // one without the request before the sync reads the range's last block
