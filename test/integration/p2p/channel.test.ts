@@ -102,7 +102,9 @@ describe('links are bound to their TLS channel', { timeout: 30_000 }, () => {
     b.on('peer_down', () => downs++);
     try {
       await Promise.all([a.start(), b.start()]);
-      await until(() => b.connectedPeers().length === 1, 'link through the proxy');
+      // each side marks the link up when its own half of the handshake ends: a send from a before a
+      // has seen it up is refused, so wait for both
+      await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'link through the proxy');
       assert.ok(a.send(toHex(ms[1]!.key), 'note', { text: 'before' }));
       await until(() => got.includes('before'), 'a frame before tampering');
 
