@@ -9,8 +9,7 @@ import { serializeTx, type Transaction } from '../../src/bitcoin/tx.js';
 import { decideRequest } from '../../src/evm/decider.js';
 import { requestId } from '../../src/evm/request-id.js';
 import { getRequests, stageNewRequest } from '../../src/evm/request-store.js';
-import * as stages from '../../src/metrics/stages.js';
-import { clockNs, STAGE_CLOCK } from '../../src/metrics/stages.js';
+import { clockNs, STAGE_CLOCK, timeAsync } from '../../src/metrics/stages.js';
 import { declaredOutputs } from '../../src/node/member.js';
 import { settleLocally } from '../../src/node/settlement.js';
 import { recordFinalized } from '../../src/node/finalize.js';
@@ -105,7 +104,7 @@ async function timed(count: number, fn: () => Promise<void>): Promise<Phase> {
 function ingestAll(store: Store, logs: ReturnType<typeof requestLogs>): Promise<void> {
   const at = new Date().toISOString();
   return store.transaction((batch) =>
-    stages.timeAsync('decide', async () => {
+    timeAsync('decide', async () => {
       for (const log of logs) {
         const d = decideRequest(log.address, log.wei, 'regtest');
         stageNewRequest(
