@@ -100,11 +100,12 @@ describe('links are bound to their TLS channel', { timeout: 30_000 }, () => {
     let downs = 0;
     b.on('message', (_from: string, _type: string, body: { text: string }) => got.push(body.text));
     b.on('peer_down', () => downs++);
+    // each side marks the link up when its own half of the handshake ends, and a send before that
+    // is refused: a link is up when both ends say so
+    const linked = (): boolean => a.connectedPeers().length === 1 && b.connectedPeers().length === 1;
     try {
       await Promise.all([a.start(), b.start()]);
-      // each side marks the link up when its own half of the handshake ends: a send from a before a
-      // has seen it up is refused, so wait for both
-      await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'link through the proxy');
+      await until(linked, 'link through the proxy');
       assert.ok(a.send(toHex(ms[1]!.key), 'note', { text: 'before' }));
       await until(() => got.includes('before'), 'a frame before tampering');
 
@@ -114,7 +115,7 @@ describe('links are bound to their TLS channel', { timeout: 30_000 }, () => {
       assert.equal(proxy.flipped(), 1);
       assert.ok(!got.includes('tampered'), 'the tampered record delivered nothing');
 
-      await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'redialed');
+      await until(linked, 'redialed');
       assert.ok(a.send(toHex(ms[1]!.key), 'note', { text: 'after' }));
       await until(() => got.includes('after'), 'a frame on the new link');
     } finally {
