@@ -31,5 +31,7 @@ COPY --from=build /app/bin ./bin
 USER node
 VOLUME ["/data"]
 EXPOSE 7700 8080
-ENTRYPOINT ["node", "bin/pegout.js", "node"]
+# a young generation that a round's records die in (src/devnet/federation.ts SHARED_CORE_NODE_FLAGS; a
+# member with cores of its own keeps V8's parallel collector)
+ENTRYPOINT ["node", "--max-semi-space-size=64", "bin/pegout.js", "node"]
 CMD ["--config", "/config/member.json"]
