@@ -15,8 +15,12 @@ import { barChart, histogram } from './svg.js';
 // native addon and with the JS fallback forced. Bounded: every configuration has a deadline,
 // every process started is stopped. Writes JSON, a Markdown table and SVG plots.
 
-const HELP = `npm run bench:e2e -- [--requests K] [--only TEXT] [--quick] [--json] [--out DIR] [--timeout SECONDS] [--cpu-prof]
+const HELP = `npm run bench:e2e -- [--requests K] [--only TEXT] [--quick] [--json] [--out DIR] [--timeout SECONDS] [--warmup P | --cold] [--cpu-prof]
   --requests K   requests of each throughput run, all final in one block (default 10000)
+  --warmup P     before the measured requests, P % as many final in one block and paid at every
+                 member, outside every figure (default 20): a member runs for months, so what it
+                 costs per request is measured once V8 has compiled its hot code, not while it does
+  --cold         no warm-up: the members' first requests are the measured ones
   --only TEXT    run only the configurations whose name contains TEXT
   --quick        a tiny run (2-of-3, few requests) that checks the benchmark works
   --json         no progress display; print the JSON result on stdout
@@ -34,6 +38,8 @@ const { values: args, positive } = benchArgs('bench:e2e', HELP, {
   json: { type: 'boolean', default: false },
   out: { type: 'string' },
   timeout: { type: 'string', default: '600' },
+  warmup: { type: 'string', default: '20' },
+  cold: { type: 'boolean', default: false },
   'cpu-prof': { type: 'boolean', default: false },
 });
 const quick = args.quick === true;
@@ -41,6 +47,7 @@ const only = args.only as string | undefined;
 const k = positive((args.requests as string | undefined) ?? (quick ? '6' : '10000'), '--requests');
 const timeoutMs = positive(args.timeout as string, '--timeout') * 1000;
 const outDir = resultsDir(args.out);
+const warmupPercent = args.cold === true ? 0 : positive(args.warmup as string, '--warmup');
 const PEGOUT_SATS = 1_500_000n;
 
 /**
@@ -67,6 +74,8 @@ const FEDERATIONS = [
 ] as const;
 const BACKENDS = ['native', 'js'] as const;
 const requestsOf = (s: Scenario): number => s.bursts * s.perBurst;
+/** The warm-up's requests: sent and paid before the measured ones, in no figure. */
+const warmupOf = (s: Scenario): number => Math.ceil((requestsOf(s) * warmupPercent) / 100);
 const paced = (s: Scenario): boolean => s.bursts > 1;
 
 const scenarios = (
@@ -205,7 +214,7 @@ async function usage(pid: number | undefined): Promise<{ cpuSeconds: number; pea
  * From the members' JSON logs: proposal → first finalization, per payment, and when the last
  * member recorded its last finalized payment (the /metrics counts lag by up to a second).
  */
-async function samples(devnet: Devnet): Promise<{ payments: PaymentSample[]; lastFinalizedAt: number }> {
+async function samples(devnet: Devnet, since: number): Promise<{ payments: PaymentSample[]; lastFinalizedAt: number }> {
   const proposed = new Map<string, { at: number; inputs: number; outputs: number }>();
   const finalized = new Map<string, number>();
   let lastFinalizedAt = 0;
@@ -215,7 +224,9 @@ async function samples(devnet: Devnet): Promise<{ payments: PaymentSample[]; las
       const e = JSON.parse(line) as { ts: string; event: string; txid?: string; inputs?: number; requests?: number };
       if (!e.txid) continue;
       const at = Date.parse(e.ts);
-      if (e.event === 'proposed') proposed.set(e.txid, { at, inputs: e.inputs ?? 0, outputs: e.requests ?? 0 });
+      // the warm-up's payments were all finalized before the measured requests were sent
+      if (e.event === 'proposed' && at >= since)
+        proposed.set(e.txid, { at, inputs: e.inputs ?? 0, outputs: e.requests ?? 0 });
       if (e.event === 'finalized') {
         finalized.set(e.txid, Math.min(finalized.get(e.txid) ?? Infinity, at));
         lastFinalizedAt = Math.max(lastFinalizedAt, at);
@@ -228,19 +239,28 @@ async function samples(devnet: Devnet): Promise<{ payments: PaymentSample[]; las
   return { payments, lastFinalizedAt };
 }
 
+/**
+ * How often waitPaid scrapes every member's /metrics. Only when the run ends depends on it, not what it
+ * measures (throughput ends at the members' own finalization times, latency is theirs too), while each
+ * scrape is CPU the member spends on the harness: at every 50 ms, 20 scrapes a second per member were
+ * about 3 % of a member's main thread in a 5-of-7 throughput run, hundreds of times Prometheus's pace.
+ */
+const PROGRESS_POLL_MS = 250;
+
 /** Waits until every member holds `count` requests in finalized payments; reports progress from `started`. */
 async function waitPaid(devnet: Devnet, s: Scenario, count: number, started: number, deadline: number): Promise<void> {
+  const total = warmupOf(s) + requestsOf(s);
   for (;;) {
     const counts = await Promise.all(
       devnet.members.map((m) => requestCounts(m).catch(() => ({}) as Record<string, number>)),
     );
     const paid = Math.min(...counts.map((c) => c.signed ?? 0));
     progress(
-      `${s.name}: in finalized payments at every member ${paid}/${requestsOf(s)}, ${(paid / ((Date.now() - started) / 1000)).toFixed(0)} req/s`,
+      `${s.name}: in finalized payments at every member ${paid}/${total}, ${(paid / ((Date.now() - started) / 1000)).toFixed(0)} req/s`,
     );
     if (paid >= count) return;
-    if (Date.now() > deadline) throw new Error(`deadline: ${paid}/${requestsOf(s)} paid after ${timeoutMs / 1000} s`);
-    await sleep(50);
+    if (Date.now() > deadline) throw new Error(`deadline: ${paid}/${total} paid after ${timeoutMs / 1000} s`);
+    await sleep(PROGRESS_POLL_MS);
   }
 }
 
@@ -252,26 +272,37 @@ const monotonicOf = (dateMs: number): number => monotonicUs() - (Date.now() - da
 const profiled = (s: Scenario): boolean => args['cpu-prof'] === true && !paced(s);
 const profileName = (s: Scenario): string => `profile-${s.t}of${s.n}`;
 
-/** Sends the bursts, each paid before the next; the members' CPU counters around it; when the last became final. */
+/**
+ * Sends the warm-up, paid before anything is measured, then the bursts, each paid before the next; the members' CPU
+ * counters around the bursts; when the last became final.
+ */
 async function drive(
   devnet: Devnet,
   s: Scenario,
   deadline: number,
 ): Promise<{ started: number; finalAt: number; finalMono: number; before: CpuReading[]; after: CpuReading[] }> {
   const rpc = new EvmRpc(devnet.anvil.url);
+  const burst = async (label: string, count: number): Promise<number> => {
+    progress(`${s.name}: sending ${label}`);
+    const sent = await sendPegouts(rpc, count, PEGOUT_SATS, {
+      inOneBlock: { confirmations: 1, blockSeconds: 1 },
+      onSent: (x) => progress(`${s.name}: ${label}: sent ${x}/${count}`),
+    });
+    return sent.finalAt!;
+  };
+  const warm = warmupOf(s);
+  if (warm > 0) {
+    await burst('warm-up', warm);
+    await waitPaid(devnet, s, warm, Date.now(), deadline);
+  }
   const before = await Promise.all(devnet.members.map(readCpu));
   const started = Date.now();
   let finalAt = started;
   let finalMono = monotonicUs();
   for (let b = 0; b < s.bursts; b++) {
-    progress(`${s.name}: sending burst ${b + 1}/${s.bursts}`);
-    const sent = await sendPegouts(rpc, s.perBurst, PEGOUT_SATS, {
-      inOneBlock: { confirmations: 1, blockSeconds: 1 },
-      onSent: (x) => progress(`${s.name}: burst ${b + 1}/${s.bursts}: sent ${x}/${s.perBurst}`),
-    });
-    finalAt = sent.finalAt!;
+    finalAt = await burst(`burst ${b + 1}/${s.bursts}`, s.perBurst);
     finalMono = monotonicOf(finalAt);
-    await waitPaid(devnet, s, (b + 1) * s.perBurst, started, deadline);
+    await waitPaid(devnet, s, warm + (b + 1) * s.perBurst, started, deadline);
   }
   const after = await Promise.all(devnet.members.map(readCpu));
   return { started, finalAt, finalMono, before, after };
@@ -302,7 +333,7 @@ async function writeProfile(s: Scenario, profileDir: string, window: { from: num
 async function run(s: Scenario, rates: { sign: number; verify: number }): Promise<Result> {
   const dir = await mkdtemp(join(tmpdir(), 'pegout-bench-'));
   const requests = requestsOf(s);
-  const count = Math.ceil((requests * Number(PEGOUT_SATS) * 1.3) / s.outputSats) + 10;
+  const count = Math.ceil(((warmupOf(s) + requests) * Number(PEGOUT_SATS) * 1.3) / s.outputSats) + 10;
   const profileDir = join(dir, 'cpu-prof');
   let devnet: Devnet | undefined;
   const deadline = Date.now() + timeoutMs;
@@ -324,7 +355,7 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
     const { started, finalAt, finalMono, before, after } = await drive(devnet, s, deadline);
     const members = await Promise.all(devnet.members.map((m) => usage(m.process?.pid)));
     await devnet.stop();
-    const { payments: list, lastFinalizedAt: done } = await samples(devnet);
+    const { payments: list, lastFinalizedAt: done } = await samples(devnet, started);
     if (profiled(s)) await writeProfile(s, profileDir, { from: finalMono, to: monotonicOf(done) });
     const latencies = list.map((x) => x.latencyMs).sort((a, b) => a - b);
     const inputs = list.map((x) => x.inputs);
@@ -429,6 +460,9 @@ const markdown = [
   ...rows,
   '',
   'Latency: proposal sent → first member holding t verified signature sets; "paced" runs send bursts that are each final in one block, one payment round in flight. Throughput ("at once" runs): every request is final in one block (anvil mining paused while they are sent); from the first request sent, or from the block that made them final, to every request in a finalized payment at every member. Lower bound: each member signs every input once and verifies t−1 sets at the raw libsecp256k1 rates, n members sharing the cores.',
+  warmupPercent > 0
+    ? `Warm-up: before the measured requests, ${warmupPercent} % as many were final in one block and paid at every member; they are in no figure but the members' CPU s and peak RSS, which cover each process's life.`
+    : "No warm-up (--cold): the measured requests are each member's first.",
   ...targets(),
   '',
   `CPU µs per request per member, by stage (clock: ${results.find((r) => r.ok)?.stageClock ?? '—'}), from each member's own counters (\`pegout_stage_cpu_seconds_total\` in /metrics) read before the first request was sent and after the last was paid: the mean over the members, and the member whose process used the most CPU. sighash_sign and verify include the signing worker's CPU. What each figure measures and its error: the section after the table.`,
@@ -440,6 +474,7 @@ const markdown = [
 const json = {
   machine,
   quick,
+  warmupPercent,
   rawRates: { sign: rates.sign, verify: rates.verify },
   results: results.map(({ samples: s, ...rest }) => ({ ...rest, latenciesMs: s.map((x) => x.latencyMs) })),
 };
