@@ -412,19 +412,27 @@ class Lock {
 }
 
 /**
- * RocksDB's memory, bounded (@nxtedition/rocksdb binding.cc InitOptions; durability unchanged: same
- * WAL, same synced writes). The binding's defaults leave it to grow with write volume and history:
+ * RocksDB's memory bounded and its CPU kept flat as the store grows (@nxtedition/rocksdb binding.cc
+ * InitOptions; durability unchanged: same WAL, same synced writes). The binding's defaults leave its
+ * memory to grow with write volume and history:
  * - two 64 MB memtables, and every flush buffering all the uncompressed data blocks of the memtable
  *   it writes (ZSTD dictionary training with max_dict_buffer_bytes 0 and no target file size for
  *   flushes: block_based_table_builder.cc), another 64 MB malloc'd and freed per flush by a
  *   background thread, which glibc keeps resident;
  * - index and filter blocks of every table held outside the 8 MB block cache, growing with the store.
- * 'level' with a 32 MB budget: memtables of 8 MB, at most 6 (48 MB) and flushed 2 at a time; L0 and
- * L1 uncompressed, so flushes and L0→L1 compactions build no dictionary, and L2+ compactions buffer
- * at most one 4 MB target file. Index and filter blocks are charged to a 32 MB block cache.
+ * 'universal' with a 32 MB budget: memtables of 8 MB, at most 6 (48 MB) and flushed 2 at a time;
+ * index and filter blocks charged to a 32 MB block cache. No compression, of tables or of the WAL:
+ * with 'level' (L2 and below ZSTD-compressed) the compaction thread's CPU grew with the store, to
+ * about 200 µs per request of a 2-of-3 member by its 190,000th request (bench/results/README.md,
+ * "Growth"), and compressing the WAL costs the writing thread, the main one, CPU on every batch.
+ * Universal compaction rewrites each record fewer times than levelled compaction; with nothing
+ * compressed no table builder buffers blocks for a dictionary. The price is disk: a record is stored
+ * uncompressed, and a full compaction may briefly need as much free space again as the store.
  */
-const MEMORY_OPTIONS = {
-  compaction: 'level',
+const STORE_OPTIONS = {
+  compaction: 'universal',
+  compression: false,
+  walCompression: false,
   memtableMemoryBudget: 32 * 2 ** 20,
   cacheSize: 32 * 2 ** 20,
   cacheIndexAndFilterBlocks: true,
@@ -469,7 +477,7 @@ export class Store implements StoreReader {
         { dir },
       );
     }
-    const db = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer', ...MEMORY_OPTIONS });
+    const db = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer', ...STORE_OPTIONS });
     try {
       await db.open({ createIfMissing: true });
     } catch (err) {
