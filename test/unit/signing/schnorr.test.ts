@@ -199,6 +199,31 @@ describe('argument checks (same codes from both backends)', () => {
     }
   }
 
+  it('a batch whose keys change from item to item gives each item its own verdict', () => {
+    // the addon parses a key once for a run of items that carry the same bytes: every change of key,
+    // an unparsable one between two runs of the same key included, must still be judged per item
+    const [skA, skB] = [randomBytes(32), randomBytes(32)];
+    const offCurve = Buffer.alloc(32, 0xff);
+    const plan: ('A' | 'B' | 'bad')[] = ['A', 'A', 'bad', 'A', 'B', 'B', 'bad', 'bad', 'A', 'B'];
+    const msgs = randomBytes(32 * plan.length);
+    for (const backend of backends) {
+      const sigA = backend.signBatch(skA, msgs, 'zero');
+      const sigB = backend.signBatch(skB, msgs, 'zero');
+      const pk = { A: backend.xonlyPublicKey(skA), B: backend.xonlyPublicKey(skB), bad: offCurve };
+      const sigs = Buffer.concat(plan.map((k, i) => (k === 'B' ? sigB : sigA).subarray(64 * i, 64 * i + 64)));
+      const keys = Buffer.concat(plan.map((k) => pk[k]));
+      const expected = plan.map((k) => (k === 'bad' ? 0 : 1));
+      assert.deepEqual([...backend.verifyBatch(sigs, msgs, keys)], expected, backend.name);
+      // A's signature under B's key (and the reverse) fails, though the previous item's key verified it
+      const swapped = Buffer.concat(plan.map((k, i) => (k === 'B' ? sigA : sigB).subarray(64 * i, 64 * i + 64)));
+      assert.deepEqual(
+        [...backend.verifyBatch(swapped, msgs, keys)],
+        plan.map(() => 0),
+        backend.name,
+      );
+    }
+  });
+
   it('an invalid public key or signature is a failed verification, not an error', () => {
     for (const backend of backends) {
       assert.deepEqual([...backend.verifyBatch(Buffer.alloc(64, 0xff), Buffer.alloc(32), Buffer.alloc(32, 0xff))], [0]);
