@@ -193,7 +193,7 @@ static int verify_one(addon_state *st, const unsigned char *sig64, const unsigne
 /*
  * A batch is one member's signatures over one transaction, so every item usually carries the same
  * key: it is parsed (a square root) when its bytes differ from the item before's, not for each item.
- * The outcome is the same as verify_one's for every item, an unparsable key included.
+ * NULL for a key that is not on the curve, as verify_one fails it.
  */
 typedef struct {
   unsigned char bytes[32];
@@ -201,13 +201,13 @@ typedef struct {
   int have, parsed;
 } key_cache;
 
-static int verify_cached(addon_state *st, key_cache *cache, const unsigned char *sig64, const unsigned char *msg32, const unsigned char *key32) {
+static const secp256k1_xonly_pubkey *cached_key(addon_state *st, key_cache *cache, const unsigned char *key32) {
   if (!cache->have || memcmp(cache->bytes, key32, 32) != 0) {
     memcpy(cache->bytes, key32, 32);
     cache->parsed = secp256k1_xonly_pubkey_parse(st->ctx, &cache->xonly, key32);
     cache->have = 1;
   }
-  return cache->parsed && secp256k1_schnorrsig_verify(st->ctx, sig64, msg32, 32, &cache->xonly);
+  return cache->parsed ? &cache->xonly : NULL;
 }
 
 /* verifyBatch(signatures: N*64, messages: N*32, pubkeys: N*32) -> N bytes, 1 valid / 0 invalid */
@@ -225,7 +225,10 @@ static napi_value verify_batch(napi_env env, napi_callback_info info) {
   if (sigs.length / 64 != n || keys.length / 32 != n)
     THROW(env, "ERR_BUFFER_LENGTH", "batch sizes differ: %zu signatures, %zu messages, %zu pubkeys", sigs.length / 64, n, keys.length / 32);
   NAPI_OK(env, napi_create_buffer(env, n, (void **)&out, &result));
-  for (i = 0; i < n; i++) out[i] = verify_cached(st, &cache, sigs.data + 64 * i, msgs.data + 32 * i, keys.data + 32 * i);
+  for (i = 0; i < n; i++) {
+    const secp256k1_xonly_pubkey *key = cached_key(st, &cache, keys.data + 32 * i);
+    out[i] = key != NULL && secp256k1_schnorrsig_verify(st->ctx, sigs.data + 64 * i, msgs.data + 32 * i, 32, key);
+  }
   return result;
 }
 
