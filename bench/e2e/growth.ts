@@ -1,11 +1,11 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { requestCounts, startDevnet, type Devnet } from '../../src/devnet/federation.js';
+import { startDevnet, type Devnet } from '../../src/devnet/federation.js';
 import { sendPegouts } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
 import { benchArgs, resultsDir } from './args.js';
+import { finalizations, waitFinalized } from './progress.js';
 import { perRequest, readCpu, summarize } from './stages.js';
 
 // Does a member's cost per request grow with its history? One federation of member processes pays
@@ -65,22 +65,15 @@ async function rssMb(pid: number | undefined): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
 }
 
-/** Waits until every member holds `count` requests in finalized payments. */
-async function waitSigned(devnet: Devnet, count: number): Promise<void> {
-  for (;;) {
-    const counts = await Promise.all(devnet.members.map((m) => requestCounts(m).catch(() => ({}))));
-    const signed = Math.min(...counts.map((c: Record<string, number>) => c.signed ?? 0));
-    process.stderr.write(`\r${signed}/${count} in finalized payments at every member   `);
-    if (signed >= count) return;
-    await sleep(100);
-  }
-}
-
 async function runBlock(devnet: Devnet, rpc: EvmRpc, block: number): Promise<BlockResult> {
   const before = await Promise.all(devnet.members.map(readCpu));
   const sent = await sendPegouts(rpc, perBlock, PEGOUT_SATS, { inOneBlock: { confirmations: 1, blockSeconds: 1 } });
-  await waitSigned(devnet, (block + 1) * perBlock);
-  const seconds = (Date.now() - sent.finalAt!) / 1000;
+  const paid = (block + 1) * perBlock;
+  await waitFinalized(devnet, paid, (finalized) =>
+    process.stderr.write(`\r${finalized}/${paid} in finalized payments at every member   `),
+  );
+  // until the last member's last finalization, by the members' own clocks: not the next scrape
+  const seconds = ((await finalizations(devnet, sent.finalAt!)).lastFinalizedAt - sent.finalAt!) / 1000;
   const after = await Promise.all(devnet.members.map(readCpu));
   const costs = before.map((b, i) => perRequest(b, after[i]!, perBlock));
   const rss = await Promise.all(devnet.members.map((m) => rssMb(m.process?.pid)));

@@ -1,12 +1,12 @@
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { requestCounts, startDevnet, type Devnet } from '../../src/devnet/federation.js';
+import { startDevnet, type Devnet } from '../../src/devnet/federation.js';
 import { sendPegouts } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
 import { benchArgs, resultsDir } from './args.js';
+import { finalizations, waitFinalized, type PaymentSample } from './progress.js';
 import { loadProfile, mainThreadProfile, profileMarkdown, summarizeProfile } from './profile.js';
 import { perRequest, readCpu, STAGE_TABLE_HEADER, stageRows, type CpuReading, type StageCost } from './stages.js';
 import { barChart, histogram } from './svg.js';
@@ -145,13 +145,6 @@ if (scenarios.length === 0) {
   process.exit(2);
 }
 
-interface PaymentSample {
-  readonly txid: string;
-  readonly inputs: number;
-  readonly outputs: number;
-  readonly latencyMs: number;
-}
-
 interface Result {
   readonly scenario: Scenario;
   readonly ok: boolean;
@@ -210,58 +203,16 @@ async function usage(pid: number | undefined): Promise<{ cpuSeconds: number; pea
   }
 }
 
-/**
- * From the members' JSON logs: proposal → first finalization, per payment, and when the last
- * member recorded its last finalized payment (the /metrics counts lag by up to a second).
- */
-async function samples(devnet: Devnet, since: number): Promise<{ payments: PaymentSample[]; lastFinalizedAt: number }> {
-  const proposed = new Map<string, { at: number; inputs: number; outputs: number }>();
-  const finalized = new Map<string, number>();
-  let lastFinalizedAt = 0;
-  for (const m of devnet.members) {
-    for (const line of (await readFile(m.logFile, 'utf8')).split('\n')) {
-      if (!line.startsWith('{')) continue;
-      const e = JSON.parse(line) as { ts: string; event: string; txid?: string; inputs?: number; requests?: number };
-      if (!e.txid) continue;
-      const at = Date.parse(e.ts);
-      // the warm-up's payments were all finalized before the measured requests were sent
-      if (e.event === 'proposed' && at >= since)
-        proposed.set(e.txid, { at, inputs: e.inputs ?? 0, outputs: e.requests ?? 0 });
-      if (e.event === 'finalized') {
-        finalized.set(e.txid, Math.min(finalized.get(e.txid) ?? Infinity, at));
-        lastFinalizedAt = Math.max(lastFinalizedAt, at);
-      }
-    }
-  }
-  const payments = [...proposed].flatMap(([txid, p]) =>
-    finalized.has(txid) ? [{ txid, inputs: p.inputs, outputs: p.outputs, latencyMs: finalized.get(txid)! - p.at }] : [],
-  );
-  return { payments, lastFinalizedAt };
-}
-
-/**
- * How often waitPaid scrapes every member's /metrics. Only when the run ends depends on it, not what it
- * measures (throughput ends at the members' own finalization times, latency is theirs too), while each
- * scrape is CPU the member spends on the harness: at every 50 ms, 20 scrapes a second per member were
- * about 3 % of a member's main thread in a 5-of-7 throughput run, hundreds of times Prometheus's pace.
- */
-const PROGRESS_POLL_MS = 250;
-
 /** Waits until every member holds `count` requests in finalized payments; reports progress from `started`. */
 async function waitPaid(devnet: Devnet, s: Scenario, count: number, started: number, deadline: number): Promise<void> {
   const total = warmupOf(s) + requestsOf(s);
-  for (;;) {
-    const counts = await Promise.all(
-      devnet.members.map((m) => requestCounts(m).catch(() => ({}) as Record<string, number>)),
-    );
-    const paid = Math.min(...counts.map((c) => c.signed ?? 0));
+  await waitFinalized(devnet, count, (paid) => {
     progress(
       `${s.name}: in finalized payments at every member ${paid}/${total}, ${(paid / ((Date.now() - started) / 1000)).toFixed(0)} req/s`,
     );
-    if (paid >= count) return;
-    if (Date.now() > deadline) throw new Error(`deadline: ${paid}/${total} paid after ${timeoutMs / 1000} s`);
-    await sleep(PROGRESS_POLL_MS);
-  }
+    if (paid < count && Date.now() > deadline)
+      throw new Error(`deadline: ${paid}/${total} paid after ${timeoutMs / 1000} s`);
+  });
 }
 
 /** Monotonic µs, the clock of V8's CPU profiles. */
@@ -355,7 +306,7 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
     const { started, finalAt, finalMono, before, after } = await drive(devnet, s, deadline);
     const members = await Promise.all(devnet.members.map((m) => usage(m.process?.pid)));
     await devnet.stop();
-    const { payments: list, lastFinalizedAt: done } = await samples(devnet, started);
+    const { payments: list, lastFinalizedAt: done } = await finalizations(devnet, started);
     if (profiled(s)) await writeProfile(s, profileDir, { from: finalMono, to: monotonicOf(done) });
     const latencies = list.map((x) => x.latencyMs).sort((a, b) => a - b);
     const inputs = list.map((x) => x.inputs);
