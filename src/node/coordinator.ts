@@ -85,6 +85,13 @@ export const COORDINATOR_CAPS = {
   /** Proposals kept for retry or as rivals. */
   retry: 1000,
   rivals: 1000,
+  /**
+   * Finalized payments kept to announce to a peer that (re)connects, the newest: each holds its whole
+   * body (up to a thousand outputs and request ids), and without Bitcoin Core to settle them (declared
+   * funding) or while it is down they would accumulate for ever. A peer that was away for longer
+   * learns the older ones from the chain (settlement's chainpay/), or from the members that finalized them.
+   */
+  unsettled: 128,
 } as const;
 
 interface OpenProposal {
@@ -109,7 +116,7 @@ export class Coordinator {
   private readonly rivals = new Map<string, OpenProposal>();
   /** Signatures that arrived before their proposal (bounded: EARLY_CAPS). */
   private readonly early: EarlySignatures;
-  /** Finalized payments not yet paid, announced to peers that (re)connect. */
+  /** Finalized payments not yet paid, announced to peers that (re)connect (bounded: the newest, keepUnsettled). */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
   private lastSlot = -1;
@@ -220,7 +227,7 @@ export class Coordinator {
     for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
       const requests = await Promise.all(f.requestIds.map((id) => getRequest(this.o.store, id)));
       if (requests.some((r) => r && r.status !== 'paid'))
-        this.unsettled.set(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
+        this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
       for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
     }
   }
@@ -267,6 +274,7 @@ export class Coordinator {
     retry: number;
     rivals: number;
     awaitingOperator: number;
+    unsettled: number;
   } {
     const early = this.early.size();
     return {
@@ -276,6 +284,7 @@ export class Coordinator {
       retry: this.retry.size,
       rivals: this.rivals.size,
       awaitingOperator: this.awaitingOperator.size,
+      unsettled: this.unsettled.size,
     };
   }
 
@@ -303,6 +312,12 @@ export class Coordinator {
   /** Members (this one included) that are paused, as far as this member knows. */
   pausedMembers(): number {
     return this.pausedPeers.size + (this.o.paused() ? 1 : 0);
+  }
+
+  /** Keeps `body` to announce; past COORDINATOR_CAPS.unsettled the oldest kept is dropped. */
+  private keepUnsettled(txid: string, body: FinalizedBody): void {
+    this.unsettled.set(txid, body);
+    if (this.unsettled.size > COORDINATOR_CAPS.unsettled) this.unsettled.delete(this.unsettled.keys().next().value!);
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */
@@ -785,7 +800,7 @@ export class Coordinator {
     if (!record) return;
     for (const loser of record.superseded ?? []) this.forget(loser);
     for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });
-    this.unsettled.set(txid, body);
+    this.keepUnsettled(txid, body);
     this.o.metrics?.rounds.inc({ outcome: 'finalized' });
     const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
     if (made) this.o.metrics?.paymentLatency.observe(Math.max(0, Date.now() - Date.parse(made.at)) / 1000);

@@ -9,7 +9,7 @@ import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
 import { freePort } from '../../../src/evm/anvil.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { listRequests, stageNewRequest } from '../../../src/evm/request-store.js';
-import { Coordinator } from '../../../src/node/coordinator.js';
+import { Coordinator, COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { settleLocally } from '../../../src/node/settlement.js';
 import { createLogger } from '../../../src/node/log.js';
@@ -18,7 +18,7 @@ import { PeerNetwork } from '../../../src/p2p/network.js';
 import { checkFinalizedWitnesses } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { cursorKey, SPACES } from '../../../src/storage/keys.js';
+import { cursorKey, finalizedKey, SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
@@ -420,6 +420,41 @@ describe('transaction coordinator, members in one process on loopback', () => {
       assert.ok(held.earlySets <= EARLY_CAPS.perPeer, `${held.earlySets} sets held`);
     }
     assert.ok(most <= EARLY_CAPS.bytesPerPeer, `${most} bytes held, the cap is ${EARLY_CAPS.bytesPerPeer} per peer`);
+  });
+
+  it('keeps only the newest finalized payments not yet paid to announce, however many there are', async (t) => {
+    // with no Bitcoin Core to settle them, finalized payments stay unpaid: more than the cap, each with its body
+    const finalized = COORDINATOR_CAPS.unsettled + 20;
+    const lines: string[] = [];
+    const { members } = await startMembers(
+      t,
+      {
+        members: 3,
+        threshold: 2,
+        requests: 1,
+        utxos: [],
+        before: async (_i, store) => {
+          const batch = store.batch();
+          for (let k = 0; k < finalized; k++) {
+            const txid = hex32(0xf1000 + k);
+            batch.put(finalizedKey(txid), {
+              txid,
+              tx: new Uint8Array(60_000),
+              prevouts: [],
+              requestIds: [requestId(0)],
+              unmatched: {},
+              fee: 1000n,
+              vsize: 100,
+              conflicts: [],
+              at: 'then',
+            } satisfies FinalizedRecord);
+          }
+          await batch.write({ sync: true });
+        },
+      },
+      lines,
+    );
+    for (const m of members) assert.equal(m.coordinator.held().unsettled, COORDINATOR_CAPS.unsettled);
   });
 
   it('looks up a federation output it does not know in Bitcoin Core before refusing a proposal that spends it', async (t) => {
