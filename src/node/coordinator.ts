@@ -86,10 +86,11 @@ export const COORDINATOR_CAPS = {
   retry: 1000,
   rivals: 1000,
   /**
-   * Finalized payments kept to announce to a peer that (re)connects, the newest: each holds its whole
+   * Finalized payments kept to announce to a peer that (re)connects, the last kept (the newest while
+   * the member runs; after a restart, recover() keeps the last in txid order): each holds its whole
    * body (up to a thousand outputs and request ids), and without Bitcoin Core to settle them (declared
    * funding) or while it is down they would accumulate for ever. A peer that was away for longer
-   * learns the older ones from the chain (settlement's chainpay/), or from the members that finalized them.
+   * learns the others from the chain (settlement's chainpay/), or from the members that finalized them.
    */
   unsettled: 128,
 } as const;
@@ -116,7 +117,7 @@ export class Coordinator {
   private readonly rivals = new Map<string, OpenProposal>();
   /** Signatures that arrived before their proposal (bounded: EARLY_CAPS). */
   private readonly early: EarlySignatures;
-  /** Finalized payments not yet paid, announced to peers that (re)connect (bounded: the newest, keepUnsettled). */
+  /** Finalized payments not yet paid, announced to peers that (re)connect (bounded: keepUnsettled). */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
   private lastSlot = -1;

@@ -422,7 +422,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
     assert.ok(most <= EARLY_CAPS.bytesPerPeer, `${most} bytes held, the cap is ${EARLY_CAPS.bytesPerPeer} per peer`);
   });
 
-  it('keeps only the newest finalized payments not yet paid to announce, however many there are', async (t) => {
+  it('keeps at most COORDINATOR_CAPS.unsettled finalized payments not yet paid to announce, however many there are', async (t) => {
     // with no Bitcoin Core to settle them, finalized payments stay unpaid: more than the cap, each with its body
     const finalized = COORDINATOR_CAPS.unsettled + 20;
     const lines: string[] = [];
