@@ -190,7 +190,7 @@ async function round(
       const witnesses = assembleWitnesses(federation, bySigner, tx.inputs.length);
       const full: Transaction = { ...tx, inputs: tx.inputs.map((input, j) => ({ ...input, witness: witnesses[j]! })) };
       const body = { tx: serializeTx(full), prevouts, requestIds: proposals[i]!.requestIds };
-      const record = await recordFinalized(store, federation, txid, full, body, `finalized in ${txid}`);
+      const record = await recordFinalized(store, federation, txid, full, body, `finalized in ${txid}`, DEFAULT_LIMITS);
       if (record) await settleLocally(store, federation, record);
     }
   });

@@ -29,7 +29,7 @@ import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type Si
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
-import type { Outflow } from './outflow.js';
+import { stageOutflow, windowOutflow, type Outflow } from './outflow.js';
 import { overRequestLimit } from '../wallet/limits.js';
 import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
 
@@ -243,6 +243,8 @@ export class Coordinator {
     const changed = await this.o.store.transaction(async (batch) => {
       const at = new Date().toISOString();
       const records = new Map<string, FinalizedRecord>();
+      // not ingested when the payment was recorded, so not counted in the rolling cap then
+      let firstPaid = 0n;
       for (const [id, { txid, output }] of this.late) {
         const r = await getRequest(batch, id);
         if (!r) continue;
@@ -258,10 +260,12 @@ export class Coordinator {
         )
           continue;
         stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+        firstPaid += r.sats;
         const { [id]: _matched, ...unmatched } = f.unmatched;
         records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
       }
       for (const [txid, f] of records) batch.put(finalizedKey(txid), f);
+      stageOutflow(batch, await windowOutflow(batch, this.o.outflow.limits), firstPaid);
       return [...records.values()];
     });
     for (const record of changed) await this.o.onLateMatched?.(record);
@@ -797,7 +801,15 @@ export class Coordinator {
 
   /** Records a finalized payment (finalize.ts), then announces it to reconnecting peers and hands it on. */
   private async recordFinal(txid: string, signed: Transaction, body: FinalizedBody, from: string): Promise<void> {
-    const record = await recordFinalized(this.o.store, this.o.federation, txid, signed, body, `finalized in ${txid}`);
+    const record = await recordFinalized(
+      this.o.store,
+      this.o.federation,
+      txid,
+      signed,
+      body,
+      `finalized in ${txid}`,
+      this.o.outflow.limits,
+    );
     if (!record) return;
     for (const loser of record.superseded ?? []) this.forget(loser);
     for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });

@@ -14,6 +14,8 @@ import { parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
+import { stageOutflow, windowOutflow } from './outflow.js';
+import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
 import type {
@@ -97,9 +99,12 @@ export async function recordFinalized(
   signed: Transaction,
   body: FinalizedBody,
   detail: string,
+  limits: OutflowLimits,
 ): Promise<FinalizedRecord | undefined> {
   return store.transaction((batch) =>
-    stages.timeAsync('finalize_record', () => stageFinalized(store, federation, batch, txid, signed, body, detail)),
+    stages.timeAsync('finalize_record', () =>
+      stageFinalized(store, federation, batch, txid, signed, body, detail, limits),
+    ),
   );
 }
 
@@ -112,6 +117,7 @@ async function stageFinalized(
   signed: Transaction,
   body: FinalizedBody,
   detail: string,
+  limits: OutflowLimits,
 ): Promise<FinalizedRecord | undefined> {
   if (await store.get(keys.finalizedKey(txid))) return undefined;
   const at = new Date().toISOString();
@@ -127,6 +133,8 @@ async function stageFinalized(
   // supersession check below reads the same lists
   const paymentsOf = new Map(body.requestIds.map((id, k) => [id, lists[k]!]));
   const current = new Map<string, { r: RequestRecord | undefined; payments: readonly string[] }>();
+  // requests with no payment recorded here before (so this member signed none) enter the rolling cap
+  let firstPaid = 0n;
   // output k + 1 pays the k-th committed request
   for (const [k, id] of body.requestIds.entries()) {
     let { r, payments } = current.get(id) ?? { r: records[k], payments: lists[k]! };
@@ -140,6 +148,7 @@ async function stageFinalized(
     }
     if (r?.scriptPubKey && output && Buffer.compare(output.scriptPubKey, r.scriptPubKey) === 0) {
       requestIds.push(id);
+      if (payments.length === 0) firstPaid += r.sats;
       payments = stagePaymentOf(batch, identities[k]!, payments, txid);
       if (QUEUED.has(r.status) || r.status === 'batched') r = stageStatus(batch, r, 'signed', at, detail);
     }
@@ -178,6 +187,7 @@ async function stageFinalized(
   };
   batch.put(keys.finalizedKey(txid), final);
   batch.put(keys.finalizedAtKey(at, txid), 1);
+  stageOutflow(batch, await windowOutflow(batch, limits), firstPaid);
   // only a handoff pays no request (wallet/validate.ts); the signer indexed it too if it signed it
   if (body.requestIds.length === 0) batch.put(keys.handoffTxKey(txid), 1);
   return final;

@@ -182,6 +182,7 @@ async function startChainSide(
     onSettled,
     alarm: (kind, detail, fields) => safety.alarm(kind, detail, { ...fields }),
     ...(handoff ? { handoff } : {}),
+    limits: outflowLimits(config),
   });
   await settlement.load();
   const market = async (): Promise<{ floor: number; estimate: number; maxRate: number }> => {

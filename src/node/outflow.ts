@@ -3,7 +3,7 @@ import { EvmError } from '../evm/errors.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { getRequest, listRequestsIn, QUEUED, stageStatus } from '../evm/request-store.js';
 import { holdKey, holdPrefix, outflowKey } from '../storage/keys.js';
-import type { Store, StoreReader } from '../storage/store.js';
+import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import {
   outflowWindow,
   overRequestLimit,
@@ -30,6 +30,28 @@ export interface HeldRequest {
   readonly threshold: number;
 }
 
+/** The rolling cap's window now (the one the stored Bitcoin tip is in) and what this member counted in it. */
+export interface WindowOutflow {
+  readonly window: number;
+  readonly used: bigint;
+}
+
+export async function windowOutflow(reader: StoreReader, limits: OutflowLimits): Promise<WindowOutflow> {
+  const window = outflowWindow(await storedTipHeight(reader), limits);
+  return { window, used: (await reader.get<bigint>(outflowKey(window))) ?? 0n };
+}
+
+/**
+ * Counts `added` sats of requests in `outflow`'s window. A request counts once, with the first
+ * payment of it this member records: the one it signs (signer.ts) or, when it signed none, the
+ * finalized one it learns from a peer or finds on the chain (finalize.ts). Counted only when
+ * signed, a member that learned a window's payments without signing them saw the window's room
+ * untouched and proposed past the cap: its peers refused, a wasted round.
+ */
+export function stageOutflow(batch: StoreBatch, outflow: WindowOutflow, added: bigint): void {
+  if (added > 0n) batch.put(outflowKey(outflow.window), outflow.used + added);
+}
+
 export class Outflow {
   constructor(
     private readonly store: Store,
@@ -54,8 +76,7 @@ export class Outflow {
     const { limits } = this;
     const queued = await listRequestsIn(this.store, QUEUED);
     queued.sort((a, b) => a.blockNumber - b.blockNumber || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const window = outflowWindow(await storedTipHeight(this.store), limits);
-    const used = (await this.store.get<bigint>(outflowKey(window))) ?? 0n;
+    const { window, used } = await windowOutflow(this.store, limits);
     const releases = new Map<string, string[]>();
     for (const r of queued) if (this.holdable(r)) releases.set(r.id, await this.releases(r.id));
     const plan = scheduleOutflow(

@@ -21,6 +21,7 @@ import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
 import { getUtxo, registerUtxo, releaseUtxos, spendUtxo } from '../wallet/utxos.js';
+import type { OutflowLimits } from '../wallet/limits.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
 import { recordFinalized } from './finalize.js';
 import type { Logger } from './log.js';
@@ -145,6 +146,8 @@ export interface ChainSettlementOptions {
   readonly alarm?: (kind: 'foreign_spend' | 'chain_spend_unmatched', detail: string, fields: object) => Promise<void>;
   /** A rotation this member takes part in: a confirmed handoff under its plan explains a spend too. */
   readonly handoff?: HandoffPolicy;
+  /** A payment found on the chain that this member recorded no payment of counts in the rolling cap. */
+  readonly limits: OutflowLimits;
 }
 
 /** A confirmed handoff's fee was its signers' to judge: adopting it checks its destinations alone. */
@@ -296,6 +299,7 @@ export class ChainSettlement {
         tx,
         body,
         `confirmed on chain in ${spend.txid}`,
+        this.o.limits,
       );
       await this.o.store.batch().del(chainSpendKey(spend.txid)).write({ sync: true });
       this.unmatched.delete(spend.txid);

@@ -5,12 +5,12 @@ import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { getRequests, paymentsOfRequests, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
 import { isRequestId, parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
-import { finalizedKey, handoffTxKey, holdKey, outflowKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import { finalizedKey, handoffTxKey, holdKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
 import type { HandoffPolicy } from '../wallet/handoff.js';
-import { outflowWindow, overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
+import { overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
@@ -21,6 +21,7 @@ import {
   type ValidationState,
 } from '../wallet/validate.js';
 import type { FinalizedRecord, RequestRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
+import { stageOutflow, windowOutflow } from './outflow.js';
 import { isPaused } from './safety.js';
 import { handoffTxids, handoffView } from './handoff.js';
 
@@ -139,8 +140,7 @@ async function readForSigning(
     const { txHash, ordinal } = parseRequestId(id);
     if ((await store.get(holdKey(txHash, ordinal, policy.self))) !== undefined) released.add(id);
   }
-  const window = outflowWindow(chain?.tipHeight, policy.limits);
-  const used = (await store.get<bigint>(outflowKey(window))) ?? 0n;
+  const outflow = await windowOutflow(store, policy.limits);
   const utxos = new Map<string, UtxoRecord>();
   const holders = new Map<string, readonly string[]>();
   for (const input of tx.inputs) {
@@ -170,7 +170,7 @@ async function readForSigning(
     chain,
     limits: policy.limits,
     released: (id) => released.has(id),
-    outflow: { window, used },
+    outflow,
   };
   return { state, records, payments };
 }
@@ -255,12 +255,11 @@ function stageSigned(
     vsize: signedFederationVsize(federation, tx),
     at,
   } satisfies SignatureRecord);
-  // the rolling cap counts a request in the window of the first payment of it this member signs
   const added = proposal.requestIds.reduce(
     (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),
     0n,
   );
-  if (added > 0n) batch.put(outflowKey(state.outflow.window), state.outflow.used + added);
+  stageOutflow(batch, state.outflow, added);
   // a handoff (it pays no request) counts from the moment it is signed: a second one must replace it
   if (proposal.requestIds.length === 0) batch.put(handoffTxKey(txid), 1);
   for (const [i, id] of proposal.requestIds.entries()) {

@@ -58,8 +58,9 @@
  * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |
  * | hold/      | hold/<evm tx hash>/<ordinal>/<member key>| HoldRelease: a member's operator released  | node: own (admin interface,     |
  * |            |                                          | a held request (own, or heard on a link)   | sync), peers' (links)           |
- * | outflow/   | outflow/<window>                         | sats of requests this member first signed  | signer, in the batch of the     |
- * |            |                                          | a payment of in that block window (bigint) | signature record                |
+ * | outflow/   | outflow/<window>                         | sats of requests whose first payment this  | signer, in the batch of the     |
+ * |            |                                          | member recorded (signed, or learned final) | signature record; the final/    |
+ * |            |                                          | in that block window (bigint)              | record's batch when unsigned    |
  * | ctl/       | ctl/pause                                | PauseRecord: this member signs nothing     | node (safety.ts), sync          |
  * | handoff/   | handoff/tx/<txid>                        | 1 — a finalized handoff (pays no request;  | same batch as the new final/    |
  * |            |                                          | a rotation's test spend or sweep)          | record (recordFinalized)        |

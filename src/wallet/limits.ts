@@ -6,7 +6,7 @@
 export interface OutflowLimits {
   /** A request for more is held: paid only once t operators released it. */
   readonly maxRequestSats: bigint;
-  /** At most this many sats of requests are first signed per window. */
+  /** At most this many sats of requests are first paid per window (node/outflow.ts says when one counts). */
   readonly windowSats: bigint;
   /** A window is `windowBlocks` consecutive Bitcoin heights, starting at a multiple of it. */
   readonly windowBlocks: number;

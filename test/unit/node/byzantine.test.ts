@@ -19,6 +19,7 @@ import {
   type PaymentRequest,
   type SpendableUtxo,
 } from '../../../src/wallet/payment.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo, registerUtxo, spendUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
@@ -208,6 +209,7 @@ describe('a malicious member against an honest signer (issue 11)', () => {
       parseTx(f.unsignedTx),
       { tx: f.unsignedTx, prevouts: f.prevouts, requestIds: f.requestIds },
       'test',
+      DEFAULT_LIMITS,
     );
     assert.deepEqual(record?.superseded, [xid]);
     assert.equal((await getUtxo(store, U[0]!))?.state, 'unspent', "X's input is back in the wallet");

@@ -16,6 +16,7 @@ import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { utxoKey } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -130,7 +131,7 @@ describe('reserve auditor', () => {
     const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
     const txid = txidOf(payment!.tx);
     const body = { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [request.id] };
-    await recordFinalized(store, federation, txid, payment!.tx, body, 'test');
+    await recordFinalized(store, federation, txid, payment!.tx, body, 'test', DEFAULT_LIMITS);
     r = await auditor.audit();
     assert.equal(r.verdict, 'ok');
     assert.equal(r.liabilities.byStatus.signed?.sats, 30_000_000n);

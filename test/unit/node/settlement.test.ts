@@ -13,6 +13,7 @@ import { ChainSettlement } from '../../../src/node/settlement.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { broadcastPrefix, finalizedKey } from '../../../src/storage/keys.js';
 import { buildPayments, buildReplacement } from '../../../src/wallet/payment.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { checkProposal, proposalFromPayment, stageProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
@@ -64,6 +65,7 @@ async function setup(
     federation,
     rpc: { broadcast: async () => 'accepted' },
     observer,
+    limits: DEFAULT_LIMITS,
     paidConfirmations: 3,
     rbfAfterBlocks: 2,
     maxFeeRate: 500,
@@ -113,6 +115,7 @@ describe('settlement with Bitcoin Core', () => {
       federation,
       rpc,
       observer,
+      limits: DEFAULT_LIMITS,
       paidConfirmations: 3,
       rbfAfterBlocks: 2,
       maxFeeRate: 500,
@@ -181,6 +184,7 @@ describe('settlement with Bitcoin Core', () => {
       payment!.tx,
       { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [id] },
       'test',
+      DEFAULT_LIMITS,
     );
     await settlement.onFinalized(record!);
     assert.equal((await getRequest(store, id))?.status, 'broadcast');

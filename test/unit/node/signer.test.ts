@@ -3,9 +3,10 @@ import { after, describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
-import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
+import { parseTx, serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
+import { recordFinalized } from '../../../src/node/finalize.js';
 import { signProposal } from '../../../src/node/signer.js';
 import { inProcessVerifier } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
@@ -17,6 +18,7 @@ import type { Store } from '../../../src/storage/store.js';
 import { buildPayments, requirePayments, type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../../support/policy.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
@@ -155,5 +157,29 @@ describe('transaction signer', () => {
     const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
     assert.equal(outcome.ok ? 'signed' : outcome.reason, 'unknown_request');
     for (const u of utxos) assert.equal((await getUtxo(store, u))?.state, 'unspent');
+  });
+
+  it('counts in the rolling cap the requests of a payment it learned finalized without signing it, once', async (t) => {
+    // a member whose link came up late learns the window's first payment from a peer: counted
+    // only when signed, its room looked untouched and it proposed (and signed) past the cap
+    const store = await openTempStore(t);
+    await seed(store);
+    const proposal = proposalFor([utxos[0]!]);
+    const tx = parseTx(proposal.unsignedTx);
+    const body = { tx: proposal.unsignedTx, prevouts: proposal.prevouts, requestIds: [...proposal.requestIds] };
+    const limits = { ...DEFAULT_LIMITS, windowSats: 8_000_000n };
+    const record = await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', limits);
+    assert.ok(record);
+    assert.equal(await store.get(outflowKey(0)), 6_000_000n, 'both requests count in the window');
+    assert.equal(await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', limits), undefined);
+    assert.equal(await store.get(outflowKey(0)), 6_000_000n, 'recorded before: not counted again');
+
+    // what it signed counts once: at signing, not again when the payment is finalized
+    const signer = await openTempStore(t);
+    await seed(signer);
+    const outcome = await signProposal(signer, pool, federation, checkProposal(proposal), { ...TEST_POLICY, limits });
+    assert.ok(outcome.ok);
+    await recordFinalized(signer, federation, txidOf(tx), tx, body, 'test', limits);
+    assert.equal(await signer.get(outflowKey(0)), 6_000_000n);
   });
 });
