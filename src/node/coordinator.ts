@@ -29,7 +29,7 @@ import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type Si
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
-import { stageOutflow, windowOutflow, type Outflow } from './outflow.js';
+import { stageOutflowNow, type Outflow } from './outflow.js';
 import { overRequestLimit } from '../wallet/limits.js';
 import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
 
@@ -265,7 +265,7 @@ export class Coordinator {
         records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
       }
       for (const [txid, f] of records) batch.put(finalizedKey(txid), f);
-      stageOutflow(batch, await windowOutflow(batch, this.o.outflow.limits), firstPaid);
+      await stageOutflowNow(batch, this.o.outflow.limits, firstPaid);
       return [...records.values()];
     });
     for (const record of changed) await this.o.onLateMatched?.(record);

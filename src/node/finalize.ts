@@ -14,7 +14,7 @@ import { parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
-import { stageOutflow, windowOutflow } from './outflow.js';
+import { stageOutflowNow } from './outflow.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
@@ -187,7 +187,7 @@ async function stageFinalized(
   };
   batch.put(keys.finalizedKey(txid), final);
   batch.put(keys.finalizedAtKey(at, txid), 1);
-  stageOutflow(batch, await windowOutflow(batch, limits), firstPaid);
+  await stageOutflowNow(batch, limits, firstPaid);
   // only a handoff pays no request (wallet/validate.ts); the signer indexed it too if it signed it
   if (body.requestIds.length === 0) batch.put(keys.handoffTxKey(txid), 1);
   return final;

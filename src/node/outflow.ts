@@ -52,6 +52,11 @@ export function stageOutflow(batch: StoreBatch, outflow: WindowOutflow, added: b
   if (added > 0n) batch.put(outflowKey(outflow.window), outflow.used + added);
 }
 
+/** stageOutflow in the window now, read through `batch` only when there is something to count. */
+export async function stageOutflowNow(batch: StoreBatch, limits: OutflowLimits, added: bigint): Promise<void> {
+  if (added > 0n) stageOutflow(batch, await windowOutflow(batch, limits), added);
+}
+
 export class Outflow {
   constructor(
     private readonly store: Store,
