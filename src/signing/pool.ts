@@ -8,7 +8,7 @@ import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { VerifyFn } from './collector.js';
 import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
-import type { SignTask, TaskResult, VerifyTask } from './worker.js';
+import type { Messages, SignTask, TaskResult, VerifyTask } from './worker.js';
 
 export interface SigningPoolOptions {
   /** The member key, loaded into each worker once. Omit for a verify-only pool. */
@@ -23,26 +23,50 @@ export interface SigningPoolOptions {
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
+/** The stages a pool's work is counted to. */
+type PoolStage = 'sighash_sign' | 'verify';
+
 /**
  * The transaction as a worker needs it for SIGHASH_DEFAULT: that commits to the outputs only through
  * the precomputed shaOutputs, so they stay here (a payment's hundreds of outputs would otherwise be
  * copied to a worker for every task).
  */
-/** What every task of one transaction shares. */
-type SighashWork = Pick<SignTask, 'tx' | 'prevouts' | 'pre' | 'leafHash'>;
-
 function withoutOutputs(tx: Transaction): Transaction {
   return { version: tx.version, locktime: tx.locktime, inputs: tx.inputs, outputs: [] };
 }
 
 /**
- * Sighash + Schnorr on worker threads. The per-transaction BIP341 hashes are computed once
- * here and shipped with each chunk; a transaction with many inputs is split into one input
- * range per worker, and signatures come back as transferred buffers, not copies.
+ * Bytes [from, to) in an ArrayBuffer of their own: transferring it detaches nothing of the caller's,
+ * and a view is never cloned with the rest of the (possibly pooled) buffer behind it.
+ */
+function ownCopy(bytes: Uint8Array, from: number, to: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(bytes.subarray(from, to));
+}
+
+/** What a task's messages hand over rather than copy: known sighashes are a copy of their own. */
+function transfers(messages: Messages): ArrayBuffer[] {
+  return 'sighashes' in messages ? [messages.sighashes.buffer] : [];
+}
+
+/** A transaction's sighashes, for the prevouts they were computed with. */
+interface KnownSighashes {
+  readonly prevouts: readonly Prevout[];
+  readonly bytes: Buffer;
+}
+
+/**
+ * Sighash + Schnorr on worker threads, a transaction split into one input range per worker. The
+ * first task on a transaction hashes its inputs there and hands the sighashes back with its
+ * result; they are kept while the transaction object lives, for the prevouts they were computed
+ * with: a member checks every peer's signatures on the same payment, and each check would
+ * otherwise hash every input again. Later tasks carry 32 bytes an input, not the transaction.
  */
 export class SigningPool {
   private readonly pool: Piscina;
   private readonly minChunk: number;
+  // keyed by the objects, not an id: transactions are immutable values and the entry goes with them,
+  // and a transaction or prevouts a peer sent are objects of their own, never served ours
+  private readonly sighashes = new WeakMap<Transaction, KnownSighashes>();
   private closed = false;
 
   constructor(
@@ -78,38 +102,42 @@ export class SigningPool {
     if (this.closed) throw new SigningError('pool_closed', 'the signing pool has been destroyed');
   }
 
-  /** The tasks' bytes in order, their worker CPU counted to `stage`. */
-  private static join(stage: 'sighash_sign' | 'verify', parts: readonly TaskResult[]): Buffer {
-    return stages.time(stage, () =>
-      Buffer.concat(
-        parts.map((p) => {
-          stages.addWorkerTime(stage, p.time);
-          return p.bytes;
-        }),
-      ),
-    );
+  /** Each range's messages: its known sighashes, or what a worker needs to hash them. */
+  private messagesOf(tx: Transaction, prevouts: readonly Prevout[]): (from: number, to: number) => Messages {
+    const known = this.sighashes.get(tx);
+    if (known && known.prevouts === prevouts) {
+      return (from, to) => ({ sighashes: ownCopy(known.bytes, from * 32, to * 32) });
+    }
+    const work = {
+      tx: withoutOutputs(tx),
+      prevouts,
+      pre: precomputeSighash(tx, prevouts),
+      leafHash: this.federation.leafHash,
+    };
+    return (from, to) => ({ range: { ...work, from, to } });
   }
 
   /**
-   * One task per input range, each with the per-transaction hashes computed once, here; this thread's part and the
-   * workers' CPU are counted to `stage`.
+   * One task per input range, handed out on this thread; the results' bytes in order. This thread's
+   * part and the workers' CPU are counted to `stage`; sighashes the tasks computed are kept.
    */
   private async inRanges(
-    stage: 'sighash_sign' | 'verify',
+    stage: PoolStage,
     tx: Transaction,
     prevouts: readonly Prevout[],
-    task: (work: SighashWork, from: number, to: number) => Promise<unknown>,
+    task: (messages: Messages, from: number, to: number) => Promise<TaskResult>,
   ): Promise<Buffer> {
     const tasks = stages.time(stage, () => {
-      const work: SighashWork = {
-        tx: withoutOutputs(tx),
-        prevouts,
-        pre: precomputeSighash(tx, prevouts),
-        leafHash: this.federation.leafHash,
-      };
-      return this.ranges(tx.inputs.length).map(([from, to]) => task(work, from, to) as Promise<TaskResult>);
+      const messages = this.messagesOf(tx, prevouts);
+      return this.ranges(tx.inputs.length).map(([from, to]) => task(messages(from, to), from, to));
     });
-    return SigningPool.join(stage, await Promise.all(tasks));
+    const parts = await Promise.all(tasks);
+    return stages.time(stage, () => {
+      for (const p of parts) stages.addWorkerTime(stage, p.time);
+      const hashed = parts.flatMap((p) => (p.sighashes ? [p.sighashes] : []));
+      if (hashed.length === parts.length) this.sighashes.set(tx, { prevouts, bytes: Buffer.concat(hashed) });
+      return Buffer.concat(parts.map((p) => p.bytes));
+    });
   }
 
   /** This member's signatures for every input, concatenated (64 bytes each). */
@@ -119,8 +147,8 @@ export class SigningPool {
     aux: 'random' | 'zero' = 'random',
   ): Promise<Uint8Array> {
     this.check();
-    return this.inRanges('sighash_sign', tx, prevouts, (work, from, to) =>
-      this.pool.run({ kind: 'sign', ...work, from, to, aux } satisfies SignTask),
+    return this.inRanges('sighash_sign', tx, prevouts, (messages) =>
+      this.pool.run({ kind: 'sign', ...messages, aux } satisfies SignTask, { transferList: transfers(messages) }),
     );
   }
 
@@ -133,11 +161,10 @@ export class SigningPool {
         `need ${tx.inputs.length} signatures (${tx.inputs.length * 64} bytes), got ${signatures.length} bytes`,
       );
     }
-    return this.inRanges('verify', tx, prevouts, (work, from, to) => {
-      // a copy with its own ArrayBuffer, so transferring it detaches nothing of the caller's
-      const chunk = new Uint8Array(signatures.subarray(from * 64, to * 64));
-      const task: VerifyTask = { kind: 'verify', ...work, from, to, pubkey, signatures: chunk };
-      return this.pool.run(task, { transferList: [chunk.buffer] });
+    return this.inRanges('verify', tx, prevouts, (messages, from, to) => {
+      const chunk = ownCopy(signatures, from * 64, to * 64);
+      const task: VerifyTask = { kind: 'verify', ...messages, pubkey, signatures: chunk };
+      return this.pool.run(task, { transferList: [...transfers(messages), chunk.buffer] });
     });
   };
 

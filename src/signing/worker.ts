@@ -7,7 +7,8 @@ import { repeatKey } from './collector.js';
 import { selectBackend } from './schnorr.js';
 
 // A pool worker. The member key arrives once, in workerData, when the worker starts; tasks
-// carry only the transaction, the per-transaction hashes and an input range.
+// carry an input range with the transaction's per-transaction hashes, or that range's sighashes
+// once they are known.
 
 interface WorkerSetup {
   readonly secretKey: Uint8Array | null;
@@ -17,7 +18,8 @@ interface WorkerSetup {
 const setup = workerData as WorkerSetup;
 const backend = selectBackend(setup.backend);
 
-export interface RangeTask {
+/** Inputs [from, to) of a transaction, with its per-transaction hashes computed by the caller. */
+export interface InputRange {
   readonly tx: Transaction;
   readonly prevouts: readonly Prevout[];
   readonly pre: SighashPrecomputed;
@@ -26,21 +28,31 @@ export interface RangeTask {
   readonly to: number;
 }
 
-export interface SignTask extends RangeTask {
+/**
+ * What a task signs or checks: the range's sighashes, hashed here from the transaction the first
+ * time and then known to the caller (32 bytes a message).
+ */
+export type Messages = { readonly range: InputRange } | { readonly sighashes: Uint8Array<ArrayBuffer> };
+
+export type SignTask = Messages & {
   readonly kind: 'sign';
   readonly aux: Exclude<Aux, Uint8Array>;
-}
+};
 
-export interface VerifyTask extends RangeTask {
+export type VerifyTask = Messages & {
   readonly kind: 'verify';
   readonly pubkey: Uint8Array;
-  /** (to − from) · 64 bytes */
+  /** 64 bytes a message */
   readonly signatures: Uint8Array;
-}
+};
 
-/** What a task returns: signatures (64 bytes an input) or verdicts (a byte an input), and this thread's CPU for it. */
+/**
+ * What a task returns: signatures (64 bytes an input) or verdicts (a byte an input), the sighashes
+ * when it hashed them, and this thread's CPU for it.
+ */
 export interface TaskResult {
   readonly bytes: Uint8Array;
+  readonly sighashes?: Uint8Array;
   /** The task's time on this worker (src/metrics/stages.ts). */
   readonly time: TaskTime;
 }
@@ -50,21 +62,31 @@ function own(bytes: Uint8Array): Uint8Array {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
 }
 
-function compute(task: SignTask | VerifyTask): Uint8Array {
-  const sighashes = scriptPathSighashRange(task.pre, task.tx, task.prevouts, task.leafHash, task.from, task.to);
+/** The task's messages; `hashed` when this task computed them, so the caller can keep them. */
+function messagesOf(task: Messages): { sighashes: Uint8Array; hashed?: Uint8Array } {
+  if ('sighashes' in task) return { sighashes: task.sighashes };
+  const r = task.range;
+  const sighashes = own(scriptPathSighashRange(r.pre, r.tx, r.prevouts, r.leafHash, r.from, r.to));
+  return { sighashes, hashed: sighashes };
+}
+
+function compute(task: SignTask | VerifyTask): Pick<TaskResult, 'bytes' | 'sighashes'> {
+  const { sighashes, hashed } = messagesOf(task);
   if (task.kind === 'sign') {
     if (!setup.secretKey) throw new Error('this pool was started without a member key; it can only verify');
-    return own(backend.signBatch(setup.secretKey, sighashes, task.aux));
+    return { bytes: own(backend.signBatch(setup.secretKey, sighashes, task.aux)), sighashes: hashed };
   }
-  return own(backend.verifyBatch(task.signatures, sighashes, repeatKey(task.pubkey, task.to - task.from)));
+  const verdicts = backend.verifyBatch(task.signatures, sighashes, repeatKey(task.pubkey, sighashes.length / 32));
+  return { bytes: own(verdicts), sighashes: hashed };
 }
 
 /** Hands the bytes back by transfer, not copy, with the task's CPU time. */
 export default function run(task: SignTask | VerifyTask): TaskResult {
-  const { value: bytes, ns, wallNs } = measure(() => compute(task));
+  const { value, ns, wallNs } = measure(() => compute(task));
+  const buffers = value.sighashes ? [value.bytes.buffer, value.sighashes.buffer] : [value.bytes.buffer];
   const result = {
-    [transferableSymbol]: [bytes.buffer],
-    [valueSymbol]: { bytes, time: { ns, wallNs } } satisfies TaskResult,
+    [transferableSymbol]: buffers,
+    [valueSymbol]: { ...value, time: { ns, wallNs } } satisfies TaskResult,
   };
   return move(result as never) as unknown as TaskResult;
 }

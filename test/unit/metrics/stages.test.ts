@@ -91,6 +91,7 @@ test('pool tasks bring back their worker CPU, and /metrics exports every stage',
   const pubkey = federation.pubkeys[0]!;
   await pool.verifyTransaction(tx, prevouts, pubkey, signatures);
   const sign = figure('sighash_sign', 'worker');
+  // size 1: one task hashes every input and signs them
   assert.equal(sign.calls - before.sign.calls, 1);
   // 200 signatures take milliseconds at any speed, and less than the wall time they took there
   assert.ok(sign.seconds - before.sign.seconds > 0.001);

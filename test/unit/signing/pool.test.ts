@@ -72,6 +72,24 @@ describe('signing pool', () => {
     });
   });
 
+  it("keeps a transaction's sighashes for its own prevouts only: other amounts are hashed again", async () => {
+    const { tx, prevouts } = federationSpend(federation, 40);
+    const p = pool(8);
+    const sigs = await p.signTransaction(tx, prevouts, 'zero');
+    assert.ok((await p.verifyTransaction(tx, prevouts, pubkey, sigs)).every((b) => b === 1));
+    // a peer claiming other input amounts for the same transaction object gets no reuse of the signed sighashes
+    const inflated = prevouts.map((o) => ({ ...o, value: o.value + 1n }));
+    assert.ok((await p.verifyTransaction(tx, inflated, pubkey, sigs)).every((b) => b === 0));
+    const again = await p.signTransaction(tx, inflated, 'zero');
+    assert.notEqual(toHex(again), toHex(sigs));
+    const direct = schnorrBackend().signBatch(
+      secretKey,
+      Buffer.concat(allScriptPathSighashes(tx, inflated, federation.leafHash)),
+      'zero',
+    );
+    assert.equal(toHex(again), toHex(direct));
+  });
+
   it('refuses work after destroy', async () => {
     const p = pool();
     await p.destroy();
