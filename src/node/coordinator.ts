@@ -228,7 +228,7 @@ export class Coordinator {
     for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
       const requests = await Promise.all(f.requestIds.map((id) => getRequest(this.o.store, id)));
       if (requests.some((r) => r && r.status !== 'paid'))
-        this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.requestIds });
+        this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds });
       for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
     }
   }

@@ -178,6 +178,7 @@ async function stageFinalized(
     tx: body.tx,
     prevouts: body.prevouts,
     requestIds,
+    committed: body.requestIds,
     unmatched,
     fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
     vsize: signedFederationVsize(federation, signed),

@@ -157,6 +157,13 @@ export interface FinalizedRecord {
   readonly tx: Uint8Array;
   readonly prevouts: readonly Prevout[];
   readonly requestIds: readonly string[];
+  /**
+   * Every request output 0 commits to, in its order: what a peer checks an announcement of the
+   * payment against. requestIds above holds only those this member matched to their outputs (a
+   * late-ingested one appended when it is matched). Absent in records written before it was kept;
+   * for those, requestIds stands in.
+   */
+  readonly committed?: readonly string[];
   /** Requests the payment names that this member had not ingested when it was finalized (output index by id). */
   readonly unmatched: Readonly<Record<string, number>>;
   readonly fee: bigint;

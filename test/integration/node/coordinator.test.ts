@@ -10,6 +10,7 @@ import { freePort } from '../../../src/evm/anvil.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { listRequests, stageNewRequest } from '../../../src/evm/request-store.js';
 import { Coordinator, COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
+import { recordFinalized } from '../../../src/node/finalize.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { settleLocally } from '../../../src/node/settlement.js';
 import { createLogger } from '../../../src/node/log.js';
@@ -53,6 +54,8 @@ interface Setup {
   readonly threshold: number;
   readonly requests: number;
   readonly utxos: readonly bigint[];
+  /** Whether member i ingested request r (default: every member every request). */
+  readonly ingests?: (i: number, r: number) => boolean;
   /** Runs on each member's store and pool before its coordinator starts. */
   readonly before?: (i: number, store: Store, pool: SigningPool, federation: Federation) => Promise<void>;
   /** Member i's way to look up federation outputs it does not know (Bitcoin Core's part in SPEC §2). */
@@ -105,6 +108,7 @@ async function startMembers(
       const store = await openTempStore(t, federation.descriptor);
       const batch = store.batch();
       for (let r = 0; r < setup.requests; r++) {
+        if (setup.ingests && !setup.ingests(i, r)) continue;
         stageNewRequest(
           batch,
           testRequest({
@@ -455,6 +459,54 @@ describe('transaction coordinator, members in one process on loopback', () => {
       lines,
     );
     for (const m of members) assert.equal(m.coordinator.held().unsettled, COORDINATOR_CAPS.unsettled);
+  });
+
+  it('after a restart, announces a finalized payment with every request it commits to, not only those matched here', async (t) => {
+    const lines: string[] = [];
+    // a payment of two requests, finalized by the federation
+    const first = await startMembers(t, { members: 3, threshold: 2, requests: 2, utxos: [50_000_000n] }, lines);
+    await waitAllSigned(first.members, lines);
+    const [paid] = await finals(first.members[0]!.store);
+    assert.ok(paid);
+    assert.deepEqual(paid.requestIds, [requestId(0), requestId(1)]);
+    const body = { tx: paid.tx, prevouts: paid.prevouts, requestIds: paid.requestIds };
+    // member 0 of the same federation recorded it before ingesting the second request (what a
+    // member that learns a payment from a peer while behind on the sidechain holds), then restarts;
+    // member 1 never saw it and learns it only from member 0's announcement
+    const { members } = await startMembers(
+      t,
+      {
+        members: 3,
+        threshold: 2,
+        hostile: 1,
+        requests: 2,
+        utxos: [],
+        ingests: (i, r) => !(i === 0 && r === 1),
+        before: async (i, store, _pool, federation) => {
+          if (i !== 0) return;
+          const record = await recordFinalized(
+            store,
+            federation,
+            paid.txid,
+            parseTx(body.tx),
+            body,
+            'test',
+            TEST_POLICY.limits,
+          );
+          assert.deepEqual(record?.requestIds, [requestId(0)]);
+          assert.deepEqual(record?.unmatched, { [requestId(1)]: 2 });
+        },
+      },
+      lines,
+    );
+    const deadline = Date.now() + 20_000;
+    while (!(await members[1]!.store.get(finalizedKey(paid.txid)))) {
+      assert.ok(Date.now() < deadline, `member 1 never recorded the announced payment; logs:\n${lines.join('')}`);
+      await sleep(100);
+    }
+    const [learned] = await finals(members[1]!.store);
+    assert.deepEqual(learned?.requestIds, [requestId(0), requestId(1)]);
+    assert.equal(await counter(members[1]!, 'pegout_signatures_rejected_total', 'finalized_malformed'), 0);
   });
 
   it('looks up a federation output it does not know in Bitcoin Core before refusing a proposal that spends it', async (t) => {
