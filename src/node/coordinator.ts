@@ -504,7 +504,10 @@ export class Coordinator {
       const operator = outcome.reason === 'paused' || outcome.reason === 'request_held';
       if (operator && this.awaitingOperator.size < COORDINATOR_CAPS.retry)
         this.awaitingOperator.set(txid, { peer, checked });
-      const rival = outcome.reason === 'double_payment' || outcome.reason === 'handoff_done';
+      // input_held too, for a payment of requests: one taking an input another payment holds is that
+      // payment's rival, and a member that signed it refuses a merge that spends none of its inputs
+      const held = outcome.reason === 'input_held' && proposal.requestIds.length > 0;
+      const rival = held || outcome.reason === 'double_payment' || outcome.reason === 'handoff_done';
       if (rival && this.rivals.size < COORDINATOR_CAPS.rivals)
         this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now(), heard: new Set() });
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);

@@ -10,16 +10,28 @@ export interface Rival {
   readonly inputs: readonly string[];
 }
 
-/** Rivals linked by a shared request, directly or through others: each group needs one merge. */
+/**
+ * Rivals linked by a shared request or a shared input, directly or through others: each group
+ * needs one merge. Inputs link too because a merge spends an input of each rival, and one that
+ * another payment holds is taken only by a payment of all its requests (SPEC §3, invariant 5).
+ */
 export function groupRivals<R extends Rival>(rivals: readonly R[]): R[][] {
   const groupOf = new Map<string, number>();
   const groups: R[][] = [];
+  // requests and outpoints in one map: `r/` and `i/` keep their names apart
+  const links = (r: Rival): string[] => [...r.requestIds.map((id) => `r/${id}`), ...r.inputs.map((o) => `i/${o}`)];
   for (const rival of rivals) {
-    const joined = [...new Set(rival.requestIds.map((id) => groupOf.get(id)).filter((g) => g !== undefined))];
+    const joined = [
+      ...new Set(
+        links(rival)
+          .map((l) => groupOf.get(l))
+          .filter((g) => g !== undefined),
+      ),
+    ];
     const group = joined.length > 0 ? joined[0]! : groups.push([]) - 1;
     for (const other of joined.slice(1)) groups[group]!.push(...groups[other]!.splice(0));
     groups[group]!.push(rival);
-    for (const r of groups[group]!) for (const id of r.requestIds) groupOf.set(id, group);
+    for (const r of groups[group]!) for (const l of links(r)) groupOf.set(l, group);
   }
   return groups.filter((g) => g.length > 0);
 }

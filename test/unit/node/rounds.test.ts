@@ -47,6 +47,17 @@ describe('rival payments', () => {
     assert.deepEqual(groups.map((g) => g.map((x) => x.txid).sort()).sort(), [['a', 'b', 'c', 'd'], ['e']]);
   });
 
+  it("are grouped by shared inputs too: a merge taking an input another rival holds pays that rival's requests", () => {
+    // what a 3-of-4 run with a hostile member showed: b pays R1 with a's input, c pays R2 with it;
+    // a merge of a and b alone (R1) would take u1 from c and strand R2, and members holding c refuse it
+    const groups = groupRivals([r('a', ['R1'], ['u1', 'u2']), r('b', ['R1'], ['u3']), r('c', ['R2'], ['u1'])]);
+    assert.deepEqual(
+      groups.map((g) => g.map((x) => x.txid).sort()),
+      [['a', 'b', 'c']],
+    );
+    assert.equal(groupRivals([r('a', ['R1'], ['u1']), r('b', ['R2'], ['u2'])]).length, 2);
+  });
+
   it('are all conflicted only by a payment spending an input of each', () => {
     const group = [r('a', ['R1'], ['u1', 'u2']), r('b', ['R1'], ['u3'])];
     assert.equal(conflictsWithAll(new Set(['u2', 'u3']), group), true);
