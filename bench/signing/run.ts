@@ -1,7 +1,6 @@
 // `npm run bench:signing`: Schnorr throughput per core (our addon vs raw libsecp256k1 vs the
 // JS libraries a TypeScript user would pick), worker-pool scaling, and BIP341 sighash cost
-// (ours vs a bitcoinjs-lib loop). Prints a Markdown table; writes bench/results/signing.{json,md}.
-// BENCH_QUICK=1 shrinks every measurement (the test suite runs it that way to keep it working).
+// (ours vs a bitcoinjs-lib loop). Prints a Markdown table; writes signing.{json,md} to bench/results.
 import { schnorr as nobleSchnorr } from '@noble/curves/secp256k1.js';
 import { Transaction as BitcoinjsTransaction } from 'bitcoinjs-lib';
 import { execFileSync } from 'node:child_process';
@@ -21,12 +20,21 @@ import { loadNativeBackend } from '../../src/signing/native.js';
 import { clockNs, stageFigures } from '../../src/metrics/stages.js';
 import { SigningPool } from '../../src/signing/pool.js';
 import type { SchnorrBackend } from '../../src/signing/schnorr.js';
+import { benchArgs, resultsDir } from '../e2e/args.js';
 
-const QUICK = process.env.BENCH_QUICK === '1';
+const HELP = `npm run bench:signing -- [--quick] [--out DIR]
+  --quick     every measurement shrunk to a few milliseconds: checks the benchmark works, figures meaningless
+  --out DIR   where signing.json and signing.md go (default bench/results)`;
+
+const { values: args } = benchArgs('bench:signing', HELP, {
+  quick: { type: 'boolean', default: false },
+  out: { type: 'string' },
+});
+const QUICK = args.quick === true;
 const TIME_MS = QUICK ? 20 : 1000;
 const BATCH = QUICK ? 8 : 256;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const resultsDir = process.env.BENCH_RESULTS_DIR ?? path.join(root, 'bench', 'results');
+const results = resultsDir(args.out);
 
 interface Row {
   group: string;
@@ -259,7 +267,7 @@ function poolCeiling(scaling: readonly PoolRun[]): number | null {
 }
 const pct = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(1)}%`);
 const summary = [
-  `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}${QUICK ? ' (BENCH_QUICK: tiny run, figures meaningless)' : ''}`,
+  `Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}${QUICK ? ' (--quick: tiny run, figures meaningless)' : ''}`,
   '',
   `- addon batch signing vs raw libsecp256k1: ${pct(headline.nativeSignVsRaw)} (target ≥ 85%); verifying: ${pct(headline.nativeVerifyVsRaw)}`,
   `- pool efficiency at ${machine.cores} workers: ${pct(headline.poolScaling)} of linear (target ≥ 85%); the ceiling on ${machine.cores} cores, from the CPU a transaction costs the main thread and the workers (w / (m + w)): ${pct(headline.poolCeiling)}`,
@@ -268,9 +276,9 @@ const summary = [
   table(),
 ].join('\n');
 process.stdout.write(`${summary}\n`);
-mkdirSync(resultsDir, { recursive: true });
+mkdirSync(results, { recursive: true });
 writeFileSync(
-  path.join(resultsDir, 'signing.json'),
+  path.join(results, 'signing.json'),
   `${JSON.stringify({ machine, quick: QUICK, headline, rows }, null, 2)}\n`,
 );
-writeFileSync(path.join(resultsDir, 'signing.md'), `${summary}\n`);
+writeFileSync(path.join(results, 'signing.md'), `${summary}\n`);
