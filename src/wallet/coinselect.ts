@@ -68,49 +68,58 @@ function sum(coins: readonly Coin[]): bigint {
   return coins.reduce((acc, c) => acc + c.value, 0n);
 }
 
-/** Depth-first over coins sorted by descending value, including before omitting each. */
+/**
+ * Depth-first over coins sorted by descending value, including before omitting each. The search
+ * adds and subtracts values up to BNB_MAX_TRIES times, so it runs on safe-integer numbers: each
+ * bigint operation allocates, and a payment's search made megabytes of garbage. Every sum it forms
+ * is at most `available` (and `upper`); a wallet whose coins add up past 2^53 sats (more bitcoin
+ * than exists) is not searched.
+ */
 function branchAndBound<C extends Coin>(
   sorted: readonly C[],
   target: bigint,
   costOfChange: bigint,
   available: bigint,
 ): C[] | null {
-  const upper = target + costOfChange;
+  const bound = BigInt(Number.MAX_SAFE_INTEGER);
+  if (available > bound || target + costOfChange > bound) return null;
+  const values = sorted.map((c) => Number(c.value));
+  const goal = Number(target);
+  const upper = Number(target + costOfChange);
   const include: boolean[] = [];
   let best: boolean[] | null = null;
-  let bestWaste: bigint | null = null;
-  let value = 0n;
-  let remaining = available;
+  let bestWaste = Infinity;
+  let value = 0;
+  let remaining = Number(available);
   let depth = 0;
 
   for (let tries = 0; tries < BNB_MAX_TRIES; tries++) {
-    let backtrack = value + remaining < target || value > upper;
-    if (!backtrack && value >= target) {
-      const waste = value - target;
-      if (bestWaste === null || waste < bestWaste) {
+    let backtrack = value + remaining < goal || value > upper;
+    if (!backtrack && value >= goal) {
+      const waste = value - goal;
+      if (waste < bestWaste) {
         best = include.slice(0, depth);
         bestWaste = waste;
-        if (waste === 0n) break;
+        if (waste === 0) break;
       }
       backtrack = true;
-    } else if (depth === sorted.length) {
+    } else if (depth === values.length) {
       backtrack = true;
     }
     if (backtrack) {
       // undo trailing omissions, then turn the last inclusion into an omission
       while (depth > 0 && !include[depth - 1]) {
         depth--;
-        remaining += sorted[depth]!.value;
+        remaining += values[depth]!;
       }
       if (depth === 0) break;
       include[depth - 1] = false;
-      value -= sorted[depth - 1]!.value;
+      value -= values[depth - 1]!;
       continue;
     }
-    const coin = sorted[depth]!;
-    remaining -= coin.value;
+    remaining -= values[depth]!;
     include[depth] = true;
-    value += coin.value;
+    value += values[depth]!;
     depth++;
   }
   if (!best) return null;

@@ -216,6 +216,41 @@ describe('payment building cases', () => {
     assert.equal(two?.total, 4_000_100n);
   });
 
+  it('branch-and-bound finds the least-waste changeless set, as an exhaustive search does (random small wallets)', () => {
+    let seed = 7;
+    const next = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    let matched = 0;
+    for (let round = 0; round < 300; round++) {
+      const coins = Array.from({ length: 1 + next(10) }, (_, i) => utxo(i, BigInt(1_000_000 + next(50) * 100_000)));
+      const target = BigInt(1_000_000 + next(200) * 100_000);
+      const costOfChange = BigInt(next(3) * 100_000);
+      let least: bigint | null = null;
+      for (let mask = 1; mask < 1 << coins.length; mask++) {
+        const sum = coins.reduce((a, c, i) => (mask & (1 << i) ? a + c.value : a), 0n);
+        if (sum >= target && sum <= target + costOfChange && (least === null || sum - target < least))
+          least = sum - target;
+      }
+      const sel = selectCoins(coins, target, 2, 100, costOfChange);
+      if (least === null) {
+        assert.notEqual(sel?.method, 'bnb', `round ${round}: no changeless set exists`);
+      } else {
+        matched++;
+        assert.equal(sel?.method, 'bnb', `round ${round}`);
+        assert.equal(sel!.total - target, least, `round ${round}: least waste`);
+      }
+    }
+    assert.ok(matched > 50, `enough rounds had a changeless match (${matched})`);
+  });
+
+  it('does not search a wallet whose coins add up past 2^53 sats: largest first', () => {
+    const sel = selectCoins([utxo(1, 2n ** 53n), utxo(2, 3_000_000n)], 3_000_000n, 2, 100, 100n);
+    assert.equal(sel?.method, 'largest-first');
+    assert.equal(sel?.total, 2n ** 53n);
+  });
+
   it('falls back to largest-first with change when no match exists', () => {
     const plan = buildPayments([request(1, 2_500_000n)], [utxo(1, 10_000_000n), utxo(2, 9_000_000n)], 2, federation, {
       maxOutputs: 10,
