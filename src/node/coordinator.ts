@@ -240,6 +240,8 @@ export class Coordinator {
    */
   private async matchLate(): Promise<void> {
     if (this.late.size === 0) return;
+    // requests moved to 'signed', by payment: logged as each 'finalized' line counts its own
+    const matched = new Map<string, number>();
     const changed = await this.o.store.transaction(async (batch) => {
       const at = new Date().toISOString();
       const records = new Map<string, FinalizedRecord>();
@@ -260,6 +262,7 @@ export class Coordinator {
         )
           continue;
         stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+        matched.set(txid, (matched.get(txid) ?? 0) + 1);
         firstPaid += r.sats;
         const { [id]: _matched, ...unmatched } = f.unmatched;
         records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
@@ -268,6 +271,7 @@ export class Coordinator {
       await stageOutflowNow(batch, this.o.outflow.limits, firstPaid);
       return [...records.values()];
     });
+    for (const [txid, requests] of matched) this.o.log.info('late_matched', { txid, requests });
     for (const record of changed) await this.o.onLateMatched?.(record);
   }
 
