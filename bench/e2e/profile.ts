@@ -31,7 +31,7 @@ export interface CpuProfile {
 /** Groups that are not stages: where the rest of the main thread's samples go. */
 const OTHER_GROUPS = [
   'links: ws and TLS outside the timed sections',
-  'EVM HTTP: undici, outside the timed sections',
+  'EVM HTTP client, outside the timed sections',
   'metrics refresh and /metrics scrapes',
   'garbage collector',
   'program (native code outside JS)',
@@ -66,7 +66,7 @@ const RULES: readonly (readonly [string, RegExp, RegExp])[] = [
     /./,
     /(\/ws\/lib\/|bufferutil|node:(_tls|tls|net|internal\/stream))/,
   ],
-  ['EVM HTTP: undici, outside the timed sections', /./, /undici/],
+  ['EVM HTTP client, outside the timed sections', /./, /(node:_http_(client|agent|incoming|common)|undici)/],
   ['garbage collector', /^\(garbage collector\)$/, /^$/],
   ['program (native code outside JS)', /^\(program\)$/, /^$/],
   ['idle', /^\(idle\)$/, /^$/],
