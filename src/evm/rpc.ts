@@ -35,6 +35,7 @@ export class EvmRpc {
   private readonly endpoint: URL;
   // keep-alive sockets are unreferenced while idle, so a short-lived CLI still exits
   private readonly agent: HttpAgent;
+  private readonly request: typeof httpRequest;
 
   constructor(
     readonly url: string,
@@ -50,8 +51,9 @@ export class EvmRpc {
     }
     if (this.endpoint.protocol !== 'http:' && this.endpoint.protocol !== 'https:')
       throw new EvmError('rpc_unreachable', `EVM node URL ${url} must be http: or https:`, {});
-    this.agent =
-      this.endpoint.protocol === 'https:' ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    const https = this.endpoint.protocol === 'https:';
+    this.agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.request = https ? httpsRequest : httpRequest;
   }
 
   async call<T>(method: string, params: unknown[] = []): Promise<T> {
@@ -106,9 +108,8 @@ export class EvmRpc {
 
   /** One POST of `payload`; the whole answer's status and text, or a transport error. */
   private post(payload: string, signal: AbortSignal): Promise<{ status: number; text: string }> {
-    const request = this.endpoint.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
-      const req = request(
+      const req = this.request(
         this.endpoint,
         {
           method: 'POST',
