@@ -128,6 +128,7 @@ function startLinks(config: Config, secretKey: Uint8Array, pubkeys: Uint8Array[]
   network.on('peer_down', (peer: string) => log.info('peer_disconnected', { peer }));
   network.on('banned', (peer: string) => log.warn('peer_banned', { peer }));
   network.on('refused', (reason: string) => log.warn('link_refused', { reason }));
+  network.on('server_error', (detail: string) => log.warn('link_server_error', { detail }));
   return network;
 }
 

@@ -142,7 +142,8 @@ interface Link {
  *
  * Events: 'peer' (key hex) when a link becomes ready — the node's catch-up hook — 'peer_down',
  * 'message' (key hex, type, body) for each frame accepted, 'refused' (reason) for a failed
- * handshake, 'banned' (key hex), 'handler_failed' (key hex, error) when the handler rejects.
+ * handshake, 'banned' (key hex), 'handler_failed' (key hex, error) when the handler rejects,
+ * 'server_error' (text) when the listening link server reports an error and goes on.
  */
 export class PeerNetwork extends EventEmitter {
   private readonly limits: NetworkLimits;
@@ -227,14 +228,20 @@ export class PeerNetwork extends EventEmitter {
       this.stats.turnedAway++;
       socket.destroy();
     });
-    const server = new WebSocketServer({ server: https, maxPayload: this.limits.maxFrameBytes });
-    this.server = server;
+    const where = `${this.options.listen.host}:${this.options.listen.port}`;
     await new Promise<void>((resolve, reject) => {
       https.once('listening', resolve);
-      const where = `${this.options.listen.host}:${this.options.listen.port}`;
       https.once('error', (err) => reject(new P2pError('listen_failed', `cannot listen on ${where}: ${err.message}`)));
       https.listen(this.options.listen.port, this.options.listen.host);
     });
+    // Made once listening: a WebSocketServer re-emits its HTTP server's errors, and one that failed
+    // to listen would have crashed the process with an unhandled 'error' instead of refusing to
+    // start. Once listening, the server's errors (an accept that failed: out of descriptors, say)
+    // leave it listening; they are reported, never fatal.
+    https.on('error', (err) => this.emit('server_error', `link server on ${where}: ${err.message}`));
+    const server = new WebSocketServer({ server: https, maxPayload: this.limits.maxFrameBytes });
+    server.on('error', () => {}); // the same error, reported above from the HTTP server
+    this.server = server;
     server.on('connection', (ws: WebSocket, req: IncomingMessage) => this.bind(this.attach(ws, false), req.socket));
     for (const peer of this.options.peers.keys()) this.schedule(peer, 0);
     const address = https.address();

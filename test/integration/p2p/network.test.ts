@@ -5,6 +5,7 @@ import { afterEach, describe, it } from 'node:test';
 import { Packr } from 'msgpackr';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { encodeFrame, isBytes } from '../../../src/p2p/frames.js';
+import { P2pError } from '../../../src/p2p/errors.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
 import { linkNetwork as network, members, rawPeer, stopNetworks, until } from '../../support/links.js';
 
@@ -34,6 +35,22 @@ describe('member links', () => {
       ].sort(),
     );
     assert.equal(nets[0]!.stats.handshakeFailures, 0);
+  });
+
+  it('a link port already taken fails start with listen_failed naming it, and the process goes on', async () => {
+    const ms = await members(2);
+    const first = network(ms[0]!, ms);
+    await first.start();
+    // the same member's port again: before, ws re-emitted the listen error as an unhandled 'error' and the process died
+    const second = network(ms[0]!, ms);
+    await assert.rejects(second.start(), (err: unknown) => {
+      assert.ok(err instanceof P2pError, String(err));
+      assert.equal(err.code, 'listen_failed');
+      assert.ok(err.message.includes(`127.0.0.1:${ms[0]!.port}`), err.message);
+      return true;
+    });
+    await sleep(50);
+    assert.equal(first.connectedPeers().length, 0, 'the first one still runs');
   });
 
   it('never lets a non-member past the handshake', async () => {
