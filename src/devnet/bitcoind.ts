@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BitcoinRpcClient, BitcoinRpcError } from '../chain/rpc.js';
-import { freePort } from '../evm/anvil.js';
+import { freePorts } from '../evm/anvil.js';
 
 // A Bitcoin Core node in regtest for the devnet and the tests: loopback only, free ports, its
 // own data directory, a wallet that mines and funds. Bitcoin Core is not in the registries this
@@ -37,7 +37,7 @@ export function findBitcoind(env: NodeJS.ProcessEnv = process.env): string | und
 
 export async function startRegtest(binary: string, datadir: string): Promise<Regtest> {
   await mkdir(datadir, { recursive: true });
-  const [rpcPort, p2pPort] = [await freePort(), await freePort()];
+  const [rpcPort, p2pPort] = await freePorts(2);
   const child = spawn(
     binary,
     // txindex: the devnet shows confirmed payments the wallet does not own

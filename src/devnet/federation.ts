@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { toHex } from '../bitcoin/bytes.js';
 import { buildFederation, defaultThreshold, type Federation } from '../bitcoin/federation.js';
-import { freePort, startAnvil, type Anvil } from '../evm/anvil.js';
+import { freePorts, startAnvil, type Anvil } from '../evm/anvil.js';
 import { installBridge } from '../evm/bridge.js';
 import { EvmRpc } from '../evm/rpc.js';
 import { generateSecretKey, writeKeyFile } from '../signing/keyfile.js';
@@ -137,8 +137,9 @@ async function writeMemberConfigs(
 ): Promise<DevnetMember[]> {
   // in key-file order, as the members were made (federation.pubkeys are sorted)
   const pubkeys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
-  const p2pPorts = await Promise.all(pubkeys.map(() => freePort()));
-  const apiPorts = await Promise.all(pubkeys.map(() => freePort()));
+  const ports = await freePorts(2 * pubkeys.length);
+  const p2pPorts = ports.slice(0, pubkeys.length);
+  const apiPorts = ports.slice(pubkeys.length);
   const members: DevnetMember[] = [];
   for (const [i, secretKey] of secretKeys.entries()) {
     const home = join(o.dir, `member-${i + 1}`);

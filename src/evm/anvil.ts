@@ -15,23 +15,39 @@ export interface Anvil {
   stop(): Promise<void>;
 }
 
-/** A free TCP port on the loopback interface. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
+/**
+ * `count` distinct free TCP ports on the loopback interface. All of them are held open until every
+ * one is known: ports asked for one after another may repeat (the kernel can hand a port out again
+ * as soon as it is closed), and two members given the same port cannot both start.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createServer());
+  try {
+    return await Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<number>((resolve, reject) => {
+            server.once('error', reject);
+            server.listen(0, '127.0.0.1', () => {
+              const address = server.address();
+              if (typeof address === 'object' && address) resolve(address.port);
+              else reject(new Error('no port'));
+            });
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(
+      servers.map(
+        (server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())),
+      ),
+    );
+  }
 }
 
 /** Starts anvil on 127.0.0.1 and waits until it answers; `args` are extra anvil flags. */
 export async function startAnvil(args: string[] = []): Promise<Anvil> {
-  const port = await freePort();
+  const [port] = (await freePorts(1)) as [number];
   const child = spawn(ANVIL, ['--host', '127.0.0.1', '--port', String(port), '--silent', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
 import { toHex } from '../../src/bitcoin/bytes.js';
-import { freePort } from '../../src/evm/anvil.js';
+import { freePorts } from '../../src/evm/anvil.js';
 import { encodeFrame } from '../../src/p2p/frames.js';
 import { channelBinding, DIAL_TLS, linkAuthMessage, PeerNetwork, type NetworkLimits } from '../../src/p2p/network.js';
 import { schnorrBackend } from '../../src/signing/schnorr.js';
@@ -27,12 +27,11 @@ export interface Member {
 }
 
 export async function members(n: number): Promise<Member[]> {
-  return Promise.all(
-    Array.from({ length: n }, async () => {
-      const secretKey = new Uint8Array(randomBytes(32));
-      return { secretKey, key: backend.xonlyPublicKey(secretKey), port: await freePort() };
-    }),
-  );
+  const ports = await freePorts(n);
+  return ports.map((port) => {
+    const secretKey = new Uint8Array(randomBytes(32));
+    return { secretKey, key: backend.xonlyPublicKey(secretKey), port };
+  });
 }
 
 export const urlOf = (m: Member): string => `wss://127.0.0.1:${m.port}`;

@@ -6,7 +6,7 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx } from '../../../src/bitcoin/tx.js';
-import { freePort } from '../../../src/evm/anvil.js';
+import { freePorts } from '../../../src/evm/anvil.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { listRequests, stageNewRequest } from '../../../src/evm/request-store.js';
 import { Coordinator, COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
@@ -85,7 +85,7 @@ async function startMembers(
   const secretKeys = Array.from({ length: setup.members }, (_, i) => Buffer.alloc(32, i + 41));
   const keys = secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k));
   const federation = buildFederation({ network: 'regtest', threshold: setup.threshold, pubkeys: keys });
-  const ports = await Promise.all(keys.map(() => freePort()));
+  const ports = await freePorts(keys.length);
   const honest = setup.members - (setup.hostile ?? 0);
   const network = (i: number): PeerNetwork => {
     const peers = new Map(
