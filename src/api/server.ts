@@ -1,9 +1,15 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
+import { PegoutError } from '../errors.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { parseLookup } from './lookup.js';
 import { loadPages, PAGE_HEADERS, type Pages } from './pages.js';
 import type { StatusSource } from './status.js';
+
+/** The HTTP API could not start. */
+export class ApiError extends PegoutError<'listen_failed'> {
+  readonly domain = 'api';
+}
 
 export interface ApiServer {
   readonly port: number;
@@ -97,8 +103,19 @@ export async function startApi(options: {
     route(req, res, context).catch((err: Error) => json(res, 500, { error: 'internal', message: err.message }));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, resolve);
+    const { host, port } = options;
+    // named like the links' listen failure: a port another process holds is the operator's to fix, not a crash
+    server.once('error', (err) =>
+      reject(
+        new ApiError(
+          'listen_failed',
+          `cannot listen on ${host}:${port}: ${err.message}`,
+          { host, port },
+          { cause: err },
+        ),
+      ),
+    );
+    server.listen(port, host, resolve);
   });
   const address = server.address();
   return {

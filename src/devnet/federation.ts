@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -104,8 +104,13 @@ export function memberProcessEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.Proces
 async function waitForApi(url: string, child: ChildProcess, logFile: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null)
-      throw new Error(`member exited (${child.exitCode ?? child.signalCode}) before its API answered; see ${logFile}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      // the log's last lines in the error itself: a test's temp dir, log included, goes when the test ends
+      const tail = await logTail(logFile);
+      throw new Error(
+        `member exited (${child.exitCode ?? child.signalCode}) before its API answered; ${logFile} ends:\n${tail}`,
+      );
+    }
     try {
       const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
       // 503: started, degraded (paused, an alarm): a member that pauses itself at start has started too
@@ -116,6 +121,15 @@ async function waitForApi(url: string, child: ChildProcess, logFile: string, tim
     await sleep(100);
   }
   throw new Error(`member API ${url} did not answer within ${timeoutMs / 1000} s; see ${logFile}`);
+}
+
+/** The last `lines` lines of a member's log (its stderr too), or why they cannot be read. */
+async function logTail(logFile: string, lines = 20): Promise<string> {
+  try {
+    return (await readFile(logFile, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(unreadable: ${(err as Error).message})`;
+  }
 }
 
 async function killChild(child: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { startApi } from '../../../src/api/server.js';
+import { ApiError, startApi } from '../../../src/api/server.js';
 import { storeStatusSource } from '../../../src/api/status.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
@@ -79,6 +79,17 @@ describe('HTTP API', () => {
       registry: metrics.registry,
     });
     t.after(() => api.close());
+    // a port already taken is an ApiError naming it (the CLI's exit 1 and one line), not an unexpected failure (70)
+    await assert.rejects(
+      startApi({
+        host: '127.0.0.1',
+        port: api.port,
+        source: storeStatusSource(store, federation),
+        registry: metrics.registry,
+      }),
+      (err: unknown) =>
+        err instanceof ApiError && err.code === 'listen_failed' && err.message.includes(`127.0.0.1:${api.port}`),
+    );
     const base = `http://127.0.0.1:${api.port}`;
     // JSON bodies are read loosely; the assertions below check every field used
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the assertions type each field they read
