@@ -8,6 +8,11 @@ export function sha256(...chunks: Uint8Array[]): Uint8Array {
   return new Uint8Array(h.digest());
 }
 
+/** SHA-256 of a text's UTF-8 bytes, in lowercase hex: straight from the string, with no byte copies on the way. */
+export function sha256Hex(text: string): string {
+  return hash('sha256', text, 'hex');
+}
+
 export function hash256(...chunks: Uint8Array[]): Uint8Array {
   return sha256(sha256(...chunks));
 }

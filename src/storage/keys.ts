@@ -68,7 +68,7 @@
  * |            |                                          | spend's output                             |                                 |
  */
 
-import { sha256 } from '../bitcoin/hash.js';
+import { sha256Hex } from '../bitcoin/hash.js';
 import { StorageError } from './errors.js';
 import type { RequestStatus } from './records.js';
 
@@ -174,9 +174,7 @@ export const requestByAddressKey = byEvmAddress.key;
 
 // The destination is whatever bytes the user sent (any length, any characters, `/` included), so
 // its key part is a hash of its text: fixed width, printable, and still one prefix per address.
-const byBitcoinAddress = addressIndex(SPACES.requestByBitcoinAddress, (address) =>
-  Buffer.from(sha256(new TextEncoder().encode(address))).toString('hex'),
-);
+const byBitcoinAddress = addressIndex(SPACES.requestByBitcoinAddress, sha256Hex);
 export const requestByBitcoinAddressPrefix = byBitcoinAddress.prefix;
 export const requestByBitcoinAddressKey = byBitcoinAddress.key;
 
