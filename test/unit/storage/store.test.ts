@@ -4,7 +4,15 @@ import path from 'node:path';
 import { RocksLevel } from '@nxtedition/rocksdb';
 import { Store, SCHEMA_VERSION } from '../../../src/storage/store.js';
 import { StorageError } from '../../../src/storage/errors.js';
-import { META_KEY, keyNumber, utxoKey, utxoIndexKey, SPACES, requestKey } from '../../../src/storage/keys.js';
+import {
+  META_KEY,
+  keyNumber,
+  utxoKey,
+  utxoIndexKey,
+  SPACES,
+  requestKey,
+  requestByBitcoinAddressKey,
+} from '../../../src/storage/keys.js';
 import { openTempStore, tempDir, TEST_DESCRIPTOR as DESCRIPTOR } from '../../support/tempdir.js';
 import type { StoreMeta } from '../../../src/storage/records.js';
 
@@ -223,4 +231,17 @@ test('entries and keys page through long ranges in order, forwards and backwards
     [...keys].reverse().slice(0, 1_234),
   );
   assert.deepEqual(await store.keys({ prefix: 'pz/' }), []);
+});
+
+test('reqbtc/ keys hash the destination text as UTF-8, as every schema since 4 wrote them', () => {
+  // digests of the text's UTF-8 bytes, computed apart from keys.ts: an existing store's index keeps working
+  const tx = `0x${'ab'.repeat(32)}`;
+  assert.equal(
+    requestByBitcoinAddressKey('bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080', 7, tx, 1),
+    `reqbtc/f98c081e21883d1768dfd191d733ff25b81b744259cd40fd5fba819f048912b9/0000000007/${tx}/0000000001`,
+  );
+  assert.equal(
+    requestByBitcoinAddressKey('pay/é😀', 7, tx, 1),
+    `reqbtc/7487de137b9ccca27e90c241cc775c2f820b551349b5c59f38e96ed768013dab/0000000007/${tx}/0000000001`,
+  );
 });
