@@ -13,22 +13,29 @@ import { perRequest, readCpu, summarize } from './stages.js';
 // per block: requests/s from final to finalized at every member, process CPU µs per request per
 // member (its own counters), and the members' resident memory. Writes bench/results/growth.{json,md}.
 
-const HELP = `npm run bench:growth -- [--blocks B] [--per-block K] [--members N] [--threshold T] [--out DIR]
+const HELP = `npm run bench:growth -- [--blocks B] [--per-block K] [--members N] [--threshold T] [--warmup P | --cold] [--out DIR]
   --blocks B      blocks of requests, each final at once and paid before the next (default 20)
   --per-block K   requests in each block (default 10000)
-  --members N, --threshold T   the federation (default 2-of-3)`;
+  --members N, --threshold T   the federation (default 2-of-3)
+  --warmup P      before block 1, P % of a block final at once and paid, in no figure (default 20,
+                  as bench:e2e): block 1 is then measured with V8's hot code compiled, like the last,
+                  so the two differ by the history between them alone
+  --cold          no warm-up: block 1 includes the members' compiling their hot code`;
 
 const { values: args, positive } = benchArgs('bench:growth', HELP, {
   blocks: { type: 'string', default: '20' },
   'per-block': { type: 'string', default: '10000' },
   members: { type: 'string', default: '3' },
   threshold: { type: 'string', default: '2' },
+  warmup: { type: 'string', default: '20' },
+  cold: { type: 'boolean', default: false },
   out: { type: 'string' },
 });
 const blocks = positive(args.blocks as string, '--blocks');
 const perBlock = positive(args['per-block'] as string, '--per-block');
 const n = positive(args.members as string, '--members');
 const t = positive(args.threshold as string, '--threshold');
+const warmup = args.cold === true ? 0 : Math.ceil((perBlock * positive(args.warmup as string, '--warmup')) / 100);
 const outDir = resultsDir(args.out);
 const PEGOUT_SATS = 1_500_000n;
 /** Declared outputs of 2 BTC: every request of the run, its fees, and room to spare. */
@@ -65,22 +72,27 @@ async function rssMb(pid: number | undefined): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
 }
 
-async function runBlock(devnet: Devnet, rpc: EvmRpc, block: number): Promise<BlockResult> {
-  const before = await Promise.all(devnet.members.map(readCpu));
-  const sent = await sendPegouts(rpc, perBlock, PEGOUT_SATS, { inOneBlock: { confirmations: 1, blockSeconds: 1 } });
-  const paid = (block + 1) * perBlock;
+/** Sends `count` requests final in one block and waits until every member holds them finalized. */
+async function payBlock(devnet: Devnet, rpc: EvmRpc, count: number, paid: number): Promise<number> {
+  const sent = await sendPegouts(rpc, count, PEGOUT_SATS, { inOneBlock: { confirmations: 1, blockSeconds: 1 } });
   await waitFinalized(devnet, paid, (finalized) =>
     process.stderr.write(`\r${finalized}/${paid} in finalized payments at every member   `),
   );
+  return sent.finalAt!;
+}
+
+async function runBlock(devnet: Devnet, rpc: EvmRpc, block: number): Promise<BlockResult> {
+  const before = await Promise.all(devnet.members.map(readCpu));
+  const finalAt = await payBlock(devnet, rpc, perBlock, warmup + (block + 1) * perBlock);
   // until the last member's last finalization, by the members' own clocks: not the next scrape
-  const seconds = ((await finalizations(devnet, sent.finalAt!)).lastFinalizedAt - sent.finalAt!) / 1000;
+  const seconds = ((await finalizations(devnet, finalAt)).lastFinalizedAt - finalAt) / 1000;
   const after = await Promise.all(devnet.members.map(readCpu));
   const costs = before.map((b, i) => perRequest(b, after[i]!, perBlock));
   const rss = await Promise.all(devnet.members.map((m) => rssMb(m.process?.pid)));
   const largest = devnet.members[rss.indexOf(Math.max(...rss))] ?? devnet.members[0]!;
   return {
     block,
-    paidBefore: block * perBlock,
+    paidBefore: warmup + block * perBlock,
     requestsPerSecond: perBlock / seconds,
     cpuUs: summarize(costs)!.mean.process,
     rssMb: Math.max(...rss),
@@ -97,7 +109,7 @@ function report(results: readonly BlockResult[]): string {
   );
   const within = (a: number, b: number): string => (Math.abs(b - a) / a <= 0.1 ? 'met' : 'missed');
   return [
-    `Growth run: ${t}-of-${n}, ${blocks} blocks of ${perBlock} requests, each final at once and paid before the next (no Bitcoin Core: declared funding).`,
+    `Growth run: ${t}-of-${n}, ${blocks} blocks of ${perBlock} requests, each final at once and paid before the next (no Bitcoin Core: declared funding). ${warmup > 0 ? `Warm-up: ${warmup} requests final at once and paid before block 1, in no figure (requests paid before it counts them).` : 'No warm-up (--cold): block 1 includes the members compiling their hot code.'}`,
     '',
     '| block | requests paid before it | requests/s (final → finalized at every member) | process CPU µs per request per member (mean) | RSS MB (largest member) | its V8 heap total | heap used | external | arrayBuffers | RocksDB memtables | table readers | block cache (MB) |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -109,7 +121,7 @@ function report(results: readonly BlockResult[]): string {
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'pegout-growth-'));
-const count = Math.ceil((blocks * perBlock * Number(PEGOUT_SATS) * 1.3) / OUTPUT_SATS) + 10;
+const count = Math.ceil(((warmup + blocks * perBlock) * Number(PEGOUT_SATS) * 1.3) / OUTPUT_SATS) + 10;
 const devnet = await startDevnet({
   dir,
   members: n,
@@ -125,6 +137,10 @@ const devnet = await startDevnet({
 const results: BlockResult[] = [];
 try {
   const rpc = new EvmRpc(devnet.anvil.url);
+  if (warmup > 0) {
+    await payBlock(devnet, rpc, warmup, warmup);
+    process.stderr.write(`\rwarm-up: ${warmup} requests paid\n`);
+  }
   for (let b = 0; b < blocks; b++) {
     results.push(await runBlock(devnet, rpc, b));
     const r = results[results.length - 1]!;
@@ -141,6 +157,9 @@ try {
 }
 const md = report(results);
 await mkdir(outDir, { recursive: true });
-await writeFile(join(outDir, 'growth.json'), `${JSON.stringify({ t, n, blocks, perBlock, results }, null, 2)}\n`);
+await writeFile(
+  join(outDir, 'growth.json'),
+  `${JSON.stringify({ t, n, blocks, perBlock, warmup, results }, null, 2)}\n`,
+);
 await writeFile(join(outDir, 'growth.md'), md);
 process.stdout.write(md);

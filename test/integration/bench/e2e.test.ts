@@ -55,11 +55,11 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
       assert.match(await readFile(join(out, svg), 'utf8'), /^<svg /);
   });
 
-  it('the growth run pays blocks one after another and reports each', async (t) => {
+  it('the growth run pays a warm-up, then blocks one after another, and reports each', async (t) => {
     const out = await tempDir(t, 'bench-growth');
     await promisify(execFile)(
       process.execPath,
-      [join(repoRoot, 'dist/bench/e2e/growth.js'), '--blocks', '2', '--per-block', '4', '--out', out],
+      [join(repoRoot, 'dist/bench/e2e/growth.js'), '--blocks', '2', '--per-block', '4', '--warmup', '50', '--out', out],
       { timeout: 240_000 },
     );
     const json = JSON.parse(await readFile(join(out, 'growth.json'), 'utf8')) as {
@@ -68,12 +68,14 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     assert.deepEqual(
       json.results.map((r) => [r.block, r.paidBefore]),
       [
-        [0, 0],
-        [1, 4],
+        [0, 2],
+        [1, 6],
       ],
     );
     for (const r of json.results) assert.ok(r.requestsPerSecond > 0 && r.cpuUs > 0 && r.rssMb > 0, JSON.stringify(r));
-    assert.match(await readFile(join(out, 'growth.md'), 'utf8'), /First block against the last/);
+    const md = await readFile(join(out, 'growth.md'), 'utf8');
+    assert.match(md, /First block against the last/);
+    assert.match(md, /Warm-up: 2 requests final at once and paid before block 1/);
   });
 
   it('bench:member takes tiny rounds through every phase of one member and writes what each cost', async (t) => {
