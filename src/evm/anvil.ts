@@ -62,9 +62,10 @@ export async function freePorts(count: number): Promise<number[]> {
   const ports: number[] = [];
   for (let attempt = 0; ports.length < count && room >= 1000 && attempt < 50 * count; attempt++) {
     const candidate = FIXED_PORTS_FROM + Math.floor(Math.random() * room);
-    if (handedOut.has(candidate) || (await probe(candidate)) === undefined) continue;
+    if (handedOut.has(candidate)) continue;
+    // marked before the probe: a concurrent call must not probe it too once this probe closed it
     handedOut.add(candidate);
-    ports.push(candidate);
+    if ((await probe(candidate)) !== undefined) ports.push(candidate);
   }
   while (ports.length < count) {
     const port = await probe(0);

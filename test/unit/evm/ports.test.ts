@@ -29,3 +29,9 @@ test('freePorts gives distinct loopback ports below the ephemeral range, each fr
     await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 });
+
+test('concurrent freePorts calls never share a port', async () => {
+  const batches = await Promise.all(Array.from({ length: 8 }, () => freePorts(10)));
+  const all = batches.flat();
+  assert.equal(new Set(all).size, all.length, all.join(','));
+});
