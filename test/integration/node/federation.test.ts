@@ -143,17 +143,23 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
       scriptPubKey: decodeAddress(devnetDestination(0), 'regtest').scriptPubKey,
       sats: PEGOUT_SATS,
     };
-    for (const request of [nobody, again]) {
+    const proposals = [nobody, again].map((request) => {
       const [payment] = buildPayments([request], spare, 2, devnet.federation, { maxOutputs: 10 }).payments;
-      hostile.broadcast('proposal', proposalFromPayment(payment!, 1, toHex(devnet.federation.pubkeys[2]!)));
-    }
+      return proposalFromPayment(payment!, 1, toHex(devnet.federation.pubkeys[2]!));
+    });
     // an "already finalized" payment whose witnesses are empty
     const [unsigned] = buildPayments([again], spare, 2, devnet.federation, { maxOutputs: 10 }).payments;
-    hostile.broadcast('finalized', {
+    const finalized = {
       tx: serializeTx(unsigned!.tx),
       prevouts: unsigned!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
       requestIds: [again.id],
-    });
+    };
+    // sent again until counted: both ends dial, and frames sent on a link a member was closing as the
+    // duplicate of the other are lost by design
+    const attack = (): void => {
+      for (const proposal of proposals) hostile.broadcast('proposal', proposal);
+      hostile.broadcast('finalized', finalized);
+    };
 
     const rejected = async (i: number): Promise<Record<string, number>> => {
       const text = await (await fetch(`${devnet.members[i]!.apiUrl}/metrics`)).text();
@@ -169,6 +175,7 @@ describe('a hostile member among honest member processes', { timeout: 300_000 },
       const until = Date.now() + 20_000;
       while (!(seen.proposal_unknown_request && seen.proposal_double_payment && seen.finalized_invalid)) {
         assert.ok(Date.now() < until, `member ${i + 1} did not count every refusal: ${JSON.stringify(seen)}`);
+        attack();
         await sleep(1200);
         seen = await rejected(i);
       }
