@@ -38,15 +38,24 @@ export function requestId(txHash: string, ordinal: number): string {
   return `${hash}:${checkOrdinal(ordinal, String(ordinal))}`;
 }
 
+/** The identity a canonical request id names; undefined for anything else. */
+export function tryParseRequestId(id: unknown): RequestIdentity | undefined {
+  const m = typeof id === 'string' ? REQUEST_ID.exec(id) : null;
+  if (!m) return undefined;
+  const ordinal = Number(m[2]);
+  return ordinal <= MAX_ORDINAL ? { txHash: m[1]!, ordinal } : undefined;
+}
+
 /** Whether `id` is a request id in its canonical form (anything else is refused at the edge). */
 export function isRequestId(id: unknown): id is string {
-  if (typeof id !== 'string') return false;
-  const m = REQUEST_ID.exec(id);
-  return m !== null && Number(m[2]) <= MAX_ORDINAL;
+  return tryParseRequestId(id) !== undefined;
 }
 
 /** Parses a canonical request id; `0x…:01`, upper-case hashes and the like are refused, never normalised. */
 export function parseRequestId(id: unknown): RequestIdentity {
+  const identity = tryParseRequestId(id);
+  if (identity) return identity;
+  // refused: which part is wrong
   const m = typeof id === 'string' ? REQUEST_ID.exec(id) : null;
   if (!m)
     throw new EvmError(

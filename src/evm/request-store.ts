@@ -23,7 +23,7 @@ import {
   SPACES,
 } from '../storage/keys.js';
 import { EvmError } from './errors.js';
-import { parseRequestId, type RequestIdentity } from './request-id.js';
+import { parseRequestId, tryParseRequestId, type RequestIdentity } from './request-id.js';
 import type { RequestRecord, RequestStatus, StatusChange } from '../storage/records.js';
 
 /** A new request as its ingestion builds it: everything but the history, which starts here. */
@@ -164,15 +164,16 @@ export function getRequest(reader: StoreReader, id: string): Promise<RequestReco
 }
 
 /** The records of `ids` in one read, in order; undefined for an id not ingested here or not well-formed. */
-export async function getRequests(reader: StoreReader, ids: readonly string[]): Promise<(RequestRecord | undefined)[]> {
-  const keys = ids.map((id) => {
-    try {
-      const { txHash, ordinal } = parseRequestId(id);
-      return requestKey(txHash, ordinal);
-    } catch {
-      return undefined;
-    }
-  });
+export function getRequests(reader: StoreReader, ids: readonly string[]): Promise<(RequestRecord | undefined)[]> {
+  return requestsOf(reader, ids.map(tryParseRequestId));
+}
+
+/** The records of the requests `identities` name, in one read, in order; undefined where none is named or stored. */
+export async function requestsOf(
+  reader: StoreReader,
+  identities: readonly (RequestIdentity | undefined)[],
+): Promise<(RequestRecord | undefined)[]> {
+  const keys = identities.map((r) => r && requestKey(r.txHash, r.ordinal));
   const found = await reader.getMany<RequestRecord>(keys.filter((k): k is string => k !== undefined));
   let next = 0;
   return keys.map((k) => (k === undefined ? undefined : found[next++]));

@@ -3,7 +3,7 @@ import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import {
   getRequest,
-  getRequests,
+  requestsOf,
   paymentsOfRequest,
   paymentsOfRequests,
   QUEUED,
@@ -126,7 +126,7 @@ async function stageFinalized(
   // every record and list in two reads; `current` holds what this batch staged since, as a read
   // through the batch would see it (a request named twice sees its first change)
   const identities = body.requestIds.map(parseRequestId);
-  const records = await getRequests(batch, body.requestIds);
+  const records = await requestsOf(batch, identities);
   const lists = await paymentsOfRequests(batch, identities);
   // the payments of each request this member signed or knows final, before this one: the list is
   // written only where this one is not in it yet (a signer has it from signing), and the

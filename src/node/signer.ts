@@ -2,8 +2,8 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import { getRequests, paymentsOfRequests, QUEUED, stagePaymentOf, stageStatus } from '../evm/request-store.js';
-import { isRequestId, parseRequestId } from '../evm/request-id.js';
+import { paymentsOfRequests, QUEUED, requestsOf, stagePaymentOf, stageStatus } from '../evm/request-store.js';
+import { tryParseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import { finalizedKey, handoffTxKey, holdKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
@@ -107,6 +107,8 @@ export async function chainView(reader: StoreReader, spendDepth: number): Promis
  */
 interface SignerReads {
   readonly state: ValidationState;
+  /** What each request id names, undefined where it is not well-formed. */
+  readonly identities: readonly (RequestIdentity | undefined)[];
   readonly records: readonly (RequestRecord | undefined)[];
   readonly payments: ReadonlyMap<string, readonly string[]>;
 }
@@ -122,22 +124,29 @@ async function readForSigning(
   const chain = await chainView(store, policy.spendDepth);
   const requests = new Map<string, KnownRequest>();
   const signed = new Map<string, SignedPayment[]>();
-  const records = await getRequests(store, proposal.requestIds);
+  const identities = proposal.requestIds.map(tryParseRequestId);
+  const records = await requestsOf(store, identities);
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
     if (record?.scriptPubKey)
       requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
   }
   // a malformed id is refused by the validator itself
-  const wellFormed = proposal.requestIds.filter(isRequestId);
-  const lists = await paymentsOfRequests(store, wellFormed.map(parseRequestId));
-  const payments = new Map(wellFormed.map((id, i) => [id, lists[i]!]));
+  const wellFormed = proposal.requestIds.flatMap((id, i) => {
+    const identity = identities[i];
+    return identity ? [{ id, identity }] : [];
+  });
+  const lists = await paymentsOfRequests(
+    store,
+    wellFormed.map((r) => r.identity),
+  );
+  const payments = new Map(wellFormed.map(({ id }, i) => [id, lists[i]!]));
   for (const [id, txids] of payments) signed.set(id, await signedPayments(store, txids, chain, policy.paidDepth));
   const released = new Set<string>();
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
     if (!record || !overRequestLimit(record.sats, policy.limits)) continue;
-    const { txHash, ordinal } = parseRequestId(id);
+    const { txHash, ordinal } = identities[i]!;
     if ((await store.get(holdKey(txHash, ordinal, policy.self))) !== undefined) released.add(id);
   }
   const outflow = await windowOutflow(store, policy.limits);
@@ -172,7 +181,7 @@ async function readForSigning(
     released: (id) => released.has(id),
     outflow,
   };
-  return { state, records, payments };
+  return { state, identities, records, payments };
 }
 
 /**
@@ -244,7 +253,7 @@ function stageSigned(
   { proposal, tx, txid }: CheckedProposal,
   signatures: Uint8Array,
   at: string,
-  { state, records, payments }: SignerReads,
+  { state, identities, records, payments }: SignerReads,
 ): void {
   batch.put(signatureMadeKey(txid), {
     txid,
@@ -263,7 +272,8 @@ function stageSigned(
   // a handoff (it pays no request) counts from the moment it is signed: a second one must replace it
   if (proposal.requestIds.length === 0) batch.put(handoffTxKey(txid), 1);
   for (const [i, id] of proposal.requestIds.entries()) {
-    stagePaymentOf(batch, parseRequestId(id), payments.get(id)!, txid);
+    // validation refused every id not well-formed
+    stagePaymentOf(batch, identities[i]!, payments.get(id)!, txid);
     const request = records[i];
     if (request && QUEUED.has(request.status)) stageStatus(batch, request, 'batched', at, `in payment ${txid}`);
   }

@@ -214,8 +214,19 @@ export function evmBlockKey(number: number): string {
   return `${SPACES.evmBlock}${keyNumber(number, 'EVM block number')}`;
 }
 
+/** The last part requestPart built: a request's keys are staged together (record, index, payments, address indexes). */
+let lastPart = { txHash: '', ordinal: -1, part: '' };
+
+/**
+ * `<tx hash>/<ordinal>`: what every key of one request ends with. Staging a request or a status
+ * change builds three to five keys of the same request in a row, so the part last checked and
+ * built is kept: strings are immutable, and the same hash and ordinal make the same part.
+ */
 function requestPart(txHash: string, ordinal: number): string {
-  return `${evmHash(txHash, 'request transaction hash')}/${keyNumber(ordinal, 'request ordinal')}`;
+  if (txHash === lastPart.txHash && ordinal === lastPart.ordinal) return lastPart.part;
+  const part = `${evmHash(txHash, 'request transaction hash')}/${keyNumber(ordinal, 'request ordinal')}`;
+  lastPart = { txHash, ordinal, part };
+  return part;
 }
 
 /**

@@ -100,6 +100,9 @@ export interface StoreReader {
   getMany<T>(keys: string[]): Promise<(T | undefined)[]>;
 }
 
+/** The store's read of keys a batch checked already. */
+type ReadStored = <T>(keys: string[]) => Promise<(T | undefined)[]>;
+
 type ApplyBatch = (
   staged: ReadonlyMap<string, Buffer | null>,
   deltas: ReadonlyMap<string, number>,
@@ -115,7 +118,7 @@ function counterValue(key: string, value: unknown): number {
 }
 
 export class StoreBatch implements StoreReader {
-  readonly #store: Store;
+  readonly #read: ReadStored;
   readonly #apply: ApplyBatch;
   readonly #staged = new Map<string, Buffer | null>();
   /** Counter increments, added to the stored values when the batch is written (add()). */
@@ -123,8 +126,8 @@ export class StoreBatch implements StoreReader {
   #written = false;
 
   /** Made by Store.batch(). */
-  constructor(store: Store, apply: ApplyBatch) {
-    this.#store = store;
+  constructor(read: ReadStored, apply: ApplyBatch) {
+    this.#read = read;
     this.#apply = apply;
   }
 
@@ -177,7 +180,7 @@ export class StoreBatch implements StoreReader {
   async getMany<T>(keys: string[]): Promise<(T | undefined)[]> {
     for (const key of keys) checkKey(key);
     const unstaged = keys.filter((key) => !this.#staged.has(key));
-    const stored = unstaged.length > 0 ? await this.#store.getMany<T>(unstaged) : [];
+    const stored = unstaged.length > 0 ? await this.#read<T>(unstaged) : [];
     let next = 0;
     return keys.map((key) => {
       const staged = this.#staged.get(key);
@@ -577,6 +580,11 @@ export class Store implements StoreReader {
 
   async getMany<T>(keys: string[]): Promise<(T | undefined)[]> {
     for (const key of keys) checkKey(key);
+    return this.#read(keys);
+  }
+
+  /** getMany for keys checked already (a batch checks its reads' keys before it looks among its own). */
+  async #read<T>(keys: string[]): Promise<(T | undefined)[]> {
     this.#checkOpen();
     let raw: (Buffer | undefined)[];
     try {
@@ -594,7 +602,10 @@ export class Store implements StoreReader {
 
   batch(): StoreBatch {
     this.#checkOpen();
-    return new StoreBatch(this, (staged, deltas, sync) => this.#apply(staged, deltas, sync));
+    return new StoreBatch(
+      (keys) => this.#read(keys),
+      (staged, deltas, sync) => this.#apply(staged, deltas, sync),
+    );
   }
 
   /** Staged changes of one StoreBatch, null meaning delete, and its counter increments. */

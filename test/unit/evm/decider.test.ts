@@ -5,7 +5,7 @@ import { decodeAddress } from '../../../src/bitcoin/address.js';
 import { classifyScript } from '../../../src/bitcoin/script.js';
 import { NETWORK_NAMES, type Network } from '../../../src/bitcoin/network.js';
 import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, WEI_PER_SAT } from '../../../src/evm/decider.js';
-import { isRequestId, parseRequestId, requestId } from '../../../src/evm/request-id.js';
+import { isRequestId, parseRequestId, requestId, tryParseRequestId } from '../../../src/evm/request-id.js';
 import { readJsonVector } from '../../support/vectors.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -87,6 +87,7 @@ describe('request decider', () => {
     const id = requestId(`0x${'AB'.repeat(32)}`, 7);
     assert.equal(id, `0x${'ab'.repeat(32)}:7`);
     assert.deepEqual(parseRequestId(id), { txHash: `0x${'ab'.repeat(32)}`, ordinal: 7 });
+    assert.deepEqual(tryParseRequestId(id), parseRequestId(id));
     assert.equal(requestId(`0x${'ab'.repeat(32)}`, 0xffffffff), `0x${'ab'.repeat(32)}:4294967295`);
     // every other spelling of the same request is refused, never normalised (issue 11, attack 1)
     const h = `0x${'ab'.repeat(32)}`;
@@ -103,7 +104,10 @@ describe('request decider', () => {
     ]) {
       assert.throws(() => parseRequestId(alias), { code: 'invalid_request' }, alias);
       assert.equal(isRequestId(alias), false, alias);
+      assert.equal(tryParseRequestId(alias), undefined, alias);
     }
+    for (const notText of [undefined, null, 7, { txHash: h, ordinal: 7 }])
+      assert.equal(tryParseRequestId(notText), undefined);
     assert.throws(() => requestId(h, -1), { code: 'invalid_request' });
     assert.throws(() => requestId(h, 2 ** 32), { code: 'invalid_request' });
   });

@@ -11,6 +11,7 @@ import {
   utxoIndexKey,
   SPACES,
   requestKey,
+  requestIndexKey,
   requestByBitcoinAddressKey,
 } from '../../../src/storage/keys.js';
 import { openTempStore, tempDir, TEST_DESCRIPTOR as DESCRIPTOR } from '../../support/tempdir.js';
@@ -83,6 +84,9 @@ test('a batch is atomic, reads its own staged writes, and refuses bad keys, unde
   assert.throws(() => store.batch().put('has space', 1), storageCode('invalid_key'));
   assert.throws(() => store.batch().put('', 1), storageCode('invalid_key'));
   await assert.rejects(store.get('ünïcode'), storageCode('invalid_key'));
+  // a batch's reads check their keys once, before they look among its own changes or in the store
+  await assert.rejects(store.batch().get('ünïcode'), storageCode('invalid_key'));
+  await assert.rejects(store.batch().put('a/5', 5).getMany(['a/5', 'ünïcode']), storageCode('invalid_key'));
 });
 
 test('entries: fixed-width keys iterate in numeric order, bounded by prefix, gte/lt, reverse, limit', async (t) => {
@@ -116,6 +120,16 @@ test('entries: fixed-width keys iterate in numeric order, bounded by prefix, gte
   assert.throws(() => keyNumber(-1, 'vout'), storageCode('invalid_key', 'vout'));
   assert.throws(() => keyNumber(1.5, 'vout'), storageCode('invalid_key'));
   assert.throws(() => utxoKey('AB'.repeat(32), 0), storageCode('invalid_key', 'lowercase'));
+  // a request's keys share one part, reused while the same request's keys are built in a row:
+  // interleaved requests and a bad hash after a good one are still each their own
+  const [x, y] = [`0x${'cd'.repeat(32)}`, `0x${'ef'.repeat(32)}`];
+  const part = (hash: string, ordinal: number): string => `${hash}/${keyNumber(ordinal, 'ordinal')}`;
+  assert.equal(requestKey(x, 3), `${SPACES.request}${part(x, 3)}`);
+  assert.equal(requestKey(x, 4), `${SPACES.request}${part(x, 4)}`);
+  assert.equal(requestIndexKey('batched', y, 3), `${SPACES.requestIndex}inflight/${part(y, 3)}`);
+  assert.equal(requestKey(x, 3), `${SPACES.request}${part(x, 3)}`);
+  assert.throws(() => requestKey(x.toUpperCase().replace('0X', '0x'), 3), storageCode('invalid_key', 'lowercase'));
+  assert.throws(() => requestKey(x, -1), storageCode('invalid_key', 'ordinal'));
 
   // breaking out of an iteration releases it: the store still closes cleanly afterwards
   for await (const entry of store.entries({ prefix: '' })) {
