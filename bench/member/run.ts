@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { encodeAddress } from '../../src/bitcoin/address.js';
@@ -229,6 +229,7 @@ async function main(): Promise<void> {
       );
     }
     const out = resultsDir(values.out);
+    await mkdir(out, { recursive: true });
     await writeFile(
       path.join(out, 'member.json'),
       `${JSON.stringify({ requests, members, threshold, clock: STAGE_CLOCK, rounds: results }, null, 2)}\n`,
