@@ -25,7 +25,7 @@ function malformed(method: string, detail: string): EvmError {
  * Calls go through node:http on one kept-alive connection, not fetch: a member polls its node
  * several times a second for as long as it runs, and fetch's WHATWG request, response and stream
  * objects cost about 0.3 ms of CPU a call against about 0.05 ms this way
- * (bench/results/README.md, "This round").
+ * (bench/results/README.md, "The EVM node over node:http, not fetch").
  */
 export class EvmRpc {
   private id = 0;
