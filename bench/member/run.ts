@@ -31,11 +31,14 @@ import { benchArgs, resultsDir } from '../e2e/args.js';
 // part that every member pays for every request, so that a change to it can be measured side by
 // side (A/B) within a few per cent. The main thread's CPU is read on the stage clock.
 
-const HELP = `npm run bench:member -- [--requests K] [--threshold T] [--members N] [--rounds R] [--out DIR]
+const HELP = `npm run bench:member -- [--requests K] [--threshold T] [--members N] [--rounds R] [--output-sats S] [--out DIR]
   --requests K    requests in each round, all final at once (default 10000)
   --members N     the federation's size (default 7)
   --threshold T   signature sets each payment needs (default 5): this member verifies T - 1
   --rounds R      rounds on one store, reported each (default 3): the first one warms the code up
+  --output-sats S the value of each funding output (default: a round's requests need 40 of them,
+                  so a payment spends one or two); 1000000 gives bench:e2e's ~100-input payments,
+                  1.5 inputs a request, for the cost of what a member does per input
   --out DIR       where member.json goes (default bench/results)`;
 
 const { values, positive } = benchArgs('bench:member', HELP, {
@@ -43,12 +46,19 @@ const { values, positive } = benchArgs('bench:member', HELP, {
   members: { type: 'string', default: '7' },
   threshold: { type: 'string', default: '5' },
   rounds: { type: 'string', default: '3' },
+  'output-sats': { type: 'string' },
   out: { type: 'string' },
 });
 const requests = positive(values.requests as string, '--requests');
 const members = positive(values.members as string, '--members');
 const threshold = positive(values.threshold as string, '--threshold');
 const rounds = positive(values.rounds as string, '--rounds');
+/** What every request of a round asks for, with room for the fees. */
+const ROUND_SATS = requests * 1_600_000;
+const outputSats =
+  values['output-sats'] === undefined
+    ? Math.ceil(ROUND_SATS / 40)
+    : positive(values['output-sats'] as string, '--output-sats');
 if (threshold > members) {
   process.stderr.write(`bench:member: --threshold ${threshold} is more than --members ${members}\n`);
   process.exit(2);
@@ -213,8 +223,8 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'pegout-bench-member-'));
   const store = await Store.open(dir, { descriptor: federation.descriptor });
   try {
-    // declared outputs, enough for every round: a payment spends one or two of them
-    const outputs = declaredOutputs(federation, 40 * rounds, Math.ceil((requests * 1_600_000) / 40));
+    // declared outputs, enough for every round
+    const outputs = declaredOutputs(federation, Math.ceil((ROUND_SATS * rounds) / outputSats), outputSats);
     await store.transaction(async (batch) => {
       for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
     });
@@ -232,7 +242,7 @@ async function main(): Promise<void> {
     await mkdir(out, { recursive: true });
     await writeFile(
       path.join(out, 'member.json'),
-      `${JSON.stringify({ requests, members, threshold, clock: STAGE_CLOCK, rounds: results }, null, 2)}\n`,
+      `${JSON.stringify({ requests, members, threshold, outputSats, clock: STAGE_CLOCK, rounds: results }, null, 2)}\n`,
     );
   } finally {
     await Promise.all(signers.map((s) => s.pool.destroy()));
