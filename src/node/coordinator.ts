@@ -20,7 +20,7 @@ import { targetRate } from '../wallet/fee.js';
 import { buildTestMerge } from '../wallet/handoff.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
-import { getUtxo, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
+import { getUtxos, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import { recordFinalized } from './finalize.js';
 import { handoffProposals, handoffView } from './handoff.js';
@@ -604,8 +604,9 @@ export class Coordinator {
   private async liveInputs(txid: string, { proposal, tx }: CheckedProposal): Promise<SpendableUtxo[] | undefined> {
     if (await this.o.store.get(finalizedKey(txid))) return undefined;
     const inputs: SpendableUtxo[] = [];
-    for (const o of tx.inputs) {
-      const u = await getUtxo(this.o.store, o);
+    const utxos = await getUtxos(this.o.store, tx.inputs);
+    for (const [i, o] of tx.inputs.entries()) {
+      const u = utxos[i];
       if (!u || u.state === 'spent') return undefined;
       if (u.reservedBy && u.reservedBy !== txid && (await this.o.store.get(finalizedKey(u.reservedBy))))
         return undefined;
@@ -705,8 +706,8 @@ export class Coordinator {
    */
   private async recoverInputs({ txid, tx }: CheckedProposal): Promise<boolean> {
     if (!this.o.recoverInput) return false;
-    const unknown = [];
-    for (const input of tx.inputs) if (!(await getUtxo(this.o.store, input))) unknown.push(input);
+    const utxos = await getUtxos(this.o.store, tx.inputs);
+    const unknown = tx.inputs.filter((_, i) => !utxos[i]);
     if (unknown.length === 0 || unknown.length > COORDINATOR_CAPS.recoverPerProposal) return false;
     try {
       for (const input of unknown) await this.o.recoverInput({ txid: input.txid, vout: input.vout });

@@ -17,7 +17,7 @@ import type { Store, StoreBatch } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
-import { getUtxo, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
+import { getUtxos, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
 import type {
   FinalizedBody,
   FinalizedRecord,
@@ -164,8 +164,9 @@ async function stageFinalized(
   );
   const conflicts = new Set<string>();
   const held = [];
-  for (const input of signed.inputs) {
-    const u = await getUtxo(batch, input);
+  const utxos = await getUtxos(batch, signed.inputs);
+  for (const [i, input] of signed.inputs.entries()) {
+    const u = utxos[i];
     if (u?.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);
     // a proposal whose input another proposal took over (a replacement) loses too
     for (const other of await proposalsSpending(store, input, txid)) conflicts.add(other);

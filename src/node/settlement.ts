@@ -20,7 +20,7 @@ import { matchCommitment, readCommitment, type CandidateRequest } from '../walle
 import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
-import { getUtxo, registerUtxo, releaseUtxos, spendUtxo } from '../wallet/utxos.js';
+import { getUtxo, getUtxos, registerUtxo, releaseUtxos, stageSpent } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
 import { recordFinalized } from './finalize.js';
@@ -103,18 +103,16 @@ async function applyLocally(
   record: FinalizedRecord,
 ): Promise<void> {
   const tx = parseTx(record.tx);
-  for (const input of tx.inputs) {
-    const u = await getUtxo(store, input);
-    // A conflicting payment was finalized first. On a chain only one of them would confirm, and
-    // which one is not known here, so its requests stay in this payment (paying them again while
-    // it stands could pay them twice: signer.ts counts a finalized payment as live); only the
-    // inputs the other one did not spend go back to the wallet.
-    if (u?.state === 'spent' && u.spentBy !== record.txid) {
-      await releaseUtxos(batch, tx.inputs, record.txid);
-      return;
-    }
+  const utxos = await getUtxos(batch, tx.inputs);
+  // A conflicting payment was finalized first. On a chain only one of them would confirm, and
+  // which one is not known here, so its requests stay in this payment (paying them again while
+  // it stands could pay them twice: signer.ts counts a finalized payment as live); only the
+  // inputs the other one did not spend go back to the wallet.
+  if (utxos.some((u) => u?.state === 'spent' && u.spentBy !== record.txid)) {
+    await releaseUtxos(batch, tx.inputs, record.txid);
+    return;
   }
-  for (const input of tx.inputs) await spendUtxo(batch, input, record.txid);
+  for (const u of utxos) if (u) stageSpent(batch, u, record.txid);
   for (const [vout, output] of tx.outputs.entries()) {
     if (Buffer.compare(output.scriptPubKey, federation.scriptPubKey) === 0)
       await registerUtxo(batch, {
@@ -264,7 +262,7 @@ export class ChainSettlement {
         continue;
       }
       const tx = parseTx(spend.tx);
-      const prevouts = await Promise.all(tx.inputs.map((i) => getUtxo(this.o.store, i)));
+      const prevouts = await getUtxos(this.o.store, tx.inputs);
       // a handoff pays no request; t members signed it, so only where it sends the funds is judged here
       const handoff =
         this.o.handoff &&

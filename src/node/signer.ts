@@ -12,7 +12,7 @@ import type { FeePolicy } from '../wallet/fee.js';
 import type { HandoffPolicy } from '../wallet/handoff.js';
 import { overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
-import { getUtxo, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
+import { getUtxos, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
   validateProposal,
   type KnownRequest,
@@ -80,8 +80,7 @@ async function signedPayments(
     const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
     let dead = (await store.get(supersededKey(txid))) !== undefined;
-    for (const name of record.inputs) {
-      const u = await getUtxo(store, parseOutpoint(name));
+    for (const u of await getUtxos(store, record.inputs.map(parseOutpoint))) {
       if (u?.state !== 'spent' || u.spentBy === txid) continue;
       // Without a chain (declared funding), which of two conflicting finalized payments would confirm
       // is unknown and members apply them in different orders: a local spend kills only a payment
@@ -152,8 +151,9 @@ async function readForSigning(
   const outflow = await windowOutflow(store, policy.limits);
   const utxos = new Map<string, UtxoRecord>();
   const holders = new Map<string, readonly string[]>();
-  for (const input of tx.inputs) {
-    const u = await getUtxo(store, input);
+  const inputs = await getUtxos(store, tx.inputs);
+  for (const [i, input] of tx.inputs.entries()) {
+    const u = inputs[i];
     if (!u) continue;
     utxos.set(outpointText(input), u);
     if (u.state === 'reserved' && u.reservedBy && !holders.has(u.reservedBy)) {
@@ -232,10 +232,11 @@ async function validateAndStage(
   const reads = await readForSigning(store, federation, checked, policy);
   const verdict = validateProposal(checked, reads.state);
   if (!verdict.ok) return { refused: verdict };
-  // inputs reserved by earlier proposals this one replaces (it spends them) move to it
+  // inputs reserved by earlier proposals this one replaces (it spends them) move to it; the records
+  // are the ones validation read, which nothing changed since inside the exclusive section
   const replacing = new Set<string>();
   for (const input of tx.inputs) {
-    const u = await getUtxo(store, input);
+    const u = reads.state.utxo(outpointText(input));
     if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
   }
   await stageProposal(batch, checked, { replacing: [...replacing] });

@@ -138,7 +138,7 @@ export async function stageProposal(
 /** Stored proposals spending `outpoint`, besides `except`. */
 export async function proposalsSpending(store: Store, outpoint: Outpoint, except: string): Promise<string[]> {
   const out: string[] = [];
-  for await (const [key] of store.entries({ prefix: proposalInputPrefix(outpoint.txid, outpoint.vout) })) {
+  for (const key of await store.keys({ prefix: proposalInputPrefix(outpoint.txid, outpoint.vout) })) {
     const txid = key.slice(key.lastIndexOf('/') + 1);
     if (txid !== except) out.push(txid);
   }

@@ -48,6 +48,14 @@ export async function getUtxo(reader: StoreReader, outpoint: Outpoint): Promise<
   return reader.get<UtxoRecord>(utxoKey(outpoint.txid, outpoint.vout));
 }
 
+/**
+ * The records of `outpoints` in one read, in order (undefined where an output is not ours): a
+ * payment's inputs cost one store call, not one each.
+ */
+export function getUtxos(reader: StoreReader, outpoints: readonly Outpoint[]): Promise<(UtxoRecord | undefined)[]> {
+  return reader.getMany<UtxoRecord>(outpoints.map((o) => utxoKey(o.txid, o.vout)));
+}
+
 function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undefined): void {
   if (previous !== undefined && previous.state !== next.state)
     batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
@@ -99,8 +107,9 @@ export async function reserveUtxos(
 ): Promise<UtxoRecord[]> {
   const replacing = new Set(options.replacing ?? []);
   const seen = new Set<string>();
+  const records = await getUtxos(batch, outpoints);
   const current: UtxoRecord[] = [];
-  for (const outpoint of outpoints) {
+  for (const [i, outpoint] of outpoints.entries()) {
     const name = outpointText(outpoint);
     if (seen.has(name))
       throw new WalletError('utxo_duplicate', `outpoint ${name} appears twice in proposal ${txid}`, {
@@ -108,7 +117,7 @@ export async function reserveUtxos(
         txid,
       });
     seen.add(name);
-    const record = await getUtxo(batch, outpoint);
+    const record = records[i];
     if (record === undefined)
       throw new WalletError('utxo_unknown', `outpoint ${name} is not a known federation UTXO`, {
         outpoint: name,
@@ -131,6 +140,8 @@ export async function reserveUtxos(
     current.push(record);
   }
   return current.map((record) => {
+    // already this proposal's (a signer's own payment, finalized): record and index stand as they are
+    if (record.state === 'reserved' && record.reservedBy === txid) return record;
     const next: UtxoRecord = { ...record, state: 'reserved', reservedBy: txid };
     stage(batch, next, record);
     return next;
@@ -221,9 +232,13 @@ export async function spendUtxo(
   spentBy: string,
 ): Promise<UtxoRecord | undefined> {
   const record = await getUtxo(batch, outpoint);
-  if (record === undefined) return undefined;
-  stage(batch, { ...record, state: 'spent', spentBy }, record);
+  if (record !== undefined) stageSpent(batch, record, spentBy);
   return record;
+}
+
+/** Stages that `spentBy` spent the output `record` (its current record, read through `batch`) holds. */
+export function stageSpent(batch: StoreBatch, record: UtxoRecord, spentBy: string): void {
+  stage(batch, { ...record, state: 'spent', spentBy }, record);
 }
 
 /**

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { WalletError, type WalletErrorCode } from '../../../src/wallet/errors.js';
 import {
   getUtxo,
+  getUtxos,
   listUnspent,
   listUtxos,
   registerUtxo,
@@ -65,7 +66,11 @@ test('list unspent in outpoint order; reserve moves records and index in one bat
     (await listUtxos(store, 'reserved')).map((u) => u.value),
     [1_000_000n, 3_000_000n],
   );
-  await write(store, (batch) => reserveUtxos(batch, [op(1)], P1)); // idempotent for the same proposal
+  // idempotent for the same proposal, and nothing staged for it
+  await write(store, async (batch) => {
+    assert.deepEqual(await reserveUtxos(batch, [op(1)], P1), [reserved[1]]);
+    assert.equal(batch.length, 0);
+  });
   assert.equal((await getUtxo(store, op(1)))?.reservedBy, P1);
 });
 
@@ -85,6 +90,9 @@ test('reserve refuses unknown, spent, foreign-reserved and duplicate outpoints, 
   await assert.rejects(attempt([op(3), op(2)]), walletCode('utxo_spent'));
   await assert.rejects(attempt([op(3), op(1)]), walletCode('utxo_reserved'));
   await assert.rejects(attempt([op(3), op(4), op(3)]), walletCode('utxo_duplicate'));
+  // read in one call, the outpoints are still judged in their order: the first fault is the one named
+  await assert.rejects(attempt([op(3), op(3), op(9)]), walletCode('utxo_duplicate'));
+  await assert.rejects(attempt([op(9), op(2)]), walletCode('utxo_unknown'));
 
   // a replacement (RBF) takes over the inputs of the proposal it replaces
   await write(store, (batch) => reserveUtxos(batch, [op(1), op(3)], P2, { replacing: [P1] }));
@@ -111,4 +119,22 @@ test('release returns only the proposal own reservations and never unspends', as
       ['unspent', undefined],
     ],
   );
+});
+
+test('getUtxos reads outpoints in their order in one call; through a batch it sees what the batch staged', async (t) => {
+  const store = await seeded(t);
+  const outpoints = [op(4), op(9), op(2), op(1)];
+  await write(store, async (batch) => {
+    await reserveUtxos(batch, [op(2)], P1);
+    assert.deepEqual(
+      (await getUtxos(batch, outpoints)).map((u) => u && [u.value, u.state, u.reservedBy]),
+      [[4_000_000n, 'unspent', undefined], undefined, [2_000_000n, 'reserved', P1], [1_000_000n, 'unspent', undefined]],
+    );
+    assert.equal((await getUtxos(store, outpoints))[2]?.state, 'unspent', 'the store sees nothing staged');
+  });
+  assert.deepEqual(
+    (await getUtxos(store, outpoints)).map((u) => u?.state),
+    ['unspent', undefined, 'reserved', 'unspent'],
+  );
+  assert.deepEqual(await getUtxos(store, []), []);
 });
