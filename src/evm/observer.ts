@@ -63,6 +63,15 @@ const YIELD_EVERY = 500;
 /** Closest two polls may follow each other when wake() cuts a wait short. */
 const MIN_POLL_GAP_MS = 50;
 
+/**
+ * How long a poll woken at `now` still waits: what is left of MIN_POLL_GAP_MS since the last poll
+ * started at `lastStart`. Counted from the wake, the gap would hold back a peer's proposal most of
+ * a gap even when the last poll was long ago.
+ */
+export function wokenPollDelay(lastStart: number, now: number): number {
+  return Math.max(0, lastStart + MIN_POLL_GAP_MS - now);
+}
+
 const ACTED_ON = new Set(['batched', 'signed', 'broadcast', 'paid', 'orphaned']);
 
 /**
@@ -324,16 +333,18 @@ export class EvmObserver {
       if (waitMs === 0) continue;
       // a failing node keeps its backoff: wake() shortens only the wait between good polls
       if (failures > 0) await sleep(waitMs, undefined, { signal }).catch(() => undefined);
-      else await this.pause(waitMs, Math.max(0, MIN_POLL_GAP_MS - (Date.now() - started)), signal);
+      else await this.pause(waitMs, started, signal);
     }
   }
 
-  /** Waits `ms`, or only `minMs` once wake() is called. */
-  private async pause(ms: number, minMs: number, signal: AbortSignal): Promise<void> {
+  /** Waits `ms`, or once wake() is called only until MIN_POLL_GAP_MS after `lastStart`. */
+  private async pause(ms: number, lastStart: number, signal: AbortSignal): Promise<void> {
     const woken = new AbortController();
     this.wakeUp = () => woken.abort();
     await sleep(ms, undefined, { signal: AbortSignal.any([signal, woken.signal]) }).catch(() => undefined);
     this.wakeUp = undefined;
-    if (woken.signal.aborted && !signal.aborted) await sleep(minMs, undefined, { signal }).catch(() => undefined);
+    const rest = wokenPollDelay(lastStart, Date.now());
+    if (woken.signal.aborted && !signal.aborted && rest > 0)
+      await sleep(rest, undefined, { signal }).catch(() => undefined);
   }
 }
