@@ -115,8 +115,16 @@ export class Coordinator {
   private readonly shown = new Set<string>();
   /** Proposals refused as a second payment of requests this member signed elsewhere (bounded). */
   private readonly rivals = new Map<string, OpenProposal>();
-  /** Signatures that arrived before their proposal (bounded: EARLY_CAPS). */
+  /**
+   * Signatures that arrived before their proposal, or for another member's proposal while its
+   * proposer collects (bounded: EARLY_CAPS).
+   */
   private readonly early: EarlySignatures;
+  /**
+   * Another member's proposals this member signed and does not collect yet (see track()): this
+   * member's own set, and since when (ms). At most one entry per proposal in `proposals`.
+   */
+  private readonly deferred = new Map<string, { own: Uint8Array; since: number }>();
   /** Finalized payments not yet paid, announced to peers that (re)connect (bounded: keepUnsettled). */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
@@ -218,7 +226,7 @@ export class Coordinator {
       if (await this.o.store.get(finalizedKey(record.txid))) continue;
       const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
       if (!proposal) continue;
-      await this.track(checkProposal(proposal), record.signatures);
+      await this.track(checkProposal(proposal), record.signatures, true);
       for await (const [key, sigs] of this.o.store.entries<Uint8Array>({
         prefix: signatureReceivedPrefix(record.txid),
       })) {
@@ -341,6 +349,7 @@ export class Coordinator {
     await setImmediate();
     const now = this.o.now?.() ?? Date.now();
     await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
+    await this.collectDeferred(now);
     const slot = slotAt(now, this.o.slotMs);
     if (proposerOf(slot, this.o.federation.pubkeys) !== this.myKey) return;
     if (slot === this.lastSlot) {
@@ -660,7 +669,14 @@ export class Coordinator {
 
   private forget(txid: string): void {
     this.rivals.delete(txid);
+    this.closed(txid);
+  }
+
+  /** Stops collecting for `txid` (finalized, or lost): its collection and the sets kept for it are dropped. */
+  private closed(txid: string): void {
     if (this.proposals.delete(txid)) this.collector.forget(txid);
+    this.deferred.delete(txid);
+    this.early.take(txid);
   }
 
   private refused(peer: string, reason: string, detail: string, txid?: string): void {
@@ -669,13 +685,43 @@ export class Coordinator {
     this.o.log.warn('proposal_refused', { peer, txid, reason, detail });
   }
 
-  /** Starts collecting for a proposal this member signed, with its own and any early signatures. */
-  private async track(checked: CheckedProposal, own: Uint8Array): Promise<void> {
+  /**
+   * Opens a proposal this member signed. Its own proposals it collects at once, with its own and
+   * any early signatures. Another member's it collects only once a quarter slot has passed without
+   * that payment finalized (collectDeferred): its proposer collects the sets, finalizes and announces
+   * the payment, and every member verifying every set at once would share the cores n ways while
+   * the proposer waits for its turn on them. Nothing is trusted for the wait: the announced payment
+   * is verified whole (onFinalizedFrame), and a proposer that never announces it costs its own
+   * payment a quarter slot. `now` collects at once whoever proposed it (a restart's recovery).
+   */
+  private async track(checked: CheckedProposal, own: Uint8Array, now = false): Promise<void> {
     const txid = this.collector.open(checked.tx, checked.proposal.prevouts);
-    if (!this.proposals.has(txid))
-      this.proposals.set(txid, { checked, since: this.o.now?.() ?? Date.now(), heard: new Set() });
+    const at = this.o.now?.() ?? Date.now();
+    if (!this.proposals.has(txid)) this.proposals.set(txid, { checked, since: at, heard: new Set() });
+    if (this.deferred.has(txid)) return;
+    if (!now && checked.proposal.proposer !== this.myKey && this.collector.count(txid) === 0) {
+      this.deferred.set(txid, { own, since: at });
+      return;
+    }
+    await this.collect(txid, own);
+  }
+
+  private async collect(txid: string, own: Uint8Array): Promise<void> {
     await this.add(txid, this.myKey, own);
-    for (const [peer, sigs] of this.early.take(txid)) await this.add(txid, peer, sigs, true);
+    for (const [peer, sigs] of this.early.take(txid)) {
+      // finalized by the sets before: the rest need no verifying
+      if (!this.proposals.has(txid)) break;
+      await this.add(txid, peer, sigs, true);
+    }
+  }
+
+  /** Collects the deferred proposals whose proposer has had a quarter slot to finalize them. */
+  private async collectDeferred(now: number): Promise<void> {
+    for (const [txid, { own, since }] of [...this.deferred]) {
+      if (now - since < this.o.slotMs / 4) continue;
+      this.deferred.delete(txid);
+      if (this.proposals.has(txid)) await this.collect(txid, own);
+    }
   }
 
   /**
@@ -725,8 +771,8 @@ export class Coordinator {
       open.heard.add(peer);
       open.since = this.o.now?.() ?? Date.now();
     }
-    if (!this.proposals.has(body.txid)) {
-      // only proposals this member signed are collected; early arrivals are kept within bounds
+    if (!this.proposals.has(body.txid) || this.deferred.has(body.txid)) {
+      // only proposals this member signed and collects are; the rest are kept within bounds
       this.early.keep(body.txid, peer, body.signatures);
       return;
     }
@@ -754,8 +800,7 @@ export class Coordinator {
     if (this.collector.count(txid) >= this.o.federation.threshold) {
       const { proposal } = this.proposals.get(txid)!.checked;
       const signed = stages.time('finalize_record', () => this.collector.finalize(txid));
-      this.collector.forget(txid);
-      this.proposals.delete(txid);
+      this.closed(txid);
       const body: FinalizedBody = {
         tx: stages.time('finalize_record', () => serializeTx(signed)),
         prevouts: proposal.prevouts,
@@ -800,10 +845,7 @@ export class Coordinator {
       this.o.log.warn('finalized_refused', { peer, txid, error: err as Error });
       return;
     }
-    if (this.proposals.has(txid)) {
-      this.collector.forget(txid);
-      this.proposals.delete(txid);
-    }
+    this.closed(txid);
     await this.recordFinal(txid, signed, body, peer);
   }
 

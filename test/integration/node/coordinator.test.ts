@@ -260,6 +260,73 @@ describe('transaction coordinator, members in one process on loopback', () => {
     for (const f of sets[0]!) checkFinalizedWitnesses(parseTx(f.tx), f.prevouts, federation);
   });
 
+  it("a member takes a payment it did not propose from its proposer's announcement, verifying none of its sets", async (t) => {
+    // a quarter slot (1 s) is far more than a proposer on loopback needs to collect and announce
+    const lines: string[] = [];
+    const { members } = await startMembers(
+      t,
+      { members: 4, threshold: 3, requests: 8, utxos: Array<bigint>(8).fill(5_000_000n), slotMs: 4000 },
+      lines,
+    );
+    await waitAllSigned(members, lines);
+    const events = lines.map((l) => JSON.parse(l) as { event: string; member: number; txid?: string; from?: string });
+    const proposedBy = new Map(events.filter((e) => e.event === 'proposed').map((e) => [e.txid!, e.member]));
+    assert.ok(proposedBy.size > 0);
+    for (const [txid, proposer] of proposedBy) {
+      const finalized = events.filter((e) => e.event === 'finalized' && e.txid === txid);
+      assert.deepEqual(finalized.map((e) => e.member).sort(), [0, 1, 2, 3]);
+      for (const e of finalized)
+        assert.equal(e.from === 'self', e.member === proposer, `member ${e.member} finalized ${txid} from ${e.from}`);
+    }
+    for (const [i, m] of members.entries()) {
+      const proposed = [...proposedBy.values()].includes(i);
+      const metric = (await m.metrics.registry.getMetricsAsJSON()).find(
+        (x) => x.name === 'pegout_signatures_received_total',
+      );
+      const received = metric?.values[0]?.value ?? 0;
+      assert.equal(received > 0, proposed, `member ${i} verified ${received} peer sets`);
+    }
+  });
+
+  it('collects a payment itself once a quarter slot passed without its proposer announcing it finalized', async (t) => {
+    // 2-of-3, member 3 hostile: it proposes every request and sends its signatures, never the
+    // finalized payment; a slot of 8 s keeps the honest proposers' first turn 2 s away
+    const lines: string[] = [];
+    const { federation, members, hostile } = await startMembers(
+      t,
+      { members: 3, threshold: 2, requests: 3, utxos: [5_000_000n], hostile: 1, slotMs: 8000 },
+      lines,
+    );
+    const attacker = hostile[0]!;
+    const requests = [0, 1, 2].map((r) => ({
+      id: requestId(r),
+      scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
+      sats: BigInt(1_000_000 + r * 1000),
+    }));
+    const spendable = await listUtxos(members[0]!.store, 'unspent');
+    const [payment] = buildPayments(requests, spendable, 2, federation, { maxOutputs: 5 }).payments;
+    const proposal = proposalFromPayment(payment!, 0, attacker.network.key);
+    const { tx, txid } = checkProposal(proposal);
+    const signatures = await attacker.pool.signTransaction(tx, proposal.prevouts);
+    let reached = 0;
+    while (reached < members.length) {
+      await heardByAll(attacker.network, members);
+      reached = Math.min(
+        attacker.network.broadcast('proposal', proposal),
+        attacker.network.broadcast('signatures', { txid, signatures }),
+      );
+    }
+    await waitAllSigned(members, lines);
+    const finalized = lines
+      .map((l) => JSON.parse(l) as { event: string; member: number; txid?: string; from?: string })
+      .filter((e) => e.event === 'finalized' && e.txid === txid);
+    assert.deepEqual(finalized.map((e) => e.member).sort(), [0, 1]);
+    // the first to collect finalized it and announced it to the other, which may have taken it from there
+    assert.ok(finalized.some((e) => e.from === 'self'));
+    const honest = members.map((m) => m.network.key);
+    for (const e of finalized) assert.ok(e.from === 'self' || honest.includes(e.from!), `from ${e.from}`);
+  });
+
   it('pays a burst above the rolling cap across windows, first come first served, and says which window each waits for', async (t) => {
     // requests r are for 1,000,000 + 1000·r sats; a window of 10 blocks lets 3,100,000 leave:
     // r0–r2 now (window 10), r3–r5 in window 11, r6 in window 12
