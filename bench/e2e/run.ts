@@ -155,8 +155,19 @@ interface Result {
   readonly inputsPerPayment: { readonly mean: number; readonly max: number };
   readonly outputsPerPayment: { readonly mean: number; readonly max: number };
   readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /**
+   * The least the first finalization takes at the raw libsecp256k1 rates: t members sign every input
+   * (n members sharing the cores) and one member verifies t − 1 sets on its one signing worker.
+   */
   readonly lowerBoundMs: number;
   readonly p50OverBound: number;
+  /**
+   * Every member's share of the payment's curve operations on the cores (each signs every input and
+   * verifies t − 1 sets): the bound of earlier rounds, when every member verified before the first
+   * finalization. A member now verifies another's payment after its proposer (src/node/coordinator.ts,
+   * track), so this is no longer a bound on the first finalization; shown for comparison.
+   */
+  readonly everyMemberMs: number;
   readonly members: readonly { readonly cpuSeconds: number; readonly peakRssMb: number }[];
   /** Each member's CPU by stage over the run, µs per request (src/metrics/stages.ts). */
   readonly cpu: readonly StageCost[];
@@ -310,10 +321,14 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
     if (profiled(s)) await writeProfile(s, profileDir, { from: finalMono, to: monotonicOf(done) });
     const latencies = list.map((x) => x.latencyMs).sort((a, b) => a - b);
     const inputs = list.map((x) => x.inputs);
-    // each member signs every input once and verifies t−1 sets; n members share the cores
     const meanInputs = mean(inputs);
-    const perMemberMs = meanInputs * (1 / rates.sign + (s.t - 1) / rates.verify) * 1000;
-    const lowerBoundMs = Math.max(perMemberMs, (perMemberMs * s.n) / cpus().length);
+    const signMs = (meanInputs / rates.sign) * 1000;
+    const setMs = (meanInputs / rates.verify) * 1000;
+    // a set signed, then t − 1 verified one after another on the first finalizer's worker; and all
+    // of that work on the cores
+    const lowerBoundMs = Math.max(signMs + (s.t - 1) * setMs, (s.t * signMs + (s.t - 1) * setMs) / cpus().length);
+    const perMemberMs = signMs + (s.t - 1) * setMs;
+    const everyMemberMs = Math.max(perMemberMs, (perMemberMs * s.n) / cpus().length);
     const p50 = quantile(latencies, 0.5);
     return {
       scenario: s,
@@ -327,6 +342,7 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
       latencyMs: { p50, p99: quantile(latencies, 0.99), max: latencies.at(-1) ?? 0 },
       lowerBoundMs,
       p50OverBound: p50 / lowerBoundMs,
+      everyMemberMs,
       members,
       cpu: before.map((b, i) => perRequest(b, after[i]!, requests)),
       stageClock: after[0]?.clock ?? 'unknown',
@@ -353,6 +369,7 @@ function failed(s: Scenario, err: Error): Result {
     latencyMs: { p50: 0, p99: 0, max: 0 },
     lowerBoundMs: 0,
     p50OverBound: 0,
+    everyMemberMs: 0,
     members: [],
     cpu: [],
     stageClock: 'unknown',
@@ -394,7 +411,7 @@ function targets(): string[] {
   const out: string[] = [];
   if (latency)
     out.push(
-      `- 5-of-7, ${fmt(latency.inputsPerPayment.mean, 0)}-input payments: p50 ${fmt(latency.latencyMs.p50)} ms = ${fmt(latency.p50OverBound, 1)}× the lower bound (target ≤ 2×): **${latency.p50OverBound <= 2 ? 'met' : 'missed'}**`,
+      `- 5-of-7, ${fmt(latency.inputsPerPayment.mean, 0)}-input payments: p50 ${fmt(latency.latencyMs.p50)} ms = ${fmt(latency.p50OverBound, 1)}× the lower bound of the first finalization, ${fmt(latency.lowerBoundMs, 1)} ms (target ≤ 2×): **${latency.p50OverBound <= 2 ? 'met' : 'missed'}**; ${fmt(latency.latencyMs.p50 / latency.everyMemberMs, 1)}× every member's share of the payment's curve operations on the cores, ${fmt(latency.everyMemberMs, 1)} ms (the bound of earlier rounds, which the first finalization no longer waits for)`,
     );
   for (const r of bulk)
     out.push(
@@ -410,7 +427,7 @@ const markdown = [
   '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ...rows,
   '',
-  'Latency: proposal sent → first member holding t verified signature sets; "paced" runs send bursts that are each final in one block, one payment round in flight. Throughput ("at once" runs): every request is final in one block (anvil mining paused while they are sent); from the first request sent, or from the block that made them final, to every request in a finalized payment at every member. Lower bound: each member signs every input once and verifies t−1 sets at the raw libsecp256k1 rates, n members sharing the cores.',
+  'Latency: proposal sent → first member holding t verified signature sets; "paced" runs send bursts that are each final in one block, one payment round in flight. Throughput ("at once" runs): every request is final in one block (anvil mining paused while they are sent); from the first request sent, or from the block that made them final, to every request in a finalized payment at every member. Lower bound: of the first finalization, at the raw libsecp256k1 rates: t members sign every input, n members sharing the cores, and the first finalizer verifies t−1 sets one after another on its signing worker (a member verifies another\'s payment once its proposer announced it, or a quarter slot later).',
   warmupPercent > 0
     ? `Warm-up: before the measured requests, ${warmupPercent} % as many were final in one block and paid at every member; they are in no figure but the members' CPU s and peak RSS, which cover each process's life.`
     : "No warm-up (--cold): the measured requests are each member's first.",
