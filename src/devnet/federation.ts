@@ -22,7 +22,7 @@ const PEGOUT = fileURLToPath(new URL('../../../bin/pegout.js', import.meta.url))
 
 /**
  * V8 flags for members that share the machine's cores, as every devnet member does (measured in
- * bench/results/README.md, "V8's collector and young generation"):
+ * `git show 53ff4b7:bench/results/README.md`, "V8's collector and young generation"):
  * - a young generation allowed to grow to 64 MB semi-spaces (it starts at 1 MB and grows only under
  *   load), so that a round's records and batches die in it instead of being copied and promoted;
  * - garbage collected on the member's own thread: V8's parallel and concurrent collection starts
