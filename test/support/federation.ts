@@ -22,9 +22,12 @@ export async function federationOfProcesses(
   owner: Owner,
   options: Omit<DevnetOptions, 'dir' | 'funding'> & { funding?: DevnetOptions['funding'] },
 ): Promise<Devnet> {
+  let devnet: Devnet | undefined;
+  // after-hooks run in the order they were added: the members and Core stop before tempDir's hook
+  // removes their directory (the other way round, a process still writing made the removal fail)
+  owner.after(async () => devnet?.stop());
   const dir = await tempDir(owner, 'federation');
-  const devnet = await startDevnet({ dir, funding: { count: 40, sats: 10_000_000 }, slotMs: 400, ...options });
-  owner.after(() => devnet.stop());
+  devnet = await startDevnet({ dir, funding: { count: 40, sats: 10_000_000 }, slotMs: 400, ...options });
   return devnet;
 }
 
