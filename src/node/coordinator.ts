@@ -348,8 +348,9 @@ export class Coordinator {
     // that arrived meanwhile be counted before deciding whether a turn may start
     await setImmediate();
     const now = this.o.now?.() ?? Date.now();
-    await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
+    // first: nothing a retried proposal throws may keep a deferred payment from being collected
     await this.collectDeferred(now);
+    await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
     const slot = slotAt(now, this.o.slotMs);
     if (proposerOf(slot, this.o.federation.pubkeys) !== this.myKey) return;
     if (slot === this.lastSlot) {
@@ -687,19 +688,24 @@ export class Coordinator {
 
   /**
    * Opens a proposal this member signed. Its own proposals it collects at once, with its own and
-   * any early signatures. Another member's it collects only once a quarter slot has passed without
-   * that payment finalized (collectDeferred): its proposer collects the sets, finalizes and announces
-   * the payment, and every member verifying every set at once would share the cores n ways while
-   * the proposer waits for its turn on them. Nothing is trusted for the wait: the announced payment
-   * is verified whole (onFinalizedFrame), and a proposer that never announces it costs its own
-   * payment a quarter slot. `now` collects at once whoever proposed it (a restart's recovery).
+   * any early signatures, and so another member's when it holds t sets as it signs, counting its own
+   * and the proposer's (it can finalize at once: 2-of-3, or the last signers). Any other it collects only once a quarter
+   * slot has passed without that payment finalized (collectDeferred): its proposer collects the
+   * sets, finalizes and announces the payment, and every member verifying every set at once would
+   * share the cores n ways while the proposer waits for its turn on them. Nothing is trusted for
+   * the wait: the announced payment is verified whole (onFinalizedFrame), and a proposer that never
+   * announces it costs its own payment a quarter slot. `now` collects at once whoever proposed it (a
+   * restart's recovery).
    */
   private async track(checked: CheckedProposal, own: Uint8Array, now = false): Promise<void> {
     const txid = this.collector.open(checked.tx, checked.proposal.prevouts);
     const at = this.o.now?.() ?? Date.now();
     if (!this.proposals.has(txid)) this.proposals.set(txid, { checked, since: at, heard: new Set() });
     if (this.deferred.has(txid)) return;
-    if (!now && checked.proposal.proposer !== this.myKey && this.collector.count(txid) === 0) {
+    // its own set, the proposer's (sent with the proposal, perhaps still queued behind it) and the rest in hand
+    const { proposer } = checked.proposal;
+    const enough = 2 + this.early.count(txid, proposer) >= this.o.federation.threshold;
+    if (!now && !enough && proposer !== this.myKey && this.collector.count(txid) === 0) {
       this.deferred.set(txid, { own, since: at });
       return;
     }

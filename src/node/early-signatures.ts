@@ -45,6 +45,12 @@ export class EarlySignatures {
     return sets;
   }
 
+  /** How many sets are held for `txid`, leaving out `except`'s. */
+  count(txid: string, except: string): number {
+    const sets = this.byTxid.get(txid);
+    return sets ? sets.size - (sets.has(except) ? 1 : 0) : 0;
+  }
+
   /** How many sets and bytes are held, all peers together. */
   size(): { sets: number; bytes: number } {
     let bytes = 0;
