@@ -689,13 +689,13 @@ export class Coordinator {
   /**
    * Opens a proposal this member signed. Its own proposals it collects at once, with its own and
    * any early signatures, and so another member's when it holds t sets as it signs, counting its own
-   * and the proposer's (it can finalize at once: 2-of-3, or the last signers). Any other it collects only once a quarter
-   * slot has passed without that payment finalized (collectDeferred): its proposer collects the
-   * sets, finalizes and announces the payment, and every member verifying every set at once would
-   * share the cores n ways while the proposer waits for its turn on them. Nothing is trusted for
-   * the wait: the announced payment is verified whole (onFinalizedFrame), and a proposer that never
-   * announces it costs its own payment a quarter slot. `now` collects at once whoever proposed it (a
-   * restart's recovery).
+   * and the proposer's (it can finalize at once: 2-of-3, or the last signers). Any other it collects
+   * only once a quarter slot has passed without that payment finalized (collectDeferred): its
+   * proposer collects the sets, finalizes and announces the payment, and every member verifying
+   * every set at once would share the cores n ways while the proposer waits for its turn on them.
+   * Nothing is trusted for the wait: the announced payment is verified whole (onFinalizedFrame), and
+   * a proposer that never announces it costs its own payment a quarter slot. `now` collects at once
+   * whoever proposed it (a restart's recovery).
    */
   private async track(checked: CheckedProposal, own: Uint8Array, now = false): Promise<void> {
     const txid = this.collector.open(checked.tx, checked.proposal.prevouts);

@@ -428,8 +428,9 @@ class Lock {
  * with 'level' (L2 and below ZSTD-compressed) the compaction thread's CPU grew with the store, to
  * about 200 µs per request of a 2-of-3 member by its 190,000th request (`git show
  * 53ff4b7:bench/results/README.md`, "The store's compaction"), and compressing the WAL costs the
- * writing thread, the main one, CPU on every batch. Universal compaction rewrites each record fewer times than levelled compaction; with
- * nothing compressed no table builder buffers blocks for a dictionary. The price is disk: a record is
+ * writing thread, the main one, CPU on every batch. Universal compaction rewrites each record fewer
+ * times than levelled compaction; with nothing compressed no table builder buffers blocks for a
+ * dictionary. The price is disk: a record is
  * stored uncompressed, and a full compaction may briefly need as much free space again as the store.
  */
 const STORE_OPTIONS = {
