@@ -507,10 +507,12 @@ export class Coordinator {
       return;
     }
     if (!outcome.ok) {
-      // members poll the sidechain independently: a request this one has not ingested yet may be final a moment later
-      if (outcome.reason === 'unknown_request' && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
+      // members follow both chains independently: a request this one has not ingested yet may be
+      // final a moment later, and a handoff may start at the Bitcoin block this one has not seen yet
+      const behind = outcome.reason === 'unknown_request' || outcome.reason === 'handoff_not_active';
+      if (behind && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
         this.retry.set(txid, { peer, checked, tries, at: this.o.now?.() ?? Date.now() });
-        if (tries === 0) {
+        if (tries === 0 && outcome.reason === 'unknown_request') {
           this.o.catchUp?.();
           return;
         }
