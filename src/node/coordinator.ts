@@ -696,10 +696,10 @@ export class Coordinator {
    * proposer collects the sets, finalizes and announces the payment, and every member verifying
    * every set at once would share the cores n ways while the proposer waits for its turn on them.
    * Nothing is trusted for the wait: the announced payment is verified whole (onFinalizedFrame), and
-   * a proposer that never announces it costs its own payment a quarter slot. `now` collects at once
+   * a proposer that never announces it costs its own payment a quarter slot. `atOnce` collects at once
    * whoever proposed it (a restart's recovery).
    */
-  private async track(checked: CheckedProposal, own: Uint8Array, now = false): Promise<void> {
+  private async track(checked: CheckedProposal, own: Uint8Array, atOnce = false): Promise<void> {
     const txid = this.collector.open(checked.tx, checked.proposal.prevouts);
     const at = this.o.now?.() ?? Date.now();
     if (!this.proposals.has(txid)) this.proposals.set(txid, { checked, since: at, heard: new Set() });
@@ -707,7 +707,7 @@ export class Coordinator {
     // its own set, the proposer's (sent with the proposal, perhaps still queued behind it) and the rest in hand
     const { proposer } = checked.proposal;
     const enough = 2 + this.early.count(txid, proposer) >= this.o.federation.threshold;
-    if (!now && !enough && proposer !== this.myKey && this.collector.count(txid) === 0) {
+    if (!atOnce && !enough && proposer !== this.myKey && this.collector.count(txid) === 0) {
       this.deferred.set(txid, { own, since: at });
       return;
     }

@@ -430,8 +430,8 @@ class Lock {
  * 53ff4b7:bench/results/README.md`, "The store's compaction"), and compressing the WAL costs the
  * writing thread, the main one, CPU on every batch. Universal compaction rewrites each record fewer
  * times than levelled compaction; with nothing compressed no table builder buffers blocks for a
- * dictionary. The price is disk: a record is
- * stored uncompressed, and a full compaction may briefly need as much free space again as the store.
+ * dictionary. The price is disk: a record is stored uncompressed, and a full compaction may briefly
+ * need as much free space again as the store.
  */
 const STORE_OPTIONS = {
   compaction: 'universal',
