@@ -157,13 +157,14 @@ interface Result {
   readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
   /**
    * The least the first finalization takes at the raw libsecp256k1 rates: t members sign every input
-   * (n members sharing the cores) and one member verifies t − 1 sets on its one signing worker.
+   * and verify each signature before it leaves (src/signing/schnorr.ts, selfChecking), n members
+   * sharing the cores, and one member verifies t − 1 sets on its one signing worker.
    */
   readonly lowerBoundMs: number;
   readonly p50OverBound: number;
   /**
-   * Every member's share of the payment's curve operations on the cores (each signs every input and
-   * verifies t − 1 sets): the bound of earlier rounds, when every member verified before the first
+   * Every member's share of the payment's curve operations on the cores (each signs and checks every
+   * input and verifies t − 1 sets): the bound of earlier rounds, when every member verified before the first
    * finalization. A member now verifies another's payment after its proposer (src/node/coordinator.ts,
    * track), so this is no longer a bound on the first finalization; shown for comparison.
    */
@@ -322,9 +323,10 @@ async function run(s: Scenario, rates: { sign: number; verify: number }): Promis
     const latencies = list.map((x) => x.latencyMs).sort((a, b) => a - b);
     const inputs = list.map((x) => x.inputs);
     const meanInputs = mean(inputs);
-    const signMs = (meanInputs / rates.sign) * 1000;
     const setMs = (meanInputs / rates.verify) * 1000;
-    // one member's part: a set signed, t − 1 verified one after another on its worker
+    // a set signed and checked before it leaves
+    const signMs = (meanInputs / rates.sign) * 1000 + setMs;
+    // one member's part: its set signed, t − 1 verified one after another on its worker
     const perMemberMs = signMs + (s.t - 1) * setMs;
     // the first finalizer's part, and all the work before it (t members sign) on the cores
     const lowerBoundMs = Math.max(perMemberMs, (s.t * signMs + (s.t - 1) * setMs) / cpus().length);
@@ -428,7 +430,7 @@ const markdown = [
   '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ...rows,
   '',
-  'Latency: proposal sent → first member holding t verified signature sets; "paced" runs send bursts that are each final in one block, one payment round in flight. Throughput ("at once" runs): every request is final in one block (anvil mining paused while they are sent); from the first request sent, or from the block that made them final, to every request in a finalized payment at every member. Lower bound: of the first finalization, at the raw libsecp256k1 rates: t members sign every input, n members sharing the cores, and the first finalizer verifies t−1 sets one after another on its signing worker (a member verifies another\'s payment once its proposer announced it, or a quarter slot later).',
+  'Latency: proposal sent → first member holding t verified signature sets; "paced" runs send bursts that are each final in one block, one payment round in flight. Throughput ("at once" runs): every request is final in one block (anvil mining paused while they are sent); from the first request sent, or from the block that made them final, to every request in a finalized payment at every member. Lower bound: of the first finalization, at the raw libsecp256k1 rates: t members sign every input and verify each signature before it leaves, n members sharing the cores, and the first finalizer verifies t−1 sets one after another on its signing worker (a member verifies another\'s payment once its proposer announced it, or a quarter slot later).',
   warmupPercent > 0
     ? `Warm-up: before the measured requests, ${warmupPercent} % as many were final in one block and paid at every member; they are in no figure but the members' CPU s and peak RSS, which cover each process's life.`
     : "No warm-up (--cold): the measured requests are each member's first.",

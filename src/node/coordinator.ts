@@ -230,7 +230,7 @@ export class Coordinator {
       for await (const [key, sigs] of this.o.store.entries<Uint8Array>({
         prefix: signatureReceivedPrefix(record.txid),
       })) {
-        await this.add(record.txid, key.slice(key.lastIndexOf('/') + 1), sigs);
+        await this.add(record.txid, key.slice(key.lastIndexOf('/') + 1), sigs, 'stored');
       }
     }
     for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
@@ -715,11 +715,11 @@ export class Coordinator {
   }
 
   private async collect(txid: string, own: Uint8Array): Promise<void> {
-    await this.add(txid, this.myKey, own);
+    await this.add(txid, this.myKey, own, 'own');
     for (const [peer, sigs] of this.early.take(txid)) {
       // finalized by the sets before: the rest need no verifying
       if (!this.proposals.has(txid)) break;
-      await this.add(txid, peer, sigs, true);
+      await this.add(txid, peer, sigs, 'received');
     }
   }
 
@@ -784,17 +784,27 @@ export class Coordinator {
       this.early.keep(body.txid, peer, body.signatures);
       return;
     }
-    await this.add(body.txid, peer, body.signatures, true);
+    await this.add(body.txid, peer, body.signatures, 'received');
   }
 
-  private async add(txid: string, member: string, signatures: Uint8Array, store = false): Promise<void> {
+  /**
+   * `own`: this member's set, verified as it was signed; `stored`: a peer's, verified before a restart
+   * and verified again; `received`: a peer's, kept once verified.
+   */
+  private async add(
+    txid: string,
+    member: string,
+    signatures: Uint8Array,
+    origin: 'own' | 'stored' | 'received',
+  ): Promise<void> {
     const n = signatures.length / 64;
     let outcome;
     try {
-      outcome = await this.collector.add(txid, {
+      const set = {
         pubkey: Buffer.from(member, 'hex'),
         signatures: Array.from({ length: n }, (_, i) => signatures.subarray(i * 64, i * 64 + 64)),
-      });
+      };
+      outcome = await this.collector.add(txid, set, origin === 'own');
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: (err as { code?: string }).code ?? 'error' });
       this.o.log.warn('signatures_refused', { txid, member, error: err as Error });
@@ -803,7 +813,7 @@ export class Coordinator {
     if (outcome === 'added' && member !== this.myKey) {
       this.o.metrics?.signaturesReceived.inc();
       // verified above; kept so a restart does not need the peer to send them again
-      if (store) await this.o.store.batch().put(signatureReceivedKey(txid, member), signatures).write();
+      if (origin === 'received') await this.o.store.batch().put(signatureReceivedKey(txid, member), signatures).write();
     }
     if (this.collector.count(txid) >= this.o.federation.threshold) {
       const { proposal } = this.proposals.get(txid)!.checked;

@@ -4,6 +4,7 @@ export type SigningErrorCode =
   | 'invalid_argument'
   | 'invalid_length'
   | 'invalid_secret_key'
+  | 'sign_fault'
   | 'detached_buffer'
   | 'native_failure'
   | 'invalid_key_file'

@@ -47,13 +47,54 @@ export function selectBackend(wanted: string | undefined): SchnorrBackend {
       `${BACKEND_ENV} must be "native" or "js", got ${JSON.stringify(wanted)}`,
     );
   }
-  if (wanted === 'js') return fallbackBackend;
+  if (wanted === 'js') return selfChecking(fallbackBackend);
   const native = loadNativeBackend();
-  if (native.backend) return native.backend;
+  if (native.backend) return selfChecking(native.backend);
   if (wanted === 'native')
     throw new SigningError('native_failure', `${BACKEND_ENV}=native but the addon cannot be loaded: ${native.reason}`);
   process.stderr.write(
     `WARNING: native libsecp256k1 addon unavailable (${native.reason}); using the pure-JS Schnorr fallback, which is several times slower. Build it with: node scripts/build-native.mjs\n`,
   );
-  return fallbackBackend;
+  return selfChecking(fallbackBackend);
+}
+
+/** One x-only key per signature, for a batch that one key signed. */
+export function repeatKey(pubkey: Uint8Array, count: number): Uint8Array {
+  const keys = new Uint8Array(count * 32);
+  for (let i = 0; i < count; i++) keys.set(pubkey, i * 32);
+  return keys;
+}
+
+function signFault(what: string): never {
+  throw new SigningError(
+    'sign_fault',
+    `${what} does not verify under the signing key; nothing signed by this call is handed out (a fault while signing: check this machine)`,
+  );
+}
+
+/**
+ * The backend with every signature verified under the signer's own key before it is returned, as
+ * BIP340 advises and Bitcoin Core's CKey::SignSchnorr does: a fault while signing (a flipped bit in
+ * memory or a register) can yield a wrong signature from which the secret key can be computed, and
+ * a signature that left this process cannot be called back. It costs a verification a signature,
+ * about twice a signing.
+ */
+export function selfChecking(backend: SchnorrBackend): SchnorrBackend {
+  return {
+    ...backend,
+    signBatch(secretKey, messages, aux) {
+      const signatures = backend.signBatch(secretKey, messages, aux);
+      const count = signatures.length / 64;
+      const keys = repeatKey(backend.xonlyPublicKey(secretKey), count);
+      const verdicts = backend.verifyBatch(signatures, messages, keys);
+      const bad = verdicts.findIndex((ok) => ok !== 1);
+      if (bad >= 0) signFault(`signature ${bad} of ${count}`);
+      return signatures;
+    },
+    sign(secretKey, message, aux) {
+      const signature = backend.sign(secretKey, message, aux);
+      if (!backend.verify(signature, message, backend.xonlyPublicKey(secretKey))) signFault('the signature');
+      return signature;
+    },
+  };
 }

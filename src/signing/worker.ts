@@ -3,8 +3,7 @@ import { measure, type TaskTime } from '../metrics/stages.js';
 import { scriptPathSighashRange, type SighashPrecomputed } from '../bitcoin/sighash.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { Aux } from './args.js';
-import { repeatKey } from './collector.js';
-import { selectBackend } from './schnorr.js';
+import { repeatKey, selectBackend } from './schnorr.js';
 
 // A pool worker. The member key arrives once, in workerData, when the worker starts; tasks
 // carry an input range with the transaction's per-transaction hashes, or that range's sighashes

@@ -7,7 +7,7 @@ import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { taggedHash } from '../../../src/bitcoin/hash.js';
 import { fallbackBackend } from '../../../src/signing/fallback.js';
 import { loadNativeBackend } from '../../../src/signing/native.js';
-import type { SchnorrBackend } from '../../../src/signing/schnorr.js';
+import { selectBackend, selfChecking, type SchnorrBackend } from '../../../src/signing/schnorr.js';
 import { repoRoot, vectorPath } from '../../support/paths.js';
 import { federationVectors } from '../../support/vectors.js';
 
@@ -248,5 +248,60 @@ describe('backend selection', () => {
   it('picks the native addon by default when it is built', (t) => {
     if (!native.backend) return t.skip('native addon not built');
     assert.equal(run({ PEGOUT_SECP256K1: '' }), 'native');
+  });
+});
+
+describe('signatures verified before they leave (selfChecking)', () => {
+  const secretKey = Uint8Array.from(randomBytes(32));
+  const messages = Uint8Array.from(randomBytes(32 * 5));
+  /** A backend that signs, then a fault flips one bit of signature `at`. */
+  const faulty = (backend: SchnorrBackend, at: number): SchnorrBackend => ({
+    ...backend,
+    signBatch(key, msgs, aux) {
+      const sigs = backend.signBatch(key, msgs, aux);
+      sigs[at * 64 + 40]! ^= 1;
+      return sigs;
+    },
+    sign(key, msg, aux) {
+      const sig = backend.sign(key, msg, aux);
+      sig[at]! ^= 0x80;
+      return sig;
+    },
+  });
+
+  for (const backend of backends) {
+    it(`${backend.name}: a faulty signature in a batch or alone is refused, naming it and not the key`, () => {
+      const checked = selfChecking(faulty(backend, 3));
+      const refused = (err: unknown): boolean => {
+        const e = err as { code?: string; message: string };
+        assert.equal(e.code, 'sign_fault');
+        assert.ok(!e.message.includes(toHex(secretKey)), 'the secret key is not in the error');
+        return true;
+      };
+      assert.throws(
+        () => checked.signBatch(secretKey, messages, 'random'),
+        (err: Error) => {
+          assert.match(err.message, /signature 3 of 5 does not verify under the signing key/);
+          return refused(err);
+        },
+      );
+      assert.throws(() => checked.sign(secretKey, Uint8Array.of(1, 2, 3), 'random'), refused);
+    });
+
+    it(`${backend.name}: sound signatures pass unchanged`, () => {
+      const checked = selfChecking(backend);
+      assert.deepEqual(checked.signBatch(secretKey, messages, 'zero'), backend.signBatch(secretKey, messages, 'zero'));
+      const message = Uint8Array.of(9, 8, 7);
+      assert.deepEqual(checked.sign(secretKey, message, 'zero'), backend.sign(secretKey, message, 'zero'));
+    });
+  }
+
+  it('the backend every signer uses checks itself', () => {
+    for (const name of ['js', ...(native.backend ? ['native'] : [])]) {
+      const chosen = selectBackend(name);
+      const raw = name === 'js' ? fallbackBackend : native.backend!;
+      assert.notEqual(chosen.signBatch, raw.signBatch);
+      assert.notEqual(chosen.sign, raw.sign);
+    }
   });
 });
