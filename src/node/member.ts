@@ -451,6 +451,21 @@ async function openStore(config: Config, federation: Federation, handoff: Handof
   return store;
 }
 
+/** The member's signing pool: a signature that fails its own verification pauses the member (`sign_fault`). */
+function signingPool(
+  config: Config,
+  federation: Federation,
+  secretKey: Uint8Array,
+  { safety, log }: { safety: Safety; log: Logger },
+): SigningPool {
+  return new SigningPool(federation, {
+    secretKey,
+    size: config.workers,
+    onSignFault: (err) =>
+      void safety.alarm('sign_fault', err.message).catch((e: Error) => log.error('pause_failed', { error: e })),
+  });
+}
+
 export async function startMember(
   config: Config,
   env: NodeJS.ProcessEnv = process.env,
@@ -468,15 +483,15 @@ export async function startMember(
   try {
     const metrics = createMetrics({ processMetrics: true });
     metrics.memory.watchStore(() => store.memory());
-    const pool = new SigningPool(federation, { secretKey, size: config.workers });
+    const safety = new Safety(store, log, metrics);
+    await safety.load();
+    const pool = signingPool(config, federation, secretKey, { safety, log });
     cleanup.push(() => pool.destroy());
     const network = startLinks(config, secretKey, pubkeys, log);
 
     const loops = backgroundLoops(cleanup);
 
     let coordinator: Coordinator | undefined;
-    const safety = new Safety(store, log, metrics);
-    await safety.load();
     const self = toHex(myKey);
     const limits = outflowLimits(config);
     const outflow = new Outflow(store, self, federation.threshold, pubkeys.map(toHex), limits);

@@ -8,7 +8,7 @@ import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { VerifyFn } from './collector.js';
 import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
-import type { Messages, SignTask, TaskResult, VerifyTask } from './worker.js';
+import type { Messages, SignTask, TaskDone, TaskResult, VerifyTask } from './worker.js';
 
 export interface SigningPoolOptions {
   /** The member key, loaded into each worker once. Omit for a verify-only pool. */
@@ -19,6 +19,14 @@ export interface SigningPoolOptions {
   readonly backend?: 'native' | 'js';
   /** Inputs below which a transaction is not split further; splitting has a per-task cost. */
   readonly minChunk?: number;
+  /**
+   * Called when a worker made a signature that failed its own verification (`sign_fault`, see
+   * selfChecking in schnorr.ts), before the call that asked for it fails: the member pauses, since
+   * a fault attack needs the signer to go on signing.
+   */
+  readonly onSignFault?: (err: SigningError) => void;
+  /** The worker module; default ours. Tests run one whose signing faults. */
+  readonly worker?: string;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -64,6 +72,7 @@ interface KnownSighashes {
 export class SigningPool {
   private readonly pool: Piscina;
   private readonly minChunk: number;
+  private readonly onSignFault: ((err: SigningError) => void) | undefined;
   // keyed by the objects, not an id: transactions are immutable values and the entry goes with them,
   // and a transaction or prevouts a peer sent are objects of their own, never served ours
   private readonly sighashes = new WeakMap<Transaction, KnownSighashes>();
@@ -77,8 +86,9 @@ export class SigningPool {
     if (!Number.isInteger(size) || size < 1)
       throw new SigningError('invalid_argument', `pool size must be a positive integer, got ${size}`);
     this.minChunk = options.minChunk ?? 32;
+    this.onSignFault = options.onSignFault;
     this.pool = new Piscina({
-      filename: WORKER,
+      filename: options.worker ?? WORKER,
       minThreads: size,
       maxThreads: size,
       idleTimeout: Number.MAX_SAFE_INTEGER,
@@ -131,7 +141,14 @@ export class SigningPool {
       const messages = this.messagesOf(tx, prevouts);
       return this.ranges(tx.inputs.length).map(([from, to]) => task(messages(from, to), from, to));
     });
-    const parts = await Promise.all(tasks);
+    const results = await Promise.all(tasks);
+    for (const r of results) {
+      if (!('failed' in r)) continue;
+      const err = new SigningError(r.failed.code, r.failed.message);
+      if (err.code === 'sign_fault') this.onSignFault?.(err);
+      throw err;
+    }
+    const parts = results as TaskDone[];
     return stages.time(stage, () => {
       for (const p of parts) stages.addWorkerTime(stage, p.time);
       const hashed = parts.flatMap((p) => (p.sighashes ? [p.sighashes] : []));

@@ -3,6 +3,7 @@ import { measure, type TaskTime } from '../metrics/stages.js';
 import { scriptPathSighashRange, type SighashPrecomputed } from '../bitcoin/sighash.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { Aux } from './args.js';
+import { SigningError, type SigningErrorCode } from './errors.js';
 import { repeatKey, selectBackend } from './schnorr.js';
 
 // A pool worker. The member key arrives once, in workerData, when the worker starts; tasks
@@ -49,7 +50,7 @@ export type VerifyTask = Messages & {
  * What a task returns: signatures (64 bytes an input) or verdicts (a byte an input), the sighashes
  * when it hashed them, and this thread's CPU for it.
  */
-export interface TaskResult {
+export interface TaskDone {
   readonly bytes: Uint8Array;
   readonly sighashes?: Uint8Array;
   /** The task's time on this worker (src/metrics/stages.ts). */
@@ -69,23 +70,41 @@ function messagesOf(task: Messages): { sighashes: Uint8Array; hashed?: Uint8Arra
   return { sighashes, hashed: sighashes };
 }
 
-function compute(task: SignTask | VerifyTask): Pick<TaskResult, 'bytes' | 'sighashes'> {
+function compute(task: SignTask | VerifyTask): Pick<TaskDone, 'bytes' | 'sighashes'> {
   const { sighashes, hashed } = messagesOf(task);
   if (task.kind === 'sign') {
-    if (!setup.secretKey) throw new Error('this pool was started without a member key; it can only verify');
+    if (!setup.secretKey)
+      throw new SigningError('invalid_argument', 'this pool was started without a member key; it can only verify');
     return { bytes: own(backend.signBatch(setup.secretKey, sighashes, task.aux)), sighashes: hashed };
   }
   const verdicts = backend.verifyBatch(task.signatures, sighashes, repeatKey(task.pubkey, sighashes.length / 32));
   return { bytes: own(verdicts), sighashes: hashed };
 }
 
+/**
+ * A signing fault, handed back as a value: an error thrown across the thread boundary arrives as a
+ * plain Error, its code lost, and the pool must tell a `sign_fault` from any other failure.
+ */
+export interface TaskFailed {
+  readonly failed: { readonly code: SigningErrorCode; readonly message: string };
+}
+
+export type TaskResult = TaskDone | TaskFailed;
+
 /** Hands the bytes back by transfer, not copy, with the task's CPU time. */
 export default function run(task: SignTask | VerifyTask): TaskResult {
-  const { value, ns, wallNs } = measure(() => compute(task));
+  let measured;
+  try {
+    measured = measure(() => compute(task));
+  } catch (err) {
+    if (err instanceof SigningError) return { failed: { code: err.code, message: err.message } };
+    throw err;
+  }
+  const { value, ns, wallNs } = measured;
   const buffers = value.sighashes ? [value.bytes.buffer, value.sighashes.buffer] : [value.bytes.buffer];
   const result = {
     [transferableSymbol]: buffers,
-    [valueSymbol]: { ...value, time: { ns, wallNs } } satisfies TaskResult,
+    [valueSymbol]: { ...value, time: { ns, wallNs } } satisfies TaskDone,
   };
   return move(result as never) as unknown as TaskResult;
 }

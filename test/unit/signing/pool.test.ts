@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
 import { parsePrevouts, parseTx } from '../../../src/bitcoin/tx.js';
 import { SignatureCollector } from '../../../src/signing/collector.js';
+import type { SigningError } from '../../../src/signing/errors.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { repoRoot } from '../../support/paths.js';
 import { federationSpend } from '../../support/spends.js';
 import { federationVectors } from '../../support/vectors.js';
 
@@ -54,6 +57,40 @@ describe('signing pool', () => {
       [...result.keys()].filter((i) => result[i] !== 1),
       [250],
     );
+  });
+
+  it('a signature that fails its own verification leaves the pool as sign_fault, reported once', async () => {
+    const faults: SigningError[] = [];
+    const p = new SigningPool(federation, {
+      secretKey,
+      size: 1,
+      backend: 'js',
+      worker: join(repoRoot, 'dist/test/support/faulty-signing-worker.js'),
+      onSignFault: (err) => faults.push(err),
+    });
+    pools.push(p);
+    const { tx, prevouts } = federationSpend(federation, 3);
+    await assert.rejects(p.signTransaction(tx, prevouts), {
+      code: 'sign_fault',
+      message: /signature 0 of 3 does not verify under the signing key/,
+    });
+    assert.deepEqual(
+      faults.map((e) => e.code),
+      ['sign_fault'],
+    );
+    // verifying is not signing: the same worker still checks signatures
+    const good = await pool().signTransaction(tx, prevouts);
+    assert.ok((await p.verifyTransaction(tx, prevouts, pubkey, good)).every((b) => b === 1));
+  });
+
+  it("a worker's refusal keeps its code across the thread boundary", async () => {
+    const verifyOnly = new SigningPool(federation, { size: 1 });
+    pools.push(verifyOnly);
+    const { tx, prevouts } = federationSpend(federation, 2);
+    await assert.rejects(verifyOnly.signTransaction(tx, prevouts), {
+      code: 'invalid_argument',
+      message: /started without a member key/,
+    });
   });
 
   it('plugs into the collector as its verifier', async () => {
