@@ -107,6 +107,17 @@ interface OpenProposal {
   readonly heard: Set<string>;
 }
 
+/** This member's signatures on a payment, and whether its pool made them in this run (verified as signed). */
+interface OwnSet {
+  readonly signatures: Uint8Array;
+  readonly signedHere: boolean;
+}
+
+/** A signing outcome's set: one signed before (a record read back) is verified again when collected. */
+function ownSet(outcome: { signatures: Uint8Array; already: boolean }): OwnSet {
+  return { signatures: outcome.signatures, signedHere: !outcome.already };
+}
+
 export class Coordinator {
   private readonly collector: SignatureCollector;
   /** Proposals this member signed, collecting signatures. */
@@ -124,7 +135,7 @@ export class Coordinator {
    * Another member's proposals this member signed and does not collect yet (see track()): this
    * member's own set, and since when (ms). At most one entry per proposal in `proposals`.
    */
-  private readonly deferred = new Map<string, { own: Uint8Array; since: number }>();
+  private readonly deferred = new Map<string, { own: OwnSet; since: number }>();
   /** Finalized payments not yet paid, announced to peers that (re)connect (bounded: keepUnsettled). */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
@@ -226,7 +237,7 @@ export class Coordinator {
       if (await this.o.store.get(finalizedKey(record.txid))) continue;
       const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
       if (!proposal) continue;
-      await this.track(checkProposal(proposal), record.signatures, true);
+      await this.track(checkProposal(proposal), { signatures: record.signatures, signedHere: false }, true);
       for await (const [key, sigs] of this.o.store.entries<Uint8Array>({
         prefix: signatureReceivedPrefix(record.txid),
       })) {
@@ -422,7 +433,7 @@ export class Coordinator {
         txid: outcome.txid,
         signatures: outcome.signatures,
       } satisfies SignaturesBody);
-      await this.track(checked, outcome.signatures);
+      await this.track(checked, ownSet(outcome));
     }
   }
 
@@ -536,7 +547,7 @@ export class Coordinator {
       this.o.log.info('signed', { txid, peer, inputs: proposal.prevouts.length });
     }
     this.o.network.broadcast('signatures', { txid, signatures: outcome.signatures } satisfies SignaturesBody);
-    await this.track(checked, outcome.signatures);
+    await this.track(checked, ownSet(outcome));
   }
 
   /**
@@ -699,7 +710,7 @@ export class Coordinator {
    * a proposer that never announces it costs its own payment a quarter slot. `atOnce` collects at once
    * whoever proposed it (a restart's recovery).
    */
-  private async track(checked: CheckedProposal, own: Uint8Array, atOnce = false): Promise<void> {
+  private async track(checked: CheckedProposal, own: OwnSet, atOnce = false): Promise<void> {
     const txid = this.collector.open(checked.tx, checked.proposal.prevouts);
     const at = this.o.now?.() ?? Date.now();
     if (!this.proposals.has(txid)) this.proposals.set(txid, { checked, since: at, heard: new Set() });
@@ -714,8 +725,8 @@ export class Coordinator {
     await this.collect(txid, own);
   }
 
-  private async collect(txid: string, own: Uint8Array): Promise<void> {
-    await this.add(txid, this.myKey, own, 'own');
+  private async collect(txid: string, own: OwnSet): Promise<void> {
+    await this.add(txid, this.myKey, own.signatures, own.signedHere ? 'signed_here' : 'stored');
     for (const [peer, sigs] of this.early.take(txid)) {
       // finalized by the sets before: the rest need no verifying
       if (!this.proposals.has(txid)) break;
@@ -788,14 +799,15 @@ export class Coordinator {
   }
 
   /**
-   * `own`: this member's set, verified as it was signed; `stored`: a peer's, verified before a restart
-   * and verified again; `received`: a peer's, kept once verified.
+   * `signed_here`: this member's set, fresh from its pool, which verified it as it signed; `stored`:
+   * a set read back from the store (a restart, or a proposal signed before), verified again;
+   * `received`: a peer's, kept once verified.
    */
   private async add(
     txid: string,
     member: string,
     signatures: Uint8Array,
-    origin: 'own' | 'stored' | 'received',
+    origin: 'signed_here' | 'stored' | 'received',
   ): Promise<void> {
     const n = signatures.length / 64;
     let outcome;
@@ -804,7 +816,7 @@ export class Coordinator {
         pubkey: Buffer.from(member, 'hex'),
         signatures: Array.from({ length: n }, (_, i) => signatures.subarray(i * 64, i * 64 + 64)),
       };
-      outcome = await this.collector.add(txid, set, origin === 'own');
+      outcome = await this.collector.add(txid, set, origin === 'signed_here');
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: (err as { code?: string }).code ?? 'error' });
       this.o.log.warn('signatures_refused', { txid, member, error: err as Error });

@@ -137,6 +137,15 @@ describe('collector refusals', () => {
     });
   }
 
+  for (const [name, make, code] of cases.filter(([, , c]) => c !== 'invalid_signature')) {
+    it(`a set signed here is not verified again, but its shape is: refuses ${name} (${code})`, async () => {
+      const collector = new SignatureCollector(s.federation);
+      const id = collector.open(s.tx, s.prevouts);
+      await assert.rejects(collector.add(id, make(), true), { code });
+      assert.equal(collector.count(id), 0);
+    });
+  }
+
   it('refuses an unknown transaction', async () => {
     const collector = new SignatureCollector(s.federation);
     await assert.rejects(collector.add('00'.repeat(32), { pubkey: fromHex(member), signatures: [] }), {
