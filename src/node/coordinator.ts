@@ -107,15 +107,22 @@ interface OpenProposal {
   readonly heard: Set<string>;
 }
 
-/** This member's signatures on a payment, and whether its pool made them in this run (verified as signed). */
+/**
+ * Where a signature set came from. `signed_here`: this member's, fresh from its pool, which verified
+ * it as it signed; `stored`: read back from the store (a restart, or a proposal signed before),
+ * verified again; `received`: a peer's, kept once verified.
+ */
+type SetOrigin = 'signed_here' | 'stored' | 'received';
+
+/** This member's signatures on a payment. */
 interface OwnSet {
   readonly signatures: Uint8Array;
-  readonly signedHere: boolean;
+  readonly origin: Exclude<SetOrigin, 'received'>;
 }
 
 /** A signing outcome's set: one signed before (a record read back) is verified again when collected. */
 function ownSet(outcome: { signatures: Uint8Array; already: boolean }): OwnSet {
-  return { signatures: outcome.signatures, signedHere: !outcome.already };
+  return { signatures: outcome.signatures, origin: outcome.already ? 'stored' : 'signed_here' };
 }
 
 export class Coordinator {
@@ -237,7 +244,7 @@ export class Coordinator {
       if (await this.o.store.get(finalizedKey(record.txid))) continue;
       const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
       if (!proposal) continue;
-      await this.track(checkProposal(proposal), { signatures: record.signatures, signedHere: false }, true);
+      await this.track(checkProposal(proposal), { signatures: record.signatures, origin: 'stored' }, true);
       for await (const [key, sigs] of this.o.store.entries<Uint8Array>({
         prefix: signatureReceivedPrefix(record.txid),
       })) {
@@ -726,7 +733,7 @@ export class Coordinator {
   }
 
   private async collect(txid: string, own: OwnSet): Promise<void> {
-    await this.add(txid, this.myKey, own.signatures, own.signedHere ? 'signed_here' : 'stored');
+    await this.add(txid, this.myKey, own.signatures, own.origin);
     for (const [peer, sigs] of this.early.take(txid)) {
       // finalized by the sets before: the rest need no verifying
       if (!this.proposals.has(txid)) break;
@@ -798,17 +805,7 @@ export class Coordinator {
     await this.add(body.txid, peer, body.signatures, 'received');
   }
 
-  /**
-   * `signed_here`: this member's set, fresh from its pool, which verified it as it signed; `stored`:
-   * a set read back from the store (a restart, or a proposal signed before), verified again;
-   * `received`: a peer's, kept once verified.
-   */
-  private async add(
-    txid: string,
-    member: string,
-    signatures: Uint8Array,
-    origin: 'signed_here' | 'stored' | 'received',
-  ): Promise<void> {
+  private async add(txid: string, member: string, signatures: Uint8Array, origin: SetOrigin): Promise<void> {
     const n = signatures.length / 64;
     let outcome;
     try {
