@@ -82,8 +82,8 @@ function compute(task: SignTask | VerifyTask): Pick<TaskDone, 'bytes' | 'sighash
 }
 
 /**
- * A signing fault, handed back as a value: an error thrown across the thread boundary arrives as a
- * plain Error, its code lost, and the pool must tell a `sign_fault` from any other failure.
+ * A task's SigningError, handed back as a value: an error thrown across the thread boundary arrives
+ * as a plain Error, its code lost, and the pool must tell a `sign_fault` from any other failure.
  */
 export interface TaskFailed {
   readonly failed: { readonly code: SigningErrorCode; readonly message: string };
