@@ -23,7 +23,7 @@ import { Coordinator } from './coordinator.js';
 import type { SigningPolicy } from './signer.js';
 import { createLogger, type Logger } from './log.js';
 import { ChainSettlement, settleLocally } from './settlement.js';
-import { Safety } from './safety.js';
+import { pauseOnSignFault, Safety } from './safety.js';
 import { Outflow } from './outflow.js';
 import { adminPaths, startAdmin, type AdminServer } from '../api/admin.js';
 import type { OutflowLimits } from '../wallet/limits.js';
@@ -451,7 +451,7 @@ async function openStore(config: Config, federation: Federation, handoff: Handof
   return store;
 }
 
-/** The member's signing pool: a signature that fails its own verification pauses the member (`sign_fault`). */
+/** The member's signing pool: a signature that fails its own verification pauses the member. */
 function signingPool(
   config: Config,
   federation: Federation,
@@ -461,8 +461,7 @@ function signingPool(
   return new SigningPool(federation, {
     secretKey,
     size: config.workers,
-    onSignFault: (err) =>
-      void safety.alarm('sign_fault', err.message).catch((e: Error) => log.error('pause_failed', { error: e })),
+    onSignFault: pauseOnSignFault(safety, log),
   });
 }
 

@@ -118,3 +118,12 @@ export class Safety {
 export async function isPaused(store: Pick<Store, 'get'>): Promise<PauseRecord | undefined> {
   return store.get<PauseRecord>(PAUSE_KEY);
 }
+
+/**
+ * What the member does when a signature it made fails its own verification (the signing pool's
+ * `onSignFault`): it pauses, since a fault attack needs the signer to go on signing.
+ */
+export function pauseOnSignFault(safety: Safety, log: Logger): (err: Error) => void {
+  return (err) =>
+    void safety.alarm('sign_fault', err.message).catch((e: Error) => log.error('pause_failed', { error: e }));
+}

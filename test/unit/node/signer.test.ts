@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
@@ -12,7 +13,7 @@ import { inProcessVerifier } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { holdKey, outflowKey, signatureMadeKey } from '../../../src/storage/keys.js';
-import { Safety } from '../../../src/node/safety.js';
+import { pauseOnSignFault, Safety } from '../../../src/node/safety.js';
 import { createLogger } from '../../../src/node/log.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments, requirePayments, type SpendableUtxo } from '../../../src/wallet/payment.js';
@@ -20,6 +21,7 @@ import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal
 import { TEST_POLICY } from '../../support/policy.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
+import { repoRoot } from '../../support/paths.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
 import type { Proposal, SignatureRecord } from '../../../src/storage/records.js';
@@ -104,6 +106,46 @@ describe('transaction signer', () => {
     // the window counts requests first signed in it
     assert.equal(await store.get(outflowKey(0)), 4_000_001n + 6_000_000n);
   });
+
+  it(
+    'a signature that fails its own check pauses the member: nothing recorded or returned, nothing signed after',
+    { timeout: 10_000 },
+    async (t) => {
+      const store = await openTempStore(t);
+      await seed(store);
+      const log = createLogger({ write: () => undefined });
+      const safety = new Safety(store, log);
+      const paused = new Promise<void>((resolve) => safety.onChange((p) => p && resolve()));
+      // the member's own wiring (pauseOnSignFault) on a worker whose signing faults
+      const faulty = new SigningPool(federation, {
+        secretKey: secretKeys[0]!,
+        size: 1,
+        backend: 'js',
+        worker: join(repoRoot, 'dist/test/support/faulty-signing-worker.js'),
+        onSignFault: pauseOnSignFault(safety, log),
+      });
+      t.after(() => faulty.destroy());
+      const checked = checkProposal(proposalFor(utxos));
+      await assert.rejects(signProposal(store, faulty, federation, checked, TEST_POLICY), { code: 'sign_fault' });
+      assert.equal(
+        await store.get(signatureMadeKey(checked.txid)),
+        undefined,
+        'no record of a signature that never left',
+      );
+      for (const id of requestIds) assert.equal((await getRequest(store, id))?.status, 'accepted');
+      await paused;
+      assert.deepEqual(
+        safety.paused?.reasons.map((r) => r.kind),
+        ['sign_fault'],
+      );
+      // stored: a restart stays paused, and a sound pool is refused too until an operator resumes
+      const restarted = new Safety(store, log);
+      await restarted.load();
+      assert.notEqual(restarted.paused, null);
+      const outcome = await signProposal(store, pool, federation, checked, TEST_POLICY);
+      assert.equal(outcome.ok ? 'ok' : outcome.reason, 'paused');
+    },
+  );
 
   it('validates, signs, and records durably what it signed before returning the signatures', async (t) => {
     const store = await openTempStore(t);
