@@ -6,6 +6,23 @@ export type Aux = 'random' | 'zero' | Uint8Array;
 
 const SIZES = { secretKey: 32, message: 32, signature: 64, pubkey: 32, aux: 32 } as const;
 
+let detachedOne = false;
+
+/**
+ * Detaches a throwaway ArrayBuffer, once per thread, before the thread's code is hot. V8 compiles
+ * typed-array code on the promise that no ArrayBuffer of the thread was ever detached; the pool's
+ * first transfer (its sighashes and results move between threads, not copied) breaks the promise
+ * and throws away every function compiled on it at once. A bench:e2e member traced with
+ * --trace-deopt lost about 45 (msgpack, the store's puts, address and script code) at its first
+ * signing and compiled them again during the next payments; detached first, they are compiled once.
+ */
+export function detachOneBuffer(): void {
+  if (detachedOne) return;
+  detachedOne = true;
+  const spare = new ArrayBuffer(1);
+  structuredClone(spare, { transfer: [spare] });
+}
+
 export function checkBytes(value: unknown, name: string): Uint8Array {
   if (!(value instanceof Uint8Array))
     throw new SigningError(

@@ -6,6 +6,7 @@ import * as stages from '../metrics/stages.js';
 import { precomputeSighash } from '../bitcoin/sighash.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { VerifyFn } from './collector.js';
+import { detachOneBuffer } from './args.js';
 import { SigningError } from './errors.js';
 import { schnorrBackend } from './schnorr.js';
 import type { Messages, SignTask, TaskDone, TaskResult, VerifyTask } from './worker.js';
@@ -86,6 +87,7 @@ export class SigningPool {
     if (!Number.isInteger(size) || size < 1)
       throw new SigningError('invalid_argument', `pool size must be a positive integer, got ${size}`);
     this.minChunk = options.minChunk ?? 32;
+    detachOneBuffer();
     this.onSignFault = options.onSignFault;
     this.pool = new Piscina({
       filename: options.worker ?? WORKER,

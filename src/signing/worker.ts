@@ -2,7 +2,7 @@ import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { measure, type TaskTime } from '../metrics/stages.js';
 import { scriptPathSighashRange, type SighashPrecomputed } from '../bitcoin/sighash.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
-import type { Aux } from './args.js';
+import { detachOneBuffer, type Aux } from './args.js';
 import { SigningError, type SigningErrorCode } from './errors.js';
 import { repeatKey, selectBackend } from './schnorr.js';
 
@@ -16,6 +16,7 @@ interface WorkerSetup {
 }
 
 const setup = workerData as WorkerSetup;
+detachOneBuffer();
 const backend = selectBackend(setup.backend);
 
 /** Inputs [from, to) of a transaction, with its per-transaction hashes computed by the caller. */
