@@ -20,7 +20,7 @@ import { checkFinalizedWitnesses } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { cursorKey, finalizedKey, SPACES } from '../../../src/storage/keys.js';
-import type { Store } from '../../../src/storage/store.js';
+import type { Store, StoreBatch } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../../support/policy.js';
@@ -73,6 +73,24 @@ interface Setup {
 
 const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
 
+/** Stages requests 0 … count − 1 that `ingested` selects, as a member's EVM observer would have ingested them. */
+function stageRequests(batch: StoreBatch, count: number, ingested: (r: number) => boolean = () => true): void {
+  for (let r = 0; r < count; r++) {
+    if (!ingested(r)) continue;
+    stageNewRequest(
+      batch,
+      testRequest({
+        ...parseRequestId(requestId(r)),
+        blockNumber: 10,
+        evmAddress: `0x${'22'.repeat(20)}`,
+        sats: BigInt(1_000_000 + r * 1000),
+        scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
+      }),
+      'then',
+    );
+  }
+}
+
 /**
  * n members in this process, each with its store, pool, links on loopback and coordinator, holding the same requests
  * and federation outputs.
@@ -107,20 +125,7 @@ async function startMembers(
     secretKeys.slice(0, honest).map(async (secretKey, i) => {
       const store = await openTempStore(t, federation.descriptor);
       const batch = store.batch();
-      for (let r = 0; r < setup.requests; r++) {
-        if (setup.ingests && !setup.ingests(i, r)) continue;
-        stageNewRequest(
-          batch,
-          testRequest({
-            ...parseRequestId(requestId(r)),
-            blockNumber: 10,
-            evmAddress: `0x${'22'.repeat(20)}`,
-            sats: BigInt(1_000_000 + r * 1000),
-            scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
-          }),
-          'then',
-        );
-      }
+      stageRequests(batch, setup.requests, (r) => !setup.ingests || setup.ingests(i, r));
       for (const [u, value] of setup.utxos.entries())
         await registerUtxo(batch, {
           txid: hex32(500 + u),
@@ -258,6 +263,36 @@ describe('transaction coordinator, members in one process on loopback', () => {
       assert.equal(tx.inputs[0]!.witness.filter((w) => w.length === 64).length, 2);
     }
     for (const f of sets[0]!) checkFinalizedWitnesses(parseTx(f.tx), f.prevouts, federation);
+  });
+
+  it('a member behind on the sidechain signs a proposal it could not check yet once it has ingested its requests', async (t) => {
+    // 2-of-3 and only member 0 has the requests: members 1 and 2 cannot check its proposal and keep
+    // it to try again (a request may be final at one member a moment before another), sending no
+    // refusal. Member 1 then ingests them; its observer's wake-up tries the kept proposal at once.
+    const lines: string[] = [];
+    const { members } = await startMembers(
+      t,
+      { members: 3, threshold: 2, requests: 3, utxos: [5_000_000n], slotMs: 2000, ingests: (i) => i === 0 },
+      lines,
+    );
+    const [proposer, behind] = [members[0]!, members[1]!];
+    const deadline = Date.now() + 20_000;
+    while (behind.coordinator.held().retry === 0) {
+      assert.ok(Date.now() < deadline, `member 1 never kept a proposal to retry; logs:\n${lines.join('')}`);
+      await sleep(20);
+    }
+    assert.equal((await finals(proposer.store)).length, 0, 'no payment without a second signer');
+    const batch = behind.store.batch();
+    stageRequests(batch, 3);
+    await batch.write({ sync: true });
+    behind.coordinator.ingested();
+    await waitAllSigned([proposer, behind], lines);
+    const events = lines.map((l) => JSON.parse(l) as { event: string; member: number; txid?: string });
+    const proposed = events.filter((e) => e.event === 'proposed' && e.member === 0).map((e) => e.txid);
+    const signed = events.filter((e) => e.event === 'signed' && e.member === 1).map((e) => e.txid);
+    assert.deepEqual(signed, proposed.slice(0, 1), 'member 1 signed the proposal it kept, the first one');
+    assert.equal(await counter(behind, 'pegout_signatures_rejected_total', 'proposal_unknown_request'), 0);
+    assert.equal((await finals(proposer.store)).length, 1);
   });
 
   it("the first member to sign another's payment, which cannot finalize it by itself yet, takes it from an announcement", async (t) => {
