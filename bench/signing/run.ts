@@ -19,7 +19,7 @@ import { fallbackBackend } from '../../src/signing/fallback.js';
 import { loadNativeBackend } from '../../src/signing/native.js';
 import { clockNs, stageFigures } from '../../src/metrics/stages.js';
 import { SigningPool } from '../../src/signing/pool.js';
-import type { SchnorrBackend } from '../../src/signing/schnorr.js';
+import { repeatKey, type SchnorrBackend } from '../../src/signing/schnorr.js';
 import { benchArgs, resultsDir } from '../e2e/args.js';
 
 const HELP = `npm run bench:signing -- [--quick] [--out DIR]
@@ -131,9 +131,7 @@ async function addonAndRaw(native: SchnorrBackend, raw: () => Rates): Promise<Ag
 
 /** Signatures of the batch's messages and the key repeated for each, for verifying. */
 function batchInputs(backend: SchnorrBackend): { sigs: Uint8Array; keys: Uint8Array } {
-  const pk = backend.xonlyPublicKey(secretKey);
-  const keys = new Uint8Array(BATCH * 32);
-  for (let i = 0; i < BATCH; i++) keys.set(pk, i * 32);
+  const keys = repeatKey(backend.xonlyPublicKey(secretKey), BATCH);
   return { sigs: backend.signBatch(secretKey, messages, 'zero'), keys };
 }
 

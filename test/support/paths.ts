@@ -15,3 +15,6 @@ export const vectorsDir = path.join(repoRoot, 'test', 'vectors');
 export function vectorPath(name: string): string {
   return path.join(vectorsDir, name);
 }
+
+/** The pool worker whose signing faults (faulty-signing-worker.ts), compiled: a SigningPool's `worker`. */
+export const faultySigningWorker = path.join(repoRoot, 'dist', 'test', 'support', 'faulty-signing-worker.js');

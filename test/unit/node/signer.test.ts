@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
@@ -21,7 +20,7 @@ import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal
 import { TEST_POLICY } from '../../support/policy.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
-import { repoRoot } from '../../support/paths.js';
+import { faultySigningWorker } from '../../support/paths.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
 import type { Proposal, SignatureRecord } from '../../../src/storage/records.js';
@@ -121,7 +120,7 @@ describe('transaction signer', () => {
         secretKey: secretKeys[0]!,
         size: 1,
         backend: 'js',
-        worker: join(repoRoot, 'dist/test/support/faulty-signing-worker.js'),
+        worker: faultySigningWorker,
         onSignFault: pauseOnSignFault(safety, log),
       });
       t.after(() => faulty.destroy());

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
@@ -9,7 +8,7 @@ import { SignatureCollector } from '../../../src/signing/collector.js';
 import type { SigningError } from '../../../src/signing/errors.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { repoRoot } from '../../support/paths.js';
+import { faultySigningWorker } from '../../support/paths.js';
 import { federationSpend } from '../../support/spends.js';
 import { federationVectors } from '../../support/vectors.js';
 
@@ -65,7 +64,7 @@ describe('signing pool', () => {
       secretKey,
       size: 1,
       backend: 'js',
-      worker: join(repoRoot, 'dist/test/support/faulty-signing-worker.js'),
+      worker: faultySigningWorker,
       onSignFault: (err) => faults.push(err),
     });
     pools.push(p);
