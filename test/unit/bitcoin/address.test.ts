@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { bech32, bech32m } from '@scure/base';
 import { decodeAddress, encodeAddress } from '../../../src/bitcoin/address.js';
 import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { NETWORK_NAMES, type Network } from '../../../src/bitcoin/network.js';
@@ -80,6 +81,16 @@ describe("Bitcoin Core's key_io vectors", () => {
 
   it("refuses the seed's regtest address with the broken checksum", () => {
     assert.throws(() => decodeAddress('bcrt1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh', 'regtest'), /checksum/);
+  });
+
+  // BIP350: the witness version picks the checksum; each decoder is tried first for its versions, and
+  // a program under the other checksum is refused for that reason, whichever was tried first
+  it('refuses a witness program checksummed for another version, in either direction', () => {
+    const v0Underm = bech32m.encode('bcrt', [0, ...bech32.toWords(new Uint8Array(20).fill(7))]);
+    const v1Under32 = bech32.encode('bcrt', [1, ...bech32.toWords(new Uint8Array(32).fill(7))]);
+    assert.throws(() => decodeAddress(v0Underm, 'regtest'), /witness version 0 must use bech32, not bech32m/);
+    assert.throws(() => decodeAddress(v1Under32, 'regtest'), /witness version 1 must use bech32m, not bech32/);
+    assert.throws(() => decodeAddress(v1Under32.toUpperCase(), 'regtest'), /witness version 1 must use bech32m/);
   });
 });
 
