@@ -31,11 +31,13 @@ import { benchArgs, resultsDir } from '../e2e/args.js';
 // part that every member pays for every request, so that a change to it can be measured side by
 // side (A/B) within a few per cent. The main thread's CPU is read on the stage clock.
 
-const HELP = `npm run bench:member -- [--requests K] [--threshold T] [--members N] [--rounds R] [--output-sats S] [--out DIR]
+const HELP = `npm run bench:member -- [--requests K] [--threshold T] [--members N] [--rounds R] [--destination D] [--output-sats S] [--out DIR]
   --requests K    requests in each round, all final at once (default 10000)
   --members N     the federation's size (default 7)
   --threshold T   signature sets each payment needs (default 5): this member verifies T - 1
   --rounds R      rounds on one store, reported each (default 3): the first one warms the code up
+  --destination D p2wpkh (default) or p2tr: the kind of address every request pays, a bech32 or a
+                  bech32m one, for what deciding each kind costs
   --output-sats S the value of each funding output (default: a round's requests need 40 of them,
                   so a payment spends one or two); 1000000 gives bench:e2e's ~100-input payments,
                   1.5 inputs a request, for the cost of what a member does per input
@@ -47,6 +49,7 @@ const { values, positive } = benchArgs('bench:member', HELP, {
   threshold: { type: 'string', default: '5' },
   rounds: { type: 'string', default: '3' },
   'output-sats': { type: 'string' },
+  destination: { type: 'string', default: 'p2wpkh' },
   out: { type: 'string' },
 });
 const requests = positive(values.requests as string, '--requests');
@@ -59,17 +62,28 @@ const outputSats =
   values['output-sats'] === undefined
     ? Math.ceil(ROUND_SATS / 40)
     : positive(values['output-sats'] as string, '--output-sats');
+/** Witness version and program length of each destination kind. */
+const DESTINATIONS: Readonly<Record<string, readonly [version: number, bytes: number]>> = {
+  p2wpkh: [0, 20],
+  p2tr: [1, 32],
+};
+const destination = DESTINATIONS[values.destination as string];
+if (!destination) {
+  process.stderr.write(`bench:member: --destination must be p2wpkh or p2tr, got ${String(values.destination)}\n`);
+  process.exit(2);
+}
 if (threshold > members) {
   process.stderr.write(`bench:member: --threshold ${threshold} is more than --members ${members}\n`);
   process.exit(2);
 }
 
-/** Requests of 0.015 BTC each to distinct P2WPKH addresses: the address text as a log carries it. */
+/** Requests of 0.015 BTC each to distinct addresses of --destination: the address text as a log carries it. */
 function requestLogs(count: number): { txHash: string; address: Uint8Array; wei: bigint }[] {
   const utf8 = new TextEncoder();
+  const [version, bytes] = destination!;
   return Array.from({ length: count }, () => ({
     txHash: `0x${randomBytes(32).toString('hex')}`,
-    address: utf8.encode(encodeAddress(witnessScript(0, randomBytes(20)), 'regtest')),
+    address: utf8.encode(encodeAddress(witnessScript(version, randomBytes(bytes)), 'regtest')),
     wei: 1_500_000n * 10n ** 10n,
   }));
 }
@@ -242,7 +256,7 @@ async function main(): Promise<void> {
     await mkdir(out, { recursive: true });
     await writeFile(
       path.join(out, 'member.json'),
-      `${JSON.stringify({ requests, members, threshold, outputSats, clock: STAGE_CLOCK, rounds: results }, null, 2)}\n`,
+      `${JSON.stringify({ requests, members, threshold, outputSats, destination: values.destination, clock: STAGE_CLOCK, rounds: results }, null, 2)}\n`,
     );
   } finally {
     await Promise.all(signers.map((s) => s.pool.destroy()));

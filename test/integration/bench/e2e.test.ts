@@ -78,21 +78,24 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
     assert.match(md, /Warm-up: 2 requests final at once and paid before block 1/);
   });
 
-  it('bench:member takes tiny rounds through every phase of one member and writes what each cost', async (t) => {
+  it('bench:member takes tiny rounds of taproot requests through every phase of one member and writes what each cost', async (t) => {
     const out = await tempDir(t, 'bench-member');
     await promisify(execFile)(
       process.execPath,
       [
         join(repoRoot, 'dist/bench/member/run.js'),
-        ...['--requests', '40', '--members', '3', '--threshold', '2', '--rounds', '2', '--out', out],
+        ...['--requests', '40', '--members', '3', '--threshold', '2', '--rounds', '2', '--destination', 'p2tr'],
+        ...['--out', out],
       ],
       { timeout: 120_000 },
     );
     const json = JSON.parse(await readFile(join(out, 'member.json'), 'utf8')) as {
       requests: number;
+      destination: string;
       rounds: Record<string, { mainUs: number; processUs: number }>[];
     };
     assert.equal(json.requests, 40);
+    assert.equal(json.destination, 'p2tr');
     assert.equal(json.rounds.length, 2);
     for (const round of json.rounds) {
       assert.deepEqual(Object.keys(round).sort(), ['build', 'finalize', 'ingest', 'sign', 'verify']);
