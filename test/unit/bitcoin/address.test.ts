@@ -86,11 +86,11 @@ describe("Bitcoin Core's key_io vectors", () => {
   // BIP350: the witness version picks the checksum; each decoder is tried first for its versions, and
   // a program under the other checksum is refused for that reason, whichever was tried first
   it('refuses a witness program checksummed for another version, in either direction', () => {
-    const v0Underm = bech32m.encode('bcrt', [0, ...bech32.toWords(new Uint8Array(20).fill(7))]);
-    const v1Under32 = bech32.encode('bcrt', [1, ...bech32.toWords(new Uint8Array(32).fill(7))]);
-    assert.throws(() => decodeAddress(v0Underm, 'regtest'), /witness version 0 must use bech32, not bech32m/);
-    assert.throws(() => decodeAddress(v1Under32, 'regtest'), /witness version 1 must use bech32m, not bech32/);
-    assert.throws(() => decodeAddress(v1Under32.toUpperCase(), 'regtest'), /witness version 1 must use bech32m/);
+    const v0UnderBech32m = bech32m.encode('bcrt', [0, ...bech32.toWords(new Uint8Array(20).fill(7))]);
+    const v1UnderBech32 = bech32.encode('bcrt', [1, ...bech32.toWords(new Uint8Array(32).fill(7))]);
+    assert.throws(() => decodeAddress(v0UnderBech32m, 'regtest'), /witness version 0 must use bech32, not bech32m/);
+    assert.throws(() => decodeAddress(v1UnderBech32, 'regtest'), /witness version 1 must use bech32m, not bech32/);
+    assert.throws(() => decodeAddress(v1UnderBech32.toUpperCase(), 'regtest'), /witness version 1 must use bech32m/);
   });
 });
 
