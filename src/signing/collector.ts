@@ -33,6 +33,13 @@ interface Pending {
   readonly prevouts: readonly Prevout[];
   /** member key hex → that member's signatures, verified */
   readonly sets: Map<string, readonly Uint8Array[]>;
+  /**
+   * Members whose set for this transaction failed verification. An honest member checks its own
+   * signatures before they leave, so such a member is faulty or hostile, and each set it sent again
+   * would cost a verification of every input on the pool while honest sets wait: its later sets for
+   * this transaction are refused unchecked. At most one entry per member.
+   */
+  readonly failed: Set<string>;
 }
 
 export type AddOutcome = 'added' | 'duplicate';
@@ -57,7 +64,8 @@ export class SignatureCollector {
   /** Starts collecting for a transaction; returns its txid. Idempotent. */
   open(tx: Transaction, prevouts: readonly Prevout[]): string {
     const id = txidOf(tx);
-    if (!this.pending.has(id)) this.pending.set(id, { tx, prevouts: [...prevouts], sets: new Map() });
+    if (!this.pending.has(id))
+      this.pending.set(id, { tx, prevouts: [...prevouts], sets: new Map(), failed: new Set() });
     return id;
   }
 
@@ -81,6 +89,7 @@ export class SignatureCollector {
     stages.time('verify', () => {
       const bad = valid.findIndex((ok) => ok !== 1);
       if (bad >= 0) {
+        p.failed.add(member);
         throw new SigningError(
           'invalid_signature',
           `member ${member}: signature for input ${bad} of ${txid} does not verify`,
@@ -95,10 +104,20 @@ export class SignatureCollector {
     return 'added';
   }
 
-  /** Checks a set's shape before it is verified; true when the member already gave exactly these signatures. */
+  /**
+   * Checks a set before it is verified (its member, not one refused before for this transaction, its
+   * shape); true when the member already gave exactly these signatures.
+   */
   private duplicate(txid: string, p: Pending, member: string, set: MemberSignatures): boolean {
     if (memberIndex(this.federation, set.pubkey) < 0) {
       throw new SigningError('not_a_member', `${member} is not a member of the federation`, { txid, pubkey: member });
+    }
+    if (p.failed.has(member)) {
+      throw new SigningError(
+        'invalid_signature',
+        `member ${member} sent signatures for ${txid} that did not verify; its sets for it are refused unchecked`,
+        { txid, pubkey: member },
+      );
     }
     const inputs = p.tx.inputs.length;
     if (set.signatures.length !== inputs) {

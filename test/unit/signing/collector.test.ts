@@ -11,7 +11,7 @@ import {
   type Prevout,
   type Transaction,
 } from '../../../src/bitcoin/tx.js';
-import { checkFinalizedWitnesses, SignatureCollector } from '../../../src/signing/collector.js';
+import { checkFinalizedWitnesses, inProcessVerifier, SignatureCollector } from '../../../src/signing/collector.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { federationVectors, type FederationVector } from '../../support/vectors.js';
 
@@ -145,6 +145,40 @@ describe('collector refusals', () => {
       assert.equal(collector.count(id), 0);
     });
   }
+
+  // A member that sent a set failing verification is faulty or hostile (an honest one checks its own
+  // signatures before they leave): resending it, or any set of its for that transaction, must not buy
+  // it another verification of every input on the pool, which the honest members' sets wait behind.
+  it("verifies a member's sets for a transaction once: after a set that fails, its sets for it are refused unchecked", async () => {
+    let verifications = 0;
+    const verify = inProcessVerifier(s.federation);
+    const collector = new SignatureCollector(s.federation, async (...args) => {
+      verifications++;
+      return verify(...args);
+    });
+    const id = collector.open(s.tx, s.prevouts);
+    const bad = s.sigs.get(member)!.map((x) => Uint8Array.from(x));
+    bad[0]![5]! ^= 0x01;
+    for (let i = 0; i < 3; i++)
+      await assert.rejects(collector.add(id, { pubkey: fromHex(member), signatures: bad }), {
+        code: 'invalid_signature',
+      });
+    await assert.rejects(collector.add(id, { pubkey: fromHex(member), signatures: s.sigs.get(member)! }), {
+      code: 'invalid_signature',
+      message: /refused unchecked/,
+    });
+    assert.equal(verifications, 1, 'the failed set was verified once, and nothing of that member after it');
+    const other = s.v.spend.signers[1]!;
+    assert.equal(await collector.add(id, { pubkey: fromHex(other), signatures: s.sigs.get(other)! }), 'added');
+    assert.equal(collector.count(id), 1, "another member's valid set still counts");
+    // per transaction: the same member's sets for another one are verified as usual
+    const second = collector.open({ ...s.tx, locktime: s.tx.locktime + 1 }, s.prevouts);
+    await assert.rejects(collector.add(second, { pubkey: fromHex(member), signatures: bad }), {
+      code: 'invalid_signature',
+      message: /does not verify/,
+    });
+    assert.equal(verifications, 3);
+  });
 
   it('refuses an unknown transaction', async () => {
     const collector = new SignatureCollector(s.federation);
