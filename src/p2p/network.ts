@@ -69,7 +69,6 @@ export interface NetworkStats {
 
 const AUTH_TAG = 'pegout/link-auth';
 const CLOSE_POLICY = 1008;
-const CLOSE_DUPLICATE = 4001;
 
 /**
  * Links run TLS 1.3 only: its exporter is the channel binding RFC 9266 defines (earlier
@@ -111,6 +110,18 @@ interface Inbox {
   draining: boolean;
 }
 
+/**
+ * What an authenticated member may send, and the faults it has made, kept by its key for the life
+ * of this process: a member that closes its link and dials again starts where it left off, not
+ * with a fresh burst and a clean record.
+ */
+interface PeerBudget {
+  readonly frames: TokenBucket;
+  readonly bytes: TokenBucket;
+  /** Dropped frames since its last ban. */
+  misbehaviour: number;
+}
+
 interface Link {
   readonly ws: WebSocket;
   readonly outbound: boolean;
@@ -125,9 +136,8 @@ interface Link {
   ready: boolean;
   /** Set once the link is being closed for misbehaviour: frames still queued are ignored. */
   closing: boolean;
-  misbehaviour: number;
-  readonly frames: TokenBucket;
-  readonly bytes: TokenBucket;
+  /** Its member's budget, once authenticated. */
+  budget?: PeerBudget;
   /** Outbound only: an inbound link's deadline runs from accept, in Admissions. */
   timer?: NodeJS.Timeout;
 }
@@ -157,6 +167,8 @@ export class PeerNetwork extends EventEmitter {
   private readonly inboxes = new Map<string, Inbox>();
   private handler?: FrameHandler;
   private readonly bans = new Map<string, number>();
+  /** By member key; only authenticated members have one, so at most one per member. */
+  private readonly budgets = new Map<string, PeerBudget>();
   private readonly dialing = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
   private https?: Server;
   private server?: WebSocketServer;
@@ -329,9 +341,6 @@ export class PeerNetwork extends EventEmitter {
       challenge: new Uint8Array(randomBytes(32)),
       ready: false,
       closing: false,
-      misbehaviour: 0,
-      frames: new TokenBucket(this.limits.framesPerSecond, this.limits.framesPerSecond * 2),
-      bytes: new TokenBucket(this.limits.bytesPerSecond, this.limits.bytesPerSecond * 2),
     };
     this.pending.add(link);
     if (outbound) link.timer = setTimeout(() => this.fail(link, 'handshake timed out'), this.limits.handshakeTimeoutMs);
@@ -378,7 +387,8 @@ export class PeerNetwork extends EventEmitter {
   private receive(link: Link, data: Buffer, expected: string | undefined): void {
     if (link.closing) return;
     if (!link.ready) return this.handshake(link, data, expected);
-    if (!link.frames.take() || !link.bytes.take(data.length)) return this.drop(link, 'rate_limited');
+    const budget = link.budget!;
+    if (!budget.frames.take() || !budget.bytes.take(data.length)) return this.drop(link, 'rate_limited');
     const frame = decodeFrame(data, this.validators);
     if (typeof frame === 'string') return this.drop(link, frame);
     const peer = toHex(link.peer!);
@@ -455,17 +465,18 @@ export class PeerNetwork extends EventEmitter {
     const peer = toHex(link.peer!);
     const existing = this.links.get(peer);
     if (existing) {
-      // both ends dialed: keep the link dialed by the lower key, on both sides alike
+      // both ends dialed: keep the link dialed by the lower key, on both sides alike. The other is
+      // dropped at once: a closing handshake the peer never answered would hold the connection and
+      // its buffers for ws's close timeout, and a hostile member can open duplicates at will
       const dialerOf = (l: Link): Uint8Array => (l.outbound ? this.myKey : l.peer!);
-      const keepNew = compare(dialerOf(link), dialerOf(existing)) < 0;
-      const loser = keepNew ? existing : link;
-      if (!keepNew) {
-        link.ws.close(CLOSE_DUPLICATE, 'duplicate link');
+      if (compare(dialerOf(link), dialerOf(existing)) >= 0) {
+        link.ws.terminate();
         return;
       }
       this.links.delete(peer);
-      loser.ws.close(CLOSE_DUPLICATE, 'duplicate link');
+      existing.ws.terminate();
     }
+    link.budget = this.budgetOf(peer);
     link.ready = true;
     this.links.set(peer, link);
     this.stats.connected = this.links.size;
@@ -474,12 +485,30 @@ export class PeerNetwork extends EventEmitter {
     this.emit('peer', peer);
   }
 
+  private budgetOf(peer: string): PeerBudget {
+    let budget = this.budgets.get(peer);
+    if (!budget) {
+      const { framesPerSecond, bytesPerSecond } = this.limits;
+      budget = {
+        frames: new TokenBucket(framesPerSecond, framesPerSecond * 2),
+        bytes: new TokenBucket(bytesPerSecond, bytesPerSecond * 2),
+        misbehaviour: 0,
+      };
+      this.budgets.set(peer, budget);
+    }
+    return budget;
+  }
+
+  /** A fault on `link`; an unauthenticated one is closed by its handshake and charges no member. */
   private drop(link: Link, fault: FrameFault): void {
     this.stats.dropped[fault]++;
-    link.misbehaviour++;
-    if (link.misbehaviour >= this.limits.misbehaviourLimit && link.peer && !link.closing) {
+    const { budget } = link;
+    if (!budget) return;
+    budget.misbehaviour++;
+    if (budget.misbehaviour >= this.limits.misbehaviourLimit && !link.closing) {
       link.closing = true;
-      const peer = toHex(link.peer);
+      budget.misbehaviour = 0;
+      const peer = toHex(link.peer!);
       this.bans.set(peer, Date.now() + this.limits.banMs);
       this.stats.bans++;
       this.emit('banned', peer);

@@ -7,7 +7,7 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { encodeFrame, isBytes } from '../../../src/p2p/frames.js';
 import { P2pError } from '../../../src/p2p/errors.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
-import { linkNetwork as network, members, rawPeer, stopNetworks, until } from '../../support/links.js';
+import { linkNetwork as network, members, rawPeer, stopNetworks, until, within } from '../../support/links.js';
 
 afterEach(stopNetworks);
 
@@ -138,6 +138,72 @@ describe('member links', () => {
     assert.equal(await back.ready, true);
     await until(() => net.connectedPeers().length === 1, 'back after the ban');
     back.ws.close();
+  });
+
+  // A hostile member that closes its link and dials again must not start clean: its faults would
+  // never reach a ban and each new link would bring a fresh burst of frames past the rate.
+  it("a member's faults add up over its links to a ban: reconnecting does not clear them", async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 6, banMs: 60_000 } });
+    await net.start();
+    for (let link = 1; link <= 3; link++) {
+      const bad = await rawPeer(ms[0]!, ms[1]!.secretKey);
+      assert.equal(await bad.ready, true, `link ${link} authenticated`);
+      await until(() => net.connectedPeers().length === 1, `link ${link} up`);
+      for (let i = 0; i < 2; i++) bad.ws.send(Buffer.from([0xc1, 0xff, 0x00]));
+      await until(() => net.stats.dropped.malformed === 2 * link, `link ${link}'s faults counted`);
+      if (link < 3) {
+        bad.ws.close();
+        await until(() => net.connectedPeers().length === 0, `link ${link} down`);
+      } else await within(bad.closed, 'the sixth fault to close the link');
+    }
+    assert.equal(net.stats.bans, 1, 'six faults over three links are a ban');
+    const again = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await again.closed;
+    assert.ok(!net.connectedPeers().includes(toHex(ms[1]!.key)), 'kept out while banned');
+  });
+
+  it("a member's frame rate follows its key: a new link does not bring a fresh burst", async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms, { limits: { framesPerSecond: 10, misbehaviourLimit: 10_000 } });
+    let got = 0;
+    net.on('message', () => got++);
+    await net.start();
+    const first = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await first.ready;
+    await until(() => net.connectedPeers().length === 1, 'first link');
+    // the burst allowance: twice the rate
+    for (let i = 0; i < 20; i++) first.ws.send(encodeFrame('note', { text: `first ${i}` }));
+    await until(() => got + net.stats.dropped.rate_limited === 20, 'the first burst handled');
+    first.ws.close();
+    await until(() => net.connectedPeers().length === 0, 'first link down');
+    const second = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await second.ready;
+    await until(() => net.connectedPeers().length === 1, 'second link');
+    const before = got;
+    for (let i = 0; i < 20; i++) second.ws.send(encodeFrame('note', { text: `second ${i}` }));
+    await until(() => got + net.stats.dropped.rate_limited === 40, 'the second burst handled');
+    assert.ok(got - before < 15, `${got - before} of the second link's 20 frames passed: the budget was refilled`);
+    second.ws.close();
+  });
+
+  // Both ends dialing each other make an honest duplicate now and then; a hostile member can make
+  // them at will. One kept in a closing handshake that the member never answers would hold its
+  // socket and buffers for ws's 30 s close timeout, so a duplicate is dropped at once.
+  it("a member's second link is dropped at once, without a closing handshake it could leave unanswered", async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms);
+    await net.start();
+    const kept = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await kept.ready;
+    await until(() => net.connectedPeers().length === 1, 'first link');
+    const duplicate = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await duplicate.ready, true);
+    const [code] = (await within(duplicate.closed, 'the duplicate to be dropped')) as [number];
+    assert.equal(code, 1006, 'closed by dropping the connection, not by a close frame awaiting an answer');
+    assert.ok(net.connectedPeers().includes(toHex(ms[1]!.key)), 'the first link stays');
+    assert.ok(kept.ws.readyState === kept.ws.OPEN);
+    kept.ws.close();
   });
 
   it('a restarted member reconnects and the catch-up hook fires on both sides', async () => {
