@@ -8,7 +8,8 @@ export const LINK_CAPS = {
    * Inbound connections from TCP accept until authenticated, all addresses together. An honest
    * member needs at most two at a time (its dial and a redial racing a dying link), so 64 serves
    * federations of thirty and more through restarts, while strangers filling it hold only 64 TLS
-   * sessions of at most handshakeBytes each. When it is full, this member's own dials still link.
+   * sessions of at most handshakeBytes each. When it is full, a new connection pushes out the
+   * oldest (admission.ts), so strangers keep a member's dial out only by outrunning its handshake.
    */
   pendingConnections: 64,
   /** The same from one remote address: filling pendingConnections takes eight addresses. */

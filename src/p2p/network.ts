@@ -56,8 +56,10 @@ export interface NetworkStats {
   connected: number;
   /** Inbound connections not yet authenticated (at most LINK_CAPS.pendingConnections). */
   readonly pending: number;
-  /** Inbound connections closed on accept because a pending cap was reached. */
+  /** Inbound connections closed on accept because their address had its pending cap. */
   turnedAway: number;
+  /** Pending inbound connections closed to make room for a newer one (admission.ts). */
+  evicted: number;
   /** Frames waiting for the frame handler, all peers together. */
   queued: number;
   framesIn: number;
@@ -186,7 +188,11 @@ export class PeerNetwork extends EventEmitter {
       if (!this.memberSet.has(key)) throw new P2pError('invalid_config', `peer ${key} is not a federation member`);
       if (!url.startsWith('wss://')) throw new P2pError('invalid_config', `peer ${key}: ${url} is not a wss:// URL`);
     }
-    const admissions = new Admissions(this.limits.handshakeTimeoutMs, () => this.refused('handshake timed out'));
+    const admissions = new Admissions(
+      this.limits.handshakeTimeoutMs,
+      () => this.refused('handshake timed out'),
+      () => this.stats.evicted++,
+    );
     this.admissions = admissions;
     this.stats = {
       connected: 0,
@@ -194,6 +200,7 @@ export class PeerNetwork extends EventEmitter {
         return admissions.size;
       },
       turnedAway: 0,
+      evicted: 0,
       queued: 0,
       framesIn: 0,
       framesOut: 0,

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { Admissions } from '../../../src/p2p/admission.js';
+import { LINK_CAPS } from '../../../src/p2p/limits.js';
+
+/** What Admissions reads of a socket: its remote end, 'close', destroy(). */
+class FakeSocket extends EventEmitter {
+  destroyed = false;
+  constructor(
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+  ) {
+    super();
+  }
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.emit('close');
+  }
+}
+
+const socket = (address: string, port: number): Socket => new FakeSocket(address, port) as unknown as Socket;
+
+describe('pending connections (Admissions)', () => {
+  // Before TLS a member cannot be told from a stranger. Strangers holding every slot and reopening each
+  // as the deadline closes it would keep every member's dial out for good if a full table turned new
+  // connections away: a new one pushes out the oldest, so holding the slots takes outrunning handshakes.
+  it('when every slot is taken, a new connection pushes out the oldest instead of being turned away', () => {
+    const admissions = new Admissions(60_000, () => undefined);
+    const held: Socket[] = [];
+    for (let i = 0; i < LINK_CAPS.pendingConnections; i++) {
+      const s = socket(`10.0.0.${i % 8}`, 1000 + i);
+      assert.equal(admissions.admit(s), true);
+      held.push(s);
+    }
+    assert.equal(admissions.size, LINK_CAPS.pendingConnections);
+    const member = socket('10.1.0.1', 5000);
+    assert.equal(admissions.admit(member), true, 'the newcomer is admitted');
+    assert.equal(admissions.size, LINK_CAPS.pendingConnections, 'still at the cap');
+    assert.equal(held[0]!.destroyed, true, 'the oldest was closed');
+    assert.ok(held.slice(1).every((s) => !s.destroyed));
+    // and the newcomer is not the next to go: the cap's worth of newer connections must come first
+    for (let i = 0; i < LINK_CAPS.pendingConnections - 1; i++) admissions.admit(socket(`10.2.${i}.1`, 7000 + i));
+    assert.equal(member.destroyed, false, 'outlived 63 newer connections');
+    admissions.admit(socket('10.3.0.1', 9000));
+    assert.equal(member.destroyed, true);
+    admissions.closeAll();
+  });
+
+  it('one address is still held to its own cap, pushing out nobody', () => {
+    const admissions = new Admissions(60_000, () => undefined);
+    const mine = Array.from({ length: LINK_CAPS.pendingPerAddress }, (_, i) => socket('10.0.0.1', 2000 + i));
+    for (const s of mine) assert.equal(admissions.admit(s), true);
+    assert.equal(admissions.admit(socket('10.0.0.1', 3000)), false);
+    assert.ok(mine.every((s) => !s.destroyed));
+    admissions.closeAll();
+  });
+});
