@@ -20,7 +20,10 @@ export interface NetworkLimits {
   readonly maxFrameBytes: number;
   readonly framesPerSecond: number;
   readonly bytesPerSecond: number;
-  /** Dropped frames after which a peer is disconnected and banned. */
+  /**
+   * Dropped frames after which a peer is disconnected and banned; the count forgets one fault every
+   * banMs / misbehaviourLimit, so an honest peer's rare fault never adds up to a ban over months.
+   */
   readonly misbehaviourLimit: number;
   readonly banMs: number;
   /** From TCP accept (inbound) or dial (outbound) to an authenticated link. */
@@ -120,8 +123,8 @@ interface Inbox {
 interface PeerBudget {
   readonly frames: TokenBucket;
   readonly bytes: TokenBucket;
-  /** Dropped frames since its last ban. */
-  misbehaviour: number;
+  /** Its faults: one token each, misbehaviourLimit − 1 in hand, refilled over banMs; none left is a ban. */
+  readonly faults: TokenBucket;
 }
 
 interface Link {
@@ -495,11 +498,11 @@ export class PeerNetwork extends EventEmitter {
   private budgetOf(peer: string): PeerBudget {
     let budget = this.budgets.get(peer);
     if (!budget) {
-      const { framesPerSecond, bytesPerSecond } = this.limits;
+      const { framesPerSecond, bytesPerSecond, misbehaviourLimit, banMs } = this.limits;
       budget = {
         frames: new TokenBucket(framesPerSecond, framesPerSecond * 2),
         bytes: new TokenBucket(bytesPerSecond, bytesPerSecond * 2),
-        misbehaviour: 0,
+        faults: new TokenBucket((misbehaviourLimit * 1000) / banMs, misbehaviourLimit - 1),
       };
       this.budgets.set(peer, budget);
     }
@@ -510,17 +513,13 @@ export class PeerNetwork extends EventEmitter {
   private drop(link: Link, fault: FrameFault): void {
     this.stats.dropped[fault]++;
     const { budget } = link;
-    if (!budget) return;
-    budget.misbehaviour++;
-    if (budget.misbehaviour >= this.limits.misbehaviourLimit && !link.closing) {
-      link.closing = true;
-      budget.misbehaviour = 0;
-      const peer = toHex(link.peer!);
-      this.bans.set(peer, Date.now() + this.limits.banMs);
-      this.stats.bans++;
-      this.emit('banned', peer);
-      link.ws.close(CLOSE_POLICY, 'misbehaving');
-    }
+    if (!budget || budget.faults.take() || link.closing) return;
+    link.closing = true;
+    const peer = toHex(link.peer!);
+    this.bans.set(peer, Date.now() + this.limits.banMs);
+    this.stats.bans++;
+    this.emit('banned', peer);
+    link.ws.close(CLOSE_POLICY, 'misbehaving');
   }
 
   private refused(reason: string): void {

@@ -163,6 +163,25 @@ describe('member links', () => {
     assert.ok(!net.connectedPeers().includes(toHex(ms[1]!.key)), 'kept out while banned');
   });
 
+  it("a member's rare faults are forgotten with time: spread out they never add up to a ban, in a burst they do", async () => {
+    const ms = await members(2);
+    // one fault forgotten every banMs / misbehaviourLimit = 100 ms
+    const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 3, banMs: 300 } });
+    await net.start();
+    const peer = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await peer.ready;
+    await until(() => net.connectedPeers().length === 1, 'linked');
+    for (let i = 1; i <= 6; i++) {
+      peer.ws.send(Buffer.from([0xc1, 0xff, 0x00]));
+      await until(() => net.stats.dropped.malformed === i, `fault ${i} counted`);
+      await sleep(250);
+    }
+    assert.equal(net.stats.bans, 0, 'six faults, each long after the one before');
+    for (let i = 0; i < 3; i++) peer.ws.send(Buffer.from([0xc1, 0xff, 0x00]));
+    await within(peer.closed, 'three faults at once to close the link');
+    assert.equal(net.stats.bans, 1);
+  });
+
   it("a member's frame rate follows its key: a new link does not bring a fresh burst", async () => {
     const ms = await members(2);
     const net = network(ms[0]!, ms, { limits: { framesPerSecond: 10, misbehaviourLimit: 10_000 } });
