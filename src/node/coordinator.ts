@@ -21,6 +21,7 @@ import { buildTestMerge } from '../wallet/handoff.js';
 import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxos, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
+import { BEHIND } from '../wallet/verdict.js';
 import type { Logger } from './log.js';
 import { recordFinalized } from './finalize.js';
 import { handoffProposals, handoffView } from './handoff.js';
@@ -525,10 +526,7 @@ export class Coordinator {
       return;
     }
     if (!outcome.ok) {
-      // members follow both chains independently: a request this one has not ingested yet may be
-      // final a moment later, and a handoff may start at the Bitcoin block this one has not seen yet
-      const behind = outcome.reason === 'unknown_request' || outcome.reason === 'handoff_not_active';
-      if (behind && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
+      if (BEHIND.has(outcome.reason) && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
         this.retry.set(txid, { peer, checked, tries, at: this.o.now?.() ?? Date.now() });
         if (tries === 0 && outcome.reason === 'unknown_request') {
           this.o.catchUp?.();

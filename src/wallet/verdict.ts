@@ -49,6 +49,17 @@ export type RejectReason =
   | 'requests_owed';
 
 /**
+ * Refusals that say this member has not yet seen what the proposer saw: a request final a moment
+ * earlier there, the activation block of a handoff, or the new set's spend of the test output that
+ * proves it. Members follow both chains on their own, so such a proposal is kept and tried again.
+ */
+export const BEHIND: ReadonlySet<RejectReason> = new Set([
+  'unknown_request',
+  'handoff_not_active',
+  'handoff_not_proven',
+]);
+
+/**
  * `earlier`: with double_payment, the payment this member signed that the proposal does not replace;
  * with input_held, the payment that holds the input.
  */
