@@ -22,7 +22,7 @@ import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } fr
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxos, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import { BEHIND } from '../wallet/verdict.js';
-import type { Logger } from './log.js';
+import { peerLog, type Logger, type PeerLog } from './log.js';
 import { recordFinalized } from './finalize.js';
 import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
@@ -170,8 +170,11 @@ export class Coordinator {
    * request): put to the signer again when the operator resumes or releases (bounded).
    */
   private readonly awaitingOperator = new Map<string, { peer: string; checked: CheckedProposal }>();
+  /** Refusals of peers' frames, a bounded number of lines for each peer. */
+  private readonly peerLog: PeerLog;
 
   constructor(private readonly o: CoordinatorOptions) {
+    this.peerLog = peerLog(o.log);
     this.collector = new SignatureCollector(o.federation, o.pool.verifyTransaction);
     this.early = new EarlySignatures(() => o.metrics?.framesDropped.inc({ reason: 'early_signatures_evicted' }));
     this.myKey = o.network.key;
@@ -701,7 +704,7 @@ export class Coordinator {
   private refused(peer: string, reason: string, detail: string, txid?: string): void {
     this.o.metrics?.rounds.inc({ outcome: 'refused' });
     this.o.metrics?.signaturesRejected.inc({ reason: `proposal_${reason}` });
-    this.o.log.warn('proposal_refused', { peer, txid, reason, detail });
+    this.peerLog.warn(peer, 'proposal_refused', { peer, txid, reason, detail });
   }
 
   /**
@@ -814,7 +817,7 @@ export class Coordinator {
       outcome = await this.collector.add(txid, set, origin === 'signed_here');
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: (err as { code?: string }).code ?? 'error' });
-      this.o.log.warn('signatures_refused', { txid, member, error: err as Error });
+      this.peerLog.warn(member, 'signatures_refused', { txid, member, error: err as Error });
       return;
     }
     if (outcome === 'added' && member !== this.myKey) {
@@ -845,7 +848,7 @@ export class Coordinator {
     let txid: string;
     const refuse = (err: unknown): void => {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_malformed' });
-      this.o.log.warn('finalized_refused', { peer, error: err as Error });
+      this.peerLog.warn(peer, 'finalized_refused', { peer, error: err as Error });
     };
     try {
       [signed, txid] = stages.time('verify', () => {
@@ -867,7 +870,7 @@ export class Coordinator {
       await verifyFinalizedWitnesses(signed, body.prevouts, this.o.federation, this.o.pool.verifyTransaction);
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_invalid' });
-      this.o.log.warn('finalized_refused', { peer, txid, error: err as Error });
+      this.peerLog.warn(peer, 'finalized_refused', { peer, txid, error: err as Error });
       return;
     }
     this.closed(txid);

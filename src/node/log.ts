@@ -1,3 +1,5 @@
+import { TokenBucket } from '../p2p/ratelimit.js';
+
 // Structured logs: one JSON object per line, {"ts","level","event",…fields}. Field names that
 // smell of secrets are redacted here, at the one place every log line passes through.
 
@@ -46,5 +48,45 @@ export function createLogger(
     warn: (e, f) => emit('warn', e, f),
     error: (e, f) => emit('error', e, f),
     child: (more) => createLogger({ ...options, bound: { ...bound, ...more } }),
+  };
+}
+
+/**
+ * How many lines another party's frames can make this member write (a refusal each): `burst` at
+ * once, then `perSecond`, for each party. A hostile member within its link's frame budget could
+ * otherwise have hundreds written a second, filling the operator's disk and burying every other
+ * line. The metrics still count every refusal, and a line written after some were left out says how
+ * many (`suppressed`). Parties are members' authenticated keys (at most n) or one name for all
+ * strangers; past `sources` the longest known is forgotten, which only refills its budget.
+ */
+export const PEER_LOG_LIMIT = { perSecond: 1, burst: 20, sources: 64 } as const;
+
+/** Warnings that `source`'s frames caused, held to PEER_LOG_LIMIT for each source. */
+export interface PeerLog {
+  warn(source: string, event: string, fields?: Record<string, unknown>): void;
+}
+
+export function peerLog(
+  log: Logger,
+  limit: { perSecond: number; burst: number; sources: number } = PEER_LOG_LIMIT,
+  now?: () => number,
+): PeerLog {
+  const budgets = new Map<string, { bucket: TokenBucket; suppressed: number }>();
+  return {
+    warn(source, event, fields = {}) {
+      let budget = budgets.get(source);
+      if (!budget) {
+        if (budgets.size >= limit.sources) budgets.delete(budgets.keys().next().value!);
+        budget = { bucket: new TokenBucket(limit.perSecond, limit.burst, now), suppressed: 0 };
+        budgets.set(source, budget);
+      }
+      if (!budget.bucket.take()) {
+        budget.suppressed++;
+        return;
+      }
+      const { suppressed } = budget;
+      budget.suppressed = 0;
+      log.warn(event, suppressed > 0 ? { ...fields, suppressed } : fields);
+    },
   };
 }

@@ -21,7 +21,7 @@ import { Store } from '../storage/store.js';
 import { getUtxo, listUtxos, registerUtxo, type Outpoint } from '../wallet/utxos.js';
 import { Coordinator } from './coordinator.js';
 import type { SigningPolicy } from './signer.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, peerLog, type Logger } from './log.js';
 import { ChainSettlement, settleLocally } from './settlement.js';
 import { pauseOnSignFault, Safety } from './safety.js';
 import { Outflow } from './outflow.js';
@@ -127,7 +127,9 @@ function startLinks(config: Config, secretKey: Uint8Array, pubkeys: Uint8Array[]
   network.on('peer', (peer: string) => log.info('peer_connected', { peer }));
   network.on('peer_down', (peer: string) => log.info('peer_disconnected', { peer }));
   network.on('banned', (peer: string) => log.warn('peer_banned', { peer }));
-  network.on('refused', (reason: string) => log.warn('link_refused', { reason }));
+  // strangers cannot be told apart before they authenticate: their refusals share one budget
+  const strangers = peerLog(log);
+  network.on('refused', (reason: string) => strangers.warn('strangers', 'link_refused', { reason }));
   network.on('server_error', (detail: string) => log.warn('link_server_error', { detail }));
   return network;
 }

@@ -13,7 +13,7 @@ import { Coordinator, COORDINATOR_CAPS } from '../../../src/node/coordinator.js'
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { settleLocally } from '../../../src/node/settlement.js';
-import { createLogger } from '../../../src/node/log.js';
+import { createLogger, PEER_LOG_LIMIT } from '../../../src/node/log.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
 import { PeerNetwork } from '../../../src/p2p/network.js';
 import { checkFinalizedWitnesses } from '../../../src/signing/collector.js';
@@ -568,6 +568,47 @@ describe('transaction coordinator, members in one process on loopback', () => {
       assert.ok(held.earlySets <= EARLY_CAPS.perPeer, `${held.earlySets} sets held`);
     }
     assert.ok(most <= EARLY_CAPS.bytesPerPeer, `${most} bytes held, the cap is ${EARLY_CAPS.bytesPerPeer} per peer`);
+  });
+
+  it("a member's refused frames write a bounded number of log lines; every refusal is still counted", async (t) => {
+    const lines: string[] = [];
+    const { members, hostile } = await startMembers(
+      t,
+      { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
+      lines,
+    );
+    const attacker = hostile[0]!.network;
+    await heardByAll(attacker, members);
+    const refusedLines = (): string[] =>
+      lines.filter((l) => l.includes('"event":"proposal_refused"') && l.includes(attacker.key));
+    // 600 proposals every member refuses as malformed, each once a warning line: within the link's frame burst
+    const sent = 600;
+    for (let i = 0; i < sent; i++) attacker.broadcast('proposal', { version: 2, round: i });
+    const deadline = Date.now() + 20_000;
+    for (const m of members) {
+      while ((await counter(m, 'pegout_signatures_rejected_total', 'proposal_malformed_proposal')) < sent) {
+        assert.ok(Date.now() < deadline, 'every malformed proposal is refused and counted');
+        await sleep(50);
+      }
+    }
+    const during = refusedLines().length;
+    t.diagnostic(`${during} refusal lines for ${sent * members.length} refusals`);
+    assert.ok(during <= members.length * (PEER_LOG_LIMIT.burst + 5), `${during} lines written`);
+    // once its budget refilled, the next refusal is written, with how many were left out
+    await sleep(1000 / PEER_LOG_LIMIT.perSecond + 100);
+    attacker.broadcast('proposal', { version: 2, round: sent });
+    while (refusedLines().filter((l) => l.includes('"suppressed"')).length < members.length) {
+      assert.ok(
+        Date.now() < deadline,
+        `each member writes the refusal after the pause:\n${refusedLines().slice(-4).join('')}`,
+      );
+      await sleep(50);
+    }
+    const counts = refusedLines()
+      .map((l) => JSON.parse(l) as { suppressed?: number })
+      .reduce((a, l) => a + 1 + (l.suppressed ?? 0), 0);
+    assert.equal(counts, (sent + 1) * members.length, 'lines written and lines left out add up to the refusals');
+    await waitAllSigned(members, lines);
   });
 
   it('keeps at most COORDINATOR_CAPS.unsettled finalized payments not yet paid to announce, however many there are', async (t) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { createLogger } from '../../../src/node/log.js';
+import { createLogger, peerLog } from '../../../src/node/log.js';
 
 it('writes one JSON line per event, binds fields, filters by level, and redacts secrets', () => {
   const lines: string[] = [];
@@ -23,4 +23,32 @@ it('writes one JSON line per event, binds fields, filters by level, and redacts 
   assert.deepEqual(b.nested, { password: '[redacted]', cookie: '[redacted]' });
   assert.deepEqual(b.err, { name: 'Error', message: 'boom', code: 'x' });
   assert.ok(!lines.join('').includes('deadbeef') && !lines.join('').includes('hunter2'));
+});
+
+it("holds each source's warnings to a burst and a rate, and says how many it left out", () => {
+  const lines: string[] = [];
+  let now = 0;
+  const log = peerLog(createLogger({ write: (l) => lines.push(l) }), { perSecond: 2, burst: 3, sources: 2 }, () => now);
+  for (let i = 0; i < 10; i++) log.warn('a', 'refused', { i });
+  log.warn('b', 'refused', { i: 0 });
+  const written = (): { source?: string; i: number; suppressed?: number }[] => lines.map((l) => JSON.parse(l));
+  assert.deepEqual(
+    written().map((l) => l.i),
+    [0, 1, 2, 0],
+    "a's burst is spent; b has its own",
+  );
+  now = 500; // one line's worth refilled
+  log.warn('a', 'refused', { i: 10 });
+  log.warn('a', 'refused', { i: 11 });
+  assert.deepEqual(written().slice(4), [{ ...written()[4]!, i: 10, suppressed: 7 }]);
+  // a third source pushes out the longest known, a, whose budget starts afresh
+  log.warn('c', 'refused', { i: 0 });
+  for (let i = 12; i < 15; i++) log.warn('a', 'refused', { i });
+  assert.deepEqual(
+    written()
+      .slice(5)
+      .map((l) => l.i),
+    [0, 12, 13, 14],
+    'c written; a forgotten, so its budget is whole again',
+  );
 });
