@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { LINK_CAPS } from './limits.js';
+import { TokenBucket } from './ratelimit.js';
 
 interface Entry {
   readonly socket: Socket;
@@ -15,12 +16,16 @@ interface Entry {
  * pushes out the oldest rather than being turned away: strangers reopening their connections as the
  * deadline closes them would otherwise keep every member's dial out for good, where now holding the
  * slots takes opening a cap's worth of connections within each member's handshake.
+ * Each address is also held to a rate of new connections, since every one that reaches TLS costs a
+ * key exchange whether or not it is admitted for long.
  * Entries are keyed by remote address and port: the TLS socket a link runs on reports the same
  * ones as the TCP socket under it, which is what lets the link settle its entry.
  */
 export class Admissions {
   private readonly open = new Map<string, Entry>();
   private readonly perAddress = new Map<string, number>();
+  /** New connections' rate by address (LINK_CAPS.newConnectionsPerAddress), at most trackedAddresses. */
+  private readonly rates = new Map<string, TokenBucket>();
 
   constructor(
     private readonly deadlineMs: number,
@@ -34,12 +39,13 @@ export class Admissions {
 
   /**
    * Counts `socket` in, closing the oldest pending connection when all are taken; false (caller
-   * closes it) when its address has its cap.
+   * closes it) when its address is over its rate of new connections or has its cap.
    */
   admit(socket: Socket): boolean {
-    const address = socket.remoteAddress;
     const id = connectionId(socket);
-    if (address === undefined || id === undefined) return false;
+    if (socket.remoteAddress === undefined || id === undefined) return false;
+    const address = addressGroup(socket.remoteAddress);
+    if (!this.rate(address).take()) return false;
     const fromAddress = this.perAddress.get(address) ?? 0;
     if (fromAddress >= LINK_CAPS.pendingPerAddress) return false;
     if (this.open.size >= LINK_CAPS.pendingConnections) this.evictOldest();
@@ -66,6 +72,17 @@ export class Admissions {
     for (const entry of this.open.values()) entry.socket.destroy();
   }
 
+  private rate(address: string): TokenBucket {
+    let bucket = this.rates.get(address);
+    if (!bucket) {
+      if (this.rates.size >= LINK_CAPS.trackedAddresses) this.rates.delete(this.rates.keys().next().value!);
+      const { perSecond, burst } = LINK_CAPS.newConnectionsPerAddress;
+      bucket = new TokenBucket(perSecond, burst);
+      this.rates.set(address, bucket);
+    }
+    return bucket;
+  }
+
   private evictOldest(): void {
     const [id, entry] = this.open.entries().next().value as [string, Entry];
     this.release(id, entry);
@@ -87,4 +104,29 @@ export class Admissions {
 function connectionId(socket: Socket): string | undefined {
   const { remoteAddress, remotePort } = socket;
   return remoteAddress === undefined || remotePort === undefined ? undefined : `${remoteAddress}|${remotePort}`;
+}
+
+/**
+ * What connections are counted by: an IPv4 address (also when it arrives IPv4-mapped), or the /64 of
+ * an IPv6 one, which a single host is usually given whole and can move through at will.
+ */
+export function addressGroup(address: string): string {
+  const bare = address.split('%')[0]!.toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(bare);
+  if (mapped) return mapped[1]!;
+  if (!bare.includes(':')) return bare;
+  const [head = '', tail] = bare.split('::');
+  const words = (part: string): string[] => (part === '' ? [] : part.split(':'));
+  const full =
+    tail === undefined
+      ? words(head)
+      : [
+          ...words(head),
+          ...Array<string>(Math.max(0, 8 - words(head).length - words(tail).length)).fill('0'),
+          ...words(tail),
+        ];
+  return `${full
+    .slice(0, 4)
+    .map((w) => parseInt(w, 16).toString(16))
+    .join(':')}::/64`;
 }

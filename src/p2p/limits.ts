@@ -14,6 +14,15 @@ export const LINK_CAPS = {
   pendingConnections: 64,
   /** The same from one remote address: filling pendingConnections takes eight addresses. */
   pendingPerAddress: 8,
+  /**
+   * New connections from one remote address (an IPv6 address's /64), admitted or not: each that
+   * gets as far as TLS costs a key exchange, so without a rate one address could keep a core busy.
+   * A member dials each peer once, and again after a backoff; 32 at once covers a restart of a host
+   * running many members, then 4 a second.
+   */
+  newConnectionsPerAddress: { perSecond: 4, burst: 32 },
+  /** Addresses whose connection rate is tracked; past it the longest tracked is forgotten. */
+  trackedAddresses: 4096,
   /** Bytes a connection may send before it authenticates: hello and proof are under 300 with framing. */
   handshakeBytes: 4096,
   /**

@@ -83,6 +83,39 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     }
   });
 
+  it('one address opening TLS sessions in a loop gets a burst of them, then a few a second; a member elsewhere still links', async (t) => {
+    const ms = await members(2);
+    const a = network(ms[0]!, ms);
+    const b = network(ms[1]!, ms);
+    await a.start();
+    // each handshake costs the member a key exchange: eight at a time from one address, for two seconds
+    let completed = 0;
+    let closed = 0;
+    const started = performance.now();
+    const handshakes = async (): Promise<void> => {
+      while (performance.now() - started < 2000) {
+        const tcp = tcpConnect({ host: '127.0.0.1', port: ms[0]!.port, localAddress: '127.0.0.2' });
+        const tls = tlsConnect({ socket: tcp.on('error', () => undefined), ...DIAL_TLS });
+        const done = await new Promise<boolean>((resolve) => {
+          tls.once('secureConnect', () => resolve(true));
+          tls.once('error', () => resolve(false));
+          tls.once('close', () => resolve(false));
+        });
+        if (done) completed++;
+        else closed++;
+        tls.destroy();
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, handshakes));
+    const seconds = (performance.now() - started) / 1000;
+    const rate = LINK_CAPS.newConnectionsPerAddress;
+    t.diagnostic(`${completed} TLS sessions, ${closed} connections closed at once, in ${seconds.toFixed(1)} s`);
+    assert.ok(completed <= rate.burst + rate.perSecond * seconds + 1, `${completed} TLS sessions from one address`);
+    assert.ok(closed > 0 && a.stats.turnedAway === closed, `${closed} closed, ${a.stats.turnedAway} counted`);
+    await b.start();
+    await until(() => a.connectedPeers().length === 1 && b.connectedPeers().length === 1, 'the honest link');
+  });
+
   it('a connection sending more than the handshake byte budget before authenticating is closed; a member whose first frame follows its proof at once is not', async () => {
     const ms = await members(2);
     const net = network(ms[0]!, ms);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { Admissions } from '../../../src/p2p/admission.js';
+import { addressGroup, Admissions } from '../../../src/p2p/admission.js';
 import { LINK_CAPS } from '../../../src/p2p/limits.js';
 
 /** What Admissions reads of a socket: its remote end, 'close', destroy(). */
@@ -56,5 +56,30 @@ describe('pending connections (Admissions)', () => {
     assert.equal(admissions.admit(socket('10.0.0.1', 3000)), false);
     assert.ok(mine.every((s) => !s.destroyed));
     admissions.closeAll();
+  });
+
+  it("one address's new connections are held to a burst and a rate; other addresses keep theirs", () => {
+    const admissions = new Admissions(60_000, () => undefined);
+    const { burst } = LINK_CAPS.newConnectionsPerAddress;
+    let admitted = 0;
+    for (let i = 0; i < burst + 10; i++) {
+      const s = socket('10.0.0.1', 2000 + i);
+      if (admissions.admit(s)) admitted++;
+      s.destroy(); // a connection that went away at once still spent its share of the rate
+    }
+    assert.equal(admitted, burst);
+    assert.equal(admissions.admit(socket('::ffff:10.0.0.1', 4000)), false, 'the same address, IPv4-mapped');
+    assert.equal(admissions.admit(socket('10.0.0.2', 4000)), true);
+    admissions.closeAll();
+  });
+
+  it('counts an IPv6 address by its /64, and an IPv4-mapped one as the IPv4 address', () => {
+    assert.equal(addressGroup('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(addressGroup('2001:DB8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');
+    assert.equal(addressGroup('2001:db8::5'), '2001:db8:0:0::/64');
+    assert.equal(addressGroup('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(addressGroup('::1'), '0:0:0:0::/64');
+    assert.equal(addressGroup('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(addressGroup('192.0.2.7'), '192.0.2.7');
   });
 });
