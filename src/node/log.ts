@@ -1,4 +1,4 @@
-import { TokenBucket } from '../p2p/ratelimit.js';
+import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
 
 // Structured logs: one JSON object per line, {"ts","level","event",…fields}. Field names that
 // smell of secrets are redacted here, at the one place every log line passes through.
@@ -74,12 +74,10 @@ export function peerLog(
   const budgets = new Map<string, { bucket: TokenBucket; suppressed: number }>();
   return {
     warn(source, event, fields = {}) {
-      let budget = budgets.get(source);
-      if (!budget) {
-        if (budgets.size >= limit.sources) budgets.delete(budgets.keys().next().value!);
-        budget = { bucket: new TokenBucket(limit.perSecond, limit.burst, now), suppressed: 0 };
-        budgets.set(source, budget);
-      }
+      const budget = bucketOf(budgets, source, limit.sources, () => ({
+        bucket: new TokenBucket(limit.perSecond, limit.burst, now),
+        suppressed: 0,
+      }));
       if (!budget.bucket.take()) {
         budget.suppressed++;
         return;

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { LINK_CAPS } from './limits.js';
-import { TokenBucket } from './ratelimit.js';
+import { bucketOf, TokenBucket } from './ratelimit.js';
 
 interface Entry {
   readonly socket: Socket;
@@ -45,7 +45,9 @@ export class Admissions {
     const id = connectionId(socket);
     if (socket.remoteAddress === undefined || id === undefined) return false;
     const address = addressGroup(socket.remoteAddress);
-    if (!this.rate(address).take()) return false;
+    const { perSecond, burst } = LINK_CAPS.newConnectionsPerAddress;
+    const rate = bucketOf(this.rates, address, LINK_CAPS.trackedAddresses, () => new TokenBucket(perSecond, burst));
+    if (!rate.take()) return false;
     const fromAddress = this.perAddress.get(address) ?? 0;
     if (fromAddress >= LINK_CAPS.pendingPerAddress) return false;
     if (this.open.size >= LINK_CAPS.pendingConnections) this.evictOldest();
@@ -70,17 +72,6 @@ export class Admissions {
   /** Closes every connection still counted (stop). */
   closeAll(): void {
     for (const entry of this.open.values()) entry.socket.destroy();
-  }
-
-  private rate(address: string): TokenBucket {
-    let bucket = this.rates.get(address);
-    if (!bucket) {
-      if (this.rates.size >= LINK_CAPS.trackedAddresses) this.rates.delete(this.rates.keys().next().value!);
-      const { perSecond, burst } = LINK_CAPS.newConnectionsPerAddress;
-      bucket = new TokenBucket(perSecond, burst);
-      this.rates.set(address, bucket);
-    }
-    return bucket;
   }
 
   private evictOldest(): void {

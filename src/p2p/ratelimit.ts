@@ -21,3 +21,17 @@ export class TokenBucket {
     return true;
   }
 }
+
+/**
+ * The bucket of `key` in `buckets`, made by `create` when absent. At most `cap` are kept: past that
+ * the longest kept is forgotten, which only gives its key a whole budget again.
+ */
+export function bucketOf<T>(buckets: Map<string, T>, key: string, cap: number, create: () => T): T {
+  let bucket = buckets.get(key);
+  if (bucket === undefined) {
+    if (buckets.size >= cap) buckets.delete(buckets.keys().next().value!);
+    bucket = create();
+    buckets.set(key, bucket);
+  }
+  return bucket;
+}
