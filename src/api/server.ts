@@ -16,9 +16,26 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
+// Every answer is made whole before its status line is written: once headers are out, a failure
+// can no longer become a 500, and a second writeHead would throw out of the error path itself.
 function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'x-content-type-options': 'nosniff' });
-  res.end(`${JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+  send(
+    res,
+    status,
+    'application/json',
+    `${JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`,
+  );
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'content-type': type, 'x-content-type-options': 'nosniff' });
+  res.end(body);
+}
+
+/** A route failed: a 500 naming the error, or, should a response have been started after all, the connection cut. */
+function failed(res: ServerResponse, err: Error): void {
+  if (res.headersSent) res.destroy();
+  else json(res, 500, { error: 'internal', message: err.message });
 }
 
 function badRequest(res: ServerResponse, parameter: string, value: string | null, expected: string): void {
@@ -68,9 +85,7 @@ async function route(
       return json(res, h.ok ? 200 : 503, h);
     }
     case '/metrics':
-      res.writeHead(200, { 'content-type': registry.contentType });
-      res.end(await registry.metrics());
-      return;
+      return send(res, 200, registry.contentType, await registry.metrics());
     case '/federation':
       return json(res, 200, await source.federation());
     case '/overview':
@@ -100,7 +115,7 @@ export async function startApi(options: {
 }): Promise<ApiServer> {
   const context = { source: options.source, registry: options.registry, pages: await loadPages() };
   const server = createServer((req, res) => {
-    route(req, res, context).catch((err: Error) => json(res, 500, { error: 'internal', message: err.message }));
+    route(req, res, context).catch((err: Error) => failed(res, err));
   });
   await new Promise<void>((resolve, reject) => {
     const { host, port } = options;

@@ -9,6 +9,8 @@ import { EvmError } from './errors.js';
 
 /** The sidechain's coin has 18 decimals, bitcoin 8. */
 export const WEI_PER_SAT = 10n ** 10n;
+/** The longest a Bitcoin address is: 90 characters (BIP173's bound for bech32; base58 ones are shorter). */
+export const MAX_ADDRESS_BYTES = 90;
 /** Requests under this are not paid (recorded as rejected). */
 export const MIN_PEGOUT_SATS = 1_000_000n;
 
@@ -26,7 +28,10 @@ export interface RequestDecision {
   readonly sats: bigint;
   /** Wei below one satoshi: lost to the burn, recorded so it is never silently dropped. */
   readonly subSatoshiWei: bigint;
-  /** The address text, or the raw bytes as 0x-hex when they are not UTF-8. */
+  /**
+   * The address text, or the raw bytes as 0x-hex when they are not UTF-8; over MAX_ADDRESS_BYTES,
+   * the first 32 bytes as 0x-hex and the length.
+   */
   readonly bitcoinAddress: string;
   readonly status: 'accepted' | 'rejected';
   readonly reason?: RequestRejectReason;
@@ -39,6 +44,16 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Network): RequestDecision {
   const sats = wei / WEI_PER_SAT;
   const subSatoshiWei = wei % WEI_PER_SAT;
+  // the bridge takes bytes of any length; a record, its index and every answer that shows it keep a bounded copy
+  if (addressBytes.length > MAX_ADDRESS_BYTES)
+    return {
+      sats,
+      subSatoshiWei,
+      bitcoinAddress: `0x${Buffer.from(addressBytes.subarray(0, 32)).toString('hex')}… (${addressBytes.length} bytes)`,
+      status: 'rejected',
+      reason: 'invalid_address',
+      detail: `the address is ${addressBytes.length} bytes long; no Bitcoin address is over ${MAX_ADDRESS_BYTES} characters`,
+    };
   let text: string;
   try {
     text = utf8.decode(addressBytes);

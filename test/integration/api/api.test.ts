@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
+import { Gauge } from 'prom-client';
 import { ApiError, startApi } from '../../../src/api/server.js';
 import { storeStatusSource } from '../../../src/api/status.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
@@ -210,5 +211,36 @@ describe('HTTP API', () => {
       reservesRun.stdout,
       /^liabilities +2000000 sats \(0\.02000000 BTC\) for 1 requests \(batched 1: 2000000\)$/m,
     );
+  });
+
+  it('an answer that cannot be written is a 500 and the member goes on serving; it never takes the process down', async (t) => {
+    const store = await openTempStore(t);
+    const metrics = createMetrics();
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    const source = storeStatusSource(store, federation);
+    const failing = {
+      ...source,
+      // what an answer too large for a string does to JSON.stringify (a RangeError), without building one
+      federation: async () => circular,
+    };
+    metrics.registry.registerMetric(
+      new Gauge({
+        name: 'test_failing_collect',
+        help: 'a collector that throws, as process.memoryUsage() does once descriptors run out',
+        collect() {
+          throw new Error('EMFILE: too many open files, uv_resident_set_memory');
+        },
+      }),
+    );
+    const api = await startApi({ host: '127.0.0.1', port: 0, source: failing, registry: metrics.registry });
+    t.after(() => api.close());
+    const base = `http://127.0.0.1:${api.port}`;
+    for (const path of ['/federation', '/metrics', '/federation']) {
+      const res = await fetch(`${base}${path}`);
+      assert.equal(res.status, 500, path);
+      assert.equal(((await res.json()) as { error: string }).error, 'internal', path);
+    }
+    assert.equal((await fetch(`${base}/health`)).status, 200, 'still serving');
   });
 });

@@ -4,7 +4,13 @@ import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { decodeAddress } from '../../../src/bitcoin/address.js';
 import { classifyScript } from '../../../src/bitcoin/script.js';
 import { NETWORK_NAMES, type Network } from '../../../src/bitcoin/network.js';
-import { decideRequest, MIN_PEGOUT_SATS, parseBtcAmount, WEI_PER_SAT } from '../../../src/evm/decider.js';
+import {
+  decideRequest,
+  MAX_ADDRESS_BYTES,
+  MIN_PEGOUT_SATS,
+  parseBtcAmount,
+  WEI_PER_SAT,
+} from '../../../src/evm/decider.js';
 import { isRequestId, parseRequestId, requestId, tryParseRequestId } from '../../../src/evm/request-id.js';
 import { readJsonVector } from '../../support/vectors.js';
 
@@ -73,6 +79,22 @@ describe('request decider', () => {
       decideRequest(utf8('bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4'), ENOUGH, 'regtest').reason,
       'wrong_network',
     );
+  });
+
+  it('keeps a bounded copy of a destination longer than any address: a burn of any length cannot grow the record', () => {
+    // zero bytes are the cheapest calldata and valid UTF-8; escaped in JSON each is six characters
+    for (const bytes of [new Uint8Array(280_000), Buffer.alloc(100_000, 0xff), utf8(`bcrt1q${'q'.repeat(5000)}`)]) {
+      const d = decideRequest(bytes, ENOUGH, 'regtest');
+      assert.equal(d.status, 'rejected');
+      assert.equal(d.reason, 'invalid_address');
+      assert.ok(d.bitcoinAddress.length <= 200, `kept ${d.bitcoinAddress.length} characters`);
+      assert.ok(d.bitcoinAddress.endsWith(`(${bytes.length} bytes)`), d.bitcoinAddress);
+      assert.ok((d.detail ?? '').length <= 200, d.detail);
+    }
+    // the longest an address may be still reaches the address decoder, which names the fault
+    const longest = decideRequest(utf8(`bcrt1q${'q'.repeat(MAX_ADDRESS_BYTES - 6)}`), ENOUGH, 'regtest');
+    assert.equal(longest.reason, 'invalid_address');
+    assert.equal(longest.bitcoinAddress.length, MAX_ADDRESS_BYTES);
   });
 
   it('parses BTC amounts exactly and refuses sub-satoshi digits', () => {
