@@ -1,8 +1,9 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import { chmod, link, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, request, type IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { isPegoutError, PegoutError } from '../errors.js';
+import { json } from './server.js';
 
 // The admin interface: what an operator does to its own member (holds, pause, resume). It listens
 // on a Unix socket beside the store, never on a TCP port, and answers only a caller that presents
@@ -38,7 +39,13 @@ export function adminPaths(storeDir: string, configured: { socket: string | null
 /** Unix socket paths are limited to 107 bytes on Linux (sun_path). */
 const MAX_SOCKET_PATH = 107;
 
-/** The token from the file, made (32 random bytes, hex, mode 0600) when absent; one others can read is refused. */
+/** Shorter tokens are refused: an empty one would let in a caller presenting none. */
+const MIN_TOKEN_LENGTH = 32;
+
+/**
+ * The token from the file, made (32 random bytes, hex, mode 0600) when absent; one others can read,
+ * or shorter than MIN_TOKEN_LENGTH, is refused.
+ */
 async function loadToken(file: string): Promise<Buffer> {
   try {
     const st = await stat(file);
@@ -48,11 +55,26 @@ async function loadToken(file: string): Promise<Buffer> {
         `admin token file ${file} has mode ${(st.mode & 0o777).toString(8)}; expected 600 (readable by its owner only)`,
         { file },
       );
-    return Buffer.from((await readFile(file, 'utf8')).trim());
+    const token = (await readFile(file, 'utf8')).trim();
+    if (token.length < MIN_TOKEN_LENGTH)
+      throw new AdminError(
+        'admin_refused',
+        `admin token file ${file} holds ${token.length} characters; expected at least ${MIN_TOKEN_LENGTH} (remove it and the member makes a new one)`,
+        { file },
+      );
+    return Buffer.from(token);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     const token = randomBytes(32).toString('hex');
-    await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+    // written whole under another name, then linked into place (which fails if the file appeared
+    // meanwhile): a crash never leaves a token file cut short
+    const partial = `${file}.${process.pid}.partial`;
+    await writeFile(partial, `${token}\n`, { mode: 0o600 });
+    try {
+      await link(partial, file);
+    } finally {
+      await rm(partial, { force: true });
+    }
     return Buffer.from(token);
   }
 }
@@ -60,11 +82,6 @@ async function loadToken(file: string): Promise<Buffer> {
 function authorized(req: IncomingMessage, token: Buffer): boolean {
   const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
   return given.length === token.length && timingSafeEqual(given, token);
-}
-
-function reply(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(`${JSON.stringify(body, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
 }
 
 /** The request body as JSON, at most 4 KiB (an admin command is a reason line at most). */
@@ -113,12 +130,12 @@ export async function startAdmin(paths: AdminPaths, actions: AdminActions): Prom
     );
   const token = await loadToken(paths.tokenFile);
   const server = createServer((req, res) => {
-    if (!authorized(req, token)) return reply(res, 401, { error: 'unauthorized', expected: 'Bearer <admin token>' });
+    if (!authorized(req, token)) return json(res, 401, { error: 'unauthorized', expected: 'Bearer <admin token>' });
     route(req, actions)
-      .then(([status, body]) => reply(res, status, body))
+      .then(([status, body]) => json(res, status, body))
       .catch((err: unknown) => {
         const coded = isPegoutError(err);
-        reply(res, coded ? 409 : 500, {
+        json(res, coded ? 409 : 500, {
           error: coded ? err.code : 'internal',
           message: (err as Error).message,
         });

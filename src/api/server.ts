@@ -16,9 +16,12 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-// Every answer is made whole before its status line is written: once headers are out, a failure
-// can no longer become a 500, and a second writeHead would throw out of the error path itself.
-function json(res: ServerResponse, status: number, body: unknown): void {
+/**
+ * A JSON answer (bigints as decimal text), of the API and the admin interface alike. Every answer is
+ * made whole before its status line is written: once headers are out, a failure can no longer become
+ * a 500, and a second writeHead would throw out of the error path itself.
+ */
+export function json(res: ServerResponse, status: number, body: unknown): void {
   send(
     res,
     status,

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { AdminError, startAdmin, type AdminActions, type AdminPaths } from '../../../src/api/admin.js';
+import { tempDir } from '../../support/tempdir.js';
+
+/** Actions that only count the pauses they were asked for. */
+function counting(): AdminActions & { paused: number } {
+  const actions = {
+    paused: 0,
+    holds: async () => [],
+    release: async () => null,
+    reject: async () => null,
+    pause: async () => ({ paused: ++actions.paused }),
+    resume: async () => null,
+    state: async () => ({}),
+  };
+  return actions;
+}
+
+/** POST /pause on the socket with `authorization` as given (none when undefined): the HTTP status. */
+function pause(socket: string, authorization?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath: socket,
+        method: 'POST',
+        path: '/pause',
+        headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify({ reason: 'test' }));
+  });
+}
+
+async function paths(t: Parameters<typeof tempDir>[0]): Promise<AdminPaths> {
+  const dir = await tempDir(t, 'admin');
+  return { socket: path.join(dir, 'admin.sock'), tokenFile: path.join(dir, 'admin.token') };
+}
+
+describe('admin interface', () => {
+  it('makes a 0600 token of 64 hex characters when there is none, and answers only a caller presenting it', async (t) => {
+    const p = await paths(t);
+    const actions = counting();
+    const admin = await startAdmin(p, actions);
+    t.after(() => admin.close());
+    const token = (await readFile(p.tokenFile, 'utf8')).trim();
+    assert.match(token, /^[0-9a-f]{64}$/);
+    assert.equal((await stat(p.tokenFile)).mode & 0o777, 0o600);
+    assert.equal(await pause(p.socket), 401);
+    assert.equal(await pause(p.socket, 'Bearer '), 401);
+    assert.equal(await pause(p.socket, `Bearer ${token.slice(1)}`), 401);
+    assert.equal(await pause(p.socket, `Bearer ${token}`), 200);
+    assert.equal(actions.paused, 1);
+  });
+
+  // an operator's `touch`, or a token file cut short: an empty token must not open the door to callers with none
+  for (const [what, text] of [
+    ['empty', ''],
+    ['a newline', '\n'],
+    ['one character', 'x\n'],
+    ['31 characters', `${'a'.repeat(31)}\n`],
+  ] as const) {
+    it(`refuses to start with a token file holding ${what}, naming the file and what it expects`, async (t) => {
+      const p = await paths(t);
+      await writeFile(p.tokenFile, text, { mode: 0o600 });
+      const actions = counting();
+      await assert.rejects(
+        startAdmin(p, actions).then(async (admin) => {
+          const status = await pause(p.socket);
+          await admin.close();
+          return status;
+        }),
+        (err: unknown) =>
+          err instanceof AdminError &&
+          err.code === 'admin_refused' &&
+          err.message.includes(p.tokenFile) &&
+          err.message.includes('at least 32'),
+      );
+      assert.equal(actions.paused, 0);
+    });
+  }
+});
