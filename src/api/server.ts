@@ -1,7 +1,9 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { PegoutError } from '../errors.js';
 import { parseRequestId } from '../evm/request-id.js';
+import { addressGroup } from '../p2p/admission.js';
 import { parseLookup } from './lookup.js';
 import { loadPages, PAGE_HEADERS, type Pages } from './pages.js';
 import type { StatusSource } from './status.js';
@@ -10,6 +12,19 @@ import type { StatusSource } from './status.js';
 export class ApiError extends PegoutError<'listen_failed'> {
   readonly domain = 'api';
 }
+
+/**
+ * What anyone who reaches the API port can make the member hold. Every connection is a descriptor
+ * of the process that also holds the store, the links and the RPC clients, so their number is
+ * capped, in all and from one address (an IPv6 /64), and a client that does not finish its request
+ * in time is closed (Node's own defaults hold a silent one for 90 s and a slow one for 5 minutes).
+ */
+export const API_LIMITS = {
+  connections: 512,
+  connectionsPerAddress: 32,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+};
 
 export interface ApiServer {
   readonly port: number;
@@ -115,10 +130,33 @@ export async function startApi(options: {
   port: number;
   source: StatusSource;
   registry: Registry;
+  limits?: Partial<typeof API_LIMITS>;
 }): Promise<ApiServer> {
   const context = { source: options.source, registry: options.registry, pages: await loadPages() };
-  const server = createServer((req, res) => {
-    route(req, res, context).catch((err: Error) => failed(res, err));
+  const limits = { ...API_LIMITS, ...options.limits };
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: Math.max(limits.requestTimeoutMs, limits.headersTimeoutMs),
+      // how often the deadlines are checked: Node's 30 s would hold a silent client that much longer
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+    (req, res) => {
+      route(req, res, context).catch((err: Error) => failed(res, err));
+    },
+  );
+  server.maxConnections = limits.connections;
+  const perAddress = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const address = addressGroup(socket.remoteAddress ?? '');
+    const open = perAddress.get(address) ?? 0;
+    if (open >= limits.connectionsPerAddress) return socket.destroy();
+    perAddress.set(address, open + 1);
+    socket.once('close', () => {
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left === 0) perAddress.delete(address);
+      else perAddress.set(address, left);
+    });
   });
   await new Promise<void>((resolve, reject) => {
     const { host, port } = options;
@@ -138,6 +176,10 @@ export async function startApi(options: {
   const address = server.address();
   return {
     port: typeof address === 'object' && address ? address.port : options.port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

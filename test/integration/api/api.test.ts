@@ -4,7 +4,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { Gauge } from 'prom-client';
-import { ApiError, startApi } from '../../../src/api/server.js';
+import { API_LIMITS, ApiError, startApi } from '../../../src/api/server.js';
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { storeStatusSource } from '../../../src/api/status.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
@@ -242,5 +244,40 @@ describe('HTTP API', () => {
       assert.equal(((await res.json()) as { error: string }).error, 'internal', path);
     }
     assert.equal((await fetch(`${base}/health`)).status, 200, 'still serving');
+  });
+
+  it('holds few connections from one address and closes a client that never finishes its headers; others are served', async (t) => {
+    const store = await openTempStore(t);
+    const api = await startApi({
+      host: '127.0.0.1',
+      port: 0,
+      source: storeStatusSource(store, federation),
+      registry: createMetrics().registry,
+      limits: { headersTimeoutMs: 1000 },
+    });
+    t.after(() => api.close());
+    // 300 connections from one address that send nothing: each is a descriptor the member holds
+    const sockets = Array.from({ length: 300 }, () =>
+      connect({ host: '127.0.0.1', port: api.port, localAddress: '127.0.0.2' })
+        .on('error', () => undefined)
+        .resume(),
+    );
+    t.after(() => sockets.forEach((s) => s.destroy()));
+    const closed = (): number => sockets.filter((s) => s.destroyed || s.readyState === 'closed').length;
+    await Promise.all(sockets.map((s) => new Promise((resolve) => s.once('connect', resolve).once('close', resolve))));
+    await sleep(200);
+    const held = sockets.length - closed();
+    assert.ok(held <= API_LIMITS.connectionsPerAddress, `${held} connections held from one address`);
+    // a client elsewhere is served meanwhile
+    assert.equal((await fetch(`http://127.0.0.1:${api.port}/health`)).status, 200);
+    // and one that never finishes its headers is closed at the deadline
+    const slow = connect({ host: '127.0.0.1', port: api.port, localAddress: '127.0.0.3' })
+      .on('error', () => undefined)
+      .resume();
+    slow.write('GET /health HTTP/1.1\r\nhost: x\r\n');
+    const started = Date.now();
+    await new Promise((resolve) => slow.once('close', resolve));
+    t.diagnostic(`${held} of 300 held; a slow client closed after ${Date.now() - started} ms`);
+    assert.ok(Date.now() - started < 5000, 'closed within the headers deadline and one check');
   });
 });
