@@ -24,7 +24,7 @@ import {
 import type { ReserveAuditor } from '../node/reserves.js';
 import type { ReserveReport } from '../wallet/reserves.js';
 import { newestKeys, type Page, type PageRequest, type Store } from '../storage/store.js';
-import { listUtxos, outpointText } from '../wallet/utxos.js';
+import { outpointText, utxoTotals } from '../wallet/utxos.js';
 import { statusWords, timeline, type TimelineStep } from './lifecycle.js';
 import type { Lookup, LookupKind } from './lookup.js';
 import type {
@@ -342,9 +342,8 @@ async function federationSummary(
   federation: Federation,
   rotation: MemberState['rotation'],
 ): Promise<Record<string, unknown>> {
-  const unspent = await listUtxos(store, 'unspent');
-  const reserved = await listUtxos(store, 'reserved');
-  const sum = (list: { value: bigint }[]) => list.reduce((a, u) => a + u.value, 0n).toString();
+  const unspent = await utxoTotals(store, 'unspent');
+  const reserved = await utxoTotals(store, 'reserved');
   return {
     descriptor: federation.descriptor,
     address: federation.address,
@@ -353,10 +352,10 @@ async function federationSummary(
     members: federation.pubkeys.map((k) => Buffer.from(k).toString('hex')),
     faultTolerance: federationFaultTolerance(federation),
     balance: {
-      unspentSats: sum(unspent),
-      reservedSats: sum(reserved),
-      unspentOutputs: unspent.length,
-      reservedOutputs: reserved.length,
+      unspentSats: unspent.sats.toString(),
+      reservedSats: reserved.sats.toString(),
+      unspentOutputs: unspent.outputs,
+      reservedOutputs: reserved.outputs,
     },
     ...(rotation ? { rotation: await rotation() } : {}),
   };

@@ -31,6 +31,9 @@
  * | utxoidx/   | utxoidx/<state>/<txid>/<vout>            | 1 — index of utxo/ by state; exactly one   | same batch as the utxo/ change  |
  * |            |                                          | entry per utxo/ record, never written      |                                 |
  * |            |                                          | outside src/wallet/utxos.ts                |                                 |
+ * | utxocount/ | utxocount/<state>/outputs,               | integer — how many utxo/ records are in    | same batch as the utxo/ change  |
+ * |            |   utxocount/<state>/sats                 | that state, and their sats (schema 6): the | (StoreBatch.add), only in       |
+ * |            |                                          | balances are read, never listed            | src/wallet/utxos.ts             |
  * | btcblk/    | btcblk/<height>                          | ObservedBlock: hash + undo data            | observer, with cursor/bitcoin   |
  * | txconf/    | txconf/<txid>                            | TxConfirmation { height, blockHash } of a  | observer                        |
  * |            |                                          | federation payment in the best chain       |                                 |
@@ -83,6 +86,7 @@ export const SPACES = {
   requestByBitcoinAddress: 'reqbtc/',
   utxo: 'utxo/',
   utxoIndex: 'utxoidx/',
+  utxoCount: 'utxocount/',
   bitcoinBlock: 'btcblk/',
   txConfirmation: 'txconf/',
   chainSpend: 'chainpay/',
@@ -301,6 +305,11 @@ const utxos = indexedSpace(SPACES.utxo, SPACES.utxoIndex, outpointPart);
 export const utxoKey = utxos.key;
 export const utxoIndexPrefix = utxos.indexPrefix;
 export const utxoIndexKey = utxos.indexKey;
+
+/** The counter of utxo/ records in `state` (`outputs`), or of their sats (`sats`). */
+export function utxoCountKey(state: string, what: 'outputs' | 'sats'): string {
+  return `${SPACES.utxoCount}${state}/${what}`;
+}
 
 /** The outpoint named by a utxo/ or utxoidx/ key (its last two parts). */
 export function outpointOfKey(key: string): { txid: string; vout: number } {

@@ -2,17 +2,18 @@ import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import * as stages from '../metrics/stages.js';
 import { StorageError } from './errors.js';
-import { META_KEY, requestPhase, SPACES } from './keys.js';
-import type { RequestRecord, StatusChange, StoreMeta } from './records.js';
+import { META_KEY, requestPhase, SPACES, utxoCountKey } from './keys.js';
+import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } from './records.js';
 
 /**
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
  * migrates an older store when it opens it (MIGRATIONS) or refuses it (UNREADABLE). 2: the reqidx/
  * status index. 3: requests named by transaction and ordinal. 4: the reqbtc/ and finalat/ indexes
  * and the reqcount/ counters. 5: a request's status history inside its req/ record (no reqlog/), the
- * status index by phase, a request's payments as one list (reqpay/, not a reqsig/ key each).
+ * status index by phase, a request's payments as one list (reqpay/, not a reqsig/ key each). 6: the
+ * counts and sums of federation outputs by state (utxocount/).
  */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 export interface EntriesRange {
   /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */
@@ -367,6 +368,33 @@ async function listRequestPayments(store: Store): Promise<void> {
 }
 
 /**
+ * 5 → 6: how many federation outputs each state holds and their sats, counted from the utxoidx/ index
+ * and the records it names. Only reads until the counts are staged: they are written with the new
+ * version, so a migration cut short by a crash counts again from the start.
+ */
+async function countUtxos(store: Store, batch: StoreBatch): Promise<void> {
+  for (const state of ['unspent', 'reserved', 'spent'] satisfies UtxoState[]) {
+    const prefix = `${SPACES.utxoIndex}${state}/`;
+    let outputs = 0;
+    let sats = 0;
+    let keys: string[] = [];
+    const add = async (): Promise<void> => {
+      for (const record of await store.getMany<UtxoRecord>(keys)) {
+        outputs++;
+        sats += Number(record?.value ?? 0n);
+      }
+      keys = [];
+    };
+    for await (const [key] of store.entries({ prefix })) {
+      keys.push(`${SPACES.utxo}${key.slice(prefix.length)}`);
+      if (keys.length >= MIGRATION_CHUNK) await add();
+    }
+    await add();
+    batch.put(utxoCountKey(state, 'outputs'), outputs).put(utxoCountKey(state, 'sats'), sats);
+  }
+}
+
+/**
  * Schema version n → n + 1; what a migration stages in `batch` is written with the new version
  * number. Versions below 4 cannot be migrated (UNREADABLE).
  */
@@ -375,6 +403,7 @@ const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<vo
     await foldRequestHistories(store);
     await listRequestPayments(store);
   },
+  5: countUtxos,
 };
 
 /**

@@ -1,14 +1,15 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
-import { outpointOfKey, utxoIndexKey, utxoIndexPrefix, utxoKey } from '../storage/keys.js';
+import { outpointOfKey, utxoCountKey, utxoIndexKey, utxoIndexPrefix, utxoKey } from '../storage/keys.js';
 import { WalletError } from './errors.js';
 import type { UtxoRecord, UtxoState } from '../storage/records.js';
 
 /**
- * The federation's UTXO set. Every write of a utxo/ record and of its utxoidx/ state index goes
- * through this module, in the caller's batch, so the index always names exactly the records'
- * states. Helpers only stage changes: callers write the batch (with sync for reservations) and
- * run the read-stage-write sequence inside store.transaction(), so the block observer and the
- * payment builder never act on a state the other changed meanwhile.
+ * The federation's UTXO set. Every write of a utxo/ record, of its utxoidx/ state index and of the
+ * counts by state (utxocount/) goes through this module, in the caller's batch, so the index always
+ * names exactly the records' states and the counts add them up. Helpers only stage changes:
+ * callers write the batch (with sync for reservations) and run the read-stage-write sequence inside
+ * store.transaction(), so the block observer and the payment builder never act on a state the other
+ * changed meanwhile.
  */
 
 export interface Outpoint {
@@ -61,11 +62,28 @@ function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undef
     batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
   batch.put(utxoKey(next.txid, next.vout), next);
   batch.put(utxoIndexKey(next.state, next.txid, next.vout), 1);
+  if (previous === undefined || previous.state !== next.state || previous.value !== next.value) {
+    if (previous !== undefined) count(batch, previous, -1);
+    count(batch, next, 1);
+  }
 }
 
 function unstage(batch: StoreBatch, previous: UtxoRecord): void {
   batch.del(utxoKey(previous.txid, previous.vout));
   batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
+  count(batch, previous, -1);
+}
+
+/** Adds `record` to the counts of its state (1), or takes it away (-1); all the sats there are fit a safe integer. */
+function count(batch: StoreBatch, record: UtxoRecord, sign: 1 | -1): void {
+  batch.add(utxoCountKey(record.state, 'outputs'), sign);
+  batch.add(utxoCountKey(record.state, 'sats'), sign * Number(record.value));
+}
+
+/** How many records are in `state` and their sats, from the counts: a dusted wallet costs a balance no more. */
+export async function utxoTotals(reader: StoreReader, state: UtxoState): Promise<{ outputs: number; sats: bigint }> {
+  const [outputs, sats] = await reader.getMany<number>([utxoCountKey(state, 'outputs'), utxoCountKey(state, 'sats')]);
+  return { outputs: outputs ?? 0, sats: BigInt(sats ?? 0) };
 }
 
 /** Records in one state, in outpoint order (txid, then vout): deterministic for coin selection. */

@@ -6,6 +6,7 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { paymentsOfRequest, stageNewRequest, stagePaymentOf } from '../../../src/evm/request-store.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { registerUtxo } from '../../../src/wallet/utxos.js';
 import {
   broadcastKey,
   finalizedAtKey,
@@ -132,11 +133,28 @@ function counted(store: Store): { store: Store; reads: { calls: number; rows: nu
   return { store: wrapped, reads };
 }
 
-describe('lookups over 100,000 stored requests', async () => {
-  it(`answer a page of 20 in at most ${MAX_CALLS} store reads of at most ${MAX_ROWS} rows`, async (t) => {
+/** Dust outputs paying the federation, each a record and an index entry. */
+const DUST = 10_000n;
+
+async function dust(store: Store): Promise<void> {
+  const batch = store.batch();
+  for (let i = 0; i < DUST; i++)
+    await registerUtxo(batch, {
+      txid: txid(1_000_000 + i),
+      vout: 0,
+      value: 546n,
+      scriptPubKey: federation.scriptPubKey,
+      height: 100,
+    });
+  await batch.write();
+}
+
+describe('lookups over 100,000 stored requests and 10,000 dust outputs', async () => {
+  it(`answer a page of 20, and the federation's balances, in at most ${MAX_CALLS} store reads of at most ${MAX_ROWS} rows`, async (t) => {
     const store = await openTempStore(t, federation.descriptor);
     await fill(store);
     const replacement = await pay(store);
+    await dust(store);
     const { store: view, reads } = counted(store);
     const source = storeStatusSource(view, federation, { requestCounts: async () => ({}) });
     const measure = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
@@ -197,6 +215,14 @@ describe('lookups over 100,000 stored requests', async () => {
 
     const one = await measure('pegout', () => source.pegout(`${newest.txHash}:0`));
     assert.equal(one!.timeline.find((s) => s.step === 'confirmations')!.text, '6 confirmations');
+    // outputs anyone can send the federation, however small: the balances are counted, never listed
+    const balance = await measure('federation', () => source.federation());
+    assert.deepEqual(balance.balance, {
+      unspentSats: String(DUST * 546n),
+      reservedSats: '0',
+      unspentOutputs: Number(DUST),
+      reservedOutputs: 0,
+    });
     const overview = await measure('overview', () => source.overview());
     assert.equal(overview.recentPayments.length, 10);
     assert.equal(overview.recentPayments[0]!.txid, replacement, 'the newest payment first');

@@ -10,10 +10,16 @@ import {
   releaseUtxos,
   reserveUtxos,
   spendUtxo,
+  unregisterUtxo,
+  unspendUtxo,
+  utxoTotals,
   type Outpoint,
 } from '../../../src/wallet/utxos.js';
-import type { Store, StoreBatch } from '../../../src/storage/store.js';
-import { openTempStore } from '../../support/tempdir.js';
+import { META_KEY, utxoCountKey } from '../../../src/storage/keys.js';
+import { SCHEMA_VERSION, Store } from '../../../src/storage/store.js';
+import type { UtxoRecord, UtxoState } from '../../../src/storage/records.js';
+import type { StoreBatch } from '../../../src/storage/store.js';
+import { openTempStore, tempDir, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 
 const SCRIPT = Uint8Array.from(Buffer.from(`5120${'ab'.repeat(32)}`, 'hex'));
 const P1 = '01'.repeat(32);
@@ -137,4 +143,66 @@ test('getUtxos reads outpoints in their order in one call; through a batch it se
     ['unspent', undefined, 'reserved', 'unspent'],
   );
   assert.deepEqual(await getUtxos(store, []), []);
+});
+
+const STATES: UtxoState[] = ['unspent', 'reserved', 'spent'];
+
+/** The counts by state say what listing the records says. */
+async function assertCounted(store: Store, when: string): Promise<void> {
+  for (const state of STATES) {
+    const listed = await listUtxos(store, state);
+    assert.deepEqual(
+      await utxoTotals(store, state),
+      { outputs: listed.length, sats: listed.reduce((a, u) => a + u.value, 0n) },
+      `${state} ${when}`,
+    );
+  }
+}
+
+test('the counts by state follow every change: register, reserve, release, spend, a reorg undoing each', async (t) => {
+  const store = await seeded(t);
+  await assertCounted(store, 'registered');
+  await write(store, (batch) => reserveUtxos(batch, [op(1), op(2)], P1));
+  await assertCounted(store, 'reserved');
+  await write(store, (batch) => releaseUtxos(batch, [op(2)], P1));
+  await assertCounted(store, 'released');
+  const before: UtxoRecord[] = [];
+  await write(store, async (batch) => {
+    // spent in the block that also made a new output, both in one batch
+    for (const o of [op(1), op(3)]) before.push((await spendUtxo(batch, o, P2))!);
+    await registerUtxo(batch, { ...op(9), value: 7n, scriptPubKey: SCRIPT, height: 120 });
+  });
+  await assertCounted(store, 'spent');
+  await write(store, async (batch) => {
+    for (const b of before) await unspendUtxo(batch, b);
+    await unregisterUtxo(batch, op(9));
+    await unregisterUtxo(batch, op(1)); // reserved: kept, its block gone
+  });
+  await assertCounted(store, 'undone by a reorg');
+  assert.equal((await utxoTotals(store, 'reserved')).outputs, 1);
+});
+
+test('a schema 5 store gets its counts when it opens, from the records', async (t) => {
+  const dir = await tempDir(t, 'utxo-migration');
+  let store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  await write(store, async (batch) => {
+    for (let n = 1; n <= 2500; n++)
+      await registerUtxo(batch, { ...op(n), value: BigInt(n), scriptPubKey: SCRIPT, height: 100 });
+  });
+  await write(store, (batch) => reserveUtxos(batch, [op(7)], P1));
+  // as schema 5 left it: no counts
+  const old = store.batch();
+  for (const state of STATES) old.del(utxoCountKey(state, 'outputs')).del(utxoCountKey(state, 'sats'));
+  await old.put(META_KEY, { schemaVersion: 5, descriptor: TEST_DESCRIPTOR }).write();
+  assert.equal((await utxoTotals(store, 'unspent')).outputs, 0);
+  await store.close();
+  store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+  // closed here: the directory's own clean-up runs first among the test's after hooks
+  try {
+    assert.equal((await store.meta()).schemaVersion, SCHEMA_VERSION);
+    assert.deepEqual(await utxoTotals(store, 'unspent'), { outputs: 2499, sats: (2500n * 2501n) / 2n - 7n });
+    await assertCounted(store, 'migrated');
+  } finally {
+    await store.close();
+  }
 });
