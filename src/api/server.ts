@@ -95,7 +95,12 @@ async function route(
   res: ServerResponse,
   { source, registry, pages }: { source: StatusSource; registry: Registry; pages: Pages },
 ): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://localhost');
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return badRequest(res, 'url', req.url ?? null, 'a path such as /pegouts?q=…');
+  }
   if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', allowed: 'GET' });
   switch (url.pathname) {
     case '/health': {

@@ -185,6 +185,13 @@ describe('HTTP API', () => {
     }
     assert.equal((await fetch(`${base}/pages/../status.js`)).status, 404);
     assert.equal((await fetch(`${base}/health`, { method: 'POST' })).status, 405);
+    // a request target no URL parser takes is the client's fault, said so
+    const raw = connect({ host: '127.0.0.1', port: api.port });
+    raw.end('GET http://[::1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+    let answer = '';
+    for await (const chunk of raw) answer += String(chunk);
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /"parameter":"url"/);
 
     // the status command reads the same lifecycle
     const run = promisify(execFile);
