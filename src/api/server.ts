@@ -1,9 +1,11 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { PegoutError } from '../errors.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { addressGroup } from '../p2p/admission.js';
+import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
+import { API_LIMITS } from './limits.js';
 import { parseLookup } from './lookup.js';
 import { loadPages, PAGE_HEADERS, type Pages } from './pages.js';
 import type { StatusSource } from './status.js';
@@ -13,18 +15,8 @@ export class ApiError extends PegoutError<'listen_failed'> {
   readonly domain = 'api';
 }
 
-/**
- * What anyone who reaches the API port can make the member hold. Every connection is a descriptor
- * of the process that also holds the store, the links and the RPC clients, so their number is
- * capped, in all and from one address (an IPv6 /64), and a client that does not finish its request
- * in time is closed (Node's own defaults hold a silent one for 90 s and a slow one for 5 minutes).
- */
-export const API_LIMITS = {
-  connections: 512,
-  connectionsPerAddress: 32,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-};
+/** Addresses whose lookup rate is kept; past it the longest kept is forgotten. */
+const TRACKED_ADDRESSES = 4096;
 
 export interface ApiServer {
   readonly port: number;
@@ -45,8 +37,14 @@ export function json(res: ServerResponse, status: number, body: unknown): void {
   );
 }
 
-function send(res: ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { 'content-type': type, 'x-content-type-options': 'nosniff' });
+function send(
+  res: ServerResponse,
+  status: number,
+  type: string,
+  body: string,
+  headers: OutgoingHttpHeaders = {},
+): void {
+  res.writeHead(status, { 'content-type': type, 'x-content-type-options': 'nosniff', ...headers });
   res.end(body);
 }
 
@@ -90,11 +88,19 @@ function page(res: ServerResponse, pages: Pages, name: string): boolean {
   return true;
 }
 
-async function route(
-  req: IncomingMessage,
-  res: ServerResponse,
-  { source, registry, pages }: { source: StatusSource; registry: Registry; pages: Pages },
-): Promise<void> {
+/** Answers that read the store, a request's or a payment's records each: what a client's rate holds. */
+const LOOKUP_PATHS = /^\/(federation|overview|reserves|pegouts(\/[^/]*)?)$/;
+
+interface Context {
+  readonly source: StatusSource;
+  readonly registry: Registry;
+  readonly pages: Pages;
+  /** Whether the client of `req` may make one more lookup now. */
+  readonly lookupAllowed: (req: IncomingMessage) => boolean;
+}
+
+async function route(req: IncomingMessage, res: ServerResponse, context: Context): Promise<void> {
+  const { source, registry, pages } = context;
   let url: URL;
   try {
     url = new URL(req.url ?? '/', 'http://localhost');
@@ -102,6 +108,8 @@ async function route(
     return badRequest(res, 'url', req.url ?? null, 'a path such as /pegouts?q=…');
   }
   if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', allowed: 'GET' });
+  if (LOOKUP_PATHS.test(url.pathname) && !context.lookupAllowed(req))
+    return send(res, 429, 'application/json', '{"error":"too_many_requests"}\n', { 'retry-after': '1' });
   switch (url.pathname) {
     case '/health': {
       const h = await source.health();
@@ -137,8 +145,21 @@ export async function startApi(options: {
   registry: Registry;
   limits?: Partial<typeof API_LIMITS>;
 }): Promise<ApiServer> {
-  const context = { source: options.source, registry: options.registry, pages: await loadPages() };
   const limits = { ...API_LIMITS, ...options.limits };
+  const rates = new Map<string, TokenBucket>();
+  const { lookupsPerSecond } = limits;
+  const context: Context = {
+    source: options.source,
+    registry: options.registry,
+    pages: await loadPages(),
+    lookupAllowed: (req) =>
+      bucketOf(
+        rates,
+        addressGroup(req.socket.remoteAddress ?? ''),
+        TRACKED_ADDRESSES,
+        () => new TokenBucket(lookupsPerSecond, lookupsPerSecond * 5),
+      ).take(),
+  };
   const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,

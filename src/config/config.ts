@@ -1,3 +1,4 @@
+import { API_LIMITS } from '../api/limits.js';
 import { DEFAULT_MAX_FEE_MULTIPLE, DEFAULT_MAX_SHARE_PER_REQUEST } from '../wallet/fee.js';
 import { DEFAULT_MAX_HANDOFF_FEE } from '../wallet/handoff.js';
 import { DEFAULT_LIMITS } from '../wallet/limits.js';
@@ -21,7 +22,7 @@ export interface Config {
   readonly memberKeyFile: string | null;
   readonly storeDir: string;
   readonly p2p: { readonly host: string; readonly port: number; readonly peers: Readonly<Record<string, string>> };
-  readonly api: { readonly host: string; readonly port: number };
+  readonly api: { readonly host: string; readonly port: number; readonly lookupsPerSecond: number };
   readonly evm: {
     readonly rpcUrl: string;
     readonly bridge: string;
@@ -79,7 +80,11 @@ const SCHEMA: Schema = {
   memberKeyFile: { kind: 'string', nullable: true, default: null },
   storeDir: { kind: 'string' },
   p2p: { host: { kind: 'string', default: '127.0.0.1' }, port, peers: { kind: 'peers', default: {} } },
-  api: { host: { kind: 'string', default: '127.0.0.1' }, port },
+  api: {
+    host: { kind: 'string', default: '127.0.0.1' },
+    port,
+    lookupsPerSecond: { kind: 'int', min: 1, max: 1_000_000, default: API_LIMITS.lookupsPerSecond },
+  },
   evm: {
     rpcUrl: { kind: 'string' },
     bridge: { kind: 'string', default: '0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB' },

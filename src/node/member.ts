@@ -347,6 +347,7 @@ function startMemberApi(
   return startApi({
     host: config.api.host,
     port: config.api.port,
+    limits: { lookupsPerSecond: config.api.lookupsPerSecond },
     registry: metrics.registry,
     source: storeStatusSource(store, federation, {
       health,

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { Gauge } from 'prom-client';
-import { API_LIMITS, ApiError, startApi } from '../../../src/api/server.js';
+import { API_LIMITS } from '../../../src/api/limits.js';
+import { ApiError, startApi } from '../../../src/api/server.js';
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { storeStatusSource } from '../../../src/api/status.js';
@@ -286,5 +288,38 @@ describe('HTTP API', () => {
     await new Promise((resolve) => slow.once('close', resolve));
     t.diagnostic(`${held} of 300 held; a slow client closed after ${Date.now() - started} ms`);
     assert.ok(Date.now() - started < 5000, 'closed within the headers deadline and one check');
+  });
+
+  it("one address's lookups are held to a rate, with 429 and Retry-After past it; other addresses and /health are not", async (t) => {
+    const store = await openTempStore(t);
+    const api = await startApi({
+      host: '127.0.0.1',
+      port: 0,
+      source: storeStatusSource(store, federation),
+      registry: createMetrics().registry,
+    });
+    t.after(() => api.close());
+    /** GET `path` from `localAddress` on a connection of its own: the status and Retry-After. */
+    const from = (localAddress: string, path: string): Promise<{ status: number; retry: string | undefined }> =>
+      new Promise((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port: api.port, path, localAddress, agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, retry: res.headers['retry-after'] }));
+        });
+        req.on('error', reject).end();
+      });
+    // each lookup reads records and the payments of each: 200 of them from one address at once
+    const started = performance.now();
+    const answers = [];
+    for (let i = 0; i < 200; i++) answers.push(await from('127.0.0.2', `/pegouts?evmAddress=${EVM}`));
+    const seconds = (performance.now() - started) / 1000;
+    const served = answers.filter((a) => a.status === 200 || a.status === 404).length;
+    const limited = answers.filter((a) => a.status === 429);
+    t.diagnostic(`${served} of 200 lookups served in ${seconds.toFixed(2)} s, ${limited.length} refused`);
+    const { lookupsPerSecond } = API_LIMITS;
+    assert.ok(served <= lookupsPerSecond * (5 + seconds) + 1, `${served} lookups served`);
+    assert.ok(limited.length > 0 && limited.every((a) => a.retry === '1'));
+    assert.equal((await from('127.0.0.2', '/health')).status, 200, '/health is not a lookup');
+    assert.equal((await from('127.0.0.3', `/pegouts?evmAddress=${EVM}`)).status, 200, 'another address is served');
   });
 });

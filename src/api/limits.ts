@@ -1,0 +1,18 @@
+/**
+ * What anyone who reaches the API port can make the member hold. Every connection is a descriptor
+ * of the process that also holds the store, the links and the RPC clients, so their number is
+ * capped, in all and from one address (an IPv6 /64), and a client that does not finish its request
+ * in time is closed (Node's own defaults hold a silent one for 90 s and a slow one for 5 minutes).
+ */
+export const API_LIMITS = {
+  connections: 512,
+  connectionsPerAddress: 32,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  /**
+   * Lookups (answers that read records: /pegouts, /federation, /overview, /reserves) from one address,
+   * after a burst of five seconds' worth; past it a 429 with Retry-After. A page polls every 5 s;
+   * config api.lookupsPerSecond.
+   */
+  lookupsPerSecond: 10,
+};
