@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { Gauge } from 'prom-client';
 import { API_LIMITS } from '../../../src/api/limits.js';
-import { ApiError, startApi } from '../../../src/api/server.js';
+import { ApiError, startApi, type ApiServer } from '../../../src/api/server.js';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,6 +29,20 @@ const federation = buildFederation({
 });
 const EVM = `0x${'12'.repeat(20)}`;
 const TX = `0x${'ab'.repeat(32)}`;
+
+/** The API over an empty store, closed when the test ends. */
+async function emptyStoreApi(t: TestContext, limits: Partial<typeof API_LIMITS> = {}): Promise<ApiServer> {
+  const store = await openTempStore(t);
+  const api = await startApi({
+    host: '127.0.0.1',
+    port: 0,
+    source: storeStatusSource(store, federation),
+    registry: createMetrics().registry,
+    limits,
+  });
+  t.after(() => api.close());
+  return api;
+}
 
 describe('HTTP API', () => {
   it('serves health, metrics, a request lifecycle, requests by EVM address, the federation and its reserves; refuses bad input', async (t) => {
@@ -256,15 +270,7 @@ describe('HTTP API', () => {
   });
 
   it('holds few connections from one address and closes a client that never finishes its headers; others are served', async (t) => {
-    const store = await openTempStore(t);
-    const api = await startApi({
-      host: '127.0.0.1',
-      port: 0,
-      source: storeStatusSource(store, federation),
-      registry: createMetrics().registry,
-      limits: { headersTimeoutMs: 1000 },
-    });
-    t.after(() => api.close());
+    const api = await emptyStoreApi(t, { headersTimeoutMs: 1000 });
     // 300 connections from one address that send nothing: each is a descriptor the member holds
     const sockets = Array.from({ length: 300 }, () =>
       connect({ host: '127.0.0.1', port: api.port, localAddress: '127.0.0.2' })
@@ -291,14 +297,7 @@ describe('HTTP API', () => {
   });
 
   it("one address's lookups are held to a rate, with 429 and Retry-After past it; other addresses and /health are not", async (t) => {
-    const store = await openTempStore(t);
-    const api = await startApi({
-      host: '127.0.0.1',
-      port: 0,
-      source: storeStatusSource(store, federation),
-      registry: createMetrics().registry,
-    });
-    t.after(() => api.close());
+    const api = await emptyStoreApi(t);
     /** GET `path` from `localAddress` on a connection of its own: the status and Retry-After. */
     const from = (localAddress: string, path: string): Promise<{ status: number; retry: string | undefined }> =>
       new Promise((resolve, reject) => {

@@ -182,6 +182,14 @@ async function startMembers(
   return { federation, members, hostile };
 }
 
+/** Three honest members of a 3-of-4 and one hostile, holding four requests and four outputs of 0.05 BTC. */
+const withOneHostile = (t: TestContext, lines: string[]) =>
+  startMembers(
+    t,
+    { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
+    lines,
+  );
+
 const withRecovery = (recoverInput: ((o: { txid: string; vout: number }) => Promise<unknown>) | undefined) =>
   recoverInput ? { recoverInput } : {};
 
@@ -539,11 +547,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
 
   it('signature sets for proposals that never come are bounded per peer; the honest round still completes', async (t) => {
     const lines: string[] = [];
-    const { members, hostile } = await startMembers(
-      t,
-      { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
-      lines,
-    );
+    const { members, hostile } = await withOneHostile(t, lines);
     const attacker = hostile[0]!.network;
     // on the links every member keeps: a set sent on one closed as a duplicate would be lost
     await heardByAll(attacker, members);
@@ -572,11 +576,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
 
   it("a member's refused frames write a bounded number of log lines; every refusal is still counted", async (t) => {
     const lines: string[] = [];
-    const { members, hostile } = await startMembers(
-      t,
-      { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
-      lines,
-    );
+    const { members, hostile } = await withOneHostile(t, lines);
     const attacker = hostile[0]!.network;
     await heardByAll(attacker, members);
     const refusedLines = (): string[] =>
@@ -737,11 +737,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
 
   it('a proposal of 50,000 inputs is refused at the edge, before any store read; the honest round completes', async (t) => {
     const lines: string[] = [];
-    const { members, hostile } = await startMembers(
-      t,
-      { members: 4, threshold: 3, requests: 4, utxos: Array<bigint>(4).fill(5_000_000n), hostile: 1 },
-      lines,
-    );
+    const { members, hostile } = await withOneHostile(t, lines);
     const attacker = hostile[0]!.network;
     // 50,000 inputs: about 2 MB of transaction and 1.5 MB of prevouts, under the 4 MiB frame cap
     const inputs = Array.from({ length: 50_000 }, (_, i) => ({
