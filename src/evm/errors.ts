@@ -5,6 +5,8 @@ export type EvmErrorCode =
   | 'rpc_timeout'
   | 'rpc_error'
   | 'rpc_malformed'
+  // the node has not reached a block this member already ingested: waited for, not a reorg
+  | 'rpc_behind'
   | 'not_dev_chain'
   | 'artifact_missing'
   | 'invalid_amount'

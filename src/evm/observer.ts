@@ -75,6 +75,21 @@ export function wokenPollDelay(lastStart: number, now: number): number {
 const ACTED_ON = new Set(['batched', 'signed', 'broadcast', 'paid', 'orphaned']);
 
 /**
+ * Block `height`, which this member ingested. A node without it is behind (restored from a
+ * snapshot, a lagging backend): the block cannot have left a chain the node has not reached, and
+ * taking it for a reorg would forget or orphan requests the federation acted on.
+ */
+async function blockAtOrBehind(rpc: EvmRpc, height: number): Promise<{ hash: string }> {
+  const block = await getBlock(rpc, height);
+  if (block) return block;
+  throw new EvmError(
+    'rpc_behind',
+    `the EVM node has no block ${height}, which this member already ingested: it is behind; waiting for it to catch up`,
+    { height },
+  );
+}
+
+/**
  * The EVM block observer: reads RequestPegOut logs emitted BY the bridge (whoever called it)
  * from final blocks only, decides each request, and writes the requests of a block range
  * together with the cursor in one synced batch — a restart resumes exactly after the last
@@ -122,8 +137,8 @@ export class EvmObserver {
   async sync(): Promise<SyncReport> {
     const cursor = await this.cursor();
     if (cursor) {
-      const block = await getBlock(this.rpc, cursor.height);
-      if (!block || block.hash !== cursor.hash)
+      const block = await blockAtOrBehind(this.rpc, cursor.height);
+      if (block.hash !== cursor.hash)
         return { accepted: 0, rejected: 0, rolledBack: await this.rollback(), caughtUp: false };
     }
     const from = cursor ? cursor.height + 1 : this.options.startBlock;
@@ -271,8 +286,8 @@ export class EvmObserver {
         reverse: true,
       })) {
         const height = Number(key.slice(SPACES.evmBlock.length));
-        const block = await getBlock(this.rpc, height);
-        if (block && block.hash === record.hash) {
+        const block = await blockAtOrBehind(this.rpc, height);
+        if (block.hash === record.hash) {
           fork = { height, hash: record.hash };
           break;
         }

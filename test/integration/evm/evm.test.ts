@@ -9,7 +9,8 @@ import { startAnvil, type Anvil } from '../../../src/evm/anvil.js';
 import { BRIDGE_ADDRESS, bridgeInterface, loadArtifact, REQUEST_PEGOUT_TOPIC } from '../../../src/evm/bridge.js';
 import { EvmObserver, type OrphanedRequest } from '../../../src/evm/observer.js';
 import { getRequest, listRequests, stageStatus } from '../../../src/evm/request-store.js';
-import { EvmRpc } from '../../../src/evm/rpc.js';
+import { EvmError } from '../../../src/evm/errors.js';
+import { EvmRpc, hexQuantity } from '../../../src/evm/rpc.js';
 import { Store } from '../../../src/storage/store.js';
 import type { RequestRecord } from '../../../src/storage/records.js';
 import { repoRoot } from '../../support/paths.js';
@@ -354,6 +355,39 @@ describe('ingestion on a real anvil', () => {
       orphaned.map((o) => o.id),
       [record.id],
     );
+  });
+
+  it('a node behind this member (it has no block at the cursor) is waited for, never taken for a reorg', async (t) => {
+    const store = await openTempStore(t);
+    await rpc.call('anvil_mine', ['0x20']);
+    const acted = await request(GOOD, parseEther('0.05'));
+    const quiet = await request(GOOD, parseEther('0.06'));
+    await ingestAll(store, 0);
+    const record = await markBatched(store, acted);
+    const head = Number(await rpc.call<string>('eth_blockNumber'));
+    // a backend restored from a snapshot 20 blocks old: no block above its head, and 'latest' is its head
+    const lagging = new (class extends EvmRpc {
+      override async call<T>(method: string, params: unknown[] = []): Promise<T> {
+        if (method === 'eth_getBlockByNumber') {
+          const n = params[0];
+          if (n === 'latest') return super.call<T>(method, [hexQuantity(head - 20), false]);
+          if (typeof n === 'string' && n.startsWith('0x') && Number(n) > head - 20) return null as T;
+        }
+        return super.call<T>(method, params);
+      }
+    })(anvil.url);
+    const orphaned: OrphanedRequest[] = [];
+    const observer = new EvmObserver(store, lagging, {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+      onOrphaned: async (list) => void orphaned.push(...list),
+    });
+    await assert.rejects(observer.sync(), (err: unknown) => err instanceof EvmError && err.code === 'rpc_behind');
+    assert.deepEqual(orphaned, [], 'no alarm');
+    assert.equal((await getRequest(store, record.id))?.status, 'batched');
+    assert.equal((await listRequests(store)).filter((r) => r.txHash === quiet).length, 1, 'nothing forgotten');
+    assert.equal((await observer.cursor())?.height, head, 'the cursor stays');
   });
 
   it('halves the log range when the node refuses a large one', async (t) => {
