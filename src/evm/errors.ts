@@ -7,6 +7,7 @@ export type EvmErrorCode =
   | 'rpc_malformed'
   // the node has not reached a block this member already ingested: waited for, not a reorg
   | 'rpc_behind'
+  | 'rpc_too_large'
   | 'not_dev_chain'
   | 'artifact_missing'
   | 'invalid_amount'

@@ -247,7 +247,7 @@ export class EvmObserver {
     return d.status;
   }
 
-  /** eth_getLogs for [from, to], halving the range while the node refuses it as too large. */
+  /** eth_getLogs for [from, to], halving the range while the node refuses it or answers over the size cap. */
   private async readLogs(from: number, to: number): Promise<{ to: number; logs: RawLog[] }> {
     for (;;) {
       try {
@@ -263,7 +263,8 @@ export class EvmObserver {
           throw new EvmError('rpc_malformed', 'eth_getLogs answered with something other than a list');
         return { to, logs };
       } catch (err) {
-        if (!(err instanceof EvmError) || err.code !== 'rpc_error' || to === from) throw err;
+        const tooLarge = err instanceof EvmError && (err.code === 'rpc_error' || err.code === 'rpc_too_large');
+        if (!tooLarge || to === from) throw err;
         this.range = Math.max(1, Math.floor((to - from + 1) / 2));
         this.log('evm_log_range_halved', { from, to, range: this.range, error: err.message });
         to = from + this.range - 1;

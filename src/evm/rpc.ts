@@ -10,7 +10,20 @@ export interface EvmRpcOptions {
   /** Further tries after a transport failure or a malformed answer. */
   readonly retries?: number;
   readonly backoffMs?: number;
+  /** The largest answer read (default MAX_RESPONSE_BYTES). */
+  readonly maxResponseBytes?: number;
 }
+
+/**
+ * Answers over this are refused (rpc_too_large) as they arrive: a log range is read again in halves,
+ * and memory never holds more. Without it a range of many requests could outgrow what one string
+ * holds (about 512 MiB), which threw out of the response handler and took the member down at every
+ * restart. 64 MiB is about 80,000 requests' logs.
+ */
+export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+/** What post() rejects with when an answer passes the cap. */
+class TooLarge extends Error {}
 
 /** An answer that is not JSON-RPC: the node (or a proxy) is broken, so try again later. */
 function malformed(method: string, detail: string): EvmError {
@@ -32,6 +45,7 @@ export class EvmRpc {
   private readonly timeoutMs: number;
   private readonly retries: number;
   private readonly backoffMs: number;
+  private readonly maxResponseBytes: number;
   private readonly endpoint: URL;
   // keep-alive sockets are unreferenced while idle, so a short-lived CLI still exits
   private readonly agent: HttpAgent;
@@ -44,6 +58,7 @@ export class EvmRpc {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retries = options.retries ?? 4;
     this.backoffMs = options.backoffMs ?? 200;
+    this.maxResponseBytes = options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
     try {
       this.endpoint = new URL(url);
     } catch {
@@ -61,7 +76,8 @@ export class EvmRpc {
       try {
         return await this.once<T>(method, params);
       } catch (err) {
-        const retriable = err instanceof EvmError && err.code !== 'rpc_error';
+        // the node's own answer, or one too large: the same again at once
+        const retriable = err instanceof EvmError && err.code !== 'rpc_error' && err.code !== 'rpc_too_large';
         if (!retriable || attempt >= this.retries) throw err;
         await sleep(this.backoffMs * 2 ** attempt);
       }
@@ -77,6 +93,12 @@ export class EvmRpc {
     try {
       answer = await this.post(payload, signal);
     } catch (err) {
+      if (err instanceof TooLarge)
+        throw new EvmError(
+          'rpc_too_large',
+          `${method}: the answer from ${this.url} is over ${this.maxResponseBytes} bytes`,
+          { method },
+        );
       if (signal.aborted)
         throw new EvmError('rpc_timeout', `${method}: no answer from ${this.url} within ${this.timeoutMs} ms`, {
           method,
@@ -119,7 +141,12 @@ export class EvmRpc {
         },
         (res: IncomingMessage) => {
           const chunks: Buffer[] = [];
-          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size <= this.maxResponseBytes) chunks.push(chunk);
+            else req.destroy(new TooLarge());
+          });
           res.on('error', reject);
           res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         },

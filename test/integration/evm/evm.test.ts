@@ -433,6 +433,47 @@ describe('ingestion on a real anvil', () => {
     );
   });
 
+  it('refuses an answer over its size cap, and reads a smaller range instead', async (t) => {
+    const store = await openTempStore(t);
+    // a node that answers any eth_getLogs over more than one block with 2 MB of logs
+    const { createServer } = await import('node:http');
+    const server = createServer(async (req, res) => {
+      let body = '';
+      for await (const chunk of req) body += chunk;
+      const call = JSON.parse(body) as { id: number; method: string; params: { fromBlock: string; toBlock: string }[] };
+      if (call.method === 'eth_getLogs' && call.params[0]!.fromBlock !== call.params[0]!.toBlock) {
+        res.end(`{"jsonrpc":"2.0","id":${call.id},"result":[${'{"data":"0x"},'.repeat(150_000)}{}]}`);
+        return;
+      }
+      const upstream = await fetch(anvil.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      res.end(await upstream.text());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const capped = new EvmRpc(url, { maxResponseBytes: 1024 * 1024 });
+    await assert.rejects(
+      capped.call('eth_getLogs', [{ fromBlock: '0x0', toBlock: '0x1' }]),
+      (err: unknown) => err instanceof EvmError && err.code === 'rpc_too_large' && err.message.includes('1048576'),
+    );
+    const observer = new EvmObserver(store, capped, {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+    });
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+    const reference = await openTempStore(t);
+    await ingestAll(reference);
+    assert.deepEqual(
+      (await listRequests(store)).map((r) => r.id),
+      (await listRequests(reference)).map((r) => r.id),
+    );
+  });
+
   it('survives a node that is down or answers garbage: nothing advances past unread blocks', async (t) => {
     const store = await openTempStore(t);
     const dead = new EvmObserver(store, new EvmRpc('http://127.0.0.1:1', { retries: 1, backoffMs: 10 }), {
