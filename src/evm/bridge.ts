@@ -114,13 +114,47 @@ export function decodeRequestLog(log: RawLog, ordinal: number): RequestLog | { e
 }
 
 /**
+ * eth_getLogs and receipts list logs in chain order (block, then log index), each once. Ordinals
+ * are counted in that order, so a list that is not (a node's bug, a proxy's) would name other
+ * requests: a log twice is a phantom second request of one burn, two swapped trade destinations.
+ * Such a list is refused whole, as a malformed answer, and read again later; so is one with a log
+ * outside the blocks asked for (`blocks`), which may not be final.
+ */
+function checkChainOrder(logs: readonly RawLog[], blocks: { from: number; to: number } | undefined): void {
+  let last: [number, number] = [-1, -1];
+  for (const log of logs) {
+    if (log.removed === true) continue;
+    const at: [number, number] = [quantity(log.blockNumber, 'log blockNumber'), quantity(log.logIndex, 'log logIndex')];
+    if (blocks && (at[0] < blocks.from || at[0] > blocks.to))
+      throw new EvmError(
+        'rpc_malformed',
+        `a log of block ${at[0]}, outside the blocks ${blocks.from}-${blocks.to} asked for`,
+        {
+          block: at[0],
+        },
+      );
+    if (at[0] < last[0] || (at[0] === last[0] && at[1] <= last[1]))
+      throw new EvmError(
+        'rpc_malformed',
+        `logs out of chain order or repeated: block ${at[0]} log ${at[1]} after block ${last[0]} log ${last[1]}`,
+        { block: at[0], logIndex: at[1] },
+      );
+    last = at;
+  }
+}
+
+/**
  * The bridge's RequestPegOut logs among `logs`, in chain order, each with its ordinal within its
  * transaction. Selected by the emitting address (a peg-out made through a contract wallet still
  * counts) and topic0; a log that does not decode still takes its place, so the ordinals of the
  * others match what every member and auditor computes from the same transaction.
  */
-export function bridgeRequestLogs<T extends RawLog>(logs: readonly T[], bridge: string): { raw: T; ordinal: number }[] {
-  // eth_getLogs and receipts list logs in chain order (block, then log index)
+export function bridgeRequestLogs<T extends RawLog>(
+  logs: readonly T[],
+  bridge: string,
+  blocks?: { from: number; to: number },
+): { raw: T; ordinal: number }[] {
+  checkChainOrder(logs, blocks);
   const ours = logs.filter(
     (l) =>
       l.removed !== true &&

@@ -153,7 +153,7 @@ export class EvmObserver {
       return { accepted: 0, rejected: 0, rolledBack: 0, caughtUp: false };
 
     const blockHashes = new Map<number, string>([[to, toBlock.hash]]);
-    const decoded = await this.checkedLogs(logs, blockHashes);
+    const decoded = await this.checkedLogs(logs, { from, to }, blockHashes);
 
     let accepted = 0;
     let rejected = 0;
@@ -182,13 +182,17 @@ export class EvmObserver {
   }
 
   /**
-   * The bridge's request logs decoded (an undecodable one is logged and skipped), each from a
-   * block whose hash the node confirms: the logs and the headers must describe the same chain, or
-   * the range is read again later.
+   * The bridge's request logs decoded (an undecodable one is logged and skipped), in chain order,
+   * each once and from `blocks` (bridgeRequestLogs), and each from a block whose hash the node
+   * confirms: the logs and the headers must describe the same chain, or the range is read again later.
    */
-  private async checkedLogs(logs: RawLog[], blockHashes: Map<number, string>): Promise<RequestLog[]> {
+  private async checkedLogs(
+    logs: RawLog[],
+    blocks: { from: number; to: number },
+    blockHashes: Map<number, string>,
+  ): Promise<RequestLog[]> {
     const decoded = stages.time('evm_fetch_decode', () =>
-      bridgeRequestLogs(logs, this.bridge).flatMap(({ raw, ordinal }) => {
+      bridgeRequestLogs(logs, this.bridge, blocks).flatMap(({ raw, ordinal }) => {
         const log = decodeRequestLog(raw, ordinal);
         if (!('error' in log)) return [log];
         this.log('evm_log_undecodable', { tx: raw.transactionHash, logIndex: raw.logIndex, error: log.error });

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { EvmError } from '../../../src/evm/errors.js';
 import { describe, it } from 'node:test';
 import {
   bridgeInterface,
@@ -125,5 +126,17 @@ describe('decodeRequestLog', () => {
       bridgeRequestLogs(remined, BRIDGE).map(({ ordinal }) => ordinal),
       [0, 0, 1, 2, 3],
     );
+    // ordinals come from the list's order, so a node's list out of chain order, or with a log twice,
+    // would name other requests (a phantom second request of one burn, two swapped): refused whole
+    const malformed = (err: unknown): boolean => err instanceof EvmError && err.code === 'rpc_malformed';
+    assert.throws(() => bridgeRequestLogs([log(1, 7, 0), log(1, 7, 0)], BRIDGE), malformed);
+    assert.throws(() => bridgeRequestLogs([log(1, 7, 1), log(1, 7, 0)], BRIDGE), malformed);
+    assert.throws(() => bridgeRequestLogs([log(1, 8, 0), log(1, 7, 5)], BRIDGE), malformed);
+    assert.throws(() => bridgeRequestLogs([log(1, 7, 0, { logIndex: 'x' })], BRIDGE), malformed);
+    assert.equal(bridgeRequestLogs([log(1, 7, 5), log(1, 8, 0)], BRIDGE).length, 2);
+    // and a log from outside the blocks asked for (one not final yet) is no answer to the question
+    assert.throws(() => bridgeRequestLogs([log(1, 7, 0), log(1, 9, 0)], BRIDGE, { from: 7, to: 8 }), malformed);
+    assert.throws(() => bridgeRequestLogs([log(1, 6, 0)], BRIDGE, { from: 7, to: 8 }), malformed);
+    assert.equal(bridgeRequestLogs([log(1, 7, 0), log(1, 8, 0)], BRIDGE, { from: 7, to: 8 }).length, 2);
   });
 });
