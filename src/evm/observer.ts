@@ -31,7 +31,7 @@ export interface EvmObserverOptions {
    */
   readonly endBlock?: number;
   readonly bridge?: string;
-  /** Largest eth_getLogs range tried; halved while the node refuses it. */
+  /** Largest eth_getLogs range tried; halved while the node refuses it, doubled back after answers. */
   readonly maxRange?: number;
   readonly log?: (event: string, fields: Record<string, unknown>) => void;
   readonly now?: () => string;
@@ -98,6 +98,7 @@ async function blockAtOrBehind(rpc: EvmRpc, height: number): Promise<{ hash: str
  */
 export class EvmObserver {
   private range: number;
+  private readonly maxRange: number;
   private readonly bridge: string;
   /** Ends run()'s current wait between polls early. */
   private wakeUp?: () => void;
@@ -107,7 +108,8 @@ export class EvmObserver {
     private readonly rpc: EvmRpc,
     private readonly options: EvmObserverOptions,
   ) {
-    this.range = options.maxRange ?? 1000;
+    this.maxRange = options.maxRange ?? 1000;
+    this.range = this.maxRange;
     this.bridge = (options.bridge ?? BRIDGE_ADDRESS).toLowerCase();
   }
 
@@ -251,7 +253,10 @@ export class EvmObserver {
     return d.status;
   }
 
-  /** eth_getLogs for [from, to], halving the range while the node refuses it or answers over the size cap. */
+  /**
+   * eth_getLogs for [from, to], halving the range while the node refuses it or answers over the size
+   * cap, and doubling it (up to maxRange) after each answer.
+   */
   private async readLogs(from: number, to: number): Promise<{ to: number; logs: RawLog[] }> {
     for (;;) {
       try {
@@ -265,6 +270,9 @@ export class EvmObserver {
         ]);
         if (!Array.isArray(logs))
           throw new EvmError('rpc_malformed', 'eth_getLogs answered with something other than a list');
+        // back up after an answer: a refusal (a rate limit, a burst of logs) must not leave every later
+        // range one block wide
+        this.range = Math.min(this.maxRange, this.range * 2);
         return { to, logs };
       } catch (err) {
         const tooLarge = err instanceof EvmError && (err.code === 'rpc_error' || err.code === 'rpc_too_large');

@@ -433,6 +433,46 @@ describe('ingestion on a real anvil', () => {
     );
   });
 
+  it('grows its log range back after the node refused some: a few transient errors do not leave it reading block by block', async (t) => {
+    const store = await openTempStore(t);
+    await rpc.call('anvil_mine', ['0x200']);
+    // a node behind a rate limiter: its first ten eth_getLogs are refused, everything after is answered
+    let refused = 0;
+    let asked = 0;
+    const flaky = new (class extends EvmRpc {
+      override async call<T>(method: string, params: unknown[] = []): Promise<T> {
+        if (method === 'eth_getLogs') {
+          asked++;
+          if (refused < 10) {
+            refused++;
+            throw new EvmError('rpc_error', 'eth_getLogs: node answered -32005 rate limited', { method });
+          }
+        }
+        return super.call<T>(method, params);
+      }
+    })(anvil.url);
+    const observer = new EvmObserver(store, flaky, {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+      maxRange: 64,
+    });
+    // as the member's loop does: a failed step is logged and tried again
+    const step = (): Promise<boolean> =>
+      observer.sync().then(
+        (r) => r.caughtUp,
+        (err: unknown) => {
+          if (err instanceof EvmError && err.code === 'rpc_error') return false;
+          throw err;
+        },
+      );
+    for (let i = 0; i < 10_000; i++) if (await step()) break;
+    const head = Number(await rpc.call<string>('eth_blockNumber'));
+    t.diagnostic(`${asked} eth_getLogs for ${head + 1} blocks, ${refused} refused`);
+    assert.equal((await observer.cursor())?.height, head);
+    assert.ok(asked < refused + 2 * Math.ceil((head + 1) / 64) + 20, `${asked} eth_getLogs`);
+  });
+
   it('refuses an answer over its size cap, and reads a smaller range instead', async (t) => {
     const store = await openTempStore(t);
     // a node that answers any eth_getLogs over more than one block with 2 MB of logs
