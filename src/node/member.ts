@@ -18,7 +18,7 @@ import { SigningPool } from '../signing/pool.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 import { cursorKey } from '../storage/keys.js';
 import { Store } from '../storage/store.js';
-import { getUtxo, listUtxos, registerUtxo, type Outpoint } from '../wallet/utxos.js';
+import { getUtxo, registerUtxo, utxoTotals, type Outpoint } from '../wallet/utxos.js';
 import { Coordinator } from './coordinator.js';
 import type { SigningPolicy } from './signer.js';
 import { createLogger, peerLog, type Logger } from './log.js';
@@ -71,23 +71,22 @@ async function loadMemberKey(config: Config, env: NodeJS.ProcessEnv): Promise<Ui
   return takeSecretKeyFromEnv(env, 'PEGOUT_MEMBER_KEY');
 }
 
-async function refreshMetrics(
+/** The gauges the member keeps from its store and links, refreshed every second. */
+export async function refreshMetrics(
   store: Store,
   metrics: Metrics,
-  network: PeerNetwork,
+  network: Pick<PeerNetwork, 'stats'>,
   dropped: Map<string, number>,
 ): Promise<void> {
   // counted before the reset, so that a scrape, /overview or an activity sample never sees the gauge empty
   const counts = await countRequests(store);
   metrics.requests.reset();
   for (const [status, n] of counts) metrics.requests.set({ status }, n);
-  let balance = 0n;
   for (const state of ['unspent', 'reserved'] as const) {
-    const utxos = await listUtxos(store, state);
-    metrics.utxos.set({ state }, utxos.length);
-    if (state === 'unspent') balance = utxos.reduce((a, u) => a + u.value, 0n);
+    const { outputs, sats } = await utxoTotals(store, state);
+    metrics.utxos.set({ state }, outputs);
+    if (state === 'unspent') metrics.balance.set(Number(sats));
   }
-  metrics.balance.set(Number(balance));
   metrics.peers.set(network.stats.connected);
   for (const [reason, n] of Object.entries(network.stats.dropped)) {
     metrics.framesDropped.inc({ reason }, n - (dropped.get(reason) ?? 0));

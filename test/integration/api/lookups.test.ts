@@ -7,6 +7,9 @@ import { parseRequestId } from '../../../src/evm/request-id.js';
 import { paymentsOfRequest, stageNewRequest, stagePaymentOf } from '../../../src/evm/request-store.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { registerUtxo } from '../../../src/wallet/utxos.js';
+import { createMetrics } from '../../../src/metrics/metrics.js';
+import { refreshMetrics } from '../../../src/node/member.js';
+import type { PeerNetwork } from '../../../src/p2p/network.js';
 import {
   broadcastKey,
   finalizedAtKey,
@@ -223,6 +226,14 @@ describe('lookups over 100,000 stored requests and 10,000 dust outputs', async (
       unspentOutputs: Number(DUST),
       reservedOutputs: 0,
     });
+    // and so does the member's metrics refresh, every second
+    const metrics = createMetrics();
+    const links = { stats: { connected: 0, dropped: {} } } as unknown as Pick<PeerNetwork, 'stats'>;
+    await measure('metrics refresh', () => refreshMetrics(view, metrics, links, new Map()));
+    const gauge = async (name: string): Promise<{ value: number; labels: Record<string, unknown> }[]> =>
+      (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name)!.values;
+    assert.equal((await gauge('pegout_utxos')).find((v) => v.labels.state === 'unspent')?.value, Number(DUST));
+    assert.equal((await gauge('pegout_balance_sats'))[0]?.value, Number(DUST * 546n));
     const overview = await measure('overview', () => source.overview());
     assert.equal(overview.recentPayments.length, 10);
     assert.equal(overview.recentPayments[0]!.txid, replacement, 'the newest payment first');
