@@ -2,6 +2,7 @@ import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PegoutError } from '../errors.js';
+import { readBody } from '../http-body.js';
 
 /**
  * Bitcoin Core JSON-RPC client. Transport failures (connection refused or reset, timeouts,
@@ -18,6 +19,7 @@ export type BitcoinRpcErrorCode =
   | 'unauthorized'
   | 'http_status'
   | 'malformed_response'
+  | 'answer_too_large'
   // Node answers (the JSON-RPC error code is in `rpcCode`):
   | 'rpc_error'
   | 'not_found'
@@ -99,9 +101,20 @@ export interface BitcoinRpcOptions {
   backoffMs?: number;
   maxBackoffMs?: number;
   maxSockets?: number;
+  /** The largest answer read (answer_too_large past it); default 256 MiB. */
+  maxResponseBytes?: number;
 }
 
-const DEFAULTS = { timeoutMs: 30_000, retries: 5, backoffMs: 250, maxBackoffMs: 8_000, maxSockets: 4 };
+// 256 MiB: a getblock of a full block at verbosity 2 is tens of MB; a scantxoutset of an address sent
+// about 650,000 outputs is over it, and is refused instead of taking the member down (http-body.ts)
+const DEFAULTS = {
+  timeoutMs: 30_000,
+  retries: 5,
+  backoffMs: 250,
+  maxBackoffMs: 8_000,
+  maxSockets: 4,
+  maxResponseBytes: 256 * 1024 * 1024,
+};
 
 // --- Answers (only the fields we use; Bitcoin Core returns more) ---
 
@@ -240,6 +253,9 @@ interface TransportFailure {
   error: Error;
 }
 
+/** What one attempt came to: a transport failure, an answer too large to read, or the answer. */
+type Attempt = TransportFailure | { tooLarge: true } | { status: number; body: string; id: number };
+
 export class BitcoinRpcClient implements ChainSource {
   readonly #endpoint: URL;
   readonly #where: string;
@@ -276,6 +292,7 @@ export class BitcoinRpcClient implements ChainSource {
       backoffMs: options.backoffMs ?? DEFAULTS.backoffMs,
       maxBackoffMs: options.maxBackoffMs ?? DEFAULTS.maxBackoffMs,
       maxSockets: options.maxSockets ?? DEFAULTS.maxSockets,
+      maxResponseBytes: options.maxResponseBytes ?? DEFAULTS.maxResponseBytes,
     };
     this.#agent = new http.Agent({ keepAlive: true, maxSockets: this.#options.maxSockets });
   }
@@ -294,6 +311,13 @@ export class BitcoinRpcClient implements ChainSource {
     let refreshedCookie = false;
     for (let attempt = 0; ; attempt++) {
       const outcome = await this.#attempt(method, params);
+      // not tried again: the node would send the same answer
+      if ('tooLarge' in outcome)
+        throw new BitcoinRpcError(
+          'answer_too_large',
+          `${method} to ${this.#where}: the answer is over ${this.#options.maxResponseBytes} bytes`,
+          { method, node: this.#where },
+        );
       if ('transport' in outcome) {
         if (attempt >= this.#options.retries) {
           const code = outcome.timedOut ? 'timeout' : 'transport';
@@ -351,10 +375,7 @@ export class BitcoinRpcClient implements ChainSource {
     return this.#cookieHeader;
   }
 
-  async #attempt(
-    method: string,
-    params: unknown[],
-  ): Promise<TransportFailure | { status: number; body: string; id: number }> {
+  async #attempt(method: string, params: unknown[]): Promise<Attempt> {
     const id = this.#nextId++;
     const body = JSON.stringify({ jsonrpc: '1.0', id, method, params });
     const headers: http.OutgoingHttpHeaders = {
@@ -365,21 +386,27 @@ export class BitcoinRpcClient implements ChainSource {
     if (authorization !== undefined) headers.authorization = authorization;
     return new Promise((resolve) => {
       let settled = false;
-      const finish = (value: TransportFailure | { status: number; body: string; id: number }) => {
+      const finish = (value: Attempt) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         resolve(value);
       };
       const req = http.request(this.#endpoint, { method: 'POST', agent: this.#agent, headers }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const status = res.statusCode ?? 0;
-          // 503: Bitcoin Core's work queue is full, the request never ran
-          if (status === 503) finish({ transport: true, timedOut: false, error: new Error('HTTP 503 (node busy)') });
-          else finish({ status, body: Buffer.concat(chunks).toString('utf8'), id });
-        });
+        readBody(
+          res,
+          this.#options.maxResponseBytes,
+          (body) => {
+            const status = res.statusCode ?? 0;
+            // 503: Bitcoin Core's work queue is full, the request never ran
+            if (status === 503) finish({ transport: true, timedOut: false, error: new Error('HTTP 503 (node busy)') });
+            else finish({ status, body: body.toString('utf8'), id });
+          },
+          () => {
+            finish({ tooLarge: true });
+            req.destroy();
+          },
+        );
         res.on('error', (error) => finish({ transport: true, timedOut: false, error }));
         res.on('close', () => {
           if (!res.complete)

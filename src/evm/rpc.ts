@@ -3,6 +3,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as stages from '../metrics/stages.js';
 import { EvmError } from './errors.js';
+import { readBody } from '../http-body.js';
 
 export interface EvmRpcOptions {
   /** Per call. */
@@ -15,10 +16,9 @@ export interface EvmRpcOptions {
 }
 
 /**
- * Answers over this are refused (rpc_too_large) as they arrive: a log range is read again in halves,
- * and memory never holds more. Without it a range of many requests could outgrow what one string
- * holds (about 512 MiB), which threw out of the response handler and took the member down at every
- * restart. 64 MiB is about 80,000 requests' logs.
+ * Answers over this are refused (rpc_too_large) as they arrive (readBody): a log range is read again
+ * in halves. Without it a range of many requests outgrew what one string holds and took the member
+ * down at every restart. 64 MiB is about 80,000 requests' logs.
  */
 export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
@@ -140,15 +140,13 @@ export class EvmRpc {
           headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
         },
         (res: IncomingMessage) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (chunk: Buffer) => {
-            size += chunk.length;
-            if (size <= this.maxResponseBytes) chunks.push(chunk);
-            else req.destroy(new TooLarge());
-          });
+          readBody(
+            res,
+            this.maxResponseBytes,
+            (body) => resolve({ status: res.statusCode ?? 0, text: body.toString('utf8') }),
+            () => req.destroy(new TooLarge()),
+          );
           res.on('error', reject);
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         },
       );
       req.on('error', reject);

@@ -224,6 +224,20 @@ describe('BitcoinRpcClient over HTTP', () => {
     await assert.rejects(client.call('nosuchmethod'), expectCode('rpc_error', -32601));
   });
 
+  test('an answer over the size cap is refused as it arrives, once, naming the cap', async (t) => {
+    const client = new BitcoinRpcClient({ url, retries: 3, backoffMs: 1, maxResponseBytes: 1024 * 1024 });
+    t.after(() => client.close());
+    // what scantxoutset answers for a federation address sent tens of thousands of outputs
+    script((_seen, _req, res, id) =>
+      json(res, 200, { result: { unspents: Array(100_000).fill({ amount: 0.00000546 }) }, error: null, id }),
+    );
+    await assert.rejects(
+      client.call('scantxoutset', ['start', []]),
+      (err: unknown) => expectCode('answer_too_large')(err) && (err as Error).message.includes('1048576'),
+    );
+    assert.equal(seen.length, 1, 'not asked again: the same answer would come back');
+  });
+
   test('broadcast counts already-in-mempool and already-in-chain as success, other refusals are typed', async (t) => {
     const client = new BitcoinRpcClient({ url, retries: 0 });
     t.after(() => client.close());
