@@ -29,8 +29,12 @@ function coinOrder(a: Coin, b: Coin): number {
  * 1. Branch-and-bound (as Bitcoin Core's SelectCoinsBnB) searches for a set whose value falls in
  *    [target, target + costOfChange]: no change output, and the excess given to fees is less
  *    than what the change output would have cost.
- * 2. Otherwise, largest effective value first until the target is met; the remainder becomes
- *    change. Deterministic: ties break by outpoint.
+ * 2. Largest effective value first until the target is met; the remainder becomes change.
+ *    Deterministic: ties break by outpoint.
+ * Of the two, the one that wastes less is taken (Core's selection waste): each input costs its fee
+ * (the users pay it, in their shares), a changeless set its excess, a set with change the change
+ * output and the input that spends it later. Counting inputs is what keeps the search from filling
+ * the gap to a changeless match with hundreds of small outputs, which anyone can send the federation.
  *
  * Returns null when all usable coins together fall short.
  */
@@ -51,9 +55,6 @@ export function selectCoins<C extends Coin>(
   for (const c of usable) available += c.value;
   if (available < target) return null;
 
-  const bnb = branchAndBound(usable, target, costOfChange, available);
-  if (bnb) return { coins: bnb.sort(coinOrder), total: sum(bnb), method: 'bnb' };
-
   const chosen: C[] = [];
   let total = 0n;
   for (const c of usable) {
@@ -61,6 +62,9 @@ export function selectCoins<C extends Coin>(
     chosen.push(c);
     total += c.value;
   }
+  const changeWaste = BigInt(chosen.length + 1) * inputCost + costOfChange;
+  const bnb = branchAndBound(usable, target, costOfChange, available, inputCost, changeWaste);
+  if (bnb) return { coins: bnb.sort(coinOrder), total: sum(bnb), method: 'bnb' };
   return { coins: chosen.sort(coinOrder), total, method: 'largest-first' };
 }
 
@@ -69,7 +73,9 @@ function sum(coins: readonly Coin[]): bigint {
 }
 
 /**
- * Depth-first over coins sorted by descending value, including before omitting each. The search
+ * Depth-first over coins sorted by descending value, including before omitting each, for the
+ * changeless set of least waste (its excess plus `inputCost` an input) below `ceiling`, the waste
+ * of the alternative with change; a branch whose inputs alone waste that much is cut. The search
  * adds and subtracts values up to BNB_MAX_TRIES times, so it runs on safe-integer numbers: each
  * bigint operation allocates, and a payment's search made megabytes of garbage. Every sum it forms
  * is at most `available` (and `upper`); a wallet whose coins add up past 2^53 sats (more bitcoin
@@ -80,27 +86,31 @@ function branchAndBound<C extends Coin>(
   target: bigint,
   costOfChange: bigint,
   available: bigint,
+  inputCost: bigint,
+  ceiling: bigint,
 ): C[] | null {
   const bound = BigInt(Number.MAX_SAFE_INTEGER);
-  if (available > bound || target + costOfChange > bound) return null;
+  if (available > bound || target + costOfChange > bound || ceiling > bound) return null;
   const values = sorted.map((c) => Number(c.value));
   const goal = Number(target);
   const upper = Number(target + costOfChange);
+  const perInput = Number(inputCost);
   const include: boolean[] = [];
   let best: boolean[] | null = null;
-  let bestWaste = Infinity;
+  // ties go to the changeless set, as before inputs were counted
+  let bestWaste = Number(ceiling) + 1;
   let value = 0;
+  let inputs = 0;
   let remaining = Number(available);
   let depth = 0;
 
   for (let tries = 0; tries < BNB_MAX_TRIES; tries++) {
-    let backtrack = value + remaining < goal || value > upper;
+    let backtrack = value + remaining < goal || value > upper || inputs * perInput >= bestWaste;
     if (!backtrack && value >= goal) {
-      const waste = value - goal;
+      const waste = value - goal + inputs * perInput;
       if (waste < bestWaste) {
         best = include.slice(0, depth);
         bestWaste = waste;
-        if (waste === 0) break;
       }
       backtrack = true;
     } else if (depth === values.length) {
@@ -115,11 +125,13 @@ function branchAndBound<C extends Coin>(
       if (depth === 0) break;
       include[depth - 1] = false;
       value -= values[depth - 1]!;
+      inputs--;
       continue;
     }
     remaining -= values[depth]!;
     include[depth] = true;
     value += values[depth]!;
+    inputs++;
     depth++;
   }
   if (!best) return null;
