@@ -184,15 +184,24 @@ export class ChainSettlement {
     return (await this.o.store.get<{ height: number }>(cursorKey('bitcoin')))?.height ?? 0;
   }
 
-  private async attempts(txid: string): Promise<BroadcastAttempt[]> {
-    const out: BroadcastAttempt[] = [];
-    for await (const [, a] of this.o.store.entries<BroadcastAttempt>({ prefix: broadcastPrefix(txid) })) out.push(a);
-    return out;
+  /** The payment's last broadcast attempt and its number: one key read, however many there were. */
+  private async lastAttempt(txid: string): Promise<{ seq: number; attempt: BroadcastAttempt } | undefined> {
+    const prefix = broadcastPrefix(txid);
+    for await (const [key, attempt] of this.o.store.entries<BroadcastAttempt>({ prefix, reverse: true, limit: 1 }))
+      return { seq: Number(key.slice(prefix.length)), attempt };
+    return undefined;
+  }
+
+  /** The payment's first attempt the node took, read up to it. */
+  private async firstAccepted(txid: string): Promise<BroadcastAttempt | undefined> {
+    for await (const [, a] of this.o.store.entries<BroadcastAttempt>({ prefix: broadcastPrefix(txid) }))
+      if (!a.outcome.startsWith('error')) return a;
+    return undefined;
   }
 
   /** One attempt, recorded; "already in the mempool / in the chain" is success. */
   private async broadcast(record: FinalizedRecord): Promise<void> {
-    const seq = (await this.attempts(record.txid)).length;
+    const seq = ((await this.lastAttempt(record.txid))?.seq ?? -1) + 1;
     let outcome: string;
     try {
       outcome = await this.o.rpc.broadcast(toHex(record.tx), this.o.maxFeeRate / 100_000);
@@ -221,6 +230,10 @@ export class ChainSettlement {
       const confirmations = await this.o.observer.confirmations(record.txid);
       if (confirmations === 0) {
         if (await this.lost(record)) continue;
+        // taken by the node: again once a block has passed without it (a node that restarted may have
+        // lost its mempool), not at every tick, which recorded an attempt a second for as long as it waited
+        const last = (await this.lastAttempt(record.txid))?.attempt;
+        if (last && !last.outcome.startsWith('error') && last.height >= (await this.height())) continue;
         await this.broadcast(record);
         continue;
       }
@@ -347,7 +360,7 @@ export class ChainSettlement {
     const out: Proposal[] = [];
     for (const record of this.open.values()) {
       if (Number(record.fee) / record.vsize + INCREMENTAL_RELAY_FEE > rate) continue;
-      const first = (await this.attempts(record.txid)).find((a) => !a.outcome.startsWith('error'));
+      const first = await this.firstAccepted(record.txid);
       if (!first || height - first.height < this.o.rbfAfterBlocks) continue;
       if ((await this.o.observer.confirmations(record.txid)) > 0) continue;
       const inputs = parseTx(record.tx).inputs;

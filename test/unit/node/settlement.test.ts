@@ -128,6 +128,15 @@ describe('settlement with Bitcoin Core', () => {
     assert.equal((await getRequest(store, id))?.status, 'signed', 'a failed broadcast changes nothing');
     await settlement.tick();
     assert.equal((await getRequest(store, id))?.status, 'broadcast', '"already in the mempool" counts as success');
+    // while it waits in the mempool, a tick a second does not record an attempt a second (a day would be
+    // 86,400 records, each read at every tick): again only once a block or a minute has passed
+    const attemptsOf = async (): Promise<number> => {
+      let n = 0;
+      for await (const _ of store.entries({ prefix: broadcastPrefix(txid) })) n++;
+      return n;
+    };
+    for (let i = 0; i < 50; i++) await settlement.tick();
+    assert.equal(await attemptsOf(), 2, 'the failed attempt and the one that succeeded');
 
     // two blocks without it, the estimate rose from 2 to 10 sat/vB: a replacement spending the same input
     assert.deepEqual(await settlement.replacements(10), []);
