@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { ContractFactory, JsonRpcProvider, Wallet, parseEther, toUtf8Bytes } from 'ethers';
 import { startAnvil, type Anvil } from '../../../src/evm/anvil.js';
 import { BRIDGE_ADDRESS, bridgeInterface, loadArtifact, REQUEST_PEGOUT_TOPIC } from '../../../src/evm/bridge.js';
@@ -69,15 +69,61 @@ async function markBatched(store: Store, txHash: string): Promise<RequestRecord>
 
 /** Ingests every final block; `orphaned` lists what the observer reported orphaned. */
 async function ingestAll(store: Store, confirmations = 0): Promise<{ orphaned: OrphanedRequest[] }> {
+  const { observer, orphaned } = observing(store, rpc, confirmations);
+  for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+  return { orphaned };
+}
+
+/** An observer of `node` from block 0 into `store`, and the requests it reports orphaned. */
+function observing(
+  store: Store,
+  node: EvmRpc,
+  confirmations = 0,
+): { observer: EvmObserver; orphaned: OrphanedRequest[] } {
   const orphaned: OrphanedRequest[] = [];
-  const observer = new EvmObserver(store, rpc, {
+  const observer = new EvmObserver(store, node, {
     network: 'regtest',
     finality: { confirmations },
     startBlock: 0,
     onOrphaned: async (list) => void orphaned.push(...list),
   });
-  for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
-  return { orphaned };
+  return { observer, orphaned };
+}
+
+/** A JSON-RPC call as a proxy in front of anvil sees it. */
+interface ProxiedCall {
+  readonly id: number;
+  readonly method: string;
+  readonly params: { fromBlock: string; toBlock: string }[];
+}
+
+/**
+ * A node on loopback that answers what `answer` gives (a JSON text) and passes every other call to
+ * anvil: a node that refuses, lags or overflows as hosted ones do. Its URL; closed with the test.
+ */
+async function proxyNode(t: TestContext, answer: (call: ProxiedCall) => string | undefined): Promise<string> {
+  const { createServer } = await import('node:http');
+  const server = createServer(async (req, res) => {
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    const own = answer(JSON.parse(body) as ProxiedCall);
+    if (own !== undefined) return void res.end(own);
+    const upstream = await fetch(anvil.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    res.end(await upstream.text());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+}
+
+/** `store` holds the requests a member that ingested every final block of the chain at once holds. */
+async function assertAsFreshIngestion(t: TestContext, store: Store): Promise<void> {
+  const reference = await openTempStore(t);
+  await ingestAll(reference);
+  assert.deepEqual(
+    (await listRequests(store)).map((r) => r.id),
+    (await listRequests(reference)).map((r) => r.id),
+  );
 }
 
 describe('bridge contract', () => {
@@ -341,13 +387,7 @@ describe('ingestion on a real anvil', () => {
         return answer;
       }
     })(anvil.url);
-    const orphaned: OrphanedRequest[] = [];
-    const observer = new EvmObserver(store, racing, {
-      network: 'regtest',
-      finality: { confirmations: 0 },
-      startBlock: 0,
-      onOrphaned: async (list) => void orphaned.push(...list),
-    });
+    const { observer, orphaned } = observing(store, racing);
     for (let i = 0; i < 100; i++) if ((await observer.sync()).caughtUp) break;
     assert.equal(armed, false, 'the reorg was injected');
     assert.equal((await getRequest(store, record.id))?.status, 'orphaned');
@@ -376,13 +416,7 @@ describe('ingestion on a real anvil', () => {
         return super.call<T>(method, params);
       }
     })(anvil.url);
-    const orphaned: OrphanedRequest[] = [];
-    const observer = new EvmObserver(store, lagging, {
-      network: 'regtest',
-      finality: { confirmations: 0 },
-      startBlock: 0,
-      onOrphaned: async (list) => void orphaned.push(...list),
-    });
+    const { observer, orphaned } = observing(store, lagging);
     await assert.rejects(observer.sync(), (err: unknown) => err instanceof EvmError && err.code === 'rpc_behind');
     assert.deepEqual(orphaned, [], 'no alarm');
     assert.equal((await getRequest(store, record.id))?.status, 'batched');
@@ -393,44 +427,23 @@ describe('ingestion on a real anvil', () => {
   it('halves the log range when the node refuses a large one', async (t) => {
     const store = await openTempStore(t);
     // a tiny proxy that refuses eth_getLogs over more than 3 blocks, like hosted nodes do
-    const { createServer } = await import('node:http');
-    const server = createServer(async (req, res) => {
-      let body = '';
-      for await (const chunk of req) body += chunk;
-      const call = JSON.parse(body) as { id: number; method: string; params: { fromBlock: string; toBlock: string }[] };
-      if (call.method === 'eth_getLogs' && Number(call.params[0]!.toBlock) - Number(call.params[0]!.fromBlock) > 2) {
-        res.end(
-          JSON.stringify({
+    const url = await proxyNode(t, (call) =>
+      call.method === 'eth_getLogs' && Number(call.params[0]!.toBlock) - Number(call.params[0]!.fromBlock) > 2
+        ? JSON.stringify({
             jsonrpc: '2.0',
             id: call.id,
             error: { code: -32005, message: 'query returned more than 10000 results' },
-          }),
-        );
-        return;
-      }
-      const upstream = await fetch(anvil.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-      });
-      res.end(await upstream.text());
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const port = (server.address() as { port: number }).port;
-    const observer = new EvmObserver(store, new EvmRpc(`http://127.0.0.1:${port}`), {
+          })
+        : undefined,
+    );
+    const observer = new EvmObserver(store, new EvmRpc(url), {
       network: 'regtest',
       finality: { confirmations: 0 },
       startBlock: 0,
       maxRange: 64,
     });
     for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
-    const reference = await openTempStore(t);
-    await ingestAll(reference);
-    assert.deepEqual(
-      (await listRequests(store)).map((r) => r.id),
-      (await listRequests(reference)).map((r) => r.id),
-    );
+    await assertAsFreshIngestion(t, store);
   });
 
   it('grows its log range back after the node refused some: a few transient errors do not leave it reading block by block', async (t) => {
@@ -476,25 +489,11 @@ describe('ingestion on a real anvil', () => {
   it('refuses an answer over its size cap, and reads a smaller range instead', async (t) => {
     const store = await openTempStore(t);
     // a node that answers any eth_getLogs over more than one block with 2 MB of logs
-    const { createServer } = await import('node:http');
-    const server = createServer(async (req, res) => {
-      let body = '';
-      for await (const chunk of req) body += chunk;
-      const call = JSON.parse(body) as { id: number; method: string; params: { fromBlock: string; toBlock: string }[] };
-      if (call.method === 'eth_getLogs' && call.params[0]!.fromBlock !== call.params[0]!.toBlock) {
-        res.end(`{"jsonrpc":"2.0","id":${call.id},"result":[${'{"data":"0x"},'.repeat(150_000)}{}]}`);
-        return;
-      }
-      const upstream = await fetch(anvil.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-      });
-      res.end(await upstream.text());
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const url = await proxyNode(t, (call) =>
+      call.method === 'eth_getLogs' && call.params[0]!.fromBlock !== call.params[0]!.toBlock
+        ? `{"jsonrpc":"2.0","id":${call.id},"result":[${'{"data":"0x"},'.repeat(150_000)}{}]}`
+        : undefined,
+    );
     const capped = new EvmRpc(url, { maxResponseBytes: 1024 * 1024 });
     await assert.rejects(
       capped.call('eth_getLogs', [{ fromBlock: '0x0', toBlock: '0x1' }]),
@@ -506,12 +505,7 @@ describe('ingestion on a real anvil', () => {
       startBlock: 0,
     });
     for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
-    const reference = await openTempStore(t);
-    await ingestAll(reference);
-    assert.deepEqual(
-      (await listRequests(store)).map((r) => r.id),
-      (await listRequests(reference)).map((r) => r.id),
-    );
+    await assertAsFreshIngestion(t, store);
   });
 
   it('survives a node that is down or answers garbage: nothing advances past unread blocks', async (t) => {
