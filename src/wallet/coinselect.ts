@@ -46,11 +46,27 @@ export function selectCoins<C extends Coin>(
   costOfChange: bigint,
 ): Selection<C> | null {
   const inputCost = feeFor(rate, inputVsize);
-  const usable = coins
+  return selectRanked(rankCoins(coins, inputCost), target, inputCost, costOfChange);
+}
+
+/**
+ * The coins worth spending when an input costs `inputCost` (worth more than that), by effective
+ * value, largest first, ties by outpoint: what selectRanked takes. A plan of several payments ranks
+ * its coins once, not once a payment and once again for each request it has to leave out.
+ */
+export function rankCoins<C extends Coin>(coins: readonly C[], inputCost: bigint): C[] {
+  return coins
     .filter((c) => c.value > inputCost)
-    .sort((a, b) =>
-      b.value - inputCost > a.value - inputCost ? 1 : b.value - inputCost < a.value - inputCost ? -1 : coinOrder(a, b),
-    );
+    .sort((a, b) => (b.value > a.value ? 1 : b.value < a.value ? -1 : coinOrder(a, b)));
+}
+
+/** selectCoins over coins rankCoins ranked at the same `inputCost`. */
+export function selectRanked<C extends Coin>(
+  usable: readonly C[],
+  target: bigint,
+  inputCost: bigint,
+  costOfChange: bigint,
+): Selection<C> | null {
   let available = 0n;
   for (const c of usable) available += c.value;
   if (available < target) return null;

@@ -8,7 +8,7 @@ import {
   outputWeight,
   weightToVsize,
 } from '../bitcoin/weight.js';
-import { selectCoins, type Coin, type Selection } from './coinselect.js';
+import { rankCoins, selectRanked, type Coin, type Selection } from './coinselect.js';
 import { WalletError } from './errors.js';
 import { commitmentScript } from './commitment.js';
 import { checkFeeRate, feeFor, feeShare, type FeeRate } from './fee.js';
@@ -147,7 +147,11 @@ export function buildPayments(
 
   const payments: Payment[] = [];
   const deferred: Deferred[] = [];
-  let available = [...utxos];
+  // ranked once for the whole plan, and kept in that order as payments take coins
+  const inputCost = feeFor(rate, weightToVsize(federationInputWeight(federation)));
+  let available = rankCoins(utxos, inputCost);
+  const ranked: Selector = (coins, target, _rate, _inputVsize, costOfChange) =>
+    selectRanked(coins, target, inputCost, costOfChange);
   const queue: PaymentRequest[][] = [];
   const perTx = limits.maxOutputs - 2;
   for (let i = 0; i < ordered.length; i += perTx) queue.push(ordered.slice(i, i + perTx));
@@ -155,7 +159,7 @@ export function buildPayments(
 
   while (queue.length > 0) {
     const batch = queue.shift()!;
-    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred, selectCoins, maxShare);
+    const attempt = buildOne(batch, available, rate, federation, maxWeight, deferred, ranked, maxShare);
     if ('tooHeavy' in attempt) {
       if (batch.length === 1) {
         deferred.push({ id: batch[0]!.id, reason: 'over_weight_limit' });
