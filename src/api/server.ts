@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { PegoutError } from '../errors.js';
 import { parseRequestId } from '../evm/request-id.js';
-import { addressGroup } from '../p2p/admission.js';
+import { AddressCounts, addressGroup } from '../p2p/admission.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
 import { API_LIMITS } from './limits.js';
 import { parseLookup } from './lookup.js';
@@ -172,17 +172,11 @@ export async function startApi(options: {
     },
   );
   server.maxConnections = limits.connections;
-  const perAddress = new Map<string, number>();
+  const perAddress = new AddressCounts(limits.connectionsPerAddress);
   server.on('connection', (socket: Socket) => {
     const address = addressGroup(socket.remoteAddress ?? '');
-    const open = perAddress.get(address) ?? 0;
-    if (open >= limits.connectionsPerAddress) return socket.destroy();
-    perAddress.set(address, open + 1);
-    socket.once('close', () => {
-      const left = (perAddress.get(address) ?? 1) - 1;
-      if (left === 0) perAddress.delete(address);
-      else perAddress.set(address, left);
-    });
+    if (!perAddress.add(address)) return socket.destroy();
+    socket.once('close', () => perAddress.remove(address));
   });
   await new Promise<void>((resolve, reject) => {
     const { host, port } = options;

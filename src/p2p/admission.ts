@@ -23,7 +23,7 @@ interface Entry {
  */
 export class Admissions {
   private readonly open = new Map<string, Entry>();
-  private readonly perAddress = new Map<string, number>();
+  private readonly perAddress = new AddressCounts(LINK_CAPS.pendingPerAddress);
   /** New connections' rate by address (LINK_CAPS.newConnectionsPerAddress), at most trackedAddresses. */
   private readonly rates = new Map<string, TokenBucket>();
 
@@ -48,10 +48,8 @@ export class Admissions {
     const { perSecond, burst } = LINK_CAPS.newConnectionsPerAddress;
     const rate = bucketOf(this.rates, address, LINK_CAPS.trackedAddresses, () => new TokenBucket(perSecond, burst));
     if (!rate.take()) return false;
-    const fromAddress = this.perAddress.get(address) ?? 0;
-    if (fromAddress >= LINK_CAPS.pendingPerAddress) return false;
+    if (!this.perAddress.add(address)) return false;
     if (this.open.size >= LINK_CAPS.pendingConnections) this.evictOldest();
-    this.perAddress.set(address, fromAddress + 1);
     const timer = setTimeout(() => {
       this.onDeadline();
       socket.destroy();
@@ -86,9 +84,29 @@ export class Admissions {
     if (this.open.get(id) !== entry) return;
     clearTimeout(entry.timer);
     this.open.delete(id);
-    const left = (this.perAddress.get(entry.address) ?? 1) - 1;
-    if (left === 0) this.perAddress.delete(entry.address);
-    else this.perAddress.set(entry.address, left);
+    this.perAddress.remove(entry.address);
+  }
+}
+
+/** How many connections each address holds, each held to `cap`; an address holding none is not kept. */
+export class AddressCounts {
+  private readonly counts = new Map<string, number>();
+
+  constructor(private readonly cap: number) {}
+
+  /** Counts one more connection from `address`; false, counting nothing, when it has its cap. */
+  add(address: string): boolean {
+    const held = this.counts.get(address) ?? 0;
+    if (held >= this.cap) return false;
+    this.counts.set(address, held + 1);
+    return true;
+  }
+
+  /** One connection from `address` closed. */
+  remove(address: string): void {
+    const left = (this.counts.get(address) ?? 1) - 1;
+    if (left === 0) this.counts.delete(address);
+    else this.counts.set(address, left);
   }
 }
 

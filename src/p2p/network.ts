@@ -13,7 +13,7 @@ import { linkCertificate, type LinkCertificate } from './certificate.js';
 import { P2pError } from './errors.js';
 import { decodeFrame, encodeFrame, isBytes, type FrameFault } from './frames.js';
 import { LINK_CAPS } from './limits.js';
-import { TokenBucket } from './ratelimit.js';
+import { bucketOf, TokenBucket } from './ratelimit.js';
 
 export interface NetworkLimits {
   /** Largest frame accepted, bytes. */
@@ -496,17 +496,13 @@ export class PeerNetwork extends EventEmitter {
   }
 
   private budgetOf(peer: string): PeerBudget {
-    let budget = this.budgets.get(peer);
-    if (!budget) {
-      const { framesPerSecond, bytesPerSecond, misbehaviourLimit, banMs } = this.limits;
-      budget = {
-        frames: new TokenBucket(framesPerSecond, framesPerSecond * 2),
-        bytes: new TokenBucket(bytesPerSecond, bytesPerSecond * 2),
-        faults: new TokenBucket((misbehaviourLimit * 1000) / banMs, misbehaviourLimit - 1),
-      };
-      this.budgets.set(peer, budget);
-    }
-    return budget;
+    const { framesPerSecond, bytesPerSecond, misbehaviourLimit, banMs } = this.limits;
+    // only members authenticate, so the bound is never reached
+    return bucketOf(this.budgets, peer, this.memberSet.size, () => ({
+      frames: new TokenBucket(framesPerSecond, framesPerSecond * 2),
+      bytes: new TokenBucket(bytesPerSecond, bytesPerSecond * 2),
+      faults: new TokenBucket((misbehaviourLimit * 1000) / banMs, misbehaviourLimit - 1),
+    }));
   }
 
   /** A fault on `link`; an unauthenticated one is closed by its handshake and charges no member. */
