@@ -108,8 +108,6 @@ type Attempt = { payment: Payment } | { tooHeavy: true } | { none: true };
 type Selector = (
   utxos: readonly SpendableUtxo[],
   target: bigint,
-  rate: FeeRate,
-  inputVsize: number,
   costOfChange: bigint,
 ) => (Pick<Selection<SpendableUtxo>, 'coins' | 'total'> & { method: Payment['selection'] }) | null;
 
@@ -150,8 +148,7 @@ export function buildPayments(
   // ranked once for the whole plan, and kept in that order as payments take coins
   const inputCost = feeFor(rate, weightToVsize(federationInputWeight(federation)));
   let available = rankCoins(utxos, inputCost);
-  const ranked: Selector = (coins, target, _rate, _inputVsize, costOfChange) =>
-    selectRanked(coins, target, inputCost, costOfChange);
+  const ranked: Selector = (coins, target, costOfChange) => selectRanked(coins, target, inputCost, costOfChange);
   const queue: PaymentRequest[][] = [];
   const perTx = limits.maxOutputs - 2;
   for (let i = 0; i < ordered.length; i += perTx) queue.push(ordered.slice(i, i + perTx));
@@ -257,14 +254,13 @@ function buildOne(
   select: Selector,
   maxShare?: bigint,
 ): Attempt {
-  const inputVsize = weightToVsize(federationInputWeight(federation));
   const changeDust = dustThreshold(federation.scriptPubKey);
   const costOfChange = feeFor(rate, weightToVsize(outputWeight(federation.scriptPubKey)));
   let requests = batch;
   for (;;) {
     if (requests.length === 0) return { none: true };
     const target = requests.reduce((acc, r) => acc + r.sats, 0n);
-    const selection = select(utxos, target, rate, inputVsize, costOfChange);
+    const selection = select(utxos, target, costOfChange);
     if (!selection) {
       // fund what can be funded: the last request (in id order) waits
       deferred.push({ id: requests[requests.length - 1]!.id, reason: 'insufficient_funds' });
