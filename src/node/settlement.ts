@@ -169,7 +169,7 @@ export class ChainSettlement {
 
   readonly onFinalized = async (record: FinalizedRecord): Promise<void> => {
     this.open.set(record.txid, record);
-    await this.broadcast(record);
+    await this.broadcast(record, await this.lastAttempt(record.txid));
   };
 
   /**
@@ -199,9 +199,9 @@ export class ChainSettlement {
     return undefined;
   }
 
-  /** One attempt, recorded; "already in the mempool / in the chain" is success. */
-  private async broadcast(record: FinalizedRecord): Promise<void> {
-    const seq = ((await this.lastAttempt(record.txid))?.seq ?? -1) + 1;
+  /** One attempt after `last` (lastAttempt), recorded; "already in the mempool / in the chain" is success. */
+  private async broadcast(record: FinalizedRecord, last: { seq: number } | undefined): Promise<void> {
+    const seq = (last?.seq ?? -1) + 1;
     let outcome: string;
     try {
       outcome = await this.o.rpc.broadcast(toHex(record.tx), this.o.maxFeeRate / 100_000);
@@ -232,9 +232,10 @@ export class ChainSettlement {
         if (await this.lost(record)) continue;
         // taken by the node: again once a block has passed without it (a node that restarted may have
         // lost its mempool), not at every tick, which recorded an attempt a second for as long as it waited
-        const last = (await this.lastAttempt(record.txid))?.attempt;
-        if (last && !last.outcome.startsWith('error') && last.height >= (await this.height())) continue;
-        await this.broadcast(record);
+        const last = await this.lastAttempt(record.txid);
+        const taken = last !== undefined && !last.attempt.outcome.startsWith('error');
+        if (taken && last.attempt.height >= (await this.height())) continue;
+        await this.broadcast(record, last);
         continue;
       }
       if (confirmations < this.o.paidConfirmations) continue;
