@@ -240,7 +240,8 @@ async function main(): Promise<void> {
     // declared outputs, enough for every round
     const outputs = declaredOutputs(federation, Math.ceil((ROUND_SATS * rounds) / outputSats), outputSats);
     await store.transaction(async (batch) => {
-      for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
+      for (const o of outputs)
+        await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0, pegIn: true });
     });
     const results = [];
     for (let r = 0; r < rounds; r++) {

@@ -243,6 +243,7 @@ export class BitcoinObserver {
               scriptPubKey: this.#script,
               height: block.height,
               ...(handedOver ? { handedOver } : {}),
+              pegIn: !paysFromFederation,
             });
             record.created.push(outpoint);
             known.add(utxoKey(tx.txid, output.n));
@@ -383,7 +384,11 @@ export async function recoverUtxo(
     async (batch) => {
       const meanwhile = await getUtxo(batch, outpoint);
       if (meanwhile !== undefined) return meanwhile;
-      await registerUtxo(batch, { ...outpoint, value, scriptPubKey: federationScript, height });
+      // a peg-in unless its transaction is a federation payment this member knows; the observer
+      // says again when it applies the block
+      const known = await batch.getMany([finalizedKey(outpoint.txid), txConfirmationKey(outpoint.txid)]);
+      const pegIn = known.every((k) => k === undefined);
+      await registerUtxo(batch, { ...outpoint, value, scriptPubKey: federationScript, height, pegIn });
       return (await getUtxo(batch, outpoint)) as UtxoRecord;
     },
     { sync: false },

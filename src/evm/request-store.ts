@@ -7,6 +7,7 @@ import {
   type StoreReader,
 } from '../storage/store.js';
 import {
+  PAID_SATS_KEY,
   requestCountKey,
   requestByAddressKey,
   requestByAddressPrefix,
@@ -44,6 +45,7 @@ export function stageNewRequest(batch: StoreBatch, record: NewRequest, at: strin
   batch.put(requestKey(txHash, ordinal), full);
   batch.put(requestIndexKey(record.status, txHash, ordinal), 1);
   batch.add(requestCountKey(record.status), 1);
+  countPaid(batch, full, 1);
   batch.put(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal), 1);
   batch.put(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal), 1);
   return full;
@@ -111,8 +113,22 @@ export function stageStatus(
   batch.put(requestKey(txHash, ordinal), next);
   if (requestPhase(status) !== requestPhase(record.status))
     batch.del(requestIndexKey(record.status, txHash, ordinal)).put(requestIndexKey(status, txHash, ordinal), 1);
-  if (status !== record.status) batch.add(requestCountKey(record.status), -1).add(requestCountKey(status), 1);
+  if (status !== record.status) {
+    batch.add(requestCountKey(record.status), -1).add(requestCountKey(status), 1);
+    countPaid(batch, record, -1);
+    countPaid(batch, next, 1);
+  }
   return next;
+}
+
+/** Adds a paid request's sats to the paid sum (1), or takes them away (-1); other statuses count nothing. */
+function countPaid(batch: StoreBatch, record: RequestRecord, sign: 1 | -1): void {
+  if (record.status === 'paid') batch.add(PAID_SATS_KEY, sign * Number(record.sats));
+}
+
+/** The sats of every request in status paid, from the counter each status change moves: one key read. */
+export async function paidSats(reader: StoreReader): Promise<bigint> {
+  return BigInt((await reader.get<number>(PAID_SATS_KEY)) ?? 0);
 }
 
 /** Stages the removal of a request that never became final (its block left the chain). */
@@ -121,6 +137,7 @@ export function stageForget(batch: StoreBatch, record: RequestRecord): void {
   batch.del(requestKey(txHash, ordinal));
   batch.del(requestIndexKey(record.status, txHash, ordinal));
   batch.add(requestCountKey(record.status), -1);
+  countPaid(batch, record, -1);
   batch.del(requestByAddressKey(record.evmAddress, record.blockNumber, txHash, ordinal));
   batch.del(requestByBitcoinAddressKey(record.bitcoinAddress, record.blockNumber, txHash, ordinal));
 }

@@ -217,7 +217,8 @@ async function declaredChainSide(
     const outputs = declaredOutputs(federation, declared.count, declared.sats);
     if (!(await getUtxo(store, outputs[0]!))) {
       await store.transaction(async (batch) => {
-        for (const o of outputs) await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0 });
+        for (const o of outputs)
+          await registerUtxo(batch, { ...o, scriptPubKey: federation.scriptPubKey, height: 0, pegIn: true });
       });
     }
     log.warn('declared_funding', {

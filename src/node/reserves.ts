@@ -3,9 +3,9 @@ import { parseTx } from '../bitcoin/tx.js';
 import { BitcoinRpcClient, rawDescriptor } from '../chain/rpc.js';
 import type { Config } from '../config/config.js';
 import { isPegoutError } from '../errors.js';
-import { listRequestsIn, OWED, paymentsOfRequests, QUEUED } from '../evm/request-store.js';
+import { listRequestsIn, OWED, paidSats, paymentsOfRequests, QUEUED } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { cursorKey, finalizedKey, SPACES, txConfirmationKey } from '../storage/keys.js';
+import { cursorKey, finalizedKey, txConfirmationKey } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import {
   reserveReport,
@@ -15,10 +15,10 @@ import {
   type ReserveBooks,
   type ReserveReport,
 } from '../wallet/reserves.js';
-import { getUtxo } from '../wallet/utxos.js';
+import { getUtxo, listUtxos, pegInTotal } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import type { Safety } from './safety.js';
-import type { BitcoinCursor, FinalizedRecord, RequestRecord, UtxoRecord } from '../storage/records.js';
+import type { BitcoinCursor, FinalizedRecord, RequestRecord } from '../storage/records.js';
 
 // The reserve audit in the member (issue 13): on each Bitcoin block this member applies, its books
 // (src/wallet/reserves.ts) against Bitcoin Core's UTXO set for the federation script (scantxoutset).
@@ -66,38 +66,27 @@ async function owedRequests(store: Store): Promise<OwedRequest[]> {
 }
 
 /**
- * The outputs this member holds (unspent or reserved), and the peg-ins: every confirmed federation
- * output, spent or not, whose transaction is no federation payment (no txconf/, no final/ record).
- */
-async function coins(store: Store): Promise<{ outputs: HeldOutput[]; pegIns: bigint }> {
-  const outputs: HeldOutput[] = [];
-  const created = new Map<string, bigint>();
-  for await (const [, u] of store.entries<UtxoRecord>({ prefix: SPACES.utxo })) {
-    if (u.state !== 'spent') outputs.push({ txid: u.txid, vout: u.vout, value: u.value, height: u.height });
-    if (u.height !== null) created.set(u.txid, (created.get(u.txid) ?? 0n) + u.value);
-  }
-  const txids = [...created.keys()];
-  const confirmed = await store.getMany(txids.map(txConfirmationKey));
-  const candidates = txids.filter((_, i) => confirmed[i] === undefined);
-  const finals = await store.getMany(candidates.map(finalizedKey));
-  let pegIns = 0n;
-  for (const [i, txid] of candidates.entries()) if (finals[i] === undefined) pegIns += created.get(txid)!;
-  return { outputs, pegIns };
-}
-
-/**
  * This member's books at one instant: read inside the store's exclusive section, which every
  * writer of UTXO states and request statuses goes through, so no block, reservation or status
- * change lands halfway. Reads every UTXO record and every paid request (the ledger): O(history),
- * once per block.
+ * change lands halfway. Reads what the federation holds (its outputs, unspent or reserved) and owes
+ * (requests not paid yet), and the ledger's two sums from their counters: its cost follows the
+ * books, not the history, since it runs at every block and may be asked for by anyone.
  */
 export function readBooks(store: Store): Promise<ReserveBooks> {
   return store.exclusive(async () => {
     const cursor = await store.get<BitcoinCursor>(cursorKey('bitcoin'));
-    const { outputs, pegIns } = await coins(store);
+    const outputs: HeldOutput[] = [];
+    for (const state of ['unspent', 'reserved'] as const)
+      for (const u of await listUtxos(store, state))
+        outputs.push({ txid: u.txid, vout: u.vout, value: u.value, height: u.height });
     const owed = await owedRequests(store);
-    const paid = (await listRequestsIn(store, ['paid'])).reduce((a, r) => a + r.sats, 0n);
-    return { cursor: cursor ? { height: cursor.height, hash: cursor.hash } : null, outputs, owed, pegIns, paid };
+    return {
+      cursor: cursor ? { height: cursor.height, hash: cursor.hash } : null,
+      outputs,
+      owed,
+      pegIns: await pegInTotal(store),
+      paid: await paidSats(store),
+    };
   });
 }
 

@@ -121,6 +121,7 @@ async function applyLocally(
         value: output.value,
         scriptPubKey: output.scriptPubKey,
         height: 0,
+        pegIn: false,
       });
   }
   await stageSuperseded(store, batch, record, new Date().toISOString());

@@ -23,6 +23,9 @@
  * | reqcount/  | reqcount/<status>                        | integer — how many req/ records have that  | same batch as the reqidx/ change|
  * |            |                                          | status (schema 4): the metrics read these  | (StoreBatch.add), only in       |
  * |            |                                          | instead of counting the index              | src/evm/request-store.ts        |
+ * | reqsats/   | reqsats/paid                             | integer — the sats of the req/ records in  | same batch as the status change |
+ * |            |                                          | status paid (schema 7): the reserve ledger | (StoreBatch.add), only in       |
+ * |            |                                          | reads it instead of every paid request     | src/evm/request-store.ts        |
  * | reqaddr/   | reqaddr/<evm address>/<block>/<tx hash>/ | 1 — index of req/ by the EVM address that  | same batch as the req/ record   |
  * |            |   <ordinal>                              | burned (newest last)                       |                                 |
  * | reqbtc/    | reqbtc/<sha256 of the Bitcoin address    | 1 — index of req/ by the destination text  | same batch as the req/ record   |
@@ -34,6 +37,9 @@
  * | utxocount/ | utxocount/<state>/outputs,               | integer — how many utxo/ records are in    | same batch as the utxo/ change  |
  * |            |   utxocount/<state>/sats                 | that state, and their sats (schema 6): the | (StoreBatch.add), only in       |
  * |            |                                          | balances are read, never listed            | src/wallet/utxos.ts             |
+ * |            | utxocount/pegin/sats                     | integer — the sats of the confirmed utxo/  | same batch as the utxo/ change, |
+ * |            |                                          | records marked pegIn, in every state       | only in src/wallet/utxos.ts     |
+ * |            |                                          | (schema 7): the reserve ledger's peg-ins   |                                 |
  * | btcblk/    | btcblk/<height>                          | ObservedBlock: hash + undo data            | observer, with cursor/bitcoin   |
  * | txconf/    | txconf/<txid>                            | TxConfirmation { height, blockHash } of a  | observer                        |
  * |            |                                          | federation payment in the best chain       |                                 |
@@ -82,6 +88,7 @@ export const SPACES = {
   request: 'req/',
   requestIndex: 'reqidx/',
   requestCount: 'reqcount/',
+  requestSats: 'reqsats/',
   requestByAddress: 'reqaddr/',
   requestByBitcoinAddress: 'reqbtc/',
   utxo: 'utxo/',
@@ -289,6 +296,13 @@ export function requestCountKey(status: string): string {
   return `${SPACES.requestCount}${status}`;
 }
 
+/**
+ * The sats of the requests paid (the reserve ledger's), moved in the batch of every status change
+ * into or out of `paid` (schema 7). Paid requests only: their sats left in Bitcoin payments, so
+ * their sum is bounded by the coins there are and fits a counter; a burn's declared amount is not.
+ */
+export const PAID_SATS_KEY = `${SPACES.requestSats}paid`;
+
 /** The req/ key a reqidx/ key points at. */
 export function requestKeyOfIndex(indexKey: string): string {
   const parts = indexKey.split('/');
@@ -310,6 +324,9 @@ export const utxoIndexKey = utxos.indexKey;
 export function utxoCountKey(state: string, what: 'outputs' | 'sats'): string {
   return `${SPACES.utxoCount}${state}/${what}`;
 }
+
+/** The counter of the sats of confirmed peg-in outputs (UtxoRecord.pegIn), spent or not (schema 7). */
+export const PEG_IN_SATS_KEY = `${SPACES.utxoCount}pegin/sats`;
 
 /** The outpoint named by a utxo/ or utxoidx/ key (its last two parts). */
 export function outpointOfKey(key: string): { txid: string; vout: number } {

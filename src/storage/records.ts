@@ -83,6 +83,13 @@ export interface UtxoRecord extends Outpoint {
    * output the new set proves it can spend.
    */
   handedOver?: true;
+  /**
+   * Created by a transaction that is no federation payment (it spent no federation output this
+   * member knew, and this member holds no finalized record of it) when the output was registered:
+   * money that came in. The reserve ledger sums these (schema 7; before, it judged every output
+   * ever held at each audit).
+   */
+  pegIn?: true;
 }
 
 export interface BitcoinCursor {

@@ -2,7 +2,19 @@ import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import * as stages from '../metrics/stages.js';
 import { StorageError } from './errors.js';
-import { META_KEY, requestPhase, SPACES, utxoCountKey } from './keys.js';
+import {
+  finalizedKey,
+  META_KEY,
+  PAID_SATS_KEY,
+  PEG_IN_SATS_KEY,
+  requestIndexPrefix,
+  requestKeyOfIndex,
+  requestPhase,
+  SPACES,
+  txConfirmationKey,
+  utxoCountKey,
+  utxoKey,
+} from './keys.js';
 import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } from './records.js';
 
 /**
@@ -11,9 +23,10 @@ import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } fr
  * status index. 3: requests named by transaction and ordinal. 4: the reqbtc/ and finalat/ indexes
  * and the reqcount/ counters. 5: a request's status history inside its req/ record (no reqlog/), the
  * status index by phase, a request's payments as one list (reqpay/, not a reqsig/ key each). 6: the
- * counts and sums of federation outputs by state (utxocount/).
+ * counts and sums of federation outputs by state (utxocount/). 7: the reserve ledger's sums kept as
+ * counters (peg-in outputs marked, utxocount/pegin/sats; reqsats/paid).
  */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 export interface EntriesRange {
   /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */
@@ -395,6 +408,41 @@ async function countUtxos(store: Store, batch: StoreBatch): Promise<void> {
 }
 
 /**
+ * 6 → 7: the reserve ledger's two sums as counters. Each federation output is marked a peg-in where
+ * the audit judged it one at each block before (its transaction has no txconf/ and no final/ record)
+ * and the confirmed ones summed; the paid requests' sats summed from the status index. The marks are
+ * written in chunks (marking again changes nothing), the sums with the new version, so a migration
+ * cut short by a crash resumes from the start.
+ */
+async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
+  let pegIns = 0;
+  let records: UtxoRecord[] = [];
+  const mark = async (): Promise<void> => {
+    const txids = records.map((r) => r.txid);
+    const known = await store.getMany([...txids.map(txConfirmationKey), ...txids.map(finalizedKey)]);
+    const marks = store.batch();
+    for (const [i, record] of records.entries()) {
+      if (known[i] !== undefined || known[records.length + i] !== undefined) continue;
+      marks.put(utxoKey(record.txid, record.vout), { ...record, pegIn: true } satisfies UtxoRecord);
+      if (record.height !== null) pegIns += Number(record.value);
+    }
+    if (marks.length > 0) await marks.write({ sync: true });
+    records = [];
+  };
+  for await (const [, record] of store.entries<UtxoRecord>({ prefix: SPACES.utxo })) {
+    records.push(record);
+    if (records.length >= MIGRATION_CHUNK) await mark();
+  }
+  await mark();
+  let paid = 0;
+  const keys = (await store.keys({ prefix: requestIndexPrefix(requestPhase('paid')) })).map(requestKeyOfIndex);
+  for (let i = 0; i < keys.length; i += MIGRATION_CHUNK)
+    for (const r of await store.getMany<RequestRecord>(keys.slice(i, i + MIGRATION_CHUNK)))
+      if (r?.status === 'paid') paid += Number(r.sats);
+  batch.put(PEG_IN_SATS_KEY, pegIns).put(PAID_SATS_KEY, paid);
+}
+
+/**
  * Schema version n → n + 1; what a migration stages in `batch` is written with the new version
  * number. Versions below 4 cannot be migrated (UNREADABLE).
  */
@@ -404,6 +452,7 @@ const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<vo
     await listRequestPayments(store);
   },
   5: countUtxos,
+  6: sumLedger,
 };
 
 /**

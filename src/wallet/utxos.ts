@@ -1,5 +1,12 @@
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
-import { outpointOfKey, utxoCountKey, utxoIndexKey, utxoIndexPrefix, utxoKey } from '../storage/keys.js';
+import {
+  outpointOfKey,
+  PEG_IN_SATS_KEY,
+  utxoCountKey,
+  utxoIndexKey,
+  utxoIndexPrefix,
+  utxoKey,
+} from '../storage/keys.js';
 import { WalletError } from './errors.js';
 import type { UtxoRecord, UtxoState } from '../storage/records.js';
 
@@ -66,12 +73,21 @@ function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undef
     if (previous !== undefined) count(batch, previous, -1);
     count(batch, next, 1);
   }
+  const pegIn = pegInSats(next) - (previous === undefined ? 0 : pegInSats(previous));
+  if (pegIn !== 0) batch.add(PEG_IN_SATS_KEY, pegIn);
 }
 
 function unstage(batch: StoreBatch, previous: UtxoRecord): void {
   batch.del(utxoKey(previous.txid, previous.vout));
   batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
   count(batch, previous, -1);
+  const pegIn = pegInSats(previous);
+  if (pegIn !== 0) batch.add(PEG_IN_SATS_KEY, -pegIn);
+}
+
+/** What `record` adds to the peg-ins: its sats while it is a confirmed peg-in output, in any state. */
+function pegInSats(record: UtxoRecord): number {
+  return record.pegIn && record.height !== null ? Number(record.value) : 0;
 }
 
 /** Adds `record` to the counts of its state (1), or takes it away (-1); all the sats there are fit a safe integer. */
@@ -84,6 +100,11 @@ function count(batch: StoreBatch, record: UtxoRecord, sign: 1 | -1): void {
 export async function utxoTotals(reader: StoreReader, state: UtxoState): Promise<{ outputs: number; sats: bigint }> {
   const [outputs, sats] = await reader.getMany<number>([utxoCountKey(state, 'outputs'), utxoCountKey(state, 'sats')]);
   return { outputs: outputs ?? 0, sats: BigInt(sats ?? 0) };
+}
+
+/** The sats of every confirmed peg-in output, spent or not, from its counter: one key, however long the history. */
+export async function pegInTotal(reader: StoreReader): Promise<bigint> {
+  return BigInt((await reader.get<number>(PEG_IN_SATS_KEY)) ?? 0);
 }
 
 /** Records in one state, in outpoint order (txid, then vout): deterministic for coin selection. */
@@ -204,12 +225,14 @@ export interface ChainOutput extends Outpoint {
   height: number;
   /** See UtxoRecord.handedOver. */
   handedOver?: true;
+  /** See UtxoRecord.pegIn: said by every caller, since only the caller knows where the output came from. */
+  pegIn: boolean;
 }
 
 /**
  * An output paying the federation appeared in a block at `height`. A record that already
  * exists (recovered from the node earlier, or reserved while its block was reorganised away)
- * keeps its state and only takes the new height.
+ * keeps its state and takes the new height and origin (pegIn).
  */
 export async function registerUtxo(batch: StoreBatch, output: ChainOutput): Promise<void> {
   const previous = await getUtxo(batch, output);
@@ -224,11 +247,14 @@ export async function registerUtxo(batch: StoreBatch, output: ChainOutput): Prom
         height: output.height,
         state: 'unspent',
         ...(output.handedOver ? { handedOver: true as const } : {}),
+        ...(output.pegIn ? { pegIn: true as const } : {}),
       },
       undefined,
     );
   } else {
-    stage(batch, { ...previous, height: output.height }, previous);
+    // the block's applier knows better than a recovery from Core where the output came from
+    const { pegIn: _was, ...rest } = previous;
+    stage(batch, { ...rest, height: output.height, ...(output.pegIn ? { pegIn: true as const } : {}) }, previous);
   }
 }
 

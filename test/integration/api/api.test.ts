@@ -83,6 +83,7 @@ describe('HTTP API', () => {
         value: 5_000_000n,
         scriptPubKey: federation.scriptPubKey,
         height: 1,
+        pegIn: true,
       });
       await batch.write({ sync: true });
     });

@@ -19,6 +19,7 @@ import {
   cursorKey,
 } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
+import { counted } from '../../support/counted-store.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
 import type { SignatureRecord } from '../../../src/storage/records.js';
@@ -106,36 +107,6 @@ async function pay(store: Store): Promise<string> {
   return txid(PAYMENTS);
 }
 
-/** The store, with every read counted. */
-function counted(store: Store): { store: Store; reads: { calls: number; rows: number } } {
-  const reads = { calls: 0, rows: 0 };
-  const wrapped = new Proxy(store, {
-    get(target, name) {
-      const value = Reflect.get(target, name, target) as unknown;
-      if (typeof value !== 'function') return value;
-      if (name === 'get' || name === 'getMany' || name === 'keys') {
-        return async (...args: unknown[]) => {
-          reads.calls++;
-          const out = (await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)) as unknown;
-          reads.rows += Array.isArray(out) ? out.length : 1;
-          return out;
-        };
-      }
-      if (name === 'entries') {
-        return async function* (...args: unknown[]) {
-          reads.calls++;
-          for await (const row of (value as (...a: unknown[]) => AsyncIterable<unknown>).apply(target, args)) {
-            reads.rows++;
-            yield row;
-          }
-        };
-      }
-      return (value as (...a: unknown[]) => unknown).bind(target);
-    },
-  });
-  return { store: wrapped, reads };
-}
-
 /** Dust outputs paying the federation, each a record and an index entry. */
 const DUST = 10_000n;
 
@@ -148,6 +119,7 @@ async function dust(store: Store): Promise<void> {
       value: 546n,
       scriptPubKey: federation.scriptPubKey,
       height: 100,
+      pegIn: true,
     });
   await batch.write();
 }

@@ -133,6 +133,7 @@ async function startMembers(
           value,
           scriptPubKey: federation.scriptPubKey,
           height: 0,
+          pegIn: true,
         });
       await batch.write({ sync: true });
       const pool = new SigningPool(federation, { secretKey, size: 1 });
@@ -714,7 +715,13 @@ describe('transaction coordinator, members in one process on loopback', () => {
             ? async (o) => {
                 lookedUp.push(`${o.txid}:${o.vout}`);
                 await store.transaction((batch) =>
-                  registerUtxo(batch, { ...o, value: 5_000_000n, scriptPubKey: federation.scriptPubKey, height: 0 }),
+                  registerUtxo(batch, {
+                    ...o,
+                    value: 5_000_000n,
+                    scriptPubKey: federation.scriptPubKey,
+                    height: 0,
+                    pegIn: true,
+                  }),
                 );
               }
             : undefined,

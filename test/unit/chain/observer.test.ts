@@ -8,6 +8,7 @@ import {
   getUtxo,
   listUnspent,
   listUtxos,
+  pegInTotal,
   releaseUtxos,
   reserveUtxos,
   type Outpoint,
@@ -52,6 +53,9 @@ async function assertIndexConsistent(store: Store): Promise<void> {
   }
   assert.equal(indexed.size, records.size);
   for (const [name, record] of records) assert.equal(indexed.get(name), record.state, `index state of ${name}`);
+  let pegIns = 0n;
+  for (const record of records.values()) if (record.pegIn && record.height !== null) pegIns += record.value;
+  assert.equal(await pegInTotal(store), pegIns, "the peg-ins' sum is the marked records'");
 }
 
 test('registers federation outputs from the start height and their spends, one batch per block', async (t) => {
@@ -84,6 +88,7 @@ test('registers federation outputs from the start height and their spends, one b
     scriptPubKey: Buffer.from(FED_SCRIPT),
     height: 101,
     state: 'unspent',
+    pegIn: true,
   });
   assert.equal(await utxo(store, out(pegIn.txid, 0)), undefined, 'outputs to other scripts are ignored');
 
@@ -141,6 +146,8 @@ test('a reorg rolls back outputs, spends and confirmations from stored undo data
   assert.equal(await observer.confirmations(payA.txid), 2);
   const undo = await store.get<ObservedBlock>(bitcoinBlockKey(102));
   assert.equal(undo?.spent.length, 3);
+  assert.equal(await pegInTotal(store), 60_000_000n, 'pegA, pegB, pegC: the outputs of spends are no peg-ins');
+  await assertIndexConsistent(store);
 
   // the node switches to a branch forking below 102; the old blocks are not served any more
   chain.disconnect(2);
@@ -161,6 +168,7 @@ test('a reorg rolls back outputs, spends and confirmations from stored undo data
       height: 101,
       state: 'reserved',
       reservedBy: proposal,
+      pegIn: true,
     },
     'spend undone, reservation kept',
   );
@@ -170,6 +178,7 @@ test('a reorg rolls back outputs, spends and confirmations from stored undo data
   assert.equal(await utxo(store, out(pegC.txid, 0)), undefined);
   assert.equal((await utxo(store, out(pegD.txid, 0)))?.height, 102);
   assert.equal(await observer.confirmations(payA.txid), 0, 'confirmation reverted');
+  assert.equal(await pegInTotal(store), 70_000_000n, 'pegA, pegB, pegD');
   assert.equal(await store.get(bitcoinBlockKey(103)).then((b) => (b as ObservedBlock).hash), chain.best[103]?.hash);
   await assertIndexConsistent(store);
 });
@@ -199,6 +208,7 @@ test('a reserved output whose block is reorganised away keeps its reservation un
     height: null,
     state: 'reserved',
     reservedBy: next,
+    pegIn: true,
   });
   assert.deepEqual(await listUnspent(store), []);
 
@@ -311,6 +321,7 @@ test('recoverUtxo accepts only a confirmed, unspent output paying the federation
     scriptPubKey: Buffer.from(FED_SCRIPT),
     height: 101,
     state: 'unspent',
+    pegIn: true,
   });
   assert.deepEqual(await utxo(store, out(peg.txid, 1)), record, 'stored');
   assert.deepEqual(await recover(out(peg.txid, 1)), record, 'known: returned as stored');

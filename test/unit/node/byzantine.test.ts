@@ -61,7 +61,7 @@ async function member(t: Parameters<typeof openTempStore>[0]): Promise<Store> {
       'then',
     );
   }
-  for (const u of U) await registerUtxo(batch, { ...u, height: 1 });
+  for (const u of U) await registerUtxo(batch, { ...u, height: 1, pegIn: true });
   await batch.write({ sync: true });
   return store;
 }

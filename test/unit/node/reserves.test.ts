@@ -159,6 +159,7 @@ describe('reserve auditor', () => {
     assert.equal(r.assets.sats, 100_000_000n);
     assert.equal(r.liabilities.sats, 30_000_000n);
     assert.equal(r.settling.requests, 0);
+    assert.deepEqual([r.ledger.pegIns, r.ledger.paid], [100_000_000n, 0n], 'the change went with its block');
     assert.equal(core.scans, 4);
   });
 

@@ -57,7 +57,7 @@ async function seed(store: Store): Promise<void> {
       'then',
     );
   }
-  for (const u of utxos) await registerUtxo(batch, { ...u, height: 1 });
+  for (const u of utxos) await registerUtxo(batch, { ...u, height: 1, pegIn: true });
   await batch.write({ sync: true });
 }
 

@@ -6,6 +6,7 @@ import {
   getUtxos,
   listUnspent,
   listUtxos,
+  pegInTotal,
   registerUtxo,
   releaseUtxos,
   reserveUtxos,
@@ -42,7 +43,13 @@ async function seeded(t: { after(fn: () => Promise<void>): void }): Promise<Stor
   const store = await openTempStore(t);
   await write(store, async (batch) => {
     for (let n = 1; n <= 4; n++)
-      await registerUtxo(batch, { ...op(n), value: BigInt(n) * 1_000_000n, scriptPubKey: SCRIPT, height: 100 + n });
+      await registerUtxo(batch, {
+        ...op(n),
+        value: BigInt(n) * 1_000_000n,
+        scriptPubKey: SCRIPT,
+        height: 100 + n,
+        pegIn: true,
+      });
   });
   return store;
 }
@@ -147,8 +154,9 @@ test('getUtxos reads outpoints in their order in one call; through a batch it se
 
 const STATES: UtxoState[] = ['unspent', 'reserved', 'spent'];
 
-/** The counts by state say what listing the records says. */
+/** The counts by state, and the peg-ins' sum, say what listing the records says. */
 async function assertCounted(store: Store, when: string): Promise<void> {
+  let pegIns = 0n;
   for (const state of STATES) {
     const listed = await listUtxos(store, state);
     assert.deepEqual(
@@ -156,7 +164,9 @@ async function assertCounted(store: Store, when: string): Promise<void> {
       { outputs: listed.length, sats: listed.reduce((a, u) => a + u.value, 0n) },
       `${state} ${when}`,
     );
+    for (const u of listed) if (u.pegIn && u.height !== null) pegIns += u.value;
   }
+  assert.equal(await pegInTotal(store), pegIns, `peg-ins ${when}`);
 }
 
 test('the counts by state follow every change: register, reserve, release, spend, a reorg undoing each', async (t) => {
@@ -170,16 +180,28 @@ test('the counts by state follow every change: register, reserve, release, spend
   await write(store, async (batch) => {
     // spent in the block that also made a new output, both in one batch
     for (const o of [op(1), op(3)]) before.push((await spendUtxo(batch, o, P2))!);
-    await registerUtxo(batch, { ...op(9), value: 7n, scriptPubKey: SCRIPT, height: 120 });
+    await registerUtxo(batch, { ...op(9), value: 7n, scriptPubKey: SCRIPT, height: 120, pegIn: true });
+    // a payment's change: no peg-in
+    await registerUtxo(batch, { ...op(10), value: 11n, scriptPubKey: SCRIPT, height: 120, pegIn: false });
   });
   await assertCounted(store, 'spent');
+  assert.equal(await pegInTotal(store), 10_000_007n);
   await write(store, async (batch) => {
     for (const b of before) await unspendUtxo(batch, b);
     await unregisterUtxo(batch, op(9));
+    await unregisterUtxo(batch, op(10));
     await unregisterUtxo(batch, op(1)); // reserved: kept, its block gone
   });
   await assertCounted(store, 'undone by a reorg');
   assert.equal((await utxoTotals(store, 'reserved')).outputs, 1);
+  assert.equal(await pegInTotal(store), 9_000_000n, 'a reserved output off the chain is no confirmed peg-in');
+  // its block comes back; an output recovered from Core as a peg-in is found a payment's change by the block's applier
+  await write(store, async (batch) => {
+    await registerUtxo(batch, { ...op(1), value: 1_000_000n, scriptPubKey: SCRIPT, height: 121, pegIn: true });
+    await registerUtxo(batch, { ...op(4), value: 4_000_000n, scriptPubKey: SCRIPT, height: 104, pegIn: false });
+  });
+  await assertCounted(store, 'mined again');
+  assert.equal(await pegInTotal(store), 6_000_000n);
 });
 
 test('a schema 5 store gets its counts when it opens, from the records', async (t) => {
@@ -187,7 +209,7 @@ test('a schema 5 store gets its counts when it opens, from the records', async (
   let store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
   await write(store, async (batch) => {
     for (let n = 1; n <= 2500; n++)
-      await registerUtxo(batch, { ...op(n), value: BigInt(n), scriptPubKey: SCRIPT, height: 100 });
+      await registerUtxo(batch, { ...op(n), value: BigInt(n), scriptPubKey: SCRIPT, height: 100, pegIn: true });
   });
   await write(store, (batch) => reserveUtxos(batch, [op(7)], P1));
   // as schema 5 left it: no counts

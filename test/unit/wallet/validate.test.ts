@@ -360,6 +360,7 @@ describe('proposal storage', () => {
         value: u.value,
         scriptPubKey: u.scriptPubKey,
         height: u.height!,
+        pegIn: true,
       });
     await setup.write({ sync: true });
 
