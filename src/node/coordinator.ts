@@ -18,9 +18,15 @@ import {
 import type { Store } from '../storage/store.js';
 import { targetRate } from '../wallet/fee.js';
 import { buildTestMerge } from '../wallet/handoff.js';
-import { buildMerge, buildPayments, type PaymentRequest, type SpendableUtxo } from '../wallet/payment.js';
+import {
+  buildMerge,
+  buildPayments,
+  maxPaymentInputs,
+  type PaymentRequest,
+  type SpendableUtxo,
+} from '../wallet/payment.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
-import { getUtxos, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
+import { getUtxos, largestUnspent, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import { BEHIND } from '../wallet/verdict.js';
 import { peerLog, type Logger, type PeerLog } from './log.js';
 import { recordFinalized } from './finalize.js';
@@ -460,7 +466,9 @@ export class Coordinator {
       pending.filter((r) => !overRequestLimit(r.sats, policy.limits)),
       ...pending.filter((r) => overRequestLimit(r.sats, policy.limits)).map((r) => [r]),
     ];
-    let spendable = await this.spendable(policy);
+    // the largest outputs, two full payments' worth: each turn pays what they fund, and the outputs
+    // it reserves leave the index for the next turn's; dust anyone sent is never read
+    let spendable = pending.length > 0 ? await this.spendable(policy, 2 * maxPaymentInputs(this.o.federation)) : [];
     for (const batch of batches.filter((b) => b.length > 0)) {
       const plan = buildPayments(batch, spendable, rate, this.o.federation, {
         maxOutputs: this.o.maxOutputs,
@@ -475,15 +483,17 @@ export class Coordinator {
     // to pay a request), one round of it at a time
     const open = [...this.proposals.values()].some((p) => p.checked.proposal.requestIds.length === 0);
     if (policy.handoff && proposals.length === 0 && !open) {
-      const handoffs = await handoffProposals(this.o.store, policy.handoff, spendable, rate);
+      const handoffs = await handoffProposals(this.o.store, policy.handoff, await this.spendable(policy), rate);
       proposals.push(...handoffs.map((h) => proposalFromPayment(h, slot, this.myKey)));
     }
   }
 
-  /** Unreserved federation outputs deep enough to spend. */
-  private async spendable(policy: SigningPolicy): Promise<UtxoRecord[]> {
+  /** Unreserved federation outputs deep enough to spend: all of them (a handoff sweeps them), or the `largest`. */
+  private async spendable(policy: SigningPolicy, largest?: number): Promise<UtxoRecord[]> {
     const chain = await chainView(this.o.store, policy.spendDepth);
-    return (await listUnspent(this.o.store)).filter((u) => spendableAt(u, chain));
+    const deep = (u: UtxoRecord): boolean => spendableAt(u, chain);
+    if (largest !== undefined) return largestUnspent(this.o.store, largest, deep);
+    return (await listUnspent(this.o.store)).filter(deep);
   }
 
   /**

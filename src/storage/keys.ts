@@ -40,6 +40,9 @@
  * |            | utxocount/pegin/sats                     | integer — the sats of the confirmed utxo/  | same batch as the utxo/ change, |
  * |            |                                          | records marked pegIn, in every state       | only in src/wallet/utxos.ts     |
  * |            |                                          | (schema 7): the reserve ledger's peg-ins   |                                 |
+ * | utxoval/   | utxoval/<sats, 16 digits>/<txid>/<vout>  | 1 — index of the unspent utxo/ records by  | same batch as the utxo/ change, |
+ * |            |                                          | value (schema 7): a proposer reads the     | only in src/wallet/utxos.ts     |
+ * |            |                                          | largest, never every output (dust)         |                                 |
  * | btcblk/    | btcblk/<height>                          | ObservedBlock: hash + undo data            | observer, with cursor/bitcoin   |
  * | txconf/    | txconf/<txid>                            | TxConfirmation { height, blockHash } of a  | observer                        |
  * |            |                                          | federation payment in the best chain       |                                 |
@@ -94,6 +97,7 @@ export const SPACES = {
   utxo: 'utxo/',
   utxoIndex: 'utxoidx/',
   utxoCount: 'utxocount/',
+  unspentByValue: 'utxoval/',
   bitcoinBlock: 'btcblk/',
   txConfirmation: 'txconf/',
   chainSpend: 'chainpay/',
@@ -323,6 +327,27 @@ export const utxoIndexKey = utxos.indexKey;
 /** The counter of utxo/ records in `state` (`outputs`), or of their sats (`sats`). */
 export function utxoCountKey(state: string, what: 'outputs' | 'sats'): string {
   return `${SPACES.utxoCount}${state}/${what}`;
+}
+
+/** Width of a sats key part: 16 digits hold every amount there can be (at most 21 × 10^14 sats). */
+const SATS_WIDTH = 16;
+
+/**
+ * The entry of an unspent output in the value index, `utxoval/<sats>/<txid>/<vout>`: read backwards,
+ * the largest first (schema 7).
+ */
+export function unspentByValueKey(value: bigint, txid: string, vout: number): string {
+  if (value < 0n || value >= 10n ** BigInt(SATS_WIDTH)) {
+    throw new StorageError(
+      'invalid_key',
+      `output value must be in [0, 10^${SATS_WIDTH}) sats to be used in a store key, got ${value}`,
+      {
+        field: 'output value',
+        value: String(value),
+      },
+    );
+  }
+  return `${SPACES.unspentByValue}${value.toString().padStart(SATS_WIDTH, '0')}/${outpointPart(txid, vout)}`;
 }
 
 /** The counter of the sats of confirmed peg-in outputs (UtxoRecord.pegIn), spent or not (schema 7). */

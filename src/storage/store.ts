@@ -12,7 +12,9 @@ import {
   requestPhase,
   SPACES,
   txConfirmationKey,
+  unspentByValueKey,
   utxoCountKey,
+  utxoIndexPrefix,
   utxoKey,
 } from './keys.js';
 import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } from './records.js';
@@ -24,7 +26,8 @@ import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } fr
  * and the reqcount/ counters. 5: a request's status history inside its req/ record (no reqlog/), the
  * status index by phase, a request's payments as one list (reqpay/, not a reqsig/ key each). 6: the
  * counts and sums of federation outputs by state (utxocount/). 7: the reserve ledger's sums kept as
- * counters (peg-in outputs marked, utxocount/pegin/sats; reqsats/paid).
+ * counters (peg-in outputs marked, utxocount/pegin/sats; reqsats/paid), the unspent outputs' value
+ * index (utxoval/).
  */
 export const SCHEMA_VERSION = 7;
 
@@ -443,6 +446,28 @@ async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
 }
 
 /**
+ * 6 → 7: the unspent outputs' value index (utxoval/), from the unspent records named by the utxoidx/
+ * index, written in chunks (writing an entry again changes nothing), so a migration cut short by a
+ * crash resumes.
+ */
+async function indexUnspentByValue(store: Store): Promise<void> {
+  const prefix = utxoIndexPrefix('unspent');
+  let keys: string[] = [];
+  const index = async (): Promise<void> => {
+    const entries = store.batch();
+    for (const record of await store.getMany<UtxoRecord>(keys))
+      if (record?.state === 'unspent') entries.put(unspentByValueKey(record.value, record.txid, record.vout), 1);
+    if (entries.length > 0) await entries.write({ sync: true });
+    keys = [];
+  };
+  for await (const [key] of store.entries({ prefix })) {
+    keys.push(`${SPACES.utxo}${key.slice(prefix.length)}`);
+    if (keys.length >= MIGRATION_CHUNK) await index();
+  }
+  await index();
+}
+
+/**
  * Schema version n → n + 1; what a migration stages in `batch` is written with the new version
  * number. Versions below 4 cannot be migrated (UNREADABLE).
  */
@@ -452,7 +477,10 @@ const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<vo
     await listRequestPayments(store);
   },
   5: countUtxos,
-  6: sumLedger,
+  6: async (store, batch) => {
+    await indexUnspentByValue(store);
+    await sumLedger(store, batch);
+  },
 };
 
 /**

@@ -101,6 +101,15 @@ export function unsignedSpend(inputs: readonly Coin[], outputs: TxOutput[]): Tra
   };
 }
 
+/**
+ * The most inputs a federation payment can have within `maxWeight`, counting the inputs alone: a
+ * largest-first selection that needs more is too heavy however the rest is made, so a proposer
+ * needs no more of the wallet's largest outputs than a few payments' worth of this.
+ */
+export function maxPaymentInputs(federation: Federation, maxWeight = MAX_STANDARD_TX_WEIGHT): number {
+  return Math.floor(maxWeight / federationInputWeight(federation));
+}
+
 /** Size of the commitment output's script: OP_RETURN, a 32-byte push. */
 const COMMITMENT_PLACEHOLDER = new Uint8Array(34);
 

@@ -2,6 +2,8 @@ import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import {
   outpointOfKey,
   PEG_IN_SATS_KEY,
+  SPACES,
+  unspentByValueKey,
   utxoCountKey,
   utxoIndexKey,
   utxoIndexPrefix,
@@ -11,9 +13,10 @@ import { WalletError } from './errors.js';
 import type { UtxoRecord, UtxoState } from '../storage/records.js';
 
 /**
- * The federation's UTXO set. Every write of a utxo/ record, of its utxoidx/ state index and of the
- * counts by state (utxocount/) goes through this module, in the caller's batch, so the index always
- * names exactly the records' states and the counts add them up. Helpers only stage changes:
+ * The federation's UTXO set. Every write of a utxo/ record, of its utxoidx/ state index, of the
+ * unspent ones' value index (utxoval/) and of the counts by state (utxocount/) goes through this
+ * module, in the caller's batch, so the indexes always name exactly the records' states and values
+ * and the counts add them up. Helpers only stage changes:
  * callers write the batch (with sync for reservations) and run the read-stage-write sequence inside
  * store.transaction(), so the block observer and the payment builder never act on a state the other
  * changed meanwhile.
@@ -72,6 +75,8 @@ function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undef
   if (previous === undefined || previous.state !== next.state || previous.value !== next.value) {
     if (previous !== undefined) count(batch, previous, -1);
     count(batch, next, 1);
+    if (previous?.state === 'unspent') batch.del(unspentByValueKey(previous.value, previous.txid, previous.vout));
+    if (next.state === 'unspent') batch.put(unspentByValueKey(next.value, next.txid, next.vout), 1);
   }
   const pegIn = pegInSats(next) - (previous === undefined ? 0 : pegInSats(previous));
   if (pegIn !== 0) batch.add(PEG_IN_SATS_KEY, pegIn);
@@ -80,6 +85,7 @@ function stage(batch: StoreBatch, next: UtxoRecord, previous: UtxoRecord | undef
 function unstage(batch: StoreBatch, previous: UtxoRecord): void {
   batch.del(utxoKey(previous.txid, previous.vout));
   batch.del(utxoIndexKey(previous.state, previous.txid, previous.vout));
+  if (previous.state === 'unspent') batch.del(unspentByValueKey(previous.value, previous.txid, previous.vout));
   count(batch, previous, -1);
   const pegIn = pegInSats(previous);
   if (pegIn !== 0) batch.add(PEG_IN_SATS_KEY, -pegIn);
@@ -130,6 +136,42 @@ export async function listUtxos(store: Store, state: UtxoState): Promise<UtxoRec
 /** Spendable and not reserved by any proposal. */
 export function listUnspent(store: Store): Promise<UtxoRecord[]> {
   return listUtxos(store, 'unspent');
+}
+
+/** Entries of the value index read at a time by largestUnspent. */
+const VALUE_PAGE = 512;
+
+/**
+ * The `limit` largest unspent outputs that `accept` takes (deep enough to spend), largest first,
+ * through the value index: a proposer's turn reads what a plan could spend, however many small
+ * outputs anyone has sent the federation.
+ */
+export async function largestUnspent(
+  store: Store,
+  limit: number,
+  accept: (utxo: UtxoRecord) => boolean,
+): Promise<UtxoRecord[]> {
+  const out: UtxoRecord[] = [];
+  let below: string | undefined;
+  while (out.length < limit) {
+    const prefix = SPACES.unspentByValue;
+    const keys = await store.keys({ prefix, reverse: true, limit: VALUE_PAGE, ...(below ? { lt: below } : {}) });
+    const outpoints = keys.map(outpointOfKey);
+    const records = await getUtxos(store, outpoints);
+    for (const [i, record] of records.entries()) {
+      if (record === undefined || record.state !== 'unspent') {
+        throw new WalletError(
+          'utxo_conflict',
+          `UTXO value index names ${keys[i]} but the record is ${record === undefined ? 'missing' : record.state}`,
+          { key: keys[i], state: 'unspent' },
+        );
+      }
+      if (accept(record) && out.push(record) === limit) break;
+    }
+    if (keys.length < VALUE_PAGE) break;
+    below = keys[keys.length - 1];
+  }
+  return out;
 }
 
 /**

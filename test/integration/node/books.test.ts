@@ -5,6 +5,7 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
 import { readBooks } from '../../../src/node/reserves.js';
+import { largestUnspent } from '../../../src/wallet/utxos.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import {
   finalizedKey,
@@ -12,6 +13,7 @@ import {
   PAID_SATS_KEY,
   PEG_IN_SATS_KEY,
   txConfirmationKey,
+  utxoIndexKey,
   utxoKey,
 } from '../../../src/storage/keys.js';
 import type { UtxoRecord } from '../../../src/storage/records.js';
@@ -113,7 +115,9 @@ describe('a schema 6 store', () => {
     const confirmedChange = output(1, 1, 101, 70_000n);
     const finalizedChange = output(2, 1, 0, 80_000n);
     const old = store.batch();
-    for (const u of [...pegIns, confirmedChange, finalizedChange]) old.put(utxoKey(u.txid, u.vout), u);
+    // as schema 6 wrote them: the records and their state index
+    for (const u of [...pegIns, confirmedChange, finalizedChange])
+      old.put(utxoKey(u.txid, u.vout), u).put(utxoIndexKey(u.state, u.txid, u.vout), 1);
     old.put(txConfirmationKey(confirmedChange.txid), { height: 101, blockHash: hash(9).slice(2) });
     old.put(finalizedKey(finalizedChange.txid), {});
     await old.write();
@@ -146,6 +150,12 @@ describe('a schema 6 store', () => {
       assert.deepEqual(
         marked.map((u) => u?.pegIn),
         [undefined, undefined, true],
+      );
+      // and the unspent outputs' value index
+      const largest = await largestUnspent(store, 3, () => true);
+      assert.deepEqual(
+        largest.map((u) => u.value),
+        [80_000n, 70_000n, 10_000n],
       );
     } finally {
       await store.close();

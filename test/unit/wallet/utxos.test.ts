@@ -5,21 +5,24 @@ import {
   getUtxo,
   getUtxos,
   listUnspent,
+  largestUnspent,
   listUtxos,
   pegInTotal,
   registerUtxo,
   releaseUtxos,
   reserveUtxos,
+  spendableAt,
   spendUtxo,
   unregisterUtxo,
   unspendUtxo,
   utxoTotals,
   type Outpoint,
 } from '../../../src/wallet/utxos.js';
-import { META_KEY, utxoCountKey } from '../../../src/storage/keys.js';
+import { META_KEY, outpointOfKey, SPACES, utxoCountKey } from '../../../src/storage/keys.js';
 import { SCHEMA_VERSION, Store } from '../../../src/storage/store.js';
 import type { UtxoRecord, UtxoState } from '../../../src/storage/records.js';
 import type { StoreBatch } from '../../../src/storage/store.js';
+import { counted } from '../../support/counted-store.js';
 import { openTempStore, tempDir, TEST_DESCRIPTOR } from '../../support/tempdir.js';
 
 const SCRIPT = Uint8Array.from(Buffer.from(`5120${'ab'.repeat(32)}`, 'hex'));
@@ -167,6 +170,26 @@ async function assertCounted(store: Store, when: string): Promise<void> {
     for (const u of listed) if (u.pegIn && u.height !== null) pegIns += u.value;
   }
   assert.equal(await pegInTotal(store), pegIns, `peg-ins ${when}`);
+  // the value index names exactly the unspent records, largest first
+  const byValue = (await store.keys({ prefix: SPACES.unspentByValue, reverse: true })).map(outpointOfKey);
+  const unspent = await listUtxos(store, 'unspent');
+  assert.deepEqual(
+    byValue,
+    unspent
+      .sort((a, b) =>
+        a.value === b.value
+          ? a.txid < b.txid
+            ? 1
+            : a.txid > b.txid
+              ? -1
+              : b.vout - a.vout
+          : a.value > b.value
+            ? -1
+            : 1,
+      )
+      .map((u) => ({ txid: u.txid, vout: u.vout })),
+    `value index ${when}`,
+  );
 }
 
 test('the counts by state follow every change: register, reserve, release, spend, a reorg undoing each', async (t) => {
@@ -227,4 +250,49 @@ test('a schema 5 store gets its counts when it opens, from the records', async (
   } finally {
     await store.close();
   }
+});
+
+test('a proposer reads the largest outputs deep enough to spend, through the value index, not the dust', async (t) => {
+  const store = await openTempStore(t);
+  const DUST = 5_000;
+  await write(store, async (batch) => {
+    for (let n = 1; n <= DUST; n++)
+      await registerUtxo(batch, {
+        ...op(n),
+        value: 330n + BigInt(n % 7),
+        scriptPubKey: SCRIPT,
+        height: 100,
+        pegIn: true,
+      });
+    // funds: three deep, two too shallow to spend yet (the largest), one of equal value to a deep one
+    for (const [n, value, height] of [
+      [9001, 5_000_000n, 100],
+      [9002, 7_000_000n, 101],
+      [9003, 6_000_000n, 100],
+      [9004, 9_000_000n, 118],
+      [9005, 8_000_000n, 119],
+      [9006, 6_000_000n, 102],
+    ] as const)
+      await registerUtxo(batch, { ...op(n), value, scriptPubKey: SCRIPT, height, pegIn: true });
+  });
+  await write(store, (batch) => reserveUtxos(batch, [op(9002)], P1));
+  const { store: view, reads } = counted(store);
+  const deep = (u: UtxoRecord): boolean => spendableAt(u, { tipHeight: 120, spendDepth: 6 });
+  const largest = await largestUnspent(view, 6, deep);
+  assert.deepEqual(
+    largest.map((u) => [u.txid, u.value]),
+    [
+      // equal values: the later outpoint first, as the index reads backwards
+      [op(9006).txid, 6_000_000n],
+      [op(9003).txid, 6_000_000n],
+      [op(9001).txid, 5_000_000n],
+      ...largest.slice(3).map((u) => [u.txid, 336n]),
+    ],
+    'the deep funds first, then the largest dust; not the reserved, not the shallow',
+  );
+  assert.equal(largest.length, 6);
+  t.diagnostic(`${reads.calls} store calls, ${reads.rows} rows for ${DUST} dust outputs`);
+  assert.ok(reads.rows <= 2 * 512 + 10, `${reads.rows} rows read`);
+  // fewer than asked for when the wallet holds no more
+  assert.equal((await largestUnspent(store, DUST + 100, deep)).length, DUST + 3);
 });
