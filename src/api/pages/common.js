@@ -1,8 +1,20 @@
 // Shared by the status pages. Every value shown comes from the member's API, and some of it from
 // strangers (an address is whatever bytes a user sent), so the DOM is only ever built from nodes
-// and text nodes here: nothing is parsed as HTML.
+// and text nodes here: nothing is parsed as HTML, and no character that moves or hides text is shown
+// as itself.
 
-/** An element with attributes and children; a string child is text, never markup. */
+/**
+ * Direction controls, zero-width characters and C0/C1 controls: a right-to-left override before an
+ * address written backwards would show another address, and turn the rest of its line around.
+ */
+const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
+
+/** `text` with each character that moves or hides text written as its code point, `[U+202E]`. */
+export function visible(text) {
+  return text.replace(INVISIBLE, (c) => `[U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}]`);
+}
+
+/** An element with attributes and children; a string child is text, never markup, and visible(). */
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
@@ -10,14 +22,15 @@ export function el(tag, attributes = {}, ...children) {
   }
   for (const child of children.flat()) {
     if (child === undefined || child === null || child === false) continue;
-    node.append(typeof child === 'string' || typeof child === 'number' ? String(child) : child);
+    node.append(typeof child === 'string' || typeof child === 'number' ? visible(String(child)) : child);
   }
   return node;
 }
 
-/** Replaces the children of the element with this id. */
+/** Replaces the children of the element with this id; a string child as el() takes it. */
 export function fill(id, ...children) {
-  document.getElementById(id).replaceChildren(...children.flat().filter((c) => c !== undefined && c !== null));
+  const nodes = children.flat().filter((c) => c !== undefined && c !== null);
+  document.getElementById(id).replaceChildren(...nodes.map((c) => (typeof c === 'string' ? visible(c) : c)));
 }
 
 /** GET a JSON path of this member: { status, body }, body null when the answer was not JSON. */
@@ -111,7 +124,7 @@ const SVG = 'http://www.w3.org/2000/svg';
 function svg(tag, attributes = {}, text) {
   const node = document.createElementNS(SVG, tag);
   for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = text;
+  if (text !== undefined) node.textContent = visible(String(text));
   return node;
 }
 

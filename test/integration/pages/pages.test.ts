@@ -16,6 +16,13 @@ import { tempDir } from '../../support/tempdir.js';
 
 const BAD_CHECKSUM = 'bcrt1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh';
 const HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">';
+/**
+ * Shown as it is, a right-to-left override before an address written backwards reads as that address
+ * (bc1qar0srrr7…5mdq) and turns the rest of its line around, the member's own words included.
+ */
+const SPOOF = `\u202e${[...'bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq'].reverse().join('')}\u200b`;
+/** Characters that move or hide text: direction controls, zero-width ones, C0 and C1 controls. */
+const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/u;
 
 /** Waits until `member` has ingested the requests of EVM transaction `txHash`. */
 async function ingested(apiUrl: string, txHash: string): Promise<void> {
@@ -40,6 +47,7 @@ describe('status pages in headless Chromium', { skip: HAVE_CHROMIUM ? false : NO
   let paid: { id: string; txHash: string };
   let rejectedTx: string;
   let hostileTx: string;
+  let spoofTx: string;
 
   // what before() starts is stopped once every test ran, last started first
   const cleanup: (() => Promise<void>)[] = [];
@@ -57,8 +65,9 @@ describe('status pages in headless Chromium', { skip: HAVE_CHROMIUM ? false : NO
     const utf8 = (text: string) => new TextEncoder().encode(text);
     rejectedTx = await sendPegoutTo(rpc, utf8(BAD_CHECKSUM), PEGOUT_SATS);
     hostileTx = await sendPegoutTo(rpc, utf8(HOSTILE), PEGOUT_SATS);
+    spoofTx = await sendPegoutTo(rpc, utf8(SPOOF), PEGOUT_SATS);
     await waitSigned(devnet, 3, [0, 1, 2]);
-    for (const tx of [rejectedTx, hostileTx]) await ingested(devnet.members[1]!.apiUrl, tx);
+    for (const tx of [rejectedTx, hostileTx, spoofTx]) await ingested(devnet.members[1]!.apiUrl, tx);
     browser = await openBrowser(owner);
   });
 
@@ -113,6 +122,19 @@ describe('status pages in headless Chromium', { skip: HAVE_CHROMIUM ? false : NO
       assert.equal(await scripts(), before, 'no script element was added');
       assert.equal(await page.locator('article img').count(), 0, 'no img element was added');
     }
+  });
+
+  it('characters that move or hide text are shown as their code points, wherever text from a stranger goes', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${devnet.members[1]!.apiUrl}/#q=${spoofTx}`);
+    const card = page.locator('article.pegout.rejected');
+    await card.locator('h2 code').waitFor({ timeout: 30_000 });
+    const reversed = SPOOF.slice(1, -1);
+    assert.equal(await card.locator('h2 code').textContent(), `[U+202E]${reversed}[U+200B]`);
+    // the address is quoted in the rejection's detail and in the history too
+    const shown = (await card.textContent())!;
+    assert.ok(shown.includes(`[U+202E]${reversed}`), shown);
+    assert.doesNotMatch(shown, INVISIBLE);
   });
 
   it('the operator page shows every member connected and the payments', async () => {
