@@ -158,8 +158,11 @@ export class Coordinator {
   private readonly late = new Map<string, { txid: string; output: number }>();
   /** Proposals refused for naming requests this member had not ingested yet: tried again as its EVM view catches up. */
   private readonly retry = new Map<string, { peer: string; checked: CheckedProposal; tries: number; at: number }>();
-  /** When the current proposer's last turn frame or proposal arrived: it is at work until a slot passes without one. */
-  private lastPeerProposal = -Infinity;
+  /**
+   * When a proposer's last turn frame or proposal arrived, and the slot of the turn it held: at work until a slot
+   * passes without one, but never past its grace, so that it can hold no turn but the one after its own.
+   */
+  private lastPeerTurn = { at: -Infinity, slot: -Infinity };
   /** Proposers that announced a turn (the slot) and have not yet said it is done. */
   private readonly building = new Map<string, number>();
   /**
@@ -220,7 +223,7 @@ export class Coordinator {
       if (type !== 'proposal') this.o.metrics?.framesDropped.inc({ reason: 'turn_out_of_slot' });
       return;
     }
-    this.lastPeerProposal = now;
+    this.lastPeerTurn = { at: now, slot };
     if (type === 'turn' && body === slot) this.building.set(peer, slot);
     if (type === 'turn_done') this.building.delete(peer);
   }
@@ -395,7 +398,8 @@ export class Coordinator {
     for (const [peer, turn] of this.building) if (turn < slot - TURN_GRACE_SLOTS) this.building.delete(peer);
     const waiting = this.queued + this.o.network.stats.queued;
     const settled = this.building.size === 0 && waiting === 0 && this.proposals.size === 0 && this.retry.size === 0;
-    if (!settled && now - this.lastPeerProposal < this.o.slotMs) return;
+    const { at, slot: held } = this.lastPeerTurn;
+    if (!settled && held >= slot - TURN_GRACE_SLOTS && now - at < this.o.slotMs) return;
     this.lastSlot = slot;
     await this.turn(slot, async (rate, policy) => {
       await this.matchLate();

@@ -10,6 +10,7 @@ import { freePorts } from '../../../src/evm/anvil.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { listRequests, stageNewRequest } from '../../../src/evm/request-store.js';
 import { Coordinator, COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
+import { proposerOf, turnHeldBy } from '../../../src/node/rotation.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { settleLocally } from '../../../src/node/settlement.js';
@@ -544,6 +545,55 @@ describe('transaction coordinator, members in one process on loopback', () => {
       members.map(async (m) => (await listRequests(m.store, (r) => r.status === 'signed')).length),
     );
     assert.deepEqual(finals, [12, 12, 12]);
+  });
+
+  it('a proposer whose turn and grace are over holds no later turn, however busy it keeps the others', async (t) => {
+    // 3-of-4 with member 4 hostile: all through its slot and its grace it announces its turn and sends
+    // proposals of requests nobody ingested, which every member keeps to try again (it is not
+    // settled); it never says its turn is done. The proposer after the grace must start its turn.
+    const slotMs = 400;
+    const setup = { members: 4, threshold: 3, requests: 0, utxos: [5_000_000n], hostile: 1, slotMs };
+    const lines: string[] = [];
+    const { federation, hostile } = await startMembers(t, setup, lines);
+    const attacker = hostile[0]!.network;
+    const funding = [{ txid: hex32(500), vout: 0, value: 5_000_000n, scriptPubKey: federation.scriptPubKey }];
+    let n = 0;
+    const spam = setInterval(() => {
+      const held = turnHeldBy(attacker.key, Date.now(), slotMs, federation.pubkeys);
+      if (held === undefined) return;
+      attacker.broadcast('turn', held);
+      const unknown = {
+        id: `0x${hex32(90_000 + n++)}:0`,
+        scriptPubKey: witnessScript(0, new Uint8Array(20).fill(9)),
+        sats: 1_000_000n,
+      };
+      const [payment] = buildPayments([unknown], funding, 2, federation, { maxOutputs: 5 }).payments;
+      attacker.broadcast('proposal', proposalFromPayment(payment!, held, attacker.key));
+    }, 25);
+    t.after(() => clearInterval(spam));
+    // when each honest proposer's turn frame arrived, by slot
+    const started = new Map<number, number>();
+    attacker.on('message', (_peer: string, type: string, body: unknown) => {
+      if (type === 'turn' && typeof body === 'number' && !started.has(body))
+        started.set(body, Date.now() - body * slotMs);
+    });
+    await sleep(3 * setup.members * slotMs);
+    clearInterval(spam);
+    const first = Math.ceil((Date.now() - 3 * setup.members * slotMs) / slotMs) + 1;
+    const last = Math.floor(Date.now() / slotMs) - 1;
+    const after = (s: number) => proposerOf(s - 2, federation.pubkeys) === attacker.key;
+    const checked = [];
+    for (let s = first; s <= last; s++) {
+      if (!after(s)) continue;
+      checked.push(s);
+      const at = started.get(s);
+      t.diagnostic(
+        `slot ${s}, two after the attacker's: turn started ${at === undefined ? 'never' : `${at} ms into it`}`,
+      );
+      // a tick runs every quarter slot; half a slot leaves room for a loaded machine
+      assert.ok(at !== undefined && at < slotMs / 2, `slot ${s}'s proposer started ${at ?? 'never'} ms into it`);
+    }
+    assert.ok(checked.length >= 2, `slots checked: ${checked.join(', ')}`);
   });
 
   it('signature sets for proposals that never come are bounded per peer; the honest round still completes', async (t) => {
