@@ -89,9 +89,14 @@ export const COORDINATOR_CAPS = {
    * missed.
    */
   recoverPerProposal: 4,
-  /** Proposals kept for retry or as rivals. */
+  /** Proposals kept for retry or as rivals, or until the operator acts, all peers together. */
   retry: 1000,
   rivals: 1000,
+  /**
+   * Of those, kept from one peer in each map: past it the peer's own oldest is dropped, so a peer
+   * that floods them pushes out only its own. An honest proposer's turn makes about a dozen.
+   */
+  retryPerPeer: 64,
   /**
    * Finalized payments kept to announce to a peer that (re)connects, the last kept (the newest while
    * the member runs; after a restart, recover() keeps the last in txid order): each holds its whole
@@ -132,14 +137,37 @@ function ownSet(outcome: { signatures: Uint8Array; already: boolean }): OwnSet {
   return { signatures: outcome.signatures, origin: outcome.already ? 'stored' : 'signed_here' };
 }
 
+/**
+ * Keeps `value` under `key` in `map`: a peer's entries past COORDINATOR_CAPS.retryPerPeer push out
+ * that peer's own oldest, and no entry is added past `total`. False when it was not kept.
+ */
+function keepForPeer<V extends { readonly peer: string }>(
+  map: Map<string, V>,
+  key: string,
+  value: V,
+  total: number,
+): boolean {
+  let count = 0;
+  let oldest: string | undefined;
+  for (const [k, v] of map) {
+    if (v.peer !== value.peer) continue;
+    count++;
+    oldest ??= k;
+  }
+  if (count >= COORDINATOR_CAPS.retryPerPeer) map.delete(oldest!);
+  else if (map.size >= total) return false;
+  map.set(key, value);
+  return true;
+}
+
 export class Coordinator {
   private readonly collector: SignatureCollector;
   /** Proposals this member signed, collecting signatures. */
   private readonly proposals = new Map<string, OpenProposal>();
   /** Blocking payments already shown to a peer (peer/txid), so each is sent once (bounded). */
   private readonly shown = new Set<string>();
-  /** Proposals refused as a second payment of requests this member signed elsewhere (bounded). */
-  private readonly rivals = new Map<string, OpenProposal>();
+  /** Proposals refused as a second payment of requests this member signed elsewhere, and who sent them (bounded). */
+  private readonly rivals = new Map<string, OpenProposal & { readonly peer: string }>();
   /**
    * Signatures that arrived before their proposal, or for another member's proposal while its
    * proposer collects (bounded: EARLY_CAPS).
@@ -530,6 +558,9 @@ export class Coordinator {
       this.refused(peer, 'malformed_proposal', (err as Error).message);
       return;
     }
+    // kept to be tried again when this member catches up or its operator acts: sent again, it is
+    // neither checked again now nor given its tries back
+    if (this.retry.has(checked.txid) || this.awaitingOperator.has(checked.txid)) return;
     await this.onProposal(peer, checked);
   }
 
@@ -543,22 +574,22 @@ export class Coordinator {
       return;
     }
     if (!outcome.ok) {
-      if (BEHIND.has(outcome.reason) && tries < 5 && this.retry.size < COORDINATOR_CAPS.retry) {
-        this.retry.set(txid, { peer, checked, tries, at: this.o.now?.() ?? Date.now() });
-        if (tries === 0 && outcome.reason === 'unknown_request') {
+      const at = this.o.now?.() ?? Date.now();
+      if (BEHIND.has(outcome.reason) && tries < 5) {
+        const kept = keepForPeer(this.retry, txid, { peer, checked, tries, at }, COORDINATOR_CAPS.retry);
+        if (kept && tries === 0 && outcome.reason === 'unknown_request') {
           this.o.catchUp?.();
           return;
         }
       }
-      const operator = outcome.reason === 'paused' || outcome.reason === 'request_held';
-      if (operator && this.awaitingOperator.size < COORDINATOR_CAPS.retry)
-        this.awaitingOperator.set(txid, { peer, checked });
+      if (outcome.reason === 'paused' || outcome.reason === 'request_held')
+        keepForPeer(this.awaitingOperator, txid, { peer, checked }, COORDINATOR_CAPS.retry);
       // input_held too, for a payment of requests: one taking an input another payment holds is that
       // payment's rival, and a member that signed it refuses a merge that spends none of its inputs
       const held = outcome.reason === 'input_held' && proposal.requestIds.length > 0;
       const rival = held || outcome.reason === 'double_payment' || outcome.reason === 'handoff_done';
-      if (rival && this.rivals.size < COORDINATOR_CAPS.rivals)
-        this.rivals.set(txid, { checked, since: this.o.now?.() ?? Date.now(), heard: new Set() });
+      if (rival)
+        keepForPeer(this.rivals, txid, { peer, checked, since: at, heard: new Set() }, COORDINATOR_CAPS.rivals);
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;

@@ -46,9 +46,12 @@ export function checkProposal(body: unknown): CheckedProposal {
   if (typeof p.proposer !== 'string' || !/^[0-9a-f]{64}$/.test(p.proposer))
     fail('proposal proposer must be a 64-hex x-only key');
   if (!(p.unsignedTx instanceof Uint8Array)) fail('proposal unsignedTx must be bytes');
-  const raw = p.unsignedTx as Uint8Array;
-  if (raw.length > PROPOSAL_CAPS.txBytes)
-    fail(`unsigned transaction of ${raw.length} bytes is over the ${PROPOSAL_CAPS.txBytes} that Core relays`);
+  const length = (p.unsignedTx as Uint8Array).length;
+  if (length > PROPOSAL_CAPS.txBytes)
+    fail(`unsigned transaction of ${length} bytes is over the ${PROPOSAL_CAPS.txBytes} that Core relays`);
+  // copies, here and in the prevouts: a view into a peer's frame would keep all of it alive (up to
+  // the links' frame size) for as long as the proposal is kept
+  const raw = Buffer.from(p.unsignedTx as Uint8Array);
   if (!Array.isArray(p.requestIds) || p.requestIds.length > PROPOSAL_CAPS.outputs)
     fail(`proposal requestIds must be a list of at most ${PROPOSAL_CAPS.outputs} ids`);
   const requestIds = p.requestIds as unknown[];
@@ -67,7 +70,7 @@ export function checkProposal(body: unknown): CheckedProposal {
       v.scriptPubKey.length > 10_000
     )
       fail(`prevout ${i} must be { value: 0..MAX_MONEY sats, scriptPubKey: bytes }`);
-    return { value: v!.value!, scriptPubKey: v!.scriptPubKey! };
+    return { value: v!.value!, scriptPubKey: Buffer.from(v!.scriptPubKey!) };
   });
   let tx: Transaction;
   try {

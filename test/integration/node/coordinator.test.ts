@@ -305,6 +305,66 @@ describe('transaction coordinator, members in one process on loopback', () => {
     assert.equal((await finals(proposer.store)).length, 1);
   });
 
+  it("a member's proposals kept to retry are bounded per member: a flood of them leaves room for an honest one", async (t) => {
+    // 3-of-4, member 4 hostile. Nobody has ingested anything yet; the attacker sends each member more
+    // proposals of requests nobody knows than all members together may have kept, each a new txid and
+    // some sent twice. Then member 0 ingests three requests and proposes; members 1 and 2 keep its
+    // proposal to retry and sign it once they have ingested them.
+    const lines: string[] = [];
+    const setup = {
+      members: 4,
+      threshold: 3,
+      requests: 3,
+      utxos: [5_000_000n],
+      hostile: 1,
+      slotMs: 1000,
+      ingests: () => false,
+    };
+    const { federation, members, hostile } = await startMembers(t, setup, lines);
+    const attacker = hostile[0]!.network;
+    const funding = [{ txid: hex32(500), vout: 0, value: 5_000_000n, scriptPubKey: federation.scriptPubKey }];
+    const flood = COORDINATOR_CAPS.retry + 100;
+    for (let k = 0; k < flood; k++) {
+      const unknown = {
+        id: `0x${hex32(80_000 + k)}:0`,
+        scriptPubKey: witnessScript(0, new Uint8Array(20).fill(9)),
+        sats: 1_000_000n,
+      };
+      const [payment] = buildPayments([unknown], funding, 2, federation, { maxOutputs: 5 }).payments;
+      const proposal = proposalFromPayment(payment!, 0, attacker.key);
+      attacker.broadcast('proposal', proposal);
+      if (k % 10 === 0) attacker.broadcast('proposal', proposal);
+      // within the attacker's frame budget: a flood the links drop proves nothing here
+      if (k % 50 === 49) await sleep(150);
+    }
+    const [first, ...others] = members;
+    const deadline = Date.now() + 30_000;
+    while (others.some((m) => m.coordinator.held().retry < COORDINATOR_CAPS.retryPerPeer)) {
+      assert.ok(Date.now() < deadline, `the flood was not kept: ${others.map((m) => m.coordinator.held().retry)}`);
+      await sleep(50);
+    }
+    await sleep(500);
+    for (const m of others)
+      assert.ok(m.coordinator.held().retry <= COORDINATOR_CAPS.retryPerPeer, `${m.coordinator.held().retry} kept`);
+    const batch = first!.store.batch();
+    stageRequests(batch, 3);
+    await batch.write({ sync: true });
+    first!.coordinator.ingested();
+    // member 0 proposes in its slot; members 1 and 2 keep its proposal
+    while (!lines.some((l) => l.includes('"event":"proposed"'))) {
+      assert.ok(Date.now() < deadline + 10_000, `member 0 never proposed; logs:\n${lines.join('')}`);
+      await sleep(50);
+    }
+    await sleep(300);
+    for (const m of others) {
+      const later = m.store.batch();
+      stageRequests(later, 3);
+      await later.write({ sync: true });
+      m.coordinator.ingested();
+    }
+    await waitAllSigned(members, lines);
+  });
+
   it("the first member to sign another's payment, which cannot finalize it by itself yet, takes it from an announcement", async (t) => {
     // 3-of-4: the first to sign holds its set and the proposer's, two of three; a quarter slot (1 s) is
     // far more than the others need to finalize on loopback. Members share this process, so the

@@ -1,4 +1,5 @@
 import { DEFAULT_LIMITS, type OutflowLimits } from '../../../src/wallet/limits.js';
+import { decodeFrame, encodeFrame } from '../../../src/p2p/frames.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
@@ -346,6 +347,23 @@ describe('proposals at the edge (checkProposal)', () => {
     ]);
     assert.deepEqual(Object.keys(checked.proposal.prevouts[0]!).sort(), ['scriptPubKey', 'value']);
     assert.equal(checked.txid, proposalTxid(base));
+  });
+
+  it("holds no view into the frame it came in: a kept proposal keeps its own bytes, not a peer's 4 MiB", () => {
+    // as the links decode a frame: binary fields are views into the frame's buffer
+    const padded = { ...base, padding: new Uint8Array(4 * 1024 * 1024 - 1000) };
+    const frame = decodeFrame(encodeFrame('proposal', padded), new Map([['proposal', () => true]]));
+    assert.ok(typeof frame === 'object');
+    const body = frame.body as typeof base;
+    assert.ok(body.unsignedTx.buffer.byteLength > 4_000_000, 'the decoded body is a view into the frame');
+    const checked = checkProposal(body);
+    const held = [
+      checked.proposal.unsignedTx,
+      ...checked.proposal.prevouts.map((p) => p.scriptPubKey),
+      ...checked.tx.inputs.flatMap((i) => [i.scriptSig, ...i.witness]),
+      ...checked.tx.outputs.map((o) => o.scriptPubKey),
+    ];
+    for (const bytes of held) assert.ok(bytes.buffer.byteLength < 100_000, `${bytes.buffer.byteLength} bytes held`);
   });
 });
 
