@@ -1,6 +1,7 @@
 import { equal, toHex } from '../bitcoin/bytes.js';
 import { memberIndex, type Federation } from '../bitcoin/federation.js';
-import { allScriptPathSighashes } from '../bitcoin/sighash.js';
+import { randomInt } from 'node:crypto';
+import { allScriptPathSighashes, precomputeSighash, scriptPathSighash } from '../bitcoin/sighash.js';
 import { txid as txidOf, withWitnesses, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import * as stages from '../metrics/stages.js';
 import { SigningError } from './errors.js';
@@ -257,7 +258,10 @@ export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prev
 /**
  * The same check with the signatures verified by `verify` (the node's worker pool), one call
  * per signer. Our members sign every input of a payment, so a finalized payment from a peer must
- * carry the same t signers on every input; anything else is refused.
+ * carry the same t signers on every input; anything else is refused. First every signer's
+ * signature on one input picked at random is verified here: a member can make valid signatures of
+ * its own on every input but no other member's, so a forged payment costs t verifications, not a
+ * signer's whole set for every input of a frame as large as it likes, each time it is sent.
  */
 export async function verifyFinalizedWitnesses(
   tx: Transaction,
@@ -272,6 +276,15 @@ export async function verifyFinalizedWitnesses(
     for (const [i, found] of perInput.entries()) {
       if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, "its signers differ from input 0's");
       found.forEach((f, s) => sets[s]!.set(f.signature, i * 64));
+    }
+    if (tx.inputs.length > 0) {
+      const spot = randomInt(tx.inputs.length);
+      const sighash = scriptPathSighash(precomputeSighash(tx, prevouts), tx, prevouts, spot, federation.leafHash);
+      const backend = schnorrBackend();
+      for (const { key, signature } of perInput[spot]!) {
+        const [ok] = backend.verifyBatch(signature, sighash, federation.pubkeys[key]!);
+        if (ok !== 1) witnessFault(spot, `signature does not verify for member ${toHex(federation.pubkeys[key]!)}`);
+      }
     }
     return { signers, sets };
   });

@@ -11,7 +11,12 @@ import {
   type Prevout,
   type Transaction,
 } from '../../../src/bitcoin/tx.js';
-import { checkFinalizedWitnesses, inProcessVerifier, SignatureCollector } from '../../../src/signing/collector.js';
+import {
+  checkFinalizedWitnesses,
+  inProcessVerifier,
+  SignatureCollector,
+  verifyFinalizedWitnesses,
+} from '../../../src/signing/collector.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { federationVectors, type FederationVector } from '../../support/vectors.js';
 
@@ -222,4 +227,45 @@ describe("the vectors' rejected witnesses fail the check", () => {
       );
     });
   }
+});
+
+describe('a finalized payment from a peer', () => {
+  const s = setup(federationVectors()[2]!); // 5-of-7
+  const keys = s.federation.pubkeys.map(toHex);
+  const signers = s.v.spend.signers;
+  const witnesses = (forged: string): Uint8Array[][] =>
+    s.tx.inputs.map((_, i) => [
+      ...[...keys]
+        .reverse()
+        .map((k) =>
+          !signers.includes(k) ? new Uint8Array(0) : k === forged ? new Uint8Array(64).fill(7) : s.sigs.get(k)![i]!,
+        ),
+      s.federation.tapscript,
+      s.federation.controlBlock,
+    ]);
+
+  it("with one signer's signatures forged is refused on a spot check, before any set is verified whole on the pool", async () => {
+    // a hostile member can put valid signatures of its own on every input, and verifying them whole
+    // first made it cost a verification of every input of a frame as large as it likes, each time sent
+    for (const forged of signers) {
+      let calls = 0;
+      const counting: Parameters<typeof verifyFinalizedWitnesses>[3] = async (...args) => {
+        calls++;
+        return inProcessVerifier(s.federation)(...args);
+      };
+      await assert.rejects(
+        verifyFinalizedWitnesses(withWitnesses(s.tx, witnesses(forged)), s.prevouts, s.federation, counting),
+        (err: Error & { code?: string }) => err.code === 'invalid_witness' && /does not verify/.test(err.message),
+      );
+      assert.equal(calls, 0, `forged ${forged}: ${calls} sets verified whole`);
+    }
+    // the sound one passes, every set verified
+    let calls = 0;
+    const sound = witnesses('');
+    await verifyFinalizedWitnesses(withWitnesses(s.tx, sound), s.prevouts, s.federation, async (...args) => {
+      calls++;
+      return inProcessVerifier(s.federation)(...args);
+    });
+    assert.equal(calls, signers.length);
+  });
 });
