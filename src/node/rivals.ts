@@ -16,24 +16,34 @@ export interface Rival {
  * another payment holds is taken only by a payment of all its requests (SPEC §3, invariant 5).
  */
 export function groupRivals<R extends Rival>(rivals: readonly R[]): R[][] {
-  const groupOf = new Map<string, number>();
-  const groups: R[][] = [];
-  // requests and outpoints in one map: `r/` and `i/` keep their names apart
-  const links = (r: Rival): string[] => [...r.requestIds.map((id) => `r/${id}`), ...r.inputs.map((o) => `i/${o}`)];
-  for (const rival of rivals) {
-    const joined = [
-      ...new Set(
-        links(rival)
-          .map((l) => groupOf.get(l))
-          .filter((g) => g !== undefined),
-      ),
-    ];
-    const group = joined.length > 0 ? joined[0]! : groups.push([]) - 1;
-    for (const other of joined.slice(1)) groups[group]!.push(...groups[other]!.splice(0));
-    groups[group]!.push(rival);
-    for (const r of groups[group]!) for (const l of links(r)) groupOf.set(l, group);
+  // union-find over the rivals: each link joins a rival to the first that had it, so grouping costs
+  // about one map lookup a link, however the groups chain (re-labelling every member of a group at
+  // each join cost rivals² × links: seconds for the rivals one peer can make this member keep)
+  const parent = rivals.map((_, i) => i);
+  const root = (i: number): number => {
+    while (parent[i] !== i) i = parent[i] = parent[parent[i]!]!;
+    return i;
+  };
+  const first = new Map<string, number>();
+  for (const [i, rival] of rivals.entries()) {
+    // requests and outpoints in one map: `r/` and `i/` keep their names apart
+    for (const link of [...rival.requestIds.map((id) => `r/${id}`), ...rival.inputs.map((o) => `i/${o}`)]) {
+      const j = first.get(link);
+      if (j === undefined) {
+        first.set(link, i);
+        continue;
+      }
+      const [a, b] = [root(i), root(j)];
+      if (a !== b) parent[Math.max(a, b)] = Math.min(a, b);
+    }
   }
-  return groups.filter((g) => g.length > 0);
+  const groups = new Map<number, R[]>();
+  for (const [i, rival] of rivals.entries()) {
+    const group = groups.get(root(i));
+    if (group) group.push(rival);
+    else groups.set(root(i), [rival]);
+  }
+  return [...groups.values()];
 }
 
 /** Whether a payment spending `spends` conflicts with every rival of `group`. */
