@@ -112,6 +112,28 @@ interface SignerReads {
   readonly payments: ReadonlyMap<string, readonly string[]>;
 }
 
+/** Request records read at a time by requestsUntilUnknown. */
+const REQUEST_CHUNK = 128;
+
+/**
+ * The records of `identities`, in order, read a chunk at a time and only up to the chunk holding the
+ * first well-formed id this member has no record of: a proposal naming thousands of requests nobody
+ * ingested (each a new transaction, so nothing kept about an earlier one helps) costs a chunk.
+ */
+async function requestsUntilUnknown(
+  store: Store,
+  identities: readonly (RequestIdentity | undefined)[],
+): Promise<(RequestRecord | undefined)[]> {
+  const records: (RequestRecord | undefined)[] = [];
+  for (let from = 0; from < identities.length; from += REQUEST_CHUNK) {
+    const chunk = identities.slice(from, from + REQUEST_CHUNK);
+    const read = await requestsOf(store, chunk);
+    records.push(...read);
+    if (read.some((r, i) => r === undefined && chunk[i] !== undefined)) break;
+  }
+  return records;
+}
+
 /** The signer's reads for `checked`, from the store. */
 async function readForSigning(
   store: Store,
@@ -124,14 +146,15 @@ async function readForSigning(
   const requests = new Map<string, KnownRequest>();
   const signed = new Map<string, SignedPayment[]>();
   const identities = proposal.requestIds.map(tryParseRequestId);
-  const records = await requestsOf(store, identities);
+  const records = await requestsUntilUnknown(store, identities);
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
     if (record?.scriptPubKey)
       requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
   }
-  // a malformed id is refused by the validator itself
-  const wellFormed = proposal.requestIds.flatMap((id, i) => {
+  // a malformed id is refused by the validator itself, and so is the first one this member lacks:
+  // the ids after it were not read, and validation never gets to them
+  const wellFormed = proposal.requestIds.slice(0, records.length).flatMap((id, i) => {
     const identity = identities[i];
     return identity ? [{ id, identity }] : [];
   });

@@ -15,13 +15,16 @@ import { cursorKey, txConfirmationKey } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import {
   buildPayments,
+  paymentOutputs,
   requirePayments,
+  unsignedSpend,
   type PaymentRequest,
   type SpendableUtxo,
 } from '../../../src/wallet/payment.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo, registerUtxo, spendUtxo } from '../../../src/wallet/utxos.js';
+import { counted } from '../../support/counted-store.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
@@ -257,5 +260,24 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const padded = { ...built([R[0]!], [U[0]!]), note: 'x'.repeat(10_000) };
     assert.equal(Object.hasOwn(checkProposal(padded).proposal, 'note'), false);
     assert.equal(reason(await sign(store, padded)), 'signed');
+  });
+
+  it('9: a proposal of thousands of requests nobody ingested is refused after reading a few of them', async (t) => {
+    // each such proposal is a new transaction, so nothing kept about an earlier one helps: what it costs
+    // to refuse must not grow with the requests it names. A payment of one known request first, then
+    // 2,000 made-up ones, each paid its exact amount.
+    const store = await member(t);
+    const made = Array.from({ length: 2000 }, (_, i) => ({
+      id: `0x${hex32(70_000 + i)}:0`,
+      scriptPubKey: address,
+      sats: 4_000n,
+    }));
+    const requests = [R[0]!, ...made];
+    const tx = unsignedSpend([U[0]!], paymentOutputs(requests, U[0]!.value, 0n, federation));
+    const proposal = proposalFromPayment({ tx, prevouts: [U[0]!], requestIds: requests.map((r) => r.id) }, 1, attacker);
+    const { store: view, reads } = counted(store);
+    assert.equal(reason(await sign(view, proposal)), 'unknown_request');
+    t.diagnostic(`${reads.calls} store calls, ${reads.rows} rows`);
+    assert.ok(reads.rows <= 300, `${reads.rows} rows read to refuse it`);
   });
 });
