@@ -15,7 +15,11 @@ export function encodeFrame(type: string, body: unknown): Buffer {
   return packr.pack({ v: FRAME_VERSION, type, body } satisfies Frame);
 }
 
-/** Why a frame was dropped. 'queue_full': the peer's frames waiting for the handler reached their cap. */
+/**
+ * Why a frame was dropped. 'queue_full': the peer's frames waiting for the handler reached their cap;
+ * 'slow_peer': what waited to go to the peer reached its cap (it stopped reading), and the link with
+ * all of it was dropped.
+ */
 export type FrameFault =
   | 'malformed'
   | 'wrong_version'
@@ -24,7 +28,8 @@ export type FrameFault =
   | 'oversized'
   | 'rate_limited'
   | 'unauthenticated'
-  | 'queue_full';
+  | 'queue_full'
+  | 'slow_peer';
 
 /**
  * Decodes and checks a frame against the registered types. Returns the fault instead of

@@ -33,4 +33,11 @@ export const LINK_CAPS = {
   queuedFrames: 1024,
   /** Bytes of those frames: eight of the largest (4 MiB by default), whatever their number. */
   queuedBytes: 32 * 1024 * 1024,
+  /**
+   * Bytes waiting in a link's socket to go to its peer. A peer that stops reading would otherwise
+   * make this member hold every frame it sends it; past this (sixteen of the largest frames, far
+   * above a turn's proposals and a reconnect's announcements) the link is dropped, and the peer
+   * catches up from the announcements when it links again.
+   */
+  outboundBytes: 64 * 1024 * 1024,
 } as const;

@@ -216,6 +216,7 @@ export class PeerNetwork extends EventEmitter {
         rate_limited: 0,
         unauthenticated: 0,
         queue_full: 0,
+        slow_peer: 0,
       },
       handshakeFailures: 0,
       bans: 0,
@@ -310,6 +311,10 @@ export class PeerNetwork extends EventEmitter {
     // msgpack, WebSocket framing (masking on dialed links) and TLS encryption all happen in this call
     stages.time('links_msgpack', () => link.ws.send(frame()));
     this.stats.framesOut++;
+    if (link.ws.bufferedAmount > LINK_CAPS.outboundBytes) {
+      this.stats.dropped.slow_peer++;
+      link.ws.terminate();
+    }
     return true;
   }
 

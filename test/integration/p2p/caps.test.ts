@@ -190,4 +190,35 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: 'after the flood' }));
     await until(() => handled.get(toHex(ms[2]!.key)) === honestSent + 1, 'honest traffic after the flood');
   });
+
+  it('a peer that stops reading is dropped once what waits to go to it reaches the outbound cap; honest peers go on', async (t) => {
+    const ms = await members(3);
+    const net = network(ms[0]!, ms);
+    // its rate limits out of the way: this member sends faster than a member does, to be quick
+    const honest = network(ms[2]!, ms, { limits: { framesPerSecond: 1e6, bytesPerSecond: 1e9 } });
+    let heard = 0;
+    honest.handle(async () => void heard++);
+    await Promise.all([net.start(), honest.start()]);
+    const stalled = toHex(ms[1]!.key);
+    const peer = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await peer.ready, true);
+    await until(() => net.connectedPeers().includes(stalled) && net.connectedPeers().length === 2, 'both peers linked');
+    // it reads nothing more: every frame sent to it waits in the member's socket buffers
+    (peer.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const text = 'x'.repeat(MB);
+    const frames = Math.ceil((2 * LINK_CAPS.outboundBytes) / MB);
+    let droppedAt: number | undefined;
+    for (let i = 0; i < frames; i++) {
+      net.broadcast('note', { text });
+      if (droppedAt === undefined && !net.connectedPeers().includes(stalled)) droppedAt = i;
+      // what a member sends comes in bursts between its work
+      if (i % 8 === 7) await sleep(20);
+    }
+    t.diagnostic(`${frames} frames of 1 MiB broadcast; the stalled peer dropped after frame ${droppedAt ?? 'none'}`);
+    // what waits for it is held to the cap and the frame that passed it; the kernel's socket buffers
+    // on loopback took a few MiB more before the peer's window closed
+    assert.ok(droppedAt !== undefined && droppedAt <= LINK_CAPS.outboundBytes / MB + 16, `dropped after ${droppedAt}`);
+    assert.equal(net.stats.dropped.slow_peer, 1);
+    await until(() => heard === frames, 'every frame reached the honest peer', 60_000);
+  });
 });
