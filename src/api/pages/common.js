@@ -7,6 +7,7 @@
  * Direction controls, zero-width characters and C0/C1 controls: a right-to-left override before an
  * address written backwards would show another address, and turn the rest of its line around.
  */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
 
 /** `text` with each character that moves or hides text written as its code point, `[U+202E]`. */

@@ -22,6 +22,7 @@ const HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window._
  */
 const SPOOF = `\u202e${[...'bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq'].reverse().join('')}\u200b`;
 /** Characters that move or hide text: direction controls, zero-width ones, C0 and C1 controls. */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/u;
 
 /** Waits until `member` has ingested the requests of EVM transaction `txHash`. */
