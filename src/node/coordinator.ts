@@ -105,6 +105,13 @@ export const COORDINATOR_CAPS = {
    * learns the others from the chain (settlement's chainpay/), or from the members that finalized them.
    */
   unsettled: 128,
+  /**
+   * What a peer that links is sent (open proposals, unsettled payments, up to a few MB) goes at most
+   * once in this long to each peer; a peer that links again sooner gets it when the time has passed.
+   * A peer dropping and making its links as fast as the link layer admits them would otherwise have
+   * this member encode and send all of it each time.
+   */
+  announceGapMs: 5_000,
 } as const;
 
 interface OpenProposal {
@@ -209,6 +216,8 @@ export class Coordinator {
   private readonly awaitingOperator = new Map<string, { peer: string; checked: CheckedProposal }>();
   /** Refusals of peers' frames, a bounded number of lines for each peer. */
   private readonly peerLog: PeerLog;
+  /** When each peer (a member: at most n) was last announced to, and the announcement waiting for the gap. */
+  private readonly announced = new Map<string, { at: number; timer?: NodeJS.Timeout }>();
 
   constructor(private readonly o: CoordinatorOptions) {
     this.peerLog = peerLog(o.log);
@@ -266,14 +275,28 @@ export class Coordinator {
     });
     net.on('peer_down', (peer: string) => this.pausedPeers.delete(peer));
     net.handle((peer, type, body) => this.handle(peer, type, body));
-    net.on('peer', (peer: string) => void this.serial(() => this.announce(peer)));
+    net.on('peer', (peer: string) => this.announceSoon(peer));
     await this.serial(() => this.recover());
     this.timer = setInterval(() => void this.serial(() => this.tick()), Math.max(10, Math.floor(this.o.slotMs / 4)));
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    for (const { timer } of this.announced.values()) clearTimeout(timer);
     await this.busy;
+  }
+
+  /** Announces to `peer` now, or once COORDINATOR_CAPS.announceGapMs have passed since the last time (one pending). */
+  private announceSoon(peer: string): void {
+    const last = this.announced.get(peer);
+    if (last?.timer) return;
+    const send = (): void => {
+      this.announced.set(peer, { at: Date.now() });
+      void this.serial(() => this.announce(peer));
+    };
+    const wait = last ? last.at + COORDINATOR_CAPS.announceGapMs - Date.now() : 0;
+    if (wait <= 0) send();
+    else this.announced.set(peer, { at: last!.at, timer: setTimeout(send, wait) });
   }
 
   /**

@@ -46,9 +46,13 @@ interface Member {
 
 /** A member whose key is in the federation but who runs no coordinator: its frames are whatever the test sends. */
 interface Hostile {
-  readonly network: PeerNetwork;
+  network: PeerNetwork;
   readonly pool: SigningPool;
+  /** Drops its links and makes them again, with a network of its own key and port started anew. */
+  relink(): Promise<PeerNetwork>;
 }
+
+const HOSTILE_TYPES = ['proposal', 'signatures', 'finalized', 'turn', 'turn_done'];
 
 interface Setup {
   readonly members: number;
@@ -118,10 +122,20 @@ async function startMembers(
       limits: { reconnectMinMs: 50, reconnectMaxMs: 300 },
     });
   };
-  const hostile = secretKeys.slice(honest).map((secretKey, h) => ({
-    network: network(honest + h),
-    pool: new SigningPool(federation, { secretKey, size: 1 }),
-  }));
+  const hostile = secretKeys.slice(honest).map((secretKey, h): Hostile => {
+    const self: Hostile = {
+      network: network(honest + h),
+      pool: new SigningPool(federation, { secretKey, size: 1 }),
+      relink: async () => {
+        await self.network.stop();
+        self.network = network(honest + h);
+        for (const type of HOSTILE_TYPES) self.network.registerType(type, () => true);
+        await self.network.start();
+        return self.network;
+      },
+    };
+    return self;
+  });
   const members = await Promise.all(
     secretKeys.slice(0, honest).map(async (secretKey, i) => {
       const store = await openTempStore(t, federation.descriptor);
@@ -173,8 +187,7 @@ async function startMembers(
     }
   });
   for (const h of hostile) {
-    for (const type of ['proposal', 'signatures', 'finalized', 'turn', 'turn_done'])
-      h.network.registerType(type, () => true);
+    for (const type of HOSTILE_TYPES) h.network.registerType(type, () => true);
     await h.network.start();
   }
   for (const m of members) {
@@ -755,6 +768,69 @@ describe('transaction coordinator, members in one process on loopback', () => {
       lines,
     );
     for (const m of members) assert.equal(m.coordinator.held().unsettled, COORDINATOR_CAPS.unsettled);
+  });
+
+  it('a member that links again and again is announced to once, and once more when COORDINATOR_CAPS.announceGapMs have passed', async (t) => {
+    // 2-of-3 with member 3 hostile; each honest member holds 20 finalized payments to announce (no
+    // Bitcoin Core settles them). The hostile member drops and makes its links eight times in a row.
+    const unsettled = 20;
+    const lines: string[] = [];
+    const { hostile } = await startMembers(
+      t,
+      {
+        members: 3,
+        threshold: 2,
+        requests: 1,
+        utxos: [],
+        hostile: 1,
+        before: async (_i, store) => {
+          const batch = store.batch();
+          for (let k = 0; k < unsettled; k++) {
+            const txid = hex32(0xf2000 + k);
+            batch.put(finalizedKey(txid), {
+              txid,
+              tx: new Uint8Array(60_000),
+              prevouts: [],
+              requestIds: [requestId(0)],
+              unmatched: {},
+              fee: 1000n,
+              vsize: 100,
+              conflicts: [],
+              at: 'then',
+            } satisfies FinalizedRecord);
+          }
+          await batch.write({ sync: true });
+        },
+      },
+      lines,
+    );
+    const h = hostile[0]!;
+    const heard = new Map<string, number>();
+    const listen = (net: PeerNetwork): void =>
+      void net.on('message', (peer: string, type: string) => {
+        if (type === 'finalized') heard.set(peer, (heard.get(peer) ?? 0) + 1);
+      });
+    listen(h.network);
+    const total = (): number => [...heard.values()].reduce((a, n) => a + n, 0);
+    const deadline = Date.now() + 20_000;
+    while (total() < 2 * unsettled) {
+      assert.ok(Date.now() < deadline, `first announcements: ${total()}`);
+      await sleep(20);
+    }
+    const started = Date.now();
+    for (let k = 0; k < 8; k++) {
+      const net = await h.relink();
+      listen(net);
+      while (net.connectedPeers().length < 2) {
+        assert.ok(Date.now() < deadline, 'relinked');
+        await sleep(10);
+      }
+    }
+    t.diagnostic(`8 relinks in ${Date.now() - started} ms; ${total()} payments announced so far`);
+    assert.ok(Date.now() - started < COORDINATOR_CAPS.announceGapMs, 'the relinks fit in the gap');
+    await sleep(COORDINATOR_CAPS.announceGapMs + 1500);
+    // the first announcement, and one more once the gap has passed: never one a link
+    assert.deepEqual([...heard.values()], [2 * unsettled, 2 * unsettled], `announced: ${JSON.stringify([...heard])}`);
   });
 
   it('after a restart, announces a finalized payment with every request it commits to, not only those matched here', async (t) => {
