@@ -251,6 +251,29 @@ async function waitAllSigned(members: readonly Member[], lines: readonly string[
   }
 }
 
+/**
+ * `count` finalized payments of 60 kB each, as a member without Bitcoin Core keeps them unpaid: what it
+ * announces to a peer that links.
+ */
+async function stageUnpaidFinalized(store: Store, count: number): Promise<void> {
+  const batch = store.batch();
+  for (let k = 0; k < count; k++) {
+    const txid = hex32(0xf1000 + k);
+    batch.put(finalizedKey(txid), {
+      txid,
+      tx: new Uint8Array(60_000),
+      prevouts: [],
+      requestIds: [requestId(0)],
+      unmatched: {},
+      fee: 1000n,
+      vsize: 100,
+      conflicts: [],
+      at: 'then',
+    } satisfies FinalizedRecord);
+  }
+  await batch.write({ sync: true });
+}
+
 async function finals(store: Store): Promise<FinalizedRecord[]> {
   const out: FinalizedRecord[] = [];
   for await (const [, f] of store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) out.push(f);
@@ -746,24 +769,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
         threshold: 2,
         requests: 1,
         utxos: [],
-        before: async (_i, store) => {
-          const batch = store.batch();
-          for (let k = 0; k < finalized; k++) {
-            const txid = hex32(0xf1000 + k);
-            batch.put(finalizedKey(txid), {
-              txid,
-              tx: new Uint8Array(60_000),
-              prevouts: [],
-              requestIds: [requestId(0)],
-              unmatched: {},
-              fee: 1000n,
-              vsize: 100,
-              conflicts: [],
-              at: 'then',
-            } satisfies FinalizedRecord);
-          }
-          await batch.write({ sync: true });
-        },
+        before: (_i, store) => stageUnpaidFinalized(store, finalized),
       },
       lines,
     );
@@ -783,24 +789,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
         requests: 1,
         utxos: [],
         hostile: 1,
-        before: async (_i, store) => {
-          const batch = store.batch();
-          for (let k = 0; k < unsettled; k++) {
-            const txid = hex32(0xf2000 + k);
-            batch.put(finalizedKey(txid), {
-              txid,
-              tx: new Uint8Array(60_000),
-              prevouts: [],
-              requestIds: [requestId(0)],
-              unmatched: {},
-              fee: 1000n,
-              vsize: 100,
-              conflicts: [],
-              at: 'then',
-            } satisfies FinalizedRecord);
-          }
-          await batch.write({ sync: true });
-        },
+        before: (_i, store) => stageUnpaidFinalized(store, unsettled),
       },
       lines,
     );
