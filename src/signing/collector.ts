@@ -241,17 +241,22 @@ function witnessSignatures(tx: Transaction, federation: Federation): { key: numb
 export function checkFinalizedWitnesses(tx: Transaction, prevouts: readonly Prevout[], federation: Federation): void {
   const perInput = witnessSignatures(tx, federation);
   const sighashes = allScriptPathSighashes(tx, prevouts, federation.leafHash);
+  for (const [i, found] of perInput.entries()) checkInputSignatures(i, found, sighashes[i]!, federation);
+}
+
+/** Verifies input `i`'s signatures `found` over its `sighash` on the calling thread; throws at the first that fails. */
+function checkInputSignatures(
+  i: number,
+  found: readonly { key: number; signature: Uint8Array }[],
+  sighash: Uint8Array,
+  federation: Federation,
+): void {
   const backend = schnorrBackend();
   const n = federation.pubkeys.length;
-  for (const [i, found] of perInput.entries()) {
-    for (const { key, signature } of found) {
-      const [ok] = backend.verifyBatch(signature, sighashes[i]!, federation.pubkeys[key]!);
-      if (ok !== 1)
-        witnessFault(
-          i,
-          `signature in item ${n - 1 - key} does not verify for member ${toHex(federation.pubkeys[key]!)}`,
-        );
-    }
+  for (const { key, signature } of found) {
+    const [ok] = backend.verifyBatch(signature, sighash, federation.pubkeys[key]!);
+    if (ok !== 1)
+      witnessFault(i, `signature in item ${n - 1 - key} does not verify for member ${toHex(federation.pubkeys[key]!)}`);
   }
 }
 
@@ -280,11 +285,7 @@ export async function verifyFinalizedWitnesses(
     if (tx.inputs.length > 0) {
       const spot = randomInt(tx.inputs.length);
       const sighash = scriptPathSighash(precomputeSighash(tx, prevouts), tx, prevouts, spot, federation.leafHash);
-      const backend = schnorrBackend();
-      for (const { key, signature } of perInput[spot]!) {
-        const [ok] = backend.verifyBatch(signature, sighash, federation.pubkeys[key]!);
-        if (ok !== 1) witnessFault(spot, `signature does not verify for member ${toHex(federation.pubkeys[key]!)}`);
-      }
+      checkInputSignatures(spot, perInput[spot]!, sighash, federation);
     }
     return { signers, sets };
   });
