@@ -390,24 +390,28 @@ async function listRequestPayments(store: Store): Promise<void> {
  */
 async function countUtxos(store: Store, batch: StoreBatch): Promise<void> {
   for (const state of ['unspent', 'reserved', 'spent'] satisfies UtxoState[]) {
-    const prefix = `${SPACES.utxoIndex}${state}/`;
     let outputs = 0;
     let sats = 0;
-    let keys: string[] = [];
-    const add = async (): Promise<void> => {
-      for (const record of await store.getMany<UtxoRecord>(keys)) {
+    for await (const records of indexedUtxos(store, state))
+      for (const record of records) {
         outputs++;
         sats += Number(record?.value ?? 0n);
       }
-      keys = [];
-    };
-    for await (const [key] of store.entries({ prefix })) {
-      keys.push(`${SPACES.utxo}${key.slice(prefix.length)}`);
-      if (keys.length >= MIGRATION_CHUNK) await add();
-    }
-    await add();
     batch.put(utxoCountKey(state, 'outputs'), outputs).put(utxoCountKey(state, 'sats'), sats);
   }
+}
+
+/** The records the utxoidx/ index names under `state`, MIGRATION_CHUNK at a time (undefined where one is missing). */
+async function* indexedUtxos(store: Store, state: UtxoState): AsyncIterable<(UtxoRecord | undefined)[]> {
+  const prefix = utxoIndexPrefix(state);
+  let keys: string[] = [];
+  for await (const [key] of store.entries({ prefix })) {
+    keys.push(`${SPACES.utxo}${key.slice(prefix.length)}`);
+    if (keys.length < MIGRATION_CHUNK) continue;
+    yield store.getMany<UtxoRecord>(keys);
+    keys = [];
+  }
+  if (keys.length > 0) yield store.getMany<UtxoRecord>(keys);
 }
 
 /**
@@ -451,20 +455,12 @@ async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
  * crash resumes.
  */
 async function indexUnspentByValue(store: Store): Promise<void> {
-  const prefix = utxoIndexPrefix('unspent');
-  let keys: string[] = [];
-  const index = async (): Promise<void> => {
+  for await (const records of indexedUtxos(store, 'unspent')) {
     const entries = store.batch();
-    for (const record of await store.getMany<UtxoRecord>(keys))
+    for (const record of records)
       if (record?.state === 'unspent') entries.put(unspentByValueKey(record.value, record.txid, record.vout), 1);
     if (entries.length > 0) await entries.write({ sync: true });
-    keys = [];
-  };
-  for await (const [key] of store.entries({ prefix })) {
-    keys.push(`${SPACES.utxo}${key.slice(prefix.length)}`);
-    if (keys.length >= MIGRATION_CHUNK) await index();
   }
-  await index();
 }
 
 /**

@@ -116,17 +116,22 @@ export async function pegInTotal(reader: StoreReader): Promise<bigint> {
 /** Records in one state, in outpoint order (txid, then vout): deterministic for coin selection. */
 export async function listUtxos(store: Store, state: UtxoState): Promise<UtxoRecord[]> {
   const keys: string[] = [];
-  for await (const [key] of store.entries<number>({ prefix: utxoIndexPrefix(state) })) {
-    const { txid, vout } = outpointOfKey(key);
-    keys.push(utxoKey(txid, vout));
-  }
-  const records = await store.getMany<UtxoRecord>(keys);
+  for await (const [key] of store.entries<number>({ prefix: utxoIndexPrefix(state) })) keys.push(key);
+  return indexedRecords(store, keys, state);
+}
+
+/**
+ * The records that entries `indexKeys` of an index of `state` (utxoidx/, utxoval/) name, in order, in one
+ * read: an entry naming a record that is missing or in another state is a conflict, never skipped.
+ */
+async function indexedRecords(reader: StoreReader, indexKeys: string[], state: UtxoState): Promise<UtxoRecord[]> {
+  const records = await getUtxos(reader, indexKeys.map(outpointOfKey));
   return records.map((record, i) => {
     if (record === undefined || record.state !== state) {
       throw new WalletError(
         'utxo_conflict',
-        `UTXO index says ${keys[i]} is ${state} but the record is ${record === undefined ? 'missing' : record.state}`,
-        { key: keys[i], state },
+        `UTXO index entry ${indexKeys[i]} says ${state} but the record is ${record === undefined ? 'missing' : record.state}`,
+        { key: indexKeys[i], state },
       );
     }
     return record;
@@ -152,22 +157,12 @@ export async function largestUnspent(
   accept: (utxo: UtxoRecord) => boolean,
 ): Promise<UtxoRecord[]> {
   const out: UtxoRecord[] = [];
+  const prefix = SPACES.unspentByValue;
   let below: string | undefined;
   while (out.length < limit) {
-    const prefix = SPACES.unspentByValue;
     const keys = await store.keys({ prefix, reverse: true, limit: VALUE_PAGE, ...(below ? { lt: below } : {}) });
-    const outpoints = keys.map(outpointOfKey);
-    const records = await getUtxos(store, outpoints);
-    for (const [i, record] of records.entries()) {
-      if (record === undefined || record.state !== 'unspent') {
-        throw new WalletError(
-          'utxo_conflict',
-          `UTXO value index names ${keys[i]} but the record is ${record === undefined ? 'missing' : record.state}`,
-          { key: keys[i], state: 'unspent' },
-        );
-      }
+    for (const record of await indexedRecords(store, keys, 'unspent'))
       if (accept(record) && out.push(record) === limit) break;
-    }
     if (keys.length < VALUE_PAGE) break;
     below = keys[keys.length - 1];
   }
