@@ -1,4 +1,5 @@
 import { parseTx, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import { MAX_STANDARD_TX_WEIGHT, txWeight } from '../bitcoin/weight.js';
 import { isRequestId } from '../evm/request-id.js';
 import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
@@ -64,6 +65,11 @@ export function parseFinalizedBody(body: FinalizedBody): Transaction {
   const signed = parseTx(body.tx);
   if (signed.inputs.length !== body.prevouts.length)
     throw new Error(`${signed.inputs.length} inputs but ${body.prevouts.length} prevouts`);
+  // no honest member finalizes one (payment.ts and handoff.ts cap the signed weight) and Core would
+  // not relay it: refused before its signatures cost anything
+  const weight = txWeight(signed);
+  if (weight > MAX_STANDARD_TX_WEIGHT)
+    throw new Error(`the transaction weighs ${weight} WU, over the ${MAX_STANDARD_TX_WEIGHT} WU that Core relays`);
   return signed;
 }
 

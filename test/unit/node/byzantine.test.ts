@@ -245,6 +245,25 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     }
   });
 
+  it('7b: a finalized payment heavier than Core relays is refused as it is parsed, before any signature is checked', () => {
+    // no honest proposer builds one (payment.ts caps the signed weight), and Core would never relay
+    // it: checking its signatures would cost every member up to t verifications an input for nothing
+    const a = built([R[0]!], [U[0]!]);
+    const tx = parseTx(a.unsignedTx);
+    const body = (edit: (tx: Transaction) => Transaction): FinalizedBody => ({
+      tx: serializeTx(edit(tx)),
+      prevouts: a.prevouts,
+      requestIds: a.requestIds,
+    });
+    const padding = { value: 1_000n, scriptPubKey: address };
+    const wide = body((t) => ({ ...t, outputs: [...t.outputs, ...Array.from({ length: 4_000 }, () => padding)] }));
+    assert.throws(() => parseFinalizedBody(wide), /weighs \d+ WU, over the 400000 WU that Core relays/);
+    const witness = [new Uint8Array(400_001)];
+    const heavy = body((t) => ({ ...t, inputs: t.inputs.map((i) => ({ ...i, witness })) }));
+    assert.throws(() => parseFinalizedBody(heavy), /over the 400000 WU/);
+    parseFinalizedBody(body((t) => t));
+  });
+
   it('8: outputs that are not deep enough, and extra fields a peer adds to a proposal', async (t) => {
     const store = await member(t);
     await store
