@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { PegoutError } from '../errors.js';
 import { parseRequestId } from '../evm/request-id.js';
@@ -88,6 +88,19 @@ function page(res: ServerResponse, pages: Pages, name: string): boolean {
   return true;
 }
 
+/**
+ * Whether a request's Host header names this member as it is known: an IP address, localhost or a
+ * configured name. A DNS-rebinding page (a name of the attacker's pointed at the member's address)
+ * is same-origin with the API in the browser and only its Host header tells it apart; a client
+ * without one is no browser.
+ */
+function knownHost(header: string | undefined, hostnames: ReadonlySet<string>): boolean {
+  if (header === undefined) return true;
+  if (/^\[[0-9a-fA-F:.]+\](:\d+)?$/.test(header)) return true;
+  const name = header.replace(/:\d+$/, '').replace(/\.$/, '').toLowerCase();
+  return isIP(name) !== 0 || name === 'localhost' || hostnames.has(name);
+}
+
 /** Answers that read the store, a request's or a payment's records each: what a client's rate holds. */
 const LOOKUP_PATHS = /^\/(federation|overview|reserves|pegouts(\/[^/]*)?)$/;
 
@@ -97,6 +110,8 @@ interface Context {
   readonly pages: Pages;
   /** Whether the client of `req` may make one more lookup now. */
   readonly lookupAllowed: (req: IncomingMessage) => boolean;
+  /** Names besides IP addresses and localhost that clients reach this member by (config api.hostnames), lowercase. */
+  readonly hostnames: ReadonlySet<string>;
 }
 
 async function route(req: IncomingMessage, res: ServerResponse, context: Context): Promise<void> {
@@ -107,6 +122,12 @@ async function route(req: IncomingMessage, res: ServerResponse, context: Context
   } catch {
     return badRequest(res, 'url', req.url ?? null, 'a path such as /pegouts?q=…');
   }
+  if (!knownHost(req.headers.host, context.hostnames))
+    return json(res, 421, {
+      error: 'unknown_host',
+      host: req.headers.host,
+      expected: 'an IP address, localhost, or a name in the config field api.hostnames',
+    });
   if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', allowed: 'GET' });
   if (LOOKUP_PATHS.test(url.pathname) && !context.lookupAllowed(req))
     return send(res, 429, 'application/json', '{"error":"too_many_requests"}\n', { 'retry-after': '1' });
@@ -144,6 +165,8 @@ export async function startApi(options: {
   source: StatusSource;
   registry: Registry;
   limits?: Partial<typeof API_LIMITS>;
+  /** Names clients reach this member by, besides IP addresses and localhost (config api.hostnames). */
+  hostnames?: readonly string[];
 }): Promise<ApiServer> {
   const limits = { ...API_LIMITS, ...options.limits };
   const rates = new Map<string, TokenBucket>();
@@ -152,6 +175,7 @@ export async function startApi(options: {
     source: options.source,
     registry: options.registry,
     pages: await loadPages(),
+    hostnames: new Set(options.hostnames?.map((h) => h.toLowerCase())),
     lookupAllowed: (req) =>
       bucketOf(
         rates,

@@ -22,7 +22,13 @@ export interface Config {
   readonly memberKeyFile: string | null;
   readonly storeDir: string;
   readonly p2p: { readonly host: string; readonly port: number; readonly peers: Readonly<Record<string, string>> };
-  readonly api: { readonly host: string; readonly port: number; readonly lookupsPerSecond: number };
+  readonly api: {
+    readonly host: string;
+    readonly port: number;
+    readonly lookupsPerSecond: number;
+    /** Names clients reach the API by, besides IP addresses and localhost: any other Host header is refused. */
+    readonly hostnames: readonly string[];
+  };
   readonly evm: {
     readonly rpcUrl: string;
     readonly bridge: string;
@@ -60,7 +66,7 @@ export interface Config {
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
-type Kind = 'string' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers' | 'level';
+type Kind = 'string' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers' | 'level' | 'hostnames';
 interface Field {
   readonly kind: Kind;
   readonly default?: unknown;
@@ -84,6 +90,7 @@ const SCHEMA: Schema = {
     host: { kind: 'string', default: '127.0.0.1' },
     port,
     lookupsPerSecond: { kind: 'int', min: 1, max: 1_000_000, default: API_LIMITS.lookupsPerSecond },
+    hostnames: { kind: 'hostnames', default: [] },
   },
   evm: {
     rpcUrl: { kind: 'string' },
@@ -145,6 +152,8 @@ const SCHEMA: Schema = {
 /** Sections that may be null: Bitcoin Core (null: the devnet without bitcoind), declared funding, a rotation. */
 const NULLABLE_SECTIONS = new Set(['bitcoin', 'declaredFunding', 'rotation']);
 const LEVELS = ['debug', 'info', 'warn', 'error'];
+const DNS_NAME =
+  /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 
 function isField(x: Field | Schema): x is Field {
   return typeof (x as Field).kind === 'string';
@@ -201,6 +210,12 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
       )
         fail(path, value, 'a non-empty list of 64-character lowercase hex x-only keys');
       return list;
+    }
+    case 'hostnames': {
+      const list = fromEnv && typeof value === 'string' ? value.split(',') : value;
+      if (!Array.isArray(list) || !list.every((h) => typeof h === 'string' && DNS_NAME.test(h)))
+        fail(path, value, 'a list of DNS names such as "status.example.org" (no scheme, port or path)');
+      return list.map((h: string) => h.toLowerCase());
     }
     case 'peers': {
       const map = fromEnv && typeof value === 'string' ? (JSON.parse(value) as unknown) : value;

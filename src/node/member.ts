@@ -348,6 +348,7 @@ function startMemberApi(
     host: config.api.host,
     port: config.api.port,
     limits: { lookupsPerSecond: config.api.lookupsPerSecond },
+    hostnames: config.api.hostnames,
     registry: metrics.registry,
     source: storeStatusSource(store, federation, {
       health,

@@ -297,6 +297,56 @@ describe('HTTP API', () => {
     assert.ok(Date.now() - started < 5000, 'closed within the headers deadline and one check');
   });
 
+  it('answers only requests for a host it is known by: a DNS-rebinding page cannot read a member bound to loopback', async (t) => {
+    // a page on rebind.attacker.example whose name the attacker then points at 127.0.0.1 is
+    // same-origin with the member's API in the browser; only the Host header still says whom the
+    // browser meant
+    const store = await openTempStore(t);
+    const api = await startApi({
+      host: '127.0.0.1',
+      port: 0,
+      source: storeStatusSource(store, federation),
+      registry: createMetrics().registry,
+      hostnames: ['status.federation.example'],
+    });
+    t.after(() => api.close());
+    const get = (host: string | undefined, path = '/federation'): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const headers = host === undefined ? {} : { host };
+        const req = httpRequest({ host: '127.0.0.1', port: api.port, path, headers, agent: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject).end();
+      });
+    for (const host of [
+      'rebind.attacker.example',
+      `rebind.attacker.example:${api.port}`,
+      'status.federation.example.evil',
+    ]) {
+      for (const path of ['/federation', '/pegouts?evmAddress=' + EVM, '/metrics', '/operator']) {
+        const { status, body } = await get(host, path);
+        assert.equal(status, 421, `${host}${path}`);
+        assert.deepEqual(JSON.parse(body), {
+          error: 'unknown_host',
+          host,
+          expected: 'an IP address, localhost, or a name in the config field api.hostnames',
+        });
+      }
+    }
+    for (const host of [
+      `127.0.0.1:${api.port}`,
+      '127.0.0.1',
+      `localhost:${api.port}`,
+      'LOCALHOST',
+      '[::1]:8080',
+      'status.federation.example',
+      `Status.Federation.Example.:${api.port}`,
+    ])
+      assert.equal((await get(host)).status, 200, host);
+  });
+
   it("one address's lookups are held to a rate, with 429 and Retry-After past it; other addresses and /health are not", async (t) => {
     const api = await emptyStoreApi(t);
     /** GET `path` from `localAddress` on a connection of its own: the status and Retry-After. */

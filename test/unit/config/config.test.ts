@@ -40,6 +40,9 @@ describe('member config', () => {
     assert.equal(c.bitcoin, null);
     assert.ok(c.workers >= 1);
     assert.equal(envName(['evm', 'rpcUrl']), 'PEGOUT_EVM_RPC_URL');
+    assert.deepEqual(c.api.hostnames, []);
+    const named = parseConfig(base, { PEGOUT_API_HOSTNAMES: 'Status.Example.org,pegout.internal' });
+    assert.deepEqual(named.api.hostnames, ['status.example.org', 'pegout.internal']);
   });
 
   it('names the field, the value and what was expected', () => {
@@ -82,6 +85,12 @@ describe('member config', () => {
       /p2p.peers.b+ is "ws:\/\/127.0.0.1:7701"; expected a wss:\/\/ URL \(links run over TLS only\)/,
     );
     refuses({ ...base, memberKeyFile: null }, {}, /PEGOUT_MEMBER_KEY/);
+    refuses(
+      { ...base, api: { port: 1, hostnames: ['https://status.example.org/'] } },
+      {},
+      /api.hostnames is \["https:\/\/status.example.org\/"\]; expected a list of DNS names/,
+    );
+    refuses({ ...base, api: { port: 1, hostnames: 'status.example.org' } }, {}, /api.hostnames is "status/);
   });
 
   it('never shows a secret in an error', () => {
