@@ -29,7 +29,7 @@ import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wal
 import { getUtxos, largestUnspent, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import { BEHIND } from '../wallet/verdict.js';
 import { peerLog, type Logger, type PeerLog } from './log.js';
-import { recordFinalized } from './finalize.js';
+import { isUnsettled, recordFinalized } from './finalize.js';
 import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
@@ -51,6 +51,8 @@ export interface CoordinatorOptions {
   readonly network: PeerNetwork;
   /** This member's signing rules (fee policy from its own estimate, depths), read fresh for each decision. */
   readonly policy: () => Promise<SigningPolicy>;
+  /** Confirmations at which a payment is paid (SigningPolicy.paidDepth, known without asking the node). */
+  readonly paidDepth: number;
   readonly maxOutputs: number;
   /** Length of a proposer's turn; the proposer of slot s is sorted key s mod n (see proposerOf). */
   readonly slotMs: number;
@@ -316,8 +318,7 @@ export class Coordinator {
       }
     }
     for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
-      const requests = await Promise.all(f.requestIds.map((id) => getRequest(this.o.store, id)));
-      if (requests.some((r) => r && r.status !== 'paid'))
+      if (await isUnsettled(this.o.store, f, this.o.paidDepth))
         this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds });
       for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
     }

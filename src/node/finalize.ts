@@ -1,8 +1,10 @@
 import type { Federation } from '../bitcoin/federation.js';
 import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
+import { storedConfirmations } from '../chain/observer.js';
 import {
   getRequest,
+  getRequests,
   requestsOf,
   paymentsOfRequest,
   paymentsOfRequests,
@@ -13,7 +15,7 @@ import {
 import { parseRequestId } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
-import type { Store, StoreBatch } from '../storage/store.js';
+import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
@@ -82,6 +84,16 @@ async function signedElsewhere(
     if (await batch.get(keys.signatureMadeKey(txid))) return true;
   }
   return false;
+}
+
+/**
+ * Whether a finalized payment is still to follow (settlement) and to announce to peers that link
+ * (coordinator): a request of it not yet paid; or, for a handoff, which pays none so that only its
+ * depth tells, fewer than `paidDepth` confirmations.
+ */
+export async function isUnsettled(reader: StoreReader, record: FinalizedRecord, paidDepth: number): Promise<boolean> {
+  if (record.requestIds.length === 0) return (await storedConfirmations(reader, record.txid)) < paidDepth;
+  return (await getRequests(reader, record.requestIds)).some((r) => r && r.status !== 'paid');
 }
 
 /**

@@ -514,6 +514,7 @@ export async function startMember(
       log,
       metrics,
       policy: () => signingPolicy(config, chain, self, limits, handoff),
+      paidDepth: chain.paidDepth,
       outflow,
       paused: () => safety.paused !== null,
       maxOutputs: config.rounds.maxOutputs,

@@ -23,7 +23,7 @@ import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
 import { getUtxo, getUtxos, registerUtxo, releaseUtxos, stageSpent } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
-import { recordFinalized } from './finalize.js';
+import { isUnsettled, recordFinalized } from './finalize.js';
 import type { Logger } from './log.js';
 import type { BroadcastAttempt, ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
 
@@ -161,11 +161,10 @@ export class ChainSettlement {
 
   constructor(private readonly o: ChainSettlementOptions) {}
 
+  /** The finalized payments still to follow (isUnsettled: a handoff too, until it is at the paid depth). */
   async load(): Promise<void> {
-    for await (const [, record] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
-      const requests = await Promise.all(record.requestIds.map((id) => getRequest(this.o.store, id)));
-      if (requests.some((r) => r && r.status !== 'paid')) this.open.set(record.txid, record);
-    }
+    for await (const [, record] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized }))
+      if (await isUnsettled(this.o.store, record, this.o.paidConfirmations)) this.open.set(record.txid, record);
   }
 
   readonly onFinalized = async (record: FinalizedRecord): Promise<void> => {
@@ -193,26 +192,36 @@ export class ChainSettlement {
     return undefined;
   }
 
-  /** The payment's first attempt the node took, read up to it. */
-  private async firstAccepted(txid: string): Promise<BroadcastAttempt | undefined> {
-    for await (const [, a] of this.o.store.entries<BroadcastAttempt>({ prefix: broadcastPrefix(txid) }))
-      if (!a.outcome.startsWith('error')) return a;
+  /** The payment's first attempt, whatever the node answered. */
+  private async firstAttempt(txid: string): Promise<BroadcastAttempt | undefined> {
+    for await (const [, a] of this.o.store.entries<BroadcastAttempt>({ prefix: broadcastPrefix(txid), limit: 1 }))
+      return a;
     return undefined;
   }
 
-  /** One attempt after `last` (lastAttempt), recorded; "already in the mempool / in the chain" is success. */
-  private async broadcast(record: FinalizedRecord, last: { seq: number } | undefined): Promise<void> {
+  /**
+   * One attempt after `last` (lastAttempt); "already in the mempool / in the chain" is success. Recorded
+   * (and logged) only when its outcome or the height differs from the last one's: a payment the node
+   * refuses is tried at every tick, and a record a tick would grow without bound while it does.
+   */
+  private async broadcast(
+    record: FinalizedRecord,
+    last: { seq: number; attempt: BroadcastAttempt } | undefined,
+  ): Promise<void> {
     const seq = (last?.seq ?? -1) + 1;
     let outcome: string;
+    let failure: Error | undefined;
     try {
       outcome = await this.o.rpc.broadcast(toHex(record.tx), this.o.maxFeeRate / 100_000);
-      this.o.log.info('broadcast', { txid: record.txid, outcome, attempt: seq });
     } catch (err) {
       outcome = `error: ${(err as { code?: string }).code ?? (err as Error).message}`;
-      this.o.log.warn('broadcast_failed', { txid: record.txid, attempt: seq, error: err as Error });
+      failure = err as Error;
     }
-    const at = new Date().toISOString();
     const height = await this.height();
+    if (last && last.attempt.outcome === outcome && last.attempt.height === height) return;
+    if (failure) this.o.log.warn('broadcast_failed', { txid: record.txid, attempt: seq, error: failure });
+    else this.o.log.info('broadcast', { txid: record.txid, outcome, attempt: seq });
+    const at = new Date().toISOString();
     await this.o.store.transaction(async (batch) => {
       batch.put(broadcastKey(record.txid, seq), { at, height, outcome } satisfies BroadcastAttempt);
       if (!outcome.startsWith('error'))
@@ -353,16 +362,18 @@ export class ChainSettlement {
   }
 
   /**
-   * Proposals replacing payments broadcast at least rbfAfterBlocks ago, still unconfirmed, paying
-   * under `rate`: same inputs, same requests, the new rate. A payment already replaced by a
-   * finalized one (open, with a higher fee) is left alone.
+   * Proposals replacing payments first broadcast at least rbfAfterBlocks ago, still unconfirmed,
+   * paying under `rate`: same inputs, same requests, the new rate. Whether the node took the payment
+   * does not matter: one it refuses (its rate under a risen mempool minimum) needs the replacement
+   * most, since no other payment of its requests may be signed while it stands. A payment already
+   * replaced by a finalized one (open, with a higher fee) is left alone.
    */
   readonly replacements = async (rate: number): Promise<Proposal[]> => {
     const height = await this.height();
     const out: Proposal[] = [];
     for (const record of this.open.values()) {
       if (Number(record.fee) / record.vsize + INCREMENTAL_RELAY_FEE > rate) continue;
-      const first = await this.firstAccepted(record.txid);
+      const first = await this.firstAttempt(record.txid);
       if (!first || height - first.height < this.o.rbfAfterBlocks) continue;
       if ((await this.o.observer.confirmations(record.txid)) > 0) continue;
       const inputs = parseTx(record.tx).inputs;

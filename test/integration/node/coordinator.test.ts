@@ -163,6 +163,7 @@ async function startMembers(
         pool,
         network: links,
         policy: async () => policy,
+        paidDepth: policy.paidDepth,
         outflow: new Outflow(store, links.key, federation.threshold, federation.pubkeys.map(toHex), policy.limits),
         paused: () => false,
         maxOutputs: 5,

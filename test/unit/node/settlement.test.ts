@@ -179,6 +179,136 @@ describe('settlement with Bitcoin Core', () => {
     assert.ok(attempts >= 2, 'every attempt is recorded');
   });
 
+  it('a payment the node refuses is tried again without a record a tick, and replaced once it was first tried rbfAfterBlocks ago', async (t) => {
+    // a proposer (a malicious one, or an honest one before the mempool's minimum rose) got a payment
+    // finalized at a rate the node no longer takes: every tick recorded a failed attempt (86,400 a
+    // day, read again at each proposer turn), and since no attempt was ever taken no member proposed
+    // the replacement that would pay the requests, which no other payment may pay meanwhile
+    const { store, chain, observer, id, request, inputs } = await setup(t, [100_000_000n], 40_000_000n);
+    const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
+    const txid = txidOf(payment!.tx);
+    const record: FinalizedRecord = {
+      txid,
+      tx: serializeTx(payment!.tx),
+      prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
+      requestIds: [id],
+      unmatched: {},
+      fee: payment!.fee,
+      vsize: payment!.vsize,
+      conflicts: [],
+      at: 'then',
+    };
+    await store.transaction(async (batch) => {
+      stageStatus(batch, (await getRequest(batch, id))!, 'signed', 'then', `finalized in ${txid}`);
+      batch.put(finalizedKey(txid), record);
+    });
+    let tries = 0;
+    const refusal = (): never => {
+      tries++;
+      throw new BitcoinRpcError('insufficient_fee', 'mempool min fee not met', { rpcCode: -26 });
+    };
+    let answer: () => Promise<BroadcastOutcome> = async () => refusal();
+    const settlement = new ChainSettlement({
+      store,
+      federation,
+      rpc: { broadcast: () => answer() },
+      observer,
+      limits: DEFAULT_LIMITS,
+      paidConfirmations: 3,
+      rbfAfterBlocks: 2,
+      maxFeeRate: 500,
+      log: createLogger({ level: 'error', write: () => undefined }),
+      onSettled: () => undefined,
+    });
+    await settlement.onFinalized(record);
+    const attempts = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for await (const [, a] of store.entries<{ outcome: string; height: number }>({ prefix: broadcastPrefix(txid) }))
+        out.push(`${a.height} ${a.outcome}`);
+      return out;
+    };
+    for (let i = 0; i < 30; i++) await settlement.tick();
+    assert.equal(tries, 31, 'tried at every tick: a node that was down may take it the next second');
+    assert.deepEqual(await attempts(), ['101 error: insufficient_fee'], 'one record while nothing changes');
+    assert.deepEqual(await settlement.replacements(10), [], 'not before rbfAfterBlocks');
+    chain.mine([]);
+    chain.mine([]);
+    for (let i = 0; i < 5; i++) await settlement.tick();
+    assert.deepEqual(await attempts(), ['101 error: insufficient_fee', '103 error: insufficient_fee']);
+    const [replacement] = await settlement.replacements(10);
+    assert.ok(replacement, 'replaced at the risen rate although the node never took it');
+    assert.deepEqual(replacement.requestIds, [id]);
+    assert.deepEqual(
+      parseTx(replacement.unsignedTx).inputs.map((i) => `${i.txid}:${i.vout}`),
+      payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
+    );
+    answer = async () => 'accepted';
+    await settlement.tick();
+    assert.deepEqual((await attempts()).at(-1), '103 accepted', 'a change of outcome is recorded at once');
+    assert.equal((await getRequest(store, id))?.status, 'broadcast');
+  });
+
+  it('follows a finalized handoff again after a restart until it is at the paid depth', async (t) => {
+    // a handoff pays no request, so "a request not yet paid" never reopened it: a member restarted
+    // (or killed) before its test spend or sweep confirmed neither broadcast it again nor followed it
+    const { store, chain, observer, request, inputs } = await setup(t, [100_000_000n], 40_000_000n);
+    const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
+    const txid = txidOf(payment!.tx);
+    const record: FinalizedRecord = {
+      txid,
+      tx: serializeTx(payment!.tx),
+      prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
+      requestIds: [],
+      unmatched: {},
+      fee: payment!.fee,
+      vsize: payment!.vsize,
+      conflicts: [],
+      at: 'then',
+    };
+    await store.batch().put(finalizedKey(txid), record).write({ sync: true });
+    const restarted = async (): Promise<{ broadcasts: string[]; settled: string[] }> => {
+      const broadcasts: string[] = [];
+      const settled: string[] = [];
+      const settlement = new ChainSettlement({
+        store,
+        federation,
+        rpc: {
+          broadcast: async (raw) => {
+            broadcasts.push(txidOf(parseTx(Buffer.from(raw, 'hex'))));
+            return 'accepted';
+          },
+        },
+        observer,
+        limits: DEFAULT_LIMITS,
+        paidConfirmations: 3,
+        rbfAfterBlocks: 2,
+        maxFeeRate: 500,
+        log: createLogger({ level: 'error', write: () => undefined }),
+        onSettled: (x) => settled.push(x),
+      });
+      await settlement.load();
+      await settlement.tick();
+      return { broadcasts, settled };
+    };
+    assert.deepEqual(await restarted(), { broadcasts: [txid], settled: [] }, 'broadcast again after a restart');
+    const confirmed: RpcTransaction = {
+      txid,
+      hash: txid,
+      vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }],
+      vout: payment!.tx.outputs.map((o, n) => ({
+        n,
+        value: Number(o.value) / 1e8,
+        scriptPubKey: { hex: toHex(o.scriptPubKey) },
+      })),
+    };
+    chain.mine([confirmed]);
+    assert.deepEqual(await restarted(), { broadcasts: [], settled: [] }, 'confirmed, followed to depth');
+    chain.mine([]);
+    chain.mine([]);
+    assert.deepEqual(await restarted(), { broadcasts: [], settled: [txid] }, 'at the paid depth: settled');
+    assert.deepEqual(await restarted(), { broadcasts: [], settled: [] }, 'and not opened again');
+  });
+
   /** A member with two federation outputs on the scripted chain, a request, and the settlement to test. */
 
   it('returns the requests of a payment that lost only once the winner is at the paid depth, and frees its other inputs', async (t) => {
