@@ -51,12 +51,15 @@ export interface CandidateRequest {
   readonly sats: bigint;
 }
 
+const hex = (script: Uint8Array): string =>
+  Buffer.from(script.buffer, script.byteOffset, script.length).toString('hex');
+
 /**
  * Which requests a payment's commitment names, read from the transaction alone (a member that
  * missed the payment, or an auditor): output k + 1 must pay a candidate's script exactly
  * `sats − share`, one share for all, and the hash over the chosen ids must equal output 0.
- * Candidates with the same script and amount are tried in id order first (what the proposer
- * builds); at most `maxTries` complete assignments are hashed. Undefined when none matches.
+ * Assignments in ascending id order (what an honest proposer builds) are tried first, then any;
+ * at most `maxTries` complete assignments are hashed. Undefined when none matches.
  */
 export function matchCommitment(
   outputs: readonly TxOutput[],
@@ -65,39 +68,60 @@ export function matchCommitment(
 ): string[] | undefined {
   const committed = outputs[0] && readCommitment(outputs[0].scriptPubKey);
   if (!committed) return undefined;
-  const sorted = [...candidates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  // indexed, so that each share costs a lookup an output, not a pass over every candidate: anyone
+  // can burn many requests to one address with amounts of their choosing
+  const byPayout = new Map<string, CandidateRequest[]>();
+  const byScript = new Map<string, bigint[]>();
+  const add = <T>(map: Map<string, T[]>, key: string, value: T): void => {
+    const list = map.get(key);
+    if (list) list.push(value);
+    else map.set(key, [value]);
+  };
+  for (const c of [...candidates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+    const script = hex(c.scriptPubKey);
+    add(byPayout, `${script}:${c.sats}`, c);
+    add(byScript, script, c.sats);
+  }
   let tries = 0;
+  /** An assignment of one candidate an option list, each used once; ascending: ids in increasing order. */
+  const search = (options: readonly CandidateRequest[][], ascending: boolean): string[] | undefined => {
+    const chosen: string[] = [];
+    const used = new Set<string>();
+    const step = (i: number): boolean => {
+      if (i === options.length) return ++tries <= maxTries && equal(requestCommitment(chosen), committed);
+      for (const c of options[i]!) {
+        if (used.has(c.id) || (ascending && i > 0 && c.id <= chosen[i - 1]!)) continue;
+        used.add(c.id);
+        chosen.push(c.id);
+        if (step(i + 1)) return true;
+        chosen.pop();
+        used.delete(c.id);
+        if (tries >= maxTries) return false;
+      }
+      return false;
+    };
+    return step(0) ? chosen : undefined;
+  };
   // the last output is either a peg-out or the change
   for (const k of [outputs.length - 1, outputs.length - 2]) {
     if (k < 1) continue;
-    const payouts = outputs.slice(1, k + 1);
+    const payouts = outputs.slice(1, k + 1).map((o) => ({ script: hex(o.scriptPubKey), value: o.value }));
     const first = payouts[0]!;
-    const shares = new Set(
-      sorted
-        .filter((c) => equal(c.scriptPubKey, first.scriptPubKey) && c.sats >= first.value)
-        .map((c) => c.sats - first.value),
-    );
+    const amounts = byScript.get(first.script) ?? [];
+    const shares = new Set(amounts.filter((sats) => sats >= first.value).map((sats) => sats - first.value));
     for (const share of shares) {
-      const options = payouts.map((o) =>
-        sorted.filter((c) => equal(c.scriptPubKey, o.scriptPubKey) && c.sats - share === o.value),
-      );
-      if (options.some((list) => list.length === 0)) continue;
-      const chosen: string[] = [];
-      const used = new Set<string>();
-      const search = (i: number): boolean => {
-        if (i === options.length) return ++tries <= maxTries && equal(requestCommitment(chosen), committed);
-        for (const c of options[i]!) {
-          if (used.has(c.id)) continue;
-          used.add(c.id);
-          chosen.push(c.id);
-          if (search(i + 1)) return true;
-          chosen.pop();
-          used.delete(c.id);
-          if (tries >= maxTries) return false;
-        }
-        return false;
-      };
-      if (search(0)) return chosen;
+      const options: CandidateRequest[][] = [];
+      for (const o of payouts) {
+        const list = byPayout.get(`${o.script}:${o.value + share}`);
+        if (!list) break;
+        options.push(list);
+      }
+      if (options.length < payouts.length) continue;
+      // with one candidate a place, the id-order pass has tried the only assignment
+      const found =
+        search(options, true) ?? (options.every((list) => list.length === 1) ? undefined : search(options, false));
+      if (found) return found;
+      if (tries >= maxTries) return undefined;
     }
   }
   return undefined;

@@ -60,6 +60,21 @@ describe('matching a payment to its requests through the commitment', () => {
     assert.equal(matchCommitment(outputs.slice(1), [...twins, ...others]), undefined);
   });
 
+  it('finds a payment past a look-alike request with a lower id that it does not pay', () => {
+    // anyone can burn a ninth request like eight a payment pays, with an id that sorts first: tried
+    // first in every place, it sent the search through 8! wrong assignments, past its cap, and a member
+    // that missed the payment could not adopt it from the chain while the decoy stayed queued
+    const many: PaymentRequest[] = Array.from({ length: 9 }, (_, n) => ({
+      id: id(100 + n),
+      scriptPubKey: same,
+      sats: 2_000_000n,
+    }));
+    const [payment] = buildPayments(many.slice(1), utxos, 3, federation, { maxOutputs: 20 }).payments;
+    assert.deepEqual(matchCommitment(payment!.tx.outputs, many), payment!.requestIds);
+    // an honest proposer commits in id order, so that order is tried first: a few tries, not thousands
+    assert.deepEqual(matchCommitment(payment!.tx.outputs, many, 20), payment!.requestIds);
+  });
+
   it('gives up after a bounded number of tries', () => {
     const many: PaymentRequest[] = Array.from({ length: 9 }, (_, n) => ({
       id: id(100 + n),
