@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, link, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, link, lstat, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { isPegoutError, PegoutError } from '../errors.js';
@@ -116,6 +116,29 @@ async function route(req: IncomingMessage, actions: AdminActions): Promise<[numb
   return [404, { error: 'not_found', method: req.method, path: url.pathname }];
 }
 
+/**
+ * Removes a socket left at `socket` by a member that was killed (nobody listens on it any more).
+ * Anything else there is refused, not removed: a typo in admin.socket naming the member's key file
+ * would otherwise delete the signing key.
+ */
+async function removeStaleSocket(socket: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(socket);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket())
+    throw new AdminError(
+      'socket_path',
+      `admin.socket ${socket} exists and is not a socket; expected a path that is absent or a socket left by an earlier run (set admin.socket to another path)`,
+      { socket },
+    );
+  // force: another start racing this one may have removed it already
+  await rm(socket, { force: true });
+}
+
 export interface AdminServer {
   readonly socket: string;
   close(): Promise<void>;
@@ -141,8 +164,7 @@ export async function startAdmin(paths: AdminPaths, actions: AdminActions): Prom
         });
       });
   });
-  // a socket left by a member that was killed: nobody listens on it any more
-  await rm(paths.socket, { force: true });
+  await removeStaleSocket(paths.socket);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(paths.socket, resolve);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { lstat, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { createServer } from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { AdminError, startAdmin, type AdminActions, type AdminPaths } from '../../../src/api/admin.js';
@@ -87,4 +88,37 @@ describe('admin interface', () => {
       assert.equal(actions.paused, 0);
     });
   }
+
+  // an operator's typo pointing admin.socket at the member's key file must not delete the key
+  it('refuses to start when admin.socket names a regular file, and leaves the file as it was', async (t) => {
+    const p = await paths(t);
+    const key = path.join(path.dirname(p.socket), 'member.key');
+    await writeFile(key, 'the signing key\n', { mode: 0o600 });
+    await assert.rejects(
+      startAdmin({ ...p, socket: key }, counting()).then((admin) => admin.close()),
+      (err: unknown) =>
+        err instanceof AdminError &&
+        err.code === 'socket_path' &&
+        err.message.includes('admin.socket') &&
+        err.message.includes(key) &&
+        err.message.includes('not a socket'),
+    );
+    assert.equal(await readFile(key, 'utf8'), 'the signing key\n');
+  });
+
+  it('replaces a stale socket left by an earlier run and answers on it', async (t) => {
+    const p = await paths(t);
+    // closing a server unlinks its socket, as a killed member does not: the socket is moved away
+    // from under the earlier server first, so it stays behind with nobody listening
+    const earlier = createServer();
+    const elsewhere = `${p.socket}.earlier`;
+    await new Promise<void>((resolve) => earlier.listen(elsewhere, resolve));
+    await rename(elsewhere, p.socket);
+    await new Promise<void>((resolve) => earlier.close(() => resolve()));
+    assert.ok((await lstat(p.socket)).isSocket());
+    const admin = await startAdmin(p, counting());
+    t.after(() => admin.close());
+    const token = (await readFile(p.tokenFile, 'utf8')).trim();
+    assert.equal(await pause(p.socket, `Bearer ${token}`), 200);
+  });
 });
