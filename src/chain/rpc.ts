@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PegoutError } from '../errors.js';
 import { readBody } from '../http-body.js';
+import { shownRpcUrl } from '../rpc-url.js';
 
 /**
  * Bitcoin Core JSON-RPC client. Transport failures (connection refused or reset, timeouts,
@@ -284,7 +285,7 @@ export class BitcoinRpcClient implements ChainSource {
       url.password = '';
     }
     this.#endpoint = url;
-    this.#where = url.origin + (url.pathname === '/' ? '' : url.pathname);
+    this.#where = shownRpcUrl(url, { withPath: true });
     this.#auth = auth;
     this.#options = {
       timeoutMs: options.timeoutMs ?? DEFAULTS.timeoutMs,

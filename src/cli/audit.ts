@@ -65,7 +65,7 @@ async function claimedRequests(
   const read = async (txHash: string): Promise<DecidedLog[]> => {
     const receipt = await rpc.call<{ logs?: RawLog[] } | null>('eth_getTransactionReceipt', [txHash]);
     if (receipt === null) {
-      throw new AuditError('unknown_request', `the EVM node ${rpc.url} knows no transaction ${txHash}`, { txHash });
+      throw new AuditError('unknown_request', `the EVM node ${rpc.where} knows no transaction ${txHash}`, { txHash });
     }
     return decideLogs(receipt.logs ?? [], bridge, network);
   };

@@ -179,7 +179,7 @@ export async function installBridge(rpc: EvmRpc): Promise<{ address: string; cha
   if (typeof client !== 'string' || !client.toLowerCase().startsWith('anvil')) {
     throw new EvmError(
       'not_dev_chain',
-      `refusing to install the bridge: ${rpc.url} is ${JSON.stringify(client)}, not an anvil development node`,
+      `refusing to install the bridge: ${rpc.where} is ${JSON.stringify(client)}, not an anvil development node`,
       { client },
     );
   }

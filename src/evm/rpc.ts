@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as stages from '../metrics/stages.js';
 import { EvmError } from './errors.js';
 import { readBody } from '../http-body.js';
+import { shownRpcUrl } from '../rpc-url.js';
 
 export interface EvmRpcOptions {
   /** Per call. */
@@ -47,25 +48,34 @@ export class EvmRpc {
   private readonly backoffMs: number;
   private readonly maxResponseBytes: number;
   private readonly endpoint: URL;
+  /** The node's address as errors show it (shownRpcUrl: no credentials, no API key). */
+  readonly where: string;
   // keep-alive sockets are unreferenced while idle, so a short-lived CLI still exits
   private readonly agent: HttpAgent;
   private readonly request: typeof httpRequest;
 
-  constructor(
-    readonly url: string,
-    options: EvmRpcOptions = {},
-  ) {
+  constructor(url: string, options: EvmRpcOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retries = options.retries ?? 4;
     this.backoffMs = options.backoffMs ?? 200;
     this.maxResponseBytes = options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
     try {
+      // user info stays in the URL: node:http sends it as basic auth
       this.endpoint = new URL(url);
     } catch {
-      throw new EvmError('rpc_unreachable', `EVM node URL ${JSON.stringify(url)} is not a URL`, {});
+      throw new EvmError(
+        'rpc_unreachable',
+        'EVM node URL must be an http:// or https:// URL, got an unparsable value',
+        {},
+      );
     }
     if (this.endpoint.protocol !== 'http:' && this.endpoint.protocol !== 'https:')
-      throw new EvmError('rpc_unreachable', `EVM node URL ${url} must be http: or https:`, {});
+      throw new EvmError(
+        'rpc_unreachable',
+        `EVM node URL must be an http:// or https:// URL, got ${this.endpoint.protocol}`,
+        { protocol: this.endpoint.protocol },
+      );
+    this.where = shownRpcUrl(this.endpoint);
     const https = this.endpoint.protocol === 'https:';
     this.agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
     this.request = https ? httpsRequest : httpRequest;
@@ -96,14 +106,14 @@ export class EvmRpc {
       if (err instanceof TooLarge)
         throw new EvmError(
           'rpc_too_large',
-          `${method}: the answer from ${this.url} is over ${this.maxResponseBytes} bytes`,
+          `${method}: the answer from ${this.where} is over ${this.maxResponseBytes} bytes`,
           { method },
         );
       if (signal.aborted)
-        throw new EvmError('rpc_timeout', `${method}: no answer from ${this.url} within ${this.timeoutMs} ms`, {
+        throw new EvmError('rpc_timeout', `${method}: no answer from ${this.where} within ${this.timeoutMs} ms`, {
           method,
         });
-      throw new EvmError('rpc_unreachable', `${method}: cannot reach ${this.url}: ${(err as Error).message}`, {
+      throw new EvmError('rpc_unreachable', `${method}: cannot reach ${this.where}: ${(err as Error).message}`, {
         method,
       });
     }

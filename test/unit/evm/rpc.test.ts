@@ -7,14 +7,18 @@ import { EvmRpc } from '../../../src/evm/rpc.js';
 // The EVM node's JSON-RPC client against a local HTTP server that answers as told: what each kind
 // of answer becomes, the deadline, and one kept-alive connection for a member's steady polling.
 
-type Answer = (body: { id: number; method: string; params: unknown[] }, res: ServerResponse) => void;
+type Answer = (
+  body: { id: number; method: string; params: unknown[] },
+  res: ServerResponse,
+  req: IncomingMessage,
+) => void;
 
 async function node(t: TestContext, answer: Answer): Promise<{ url: string; sockets: () => number }> {
   let sockets = 0;
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => answer(JSON.parse(Buffer.concat(chunks).toString('utf8')), res));
+    req.on('end', () => answer(JSON.parse(Buffer.concat(chunks).toString('utf8')), res, req));
   });
   server.on('connection', () => sockets++);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -104,6 +108,41 @@ describe('EVM JSON-RPC client', () => {
     await assert.rejects(new EvmRpc(`http://127.0.0.1:${port}`, { retries: 0 }).call('eth_blockNumber'), {
       code: 'rpc_unreachable',
       message: new RegExp(`eth_blockNumber: cannot reach http://127.0.0.1:${port}: .*ECONNREFUSED`),
+    });
+  });
+
+  // a hosted node's URL carries a password or an API key (often in the path: /v2/<key>), and the
+  // observer logs these messages
+  it('shows only the origin of its URL when it cannot reach the node: no user info, path or query', async () => {
+    await assert.rejects(
+      new EvmRpc('http://user:SECRETPW@127.0.0.1:1/v2/APIKEY123?key=QUERYKEY', { retries: 0 }).call('eth_blockNumber'),
+      (err: Error) => {
+        assert.equal((err as { code?: string }).code, 'rpc_unreachable');
+        assert.match(err.message, /eth_blockNumber: cannot reach http:\/\/127\.0\.0\.1:1: /);
+        for (const secret of ['SECRETPW', 'APIKEY123', 'QUERYKEY', 'user'])
+          assert.ok(!err.message.includes(secret), secret);
+        return true;
+      },
+    );
+  });
+
+  it("sends the URL's user info as basic auth, and a timeout names only the node's origin", async (t) => {
+    const authorizations: (string | undefined)[] = [];
+    const { url } = await node(t, (body, res, req) => {
+      authorizations.push(req.headers.authorization);
+      if (body.method === 'eth_blockNumber') return json(res, { jsonrpc: '2.0', id: body.id, result: '0x1' });
+      // eth_hang: never answers
+    });
+    const rpc = new EvmRpc(`${url.replace('http://', 'http://us%40er:SECRET%3APW@')}/v2/APIKEY123`, {
+      timeoutMs: 200,
+      retries: 0,
+    });
+    assert.equal(await rpc.call('eth_blockNumber'), '0x1');
+    assert.equal(authorizations[0], `Basic ${Buffer.from('us@er:SECRET:PW').toString('base64')}`);
+    await assert.rejects(rpc.call('eth_hang'), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'rpc_timeout');
+      assert.equal(err.message, `eth_hang: no answer from ${url} within 200 ms`);
+      return true;
     });
   });
 });
