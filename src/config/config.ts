@@ -164,16 +164,24 @@ export function envName(path: readonly string[]): string {
   return `PEGOUT_${path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
 }
 
-function fail(path: string, value: unknown, expected: string, secret = false): never {
-  const shown = secret ? '[redacted]' : JSON.stringify(value);
+/** `shown` stands in for the value where printing it could leak a secret. */
+function fail(path: string, value: unknown, expected: string, shown = JSON.stringify(value)): never {
   throw new ConfigError(`config field ${path} is ${shown}; expected ${expected}`, { field: path });
+}
+
+/** A value's JSON type, for an error about a value that may hold secrets: "an array", "null", "a string"… */
+function jsonType(value: unknown): string {
+  if (value === null) return 'null';
+  const type = Array.isArray(value) ? 'array' : typeof value;
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }
 
 function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): unknown {
   if (value === null && f.nullable) return null;
   switch (f.kind) {
     case 'string':
-      if (typeof value !== 'string' || value.length === 0) fail(path, value, 'a non-empty string', f.secret);
+      if (typeof value !== 'string' || value.length === 0)
+        fail(path, value, 'a non-empty string', f.secret ? '[redacted]' : undefined);
       return value;
     case 'bool':
       if (fromEnv && (value === 'true' || value === 'false')) return value === 'true';
@@ -233,11 +241,17 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
 
 function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, path: string[]): Record<string, unknown> {
   const where = path.length ? path.join('.') : 'the config';
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(where, json, 'an object');
+  // a misspelled field or a section of the wrong shape may hold a password: only its type is shown
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(where, json, 'an object', jsonType(json));
   const obj = json as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
     if (!(key in schema))
-      fail([...path, key].join('.'), obj[key], `no such field (known: ${Object.keys(schema).join(', ')})`);
+      fail(
+        [...path, key].join('.'),
+        obj[key],
+        `no such field (known: ${Object.keys(schema).join(', ')})`,
+        jsonType(obj[key]),
+      );
   }
   const out: Record<string, unknown> = {};
   for (const [name, sub] of Object.entries(schema)) {

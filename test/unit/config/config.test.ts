@@ -26,6 +26,19 @@ function refuses(json: unknown, env: Record<string, string>, message: RegExp): v
   );
 }
 
+/** Refused with a message that matches `message` and does not contain `secret`. */
+function hides(json: unknown, env: Record<string, string>, secret: string, message: RegExp): void {
+  assert.throws(
+    () => parseConfig(json, env),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'invalid_config');
+      assert.ok(!err.message.includes(secret), `the message shows ${secret}: ${err.message}`);
+      assert.match(err.message, message);
+      return true;
+    },
+  );
+}
+
 describe('member config', () => {
   it('fills defaults and takes environment overrides', () => {
     const c = parseConfig(base, {
@@ -99,5 +112,21 @@ describe('member config', () => {
       (err: Error) => /bitcoin.password is \[redacted\]/.test(err.message),
     );
     refuses({ ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443' } }, {}, /cookieFile, or both user and password/);
+  });
+
+  it('names a misspelled field and a wrong-typed section without showing their values', () => {
+    hides(
+      { ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', user: 'u', pasword: 'hunter2' } },
+      {},
+      'hunter2',
+      /config field bitcoin.pasword is a string; expected no such field \(known: rpcUrl, cookieFile, user, password,/,
+    );
+    hides(
+      { ...base, bitcoin: [{ password: 'SECRET' }] },
+      {},
+      'SECRET',
+      /config field bitcoin is an array; expected an object/,
+    );
+    hides({ ...base, rotation: 'SECRET' }, {}, 'SECRET', /config field rotation is a string; expected an object/);
   });
 });
