@@ -245,7 +245,7 @@ function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, pat
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(where, json, 'an object', jsonType(json));
   const obj = json as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
-    if (!(key in schema))
+    if (!Object.hasOwn(schema, key))
       fail(
         [...path, key].join('.'),
         obj[key],

@@ -129,4 +129,17 @@ describe('member config', () => {
     );
     hides({ ...base, rotation: 'SECRET' }, {}, 'SECRET', /config field rotation is a string; expected an object/);
   });
+
+  it('refuses field names every object inherits', () => {
+    for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      // parsed, as loadConfig reads a file: there "__proto__" is a field of its own, not the prototype
+      const evm: unknown = JSON.parse(`{"rpcUrl": "http://127.0.0.1:8545", "${name}": 1}`);
+      refuses({ ...base, evm }, {}, new RegExp(`config field evm.${name} is a number; expected no such field`));
+      refuses(
+        JSON.parse(`{"${name}": {}}`),
+        {},
+        new RegExp(`config field ${name} is an object; expected no such field`),
+      );
+    }
+  });
 });
