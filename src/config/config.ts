@@ -225,18 +225,62 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
         fail(path, value, 'a list of DNS names such as "status.example.org" (no scheme, port or path)');
       return list.map((h: string) => h.toLowerCase());
     }
-    case 'peers': {
-      const map = fromEnv && typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
-      if (typeof map !== 'object' || map === null || Array.isArray(map))
-        fail(path, value, 'an object {"<x-only key hex>": "wss://host:port"}');
-      for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
-        if (!/^[0-9a-f]{64}$/.test(k)) fail(`${path}.${k}`, k, 'a 64-character lowercase hex x-only key as the name');
-        if (typeof v !== 'string' || !/^wss:\/\/[^\s]+$/.test(v))
-          fail(`${path}.${k}`, v, 'a wss:// URL (links run over TLS only)');
-      }
-      return map;
+    case 'peers':
+      return parsePeers(path, value, fromEnv);
+  }
+}
+
+const PEERS = 'an object {"<x-only key hex>": "wss://host:port"}';
+const PEER_URL =
+  'a wss:// URL (links run over TLS only) of the form wss://host:port: a host, a port in 1..65535 written out, no user name or password, path, query or fragment';
+
+/**
+ * Only what the links can dial: a URL refused there stops the member later with an uncaught error that
+ * prints it whole. An empty host or a port above 65535 does not parse.
+ */
+function isPeerUrl(text: string): boolean {
+  // URL drops a port equal to wss's default (443), so whether one was written is read from the text
+  if (!/^wss:\/\/\S+:\d+\/?$/.test(text)) return false;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return false;
+  }
+  return (
+    url.port !== '0' &&
+    url.username === '' &&
+    url.password === '' &&
+    url.search === '' &&
+    url.hash === '' &&
+    url.pathname === '/'
+  );
+}
+
+/** Cut to the last '@', not the URL's own userinfo: a URL that does not parse has no parts to trust. */
+function withoutCredentials(text: string): string {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, '$1[redacted credentials]@');
+}
+
+function parsePeers(path: string, value: unknown, fromEnv: boolean): Record<string, string> {
+  let map = value;
+  if (fromEnv && typeof value === 'string') {
+    try {
+      map = JSON.parse(value);
+    } catch {
+      fail(path, value, PEERS, 'not valid JSON');
     }
   }
+  if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(path, map, PEERS, jsonType(map));
+  for (const [k, v] of Object.entries(map)) {
+    // a key and its URL written the wrong way round puts the URL in the name
+    const name = withoutCredentials(k);
+    if (!/^[0-9a-f]{64}$/.test(k))
+      fail(`${path}.${name}`, k, 'a 64-character lowercase hex x-only key as the name', JSON.stringify(name));
+    if (typeof v !== 'string' || !isPeerUrl(v))
+      fail(`${path}.${k}`, v, PEER_URL, typeof v === 'string' ? JSON.stringify(withoutCredentials(v)) : jsonType(v));
+  }
+  return map as Record<string, string>;
 }
 
 function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, path: string[]): Record<string, unknown> {

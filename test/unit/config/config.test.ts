@@ -39,6 +39,8 @@ function hides(json: unknown, env: Record<string, string>, secret: string, messa
   );
 }
 
+const literal = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 describe('member config', () => {
   it('fills defaults and takes environment overrides', () => {
     const c = parseConfig(base, {
@@ -141,5 +143,60 @@ describe('member config', () => {
         new RegExp(`config field ${name} is an object; expected no such field`),
       );
     }
+  });
+
+  it('takes a peer only at wss://host:port, and never shows its credentials', () => {
+    const peer = (url: string): unknown => ({ ...base, p2p: { port: 1, peers: { [KEY_B]: url } } });
+    for (const url of [
+      'wss://127.0.0.1:7701',
+      'wss://127.0.0.1:7701/',
+      'wss://[::1]:7701',
+      'wss://peer.example.org:443',
+    ])
+      assert.equal(parseConfig(peer(url)).p2p.peers[KEY_B], url);
+    const expected = 'expected a wss:// URL \\(links run over TLS only\\) of the form wss://host:port';
+    for (const url of [
+      'wss://host:port',
+      'wss://h:99999',
+      'wss://h:0',
+      'wss://h',
+      'wss://h:7701/members',
+      'wss://h:7701/?q=1',
+      'wss://h:7701?',
+      'wss://h:7701/#top',
+      'wss://h:7701#',
+      'wss://:7701',
+    ])
+      refuses(peer(url), {}, new RegExp(`p2p.peers.b+ is ${literal(JSON.stringify(url))}; ${expected}`));
+    for (const url of ['wss://u:hunter2@h:7701', 'wss://u:hunter2@h:99999', 'wss://u:hunter2/x@h:7701'])
+      hides(
+        peer(url),
+        {},
+        'hunter2',
+        new RegExp(`p2p.peers.b+ is "wss://\\[redacted credentials\\]@h:\\d+"; ${expected}`),
+      );
+    hides(
+      { ...base, p2p: { port: 1, peers: { 'wss://u:hunter2@h:7701': KEY_B } } },
+      {},
+      'hunter2',
+      /p2p.peers.wss:\/\/\[redacted credentials\]@h:7701 is "wss:\/\/\[redacted credentials\]@h:7701"; expected a 64-character/,
+    );
+    hides(peer('wss://hunter2@h:7701'), {}, 'hunter2', /p2p.peers.b+ is "wss:\/\/\[redacted credentials\]@h:7701"/);
+    const env = (json: string) => ({ PEGOUT_P2P_PEERS: json });
+    assert.deepEqual(parseConfig(base, env(`{"${KEY_B}": "wss://10.0.0.2:7700"}`)).p2p.peers, {
+      [KEY_B]: 'wss://10.0.0.2:7700',
+    });
+    hides(
+      base,
+      env(`{"${KEY_B}": "wss://u:hunter2@h:7701"`),
+      'hunter2',
+      /config field p2p.peers \(from PEGOUT_P2P_PEERS\) is not valid JSON; expected an object/,
+    );
+    hides(
+      base,
+      env('"wss://u:hunter2@h:7701"'),
+      'hunter2',
+      /config field p2p.peers \(from PEGOUT_P2P_PEERS\) is a string; expected an object/,
+    );
   });
 });
