@@ -189,7 +189,9 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
       return value;
     case 'int':
     case 'number': {
-      const n = fromEnv && typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+      // Number() would also read hex, binary, exponents and blanks around the digits
+      const decimal = f.kind === 'int' ? /^-?\d+$/ : /^-?\d+(\.\d+)?$/;
+      const n = fromEnv && typeof value === 'string' && decimal.test(value) ? Number(value) : value;
       const range = `${f.min ?? '-∞'}..${f.max ?? '∞'}`;
       if (
         typeof n !== 'number' ||
@@ -198,7 +200,8 @@ function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): u
         (f.min !== undefined && n < f.min) ||
         (f.max !== undefined && n > f.max)
       ) {
-        fail(path, value, `${f.kind === 'int' ? 'an integer' : 'a number'} in ${range}`);
+        const written = fromEnv ? ', written in plain decimal' : '';
+        fail(path, value, `${f.kind === 'int' ? 'an integer' : 'a number'} in ${range}${written}`);
       }
       return n;
     }

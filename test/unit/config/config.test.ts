@@ -199,4 +199,28 @@ describe('member config', () => {
       /config field p2p.peers \(from PEGOUT_P2P_PEERS\) is a string; expected an object/,
     );
   });
+
+  it('reads a number from the environment only in plain decimal', () => {
+    const bitcoin = { ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', cookieFile: '/c' } };
+    const c = parseConfig(bitcoin, { PEGOUT_API_PORT: '8080', PEGOUT_BITCOIN_MAX_FEE_RATE: '12.5' });
+    assert.equal(c.api.port, 8080);
+    assert.equal(c.bitcoin?.maxFeeRate, 12.5);
+    for (const port of ['0x1F90', '8e3', ' 12 ', '12 ', '+12', '12.0', '1_000', '0b101', 'Infinity', ''])
+      refuses(
+        base,
+        { PEGOUT_API_PORT: port },
+        new RegExp(`api.port \\(from PEGOUT_API_PORT\\) is ${literal(JSON.stringify(port))}`),
+      );
+    for (const rate of ['1e2', '.5', '5.', '0x10', ' 5'])
+      refuses(
+        bitcoin,
+        { PEGOUT_BITCOIN_MAX_FEE_RATE: rate },
+        /bitcoin.maxFeeRate \(from PEGOUT_BITCOIN_MAX_FEE_RATE\) is .*; expected a number in 1..100000, written in plain decimal/,
+      );
+    refuses(
+      base,
+      { PEGOUT_API_PORT: '-1' },
+      /api.port \(from PEGOUT_API_PORT\) is "-1"; expected an integer in 0..65535/,
+    );
+  });
 });
