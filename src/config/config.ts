@@ -3,6 +3,7 @@ import { DEFAULT_MAX_FEE_MULTIPLE, DEFAULT_MAX_SHARE_PER_REQUEST } from '../wall
 import { DEFAULT_MAX_HANDOFF_FEE } from '../wallet/handoff.js';
 import { DEFAULT_LIMITS } from '../wallet/limits.js';
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { PegoutError } from '../errors.js';
 import { NETWORK_NAMES, type Network } from '../bitcoin/network.js';
@@ -66,7 +67,7 @@ export interface Config {
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
-type Kind = 'string' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers' | 'level' | 'hostnames';
+type Kind = 'string' | 'path' | 'int' | 'number' | 'bool' | 'network' | 'hexkeys' | 'peers' | 'level' | 'hostnames';
 interface Field {
   readonly kind: Kind;
   readonly default?: unknown;
@@ -83,8 +84,8 @@ const MAX_SATS = 2_100_000_000_000_000;
 const SCHEMA: Schema = {
   network: { kind: 'network' },
   federation: { threshold: { kind: 'int', min: 1, max: 999 }, pubkeys: { kind: 'hexkeys' } },
-  memberKeyFile: { kind: 'string', nullable: true, default: null },
-  storeDir: { kind: 'string' },
+  memberKeyFile: { kind: 'path', nullable: true, default: null },
+  storeDir: { kind: 'path' },
   p2p: { host: { kind: 'string', default: '127.0.0.1' }, port, peers: { kind: 'peers', default: {} } },
   api: {
     host: { kind: 'string', default: '127.0.0.1' },
@@ -102,7 +103,7 @@ const SCHEMA: Schema = {
   },
   bitcoin: {
     rpcUrl: { kind: 'string' },
-    cookieFile: { kind: 'string', nullable: true, default: null },
+    cookieFile: { kind: 'path', nullable: true, default: null },
     user: { kind: 'string', nullable: true, default: null },
     password: { kind: 'string', nullable: true, default: null, secret: true },
     startHeight: { kind: 'int', min: 0, default: 0 },
@@ -138,11 +139,11 @@ const SCHEMA: Schema = {
     windowBlocks: { kind: 'int', min: 1, max: 100_000, default: DEFAULT_LIMITS.windowBlocks },
   },
   admin: {
-    socket: { kind: 'string', nullable: true, default: null },
-    tokenFile: { kind: 'string', nullable: true, default: null },
+    socket: { kind: 'path', nullable: true, default: null },
+    tokenFile: { kind: 'path', nullable: true, default: null },
   },
   rotation: {
-    plan: { kind: 'string' },
+    plan: { kind: 'path' },
     testAmount: { kind: 'int', min: 1000, max: MAX_SATS, default: 100_000 },
     maxFee: { kind: 'int', min: 1, max: MAX_SATS, default: Number(DEFAULT_MAX_HANDOFF_FEE) },
   },
@@ -176,9 +177,19 @@ function jsonType(value: unknown): string {
   return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }
 
-function parseField(f: Field, path: string, value: unknown, fromEnv: boolean): unknown {
+/**
+ * Where a config's relative paths start: the config file's directory for a value in the file (a
+ * member started from another directory must not open a new, empty store there and forget what it
+ * signed), the working directory for one from the environment; none for parseConfig without a file.
+ */
+type PathBase = string | undefined;
+
+function parseField(f: Field, path: string, value: unknown, fromEnv: boolean, base: PathBase): unknown {
   if (value === null && f.nullable) return null;
   switch (f.kind) {
+    case 'path':
+      if (typeof value !== 'string' || value.length === 0) fail(path, value, 'a non-empty file or directory path');
+      return fromEnv ? resolvePath(value) : base === undefined ? value : resolvePath(base, value);
     case 'string':
       if (typeof value !== 'string' || value.length === 0)
         fail(path, value, 'a non-empty string', f.secret ? '[redacted]' : undefined);
@@ -286,7 +297,13 @@ function parsePeers(path: string, value: unknown, fromEnv: boolean): Record<stri
   return map as Record<string, string>;
 }
 
-function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, path: string[]): Record<string, unknown> {
+function parseSection(
+  schema: Schema,
+  json: unknown,
+  env: NodeJS.ProcessEnv,
+  path: string[],
+  base: PathBase,
+): Record<string, unknown> {
   const where = path.length ? path.join('.') : 'the config';
   // a misspelled field or a section of the wrong shape may hold a password: only its type is shown
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(where, json, 'an object', jsonType(json));
@@ -317,21 +334,24 @@ function parseSection(schema: Schema, json: unknown, env: NodeJS.ProcessEnv, pat
         out[name] = null;
         continue;
       }
-      out[name] = parseSection(sub, obj[name] ?? {}, env, p);
+      out[name] = parseSection(sub, obj[name] ?? {}, env, p, base);
       continue;
     }
     const fromEnv = env[envName(p)];
-    if (fromEnv !== undefined) out[name] = parseField(sub, `${dotted} (from ${envName(p)})`, fromEnv, true);
-    else if (obj[name] !== undefined) out[name] = parseField(sub, dotted, obj[name], false);
+    if (fromEnv !== undefined) out[name] = parseField(sub, `${dotted} (from ${envName(p)})`, fromEnv, true, base);
+    else if (obj[name] !== undefined) out[name] = parseField(sub, dotted, obj[name], false, base);
     else if ('default' in sub) out[name] = sub.default;
     else fail(dotted, undefined, `a value (${sub.kind}); it has no default`);
   }
   return out;
 }
 
-/** Pure: the config from parsed JSON plus `PEGOUT_*` environment overrides. */
-export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}): Config {
-  const raw = parseSection(SCHEMA, json, env, []) as unknown as Config & { workers: number };
+/**
+ * The config from parsed JSON plus `PEGOUT_*` environment overrides; relative paths in `json` are
+ * read from `base` (the config file's directory) when given.
+ */
+export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}, base?: string): Config {
+  const raw = parseSection(SCHEMA, json, env, [], base) as unknown as Config & { workers: number };
   const n = raw.federation.pubkeys.length;
   if (raw.federation.threshold > n)
     fail('federation.threshold', raw.federation.threshold, `at most the number of pubkeys (${n})`);
@@ -379,5 +399,5 @@ export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.
   } catch (err) {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`, { path });
   }
-  return parseConfig(json, env);
+  return parseConfig(json, env, dirname(resolvePath(path)));
 }

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { toHex } from '../bitcoin/bytes.js';
@@ -156,7 +156,8 @@ async function writeMemberConfigs(
   const apiPorts = ports.slice(pubkeys.length);
   const members: DevnetMember[] = [];
   for (const [i, secretKey] of secretKeys.entries()) {
-    const home = join(o.dir, `member-${i + 1}`);
+    // absolute: a config's relative paths are read from its own directory
+    const home = join(resolve(o.dir), `member-${i + 1}`);
     await mkdir(home, { recursive: true });
     const keyFile = join(home, 'member.key');
     await writeKeyFile(keyFile, secretKey);
@@ -164,7 +165,7 @@ async function writeMemberConfigs(
     const bitcoin = regtest
       ? {
           rpcUrl: regtest.rpcUrl,
-          cookieFile: regtest.cookieFile,
+          cookieFile: resolve(regtest.cookieFile),
           paidConfirmations: depth,
           spendConfirmations: depth,
           pollMs: 500,
@@ -181,7 +182,7 @@ async function writeMemberConfigs(
       evm: { rpcUrl: anvilUrl, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
       bitcoin,
       declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },
-      rotation: o.rotationPlan ? { plan: o.rotationPlan } : null,
+      rotation: o.rotationPlan ? { plan: resolve(o.rotationPlan) } : null,
       rounds: { slotMs: o.slotMs ?? 1000, maxOutputs: o.maxOutputs ?? 100 },
       workers: o.workers ?? 1,
       logLevel: o.logLevel ?? 'info',

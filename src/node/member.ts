@@ -445,8 +445,19 @@ function chainLoops(
 }
 
 /** The member's store, refused (closed again) when a rotation plan does not fit what it has read. */
-async function openStore(config: Config, federation: Federation, handoff: HandoffPolicy | undefined): Promise<Store> {
+async function openStore(
+  config: Config,
+  federation: Federation,
+  handoff: HandoffPolicy | undefined,
+  log: Logger,
+): Promise<Store> {
   const store = await Store.open(config.storeDir, { descriptor: federation.descriptor });
+  // a member that ran before and now finds an empty store remembers no payment it signed
+  if (store.created)
+    log.warn('store_created', {
+      storeDir: config.storeDir,
+      note: 'a new, empty store: if this member ran before, stop it and set storeDir to its store',
+    });
   if (handoff)
     await checkHandoffStore(store, handoff).catch(async (err: unknown) => {
       await store.close();
@@ -478,7 +489,7 @@ export async function startMember(
   const handoff = await loadHandoffPolicy(config, federation);
   const log = (options.log ?? createLogger({ level: config.logLevel })).child({ member: toHex(myKey).slice(0, 16) });
 
-  const store = await openStore(config, federation, handoff);
+  const store = await openStore(config, federation, handoff, log);
   const cleanup: (() => Promise<void>)[] = [() => store.close()];
   const stopAll = async (): Promise<void> => {
     for (const fn of cleanup.reverse()) await fn().catch((err: Error) => log.error('stop_failed', { error: err }));

@@ -554,6 +554,7 @@ const MEMORY_PROPERTIES = [
 export class Store implements StoreReader {
   readonly #db: RocksLevel;
   readonly #dir: string;
+  #created = false;
   readonly #sync: SyncReads | undefined;
   readonly #exclusive = new Lock();
   /** Held from reading a batch's counters to writing their sums. */
@@ -600,6 +601,11 @@ export class Store implements StoreReader {
     return store;
   }
 
+  /** Whether open() made this store: it was empty (a first start, or a storeDir that names the wrong place). */
+  get created(): boolean {
+    return this.#created;
+  }
+
   async #checkMeta(descriptor: string): Promise<void> {
     const stored = await this.get<StoreMeta>(META_KEY);
     if (stored === undefined) {
@@ -613,6 +619,7 @@ export class Store implements StoreReader {
       await this.batch()
         .put(META_KEY, { schemaVersion: SCHEMA_VERSION, descriptor } satisfies StoreMeta)
         .write({ sync: true });
+      this.#created = true;
       return;
     }
     if (

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { envName, parseConfig } from '../../../src/config/config.js';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { envName, loadConfig, parseConfig } from '../../../src/config/config.js';
 
 const KEY_A = 'a'.repeat(64);
 const KEY_B = 'b'.repeat(64);
@@ -106,6 +109,34 @@ describe('member config', () => {
       /api.hostnames is \["https:\/\/status.example.org\/"\]; expected a list of DNS names/,
     );
     refuses({ ...base, api: { port: 1, hostnames: 'status.example.org' } }, {}, /api.hostnames is "status/);
+  });
+
+  it("reads a relative path in the file from the file's directory, not from wherever the member was started", async () => {
+    // started from another directory (a service unit without WorkingDirectory), "storeDir": "store"
+    // opened a new, empty store there: a member that remembers no payment it signed may sign a
+    // second payment of a request
+    const dir = await mkdtemp(path.join(tmpdir(), 'pegout-config-'));
+    const file = path.join(dir, 'member.json');
+    await writeFile(
+      file,
+      JSON.stringify({
+        ...base,
+        memberKeyFile: 'keys/member.key',
+        storeDir: 'store',
+        admin: { socket: '../run/admin.sock', tokenFile: '/etc/pegout/admin.token' },
+        bitcoin: { rpcUrl: 'http://127.0.0.1:18443', cookieFile: 'bitcoin/.cookie' },
+        rotation: { plan: 'plan.json' },
+      }),
+    );
+    const c = await loadConfig(file, { PEGOUT_MEMBER_KEY: 'unused' });
+    assert.equal(c.storeDir, path.join(dir, 'store'));
+    assert.equal(c.memberKeyFile, path.join(dir, 'keys/member.key'));
+    assert.equal(c.admin.socket, path.join(path.dirname(dir), 'run/admin.sock'));
+    assert.equal(c.admin.tokenFile, '/etc/pegout/admin.token', 'absolute paths as they are');
+    assert.equal(c.bitcoin?.cookieFile, path.join(dir, 'bitcoin/.cookie'));
+    assert.equal(c.rotation?.plan, path.join(dir, 'plan.json'));
+    const fromEnv = await loadConfig(file, { PEGOUT_STORE_DIR: 'elsewhere' });
+    assert.equal(fromEnv.storeDir, path.resolve('elsewhere'), 'a variable is read from the working directory');
   });
 
   it('never shows a secret in an error', () => {

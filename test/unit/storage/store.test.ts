@@ -142,6 +142,7 @@ test('a store persists across reopen and refuses another federation, a newer sch
   const dir = await tempDir(t, 'store');
   const storeDir = path.join(dir, 'member');
   const store = await Store.open(storeDir, { descriptor: DESCRIPTOR });
+  assert.equal(store.created, true, 'made here: the member warns (store_created)');
   await store.batch().put('x/1', 'kept').write({ sync: true });
   assert.deepEqual(await store.meta(), { schemaVersion: SCHEMA_VERSION, descriptor: DESCRIPTOR });
 
@@ -156,6 +157,7 @@ test('a store persists across reopen and refuses another federation, a newer sch
   );
 
   const reopened = await Store.open(storeDir, { descriptor: DESCRIPTOR });
+  assert.equal(reopened.created, false);
   assert.equal(await reopened.get('x/1'), 'kept');
   assert.deepEqual(
     await reopened.meta(),
