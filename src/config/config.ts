@@ -346,6 +346,37 @@ function parseSection(
   return out;
 }
 
+/** Whether the field at `path` was given, in the file or by its variable, rather than left to its default. */
+function given(json: unknown, env: NodeJS.ProcessEnv, path: readonly string[]): boolean {
+  if (env[envName(path)] !== undefined) return true;
+  let at: unknown = json;
+  for (const name of path)
+    at = typeof at === 'object' && at !== null ? (at as Record<string, unknown>)[name] : undefined;
+  return at !== undefined;
+}
+
+/**
+ * What the defaults leave open on test networks: the outflow limits (100 BTC a request without a
+ * human look, 1,000,000 BTC a window: no cap) are the operators' to choose, and a block at the
+ * EVM tip may still be reorganised away.
+ */
+function checkMainnet(raw: Config, json: unknown, env: NodeJS.ProcessEnv): void {
+  for (const field of ['maxRequestSats', 'windowSats'])
+    if (!given(json, env, ['limits', field]))
+      fail(
+        `limits.${field}`,
+        undefined,
+        'on mainnet a value the operators chose (docs/config.md suggests some); the default is for test networks',
+        'not set',
+      );
+  if (raw.evm.confirmations < 1 && !raw.evm.useFinalizedTag)
+    fail(
+      'evm.confirmations',
+      0,
+      'at least 1 on mainnet (or evm.useFinalizedTag): a block at the tip may be reorganised',
+    );
+}
+
 /**
  * The config from parsed JSON plus `PEGOUT_*` environment overrides; relative paths in `json` are
  * read from `base` (the config file's directory) when given.
@@ -372,6 +403,7 @@ export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}, base?: s
       '{…}',
       'null when bitcoin is configured: declared outputs exist on no chain and are for the devnet without Bitcoin Core',
     );
+  if (raw.network === 'mainnet') checkMainnet(raw, json, env);
   // a request under the per-request limit must fit a window, or the first-come queue would stop at it for ever
   if (raw.limits.maxRequestSats > raw.limits.windowSats)
     fail('limits.maxRequestSats', raw.limits.maxRequestSats, `at most limits.windowSats (${raw.limits.windowSats})`);

@@ -139,6 +139,38 @@ describe('member config', () => {
     assert.equal(fromEnv.storeDir, path.resolve('elsewhere'), 'a variable is read from the working directory');
   });
 
+  it('on mainnet, takes no outflow limit by default and acts on no EVM block at the tip', () => {
+    // the defaults (100 BTC a request without a human look, 1,000,000 BTC a window) are for test
+    // networks; on mainnet the operators choose them, and a block at depth 0 may still be reorganised
+    const mainnet = {
+      ...base,
+      network: 'mainnet',
+      bitcoin: { rpcUrl: 'http://127.0.0.1:8332', cookieFile: '/c' },
+      limits: { maxRequestSats: 100_000_000, windowSats: 1_000_000_000 },
+    };
+    assert.equal(parseConfig(mainnet, {}).limits.windowSats, 1_000_000_000);
+    refuses(
+      { ...mainnet, limits: { windowSats: 1_000_000_000 } },
+      {},
+      /config field limits.maxRequestSats is not set; expected on mainnet a value the operators chose/,
+    );
+    refuses({ ...mainnet, limits: undefined }, {}, /limits.maxRequestSats is not set/);
+    refuses({ ...mainnet, limits: { maxRequestSats: 100_000_000 } }, {}, /limits.windowSats is not set/);
+    assert.equal(
+      parseConfig({ ...mainnet, limits: { maxRequestSats: 100_000_000 } }, { PEGOUT_LIMITS_WINDOW_SATS: '1000000000' })
+        .limits.windowSats,
+      1_000_000_000,
+      'or from its variable',
+    );
+    refuses(
+      { ...mainnet, evm: { rpcUrl: 'http://127.0.0.1:8545', confirmations: 0 } },
+      {},
+      /evm.confirmations is 0; expected at least 1 on mainnet/,
+    );
+    parseConfig({ ...mainnet, evm: { rpcUrl: 'http://127.0.0.1:8545', confirmations: 0, useFinalizedTag: true } }, {});
+    parseConfig({ ...base, evm: { rpcUrl: 'http://127.0.0.1:8545', confirmations: 0 }, limits: undefined }, {});
+  });
+
   it('never shows a secret in an error', () => {
     assert.throws(
       () => parseConfig({ ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', user: 'u', password: '' } }, {}),
