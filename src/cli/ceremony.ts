@@ -13,6 +13,7 @@ import {
   handoffBounds,
   handoffBoundsOptions,
   loadPlan,
+  refuseBoundsWithoutPlan,
   requireHandoff,
   type HandoffBoundsOptions,
 } from './rotation.js';
@@ -64,7 +65,11 @@ export function registerCeremony(program: Command): void {
     )
     .option('--deterministic', 'zero auxiliary randomness (tests and vectors only)')
     .action(
-      async (opts: SpendOptions & HandoffBoundsOptions & { key: string; plan?: string; deterministic?: boolean }) => {
+      async (
+        opts: SpendOptions & HandoffBoundsOptions & { key: string; plan?: string; deterministic?: boolean },
+        command: Command,
+      ) => {
+        if (opts.plan === undefined) refuseBoundsWithoutPlan(command);
         const { federation, tx, prevouts } = await loadSpend(opts);
         // checked before the key is read: a refused spend never touches the secret
         if (opts.plan !== undefined)

@@ -133,29 +133,48 @@ function handoffState(
   return `done: the old address is empty at block ${tip}; the new federation holds ${sum(next)} sats in ${next.length} output(s)`;
 }
 
-/** The fee bounds `pegout sign --plan` holds a handoff to. */
-export function handoffBoundsOptions(command: Command): Command {
-  return command
-    .option('--min-fee-rate <sat/vB>', 'with --plan: refuse a handoff paying less (the relay floor)', '1')
-    .option('--max-fee-rate <sat/vB>', 'with --plan: refuse a handoff paying more', '100')
-    .option(
-      '--max-fee <sats>',
-      'with --plan: refuse a handoff whose fee is over this',
-      String(DEFAULT_MAX_HANDOFF_FEE),
-    );
-}
-
 export interface HandoffBoundsOptions {
   minFeeRate: string;
   maxFeeRate: string;
   maxFee: string;
 }
 
+const BOUND_FLAGS: Readonly<Record<keyof HandoffBoundsOptions, string>> = {
+  minFeeRate: '--min-fee-rate',
+  maxFeeRate: '--max-fee-rate',
+  maxFee: '--max-fee',
+};
+
+/** The fee bounds `pegout sign --plan` holds a handoff to. */
+export function handoffBoundsOptions(command: Command): Command {
+  return command
+    .option(`${BOUND_FLAGS.minFeeRate} <sat/vB>`, 'with --plan: refuse a handoff paying less (the relay floor)', '1')
+    .option(`${BOUND_FLAGS.maxFeeRate} <sat/vB>`, 'with --plan: refuse a handoff paying more', '100')
+    .option(
+      `${BOUND_FLAGS.maxFee} <sats>`,
+      'with --plan: refuse a handoff whose fee is over this',
+      String(DEFAULT_MAX_HANDOFF_FEE),
+    );
+}
+
+/**
+ * Refuses a fee bound the operator gave without --plan: only a handoff under a plan has its fee
+ * checked, so the bound would be believed and not held, and a spend paying any fee signed.
+ */
+export function refuseBoundsWithoutPlan(command: Command): void {
+  for (const [name, flag] of Object.entries(BOUND_FLAGS)) {
+    if (command.getOptionValueSource(name) === 'cli')
+      throw new CliError(
+        `${flag} ${String(command.getOptionValue(name))}: a fee bound needs --plan (only a handoff under a plan has its fee checked); give --plan or leave ${flag} out`,
+      );
+  }
+}
+
 export function handoffBounds(opts: HandoffBoundsOptions): HandoffFeeBounds {
   return {
-    floor: rateOption(opts.minFeeRate, '--min-fee-rate'),
-    maxRate: rateOption(opts.maxFeeRate, '--max-fee-rate'),
-    maxFee: satsOption(opts.maxFee, '--max-fee'),
+    floor: rateOption(opts.minFeeRate, BOUND_FLAGS.minFeeRate),
+    maxRate: rateOption(opts.maxFeeRate, BOUND_FLAGS.maxFeeRate),
+    maxFee: satsOption(opts.maxFee, BOUND_FLAGS.maxFee),
   };
 }
 

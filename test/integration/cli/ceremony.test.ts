@@ -194,6 +194,30 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
       },
       /transaction has 3 inputs, prevouts has 2/,
     ],
+    // without --plan nothing bounds the fee: a bound given there would be believed and not held
+    ...(
+      [
+        ['--min-fee-rate', '2'],
+        ['--max-fee-rate', '50'],
+        ['--max-fee', '1000'],
+      ] as const
+    ).map(([flag, value]): [string, () => string[], RegExp] => [
+      `${flag} without --plan`,
+      () => [
+        'sign',
+        '--federation',
+        fedFile,
+        '--key',
+        keyFiles[0]!,
+        '--tx',
+        v.spend.unsignedTx,
+        '--prevouts',
+        prevoutsFile,
+        flag,
+        value,
+      ],
+      new RegExp(`^pegout: usage: ${flag} ${value}: .*needs --plan`),
+    ]),
     [
       'a non-hex transaction',
       () => ['verify', '--federation', fedFile, '--tx', 'nothex', '--prevouts', prevoutsFile],
