@@ -222,7 +222,13 @@ export function parseFederationFile(json: unknown, source: string): Federation {
   if (!Array.isArray(f.pubkeys) || !f.pubkeys.every((k) => typeof k === 'string'))
     fail(`${source}: pubkeys must be an array of 64-hex x-only keys`, { field: 'pubkeys' });
   const pubkeys = (f.pubkeys as string[]).map((k, i) => fromHexLength(k, 32, `${source}: pubkeys[${i}]`));
-  return buildFederation({ network, threshold: Number(f.threshold), pubkeys });
+  // no coercion: Number() would read true as 1 and "0x3" or [3] as 3, a threshold the file does not state
+  if (typeof f.threshold !== 'number' || !Number.isInteger(f.threshold))
+    fail(`${source}: threshold must be a JSON integer, got ${JSON.stringify(f.threshold)}`, {
+      field: 'threshold',
+      value: f.threshold,
+    });
+  return buildFederation({ network, threshold: f.threshold, pubkeys });
 }
 
 export function federationFile(federation: Federation): FederationFile {

@@ -8,6 +8,7 @@ import {
   defaultThreshold,
   faultTolerance,
   faultToleranceStatement,
+  parseFederationFile,
 } from '../../../src/bitcoin/federation.js';
 import type { Network } from '../../../src/bitcoin/network.js';
 import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
@@ -145,6 +146,27 @@ describe('federation parameters', () => {
       assert.throws(
         () => buildFederation(params),
         (err: Error & { code?: string }) => err.code === 'invalid_federation' && message.test(err.message),
+      );
+    });
+  }
+});
+
+describe('federation file', () => {
+  const pubkeys = [1, 2, 3].map(buildKey);
+
+  it('loads a threshold that is a JSON integer', () => {
+    const fed = parseFederationFile({ network: 'regtest', threshold: 2, pubkeys }, 'fed.json');
+    assert.equal(fed.threshold, 2);
+  });
+
+  // a threshold read as something else than the signer meant changes the federation's address
+  for (const threshold of ['2', [2], ' 2 ', '0x2', true, null, 2.5, undefined]) {
+    it(`refuses the threshold ${JSON.stringify(threshold)}, naming the file, the field and the value`, () => {
+      assert.throws(
+        () => parseFederationFile({ network: 'regtest', threshold, pubkeys }, 'fed.json'),
+        (err: Error & { code?: string }) =>
+          err.code === 'invalid_federation' &&
+          err.message === `fed.json: threshold must be a JSON integer, got ${JSON.stringify(threshold)}`,
       );
     });
   }
