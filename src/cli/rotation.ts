@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { toHex } from '../bitcoin/bytes.js';
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
-import { serializeTx, txid, type Prevout } from '../bitcoin/tx.js';
+import { MAX_MONEY, serializeTx, txid, type Prevout } from '../bitcoin/tx.js';
 import { rawDescriptor, type ScannedOutput } from '../chain/rpc.js';
 import { WalletError } from '../wallet/errors.js';
 import {
@@ -83,17 +83,20 @@ async function loadUtxos(path: string, owner: Federation): Promise<SpendableUtxo
     const where = `--utxos ${path}: [${i}]`;
     if (typeof e?.txid !== 'string' || !/^[0-9a-f]{64}$/.test(e.txid))
       throw new CliError(`${where}.txid must be 64 lowercase hex digits, got ${JSON.stringify(e?.txid)}`);
-    if (!Number.isSafeInteger(e.vout) || (e.vout as number) < 0)
-      throw new CliError(`${where}.vout must be a non-negative integer, got ${JSON.stringify(e.vout)}`);
-    const text = typeof e.value === 'number' || typeof e.value === 'string' ? String(e.value) : '';
-    if (!/^\d+$/.test(text) || BigInt(text) === 0n)
+    // the outpoint holds vout in 32 bits: a larger one would wrap to another output
+    if (!Number.isInteger(e.vout) || (e.vout as number) < 0 || (e.vout as number) > 0xffffffff)
+      throw new CliError(`${where}.vout must be an integer from 0 to 4294967295, got ${JSON.stringify(e.vout)}`);
+    // a number past 2^53 has already been rounded by JSON.parse; a decimal string is exact
+    const text = typeof e.value === 'string' || Number.isSafeInteger(e.value) ? String(e.value) : '';
+    const value = /^\d+$/.test(text) ? BigInt(text) : 0n;
+    if (value < 1n || value > MAX_MONEY)
       throw new CliError(
-        `${where}.value must be a positive integer number of satoshis, got ${JSON.stringify(e.value)}`,
+        `${where}.value must be an integer number of satoshis from 1 to ${MAX_MONEY} (21,000,000 BTC), got ${JSON.stringify(e.value)}`,
       );
     const name = `${e.txid}:${e.vout as number}`;
     if (seen.has(name)) throw new CliError(`${where}: ${name} is listed twice`);
     seen.add(name);
-    return { txid: e.txid, vout: e.vout as number, value: BigInt(text), scriptPubKey: owner.scriptPubKey };
+    return { txid: e.txid, vout: e.vout as number, value, scriptPubKey: owner.scriptPubKey };
   });
 }
 

@@ -256,6 +256,41 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
     );
   });
 
+  it('sweep refuses a vout past 2^32 - 1 and a value past 21,000,000 BTC or rounded, naming the field', () => {
+    const f = file('out-of-range-utxos.json');
+    const utxo = (vout: string, value: string): string =>
+      `{"txid": "${'ab'.repeat(32)}", "vout": ${vout}, "value": ${value}}`;
+    const cases: [json: string, message: RegExp][] = [
+      // 2^32 would wrap to vout 0 and slip past the duplicate check
+      [
+        `[${utxo('0', '1000000')}, ${utxo('4294967296', '1000000')}]`,
+        /\[1\]\.vout must be an integer from 0 to 4294967295, got 4294967296\n$/,
+      ],
+      [`[${utxo('-1', '1000000')}]`, /\[0\]\.vout must be an integer from 0 to 4294967295, got -1\n$/],
+      [
+        `[${utxo('0', '2100000000000001')}]`,
+        /\[0\]\.value must be an integer number of satoshis from 1 to 2100000000000000 \(21,000,000 BTC\), got 2100000000000001\n$/,
+      ],
+      [`[${utxo('0', '"2100000000000001"')}]`, /\[0\]\.value must be .* got "2100000000000001"\n$/],
+      // above 2^53 JSON.parse rounds: the sats summed would not be the sats written
+      [`[${utxo('0', '9007199254740993')}]`, /\[0\]\.value must be .* got 9007199254740992\n$/],
+      [`[${utxo('0', '0')}]`, /\[0\]\.value must be .* got 0\n$/],
+    ];
+    for (const [json, message] of cases) {
+      writeFileSync(f, json);
+      refused(['rotation', 'sweep', '--plan', PLAN, '--utxos', f, '--fee-rate', '2'], message);
+    }
+  });
+
+  it('sweep takes the last vout there is and all the bitcoin there is', () => {
+    const [built] = sweep(
+      [{ txid: 'ab'.repeat(32), vout: 0xffffffff, value: 2_100_000_000_000_000 }],
+      ['--max-fee', '100000'],
+    ).transactions as [BuiltTx];
+    assert.equal(built.prevouts[0]!.value, 2_100_000_000_000_000);
+    assert.equal(parseTx(Buffer.from(built.tx, 'hex')).inputs[0]!.vout, 0xffffffff);
+  });
+
   it('--help answers for every rotation command', () => {
     for (const sub of ['plan', 'status', 'sweep'])
       assert.match(ok(['rotation', sub, '--help']), /Usage: pegout rotation/);
