@@ -1,4 +1,3 @@
-import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { fromHexLength, toHex } from '../bitcoin/bytes.js';
 import {
@@ -9,7 +8,7 @@ import {
   type Federation,
 } from '../bitcoin/federation.js';
 import { parseNetwork } from '../bitcoin/network.js';
-import { CliError, integerOption, printResult } from './output.js';
+import { integerOption, printResult, writeOutFile } from './output.js';
 
 export function describeFederation(federation: Federation): Record<string, unknown> {
   return {
@@ -34,7 +33,10 @@ export function registerFederation(program: Command): void {
     .requiredOption('--pubkey <hex...>', "members' 32-byte x-only public keys, hex (repeat or list them)")
     .requiredOption('--network <network>', 'mainnet, testnet, signet or regtest')
     .option('--threshold <t>', 'signatures needed (default: floor(2n/3)+1)')
-    .option('--out <file>', 'also write a federation file {network, threshold, pubkeys} for --federation options')
+    .option(
+      '--out <file>',
+      'also write a federation file {network, threshold, pubkeys} for --federation options (never overwrites one)',
+    )
     .option('--json', 'print JSON')
     .action(async (opts: { pubkey: string[]; network: string; threshold?: string; out?: string; json?: boolean }) => {
       const pubkeys = opts.pubkey.map((k, i) => fromHexLength(k, 32, `--pubkey #${i + 1}`));
@@ -43,13 +45,7 @@ export function registerFederation(program: Command): void {
           ? defaultThreshold(pubkeys.length)
           : integerOption(opts.threshold, '--threshold', 1);
       const federation = buildFederation({ network: parseNetwork(opts.network, '--network'), threshold, pubkeys });
-      if (opts.out) {
-        try {
-          await writeFile(opts.out, `${JSON.stringify(federationFile(federation), null, 2)}\n`);
-        } catch (err) {
-          throw new CliError(`--out ${opts.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-        }
-      }
+      if (opts.out) await writeOutFile(opts.out, federationFile(federation), 'a federation file');
       const described = describeFederation(federation);
       // one readable line in text; the numbers as fields in JSON
       const text = { ...described, faultTolerance: federationFaultTolerance(federation).statement };

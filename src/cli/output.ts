@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError } from 'commander';
 import { isPegoutError, PegoutError } from '../errors.js';
 
@@ -57,4 +58,19 @@ export function integerOption(value: string, option: string, min: number, max = 
     );
   }
   return n;
+}
+
+/**
+ * Writes `value` as JSON to the new file `path` given with --out. A file another command or
+ * member reads (a federation, a plan) is never replaced: an old one may be what others agreed to.
+ */
+export async function writeOutFile(path: string, value: unknown, what: string): Promise<void> {
+  try {
+    await writeFile(path, `${JSON.stringify(value, null, 2)}\n`, { flag: 'wx' });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new CliError(
+      `--out ${path}: ${code === 'EEXIST' ? `already exists; ${what} is never overwritten` : (code ?? (err as Error).message)}`,
+    );
+  }
 }

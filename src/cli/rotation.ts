@@ -1,4 +1,3 @@
-import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { toHex } from '../bitcoin/bytes.js';
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
@@ -19,7 +18,7 @@ import {
 } from '../wallet/handoff.js';
 import type { SpendableUtxo } from '../wallet/payment.js';
 import { bitcoinClient, bitcoinRpcOptions, loadFederation, readJsonFile, type BitcoinRpcCliOptions } from './inputs.js';
-import { CliError, integerOption, printResult } from './output.js';
+import { CliError, integerOption, printResult, writeOutFile } from './output.js';
 
 // `pegout rotation`: the membership change's plan, its state on Bitcoin, and the handoff's
 // transactions built offline (issue 17; docs/rotation.md). Members sign them with
@@ -239,15 +238,7 @@ function registerPlan(rotation: Command): void {
           evmBoundary: integerOption(opts.evmBoundary, '--evm-boundary', 1),
         };
         const plan = makeRotationPlan(await loadFederation(opts.from), await loadFederation(opts.to), points, '--to');
-        if (opts.out) {
-          try {
-            await writeFile(opts.out, `${JSON.stringify(rotationPlanFile(plan), null, 2)}\n`, { flag: 'wx' });
-          } catch (err) {
-            throw new CliError(
-              `--out ${opts.out}: ${(err as NodeJS.ErrnoException).code === 'EEXIST' ? 'already exists; a plan is never overwritten' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message)}`,
-            );
-          }
-        }
+        if (opts.out) await writeOutFile(opts.out, rotationPlanFile(plan), 'a plan');
         printResult(describePlan(plan, Boolean(opts.json)), Boolean(opts.json));
       },
     );

@@ -154,6 +154,26 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
     assert.match(again.stderr, /already exists/);
   });
 
+  it('federation --out refuses to overwrite a federation file, which keeps what it said', () => {
+    const f = path.join(dir.path, 'written-once.json');
+    const federation = (t: string): string[] => [
+      'federation',
+      '--network',
+      'regtest',
+      '--threshold',
+      t,
+      '--pubkey',
+      ...v.xonlyPubkeys,
+      '--out',
+      f,
+    ];
+    ok(federation('2'));
+    const again = pegout(federation('3'));
+    assert.notEqual(again.status, 0);
+    assert.equal(again.stderr, `pegout: usage: --out ${f}: already exists; a federation file is never overwritten\n`);
+    assert.equal(JSON.parse(readFileSync(f, 'utf8')).threshold, 2);
+  });
+
   const bad: [string, () => string[], RegExp][] = [
     [
       'a non-hex pubkey',
