@@ -10,7 +10,6 @@ import { schnorrBackend } from '../signing/schnorr.js';
 import { loadFederation, loadPrevouts, loadTx, readJsonFile } from './inputs.js';
 import { CliError, printResult } from './output.js';
 import {
-  handoffBounds,
   handoffBoundsOptions,
   loadPlan,
   refuseBoundsWithoutPlan,
@@ -72,8 +71,13 @@ export function registerCeremony(program: Command): void {
         if (opts.plan === undefined) refuseBoundsWithoutPlan(command);
         const { federation, tx, prevouts } = await loadSpend(opts);
         // checked before the key is read: a refused spend never touches the secret
-        if (opts.plan !== undefined)
-          requireHandoff(await loadPlan(opts.plan), federation, tx, prevouts, handoffBounds(opts));
+        if (opts.plan !== undefined) {
+          const plan = await loadPlan(opts.plan);
+          const { sent, fee } = requireHandoff(plan, `--plan ${opts.plan}`, federation, tx, prevouts, opts);
+          process.stderr.write(
+            `signing a handoff under plan ${plan.fingerprint.slice(0, 16)}…: ${sent} sats to the new federation, fee ${fee} sats\n`,
+          );
+        }
         const secretKey = await readKeyFile(opts.key);
         const backend = schnorrBackend();
         const pubkey = backend.xonlyPublicKey(secretKey);

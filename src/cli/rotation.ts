@@ -9,10 +9,10 @@ import {
   buildTestSpend,
   checkHandoffTx,
   DEFAULT_MAX_HANDOFF_FEE,
+  handoffSent,
   makeRotationPlan,
   parseRotationPlan,
   rotationPlanFile,
-  type HandoffFeeBounds,
   type HandoffTx,
   type RotationPlan,
 } from '../wallet/handoff.js';
@@ -135,19 +135,24 @@ function handoffState(
   return `done: the old address is empty at block ${tip}; the new federation holds ${sum(next)} sats in ${next.length} output(s)`;
 }
 
+/** What `pegout sign --plan` holds a handoff to: the plan the members agreed, what it may send, its fee. */
 export interface HandoffBoundsOptions {
   minFeeRate: string;
   maxFeeRate: string;
   maxFee: string;
+  /** Required with --plan: a plan file that changed since the members compared fingerprints is refused. */
+  fingerprint?: string;
+  maxSent?: string;
 }
 
 const BOUND_FLAGS: Readonly<Record<keyof HandoffBoundsOptions, string>> = {
   minFeeRate: '--min-fee-rate',
   maxFeeRate: '--max-fee-rate',
   maxFee: '--max-fee',
+  fingerprint: '--fingerprint',
+  maxSent: '--max-sent',
 };
 
-/** The fee bounds `pegout sign --plan` holds a handoff to. */
 export function handoffBoundsOptions(command: Command): Command {
   return command
     .option(`${BOUND_FLAGS.minFeeRate} <sat/vB>`, 'with --plan: refuse a handoff paying less (the relay floor)', '1')
@@ -156,47 +161,77 @@ export function handoffBoundsOptions(command: Command): Command {
       `${BOUND_FLAGS.maxFee} <sats>`,
       'with --plan: refuse a handoff whose fee is over this',
       String(DEFAULT_MAX_HANDOFF_FEE),
+    )
+    .option(
+      `${BOUND_FLAGS.fingerprint} <hex>`,
+      "with --plan, required: the plan's fingerprint as the members read it to each other (16 to 64 hex digits; `pegout rotation plan` prints it); a plan file that differs is refused",
+    )
+    .option(
+      `${BOUND_FLAGS.maxSent} <sats>`,
+      'with --plan: refuse a handoff sending more than this to the new federation; give the test amount when signing the test spend, since nothing has proven yet that the new set can sign',
     );
 }
 
 /**
- * Refuses a fee bound the operator gave without --plan: only a handoff under a plan has its fee
+ * Refuses a check of a handoff the operator gave without --plan: only a handoff under a plan is
  * checked, so the bound would be believed and not held, and a spend paying any fee signed.
  */
 export function refuseBoundsWithoutPlan(command: Command): void {
   for (const [name, flag] of Object.entries(BOUND_FLAGS)) {
     if (command.getOptionValueSource(name) === 'cli')
       throw new CliError(
-        `${flag} ${String(command.getOptionValue(name))}: a fee bound needs --plan (only a handoff under a plan has its fee checked); give --plan or leave ${flag} out`,
+        `${flag} ${String(command.getOptionValue(name))}: a check of a handoff needs --plan (only a handoff under a plan is checked); give --plan or leave ${flag} out`,
       );
   }
 }
 
-export function handoffBounds(opts: HandoffBoundsOptions): HandoffFeeBounds {
-  return {
-    floor: rateOption(opts.minFeeRate, BOUND_FLAGS.minFeeRate),
-    maxRate: rateOption(opts.maxFeeRate, BOUND_FLAGS.maxFeeRate),
-    maxFee: satsOption(opts.maxFee, BOUND_FLAGS.maxFee),
-  };
+/** The plan file is the one the members agreed: its fingerprint starts with what they read to each other. */
+function requireAgreedPlan(plan: RotationPlan, planSource: string, fingerprint: string | undefined): void {
+  if (fingerprint === undefined)
+    throw new CliError(
+      "--plan needs --fingerprint <hex>: the plan's fingerprint as the members agreed it (pegout rotation plan prints it)",
+    );
+  if (!/^[0-9a-fA-F]{16,64}$/.test(fingerprint))
+    throw new CliError(`--fingerprint ${fingerprint}: expected 16 to 64 hex digits of the plan's fingerprint`);
+  if (!plan.fingerprint.startsWith(fingerprint.toLowerCase()))
+    throw new CliError(
+      `${planSource}: its fingerprint ${plan.fingerprint} is not the agreed ${fingerprint.toLowerCase()}…; nothing is signed under a plan file that differs`,
+    );
 }
 
-/** Refuses, with the verdict's code and reason, a spend that is not a handoff under `plan`. */
+/**
+ * Refuses, with the verdict's code and reason, a spend that is not a handoff under the agreed
+ * `plan` within `opts`; else what it sends to the new federation and its fee.
+ */
 export function requireHandoff(
   plan: RotationPlan,
+  planSource: string,
   spender: Federation,
   tx: Parameters<typeof checkHandoffTx>[0],
   prevouts: readonly Prevout[],
-  bounds: HandoffFeeBounds,
-): void {
-  const verdict = checkHandoffTx(tx, prevouts, plan, spender, bounds);
-  if (!verdict.ok)
+  opts: HandoffBoundsOptions,
+): { sent: bigint; fee: bigint } {
+  requireAgreedPlan(plan, planSource, opts.fingerprint);
+  const refuse = (reason: string, detail: string): never => {
     throw new WalletError(
       'invalid_proposal',
-      `not a handoff under plan ${plan.fingerprint.slice(0, 16)}…: ${verdict.reason}: ${verdict.detail}`,
+      `not a handoff under plan ${plan.fingerprint.slice(0, 16)}…: ${reason}: ${detail}`,
       {
-        reason: verdict.reason,
+        reason,
       },
     );
+  };
+  const verdict = checkHandoffTx(tx, prevouts, plan, spender, {
+    floor: rateOption(opts.minFeeRate, BOUND_FLAGS.minFeeRate),
+    maxRate: rateOption(opts.maxFeeRate, BOUND_FLAGS.maxFeeRate),
+    maxFee: satsOption(opts.maxFee, BOUND_FLAGS.maxFee),
+  });
+  if (!verdict.ok) refuse(verdict.reason, verdict.detail);
+  const sent = handoffSent(tx, plan);
+  if (opts.maxSent !== undefined && sent > satsOption(opts.maxSent, BOUND_FLAGS.maxSent))
+    refuse('handoff_over_max_sent', `it sends ${sent} sats to the new federation, over --max-sent ${opts.maxSent}`);
+  const spent = prevouts.reduce((sum, p) => sum + p.value, 0n);
+  return { sent, fee: spent - tx.outputs.reduce((sum, o) => sum + o.value, 0n) };
 }
 
 export function registerRotation(program: Command): void {

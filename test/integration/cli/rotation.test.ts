@@ -105,9 +105,13 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
   };
   const PLAN = planFile('plan.json', NEW, 100);
   const OTHER_PLAN = planFile('other-plan.json', OTHER, 100);
+  /** The fingerprint the members read to each other, as `rotation status` shows it. */
+  const fingerprintOf = (plan: string): string =>
+    JSON.parse(ok(['rotation', 'status', '--plan', plan, '--json'])).fingerprint as string;
+  const FINGERPRINT = fingerprintOf(PLAN);
 
   /** Writes a transaction's prevouts and has `signers` sign it under `plan`; returns their signature files. */
-  function sign(t: BuiltTx, federation: string, signers: number[], plan = PLAN): string[] {
+  function sign(t: BuiltTx, federation: string, signers: number[], extra: string[] = []): string[] {
     const prevouts = file(`${t.txid}.prevouts.json`);
     writeFileSync(prevouts, JSON.stringify(t.prevouts));
     return signers.map((m) => {
@@ -122,7 +126,10 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
         '--prevouts',
         prevouts,
         '--plan',
-        plan,
+        PLAN,
+        '--fingerprint',
+        FINGERPRINT.slice(0, 16),
+        ...extra,
       ]);
       const f = file(`${t.txid}.m${m}.sigs.json`);
       writeFileSync(f, out);
@@ -202,14 +209,41 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
     });
     /** `pegout sign --plan` of `tx` (the sweep built, unless given) must be refused with `message`. */
     function signRefused(
-      o: { tx?: string; federation?: string; key?: string; plan?: string; extra?: string[] },
+      o: { tx?: string; federation?: string; key?: string; plan?: string; fingerprint?: string[]; extra?: string[] },
       message: RegExp,
     ): void {
       const prevouts = file(`refused-${Math.random().toString(16).slice(2)}.prevouts.json`);
       writeFileSync(prevouts, JSON.stringify(built.prevouts));
       const args = ['sign', '--federation', o.federation ?? OLD, '--key', o.key ?? keys[0]!, '--tx', o.tx ?? built.tx];
-      refused([...args, '--prevouts', prevouts, '--plan', o.plan ?? PLAN, ...(o.extra ?? [])], message);
+      const plan = o.plan ?? PLAN;
+      const agreed = o.fingerprint ?? ['--fingerprint', fingerprintOf(plan)];
+      refused([...args, '--prevouts', prevouts, '--plan', plan, ...agreed, ...(o.extra ?? [])], message);
     }
+
+    // a plan file swapped after the members read its fingerprint to each other, or a sweep handed out
+    // as the test spend (nothing has yet proven that the new set can sign): the key is never read
+    it('under a plan file that is not the one the members agreed: refused', () => {
+      signRefused(
+        { key: file('absent.key'), fingerprint: [] },
+        /usage: --plan needs --fingerprint <hex>: the plan's fingerprint as the members agreed it/,
+      );
+      signRefused(
+        { key: file('absent.key'), plan: OTHER_PLAN, fingerprint: ['--fingerprint', FINGERPRINT.slice(0, 16)] },
+        new RegExp(
+          `--plan .*other-plan.json: its fingerprint [0-9a-f]{64} is not the agreed ${FINGERPRINT.slice(0, 16)}`,
+        ),
+      );
+      signRefused(
+        { key: file('absent.key'), fingerprint: ['--fingerprint', 'abc'] },
+        /--fingerprint abc: expected 16 to 64 hex digits of the plan's fingerprint/,
+      );
+    });
+
+    it('sending more to the new federation than --max-sent: refused', () =>
+      signRefused(
+        { key: file('absent.key'), extra: ['--max-sent', '100000'] },
+        new RegExp(`handoff_over_max_sent: it sends ${built.sent} sats to the new federation, over --max-sent 100000`),
+      ));
 
     it('to an unplanned address: refused, and the key is never read', () => {
       const tx = parseTx(Buffer.from(built.tx, 'hex'));
@@ -323,7 +357,7 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
       // 1. the test spend, then the new set's spend of it back to itself
       const test = sweep(status().old.outputs, ['--test-amount', '100000']).transactions[0]!;
       assert.equal(test.kind, 'test');
-      await broadcast(finalize(test, OLD, sign(test, OLD, [1, 3])));
+      await broadcast(finalize(test, OLD, sign(test, OLD, [1, 3], ['--max-sent', '100000'])));
       let now = status();
       assert.match(now.state, /^handing over/);
       assert.equal(now.new.sats, 100_000);
