@@ -25,7 +25,7 @@ import {
   type PaymentRequest,
   type SpendableUtxo,
 } from '../wallet/payment.js';
-import { checkProposal, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
+import { checkProposal, PROPOSAL_CAPS, proposalFromPayment, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxos, largestUnspent, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import { BEHIND } from '../wallet/verdict.js';
 import { peerLog, type Logger, type PeerLog } from './log.js';
@@ -35,6 +35,7 @@ import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
+import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
 import { stageOutflowNow, type Outflow } from './outflow.js';
 import { overRequestLimit } from '../wallet/limits.js';
@@ -99,6 +100,13 @@ export const COORDINATOR_CAPS = {
    * that floods them pushes out only its own. An honest proposer's turn makes about a dozen.
    */
   retryPerPeer: 64,
+  /**
+   * The checking a peer's new proposals may cost this member, in requests and inputs named (each is
+   * read and checked, whether the proposal is signed or refused), per second and saved up. An honest
+   * proposer's turn names each queued request once (10,000 final at once is 10,000); a peer past it
+   * has its proposals dropped until the budget refills, and it alone waits.
+   */
+  proposalWork: { perSecond: 5_000, burst: 50_000 },
   /**
    * Finalized payments kept to announce to a peer that (re)connects, the last kept (the newest while
    * the member runs; after a restart, recover() keeps the last in txid order): each holds its whole
@@ -220,6 +228,8 @@ export class Coordinator {
   private readonly peerLog: PeerLog;
   /** When each peer (a member: at most n) was last announced to, and the announcement waiting for the gap. */
   private readonly announced = new Map<string, { at: number; timer?: NodeJS.Timeout }>();
+  /** What each peer's proposals may still cost this member's checks (COORDINATOR_CAPS.proposalWork; at most n). */
+  private readonly work = new Map<string, TokenBucket>();
 
   constructor(private readonly o: CoordinatorOptions) {
     this.peerLog = peerLog(o.log);
@@ -249,7 +259,7 @@ export class Coordinator {
             : type === 'release'
               ? async () => void (await this.o.outflow.peerReleased(peer, body as string))
               : undefined;
-    if (!fn) return;
+    if (!fn || (type === 'proposal' && !this.withinProposalWork(peer, body))) return;
     this.queued++;
     await this.serial(() => fn().finally(() => this.queued--));
   }
@@ -571,6 +581,32 @@ export class Coordinator {
       this.retry.delete(txid);
       await this.onProposal(r.peer, r.checked, r.tries + 1);
     }
+  }
+
+  /**
+   * Takes what checking a peer's proposal will cost from its budget (COORDINATOR_CAPS.proposalWork) as the frame
+   * arrives: one over it is dropped before it waits in the queue. The lengths are read before the proposal is
+   * parsed.
+   */
+  private withinProposalWork(peer: string, body: unknown): boolean {
+    const lists = body as { requestIds?: unknown; prevouts?: unknown };
+    // a list over its cap is refused at the edge before any store read: it costs nothing here
+    const length = (list: unknown, cap: number): number =>
+      Array.isArray(list) && list.length <= cap ? list.length : 0;
+    const requests = length(lists.requestIds, PROPOSAL_CAPS.outputs);
+    const inputs = length(lists.prevouts, PROPOSAL_CAPS.inputs);
+    const { perSecond, burst } = COORDINATOR_CAPS.proposalWork;
+    const now = this.o.now ?? (() => performance.now());
+    const bucket = bucketOf(
+      this.work,
+      peer,
+      this.o.federation.pubkeys.length,
+      () => new TokenBucket(perSecond, burst, now),
+    );
+    if (bucket.take(requests + inputs + 1)) return true;
+    this.o.metrics?.framesDropped.inc({ reason: 'proposal_budget' });
+    this.peerLog.warn(peer, 'proposal_over_budget', { peer, requests, inputs });
+    return false;
   }
 
   /** A peer's proposal frame: parsed and checked once, here; everything after works on the checked value. */

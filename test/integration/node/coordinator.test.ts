@@ -74,6 +74,8 @@ interface Setup {
   readonly slotMs?: number;
   /** The members' signing rules, limits included (default TEST_POLICY). */
   readonly policy?: SigningPolicy;
+  /** The coordinators' clock (default Date.now). */
+  readonly now?: () => number;
 }
 
 const requestId = (r: number): string => `0x${hex32(1000 + r)}:0`;
@@ -168,6 +170,7 @@ async function startMembers(
         paused: () => false,
         maxOutputs: 5,
         slotMs: setup.slotMs ?? 150,
+        ...(setup.now ? { now: setup.now } : {}),
         log,
         metrics,
         onFinalized: (record) => settleLocally(store, federation, record),
@@ -400,6 +403,57 @@ describe('transaction coordinator, members in one process on loopback', () => {
       m.coordinator.ingested();
     }
     await waitAllSigned(members, lines);
+  });
+
+  it("a peer's proposals of real requests are checked within a work budget of its own", async (t) => {
+    // 3-of-4, member 4 hostile. Every member holds 200 requests. The attacker sends 500 proposals that
+    // pay them all from one output, each at a higher fee (a new txid), within its frame budget: each
+    // costs a member the read and check of 200 requests and, a valid replacement of the one before,
+    // its signature; nothing bounded them but the links' 16 MiB a second. The members' clock stands
+    // still, so the budget does not refill while they work through the flood.
+    const lines: string[] = [];
+    // stood still in member 0's slot, an honest proposer's: a slot that never ends is the test's, not the members'
+    const slotMs = 1000;
+    const keys = [0, 1, 2, 3].map((i) => toHex(schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 41))));
+    const frozen = [...keys].sort().indexOf(keys[0]!) * slotMs;
+    const setup = {
+      members: 4,
+      threshold: 3,
+      requests: 200,
+      utxos: [300_000_000n],
+      hostile: 1,
+      slotMs,
+      now: () => frozen,
+    };
+    const { federation, members, hostile } = await startMembers(t, setup, lines);
+    assert.equal(proposerOf(frozen / slotMs, federation.pubkeys), keys[0]);
+    const attacker = hostile[0]!.network;
+    await heardByAll(attacker, members);
+    const requests = Array.from({ length: setup.requests }, (_, r) => ({
+      id: requestId(r),
+      scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
+      sats: BigInt(1_000_000 + r * 1000),
+    }));
+    const funding = [{ txid: hex32(500), vout: 0, value: 300_000_000n, scriptPubKey: federation.scriptPubKey }];
+    const flood = 500;
+    const proposals = Array.from({ length: flood }, (_, k) => {
+      const [payment] = buildPayments(requests, funding, 2 + k * 0.005, federation, { maxOutputs: 1000 }).payments;
+      return proposalFromPayment(payment!, 0, attacker.key);
+    });
+    for (const proposal of proposals) attacker.broadcast('proposal', proposal);
+    const checked = Math.floor(COORDINATOR_CAPS.proposalWork.burst / (setup.requests + 1)) + 1;
+    for (const m of members) {
+      const deadline = Date.now() + 60_000;
+      const dropped = async (): Promise<number> => counter(m, 'pegout_frames_dropped_total', 'proposal_budget');
+      while ((await dropped()) < flood - checked) {
+        assert.ok(
+          Date.now() < deadline,
+          `${await dropped()} of ${flood} proposals dropped; at most ${checked} checked`,
+        );
+        await sleep(100);
+      }
+    }
+    t.diagnostic(`each member checked at most ${checked} of ${flood}`);
   });
 
   it("the first member to sign another's payment, which cannot finalize it by itself yet, takes it from an announcement", async (t) => {
