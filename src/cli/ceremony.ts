@@ -4,11 +4,13 @@ import { memberIndex, type Federation } from '../bitcoin/federation.js';
 import { allScriptPathSighashes } from '../bitcoin/sighash.js';
 import { serializeTx, txid, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
+import { isPegoutError } from '../errors.js';
 import { checkFinalizedWitnesses, SignatureCollector } from '../signing/collector.js';
+import { SigningError } from '../signing/errors.js';
 import { readKeyFile } from '../signing/keyfile.js';
 import { schnorrBackend } from '../signing/schnorr.js';
 import { loadFederation, loadPrevouts, loadTx, readJsonFile } from './inputs.js';
-import { CliError, printResult } from './output.js';
+import { CliError, describeError, printResult } from './output.js';
 import {
   handoffBoundsOptions,
   loadPlan,
@@ -54,6 +56,25 @@ function spendOptions(command: Command): Command {
     );
 }
 
+/** Reads one `pegout sign` output and adds its set; every refusal is a PegoutError naming the file. */
+async function addSignatureFile(collector: SignatureCollector, id: string, file: string): Promise<void> {
+  const json = (await readJsonFile(file, '--signatures')) as { pubkey?: unknown; signatures?: unknown } | null;
+  if (
+    typeof json?.pubkey !== 'string' ||
+    !Array.isArray(json.signatures) ||
+    !json.signatures.every((s): s is string => typeof s === 'string')
+  )
+    throw new CliError(`--signatures ${file}: expected {"pubkey": hex, "signatures": [hex, …]}`);
+  const pubkey = fromHexLength(json.pubkey, 32, `--signatures ${file}: pubkey`);
+  const signatures = json.signatures.map((s, i) => fromHexLength(s, 64, `--signatures ${file}: signatures[${i}]`));
+  try {
+    await collector.add(id, { pubkey, signatures });
+  } catch (err) {
+    if (!(err instanceof SigningError)) throw err;
+    throw new CliError(`--signatures ${file}: ${describeError(err)}`);
+  }
+}
+
 export function registerCeremony(program: Command): void {
   handoffBoundsOptions(spendOptions(program.command('sign')))
     .description('sign every input of a federation spend with this member\'s key; prints {"pubkey", "signatures"} JSON')
@@ -92,22 +113,34 @@ export function registerCeremony(program: Command): void {
 
   spendOptions(program.command('finalize'))
     .description("assemble t members' signature files into the signed transaction; prints its hex")
-    .requiredOption('--signatures <files...>', 'signature files as `pegout sign` writes them')
+    .requiredOption(
+      '--signatures <files...>',
+      'signature files as `pegout sign` writes them; one it cannot take is named and skipped',
+    )
     .option('--json', 'print JSON {txid, vsize, hex}')
     .action(async (opts: SpendOptions & { signatures: string[]; json?: boolean }) => {
       const { federation, tx, prevouts } = await loadSpend(opts);
-      const collector = new SignatureCollector(federation);
+      // anyone can write a file under any key, so a forged one tells nothing of the member it names
+      const collector = new SignatureCollector(federation, undefined, false);
       const id = collector.open(tx, prevouts);
+      const skipped: string[] = [];
       for (const file of opts.signatures) {
-        const json = (await readJsonFile(file, '--signatures')) as { pubkey?: unknown; signatures?: unknown } | null;
-        if (typeof json?.pubkey !== 'string' || !Array.isArray(json.signatures))
-          throw new CliError(`--signatures ${file}: expected {"pubkey": hex, "signatures": [hex, …]}`);
-        const pubkey = fromHexLength(json.pubkey, 32, `--signatures ${file}: pubkey`);
-        const signatures = json.signatures.map((s: unknown, i) =>
-          fromHexLength(String(s), 64, `--signatures ${file}: signatures[${i}]`),
-        );
-        await collector.add(id, { pubkey, signatures });
+        try {
+          await addSignatureFile(collector, id, file);
+        } catch (err) {
+          // one bad or hostile file must not stop the ceremony while t good ones are there
+          if (!isPegoutError(err)) throw err;
+          process.stderr.write(`${err.message}; skipped\n`);
+          skipped.push(file);
+        }
       }
+      const have = collector.count(id);
+      if (have < federation.threshold)
+        throw new SigningError(
+          'not_enough_signatures',
+          `${have} valid signature set(s), need ${federation.threshold}; skipped ${skipped.join(', ') || 'none'}`,
+          { have, need: federation.threshold, skipped },
+        );
       const signed = collector.finalize(id);
       checkFinalizedWitnesses(signed, prevouts, federation);
       const hex = toHex(serializeTx(signed));

@@ -38,7 +38,8 @@ interface Pending {
    * Members whose set for this transaction failed verification. An honest member checks its own
    * signatures before they leave, so such a member is faulty or hostile, and each set it sent again
    * would cost a verification of every input on the pool while honest sets wait: its later sets for
-   * this transaction are refused unchecked. At most one entry per member.
+   * this transaction are refused unchecked. At most one entry per member. Empty when senders are not
+   * authenticated.
    */
   readonly failed: Set<string>;
 }
@@ -55,9 +56,15 @@ export class SignatureCollector {
 
   private readonly verify: VerifyFn;
 
+  /**
+   * `authenticatedSenders`: a set's key is proven to be its sender's (the node's peers). Only then does
+   * a set that fails verification say anything of the member it names; from files anyone can write
+   * (the offline ceremony) a forged set under an honest member's key must not shut that member out.
+   */
   constructor(
     private readonly federation: Federation,
     verify?: VerifyFn,
+    private readonly authenticatedSenders = true,
   ) {
     this.verify = verify ?? inProcessVerifier(federation);
   }
@@ -90,7 +97,7 @@ export class SignatureCollector {
     stages.time('verify', () => {
       const bad = valid.findIndex((ok) => ok !== 1);
       if (bad >= 0) {
-        p.failed.add(member);
+        if (this.authenticatedSenders) p.failed.add(member);
         throw new SigningError(
           'invalid_signature',
           `member ${member}: signature for input ${bad} of ${txid} does not verify`,

@@ -106,12 +106,67 @@ describe('offline ceremony through the CLI (2-of-3 vector)', async () => {
       sigFiles[0]!,
     ]);
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /^pegout: not_enough_signatures: have signatures from 1 members, need 2\n$/);
+    assert.equal(r.stderr, 'pegout: not_enough_signatures: 1 valid signature set(s), need 2; skipped none\n');
     // the unsigned transaction does not verify
     assert.match(
       pegout(['verify', '--federation', fedFile, '--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile]).stderr,
       /input 0: witness has 0 items/,
     );
+  });
+
+  describe('finalize skips a signature file it cannot take and finalizes with t valid sets left', () => {
+    const prevoutsArgs = (): string[] => ['--tx', v.spend.unsignedTx, '--prevouts', prevoutsFile];
+    /** Member `i`'s `pegout sign` output, random nonces: two signings by one member differ. */
+    const signed = (i: number): { pubkey: string; signatures: string[] } =>
+      JSON.parse(ok(['sign', '--federation', fedFile, '--key', keyFiles[i]!, ...prevoutsArgs()]));
+    const sigFile = (name: string, content: unknown): string => {
+      const f = path.join(dir.path, name);
+      writeFileSync(f, typeof content === 'string' ? content : JSON.stringify(content));
+      return f;
+    };
+    const finalize = (files: string[]): ReturnType<typeof pegout> =>
+      pegout(['finalize', '--federation', fedFile, ...prevoutsArgs(), '--signatures', ...files]);
+    const skipped = (file: string, reason: string): RegExp =>
+      new RegExp(`^--signatures ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: ${reason}.*; skipped$`, 'm');
+    const [m0, m1] = v.spend.signers.map((k) => v.xonlyPubkeys.indexOf(k)) as [number, number];
+    const outsider = '79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798';
+
+    it('a forged set under a member key before its real one, a second signing, a non-member, bad files', () => {
+      const first = signed(m0);
+      // anyone can write a file under any key: this one must not shut the member's own file out
+      const forged = sigFile('forged.json', { ...signed(m1), pubkey: first.pubkey });
+      const real = sigFile('m0.json', first);
+      const again = sigFile('m0-again.json', signed(m0));
+      const stranger = sigFile('stranger.json', { ...signed(m1), pubkey: outsider });
+      const garbage = sigFile('garbage.json', 'not json');
+      const shapeless = sigFile('shapeless.json', { pubkey: first.pubkey, signatures: 'ab' });
+      const short = sigFile('short.json', { ...first, signatures: first.signatures.slice(1) });
+      const other = sigFile('m1.json', signed(m1));
+      const r = finalize([forged, real, again, stranger, garbage, shapeless, short, other]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, skipped(forged, `invalid_signature: member ${first.pubkey}: signature for input 0`));
+      assert.match(r.stderr, skipped(again, 'conflicting_signature'));
+      assert.match(r.stderr, skipped(stranger, `not_a_member: ${outsider}`));
+      assert.match(r.stderr, skipped(garbage, 'not valid JSON'));
+      assert.match(r.stderr, skipped(shapeless, 'expected \\{"pubkey"'));
+      assert.match(r.stderr, skipped(short, 'wrong_signature_count'));
+      assert.equal(r.stderr.trim().split('\n').length, 6, r.stderr);
+      const tx = r.stdout.trim();
+      assert.match(ok(['verify', '--federation', fedFile, '--tx', tx, '--prevouts', prevoutsFile]), /ok\s+true/);
+    });
+
+    it('fails naming the valid sets it has, the t it needs and the files it skipped', () => {
+      const first = signed(m0);
+      const forged = sigFile('forged-alone.json', { ...signed(m0), pubkey: v.spend.signers[1] });
+      const again = sigFile('again-alone.json', signed(m0));
+      const r = finalize([sigFile('m0-alone.json', first), forged, again]);
+      assert.equal(r.status, 1);
+      assert.equal(
+        r.stderr.trim().split('\n').at(-1),
+        `pegout: not_enough_signatures: 1 valid signature set(s), need 2; skipped ${forged}, ${again}`,
+      );
+      for (const sk of v.secretKeys) assert.ok(!r.stderr.includes(sk), 'secret never printed');
+    });
   });
 
   it('federation states what it tolerates in its text output: f = 2t − n − 1 malicious, n − t down', () => {
