@@ -218,7 +218,13 @@ export function parseFederationFile(json: unknown, source: string): Federation {
   const f = json as Partial<Record<keyof FederationFile, unknown>> | null;
   if (!f || typeof f !== 'object')
     fail(`${source} must be a JSON object {network, threshold, pubkeys}`, { field: source });
-  const network = parseNetwork(String(f.network), `${source}: network`);
+  // no coercion: String() would read ["regtest"] as "regtest"
+  if (typeof f.network !== 'string')
+    fail(`${source}: network must be a JSON string, got ${JSON.stringify(f.network)}`, {
+      field: 'network',
+      value: f.network,
+    });
+  const network = parseNetwork(f.network, `${source}: network`);
   if (!Array.isArray(f.pubkeys) || !f.pubkeys.every((k) => typeof k === 'string'))
     fail(`${source}: pubkeys must be an array of 64-hex x-only keys`, { field: 'pubkeys' });
   const pubkeys = (f.pubkeys as string[]).map((k, i) => fromHexLength(k, 32, `${source}: pubkeys[${i}]`));
@@ -228,7 +234,13 @@ export function parseFederationFile(json: unknown, source: string): Federation {
       field: 'threshold',
       value: f.threshold,
     });
-  return buildFederation({ network, threshold: f.threshold, pubkeys });
+  try {
+    return buildFederation({ network, threshold: f.threshold, pubkeys });
+  } catch (err) {
+    // a rotation plan reads two federation files: the fault must say which
+    if (!(err instanceof BitcoinError)) throw err;
+    throw new BitcoinError(err.code, `${source}: ${err.message}`, { ...err.details, source }, { cause: err });
+  }
 }
 
 export function federationFile(federation: Federation): FederationFile {

@@ -352,7 +352,7 @@ async function runAudit(opts: AuditOptions): Promise<void> {
   const network = parseNetwork(opts.network, '--network');
   checkOptions(opts);
   const maxTries = integerOption(opts.maxTries ?? String(DEFAULT_MAX_TRIES), '--max-tries', 1);
-  const federation = opts.federation === undefined ? undefined : await loadFederation(opts.federation);
+  const federation = opts.federation === undefined ? undefined : await loadFederation(opts.federation, '--federation');
   if (federation && federation.network !== network) {
     throw new CliError(
       `--federation ${opts.federation} is a ${federation.network} federation, but --network is ${network}`,

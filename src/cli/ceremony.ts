@@ -31,7 +31,7 @@ interface SpendOptions {
 async function loadSpend(
   opts: SpendOptions,
 ): Promise<{ federation: Federation; tx: Transaction; prevouts: Prevout[] }> {
-  const federation = await loadFederation(opts.federation);
+  const federation = await loadFederation(opts.federation, '--federation');
   const tx = loadTx(opts.tx);
   const prevouts = await loadPrevouts(opts.prevouts, tx);
   prevouts.forEach((p, i) => {

@@ -21,8 +21,9 @@ export async function readJsonFile(path: string, option: string): Promise<unknow
   }
 }
 
-export async function loadFederation(path: string): Promise<Federation> {
-  return parseFederationFile(await readJsonFile(path, '--federation'), `--federation ${path}`);
+/** Reads the federation file `path` given with `option`; every fault names both. */
+export async function loadFederation(path: string, option: string): Promise<Federation> {
+  return parseFederationFile(await readJsonFile(path, option), `${option} ${path}`);
 }
 
 export function loadTx(hex: string): Transaction {

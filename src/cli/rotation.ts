@@ -272,7 +272,8 @@ function registerPlan(rotation: Command): void {
           activationHeight: integerOption(opts.activationHeight, '--activation-height', 1, 0xffffffff),
           evmBoundary: integerOption(opts.evmBoundary, '--evm-boundary', 1),
         };
-        const plan = makeRotationPlan(await loadFederation(opts.from), await loadFederation(opts.to), points, '--to');
+        const from = await loadFederation(opts.from, '--from');
+        const plan = makeRotationPlan(from, await loadFederation(opts.to, '--to'), points, '--to');
         if (opts.out) await writeOutFile(opts.out, rotationPlanFile(plan), 'a plan');
         printResult(describePlan(plan, Boolean(opts.json)), Boolean(opts.json));
       },

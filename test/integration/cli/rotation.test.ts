@@ -201,6 +201,32 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
     );
   });
 
+  it('plan names the option and the file a faulty federation file came from', () => {
+    const points = ['--activation-height', '100', '--evm-boundary', '1'];
+    const written = (name: string, content: unknown): string => {
+      writeFileSync(file(name), JSON.stringify(content));
+      return file(name);
+    };
+    const twice = written('twice.json', {
+      network: 'regtest',
+      threshold: 3,
+      pubkeys: [...pubkeys.slice(0, 4), pubkeys[1]],
+    });
+    refused(
+      ['rotation', 'plan', '--from', OLD, '--to', twice, ...points],
+      new RegExp(`^pegout: invalid_federation: --to ${twice}: member key ${pubkeys[1]} appears twice\n$`),
+    );
+    refused(
+      ['rotation', 'plan', '--from', twice, '--to', NEW, ...points],
+      new RegExp(`^pegout: invalid_federation: --from ${twice}: member key ${pubkeys[1]} appears twice\n$`),
+    );
+    const listed = written('listed.json', { network: ['regtest'], threshold: 3, pubkeys: pubkeys.slice(0, 4) });
+    refused(
+      ['rotation', 'plan', '--from', OLD, '--to', listed, ...points],
+      new RegExp(`^pegout: invalid_federation: --to ${listed}: network must be a JSON string, got \\["regtest"\\]\n$`),
+    );
+  });
+
   describe('a sweep no honest member signs', () => {
     const utxo = { txid: 'ab'.repeat(32), vout: 0, value: 5_000_000 };
     let built: BuiltTx;

@@ -170,6 +170,40 @@ describe('federation file', () => {
       );
     });
   }
+
+  // two files go into a rotation plan: a fault must say which one
+  const offCurve = 'ff'.repeat(32);
+  const faulty: [string, Record<string, unknown>, string][] = [
+    [
+      'a threshold above n',
+      { network: 'regtest', threshold: 4, pubkeys },
+      'fed.json: threshold must be an integer from 1 to the number of members (3), got 4',
+    ],
+    [
+      'a key off the curve',
+      { network: 'regtest', threshold: 1, pubkeys: [offCurve] },
+      `fed.json: pubkeys[0] ${offCurve} is not the x coordinate of a point on secp256k1`,
+    ],
+    [
+      'a key twice',
+      { network: 'regtest', threshold: 2, pubkeys: [...pubkeys, pubkeys[1]!] },
+      `fed.json: member key ${pubkeys[1]} appears twice`,
+    ],
+    // String() would read ["regtest"] as "regtest"
+    [
+      'a network that is not a JSON string',
+      { network: ['regtest'], threshold: 2, pubkeys },
+      'fed.json: network must be a JSON string, got ["regtest"]',
+    ],
+  ];
+  for (const [name, file, message] of faulty) {
+    it(`refuses ${name}, naming the file`, () => {
+      assert.throws(
+        () => parseFederationFile(file, 'fed.json'),
+        (err: Error & { code?: string }) => err.code === 'invalid_federation' && err.message === message,
+      );
+    });
+  }
 });
 
 /** x-only key of the point (7919·i)·G: valid, distinct, deterministic. */
