@@ -51,9 +51,13 @@ async function stageSupersededBy(
   at: string,
 ): Promise<string[]> {
   const superseded: string[] = [];
+  // each payment once: one of a thousand requests is on each of their lists
+  const considered = new Set<string>([txid]);
   for (const payments of paymentsOf.values()) {
     for (const other of payments) {
-      if (other === txid || superseded.includes(other) || (await batch.get(keys.supersededKey(other)))) continue;
+      if (considered.has(other)) continue;
+      considered.add(other);
+      if (await batch.get(keys.supersededKey(other))) continue;
       const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
       // a payment known finalized here is never treated as one that cannot finish
       if (!made || made.inputs.some((o) => inputs.has(o)) || (await batch.get(keys.finalizedKey(other)))) continue;

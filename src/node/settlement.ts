@@ -73,15 +73,24 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
 async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecord, winner: string): Promise<void> {
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
+  // whether each other payment of its requests was applied, asked once a payment: one of a thousand
+  // requests is on each of their lists
+  const applied = new Map<string, boolean>([[record.txid, false]]);
+  const wasApplied = async (txid: string): Promise<boolean> => {
+    let known = applied.get(txid);
+    if (known === undefined) {
+      const other = await store.get<FinalizedRecord>(finalizedKey(txid));
+      const first = other && parseTx(other.tx).inputs[0];
+      known = first !== undefined && (await getUtxo(store, first))?.spentBy === txid;
+      applied.set(txid, known);
+    }
+    return known;
+  };
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
     let paid = false;
-    for (const txid of await paymentsOfRequest(store, r)) {
-      const other = txid === record.txid ? undefined : await store.get<FinalizedRecord>(finalizedKey(txid));
-      const first = other && parseTx(other.tx).inputs[0];
-      if (first && (await getUtxo(store, first))?.spentBy === txid) paid = true;
-    }
+    for (const txid of await paymentsOfRequest(store, r)) if (await wasApplied(txid)) paid = true;
     if (!paid) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
   }
 }

@@ -163,7 +163,17 @@ async function readForSigning(
     wellFormed.map((r) => r.identity),
   );
   const payments = new Map(wellFormed.map(({ id }, i) => [id, lists[i]!]));
-  for (const [id, txids] of payments) signed.set(id, await signedPayments(store, txids, chain, policy.paidDepth));
+  // each payment once: a payment of a thousand requests is on each of their lists, and its records
+  // (its transaction, its request list) read for each would cost a proposal naming them a million ids
+  const distinct = [...new Set([...payments.values()].flat())];
+  const known = new Map(
+    (await signedPayments(store, distinct, chain, policy.paidDepth)).map((p) => [p.txid, p] as const),
+  );
+  for (const [id, txids] of payments)
+    signed.set(
+      id,
+      txids.flatMap((txid) => known.get(txid) ?? []),
+    );
   const released = new Set<string>();
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];

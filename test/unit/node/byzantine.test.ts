@@ -12,7 +12,7 @@ import { signProposal, type SignOutcome } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { cursorKey, txConfirmationKey } from '../../../src/storage/keys.js';
-import type { Store } from '../../../src/storage/store.js';
+import { StoreBatch, type Store } from '../../../src/storage/store.js';
 import {
   buildPayments,
   paymentOutputs,
@@ -279,6 +279,53 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const padded = { ...built([R[0]!], [U[0]!]), note: 'x'.repeat(10_000) };
     assert.equal(Object.hasOwn(checkProposal(padded).proposal, 'note'), false);
     assert.equal(reason(await sign(store, padded)), 'signed');
+  });
+
+  it('10: a proposal of many requests that one payment pays already reads that payment once, not once a request', async (t) => {
+    // a peer's replacement (or any proposal) naming the 600 requests of a payment this member signed:
+    // the payment's records, its whole transaction and request list, were read and decoded again for
+    // each of them, 600 times 600 ids for one proposal
+    const store = await member(t);
+    const many: PaymentRequest[] = Array.from({ length: 600 }, (_, i) => ({
+      id: `0x${hex32(90_000 + i)}:0`,
+      scriptPubKey: address,
+      sats: 6_000n,
+    }));
+    const batch = store.batch();
+    for (const r of many)
+      stageNewRequest(
+        batch,
+        testRequest({ ...parseRequestId(r.id), blockNumber: 5, sats: r.sats, scriptPubKey: r.scriptPubKey }),
+        'then',
+      );
+    await batch.write({ sync: true });
+    const payment = (rate: number): Proposal => {
+      const [p] = requirePayments(buildPayments(many, [U[1]!], rate, federation, { maxOutputs: 1000 }), many.length);
+      return proposalFromPayment(p!, 1, attacker);
+    };
+    assert.equal(reason(await sign(store, payment(2))), 'signed');
+    const { store: view, reads } = counted(store);
+    const replacement = payment(3);
+    assert.equal(reason(await sign(view, replacement)), 'signed', 'a valid replacement');
+    t.diagnostic(`signing: ${reads.calls} store calls, ${reads.rows} rows`);
+    assert.ok(reads.calls <= 100, `${reads.calls} store calls to check it`);
+    // and once finalized, which payments it supersedes is asked of each payment once too (its reads go
+    // through the batch of its transaction, so they are counted there)
+    const tx = parseTx(replacement.unsignedTx);
+    const body = { tx: replacement.unsignedTx, prevouts: replacement.prevouts, requestIds: replacement.requestIds };
+    const getMany = StoreBatch.prototype.getMany;
+    let batchReads = 0;
+    StoreBatch.prototype.getMany = function <T>(this: StoreBatch, keys: string[]): Promise<(T | undefined)[]> {
+      batchReads++;
+      return getMany.call(this, keys) as Promise<(T | undefined)[]>;
+    };
+    try {
+      assert.ok(await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', DEFAULT_LIMITS));
+    } finally {
+      StoreBatch.prototype.getMany = getMany;
+    }
+    t.diagnostic(`recording: ${batchReads} batch reads`);
+    assert.ok(batchReads <= 100, `${batchReads} batch reads to record it`);
   });
 
   it('9: a proposal of thousands of requests nobody ingested is refused after reading a few of them', async (t) => {
