@@ -406,21 +406,20 @@ describe('transaction coordinator, members in one process on loopback', () => {
   });
 
   it("a peer's proposals of real requests are checked within a work budget of its own", async (t) => {
-    // 3-of-4, member 4 hostile. Every member holds 200 requests. The attacker sends 500 proposals that
+    // 3-of-4, member 4 hostile. Every member holds 990 requests. The attacker sends 250 proposals that
     // pay them all from one output, each at a higher fee (a new txid), within its frame budget: each
-    // costs a member the read and check of 200 requests and, a valid replacement of the one before,
+    // costs a member the read and check of 990 requests and, a valid replacement of the one before,
     // its signature; nothing bounded them but the links' 16 MiB a second. The members' clock stands
-    // still, so the budget does not refill while they work through the flood.
+    // still (in member 0's slot, an honest proposer's), so the budget does not refill meanwhile.
     const lines: string[] = [];
-    // stood still in member 0's slot, an honest proposer's: a slot that never ends is the test's, not the members'
     const slotMs = 1000;
     const keys = [0, 1, 2, 3].map((i) => toHex(schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i + 41))));
     const frozen = [...keys].sort().indexOf(keys[0]!) * slotMs;
     const setup = {
       members: 4,
       threshold: 3,
-      requests: 200,
-      utxos: [300_000_000n],
+      requests: 990,
+      utxos: [2_000_000_000n],
       hostile: 1,
       slotMs,
       now: () => frozen,
@@ -434,10 +433,10 @@ describe('transaction coordinator, members in one process on loopback', () => {
       scriptPubKey: witnessScript(0, new Uint8Array(20).fill(r + 1)),
       sats: BigInt(1_000_000 + r * 1000),
     }));
-    const funding = [{ txid: hex32(500), vout: 0, value: 300_000_000n, scriptPubKey: federation.scriptPubKey }];
-    const flood = 500;
+    const funding = [{ txid: hex32(500), vout: 0, value: 2_000_000_000n, scriptPubKey: federation.scriptPubKey }];
+    const flood = 250;
     const proposals = Array.from({ length: flood }, (_, k) => {
-      const [payment] = buildPayments(requests, funding, 2 + k * 0.005, federation, { maxOutputs: 1000 }).payments;
+      const [payment] = buildPayments(requests, funding, 2 + k * 0.01, federation, { maxOutputs: 1000 }).payments;
       return proposalFromPayment(payment!, 0, attacker.key);
     });
     for (const proposal of proposals) attacker.broadcast('proposal', proposal);
