@@ -1,7 +1,7 @@
 import { fromHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
-import { spendsFederation } from '../wallet/handoff.js';
+import { isHandoffOf } from '../wallet/handoff.js';
 import { PegoutError } from '../errors.js';
 import type { Store, StoreReader } from '../storage/store.js';
 import {
@@ -60,7 +60,7 @@ export interface ObserverOptions {
   keepBlocks?: number;
   /**
    * On the new side of a rotation: outputs created by a spend of this (old) federation's outputs are
-   * marked handedOver (a handoff's outputs; see spendsFederation).
+   * marked handedOver (a handoff's outputs; see isHandoffOf).
    */
   handedOverFrom?: Federation;
 }
@@ -235,8 +235,7 @@ export class BitcoinObserver {
             if (output.scriptPubKey.hex !== this.#scriptHex) continue;
             const outpoint = { txid: tx.txid, vout: output.n };
             const from = this.#handedOverFrom;
-            handedOver ??=
-              from !== undefined && tx.hex !== undefined && spendsFederation(parseTx(fromHex(tx.hex)), from);
+            handedOver ??= from !== undefined && tx.hex !== undefined && isHandoffOf(parseTx(fromHex(tx.hex)), from);
             await registerUtxo(batch, {
               ...outpoint,
               value: btcToSats(output.value),

@@ -79,7 +79,7 @@ export interface UtxoRecord extends Outpoint {
   spentBy?: string;
   /**
    * On the new side of a rotation: created by a transaction spending the old federation's outputs
-   * (wallet/handoff.ts spendsFederation), so only t old members can have made it: the test spend's
+   * (wallet/handoff.ts isHandoffOf), so only t old members can have made it: the test spend's
    * output the new set proves it can spend.
    */
   handedOver?: true;

@@ -164,12 +164,17 @@ export interface HandoffPolicy {
 }
 
 /**
- * Whether every input of `tx` spends an output of `federation` by its script path: its witness
- * ends with that federation's tapscript and control block. In a valid (confirmed) transaction
- * that commits to the output key, so only t of its members can have signed it.
+ * Whether `tx` is a handoff of `federation`: output 0 commits to no request, and every input spends
+ * an output of `federation` by its script path (its witness ends with that federation's tapscript
+ * and control block, which in a valid, confirmed transaction commits to the output key, so only t
+ * of its members can have signed it). Its payment of a request is none, even to the new address:
+ * anyone can ask for one there, and the new set must spend the test output, not that.
  */
-export function spendsFederation(tx: Transaction, federation: Federation): boolean {
+export function isHandoffOf(tx: Transaction, federation: Federation): boolean {
+  const commitment = tx.outputs[0];
   return (
+    commitment !== undefined &&
+    commitsTo(commitment.scriptPubKey, []) &&
     tx.inputs.length > 0 &&
     tx.inputs.every((i) => {
       const n = i.witness.length;

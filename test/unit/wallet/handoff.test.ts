@@ -18,7 +18,7 @@ import {
   parseRotationPlan,
   planSide,
   rotationPlanFile,
-  spendsFederation,
+  isHandoffOf,
   type HandoffTx,
   type RotationPlan,
 } from '../../../src/wallet/handoff.js';
@@ -269,8 +269,8 @@ describe('checkHandoffTx refuses what no honest member signs', () => {
     });
 });
 
-describe('spendsFederation: where an output at the new address came from', () => {
-  const spend = (federation: Federation) => ({
+describe('isHandoffOf: where an output at the new address came from', () => {
+  const spend = (federation: Federation, requestIds: string[] = []) => ({
     version: 2,
     locktime: 0,
     inputs: [
@@ -288,14 +288,26 @@ describe('spendsFederation: where an output at the new address came from', () =>
         ],
       },
     ],
-    outputs: [],
+    outputs: [
+      { value: 0n, scriptPubKey: commitmentScript(requestIds) },
+      { value: 1_000_000n, scriptPubKey: NEW.scriptPubKey },
+    ],
   });
   it('a script-path spend of the old federation is one; of any other federation, or a key-path spend, is not', () => {
-    assert.equal(spendsFederation(spend(OLD), OLD), true);
-    assert.equal(spendsFederation(spend(NEW), OLD), false);
+    assert.equal(isHandoffOf(spend(OLD), OLD), true);
+    assert.equal(isHandoffOf(spend(NEW), OLD), false);
     const keyPath = { ...spend(OLD), inputs: [{ ...spend(OLD).inputs[0]!, witness: [new Uint8Array(64)] }] };
-    assert.equal(spendsFederation(keyPath, OLD), false);
+    assert.equal(isHandoffOf(keyPath, OLD), false);
     const mixed = { ...spend(OLD), inputs: [...spend(OLD).inputs, ...spend(NEW).inputs] };
-    assert.equal(spendsFederation(mixed, OLD), false, 'every input');
+    assert.equal(isHandoffOf(mixed, OLD), false, 'every input');
+  });
+
+  it("the old set's payment of a request that names the new address is none", () => {
+    // anyone can burn to the new federation's address: the old set pays it like any request, and
+    // taken for a handoff's output, the new set spent it to itself in place of the test output, so
+    // the proof never came and the sweeps never started
+    assert.equal(isHandoffOf(spend(OLD, [`0x${'cd'.repeat(32)}:0`]), OLD), false);
+    const noCommitment = { ...spend(OLD), outputs: spend(OLD).outputs.slice(1) };
+    assert.equal(isHandoffOf(noCommitment, OLD), false, 'output 0 commits to no request');
   });
 });
