@@ -3,7 +3,7 @@ import { equal } from '../bitcoin/bytes.js';
 import { federationFaultTolerance, type Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import type { RpcTxOut } from '../chain/rpc.js';
+import type { BlockchainInfo, RpcTxOut } from '../chain/rpc.js';
 import { ConfigError, type Config } from '../config/config.js';
 import { cursorKey, finalizedKey, HANDOFF_PROVEN_KEY, HANDOFF_TX_PREFIX } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
@@ -141,6 +141,7 @@ export async function handoffProposals(
 /** The part of Bitcoin Core the watch asks. */
 export interface HandoffChain {
   getTxOut(txid: string, vout: number, includeMempool?: boolean): Promise<RpcTxOut | null>;
+  getBlockchainInfo(): Promise<Pick<BlockchainInfo, 'blocks' | 'initialblockdownload'>>;
 }
 
 /**
@@ -158,6 +159,10 @@ export async function watchHandoff(
 ): Promise<void> {
   if (policy.side !== 'from' || (await store.get(HANDOFF_PROVEN_KEY)) !== undefined) return;
   const tip = await storedTipHeight(store);
+  // gettxout's null is a spend only from a node that has the chain this member read: one that is
+  // syncing, reindexing or behind a reorg this member saw answers null for outputs it lacks
+  const node = await chain.getBlockchainInfo();
+  if (tip === undefined || node.initialblockdownload || node.blocks < tip) return;
   for (const txid of await handoffTxids(store)) {
     if ((await storedConfirmations(store, txid)) < depth) continue;
     const record = await store.get<FinalizedRecord>(finalizedKey(txid));
@@ -167,7 +172,7 @@ export async function watchHandoff(
       if (!equal(output.scriptPubKey, policy.plan.to.scriptPubKey)) continue;
       // not in the UTXO set of the chain (mempool aside) while the test spend is deep: spent in a block
       if ((await chain.getTxOut(txid, vout, false)) !== null) continue;
-      const proof: HandoffProof = { txid, vout, height: tip ?? 0, at: new Date().toISOString() };
+      const proof: HandoffProof = { txid, vout, height: tip, at: new Date().toISOString() };
       await store.batch().put(HANDOFF_PROVEN_KEY, proof).write({ sync: true });
       log.warn('handoff_proven', { ...proof, next: 'the old federation now sweeps its outputs to the new address' });
       return;
