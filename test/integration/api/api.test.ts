@@ -31,7 +31,11 @@ const EVM = `0x${'12'.repeat(20)}`;
 const TX = `0x${'ab'.repeat(32)}`;
 
 /** The API over an empty store, closed when the test ends. */
-async function emptyStoreApi(t: TestContext, limits: Partial<typeof API_LIMITS> = {}): Promise<ApiServer> {
+async function emptyStoreApi(
+  t: TestContext,
+  limits: Partial<typeof API_LIMITS> = {},
+  hostnames: readonly string[] = [],
+): Promise<ApiServer> {
   const store = await openTempStore(t);
   const api = await startApi({
     host: '127.0.0.1',
@@ -39,6 +43,7 @@ async function emptyStoreApi(t: TestContext, limits: Partial<typeof API_LIMITS> 
     source: storeStatusSource(store, federation),
     registry: createMetrics().registry,
     limits,
+    hostnames,
   });
   t.after(() => api.close());
   return api;
@@ -301,15 +306,7 @@ describe('HTTP API', () => {
     // a page on rebind.attacker.example whose name the attacker then points at 127.0.0.1 is
     // same-origin with the member's API in the browser; only the Host header still says whom the
     // browser meant
-    const store = await openTempStore(t);
-    const api = await startApi({
-      host: '127.0.0.1',
-      port: 0,
-      source: storeStatusSource(store, federation),
-      registry: createMetrics().registry,
-      hostnames: ['status.federation.example'],
-    });
-    t.after(() => api.close());
+    const api = await emptyStoreApi(t, {}, ['status.federation.example']);
     const get = (host: string | undefined, path = '/federation'): Promise<{ status: number; body: string }> =>
       new Promise((resolve, reject) => {
         const headers = host === undefined ? {} : { host };

@@ -3,7 +3,12 @@ import { describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
-import { BitcoinRpcError, type BroadcastOutcome, type RpcTransaction } from '../../../src/chain/rpc.js';
+import {
+  BitcoinRpcError,
+  type BitcoinRpcClient,
+  type BroadcastOutcome,
+  type RpcTransaction,
+} from '../../../src/chain/rpc.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { getRequest, stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
@@ -12,7 +17,13 @@ import { createLogger } from '../../../src/node/log.js';
 import { ChainSettlement } from '../../../src/node/settlement.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { broadcastPrefix, finalizedKey } from '../../../src/storage/keys.js';
-import { buildPayments, buildReplacement } from '../../../src/wallet/payment.js';
+import {
+  buildPayments,
+  buildReplacement,
+  type Payment,
+  type PaymentRequest,
+  type SpendableUtxo,
+} from '../../../src/wallet/payment.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { checkProposal, proposalFromPayment, stageProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo } from '../../../src/wallet/utxos.js';
@@ -20,6 +31,7 @@ import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
+import type { Store } from '../../../src/storage/store.js';
 
 // Settlement against Bitcoin Core's answers, scripted (no bitcoind here): broadcast retried
 // until the node has the payment, "already in the mempool" as success, 'paid' at depth,
@@ -59,42 +71,81 @@ async function setup(
   const request = { id, scriptPubKey, sats };
   await batch.write({ sync: true });
   const inputs = outputs.map((value, vout) => ({ txid: hex32(7), vout, value, scriptPubKey: federation.scriptPubKey }));
-  const log = createLogger({ level: 'error', write: () => undefined });
-  const settlement = new ChainSettlement({
+  const settlement = chainSettlement(store, observer, { broadcast: async () => 'accepted' });
+  return { store, chain, observer, id, request, inputs, settlement };
+}
+
+/** A settlement of `store` on `observer`'s chain at the tests' depths, broadcasting through `rpc`. */
+function chainSettlement(
+  store: Store,
+  observer: BitcoinObserver,
+  rpc: Pick<BitcoinRpcClient, 'broadcast'>,
+  onSettled: (txid: string) => void = () => undefined,
+): ChainSettlement {
+  return new ChainSettlement({
     store,
     federation,
-    rpc: { broadcast: async () => 'accepted' },
+    rpc,
     observer,
     limits: DEFAULT_LIMITS,
     paidConfirmations: 3,
     rbfAfterBlocks: 2,
     maxFeeRate: 500,
-    log,
-    onSettled: () => undefined,
+    log: createLogger({ level: 'error', write: () => undefined }),
+    onSettled,
   });
-  return { store, chain, observer, id, request, inputs, settlement };
+}
+
+/**
+ * A payment of `request` from `inputs` at 2 sat/vB, recorded finalized naming `requestIds` (moved
+ * to 'signed'); none, for a handoff's record.
+ */
+async function finalizedPayment(
+  store: Store,
+  request: PaymentRequest,
+  inputs: SpendableUtxo[],
+  requestIds: string[],
+): Promise<{ payment: Payment; txid: string; record: FinalizedRecord }> {
+  const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
+  const txid = txidOf(payment!.tx);
+  const record: FinalizedRecord = {
+    txid,
+    tx: serializeTx(payment!.tx),
+    prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
+    requestIds,
+    unmatched: {},
+    fee: payment!.fee,
+    vsize: payment!.vsize,
+    conflicts: [],
+    at: 'then',
+  };
+  await store.transaction(async (batch) => {
+    for (const id of requestIds)
+      stageStatus(batch, (await getRequest(batch, id))!, 'signed', 'then', `finalized in ${txid}`);
+    batch.put(finalizedKey(txid), record);
+  });
+  return { payment: payment!, txid, record };
+}
+
+/** `payment` as Bitcoin Core shows it in a block, spending the funding output. */
+function confirmedTx(payment: Payment): RpcTransaction {
+  const txid = txidOf(payment.tx);
+  return {
+    txid,
+    hash: txid,
+    vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }],
+    vout: payment.tx.outputs.map((o, n) => ({
+      n,
+      value: Number(o.value) / 1e8,
+      scriptPubKey: { hex: toHex(o.scriptPubKey) },
+    })),
+  };
 }
 
 describe('settlement with Bitcoin Core', () => {
   it('rebroadcasts until the node has the payment, marks its requests paid at depth, and proposes a replacement when fees rise', async (t) => {
     const { store, chain, observer, id, request, inputs } = await setup(t, [100_000_000n], 40_000_000n);
-    const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
-    const txid = txidOf(payment!.tx);
-    const record: FinalizedRecord = {
-      txid,
-      tx: serializeTx(payment!.tx),
-      prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
-      requestIds: [id],
-      unmatched: {},
-      fee: payment!.fee,
-      vsize: payment!.vsize,
-      conflicts: [],
-      at: 'then',
-    };
-    await store.transaction(async (batch) => {
-      stageStatus(batch, (await getRequest(batch, id))!, 'signed', 'then', `finalized in ${txid}`);
-      batch.put(finalizedKey(txid), record);
-    });
+    const { payment, txid, record } = await finalizedPayment(store, request, inputs, [id]);
 
     const answers: (BroadcastOutcome | Error)[] = [
       new BitcoinRpcError('transport', 'connection refused', {}),
@@ -110,18 +161,7 @@ describe('settlement with Bitcoin Core', () => {
       },
     };
     const settled: string[] = [];
-    const settlement = new ChainSettlement({
-      store,
-      federation,
-      rpc,
-      observer,
-      limits: DEFAULT_LIMITS,
-      paidConfirmations: 3,
-      rbfAfterBlocks: 2,
-      maxFeeRate: 500,
-      log: createLogger({ level: 'error', write: () => undefined }),
-      onSettled: (x) => settled.push(x),
-    });
+    const settlement = chainSettlement(store, observer, rpc, (x) => settled.push(x));
     await settlement.load();
 
     await settlement.onFinalized(record);
@@ -149,23 +189,13 @@ describe('settlement with Bitcoin Core', () => {
     const replaced = parseTx(replacement.unsignedTx);
     assert.deepEqual(
       replaced.inputs.map((i) => `${i.txid}:${i.vout}`),
-      payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
+      payment.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
     );
     assert.deepEqual(replacement.requestIds, [id]);
-    assert.ok(replaced.outputs[1]!.value < payment!.tx.outputs[1]!.value, 'the peg-out bears the higher fee');
+    assert.ok(replaced.outputs[1]!.value < payment.tx.outputs[1]!.value, 'the peg-out bears the higher fee');
 
     // confirmed, then buried to the configured depth
-    const confirmed: RpcTransaction = {
-      txid,
-      hash: txid,
-      vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }],
-      vout: payment!.tx.outputs.map((o, n) => ({
-        n,
-        value: Number(o.value) / 1e8,
-        scriptPubKey: { hex: toHex(o.scriptPubKey) },
-      })),
-    };
-    chain.mine([confirmed]);
+    chain.mine([confirmedTx(payment)]);
     await settlement.tick();
     assert.equal((await getRequest(store, id))?.status, 'broadcast');
     assert.deepEqual(await settlement.replacements(10), [], 'a confirmed payment is not replaced');
@@ -185,41 +215,14 @@ describe('settlement with Bitcoin Core', () => {
     // day, read again at each proposer turn), and since no attempt was ever taken no member proposed
     // the replacement that would pay the requests, which no other payment may pay meanwhile
     const { store, chain, observer, id, request, inputs } = await setup(t, [100_000_000n], 40_000_000n);
-    const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
-    const txid = txidOf(payment!.tx);
-    const record: FinalizedRecord = {
-      txid,
-      tx: serializeTx(payment!.tx),
-      prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
-      requestIds: [id],
-      unmatched: {},
-      fee: payment!.fee,
-      vsize: payment!.vsize,
-      conflicts: [],
-      at: 'then',
-    };
-    await store.transaction(async (batch) => {
-      stageStatus(batch, (await getRequest(batch, id))!, 'signed', 'then', `finalized in ${txid}`);
-      batch.put(finalizedKey(txid), record);
-    });
+    const { payment, txid, record } = await finalizedPayment(store, request, inputs, [id]);
     let tries = 0;
     const refusal = (): never => {
       tries++;
       throw new BitcoinRpcError('insufficient_fee', 'mempool min fee not met', { rpcCode: -26 });
     };
     let answer: () => Promise<BroadcastOutcome> = async () => refusal();
-    const settlement = new ChainSettlement({
-      store,
-      federation,
-      rpc: { broadcast: () => answer() },
-      observer,
-      limits: DEFAULT_LIMITS,
-      paidConfirmations: 3,
-      rbfAfterBlocks: 2,
-      maxFeeRate: 500,
-      log: createLogger({ level: 'error', write: () => undefined }),
-      onSettled: () => undefined,
-    });
+    const settlement = chainSettlement(store, observer, { broadcast: () => answer() });
     await settlement.onFinalized(record);
     const attempts = async (): Promise<string[]> => {
       const out: string[] = [];
@@ -240,7 +243,7 @@ describe('settlement with Bitcoin Core', () => {
     assert.deepEqual(replacement.requestIds, [id]);
     assert.deepEqual(
       parseTx(replacement.unsignedTx).inputs.map((i) => `${i.txid}:${i.vout}`),
-      payment!.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
+      payment.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
     );
     answer = async () => 'accepted';
     await settlement.tick();
@@ -252,56 +255,27 @@ describe('settlement with Bitcoin Core', () => {
     // a handoff pays no request, so "a request not yet paid" never reopened it: a member restarted
     // (or killed) before its test spend or sweep confirmed neither broadcast it again nor followed it
     const { store, chain, observer, request, inputs } = await setup(t, [100_000_000n], 40_000_000n);
-    const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
-    const txid = txidOf(payment!.tx);
-    const record: FinalizedRecord = {
-      txid,
-      tx: serializeTx(payment!.tx),
-      prevouts: payment!.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey })),
-      requestIds: [],
-      unmatched: {},
-      fee: payment!.fee,
-      vsize: payment!.vsize,
-      conflicts: [],
-      at: 'then',
-    };
-    await store.batch().put(finalizedKey(txid), record).write({ sync: true });
+    const { payment, txid } = await finalizedPayment(store, request, inputs, []);
     const restarted = async (): Promise<{ broadcasts: string[]; settled: string[] }> => {
       const broadcasts: string[] = [];
       const settled: string[] = [];
-      const settlement = new ChainSettlement({
+      const settlement = chainSettlement(
         store,
-        federation,
-        rpc: {
+        observer,
+        {
           broadcast: async (raw) => {
             broadcasts.push(txidOf(parseTx(Buffer.from(raw, 'hex'))));
             return 'accepted';
           },
         },
-        observer,
-        limits: DEFAULT_LIMITS,
-        paidConfirmations: 3,
-        rbfAfterBlocks: 2,
-        maxFeeRate: 500,
-        log: createLogger({ level: 'error', write: () => undefined }),
-        onSettled: (x) => settled.push(x),
-      });
+        (x) => settled.push(x),
+      );
       await settlement.load();
       await settlement.tick();
       return { broadcasts, settled };
     };
     assert.deepEqual(await restarted(), { broadcasts: [txid], settled: [] }, 'broadcast again after a restart');
-    const confirmed: RpcTransaction = {
-      txid,
-      hash: txid,
-      vin: [{ txid: hex32(7), vout: 0, sequence: 0xfffffffd }],
-      vout: payment!.tx.outputs.map((o, n) => ({
-        n,
-        value: Number(o.value) / 1e8,
-        scriptPubKey: { hex: toHex(o.scriptPubKey) },
-      })),
-    };
-    chain.mine([confirmed]);
+    chain.mine([confirmedTx(payment)]);
     assert.deepEqual(await restarted(), { broadcasts: [], settled: [] }, 'confirmed, followed to depth');
     chain.mine([]);
     chain.mine([]);
