@@ -9,6 +9,12 @@ export interface StoreMeta {
   schemaVersion: number;
   /** The federation's output descriptor: a store belongs to exactly one federation. */
   descriptor: string;
+  /**
+   * Set while the migration from this version to schemaVersion runs (its chunks written, its end
+   * not yet): the store already says the new version, so the program of the old one refuses it
+   * (schema_newer), and the next open runs the step again from the start.
+   */
+  migratingFrom?: number;
 }
 
 /**

@@ -401,17 +401,29 @@ async function countUtxos(store: Store, batch: StoreBatch): Promise<void> {
   }
 }
 
-/** The records the utxoidx/ index names under `state`, MIGRATION_CHUNK at a time (undefined where one is missing). */
-async function* indexedUtxos(store: Store, state: UtxoState): AsyncIterable<(UtxoRecord | undefined)[]> {
-  const prefix = utxoIndexPrefix(state);
+/**
+ * The records an index under `prefix` names (`recordKey` of each index key), MIGRATION_CHUNK at a
+ * time (undefined where one is missing): a store's millions of entries are never held at once.
+ */
+async function* indexChunks<T>(
+  store: Store,
+  prefix: string,
+  recordKey: (indexKey: string) => string,
+): AsyncIterable<(T | undefined)[]> {
   let keys: string[] = [];
   for await (const [key] of store.entries({ prefix })) {
-    keys.push(`${SPACES.utxo}${key.slice(prefix.length)}`);
+    keys.push(recordKey(key));
     if (keys.length < MIGRATION_CHUNK) continue;
-    yield store.getMany<UtxoRecord>(keys);
+    yield store.getMany<T>(keys);
     keys = [];
   }
-  if (keys.length > 0) yield store.getMany<UtxoRecord>(keys);
+  if (keys.length > 0) yield store.getMany<T>(keys);
+}
+
+/** The records the utxoidx/ index names under `state`, MIGRATION_CHUNK at a time. */
+function indexedUtxos(store: Store, state: UtxoState): AsyncIterable<(UtxoRecord | undefined)[]> {
+  const prefix = utxoIndexPrefix(state);
+  return indexChunks<UtxoRecord>(store, prefix, (key) => `${SPACES.utxo}${key.slice(prefix.length)}`);
 }
 
 /**
@@ -442,10 +454,12 @@ async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
   }
   await mark();
   let paid = 0;
-  const keys = (await store.keys({ prefix: requestIndexPrefix(requestPhase('paid')) })).map(requestKeyOfIndex);
-  for (let i = 0; i < keys.length; i += MIGRATION_CHUNK)
-    for (const r of await store.getMany<RequestRecord>(keys.slice(i, i + MIGRATION_CHUNK)))
-      if (r?.status === 'paid') paid += Number(r.sats);
+  for await (const chunk of indexChunks<RequestRecord>(
+    store,
+    requestIndexPrefix(requestPhase('paid')),
+    requestKeyOfIndex,
+  ))
+    for (const r of chunk) if (r?.status === 'paid') paid += Number(r.sats);
   batch.put(PEG_IN_SATS_KEY, pegIns).put(PAID_SATS_KEY, paid);
 }
 
@@ -627,11 +641,12 @@ export class Store implements StoreReader {
       stored === null ||
       !Number.isSafeInteger(stored.schemaVersion) ||
       stored.schemaVersion < 1 ||
-      typeof stored.descriptor !== 'string'
+      typeof stored.descriptor !== 'string' ||
+      (stored.migratingFrom !== undefined && stored.migratingFrom !== stored.schemaVersion - 1)
     ) {
       throw new StorageError(
         'meta_corrupt',
-        `${META_KEY} in ${this.#dir} is not { schemaVersion: positive integer, descriptor: string }`,
+        `${META_KEY} in ${this.#dir} is not { schemaVersion: positive integer, descriptor: string, migratingFrom?: schemaVersion - 1 }`,
         { dir: this.#dir },
       );
     }
@@ -657,7 +672,11 @@ export class Store implements StoreReader {
         { dir: this.#dir, stored: stored.descriptor, configured: descriptor },
       );
     }
-    for (let version = stored.schemaVersion; version < SCHEMA_VERSION; version++) {
+    for (let version = stored.migratingFrom ?? stored.schemaVersion; version < SCHEMA_VERSION; version++) {
+      // said before the step's first chunk: a store cut short midway is one the old program refuses
+      await this.batch()
+        .put(META_KEY, { schemaVersion: version + 1, descriptor, migratingFrom: version } satisfies StoreMeta)
+        .write({ sync: true });
       const batch = this.batch();
       await MIGRATIONS[version]!(this, batch);
       await batch.put(META_KEY, { schemaVersion: version + 1, descriptor } satisfies StoreMeta).write({ sync: true });

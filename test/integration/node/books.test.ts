@@ -1,3 +1,5 @@
+import { RocksLevel } from '@nxtedition/rocksdb';
+import { unpack } from 'msgpackr';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
@@ -12,6 +14,7 @@ import {
   META_KEY,
   PAID_SATS_KEY,
   PEG_IN_SATS_KEY,
+  requestKey,
   txConfirmationKey,
   utxoIndexKey,
   utxoKey,
@@ -157,6 +160,78 @@ describe('a schema 6 store', () => {
         largest.map((u) => u.value),
         [80_000n, 70_000n, 10_000n],
       );
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('holds no more than a chunk of the paid requests at a time while it sums them', async (t) => {
+    // every paid request's index key was read into one array: millions of them took the heap, the
+    // open failed before anything was written, and so again at every start
+    const dir = await tempDir(t, 'ledger-migration-paid');
+    let store = await Store.open(dir, { descriptor: federation.descriptor });
+    const batch = store.batch();
+    for (let n = 0; n < 1_200; n++) {
+      let record = stageNewRequest(batch, testRequest({ txHash: hash(50_000 + n), sats: 1_000n }), 'ingested');
+      for (const status of ['batched', 'signed', 'paid'] as const) record = stageStatus(batch, record, status, status);
+    }
+    await batch.put(PAID_SATS_KEY, 0).put(META_KEY, { schemaVersion: 6, descriptor: federation.descriptor }).write();
+    await store.close();
+    const keys = Store.prototype.keys;
+    let largest = 0;
+    Store.prototype.keys = async function (this: Store, range) {
+      const found = await keys.call(this, range);
+      largest = Math.max(largest, found.length);
+      return found;
+    };
+    try {
+      store = await Store.open(dir, { descriptor: federation.descriptor });
+    } finally {
+      Store.prototype.keys = keys;
+    }
+    try {
+      assert.equal((await readBooks(store)).paid, 1_200n * 1_000n);
+      assert.ok(largest <= 1_000, `${largest} keys read at once`);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a migration cut short leaves a store the older program refuses, and the next open finishes it', async (t) => {
+    // the version was bumped only after the step's chunks: a store cut short said "6", and the
+    // program of schema 6, run again by its operator, wrote no value index while the chunks already
+    // written stood, so the value index named outputs that were no longer unspent
+    const dir = await tempDir(t, 'ledger-migration-cut');
+    let store = await Store.open(dir, { descriptor: federation.descriptor });
+    const batch = store.batch();
+    const records = [];
+    for (let n = 0; n < 3; n++) {
+      let record = stageNewRequest(batch, testRequest({ txHash: hash(60_000 + n), sats: 1_000n }), 'ingested');
+      for (const status of ['batched', 'signed', 'paid'] as const) record = stageStatus(batch, record, status, status);
+      records.push(record);
+    }
+    await batch.put(PAID_SATS_KEY, 0).put(META_KEY, { schemaVersion: 6, descriptor: federation.descriptor }).write();
+    await store.close();
+    // a record the step cannot read stops it midway, as a kill would
+    const broken = requestKey(records[1]!.txHash, records[1]!.ordinal);
+    const raw = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    await raw.open();
+    const [good] = await raw.getMany([broken]);
+    await raw
+      .batch()
+      .put(broken, Buffer.from([0x85]))
+      .write();
+    await raw.close();
+    await assert.rejects(Store.open(dir, { descriptor: federation.descriptor }), /not valid msgpack/);
+    await raw.open();
+    const meta = unpack((await raw.getMany([META_KEY]))[0]!) as { schemaVersion: number; migratingFrom?: number };
+    assert.deepEqual(meta, { schemaVersion: 7, descriptor: federation.descriptor, migratingFrom: 6 });
+    await raw.batch().put(broken, good!).write();
+    await raw.close();
+    store = await Store.open(dir, { descriptor: federation.descriptor });
+    try {
+      assert.deepEqual(await store.meta(), { schemaVersion: SCHEMA_VERSION, descriptor: federation.descriptor });
+      assert.equal((await readBooks(store)).paid, 3_000n);
     } finally {
       await store.close();
     }
