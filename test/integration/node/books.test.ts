@@ -19,7 +19,7 @@ import {
   utxoIndexKey,
   utxoKey,
 } from '../../../src/storage/keys.js';
-import type { UtxoRecord } from '../../../src/storage/records.js';
+import type { RequestRecord, UtxoRecord } from '../../../src/storage/records.js';
 import { SCHEMA_VERSION, Store } from '../../../src/storage/store.js';
 import { counted } from '../../support/counted-store.js';
 import { testRequest } from '../../support/requests.js';
@@ -100,6 +100,21 @@ describe("the reserve audit's books", () => {
   });
 });
 
+/** A store at `dir` as schema 6 left it, holding `count` paid requests of 1,000 sats and no paid sum. */
+async function schema6WithPaid(dir: string, count: number): Promise<RequestRecord[]> {
+  const store = await Store.open(dir, { descriptor: federation.descriptor });
+  const batch = store.batch();
+  const records: RequestRecord[] = [];
+  for (let n = 0; n < count; n++) {
+    let record = stageNewRequest(batch, testRequest({ txHash: hash(50_000 + n), sats: 1_000n }), 'ingested');
+    for (const status of ['batched', 'signed', 'paid'] as const) record = stageStatus(batch, record, status, status);
+    records.push(record);
+  }
+  await batch.put(PAID_SATS_KEY, 0).put(META_KEY, { schemaVersion: 6, descriptor: federation.descriptor }).write();
+  await store.close();
+  return records;
+}
+
 describe('a schema 6 store', () => {
   it("gets the ledger's sums when it opens: peg-ins marked as the audit judged them, paid requests summed", async (t) => {
     const dir = await tempDir(t, 'ledger-migration');
@@ -169,14 +184,8 @@ describe('a schema 6 store', () => {
     // every paid request's index key was read into one array: millions of them took the heap, the
     // open failed before anything was written, and so again at every start
     const dir = await tempDir(t, 'ledger-migration-paid');
-    let store = await Store.open(dir, { descriptor: federation.descriptor });
-    const batch = store.batch();
-    for (let n = 0; n < 1_200; n++) {
-      let record = stageNewRequest(batch, testRequest({ txHash: hash(50_000 + n), sats: 1_000n }), 'ingested');
-      for (const status of ['batched', 'signed', 'paid'] as const) record = stageStatus(batch, record, status, status);
-    }
-    await batch.put(PAID_SATS_KEY, 0).put(META_KEY, { schemaVersion: 6, descriptor: federation.descriptor }).write();
-    await store.close();
+    await schema6WithPaid(dir, 1_200);
+    let store: Store;
     const keys = Store.prototype.keys;
     let largest = 0;
     Store.prototype.keys = async function (this: Store, range) {
@@ -202,16 +211,7 @@ describe('a schema 6 store', () => {
     // program of schema 6, run again by its operator, wrote no value index while the chunks already
     // written stood, so the value index named outputs that were no longer unspent
     const dir = await tempDir(t, 'ledger-migration-cut');
-    let store = await Store.open(dir, { descriptor: federation.descriptor });
-    const batch = store.batch();
-    const records = [];
-    for (let n = 0; n < 3; n++) {
-      let record = stageNewRequest(batch, testRequest({ txHash: hash(60_000 + n), sats: 1_000n }), 'ingested');
-      for (const status of ['batched', 'signed', 'paid'] as const) record = stageStatus(batch, record, status, status);
-      records.push(record);
-    }
-    await batch.put(PAID_SATS_KEY, 0).put(META_KEY, { schemaVersion: 6, descriptor: federation.descriptor }).write();
-    await store.close();
+    const records = await schema6WithPaid(dir, 3);
     // a record the step cannot read stops it midway, as a kill would
     const broken = requestKey(records[1]!.txHash, records[1]!.ordinal);
     const raw = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
@@ -228,7 +228,7 @@ describe('a schema 6 store', () => {
     assert.deepEqual(meta, { schemaVersion: 7, descriptor: federation.descriptor, migratingFrom: 6 });
     await raw.batch().put(broken, good!).write();
     await raw.close();
-    store = await Store.open(dir, { descriptor: federation.descriptor });
+    const store = await Store.open(dir, { descriptor: federation.descriptor });
     try {
       assert.deepEqual(await store.meta(), { schemaVersion: SCHEMA_VERSION, descriptor: federation.descriptor });
       assert.equal((await readBooks(store)).paid, 3_000n);
