@@ -395,35 +395,56 @@ async function countUtxos(store: Store, batch: StoreBatch): Promise<void> {
     for await (const records of indexedUtxos(store, state))
       for (const record of records) {
         outputs++;
-        sats += Number(record?.value ?? 0n);
+        sats += Number(record.value);
       }
     batch.put(utxoCountKey(state, 'outputs'), outputs).put(utxoCountKey(state, 'sats'), sats);
   }
 }
 
 /**
- * The records an index under `prefix` names (`recordKey` of each index key), MIGRATION_CHUNK at a
- * time (undefined where one is missing): a store's millions of entries are never held at once.
+ * The entries of an index under `prefix` and the records they name (`recordKey` of each entry;
+ * undefined where one is missing), MIGRATION_CHUNK at a time: a store's millions of entries are
+ * never held at once.
  */
 async function* indexChunks<T>(
   store: Store,
   prefix: string,
   recordKey: (indexKey: string) => string,
-): AsyncIterable<(T | undefined)[]> {
-  let keys: string[] = [];
+): AsyncIterable<{ indexKeys: string[]; records: (T | undefined)[] }> {
+  let indexKeys: string[] = [];
+  const chunk = async (): Promise<{ indexKeys: string[]; records: (T | undefined)[] }> => ({
+    indexKeys,
+    records: await store.getMany<T>(indexKeys.map(recordKey)),
+  });
   for await (const [key] of store.entries({ prefix })) {
-    keys.push(recordKey(key));
-    if (keys.length < MIGRATION_CHUNK) continue;
-    yield store.getMany<T>(keys);
-    keys = [];
+    indexKeys.push(key);
+    if (indexKeys.length < MIGRATION_CHUNK) continue;
+    yield await chunk();
+    indexKeys = [];
   }
-  if (keys.length > 0) yield store.getMany<T>(keys);
+  if (indexKeys.length > 0) yield await chunk();
 }
 
-/** The records the utxoidx/ index names under `state`, MIGRATION_CHUNK at a time. */
-function indexedUtxos(store: Store, state: UtxoState): AsyncIterable<(UtxoRecord | undefined)[]> {
+/**
+ * What is wrong with the entry `indexKey` of an index of `state` (utxoidx/, utxoval/) when the record
+ * it names is missing or in another state; undefined when nothing is. Every reader of the index
+ * refuses such an entry, never skips it: the index and the records are written in one batch.
+ */
+export function utxoIndexFault(indexKey: string, record: UtxoRecord | undefined, state: UtxoState): string | undefined {
+  if (record !== undefined && record.state === state) return undefined;
+  return `UTXO index entry ${indexKey} says ${state} but the record is ${record === undefined ? 'missing' : record.state}`;
+}
+
+/** The records the utxoidx/ index names under `state`, MIGRATION_CHUNK at a time; a faulty entry is refused. */
+async function* indexedUtxos(store: Store, state: UtxoState): AsyncIterable<UtxoRecord[]> {
   const prefix = utxoIndexPrefix(state);
-  return indexChunks<UtxoRecord>(store, prefix, (key) => `${SPACES.utxo}${key.slice(prefix.length)}`);
+  const utxo = (key: string): string => `${SPACES.utxo}${key.slice(prefix.length)}`;
+  for await (const { indexKeys, records } of indexChunks<UtxoRecord>(store, prefix, utxo))
+    yield records.map((record, i) => {
+      const fault = utxoIndexFault(indexKeys[i]!, record, state);
+      if (fault) throw new StorageError('read_failed', fault, { key: indexKeys[i], state });
+      return record!;
+    });
 }
 
 /**
@@ -454,12 +475,12 @@ async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
   }
   await mark();
   let paid = 0;
-  for await (const chunk of indexChunks<RequestRecord>(
+  for await (const { records } of indexChunks<RequestRecord>(
     store,
     requestIndexPrefix(requestPhase('paid')),
     requestKeyOfIndex,
   ))
-    for (const r of chunk) if (r?.status === 'paid') paid += Number(r.sats);
+    for (const r of records) if (r?.status === 'paid') paid += Number(r.sats);
   batch.put(PEG_IN_SATS_KEY, pegIns).put(PAID_SATS_KEY, paid);
 }
 
@@ -471,8 +492,7 @@ async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
 async function indexUnspentByValue(store: Store): Promise<void> {
   for await (const records of indexedUtxos(store, 'unspent')) {
     const entries = store.batch();
-    for (const record of records)
-      if (record?.state === 'unspent') entries.put(unspentByValueKey(record.value, record.txid, record.vout), 1);
+    for (const record of records) entries.put(unspentByValueKey(record.value, record.txid, record.vout), 1);
     if (entries.length > 0) await entries.write({ sync: true });
   }
 }

@@ -1,4 +1,4 @@
-import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
+import { utxoIndexFault, type Store, type StoreBatch, type StoreReader } from '../storage/store.js';
 import {
   outpointOfKey,
   PEG_IN_SATS_KEY,
@@ -127,14 +127,9 @@ export async function listUtxos(store: Store, state: UtxoState): Promise<UtxoRec
 async function indexedRecords(reader: StoreReader, indexKeys: string[], state: UtxoState): Promise<UtxoRecord[]> {
   const records = await getUtxos(reader, indexKeys.map(outpointOfKey));
   return records.map((record, i) => {
-    if (record === undefined || record.state !== state) {
-      throw new WalletError(
-        'utxo_conflict',
-        `UTXO index entry ${indexKeys[i]} says ${state} but the record is ${record === undefined ? 'missing' : record.state}`,
-        { key: indexKeys[i], state },
-      );
-    }
-    return record;
+    const fault = utxoIndexFault(indexKeys[i]!, record, state);
+    if (fault) throw new WalletError('utxo_conflict', fault, { key: indexKeys[i], state });
+    return record!;
   });
 }
 

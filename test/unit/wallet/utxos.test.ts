@@ -18,7 +18,7 @@ import {
   utxoTotals,
   type Outpoint,
 } from '../../../src/wallet/utxos.js';
-import { META_KEY, outpointOfKey, SPACES, utxoCountKey } from '../../../src/storage/keys.js';
+import { META_KEY, outpointOfKey, SPACES, utxoCountKey, utxoIndexKey, utxoKey } from '../../../src/storage/keys.js';
 import { SCHEMA_VERSION, Store } from '../../../src/storage/store.js';
 import type { UtxoRecord, UtxoState } from '../../../src/storage/records.js';
 import type { StoreBatch } from '../../../src/storage/store.js';
@@ -249,6 +249,33 @@ test('a schema 5 store gets its counts when it opens, from the records', async (
     await assertCounted(store, 'migrated');
   } finally {
     await store.close();
+  }
+});
+
+test('a schema 5 store whose index names a record that is missing or in another state is refused, not counted', async (t) => {
+  // the count took such an entry for an output of its state (a missing one for 0 sats): a broken
+  // store opened with counts that hid the damage, where every read of the index refuses it
+  for (const [broken, why] of [
+    [(batch: StoreBatch) => batch.del(utxoKey(op(3).txid, op(3).vout)), 'missing'],
+    [(batch: StoreBatch) => batch.put(utxoIndexKey('spent', op(4).txid, op(4).vout), 1), 'spent'],
+  ] as const) {
+    const dir = await tempDir(t, `utxo-migration-${why}`);
+    const store = await Store.open(dir, { descriptor: TEST_DESCRIPTOR });
+    await write(store, async (batch) => {
+      for (let n = 1; n <= 5; n++)
+        await registerUtxo(batch, { ...op(n), value: 1_000n, scriptPubKey: SCRIPT, height: 100, pegIn: true });
+    });
+    const old = store.batch();
+    broken(old);
+    await old.put(META_KEY, { schemaVersion: 5, descriptor: TEST_DESCRIPTOR }).write();
+    await store.close();
+    await assert.rejects(
+      Store.open(dir, { descriptor: TEST_DESCRIPTOR }),
+      new RegExp(
+        `utxoidx/\\w+/${op(why === 'missing' ? 3 : 4).txid}.* says \\w+ but the record is ${why === 'missing' ? 'missing' : 'unspent'}`,
+      ),
+      why,
+    );
   }
 });
 
