@@ -170,19 +170,21 @@ export async function startApi(options: {
 }): Promise<ApiServer> {
   const limits = { ...API_LIMITS, ...options.limits };
   const rates = new Map<string, TokenBucket>();
-  const { lookupsPerSecond } = limits;
+  const { lookupsPerSecond, lookupsPerSecondTotal } = limits;
+  const allLookups = new TokenBucket(lookupsPerSecondTotal, lookupsPerSecondTotal * 5);
   const context: Context = {
     source: options.source,
     registry: options.registry,
     pages: await loadPages(),
     hostnames: new Set(options.hostnames?.map((h) => h.toLowerCase())),
+    // the address's own rate first: a lookup it refuses takes nothing from what every client shares
     lookupAllowed: (req) =>
       bucketOf(
         rates,
         addressGroup(req.socket.remoteAddress ?? ''),
         TRACKED_ADDRESSES,
         () => new TokenBucket(lookupsPerSecond, lookupsPerSecond * 5),
-      ).take(),
+      ).take() && allLookups.take(),
   };
   const server = createServer(
     {

@@ -27,6 +27,7 @@ export interface Config {
     readonly host: string;
     readonly port: number;
     readonly lookupsPerSecond: number;
+    readonly lookupsPerSecondTotal: number;
     /** Names clients reach the API by, besides IP addresses and localhost: any other Host header is refused. */
     readonly hostnames: readonly string[];
   };
@@ -91,6 +92,7 @@ const SCHEMA: Schema = {
     host: { kind: 'string', default: '127.0.0.1' },
     port,
     lookupsPerSecond: { kind: 'int', min: 1, max: 1_000_000, default: API_LIMITS.lookupsPerSecond },
+    lookupsPerSecondTotal: { kind: 'int', min: 1, max: 1_000_000, default: API_LIMITS.lookupsPerSecondTotal },
     hostnames: { kind: 'hostnames', default: [] },
   },
   evm: {

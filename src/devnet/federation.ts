@@ -178,7 +178,7 @@ async function writeMemberConfigs(
       storeDir: join(home, 'store'),
       p2p: { host: '127.0.0.1', port: p2pPorts[i], peers: Object.fromEntries(peers) },
       // tests and benchmarks poll every member's API from this one address
-      api: { host: '127.0.0.1', port: apiPorts[i], lookupsPerSecond: 100_000 },
+      api: { host: '127.0.0.1', port: apiPorts[i], lookupsPerSecond: 100_000, lookupsPerSecondTotal: 100_000 },
       evm: { rpcUrl: anvilUrl, confirmations: o.evmConfirmations ?? 1, pollMs: 200 },
       bitcoin,
       declaredFunding: regtest ? null : { count: o.funding.count, sats: o.funding.sats, feeRate: 2 },

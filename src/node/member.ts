@@ -347,7 +347,7 @@ function startMemberApi(
   return startApi({
     host: config.api.host,
     port: config.api.port,
-    limits: { lookupsPerSecond: config.api.lookupsPerSecond },
+    limits: { lookupsPerSecond: config.api.lookupsPerSecond, lookupsPerSecondTotal: config.api.lookupsPerSecondTotal },
     hostnames: config.api.hostnames,
     registry: metrics.registry,
     source: storeStatusSource(store, federation, {

@@ -346,15 +346,7 @@ describe('HTTP API', () => {
 
   it("one address's lookups are held to a rate, with 429 and Retry-After past it; other addresses and /health are not", async (t) => {
     const api = await emptyStoreApi(t);
-    /** GET `path` from `localAddress` on a connection of its own: the status and Retry-After. */
-    const from = (localAddress: string, path: string): Promise<{ status: number; retry: string | undefined }> =>
-      new Promise((resolve, reject) => {
-        const req = httpRequest({ host: '127.0.0.1', port: api.port, path, localAddress, agent: false }, (res) => {
-          res.resume();
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, retry: res.headers['retry-after'] }));
-        });
-        req.on('error', reject).end();
-      });
+    const from = fromAddress(api);
     // each lookup reads records and the payments of each: 200 of them from one address at once
     const started = performance.now();
     const answers = [];
@@ -369,4 +361,34 @@ describe('HTTP API', () => {
     assert.equal((await from('127.0.0.2', '/health')).status, 200, '/health is not a lookup');
     assert.equal((await from('127.0.0.3', `/pegouts?evmAddress=${EVM}`)).status, 200, 'another address is served');
   });
+
+  it("many addresses' lookups together are held to the member's rate: the store's thread is the signer's", async (t) => {
+    // each address stayed within its own burst, and nothing bounded their sum: a client with many
+    // addresses (an IPv6 /48 holds 65,536 groups of /64) made the member read records without end on
+    // the thread that validates and signs
+    const lookupsPerSecondTotal = 20;
+    const api = await emptyStoreApi(t, { lookupsPerSecondTotal });
+    const from = fromAddress(api);
+    const started = performance.now();
+    const answers = [];
+    for (let i = 0; i < 400; i++) answers.push(await from(`127.0.1.${i % 40}`, `/pegouts?evmAddress=${EVM}`));
+    const seconds = (performance.now() - started) / 1000;
+    const served = answers.filter((a) => a.status === 200 || a.status === 404).length;
+    t.diagnostic(`${served} of 400 lookups from 40 addresses served in ${seconds.toFixed(2)} s`);
+    assert.ok(served <= lookupsPerSecondTotal * (5 + seconds) + 1, `${served} lookups served`);
+    assert.ok(answers.filter((a) => a.status === 429).every((a) => a.retry === '1'));
+    assert.equal((await from('127.0.1.1', '/health')).status, 200, '/health is not a lookup');
+  });
 });
+
+/** GET `path` from `localAddress` on a connection of its own: the status and Retry-After. */
+function fromAddress(api: ApiServer) {
+  return (localAddress: string, path: string): Promise<{ status: number; retry: string | undefined }> =>
+    new Promise((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: api.port, path, localAddress, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, retry: res.headers['retry-after'] }));
+      });
+      req.on('error', reject).end();
+    });
+}
