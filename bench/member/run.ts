@@ -184,7 +184,7 @@ async function round(
   const sign = await timed(requests, async () => {
     for (const proposal of proposals) {
       const checked = checkProposal(proposal);
-      const outcome = await signProposal(store, pool, federation, checked, { ...POLICY, self });
+      const outcome = await signProposal(store, pool, federation, checked, { ...POLICY, self }, self);
       if (!outcome.ok) throw new Error(`refused: ${outcome.reason} ${outcome.detail}`);
       signed.push({ tx: checked.tx, prevouts: checked.proposal.prevouts, txid: checked.txid });
       sets.push(new Map([[self, outcome.signatures]]));

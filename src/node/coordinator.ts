@@ -497,7 +497,7 @@ export class Coordinator {
         checkProposal({ ...built, round: slot, proposer: this.myKey }),
       );
       const { proposal } = checked;
-      const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, policy);
+      const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, policy, this.myKey);
       if (!outcome.ok) {
         this.o.metrics?.rounds.inc({ outcome: 'own_proposal_refused' });
         this.o.log.warn('own_proposal_refused', { reason: outcome.reason, detail: outcome.detail });
@@ -629,7 +629,14 @@ export class Coordinator {
     const started = performance.now();
     const { txid, proposal } = checked;
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
-    const outcome = await signProposal(this.o.store, this.o.pool, this.o.federation, checked, await this.o.policy());
+    const outcome = await signProposal(
+      this.o.store,
+      this.o.pool,
+      this.o.federation,
+      checked,
+      await this.o.policy(),
+      peer,
+    );
     if (!outcome.ok && outcome.reason === 'unknown_input' && tries === 0 && (await this.recoverInputs(checked))) {
       await this.onProposal(peer, checked, tries + 1);
       return;

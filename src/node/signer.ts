@@ -50,7 +50,10 @@ export type SignOutcome =
 async function paymentRecord(
   reader: StoreReader,
   txid: string,
-): Promise<{ record?: Pick<SignatureRecord, 'inputs' | 'requestIds' | 'fee' | 'vsize'>; finalized: boolean }> {
+): Promise<{
+  record?: Pick<SignatureRecord, 'inputs' | 'requestIds' | 'fee' | 'vsize' | 'from'>;
+  finalized: boolean;
+}> {
   const [made, final] = await reader.getMany<SignatureRecord | FinalizedRecord>([
     signatureMadeKey(txid),
     finalizedKey(txid),
@@ -88,7 +91,15 @@ async function signedPayments(
       const killer = chain ? u.spentBy && (await storedConfirmations(store, u.spentBy)) >= paidDepth : !finalized;
       if (killer) dead = true;
     }
-    out.push({ txid, inputs: record.inputs, fee: record.fee, vsize: record.vsize, dead, finalized });
+    out.push({
+      txid,
+      inputs: record.inputs,
+      fee: record.fee,
+      vsize: record.vsize,
+      dead,
+      finalized,
+      ...(record.from === undefined ? {} : { from: record.from }),
+    });
   }
   return out;
 }
@@ -140,6 +151,7 @@ async function readForSigning(
   federation: Federation,
   checked: CheckedProposal,
   policy: SigningPolicy,
+  sender: string,
 ): Promise<SignerReads> {
   const { proposal, tx } = checked;
   const chain = await chainView(store, policy.spendDepth);
@@ -204,6 +216,7 @@ async function readForSigning(
   const state: ValidationState = {
     ...(handoff ? { handoff } : {}),
     federation,
+    sender,
     request: (id) => requests.get(id),
     utxo: (name) => utxos.get(name),
     signedPayments: (id) => signed.get(id) ?? [],
@@ -230,11 +243,12 @@ export async function signProposal(
   federation: Federation,
   checked: CheckedProposal,
   policy: SigningPolicy,
+  from: string,
   now: () => string = () => new Date().toISOString(),
 ): Promise<SignOutcome> {
   return store.transaction(async (batch): Promise<SignOutcome> => {
     const staged = await stages.timeAsync('validation', () =>
-      validateAndStage(store, batch, federation, checked, policy),
+      validateAndStage(store, batch, federation, checked, policy, from),
     );
     if ('refused' in staged) return staged.refused;
     const signatures = await pool.signTransaction(checked.tx, checked.proposal.prevouts);
@@ -253,6 +267,7 @@ async function validateAndStage(
   federation: Federation,
   checked: CheckedProposal,
   policy: SigningPolicy,
+  from: string,
 ): Promise<{ refused: SignOutcome } | SignerReads> {
   const { tx, txid } = checked;
   const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
@@ -262,7 +277,7 @@ async function validateAndStage(
     const why = paused.reasons.map((r) => `${r.kind}: ${r.detail}`).join('; ');
     return { refused: { ok: false, reason: 'paused', detail: `this member is paused since ${paused.since} (${why})` } };
   }
-  const reads = await readForSigning(store, federation, checked, policy);
+  const reads = await readForSigning(store, federation, checked, policy, from);
   const verdict = validateProposal(checked, reads.state);
   if (!verdict.ok) return { refused: verdict };
   // inputs reserved by earlier proposals this one replaces (it spends them) move to it; the records
@@ -297,6 +312,7 @@ function stageSigned(
     fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
     vsize: signedFederationVsize(federation, tx),
     at,
+    from: state.sender,
   } satisfies SignatureRecord);
   const added = proposal.requestIds.reduce(
     (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),

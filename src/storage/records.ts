@@ -161,6 +161,12 @@ export interface SignatureRecord extends Pick<FinalizedRecord, 'txid' | 'request
   readonly inputs: readonly string[];
   /** 64 bytes per input, in input order. */
   readonly signatures: Uint8Array;
+  /**
+   * x-only key (hex) of the member whose link brought the proposal, this member's own for its own:
+   * what validation counts live payments by (LIVE_PAYMENTS_PER_SENDER). Absent in records written
+   * before it was kept; those count for no sender.
+   */
+  readonly from?: string;
 }
 
 /** final/<txid>: a payment with t valid signatures on every input. */

@@ -36,7 +36,21 @@ export interface SignedPayment {
   readonly dead: boolean;
   /** It has t signatures (this member holds it finalized): it may be in a mempool already. */
   readonly finalized: boolean;
+  /** Whose link brought its proposal (SignatureRecord.from); absent for one this member only knows finalized. */
+  readonly from?: string;
 }
+
+/**
+ * Payments of one request (or handoffs) that this member signed on the proposals of one sender and
+ * that are neither finalized nor dead: past it, that sender's next one is refused. Each replaces
+ * every earlier one (it spends an input of each), so none is a double payment, but sent to fewer
+ * than t members none finalizes, and each costs a signature record, a txid on the request's list and
+ * a read by every later proposal of the request. Counted by sender, not in all: a malicious member
+ * fills only its own share and cannot pin a request against the others' proposals. An honest
+ * proposer has one or two live at once (its payment, a merge of stalled rivals); a finalized payment
+ * is replaced only at a BIP125 fee step, which bounds those.
+ */
+export const LIVE_PAYMENTS_PER_SENDER = 8;
 
 /** Bitcoin Core's default incremental relay fee, sat/vB: what BIP125 rule 4 charges a replacement per vbyte. */
 export const INCREMENTAL_RELAY_FEE = 1;
@@ -44,6 +58,8 @@ export const INCREMENTAL_RELAY_FEE = 1;
 /** The member's own state, as far as validation needs it (a snapshot, read by the caller). */
 export interface ValidationState {
   readonly federation: Federation;
+  /** x-only key (hex) of the member whose link brought the proposal; this member's own for its own. */
+  readonly sender: string;
   request(id: string): KnownRequest | undefined;
   utxo(outpoint: string): UtxoRecord | undefined;
   /** Transactions this member signed that pay request `id`. */
@@ -143,6 +159,8 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
   // them confirms, as with a request's payments (checkDoublePayment). Repeating them would move
   // more than the test amount before the proof, or spend the federation's funds on fees.
   const once = (): Verdict => {
+    const crowded = overLiveShare(handoff.earlier, checked.txid, state.sender, 'the handoff');
+    if (crowded) return crowded;
     const other = handoff.earlier.find(
       (e) => !e.dead && e.txid !== checked.txid && !e.inputs.some((o) => inputs.spends.has(o)),
     );
@@ -348,6 +366,24 @@ function checkOutputs(
  * only as BIP125 allows: a higher rate, and a fee covering the replaced one's plus the relay fee
  * for its own size.
  */
+/**
+ * The refusal when `sender` already has LIVE_PAYMENTS_PER_SENDER of `earlier` (the payments of one
+ * request, or the handoffs) live and not finalized here, this transaction not among them.
+ */
+function overLiveShare(
+  earlier: readonly SignedPayment[],
+  txid: string,
+  sender: string,
+  what: string,
+): Verdict | undefined {
+  const live = earlier.filter((e) => e.from === sender && !e.dead && !e.finalized && e.txid !== txid).length;
+  if (live < LIVE_PAYMENTS_PER_SENDER) return undefined;
+  return reject(
+    'too_many_payments',
+    `${sender} already had this member sign ${live} payments of ${what} that are neither finalized nor dead (at most ${LIVE_PAYMENTS_PER_SENDER} a sender)`,
+  );
+}
+
 function checkDoublePayment(
   { proposal, txid }: CheckedProposal,
   state: ValidationState,
@@ -357,6 +393,8 @@ function checkDoublePayment(
 ): Verdict {
   const rate = Number(fee) / vsize;
   for (const id of proposal.requestIds) {
+    const crowded = overLiveShare(state.signedPayments(id), txid, state.sender, `request ${id}`);
+    if (crowded) return crowded;
     for (const earlier of state.signedPayments(id)) {
       if (earlier.dead || earlier.txid === txid) continue;
       if (!earlier.inputs.some((o) => spends.has(o))) {

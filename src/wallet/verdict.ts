@@ -36,6 +36,7 @@ export type RejectReason =
   | 'fee_rate_too_high'
   | 'fee_share_too_high'
   | 'double_payment'
+  | 'too_many_payments'
   | 'replacement_fee_too_low'
   | 'request_held'
   | 'rate_limited'

@@ -613,7 +613,14 @@ describe('transaction coordinator, members in one process on loopback', () => {
           const spendable = (await listUtxos(store, 'unspent')).slice(i < 2 ? 0 : 2, i < 2 ? 2 : 4);
           const [payment] = buildPayments(requests, spendable, 2, federation, { maxOutputs: 6 }).payments;
           const proposal = proposalFromPayment(payment!, 0, toHex(federation.pubkeys[i]!));
-          const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+          const outcome = await signProposal(
+            store,
+            pool,
+            federation,
+            checkProposal(proposal),
+            TEST_POLICY,
+            proposal.proposer,
+          );
           assert.ok(outcome.ok, JSON.stringify(outcome));
           assert.equal(payment!.prevouts.length, 2);
           if (outcome.ok) rivalOf[i] = outcome.txid;

@@ -24,6 +24,7 @@ import {
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo, registerUtxo, spendUtxo } from '../../../src/wallet/utxos.js';
+import { LIVE_PAYMENTS_PER_SENDER } from '../../../src/wallet/validate.js';
 import { counted } from '../../support/counted-store.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -89,8 +90,13 @@ function raw(p: Proposal): CheckedProposal {
   return { proposal: p, tx, txid: txidOf(tx) };
 }
 
-const sign = (store: Store, p: Proposal | CheckedProposal, policy = TEST_POLICY): Promise<SignOutcome> =>
-  signProposal(store, honest, federation, 'tx' in p ? p : checkProposal(p), policy);
+/** `p` signed by the honest member, as sent to it by `from` (the attacker unless told). */
+const sign = (
+  store: Store,
+  p: Proposal | CheckedProposal,
+  policy = TEST_POLICY,
+  from = attacker,
+): Promise<SignOutcome> => signProposal(store, honest, federation, 'tx' in p ? p : checkProposal(p), policy, from);
 const reason = (o: SignOutcome): string => (o.ok ? 'signed' : o.reason);
 
 describe('a malicious member against an honest signer (issue 11)', () => {
@@ -326,6 +332,27 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     }
     t.diagnostic(`recording: ${batchReads} batch reads`);
     assert.ok(batchReads <= 100, `${batchReads} batch reads to record it`);
+  });
+
+  it('11: replacements of its own payment without end, each signed: the signer holds a few live ones a request from each sender', async (t) => {
+    // each variant spends the same input, so each replaces (conflicts with) every earlier one and none
+    // is a double payment; sent to fewer than t honest members, none finalizes. Every one was signed:
+    // a signature record each, the request's payment list a txid longer, and every later proposal of
+    // the request read all of them
+    const store = await member(t);
+    const variant = (i: number): Proposal => built([R[0]!], [U[0]!], 2 + i / 100);
+    const outcomes = [];
+    for (let i = 0; i < 20; i++) outcomes.push(reason(await sign(store, variant(i))));
+    const signed = outcomes.filter((o) => o === 'signed').length;
+    assert.equal(signed, LIVE_PAYMENTS_PER_SENDER, outcomes.join(' '));
+    assert.ok(
+      outcomes.slice(signed).every((o) => o === 'too_many_payments'),
+      outcomes.join(' '),
+    );
+    // another member's payment of the request (it spends an input of each) is still signed: the sender
+    // filled only its own share
+    const other = toHex(federation.pubkeys[1]!);
+    assert.equal(reason(await sign(store, built([R[0]!], [U[0]!, U[1]!]), TEST_POLICY, other)), 'signed');
   });
 
   it('9: a proposal of thousands of requests nobody ingested is refused after reading a few of them', async (t) => {

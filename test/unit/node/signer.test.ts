@@ -32,6 +32,8 @@ const federation = buildFederation({
   pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)),
 });
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+/** Whose link brought the proposals these tests sign: the member that proposes them. */
+const PROPOSER = toHex(federation.pubkeys[0]!);
 const pool = new SigningPool(federation, { secretKey: secretKeys[0]!, size: 1 });
 after(() => pool.destroy());
 
@@ -80,7 +82,7 @@ describe('transaction signer', () => {
     const limits = { maxRequestSats: 2_000_000n, windowSats: 10_000_000n, windowBlocks: 144 };
     const policy = { ...TEST_POLICY, self, limits };
     const reason = async (p = policy) => {
-      const o = await signProposal(store, pool, federation, checked, p);
+      const o = await signProposal(store, pool, federation, checked, p, PROPOSER);
       return o.ok ? 'ok' : o.reason;
     };
     // both requests (3,000,000 sats each) are over the per-request limit: held until this operator releases them
@@ -125,7 +127,9 @@ describe('transaction signer', () => {
       });
       t.after(() => faulty.destroy());
       const checked = checkProposal(proposalFor(utxos));
-      await assert.rejects(signProposal(store, faulty, federation, checked, TEST_POLICY), { code: 'sign_fault' });
+      await assert.rejects(signProposal(store, faulty, federation, checked, TEST_POLICY, PROPOSER), {
+        code: 'sign_fault',
+      });
       assert.equal(
         await store.get(signatureMadeKey(checked.txid)),
         undefined,
@@ -141,7 +145,7 @@ describe('transaction signer', () => {
       const restarted = new Safety(store, log);
       await restarted.load();
       assert.notEqual(restarted.paused, null);
-      const outcome = await signProposal(store, pool, federation, checked, TEST_POLICY);
+      const outcome = await signProposal(store, pool, federation, checked, TEST_POLICY, PROPOSER);
       assert.equal(outcome.ok ? 'ok' : outcome.reason, 'paused');
     },
   );
@@ -150,12 +154,13 @@ describe('transaction signer', () => {
     const store = await openTempStore(t);
     await seed(store);
     const proposal = proposalFor(utxos);
-    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY, PROPOSER);
     assert.ok(outcome.ok);
     if (!outcome.ok) return;
     const record = await store.get<SignatureRecord>(signatureMadeKey(outcome.txid));
     assert.deepEqual(Buffer.from(record!.signatures), Buffer.from(outcome.signatures));
     assert.deepEqual(record!.requestIds, requestIds);
+    assert.equal(record!.from, PROPOSER, 'whose link brought the proposal');
     const tx = parseTx(proposal.unsignedTx);
     const valid = await inProcessVerifier(federation)(
       tx,
@@ -167,7 +172,7 @@ describe('transaction signer', () => {
     for (const input of tx.inputs) assert.equal((await getUtxo(store, input))?.reservedBy, outcome.txid);
     for (const id of requestIds) assert.equal((await getRequest(store, id))?.status, 'batched');
     // asking again returns the recorded signatures
-    const again = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+    const again = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY, PROPOSER);
     assert.ok(again.ok && again.already && Buffer.compare(again.signatures, outcome.signatures) === 0);
   });
 
@@ -175,9 +180,9 @@ describe('transaction signer', () => {
     const store = await openTempStore(t);
     await seed(store);
     const first = proposalFor([utxos[0]!]);
-    assert.ok((await signProposal(store, pool, federation, checkProposal(first), TEST_POLICY)).ok);
+    assert.ok((await signProposal(store, pool, federation, checkProposal(first), TEST_POLICY, PROPOSER)).ok);
     const other = proposalFor([utxos[1]!]);
-    const refused = await signProposal(store, pool, federation, checkProposal(other), TEST_POLICY);
+    const refused = await signProposal(store, pool, federation, checkProposal(other), TEST_POLICY, PROPOSER);
     assert.equal(refused.ok ? 'signed' : refused.reason, 'double_payment');
     assert.equal((await getUtxo(store, utxos[1]!))?.state, 'unspent', 'a refusal reserves nothing');
     // RBF: same input, higher fee
@@ -186,7 +191,7 @@ describe('transaction signer', () => {
       serializeTx(parseTx(bump.unsignedTx)).toString(),
       serializeTx(parseTx(first.unsignedTx)).toString(),
     );
-    const replaced = await signProposal(store, pool, federation, checkProposal(bump), TEST_POLICY);
+    const replaced = await signProposal(store, pool, federation, checkProposal(bump), TEST_POLICY, PROPOSER);
     assert.ok(replaced.ok, replaced.ok ? '' : replaced.detail);
     if (replaced.ok) assert.equal((await getUtxo(store, utxos[0]!))?.reservedBy, replaced.txid);
   });
@@ -195,7 +200,7 @@ describe('transaction signer', () => {
     const store = await openTempStore(t);
     await seed(store);
     const proposal = { ...proposalFor(utxos), requestIds: [`0x${hex32(9)}:9`, requestIds[1]!] };
-    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY);
+    const outcome = await signProposal(store, pool, federation, checkProposal(proposal), TEST_POLICY, PROPOSER);
     assert.equal(outcome.ok ? 'signed' : outcome.reason, 'unknown_request');
     for (const u of utxos) assert.equal((await getUtxo(store, u))?.state, 'unspent');
   });
@@ -218,7 +223,14 @@ describe('transaction signer', () => {
     // what it signed counts once: at signing, not again when the payment is finalized
     const signer = await openTempStore(t);
     await seed(signer);
-    const outcome = await signProposal(signer, pool, federation, checkProposal(proposal), { ...TEST_POLICY, limits });
+    const outcome = await signProposal(
+      signer,
+      pool,
+      federation,
+      checkProposal(proposal),
+      { ...TEST_POLICY, limits },
+      PROPOSER,
+    );
     assert.ok(outcome.ok);
     await recordFinalized(signer, federation, txidOf(tx), tx, body, 'test', limits);
     assert.equal(await signer.get(outflowKey(0)), 6_000_000n);

@@ -152,6 +152,7 @@ describe('payment building properties over random UTXO and request sets', () => 
         // the proposer builds exactly what a validator with the same view accepts
         const verdict = validateProposal(checkProposal(proposalFromPayment(p, 1, toHex(federation.pubkeys[0]!))), {
           federation,
+          sender: toHex(federation.pubkeys[0]!),
           request: (id) =>
             byId.has(id)
               ? { status: 'accepted', scriptPubKey: byId.get(id)!.scriptPubKey, sats: byId.get(id)!.sats }

@@ -16,6 +16,7 @@ import {
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import {
+  LIVE_PAYMENTS_PER_SENDER,
   validateProposal,
   type HandoffView,
   type SignedPayment,
@@ -31,6 +32,8 @@ const fed = (t: number, ids: number[]): Federation =>
   buildFederation({ network: 'regtest', threshold: t, pubkeys: ids.map(key) });
 const OLD = fed(2, [1, 2, 3]);
 const NEW = fed(3, [1, 2, 4, 5]);
+/** Whose link brought the handoffs these tests check. */
+const PROPOSER = toHex(OLD.pubkeys[0]!);
 const PLAN = makeRotationPlan(OLD, NEW, { activationHeight: 200, evmBoundary: 50 }, 'plan');
 const POLICY: FeePolicy = { floor: 1, estimate: 2, maxMultiple: 3, maxRate: 500, maxSharePerRequest: 100_000n };
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
@@ -74,6 +77,7 @@ function state(o: Options = {}): ValidationState {
   };
   return {
     federation: side === 'from' ? OLD : NEW,
+    sender: PROPOSER,
     request: () => undefined,
     utxo: (name) => utxos.get(name),
     signedPayments: () => [],
@@ -146,6 +150,25 @@ describe('a handoff, as a member validates it', () => {
     assert.deepEqual(validateProposal(checked(test), state({ earlier: [first] })), { ok: true });
     // a dead one (its input spent by another confirmed transaction) blocks nothing
     assert.deepEqual(validateProposal(checked(other), state({ earlier: [{ ...first, dead: true }] })), { ok: true });
+  });
+
+  it("a few live replacements from each sender: past them its next one is refused, not another sender's", () => {
+    const live = (i: number, from: string): SignedPayment => ({
+      txid: hex32(60 + i),
+      inputs: [`${hex32(1)}:0`],
+      fee: 300n,
+      vsize: 150,
+      dead: false,
+      finalized: false,
+      from,
+    });
+    const mine = Array.from({ length: LIVE_PAYMENTS_PER_SENDER }, (_, i) => live(i, PROPOSER));
+    assert.equal(refusal(test, { earlier: mine }), 'too_many_payments');
+    // one of them finalized, or dead, leaves room; another sender's count is its own
+    const settled = [{ ...mine[0]!, finalized: true }, ...mine.slice(1)];
+    assert.deepEqual(validateProposal(checked(test), state({ earlier: settled })), { ok: true });
+    const others = mine.map((p) => ({ ...p, from: toHex(OLD.pubkeys[1]!) }));
+    assert.deepEqual(validateProposal(checked(test), state({ earlier: others })), { ok: true });
   });
 
   it("the new set spends to itself once, and only what the old set sent it (a stranger's coin would stall the handoff)", () => {

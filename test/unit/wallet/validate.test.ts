@@ -33,6 +33,8 @@ const federation = buildFederation({
   threshold: 2,
   pubkeys: [1, 2, 3].map((i) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i))),
 });
+/** Whose link brought the proposals these tests check. */
+const PROPOSER = toHex(federation.pubkeys[0]!);
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 
 const utxos: UtxoRecord[] = [1, 2, 3].map((i) => ({
@@ -80,6 +82,7 @@ function state(o: Overrides = {}): ValidationState {
   const us = o.utxos ?? new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, u]));
   return {
     federation,
+    sender: PROPOSER,
     request: (id) => reqs.get(id),
     utxo: (name) => us.get(name),
     signedPayments: (id) => o.signed?.get(id) ?? [],
