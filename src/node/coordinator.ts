@@ -9,11 +9,11 @@ import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collect
 import type { SigningPool } from '../signing/pool.js';
 import {
   finalizedKey,
+  openPaymentKey,
   proposalKey,
   signatureMadeKey,
   signatureReceivedKey,
   signatureReceivedPrefix,
-  SPACES,
 } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import { targetRate } from '../wallet/fee.js';
@@ -29,7 +29,7 @@ import { checkProposal, PROPOSAL_CAPS, proposalFromPayment, type CheckedProposal
 import { getUtxos, largestUnspent, listUnspent, outpointText, spendableAt } from '../wallet/utxos.js';
 import { BEHIND } from '../wallet/verdict.js';
 import { peerLog, type Logger, type PeerLog } from './log.js';
-import { isUnsettled, recordFinalized } from './finalize.js';
+import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
 import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
@@ -317,21 +317,19 @@ export class Coordinator {
    * finalized payments not yet paid.
    */
   private async recover(): Promise<void> {
-    for await (const [, record] of this.o.store.entries<SignatureRecord>({ prefix: SPACES.signatureMade })) {
-      if (await this.o.store.get(finalizedKey(record.txid))) continue;
-      const proposal = await this.o.store.get<Proposal>(proposalKey(record.txid));
-      if (!proposal) continue;
-      await this.track(checkProposal(proposal), { signatures: record.signatures, origin: 'stored' }, true);
-      for await (const [key, sigs] of this.o.store.entries<Uint8Array>({
-        prefix: signatureReceivedPrefix(record.txid),
-      })) {
-        await this.add(record.txid, key.slice(key.lastIndexOf('/') + 1), sigs, 'stored');
+    for await (const { txid, made, finalized: f } of openPayments(this.o.store)) {
+      if (f) {
+        if (await isUnsettled(this.o.store, f, this.o.paidDepth))
+          this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds });
+        for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
+        continue;
       }
-    }
-    for await (const [, f] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized })) {
-      if (await isUnsettled(this.o.store, f, this.o.paidDepth))
-        this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds });
-      for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
+      const proposal = made && (await this.o.store.get<Proposal>(proposalKey(txid)));
+      if (!made || !proposal) continue;
+      await this.track(checkProposal(proposal), { signatures: made.signatures, origin: 'stored' }, true);
+      for await (const [key, sigs] of this.o.store.entries<Uint8Array>({ prefix: signatureReceivedPrefix(txid) })) {
+        await this.add(txid, key.slice(key.lastIndexOf('/') + 1), sigs, 'stored');
+      }
     }
   }
 
@@ -369,7 +367,8 @@ export class Coordinator {
         const { [id]: _matched, ...unmatched } = f.unmatched;
         records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
       }
-      for (const [txid, f] of records) batch.put(finalizedKey(txid), f);
+      // followed again, after a restart too: its late requests are 'signed' now, not paid
+      for (const [txid, f] of records) batch.put(finalizedKey(txid), f).put(openPaymentKey(txid), 1);
       await stageOutflowNow(batch, this.o.outflow.limits, firstPaid);
       return [...records.values()];
     });

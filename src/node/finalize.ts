@@ -63,6 +63,7 @@ async function stageSupersededBy(
       if (!made || made.inputs.some((o) => inputs.has(o)) || (await batch.get(keys.finalizedKey(other)))) continue;
       superseded.push(other);
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
+      batch.del(keys.openPaymentKey(other));
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
       for (const rid of made.requestIds) {
         const r = paymentsOf.has(rid) ? undefined : await getRequest(batch, rid);
@@ -88,6 +89,40 @@ async function signedElsewhere(
     if (await batch.get(keys.signatureMadeKey(txid))) return true;
   }
   return false;
+}
+
+/** A payment of open/ and its records: what this member signed of it, and it finalized if it is. */
+export interface OpenPayment {
+  readonly txid: string;
+  readonly made: SignatureRecord | undefined;
+  readonly finalized: FinalizedRecord | undefined;
+}
+
+/** Payments whose records openPayments reads at a time. */
+const OPEN_CHUNK = 100;
+
+/**
+ * The payments a restart picks up again (open/: signed and not finalized, superseded or lost, or
+ * finalized and not settled), with their records, a chunk at a time. The coordinator's recovery and
+ * settlement read these instead of every signature and finalized record ever written: a restart
+ * costs what is in flight, not the member's history.
+ */
+export async function* openPayments(store: Store): AsyncIterable<OpenPayment> {
+  const txids = (await store.keys({ prefix: keys.SPACES.openPayment })).map((k) =>
+    k.slice(keys.SPACES.openPayment.length),
+  );
+  for (let from = 0; from < txids.length; from += OPEN_CHUNK) {
+    const chunk = txids.slice(from, from + OPEN_CHUNK);
+    const records = await store.getMany<SignatureRecord | FinalizedRecord>(
+      chunk.flatMap((txid) => [keys.signatureMadeKey(txid), keys.finalizedKey(txid)]),
+    );
+    for (const [i, txid] of chunk.entries())
+      yield {
+        txid,
+        made: records[2 * i] as SignatureRecord | undefined,
+        finalized: records[2 * i + 1] as FinalizedRecord | undefined,
+      };
+  }
 }
 
 /**
@@ -205,6 +240,7 @@ async function stageFinalized(
   };
   batch.put(keys.finalizedKey(txid), final);
   batch.put(keys.finalizedAtKey(at, txid), 1);
+  batch.put(keys.openPaymentKey(txid), 1);
   await stageOutflowNow(batch, limits, firstPaid);
   // only a handoff pays no request (wallet/validate.ts); the signer indexed it too if it signed it
   if (body.requestIds.length === 0) batch.put(keys.handoffTxKey(txid), 1);

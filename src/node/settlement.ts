@@ -12,6 +12,7 @@ import {
   chainSpendKey,
   cursorKey,
   finalizedKey,
+  openPaymentKey,
   proposalKey,
   SPACES,
 } from '../storage/keys.js';
@@ -23,7 +24,7 @@ import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
 import { getUtxo, getUtxos, registerUtxo, releaseUtxos, stageSpent } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
-import { isUnsettled, recordFinalized } from './finalize.js';
+import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
 import type { Logger } from './log.js';
 import type { BroadcastAttempt, ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
 
@@ -57,6 +58,8 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
     await releaseUtxos(batch, proposalOutpoints(proposal), loser);
+    // a restart need not take it up again; one finalized is followed until it is lost (stageLost)
+    if (!(await batch.get(finalizedKey(loser)))) batch.del(openPaymentKey(loser));
     for (const id of proposal.requestIds) {
       if (record.requestIds.includes(id)) continue;
       const r = await getRequest(batch, id);
@@ -73,6 +76,7 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
 async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecord, winner: string): Promise<void> {
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
+  batch.del(openPaymentKey(record.txid));
   // whether each other payment of its requests was applied, asked once a payment: one of a thousand
   // requests is on each of their lists
   const applied = new Map<string, boolean>([[record.txid, false]]);
@@ -172,8 +176,9 @@ export class ChainSettlement {
 
   /** The finalized payments still to follow (isUnsettled: a handoff too, until it is at the paid depth). */
   async load(): Promise<void> {
-    for await (const [, record] of this.o.store.entries<FinalizedRecord>({ prefix: SPACES.finalized }))
-      if (await isUnsettled(this.o.store, record, this.o.paidConfirmations)) this.open.set(record.txid, record);
+    for await (const { finalized } of openPayments(this.o.store))
+      if (finalized && (await isUnsettled(this.o.store, finalized, this.o.paidConfirmations)))
+        this.open.set(finalized.txid, finalized);
   }
 
   readonly onFinalized = async (record: FinalizedRecord): Promise<void> => {
@@ -269,6 +274,8 @@ export class ChainSettlement {
           `${confirmations} confirmations of ${record.txid}`,
         );
         await stageSuperseded(this.o.store, batch, record, at);
+        // requests it names that are not ingested here yet are matched (and paid) after a restart too
+        if (Object.keys(record.unmatched).length === 0) batch.del(openPaymentKey(record.txid));
       });
       this.o.log.info('paid', { txid: record.txid, confirmations, requests: record.requestIds.length });
       this.settle(record.txid);

@@ -5,7 +5,14 @@ import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import { paymentsOfRequests, QUEUED, requestsOf, stagePaymentOf, stageStatus } from '../evm/request-store.js';
 import { tryParseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
-import { finalizedKey, handoffTxKey, holdKey, signatureMadeKey, supersededKey } from '../storage/keys.js';
+import {
+  finalizedKey,
+  handoffTxKey,
+  holdKey,
+  openPaymentKey,
+  signatureMadeKey,
+  supersededKey,
+} from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import type { SigningPool } from '../signing/pool.js';
 import type { FeePolicy } from '../wallet/fee.js';
@@ -319,6 +326,7 @@ function stageSigned(
     0n,
   );
   stageOutflow(batch, state.outflow, added);
+  batch.put(openPaymentKey(txid), 1);
   // a handoff (it pays no request) counts from the moment it is signed: a second one must replace it
   if (proposal.requestIds.length === 0) batch.put(handoffTxKey(txid), 1);
   for (const [i, id] of proposal.requestIds.entries()) {

@@ -67,6 +67,13 @@
  * | final/     | final/<txid>                             | finalized (fully signed) transaction       | node                            |
  * | finalat/   | finalat/<ISO time>/<txid>                | 1 — index of final/ by when this member    | same batch as the new final/    |
  * |            |                                          | recorded it (recent payments; schema 4)    | record (recordFinalized)        |
+ * | open/      | open/<txid>                              | 1 — a payment a restart picks up again     | same batch as sigmade/ and      |
+ * |            |                                          | (schema 8): signed and not finalized,      | final/; removed in the batch    |
+ * |            |                                          | superseded or lost; or finalized and not   | that supersedes it, loses it,   |
+ * |            |                                          | settled (a request not paid, a handoff not | or pays it at depth with every  |
+ * |            |                                          | at the paid depth) or with requests not    | request it names matched        |
+ * |            |                                          | ingested here. Restart reads these, not    |                                 |
+ * |            |                                          | every payment ever made                    |                                 |
  * | bcast/     | bcast/<txid>/<seq>                       | one broadcast attempt and its answer       | node                            |
  * | hold/      | hold/<evm tx hash>/<ordinal>/<member key>| HoldRelease: a member's operator released  | node: own (admin interface,     |
  * |            |                                          | a held request (own, or heard on a link)   | sync), peers' (links)           |
@@ -108,6 +115,7 @@ export const SPACES = {
   signatureReceived: 'sigrecv/',
   superseded: 'supsd/',
   finalized: 'final/',
+  openPayment: 'open/',
   finalizedAt: 'finalat/',
   broadcast: 'bcast/',
   hold: 'hold/',
@@ -415,6 +423,8 @@ export function signatureReceivedKey(txid: string, memberXonlyKey: string): stri
 }
 
 export const finalizedKey = byTxid(SPACES.finalized, 'finalized txid');
+
+export const openPaymentKey = byTxid(SPACES.openPayment, 'open payment txid');
 
 /** Finalized handoff transactions (a rotation's test spend and sweeps: they pay no request), by txid. */
 export const HANDOFF_TX_PREFIX = `${SPACES.handoff}tx/`;

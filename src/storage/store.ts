@@ -1,13 +1,17 @@
 import { RocksLevel } from '@nxtedition/rocksdb';
 import { Packr } from 'msgpackr';
 import * as stages from '../metrics/stages.js';
+import { tryParseRequestId } from '../evm/request-id.js';
 import { StorageError } from './errors.js';
 import {
   finalizedKey,
   META_KEY,
+  openPaymentKey,
   PAID_SATS_KEY,
   PEG_IN_SATS_KEY,
+  proposalKey,
   requestIndexPrefix,
+  requestKey,
   requestKeyOfIndex,
   requestPhase,
   SPACES,
@@ -17,7 +21,7 @@ import {
   utxoIndexPrefix,
   utxoKey,
 } from './keys.js';
-import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } from './records.js';
+import type { FinalizedRecord, RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } from './records.js';
 
 /**
  * Bumped whenever the layout changes; an older binary refuses a newer store, and a newer one
@@ -27,9 +31,9 @@ import type { RequestRecord, StatusChange, StoreMeta, UtxoRecord, UtxoState } fr
  * status index by phase, a request's payments as one list (reqpay/, not a reqsig/ key each). 6: the
  * counts and sums of federation outputs by state (utxocount/). 7: the reserve ledger's sums kept as
  * counters (peg-in outputs marked, utxocount/pegin/sats; reqsats/paid), the unspent outputs' value
- * index (utxoval/).
+ * index (utxoval/). 8: the payments a restart picks up again (open/).
  */
-export const SCHEMA_VERSION = 7;
+export const SCHEMA_VERSION = 8;
 
 export interface EntriesRange {
   /** Only keys starting with this prefix; gte/lt narrow the range further and are full keys. */
@@ -318,6 +322,9 @@ const SCHEMA_4_HISTORY = 'reqlog/';
 /** Records a migration rewrites in each of its own synced batches, so a large store is not one huge batch. */
 const MIGRATION_CHUNK = 1000;
 
+/** Finalized records a migration reads at a time. */
+const FINALIZED_CHUNK = 50;
+
 /**
  * 4 → 5: each request's history moves from its reqlog/ keys into its req/ record (which loses its
  * `seq`), and its status index entry from reqidx/<status>/ to reqidx/<phase>/. Chunks are written
@@ -411,18 +418,20 @@ async function* indexChunks<T>(
   prefix: string,
   recordKey: (indexKey: string) => string,
 ): AsyncIterable<{ indexKeys: string[]; records: (T | undefined)[] }> {
-  let indexKeys: string[] = [];
-  const chunk = async (): Promise<{ indexKeys: string[]; records: (T | undefined)[] }> => ({
-    indexKeys,
-    records: await store.getMany<T>(indexKeys.map(recordKey)),
-  });
-  for await (const [key] of store.entries({ prefix })) {
-    indexKeys.push(key);
-    if (indexKeys.length < MIGRATION_CHUNK) continue;
-    yield await chunk();
-    indexKeys = [];
+  for await (const indexKeys of keyChunks(store, prefix))
+    yield { indexKeys, records: await store.getMany<T>(indexKeys.map(recordKey)) };
+}
+
+/** The keys under `prefix`, MIGRATION_CHUNK at a time, their values unread. */
+async function* keyChunks(store: Store, prefix: string): AsyncIterable<string[]> {
+  let after: string | undefined;
+  for (;;) {
+    // the least key after the last one read: keys are printable ASCII, so nothing sorts between
+    const keys = await store.keys({ prefix, limit: MIGRATION_CHUNK, ...(after ? { gte: `${after}\0` } : {}) });
+    if (keys.length > 0) yield keys;
+    if (keys.length < MIGRATION_CHUNK) return;
+    after = keys[keys.length - 1];
   }
-  if (indexKeys.length > 0) yield await chunk();
 }
 
 /**
@@ -498,6 +507,50 @@ async function indexUnspentByValue(store: Store): Promise<void> {
 }
 
 /**
+ * 7 → 8: the payments a restart picks up again (open/), from every signature and finalized record
+ * written before: signed, not finalized, its proposal kept (what the coordinator's recovery took
+ * up); finalized with a request not paid or not ingested here, or paying none (a handoff, whose
+ * depth the restart judges with the configured one). Entries are written a chunk at a time (writing
+ * one again changes nothing), so a migration cut short by a crash resumes from the start.
+ */
+async function listOpenPayments(store: Store): Promise<void> {
+  for await (const keys of keyChunks(store, SPACES.signatureMade)) {
+    const txids = keys.map((key) => key.slice(SPACES.signatureMade.length));
+    const found = await store.getMany([...txids.map(finalizedKey), ...txids.map(proposalKey)]);
+    const open = store.batch();
+    for (const [i, txid] of txids.entries())
+      if (found[i] === undefined && found[txids.length + i] !== undefined) open.put(openPaymentKey(txid), 1);
+    if (open.length > 0) await open.write({ sync: true });
+  }
+  for await (const keys of keyChunks(store, SPACES.finalized)) {
+    const open = store.batch();
+    // a record holds its whole transaction, up to 400,000 weight units: a few dozen at a time
+    const records = (from: number) => store.getMany<FinalizedRecord>(keys.slice(from, from + FINALIZED_CHUNK));
+    for (let from = 0; from < keys.length; from += FINALIZED_CHUNK)
+      for (const [i, record] of (await records(from)).entries()) {
+        if (!record) continue;
+        if (!Array.isArray(record.requestIds))
+          throw new StorageError('read_failed', `finalized record ${keys[from + i]} has no list of requests`, {
+            key: keys[from + i],
+          });
+        const requests = await store.getMany<RequestRecord>(
+          record.requestIds.flatMap((id) => {
+            const identity = tryParseRequestId(id);
+            return identity ? [requestKey(identity.txHash, identity.ordinal)] : [];
+          }),
+        );
+        if (
+          record.requestIds.length === 0 ||
+          Object.keys(record.unmatched ?? {}).length > 0 ||
+          requests.some((r) => r !== undefined && r.status !== 'paid')
+        )
+          open.put(openPaymentKey(record.txid), 1);
+      }
+    if (open.length > 0) await open.write({ sync: true });
+  }
+}
+
+/**
  * Schema version n → n + 1; what a migration stages in `batch` is written with the new version
  * number. Versions below 4 cannot be migrated (UNREADABLE).
  */
@@ -511,6 +564,7 @@ const MIGRATIONS: Record<number, (store: Store, batch: StoreBatch) => Promise<vo
     await indexUnspentByValue(store);
     await sumLedger(store, batch);
   },
+  7: listOpenPayments,
 };
 
 /**

@@ -12,14 +12,18 @@ import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import {
   finalizedKey,
   META_KEY,
+  openPaymentKey,
   PAID_SATS_KEY,
   PEG_IN_SATS_KEY,
+  proposalKey,
   requestKey,
+  signatureMadeKey,
+  SPACES,
   txConfirmationKey,
   utxoIndexKey,
   utxoKey,
 } from '../../../src/storage/keys.js';
-import type { RequestRecord, UtxoRecord } from '../../../src/storage/records.js';
+import type { FinalizedRecord, RequestRecord, UtxoRecord } from '../../../src/storage/records.js';
 import { SCHEMA_VERSION, Store } from '../../../src/storage/store.js';
 import { counted } from '../../support/counted-store.js';
 import { testRequest } from '../../support/requests.js';
@@ -137,7 +141,7 @@ describe('a schema 6 store', () => {
     for (const u of [...pegIns, confirmedChange, finalizedChange])
       old.put(utxoKey(u.txid, u.vout), u).put(utxoIndexKey(u.state, u.txid, u.vout), 1);
     old.put(txConfirmationKey(confirmedChange.txid), { height: 101, blockHash: hash(9).slice(2) });
-    old.put(finalizedKey(finalizedChange.txid), {});
+    old.put(finalizedKey(finalizedChange.txid), { txid: finalizedChange.txid, requestIds: [] });
     await old.write();
     const batch = store.batch();
     for (let n = 0; n < 30; n++) {
@@ -232,6 +236,62 @@ describe('a schema 6 store', () => {
     try {
       assert.deepEqual(await store.meta(), { schemaVersion: SCHEMA_VERSION, descriptor: federation.descriptor });
       assert.equal((await readBooks(store)).paid, 3_000n);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('a schema 7 store', () => {
+  it('gets the list of payments a restart takes up again, from every signature and finalized record', async (t) => {
+    const dir = await tempDir(t, 'open-migration');
+    let store = await Store.open(dir, { descriptor: federation.descriptor });
+    const batch = store.batch();
+    const request = (n: number, statuses: readonly ('batched' | 'signed' | 'paid')[]): string => {
+      let r = stageNewRequest(batch, testRequest({ txHash: hash(70_000 + n), sats: 1_000n }), 'then');
+      for (const status of statuses) r = stageStatus(batch, r, status, status);
+      return r.id;
+    };
+    const paid = request(1, ['batched', 'signed', 'paid']);
+    const unpaid = request(2, ['batched', 'signed']);
+    const final = (n: number, requestIds: string[], unmatched: Record<string, number> = {}): string => {
+      const txid = hash(80_000 + n).slice(2);
+      batch.put(finalizedKey(txid), {
+        txid,
+        tx: new Uint8Array(10),
+        prevouts: [],
+        requestIds,
+        unmatched,
+        fee: 1_000n,
+        vsize: 100,
+        conflicts: [],
+        at: 'then',
+      } satisfies FinalizedRecord);
+      return txid;
+    };
+    const signed = (n: number, proposal: boolean): string => {
+      const txid = hash(80_000 + n).slice(2);
+      batch.put(signatureMadeKey(txid), { txid, requestIds: [unpaid] });
+      if (proposal) batch.put(proposalKey(txid), { requestIds: [unpaid] });
+      return txid;
+    };
+    const inFlight = signed(1, true);
+    signed(2, false); // its proposal is gone: nothing to take up
+    signed(3, true);
+    final(3, [paid]); // signed, then finalized and paid: settled
+    const unsettled = final(4, [unpaid]);
+    const late = final(5, [paid], { [`0x${'77'.repeat(32)}:0`]: 2 });
+    const handoff = final(6, []);
+    await batch.put(META_KEY, { schemaVersion: 7, descriptor: federation.descriptor }).write();
+    await store.close();
+
+    store = await Store.open(dir, { descriptor: federation.descriptor });
+    try {
+      assert.deepEqual(await store.meta(), { schemaVersion: SCHEMA_VERSION, descriptor: federation.descriptor });
+      assert.deepEqual(
+        await store.keys({ prefix: SPACES.openPayment }),
+        [inFlight, unsettled, late, handoff].map(openPaymentKey).sort(),
+      );
     } finally {
       await store.close();
     }

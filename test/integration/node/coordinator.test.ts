@@ -20,7 +20,7 @@ import { PeerNetwork } from '../../../src/p2p/network.js';
 import { checkFinalizedWitnesses } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { cursorKey, finalizedKey, SPACES } from '../../../src/storage/keys.js';
+import { cursorKey, finalizedKey, openPaymentKey, SPACES } from '../../../src/storage/keys.js';
 import type { Store, StoreBatch } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
@@ -274,6 +274,8 @@ async function stageUnpaidFinalized(store: Store, count: number): Promise<void> 
       conflicts: [],
       at: 'then',
     } satisfies FinalizedRecord);
+    // as recordFinalized leaves it: a payment a restart takes up again
+    batch.put(openPaymentKey(txid), 1);
   }
   await batch.write({ sync: true });
 }

@@ -11,7 +11,7 @@ import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
 import { signProposal, type SignOutcome } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { cursorKey, txConfirmationKey } from '../../../src/storage/keys.js';
+import { cursorKey, openPaymentKey, txConfirmationKey } from '../../../src/storage/keys.js';
 import { StoreBatch, type Store } from '../../../src/storage/store.js';
 import {
   buildPayments,
@@ -209,6 +209,7 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     const x = built([R[0]!, R[1]!], [U[0]!]);
     assert.equal(reason(await sign(store, x)), 'signed');
     const xid = txidOf(parseTx(x.unsignedTx));
+    assert.equal(await store.get(openPaymentKey(xid)), 1, 'signed: a restart takes it up');
     // the federation finalized F, paying R1 alone from another input
     const f = built([R[0]!], [U[1]!]);
     const record = await recordFinalized(
@@ -221,6 +222,8 @@ describe('a malicious member against an honest signer (issue 11)', () => {
       DEFAULT_LIMITS,
     );
     assert.deepEqual(record?.superseded, [xid]);
+    assert.equal(await store.get(openPaymentKey(xid)), undefined, 'superseded: nothing for a restart to take up');
+    assert.equal(await store.get(openPaymentKey(record!.txid)), 1, 'F is followed until it is settled');
     assert.equal((await getUtxo(store, U[0]!))?.state, 'unspent', "X's input is back in the wallet");
     assert.equal((await getRequest(store, R[1]!.id))?.status, 'accepted', "X's other request waits for a new payment");
     assert.equal(
