@@ -359,14 +359,6 @@ function checkOutputs(
 }
 
 /**
- * SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with (spends an
- * input of) every live transaction this member already signed paying it; at most one of such a
- * set can ever confirm. Signing the later one is also what lets two proposals that raced for the
- * same requests both reach t. A finalized payment may already be in a mempool, so it is replaced
- * only as BIP125 allows: a higher rate, and a fee covering the replaced one's plus the relay fee
- * for its own size.
- */
-/**
  * The refusal when `sender` already has LIVE_PAYMENTS_PER_SENDER of `earlier` (the payments of one
  * request, or the handoffs) live and not finalized here, this transaction not among them.
  */
@@ -384,6 +376,14 @@ function overLiveShare(
   );
 }
 
+/**
+ * SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with (spends an
+ * input of) every live transaction this member already signed paying it; at most one of such a
+ * set can ever confirm. Signing the later one is also what lets two proposals that raced for the
+ * same requests both reach t. A finalized payment may already be in a mempool, so it is replaced
+ * only as BIP125 allows: a higher rate, and a fee covering the replaced one's plus the relay fee
+ * for its own size.
+ */
 function checkDoublePayment(
   { proposal, txid }: CheckedProposal,
   state: ValidationState,
