@@ -242,7 +242,9 @@ async function readForSigning(
  * signing or reservation interleaves between the check and the record. The record (what was
  * signed, which requests it pays, the proposal and its input reservations, the requests moved
  * to 'batched') is written with sync before the signatures are returned. Signing the same
- * transaction again returns the recorded signatures.
+ * transaction again returns the recorded signatures. `from` is the x-only key of the member whose
+ * link brought the proposal (this member's own for its own), what LIVE_PAYMENTS_PER_SENDER counts
+ * by: never the proposal's own proposer field, a label its sender wrote.
  */
 export async function signProposal(
   store: Store,
