@@ -91,9 +91,10 @@ async function signedElsewhere(
   return false;
 }
 
-/** A payment of open/ and its records: what this member signed of it, and it finalized if it is. */
+/** A payment of open/ and its records: it finalized if it is, else what this member signed of it. */
 export interface OpenPayment {
   readonly txid: string;
+  /** Read only for a payment not finalized. */
   readonly made: SignatureRecord | undefined;
   readonly finalized: FinalizedRecord | undefined;
 }
@@ -113,15 +114,16 @@ export async function* openPayments(store: Store): AsyncIterable<OpenPayment> {
   );
   for (let from = 0; from < txids.length; from += OPEN_CHUNK) {
     const chunk = txids.slice(from, from + OPEN_CHUNK);
-    const records = await store.getMany<SignatureRecord | FinalizedRecord>(
-      chunk.flatMap((txid) => [keys.signatureMadeKey(txid), keys.finalizedKey(txid)]),
+    const finalized = await store.getMany<FinalizedRecord>(chunk.map(keys.finalizedKey));
+    // what this member signed matters only while the payment is not finalized
+    const unfinalized = chunk.filter((_, i) => finalized[i] === undefined);
+    const made = new Map(
+      (await store.getMany<SignatureRecord>(unfinalized.map(keys.signatureMadeKey))).map((r, i) => [
+        unfinalized[i]!,
+        r,
+      ]),
     );
-    for (const [i, txid] of chunk.entries())
-      yield {
-        txid,
-        made: records[2 * i] as SignatureRecord | undefined,
-        finalized: records[2 * i + 1] as FinalizedRecord | undefined,
-      };
+    for (const [i, txid] of chunk.entries()) yield { txid, made: made.get(txid), finalized: finalized[i] };
   }
 }
 

@@ -422,6 +422,17 @@ async function* indexChunks<T>(
     yield { indexKeys, records: await store.getMany<T>(indexKeys.map(recordKey)) };
 }
 
+/**
+ * Which of `keys` the store holds, their values unread: a migration asks only whether a finalized
+ * record or a proposal is there, and each holds its whole transaction (up to 400,000 WU), a
+ * thousand of which read at once could take 400 MB.
+ */
+async function held(store: Store, keys: readonly string[]): Promise<boolean[]> {
+  const out: boolean[] = [];
+  for (const key of keys) out.push((await store.keys({ prefix: key, limit: 1 }))[0] === key);
+  return out;
+}
+
 /** The keys under `prefix`, MIGRATION_CHUNK at a time, their values unread. */
 async function* keyChunks(store: Store, prefix: string): AsyncIterable<string[]> {
   let after: string | undefined;
@@ -468,10 +479,10 @@ async function sumLedger(store: Store, batch: StoreBatch): Promise<void> {
   let records: UtxoRecord[] = [];
   const mark = async (): Promise<void> => {
     const txids = records.map((r) => r.txid);
-    const known = await store.getMany([...txids.map(txConfirmationKey), ...txids.map(finalizedKey)]);
+    const known = await held(store, [...txids.map(txConfirmationKey), ...txids.map(finalizedKey)]);
     const marks = store.batch();
     for (const [i, record] of records.entries()) {
-      if (known[i] !== undefined || known[records.length + i] !== undefined) continue;
+      if (known[i] || known[records.length + i]) continue;
       marks.put(utxoKey(record.txid, record.vout), { ...record, pegIn: true } satisfies UtxoRecord);
       if (record.height !== null) pegIns += Number(record.value);
     }
@@ -516,10 +527,10 @@ async function indexUnspentByValue(store: Store): Promise<void> {
 async function listOpenPayments(store: Store): Promise<void> {
   for await (const keys of keyChunks(store, SPACES.signatureMade)) {
     const txids = keys.map((key) => key.slice(SPACES.signatureMade.length));
-    const found = await store.getMany([...txids.map(finalizedKey), ...txids.map(proposalKey)]);
+    const found = await held(store, [...txids.map(finalizedKey), ...txids.map(proposalKey)]);
     const open = store.batch();
     for (const [i, txid] of txids.entries())
-      if (found[i] === undefined && found[txids.length + i] !== undefined) open.put(openPaymentKey(txid), 1);
+      if (!found[i] && found[txids.length + i]) open.put(openPaymentKey(txid), 1);
     if (open.length > 0) await open.write({ sync: true });
   }
   for await (const keys of keyChunks(store, SPACES.finalized)) {
