@@ -107,6 +107,20 @@ export class ByteWriter {
     return this;
   }
 
+  /**
+   * A 32-byte hash given in display (RPC) order, as txids are, written in wire order: reversed, with
+   * fromHexLength's check and errors, and no copy on the way.
+   */
+  displayHash(hex: string, field: string): this {
+    // anything else fails fromHexLength, which throws the error it deserves
+    if (typeof hex !== 'string' || hex.length !== 64 || !HEX.test(hex)) fromHexLength(hex, 32, field);
+    this.ensure(32);
+    this.buf.write(hex, this.pos, 32, 'hex');
+    this.buf.subarray(this.pos, this.pos + 32).reverse();
+    this.pos += 32;
+    return this;
+  }
+
   varBytes(b: Uint8Array): this {
     return this.compactSize(b.length).bytes(b);
   }

@@ -1,4 +1,4 @@
-import { ByteWriter, fromHexLength, reverse } from './bytes.js';
+import { ByteWriter } from './bytes.js';
 import { BitcoinError } from './errors.js';
 import { sha256, taggedHash } from './hash.js';
 import { writeOutput, type Prevout, type Transaction } from './tx.js';
@@ -39,7 +39,7 @@ export function precomputeSighash(tx: Transaction, prevouts: readonly Prevout[])
   const scripts = new ByteWriter(tx.inputs.length * 35);
   const sequences = new ByteWriter(tx.inputs.length * 4);
   tx.inputs.forEach((input, i) => {
-    outpoints.bytes(reverse(fromHexLength(input.txid, 32, `input ${i} txid`))).u32(input.vout);
+    outpoints.displayHash(input.txid, `input ${i} txid`).u32(input.vout);
     amounts.u64(prevouts[i]!.value);
     scripts.varBytes(prevouts[i]!.scriptPubKey);
     sequences.u32(input.sequence);
@@ -56,6 +56,36 @@ export function precomputeSighash(tx: Transaction, prevouts: readonly Prevout[])
 }
 
 const SIGHASH_EPOCH = 0x00;
+
+/** The outputs a hash type commits to: SIGHASH_DEFAULT commits to all, as SIGHASH_ALL. */
+function outputTypeOf(hashType: number): number {
+  return hashType === SIGHASH_DEFAULT ? SIGHASH_ALL : hashType & 0x03;
+}
+
+function checkLeafHash(leafHash: Uint8Array | null): void {
+  if (leafHash !== null && leafHash.length !== 32)
+    throw new BitcoinError('invalid_length', `tapleaf hash must be 32 bytes, got ${leafHash.length}`);
+}
+
+/** SigMsg up to the input's own data: epoch, hash type, the transaction's fields and hashes, spend type. */
+function writeHead(
+  w: ByteWriter,
+  pre: SighashPrecomputed,
+  tx: Pick<Transaction, 'version' | 'locktime'>,
+  hashType: number,
+  leafHash: Uint8Array | null,
+): void {
+  w.u8(SIGHASH_EPOCH).u8(hashType).u32(tx.version).u32(tx.locktime);
+  if ((hashType & SIGHASH_ANYONECANPAY) === 0)
+    w.bytes(pre.shaPrevouts).bytes(pre.shaAmounts).bytes(pre.shaScriptPubKeys).bytes(pre.shaSequences);
+  if (outputTypeOf(hashType) === SIGHASH_ALL) w.bytes(pre.shaOutputs);
+  w.u8(leafHash === null ? 0 : 2);
+}
+
+/** The script path's extension: the leaf's hash, key_version 0, no OP_CODESEPARATOR. */
+function writeLeafExtension(w: ByteWriter, leafHash: Uint8Array): void {
+  w.bytes(leafHash).u8(0).u32(0xffffffff);
+}
 
 /**
  * BIP341 SigMsg for one input, with the leading epoch byte (as the BIP's vectors print it):
@@ -78,7 +108,7 @@ export function taprootSigMsg(
       'invalid_transaction',
       `input index ${inputIndex} out of range: transaction has ${tx.inputs.length} inputs`,
     );
-  const outputType = hashType === SIGHASH_DEFAULT ? SIGHASH_ALL : hashType & 0x03;
+  const outputType = outputTypeOf(hashType);
   const anyoneCanPay = (hashType & SIGHASH_ANYONECANPAY) !== 0;
   if (outputType === SIGHASH_SINGLE && inputIndex >= tx.outputs.length) {
     throw new BitcoinError(
@@ -86,18 +116,13 @@ export function taprootSigMsg(
       `SIGHASH_SINGLE input ${inputIndex} has no matching output (${tx.outputs.length} outputs)`,
     );
   }
-  if (leafHash !== null && leafHash.length !== 32)
-    throw new BitcoinError('invalid_length', `tapleaf hash must be 32 bytes, got ${leafHash.length}`);
-
+  checkLeafHash(leafHash);
   const w = new ByteWriter(256);
-  w.u8(SIGHASH_EPOCH).u8(hashType).u32(tx.version).u32(tx.locktime);
-  if (!anyoneCanPay) w.bytes(pre.shaPrevouts).bytes(pre.shaAmounts).bytes(pre.shaScriptPubKeys).bytes(pre.shaSequences);
-  if (outputType === SIGHASH_ALL) w.bytes(pre.shaOutputs);
-  w.u8(leafHash === null ? 0 : 2);
+  writeHead(w, pre, tx, hashType, leafHash);
   if (anyoneCanPay) {
     const prevout = prevouts[inputIndex];
     if (!prevout) throw new BitcoinError('invalid_prevouts', `no prevout for input ${inputIndex}`);
-    w.bytes(reverse(fromHexLength(input.txid, 32, `input ${inputIndex} txid`))).u32(input.vout);
+    w.displayHash(input.txid, `input ${inputIndex} txid`).u32(input.vout);
     w.u64(prevout.value).varBytes(prevout.scriptPubKey).u32(input.sequence);
   } else {
     w.u32(inputIndex);
@@ -107,7 +132,7 @@ export function taprootSigMsg(
     writeOutput(single, tx.outputs[inputIndex]!);
     w.bytes(sha256(single.finish()));
   }
-  if (leafHash !== null) w.bytes(leafHash).u8(0).u32(0xffffffff);
+  if (leafHash !== null) writeLeafExtension(w, leafHash);
   return w.finish();
 }
 
@@ -126,25 +151,48 @@ export function scriptPathSighash(
   return taprootSighash(pre, tx, prevouts, inputIndex, SIGHASH_DEFAULT, leafHash);
 }
 
-/** Script-path SIGHASH_DEFAULT sighashes of inputs [from, to), concatenated (32 bytes each). */
-export function scriptPathSighashRange(
-  pre: SighashPrecomputed,
-  tx: Transaction,
-  prevouts: readonly Prevout[],
-  leafHash: Uint8Array,
-  from: number,
-  to: number,
-): Uint8Array {
+/**
+ * The federation's SigMsgs (script path, SIGHASH_DEFAULT) differ only in the input index: each is
+ * head ‖ u32(index) ‖ tail. This is what hashing any input's needs, a couple of hundred bytes, where
+ * the transaction and its prevouts grow with the inputs: a worker is handed this, not them.
+ */
+export interface ScriptPathTemplate {
+  readonly head: Uint8Array;
+  readonly tail: Uint8Array;
+  /** The transaction's input count: the indexes the template may be hashed for. */
+  readonly inputs: number;
+}
+
+export function scriptPathTemplate(pre: SighashPrecomputed, tx: Transaction, leafHash: Uint8Array): ScriptPathTemplate {
+  checkLeafHash(leafHash);
+  const head = new ByteWriter(180);
+  writeHead(head, pre, tx, SIGHASH_DEFAULT, leafHash);
+  const tail = new ByteWriter(37);
+  writeLeafExtension(tail, leafHash);
+  return { head: head.finish(), tail: tail.finish(), inputs: tx.inputs.length };
+}
+
+/** Sighashes of inputs [from, to) from their template, concatenated (32 bytes each). */
+export function templateSighashes(t: ScriptPathTemplate, from: number, to: number): Uint8Array {
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || from > to || to > t.inputs)
+    throw new BitcoinError('invalid_transaction', `input range [${from}, ${to}) is not within ${t.inputs} inputs`);
+  const msg = Buffer.alloc(t.head.length + 4 + t.tail.length);
+  msg.set(t.head, 0);
+  msg.set(t.tail, t.head.length + 4);
   const out = new Uint8Array((to - from) * 32);
-  for (let i = from; i < to; i++) out.set(scriptPathSighash(pre, tx, prevouts, i, leafHash), (i - from) * 32);
+  for (let i = from; i < to; i++) {
+    msg.writeUInt32LE(i, t.head.length);
+    out.set(taggedHash('TapSighash', msg), (i - from) * 32);
+  }
   return out;
 }
 
+/** The federation's sighash of every input, one array each. */
 export function allScriptPathSighashes(
   tx: Transaction,
   prevouts: readonly Prevout[],
   leafHash: Uint8Array,
 ): Uint8Array[] {
-  const pre = precomputeSighash(tx, prevouts);
-  return tx.inputs.map((_, i) => scriptPathSighash(pre, tx, prevouts, i, leafHash));
+  const all = templateSighashes(scriptPathTemplate(precomputeSighash(tx, prevouts), tx, leafHash), 0, tx.inputs.length);
+  return tx.inputs.map((_, i) => all.subarray(i * 32, i * 32 + 32));
 }

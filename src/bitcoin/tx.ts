@@ -1,4 +1,4 @@
-import { ByteReader, ByteWriter, fromHex, fromHexLength, reverse, toHex } from './bytes.js';
+import { ByteReader, ByteWriter, fromHex, reverse, toHex } from './bytes.js';
 import { BitcoinError } from './errors.js';
 import { hash256 } from './hash.js';
 
@@ -36,7 +36,7 @@ function hasWitness(tx: Transaction): boolean {
 }
 
 function writeOutpoint(w: ByteWriter, input: TxInput): void {
-  w.bytes(reverse(fromHexLength(input.txid, 32, 'input txid'))).u32(input.vout);
+  w.displayHash(input.txid, 'input txid').u32(input.vout);
 }
 
 export function writeOutput(w: ByteWriter, output: TxOutput): void {

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Federation } from '../bitcoin/federation.js';
 import * as stages from '../metrics/stages.js';
-import { precomputeSighash } from '../bitcoin/sighash.js';
+import { precomputeSighash, scriptPathTemplate } from '../bitcoin/sighash.js';
 import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import type { VerifyFn } from './collector.js';
 import { detachOneBuffer } from './args.js';
@@ -34,15 +34,6 @@ const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 /** The stages a pool's work is counted to. */
 type PoolStage = 'sighash_sign' | 'verify';
-
-/**
- * The transaction as a worker needs it for SIGHASH_DEFAULT: that commits to the outputs only through
- * the precomputed shaOutputs, so they stay here (a payment's hundreds of outputs would otherwise be
- * copied to a worker for every task).
- */
-function withoutOutputs(tx: Transaction): Transaction {
-  return { version: tx.version, locktime: tx.locktime, inputs: tx.inputs, outputs: [] };
-}
 
 /**
  * Bytes [from, to) in an ArrayBuffer of their own: transferring it detaches nothing of the caller's,
@@ -120,13 +111,11 @@ export class SigningPool {
     if (known && known.prevouts === prevouts) {
       return (from, to) => ({ sighashes: ownCopy(known.bytes, from * 32, to * 32) });
     }
-    const work = {
-      tx: withoutOutputs(tx),
-      prevouts,
-      pre: precomputeSighash(tx, prevouts),
-      leafHash: this.federation.leafHash,
-    };
-    return (from, to) => ({ range: { ...work, from, to } });
+    // the template, not the transaction: a structured clone of its inputs and prevouts cost this
+    // thread more than the worker's hashing (their byte arrays are often views into pooled 8 KB slabs,
+    // each cloned whole)
+    const template = scriptPathTemplate(precomputeSighash(tx, prevouts), tx, this.federation.leafHash);
+    return (from, to) => ({ range: { template, from, to } });
   }
 
   /**
@@ -182,8 +171,10 @@ export class SigningPool {
     }
     return this.inRanges('verify', tx, prevouts, (messages, from, to) => {
       const chunk = ownCopy(signatures, from * 64, to * 64);
-      const task: VerifyTask = { kind: 'verify', ...messages, pubkey, signatures: chunk };
-      return this.pool.run(task, { transferList: [...transfers(messages), chunk.buffer] });
+      // the key in a buffer of its own too: a key from Buffer.from(hex) is a view into an 8 KB slab
+      const key = ownCopy(pubkey, 0, pubkey.length);
+      const task: VerifyTask = { kind: 'verify', ...messages, pubkey: key, signatures: chunk };
+      return this.pool.run(task, { transferList: [...transfers(messages), chunk.buffer, key.buffer] });
     });
   };
 

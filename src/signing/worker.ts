@@ -1,14 +1,13 @@
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { measure, type TaskTime } from '../metrics/stages.js';
-import { scriptPathSighashRange, type SighashPrecomputed } from '../bitcoin/sighash.js';
-import type { Prevout, Transaction } from '../bitcoin/tx.js';
+import { templateSighashes, type ScriptPathTemplate } from '../bitcoin/sighash.js';
 import { detachOneBuffer, type Aux } from './args.js';
 import { SigningError, type SigningErrorCode } from './errors.js';
 import { repeatKey, selectBackend } from './schnorr.js';
 
 // A pool worker. The member key arrives once, in workerData, when the worker starts; tasks
-// carry an input range with the transaction's per-transaction hashes, or that range's sighashes
-// once they are known.
+// carry an input range with the transaction's sighash template, or that range's sighashes once
+// they are known.
 
 interface WorkerSetup {
   readonly secretKey: Uint8Array | null;
@@ -19,12 +18,9 @@ const setup = workerData as WorkerSetup;
 detachOneBuffer();
 const backend = selectBackend(setup.backend);
 
-/** Inputs [from, to) of a transaction, with its per-transaction hashes computed by the caller. */
+/** Inputs [from, to) of a transaction, with its sighash template made by the caller. */
 export interface InputRange {
-  readonly tx: Transaction;
-  readonly prevouts: readonly Prevout[];
-  readonly pre: SighashPrecomputed;
-  readonly leafHash: Uint8Array;
+  readonly template: ScriptPathTemplate;
   readonly from: number;
   readonly to: number;
 }
@@ -67,7 +63,7 @@ function own(bytes: Uint8Array): Uint8Array {
 function messagesOf(task: Messages): { sighashes: Uint8Array; hashed?: Uint8Array } {
   if ('sighashes' in task) return { sighashes: task.sighashes };
   const r = task.range;
-  const sighashes = own(scriptPathSighashRange(r.pre, r.tx, r.prevouts, r.leafHash, r.from, r.to));
+  const sighashes = own(templateSighashes(r.template, r.from, r.to));
   return { sighashes, hashed: sighashes };
 }
 
