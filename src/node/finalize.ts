@@ -19,13 +19,14 @@ import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
-import { getUtxos, outpointText, parseOutpoint, releaseUtxos, reserveUtxos } from '../wallet/utxos.js';
+import { getUtxos, outpointText, parseOutpoint, releaseUtxos, reserveUtxos, type Outpoint } from '../wallet/utxos.js';
 import type {
   FinalizedBody,
   FinalizedRecord,
   RequestRecord,
   SignatureRecord,
   Supersession,
+  UtxoRecord,
 } from '../storage/records.js';
 
 // Recording a finalized payment: the one place where a payment with t signatures (finalized
@@ -216,7 +217,7 @@ async function stageFinalized(
     at,
   );
   const conflicts = new Set<string>();
-  const held = [];
+  const held: { input: Outpoint; u: UtxoRecord }[] = [];
   const utxos = await getUtxos(batch, signed.inputs);
   for (const [i, input] of signed.inputs.entries()) {
     const u = utxos[i];
@@ -224,9 +225,15 @@ async function stageFinalized(
     // a proposal whose input another proposal took over (a replacement) loses too
     for (const other of await proposalsSpending(store, input, txid)) conflicts.add(other);
     // found on the chain, it may be spent already: then there is nothing left to reserve
-    if (u && u.state !== 'spent') held.push(input);
+    if (u && u.state !== 'spent') held.push({ input, u });
   }
-  await reserveUtxos(batch, held, txid, { replacing: [...conflicts] });
+  // the records just read through this batch, nothing staged for them since
+  await reserveUtxos(
+    batch,
+    held.map((h) => h.input),
+    txid,
+    { replacing: [...conflicts], current: held.map((h) => h.u) },
+  );
   const final: FinalizedRecord = {
     txid,
     tx: body.tx,

@@ -291,12 +291,11 @@ async function validateAndStage(
   if (!verdict.ok) return { refused: verdict };
   // inputs reserved by earlier proposals this one replaces (it spends them) move to it; the records
   // are the ones validation read, which nothing changed since inside the exclusive section
+  const current = tx.inputs.map((input) => reads.state.utxo(outpointText(input)));
   const replacing = new Set<string>();
-  for (const input of tx.inputs) {
-    const u = reads.state.utxo(outpointText(input));
-    if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
-  }
-  await stageProposal(batch, checked, { replacing: [...replacing] });
+  for (const u of current) if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
+  // nothing is staged before the proposal: the records validation read are the batch's too
+  await stageProposal(batch, checked, { replacing: [...replacing], current });
   return reads;
 }
 

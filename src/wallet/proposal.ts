@@ -5,7 +5,7 @@ import { MAX_STANDARD_TX_WEIGHT } from '../bitcoin/weight.js';
 import { isRequestId } from '../evm/request-id.js';
 import { WalletError } from './errors.js';
 import type { Payment } from './payment.js';
-import { reserveUtxos, type Outpoint } from './utxos.js';
+import { reserveUtxos, type Outpoint, type ReserveOptions } from './utxos.js';
 import type { Proposal } from '../storage/records.js';
 
 /**
@@ -128,7 +128,7 @@ export function proposalOutpoints(proposal: Proposal): Outpoint[] {
 export async function stageProposal(
   batch: StoreBatch,
   checked: CheckedProposal,
-  options: { replacing?: readonly string[] } = {},
+  options: ReserveOptions = {},
 ): Promise<string> {
   const { txid, proposal } = checked;
   const outpoints = checked.tx.inputs.map((i) => ({ txid: i.txid, vout: i.vout }));

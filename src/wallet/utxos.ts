@@ -164,6 +164,40 @@ export async function largestUnspent(
   return out;
 }
 
+/** ReserveOptions.current, checked to be the outpoints' own records. */
+function given(
+  records: readonly (UtxoRecord | undefined)[],
+  outpoints: readonly Outpoint[],
+  txid: string,
+): readonly (UtxoRecord | undefined)[] {
+  const wrong =
+    records.length !== outpoints.length
+      ? records.length
+      : records.findIndex(
+          (r, i) => r !== undefined && (r.txid !== outpoints[i]!.txid || r.vout !== outpoints[i]!.vout),
+        );
+  if (wrong >= 0)
+    throw new WalletError(
+      'utxo_conflict',
+      `the records given for proposal ${txid}'s outpoints are not theirs (at ${wrong})`,
+      {
+        txid,
+      },
+    );
+  return records;
+}
+
+export interface ReserveOptions {
+  /** Proposals this one replaces (it spends their inputs): their reservations move to it. */
+  readonly replacing?: readonly string[];
+  /**
+   * The outpoints' records as the caller read them through the same batch, in order, with nothing
+   * staged for them since (the signer's and the finalizer's reads inside the exclusive section): one
+   * read and decode an input fewer. Each must be its outpoint's.
+   */
+  readonly current?: readonly (UtxoRecord | undefined)[];
+}
+
 /**
  * Stages the reservation of every outpoint for proposal `txid`, or throws without staging
  * anything. Reserving again for the same txid is a no-op; a UTXO reserved by a proposal in
@@ -174,11 +208,18 @@ export async function reserveUtxos(
   batch: StoreBatch,
   outpoints: readonly Outpoint[],
   txid: string,
-  options: { replacing?: readonly string[] } = {},
+  options: ReserveOptions = {},
 ): Promise<UtxoRecord[]> {
   const replacing = new Set(options.replacing ?? []);
   const seen = new Set<string>();
-  const records = await getUtxos(batch, outpoints);
+  const records = options.current ? given(options.current, outpoints, txid) : await getUtxos(batch, outpoints);
+  records.forEach((r, i) => {
+    const o = outpoints[i];
+    if (r !== undefined && (r.txid !== o!.txid || r.vout !== o!.vout))
+      throw new WalletError('utxo_conflict', `record ${i} given for proposal ${txid} is not its outpoint ${i}'s`, {
+        txid,
+      });
+  });
   const current: UtxoRecord[] = [];
   for (const [i, outpoint] of outpoints.entries()) {
     const name = outpointText(outpoint);

@@ -115,6 +115,26 @@ test('reserve refuses unknown, spent, foreign-reserved and duplicate outpoints, 
   assert.equal((await getUtxo(store, op(1)))?.reservedBy, P2);
 });
 
+test('reserve with the records the caller read stages what reading them stages, and refuses records of other outpoints', async (t) => {
+  const store = await seeded(t);
+  const outpoints = [op(3), op(1)];
+  const staged = async (current?: (UtxoRecord | undefined)[]) => {
+    const batch = store.batch();
+    const reserved = await reserveUtxos(batch, outpoints, P1, current ? { current } : {});
+    return {
+      reserved,
+      length: batch.length,
+      read: await batch.getMany<unknown>(outpoints.map((o) => utxoKey(o.txid, o.vout))),
+    };
+  };
+  const records = await getUtxos(store, outpoints);
+  assert.deepEqual(await staged(records), await staged());
+  // a refusal judged on the records given, as on the records read
+  await assert.rejects(staged([records[0], undefined]), walletCode('utxo_unknown'));
+  for (const wrong of [[records[1], records[0]], [records[0]], [records[0], records[1], records[1]]])
+    await assert.rejects(staged(wrong), walletCode('utxo_conflict'));
+});
+
 test('release returns only the proposal own reservations and never unspends', async (t) => {
   const store = await seeded(t);
   await write(store, (batch) => reserveUtxos(batch, [op(1), op(2)], P1));
