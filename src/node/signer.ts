@@ -290,11 +290,11 @@ async function validateAndStage(
   const verdict = validateProposal(checked, reads.state);
   if (!verdict.ok) return { refused: verdict };
   // inputs reserved by earlier proposals this one replaces (it spends them) move to it; the records
-  // are the ones validation read, which nothing changed since inside the exclusive section
+  // are the ones validation read, which nothing changed since inside the exclusive section and which
+  // the batch, with nothing staged yet, would read too
   const current = tx.inputs.map((input) => reads.state.utxo(outpointText(input)));
   const replacing = new Set<string>();
   for (const u of current) if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
-  // nothing is staged before the proposal: the records validation read are the batch's too
   await stageProposal(batch, checked, { replacing: [...replacing], current });
   return reads;
 }

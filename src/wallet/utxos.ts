@@ -176,14 +176,10 @@ function given(
       : records.findIndex(
           (r, i) => r !== undefined && (r.txid !== outpoints[i]!.txid || r.vout !== outpoints[i]!.vout),
         );
-  if (wrong >= 0)
-    throw new WalletError(
-      'utxo_conflict',
-      `the records given for proposal ${txid}'s outpoints are not theirs (at ${wrong})`,
-      {
-        txid,
-      },
-    );
+  if (wrong >= 0) {
+    const detail = `the records given for proposal ${txid}'s outpoints are not theirs (at ${wrong})`;
+    throw new WalletError('utxo_conflict', detail, { txid });
+  }
   return records;
 }
 
