@@ -56,10 +56,10 @@ interface KnownSighashes {
 
 /**
  * Sighash + Schnorr on worker threads, a transaction split into one input range per worker. The
- * first task on a transaction hashes its inputs there and hands the sighashes back with its
- * result; they are kept while the transaction object lives, for the prevouts they were computed
- * with: a member checks every peer's signatures on the same payment, and each check would
- * otherwise hash every input again. Later tasks carry 32 bytes an input, not the transaction.
+ * first task on a transaction hashes its inputs there, from the transaction's sighash template, and
+ * hands the sighashes back with its result; they are kept while the transaction object lives, for
+ * the prevouts they were computed with: a member checks every peer's signatures on the same payment,
+ * and each check would otherwise hash every input again. Later tasks carry 32 bytes an input.
  */
 export class SigningPool {
   private readonly pool: Piscina;

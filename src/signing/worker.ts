@@ -26,8 +26,8 @@ export interface InputRange {
 }
 
 /**
- * What a task signs or checks: the range's sighashes, hashed here from the transaction the first
- * time and then known to the caller (32 bytes a message).
+ * What a task signs or checks: the range's sighashes, hashed here from the transaction's template
+ * the first time and then known to the caller (32 bytes a message).
  */
 export type Messages = { readonly range: InputRange } | { readonly sighashes: Uint8Array<ArrayBuffer> };
 
