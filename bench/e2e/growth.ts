@@ -6,12 +6,17 @@ import { sendPegouts } from '../../src/devnet/requests.js';
 import { EvmRpc } from '../../src/evm/rpc.js';
 import { benchArgs, resultsDir } from './args.js';
 import { finalizations, waitFinalized } from './progress.js';
-import { perRequest, readCpu, summarize } from './stages.js';
+import { STAGES } from '../../src/metrics/stages.js';
+import { perRequest, readCpu, summarize, type StageCost } from './stages.js';
+import { median } from '../stats.js';
 
 // Does a member's cost per request grow with its history? One federation of member processes pays
 // `--blocks` blocks of `--per-block` requests, each block final at once and paid before the next;
 // per block: requests/s from final to finalized at every member, process CPU µs per request per
-// member (its own counters), and the members' resident memory. Writes bench/results/growth.{json,md}.
+// member (its own counters), by stage too, the members' resident memory, and the CPU time the VM's
+// host took (steal): on a shared VM the machine slows down and speeds up with its neighbours, and a
+// rise in every stage with the steal is the machine's, where a rise in one stage is the history's.
+// Writes bench/results/growth.{json,md}.
 
 const HELP = `npm run bench:growth -- [--blocks B] [--per-block K] [--members N] [--threshold T] [--warmup P | --cold] [--out DIR]
   --blocks B      blocks of requests, each final at once and paid before the next (default 20)
@@ -47,6 +52,10 @@ interface BlockResult {
   readonly requestsPerSecond: number;
   /** Process CPU per request, mean over the members (µs). */
   readonly cpuUs: number;
+  /** The same by stage, mean over the members (µs). */
+  readonly stages: StageCost;
+  /** CPU time the host took from this VM while the block was paid, % of the VM's (/proc/stat steal). */
+  readonly stealPercent: number;
   /** Resident memory after the block, the largest member (MB). */
   readonly rssMb: number;
   /** Where the largest member's memory is after the block (MB), from its /metrics. */
@@ -66,6 +75,13 @@ async function readMemory(member: Devnet['members'][number]): Promise<MemoryRead
   ]) as MemoryReading;
 }
 
+/** The VM's CPU ticks, all and stolen by the host (Linux /proc/stat). */
+async function cpuTicks(): Promise<{ all: number; steal: number }> {
+  const line = (await readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0] ?? '';
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { all: ticks.reduce((a, b) => a + b, 0), steal: ticks[7] ?? NaN };
+}
+
 async function rssMb(pid: number | undefined): Promise<number> {
   if (pid === undefined) return NaN;
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
@@ -83,18 +99,23 @@ async function payBlock(devnet: Devnet, rpc: EvmRpc, count: number, paid: number
 
 async function runBlock(devnet: Devnet, rpc: EvmRpc, block: number): Promise<BlockResult> {
   const before = await Promise.all(devnet.members.map(readCpu));
+  const ticks = await cpuTicks();
   const finalAt = await payBlock(devnet, rpc, perBlock, warmup + (block + 1) * perBlock);
   // until the last member's last finalization, by the members' own clocks: not the next scrape
   const seconds = ((await finalizations(devnet, finalAt)).lastFinalizedAt - finalAt) / 1000;
   const after = await Promise.all(devnet.members.map(readCpu));
+  const ticksAfter = await cpuTicks();
   const costs = before.map((b, i) => perRequest(b, after[i]!, perBlock));
+  const mean = summarize(costs)!.mean;
   const rss = await Promise.all(devnet.members.map((m) => rssMb(m.process?.pid)));
   const largest = devnet.members[rss.indexOf(Math.max(...rss))] ?? devnet.members[0]!;
   return {
     block,
     paidBefore: warmup + block * perBlock,
     requestsPerSecond: perBlock / seconds,
-    cpuUs: summarize(costs)!.mean.process,
+    cpuUs: mean.process,
+    stages: mean,
+    stealPercent: (100 * (ticksAfter.steal - ticks.steal)) / (ticksAfter.all - ticks.all),
     rssMb: Math.max(...rss),
     memory: await readMemory(largest),
   };
@@ -108,6 +129,18 @@ function report(results: readonly BlockResult[]): string {
       `| ${r.block + 1} | ${r.paidBefore} | ${r.requestsPerSecond.toFixed(0)} | ${r.cpuUs.toFixed(0)} | ${r.rssMb.toFixed(0)} | ${[...MEMORY_KINDS.slice(1), ...STORE_PARTS].map((k) => r.memory[k].toFixed(1)).join(' | ')} |`,
   );
   const within = (a: number, b: number): string => (Math.abs(b - a) / a <= 0.1 ? 'met' : 'missed');
+  const ends = Math.min(5, Math.floor(results.length / 2));
+  const medians = (f: (r: BlockResult) => number): [number, number] => [
+    median(results.slice(0, ends).map(f)),
+    median(results.slice(-ends).map(f)),
+  ];
+  const [rpsFirst, rpsLast] = medians((r) => r.requestsPerSecond);
+  const [cpuFirst, cpuLast] = medians((r) => r.cpuUs);
+  const us = (x: number): string => (x < 10 ? x.toFixed(1) : x.toFixed(0));
+  const stageRows = results.map(
+    (r) =>
+      `| ${r.block + 1} | ${STAGES.map((s) => us(r.stages.stages[s])).join(' | ')} | ${us(r.stages.mainOther)} | ${us(r.stages.mainThread)} | ${us(r.stages.process - r.stages.mainThread)} | ${us(r.stages.process)} | ${r.stealPercent.toFixed(1)} |`,
+  );
   return [
     `Growth run: ${t}-of-${n}, ${blocks} blocks of ${perBlock} requests, each final at once and paid before the next (no Bitcoin Core: declared funding). ${warmup > 0 ? `Warm-up: ${warmup} requests final at once and paid before block 1, in no figure (requests paid before it counts them).` : 'No warm-up (--cold): block 1 includes the members compiling their hot code.'}`,
     '',
@@ -116,6 +149,13 @@ function report(results: readonly BlockResult[]): string {
     ...rows,
     '',
     `First block against the last: requests/s ${first.requestsPerSecond.toFixed(0)} → ${last.requestsPerSecond.toFixed(0)} (${change(first.requestsPerSecond, last.requestsPerSecond)}; target within 10 %: ${within(first.requestsPerSecond, last.requestsPerSecond)}), CPU µs per request ${first.cpuUs.toFixed(0)} → ${last.cpuUs.toFixed(0)} (${change(first.cpuUs, last.cpuUs)}; target within 10 %: ${within(first.cpuUs, last.cpuUs)}), RSS ${first.rssMb.toFixed(0)} → ${last.rssMb.toFixed(0)} MB.`,
+    `Medians of the first and the last ${ends} blocks, less moved by one block's neighbours on the host: requests/s ${rpsFirst.toFixed(0)} → ${rpsLast.toFixed(0)} (${change(rpsFirst, rpsLast)}), CPU µs per request ${cpuFirst.toFixed(0)} → ${cpuLast.toFixed(0)} (${change(cpuFirst, cpuLast)}).`,
+    '',
+    "CPU µs per request per member by stage, each block (mean of the members; sighash_sign and verify include the signing worker), and the CPU time the host took from this VM meanwhile (steal, % of the VM's):",
+    '',
+    `| block | ${STAGES.join(' | ')} | main thread, outside stages | main thread | other threads | process | steal % |`,
+    `| ---: | ${STAGES.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: | ---: |`,
+    ...stageRows,
     '',
   ].join('\n');
 }
@@ -148,7 +188,7 @@ try {
       .map(([k, v]) => `${k} ${v.toFixed(1)}`)
       .join(', ');
     process.stderr.write(
-      `\rblock ${b + 1}/${blocks}: ${r.requestsPerSecond.toFixed(0)} req/s, ${r.cpuUs.toFixed(0)} µs/request, RSS ${r.rssMb.toFixed(0)} MB (${breakdown})\n`,
+      `\rblock ${b + 1}/${blocks}: ${r.requestsPerSecond.toFixed(0)} req/s, ${r.cpuUs.toFixed(0)} µs/request, steal ${r.stealPercent.toFixed(1)} %, RSS ${r.rssMb.toFixed(0)} MB (${breakdown})\n`,
     );
   }
 } finally {

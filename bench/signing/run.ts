@@ -21,6 +21,7 @@ import { clockNs, stageFigures } from '../../src/metrics/stages.js';
 import { SigningPool } from '../../src/signing/pool.js';
 import { repeatKey, type SchnorrBackend } from '../../src/signing/schnorr.js';
 import { benchArgs, resultsDir } from '../e2e/args.js';
+import { median } from '../stats.js';
 
 const HELP = `npm run bench:signing -- [--quick] [--out DIR]
   --quick     every measurement shrunk to a few milliseconds: checks the benchmark works, figures meaningless
@@ -52,12 +53,6 @@ const rows: Row[] = [];
  * round, and the median over rounds leaves it out.
  */
 const ROUNDS = QUICK ? 1 : 9;
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 async function opsPerSec(
   name: string,
