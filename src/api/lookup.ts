@@ -76,6 +76,16 @@ function parseLimit(params: URLSearchParams): number | BadParameter {
   return { parameter: 'limit', value: text, expected: `an integer from 1 to ${MAX_LIMIT}` };
 }
 
+/**
+ * What a lookup costs against the API's rates: the default pages its page is worth (a page of 100
+ * records reads five times what one of 20 does, on the thread that signs). A limit that is not valid
+ * is refused before anything is read, so it costs one.
+ */
+export function lookupCost(params: URLSearchParams): number {
+  const limit = parseLimit(params);
+  return typeof limit === 'number' ? Math.ceil(limit / DEFAULT_LIMIT) : 1;
+}
+
 /** The one lookup a query string asks for (`q` is classified), its page, or the parameter that is wrong. */
 export function parseLookup(params: URLSearchParams): { lookup: Lookup; page: PageRequest } | BadParameter {
   const given = KINDS.filter((k) => params.has(k));

@@ -6,7 +6,7 @@ import { parseRequestId } from '../evm/request-id.js';
 import { AddressCounts, addressGroup } from '../p2p/admission.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
 import { API_LIMITS } from './limits.js';
-import { parseLookup } from './lookup.js';
+import { lookupCost, parseLookup } from './lookup.js';
 import { loadPages, PAGE_HEADERS, type Pages } from './pages.js';
 import type { StatusSource } from './status.js';
 
@@ -108,8 +108,8 @@ interface Context {
   readonly source: StatusSource;
   readonly registry: Registry;
   readonly pages: Pages;
-  /** Whether the client of `req` may make one more lookup now. */
-  readonly lookupAllowed: (req: IncomingMessage) => boolean;
+  /** Whether the client of `req` may make one more lookup, of `cost` (lookupCost), now. */
+  readonly lookupAllowed: (req: IncomingMessage, cost: number) => boolean;
   /** Names besides IP addresses and localhost that clients reach this member by (config api.hostnames), lowercase. */
   readonly hostnames: ReadonlySet<string>;
 }
@@ -129,7 +129,7 @@ async function route(req: IncomingMessage, res: ServerResponse, context: Context
       expected: 'an IP address, localhost, or a name in the config field api.hostnames',
     });
   if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', allowed: 'GET' });
-  if (LOOKUP_PATHS.test(url.pathname) && !context.lookupAllowed(req))
+  if (LOOKUP_PATHS.test(url.pathname) && !context.lookupAllowed(req, lookupCost(url.searchParams)))
     return send(res, 429, 'application/json', '{"error":"too_many_requests"}\n', { 'retry-after': '1' });
   switch (url.pathname) {
     case '/health': {
@@ -178,13 +178,13 @@ export async function startApi(options: {
     pages: await loadPages(),
     hostnames: new Set(options.hostnames?.map((h) => h.toLowerCase())),
     // the address's own rate first: a lookup it refuses takes nothing from what every client shares
-    lookupAllowed: (req) =>
+    lookupAllowed: (req, cost) =>
       bucketOf(
         rates,
         addressGroup(req.socket.remoteAddress ?? ''),
         TRACKED_ADDRESSES,
         () => new TokenBucket(lookupsPerSecond, lookupsPerSecond * 5),
-      ).take() && allLookups.take(),
+      ).take(cost) && allLookups.take(cost),
   };
   const server = createServer(
     {

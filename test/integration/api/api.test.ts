@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { describe, it, type TestContext } from 'node:test';
 import { Gauge } from 'prom-client';
 import { API_LIMITS } from '../../../src/api/limits.js';
+import { DEFAULT_LIMIT, lookupCost, MAX_LIMIT } from '../../../src/api/lookup.js';
 import { ApiError, startApi, type ApiServer } from '../../../src/api/server.js';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
@@ -360,6 +361,40 @@ describe('HTTP API', () => {
     assert.ok(limited.length > 0 && limited.every((a) => a.retry === '1'));
     assert.equal((await from('127.0.0.2', '/health')).status, 200, '/health is not a lookup');
     assert.equal((await from('127.0.0.3', `/pegouts?evmAddress=${EVM}`)).status, 200, 'another address is served');
+  });
+
+  it('a page of more records costs as many lookups as default pages would read them', async (t) => {
+    // a lookup costs one token however many records its page reads: pages of 100 read five times
+    // what pages of 20 do, at the same rate
+    const api = await emptyStoreApi(t);
+    const from = fromAddress(api);
+    const started = performance.now();
+    const answers = [];
+    for (let i = 0; i < 100; i++)
+      answers.push(await from('127.0.0.4', `/pegouts?evmAddress=${EVM}&limit=${MAX_LIMIT}`));
+    const seconds = (performance.now() - started) / 1000;
+    const served = answers.filter((a) => a.status === 200 || a.status === 404).length;
+    t.diagnostic(`${served} of 100 lookups of ${MAX_LIMIT} records served in ${seconds.toFixed(2)} s`);
+    const cost = MAX_LIMIT / DEFAULT_LIMIT;
+    assert.ok(served <= (API_LIMITS.lookupsPerSecond * (5 + seconds)) / cost + 1, `${served} lookups served`);
+    // another address is served
+    assert.equal((await from('127.0.0.5', `/pegouts?evmAddress=${EVM}&limit=${MAX_LIMIT}`)).status, 200);
+  });
+
+  it('costs a lookup for every default page a limit may hold, and one for a limit refused', () => {
+    const cost = (query: string): number => lookupCost(new URLSearchParams(query));
+    assert.deepEqual(
+      [
+        '',
+        'limit=1',
+        `limit=${DEFAULT_LIMIT}`,
+        `limit=${DEFAULT_LIMIT + 1}`,
+        `limit=${MAX_LIMIT}`,
+        'limit=0',
+        'limit=x',
+      ].map(cost),
+      [1, 1, 1, 2, MAX_LIMIT / DEFAULT_LIMIT, 1, 1],
+    );
   });
 
   it("many addresses' lookups together are held to the member's rate: the store's thread is the signer's", async (t) => {
