@@ -20,7 +20,7 @@ export const API_LIMITS = {
    * Lookups from every address together, after a burst of five seconds' worth: the store reads
    * synchronously on the thread that validates and signs, and a client with many addresses (an IPv6
    * /48 holds 65,536 /64 groups) is held by no per-address rate. 100 a second is 500 pages polling
-   * every 5 s; config api.lookupsPerSecondTotal.
+   * every 5 s for 20 requests each, 100 for 100 each; config api.lookupsPerSecondTotal.
    */
   lookupsPerSecondTotal: 100,
 };
