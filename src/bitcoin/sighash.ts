@@ -140,17 +140,6 @@ export function taprootSighash(...args: Parameters<typeof taprootSigMsg>): Uint8
   return taggedHash('TapSighash', taprootSigMsg(...args));
 }
 
-/** The federation's sighash: script path, SIGHASH_DEFAULT. */
-export function scriptPathSighash(
-  pre: SighashPrecomputed,
-  tx: Transaction,
-  prevouts: readonly Prevout[],
-  inputIndex: number,
-  leafHash: Uint8Array,
-): Uint8Array {
-  return taprootSighash(pre, tx, prevouts, inputIndex, SIGHASH_DEFAULT, leafHash);
-}
-
 /**
  * The federation's SigMsgs (script path, SIGHASH_DEFAULT) differ only in the input index: each is
  * head ‖ u32(index) ‖ tail. This is what hashing any input's needs, a couple of hundred bytes, where

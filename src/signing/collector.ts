@@ -1,7 +1,12 @@
 import { equal, toHex } from '../bitcoin/bytes.js';
 import { memberIndex, type Federation } from '../bitcoin/federation.js';
 import { randomInt } from 'node:crypto';
-import { allScriptPathSighashes, precomputeSighash, scriptPathSighash } from '../bitcoin/sighash.js';
+import {
+  allScriptPathSighashes,
+  precomputeSighash,
+  scriptPathTemplate,
+  templateSighashes,
+} from '../bitcoin/sighash.js';
 import { txid as txidOf, withWitnesses, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import * as stages from '../metrics/stages.js';
 import { SigningError } from './errors.js';
@@ -291,7 +296,8 @@ export async function verifyFinalizedWitnesses(
     }
     if (tx.inputs.length > 0) {
       const spot = randomInt(tx.inputs.length);
-      const sighash = scriptPathSighash(precomputeSighash(tx, prevouts), tx, prevouts, spot, federation.leafHash);
+      const template = scriptPathTemplate(precomputeSighash(tx, prevouts), tx, federation.leafHash);
+      const sighash = templateSighashes(template, spot, spot + 1);
       checkInputSignatures(spot, perInput[spot]!, sighash, federation);
     }
     return { signers, sets };
