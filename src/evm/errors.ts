@@ -8,7 +8,11 @@ export type EvmErrorCode =
   // the node has not reached a block this member already ingested: waited for, not a reorg
   | 'rpc_behind'
   | 'rpc_too_large'
+  // every block this member kept a record of left the chain, and older records were dropped
+  | 'reorg_too_deep'
   | 'not_dev_chain'
+  // an option the code passed is out of range
+  | 'invalid_option'
   | 'artifact_missing'
   | 'invalid_amount'
   // an address the request decider refuses (RequestRejectReason)

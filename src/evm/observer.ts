@@ -1,7 +1,7 @@
 import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Network } from '../bitcoin/network.js';
 import * as stages from '../metrics/stages.js';
-import { cursorKey, evmBlockKey, SPACES } from '../storage/keys.js';
+import { cursorKey, evmBlockKey, EVM_PRUNED_KEY, SPACES } from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import {
   BRIDGE_ADDRESS,
@@ -16,7 +16,7 @@ import { getRequest, getRequests, stageForget, stageNewRequest, stageStatus } fr
 import { decideRequest } from './decider.js';
 import { requestId } from './request-id.js';
 import { getBlock, hexQuantity, type EvmRpc } from './rpc.js';
-import type { EvmBlockRecord, EvmCursor, RequestStatus } from '../storage/records.js';
+import type { EvmBlockRecord, EvmCursor, EvmPruned, RequestStatus } from '../storage/records.js';
 
 export type Finality = { readonly confirmations: number } | 'finalized';
 
@@ -33,6 +33,11 @@ export interface EvmObserverOptions {
   readonly bridge?: string;
   /** Largest eth_getLogs range tried; halved while the node refuses it, doubled back after answers. */
   readonly maxRange?: number;
+  /**
+   * EVM blocks, counted back from the cursor, whose records (evmblk/) are kept for rollbacks
+   * (default DEFAULT_KEEP_BLOCKS): a reorg of final blocks deeper than that is refused.
+   */
+  readonly keepBlocks?: number;
   readonly log?: (event: string, fields: Record<string, unknown>) => void;
   readonly now?: () => string;
   /** Called by run() after each step that ingested requests. */
@@ -60,6 +65,16 @@ export interface SyncReport {
 /** Logs decided between two turns of the event loop. */
 const YIELD_EVERY = 500;
 
+/**
+ * About 5.5 hours of 2-second blocks. A member that keeps up writes a record for every range it
+ * reads, a poll apart: kept forever, they would grow the store by one key a poll for as long as
+ * it runs. The Bitcoin observer bounds its undo data the same way (1,000 blocks).
+ */
+const DEFAULT_KEEP_BLOCKS = 10_000;
+
+/** Records dropped in one range's batch: a store from before the bound sheds its backlog a chunk a range. */
+const PRUNE_CHUNK = 1000;
+
 /** Closest two polls may follow each other when wake() cuts a wait short. */
 const MIN_POLL_GAP_MS = 50;
 
@@ -70,6 +85,11 @@ const MIN_POLL_GAP_MS = 50;
  */
 export function wokenPollDelay(lastStart: number, now: number): number {
   return Math.max(0, lastStart + MIN_POLL_GAP_MS - now);
+}
+
+/** The block number of an evmblk/ key. */
+function blockOfKey(key: string): number {
+  return Number(key.slice(SPACES.evmBlock.length));
 }
 
 const ACTED_ON = new Set(['batched', 'signed', 'broadcast', 'paid', 'orphaned']);
@@ -99,6 +119,7 @@ async function blockAtOrBehind(rpc: EvmRpc, height: number): Promise<{ hash: str
 export class EvmObserver {
   private range: number;
   private readonly maxRange: number;
+  private readonly keepBlocks: number;
   private readonly bridge: string;
   /** Ends run()'s current wait between polls early. */
   private wakeUp?: () => void;
@@ -109,6 +130,11 @@ export class EvmObserver {
     private readonly options: EvmObserverOptions,
   ) {
     this.maxRange = options.maxRange ?? 1000;
+    this.keepBlocks = options.keepBlocks ?? DEFAULT_KEEP_BLOCKS;
+    if (!Number.isSafeInteger(this.keepBlocks) || this.keepBlocks < 1)
+      throw new EvmError('invalid_option', `keepBlocks must be a positive integer, got ${this.keepBlocks}`, {
+        keepBlocks: this.keepBlocks,
+      });
     this.range = this.maxRange;
     this.bridge = (options.bridge ?? BRIDGE_ADDRESS).toLowerCase();
   }
@@ -178,6 +204,7 @@ export class EvmObserver {
       for (const [n, hash] of blockHashes)
         batch.put(evmBlockKey(n), { hash, requests: perBlock.get(n) ?? [] } satisfies EvmBlockRecord);
       batch.put(cursorKey('evm'), { height: to, hash: toBlock.hash } satisfies EvmCursor);
+      await this.prune(batch, to);
     });
     if (accepted + rejected > 0) this.log('evm_requests_ingested', { from, to, accepted, rejected });
     return { from, to, accepted, rejected, rolledBack: 0, caughtUp: to >= final };
@@ -254,6 +281,19 @@ export class EvmObserver {
   }
 
   /**
+   * Stages the removal of the records of blocks more than keepBlocks behind `to` (the oldest
+   * PRUNE_CHUNK of them) and notes below which block records are gone, for rollback().
+   */
+  private async prune(batch: StoreBatch, to: number): Promise<void> {
+    const below = to - this.keepBlocks + 1;
+    if (below <= 0) return;
+    const old = await this.store.keys({ prefix: SPACES.evmBlock, lt: evmBlockKey(below), limit: PRUNE_CHUNK });
+    if (old.length === 0) return;
+    for (const key of old) batch.del(key);
+    batch.put(EVM_PRUNED_KEY, { below: blockOfKey(old.at(-1)!) + 1 } satisfies EvmPruned);
+  }
+
+  /**
    * eth_getLogs for [from, to], halving the range while the node refuses it or answers over the size
    * cap, and doubling it (up to maxRange) after each answer.
    */
@@ -287,18 +327,21 @@ export class EvmObserver {
   /**
    * Undoes every stored block the node no longer has, newest first, down to the newest one it
    * still has. Requests never acted on vanish without trace; a request already batched or
-   * signed becomes 'orphaned' and raises an alarm.
+   * signed becomes 'orphaned' and raises an alarm. When none of the kept blocks is on the chain any
+   * more and older records were dropped, nothing is undone: reorg_too_deep, for the operators.
    */
   private async rollback(): Promise<number> {
     let undone = 0;
     const orphaned: OrphanedRequest[] = [];
     await this.store.transaction(async (batch) => {
       let fork: EvmCursor | undefined;
+      let oldest: number | undefined;
       for await (const [key, record] of this.store.entries<EvmBlockRecord>({
         prefix: SPACES.evmBlock,
         reverse: true,
       })) {
-        const height = Number(key.slice(SPACES.evmBlock.length));
+        const height = blockOfKey(key);
+        oldest = height;
         const block = await blockAtOrBehind(this.rpc, height);
         if (block.hash === record.hash) {
           fork = { height, hash: record.hash };
@@ -324,6 +367,14 @@ export class EvmObserver {
           undone++;
         }
         batch.del(key);
+      }
+      const pruned = fork ? undefined : await this.store.get<EvmPruned>(EVM_PRUNED_KEY);
+      if (pruned) {
+        throw new EvmError(
+          'reorg_too_deep',
+          `every EVM block this member keeps a record of, down to block ${oldest}, left the chain, and the records of the blocks under ${pruned.below} were dropped (kept for ${this.keepBlocks} blocks): the store cannot follow this reorg`,
+          { oldest, below: pruned.below, keepBlocks: this.keepBlocks },
+        );
       }
       if (fork) batch.put(cursorKey('evm'), fork);
       else batch.del(cursorKey('evm'));

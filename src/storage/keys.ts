@@ -13,7 +13,10 @@
  * | meta/      | meta/store                               | StoreMeta: schema version + descriptor     | storage (once, at creation)     |
  * | cursor/    | cursor/bitcoin, cursor/evm               | Cursor { height, hash } of the last block  | observer / EVM ingestion, in    |
  * |            |                                          | whose effects are stored                   | the batch holding those effects |
- * | evmblk/    | evmblk/<number>                          | hash of each ingested EVM block            | EVM ingestion (reorg checks)    |
+ * |            | cursor/evmpruned                         | EvmPruned { below }: evmblk/ records under | EVM ingestion, in the batch     |
+ * |            |                                          | that block were dropped                    | that drops them                 |
+ * | evmblk/    | evmblk/<number>                          | EvmBlockRecord: hash and requests of an    | EVM ingestion (reorg checks);   |
+ * |            |                                          | ingested EVM block, the last keepBlocks    | older ones dropped as it reads  |
  * | req/       | req/<evm tx hash>/<ordinal>              | the request, its current status and its    | EVM ingestion, node             |
  * |            |                                          | status history (schema 5; before, reqlog/) |                                 |
  * | reqidx/    | reqidx/<phase>/<evm tx hash>/<ordinal>   | 1 — index of req/ by status phase (queued, | same batch as the req/ change,  |
@@ -232,6 +235,9 @@ export type CursorName = 'bitcoin' | 'evm';
 export function cursorKey(name: CursorName): string {
   return `${SPACES.cursor}${name}`;
 }
+
+/** Where the EVM ingestion says below which block it dropped the evmblk/ records (EvmPruned). */
+export const EVM_PRUNED_KEY = `${SPACES.cursor}evmpruned`;
 
 export function evmBlockKey(number: number): string {
   return `${SPACES.evmBlock}${keyNumber(number, 'EVM block number')}`;

@@ -60,10 +60,18 @@ export interface EvmCursor {
   readonly hash: string;
 }
 
-/** Stored per ingested block that matters: the cursor's block and every block with requests. */
+/**
+ * Stored per ingested block that matters: the end block of each range read and every block with
+ * requests, while it is among the last keepBlocks blocks read (src/evm/observer.ts).
+ */
 export interface EvmBlockRecord {
   readonly hash: string;
   readonly requests: readonly string[];
+}
+
+/** The EVM blocks under `below` have no record any more: a rollback that reaches it cannot go on. */
+export interface EvmPruned {
+  readonly below: number;
 }
 
 export type UtxoState = 'unspent' | 'reserved' | 'spent';

@@ -7,10 +7,11 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { ContractFactory, JsonRpcProvider, Wallet, parseEther, toUtf8Bytes } from 'ethers';
 import { startAnvil, type Anvil } from '../../../src/evm/anvil.js';
 import { BRIDGE_ADDRESS, bridgeInterface, loadArtifact, REQUEST_PEGOUT_TOPIC } from '../../../src/evm/bridge.js';
-import { EvmObserver, type OrphanedRequest } from '../../../src/evm/observer.js';
+import { EvmObserver, type EvmObserverOptions, type OrphanedRequest } from '../../../src/evm/observer.js';
 import { getRequest, listRequests, stageStatus } from '../../../src/evm/request-store.js';
 import { EvmError } from '../../../src/evm/errors.js';
 import { EvmRpc, hexQuantity } from '../../../src/evm/rpc.js';
+import { SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import type { RequestRecord } from '../../../src/storage/records.js';
 import { repoRoot } from '../../support/paths.js';
@@ -79,6 +80,7 @@ function observing(
   store: Store,
   node: EvmRpc,
   confirmations = 0,
+  options: Pick<EvmObserverOptions, 'keepBlocks' | 'maxRange'> = {},
 ): { observer: EvmObserver; orphaned: OrphanedRequest[] } {
   const orphaned: OrphanedRequest[] = [];
   const observer = new EvmObserver(store, node, {
@@ -86,8 +88,14 @@ function observing(
     finality: { confirmations },
     startBlock: 0,
     onOrphaned: async (list) => void orphaned.push(...list),
+    ...options,
   });
   return { observer, orphaned };
+}
+
+/** The EVM block numbers this member keeps a record of (evmblk/), oldest first. */
+async function keptBlocks(store: Store): Promise<number[]> {
+  return (await store.keys({ prefix: SPACES.evmBlock })).map((k) => Number(k.slice(SPACES.evmBlock.length)));
 }
 
 /** A JSON-RPC call as a proxy in front of anvil sees it. */
@@ -395,6 +403,54 @@ describe('ingestion on a real anvil', () => {
       orphaned.map((o) => o.id),
       [record.id],
     );
+  });
+
+  it('keeps the records of its last keepBlocks EVM blocks only: the store does not grow with every block read', async (t) => {
+    const store = await openTempStore(t);
+    // one range a block: a record for each block read, as a member that keeps up with the chain writes
+    const { observer } = observing(store, rpc, 0, { keepBlocks: 4, maxRange: 1 });
+    for (let i = 0; i < 6; i++) await request(GOOD, parseEther('0.05'));
+    await rpc.call('anvil_mine', ['0x6']);
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+    const cursor = (await observer.cursor())!.height;
+    const kept = await keptBlocks(store);
+    assert.ok(cursor >= 12, `read past block 12 (cursor ${cursor})`);
+    assert.deepEqual(kept, [cursor - 3, cursor - 2, cursor - 1, cursor], 'the last four blocks, no older one');
+    // what the records were kept for still works: a reorg inside the window rolls back
+    const snapshot = await rpc.call<string>('evm_snapshot');
+    const quiet = await request(GOOD, parseEther('0.06'));
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+    assert.equal((await listRequests(store)).filter((r) => r.txHash === quiet).length, 1);
+    await rpc.call('evm_revert', [snapshot]);
+    await rpc.call('anvil_mine', ['0x2']);
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+    assert.equal((await listRequests(store)).filter((r) => r.txHash === quiet).length, 0, 'rolled back');
+  });
+
+  it('refuses a reorg deeper than the records it kept (reorg_too_deep) and changes nothing', async (t) => {
+    const store = await openTempStore(t);
+    const { observer, orphaned } = observing(store, rpc, 0, { keepBlocks: 3, maxRange: 1 });
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+    const snapshot = await rpc.call<string>('evm_snapshot');
+    const acted = await request(GOOD, parseEther('0.05'));
+    await rpc.call('anvil_mine', ['0x5']);
+    for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
+    const record = await markBatched(store, acted);
+    const cursor = await observer.cursor();
+    const kept = await keptBlocks(store);
+    assert.equal(kept.length, 3);
+    // the chain from before the request, longer: every kept block left it, and so did older ones
+    await rpc.call('evm_revert', [snapshot]);
+    await rpc.call('anvil_mine', ['0x9']);
+    await assert.rejects(
+      observer.sync(),
+      (err: unknown) =>
+        err instanceof EvmError && err.code === 'reorg_too_deep' && err.message.includes(`block ${kept[0]}`),
+    );
+    assert.equal((await getRequest(store, record.id))?.status, 'batched', 'nothing orphaned or forgotten');
+    assert.deepEqual(orphaned, []);
+    assert.deepEqual(await observer.cursor(), cursor, 'the cursor stays');
+    assert.deepEqual(await keptBlocks(store), kept);
   });
 
   it('a node behind this member (it has no block at the cursor) is waited for, never taken for a reorg', async (t) => {
