@@ -209,13 +209,6 @@ export async function reserveUtxos(
   const replacing = new Set(options.replacing ?? []);
   const seen = new Set<string>();
   const records = options.current ? given(options.current, outpoints, txid) : await getUtxos(batch, outpoints);
-  records.forEach((r, i) => {
-    const o = outpoints[i];
-    if (r !== undefined && (r.txid !== o!.txid || r.vout !== o!.vout))
-      throw new WalletError('utxo_conflict', `record ${i} given for proposal ${txid} is not its outpoint ${i}'s`, {
-        txid,
-      });
-  });
   const current: UtxoRecord[] = [];
   for (const [i, outpoint] of outpoints.entries()) {
     const name = outpointText(outpoint);
