@@ -23,7 +23,13 @@ export interface SighashPrecomputed {
   readonly shaOutputs: Uint8Array;
 }
 
+/**
+ * Every path to a sighash (signing, verifying, the collector's checks) starts here, so a transaction
+ * without inputs, which parseTx refuses at the edges, is refused here too: with no input to sign
+ * or verify, a verification would find nothing invalid and pass a payment that carries no signature.
+ */
 function checkPrevouts(tx: Transaction, prevouts: readonly Prevout[]): void {
+  if (tx.inputs.length === 0) throw new BitcoinError('invalid_transaction', 'transaction has no inputs to sign');
   if (prevouts.length !== tx.inputs.length) {
     throw new BitcoinError(
       'invalid_prevouts',

@@ -294,12 +294,10 @@ export async function verifyFinalizedWitnesses(
       if (found.some((f, s) => f.key !== signers[s])) witnessFault(i, "its signers differ from input 0's");
       found.forEach((f, s) => sets[s]!.set(f.signature, i * 64));
     }
-    if (tx.inputs.length > 0) {
-      const spot = randomInt(tx.inputs.length);
-      const template = scriptPathTemplate(precomputeSighash(tx, prevouts), tx, federation.leafHash);
-      const sighash = templateSighashes(template, spot, spot + 1);
-      checkInputSignatures(spot, perInput[spot]!, sighash, federation);
-    }
+    // refuses a transaction without inputs, which would otherwise pass with no signature checked
+    const template = scriptPathTemplate(precomputeSighash(tx, prevouts), tx, federation.leafHash);
+    const spot = randomInt(tx.inputs.length);
+    checkInputSignatures(spot, perInput[spot]!, templateSighashes(template, spot, spot + 1), federation);
     return { signers, sets };
   });
   for (const [s, key] of signers.entries()) {

@@ -4,7 +4,11 @@ import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
 import { parsePrevouts, parseTx } from '../../../src/bitcoin/tx.js';
-import { SignatureCollector } from '../../../src/signing/collector.js';
+import {
+  checkFinalizedWitnesses,
+  SignatureCollector,
+  verifyFinalizedWitnesses,
+} from '../../../src/signing/collector.js';
 import type { SigningError } from '../../../src/signing/errors.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
@@ -89,6 +93,23 @@ describe('signing pool', () => {
     await assert.rejects(verifyOnly.signTransaction(tx, prevouts), {
       code: 'invalid_argument',
       message: /started without a member key/,
+    });
+  });
+
+  it('refuses a transaction without inputs at every entry point: nothing to sign is never "all valid"', async () => {
+    const { tx } = federationSpend(federation, 1);
+    const none = { ...tx, inputs: [] };
+    const p = pool();
+    await assert.rejects(p.signTransaction(none, []), { code: 'invalid_transaction' });
+    await assert.rejects(p.verifyTransaction(none, [], pubkey, new Uint8Array(0)), { code: 'invalid_transaction' });
+    // a finalized payment without inputs carries no signature at all
+    assert.throws(() => checkFinalizedWitnesses(none, [], federation), { code: 'invalid_transaction' });
+    await assert.rejects(verifyFinalizedWitnesses(none, [], federation, p.verifyTransaction), {
+      code: 'invalid_transaction',
+    });
+    const collector = new SignatureCollector(federation, p.verifyTransaction);
+    await assert.rejects(async () => collector.add(collector.open(none, []), { pubkey, signatures: [] }), {
+      code: 'invalid_transaction',
     });
   });
 
