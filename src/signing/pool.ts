@@ -78,6 +78,9 @@ export class SigningPool {
     if (!Number.isInteger(size) || size < 1)
       throw new SigningError('invalid_argument', `pool size must be a positive integer, got ${size}`);
     this.minChunk = options.minChunk ?? 32;
+    // NaN would split a transaction into no ranges at all: nothing signed, nothing verified, all valid
+    if (!Number.isInteger(this.minChunk) || this.minChunk < 1)
+      throw new SigningError('invalid_argument', `minChunk must be a positive integer, got ${this.minChunk}`);
     detachOneBuffer();
     this.onSignFault = options.onSignFault;
     this.pool = new Piscina({

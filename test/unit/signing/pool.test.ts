@@ -113,6 +113,16 @@ describe('signing pool', () => {
     });
   });
 
+  it('refuses a size or a chunk that is not a positive integer, naming it', () => {
+    for (const options of [{ size: 0 }, { size: 1.5 }, { minChunk: 0 }, { minChunk: Number.NaN }, { minChunk: -4 }]) {
+      const [[name, value]] = Object.entries(options) as [[string, number]];
+      assert.throws(() => new SigningPool(federation, { secretKey, ...options }), {
+        code: 'invalid_argument',
+        message: new RegExp(`${name === 'size' ? 'pool size' : 'minChunk'} must be a positive integer, got ${value}`),
+      });
+    }
+  });
+
   it('plugs into the collector as its verifier', async () => {
     const { tx, prevouts } = federationSpend(federation, 40);
     const p = pool(8);
