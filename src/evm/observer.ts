@@ -35,9 +35,11 @@ export interface EvmObserverOptions {
   readonly maxRange?: number;
   /**
    * EVM blocks, counted back from the cursor, whose records (evmblk/) are kept for rollbacks
-   * (default DEFAULT_KEEP_BLOCKS): a reorg of final blocks deeper than that is refused.
+   * (default DEFAULT_KEEP_BLOCKS): a reorg of final blocks deeper than that may be refused.
    */
   readonly keepBlocks?: number;
+  /** Called before sync() throws reorg_too_deep: requests of blocks no longer on the chain may be queued. */
+  readonly onReorgTooDeep?: (err: EvmError) => Promise<void>;
   readonly log?: (event: string, fields: Record<string, unknown>) => void;
   readonly now?: () => string;
   /** Called by run() after each step that ingested requests. */
@@ -282,12 +284,16 @@ export class EvmObserver {
 
   /**
    * Stages the removal of the records of blocks more than keepBlocks behind `to` (the oldest
-   * PRUNE_CHUNK of them) and notes below which block records are gone, for rollback().
+   * PRUNE_CHUNK of them) and notes below which block records are gone, for rollback(). The newest
+   * record under the kept blocks stays: records are sparse (a range's end, blocks with requests), and
+   * that block is the one a reorg of all the kept blocks forks from.
    */
   private async prune(batch: StoreBatch, to: number): Promise<void> {
     const below = to - this.keepBlocks + 1;
     if (below <= 0) return;
-    const old = await this.store.keys({ prefix: SPACES.evmBlock, lt: evmBlockKey(below), limit: PRUNE_CHUNK });
+    const [fork] = await this.store.keys({ prefix: SPACES.evmBlock, lt: evmBlockKey(below), reverse: true, limit: 1 });
+    if (fork === undefined) return;
+    const old = await this.store.keys({ prefix: SPACES.evmBlock, lt: fork, limit: PRUNE_CHUNK });
     if (old.length === 0) return;
     for (const key of old) batch.del(key);
     batch.put(EVM_PRUNED_KEY, { below: blockOfKey(old.at(-1)!) + 1 } satisfies EvmPruned);
@@ -328,11 +334,29 @@ export class EvmObserver {
    * Undoes every stored block the node no longer has, newest first, down to the newest one it
    * still has. Requests never acted on vanish without trace; a request already batched or
    * signed becomes 'orphaned' and raises an alarm. When none of the kept blocks is on the chain any
-   * more and older records were dropped, nothing is undone: reorg_too_deep, for the operators.
+   * more and older records were dropped, nothing is undone: reorg_too_deep, and onReorgTooDeep.
    */
   private async rollback(): Promise<number> {
+    try {
+      return await this.undo();
+    } catch (err) {
+      // outside the store's exclusive section: the alarm pauses the member, a store write
+      if (err instanceof EvmError && err.code === 'reorg_too_deep') await this.options.onReorgTooDeep?.(err);
+      throw err;
+    }
+  }
+
+  private async undo(): Promise<number> {
     let undone = 0;
     const orphaned: OrphanedRequest[] = [];
+    // the oldest record kept is on the chain, or no kept block is: then nothing more is asked of the node
+    const pruned = await this.store.get<EvmPruned>(EVM_PRUNED_KEY);
+    if (pruned) {
+      for await (const [key, record] of this.store.entries<EvmBlockRecord>({ prefix: SPACES.evmBlock, limit: 1 })) {
+        if ((await blockAtOrBehind(this.rpc, blockOfKey(key))).hash !== record.hash)
+          throw this.tooDeep(blockOfKey(key), pruned);
+      }
+    }
     await this.store.transaction(async (batch) => {
       let fork: EvmCursor | undefined;
       let oldest: number | undefined;
@@ -368,20 +392,22 @@ export class EvmObserver {
         }
         batch.del(key);
       }
-      const pruned = fork ? undefined : await this.store.get<EvmPruned>(EVM_PRUNED_KEY);
-      if (pruned) {
-        throw new EvmError(
-          'reorg_too_deep',
-          `every EVM block this member keeps a record of, down to block ${oldest}, left the chain, and the records of the blocks under ${pruned.below} were dropped (kept for ${this.keepBlocks} blocks): the store cannot follow this reorg`,
-          { oldest, below: pruned.below, keepBlocks: this.keepBlocks },
-        );
-      }
+      // the chain moved again since the oldest record was found on it
+      if (!fork && pruned) throw this.tooDeep(oldest!, pruned);
       if (fork) batch.put(cursorKey('evm'), fork);
       else batch.del(cursorKey('evm'));
       this.log('evm_reorg_rolled_back', { toHeight: fork?.height ?? null, requestsUndone: undone });
     });
     if (orphaned.length > 0) await this.options.onOrphaned?.(orphaned);
     return undone;
+  }
+
+  private tooDeep(oldest: number, pruned: EvmPruned): EvmError {
+    return new EvmError(
+      'reorg_too_deep',
+      `every EVM block this member keeps a record of, down to block ${oldest}, left the chain, and the records of the blocks under ${pruned.below} were dropped (kept for ${this.keepBlocks} blocks): the store cannot follow this reorg`,
+      { oldest, below: pruned.below, keepBlocks: this.keepBlocks },
+    );
   }
 
   /**

@@ -397,6 +397,7 @@ function evmObserver(
         await safety.alarm('request_orphaned', detail, { request: o.id });
       }
     },
+    onReorgTooDeep: (err) => safety.alarm('evm_reorg_too_deep', err.message, err.details),
   });
 }
 

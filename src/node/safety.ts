@@ -21,6 +21,8 @@ export const ALARMS = {
   reserves_mismatch: { pauses: true },
   /** A request the federation acted on left the sidechain (EVM reorg deeper than the finality setting). */
   request_orphaned: { pauses: true },
+  /** Every EVM block this member keeps a record of left the sidechain: which requests went with them is unknown. */
+  evm_reorg_too_deep: { pauses: true },
   /** A signature this member made failed its own verification and was not sent (a fault while signing). */
   sign_fault: { pauses: true },
 } as const;

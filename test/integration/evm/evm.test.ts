@@ -80,7 +80,7 @@ function observing(
   store: Store,
   node: EvmRpc,
   confirmations = 0,
-  options: Pick<EvmObserverOptions, 'keepBlocks' | 'maxRange'> = {},
+  options: Pick<EvmObserverOptions, 'keepBlocks' | 'maxRange' | 'onReorgTooDeep'> = {},
 ): { observer: EvmObserver; orphaned: OrphanedRequest[] } {
   const orphaned: OrphanedRequest[] = [];
   const observer = new EvmObserver(store, node, {
@@ -415,7 +415,11 @@ describe('ingestion on a real anvil', () => {
     const cursor = (await observer.cursor())!.height;
     const kept = await keptBlocks(store);
     assert.ok(cursor >= 12, `read past block 12 (cursor ${cursor})`);
-    assert.deepEqual(kept, [cursor - 3, cursor - 2, cursor - 1, cursor], 'the last four blocks, no older one');
+    assert.deepEqual(
+      kept,
+      [cursor - 4, cursor - 3, cursor - 2, cursor - 1, cursor],
+      'the last four blocks and the one before them, a fork point; no older one',
+    );
     // what the records were kept for still works: a reorg inside the window rolls back
     const snapshot = await rpc.call<string>('evm_snapshot');
     const quiet = await request(GOOD, parseEther('0.06'));
@@ -429,7 +433,12 @@ describe('ingestion on a real anvil', () => {
 
   it('refuses a reorg deeper than the records it kept (reorg_too_deep) and changes nothing', async (t) => {
     const store = await openTempStore(t);
-    const { observer, orphaned } = observing(store, rpc, 0, { keepBlocks: 3, maxRange: 1 });
+    const alarms: string[] = [];
+    const { observer, orphaned } = observing(store, rpc, 0, {
+      keepBlocks: 3,
+      maxRange: 1,
+      onReorgTooDeep: async (err) => void alarms.push(err.code),
+    });
     for (let i = 0; i < 1000; i++) if ((await observer.sync()).caughtUp) break;
     const snapshot = await rpc.call<string>('evm_snapshot');
     const acted = await request(GOOD, parseEther('0.05'));
@@ -438,7 +447,7 @@ describe('ingestion on a real anvil', () => {
     const record = await markBatched(store, acted);
     const cursor = await observer.cursor();
     const kept = await keptBlocks(store);
-    assert.equal(kept.length, 3);
+    assert.equal(kept.length, 4);
     // the chain from before the request, longer: every kept block left it, and so did older ones
     await rpc.call('evm_revert', [snapshot]);
     await rpc.call('anvil_mine', ['0x9']);
@@ -447,6 +456,7 @@ describe('ingestion on a real anvil', () => {
       (err: unknown) =>
         err instanceof EvmError && err.code === 'reorg_too_deep' && err.message.includes(`block ${kept[0]}`),
     );
+    assert.deepEqual(alarms, ['reorg_too_deep']);
     assert.equal((await getRequest(store, record.id))?.status, 'batched', 'nothing orphaned or forgotten');
     assert.deepEqual(orphaned, []);
     assert.deepEqual(await observer.cursor(), cursor, 'the cursor stays');
