@@ -414,6 +414,25 @@ describe('HTTP API', () => {
     assert.ok(answers.filter((a) => a.status === 429).every((a) => a.retry === '1'));
     assert.equal((await from('127.0.1.1', '/health')).status, 200, '/health is not a lookup');
   });
+
+  it("pages of more records from many addresses cost the member's rate what they read too", async (t) => {
+    // two pages of 100 from each of 200 addresses: each address well inside its own burst, so only the
+    // member-wide rate holds them, and it must count each page as the five default pages it reads
+    const lookupsPerSecondTotal = 20;
+    const api = await emptyStoreApi(t, { lookupsPerSecondTotal });
+    const from = fromAddress(api);
+    const started = performance.now();
+    const answers = [];
+    for (let i = 0; i < 400; i++)
+      answers.push(await from(`127.0.2.${i % 200}`, `/pegouts?evmAddress=${EVM}&limit=${MAX_LIMIT}`));
+    const seconds = (performance.now() - started) / 1000;
+    const served = answers.filter((a) => a.status === 200 || a.status === 404).length;
+    t.diagnostic(
+      `${served} of 400 lookups of ${MAX_LIMIT} records from 200 addresses served in ${seconds.toFixed(2)} s`,
+    );
+    const cost = MAX_LIMIT / DEFAULT_LIMIT;
+    assert.ok(served <= (lookupsPerSecondTotal * (5 + seconds)) / cost + 1, `${served} lookups served`);
+  });
 });
 
 /** GET `path` from `localAddress` on a connection of its own: the status and Retry-After. */
