@@ -5,7 +5,7 @@ import type { Prevout, Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize, txWeight, weightToVsize } from '../bitcoin/weight.js';
 import { PegoutError } from '../errors.js';
 import { matchCommitment, readCommitment, requestCommitment } from './commitment.js';
-import { PAYMENT_SEQUENCE, paymentOutputs } from './payment.js';
+import { federationRemainder, PAYMENT_SEQUENCE, paymentOutputs } from './payment.js';
 
 // The auditor's view of a federation payment (SPEC §2 "Payment commitment", docs/payment-format.md):
 // from the transaction and the sidechain's logs alone, which requests it pays and whether it pays
@@ -277,7 +277,7 @@ function auditChange(
   const asPaid = requests.map((r) => ({ id: r.id, sats: r.sats, scriptPubKey: r.scriptPubKey ?? NO_SCRIPT }));
   // the proposer's own rule decides whether there is change and how much, dust limit included
   const expected = paymentOutputs(asPaid, inputTotal, share ?? 0n, federation)[changeAt]?.value;
-  const remainder = inputTotal - requested;
+  const remainder = federationRemainder(asPaid, inputTotal);
   const rule = `Σ inputs ${inputTotal} − Σ requested ${requested}`;
   const at = { output: changeAt };
   if (remainder < 0n) {

@@ -64,6 +64,16 @@ export interface PaymentPlan {
 export const PAYMENT_SEQUENCE = 0xfffffffd;
 
 /**
+ * Σ inputs − Σ sats: what the federation keeps of a payment's inputs, its change (SPEC §2). A
+ * payment needs it at least 0: below, the peg-outs' shares pay for outputs, not only the fee, and the
+ * transaction may spend more than its inputs hold. The proposer's coin selection funds Σ sats; a
+ * validator refuses less (validate.ts), an audit reports it (audit.ts).
+ */
+export function federationRemainder(requests: readonly Pick<PaymentRequest, 'sats'>[], inputTotal: bigint): bigint {
+  return inputTotal - requests.reduce((acc, r) => acc + r.sats, 0n);
+}
+
+/**
  * The outputs of a payment of `requests`, in this order, from inputs worth `inputTotal`, each
  * peg-out bearing `share` of the fee (SPEC §2): output 0 the commitment to the requests, then
  * each request's script paid exactly `sats − share`, then the change — exactly Σ inputs − Σ sats,
@@ -77,7 +87,7 @@ export function paymentOutputs(
   share: bigint,
   federation: Federation,
 ): TxOutput[] {
-  const change = inputTotal - requests.reduce((acc, r) => acc + r.sats, 0n);
+  const change = federationRemainder(requests, inputTotal);
   const outputs: TxOutput[] = [{ value: 0n, scriptPubKey: commitmentScript(requests.map((r) => r.id)) }];
   for (const r of requests) outputs.push({ value: r.sats - share, scriptPubKey: r.scriptPubKey });
   if (change >= dustThreshold(federation.scriptPubKey))

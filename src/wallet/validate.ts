@@ -7,7 +7,7 @@ import { commitsTo } from './commitment.js';
 import { checkFee, maxAcceptedRate, type FeePolicy } from './fee.js';
 import { checkLimits, type OutflowLimits } from './limits.js';
 import { checkHandoffTx, handoffSent, type HandoffPolicy } from './handoff.js';
-import { paymentOutputs, type PaymentRequest } from './payment.js';
+import { federationRemainder, paymentOutputs, type PaymentRequest } from './payment.js';
 import type { CheckedProposal } from './proposal.js';
 import { outpointText, spendableAt, utxoConfirmations, type ChainView } from './utxos.js';
 import type { RequestStatus, UtxoRecord } from '../storage/records.js';
@@ -106,7 +106,8 @@ const REPLACEABLE = new Set(['batched', 'signed', 'broadcast']);
  * edge) and the member's own state. It enforces SPEC §3: output 0 commits to exactly the
  * requests paid, each a final, valid, unpaid request this member ingested, each paid to its own
  * script exactly `sats − share`; change exactly Σ inputs − Σ sats to the federation, or absent
- * (paymentOutputs, the function the proposer builds with); every input a federation output
+ * (paymentOutputs, the function the proposer builds with), and never negative: the inputs fund
+ * every request's sats, so the shares pay the fee and nothing else; every input a federation output
  * confirmed at the spend depth that no live payment holds unless this one pays all of that
  * payment's requests; header fields as specified; the implied fee rate within this member's fee
  * policy; the outflow limits (wallet/limits.ts); the weight within what Core relays; and no
@@ -320,6 +321,14 @@ function checkOutputs(
     return reject('wrong_amount', `output 1 pays ${tx.outputs[1]!.value} sats, more than request ${ids[0]} is for`, {
       output: 1,
     });
+  }
+  const remainder = federationRemainder(requests, inValue);
+  if (remainder < 0n) {
+    const burned = inValue - remainder;
+    return reject(
+      'bad_change',
+      `the inputs hold ${inValue} sats, less than the ${burned} its requests burned: the change Σ inputs − Σ requested would be ${remainder}`,
+    );
   }
   const expected = paymentOutputs(requests, inValue, share, state.federation);
   for (const [o, want] of expected.entries()) {

@@ -8,7 +8,15 @@ import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { proposalKey } from '../../../src/storage/keys.js';
-import { buildPayments, requirePayments, type PaymentRequest } from '../../../src/wallet/payment.js';
+import {
+  buildPayments,
+  paymentOutputs,
+  requirePayments,
+  unsignedSpend,
+  type PaymentRequest,
+} from '../../../src/wallet/payment.js';
+import { signedFederationVsize } from '../../../src/bitcoin/weight.js';
+import { feeFor, feeShare, type FeePolicy } from '../../../src/wallet/fee.js';
 import {
   checkProposal,
   proposalFromPayment,
@@ -16,7 +24,6 @@ import {
   stageProposal,
   type CheckedProposal,
 } from '../../../src/wallet/proposal.js';
-import type { FeePolicy } from '../../../src/wallet/fee.js';
 import { getUtxo, registerUtxo, type ChainView } from '../../../src/wallet/utxos.js';
 import {
   validateProposal,
@@ -231,6 +238,34 @@ describe('proposal validation', () => {
       if (!verdict.ok) assert.equal(verdict.reason, reason, verdict.detail);
     });
   }
+
+  it('refuses a payment whose inputs do not cover what its requests burned, built by the shared rule', () => {
+    // one federation output, worth less than the requests: paymentOutputs leaves out a negative change
+    // as it leaves out one under the dust limit, so the outputs match the rule and the shares pass the
+    // fee policy, while the transaction spends more than it has (it never confirms, and its requests
+    // could only be paid again by a replacement of it, which these inputs cannot fund) or pays no fee
+    const proposalFrom = (value: bigint): [Proposal, ValidationState] => {
+      const utxo: UtxoRecord = { ...utxos[0]!, value };
+      const draft = unsignedSpend([utxo], paymentOutputs(requests, value, 0n, federation));
+      const share = feeShare(feeFor(2, signedFederationVsize(federation, draft)), requests.length);
+      const outputs = paymentOutputs(requests, value, share, federation);
+      const proposal: Proposal = {
+        ...base,
+        unsignedTx: serializeTx(unsignedSpend([utxo], outputs)),
+        prevouts: [{ value, scriptPubKey: federation.scriptPubKey }],
+      };
+      return [proposal, state({ utxos: new Map([[`${utxo.txid}:${utxo.vout}`, utxo]]) })];
+    };
+    const burned = requests.reduce((a, r) => a + r.sats, 0n);
+    const zeroFee = burned - 2n * (requests[0]!.sats - parseTx(proposalFrom(burned)[0].unsignedTx).outputs[1]!.value);
+    for (const value of [burned - 3_000_000n, zeroFee, burned - 1n]) {
+      const verdict = validateProposal(asChecked(proposalFrom(value)[0]), proposalFrom(value)[1]);
+      assert.equal(verdict.ok, false, `signed a payment of ${burned} sats of requests from ${value} sats of inputs`);
+      if (!verdict.ok) assert.equal(verdict.reason, 'bad_change', verdict.detail);
+    }
+    // exactly enough: no change, and the shares are the whole fee
+    assert.deepEqual(validateProposal(asChecked(proposalFrom(burned)[0]), proposalFrom(burned)[1]), { ok: true });
+  });
 
   it('spends inputs held by a live payment only when it pays every request of that payment', () => {
     const holders = new Map([[hex32(55), [requests[1]!.id]]]);
