@@ -81,6 +81,16 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
 /** Final, valid requests that no live payment this member signed pays: what a proposer may batch. */
 export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', 'rate_limited']);
 
+/**
+ * Whether `record` goes into a payment for the first time: it never left the queue. Its sats enter
+ * the rolling cap then (node/outflow.ts), and only then: not again for a replacement, nor when a
+ * payment that lost gave it back to the queue. Read from its own history, not from the payments
+ * listed for it: a payment recorded before this member ingested the request lists it, uncounted.
+ */
+export function firstPayment(record: RequestRecord): boolean {
+  return record.history.every((change) => QUEUED.has(change.status));
+}
+
 /** What the federation owes (the reserve audit's liabilities): QUEUED, or in a payment not yet paid at depth. */
 export const OWED: readonly RequestStatus[] = [...QUEUED, 'batched', 'signed', 'broadcast'];
 

@@ -1,7 +1,7 @@
 import { setImmediate } from 'node:timers/promises';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
+import { firstPayment, getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
 import type { PeerNetwork } from '../p2p/network.js';
@@ -200,8 +200,11 @@ export class Coordinator {
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
   private lastSlot = -1;
-  /** Requests paid by a finalized payment before this member ingested them: id → payment and output. */
-  private readonly late = new Map<string, { txid: string; output: number }>();
+  /**
+   * Requests paid by finalized payments before this member ingested them: id → each payment and its
+   * output (a payment and its replacement may both be finalized; whichever confirms pays it).
+   */
+  private readonly late = new Map<string, { txid: string; output: number }[]>();
   /** Proposals refused for naming requests this member had not ingested yet: tried again as its EVM view catches up. */
   private readonly retry = new Map<string, { peer: string; checked: CheckedProposal; tries: number; at: number }>();
   /**
@@ -321,7 +324,7 @@ export class Coordinator {
       if (f) {
         if (await isUnsettled(this.o.store, f, this.o.paidDepth))
           this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds });
-        for (const [id, output] of Object.entries(f.unmatched ?? {})) this.late.set(id, { txid: f.txid, output });
+        for (const [id, output] of Object.entries(f.unmatched ?? {})) this.addLate(id, f.txid, output);
         continue;
       }
       const proposal = made && (await this.o.store.get<Proposal>(proposalKey(txid)));
@@ -333,10 +336,16 @@ export class Coordinator {
     }
   }
 
+  private addLate(id: string, txid: string, output: number): void {
+    const payments = this.late.get(id) ?? [];
+    if (!payments.some((p) => p.txid === txid)) this.late.set(id, [...payments, { txid, output }]);
+  }
+
   /**
-   * Requests that were paid before this member ingested them, now ingested: moved to 'signed' if
-   * the payment's output pays them, and from then on counted in the payment's record, so
-   * settlement carries them on to 'broadcast' and 'paid' with the others.
+   * Requests that were paid before this member ingested them, now ingested: counted in the record of
+   * each payment whose output pays them, so settlement carries them on to 'broadcast' and 'paid'
+   * with the others whichever of them confirms, and moved to 'signed' unless another payment moved
+   * them on already.
    */
   private async matchLate(): Promise<void> {
     if (this.late.size === 0) return;
@@ -347,25 +356,22 @@ export class Coordinator {
       const records = new Map<string, FinalizedRecord>();
       // not ingested when the payment was recorded, so not counted in the rolling cap then
       let firstPaid = 0n;
-      for (const [id, { txid, output }] of this.late) {
-        const r = await getRequest(batch, id);
+      for (const [id, payments] of this.late) {
+        let r = await getRequest(batch, id);
         if (!r) continue;
         this.late.delete(id);
-        const f = records.get(txid) ?? (await this.o.store.get<FinalizedRecord>(finalizedKey(txid)));
-        const out = f && parseTx(f.tx).outputs[output];
-        if (
-          !f ||
-          !r.scriptPubKey ||
-          !out ||
-          Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0 ||
-          !QUEUED.has(r.status)
-        )
-          continue;
-        stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
-        matched.set(txid, (matched.get(txid) ?? 0) + 1);
-        firstPaid += r.sats;
-        const { [id]: _matched, ...unmatched } = f.unmatched;
-        records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
+        for (const { txid, output } of payments) {
+          const f = records.get(txid) ?? (await this.o.store.get<FinalizedRecord>(finalizedKey(txid)));
+          const out = f && parseTx(f.tx).outputs[output];
+          if (!f || !r.scriptPubKey || !out || Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0) continue;
+          if (QUEUED.has(r.status) || r.status === 'batched') {
+            if (firstPayment(r)) firstPaid += r.sats;
+            r = stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
+          }
+          matched.set(txid, (matched.get(txid) ?? 0) + 1);
+          const { [id]: _matched, ...unmatched } = f.unmatched;
+          records.set(txid, { ...f, requestIds: [...f.requestIds, id], unmatched });
+        }
       }
       // followed again, after a restart too: its late requests are 'signed' now, not paid
       for (const [txid, f] of records) batch.put(finalizedKey(txid), f).put(openPaymentKey(txid), 1);
@@ -1002,7 +1008,7 @@ export class Coordinator {
     );
     if (!record) return;
     for (const loser of record.superseded ?? []) this.forget(loser);
-    for (const [id, output] of Object.entries(record.unmatched)) this.late.set(id, { txid, output });
+    for (const [id, output] of Object.entries(record.unmatched)) this.addLate(id, txid, output);
     this.keepUnsettled(txid, body);
     this.o.metrics?.rounds.inc({ outcome: 'finalized' });
     const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));

@@ -3,6 +3,7 @@ import type { Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations } from '../chain/observer.js';
 import {
+  firstPayment,
   getRequest,
   getRequests,
   requestsOf,
@@ -187,7 +188,7 @@ async function stageFinalized(
   // supersession check below reads the same lists
   const paymentsOf = new Map(body.requestIds.map((id, k) => [id, lists[k]!]));
   const current = new Map<string, { r: RequestRecord | undefined; payments: readonly string[] }>();
-  // requests with no payment recorded here before (so this member signed none) enter the rolling cap
+  // requests in no payment here before enter the rolling cap
   let firstPaid = 0n;
   // output k + 1 pays the k-th committed request
   for (const [k, id] of body.requestIds.entries()) {
@@ -202,7 +203,7 @@ async function stageFinalized(
     }
     if (r?.scriptPubKey && output && Buffer.compare(output.scriptPubKey, r.scriptPubKey) === 0) {
       requestIds.push(id);
-      if (payments.length === 0) firstPaid += r.sats;
+      if (firstPayment(r)) firstPaid += r.sats;
       payments = stagePaymentOf(batch, identities[k]!, payments, txid);
       if (QUEUED.has(r.status) || r.status === 'batched') r = stageStatus(batch, r, 'signed', at, detail);
     }

@@ -2,7 +2,14 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
-import { paymentsOfRequests, QUEUED, requestsOf, stagePaymentOf, stageStatus } from '../evm/request-store.js';
+import {
+  firstPayment,
+  paymentsOfRequests,
+  QUEUED,
+  requestsOf,
+  stagePaymentOf,
+  stageStatus,
+} from '../evm/request-store.js';
 import { tryParseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import {
@@ -152,6 +159,11 @@ async function requestsUntilUnknown(
   return records;
 }
 
+/** A request as validation sees it: a valid one (it has the script it is paid to), from its record. */
+function knownRequest(record: RequestRecord, scriptPubKey: Uint8Array): KnownRequest {
+  return { status: record.status, scriptPubKey, sats: record.sats, first: firstPayment(record) };
+}
+
 /** The signer's reads for `checked`, from the store. */
 async function readForSigning(
   store: Store,
@@ -168,8 +180,7 @@ async function readForSigning(
   const records = await requestsUntilUnknown(store, identities);
   for (const [i, id] of proposal.requestIds.entries()) {
     const record = records[i];
-    if (record?.scriptPubKey)
-      requests.set(id, { status: record.status, scriptPubKey: record.scriptPubKey, sats: record.sats });
+    if (record?.scriptPubKey) requests.set(id, knownRequest(record, record.scriptPubKey));
   }
   // a malformed id is refused by the validator itself, and so is the first one this member lacks:
   // the ids after it were not read, and validation never gets to them
@@ -322,10 +333,7 @@ function stageSigned(
     at,
     from: state.sender,
   } satisfies SignatureRecord);
-  const added = proposal.requestIds.reduce(
-    (a, id, i) => (state.signedPayments(id).length === 0 ? a + records[i]!.sats : a),
-    0n,
-  );
+  const added = proposal.requestIds.reduce((a, id, i) => (state.request(id)!.first ? a + records[i]!.sats : a), 0n);
   stageOutflow(batch, state.outflow, added);
   batch.put(openPaymentKey(txid), 1);
   // a handoff (it pays no request) counts from the moment it is signed: a second one must replace it

@@ -85,7 +85,9 @@ interface Overrides {
 function state(o: Overrides = {}): ValidationState {
   const reqs =
     o.requests ??
-    new Map(requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats }]));
+    new Map(
+      requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats, first: true }]),
+    );
   const us = o.utxos ?? new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, u]));
   return {
     federation,
@@ -155,7 +157,7 @@ describe('proposal validation', () => {
         base,
         state({
           requests: new Map(
-            requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats }]),
+            requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats, first: false }]),
           ),
         }),
       ],
@@ -176,7 +178,7 @@ describe('proposal validation', () => {
           requests: new Map(
             requests.map((r, i) => [
               r.id,
-              { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: i === 0 ? 100n + share : r.sats },
+              { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: i === 0 ? 100n + share : r.sats, first: true },
             ]),
           ),
         }),
@@ -287,7 +289,7 @@ describe('proposal validation', () => {
     assert.deepEqual(check(state({ signed: new Map([[base.requestIds[0]!, first]]) })), { ok: true });
     // also once the request is marked batched by that earlier payment
     const batched = new Map(
-      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats }]),
+      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats, first: false }]),
     );
     const both = new Map(requests.map((r) => [r.id, first]));
     assert.deepEqual(check(state({ requests: batched, signed: both })), { ok: true });
@@ -327,7 +329,12 @@ describe('proposal validation', () => {
     assert.equal(check({ limits: cap, used: 6n }), 'rate_limited', 'one sat over the window');
     // a replacement adds no outflow: its requests left the window when the first payment was signed
     const first = new Map(requests.map((r) => [r.id, [earlier(hex32(42), [firstInput], 1, false, false)]]));
-    assert.equal(check({ limits: cap, used: cap.windowSats, signed: first }), 'ok', 'a replacement');
+    const batched = new Map(
+      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats, first: false }]),
+    );
+    assert.equal(check({ limits: cap, used: cap.windowSats, signed: first, requests: batched }), 'ok', 'a replacement');
+    // a payment recorded before the requests were ingested here counted none of them: this one does
+    assert.equal(check({ limits: cap, used: cap.windowSats, signed: first }), 'rate_limited', 'still queued');
   });
 
   it('ignores an earlier payment that can never confirm (another transaction spent one of its inputs)', () => {

@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict';
+import { after, describe, it, type TestContext } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
+import { serializeTx, txid as txidOf, withWitnesses } from '../../../src/bitcoin/tx.js';
+import type { BitcoinObserver } from '../../../src/chain/observer.js';
+import { parseRequestId } from '../../../src/evm/request-id.js';
+import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
+import { Coordinator } from '../../../src/node/coordinator.js';
+import { createLogger } from '../../../src/node/log.js';
+import { Outflow, windowOutflow } from '../../../src/node/outflow.js';
+import { ChainSettlement } from '../../../src/node/settlement.js';
+import { assembleWitnesses } from '../../../src/signing/collector.js';
+import { SigningPool } from '../../../src/signing/pool.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { finalizedKey } from '../../../src/storage/keys.js';
+import type { FinalizedBody, FinalizedRecord } from '../../../src/storage/records.js';
+import type { PeerNetwork } from '../../../src/p2p/network.js';
+import type { Store } from '../../../src/storage/store.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
+import { buildReplacement } from '../../../src/wallet/payment.js';
+import { getUtxo, registerUtxo, stageSpent } from '../../../src/wallet/utxos.js';
+import { testRequest } from '../../support/requests.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+// A request paid by a finalized payment before this member ingested it is matched once it is
+// ingested (the coordinator's late requests). Here two payments of it were finalized (a payment and
+// its BIP125 replacement, both signed by t members): it must count once in the rolling cap, and be
+// paid whichever of them confirms.
+
+const backend = schnorrBackend();
+const keys = [1, 2, 3, 4].map((i) => Buffer.alloc(32, i));
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 3,
+  pubkeys: keys.map((k) => backend.xonlyPublicKey(k)),
+});
+const pool = new SigningPool(federation, { size: 1 });
+after(() => pool.destroy());
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+const R = { id: `0x${hex32(1)}:0`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(7)), sats: 3_000_000n };
+const U = { txid: hex32(101), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey };
+
+/** A payment of R from U at `rate` sat/vB, signed by members 0 to 2, as the finalized frame announces it. */
+function finalized(rate: number): { txid: string; body: FinalizedBody } {
+  const payment = buildReplacement([R], [U], rate, federation)!;
+  const sighashes = allScriptPathSighashes(payment.tx, payment.prevouts, federation.leafHash);
+  const sets = new Map(
+    [0, 1, 2].map((k) => [
+      toHex(backend.xonlyPublicKey(keys[k]!)),
+      sighashes.map((m) => backend.sign(keys[k]!, m, 'zero')),
+    ]),
+  );
+  const signed = withWitnesses(payment.tx, assembleWitnesses(federation, sets, payment.tx.inputs.length));
+  return {
+    txid: txidOf(payment.tx),
+    body: {
+      tx: serializeTx(signed),
+      prevouts: payment.prevouts.map(({ value, scriptPubKey }) => ({ value, scriptPubKey })),
+      requestIds: [R.id],
+    },
+  };
+}
+const F1 = finalized(2);
+const F2 = finalized(20);
+
+/** What these tests reach inside the coordinator: a peer's finalized frame, and the late requests matched. */
+interface Internals {
+  onFinalizedFrame(peer: string, body: FinalizedBody): Promise<void>;
+  matchLate(): Promise<void>;
+}
+
+/** Member 3, which signed neither payment, with U among its outputs and R not ingested. */
+async function member(t: TestContext): Promise<{ store: Store; c: Internals; ingest: () => Promise<void> }> {
+  const store = await openTempStore(t, federation.descriptor);
+  const batch = store.batch();
+  await registerUtxo(batch, { ...U, height: 1, pegIn: true });
+  await batch.write({ sync: true });
+  const me = toHex(backend.xonlyPublicKey(keys[3]!));
+  const coordinator = new Coordinator({
+    store,
+    federation,
+    pool,
+    network: { key: me, broadcast() {}, send() {}, registerType() {}, stats: { queued: 0 } } as unknown as PeerNetwork,
+    policy: async () => {
+      throw new Error('no signing here');
+    },
+    paidDepth: 1,
+    maxOutputs: 10,
+    slotMs: 1000,
+    log: createLogger({ level: 'error', write: () => {} }),
+    outflow: new Outflow(store, me, federation.threshold, federation.pubkeys.map(toHex), DEFAULT_LIMITS),
+    paused: () => false,
+    onFinalized: async () => {},
+  });
+  t.after(() => coordinator.stop());
+  const ingest = async (): Promise<void> => {
+    const b = store.batch();
+    const { txHash, ordinal } = parseRequestId(R.id);
+    stageNewRequest(b, testRequest({ txHash, ordinal, sats: R.sats, scriptPubKey: R.scriptPubKey }), 'then');
+    await b.write({ sync: true });
+  };
+  return { store, c: coordinator as unknown as Internals, ingest };
+}
+
+describe('a request finalized before it was ingested here', () => {
+  it('one payment of it: matched once ingested, and counted in the rolling cap', async (t) => {
+    const { store, c, ingest } = await member(t);
+    await c.onFinalizedFrame('peer', F1.body);
+    await ingest();
+    await c.matchLate();
+    assert.equal((await getRequest(store, R.id))?.status, 'signed');
+    assert.equal((await windowOutflow(store, DEFAULT_LIMITS)).used, R.sats);
+    assert.deepEqual((await store.get<FinalizedRecord>(finalizedKey(F1.txid)))?.requestIds, [R.id]);
+  });
+
+  it('and its replacement, finalized after it was ingested: counted once in the rolling cap', async (t) => {
+    const { store, c, ingest } = await member(t);
+    await c.onFinalizedFrame('peer', F1.body);
+    await ingest();
+    await c.onFinalizedFrame('peer', F2.body);
+    await c.matchLate();
+    assert.equal((await getRequest(store, R.id))?.status, 'signed');
+    assert.equal((await windowOutflow(store, DEFAULT_LIMITS)).used, R.sats);
+    // both records pay it: whichever confirms settles it
+    for (const { txid } of [F1, F2]) {
+      const record = await store.get<FinalizedRecord>(finalizedKey(txid));
+      assert.deepEqual([record?.requestIds, record?.unmatched], [[R.id], {}], txid);
+    }
+  });
+
+  it('and its replacement, both finalized before it was ingested: paid when the first one confirms', async (t) => {
+    const { store, c, ingest } = await member(t);
+    await c.onFinalizedFrame('peer', F1.body);
+    await c.onFinalizedFrame('peer', F2.body);
+    await ingest();
+    await c.matchLate();
+    assert.equal((await windowOutflow(store, DEFAULT_LIMITS)).used, R.sats);
+    // F1 confirms: the observer saw U spent by it
+    const batch = store.batch();
+    stageSpent(batch, (await getUtxo(store, U))!, F1.txid);
+    await batch.write({ sync: true });
+    const settlement = new ChainSettlement({
+      store,
+      federation,
+      log: createLogger({ level: 'error', write: () => {} }),
+      paidConfirmations: 1,
+      rbfAfterBlocks: 6,
+      maxFeeRate: 1000,
+      limits: DEFAULT_LIMITS,
+      onSettled: () => {},
+      rpc: { broadcast: async () => 'accepted' as const },
+      observer: {
+        sync: async () => {},
+        confirmations: async (txid: string) => (txid === F1.txid ? 6 : 0),
+      } as unknown as BitcoinObserver,
+    });
+    await settlement.load();
+    await settlement.tick();
+    assert.equal((await getRequest(store, R.id))?.status, 'paid');
+  });
+});
