@@ -20,11 +20,21 @@ import type { Store, StoreBatch } from '../storage/store.js';
 import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
 import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
-import { proposalFromPayment, proposalOutpoints } from '../wallet/proposal.js';
-import { getUtxo, getUtxos, registerUtxo, releaseUtxos, stageSpent } from '../wallet/utxos.js';
+import { proposalFromPayment, proposalOutpoints, proposalsSpending } from '../wallet/proposal.js';
+import type { SignedPayment } from '../wallet/validate.js';
+import {
+  getUtxo,
+  getUtxos,
+  parseOutpoint,
+  registerUtxo,
+  releaseUtxos,
+  reserveUtxos,
+  stageSpent,
+} from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
 import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
+import { chainView, signedPayments } from './signer.js';
 import type { Logger } from './log.js';
 import type { BroadcastAttempt, ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
 
@@ -49,12 +59,17 @@ async function stageRequests(
 }
 
 /**
- * The proposals `record` took inputs from lose once it is settled: their other inputs are freed
- * and their requests that `record` does not pay go back to 'accepted' for a later round. The
- * validator no longer counts them as earlier payments (an input of theirs is spent elsewhere).
+ * The proposals that spend an input of `record` lose once it is settled: their other inputs are
+ * freed and their requests that `record` does not pay go back to 'accepted' for a later round. The
+ * validator no longer counts them as earlier payments (an input of theirs is spent elsewhere). They
+ * are the conflicts it was recorded with and any stored since (a merge of it this member signed
+ * after it was finalized).
  */
 async function stageSuperseded(store: Store, batch: StoreBatch, record: FinalizedRecord, at: string): Promise<void> {
-  for (const loser of record.conflicts) {
+  const losers = new Set(record.conflicts);
+  for (const input of parseTx(record.tx).inputs)
+    for (const other of await proposalsSpending(store, input, record.txid)) losers.add(other);
+  for (const loser of losers) {
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
     await releaseUtxos(batch, proposalOutpoints(proposal), loser);
@@ -69,33 +84,45 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
 }
 
 /**
- * A payment lost to a conflicting transaction (confirmed at the paid depth, or applied locally):
- * its requests that no applied payment pays wait for a later round, and its inputs the winner did
- * not spend go back to the wallet (SPEC §3, invariant 5: nothing is stranded).
+ * A payment lost to a conflicting transaction confirmed at the paid depth: its requests wait for a
+ * later round unless another finalized payment of them can still confirm (confirmed already, or
+ * a payment it replaced whose inputs no confirmed transaction spent: that one then pays them, and
+ * the inputs it had given up to this one are its own again); its other inputs go back to the wallet
+ * (SPEC §3, invariant 5: nothing is stranded).
  */
-async function stageLost(store: Store, batch: StoreBatch, record: FinalizedRecord, winner: string): Promise<void> {
+async function stageLost(
+  store: Store,
+  batch: StoreBatch,
+  record: FinalizedRecord,
+  winner: string,
+  paidDepth: number,
+): Promise<void> {
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
-  // whether each other payment of its requests was applied, asked once a payment: one of a thousand
-  // requests is on each of their lists
-  const applied = new Map<string, boolean>([[record.txid, false]]);
-  const wasApplied = async (txid: string): Promise<boolean> => {
-    let known = applied.get(txid);
-    if (known === undefined) {
-      const other = await store.get<FinalizedRecord>(finalizedKey(txid));
-      const first = other && parseTx(other.tx).inputs[0];
-      known = first !== undefined && (await getUtxo(store, first))?.spentBy === txid;
-      applied.set(txid, known);
+  const chain = await chainView(store, paidDepth);
+  // each other payment judged once: one of a thousand requests is on each of their lists
+  const judged = new Map<string, SignedPayment | undefined>([[record.txid, undefined]]);
+  const standing = async (txid: string): Promise<SignedPayment | undefined> => {
+    if (!judged.has(txid)) {
+      const [p] = await signedPayments(store, [txid], chain, paidDepth);
+      judged.set(txid, p?.finalized && !p.dead ? p : undefined);
     }
-    return known;
+    return judged.get(txid);
   };
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
-    let paid = false;
-    for (const txid of await paymentsOfRequest(store, r)) if (await wasApplied(txid)) paid = true;
-    if (!paid) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
+    let kept = false;
+    for (const txid of await paymentsOfRequest(store, r)) if (await standing(txid)) kept = true;
+    if (!kept) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
+  }
+  for (const p of judged.values()) {
+    if (!p) continue;
+    const outpoints = p.inputs.map(parseOutpoint);
+    const utxos = await getUtxos(batch, outpoints);
+    const freed = outpoints.filter((_, i) => utxos[i]?.state === 'unspent');
+    if (freed.length > 0) await reserveUtxos(batch, freed, p.txid);
   }
 }
 
@@ -364,7 +391,9 @@ export class ChainSettlement {
       const winner = u.spentBy ?? 'another transaction';
       if (u.spentBy === undefined || (await this.o.observer.confirmations(u.spentBy)) < this.o.paidConfirmations)
         return true;
-      await this.o.store.transaction((batch) => stageLost(this.o.store, batch, record, winner));
+      await this.o.store.transaction((batch) =>
+        stageLost(this.o.store, batch, record, winner, this.o.paidConfirmations),
+      );
       this.o.log.info('payment_lost', { txid: record.txid, to: winner });
       this.settle(record.txid);
       return true;

@@ -86,7 +86,7 @@ async function paymentRecord(
  * payment of one of its requests with none of its inputs was finalized (finalize.ts: it can then
  * never reach t signatures).
  */
-async function signedPayments(
+export async function signedPayments(
   store: Store,
   txids: readonly string[],
   chain: ChainView | null,

@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict';
+import { after, describe, it, type TestContext } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { BitcoinObserver } from '../../../src/chain/observer.js';
+import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
+import { recordFinalized } from '../../../src/node/finalize.js';
+import { createLogger } from '../../../src/node/log.js';
+import { ChainSettlement } from '../../../src/node/settlement.js';
+import { signProposal } from '../../../src/node/signer.js';
+import { SigningPool } from '../../../src/signing/pool.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { openPaymentKey } from '../../../src/storage/keys.js';
+import type { FinalizedRecord } from '../../../src/storage/records.js';
+import type { Store } from '../../../src/storage/store.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
+import {
+  buildReplacement,
+  type Payment,
+  type PaymentRequest,
+  type SpendableUtxo,
+} from '../../../src/wallet/payment.js';
+import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
+import { getUtxo } from '../../../src/wallet/utxos.js';
+import { TEST_POLICY } from '../../support/policy.js';
+import { testRequest } from '../../support/requests.js';
+import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+// Settlement when payments of the same requests race (replacements and merges, BIP125), on a
+// scripted chain: the one that confirms at the paid depth pays its requests, and what another one
+// held goes back to the queue and the wallet only when no payment that can still confirm holds it.
+
+const secretKeys = [1, 2, 3].map((i) => Buffer.alloc(32, i));
+const federation = buildFederation({
+  network: 'regtest',
+  threshold: 2,
+  pubkeys: secretKeys.map((k) => schnorrBackend().xonlyPublicKey(k)),
+});
+const pool = new SigningPool(federation, { secretKey: secretKeys[0]!, size: 1 });
+after(() => pool.destroy());
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+const PROPOSER = toHex(federation.pubkeys[1]!);
+const PAID = 3;
+
+/** Member 0 on a scripted chain with `outputs` federation outputs of 0.5 BTC and `count` requests of 0.3 BTC. */
+async function setup(t: TestContext, outputs: number, count: number) {
+  const store = await openTempStore(t, federation.descriptor);
+  const chain = new ScriptedChain(100);
+  const script = toHex(federation.scriptPubKey);
+  chain.mine([
+    {
+      txid: hex32(7),
+      hash: hex32(7),
+      vin: [{ coinbase: '00', sequence: 0 }],
+      vout: Array.from({ length: outputs }, (_, n) => ({ n, value: 0.5, scriptPubKey: { hex: script } })),
+    },
+  ]);
+  const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
+  await observer.sync();
+  const batch = store.batch();
+  const requests: PaymentRequest[] = [];
+  for (let k = 0; k < count; k++) {
+    const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3 + k));
+    const { id } = stageNewRequest(
+      batch,
+      testRequest({ txHash: `0x${hex32(9 + k)}`, sats: 30_000_000n, scriptPubKey }),
+      'then',
+    );
+    requests.push({ id, scriptPubKey, sats: 30_000_000n });
+  }
+  await batch.write({ sync: true });
+  const inputs: SpendableUtxo[] = Array.from({ length: outputs }, (_, vout) => ({
+    txid: hex32(7),
+    vout,
+    value: 50_000_000n,
+    scriptPubKey: federation.scriptPubKey,
+  }));
+  const settlement = new ChainSettlement({
+    store,
+    federation,
+    rpc: { broadcast: async () => 'accepted' as const },
+    observer,
+    limits: DEFAULT_LIMITS,
+    paidConfirmations: PAID,
+    rbfAfterBlocks: 2,
+    maxFeeRate: 500,
+    log: createLogger({ level: 'error', write: () => undefined }),
+    onSettled: () => undefined,
+  });
+  return { store, chain, requests, inputs, settlement };
+}
+
+const pay = (requests: PaymentRequest[], inputs: SpendableUtxo[], rate: number): Payment =>
+  buildReplacement(requests, inputs, rate, federation)!;
+const finalize = async (store: Store, p: Payment): Promise<FinalizedRecord> =>
+  (await recordFinalized(
+    store,
+    federation,
+    txidOf(p.tx),
+    p.tx,
+    { tx: serializeTx(p.tx), prevouts: p.prevouts, requestIds: [...p.requestIds] },
+    'test',
+    DEFAULT_LIMITS,
+  ))!;
+const sign = (store: Store, p: Payment) =>
+  signProposal(
+    store,
+    pool,
+    federation,
+    checkProposal(proposalFromPayment(p, 1, PROPOSER)),
+    { ...TEST_POLICY, paidDepth: PAID },
+    PROPOSER,
+  );
+const status = async (store: Store, id: string) => (await getRequest(store, id))?.status;
+
+describe('payments of the same requests racing to confirm', () => {
+  it('a merge that lost keeps its request with the earlier payment that can still confirm, which then pays it', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 3, 2);
+    const [r, q] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const A = pay([r], [o0], 2);
+    const W = pay([q], [o1], 2);
+    await settlement.onFinalized(await finalize(store, A));
+    await settlement.onFinalized(await finalize(store, W));
+    // B merges both at a higher rate (it spends an input of each: a replacement of both)
+    const B = pay([r, q], [o0, o1], 5);
+    assert.equal((await sign(store, B)).ok, true);
+    await settlement.onFinalized(await finalize(store, B));
+    // W was in a miner's mempool: it confirms and is buried to the paid depth, so B lost; A, which
+    // spends only o0, can still confirm
+    chain.mine([rpcTransaction(W.tx)]);
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    assert.ok(!QUEUED.has((await status(store, r.id))!), 'r stays with A, which can still confirm');
+    assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(A.tx), "o0 is A's again, not the wallet's");
+    chain.mine([rpcTransaction(A.tx)]);
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, r.id), 'paid');
+    assert.equal(await status(store, q.id), 'paid');
+    assert.equal(await store.get(openPaymentKey(txidOf(A.tx))), undefined);
+    // and a new payment of r is refused: it is paid
+    const again = await sign(store, pay([r], [o2], 2));
+    assert.equal(again.ok ? 'signed' : again.reason, 'request_not_payable');
+  });
+
+  it('a merge signed after the winner was finalized loses with it: its other request and input come back', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 2, 2);
+    const [q, e] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1] = inputs as [SpendableUtxo, SpendableUtxo];
+    const W = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, W));
+    // this member signs W2, a merge of W and e; W2 never finalizes here
+    const W2 = pay([q, e], [o0, o1], 5);
+    assert.equal((await sign(store, W2)).ok, true);
+    assert.equal(await status(store, e.id), 'batched');
+    chain.mine([rpcTransaction(W.tx)]);
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    assert.ok(QUEUED.has((await status(store, e.id))!), 'W2 can never confirm: e is queued again');
+    assert.equal((await getUtxo(store, o1))?.state, 'unspent', 'and its other input is back in the wallet');
+    assert.equal(await store.get(openPaymentKey(txidOf(W2.tx))), undefined, 'a restart need not take W2 up');
+  });
+});
