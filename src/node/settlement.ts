@@ -3,6 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { MAX_MONEY, parseTx, txid as txidOf } from '../bitcoin/tx.js';
+import type { RequestIdentity } from '../evm/request-id.js';
 import { getRequest, listRequestsIn, OWED, paymentsOfRequest, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
@@ -21,7 +22,6 @@ import { matchCommitment, readCommitment, type CandidateRequest } from '../walle
 import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints, proposalsSpending } from '../wallet/proposal.js';
-import type { SignedPayment } from '../wallet/validate.js';
 import {
   getUtxo,
   getUtxos,
@@ -32,7 +32,7 @@ import {
   stageSpent,
 } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
-import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
+import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js';
 import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
 import type { Logger } from './log.js';
@@ -59,16 +59,61 @@ async function stageRequests(
 }
 
 /**
- * The proposals that spend an input of `record` lose once it is settled: their other inputs are
- * freed and their requests that `record` does not pay go back to 'accepted' for a later round. The
- * validator no longer counts them as earlier payments (an input of theirs is spent elsewhere). They
- * are the conflicts it was recorded with and any stored since (a merge of it this member signed
- * after it was finalized).
+ * The finalized payments of requests that can still confirm when `losers` lost: confirmed already,
+ * or one whose inputs no confirmed transaction spent (signedPayments, the validator's own judgement
+ * of earlier payments), each judged once (one of a thousand requests is on each of their lists).
+ * A loser may have taken over inputs of such a payment (a merge or replacement of it), so those go
+ * back to it, not to the wallet, where a proposal of other requests could take them.
  */
-async function stageSuperseded(store: Store, batch: StoreBatch, record: FinalizedRecord, at: string): Promise<void> {
+async function standingPayments(store: Store, paidDepth: number, losers: Iterable<string>) {
+  const chain = await chainView(store, paidDepth);
+  const judged = new Map<string, SignedPayment | undefined>();
+  for (const txid of losers) judged.set(txid, undefined);
+  return {
+    /** Whether a standing payment pays `request`. */
+    async pay(request: RequestIdentity): Promise<boolean> {
+      let paid = false;
+      for (const txid of await paymentsOfRequest(store, request)) {
+        if (!judged.has(txid)) {
+          const [p] = await signedPayments(store, [txid], chain, paidDepth);
+          judged.set(txid, p?.finalized && !p.dead ? p : undefined);
+        }
+        if (judged.get(txid)) paid = true;
+      }
+      return paid;
+    },
+    /** Stages every standing payment found so far holding its inputs that are free again. */
+    async reclaim(batch: StoreBatch): Promise<void> {
+      for (const p of judged.values()) {
+        if (!p) continue;
+        const outpoints = p.inputs.map(parseOutpoint);
+        const utxos = await getUtxos(batch, outpoints);
+        const freed = outpoints.filter((_, i) => utxos[i]?.state === 'unspent');
+        if (freed.length > 0) await reserveUtxos(batch, freed, p.txid);
+      }
+    },
+  };
+}
+
+/**
+ * The proposals that spend an input of `record` lose once it is settled: their other inputs are
+ * freed (or go back to a payment that can still confirm, standingPayments) and their requests that
+ * neither `record` nor such a payment pays go back to 'accepted' for a later round. The validator no
+ * longer counts them as earlier payments (an input of theirs is spent elsewhere). They are the
+ * conflicts it was recorded with and any stored since (a merge of it this member signed after it
+ * was finalized).
+ */
+async function stageSuperseded(
+  store: Store,
+  batch: StoreBatch,
+  record: FinalizedRecord,
+  at: string,
+  paidDepth: number,
+): Promise<void> {
   const losers = new Set(record.conflicts);
   for (const input of parseTx(record.tx).inputs)
     for (const other of await proposalsSpending(store, input, record.txid)) losers.add(other);
+  const standing = await standingPayments(store, paidDepth, losers);
   for (const loser of losers) {
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
@@ -78,17 +123,18 @@ async function stageSuperseded(store: Store, batch: StoreBatch, record: Finalize
     for (const id of proposal.requestIds) {
       if (record.requestIds.includes(id)) continue;
       const r = await getRequest(batch, id);
-      if (r?.status === 'batched') stageStatus(batch, r, 'accepted', at, `payment ${loser} lost to ${record.txid}`);
+      if (!r || (await standing.pay(r))) continue;
+      if (r.status === 'batched') stageStatus(batch, r, 'accepted', at, `payment ${loser} lost to ${record.txid}`);
     }
   }
+  await standing.reclaim(batch);
 }
 
 /**
  * A payment lost to a conflicting transaction confirmed at the paid depth: its requests wait for a
- * later round unless another finalized payment of them can still confirm (confirmed already, or
- * a payment it replaced whose inputs no confirmed transaction spent: that one then pays them, and
- * the inputs it had given up to this one are its own again); its other inputs go back to the wallet
- * (SPEC §3, invariant 5: nothing is stranded).
+ * later round unless a payment of them can still confirm (standingPayments, which gets back the
+ * inputs it had given up to this one); its other inputs go back to the wallet (SPEC §3, invariant
+ * 5: nothing is stranded).
  */
 async function stageLost(
   store: Store,
@@ -100,30 +146,13 @@ async function stageLost(
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
-  const chain = await chainView(store, paidDepth);
-  // each other payment judged once: one of a thousand requests is on each of their lists
-  const judged = new Map<string, SignedPayment | undefined>([[record.txid, undefined]]);
-  const standing = async (txid: string): Promise<SignedPayment | undefined> => {
-    if (!judged.has(txid)) {
-      const [p] = await signedPayments(store, [txid], chain, paidDepth);
-      judged.set(txid, p?.finalized && !p.dead ? p : undefined);
-    }
-    return judged.get(txid);
-  };
+  const standing = await standingPayments(store, paidDepth, [record.txid]);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
-    let kept = false;
-    for (const txid of await paymentsOfRequest(store, r)) if (await standing(txid)) kept = true;
-    if (!kept) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
+    if (!(await standing.pay(r))) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
   }
-  for (const p of judged.values()) {
-    if (!p) continue;
-    const outpoints = p.inputs.map(parseOutpoint);
-    const utxos = await getUtxos(batch, outpoints);
-    const freed = outpoints.filter((_, i) => utxos[i]?.state === 'unspent');
-    if (freed.length > 0) await reserveUtxos(batch, freed, p.txid);
-  }
+  await standing.reclaim(batch);
 }
 
 /**
@@ -164,7 +193,8 @@ async function applyLocally(
         pegIn: false,
       });
   }
-  await stageSuperseded(store, batch, record, new Date().toISOString());
+  // no chain, no depths: chainView is null and signedPayments judges without them
+  await stageSuperseded(store, batch, record, new Date().toISOString(), 0);
 }
 
 export interface ChainSettlementOptions {
@@ -300,7 +330,7 @@ export class ChainSettlement {
           at,
           `${confirmations} confirmations of ${record.txid}`,
         );
-        await stageSuperseded(this.o.store, batch, record, at);
+        await stageSuperseded(this.o.store, batch, record, at, this.o.paidConfirmations);
         // requests it names that are not ingested here yet are matched (and paid) after a restart too
         if (Object.keys(record.unmatched).length === 0) batch.del(openPaymentKey(record.txid));
       });

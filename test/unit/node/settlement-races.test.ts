@@ -150,6 +150,30 @@ describe('payments of the same requests racing to confirm', () => {
     assert.equal(again.ok ? 'signed' : again.reason, 'request_not_payable');
   });
 
+  it("a merge that never finalized loses with the payment it merged, and gives the other one's input back", async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 2, 3);
+    const [r, q, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+    const [o0, o1] = inputs as [SpendableUtxo, SpendableUtxo];
+    const A = pay([r], [o0], 2);
+    const W = pay([q], [o1], 2);
+    await settlement.onFinalized(await finalize(store, A));
+    await settlement.onFinalized(await finalize(store, W));
+    // this member signs B, a merge of both, which never finalizes: o0 is B's now
+    const B = pay([r, q], [o0, o1], 5);
+    assert.equal((await sign(store, B)).ok, true);
+    assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(B.tx));
+    chain.mine([rpcTransaction(W.tx)]);
+    chain.mine([]);
+    chain.mine([]);
+    await settlement.tick();
+    await settlement.tick();
+    assert.ok(!QUEUED.has((await status(store, r.id))!), 'r stays with A');
+    assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(A.tx), 'o0 is held by A, which can still confirm');
+    // so no payment of another request may take A's input
+    const C = await sign(store, pay([e], [o0], 2));
+    assert.equal(C.ok ? 'signed' : C.reason, 'input_held');
+  });
+
   it('a merge signed after the winner was finalized loses with it: its other request and input come back', async (t) => {
     const { store, chain, requests, inputs, settlement } = await setup(t, 2, 2);
     const [q, e] = requests as [PaymentRequest, PaymentRequest];
