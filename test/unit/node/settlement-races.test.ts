@@ -116,30 +116,44 @@ const sign = (store: Store, p: Payment) =>
   );
 const status = async (store: Store, id: string) => (await getRequest(store, id))?.status;
 
+/**
+ * A, a payment of `r` from `o0`, and W, of `q` from `o1`, both finalized here; and B, their merge at
+ * a higher rate (it spends an input of each: a replacement of both), signed here.
+ */
+async function merged(
+  store: Store,
+  settlement: ChainSettlement,
+  [r, q]: PaymentRequest[],
+  [o0, o1]: SpendableUtxo[],
+): Promise<{ A: Payment; W: Payment; B: Payment }> {
+  const A = pay([r!], [o0!], 2);
+  const W = pay([q!], [o1!], 2);
+  await settlement.onFinalized(await finalize(store, A));
+  await settlement.onFinalized(await finalize(store, W));
+  const B = pay([r!, q!], [o0!, o1!], 5);
+  assert.equal((await sign(store, B)).ok, true);
+  return { A, W, B };
+}
+
+/** `payment` confirmed (it was in a miner's mempool) and buried to the paid depth. */
+function confirmToDepth(chain: ScriptedChain, payment: Payment): void {
+  chain.mine([rpcTransaction(payment.tx)]);
+  for (let depth = 1; depth < PAID; depth++) chain.mine([]);
+}
+
 describe('payments of the same requests racing to confirm', () => {
   it('a merge that lost keeps its request with the earlier payment that can still confirm, which then pays it', async (t) => {
     const { store, chain, requests, inputs, settlement } = await setup(t, 3, 2);
     const [r, q] = requests as [PaymentRequest, PaymentRequest];
     const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
-    const A = pay([r], [o0], 2);
-    const W = pay([q], [o1], 2);
-    await settlement.onFinalized(await finalize(store, A));
-    await settlement.onFinalized(await finalize(store, W));
-    // B merges both at a higher rate (it spends an input of each: a replacement of both)
-    const B = pay([r, q], [o0, o1], 5);
-    assert.equal((await sign(store, B)).ok, true);
+    const { A, W, B } = await merged(store, settlement, [r, q], [o0, o1]);
     await settlement.onFinalized(await finalize(store, B));
-    // W was in a miner's mempool: it confirms and is buried to the paid depth, so B lost; A, which
-    // spends only o0, can still confirm
-    chain.mine([rpcTransaction(W.tx)]);
-    chain.mine([]);
-    chain.mine([]);
+    // W confirms, so B lost; A, which spends only o0, can still confirm
+    confirmToDepth(chain, W);
     await settlement.tick();
     assert.ok(!QUEUED.has((await status(store, r.id))!), 'r stays with A, which can still confirm');
     assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(A.tx), "o0 is A's again, not the wallet's");
-    chain.mine([rpcTransaction(A.tx)]);
-    chain.mine([]);
-    chain.mine([]);
+    confirmToDepth(chain, A);
     await settlement.tick();
     await settlement.tick();
     assert.equal(await status(store, r.id), 'paid');
@@ -154,17 +168,10 @@ describe('payments of the same requests racing to confirm', () => {
     const { store, chain, requests, inputs, settlement } = await setup(t, 2, 3);
     const [r, q, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
     const [o0, o1] = inputs as [SpendableUtxo, SpendableUtxo];
-    const A = pay([r], [o0], 2);
-    const W = pay([q], [o1], 2);
-    await settlement.onFinalized(await finalize(store, A));
-    await settlement.onFinalized(await finalize(store, W));
-    // this member signs B, a merge of both, which never finalizes: o0 is B's now
-    const B = pay([r, q], [o0, o1], 5);
-    assert.equal((await sign(store, B)).ok, true);
+    // B never finalizes here: o0 is B's now
+    const { A, W, B } = await merged(store, settlement, [r, q], [o0, o1]);
     assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(B.tx));
-    chain.mine([rpcTransaction(W.tx)]);
-    chain.mine([]);
-    chain.mine([]);
+    confirmToDepth(chain, W);
     await settlement.tick();
     await settlement.tick();
     assert.ok(!QUEUED.has((await status(store, r.id))!), 'r stays with A');
@@ -184,9 +191,7 @@ describe('payments of the same requests racing to confirm', () => {
     const W2 = pay([q, e], [o0, o1], 5);
     assert.equal((await sign(store, W2)).ok, true);
     assert.equal(await status(store, e.id), 'batched');
-    chain.mine([rpcTransaction(W.tx)]);
-    chain.mine([]);
-    chain.mine([]);
+    confirmToDepth(chain, W);
     await settlement.tick();
     await settlement.tick();
     assert.equal(await status(store, q.id), 'paid');
