@@ -63,7 +63,9 @@ async function stageRequests(
  * or one whose inputs no confirmed transaction spent (signedPayments, the validator's own judgement
  * of earlier payments), each judged once (one of a thousand requests is on each of their lists).
  * A loser may have taken over inputs of such a payment (a merge or replacement of it), so those go
- * back to it, not to the wallet, where a proposal of other requests could take them.
+ * back to it, not to the wallet, where a proposal of other requests could take them. Without a chain
+ * none stands: applyLocally decides which of two conflicting payments wins, at once, and gives the
+ * loser's inputs to the wallet for good.
  */
 async function standingPayments(store: Store, paidDepth: number, losers: Iterable<string>) {
   const chain = await chainView(store, paidDepth);
@@ -72,6 +74,7 @@ async function standingPayments(store: Store, paidDepth: number, losers: Iterabl
   return {
     /** Whether a standing payment pays `request`. */
     async pay(request: RequestIdentity): Promise<boolean> {
+      if (!chain) return false;
       let paid = false;
       for (const txid of await paymentsOfRequest(store, request)) {
         if (!judged.has(txid)) {
@@ -193,7 +196,7 @@ async function applyLocally(
         pegIn: false,
       });
   }
-  // no chain, no depths: chainView is null and signedPayments judges without them
+  // no chain: no payment stands (standingPayments) and no depth is read
   await stageSuperseded(store, batch, record, new Date().toISOString(), 0);
 }
 

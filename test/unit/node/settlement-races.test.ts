@@ -8,7 +8,7 @@ import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { createLogger } from '../../../src/node/log.js';
-import { ChainSettlement } from '../../../src/node/settlement.js';
+import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js';
 import { signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
@@ -23,7 +23,7 @@ import {
   type SpendableUtxo,
 } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
-import { getUtxo } from '../../../src/wallet/utxos.js';
+import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { testRequest } from '../../support/requests.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
@@ -198,5 +198,44 @@ describe('payments of the same requests racing to confirm', () => {
     assert.ok(QUEUED.has((await status(store, e.id))!), 'W2 can never confirm: e is queued again');
     assert.equal((await getUtxo(store, o1))?.state, 'unspent', 'and its other input is back in the wallet');
     assert.equal(await store.get(openPaymentKey(txidOf(W2.tx))), undefined, 'a restart need not take W2 up');
+  });
+});
+
+describe('without Bitcoin Core, payments applied locally', () => {
+  it('an input given back by a payment that lost locally stays in the wallet when a later payment of it loses', async (t) => {
+    const store = await openTempStore(t, federation.descriptor);
+    const batch = store.batch();
+    const inputs: SpendableUtxo[] = [0, 1, 2].map((vout) => ({
+      txid: hex32(7),
+      vout,
+      value: 50_000_000n,
+      scriptPubKey: federation.scriptPubKey,
+    }));
+    for (const input of inputs) await registerUtxo(batch, { ...input, height: 1, pegIn: true });
+    const requests = [0, 1, 2, 3].map((k) => {
+      const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3 + k));
+      const { id } = stageNewRequest(
+        batch,
+        testRequest({ txHash: `0x${hex32(9 + k)}`, sats: 20_000_000n, scriptPubKey }),
+        'then',
+      );
+      return { id, scriptPubKey, sats: 20_000_000n };
+    });
+    await batch.write({ sync: true });
+    const [q, r, e, e2] = requests as [PaymentRequest, PaymentRequest, PaymentRequest, PaymentRequest];
+    const [x, y, w] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    // W (q from x) is applied first; S (r from x and y), finalized after, loses here: y is the wallet's
+    await settleLocally(store, federation, await finalize(store, pay([q], [x], 2)));
+    const S = pay([r], [x, y], 2);
+    await settleLocally(store, federation, await finalize(store, S));
+    assert.equal((await getUtxo(store, y))?.state, 'unspent');
+    // this member signs L, which replaces S (it spends y), paying r and e from y and w; then W2 (e2
+    // from w) is applied, so L loses
+    assert.equal((await sign(store, pay([r, e], [y, w], 6))).ok, true);
+    await settleLocally(store, federation, await finalize(store, pay([e2], [w], 2)));
+    assert.equal(await status(store, e.id), 'accepted');
+    // nothing ever applies S here: y goes back to the wallet, not to S
+    const u = await getUtxo(store, y);
+    assert.deepEqual([u?.state, u?.reservedBy], ['unspent', undefined], `S is ${txidOf(S.tx)}`);
   });
 });
