@@ -28,7 +28,7 @@ import {
   parseOutpoint,
   registerUtxo,
   releaseUtxos,
-  reserveUtxos,
+  reclaimUtxos,
   stageSpent,
 } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
@@ -85,15 +85,9 @@ async function standingPayments(store: Store, paidDepth: number, losers: Iterabl
       }
       return paid;
     },
-    /** Stages every standing payment found so far holding its inputs that are free again. */
+    /** Stages every standing payment found so far holding its inputs again (reclaimUtxos). */
     async reclaim(batch: StoreBatch): Promise<void> {
-      for (const p of judged.values()) {
-        if (!p) continue;
-        const outpoints = p.inputs.map(parseOutpoint);
-        const utxos = await getUtxos(batch, outpoints);
-        const freed = outpoints.filter((_, i) => utxos[i]?.state === 'unspent');
-        if (freed.length > 0) await reserveUtxos(batch, freed, p.txid);
-      }
+      for (const p of judged.values()) if (p) await reclaimUtxos(batch, p.inputs.map(parseOutpoint), p.txid);
     },
   };
 }

@@ -279,6 +279,20 @@ export async function releaseUtxos(
   return released;
 }
 
+/**
+ * Stages that payment `txid`, which can still confirm, holds again those of its inputs another
+ * payment had taken over and lost: one that is unspent now is reserved by it; one that it spent
+ * itself, in a block not yet at the paid depth, keeps it as holder, so that a reorg undoing the
+ * spend gives the output back to it (unspendUtxo), not to the wallet. Anything else is left alone.
+ */
+export async function reclaimUtxos(batch: StoreBatch, outpoints: readonly Outpoint[], txid: string): Promise<void> {
+  for (const record of await getUtxos(batch, outpoints)) {
+    if (record === undefined || record.reservedBy === txid) continue;
+    if (record.state === 'unspent') stage(batch, { ...record, state: 'reserved', reservedBy: txid }, record);
+    else if (record.state === 'spent' && record.spentBy === txid) stage(batch, { ...record, reservedBy: txid }, record);
+  }
+}
+
 // --- Block observer side: the chain's view of the set ---
 
 export interface ChainOutput extends Outpoint {
@@ -349,11 +363,15 @@ export function stageSpent(batch: StoreBatch, record: UtxoRecord, spentBy: strin
 
 /**
  * Undoes spendUtxo: puts back the record as it was before the spend, except a reservation
- * released while the output was spent, which stays released.
+ * released while the output was spent, which stays released, or handed to another payment
+ * (reclaimUtxos), which holds it.
  */
 export async function unspendUtxo(batch: StoreBatch, before: UtxoRecord): Promise<void> {
   const current = await getUtxo(batch, before);
-  if (before.state === 'reserved' && current?.reservedBy !== before.reservedBy) {
+  const holder = current?.reservedBy;
+  if (holder !== undefined && holder !== before.reservedBy) {
+    stage(batch, { ...before, state: 'reserved', reservedBy: holder }, current);
+  } else if (before.state === 'reserved' && holder === undefined) {
     const { reservedBy: _released, ...unreserved } = before;
     stage(batch, { ...unreserved, state: 'unspent' }, current);
   } else {

@@ -181,6 +181,34 @@ describe('payments of the same requests racing to confirm', () => {
     assert.equal(C.ok ? 'signed' : C.reason, 'input_held');
   });
 
+  it('the input given back to a payment that stands stays its own when a shallow reorg undoes that payment', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 3, 3);
+    const [r, q, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+    const [o0, o1] = inputs as [SpendableUtxo, SpendableUtxo];
+    // A pays r from o1, W pays q from o0, B merges them; all three finalized
+    const A = pay([r], [o1], 2);
+    const W = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, A));
+    await settlement.onFinalized(await finalize(store, W));
+    const B = pay([r, q], [o0, o1], 5);
+    assert.equal((await sign(store, B)).ok, true);
+    await settlement.onFinalized(await finalize(store, B));
+    // W is buried to the paid depth, so B lost; A confirms once, in the last block
+    chain.mine([rpcTransaction(W.tx)]);
+    chain.mine([]);
+    chain.mine([rpcTransaction(A.tx)]);
+    await settlement.tick();
+    await settlement.tick();
+    assert.ok(!QUEUED.has((await status(store, r.id))!), 'r stays with A');
+    // A's block leaves the best chain (under the paid depth): A can still confirm, and o1 is A's
+    chain.disconnect(1);
+    chain.mine([], 'other');
+    await settlement.tick();
+    assert.equal((await getUtxo(store, o1))?.reservedBy, txidOf(A.tx));
+    const C = await sign(store, pay([e], [o1], 2));
+    assert.equal(C.ok ? 'signed' : C.reason, 'input_held');
+  });
+
   it('a merge signed after the winner was finalized loses with it: its other request and input come back', async (t) => {
     const { store, chain, requests, inputs, settlement } = await setup(t, 2, 2);
     const [q, e] = requests as [PaymentRequest, PaymentRequest];

@@ -8,6 +8,7 @@ import {
   largestUnspent,
   listUtxos,
   pegInTotal,
+  reclaimUtxos,
   registerUtxo,
   releaseUtxos,
   reserveUtxos,
@@ -155,6 +156,24 @@ test('release returns only the proposal own reservations and never unspends', as
       ['unspent', undefined],
     ],
   );
+});
+
+test('reclaim gives a payment back its inputs another lost: reserved if unspent, held if it spent them, through a reorg', async (t) => {
+  const store = await seeded(t);
+  // P2 took over op(1) and op(2) from P1; P1 confirmed once, spending op(1); P2 lost and let both go
+  await write(store, (b) => reserveUtxos(b, [op(1), op(2)], P2));
+  const before = (await getUtxo(store, op(1)))!;
+  await write(store, (b) => spendUtxo(b, op(1), P1));
+  await write(store, (b) => releaseUtxos(b, [op(1), op(2)], P2));
+  await write(store, (b) => reclaimUtxos(b, [op(1), op(2)], P1));
+  const [spent, freed] = await getUtxos(store, [op(1), op(2)]);
+  assert.deepEqual([spent?.state, spent?.spentBy, spent?.reservedBy], ['spent', P1, P1]);
+  assert.deepEqual([freed?.state, freed?.reservedBy], ['reserved', P1]);
+  // P1's block leaves the chain: op(1) is P1's again, not the wallet's nor P2's
+  await write(store, (b) => unspendUtxo(b, before));
+  const back = await getUtxo(store, op(1));
+  assert.deepEqual([back?.state, back?.reservedBy], ['reserved', P1]);
+  assert.deepEqual(await utxoTotals(store, 'reserved'), { outputs: 2, sats: 3_000_000n });
 });
 
 test('getUtxos reads outpoints in their order in one call; through a batch it sees what the batch staged', async (t) => {
