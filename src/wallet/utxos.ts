@@ -282,7 +282,7 @@ export async function releaseUtxos(
 /**
  * Stages that payment `txid`, which can still confirm, holds again those of its inputs another
  * payment had taken over and lost: one that is unspent now is reserved by it; one that it spent
- * itself, in a block not yet at the paid depth, keeps it as holder, so that a reorg undoing the
+ * itself (its block may still be reorganised away) keeps it as holder, so that a reorg undoing the
  * spend gives the output back to it (unspendUtxo), not to the wallet. Anything else is left alone.
  */
 export async function reclaimUtxos(batch: StoreBatch, outpoints: readonly Outpoint[], txid: string): Promise<void> {
