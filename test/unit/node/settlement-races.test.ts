@@ -118,7 +118,7 @@ const status = async (store: Store, id: string) => (await getRequest(store, id))
 
 /**
  * A, a payment of `r` from `o0`, and W, of `q` from `o1`, both finalized here; and B, their merge at
- * a higher rate (it spends an input of each: a replacement of both), signed here.
+ * a higher rate (it spends an input of each, in outpoint order: a replacement of both), signed here.
  */
 async function merged(
   store: Store,
@@ -130,7 +130,11 @@ async function merged(
   const W = pay([q!], [o1!], 2);
   await settlement.onFinalized(await finalize(store, A));
   await settlement.onFinalized(await finalize(store, W));
-  const B = pay([r!, q!], [o0!, o1!], 5);
+  const B = pay(
+    [r!, q!],
+    [o0!, o1!].sort((a, b) => a.vout - b.vout),
+    5,
+  );
   assert.equal((await sign(store, B)).ok, true);
   return { A, W, B };
 }
@@ -186,12 +190,7 @@ describe('payments of the same requests racing to confirm', () => {
     const [r, q, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
     const [o0, o1] = inputs as [SpendableUtxo, SpendableUtxo];
     // A pays r from o1, W pays q from o0, B merges them; all three finalized
-    const A = pay([r], [o1], 2);
-    const W = pay([q], [o0], 2);
-    await settlement.onFinalized(await finalize(store, A));
-    await settlement.onFinalized(await finalize(store, W));
-    const B = pay([r, q], [o0, o1], 5);
-    assert.equal((await sign(store, B)).ok, true);
+    const { A, W, B } = await merged(store, settlement, [r, q], [o1, o0]);
     await settlement.onFinalized(await finalize(store, B));
     // W is buried to the paid depth, so B lost; A confirms once, in the last block
     chain.mine([rpcTransaction(W.tx)]);
