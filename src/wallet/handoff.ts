@@ -413,13 +413,22 @@ export function checkHandoffTx(
     return reject('bad_commitment', 'output 0 is not OP_RETURN <commitment to no request>: a handoff pays no request', {
       output: 0,
     });
+  // handoffOutputs' layout: one output to the planned address, at most one back; more outputs would
+  // only raise the fee a handoff may take, each handoff within the cap
+  if (rest.length > 2)
+    return reject(
+      'unplanned_destination',
+      `${rest.length} outputs after the commitment: a handoff pays the planned address ${plan.to.address} once and ${spender.address} back at most once`,
+      { output: 3 },
+    );
   let paid = 0n;
   for (const [k, output] of rest.entries()) {
     const o = k + 1;
-    if (!equal(output.scriptPubKey, plan.to.scriptPubKey) && !equal(output.scriptPubKey, spender.scriptPubKey))
+    const want = k === 0 ? plan.to : spender;
+    if (!equal(output.scriptPubKey, want.scriptPubKey))
       return reject(
         'unplanned_destination',
-        `output ${o} pays a script that is neither the planned address ${plan.to.address} nor ${spender.address} itself`,
+        `output ${o} pays a script that is not ${k === 0 ? 'the planned address' : 'the change back to'} ${want.address}`,
         { output: o },
       );
     if (output.value < dustThreshold(output.scriptPubKey))

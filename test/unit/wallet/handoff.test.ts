@@ -238,7 +238,7 @@ describe('checkHandoffTx refuses what no honest member signs', () => {
           withOutputs([
             ...base.tx.outputs.slice(0, 1),
             { value: base.sent - 100n, scriptPubKey: NEW.scriptPubKey },
-            { value: 100n, scriptPubKey: NEW.scriptPubKey },
+            { value: 100n, scriptPubKey: OLD.scriptPubKey },
           ]),
         ),
       'dust_output',

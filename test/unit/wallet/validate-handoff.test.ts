@@ -200,6 +200,31 @@ describe('a handoff, as a member validates it', () => {
     assert.equal(refusal(stolen, { proven: true }), 'unplanned_destination');
   });
 
+  it('a handoff has one output to the new address and at most one back: a sweep padded with outputs to raise its fee is refused', () => {
+    // each padded sweep alone is within the fee cap and rate: twenty of them, one an input, would pay
+    // twenty times the cap where the plan's sweeps pay a few hundred sats an input
+    const tx = parseTx(serializeTx(sweep.tx));
+    const [commitment, to] = tx.outputs as [(typeof tx.outputs)[number], (typeof tx.outputs)[number]];
+    const dust = Array.from({ length: 40 }, () => ({ value: 330n, scriptPubKey: NEW.scriptPubKey }));
+    const padded = {
+      ...sweep,
+      // the outputs' weight paid for at the sweep's rate, and more: within the cap, the fee it can get
+      tx: { ...tx, outputs: [commitment, ...dust, { ...to, value: to.value - 330n * 40n - 10_000n }] },
+    };
+    assert.equal(refusal(padded, { proven: true }), 'unplanned_destination');
+    // and the test spend's change is one output too
+    const t = parseTx(serializeTx(test.tx));
+    const change = t.outputs[2]!;
+    const split = {
+      ...test,
+      tx: {
+        ...t,
+        outputs: [...t.outputs.slice(0, 2), { ...change, value: change.value - 330n }, { ...change, value: 330n }],
+      },
+    };
+    assert.equal(refusal(split, {}), 'unplanned_destination');
+  });
+
   it('the new set spends to itself even before the activation height; to anything else, never', () => {
     const own = buildSweeps([handed], 2, PLAN, NEW, 100_000n).sweeps[0]!;
     assert.deepEqual(validateProposal(checked(own), state({ side: 'to', tip: 150, utxos: [handed] })), {
