@@ -278,14 +278,14 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
       // a key file that cannot be read: refusing first means the secret is never touched
       signRefused(
         { tx: stolen, key: file('absent.key') },
-        /invalid_proposal: not a handoff under plan [0-9a-f]{16}…: unplanned_destination: output 1 pays a script that is neither the planned address/,
+        /invalid_proposal: not a handoff under plan [0-9a-f]{16}…: unplanned_destination: output 1 pays a script that is not the planned address/,
       );
     });
 
     it('by a member whose plan differs: refused', () =>
       signRefused(
         { plan: OTHER_PLAN },
-        /unplanned_destination: output 1 pays a script that is neither the planned address/,
+        /unplanned_destination: output 1 pays a script that is not the planned address/,
       ));
 
     it('with a fee over the cap: refused', () =>
