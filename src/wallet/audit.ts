@@ -273,11 +273,11 @@ function auditChange(
     fault('input_not_federation', message, { input: i });
   });
   const inputTotal = prevouts.reduce((acc, p) => acc + p.value, 0n);
-  const requested = requests.reduce((acc, r) => acc + r.sats, 0n);
+  const remainder = federationRemainder(requests, inputTotal);
+  const requested = inputTotal - remainder;
   const asPaid = requests.map((r) => ({ id: r.id, sats: r.sats, scriptPubKey: r.scriptPubKey ?? NO_SCRIPT }));
   // the proposer's own rule decides whether there is change and how much, dust limit included
   const expected = paymentOutputs(asPaid, inputTotal, share ?? 0n, federation)[changeAt]?.value;
-  const remainder = federationRemainder(asPaid, inputTotal);
   const rule = `Σ inputs ${inputTotal} − Σ requested ${requested}`;
   const at = { output: changeAt };
   if (remainder < 0n) {
