@@ -60,7 +60,8 @@ export interface ObserverOptions {
   keepBlocks?: number;
   /**
    * On the new side of a rotation: outputs created by a spend of this (old) federation's outputs are
-   * marked handedOver (a handoff's outputs; see isHandoffOf).
+   * marked handedOver (a handoff's outputs; see isHandoffOf, which reads the spent outputs from the
+   * block's prevouts).
    */
   handedOverFrom?: Federation;
 }
@@ -93,6 +94,11 @@ export async function storedTipHeight(reader: StoreReader): Promise<number | und
   return (await reader.get<BitcoinCursor>(CURSOR_KEY))?.height;
 }
 const DEFAULT_KEEP_BLOCKS = 1000;
+
+/** The script each input of `tx` spent, where the node showed it. */
+function spentScripts(tx: RpcTransaction): (Uint8Array | undefined)[] {
+  return tx.vin.map((input) => (input.prevout === undefined ? undefined : fromHex(input.prevout.scriptPubKey.hex)));
+}
 
 function scriptHex(script: Uint8Array): string {
   return Buffer.from(script.buffer, script.byteOffset, script.byteLength).toString('hex');
@@ -234,8 +240,7 @@ export class BitcoinObserver {
           for (const output of tx.vout) {
             if (output.scriptPubKey.hex !== this.#scriptHex) continue;
             const outpoint = { txid: tx.txid, vout: output.n };
-            const from = this.#handedOverFrom;
-            handedOver ??= from !== undefined && tx.hex !== undefined && isHandoffOf(parseTx(fromHex(tx.hex)), from);
+            handedOver ??= this.#handedOver(tx);
             await registerUtxo(batch, {
               ...outpoint,
               value: btcToSats(output.value),
@@ -271,6 +276,12 @@ export class BitcoinObserver {
       },
       { sync: false },
     );
+  }
+
+  /** Whether `tx`'s outputs to us are a handoff's (on a rotation's new side). */
+  #handedOver(tx: RpcTransaction): boolean {
+    const from = this.#handedOverFrom;
+    return from !== undefined && tx.hex !== undefined && isHandoffOf(parseTx(fromHex(tx.hex)), spentScripts(tx), from);
   }
 
   async #rollback(cursor: BitcoinCursor): Promise<void> {

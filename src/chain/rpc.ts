@@ -106,7 +106,7 @@ export interface BitcoinRpcOptions {
   maxResponseBytes?: number;
 }
 
-// 256 MiB: a getblock of a full block at verbosity 2 is tens of MB; a scantxoutset of an address sent
+// 256 MiB: a getblock of a full block at verbosity 3 is tens of MB; a scantxoutset of an address sent
 // about 650,000 outputs is over it, and is refused instead of taking the member down (http-body.ts)
 const DEFAULTS = {
   timeoutMs: 30_000,
@@ -138,6 +138,15 @@ export interface RpcTxInput {
   vout?: number;
   coinbase?: string;
   sequence: number;
+  /** The output this input spends (getblock verbosity 3; absent for a coinbase, or without undo data). */
+  prevout?: RpcPrevout;
+}
+
+export interface RpcPrevout {
+  /** BTC as a JSON number; convert with btcToSats. */
+  value: number;
+  height: number;
+  scriptPubKey: RpcScriptPubKey;
 }
 
 export interface RpcTxOutput {
@@ -480,9 +489,13 @@ export class BitcoinRpcClient implements ChainSource {
     return this.call('getblockhash', [height]);
   }
 
-  /** Verbosity 2: transactions decoded, output values and scripts included. */
+  /**
+   * Verbosity 3: transactions decoded, output values and scripts included, and each input's spent
+   * output (which output an input spent is not in the transaction's bytes, and the rotation's new
+   * side must know it: wallet/handoff.ts isHandoffOf).
+   */
   getBlock(hash: string): Promise<RpcBlock> {
-    return this.call('getblock', [hash, 2]);
+    return this.call('getblock', [hash, 3]);
   }
 
   /** Verbosity 1: header fields and txids only. */

@@ -140,7 +140,7 @@ export interface TxConfirmation {
 export interface ChainSpend {
   readonly txid: string;
   readonly height: number;
-  /** The raw transaction, as getblock (verbosity 2) gives it. */
+  /** The raw transaction, as getblock gives it. */
   readonly tx: Uint8Array;
 }
 

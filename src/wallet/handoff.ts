@@ -165,21 +165,33 @@ export interface HandoffPolicy {
 
 /**
  * Whether `tx` is a handoff of `federation`: output 0 commits to no request, and every input spends
- * an output of `federation` by its script path (its witness ends with that federation's tapscript
- * and control block, which in a valid, confirmed transaction commits to the output key, so only t
- * of its members can have signed it). Its payment of a request is none, even to the new address:
- * anyone can ask for one there, and the new set must spend the test output, not that.
+ * an output of `federation` (`spentScripts[i]`, the script input i spent, as the node showed it) by
+ * its script path (its witness ends with that federation's tapscript and control block). Consensus
+ * checks that pair against the spent output's key, so only t of its members can have signed it.
+ * The witness alone proves nothing: an output of an unknown witness version is spent with any
+ * witness, so a stranger can show the old tapscript. Its payment of a request is none, even to the
+ * new address: anyone can ask for one there, and the new set must spend the test output, not that.
  */
-export function isHandoffOf(tx: Transaction, federation: Federation): boolean {
+export function isHandoffOf(
+  tx: Transaction,
+  spentScripts: readonly (Uint8Array | undefined)[],
+  federation: Federation,
+): boolean {
   const commitment = tx.outputs[0];
   return (
     commitment !== undefined &&
     commitsTo(commitment.scriptPubKey, []) &&
     tx.inputs.length > 0 &&
-    tx.inputs.every((i) => {
-      const n = i.witness.length;
+    spentScripts.length === tx.inputs.length &&
+    tx.inputs.every((input, i) => {
+      const spent = spentScripts[i];
+      const n = input.witness.length;
       return (
-        n >= 2 && equal(i.witness[n - 1]!, federation.controlBlock) && equal(i.witness[n - 2]!, federation.tapscript)
+        spent !== undefined &&
+        equal(spent, federation.scriptPubKey) &&
+        n >= 2 &&
+        equal(input.witness[n - 1]!, federation.controlBlock) &&
+        equal(input.witness[n - 2]!, federation.tapscript)
       );
     })
   );

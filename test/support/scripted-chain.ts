@@ -14,8 +14,9 @@ import { serializeTx, txid as txidOf, type Transaction } from '../../src/bitcoin
 
 /**
  * An in-memory chain that answers like Bitcoin Core's getblockcount / getblockhash / getblock
- * (verbosity 2) and the recovery calls, so tests can script blocks, reorgs and mempool
- * spends. It is a fake of the node only: stores in tests are always real RocksDB.
+ * (verbosity 3: each input's spent output, where this chain made it) and the recovery calls, so
+ * tests can script blocks, reorgs and mempool spends. It is a fake of the node only: stores in
+ * tests are always real RocksDB.
  */
 
 export function fakeHash(...parts: (string | number)[]): string {
@@ -38,7 +39,7 @@ export function scriptedTx(id: string, inputs: Outpoint[], outputs: ScriptedOutp
   };
 }
 
-/** A real transaction as getblock (verbosity 2) shows it, raw bytes included. */
+/** A real transaction as getblock shows it, raw bytes included (the chain adds prevouts when mined). */
 export function rpcTransaction(tx: Transaction): RpcTransaction {
   const txid = txidOf(tx);
   return {
@@ -92,8 +93,9 @@ export class ScriptedChain implements ChainSource, RecoverySource {
       hash,
       height,
       confirmations: 1,
-      tx: [coinbase(`${this.tag}${this.#salt}`, height), ...txs],
+      tx: [coinbase(`${this.tag}${this.#salt}`, height)],
     };
+    for (const tx of txs) block.tx.push(this.#withPrevouts(tx, block));
     if (prev !== undefined) block.previousblockhash = prev.hash;
     this.best.push(block);
     this.#byHash.set(hash, block);
@@ -126,6 +128,22 @@ export class ScriptedChain implements ChainSource, RecoverySource {
   async getBlockSummary(hash: string): Promise<RpcBlockSummary> {
     const { tx: _tx, ...summary } = await this.getBlock(hash);
     return summary;
+  }
+
+  /** `tx` with each input's spent output, when the best chain below or `block` before it made it. */
+  #withPrevouts(tx: RpcTransaction, block: RpcBlock): RpcTransaction {
+    const made = (txid: string) => {
+      const earlier = block.tx.find((t) => t.txid === txid);
+      return earlier === undefined ? this.#findConfirmed(txid) : { tx: earlier, height: block.height };
+    };
+    const vin = tx.vin.map((input) => {
+      const source = input.txid === undefined ? undefined : made(input.txid);
+      const output = source?.tx.vout.find((o) => o.n === input.vout);
+      return source === undefined || output === undefined
+        ? input
+        : { ...input, prevout: { value: output.value, height: source.height, scriptPubKey: output.scriptPubKey } };
+    });
+    return { ...tx, vin };
   }
 
   #findConfirmed(txid: string): { tx: RpcTransaction; height: number } | undefined {

@@ -13,7 +13,11 @@ import {
   reserveUtxos,
   type Outpoint,
 } from '../../../src/wallet/utxos.js';
-import { ScriptedChain, scriptedTx } from '../../support/scripted-chain.js';
+import { ScriptedChain, rpcTransaction, scriptedTx } from '../../support/scripted-chain.js';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { schnorrBackend } from '../../../src/signing/schnorr.js';
+import { commitmentScript } from '../../../src/wallet/commitment.js';
 import { openTempStore } from '../../support/tempdir.js';
 import type { ObservedBlock, UtxoRecord } from '../../../src/storage/records.js';
 
@@ -334,4 +338,57 @@ test('recoverUtxo accepts only a confirmed, unspent output paying the federation
   await assert.rejects(recover(out(unconfirmed.txid, 1)), code('utxo_spent'));
   await assert.rejects(recover(out(unconfirmed.txid, 0)), code('utxo_unconfirmed'));
   assert.deepEqual((await listUnspent(store)).length, 1);
+});
+
+test("on a rotation's new side, an output is handed over only when every input spent an output of the old federation", async (t) => {
+  const store = await openTempStore(t);
+  const chain = new ScriptedChain(100);
+  const key = (i: number) => schnorrBackend().xonlyPublicKey(Buffer.alloc(32, i));
+  const OLD = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 3].map(key) });
+  const NEW = buildFederation({ network: 'regtest', threshold: 2, pubkeys: [1, 2, 4].map(key) });
+  const observer = new BitcoinObserver({
+    store,
+    chain,
+    federationScript: NEW.scriptPubKey,
+    startHeight: 101,
+    handedOverFrom: OLD,
+  });
+  // an output of an unknown witness version: anyone can spend it, with any witness
+  const anyoneCanSpend = toHex(Uint8Array.from([0x52, 0x20, ...new Uint8Array(32).fill(7)]));
+  const funding = scriptedTx(
+    'funding',
+    [out('cc'.repeat(32), 0)],
+    [
+      { script: toHex(OLD.scriptPubKey), sats: 2_000_000n },
+      { script: anyoneCanSpend, sats: 1_000_000n },
+    ],
+  );
+  // both show the old set's tapscript and control block; only the first spends its output
+  const spendTo = (vout: number, sats: bigint) =>
+    rpcTransaction({
+      version: 2,
+      locktime: 0,
+      inputs: [
+        {
+          txid: funding.txid,
+          vout,
+          sequence: 0xfffffffd,
+          scriptSig: new Uint8Array(0),
+          witness: [new Uint8Array(64), new Uint8Array(0), new Uint8Array(64), OLD.tapscript, OLD.controlBlock],
+        },
+      ],
+      outputs: [
+        { value: 0n, scriptPubKey: commitmentScript([]) },
+        { value: sats, scriptPubKey: NEW.scriptPubKey },
+      ],
+    });
+  const handoff = spendTo(0, 1_990_000n);
+  const forged = spendTo(1, 990_000n);
+  chain.mine([funding]); // 101
+  chain.mine([handoff, forged]); // 102
+  await observer.sync();
+  assert.equal((await utxo(store, out(handoff.txid, 1)))?.handedOver, true);
+  const stranger = await utxo(store, out(forged.txid, 1));
+  assert.equal(stranger?.state, 'unspent', 'still the federation’s coin');
+  assert.equal(stranger?.handedOver, undefined, "a stranger's coin, not the old set's");
 });

@@ -293,21 +293,34 @@ describe('isHandoffOf: where an output at the new address came from', () => {
       { value: 1_000_000n, scriptPubKey: NEW.scriptPubKey },
     ],
   });
+  const spent = (tx: { inputs: readonly unknown[] }, script = OLD.scriptPubKey) => tx.inputs.map(() => script);
   it('a script-path spend of the old federation is one; of any other federation, or a key-path spend, is not', () => {
-    assert.equal(isHandoffOf(spend(OLD), OLD), true);
-    assert.equal(isHandoffOf(spend(NEW), OLD), false);
+    assert.equal(isHandoffOf(spend(OLD), spent(spend(OLD)), OLD), true);
+    assert.equal(isHandoffOf(spend(NEW), spent(spend(NEW), NEW.scriptPubKey), OLD), false);
     const keyPath = { ...spend(OLD), inputs: [{ ...spend(OLD).inputs[0]!, witness: [new Uint8Array(64)] }] };
-    assert.equal(isHandoffOf(keyPath, OLD), false);
+    assert.equal(isHandoffOf(keyPath, spent(keyPath), OLD), false);
     const mixed = { ...spend(OLD), inputs: [...spend(OLD).inputs, ...spend(NEW).inputs] };
-    assert.equal(isHandoffOf(mixed, OLD), false, 'every input');
+    assert.equal(isHandoffOf(mixed, [OLD.scriptPubKey, NEW.scriptPubKey], OLD), false, 'every input');
+  });
+
+  it("a witness that shows the old tapscript proves nothing unless the output it spends is the old federation's", () => {
+    // an output of an unknown witness version (OP_2 <32 bytes>) is anyone-can-spend under consensus:
+    // a stranger spends it with the old set's tapscript and control block as witness, and a miner
+    // that takes non-standard transactions mines it. Taken for a handoff, the coin it sends to the
+    // new address was one the new set may spend in place of the test output, and the rotation stalled
+    const unknownVersion = Uint8Array.from([0x52, 0x20, ...new Uint8Array(32).fill(7)]);
+    assert.equal(isHandoffOf(spend(OLD), spent(spend(OLD), unknownVersion), OLD), false);
+    assert.equal(isHandoffOf(spend(OLD), [undefined], OLD), false, 'a spent output the node did not show');
+    assert.equal(isHandoffOf(spend(OLD), [], OLD), false, 'one spent script an input');
   });
 
   it("the old set's payment of a request that names the new address is none", () => {
     // anyone can burn to the new federation's address: the old set pays it like any request, and
     // taken for a handoff's output, the new set spent it to itself in place of the test output, so
     // the proof never came and the sweeps never started
-    assert.equal(isHandoffOf(spend(OLD, [`0x${'cd'.repeat(32)}:0`]), OLD), false);
+    const request = spend(OLD, [`0x${'cd'.repeat(32)}:0`]);
+    assert.equal(isHandoffOf(request, spent(request), OLD), false);
     const noCommitment = { ...spend(OLD), outputs: spend(OLD).outputs.slice(1) };
-    assert.equal(isHandoffOf(noCommitment, OLD), false, 'output 0 commits to no request');
+    assert.equal(isHandoffOf(noCommitment, spent(noCommitment), OLD), false, 'output 0 commits to no request');
   });
 });
