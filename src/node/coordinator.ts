@@ -34,7 +34,7 @@ import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
 import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
-import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
+import { proposerOf, slotAt, SUCCESSOR_WAIT, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
 import { stageOutflowNow, type Outflow } from './outflow.js';
@@ -96,10 +96,13 @@ export const COORDINATOR_CAPS = {
   retry: 1000,
   rivals: 1000,
   /**
-   * Of those, kept from one peer in each map: past it the peer's own oldest is dropped, so a peer
-   * that floods them pushes out only its own. An honest proposer's turn makes about a dozen.
+   * Of those, charged to one peer in each map (each entry to every peer that sent it): past it the
+   * peer's own oldest is dropped, so a peer that floods them pushes out only what it alone sent. An
+   * honest proposer's turn makes about a dozen.
    */
   retryPerPeer: 64,
+  /** Txids a peer announced finalized with signatures that did not verify, remembered a peer. */
+  forgedPerPeer: 64,
   /**
    * The checking a peer's proposals may cost this member, in requests and inputs named (each is read
    * and checked, whether the proposal is signed or refused), per second and saved up. An honest
@@ -135,6 +138,8 @@ interface OpenProposal {
    * member repeating it would keep a stuck payment from ever being merged.
    */
   readonly heard: Set<string>;
+  /** How many times this member sent its set again since the proposal came (see resendStalled). */
+  resent?: number;
 }
 
 /**
@@ -155,26 +160,46 @@ function ownSet(outcome: { signatures: Uint8Array; already: boolean }): OwnSet {
   return { signatures: outcome.signatures, origin: outcome.already ? 'stored' : 'signed_here' };
 }
 
+/** A proposal kept for later, charged to every peer that sent it. */
+interface Charged {
+  readonly from: Set<string>;
+}
+
 /**
- * Keeps `value` under `key` in `map`: a peer's entries past COORDINATOR_CAPS.retryPerPeer push out
- * that peer's own oldest, and no entry is added past `total`. False when it was not kept.
+ * Keeps `make()` under `key` in `map`, charged to `peer`. One kept already is charged to `peer` too
+ * and stays as it first came: sent again, by anyone, it resets nothing (a rival's staleness counts
+ * from its arrival). A peer's charges past COORDINATOR_CAPS.retryPerPeer push out its own oldest
+ * entry that no other peer sent (one another peer sent too is no longer charged to it), so a flood
+ * costs the flooder only, whatever it sends again; no entry is added past `total`. False when it
+ * was not kept.
  */
-function keepForPeer<V extends { readonly peer: string }>(
+function keepForPeer<V extends Charged>(
   map: Map<string, V>,
   key: string,
-  value: V,
+  peer: string,
+  make: () => V,
   total: number,
 ): boolean {
-  let count = 0;
-  let oldest: string | undefined;
-  for (const [k, v] of map) {
-    if (v.peer !== value.peer) continue;
-    count++;
-    oldest ??= k;
+  const kept = map.get(key);
+  if (kept !== undefined) {
+    kept.from.add(peer);
+    return true;
   }
-  if (count >= COORDINATOR_CAPS.retryPerPeer) map.delete(oldest!);
-  else if (map.size >= total) return false;
-  map.set(key, value);
+  let count = 0;
+  let alone: string | undefined;
+  let shared: V | undefined;
+  for (const [k, v] of map) {
+    if (!v.from.has(peer)) continue;
+    count++;
+    if (v.from.size === 1) alone ??= k;
+    else shared ??= v;
+  }
+  if (count >= COORDINATOR_CAPS.retryPerPeer) {
+    if (alone !== undefined) map.delete(alone);
+    else shared!.from.delete(peer);
+  }
+  if (map.size >= total) return false;
+  map.set(key, make());
   return true;
 }
 
@@ -185,7 +210,7 @@ export class Coordinator {
   /** Blocking payments already shown to a peer (peer/txid), so each is sent once (bounded). */
   private readonly shown = new Set<string>();
   /** Proposals refused as a second payment of requests this member signed elsewhere, and who sent them (bounded). */
-  private readonly rivals = new Map<string, OpenProposal & { readonly peer: string }>();
+  private readonly rivals = new Map<string, OpenProposal & Charged>();
   /**
    * Signatures that arrived before their proposal, or for another member's proposal while its
    * proposer collects (bounded: EARLY_CAPS).
@@ -193,9 +218,10 @@ export class Coordinator {
   private readonly early: EarlySignatures;
   /**
    * Another member's proposals this member signed and does not collect yet (see track()): this
-   * member's own set, and since when (ms). At most one entry per proposal in `proposals`.
+   * member's own set, since when (ms), and the sets peers sent for it meanwhile (one a member). At
+   * most one entry per proposal in `proposals`.
    */
-  private readonly deferred = new Map<string, { own: OwnSet; since: number }>();
+  private readonly deferred = new Map<string, { own: OwnSet; since: number; sets: Map<string, Uint8Array> }>();
   /** Finalized payments not yet paid, announced to peers that (re)connect (bounded: keepUnsettled). */
   private readonly unsettled = new Map<string, FinalizedBody>();
   private timer?: NodeJS.Timeout;
@@ -206,7 +232,10 @@ export class Coordinator {
    */
   private readonly late = new Map<string, { txid: string; output: number }[]>();
   /** Proposals refused for naming requests this member had not ingested yet: tried again as its EVM view catches up. */
-  private readonly retry = new Map<string, { peer: string; checked: CheckedProposal; tries: number; at: number }>();
+  private readonly retry = new Map<
+    string,
+    Charged & { peer: string; checked: CheckedProposal; tries: number; at: number }
+  >();
   /**
    * When a proposer's last turn frame or proposal arrived, and the slot of the turn it held: at work until a slot
    * passes without one, but never past its grace, so that it can hold no turn but the one after its own.
@@ -221,13 +250,15 @@ export class Coordinator {
   private queued = 0;
   private busy: Promise<void> = Promise.resolve();
   private readonly myKey: string;
+  /** Per peer, payments it announced finalized whose signatures did not verify (see noteForged). */
+  private readonly forged = new Map<string, Set<string>>();
   /** Peers that said they are paused (at most n entries). */
   private readonly pausedPeers = new Set<string>();
   /**
    * Proposals refused for what this member's operator has not done yet (it is paused, or it has not released a held
    * request): put to the signer again when the operator resumes or releases (bounded).
    */
-  private readonly awaitingOperator = new Map<string, { peer: string; checked: CheckedProposal }>();
+  private readonly awaitingOperator = new Map<string, Charged & { peer: string; checked: CheckedProposal }>();
   /** Refusals of peers' frames, a bounded number of lines for each peer. */
   private readonly peerLog: PeerLog;
   /** When each peer (a member: at most n) was last announced to, and the announcement waiting for the gap. */
@@ -449,6 +480,7 @@ export class Coordinator {
     const now = this.o.now?.() ?? Date.now();
     // first: nothing a retried proposal throws may keep a deferred payment from being collected
     await this.collectDeferred(now);
+    await this.resendStalled(now);
     await this.retryWaiting((r) => now - r.at >= this.o.slotMs);
     const slot = slotAt(now, this.o.slotMs);
     if (proposerOf(slot, this.o.federation.pubkeys) !== this.myKey) return;
@@ -462,12 +494,15 @@ export class Coordinator {
     // refuses the second as a double payment) until merges() unblocks them, STALE_SLOTS later
     // and at the cost of another signing round. So a turn starts once the previous proposer said
     // it is done and every payment this member signed is finalized, or, should it never say so
-    // (it crashed, or payments are stuck), once it has been quiet for a whole slot.
+    // (it crashed, or payments are stuck), once it has been quiet for a whole slot, and at the
+    // latest halfway through this member's slot: a proposer that keeps sending frames through its
+    // grace, and never says it is done, would take the next one its whole slot every time.
     for (const [peer, turn] of this.building) if (turn < slot - TURN_GRACE_SLOTS) this.building.delete(peer);
     const waiting = this.queued + this.o.network.stats.queued;
     const settled = this.building.size === 0 && waiting === 0 && this.proposals.size === 0 && this.retry.size === 0;
     const { at, slot: held } = this.lastPeerTurn;
-    if (!settled && held >= slot - TURN_GRACE_SLOTS && now - at < this.o.slotMs) return;
+    const waited = now - slot * this.o.slotMs >= this.o.slotMs * SUCCESSOR_WAIT;
+    if (!settled && !waited && held >= slot - TURN_GRACE_SLOTS && now - at < this.o.slotMs) return;
     this.lastSlot = slot;
     await this.turn(slot, async (rate, policy) => {
       await this.matchLate();
@@ -649,20 +684,38 @@ export class Coordinator {
     if (!outcome.ok) {
       const at = this.o.now?.() ?? Date.now();
       if (BEHIND.has(outcome.reason) && tries < 5) {
-        const kept = keepForPeer(this.retry, txid, { peer, checked, tries, at }, COORDINATOR_CAPS.retry);
+        const kept = keepForPeer(
+          this.retry,
+          txid,
+          peer,
+          () => ({ peer, from: new Set([peer]), checked, tries, at }),
+          COORDINATOR_CAPS.retry,
+        );
         if (kept && tries === 0 && outcome.reason === 'unknown_request') {
           this.o.catchUp?.();
           return;
         }
       }
       if (outcome.reason === 'paused' || outcome.reason === 'request_held')
-        keepForPeer(this.awaitingOperator, txid, { peer, checked }, COORDINATOR_CAPS.retry);
+        keepForPeer(
+          this.awaitingOperator,
+          txid,
+          peer,
+          () => ({ peer, from: new Set([peer]), checked }),
+          COORDINATOR_CAPS.retry,
+        );
       // input_held too, for a payment of requests: one taking an input another payment holds is that
       // payment's rival, and a member that signed it refuses a merge that spends none of its inputs
       const held = outcome.reason === 'input_held' && proposal.requestIds.length > 0;
       const rival = held || outcome.reason === 'double_payment' || outcome.reason === 'handoff_done';
       if (rival)
-        keepForPeer(this.rivals, txid, { peer, checked, since: at, heard: new Set() }, COORDINATOR_CAPS.rivals);
+        keepForPeer(
+          this.rivals,
+          txid,
+          peer,
+          () => ({ from: new Set([peer]), checked, since: at, heard: new Set() }),
+          COORDINATOR_CAPS.rivals,
+        );
       if (outcome.earlier) await this.showRival(peer, outcome.earlier);
       this.refused(peer, outcome.reason, outcome.detail, txid);
       return;
@@ -672,7 +725,15 @@ export class Coordinator {
       this.o.metrics?.signingLatency.observe((performance.now() - started) / 1000);
       this.o.log.info('signed', { txid, peer, inputs: proposal.prevouts.length });
     }
-    this.o.network.broadcast('signatures', { txid, signatures: outcome.signatures } satisfies SignaturesBody);
+    const set = { txid, signatures: outcome.signatures } satisfies SignaturesBody;
+    if (outcome.already && this.proposals.has(txid)) {
+      // sent again while open here: its sender wants this member's set, which the others have had
+      // since it was signed (or since they reconnected); a broadcast would let anyone re-sending it
+      // make this member send its set n − 1 times over
+      this.o.network.send(peer, 'signatures', set);
+      return;
+    }
+    this.o.network.broadcast('signatures', set);
     await this.track(checked, ownSet(outcome));
   }
 
@@ -845,27 +906,47 @@ export class Coordinator {
     const { proposer } = checked.proposal;
     const enough = 2 + this.early.count(txid, proposer) >= this.o.federation.threshold;
     if (!atOnce && !enough && proposer !== this.myKey && this.collector.count(txid) === 0) {
-      this.deferred.set(txid, { own, since: at });
+      // its sets leave the early ones, where sets a malicious member makes their senders send for
+      // proposals nobody else sees would push them out; a member's sets for it are at most n
+      this.deferred.set(txid, { own, since: at, sets: new Map(this.early.take(txid)) });
       return;
     }
-    await this.collect(txid, own);
+    await this.collect(txid, own, this.early.take(txid));
   }
 
-  private async collect(txid: string, own: OwnSet): Promise<void> {
+  private async collect(txid: string, own: OwnSet, sets: Iterable<[string, Uint8Array]>): Promise<void> {
     await this.add(txid, this.myKey, own.signatures, own.origin);
-    for (const [peer, sigs] of this.early.take(txid)) {
+    for (const [peer, sigs] of sets) {
       // finalized by the sets before: the rest need no verifying
       if (!this.proposals.has(txid)) break;
       await this.add(txid, peer, sigs, 'received');
     }
   }
 
+  /**
+   * Sends this member's set of each payment it collects that made no progress for a slot to every
+   * peer again, then after two slots more, four, and so on. Nothing else sends a set again, and a
+   * peer can have lost it: a set that came before its proposal waits among the early ones, which a
+   * malicious member can push out by having their sender sign proposals nobody else sees (each set
+   * of those is broadcast too). Sets a peer already has are dropped there by a byte compare.
+   */
+  private async resendStalled(now: number): Promise<void> {
+    for (const [txid, open] of this.proposals) {
+      const resent = open.resent ?? 0;
+      if (now - open.since < this.o.slotMs * (2 ** (resent + 1) - 1)) continue;
+      const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
+      if (!made) continue;
+      open.resent = resent + 1;
+      this.o.network.broadcast('signatures', { txid, signatures: made.signatures } satisfies SignaturesBody);
+    }
+  }
+
   /** Collects the deferred proposals whose proposer has had a quarter slot to finalize them. */
   private async collectDeferred(now: number): Promise<void> {
-    for (const [txid, { own, since }] of [...this.deferred]) {
+    for (const [txid, { own, since, sets }] of [...this.deferred]) {
       if (now - since < this.o.slotMs / 4) continue;
       this.deferred.delete(txid);
-      if (this.proposals.has(txid)) await this.collect(txid, own);
+      if (this.proposals.has(txid)) await this.collect(txid, own, sets);
     }
   }
 
@@ -916,7 +997,13 @@ export class Coordinator {
       open.heard.add(peer);
       open.since = this.o.now?.() ?? Date.now();
     }
-    if (!this.proposals.has(body.txid) || this.deferred.has(body.txid)) {
+    const deferred = this.deferred.get(body.txid);
+    if (deferred) {
+      // a copy: the frame's buffer may be a view into a much larger receive buffer
+      if (!deferred.sets.has(peer)) deferred.sets.set(peer, Uint8Array.from(body.signatures));
+      return;
+    }
+    if (!this.proposals.has(body.txid)) {
       // only proposals this member signed and collects are; the rest are kept within bounds
       this.early.keep(body.txid, peer, body.signatures);
       return;
@@ -979,6 +1066,8 @@ export class Coordinator {
     // the same payment comes from every member that finalized it: a known one is dropped here,
     // before its commitment over up to a thousand requests is computed again
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
+    // one that failed its signatures from this peer before: an honest member announces only what it verified
+    if (this.forged.get(peer)?.has(txid)) return;
     try {
       stages.time('verify', () => checkFinalizedCommitment(signed, body));
     } catch (err) {
@@ -989,10 +1078,24 @@ export class Coordinator {
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_invalid' });
       this.peerLog.warn(peer, 'finalized_refused', { peer, txid, error: err as Error });
+      this.noteForged(peer, txid);
       return;
     }
     this.closed(txid);
     await this.recordFinal(txid, signed, body, peer);
+  }
+
+  /**
+   * `peer` announced a finalized payment of `txid` whose signatures do not verify. With the honest
+   * members' sets, which every member is sent, a malicious one can forge a witness that only a full
+   * check tells from a real one (t × inputs verifications): it costs the peer a fault, and the same
+   * txid from it is not checked again (COORDINATOR_CAPS.forgedPerPeer a peer, forgotten together).
+   */
+  private noteForged(peer: string, txid: string): void {
+    this.o.network.misbehaved(peer, 'forged');
+    const txids = bucketOf(this.forged, peer, this.o.federation.pubkeys.length, () => new Set<string>());
+    if (txids.size >= COORDINATOR_CAPS.forgedPerPeer) txids.clear();
+    txids.add(txid);
   }
 
   /** Records a finalized payment (finalize.ts), then announces it to reconnecting peers and hands it on. */

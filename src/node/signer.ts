@@ -291,7 +291,14 @@ async function validateAndStage(
 ): Promise<{ refused: SignOutcome } | SignerReads> {
   const { tx, txid } = checked;
   const existing = await store.get<SignatureRecord>(signatureMadeKey(txid));
-  if (existing) return { refused: { ok: true, txid, signatures: existing.signatures, already: true } };
+  if (existing) {
+    // its set again, for a proposer collecting it; one that can no longer finalize (superseded, or
+    // lost to a conflicting payment) is no reason for anyone to have this member send it again
+    if (await store.get(openPaymentKey(txid)))
+      return { refused: { ok: true, txid, signatures: existing.signatures, already: true } };
+    const detail = `this member signed ${txid} before, and it can no longer be finalized`;
+    return { refused: { ok: false, reason: 'payment_closed', detail } };
+  }
   const paused = await isPaused(store);
   if (paused) {
     const why = paused.reasons.map((r) => `${r.kind}: ${r.detail}`).join('; ');

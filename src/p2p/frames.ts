@@ -18,7 +18,8 @@ export function encodeFrame(type: string, body: unknown): Buffer {
 /**
  * Why a frame was dropped. 'queue_full': the peer's frames waiting for the handler reached their cap;
  * 'slow_peer': what waited to go to the peer reached its cap (it stopped reading), and the link with
- * all of it was dropped.
+ * all of it was dropped; 'forged': what it says is false in a way only a misbehaving member sends (a
+ * finalized payment whose signatures do not verify), found by the handler (PeerNetwork.misbehaved).
  */
 export type FrameFault =
   | 'malformed'
@@ -29,7 +30,8 @@ export type FrameFault =
   | 'rate_limited'
   | 'unauthenticated'
   | 'queue_full'
-  | 'slow_peer';
+  | 'slow_peer'
+  | 'forged';
 
 /**
  * Decodes and checks a frame against the registered types. Returns the fault instead of

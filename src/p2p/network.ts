@@ -217,6 +217,7 @@ export class PeerNetwork extends EventEmitter {
         unauthenticated: 0,
         queue_full: 0,
         slow_peer: 0,
+        forged: 0,
       },
       handshakeFailures: 0,
       bans: 0,
@@ -294,6 +295,15 @@ export class PeerNetwork extends EventEmitter {
 
   send(peer: string, type: string, body: unknown): boolean {
     return this.sendFrame(peer, () => encodeFrame(type, body));
+  }
+
+  /**
+   * Charges `peer` a fault its frame's handler found (the frame decoded and passed its type's check):
+   * like a malformed frame, it spends the peer's fault budget, and a peer with none left is banned.
+   */
+  misbehaved(peer: string, fault: 'forged'): void {
+    const link = this.links.get(peer);
+    if (link) this.drop(link, fault);
   }
 
   /** Sends one frame to every authenticated peer: encoded once, however many peers (a payment is large). */

@@ -47,7 +47,8 @@ export type RejectReason =
   | 'handoff_not_proven'
   | 'handoff_done'
   | 'not_handed_over'
-  | 'requests_owed';
+  | 'requests_owed'
+  | 'payment_closed';
 
 /**
  * Refusals that say this member has not yet seen what the proposer saw: a request final a moment

@@ -163,6 +163,25 @@ describe('member links', () => {
     assert.ok(!net.connectedPeers().includes(toHex(ms[1]!.key)), 'kept out while banned');
   });
 
+  it('a forgery its handler found is a fault like a malformed frame: they add up to a ban together', async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 4, banMs: 60_000 } });
+    await net.start();
+    const peer = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await peer.ready;
+    await until(() => net.connectedPeers().length === 1, 'linked');
+    const key = toHex(ms[1]!.key);
+    net.misbehaved(key, 'forged');
+    net.misbehaved(key, 'forged');
+    peer.ws.send(Buffer.from([0xc1, 0xff, 0x00]));
+    await until(() => net.stats.dropped.malformed === 1, 'the malformed frame counted');
+    assert.equal(net.stats.bans, 0, 'three faults of four');
+    net.misbehaved(key, 'forged');
+    await within(peer.closed, 'the fourth fault to close the link');
+    assert.deepEqual([net.stats.dropped.forged, net.stats.bans], [3, 1]);
+    net.misbehaved(toHex(ms[0]!.key), 'forged'); // no link: nothing to charge
+  });
+
   it("a member's rare faults are forgotten with time: spread out they never add up to a ban, in a burst they do", async () => {
     const ms = await members(2);
     // one fault forgotten every banMs / misbehaviourLimit = 100 ms

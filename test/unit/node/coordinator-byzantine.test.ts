@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
+import { proposerOf } from '../../../src/node/rotation.js';
+import type { SigningPool } from '../../../src/signing/pool.js';
+import { supersededKey } from '../../../src/storage/keys.js';
+import { buildReplacement } from '../../../src/wallet/payment.js';
+import { checkProposal } from '../../../src/wallet/proposal.js';
+import { TEST_POLICY } from '../../support/policy.js';
+import {
+  coordinatorOf,
+  federation,
+  finalizedBody,
+  M,
+  memberStore,
+  proposal,
+  REQ,
+  UTXO,
+  type Harness,
+} from '../../support/coordinator.js';
+
+// One malicious member (M[3]) against an honest member's coordinator: what it sends again, makes
+// honest members send, or forges must not stall a payment, starve a proposer or buy unbounded work.
+// Each attack was found by a review of the coordinator, written here first and seen to succeed.
+
+const MAL = M[3]!.hex;
+const SLOT = 1000;
+
+/** Hands `from`'s signature sets broadcast since `mark` to `to`, as the links would. */
+async function deliverSets(from: Harness, mark: number, to: Harness, sender: string): Promise<number> {
+  const sets = from.sent.slice(mark).filter((s) => s.type === 'signatures');
+  for (const s of sets) await to.c.onSignatures(sender, s.body as { txid: string; signatures: Uint8Array });
+  return sets.length;
+}
+
+describe('a rival payment sent again', () => {
+  it('keeps the time it first came: re-sending it every few slots does not keep it from being merged', async (t) => {
+    const { c, clock } = await coordinatorOf(t, 0, await memberStore(t, 1, 4), { slotMs: SLOT });
+    await c.onProposalFrame(M[1]!.hex, proposal([REQ(0)], [UTXO(0)], M[1]!.hex)); // signed here
+    const B = proposal([REQ(0)], [UTXO(1)], MAL); // refused as a double payment: a rival
+    for (let s = 0; s <= 30; s += 3) {
+      clock.now = s * SLOT;
+      await c.onProposalFrame(MAL, B);
+    }
+    clock.now = 32 * SLOT;
+    const merges = await c.merges(2, TEST_POLICY, clock.now, 32);
+    assert.equal(
+      merges.length,
+      1,
+      `not merged after 32 slots: kept since ${c.rivals.get(checkProposal(B).txid)?.since}`,
+    );
+  });
+
+  it("is not taken over by the member that sends it again, nor pushed out by that member's flood", async (t) => {
+    const { c } = await coordinatorOf(t, 0, await memberStore(t, 1, 70), { slotMs: SLOT });
+    await c.onProposalFrame(M[1]!.hex, proposal([REQ(0)], [UTXO(0)], M[1]!.hex));
+    // member 2 shows this member a rival it signed, so that it can be merged
+    const B = proposal([REQ(0)], [UTXO(1)], M[2]!.hex);
+    const b = checkProposal(B).txid;
+    await c.onProposalFrame(M[2]!.hex, B);
+    await c.onProposalFrame(MAL, B);
+    for (let k = 0; k < 64; k++) await c.onProposalFrame(MAL, proposal([REQ(0)], [UTXO(2 + k)], MAL));
+    assert.ok(c.rivals.has(b), "member 2's rival is kept");
+    assert.equal([...c.rivals.values()].filter((r) => r.from.has(MAL)).length, 64, "the flood's own, within its cap");
+  });
+});
+
+describe("an honest member's signature sets", () => {
+  it("are not pushed out of another member's hands by sets a malicious member made it send", async (t) => {
+    // the malicious member proposes X to everyone and withholds its own set and the finalization;
+    // then it makes member 1 sign EARLY_CAPS.perPeer proposals nobody else sees, each of whose sets
+    // member 1 broadcasts, to push its set of X out of member 0's early sets
+    const n = EARLY_CAPS.perPeer + 1;
+    const r = await coordinatorOf(t, 0, await memberStore(t, n, n), { slotMs: SLOT });
+    const h = await coordinatorOf(t, 1, await memberStore(t, n, n), { slotMs: SLOT });
+    const X = proposal([REQ(0)], [UTXO(0)], MAL);
+    const x = checkProposal(X).txid;
+    await r.c.onProposalFrame(MAL, X);
+    assert.ok(r.c.deferred.has(x), 'member 0 signed X and leaves collecting it to its proposer');
+    await h.c.onProposalFrame(MAL, X);
+    assert.equal(await deliverSets(h, 0, r, M[1]!.hex), 1);
+    const mark = h.sent.length;
+    for (let k = 1; k <= EARLY_CAPS.perPeer; k++) await h.c.onProposalFrame(MAL, proposal([REQ(k)], [UTXO(k)], MAL));
+    assert.equal(await deliverSets(h, mark, r, M[1]!.hex), EARLY_CAPS.perPeer);
+    r.clock.now = SLOT / 4;
+    await r.c.collectDeferred(r.clock.now);
+    assert.deepEqual(r.c.collector.signers(x).sort(), [M[0]!.hex, M[1]!.hex].sort());
+  });
+
+  it('pushed out before the proposal came, are sent again once the payment stalls', async (t) => {
+    // the same pump, this time before member 0 has X: its copy of member 1's set waits among the
+    // early ones, and is gone when X comes
+    const n = EARLY_CAPS.perPeer + 1;
+    const r = await coordinatorOf(t, 0, await memberStore(t, n, n), { slotMs: SLOT });
+    const h = await coordinatorOf(t, 1, await memberStore(t, n, n), { slotMs: SLOT });
+    const X = proposal([REQ(0)], [UTXO(0)], MAL);
+    const x = checkProposal(X).txid;
+    await h.c.onProposalFrame(MAL, X);
+    for (let k = 1; k <= EARLY_CAPS.perPeer; k++) await h.c.onProposalFrame(MAL, proposal([REQ(k)], [UTXO(k)], MAL));
+    assert.equal(await deliverSets(h, 0, r, M[1]!.hex), n);
+    await r.c.onProposalFrame(MAL, X);
+    r.clock.now = SLOT / 4;
+    await r.c.collectDeferred(r.clock.now);
+    assert.deepEqual(r.c.collector.signers(x), [M[0]!.hex], "member 1's set was pushed out");
+    // a slot without progress at member 1 (in a slot it does not propose): it sends its sets again
+    const mark = h.sent.length;
+    h.clock.now = 2 * SLOT;
+    await h.c.tick();
+    await deliverSets(h, mark, r, M[1]!.hex);
+    assert.deepEqual(r.c.collector.signers(x).sort(), [M[0]!.hex, M[1]!.hex].sort());
+    // then after 3, 7, 15 … slots without progress: a payment that never finishes costs less and less
+    const again = h.sent.length;
+    h.clock.now = 2.75 * SLOT;
+    await h.c.tick();
+    assert.equal(h.sent.length, again);
+    h.clock.now = 3 * SLOT;
+    await h.c.tick();
+    assert.equal(h.sent.length - again, n, 'every stalled set, once');
+  });
+});
+
+describe('a forged finalized payment', () => {
+  it('sent again and again is verified on the pool once', async (t) => {
+    // members 1 and 2 signed it; the malicious member adds its own set and spoils the signature the
+    // pool checks last, so the spot check of one random input passes almost always
+    const inputs = 40;
+    let verifications = 0;
+    const { c, sent } = await coordinatorOf(t, 0, await memberStore(t, 0, 0), {
+      verifyWrap: (pool) =>
+        ({
+          signTransaction: pool.signTransaction.bind(pool),
+          verifyTransaction: async (...args: Parameters<SigningPool['verifyTransaction']>) => {
+            verifications++;
+            return pool.verifyTransaction(...args);
+          },
+        }) as unknown as SigningPool,
+    });
+    const payment = buildReplacement(
+      [REQ(0)],
+      Array.from({ length: inputs }, (_, i) => UTXO(i)),
+      2,
+      federation,
+    )!;
+    const body = finalizedBody(payment, [REQ(0).id], [1, 2, 3], (k, sigs) => {
+      if (k === 1) sigs[inputs - 1] = sigs[inputs - 1]!.map((b, i) => (i === 0 ? b ^ 1 : b));
+    });
+    for (let i = 0; i < 10; i++) await c.onFinalizedFrame(MAL, body);
+    assert.ok(
+      verifications <= federation.threshold,
+      `ten copies of ${txidOf(payment.tx).slice(0, 12)}… cost ${verifications} verifications of ${inputs} signatures`,
+    );
+    assert.deepEqual(
+      sent.filter((m) => m.type === 'misbehaved'),
+      [{ to: MAL, type: 'misbehaved', body: 'forged' }],
+      'its sender is charged a fault',
+    );
+  });
+});
+
+describe('the proposer before an honest member', () => {
+  const n = federation.pubkeys.length;
+  const s = 4 * n + 3;
+  const before = proposerOf(s, federation.pubkeys);
+  const next = M.findIndex((m) => m.hex === proposerOf(s + 1, federation.pubkeys));
+
+  /** The next proposer's turns over its slot, ticking every quarter slot; `during` runs before each tick. */
+  async function turnsInNextSlot(t: Parameters<typeof memberStore>[0], during: (c: Harness['c'], at: number) => void) {
+    const { c, clock, sent } = await coordinatorOf(t, next, await memberStore(t, 0, 0), { slotMs: SLOT });
+    clock.now = s * SLOT + 10;
+    c.onTurnFrame(before, 'turn', s); // announced, never said done
+    for (let at = (s + 1) * SLOT; at < (s + 2) * SLOT; at += SLOT / 4) {
+      clock.now = at;
+      during(c, at);
+      await c.tick();
+    }
+    return sent.filter((m) => m.type === 'turn').map((m) => m.body);
+  }
+
+  it('gone quiet, delays the next turn by a slot of quiet at most', async (t) => {
+    assert.deepEqual(await turnsInNextSlot(t, () => {}), [s + 1]);
+  });
+
+  it('sending turn frames through its grace does not take the next proposer its slot', async (t) => {
+    const turns = await turnsInNextSlot(t, (c, at) => at % (SLOT / 2) === 0 && c.onTurnFrame(before, 'turn', s));
+    assert.deepEqual(turns, [s + 1]);
+  });
+});
+
+describe('a payment this member signed, proposed again', () => {
+  it('while open here: its set goes to the sender alone, and it is not collected a second time', async (t) => {
+    const { c, sent } = await coordinatorOf(t, 0, await memberStore(t, 1, 1));
+    const A = proposal([REQ(0)], [UTXO(0)], M[1]!.hex);
+    await c.onProposalFrame(M[1]!.hex, A);
+    const mark = sent.length;
+    await c.onProposalFrame(MAL, A);
+    assert.deepEqual(
+      sent.slice(mark).map((m) => [m.type, m.to]),
+      [['signatures', MAL]],
+    );
+  });
+
+  it('once it can no longer finalize: its set is sent to nobody, and it is not opened again', async (t) => {
+    const { c, store, sent } = await coordinatorOf(t, 0, await memberStore(t, 1, 2));
+    const A = proposal([REQ(0)], [UTXO(0)], M[1]!.hex);
+    const a = checkProposal(A).txid;
+    await c.onProposalFrame(M[1]!.hex, A);
+    assert.ok(c.proposals.has(a));
+    // W pays the same request from another input, finalized by members 1 to 3: A can never finish
+    const w = buildReplacement([REQ(0)], [UTXO(1)], 2, federation)!;
+    await c.onFinalizedFrame(M[1]!.hex, finalizedBody(w, [REQ(0).id], [1, 2, 3]));
+    assert.ok(await store.get(supersededKey(a)));
+    assert.ok(!c.proposals.has(a));
+    const mark = sent.length;
+    await c.onProposalFrame(MAL, A);
+    assert.deepEqual(
+      { broadcast: sent.slice(mark).filter((m) => m.type === 'signatures').length, open: c.proposals.has(a) },
+      { broadcast: 0, open: false },
+    );
+  });
+});
