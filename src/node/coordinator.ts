@@ -32,7 +32,13 @@ import { peerLog, type Logger, type PeerLog } from './log.js';
 import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
 import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
-import { checkFinalizedCommitment, parseFinalizedBody, registerMessages, type SignaturesBody } from './messages.js';
+import {
+  checkFinalizedCommitment,
+  ownFinalizedBody,
+  parseFinalizedBody,
+  registerMessages,
+  type SignaturesBody,
+} from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, SUCCESSOR_WAIT, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
@@ -1068,6 +1074,7 @@ export class Coordinator {
     if (this.unsettled.has(txid) || (await this.o.store.get(finalizedKey(txid)))) return;
     // one that failed its signatures from this peer before: an honest member announces only what it verified
     if (this.forged.get(peer)?.has(txid)) return;
+    body = ownFinalizedBody(body);
     try {
       stages.time('verify', () => checkFinalizedCommitment(signed, body));
     } catch (err) {

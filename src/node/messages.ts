@@ -74,6 +74,19 @@ export function parseFinalizedBody(body: FinalizedBody): Transaction {
 }
 
 /**
+ * The fields of a peer's finalized payment and nothing else, copied out of its frame: what is kept
+ * (and announced again to peers that reconnect) and stored must hold neither what a peer added to
+ * it nor a view into the frame's receive buffer (up to 4 MiB).
+ */
+export function ownFinalizedBody(body: FinalizedBody): FinalizedBody {
+  return {
+    tx: Uint8Array.from(body.tx),
+    prevouts: body.prevouts.map((p) => ({ value: p.value, scriptPubKey: Uint8Array.from(p.scriptPubKey) })),
+    requestIds: [...body.requestIds],
+  };
+}
+
+/**
  * A peer's finalized payment before its signatures are checked: output 0 commits to exactly the
  * requests the frame names (which requests it pays is read from the transaction itself, never
  * from the frame's label). Throws otherwise.

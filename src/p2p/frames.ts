@@ -9,7 +9,16 @@ export interface Frame {
   readonly body: unknown;
 }
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint', useBigIntExtension: true });
+// structuredClone off: a frame that refers to an object twice, or to a list from inside itself, is
+// malformed; accepted, a few hundred bytes could decode to a graph whose every re-encoding (a kept
+// payment announced again, a stored record) doubles with each level of sharing
+const packr = new Packr({
+  useRecords: false,
+  mapsAsObjects: true,
+  int64AsType: 'bigint',
+  useBigIntExtension: true,
+  structuredClone: false,
+});
 
 export function encodeFrame(type: string, body: unknown): Buffer {
   return packr.pack({ v: FRAME_VERSION, type, body } satisfies Frame);

@@ -252,6 +252,10 @@ export class PeerNetwork extends EventEmitter {
       this.stats.turnedAway++;
       socket.destroy();
     });
+    // the port serves WebSocket upgrades only: Node parses every request pipelined on a connection,
+    // and unanswered each was kept until the admission deadline (a stranger's one connection held
+    // hundreds of MB), so the first plain request ends its connection
+    https.on('request', (req: IncomingMessage) => req.socket.destroy());
     const where = `${this.options.listen.host}:${this.options.listen.port}`;
     await new Promise<void>((resolve, reject) => {
       https.once('listening', resolve);
@@ -528,6 +532,12 @@ export class PeerNetwork extends EventEmitter {
     link.closing = true;
     const peer = toHex(link.peer!);
     this.bans.set(peer, Date.now() + this.limits.banMs);
+    // nor is what it sent before and still waits for the handler
+    const inbox = this.inboxes.get(peer);
+    for (const frame of inbox?.frames.splice(0) ?? []) {
+      this.stats.queued--;
+      inbox!.bytes -= frame.bytes;
+    }
     this.stats.bans++;
     this.emit('banned', peer);
     link.ws.close(CLOSE_POLICY, 'misbehaving');

@@ -118,6 +118,7 @@ export interface Internals {
   readonly rivals: Map<string, { from: Set<string>; since: number }>;
   readonly proposals: Map<string, { since: number }>;
   readonly deferred: Map<string, unknown>;
+  readonly unsettled: Map<string, FinalizedBody>;
   readonly collector: { signers(txid: string): string[]; count(txid: string): number };
 }
 

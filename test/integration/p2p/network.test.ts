@@ -163,6 +163,29 @@ describe('member links', () => {
     assert.ok(!net.connectedPeers().includes(toHex(ms[1]!.key)), 'kept out while banned');
   });
 
+  it("a banned member's frames still waiting for the handler are not handled", async () => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 3, banMs: 60_000 } });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const handled: string[] = [];
+    net.handle(async (_peer, _type, body) => {
+      handled.push((body as { text: string }).text);
+      await held;
+    });
+    await net.start();
+    const peer = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    await peer.ready;
+    await until(() => net.connectedPeers().length === 1, 'linked');
+    for (let i = 0; i < 5; i++) peer.ws.send(encodeFrame('note', { text: `frame ${i}` }));
+    await until(() => net.stats.queued === 4, 'the first handled, four waiting');
+    for (let i = 0; i < 3; i++) peer.ws.send(Buffer.from([0xc1, 0xff, 0x00]));
+    await within(peer.closed, 'the third fault to close the link');
+    release();
+    await sleep(50);
+    assert.deepEqual([handled, net.stats.queued], [['frame 0'], 0]);
+  });
+
   it('a forgery its handler found is a fault like a malformed frame: they add up to a ban together', async () => {
     const ms = await members(2);
     const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 4, banMs: 60_000 } });

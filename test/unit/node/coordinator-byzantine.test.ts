@@ -4,7 +4,8 @@ import { txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { proposerOf } from '../../../src/node/rotation.js';
 import type { SigningPool } from '../../../src/signing/pool.js';
-import { supersededKey } from '../../../src/storage/keys.js';
+import { finalizedKey, supersededKey } from '../../../src/storage/keys.js';
+import type { FinalizedRecord } from '../../../src/storage/records.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
 import { checkProposal } from '../../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../../support/policy.js';
@@ -155,6 +156,24 @@ describe('a forged finalized payment', () => {
       [{ to: MAL, type: 'misbehaved', body: 'forged' }],
       'its sender is charged a fault',
     );
+  });
+});
+
+describe('a finalized payment a peer announces', () => {
+  it('is kept, announced again and stored as its own fields, copied: nothing a peer added to it', async (t) => {
+    const { c, store } = await coordinatorOf(t, 0, await memberStore(t, 1, 1));
+    const payment = buildReplacement([REQ(0)], [UTXO(0)], 2, federation)!;
+    const body = finalizedBody(payment, [REQ(0).id], [1, 2, 3]);
+    // a graph a peer hangs on each prevout: re-encoded, one with shared parts grows with each level
+    const padded = { ...body, extra: 1, prevouts: body.prevouts.map((p) => ({ ...p, note: { deep: [1, 2, 3] } })) };
+    await c.onFinalizedFrame(MAL, padded);
+    const txid = txidOf(payment.tx);
+    const kept = c.unsettled.get(txid)!;
+    assert.deepEqual(Object.keys(kept).sort(), ['prevouts', 'requestIds', 'tx']);
+    assert.deepEqual(Object.keys(kept.prevouts[0]!).sort(), ['scriptPubKey', 'value']);
+    assert.notEqual(kept.tx.buffer, body.tx.buffer, "a copy, not a view into the peer's frame");
+    const stored = await store.get<FinalizedRecord>(finalizedKey(txid));
+    assert.deepEqual(Object.keys(stored!.prevouts[0]!).sort(), ['scriptPubKey', 'value']);
   });
 });
 
