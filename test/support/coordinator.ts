@@ -119,6 +119,8 @@ export interface Internals {
   readonly proposals: Map<string, { since: number }>;
   readonly deferred: Map<string, unknown>;
   readonly unsettled: Map<string, FinalizedBody>;
+  /** Peer frames taken from the links and not yet handled. */
+  queued: number;
   readonly collector: { signers(txid: string): string[]; count(txid: string): number };
 }
 

@@ -204,6 +204,16 @@ describe('the proposer before an honest member', () => {
     const turns = await turnsInNextSlot(t, (c, at) => at % (SLOT / 2) === 0 && c.onTurnFrame(before, 'turn', s));
     assert.deepEqual(turns, [s + 1]);
   });
+
+  it('still busy, with a frame of its waiting here, keeps the turn from the next proposer while it sends', async (t) => {
+    // its proposals may be among the frames this member has not handled yet: paying their requests
+    // again would split the signers
+    const turns = await turnsInNextSlot(t, (c, at) => {
+      c.queued = 1;
+      if (at % (SLOT / 2) === 0) c.onTurnFrame(before, 'turn', s);
+    });
+    assert.deepEqual(turns, []);
+  });
 });
 
 describe('a payment this member signed, proposed again', () => {
