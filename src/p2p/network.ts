@@ -30,6 +30,12 @@ export interface NetworkLimits {
   readonly handshakeTimeoutMs: number;
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
+  /**
+   * An authenticated link is pinged this often, and closed when neither a frame nor a pong came
+   * back since the ping before: a connection the network dropped without a close is noticed, and
+   * the peer's new link is not refused as a duplicate of a dead one.
+   */
+  readonly keepaliveMs: number;
 }
 
 export const DEFAULT_LIMITS: NetworkLimits = {
@@ -41,6 +47,7 @@ export const DEFAULT_LIMITS: NetworkLimits = {
   handshakeTimeoutMs: 5_000,
   reconnectMinMs: 200,
   reconnectMaxMs: 10_000,
+  keepaliveMs: 15_000,
 };
 
 export interface NetworkOptions {
@@ -145,6 +152,10 @@ interface Link {
   budget?: PeerBudget;
   /** Outbound only: an inbound link's deadline runs from accept, in Admissions. */
   timer?: NodeJS.Timeout;
+  /** Once authenticated: pings it (NetworkLimits.keepaliveMs). */
+  keepalive?: NodeJS.Timeout;
+  /** A frame or a pong came since the last ping. */
+  heard?: boolean;
 }
 
 /**
@@ -415,6 +426,7 @@ export class PeerNetwork extends EventEmitter {
 
   private receive(link: Link, data: Buffer, expected: string | undefined): void {
     if (link.closing) return;
+    link.heard = true;
     if (!link.ready) return this.handshake(link, data, expected);
     const budget = link.budget!;
     if (!budget.frames.take() || !budget.bytes.take(data.length)) return this.drop(link, 'rate_limited');
@@ -507,6 +519,13 @@ export class PeerNetwork extends EventEmitter {
     }
     link.budget = this.budgetOf(peer);
     link.ready = true;
+    link.heard = true;
+    link.ws.on('pong', () => (link.heard = true));
+    link.keepalive = setInterval(() => {
+      if (!link.heard) return void link.ws.terminate();
+      link.heard = false;
+      link.ws.ping();
+    }, this.limits.keepaliveMs);
     this.links.set(peer, link);
     this.stats.connected = this.links.size;
     const d = this.dialing.get(peer);
@@ -556,6 +575,7 @@ export class PeerNetwork extends EventEmitter {
 
   private detach(link: Link): void {
     clearTimeout(link.timer);
+    clearInterval(link.keepalive);
     this.pending.delete(link);
     if (!link.peer) return;
     const peer = toHex(link.peer);

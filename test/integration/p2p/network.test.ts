@@ -163,6 +163,28 @@ describe('member links', () => {
     assert.ok(!net.connectedPeers().includes(toHex(ms[1]!.key)), 'kept out while banned');
   });
 
+  it('a link that shows no sign of life is closed, so its peer can link again; an idle live one stays', async () => {
+    // the network between members may drop a connection without a close: kept, the dead link made
+    // the peer's new ones the duplicates, refused until TCP gave up on a write (about 15 minutes)
+    const ms = await members(3);
+    const net = network(ms[0]!, ms, { limits: { keepaliveMs: 100 } });
+    await net.start();
+    const idle = network(ms[2]!, ms, { limits: { keepaliveMs: 100 } });
+    await idle.start();
+    const dead = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await dead.ready, true);
+    await until(() => net.connectedPeers().length === 2, 'both linked');
+    // it stops reading: no pong comes back, as from a peer whose connection dropped
+    (dead.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    await until(() => !net.connectedPeers().includes(toHex(ms[1]!.key)), 'the silent link closed', 2_000);
+    await sleep(500);
+    assert.ok(net.connectedPeers().includes(toHex(ms[2]!.key)), 'the idle live link stays');
+    const again = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await again.ready, true);
+    await until(() => net.connectedPeers().includes(toHex(ms[1]!.key)), 'the peer links again');
+    again.ws.close();
+  });
+
   it("a banned member's frames still waiting for the handler are not handled", async () => {
     const ms = await members(2);
     const net = network(ms[0]!, ms, { limits: { misbehaviourLimit: 3, banMs: 60_000 } });
