@@ -386,7 +386,7 @@ export class EvmObserver {
               orphaned.push({ id, block: height, status: request.status });
             }
           } else {
-            stageForget(batch, request);
+            await stageForget(batch, this.store, request);
           }
           undone++;
         }

@@ -7,6 +7,7 @@ import {
   type StoreReader,
 } from '../storage/store.js';
 import {
+  holdPrefix,
   PAID_SATS_KEY,
   requestCountKey,
   requestByAddressKey,
@@ -141,9 +142,18 @@ export async function paidSats(reader: StoreReader): Promise<bigint> {
   return BigInt((await reader.get<number>(PAID_SATS_KEY)) ?? 0);
 }
 
-/** Stages the removal of a request that never became final (its block left the chain). */
-export function stageForget(batch: StoreBatch, record: RequestRecord): void {
+/**
+ * Stages the removal of a request that never became final (its block left the chain), and of the
+ * operators' releases of it: a release approved what this log asked, and the same transaction
+ * mined again elsewhere can ask another address and amount under the same id.
+ */
+export async function stageForget(
+  batch: StoreBatch,
+  reader: Pick<Store, 'keys'>,
+  record: RequestRecord,
+): Promise<void> {
   const { txHash, ordinal } = record;
+  for (const key of await reader.keys({ prefix: holdPrefix(txHash, ordinal) })) batch.del(key);
   batch.del(requestKey(txHash, ordinal));
   batch.del(requestIndexKey(record.status, txHash, ordinal));
   batch.add(requestCountKey(record.status), -1);

@@ -66,7 +66,7 @@ test('the status index follows every request through new, status changes and for
     { code: 'illegal_transition' },
     'rejected is final',
   );
-  stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!);
+  await stageForget(batch, store, (await getRequest(batch, `${hash(3)}:0`))!);
   await batch.write();
 
   assert.deepEqual(await indexKeys(store), [
@@ -149,7 +149,7 @@ test('requests by EVM address, by Bitcoin address and by EVM transaction come fr
     (await requestsOfEvmTx(store, hash(2), { limit: 5, cursor: '0000000001' })).items.map((r) => r.id),
     [`${hash(2)}:0`],
   );
-  await store.transaction(async (batch) => stageForget(batch, (await getRequest(batch, `${hash(3)}:0`))!));
+  await store.transaction(async (batch) => stageForget(batch, store, (await getRequest(batch, `${hash(3)}:0`))!));
   assert.deepEqual(blocks(await requestsByEvmAddress(store, alice, { limit: 10 })), [7, 5]);
   assert.deepEqual(blocks(await requestsByBitcoinAddress(store, odd, { limit: 10 })), [5]);
 });
@@ -266,7 +266,7 @@ test('the counts by status follow every transition, concurrent batches and a res
     const one = stageStatus(batch, (await getRequest(batch, id(1)))!, 'batched', 'now');
     stageStatus(batch, one, 'signed', 'now');
     stageStatus(batch, (await getRequest(batch, id(2)))!, 'batched', 'now');
-    stageForget(batch, (await getRequest(batch, id(3)))!);
+    await stageForget(batch, store, (await getRequest(batch, id(3)))!);
     stageStatus(batch, (await getRequest(batch, id(4)))!, 'orphaned', 'now');
     // a read through the batch sees its own changes to the counts
     assert.equal(await batch.get(requestCountKey('accepted')), 2);
