@@ -20,7 +20,9 @@
  * Debian's libsecp256k1.a is position-independent except for its default callbacks' use of
  * `stderr`, which a shared object cannot reach PC-relatively. scripts/build-native.mjs
  * renames that reference to this variable in a build-local copy of the archive, and init
- * points it at the real stderr. Our own callbacks replace the library's anyway.
+ * points it at the real stderr. Our illegal-argument callback replaces the library's; its error
+ * callback (an internal inconsistency: memory corruption, a hardware fault) stays the library's,
+ * which prints to that stderr and aborts, since after it returns anything may happen.
  */
 __attribute__((visibility("hidden"))) FILE *pegout_libsecp256k1_stderr;
 
@@ -60,8 +62,10 @@ typedef struct {
 
 /*
  * Reads argument `index` as a Uint8Array (Buffer included). Returns 0 after throwing when it
- * is not one, when its buffer is detached, or when `unit` > 0 and its length is not a
- * positive multiple of `unit` (exactly `unit` when `exact`).
+ * is not one, when its buffer is detached or shared (a SharedArrayBuffer: another thread may
+ * write it while libsecp256k1 reads it, and a message changed between the nonce and the
+ * challenge gives a valid signature that, beside another, reveals the key), or when `unit` > 0
+ * and its length is not a positive multiple of `unit` (exactly `unit` when `exact`).
  */
 static int get_bytes(napi_env env, napi_value value, const char *name, size_t unit, int exact, bytes_arg *out) {
   bool is_typed = false;
@@ -71,6 +75,7 @@ static int get_bytes(napi_env env, napi_value value, const char *name, size_t un
   napi_value arraybuffer;
   size_t offset = 0;
   bool detached = false;
+  bool unshared = false;
   char msg[200];
 
   if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) {
@@ -81,6 +86,12 @@ static int get_bytes(napi_env env, napi_value value, const char *name, size_t un
   if (napi_get_typedarray_info(env, value, &type, &length, &data, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array) {
     snprintf(msg, sizeof msg, "%s must be a Uint8Array or Buffer (got another typed array)", name);
     napi_throw_type_error(env, "ERR_ARG_TYPE", msg);
+    return 0;
+  }
+  /* napi_is_arraybuffer is false for a SharedArrayBuffer */
+  if (napi_is_arraybuffer(env, arraybuffer, &unshared) != napi_ok || !unshared) {
+    snprintf(msg, sizeof msg, "%s is backed by a SharedArrayBuffer, which another thread can change while it is read; pass a copy", name);
+    napi_throw_error(env, "ERR_SHARED", msg);
     return 0;
   }
   if (napi_is_detached_arraybuffer(env, arraybuffer, &detached) != napi_ok || detached) {
@@ -141,8 +152,9 @@ static napi_value xonly_public_key(napi_env env, napi_callback_info info) {
   void *out;
 
   if (!get_args(env, info, 1, argv, &st, "secretKey") || !get_bytes(env, argv[0], "secretKey", 32, 1, &sk)) return NULL;
-  if (!load_keypair(env, st, sk.data, &keypair)) return NULL;
+  /* the result first: a failure after the keypair is loaded would leave it on the stack uncleared */
   NAPI_OK(env, napi_create_buffer(env, 32, &out, &result));
+  if (!load_keypair(env, st, sk.data, &keypair)) return NULL;
   int ok = secp256k1_keypair_xonly_pub(st->ctx, &xonly, NULL, &keypair) && secp256k1_xonly_pubkey_serialize(st->ctx, out, &xonly);
   cleanse(&keypair, sizeof keypair);
   if (!ok) THROW(env, "ERR_SECRET_KEY", "libsecp256k1 could not derive the public key");
@@ -204,7 +216,8 @@ typedef struct {
 static const secp256k1_xonly_pubkey *cached_key(addon_state *st, key_cache *cache, const unsigned char *key32) {
   if (!cache->have || memcmp(cache->bytes, key32, 32) != 0) {
     memcpy(cache->bytes, key32, 32);
-    cache->parsed = secp256k1_xonly_pubkey_parse(st->ctx, &cache->xonly, key32);
+    /* parsed from the copy: the key the cache says it holds is the key it parsed */
+    cache->parsed = secp256k1_xonly_pubkey_parse(st->ctx, &cache->xonly, cache->bytes);
     cache->have = 1;
   }
   return cache->parsed ? &cache->xonly : NULL;
@@ -317,11 +330,6 @@ static void destroy_state(napi_env env, void *data, void *hint) {
   free(st);
 }
 
-static void on_error(const char *message, void *data) {
-  (void)message;
-  ((addon_state *)data)->illegal = 1;
-}
-
 NAPI_MODULE_INIT() {
   unsigned char seed[32];
   napi_value fn;
@@ -334,7 +342,6 @@ NAPI_MODULE_INIT() {
     THROW(env, "ERR_INIT", "secp256k1_context_create failed");
   }
   secp256k1_context_set_illegal_callback(st->ctx, on_illegal, st);
-  secp256k1_context_set_error_callback(st->ctx, on_error, st);
   /* Randomizing the context blinds signing against side channels. */
   if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed || !secp256k1_context_randomize(st->ctx, seed)) {
     secp256k1_context_destroy(st->ctx);

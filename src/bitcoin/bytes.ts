@@ -10,7 +10,11 @@ export function fromHex(text: string, field = 'hex'): Uint8Array {
       field,
     });
   }
-  return new Uint8Array(Buffer.from(text, 'hex'));
+  // decoded straight into memory of its own: Buffer.from(hex) leaves a copy in Node's shared
+  // allocation pool, in the backing store of every later small Buffer (a secret key's too)
+  const bytes = new Uint8Array(text.length / 2);
+  Buffer.from(bytes.buffer).write(text, 'hex');
+  return bytes;
 }
 
 /** Hex of exactly `length` bytes. */

@@ -29,6 +29,13 @@ export function checkBytes(value: unknown, name: string): Uint8Array {
       'invalid_argument',
       `${name} must be a Uint8Array or Buffer, got ${value === null ? 'null' : typeof value}`,
     );
+  if (typeof SharedArrayBuffer === 'function' && value.buffer instanceof SharedArrayBuffer) {
+    // another thread may write it while it is read: see native/secp256k1_addon.c get_bytes
+    throw new SigningError(
+      'shared_buffer',
+      `${name} is backed by a SharedArrayBuffer, which another thread can change while it is read; pass a copy`,
+    );
+  }
   if ((value.buffer as ArrayBuffer & { detached?: boolean }).detached === true) {
     throw new SigningError(
       'detached_buffer',

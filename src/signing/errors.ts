@@ -6,6 +6,7 @@ export type SigningErrorCode =
   | 'invalid_secret_key'
   | 'sign_fault'
   | 'detached_buffer'
+  | 'shared_buffer'
   | 'native_failure'
   | 'invalid_key_file'
   | 'wrong_signature_count'

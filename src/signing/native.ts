@@ -25,6 +25,7 @@ const CODES: Record<string, SigningErrorCode> = {
   ERR_BUFFER_LENGTH: 'invalid_length',
   ERR_SECRET_KEY: 'invalid_secret_key',
   ERR_DETACHED: 'detached_buffer',
+  ERR_SHARED: 'shared_buffer',
 };
 
 /** The addon's errors carry a `code`; ours carry the signing domain's code for the same fault. */

@@ -140,6 +140,7 @@ describe('backends agree', () => {
 describe('argument checks (same codes from both backends)', () => {
   const ORDER = 'fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141';
   const good = Buffer.alloc(32, 7);
+  const shared = (n: number): Uint8Array => new Uint8Array(new SharedArrayBuffer(n)).fill(7);
   const detached = (): Uint8Array => {
     const b = new Uint8Array(32);
     structuredClone(b.buffer, { transfer: [b.buffer] });
@@ -165,6 +166,14 @@ describe('argument checks (same codes from both backends)', () => {
     ],
     ['null secret key', (b) => b.xonlyPublicKey(null as unknown as Uint8Array), 'invalid_argument'],
     ['detached buffer', (b) => b.xonlyPublicKey(detached()), 'detached_buffer'],
+    // memory another thread can write while it is read: a message rewritten between the nonce and
+    // the challenge gives a valid signature whose nonce was another message's, and with a fixed aux
+    // the two signatures give the key away
+    ['shared secret key', (b) => b.xonlyPublicKey(shared(32)), 'shared_buffer'],
+    ['shared messages to sign', (b) => b.signBatch(good, shared(32), 'zero'), 'shared_buffer'],
+    ['shared aux', (b) => b.signBatch(good, Buffer.alloc(32), shared(32)), 'shared_buffer'],
+    ['shared signatures', (b) => b.verifyBatch(shared(64), Buffer.alloc(32), Buffer.alloc(32, 1)), 'shared_buffer'],
+    ['shared keys to verify', (b) => b.verifyBatch(Buffer.alloc(64), Buffer.alloc(32), shared(32)), 'shared_buffer'],
     [
       '63-byte signature to verify',
       (b) => b.verify(Buffer.alloc(63), Buffer.alloc(5), Buffer.alloc(32, 1)),
