@@ -281,7 +281,16 @@ export class BitcoinObserver {
   /** Whether `tx`'s outputs to us are a handoff's (on a rotation's new side). */
   #handedOver(tx: RpcTransaction): boolean {
     const from = this.#handedOverFrom;
-    return from !== undefined && tx.hex !== undefined && isHandoffOf(parseTx(fromHex(tx.hex)), spentScripts(tx), from);
+    if (from === undefined || tx.hex === undefined) return false;
+    const spent = spentScripts(tx);
+    if (spent.some((script, i) => script === undefined && tx.vin[i]?.coinbase === undefined)) {
+      throw new ObserverError(
+        'config',
+        `Bitcoin Core did not show the outputs that ${tx.txid} spends, so whether it hands coins over from the old federation cannot be told: getblock at verbosity 3 needs Bitcoin Core 23.0 or later`,
+        { txid: tx.txid },
+      );
+    }
+    return isHandoffOf(parseTx(fromHex(tx.hex)), spent, from);
   }
 
   async #rollback(cursor: BitcoinCursor): Promise<void> {

@@ -364,13 +364,13 @@ test("on a rotation's new side, an output is handed over only when every input s
     ],
   );
   // both show the old set's tapscript and control block; only the first spends its output
-  const spendTo = (vout: number, sats: bigint) =>
+  const spendTo = (vout: number, sats: bigint, txid = funding.txid) =>
     rpcTransaction({
       version: 2,
       locktime: 0,
       inputs: [
         {
-          txid: funding.txid,
+          txid,
           vout,
           sequence: 0xfffffffd,
           scriptSig: new Uint8Array(0),
@@ -391,4 +391,13 @@ test("on a rotation's new side, an output is handed over only when every input s
   const stranger = await utxo(store, out(forged.txid, 1));
   assert.equal(stranger?.state, 'unspent', 'still the federation’s coin');
   assert.equal(stranger?.handedOver, undefined, "a stranger's coin, not the old set's");
+
+  // a node that does not show what a payment to the new address spent (Core before 23.0 ignores
+  // verbosity 3) leaves the observer unable to tell a handoff: it stops and says why
+  const unknown = spendTo(0, 1_000_000n, 'dd'.repeat(32)); // of an output this chain never made
+  chain.mine([unknown]); // 103
+  await assert.rejects(
+    observer.sync(),
+    (err) => err instanceof ObserverError && err.code === 'config' && /23\.0/.test(err.message),
+  );
 });
