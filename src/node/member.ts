@@ -22,7 +22,7 @@ import { getUtxo, registerUtxo, utxoTotals, type Outpoint } from '../wallet/utxo
 import { Coordinator } from './coordinator.js';
 import type { SigningPolicy } from './signer.js';
 import { createLogger, peerLog, type Logger } from './log.js';
-import { ChainSettlement, settleLocally } from './settlement.js';
+import { ChainSettlement, settleLocally, settleLocallyAtStart } from './settlement.js';
 import { pauseOnSignFault, Safety } from './safety.js';
 import { Outflow } from './outflow.js';
 import { adminPaths, startAdmin, type AdminServer } from '../api/admin.js';
@@ -231,6 +231,8 @@ async function declaredChainSide(
       note: 'no Bitcoin Core configured and no declared funding: requests are ingested but cannot be paid',
     });
   }
+  // what settlement.load() is with Core: a payment finalized before a stop is applied to the outputs
+  await settleLocallyAtStart(store, federation);
   const fixed = declared?.feeRate ?? 2;
   return {
     market: async () => ({ floor: 1, estimate: fixed, maxRate: Math.max(fixed, 500) }),

@@ -162,6 +162,17 @@ export async function settleLocally(store: Store, federation: Federation, record
   );
 }
 
+/**
+ * Without Bitcoin Core, at start: a finalized payment recorded and not applied (the member stopped
+ * between the write that recorded it and settleLocally's) is applied now; the others are left as
+ * they are. Without Core every finalized payment stays open (nothing is ever paid), so this reads
+ * them all, as the coordinator's recovery does.
+ */
+export async function settleLocallyAtStart(store: Store, federation: Federation): Promise<void> {
+  for await (const { finalized } of openPayments(store))
+    if (finalized) await settleLocally(store, federation, finalized);
+}
+
 async function applyLocally(
   store: Store,
   federation: Federation,
