@@ -59,7 +59,7 @@ function describePlan(plan: RotationPlan, json: boolean): Record<string, unknown
   return lines;
 }
 
-function satsOption(value: string, option: string): bigint {
+export function satsOption(value: string, option: string): bigint {
   return BigInt(integerOption(value, option, 1));
 }
 
@@ -159,12 +159,12 @@ export function handoffBoundsOptions(command: Command): Command {
     .option(`${BOUND_FLAGS.maxFeeRate} <sat/vB>`, 'with --plan: refuse a handoff paying more', '100')
     .option(
       `${BOUND_FLAGS.maxFee} <sats>`,
-      'with --plan: refuse a handoff whose fee is over this',
+      'refuse a spend whose fee is over this (a handoff with --plan, any spend without)',
       String(DEFAULT_MAX_HANDOFF_FEE),
     )
     .option(
       `${BOUND_FLAGS.fingerprint} <hex>`,
-      "with --plan, required: the plan's fingerprint as the members read it to each other (16 to 64 hex digits; `pegout rotation plan` prints it); a plan file that differs is refused",
+      "with --plan, required: the plan's fingerprint as the members read it to each other (all 64 hex digits; `pegout rotation plan` prints it); a plan file that differs is refused",
     )
     .option(
       `${BOUND_FLAGS.maxSent} <sats>`,
@@ -174,11 +174,11 @@ export function handoffBoundsOptions(command: Command): Command {
 
 /**
  * Refuses a check of a handoff the operator gave without --plan: only a handoff under a plan is
- * checked, so the bound would be believed and not held, and a spend paying any fee signed.
+ * checked, so the bound would be believed and not held. --max-fee bounds any spend.
  */
 export function refuseBoundsWithoutPlan(command: Command): void {
   for (const [name, flag] of Object.entries(BOUND_FLAGS)) {
-    if (command.getOptionValueSource(name) === 'cli')
+    if (name !== 'maxFee' && command.getOptionValueSource(name) === 'cli')
       throw new CliError(
         `${flag} ${String(command.getOptionValue(name))}: a check of a handoff needs --plan (only a handoff under a plan is checked); give --plan or leave ${flag} out`,
       );
@@ -191,11 +191,13 @@ function requireAgreedPlan(plan: RotationPlan, planSource: string, fingerprint: 
     throw new CliError(
       "--plan needs --fingerprint <hex>: the plan's fingerprint as the members agreed it (pegout rotation plan prints it)",
     );
-  if (!/^[0-9a-fA-F]{16,64}$/.test(fingerprint))
-    throw new CliError(`--fingerprint ${fingerprint}: expected 16 to 64 hex digits of the plan's fingerprint`);
-  if (!plan.fingerprint.startsWith(fingerprint.toLowerCase()))
+  // all of it: a prefix of 16 digits is 64 bits, which a plan to another federation, its unused
+  // fields varied, can be ground to match
+  if (!/^[0-9a-fA-F]{64}$/.test(fingerprint))
+    throw new CliError(`--fingerprint ${fingerprint}: expected the plan's whole fingerprint, 64 hex digits`);
+  if (plan.fingerprint !== fingerprint.toLowerCase())
     throw new CliError(
-      `${planSource}: its fingerprint ${plan.fingerprint} is not the agreed ${fingerprint.toLowerCase()}…; nothing is signed under a plan file that differs`,
+      `${planSource}: its fingerprint ${plan.fingerprint} is not the agreed ${fingerprint.toLowerCase()}; nothing is signed under a plan file that differs`,
     );
 }
 

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { toHex } from '../../src/bitcoin/bytes.js';
+import { encodeAddress } from '../../src/bitcoin/address.js';
+import { equal, fromHex, toHex } from '../../src/bitcoin/bytes.js';
 import type { Federation } from '../../src/bitcoin/federation.js';
-import type { Prevout, Transaction } from '../../src/bitcoin/tx.js';
+import { parseTx, type Prevout, type Transaction } from '../../src/bitcoin/tx.js';
+import { readCommitment } from '../../src/wallet/commitment.js';
 
 /** An unsigned spend of `inputs` federation outputs (made-up outpoints) to one P2TR output. */
 export function federationSpend(
@@ -22,4 +24,15 @@ export function federationSpend(
     outputs: [{ value: value * BigInt(inputs) - 10_000n, scriptPubKey: federation.scriptPubKey }],
   };
   return { tx, prevouts: tx.inputs.map(() => ({ value, scriptPubKey: federation.scriptPubKey })) };
+}
+
+/**
+ * `pegout sign`'s `--to` for a spend of `federation`: the addresses of its outputs that pay neither
+ * the federation nor a request commitment, as an operator states them.
+ */
+export function statedPayees(txHex: string, federation: Federation): string[] {
+  const addresses = parseTx(fromHex(txHex))
+    .outputs.filter((o) => !equal(o.scriptPubKey, federation.scriptPubKey) && !readCommitment(o.scriptPubKey))
+    .map((o) => encodeAddress(o.scriptPubKey, federation.network));
+  return ['--to', ...addresses];
 }

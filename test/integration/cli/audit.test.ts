@@ -22,6 +22,7 @@ import { commitmentScript } from '../../../src/wallet/commitment.js';
 import { buildPayments, type Payment, type PaymentRequest } from '../../../src/wallet/payment.js';
 import { repoRoot } from '../../support/paths.js';
 import { federationVectors } from '../../support/vectors.js';
+import { statedPayees } from '../../support/spends.js';
 
 // `pegout audit` end to end: requests burned on a real anvil, a payment of some of them built and
 // signed by the ceremony commands, and the auditor's command reading both chains' data.
@@ -87,7 +88,18 @@ function sign(tx: Transaction): string {
     const out = path.join(dir, `sigs${i}.json`);
     writeFileSync(
       out,
-      ok(['sign', '--federation', fedFile, '--key', keyFile, '--tx', unsigned, '--prevouts', prevoutsFile]),
+      ok([
+        'sign',
+        '--federation',
+        fedFile,
+        '--key',
+        keyFile,
+        '--tx',
+        unsigned,
+        '--prevouts',
+        prevoutsFile,
+        ...statedPayees(unsigned, federation),
+      ]),
     );
     return out;
   });

@@ -128,7 +128,7 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
         '--plan',
         PLAN,
         '--fingerprint',
-        FINGERPRINT.slice(0, 16),
+        FINGERPRINT,
         ...extra,
       ]);
       const f = file(`${t.txid}.m${m}.sigs.json`);
@@ -254,14 +254,13 @@ describe('rotation through the CLI: plan, status, sweep, sign --plan', async () 
         /usage: --plan needs --fingerprint <hex>: the plan's fingerprint as the members agreed it/,
       );
       signRefused(
-        { key: file('absent.key'), plan: OTHER_PLAN, fingerprint: ['--fingerprint', FINGERPRINT.slice(0, 16)] },
-        new RegExp(
-          `--plan .*other-plan.json: its fingerprint [0-9a-f]{64} is not the agreed ${FINGERPRINT.slice(0, 16)}`,
-        ),
+        { key: file('absent.key'), plan: OTHER_PLAN, fingerprint: ['--fingerprint', FINGERPRINT] },
+        new RegExp(`--plan .*other-plan.json: its fingerprint [0-9a-f]{64} is not the agreed ${FINGERPRINT}`),
       );
+      // a prefix is not enough: 16 digits are 64 bits, which another plan's unused fields can be ground to match
       signRefused(
-        { key: file('absent.key'), fingerprint: ['--fingerprint', 'abc'] },
-        /--fingerprint abc: expected 16 to 64 hex digits of the plan's fingerprint/,
+        { key: file('absent.key'), fingerprint: ['--fingerprint', FINGERPRINT.slice(0, 16)] },
+        /--fingerprint [0-9a-f]{16}: expected the plan's whole fingerprint, 64 hex digits/,
       );
     });
 

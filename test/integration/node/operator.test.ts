@@ -15,6 +15,7 @@ import { EvmRpc } from '../../../src/evm/rpc.js';
 import { BITCOIND, NO_BITCOIND, scanScript } from '../../support/bitcoind.js';
 import { checkExactlyOnce, federationOfProcesses, send, waitSigned } from '../../support/federation.js';
 import { repoRoot } from '../../support/paths.js';
+import { statedPayees } from '../../support/spends.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
 
 // Operator safety on member processes (issue 13): holds that need t operators, the pause and its
@@ -221,7 +222,8 @@ describe('operator safety on regtest', { timeout: 600_000, skip: BITCOIND === un
     const sigFiles = [];
     for (const m of devnet.members.slice(0, 2)) {
       const file = path.join(dir, `ceremony-sigs-${m.index}.json`);
-      await writeFile(file, cli(['sign', ...spend, '--key', path.join(path.dirname(m.configFile), 'member.key')]));
+      const key = path.join(path.dirname(m.configFile), 'member.key');
+      await writeFile(file, cli(['sign', ...spend, '--key', key, ...statedPayees(unsigned, devnet.federation)]));
       sigFiles.push(file);
     }
     const signed = cli(['finalize', ...spend, '--signatures', ...sigFiles]).trim();
