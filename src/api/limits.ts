@@ -10,7 +10,7 @@ export const API_LIMITS = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   /**
-   * Lookups (answers that read records: /pegouts, /federation, /overview, /reserves) from one address,
+   * Lookups (answers that read records: /pegouts, /federation, /overview, /reserves; and /metrics) from one address,
    * after a burst of five seconds' worth; past it a 429 with Retry-After. A page polls every 5 s;
    * config api.lookupsPerSecond. A page of more than 20 requests costs a lookup for every 20
    * (lookupCost, src/api/lookup.ts).

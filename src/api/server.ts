@@ -101,8 +101,11 @@ function knownHost(header: string | undefined, hostnames: ReadonlySet<string>): 
   return isIP(name) !== 0 || name === 'localhost' || hostnames.has(name);
 }
 
-/** Answers that read the store, a request's or a payment's records each: what a client's rate holds. */
-const LOOKUP_PATHS = /^\/(federation|overview|reserves|pegouts(\/[^/]*)?)$/;
+/**
+ * Answers that read the store, a request's or a payment's records each, and /metrics, which renders
+ * every counter (about 18 KB): what a client's rate holds.
+ */
+const LOOKUP_PATHS = /^\/(metrics|federation|overview|reserves|pegouts(\/[^/]*)?)$/;
 
 interface Context {
   readonly source: StatusSource;
@@ -155,6 +158,26 @@ async function route(req: IncomingMessage, res: ServerResponse, context: Context
   return json(res, 404, { error: 'not_found', path: url.pathname });
 }
 
+/** Connections with an answer not yet sent whole. */
+const answering = new WeakSet<Socket>();
+
+/**
+ * Whether `req` may be answered: a connection has one answer on its way at a time, and a request
+ * that comes before it left closes the connection. Node answers every request a client pipelines
+ * in one read (1,600 small ones in 64 KiB), and a client that never read held each answer in the
+ * member's heap past every deadline. No browser or scraper pipelines.
+ */
+function oneAnswerAtATime(req: IncomingMessage, res: ServerResponse): boolean {
+  const { socket } = req;
+  if (answering.has(socket)) {
+    socket.destroy();
+    return false;
+  }
+  answering.add(socket);
+  res.once('close', () => answering.delete(socket));
+  return true;
+}
+
 /**
  * The member's HTTP API, read-only: JSON at /health, /federation, /overview, /reserves, /pegouts/:id
  * and /pegouts?… (lookups); Prometheus text at /metrics; the status pages at / (users) and /operator.
@@ -194,9 +217,12 @@ export async function startApi(options: {
       connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
     },
     (req, res) => {
+      if (!oneAnswerAtATime(req, res)) return;
       route(req, res, context).catch((err: Error) => failed(res, err));
     },
   );
+  // an answer that stops leaving (a client that does not read) closes its connection, as a silent request does
+  server.setTimeout(limits.requestTimeoutMs, (socket: Socket) => socket.destroy());
   server.maxConnections = limits.connections;
   const perAddress = new AddressCounts(limits.connectionsPerAddress);
   server.on('connection', (socket: Socket) => {

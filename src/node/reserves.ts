@@ -199,8 +199,10 @@ export class ReserveAuditor {
       return view;
     } catch (err) {
       this.o.log.warn('reserves_scan_failed', { error: err as Error });
-      const why = isPegoutError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
-      return { unavailable: `Bitcoin Core's scan failed: ${why}` };
+      // the report is public (GET /reserves): the code only; the message names files and addresses, in the log
+      return {
+        unavailable: `Bitcoin Core's scan failed (${isPegoutError(err) ? err.code : 'error'}; see the member's log)`,
+      };
     }
   }
 

@@ -12,6 +12,7 @@ import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { storeStatusSource } from '../../../src/api/status.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
+import { BitcoinRpcClient } from '../../../src/chain/rpc.js';
 import { stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
 import { createLogger } from '../../../src/node/log.js';
@@ -301,6 +302,67 @@ describe('HTTP API', () => {
     await new Promise((resolve) => slow.once('close', resolve));
     t.diagnostic(`${held} of 300 held; a slow client closed after ${Date.now() - started} ms`);
     assert.ok(Date.now() - started < 5000, 'closed within the headers deadline and one check');
+  });
+
+  it('closes a connection that asks again before reading its answer: answers nobody reads are not held', async (t) => {
+    // a client pipelining a read's worth of /metrics requests (about 1,600) and never reading held an
+    // answer of each in the member's heap, past every deadline: 32 connections from one address
+    // about 900 MiB, a few addresses the whole heap
+    const metrics = createMetrics({ processMetrics: true });
+    const store = await openTempStore(t);
+    const api = await startApi({
+      host: '127.0.0.1',
+      port: 0,
+      source: storeStatusSource(store, federation),
+      registry: metrics.registry,
+      limits: { lookupsPerSecond: 1e6, lookupsPerSecondTotal: 1e6 },
+    });
+    t.after(() => api.close());
+    const one = `GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`;
+    const before = process.memoryUsage().heapUsed;
+    const sockets = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const s = connect({ host: '127.0.0.1', port: api.port, localAddress: '127.0.0.9' }).on(
+          'error',
+          () => undefined,
+        );
+        t.after(() => s.destroy());
+        await new Promise((resolve) => s.once('connect', resolve));
+        s.pause();
+        s.write(one.repeat(Math.floor(65536 / one.length)));
+        return s;
+      }),
+    );
+    await sleep(2000);
+    const grown = (process.memoryUsage().heapUsed - before) / 2 ** 20;
+    t.diagnostic(`heap +${grown.toFixed(0)} MiB with 8 connections that never read`);
+    assert.ok(grown < 64, `the heap grew by ${grown.toFixed(0)} MiB`);
+    assert.ok(
+      sockets.every((s) => s.destroyed || s.readableEnded),
+      'each connection closed',
+    );
+    assert.equal((await fetch(`http://127.0.0.1:${api.port}/metrics`)).status, 200, 'a client that reads is served');
+  });
+
+  it("a failed reserve scan is shown without the RPC cookie file's path or Core's address", async (t) => {
+    const store = await openTempStore(t);
+    const log = createLogger({ level: 'error', write: () => undefined });
+    const cookieFile = '/srv/member-secrets/bitcoind/.cookie';
+    // bitcoind writes its cookie at start and deletes it at shutdown: an audit meanwhile reads none
+    const core = new BitcoinRpcClient({ url: 'http://10.1.2.3:8332', auth: { cookieFile }, retries: 0 });
+    const reserves = new ReserveAuditor({ store, federation, core, safety: new Safety(store, log), log });
+    await reserves.audit();
+    const api = await startApi({
+      host: '127.0.0.1',
+      port: 0,
+      source: storeStatusSource(store, federation, { reserves }),
+      registry: createMetrics().registry,
+    });
+    t.after(() => api.close());
+    const body = await (await fetch(`http://127.0.0.1:${api.port}/reserves`)).text();
+    assert.match(body, /Bitcoin Core's scan failed/);
+    for (const secret of [cookieFile, 'member-secrets', '10.1.2.3'])
+      assert.ok(!body.includes(secret), `${secret}: ${body}`);
   });
 
   it('answers only requests for a host it is known by: a DNS-rebinding page cannot read a member bound to loopback', async (t) => {
