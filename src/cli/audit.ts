@@ -28,7 +28,8 @@ import {
   loadTx,
   type BitcoinRpcCliOptions,
 } from './inputs.js';
-import { CliError, integerOption, printResult } from './output.js';
+import { CliError, describeError, integerOption, printResult } from './output.js';
+import { checkFinalizedWitnesses } from '../signing/collector.js';
 
 /** A request with what an auditor shows of it. */
 interface SeenRequest extends AuditRequest {
@@ -348,6 +349,33 @@ async function requestsPaid(
   );
 }
 
+/**
+ * The input values a file states for `tx`, once a signed payment's own signatures commit to them
+ * (BIP341 signs every spent amount and script). Believed, a file that understated an input made a
+ * payment look exact whose real fee was the difference; an unsigned one's values go as stated.
+ */
+function signedWith(
+  tx: Transaction,
+  prevouts: Prevout[],
+  source: string,
+  federation: Federation | undefined,
+): Prevout[] {
+  if (!tx.inputs.some((i) => i.witness.length > 0)) return prevouts;
+  if (federation === undefined)
+    throw new CliError(
+      `--prevouts with a signed payment needs --federation: its signatures are checked against ${source}`,
+    );
+  try {
+    checkFinalizedWitnesses(tx, prevouts, federation);
+  } catch (err) {
+    throw new AuditError(
+      'prevouts_unsigned',
+      `--prevouts ${source}: the payment's own signatures do not commit to these input values and scripts (${describeError(err)}); they are not what its inputs hold`,
+    );
+  }
+  return prevouts;
+}
+
 async function runAudit(opts: AuditOptions): Promise<void> {
   const network = parseNetwork(opts.network, '--network');
   checkOptions(opts);
@@ -364,7 +392,7 @@ async function runAudit(opts: AuditOptions): Promise<void> {
     // the spent values: from the file, else from the node; without either the change and fee go unchecked
     const prevouts =
       opts.prevouts !== undefined
-        ? await loadPrevouts(opts.prevouts, tx)
+        ? signedWith(tx, await loadPrevouts(opts.prevouts, tx), opts.prevouts, federation)
         : node
           ? await prevoutsFromNode(node, tx)
           : undefined;

@@ -23,6 +23,7 @@ export type AuditCode =
   // found by the command while gathering what it audits
   | 'no_match'
   | 'unknown_request'
+  | 'prevouts_unsigned'
   // the reserve audit (wallet/reserves.ts, `pegout reserves`)
   | 'reserves_short'
   | 'reserves_mismatch';
@@ -248,12 +249,16 @@ function auditPayouts<R extends AuditRequest>(
   });
 }
 
-/** Inputs and change against the federation, when the input values and the federation are known. */
+/**
+ * The change against the federation: whose it is when the federation is known, and the inputs and
+ * its value when what they hold is known too.
+ */
 function auditChange(
   tx: Transaction,
   requests: readonly AuditRequest[],
   share: bigint | undefined,
-  known: { federation: Federation; prevouts: readonly Prevout[] } | undefined,
+  federation: Federation | undefined,
+  prevouts: readonly Prevout[] | undefined,
   fault: Fault,
 ): ChangeAudit {
   const changeAt = requests.length + 1;
@@ -264,9 +269,16 @@ function auditChange(
     const layout = 'a payment has the commitment, one output per request and at most one change';
     fault('bad_layout', `${extra} output(s) after the change: ${layout}`, { output: changeAt + 1 });
   }
-  if (known === undefined) return { output, value: change?.value, checked: false, expected: undefined };
-  const { federation, prevouts } = known;
-  const fedScript = toHex(federation.scriptPubKey);
+  const fedScript = federation && toHex(federation.scriptPubKey);
+  const at = { output: changeAt };
+  if (federation !== undefined && change !== undefined && !equal(change.scriptPubKey, federation.scriptPubKey))
+    fault(
+      'change_inexact',
+      `output ${changeAt} (change) pays script ${toHex(change.scriptPubKey)}, not the federation's ${fedScript}`,
+      at,
+    );
+  if (federation === undefined || prevouts === undefined)
+    return { output, value: change?.value, checked: false, expected: undefined };
   prevouts.forEach((p, i) => {
     if (equal(p.scriptPubKey, federation.scriptPubKey)) return;
     const message = `input ${i} spends ${p.value} sats from script ${toHex(p.scriptPubKey)}, not the federation's ${fedScript}`;
@@ -279,7 +291,6 @@ function auditChange(
   // the proposer's own rule decides whether there is change and how much, dust limit included
   const expected = paymentOutputs(asPaid, inputTotal, share ?? 0n, federation)[changeAt]?.value;
   const rule = `Σ inputs ${inputTotal} − Σ requested ${requested}`;
-  const at = { output: changeAt };
   if (remainder < 0n) {
     const subsidy = `the peg-outs' shares pay ${-remainder} sats that are no fee`;
     fault('change_inexact', `the inputs hold ${inputTotal} sats, less than the ${requested} requested: ${subsidy}`);
@@ -289,12 +300,6 @@ function auditChange(
     const dust = dustThreshold(federation.scriptPubKey);
     const none = `${rule} = ${remainder} is under the change dust limit of ${dust}: there is no change`;
     fault('change_inexact', `output ${changeAt} pays ${change.value} sats as change, but ${none}`, at);
-  } else if (expected !== undefined && change !== undefined && !equal(change.scriptPubKey, federation.scriptPubKey)) {
-    fault(
-      'change_inexact',
-      `output ${changeAt} (change) pays script ${toHex(change.scriptPubKey)}, not the federation's ${fedScript}`,
-      at,
-    );
   } else if (expected !== undefined && change !== undefined && change.value !== expected) {
     fault(
       'change_inexact',
@@ -330,8 +335,7 @@ export function auditPayment<R extends AuditRequest>(
   );
   const share = commonShare(tx, requests);
   const payouts = auditPayouts(tx, requests, share, fault);
-  const known = federation !== undefined && prevouts !== undefined ? { federation, prevouts } : undefined;
-  const change = auditChange(tx, requests, share, known, fault);
+  const change = auditChange(tx, requests, share, federation, prevouts, fault);
 
   const inputTotal = prevouts?.reduce((acc, p) => acc + p.value, 0n);
   const outputTotal = tx.outputs.reduce((acc, o) => acc + o.value, 0n);

@@ -314,6 +314,22 @@ describe('pegout audit against a real anvil', () => {
     );
   });
 
+  it('refuses input values for a signed payment that its own signatures do not commit to', () => {
+    // a file handed to the auditor saying the input holds 1 BTC more than it does: believed, the
+    // audit would find a change short by 1 BTC; saying it holds what the payment claims while it
+    // holds more (the review's case), the audit found everything exact and the fee a few hundred
+    // sats while the rest went to the miners. BIP341 signatures commit to every spent amount
+    const lying = path.join(dir, 'lying-prevouts.json');
+    writeFileSync(lying, JSON.stringify(prevoutsToJson([{ ...FUNDING, value: FUNDING.value + 100_000_000n }])));
+    refused(
+      pegout(['audit', '--tx', signedHex, ...evm(), ...range(), '--federation', fedFile, '--prevouts', lying]),
+      'prevouts_unsigned',
+      /--prevouts .*lying-prevouts\.json: the payment's own signatures do not commit to these input values and scripts/,
+    );
+    const r = pegout(['audit', '--tx', signedHex, ...evm(), ...range(), '--prevouts', lying]);
+    assert.match(r.stderr, /--prevouts with a signed payment needs --federation/);
+  });
+
   it('refuses a payment of a request the federation rejects, and ids with no such request', () => {
     const script = decodeAddress(devnetDestination(9, 'mainnet'), 'mainnet').scriptPubKey;
     const tx = {

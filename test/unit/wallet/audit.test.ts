@@ -130,6 +130,22 @@ describe('auditPayment: every output checked against the rules', () => {
     assert.equal(audit.vsize, undefined);
   });
 
+  it('with the federation and without input values, still refuses a change output paying anyone else', () => {
+    // its value cannot be checked without what the inputs hold, but whose it is needs only the federation
+    const outsider = witnessScript(1, new Uint8Array(32).fill(9));
+    const changeAt = payment.tx.outputs.length - 1;
+    const stolen: Transaction = {
+      ...payment.tx,
+      outputs: payment.tx.outputs.map((o, i) => (i === changeAt ? { ...o, scriptPubKey: outsider } : o)),
+    };
+    const audit = auditPayment(stolen, inOrder(payment), { federation });
+    assert.deepEqual(
+      audit.faults.map((f) => [f.code, f.output]),
+      [['change_inexact', changeAt]],
+    );
+    assert.match(audit.faults[0]!.message, /pays script 5120(09){32}, not the federation's/);
+  });
+
   it('passes a changeless payment whose remainder is under the change dust limit', () => {
     const funds = REQUESTS.reduce((a, r) => a + r.sats, 0n) + 100n;
     const changeless = pay(REQUESTS, funds);
