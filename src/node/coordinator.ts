@@ -5,6 +5,7 @@ import { firstPayment, getRequest, QUEUED, stageStatus } from '../evm/request-st
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
 import type { PeerNetwork } from '../p2p/network.js';
+import { SigningError } from '../signing/errors.js';
 import { SignatureCollector, verifyFinalizedWitnesses } from '../signing/collector.js';
 import type { SigningPool } from '../signing/pool.js';
 import {
@@ -1086,7 +1087,8 @@ export class Coordinator {
     } catch (err) {
       this.o.metrics?.signaturesRejected.inc({ reason: 'finalized_invalid' });
       this.peerLog.warn(peer, 'finalized_refused', { peer, txid, error: err as Error });
-      this.noteForged(peer, txid);
+      // a witness that does not verify is the sender's; a pool that failed is not
+      if (err instanceof SigningError && err.code === 'invalid_witness') this.noteForged(peer, txid);
       return;
     }
     this.closed(txid);
