@@ -39,7 +39,8 @@ export interface RequestDecision {
   readonly scriptPubKey?: Uint8Array;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading byte order mark stays in the text, which is then no address (as for Bitcoin Core)
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function decideRequest(addressBytes: Uint8Array, wei: bigint, network: Network): RequestDecision {
   const sats = wei / WEI_PER_SAT;

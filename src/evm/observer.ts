@@ -174,12 +174,15 @@ export class EvmObserver {
     const from = cursor ? cursor.height + 1 : this.options.startBlock;
     const final = Math.min(await this.finalHeight(), (this.options.endBlock ?? Infinity) - 1);
     if (final < from) return { accepted: 0, rejected: 0, rolledBack: 0, caughtUp: true };
-    const { to, logs } = await this.readLogs(from, Math.min(final, from + this.range - 1));
+    const { to, toHash, logs } = await this.readLogs(from, Math.min(final, from + this.range - 1));
     const toBlock = await getBlock(this.rpc, to);
     if (!toBlock) throw new EvmError('rpc_malformed', `node has no block ${to} although it reported ${final} final`);
     // the chain may have reorganised between the reads above: the range is applied only on top of a
-    // cursor block that is still there, else this step ends and the next one rolls back
-    if (cursor && (await getBlock(this.rpc, cursor.height))?.hash !== cursor.hash)
+    // cursor block that is still there, else this step ends and the next one rolls back; and only if
+    // its last block is the one it was when the logs were read, else logs of the new branch's blocks
+    // that the old one's answer lacked would be missed for good (the cursor would be on the new branch)
+    const moved = toHash !== toBlock.hash;
+    if (moved || (cursor && (await getBlock(this.rpc, cursor.height))?.hash !== cursor.hash))
       return { accepted: 0, rejected: 0, rolledBack: 0, caughtUp: false };
 
     const blockHashes = new Map<number, string>([[to, toBlock.hash]]);
@@ -300,12 +303,17 @@ export class EvmObserver {
   }
 
   /**
-   * eth_getLogs for [from, to], halving the range while the node refuses it or answers over the size
-   * cap, and doubling it (up to maxRange) after each answer.
+   * eth_getLogs for [from, to], halving the range while the node refuses it, times out or answers over
+   * the size cap, and doubling it (up to maxRange) after each answer; with the hash block `to` had
+   * before the logs were read.
    */
-  private async readLogs(from: number, to: number): Promise<{ to: number; logs: RawLog[] }> {
+  private async readLogs(
+    from: number,
+    to: number,
+  ): Promise<{ to: number; toHash: string | undefined; logs: RawLog[] }> {
     for (;;) {
       try {
+        const toHash = (await getBlock(this.rpc, to))?.hash;
         const logs = await this.rpc.call<RawLog[]>('eth_getLogs', [
           {
             address: this.bridge,
@@ -319,9 +327,14 @@ export class EvmObserver {
         // back up after an answer: a refusal (a rate limit, a burst of logs) must not leave every later
         // range one block wide
         this.range = Math.min(this.maxRange, this.range * 2);
-        return { to, logs };
+        return { to, toHash, logs };
       } catch (err) {
-        const tooLarge = err instanceof EvmError && (err.code === 'rpc_error' || err.code === 'rpc_too_large');
+        // a timeout too: a node builds the whole answer before it sends it, so a heavy range (a user can
+        // fill blocks with cheap bridge calls) times out long before it reaches the size cap, and at
+        // every member alike
+        const tooLarge =
+          err instanceof EvmError &&
+          (err.code === 'rpc_error' || err.code === 'rpc_too_large' || err.code === 'rpc_timeout');
         if (!tooLarge || to === from) throw err;
         this.range = Math.max(1, Math.floor((to - from + 1) / 2));
         this.log('evm_log_range_halved', { from, to, range: this.range, error: err.message });

@@ -1,9 +1,13 @@
 import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, test, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EvmError } from '../../../src/evm/errors.js';
 import { EvmObserver, wokenPollDelay, type EvmObserverOptions } from '../../../src/evm/observer.js';
-import type { EvmRpc } from '../../../src/evm/rpc.js';
+import { EvmRpc } from '../../../src/evm/rpc.js';
+import { BRIDGE_ADDRESS, bridgeInterface, type RawLog } from '../../../src/evm/bridge.js';
+import { listRequests } from '../../../src/evm/request-store.js';
 import { SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -110,5 +114,150 @@ describe('the EVM block records kept for rollbacks', () => {
     assert.equal(chain.reads, 2);
     assert.deepEqual(await kept(store), before, 'nothing undone');
     assert.equal((await observer.cursor())?.height, 300);
+  });
+});
+
+const ADDRESS = 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080';
+const hex = (n: number): string => `0x${n.toString(16)}`;
+const hash = (...parts: (string | number)[]): string =>
+  `0x${createHash('sha256').update(parts.join('|')).digest('hex')}`;
+
+function requestLog(block: number, blockHash: string, tx: string, logIndex: number): RawLog {
+  const encoded = bridgeInterface.encodeEventLog('RequestPegOut', [
+    '0x1111111111111111111111111111111111111111',
+    new TextEncoder().encode(ADDRESS),
+    10n ** 16n, // 0.01 BTC
+  ]);
+  return {
+    address: BRIDGE_ADDRESS.toLowerCase(),
+    topics: encoded.topics,
+    data: encoded.data,
+    blockNumber: hex(block),
+    blockHash,
+    transactionHash: tx,
+    logIndex: hex(logIndex),
+    removed: false,
+  };
+}
+
+describe('the EVM observer against a chain that moves under it, and a slow node', () => {
+  it('does not lose a request when the chain reorganises between eth_getLogs and the read of the range end', async (t) => {
+    // 2 confirmations; the chain is reorganised from block 3 on (deeper than them) and the new
+    // branch has a request in block 4. The reorg lands between eth_getLogs (answered from the old
+    // branch: no logs) and the read of block `to`, whose new hash became the cursor: the range was
+    // never read again, and this member lacked a request the others paid
+    const store = await openTempStore(t);
+    let branch: 'A' | 'B' = 'A';
+    let switchAfterGetLogs = true;
+    const blockHash = (n: number): string => hash(n >= 3 ? branch : 'A', n);
+    const tx = hash('tx', 'user');
+    const rpc = {
+      call: async (method: string, params: unknown[]): Promise<unknown> => {
+        const tip = 12;
+        if (method === 'eth_getBlockByNumber') {
+          const tag = params[0] as string;
+          const n = tag === 'latest' || tag === 'finalized' ? tip : Number.parseInt(tag, 16);
+          return n > tip ? null : { number: hex(n), hash: blockHash(n) };
+        }
+        if (method === 'eth_getLogs') {
+          const f = params[0] as { fromBlock: string; toBlock: string };
+          const [from, to] = [Number.parseInt(f.fromBlock, 16), Number.parseInt(f.toBlock, 16)];
+          const logs = branch === 'B' && from <= 4 && 4 <= to ? [requestLog(4, blockHash(4), tx, 0)] : [];
+          if (switchAfterGetLogs) {
+            // the node switches branch right after answering
+            branch = 'B';
+            switchAfterGetLogs = false;
+          }
+          return logs;
+        }
+        throw new Error(`unexpected ${method}`);
+      },
+    } as unknown as EvmRpc;
+    const observer = new EvmObserver(store, rpc, {
+      network: 'regtest',
+      finality: { confirmations: 2 },
+      startBlock: 0,
+    });
+    for (let i = 0; i < 10; i++) {
+      try {
+        await observer.sync();
+      } catch {
+        // retried as run() would
+      }
+    }
+    const requests = await listRequests(store);
+    assert.deepEqual(
+      requests.map((r) => r.id),
+      [`${tx}:0`],
+      'the request of block 4 on the branch the cursor now follows must be ingested',
+    );
+  });
+
+  it('narrows the eth_getLogs range when the node times out on a large range, instead of stalling', async (t) => {
+    // the node answers eth_getLogs over more than 50 blocks too slowly (a range a user filled with
+    // cheap bridge calls, a slow node); smaller ranges answer at once. A timeout was retried on the
+    // same range for good, at every member alike: peg-outs stopped
+    const tip = 2_000;
+    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+          id: number;
+          method: string;
+          params: unknown[];
+        };
+        const reply = (result: unknown): void => {
+          if (res.destroyed) return;
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result }));
+        };
+        if (body.method === 'eth_getBlockByNumber') {
+          const tag = body.params[0] as string;
+          const n = tag === 'latest' || tag === 'finalized' ? tip : Number.parseInt(tag, 16);
+          return reply(n > tip ? null : { number: hex(n), hash: hash('A', n) });
+        }
+        if (body.method === 'eth_getLogs') {
+          const f = body.params[0] as { fromBlock: string; toBlock: string };
+          const width = Number.parseInt(f.toBlock, 16) - Number.parseInt(f.fromBlock, 16) + 1;
+          if (width > 50) {
+            const timer = setTimeout(() => reply([]), 1_000);
+            res.on('close', () => clearTimeout(timer));
+            return;
+          }
+          return reply([]);
+        }
+        reply(null);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    );
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const store = await openTempStore(t);
+    const rpc = new EvmRpc(url, { timeoutMs: 100, retries: 0 });
+    const observer = new EvmObserver(store, rpc, {
+      network: 'regtest',
+      finality: { confirmations: 0 },
+      startBlock: 0,
+    });
+    const errors: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      try {
+        await observer.sync();
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    const cursor = await observer.cursor();
+    assert.ok(
+      cursor !== undefined && cursor.height > 0,
+      `ingestion stalled at the first range: cursor ${JSON.stringify(cursor)}, ${errors.length} failed syncs, e.g. ${errors[0]}`,
+    );
   });
 });
