@@ -41,7 +41,7 @@ import {
   type SignaturesBody,
 } from './messages.js';
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
-import { proposerOf, slotAt, SUCCESSOR_WAIT, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
+import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
 import { chainView, signProposal, type SigningPolicy } from './signer.js';
 import { stageOutflowNow, type Outflow } from './outflow.js';
@@ -501,16 +501,15 @@ export class Coordinator {
     // refuses the second as a double payment) until merges() unblocks them, STALE_SLOTS later
     // and at the cost of another signing round. So a turn starts once the previous proposer said
     // it is done and every payment this member signed is finalized, or, should it never say so
-    // (it crashed, or payments are stuck), once it has been quiet for a whole slot; and halfway
-    // through this member's slot once no frame waits here (its proposals may be among them): a
-    // proposer that kept sending frames through its grace, and never said it was done, took the
-    // next one its whole slot every time.
+    // (it crashed, or payments are stuck), once it has been quiet for a whole slot. A proposer that
+    // keeps sending frames through its grace can so take the next one its slot (docs/config.md):
+    // starting anyway after part of the slot made an honest slow proposer's successor pay the same
+    // requests again (a 500-input payment with the JS backend outlasts half a slot).
     for (const [peer, turn] of this.building) if (turn < slot - TURN_GRACE_SLOTS) this.building.delete(peer);
     const waiting = this.queued + this.o.network.stats.queued;
     const settled = this.building.size === 0 && waiting === 0 && this.proposals.size === 0 && this.retry.size === 0;
     const { at, slot: held } = this.lastPeerTurn;
-    const waited = waiting === 0 && now - slot * this.o.slotMs >= this.o.slotMs * SUCCESSOR_WAIT;
-    if (!settled && !waited && held >= slot - TURN_GRACE_SLOTS && now - at < this.o.slotMs) return;
+    if (!settled && held >= slot - TURN_GRACE_SLOTS && now - at < this.o.slotMs) return;
     this.lastSlot = slot;
     await this.turn(slot, async (rate, policy) => {
       await this.matchLate();

@@ -11,13 +11,6 @@ import { toHex } from '../bitcoin/bytes.js';
  */
 export const TURN_GRACE_SLOTS = 1;
 
-/**
- * The part of its own slot the next proposer waits, at most, for the previous one to finish (its
- * proposals are still signed through the grace): SPEC §3 gives a proposer the turn for at most its
- * slot, and one that never finishes must not take the next proposer's.
- */
-export const SUCCESSOR_WAIT = 0.5;
-
 export function slotAt(now: number, slotMs: number): number {
   return Math.floor(now / slotMs);
 }
