@@ -44,7 +44,7 @@ export function parseSecretKey(value: unknown, source: string): Uint8Array {
   let key: Uint8Array;
   try {
     if (typeof value !== 'string') throw new Error();
-    key = fromHexLength(value, 32, 'secretKey');
+    key = fromHexLength(value, 32, 'secretKey', true);
     schnorrBackend().xonlyPublicKey(key);
   } catch {
     throw new SigningError(
