@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, test, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EvmError } from '../../../src/evm/errors.js';
@@ -10,6 +8,7 @@ import { BRIDGE_ADDRESS, bridgeInterface, type RawLog } from '../../../src/evm/b
 import { listRequests } from '../../../src/evm/request-store.js';
 import { SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
+import { evmNode } from '../../support/evm-node.js';
 import { openTempStore } from '../../support/tempdir.js';
 
 test('a woken poll waits only what is left of the gap since the last poll started', () => {
@@ -198,47 +197,29 @@ describe('the EVM observer against a chain that moves under it, and a slow node'
     // cheap bridge calls, a slow node); smaller ranges answer at once. A timeout was retried on the
     // same range for good, at every member alike: peg-outs stopped
     const tip = 2_000;
-    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-          id: number;
-          method: string;
-          params: unknown[];
-        };
-        const reply = (result: unknown): void => {
-          if (res.destroyed) return;
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result }));
-        };
-        if (body.method === 'eth_getBlockByNumber') {
-          const tag = body.params[0] as string;
-          const n = tag === 'latest' || tag === 'finalized' ? tip : Number.parseInt(tag, 16);
-          return reply(n > tip ? null : { number: hex(n), hash: hash('A', n) });
+    const { url } = await evmNode(t, (body, res) => {
+      const reply = (result: unknown): void => {
+        if (res.destroyed) return;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result }));
+      };
+      if (body.method === 'eth_getBlockByNumber') {
+        const tag = body.params[0] as string;
+        const n = tag === 'latest' || tag === 'finalized' ? tip : Number.parseInt(tag, 16);
+        return reply(n > tip ? null : { number: hex(n), hash: hash('A', n) });
+      }
+      if (body.method === 'eth_getLogs') {
+        const f = body.params[0] as { fromBlock: string; toBlock: string };
+        const width = Number.parseInt(f.toBlock, 16) - Number.parseInt(f.fromBlock, 16) + 1;
+        if (width > 50) {
+          const timer = setTimeout(() => reply([]), 1_000);
+          res.on('close', () => clearTimeout(timer));
+          return;
         }
-        if (body.method === 'eth_getLogs') {
-          const f = body.params[0] as { fromBlock: string; toBlock: string };
-          const width = Number.parseInt(f.toBlock, 16) - Number.parseInt(f.fromBlock, 16) + 1;
-          if (width > 50) {
-            const timer = setTimeout(() => reply([]), 1_000);
-            res.on('close', () => clearTimeout(timer));
-            return;
-          }
-          return reply([]);
-        }
-        reply(null);
-      });
+        return reply([]);
+      }
+      reply(null);
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(
-      () =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    );
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const store = await openTempStore(t);
     const rpc = new EvmRpc(url, { timeoutMs: 100, retries: 0 });
     const observer = new EvmObserver(store, rpc, {

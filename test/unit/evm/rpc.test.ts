@@ -1,36 +1,12 @@
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { EvmRpc } from '../../../src/evm/rpc.js';
+import { evmNode as node } from '../../support/evm-node.js';
 
 // The EVM node's JSON-RPC client against a local HTTP server that answers as told: what each kind
 // of answer becomes, the deadline, and one kept-alive connection for a member's steady polling.
-
-type Answer = (
-  body: { id: number; method: string; params: unknown[] },
-  res: ServerResponse,
-  req: IncomingMessage,
-) => void;
-
-async function node(t: TestContext, answer: Answer): Promise<{ url: string; sockets: () => number }> {
-  let sockets = 0;
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => answer(JSON.parse(Buffer.concat(chunks).toString('utf8')), res, req));
-  });
-  server.on('connection', () => sockets++);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, sockets: () => sockets };
-}
 
 const json = (res: ServerResponse, value: unknown): void => {
   res.writeHead(200, { 'content-type': 'application/json' });
