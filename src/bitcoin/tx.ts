@@ -31,6 +31,11 @@ export interface Prevout {
 
 export const MAX_MONEY = 21_000_000n * 100_000_000n;
 
+/** What `tx` leaves to the miners: what its inputs spend (`prevouts`) less what its outputs pay (negative: more). */
+export function spendFee(tx: Transaction, prevouts: readonly Prevout[]): bigint {
+  return prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n);
+}
+
 function hasWitness(tx: Transaction): boolean {
   return tx.inputs.some((i) => i.witness.length > 0);
 }

@@ -3,7 +3,7 @@ import { decodeAddress, encodeAddress } from '../bitcoin/address.js';
 import { equal, fromHexLength, toHex } from '../bitcoin/bytes.js';
 import { memberIndex, type Federation } from '../bitcoin/federation.js';
 import { allScriptPathSighashes } from '../bitcoin/sighash.js';
-import { serializeTx, txid, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import { serializeTx, spendFee, txid, type Prevout, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { isPegoutError } from '../errors.js';
 import { checkFinalizedWitnesses, SignatureCollector } from '../signing/collector.js';
@@ -58,7 +58,7 @@ interface StatedSpend {
  */
 function describeSpend(federation: Federation, tx: Transaction, prevouts: readonly Prevout[]): string {
   const input = prevouts.reduce((a, p) => a + p.value, 0n);
-  const fee = input - tx.outputs.reduce((a, o) => a + o.value, 0n);
+  const fee = spendFee(tx, prevouts);
   const outputs = tx.outputs.map((o, i) => {
     if (equal(o.scriptPubKey, federation.scriptPubKey)) return `output ${i}: ${o.value} sats back to the federation`;
     if (readCommitment(o.scriptPubKey)) return `output ${i}: ${o.value} sats, a request commitment`;
@@ -99,7 +99,7 @@ function requireStatedSpend(
       `--tx: output ${i} (${o.value} sats, script ${toHex(o.scriptPubKey)}) pays none of --to and not the federation; nothing is signed`,
     );
   }
-  const fee = prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n);
+  const fee = spendFee(tx, prevouts);
   if (fee < 0n)
     throw new CliError(`--tx: its outputs are worth ${-fee} sats more than --prevouts says its inputs hold`);
   if (fee > maxFee) throw new CliError(`--tx: its fee is ${fee} sats, over --max-fee ${maxFee}; nothing is signed`);

@@ -1,5 +1,5 @@
 import type { Federation } from '../bitcoin/federation.js';
-import { parseTx } from '../bitcoin/tx.js';
+import { parseTx, spendFee } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import {
@@ -335,7 +335,7 @@ function stageSigned(
     inputs: tx.inputs.map(outpointText),
     requestIds: [...proposal.requestIds],
     signatures,
-    fee: proposal.prevouts.reduce((a, p) => a + p.value, 0n) - tx.outputs.reduce((a, o) => a + o.value, 0n),
+    fee: spendFee(tx, proposal.prevouts),
     vsize: signedFederationVsize(federation, tx),
     at,
     from: state.sender,
