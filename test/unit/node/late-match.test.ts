@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, describe, it, type TestContext } from 'node:test';
 import { toHex } from '../../../src/bitcoin/bytes.js';
-import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
-import { allScriptPathSighashes } from '../../../src/bitcoin/sighash.js';
-import { serializeTx, txid as txidOf, withWitnesses } from '../../../src/bitcoin/tx.js';
+import { txid as txidOf } from '../../../src/bitcoin/tx.js';
 import type { BitcoinObserver } from '../../../src/chain/observer.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
@@ -12,9 +10,7 @@ import { Coordinator } from '../../../src/node/coordinator.js';
 import { createLogger } from '../../../src/node/log.js';
 import { Outflow, windowOutflow } from '../../../src/node/outflow.js';
 import { ChainSettlement } from '../../../src/node/settlement.js';
-import { assembleWitnesses } from '../../../src/signing/collector.js';
 import { SigningPool } from '../../../src/signing/pool.js';
-import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { finalizedKey } from '../../../src/storage/keys.js';
 import type { FinalizedBody, FinalizedRecord } from '../../../src/storage/records.js';
 import type { PeerNetwork } from '../../../src/p2p/network.js';
@@ -22,6 +18,7 @@ import type { Store } from '../../../src/storage/store.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
 import { getUtxo, registerUtxo, stageSpent } from '../../../src/wallet/utxos.js';
+import { federation, finalizedBody, M } from '../../support/coordinator.js';
 import { testRequest } from '../../support/requests.js';
 import { openTempStore } from '../../support/tempdir.js';
 
@@ -30,38 +27,18 @@ import { openTempStore } from '../../support/tempdir.js';
 // its BIP125 replacement, both signed by t members): it must count once in the rolling cap, and be
 // paid whichever of them confirms.
 
-const backend = schnorrBackend();
-const keys = [1, 2, 3, 4].map((i) => Buffer.alloc(32, i));
-const federation = buildFederation({
-  network: 'regtest',
-  threshold: 3,
-  pubkeys: keys.map((k) => backend.xonlyPublicKey(k)),
-});
 const pool = new SigningPool(federation, { size: 1 });
 after(() => pool.destroy());
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 const R = { id: `0x${hex32(1)}:0`, scriptPubKey: witnessScript(0, new Uint8Array(20).fill(7)), sats: 3_000_000n };
 const U = { txid: hex32(101), vout: 0, value: 10_000_000n, scriptPubKey: federation.scriptPubKey };
+/** The member under test: it signs neither payment. */
+const me = M[3]!.hex;
 
-/** A payment of R from U at `rate` sat/vB, signed by members 0 to 2, as the finalized frame announces it. */
+/** A payment of R from U at `rate` sat/vB, signed by the other three members, as the finalized frame announces it. */
 function finalized(rate: number): { txid: string; body: FinalizedBody } {
   const payment = buildReplacement([R], [U], rate, federation)!;
-  const sighashes = allScriptPathSighashes(payment.tx, payment.prevouts, federation.leafHash);
-  const sets = new Map(
-    [0, 1, 2].map((k) => [
-      toHex(backend.xonlyPublicKey(keys[k]!)),
-      sighashes.map((m) => backend.sign(keys[k]!, m, 'zero')),
-    ]),
-  );
-  const signed = withWitnesses(payment.tx, assembleWitnesses(federation, sets, payment.tx.inputs.length));
-  return {
-    txid: txidOf(payment.tx),
-    body: {
-      tx: serializeTx(signed),
-      prevouts: payment.prevouts.map(({ value, scriptPubKey }) => ({ value, scriptPubKey })),
-      requestIds: [R.id],
-    },
-  };
+  return { txid: txidOf(payment.tx), body: finalizedBody(payment, [R.id], [0, 1, 2]) };
 }
 const F1 = finalized(2);
 const F2 = finalized(20);
@@ -72,13 +49,12 @@ interface Internals {
   matchLate(): Promise<void>;
 }
 
-/** Member 3, which signed neither payment, with U among its outputs and R not ingested. */
+/** The member that signed neither payment, with U among its outputs and R not ingested. */
 async function member(t: TestContext): Promise<{ store: Store; c: Internals; ingest: () => Promise<void> }> {
   const store = await openTempStore(t, federation.descriptor);
   const batch = store.batch();
   await registerUtxo(batch, { ...U, height: 1, pegIn: true });
   await batch.write({ sync: true });
-  const me = toHex(backend.xonlyPublicKey(keys[3]!));
   const coordinator = new Coordinator({
     store,
     federation,
