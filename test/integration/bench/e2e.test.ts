@@ -103,4 +103,31 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
         assert.ok(phase.mainUs > 0 && phase.processUs > 0, JSON.stringify(round));
     }
   });
+
+  it("bench:store takes tiny rounds through the store's part of a request's life, a last payment short, and writes what each cost", async (t) => {
+    const out = await tempDir(t, 'bench-store');
+    await promisify(execFile)(
+      process.execPath,
+      [
+        join(repoRoot, 'dist/bench/store/run.js'),
+        ...['--requests', '40', '--payment', '15', '--rounds', '2', '--out', out],
+      ],
+      { timeout: 120_000 },
+    );
+    const json = JSON.parse(await readFile(join(out, 'store.json'), 'utf8')) as {
+      requests: number;
+      perPayment: number;
+      mainUs: number;
+      rounds: Record<string, { mainUs: number; processUs: number }>[];
+    };
+    assert.equal(json.requests, 40);
+    assert.equal(json.perPayment, 15);
+    assert.equal(json.rounds.length, 2);
+    for (const round of json.rounds) {
+      assert.deepEqual(Object.keys(round).sort(), ['finalize', 'ingest', 'sign']);
+      for (const phase of Object.values(round))
+        assert.ok(phase.mainUs > 0 && phase.processUs > 0, JSON.stringify(round));
+    }
+    assert.ok(json.mainUs > 0);
+  });
 });
