@@ -43,7 +43,7 @@ import {
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
-import { chainView, signProposal, type SigningPolicy } from './signer.js';
+import { chainView, handoffState, signProposal, type SigningPolicy } from './signer.js';
 import { stageOutflowNow, type Outflow } from './outflow.js';
 import { overRequestLimit } from '../wallet/limits.js';
 import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
@@ -597,7 +597,9 @@ export class Coordinator {
     // to pay a request), one round of it at a time
     const open = [...this.proposals.values()].some((p) => p.checked.proposal.requestIds.length === 0);
     if (policy.handoff && proposals.length === 0 && !open) {
-      const handoffs = await handoffProposals(this.o.store, policy.handoff, await this.spendable(policy), rate);
+      const chain = await chainView(this.o.store, policy.spendDepth);
+      const view = await handoffState(this.o.store, policy.handoff, chain, policy.paidDepth);
+      const handoffs = await handoffProposals(this.o.store, view, await this.spendable(policy), rate);
       proposals.push(...handoffs.map((h) => proposalFromPayment(h, slot, this.myKey)));
     }
   }

@@ -18,7 +18,7 @@ import {
 import type { EvmCursor, FinalizedRecord, HandoffProof, UtxoRecord } from '../storage/records.js';
 import type { Logger } from './log.js';
 import { countRequests, QUEUED } from '../evm/request-store.js';
-import type { HandoffProgress } from '../wallet/validate.js';
+import { liveHandoffs, type HandoffProgress, type HandoffView } from '../wallet/validate.js';
 
 // The service's side of a membership change (issue 17, docs/rotation.md): which handoff
 // transactions this member proposes in its turn, and the watch for the proof that the new set
@@ -83,24 +83,23 @@ export function handoffEvmRange(
     : { startBlock: Math.max(startBlock, evmBoundary) };
 }
 
-/** How far this member has seen the rotation come: the proof, its own finalized handoffs, the requests it owes. */
+/**
+ * How far this member has seen the rotation come: the proof and the requests it owes (signer.ts
+ * handoffState adds the handoffs it signed or knows finalized).
+ */
 export async function handoffView(store: Store, policy: HandoffPolicy): Promise<HandoffProgress> {
   const [proof, cursor] = await store.getMany<unknown>([HANDOFF_PROVEN_KEY, cursorKey('evm')]);
-  const done = (await handoffTxids(store, 1)).length > 0;
   const counts = await countRequests(store);
   const owed = [...QUEUED].reduce((n, status) => n + (counts.get(status) ?? 0), 0);
   // the old set owes only what it has read: until its cursor reaches the boundary, more may come
   const readAll = ((cursor as EvmCursor | undefined)?.height ?? -1) >= policy.plan.evmBoundary - 1;
-  return { policy, proven: proof !== undefined, done, owed, readAll };
+  return { policy, proven: proof !== undefined, owed, readAll };
 }
 
 /** Handoffs this member signed or knows finalized (handoff/tx/). */
-export async function handoffTxids(store: Store, limit?: number): Promise<string[]> {
+export async function handoffTxids(store: Store): Promise<string[]> {
   const out: string[] = [];
-  for await (const [key] of store.entries({ prefix: HANDOFF_TX_PREFIX })) {
-    out.push(key.slice(HANDOFF_TX_PREFIX.length));
-    if (out.length === limit) break;
-  }
+  for await (const [key] of store.entries({ prefix: HANDOFF_TX_PREFIX })) out.push(key.slice(HANDOFF_TX_PREFIX.length));
   return out;
 }
 
@@ -109,20 +108,22 @@ export async function handoffTxids(store: Store, limit?: number): Promise<string
  * handoff of its own open: on the new side, once, a spend of its smallest output back to itself
  * (the proof that t new members sign); on the old side, from the activation height, the test
  * spend, then, once the proof is seen and nothing is owed, sweeps of every spendable output,
- * late peg-ins included. Each is checked by every signer, this member's own included.
+ * late peg-ins included. Each is checked by every signer, this member's own included. `view` is
+ * what the signer reads (signer.ts handoffState): "once" means while no earlier one may confirm.
  */
 export async function handoffProposals(
   store: Store,
-  policy: HandoffPolicy,
+  view: HandoffView,
   spendable: readonly UtxoRecord[],
   rate: number,
 ): Promise<HandoffTx[]> {
   if (spendable.length === 0) return [];
+  const { policy } = view;
   const { plan, side } = policy;
-  const view = await handoffView(store, policy);
+  const done = liveHandoffs(view).length > 0;
   if (side === 'to') {
     const handedOver = spendable.filter((u) => u.handedOver);
-    if (view.done || handedOver.length === 0) return [];
+    if (done || handedOver.length === 0) return [];
     const smallest = handedOver.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0))[0]!;
     return buildSweeps([smallest], rate, plan, plan.to, policy.maxFee).sweeps;
   }
@@ -130,7 +131,7 @@ export async function handoffProposals(
   if (tip === undefined || tip < plan.activationHeight) return [];
   if (!view.proven) {
     // one test spend: then the new set's move
-    if (view.done) return [];
+    if (done) return [];
     const test = buildTestSpend(spendable, policy.testAmount, rate, plan);
     return test ? [test] : [];
   }

@@ -29,6 +29,7 @@ import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxos, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
   validateProposal,
+  type HandoffView,
   type KnownRequest,
   type RejectReason,
   type SignedPayment,
@@ -116,6 +117,23 @@ export async function signedPayments(
     });
   }
   return out;
+}
+
+/**
+ * How far this member has seen a rotation come, with the handoffs it signed or knows finalized as
+ * the no-double-pay rule reads payments: what it validates a handoff against, and what its proposer
+ * reads before proposing one (handoff.ts handoffProposals).
+ */
+export async function handoffState(
+  store: Store,
+  handoff: HandoffPolicy,
+  chain: ChainView | null,
+  paidDepth: number,
+): Promise<HandoffView> {
+  return {
+    ...(await handoffView(store, handoff)),
+    earlier: await signedPayments(store, await handoffTxids(store), chain, paidDepth),
+  };
 }
 
 /** This member's view of the chain from its store: null before any block (or without Bitcoin Core). */
@@ -226,10 +244,7 @@ async function readForSigning(
   }
   const handoff =
     policy.handoff && proposal.requestIds.length === 0
-      ? {
-          ...(await handoffView(store, policy.handoff)),
-          earlier: await signedPayments(store, await handoffTxids(store), chain, policy.paidDepth),
-        }
+      ? await handoffState(store, policy.handoff, chain, policy.paidDepth)
       : undefined;
   const state: ValidationState = {
     ...(handoff ? { handoff } : {}),

@@ -87,8 +87,6 @@ export interface HandoffProgress {
   readonly policy: HandoffPolicy;
   /** This member saw the new set spend the test spend's output. */
   readonly proven: boolean;
-  /** This member signed or knows finalized a handoff already: a proposer waits for it. */
-  readonly done: boolean;
   /** Requests this member has queued: the old set pays them before it sweeps what would fund them. */
   readonly owed: number;
   /** This member's EVM cursor reached the block before the boundary: it has read every request it owes. */
@@ -98,6 +96,16 @@ export interface HandoffProgress {
 export interface HandoffView extends HandoffProgress {
   /** The handoffs this member signed or knows finalized, as the no-double-pay rule reads payments. */
   readonly earlier: readonly SignedPayment[];
+}
+
+/**
+ * The handoffs of `view.earlier` that may still confirm: while one may, a test spend or the new set's
+ * spend to itself must replace it (validateHandoff), and a proposer waits for it rather than propose
+ * one that every member refuses. One whose input a transaction confirmed at the paid depth spent is
+ * not among them, so a test spend that can never confirm holds up nothing.
+ */
+export function liveHandoffs(view: Pick<HandoffView, 'earlier'>): readonly SignedPayment[] {
+  return view.earlier.filter((e) => !e.dead);
 }
 
 /** Statuses of a request whose payment is signed but not yet confirmed: it may be replaced (RBF). */
@@ -164,8 +172,8 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
   const once = (): Verdict => {
     const crowded = overLiveShare(handoff.earlier, checked.txid, state.sender, 'the handoff');
     if (crowded) return crowded;
-    const other = handoff.earlier.find(
-      (e) => !e.dead && e.txid !== checked.txid && !e.inputs.some((o) => inputs.spends.has(o)),
+    const other = liveHandoffs(handoff).find(
+      (e) => e.txid !== checked.txid && !e.inputs.some((o) => inputs.spends.has(o)),
     );
     return other
       ? reject(

@@ -70,7 +70,6 @@ function state(o: Options = {}): ValidationState {
   const handoff: HandoffView = {
     policy,
     proven: o.proven ?? false,
-    done: earlier.length > 0,
     owed: o.owed ?? 0,
     readAll: o.readAll ?? true,
     earlier,
