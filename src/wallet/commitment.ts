@@ -117,9 +117,9 @@ export function matchCommitment(
         options.push(list);
       }
       if (options.length < payouts.length) continue;
-      // with one candidate a place, the id-order pass has tried the only assignment
-      const found =
-        search(options, true) ?? (options.every((list) => list.length === 1) ? undefined : search(options, false));
+      // ids in increasing order first (what a proposer builds), then any order: a merge commits its
+      // rivals' requests in their order, and nothing makes a proposer sort them
+      const found = search(options, true) ?? search(options, false);
       if (found) return found;
       if (tries >= maxTries) return undefined;
     }

@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
 import {
   BitcoinRpcError,
+  btcToSats,
   type ChainSource,
   type RpcBlock,
   type RpcBlockSummary,
   type RpcTransaction,
   type RpcTxOut,
+  type ScannedOutput,
+  type TxOutSetScan,
 } from '../../src/chain/rpc.js';
 import type { RecoverySource } from '../../src/chain/observer.js';
 import type { Outpoint } from '../../src/wallet/utxos.js';
@@ -181,4 +184,27 @@ export class ScriptedChain implements ChainSource, RecoverySource {
       coinbase: false,
     };
   }
+}
+
+/** What scantxoutset would find for `scriptPubKey` on the chain's best branch (the reserve audit's Core). */
+export function scanOf(chain: ScriptedChain, scriptPubKey: Uint8Array): TxOutSetScan {
+  const script = toHex(scriptPubKey);
+  const utxos = new Map<string, ScannedOutput>();
+  for (const block of chain.best) {
+    for (const tx of block.tx) {
+      for (const i of tx.vin) if (i.txid !== undefined) utxos.delete(`${i.txid}:${i.vout}`);
+      for (const o of tx.vout)
+        if (o.scriptPubKey.hex === script)
+          utxos.set(`${tx.txid}:${o.n}`, {
+            txid: tx.txid,
+            vout: o.n,
+            value: btcToSats(o.value),
+            scriptPubKey: script,
+            height: block.height,
+          });
+    }
+  }
+  const tip = chain.best[chain.tip]!;
+  const outputs = [...utxos.values()];
+  return { height: tip.height, bestblock: tip.hash, outputs, total: outputs.reduce((a, o) => a + o.value, 0n) };
 }

@@ -5,7 +5,7 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
-import { BitcoinRpcError, btcToSats, type ScannedOutput, type TxOutSetScan } from '../../../src/chain/rpc.js';
+import { BitcoinRpcError, type TxOutSetScan } from '../../../src/chain/rpc.js';
 import { stageNewRequest } from '../../../src/evm/request-store.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
@@ -18,7 +18,7 @@ import type { Store } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { getUtxo } from '../../../src/wallet/utxos.js';
-import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
+import { rpcTransaction, scanOf as scanChain, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
 import type { RpcTransaction } from '../../../src/chain/rpc.js';
@@ -37,26 +37,7 @@ const FED = toHex(federation.scriptPubKey);
 const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 
 /** What scantxoutset would find for the federation script on the chain's best branch. */
-function scanOf(chain: ScriptedChain): TxOutSetScan {
-  const utxos = new Map<string, ScannedOutput>();
-  for (const block of chain.best) {
-    for (const tx of block.tx) {
-      for (const i of tx.vin) if (i.txid !== undefined) utxos.delete(`${i.txid}:${i.vout}`);
-      for (const o of tx.vout)
-        if (o.scriptPubKey.hex === FED)
-          utxos.set(`${tx.txid}:${o.n}`, {
-            txid: tx.txid,
-            vout: o.n,
-            value: btcToSats(o.value),
-            scriptPubKey: FED,
-            height: block.height,
-          });
-    }
-  }
-  const tip = chain.best[chain.tip]!;
-  const outputs = [...utxos.values()];
-  return { height: tip.height, bestblock: tip.hash, outputs, total: outputs.reduce((a, o) => a + o.value, 0n) };
-}
+const scanOf = (chain: ScriptedChain): TxOutSetScan => scanChain(chain, federation.scriptPubKey);
 
 async function addRequest(store: Store, n: number, sats: bigint) {
   const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(n));
