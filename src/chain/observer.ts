@@ -388,6 +388,16 @@ export async function recoverUtxo(
     throw new WalletError('utxo_unconfirmed', `outpoint ${name} is not confirmed yet`, { outpoint: name });
   const best = await node.getBlockSummary(unspent.bestblock);
   const height = best.height - unspent.confirmations + 1;
+  // stored from a block this member has not applied, the record would be in no block's undo data: a
+  // reorg taking that block away would leave it in the books for good (the reserve audit's mismatch);
+  // and as an input it has no confirmations here, so no proposal naming it is signed meanwhile
+  const tip = await storedTipHeight(store);
+  if (tip === undefined || height > tip)
+    throw new WalletError(
+      'utxo_unconfirmed',
+      `outpoint ${name} is in block ${height}, which this member has not applied yet (its tip: ${tip ?? 'none'})`,
+      { outpoint: name, height },
+    );
   const tx = await node.getRawTransaction(outpoint.txid, await node.getBlockHash(height));
   const output = tx.vout.find((o) => o.n === outpoint.vout);
   const value = btcToSats(unspent.value);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { BitcoinObserver, recoverUtxo } from '../../../src/chain/observer.js';
 import { BitcoinRpcError, type BitcoinRpcErrorCode, type MempoolAcceptResult } from '../../../src/chain/rpc.js';
 import { WalletError, type WalletErrorCode } from '../../../src/wallet/errors.js';
+import { cursorKey } from '../../../src/storage/keys.js';
 import { getUtxo, listUnspent } from '../../../src/wallet/utxos.js';
 import { BITCOIND, NO_BITCOIND, startRegtest, type Regtest } from '../../support/bitcoind.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -145,8 +146,14 @@ test(
     assert.equal((await getUtxo(store, out1))?.spentBy, payTxid);
     assert.equal((await getUtxo(store, change))?.height, 112);
 
-    // another member's store that never saw these blocks recovers peg-in 2 from the node
+    // another member's store that never saw these blocks (it started above them) recovers peg-in 2
+    // from the node; only from a block it has applied, so it has a tip
     const late = await openTempStore(t);
+    const tip = await node.rpc.call<number>('getblockcount');
+    await late
+      .batch()
+      .put(cursorKey('bitcoin'), { height: tip, hash: await node.rpc.call<string>('getblockhash', [tip]) })
+      .write();
     const recovered = await recoverUtxo(late, node.rpc, federationScript, out2);
     assert.deepEqual([recovered.value, recovered.height, recovered.state], [70_000_000n, 111, 'unspent']);
     // the regtest node runs -txindex, so it tells a spent output from one that never existed

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BitcoinObserver, ObserverError, recoverUtxo } from '../../../src/chain/observer.js';
-import { bitcoinBlockKey, SPACES } from '../../../src/storage/keys.js';
+import { bitcoinBlockKey, cursorKey, SPACES } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { WalletError } from '../../../src/wallet/errors.js';
 import {
@@ -315,6 +315,8 @@ test('recoverUtxo accepts only a confirmed, unspent output paying the federation
   chain.mempool.push(unconfirmed);
   chain.mempoolSpends.add(`${unconfirmed.txid}:1`);
 
+  // a member that started above these blocks: it recovers only from blocks it has applied (recover.test.ts)
+  await store.batch().put(cursorKey('bitcoin'), { height: chain.tip, hash: chain.best[chain.tip]!.hash }).write();
   const recover = (o: Outpoint) => recoverUtxo(store, chain, FED_SCRIPT, o);
   const code = (c: string) => (err: unknown) => err instanceof WalletError && err.code === c;
   const record = await recover(out(peg.txid, 1));
