@@ -3,7 +3,7 @@ import { encodeAddress } from '../../src/bitcoin/address.js';
 import { equal, fromHex, toHex } from '../../src/bitcoin/bytes.js';
 import type { Federation } from '../../src/bitcoin/federation.js';
 import { parseTx, type Prevout, type Transaction } from '../../src/bitcoin/tx.js';
-import { readCommitment } from '../../src/wallet/commitment.js';
+import { commitmentScript, readCommitment } from '../../src/wallet/commitment.js';
 
 /** An unsigned spend of `inputs` federation outputs (made-up outpoints) to one P2TR output. */
 export function federationSpend(
@@ -35,4 +35,28 @@ export function statedPayees(txHex: string, federation: Federation): string[] {
     .outputs.filter((o) => !equal(o.scriptPubKey, federation.scriptPubKey) && !readCommitment(o.scriptPubKey))
     .map((o) => encodeAddress(o.scriptPubKey, federation.network));
   return ['--to', ...addresses];
+}
+
+/**
+ * `payment`'s transaction with its requests committed and paid in reverse id order: the same
+ * inputs, outputs and fee, what a merge or a malicious proposer may make (nothing requires the order).
+ */
+export function committedInReverse(payment: { tx: Transaction; requestIds: readonly string[] }): {
+  tx: Transaction;
+  requestIds: string[];
+} {
+  const k = payment.requestIds.length;
+  const requestIds = [...payment.requestIds].reverse();
+  const outputs = payment.tx.outputs;
+  return {
+    tx: {
+      ...payment.tx,
+      outputs: [
+        { value: 0n, scriptPubKey: commitmentScript(requestIds) },
+        ...outputs.slice(1, k + 1).reverse(),
+        ...outputs.slice(k + 1),
+      ],
+    },
+    requestIds,
+  };
 }

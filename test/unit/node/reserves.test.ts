@@ -4,7 +4,7 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
-import { BitcoinObserver } from '../../../src/chain/observer.js';
+import { BitcoinObserver, recoverUtxo } from '../../../src/chain/observer.js';
 import { BitcoinRpcError, type TxOutSetScan } from '../../../src/chain/rpc.js';
 import { stageNewRequest } from '../../../src/evm/request-store.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
@@ -17,6 +17,7 @@ import { utxoKey } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
+import type { WalletError } from '../../../src/wallet/errors.js';
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, scanOf as scanChain, ScriptedChain } from '../../support/scripted-chain.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -256,6 +257,39 @@ describe('reserve auditor', () => {
       safety.report().alarms.map((a) => a.kind),
       ['reserves_short'],
       'not cleared by an audit that judged nothing',
+    );
+  });
+
+  // named by a peer's proposal while this member lagged Core, such an output was stored at Core's
+  // height, in no applied block's undo data: a reorg taking its block away left it in the books for
+  // good, and the audit's mismatch paused the member again after each resume
+  it('an output in a block this member has not applied is not taken from Core, so a reorg leaves the books whole', async (t) => {
+    const { store, chain, observer, auditor, safety } = await setup(t);
+    await auditor.tick();
+    const deposit: RpcTransaction = {
+      txid: hex32(8),
+      hash: hex32(8),
+      vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
+      vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
+    };
+    chain.mine([deposit]); // block 102: Core has it, this member has not applied it
+    await assert.rejects(
+      recoverUtxo(store, chain, federation.scriptPubKey, { txid: hex32(8), vout: 0 }),
+      (err: WalletError) =>
+        err.code === 'utxo_unconfirmed' && /in block 102, which this member has not applied yet/.test(err.message),
+    );
+    chain.disconnect(1);
+    chain.mine([], 'b');
+    await observer.sync();
+    await auditor.tick();
+    const r = await auditor.report();
+    assert.deepEqual(
+      {
+        kept: (await getUtxo(store, { txid: hex32(8), vout: 0 }))?.state ?? null,
+        faults: r.faults.map((f) => f.kind),
+        paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
+      },
+      { kept: null, faults: [], paused: null },
     );
   });
 

@@ -17,6 +17,7 @@ import type { FinalizedRecord } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import {
+  buildPayments,
   buildReplacement,
   type Payment,
   type PaymentRequest,
@@ -27,6 +28,7 @@ import { getUtxo, registerUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { testRequest } from '../../support/requests.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
+import { committedInReverse } from '../../support/spends.js';
 import { openTempStore } from '../../support/tempdir.js';
 
 // Settlement when payments of the same requests race (replacements and merges, BIP125), on a
@@ -264,5 +266,27 @@ describe('without Bitcoin Core, payments applied locally', () => {
     // nothing ever applies S here: y goes back to the wallet, not to S
     const u = await getUtxo(store, y);
     assert.deepEqual([u?.state, u?.reservedBy], ['unspent', undefined], `S is ${txidOf(S.tx)}`);
+  });
+});
+
+describe('a confirmed payment this member never saw', () => {
+  // a malicious proposer kept its finalized record and its sets to itself and broadcast it, or an
+  // honest merge (its rivals' order) confirmed while this member was down past the paid depth: with
+  // its requests left owed while its inputs left the books, the reserve audit paused the member
+  it('is adopted from the chain though it commits its requests out of id order', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 2, 2);
+    const [payment] = buildPayments(requests, inputs, 2, federation, { maxOutputs: 10 }).payments;
+    const reversed = committedInReverse(payment!);
+    chain.mine([rpcTransaction(reversed.tx)]);
+    await settlement.tick();
+    assert.deepEqual(
+      await Promise.all(requests.map((r) => status(store, r.id))),
+      ['signed', 'signed'],
+      'read back from the chain: paid once at depth, owed no more',
+    );
+    assert.deepEqual(await Promise.all(inputs.map(async (o) => (await getUtxo(store, o))?.spentBy)), [
+      txidOf(reversed.tx),
+      txidOf(reversed.tx),
+    ]);
   });
 });

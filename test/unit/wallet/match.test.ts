@@ -4,7 +4,8 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { commitmentScript, matchCommitment } from '../../../src/wallet/commitment.js';
-import { buildPayments, type PaymentRequest } from '../../../src/wallet/payment.js';
+import { buildMerge, buildPayments, type PaymentRequest } from '../../../src/wallet/payment.js';
+import { committedInReverse } from '../../support/spends.js';
 
 // Reading a payment's requests from the transaction alone (a member that missed it, an auditor).
 
@@ -15,6 +16,9 @@ const federation = buildFederation({
 });
 const id = (n: number): string => `0x${n.toString(16).padStart(64, '0')}:${n % 3}`;
 const same = witnessScript(0, new Uint8Array(20).fill(5));
+/** `count` requests to one address with one amount, ids from `from` on: only the commitment tells them apart. */
+const lookAlikes = (count: number, from: number): PaymentRequest[] =>
+  Array.from({ length: count }, (_, n) => ({ id: id(from + n), scriptPubKey: same, sats: 2_000_000n }));
 const utxos = [1, 2, 3].map((i) => ({
   txid: i.toString(16).padStart(64, '0'),
   vout: 0,
@@ -64,23 +68,36 @@ describe('matching a payment to its requests through the commitment', () => {
     // anyone can burn a ninth request like eight a payment pays, with an id that sorts first: tried
     // first in every place, it sent the search through 8! wrong assignments, past its cap, and a member
     // that missed the payment could not adopt it from the chain while the decoy stayed queued
-    const many: PaymentRequest[] = Array.from({ length: 9 }, (_, n) => ({
-      id: id(100 + n),
-      scriptPubKey: same,
-      sats: 2_000_000n,
-    }));
+    const many: PaymentRequest[] = lookAlikes(9, 100);
     const [payment] = buildPayments(many.slice(1), utxos, 3, federation, { maxOutputs: 20 }).payments;
     assert.deepEqual(matchCommitment(payment!.tx.outputs, many), payment!.requestIds);
     // an honest proposer commits in id order, so that order is tried first: a few tries, not thousands
     assert.deepEqual(matchCommitment(payment!.tx.outputs, many, 20), payment!.requestIds);
   });
 
+  // a member that never saw such a payment kept its requests owed while their inputs left its books,
+  // and its reserve audit paused it (settlement-races.test.ts): with one candidate a place, the search
+  // took the id-order pass for the only assignment
+  it('finds requests committed out of id order, one candidate an output: a merge commits them so', () => {
+    const [payment] = buildPayments(others, utxos, 3, federation, { maxOutputs: 20 }).payments;
+    const reversed = committedInReverse(payment!);
+    assert.deepEqual(matchCommitment(reversed.tx.outputs, [...twins, ...others]), reversed.requestIds);
+    const merge = buildMerge([others[1]!, others[0]!], [[utxos[0]!], [utxos[1]!]], 3, federation);
+    assert.deepEqual(merge!.requestIds, [others[1]!.id, others[0]!.id], "in the rivals' order");
+    assert.deepEqual(matchCommitment(merge!.tx.outputs, [...twins, ...others]), merge!.requestIds);
+  });
+
+  // Open: more look-alikes than the search's tries (an outsider burns twenty to one address with one
+  // amount, a payment takes the five highest): a member that missed it cannot read it from the chain,
+  // and its reserve audit pauses it (docs/alarms.md, chain_spend_unmatched)
+  it('finds a payment of the last five of twenty look-alike requests', { todo: 'open: see above' }, () => {
+    const many: PaymentRequest[] = lookAlikes(20, 200);
+    const [payment] = buildPayments(many.slice(15), utxos, 3, federation, { maxOutputs: 20 }).payments;
+    assert.deepEqual(matchCommitment(payment!.tx.outputs, many), payment!.requestIds);
+  });
+
   it('gives up after a bounded number of tries', () => {
-    const many: PaymentRequest[] = Array.from({ length: 9 }, (_, n) => ({
-      id: id(100 + n),
-      scriptPubKey: same,
-      sats: 2_000_000n,
-    }));
+    const many: PaymentRequest[] = lookAlikes(9, 100);
     const [payment] = buildPayments(many.slice(0, 8), utxos, 3, federation, { maxOutputs: 20 }).payments;
     // committed in reverse id order: the id-order guess fails and the search may need up to 9!/1! tries
     const reversedIds = [...payment!.requestIds].reverse();
