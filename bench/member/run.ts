@@ -9,7 +9,7 @@ import { serializeTx, type Transaction } from '../../src/bitcoin/tx.js';
 import { decideRequest } from '../../src/evm/decider.js';
 import { requestId } from '../../src/evm/request-id.js';
 import { getRequests, stageNewRequest } from '../../src/evm/request-store.js';
-import { clockNs, STAGE_CLOCK, timeAsync } from '../../src/metrics/stages.js';
+import { STAGE_CLOCK, timeAsync } from '../../src/metrics/stages.js';
 import { declaredOutputs } from '../../src/node/member.js';
 import { settleLocally } from '../../src/node/settlement.js';
 import { recordFinalized } from '../../src/node/finalize.js';
@@ -23,6 +23,7 @@ import { buildPayments } from '../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../src/wallet/proposal.js';
 import { listUnspent, registerUtxo } from '../../src/wallet/utxos.js';
 import { benchArgs, resultsDir } from '../e2e/args.js';
+import { roundLine, timed, type Phase } from '../e2e/phases.js';
 
 // One member's bookkeeping per request, in one process: ingest, validate and sign, verify the
 // other signers' sets, record and apply the finalized payment, on a real store and signing pool,
@@ -101,23 +102,7 @@ const POLICY: Omit<SigningPolicy, 'self'> = {
   limits: DEFAULT_LIMITS,
 };
 
-interface Phase {
-  /** Main-thread CPU µs per request. */
-  readonly mainUs: number;
-  /** The whole process's CPU µs per request: the signing worker, RocksDB's and V8's threads too. */
-  readonly processUs: number;
-}
-
-const PHASES = ['ingest', 'build', 'sign', 'verify', 'finalize'] as const;
-type Phases = Record<(typeof PHASES)[number], Phase>;
-
-async function timed(count: number, fn: () => Promise<void>): Promise<Phase> {
-  const start = clockNs();
-  const cpu = process.cpuUsage();
-  await fn();
-  const used = process.cpuUsage(cpu);
-  return { mainUs: (clockNs() - start) / 1000 / count, processUs: (used.user + used.system) / count };
-}
+type Phases = Record<'ingest' | 'build' | 'sign' | 'verify' | 'finalize', Phase>;
 
 /**
  * What ingestion does with each final request log: decided and staged, all in one transaction,
@@ -247,11 +232,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < rounds; r++) {
       const result = await round(store, federation, self, others);
       results.push(result);
-      const sum = (figure: keyof Phase): number => PHASES.reduce((a, p) => a + result[p][figure], 0);
-      const phases = PHASES.map((p) => `${p} ${result[p].mainUs.toFixed(1)}`).join(', ');
-      process.stderr.write(
-        `round ${r + 1}: main thread µs/request ${phases}; all ${sum('mainUs').toFixed(1)}; process ${sum('processUs').toFixed(1)}\n`,
-      );
+      process.stderr.write(roundLine(r + 1, result));
     }
     const out = resultsDir(values.out);
     await mkdir(out, { recursive: true });

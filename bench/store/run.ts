@@ -14,10 +14,11 @@ import {
   stageStatus,
   type NewRequest,
 } from '../../src/evm/request-store.js';
-import { clockNs, STAGE_CLOCK, timeAsync, type Stage } from '../../src/metrics/stages.js';
+import { STAGE_CLOCK, timeAsync, type Stage } from '../../src/metrics/stages.js';
 import type { RequestRecord } from '../../src/storage/records.js';
 import { Store } from '../../src/storage/store.js';
 import { benchArgs, resultsDir } from '../e2e/args.js';
+import { roundLine, timed, total, type Phase } from '../e2e/phases.js';
 
 // What the store's layout alone costs a member per request: the reads and writes a request's life
 // takes in the member's own functions (src/evm/request-store.ts), on a real store, with nothing else
@@ -49,26 +50,13 @@ const requests = positive(values.requests as string, '--requests');
 const perPayment = positive(values.payment as string, '--payment');
 const rounds = positive(values.rounds as string, '--rounds');
 
-const PHASES = ['ingest', 'sign', 'finalize'] as const;
-type PhaseName = (typeof PHASES)[number];
-interface Phase {
-  /** Main-thread CPU µs per request (the stage clock). */
-  readonly mainUs: number;
-  /** The process's CPU µs per request: RocksDB's flush and compaction threads too. */
-  readonly processUs: number;
-}
+type Phases = Record<'ingest' | 'sign' | 'finalize', Phase>;
 
 /**
- * `fn` timed per request, run as a section of `stage` as the member runs it (the observer's decide,
- * the signer's validation, finalize_record), so that each store put is a nested section, as there.
+ * `fn` run as a section of `stage` as the member runs it (the observer's decide, the signer's
+ * validation, finalize_record), so that each store put is a nested section, as there; timed.
  */
-async function timed(stage: Stage, fn: () => Promise<void>): Promise<Phase> {
-  const start = clockNs();
-  const cpu = process.cpuUsage();
-  await timeAsync(stage, fn);
-  const used = process.cpuUsage(cpu);
-  return { mainUs: (clockNs() - start) / 1000 / requests, processUs: (used.user + used.system) / requests };
-}
+const staged = (stage: Stage, fn: () => Promise<void>): Promise<Phase> => timed(requests, () => timeAsync(stage, fn));
 
 /** New requests as ingestion stages them, each to its own P2WPKH address. */
 function newRequests(): NewRequest[] {
@@ -108,10 +96,10 @@ async function pay(store: Store, records: readonly RequestRecord[], txid: string
   });
 }
 
-async function round(store: Store): Promise<Record<PhaseName, Phase>> {
+async function round(store: Store): Promise<Phases> {
   const fresh = newRequests();
   let records: RequestRecord[] = [];
-  const ingest = await timed('decide', () =>
+  const ingest = await staged('decide', () =>
     store.transaction(async (batch) => {
       const at = new Date().toISOString();
       const known = await getRequests(
@@ -125,30 +113,24 @@ async function round(store: Store): Promise<Record<PhaseName, Phase>> {
     txid: randomBytes(32).toString('hex'),
     records: records.slice(k * perPayment, (k + 1) * perPayment),
   }));
-  const sign = await timed('validation', async () => {
+  const sign = await staged('validation', async () => {
     for (const p of payments) await pay(store, p.records, p.txid, 'batched');
   });
-  const finalize = await timed('finalize_record', async () => {
+  const finalize = await staged('finalize_record', async () => {
     for (const p of payments) await pay(store, p.records, p.txid, 'signed');
   });
   return { ingest, sign, finalize };
 }
 
-const total = (r: Record<PhaseName, Phase>, figure: keyof Phase): number =>
-  PHASES.reduce((a, p) => a + r[p][figure], 0);
-
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'pegout-bench-store-'));
   const store = await Store.open(dir, { descriptor: 'bench:store' });
   try {
-    const results: Record<PhaseName, Phase>[] = [];
+    const results: Phases[] = [];
     for (let r = 0; r < rounds; r++) {
       const result = await round(store);
       results.push(result);
-      const phases = PHASES.map((p) => `${p} ${result[p].mainUs.toFixed(1)}`).join(', ');
-      process.stderr.write(
-        `round ${r + 1}: main thread µs/request ${phases}; all ${total(result, 'mainUs').toFixed(1)}; process ${total(result, 'processUs').toFixed(1)}\n`,
-      );
+      process.stderr.write(roundLine(r + 1, result));
     }
     const measured = results.length > 1 ? results.slice(1) : results;
     const mean = (figure: keyof Phase): number => measured.reduce((a, r) => a + total(r, figure), 0) / measured.length;
