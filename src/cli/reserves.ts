@@ -61,6 +61,8 @@ export function reservesAsText(r: ReserveReportJson): Record<string, string> {
     'peg-ins − paid': `${r.ledger.pegIns} − ${r.ledger.paid} = ${btc(r.ledger.pegInsMinusPaid)}; minus assets: ${r.ledger.unexplained} unexplained (change under the dust limit, or money that left otherwise)`,
     'bitcoin core': coreLine(r),
   };
+  if (r.unnamed.payments > 0)
+    lines.unnamed = `${btc(r.unnamed.sats)} taken by ${r.unnamed.payments} payments found on the chain whose requests are not named yet (counted against the liabilities until the paid depth)`;
   if (r.unconfirmed.outputs > 0)
     lines.unconfirmed = `${btc(r.unconfirmed.sats)} in ${r.unconfirmed.outputs} reserved outputs whose block left the chain`;
   for (const [i, f] of r.faults.entries()) lines[`fault ${i + 1}`] = `${f.kind}: ${f.message}`;

@@ -35,6 +35,7 @@ import { handoffProposals, handoffView } from './handoff.js';
 import { EarlySignatures } from './early-signatures.js';
 import {
   checkFinalizedCommitment,
+  finalizedBodyOf,
   ownFinalizedBody,
   parseFinalizedBody,
   registerMessages,
@@ -110,6 +111,16 @@ export const COORDINATOR_CAPS = {
   retryPerPeer: 64,
   /** Txids a peer announced finalized with signatures that did not verify, remembered a peer. */
   forgedPerPeer: 64,
+  /**
+   * A peer's questions for finalized payments ('unnamed'), per second and saved up: each is a read,
+   * and an answer of up to a thousand outputs and request ids encoded and sent. An honest member asks
+   * for the few payments it cannot name, once every askGapMs each.
+   */
+  answers: { perSecond: 2, burst: 32 },
+  /** How often this member asks its peers again for one payment it cannot name. */
+  askGapMs: 10_000,
+  /** Payments this member remembers asking for (a payment found on the chain each; past it the oldest is forgotten). */
+  asked: 128,
   /**
    * The checking a peer's proposals may cost this member, in requests and inputs named (each is read
    * and checked, whether the proposal is signed or refused), per second and saved up. An honest
@@ -272,6 +283,10 @@ export class Coordinator {
   private readonly announced = new Map<string, { at: number; timer?: NodeJS.Timeout }>();
   /** What each peer's proposals may still cost this member's checks (COORDINATOR_CAPS.proposalWork; at most n). */
   private readonly work = new Map<string, TokenBucket>();
+  /** The questions each peer may still ask for finalized payments (COORDINATOR_CAPS.answers; at most n). */
+  private readonly answers = new Map<string, TokenBucket>();
+  /** When this member last asked its peers for each payment it cannot name (COORDINATOR_CAPS.asked). */
+  private readonly asked = new Map<string, number>();
 
   constructor(private readonly o: CoordinatorOptions) {
     this.peerLog = peerLog(o.log);
@@ -300,7 +315,9 @@ export class Coordinator {
             ? () => this.onFinalizedFrame(peer, body as FinalizedBody)
             : type === 'release'
               ? async () => void (await this.o.outflow.peerReleased(peer, body as string))
-              : undefined;
+              : type === 'unnamed'
+                ? () => this.onUnnamedFrame(peer, body as string)
+                : undefined;
     if (!fn || (type === 'proposal' && !this.withinProposalWork(peer, body))) return;
     this.queued++;
     await this.serial(() => fn().finally(() => this.queued--));
@@ -360,8 +377,7 @@ export class Coordinator {
   private async recover(): Promise<void> {
     for await (const { txid, made, finalized: f } of openPayments(this.o.store)) {
       if (f) {
-        if (await isUnsettled(this.o.store, f, this.o.paidDepth))
-          this.keepUnsettled(f.txid, { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds });
+        if (await isUnsettled(this.o.store, f, this.o.paidDepth)) this.keepUnsettled(f.txid, finalizedBodyOf(f));
         for (const [id, output] of Object.entries(f.unmatched ?? {})) this.addLate(id, f.txid, output);
         continue;
       }
@@ -472,6 +488,42 @@ export class Coordinator {
   private keepUnsettled(txid: string, body: FinalizedBody): void {
     this.unsettled.set(txid, body);
     if (this.unsettled.size > COORDINATOR_CAPS.unsettled) this.unsettled.delete(this.unsettled.keys().next().value!);
+  }
+
+  /**
+   * A payment confirmed on the chain whose requests this member cannot name (node/settlement.ts):
+   * its peers are asked for it, at most once every COORDINATOR_CAPS.askGapMs.
+   */
+  askFinalized(txid: string): void {
+    const now = Date.now();
+    const last = this.asked.get(txid);
+    if (last !== undefined && now - last < COORDINATOR_CAPS.askGapMs) return;
+    this.asked.delete(txid);
+    if (this.asked.size >= COORDINATOR_CAPS.asked) this.asked.delete(this.asked.keys().next().value!);
+    this.asked.set(txid, now);
+    this.o.network.broadcast('unnamed', txid);
+  }
+
+  /**
+   * `peer` cannot name the requests of a payment it found on the chain: sent this member's record of it
+   * as a finalized frame, which it checks like any (the commitment names them, t signatures verify).
+   * Each question, answered or not, is taken from the peer's budget (COORDINATOR_CAPS.answers).
+   */
+  private async onUnnamedFrame(peer: string, txid: string): Promise<void> {
+    const { perSecond, burst } = COORDINATOR_CAPS.answers;
+    const now = this.o.now ?? (() => performance.now());
+    const budget = bucketOf(
+      this.answers,
+      peer,
+      this.o.federation.pubkeys.length,
+      () => new TokenBucket(perSecond, burst, now),
+    );
+    if (!budget.take()) {
+      this.o.metrics?.framesDropped.inc({ reason: 'answer_budget' });
+      return;
+    }
+    const f = await this.o.store.get<FinalizedRecord>(finalizedKey(txid));
+    if (f) this.o.network.send(peer, 'finalized', finalizedBodyOf(f));
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */

@@ -157,7 +157,7 @@ async function startChainSide(
   metrics: Metrics,
   safety: Safety,
   cleanup: (() => Promise<void>)[],
-  onSettled: (txid: string) => void,
+  peers: () => Pick<Coordinator, 'settled' | 'askFinalized'> | undefined,
 ): Promise<ChainSide> {
   const b = config.bitcoin;
   if (!b) return declaredChainSide(config, store, federation, log);
@@ -181,7 +181,8 @@ async function startChainSide(
     paidConfirmations: b.paidConfirmations,
     rbfAfterBlocks: b.rbfAfterBlocks,
     maxFeeRate: b.maxFeeRate,
-    onSettled,
+    onSettled: (txid) => peers()?.settled(txid),
+    onUnnamed: (txid) => peers()?.askFinalized(txid),
     alarm: (kind, detail, fields) => safety.alarm(kind, detail, { ...fields }),
     ...(handoff ? { handoff } : {}),
     limits: outflowLimits(config),
@@ -512,9 +513,8 @@ export async function startMember(
     const self = toHex(myKey);
     const limits = outflowLimits(config);
     const outflow = new Outflow(store, self, federation.threshold, pubkeys.map(toHex), limits);
-    const chain = await startChainSide(config, store, federation, handoff, log, metrics, safety, cleanup, (txid) =>
-      coordinator?.settled(txid),
-    );
+    const peers = (): Coordinator | undefined => coordinator;
+    const chain = await startChainSide(config, store, federation, handoff, log, metrics, safety, cleanup, peers);
     const { settlement, recoverInput } = chain;
     const handingOverFrom = handoff?.side === 'to' ? { handingOverFrom: handoff.plan.from.scriptPubKey } : {};
     const reserves = reserveAuditor(config, { store, federation, safety, log, metrics, ...handingOverFrom }, cleanup);

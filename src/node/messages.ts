@@ -3,9 +3,9 @@ import { MAX_STANDARD_TX_WEIGHT, txWeight } from '../bitcoin/weight.js';
 import { isRequestId } from '../evm/request-id.js';
 import { isBytes } from '../p2p/frames.js';
 import type { PeerNetwork } from '../p2p/network.js';
-import { commitsTo } from '../wallet/commitment.js';
+import { namesCommitted } from '../wallet/commitment.js';
 import { PROPOSAL_CAPS } from '../wallet/proposal.js';
-import type { FinalizedBody } from '../storage/records.js';
+import type { FinalizedBody, FinalizedRecord } from '../storage/records.js';
 
 // The messages members exchange over the links, and the checks a frame's body passes before the
 // coordinator sees it. A proposal's full check (checkProposal, src/wallet/proposal.ts) parses its
@@ -49,6 +49,8 @@ const CHECKS: Record<string, (body: unknown) => boolean> = {
   /** The sender stopped (true) or resumed (false) signing (node/safety.ts). */
   paused: (b) => typeof b === 'boolean',
   turn_done: (b) => Number.isSafeInteger(b),
+  /** The sender cannot name the requests of this confirmed payment: a member holding it finalized sends it. */
+  unnamed: (b) => typeof b === 'string' && /^[0-9a-f]{64}$/.test(b),
 };
 
 /** Declares every message type on the links with its body check; other types are dropped there. */
@@ -86,19 +88,18 @@ export function ownFinalizedBody(body: FinalizedBody): FinalizedBody {
   };
 }
 
+/** The finalized frame of a recorded payment: every request its output 0 commits to, in order. */
+export function finalizedBodyOf(f: FinalizedRecord): FinalizedBody {
+  return { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds };
+}
+
 /**
  * A peer's finalized payment before its signatures are checked: output 0 commits to exactly the
  * requests the frame names (which requests it pays is read from the transaction itself, never
  * from the frame's label). Throws otherwise.
  */
 export function checkFinalizedCommitment(signed: Transaction, body: FinalizedBody): void {
-  const commitment = signed.outputs[0];
-  if (
-    !commitment ||
-    signed.outputs.length < body.requestIds.length + 1 ||
-    !body.requestIds.every(isRequestId) ||
-    !commitsTo(commitment.scriptPubKey, body.requestIds)
-  ) {
+  if (!body.requestIds.every(isRequestId) || !namesCommitted(signed.outputs, body.requestIds)) {
     throw new Error('output 0 does not commit to the requests the frame names');
   }
 }

@@ -1,3 +1,4 @@
+import { equal } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { BitcoinRpcClient, rawDescriptor } from '../chain/rpc.js';
@@ -5,7 +6,7 @@ import type { Config } from '../config/config.js';
 import { isPegoutError } from '../errors.js';
 import { listRequestsIn, OWED, paidSats, paymentsOfRequests, QUEUED } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { cursorKey, finalizedKey, txConfirmationKey } from '../storage/keys.js';
+import { cursorKey, finalizedKey, SPACES, txConfirmationKey } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import {
   reserveReport,
@@ -14,11 +15,13 @@ import {
   type OwedRequest,
   type ReserveBooks,
   type ReserveReport,
+  type Unnamed,
 } from '../wallet/reserves.js';
-import { getUtxo, listUtxos, pegInTotal } from '../wallet/utxos.js';
+import { readCommitment } from '../wallet/commitment.js';
+import { getUtxo, getUtxos, listUtxos, pegInTotal } from '../wallet/utxos.js';
 import type { Logger } from './log.js';
 import type { Safety } from './safety.js';
-import type { BitcoinCursor, FinalizedRecord, RequestRecord } from '../storage/records.js';
+import type { BitcoinCursor, ChainSpend, FinalizedRecord, RequestRecord } from '../storage/records.js';
 
 // The reserve audit in the member (issue 13): on each Bitcoin block this member applies, its books
 // (src/wallet/reserves.ts) against Bitcoin Core's UTXO set for the federation script (scantxoutset).
@@ -72,7 +75,7 @@ async function owedRequests(store: Store): Promise<OwedRequest[]> {
  * (requests not paid yet), and the ledger's two sums from their counters: its cost follows the
  * books, not the history, since it runs at every block and may be asked for by anyone.
  */
-export function readBooks(store: Store): Promise<ReserveBooks> {
+export function readBooks(store: Store, naming?: UnnamedWindow): Promise<ReserveBooks> {
   return store.exclusive(async () => {
     const cursor = await store.get<BitcoinCursor>(cursorKey('bitcoin'));
     const outputs: HeldOutput[] = [];
@@ -86,8 +89,38 @@ export function readBooks(store: Store): Promise<ReserveBooks> {
       owed,
       pegIns: await pegInTotal(store),
       paid: await paidSats(store),
+      unnamed: cursor && naming ? await unnamedPayments(store, cursor.height, naming) : { sats: 0n, payments: 0 },
     };
   });
+}
+
+/** Which payments found on the chain count as paying requests not named yet: ReserveReport.unnamed. */
+export interface UnnamedWindow {
+  readonly federationScript: Uint8Array;
+  /** The paid depth: a payment counts while it has fewer confirmations. */
+  readonly blocks: number;
+}
+
+/**
+ * The spends of federation outputs that this member holds no finalized record of (chain/observer.ts
+ * keeps them until node/settlement.ts adopts them), confirmed within the window and committing to
+ * requests: what each took from the federation (its federation inputs less its outputs back to it).
+ */
+async function unnamedPayments(store: Store, tip: number, window: UnnamedWindow): Promise<Unnamed> {
+  let sats = 0n;
+  let payments = 0;
+  for await (const [, spend] of store.entries<ChainSpend>({ prefix: SPACES.chainSpend })) {
+    if (tip - spend.height + 1 >= window.blocks || (await store.get(finalizedKey(spend.txid)))) continue;
+    const tx = parseTx(spend.tx);
+    if (!tx.outputs[0] || !readCommitment(tx.outputs[0].scriptPubKey)) continue;
+    let taken = 0n;
+    for (const u of await getUtxos(store, tx.inputs)) if (u?.spentBy === spend.txid) taken += u.value;
+    for (const o of tx.outputs) if (equal(o.scriptPubKey, window.federationScript)) taken -= o.value;
+    if (taken <= 0n) continue;
+    sats += taken;
+    payments++;
+  }
+  return { sats, payments };
 }
 
 export interface ReserveAuditorOptions {
@@ -103,6 +136,8 @@ export interface ReserveAuditorOptions {
   readonly recheckMs?: number;
   /** On the new side of a rotation: the old federation's script, whose outputs Core still holds for this one. */
   readonly handingOverFrom?: Uint8Array;
+  /** The paid depth: how long a payment whose requests are not named yet counts (ReserveReport.unnamed); default 0. */
+  readonly paidConfirmations?: number;
 }
 
 export class ReserveAuditor {
@@ -140,7 +175,7 @@ export class ReserveAuditor {
     if (last && (this.o.core || Date.now() - this.#lastMs < REPORT_MAX_AGE_MS)) return last;
     return this.#shared(async () => {
       const pending = 'no audit against Bitcoin Core yet: it runs once this member has applied a block';
-      const books = await readBooks(this.o.store);
+      const books = await readBooks(this.o.store, this.#naming());
       const report = reserveReport(books, this.o.core ? { unavailable: pending } : null, this.#now());
       this.#keep(report);
       return report;
@@ -154,13 +189,17 @@ export class ReserveAuditor {
 
   #audit(scanned: CoreView | undefined): Promise<ReserveReport> {
     return this.#shared(async () => {
-      const books = await readBooks(this.o.store);
+      const books = await readBooks(this.o.store, this.#naming());
       const report = reserveReport(books, scanned ?? (await this.#scan()), this.#now());
       this.#keep(report);
       if (report.core.compared && report.member) this.#judged = { hash: report.member.hash, ms: Date.now() };
       await this.#act(report);
       return report;
     });
+  }
+
+  #naming(): UnnamedWindow {
+    return { federationScript: this.o.federation.scriptPubKey, blocks: this.o.paidConfirmations ?? 0 };
   }
 
   #now(): string {
@@ -248,5 +287,5 @@ export function reserveAuditor(
   const auth = b.cookieFile ? { cookieFile: b.cookieFile } : { user: b.user!, password: b.password! };
   const rpc = new BitcoinRpcClient({ url: b.rpcUrl, auth, timeoutMs: SCAN_TIMEOUT_MS, retries: 1 });
   cleanup.push(async () => rpc.close());
-  return new ReserveAuditor({ ...deps, core: rpc });
+  return new ReserveAuditor({ ...deps, core: rpc, paidConfirmations: b.paidConfirmations });
 }

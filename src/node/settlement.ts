@@ -15,10 +15,11 @@ import {
   finalizedKey,
   openPaymentKey,
   proposalKey,
+  signatureMadeKey,
   SPACES,
 } from '../storage/keys.js';
 import type { Store, StoreBatch } from '../storage/store.js';
-import { matchCommitment, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
+import { matchCommitment, namesCommitted, readCommitment, type CandidateRequest } from '../wallet/commitment.js';
 import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints, proposalsSpending } from '../wallet/proposal.js';
@@ -36,7 +37,14 @@ import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js
 import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
 import type { Logger } from './log.js';
-import type { BroadcastAttempt, ChainSpend, FinalizedRecord, Proposal, RequestStatus } from '../storage/records.js';
+import type {
+  BroadcastAttempt,
+  ChainSpend,
+  FinalizedRecord,
+  Proposal,
+  RequestStatus,
+  SignatureRecord,
+} from '../storage/records.js';
 
 // Settlement: what happens to a finalized payment. With Bitcoin Core it is broadcast until the
 // node has it, followed to the configured depth (requests 'broadcast' → 'paid') and replaced
@@ -219,6 +227,12 @@ export interface ChainSettlementOptions {
   readonly metrics?: Metrics;
   /** The payment is paid at depth, or lost to a conflicting one: no longer announced. */
   readonly onSettled: (txid: string) => void;
+  /**
+   * A confirmed spend commits to requests that this member cannot name (look-alike requests outrun
+   * the search, or some are not ingested yet): asked of the peers at each step until it is named, since
+   * a member that holds the payment finalized can send it (its commitment and witness are checked).
+   */
+  readonly onUnnamed?: (txid: string) => void;
   /** Raises an alarm (node/safety.ts): a spend of federation outputs no payment explains. */
   readonly alarm?: (kind: 'foreign_spend' | 'chain_spend_unmatched', detail: string, fields: object) => Promise<void>;
   /** A rotation this member takes part in: a confirmed handoff under its plan explains a spend too. */
@@ -373,12 +387,20 @@ export class ChainSettlement {
         this.o.handoff &&
         prevouts.every((p) => p !== undefined) &&
         checkHandoffTx(tx, prevouts, this.o.handoff.plan, this.o.federation, ANY_FEE).ok;
-      const requestIds = handoff ? [] : matchCommitment(tx.outputs, candidates);
+      // what this member signed names them: a search through look-alike requests (one address, one
+      // amount) can run out of tries before it finds the commitment's assignment
+      const signed = handoff ? undefined : await this.o.store.get<SignatureRecord>(signatureMadeKey(spend.txid));
+      const requestIds = handoff
+        ? []
+        : signed && namesCommitted(tx.outputs, signed.requestIds)
+          ? [...signed.requestIds]
+          : matchCommitment(tx.outputs, candidates);
       if (!requestIds || prevouts.some((p) => p === undefined)) {
+        const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
+        if (known && !requestIds) this.o.onUnnamed?.(spend.txid);
         // a request not ingested yet may still complete the match; reported once per run
         if (!this.unmatched.has(spend.txid)) {
           this.unmatched.add(spend.txid);
-          const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
           // no commitment: no federation member built it, so t keys signed outside the rules
           await this.o.alarm?.(
             known ? 'chain_spend_unmatched' : 'foreign_spend',

@@ -44,6 +44,20 @@ export function commitsTo(script: Uint8Array, requestIds: readonly string[]): bo
   return committed !== undefined && equal(committed, requestCommitment(requestIds));
 }
 
+/**
+ * Whether a payment's outputs commit to exactly `requestIds` in this order, with an output for
+ * each: how ids that someone names for a transaction (a peer's frame, this member's own signature
+ * record) are checked against its own bytes before they are believed.
+ */
+export function namesCommitted(outputs: readonly TxOutput[], requestIds: readonly string[]): boolean {
+  const commitment = outputs[0];
+  return (
+    commitment !== undefined &&
+    outputs.length >= requestIds.length + 1 &&
+    commitsTo(commitment.scriptPubKey, requestIds)
+  );
+}
+
 /** A request that a confirmed payment may pay: what this member or an auditor knows of it. */
 export interface CandidateRequest {
   readonly id: string;

@@ -35,6 +35,14 @@ export interface ReserveBooks {
   readonly pegIns: bigint;
   /** Σ sats of requests in status 'paid'. */
   readonly paid: bigint;
+  /** Recent payments found on the chain whose requests this member cannot name yet (ReserveReport.unnamed). */
+  readonly unnamed: Unnamed;
+}
+
+/** Payments, and the sats they took from the federation's outputs. */
+export interface Unnamed {
+  readonly sats: bigint;
+  readonly payments: number;
 }
 
 /** Bitcoin Core's UTXO set for the federation script at its tip, or why there is none this time. */
@@ -103,6 +111,13 @@ export interface ReserveReport {
   };
   /** Requests whose payment is applied but not yet at the paid depth: counted as paid. */
   readonly settling: { readonly sats: bigint; readonly requests: number };
+  /**
+   * Payments confirmed within the paid depth that commit to requests this member cannot name from
+   * the chain (node/settlement.ts): what they took from the federation's outputs stands against the
+   * liabilities until a peer that signed one announces which requests it paid. Past that depth they
+   * count no more, so a spend that only looks like a payment is short then.
+   */
+  readonly unnamed: Unnamed;
   /** assets − liabilities. */
   readonly surplus: bigint;
   /**
@@ -200,17 +215,18 @@ function liabilitiesOf(owed: readonly OwedRequest[]): Pick<ReserveReport, 'liabi
 }
 
 function faultsOf(report: Omit<ReserveReport, 'verdict' | 'faults'>): ReserveFault[] {
-  const { core, assets, liabilities, member } = report;
+  const { core, assets, liabilities, member, unnamed } = report;
   if (!core.compared) return [];
   const faults: ReserveFault[] = [];
   const handingOver = core.handingOver ?? 0n;
-  if (assets.sats + handingOver < liabilities.sats)
+  if (assets.sats + handingOver + unnamed.sats < liabilities.sats)
     faults.push({
       kind: 'reserves_short',
       message:
-        `assets ${assets.sats} sats${handingOver > 0n ? ` (and ${handingOver} at the old federation's address, being handed over)` : ''} < ` +
+        `assets ${assets.sats} sats${handingOver > 0n ? ` (and ${handingOver} at the old federation's address, being handed over)` : ''}` +
+        `${unnamed.sats > 0n ? ` (and ${unnamed.sats} paid by ${unnamed.payments} payments whose requests are not named yet)` : ''} < ` +
         `liabilities ${liabilities.sats} sats (${liabilities.requests} requests): ` +
-        `short by ${liabilities.sats - assets.sats - handingOver} sats at block ${member!.height}`,
+        `short by ${liabilities.sats - assets.sats - handingOver - unnamed.sats} sats at block ${member!.height}`,
     });
   const { onlyInCore, onlyHere, otherValue } = core.differences;
   if (onlyInCore + onlyHere + otherValue > 0)
@@ -245,6 +261,7 @@ export function reserveReport(books: ReserveBooks, core: CoreView | null, at: st
     unconfirmed: { sats: sum(unconfirmed.map((o) => o.value)), outputs: unconfirmed.length },
     liabilities,
     settling,
+    unnamed: books.unnamed,
     surplus: assets.sats - liabilities.sats,
     ledger: {
       pegIns: books.pegIns,

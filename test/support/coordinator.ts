@@ -108,6 +108,8 @@ export interface Sent {
 
 /** The coordinator's private parts these tests drive. */
 export interface Internals {
+  /** A frame as the links hand it over. */
+  handle(peer: string, type: string, body: unknown): Promise<void>;
   onProposalFrame(peer: string, body: unknown): Promise<void>;
   onSignatures(peer: string, body: { txid: string; signatures: Uint8Array }): Promise<void>;
   onFinalizedFrame(peer: string, body: unknown): Promise<void>;

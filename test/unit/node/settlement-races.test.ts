@@ -47,8 +47,11 @@ const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
 const PROPOSER = toHex(federation.pubkeys[1]!);
 const PAID = 3;
 
-/** Member 0 on a scripted chain with `outputs` federation outputs of 0.5 BTC and `count` requests of 0.3 BTC. */
-async function setup(t: TestContext, outputs: number, count: number) {
+/**
+ * Member 0 on a scripted chain with `outputs` federation outputs of 0.5 BTC and `count` requests of
+ * 0.3 BTC, each to an address of its own, or all to one (`lookAlike`: only the commitment tells them apart).
+ */
+async function setup(t: TestContext, outputs: number, count: number, lookAlike = false) {
   const store = await openTempStore(t, federation.descriptor);
   const chain = new ScriptedChain(100);
   const script = toHex(federation.scriptPubKey);
@@ -65,7 +68,7 @@ async function setup(t: TestContext, outputs: number, count: number) {
   const batch = store.batch();
   const requests: PaymentRequest[] = [];
   for (let k = 0; k < count; k++) {
-    const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3 + k));
+    const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(lookAlike ? 3 : 3 + k));
     const { id } = stageNewRequest(
       batch,
       testRequest({ txHash: `0x${hex32(9 + k)}`, sats: 30_000_000n, scriptPubKey }),
@@ -288,5 +291,26 @@ describe('a confirmed payment this member never saw', () => {
       txidOf(reversed.tx),
       txidOf(reversed.tx),
     ]);
+  });
+
+  // an outsider burns twenty requests to one address with one amount and a malicious proposer pays the
+  // five highest, keeping the finalized record to itself: the search's tries run out before the
+  // commitment's assignment, and a member that signed it paused (reserves_short) like one that never saw it
+  it('is adopted with the ids this member signed when look-alike requests outrun the search', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 20, true);
+    const paid = requests.slice(15);
+    const [payment] = buildPayments(paid, inputs, 2, federation, { maxOutputs: 10 }).payments;
+    assert.deepEqual(
+      payment!.requestIds,
+      paid.map((r) => r.id),
+    );
+    assert.equal((await sign(store, payment!)).ok, true);
+    chain.mine([rpcTransaction(payment!.tx)]);
+    await settlement.tick();
+    assert.deepEqual(await Promise.all(requests.map((r) => status(store, r.id))), [
+      ...Array(15).fill('accepted'),
+      ...Array(5).fill('signed'),
+    ]);
+    for (const input of payment!.tx.inputs) assert.equal((await getUtxo(store, input))?.spentBy, txidOf(payment!.tx));
   });
 });

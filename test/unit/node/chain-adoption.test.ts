@@ -1,0 +1,202 @@
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import { toHex } from '../../../src/bitcoin/bytes.js';
+import { witnessScript } from '../../../src/bitcoin/script.js';
+import { parseTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { BitcoinObserver } from '../../../src/chain/observer.js';
+import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
+import { createLogger } from '../../../src/node/log.js';
+import { ReserveAuditor } from '../../../src/node/reserves.js';
+import { Safety } from '../../../src/node/safety.js';
+import { ChainSettlement } from '../../../src/node/settlement.js';
+import { createMetrics } from '../../../src/metrics/metrics.js';
+import { chainSpendKey } from '../../../src/storage/keys.js';
+import type { FinalizedBody } from '../../../src/storage/records.js';
+import type { Store } from '../../../src/storage/store.js';
+import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
+import { matchCommitment } from '../../../src/wallet/commitment.js';
+import { buildReplacement, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
+import { proposalFromPayment } from '../../../src/wallet/proposal.js';
+import { coordinatorOf, federation, finalizedBody, M, type Sent } from '../../support/coordinator.js';
+import { testRequest } from '../../support/requests.js';
+import { rpcTransaction, scanOf, ScriptedChain } from '../../support/scripted-chain.js';
+import { openTempStore } from '../../support/tempdir.js';
+
+// A malicious proposer (M[0]) pays five of twenty look-alike requests (an outsider burned them to one
+// address with one amount), shows the proposal to the two honest members it needs (M[1], M[2]), keeps
+// the finalized payment to itself (or sends it to them alone) and broadcasts it. The other honest
+// member (M[3]) never sees it, and its search through the look-alikes runs out of tries before the
+// commitment's assignment. Its requests stayed owed while their input left its books, so its reserve
+// audit paused it (reserves_short), and a member that signed the payment but never had it finalized
+// too. Now a signer names them from its own signature record, and a member that cannot name them asks
+// its peers, which send the payment as finalized: checked like any (the commitment names the
+// requests, the witness holds t valid signatures). Until then the audit counts what the payment took.
+
+const hex32 = (n: number): string => n.toString(16).padStart(64, '0');
+const same = witnessScript(0, new Uint8Array(20).fill(9));
+const requests: PaymentRequest[] = Array.from({ length: 20 }, (_, k) => ({
+  id: `0x${hex32(700 + k)}:0`,
+  scriptPubKey: same,
+  sats: 2_400_000n,
+}));
+const paid = requests.slice(15);
+const FUNDING = hex32(77);
+const input: SpendableUtxo = { txid: FUNDING, vout: 0, value: 50_000_000n, scriptPubKey: federation.scriptPubKey };
+const payment = buildReplacement(paid, [input], 2, federation)!;
+const txid = txidOf(payment.tx);
+/** The payment as the chain has it: signed by M[0], M[1] and M[2]. */
+const onChain = parseTx(finalizedBody(payment, [...payment.requestIds], [0, 1, 2]).tx);
+
+/** A chain whose block 100 pays `input` to the federation. */
+function funded(): ScriptedChain {
+  const chain = new ScriptedChain(99);
+  chain.mine([
+    {
+      txid: FUNDING,
+      hash: FUNDING,
+      vin: [{ coinbase: '00', sequence: 0 }],
+      vout: [{ n: 0, value: 0.5, scriptPubKey: { hex: toHex(federation.scriptPubKey) } }],
+    },
+  ]);
+  return chain;
+}
+
+/** A member of the coordinators' 3-of-4 federation on a scripted chain holding `input` and the twenty requests. */
+async function member(t: TestContext, index: number, chain: ScriptedChain) {
+  const store = await openTempStore(t, federation.descriptor);
+  const batch = store.batch();
+  for (const r of requests) {
+    const [txHash] = r.id.split(':');
+    stageNewRequest(batch, testRequest({ txHash: txHash!, sats: r.sats, scriptPubKey: same }), 'then');
+  }
+  await batch.write({ sync: true });
+  const observer = new BitcoinObserver({ store, chain, federationScript: federation.scriptPubKey, startHeight: 100 });
+  await observer.sync();
+  const h = await coordinatorOf(t, index, store);
+  const alarms: string[] = [];
+  const settlement = new ChainSettlement({
+    store,
+    federation,
+    rpc: { broadcast: async () => 'accepted' as const },
+    observer,
+    limits: DEFAULT_LIMITS,
+    paidConfirmations: 3,
+    rbfAfterBlocks: 2,
+    maxFeeRate: 500,
+    log: createLogger({ level: 'error', write: () => undefined }),
+    // wired as the member wires them (src/node/member.ts)
+    onSettled: (settled) => h.coordinator.settled(settled),
+    onUnnamed: (txid) => h.coordinator.askFinalized(txid),
+    alarm: async (kind) => void alarms.push(kind),
+  });
+  const log = createLogger({ level: 'error', write: () => undefined });
+  const safety = new Safety(store, log, createMetrics());
+  const auditor = new ReserveAuditor({
+    store,
+    federation,
+    core: { scanTxOutSet: async () => scanOf(chain, federation.scriptPubKey) },
+    safety,
+    log,
+    paidConfirmations: 3,
+  });
+  return { ...h, observer, settlement, alarms, auditor, safety };
+}
+
+const statuses = (store: Store): Promise<(string | undefined)[]> =>
+  Promise.all(requests.map(async (r) => (await getRequest(store, r.id))?.status));
+const expected = [...Array(15).fill('accepted'), ...Array(5).fill('signed')];
+const framesOf = (h: { sent: Sent[] }, type: string): Sent[] => h.sent.filter((s) => s.type === type);
+
+/** The payment mined, and each of `members` following the chain to it. */
+async function mined(chain: ScriptedChain, members: Awaited<ReturnType<typeof member>>[]): Promise<void> {
+  chain.mine([rpcTransaction(onChain)]);
+  for (const m of members) {
+    await m.observer.sync();
+    await m.settlement.tick();
+  }
+}
+
+describe('a payment of look-alike requests that its proposer kept to itself', () => {
+  it('is named by a member that signed it from its own record, and by one that never saw it on asking', async (t) => {
+    const chain = funded();
+    const signer = await member(t, 1, chain);
+    const missed = await member(t, 3, chain);
+    assert.equal(
+      matchCommitment(payment.tx.outputs, requests),
+      undefined,
+      'the search alone cannot name them: C(20, 5) assignments in id order, over its 10,000 tries',
+    );
+    await signer.c.onProposalFrame(M[0]!.hex, proposalFromPayment(payment, 1, M[0]!.hex));
+    assert.equal(framesOf(signer, 'signatures').length, 1, 'the honest member signed it');
+    await mined(chain, [signer, missed]);
+
+    assert.deepEqual(await statuses(signer.store), expected, 'the signer named them from what it signed');
+    assert.deepEqual(signer.alarms, []);
+    assert.deepEqual(missed.alarms, ['chain_spend_unmatched'], 'the member that never saw it cannot name them');
+    assert.deepEqual(await statuses(missed.store), Array(20).fill('accepted'));
+    const before = await missed.auditor.audit();
+    assert.deepEqual(
+      [before.verdict, before.unnamed.payments, before.unnamed.sats],
+      ['ok', 1, 12_000_000n],
+      'until a peer names them, what the payment took stands for them: not short, not paused',
+    );
+
+    const asks = framesOf(missed, 'unnamed');
+    assert.deepEqual(asks, [{ to: '*', type: 'unnamed', body: txid }], 'it asks every peer');
+    await missed.settlement.tick();
+    assert.equal(framesOf(missed, 'unnamed').length, 1, 'and asks again only after a while');
+    await signer.c.handle(M[3]!.hex, 'unnamed', txid);
+    const [answer] = framesOf(signer, 'finalized');
+    assert.equal(answer?.to, M[3]!.hex, 'the signer sends it the payment it recorded from the chain');
+    await missed.c.handle(M[1]!.hex, 'finalized', answer!.body as FinalizedBody);
+    await missed.settlement.tick();
+
+    assert.deepEqual(await statuses(missed.store), expected, 'named from the answer, checked against the chain');
+    assert.equal(await missed.store.get(chainSpendKey(txid)), undefined, 'the spend it could not name is settled');
+    const after = await missed.auditor.audit();
+    assert.deepEqual([after.verdict, after.unnamed.payments, after.settling.requests], ['ok', 0, 5]);
+    assert.equal(missed.safety.paused, null);
+  });
+
+  it('sent finalized to its signers alone, is sent on asking by one of them', async (t) => {
+    const chain = funded();
+    const signer = await member(t, 2, chain);
+    const missed = await member(t, 3, chain);
+    await signer.c.handle(M[0]!.hex, 'finalized', finalizedBody(payment, [...payment.requestIds], [0, 1, 2]));
+    await mined(chain, [signer, missed]);
+    assert.deepEqual(await statuses(signer.store), expected);
+    await signer.c.handle(M[3]!.hex, 'unnamed', txid);
+    const [answer] = framesOf(signer, 'finalized').filter((s) => s.to === M[3]!.hex);
+    await missed.c.handle(M[2]!.hex, 'finalized', answer!.body as FinalizedBody);
+    await missed.settlement.tick();
+    assert.deepEqual(await statuses(missed.store), expected);
+  });
+
+  it('is sent to a peer that asks again and again within a budget, and never by a member without it', async (t) => {
+    const chain = funded();
+    const signer = await member(t, 2, chain);
+    const missed = await member(t, 3, chain);
+    await missed.c.handle(M[0]!.hex, 'unnamed', txid);
+    assert.deepEqual(framesOf(missed, 'finalized'), [], 'nothing to send');
+    await signer.c.handle(M[0]!.hex, 'finalized', finalizedBody(payment, [...payment.requestIds], [0, 1, 2]));
+    for (let k = 0; k < 100; k++) await signer.c.handle(M[3]!.hex, 'unnamed', txid);
+    assert.equal(framesOf(signer, 'finalized').filter((s) => s.to === M[3]!.hex).length, 32);
+    signer.clock.now += 1000;
+    for (let k = 0; k < 5; k++) await signer.c.handle(M[3]!.hex, 'unnamed', txid);
+    assert.equal(framesOf(signer, 'finalized').filter((s) => s.to === M[3]!.hex).length, 34, 'two a second');
+  });
+
+  it('counts as paying them only within the paid depth: a spend that only looks like a payment is short then', async (t) => {
+    const chain = funded();
+    const missed = await member(t, 3, chain);
+    await mined(chain, [missed]);
+    chain.mine([]);
+    await missed.observer.sync();
+    assert.equal((await missed.auditor.audit()).verdict, 'ok', 'two confirmations of three');
+    chain.mine([]);
+    await missed.observer.sync();
+    const r = await missed.auditor.audit();
+    assert.deepEqual([r.unnamed.payments, r.faults.map((f) => f.kind)], [0, ['reserves_short']]);
+    assert.ok(missed.safety.paused);
+  });
+});
