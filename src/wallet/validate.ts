@@ -1,6 +1,7 @@
 import { equal } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { dustThreshold } from '../bitcoin/script.js';
+import { signedFederationVsize } from '../bitcoin/weight.js';
 import { parseRequestId } from '../evm/request-id.js';
 import { QUEUED } from '../evm/request-store.js';
 import { commitsTo } from './commitment.js';
@@ -165,13 +166,13 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
   if (!shape.ok) return shape;
   const inputs = checkInputs(checked, state);
   if ('ok' in inputs) return inputs;
+  const replaced = checkHandoffReplacement(checked, state, handoff, inputs);
+  if (replaced) return replaced;
   // The test spend and the new set's spend to itself happen once: a later one must conflict with
   // (spend an input of) every live one this member signed or knows finalized, so at most one of
   // them confirms, as with a request's payments (checkDoublePayment). Repeating them would move
   // more than the test amount before the proof, or spend the federation's funds on fees.
   const once = (): Verdict => {
-    const crowded = overLiveShare(handoff.earlier, checked.txid, state.sender, 'the handoff');
-    if (crowded) return crowded;
     const other = liveHandoffs(handoff).find(
       (e) => e.txid !== checked.txid && !e.inputs.some((o) => inputs.spends.has(o)),
     );
@@ -229,6 +230,33 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
       `${handoff.owed} request(s) this member owes are still queued; they are paid before the funds leave`,
     );
   return { ok: true };
+}
+
+/**
+ * A handoff that spends an input of live earlier ones replaces them, as a request's payment does
+ * (checkDoublePayment): of those, a sender has at most LIVE_PAYMENTS_PER_SENDER unfinalized here,
+ * and a finalized one is replaced only at a BIP125 fee step. Sweeps after the proof may be many (of
+ * other coins), so only the ones it replaces count: the fee caps then end any chain of replacements
+ * of the same coins that a proposer has honest members sign.
+ */
+function checkHandoffReplacement(
+  checked: CheckedProposal,
+  state: ValidationState,
+  handoff: HandoffView,
+  inputs: { value: bigint; spends: ReadonlySet<string> },
+): Verdict | undefined {
+  const replaced = liveHandoffs(handoff).filter(
+    (e) => e.txid !== checked.txid && e.inputs.some((o) => inputs.spends.has(o)),
+  );
+  const crowded = overLiveShare(replaced, checked.txid, state.sender, 'the handoff');
+  if (crowded) return crowded;
+  const vsize = signedFederationVsize(state.federation, checked.tx);
+  const fee = inputs.value - checked.tx.outputs.reduce((acc, o) => acc + o.value, 0n);
+  for (const earlier of replaced) {
+    const fault = replacementFeeFault(earlier, fee, vsize);
+    if (fault) return fault;
+  }
+  return undefined;
 }
 
 /** The requests paid, as this member knows them: canonical, once each, ingested, payable; output 0 commits to them. */
@@ -399,9 +427,7 @@ function overLiveShare(
  * SPEC §3 invariant 1: pay a request again only in a transaction that conflicts with (spends an
  * input of) every live transaction this member already signed paying it; at most one of such a
  * set can ever confirm. Signing the later one is also what lets two proposals that raced for the
- * same requests both reach t. A finalized payment may already be in a mempool, so it is replaced
- * only as BIP125 allows: a higher rate, and a fee covering the replaced one's plus the relay fee
- * for its own size.
+ * same requests both reach t. A finalized one is replaced only at a BIP125 fee step (replacementFeeFault).
  */
 function checkDoublePayment(
   { proposal, txid }: CheckedProposal,
@@ -410,7 +436,6 @@ function checkDoublePayment(
   fee: bigint,
   vsize: number,
 ): Verdict {
-  const rate = Number(fee) / vsize;
   for (const id of proposal.requestIds) {
     const crowded = overLiveShare(state.signedPayments(id), txid, state.sender, `request ${id}`);
     if (crowded) return crowded;
@@ -420,12 +445,21 @@ function checkDoublePayment(
         const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`;
         return reject('double_payment', detail, { earlier: earlier.txid });
       }
-      const floor = earlier.fee + BigInt(INCREMENTAL_RELAY_FEE * vsize);
-      if (earlier.finalized && (rate <= Number(earlier.fee) / earlier.vsize || fee < floor)) {
-        const detail = `replacing ${earlier.txid} (fee ${earlier.fee} sats, ${earlier.vsize} vB) needs a higher fee rate and a fee of at least ${floor} sats; this one pays ${fee}`;
-        return reject('replacement_fee_too_low', detail);
-      }
+      const fault = replacementFeeFault(earlier, fee, vsize);
+      if (fault) return fault;
     }
   }
   return { ok: true };
+}
+
+/**
+ * A finalized transaction may already be in a mempool, so it is replaced only as BIP125 allows: a
+ * higher rate, and a fee covering the replaced one's plus the relay fee for the replacement's own size.
+ */
+function replacementFeeFault(earlier: SignedPayment, fee: bigint, vsize: number): Verdict | undefined {
+  if (!earlier.finalized) return undefined;
+  const floor = earlier.fee + BigInt(INCREMENTAL_RELAY_FEE * vsize);
+  if (Number(fee) / vsize > Number(earlier.fee) / earlier.vsize && fee >= floor) return undefined;
+  const detail = `replacing ${earlier.txid} (fee ${earlier.fee} sats, ${earlier.vsize} vB) needs a higher fee rate and a fee of at least ${floor} sats; this one pays ${fee}`;
+  return reject('replacement_fee_too_low', detail);
 }

@@ -163,8 +163,9 @@ describe('a handoff, as a member validates it', () => {
     });
     const mine = Array.from({ length: LIVE_PAYMENTS_PER_SENDER }, (_, i) => live(i, PROPOSER));
     assert.equal(refusal(test, { earlier: mine }), 'too_many_payments');
-    // one of them finalized, or dead, leaves room; another sender's count is its own
-    const settled = [{ ...mine[0]!, finalized: true }, ...mine.slice(1)];
+    // one of them finalized (this one replaces it at a BIP125 fee step), or dead, leaves room; another
+    // sender's count is its own
+    const settled = [{ ...mine[0]!, finalized: true, fee: 1n }, ...mine.slice(1)];
     assert.deepEqual(validateProposal(checked(test), state({ earlier: settled })), { ok: true });
     const others = mine.map((p) => ({ ...p, from: toHex(OLD.pubkeys[1]!) }));
     assert.deepEqual(validateProposal(checked(test), state({ earlier: others })), { ok: true });
@@ -231,5 +232,47 @@ describe('a handoff, as a member validates it', () => {
     });
     // a new member is asked to sign an old-set sweep: its inputs are not the new federation's
     assert.equal(refusal(sweep, { side: 'to', utxos: [utxo(1), utxo(2)] }), 'input_not_federation');
+  });
+
+  // A malicious proposer had each honest member sign distinct sweeps of the same coins after the
+  // proof, and test spends before it once each finalized: each pays only the new address within the
+  // fee caps, but the chain of them had no end (CPU, and records every later handoff proposal reads)
+  it('a handoff replacing a finalized one pays as BIP125 requires: a higher rate and the relay fee on top', () => {
+    const as = (h: HandoffTx, txid: string): SignedPayment => {
+      const fee = h.prevouts.reduce((a, p) => a + p.value, 0n) - h.tx.outputs.reduce((a, o) => a + o.value, 0n);
+      return {
+        txid,
+        inputs: h.tx.inputs.map((i) => `${i.txid}:${i.vout}`),
+        fee,
+        vsize: h.vsize,
+        dead: false,
+        finalized: true,
+      };
+    };
+    const again = buildSweeps([utxo(1), utxo(2)], 3, PLAN, OLD, 100_000n).sweeps[0]!;
+    assert.equal(refusal(sweep, { proven: true, earlier: [as(sweep, hex32(52))] }), 'replacement_fee_too_low');
+    assert.deepEqual(validateProposal(checked(again), state({ proven: true, earlier: [as(sweep, hex32(52))] })), {
+      ok: true,
+    });
+    // before the proof too: a test spend replacing a finalized one
+    const bumped = buildTestSpend([utxo(1), utxo(2)], 100_000n, 3, PLAN)!;
+    assert.equal(refusal(test, { earlier: [as(test, hex32(53))] }), 'replacement_fee_too_low');
+    assert.deepEqual(validateProposal(checked(bumped), state({ earlier: [as(test, hex32(53))] })), { ok: true });
+  });
+
+  it('after the proof, a few live sweeps of the same coins from each sender; sweeps of other coins are not counted', () => {
+    const live = (i: number, coin: number): SignedPayment => ({
+      txid: hex32(70 + i),
+      inputs: [`${hex32(coin)}:0`],
+      fee: 300n,
+      vsize: 150,
+      dead: false,
+      finalized: false,
+      from: PROPOSER,
+    });
+    const variants = Array.from({ length: LIVE_PAYMENTS_PER_SENDER }, (_, i) => live(i, 1));
+    assert.equal(refusal(sweep, { proven: true, earlier: variants }), 'too_many_payments');
+    const elsewhere = Array.from({ length: LIVE_PAYMENTS_PER_SENDER }, (_, i) => live(i, 9));
+    assert.deepEqual(validateProposal(checked(sweep), state({ proven: true, earlier: elsewhere })), { ok: true });
   });
 });
