@@ -510,15 +510,7 @@ export class Coordinator {
    * Each question, answered or not, is taken from the peer's budget (COORDINATOR_CAPS.answers).
    */
   private async onUnnamedFrame(peer: string, txid: string): Promise<void> {
-    const { perSecond, burst } = COORDINATOR_CAPS.answers;
-    const now = this.o.now ?? (() => performance.now());
-    const budget = bucketOf(
-      this.answers,
-      peer,
-      this.o.federation.pubkeys.length,
-      () => new TokenBucket(perSecond, burst, now),
-    );
-    if (!budget.take()) {
+    if (!this.budgetOf(this.answers, peer, COORDINATOR_CAPS.answers).take()) {
       this.o.metrics?.framesDropped.inc({ reason: 'answer_budget' });
       return;
     }
@@ -697,18 +689,25 @@ export class Coordinator {
       Array.isArray(list) && list.length <= cap ? list.length : 0;
     const requests = length(lists.requestIds, PROPOSAL_CAPS.outputs);
     const inputs = length(lists.prevouts, PROPOSAL_CAPS.inputs);
-    const { perSecond, burst } = COORDINATOR_CAPS.proposalWork;
-    const now = this.o.now ?? (() => performance.now());
-    const bucket = bucketOf(
-      this.work,
-      peer,
-      this.o.federation.pubkeys.length,
-      () => new TokenBucket(perSecond, burst, now),
-    );
-    if (bucket.take(requests + inputs + 1)) return true;
+    if (this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).take(requests + inputs + 1)) return true;
     this.o.metrics?.framesDropped.inc({ reason: 'proposal_budget' });
     this.peerLog.warn(peer, 'proposal_over_budget', { peer, requests, inputs });
     return false;
+  }
+
+  /** `peer`'s budget in `budgets` (one a member: at most n), made full at `rate` when it has none. */
+  private budgetOf(
+    budgets: Map<string, TokenBucket>,
+    peer: string,
+    rate: { perSecond: number; burst: number },
+  ): TokenBucket {
+    const now = this.o.now ?? (() => performance.now());
+    return bucketOf(
+      budgets,
+      peer,
+      this.o.federation.pubkeys.length,
+      () => new TokenBucket(rate.perSecond, rate.burst, now),
+    );
   }
 
   /** A peer's proposal frame: parsed and checked once, here; everything after works on the checked value. */

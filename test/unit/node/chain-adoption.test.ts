@@ -8,18 +8,17 @@ import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
 import { createLogger } from '../../../src/node/log.js';
 import { ReserveAuditor } from '../../../src/node/reserves.js';
 import { Safety } from '../../../src/node/safety.js';
-import { ChainSettlement } from '../../../src/node/settlement.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
 import { chainSpendKey } from '../../../src/storage/keys.js';
 import type { FinalizedBody } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
-import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { matchCommitment } from '../../../src/wallet/commitment.js';
 import { buildReplacement, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { coordinatorOf, federation, finalizedBody, M, type Sent } from '../../support/coordinator.js';
 import { testRequest } from '../../support/requests.js';
 import { rpcTransaction, scanOf, ScriptedChain } from '../../support/scripted-chain.js';
+import { testSettlement } from '../../support/settlement.js';
 import { openTempStore } from '../../support/tempdir.js';
 
 // A malicious proposer (M[0]) pays five of twenty look-alike requests (an outsider burned them to one
@@ -74,16 +73,7 @@ async function member(t: TestContext, index: number, chain: ScriptedChain) {
   await observer.sync();
   const h = await coordinatorOf(t, index, store);
   const alarms: string[] = [];
-  const settlement = new ChainSettlement({
-    store,
-    federation,
-    rpc: { broadcast: async () => 'accepted' as const },
-    observer,
-    limits: DEFAULT_LIMITS,
-    paidConfirmations: 3,
-    rbfAfterBlocks: 2,
-    maxFeeRate: 500,
-    log: createLogger({ level: 'error', write: () => undefined }),
+  const settlement = testSettlement(store, federation, observer, {
     // wired as the member wires them (src/node/member.ts)
     onSettled: (settled) => h.coordinator.settled(settled),
     onUnnamed: (txid) => h.coordinator.askFinalized(txid),

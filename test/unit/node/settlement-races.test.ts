@@ -7,7 +7,6 @@ import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
-import { createLogger } from '../../../src/node/log.js';
 import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js';
 import { signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
@@ -29,6 +28,7 @@ import { TEST_POLICY } from '../../support/policy.js';
 import { testRequest } from '../../support/requests.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { committedInReverse } from '../../support/spends.js';
+import { testSettlement } from '../../support/settlement.js';
 import { openTempStore } from '../../support/tempdir.js';
 
 // Settlement when payments of the same requests race (replacements and merges, BIP125), on a
@@ -83,18 +83,7 @@ async function setup(t: TestContext, outputs: number, count: number, lookAlike =
     value: 50_000_000n,
     scriptPubKey: federation.scriptPubKey,
   }));
-  const settlement = new ChainSettlement({
-    store,
-    federation,
-    rpc: { broadcast: async () => 'accepted' as const },
-    observer,
-    limits: DEFAULT_LIMITS,
-    paidConfirmations: PAID,
-    rbfAfterBlocks: 2,
-    maxFeeRate: 500,
-    log: createLogger({ level: 'error', write: () => undefined }),
-    onSettled: () => undefined,
-  });
+  const settlement = testSettlement(store, federation, observer, { paidConfirmations: PAID });
   return { store, chain, requests, inputs, settlement };
 }
 

@@ -13,7 +13,6 @@ import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { getRequest, stageNewRequest, stageStatus } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
-import { createLogger } from '../../../src/node/log.js';
 import { ChainSettlement } from '../../../src/node/settlement.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { broadcastPrefix, finalizedKey, openPaymentKey } from '../../../src/storage/keys.js';
@@ -29,6 +28,7 @@ import { checkProposal, proposalFromPayment, stageProposal } from '../../../src/
 import { getUtxo } from '../../../src/wallet/utxos.js';
 import { rpcTransaction, ScriptedChain } from '../../support/scripted-chain.js';
 import { counted } from '../../support/counted-store.js';
+import { testSettlement } from '../../support/settlement.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
@@ -83,18 +83,7 @@ function chainSettlement(
   rpc: Pick<BitcoinRpcClient, 'broadcast'>,
   onSettled: (txid: string) => void = () => undefined,
 ): ChainSettlement {
-  return new ChainSettlement({
-    store,
-    federation,
-    rpc,
-    observer,
-    limits: DEFAULT_LIMITS,
-    paidConfirmations: 3,
-    rbfAfterBlocks: 2,
-    maxFeeRate: 500,
-    log: createLogger({ level: 'error', write: () => undefined }),
-    onSettled,
-  });
+  return testSettlement(store, federation, observer, { rpc, onSettled });
 }
 
 /**
