@@ -285,6 +285,8 @@ export class Coordinator {
   private readonly work = new Map<string, TokenBucket>();
   /** The questions each peer may still ask for finalized payments (COORDINATOR_CAPS.answers; at most n). */
   private readonly answers = new Map<string, TokenBucket>();
+  /** When each peer was last sent each payment it asked for (at most n peers, answers.burst payments each). */
+  private readonly answered = new Map<string, Map<string, number>>();
   /** When this member last asked its peers for each payment it cannot name (COORDINATOR_CAPS.asked). */
   private readonly asked = new Map<string, number>();
 
@@ -507,15 +509,24 @@ export class Coordinator {
   /**
    * `peer` cannot name the requests of a payment it found on the chain: sent this member's record of it
    * as a finalized frame, which it checks like any (the commitment names them, t signatures verify).
-   * Each question, answered or not, is taken from the peer's budget (COORDINATOR_CAPS.answers).
+   * Each question, answered or not, is taken from the peer's budget (COORDINATOR_CAPS.answers), and
+   * one payment goes to one peer at most once every askGapMs, as often as an honest member asks.
    */
   private async onUnnamedFrame(peer: string, txid: string): Promise<void> {
     if (!this.budgetOf(this.answers, peer, COORDINATOR_CAPS.answers).take()) {
       this.o.metrics?.framesDropped.inc({ reason: 'answer_budget' });
       return;
     }
+    const now = this.o.now?.() ?? Date.now();
+    const sent = bucketOf(this.answered, peer, this.o.federation.pubkeys.length, () => new Map<string, number>());
+    const last = sent.get(txid);
+    if (last !== undefined && now - last < COORDINATOR_CAPS.askGapMs) return;
     const f = await this.o.store.get<FinalizedRecord>(finalizedKey(txid));
-    if (f) this.o.network.send(peer, 'finalized', finalizedBodyOf(f));
+    if (!f) return;
+    sent.delete(txid);
+    if (sent.size >= COORDINATOR_CAPS.answers.burst) sent.delete(sent.keys().next().value!);
+    sent.set(txid, now);
+    this.o.network.send(peer, 'finalized', finalizedBodyOf(f));
   }
 
   /** A finalized payment whose requests are all paid (or that lost to a conflicting one) is no longer announced. */

@@ -6,7 +6,7 @@ import type { Config } from '../config/config.js';
 import { isPegoutError } from '../errors.js';
 import { listRequestsIn, OWED, paidSats, paymentsOfRequests, QUEUED } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { cursorKey, finalizedKey, SPACES, txConfirmationKey } from '../storage/keys.js';
+import { cursorKey, finalizedKey, signatureMadeKey, SPACES, txConfirmationKey } from '../storage/keys.js';
 import type { Store } from '../storage/store.js';
 import {
   reserveReport,
@@ -16,6 +16,7 @@ import {
   type ReserveBooks,
   type ReserveReport,
   type Unnamed,
+  unnamedWithin,
 } from '../wallet/reserves.js';
 import { readCommitment } from '../wallet/commitment.js';
 import { getUtxo, getUtxos, listUtxos, pegInTotal } from '../wallet/utxos.js';
@@ -105,12 +106,16 @@ export interface UnnamedWindow {
  * The spends of federation outputs that this member holds no finalized record of (chain/observer.ts
  * keeps them until node/settlement.ts adopts them), confirmed within the window and committing to
  * requests: what each took from the federation (its federation inputs less its outputs back to it).
+ * One it signed is not among them: its requests list it from the signing on, so they already count
+ * as settling once its block is applied (owedRequests), before the settlement adopts it.
  */
 async function unnamedPayments(store: Store, tip: number, window: UnnamedWindow): Promise<Unnamed> {
   let sats = 0n;
   let payments = 0;
   for await (const [, spend] of store.entries<ChainSpend>({ prefix: SPACES.chainSpend })) {
-    if (tip - spend.height + 1 >= window.blocks || (await store.get(finalizedKey(spend.txid)))) continue;
+    if (!unnamedWithin(spend.height, tip, window.blocks)) continue;
+    const [finalized, signed] = await store.getMany([finalizedKey(spend.txid), signatureMadeKey(spend.txid)]);
+    if (finalized !== undefined || signed !== undefined) continue;
     const tx = parseTx(spend.tx);
     if (!tx.outputs[0] || !readCommitment(tx.outputs[0].scriptPubKey)) continue;
     let taken = 0n;

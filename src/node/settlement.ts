@@ -33,6 +33,7 @@ import {
   stageSpent,
 } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
+import { unnamedWithin } from '../wallet/reserves.js';
 import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js';
 import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
@@ -229,8 +230,9 @@ export interface ChainSettlementOptions {
   readonly onSettled: (txid: string) => void;
   /**
    * A confirmed spend commits to requests that this member cannot name (look-alike requests outrun
-   * the search, or some are not ingested yet): asked of the peers at each step until it is named, since
-   * a member that holds the payment finalized can send it (its commitment and witness are checked).
+   * the search, or some are not ingested yet): asked of the peers at each step until it is named or
+   * reaches the paid depth (wallet/reserves.ts unnamedWithin), since a member that holds the payment
+   * finalized can send it (its commitment and witness are checked).
    */
   readonly onUnnamed?: (txid: string) => void;
   /** Raises an alarm (node/safety.ts): a spend of federation outputs no payment explains. */
@@ -397,7 +399,8 @@ export class ChainSettlement {
           : matchCommitment(tx.outputs, candidates);
       if (!requestIds || prevouts.some((p) => p === undefined)) {
         const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
-        if (known && !requestIds) this.o.onUnnamed?.(spend.txid);
+        if (known && !requestIds && unnamedWithin(spend.height, await this.height(), this.o.paidConfirmations))
+          this.o.onUnnamed?.(spend.txid);
         // a request not ingested yet may still complete the match; reported once per run
         if (!this.unmatched.has(spend.txid)) {
           this.unmatched.add(spend.txid);

@@ -39,6 +39,15 @@ export interface ReserveBooks {
   readonly unnamed: Unnamed;
 }
 
+/**
+ * Whether a payment found on the chain at `height` whose requests this member cannot name is still
+ * waiting for them at `tip`: it has fewer than `paidConfirmations` confirmations. Meanwhile the
+ * reserve audit counts what it took and the member asks its peers for it (node/settlement.ts).
+ */
+export function unnamedWithin(height: number, tip: number, paidConfirmations: number): boolean {
+  return tip - height + 1 < paidConfirmations;
+}
+
 /** Payments, and the sats they took from the federation's outputs. */
 export interface Unnamed {
   readonly sats: bigint;
