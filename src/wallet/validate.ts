@@ -166,8 +166,9 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
   if (!shape.ok) return shape;
   const inputs = checkInputs(checked, state);
   if ('ok' in inputs) return inputs;
-  const replaced = checkHandoffReplacement(checked, state, handoff, inputs);
-  if (replaced) return replaced;
+  // checked last on each path: what may pass a slot later (not active, not proven yet) is refused
+  // for that first, and kept to retry
+  const replaces = (): Verdict => checkHandoffReplacement(checked, state, handoff, inputs) ?? { ok: true };
   // The test spend and the new set's spend to itself happen once: a later one must conflict with
   // (spend an input of) every live one this member signed or knows finalized, so at most one of
   // them confirms, as with a request's payments (checkDoublePayment). Repeating them would move
@@ -182,7 +183,7 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
           `handoff ${other.txid} is signed or finalized here and this one does not replace it (it spends none of its inputs)`,
           { earlier: other.txid },
         )
-      : { ok: true };
+      : replaces();
   };
   // the new set spends to itself only what the old set sent it: an output anyone else sent (a
   // coin to the new address) would take the place of the test output and stall the handoff
@@ -229,7 +230,7 @@ function validateHandoff(checked: CheckedProposal, state: ValidationState, hando
       'requests_owed',
       `${handoff.owed} request(s) this member owes are still queued; they are paid before the funds leave`,
     );
-  return { ok: true };
+  return replaces();
 }
 
 /**

@@ -257,6 +257,8 @@ describe('a handoff, as a member validates it', () => {
     // before the proof too: a test spend replacing a finalized one
     const bumped = buildTestSpend([utxo(1), utxo(2)], 100_000n, 3, PLAN)!;
     assert.equal(refusal(test, { earlier: [as(test, hex32(53))] }), 'replacement_fee_too_low');
+    // what may pass a slot later is refused for that first, and kept to retry (review of 01b941c)
+    assert.equal(refusal(test, { tip: 199, earlier: [as(test, hex32(53))] }), 'handoff_not_active');
     assert.deepEqual(validateProposal(checked(bumped), state({ earlier: [as(test, hex32(53))] })), { ok: true });
   });
 
