@@ -263,6 +263,7 @@ export class BitcoinObserver {
                 txid: tx.txid,
                 height: block.height,
                 tx: fromHex(tx.hex, 'transaction hex'),
+                found: new Date().toISOString(),
               } satisfies ChainSpend);
               record.foreign!.push(tx.txid);
             }

@@ -98,8 +98,9 @@ export function readBooks(store: Store, naming?: UnnamedWindow): Promise<Reserve
 /** Which payments found on the chain count as paying requests not named yet: ReserveReport.unnamed. */
 export interface UnnamedWindow {
   readonly federationScript: Uint8Array;
-  /** The paid depth: a payment counts while it has fewer confirmations. */
+  /** The paid depth (wallet/reserves.ts unnamedWithin). */
   readonly blocks: number;
+  readonly nowMs: number;
 }
 
 /**
@@ -113,7 +114,7 @@ async function unnamedPayments(store: Store, tip: number, window: UnnamedWindow)
   let sats = 0n;
   let payments = 0;
   for await (const [, spend] of store.entries<ChainSpend>({ prefix: SPACES.chainSpend })) {
-    if (!unnamedWithin(spend.height, tip, window.blocks)) continue;
+    if (!unnamedWithin(spend, tip, window.blocks, window.nowMs)) continue;
     const [finalized, signed] = await store.getMany([finalizedKey(spend.txid), signatureMadeKey(spend.txid)]);
     if (finalized !== undefined || signed !== undefined) continue;
     const tx = parseTx(spend.tx);
@@ -204,7 +205,11 @@ export class ReserveAuditor {
   }
 
   #naming(): UnnamedWindow {
-    return { federationScript: this.o.federation.scriptPubKey, blocks: this.o.paidConfirmations ?? 0 };
+    return {
+      federationScript: this.o.federation.scriptPubKey,
+      blocks: this.o.paidConfirmations ?? 0,
+      nowMs: Date.parse(this.#now()),
+    };
   }
 
   #now(): string {

@@ -230,9 +230,9 @@ export interface ChainSettlementOptions {
   readonly onSettled: (txid: string) => void;
   /**
    * A confirmed spend commits to requests that this member cannot name (look-alike requests outrun
-   * the search, or some are not ingested yet): asked of the peers at each step until it is named or
-   * reaches the paid depth (wallet/reserves.ts unnamedWithin), since a member that holds the payment
-   * finalized can send it (its commitment and witness are checked).
+   * the search, or some are not ingested yet): asked of the peers at each step while it waits to be
+   * named (wallet/reserves.ts unnamedWithin), since a member that holds the payment finalized can
+   * send it (its commitment and witness are checked).
    */
   readonly onUnnamed?: (txid: string) => void;
   /** Raises an alarm (node/safety.ts): a spend of federation outputs no payment explains. */
@@ -399,7 +399,7 @@ export class ChainSettlement {
           : matchCommitment(tx.outputs, candidates);
       if (!requestIds || prevouts.some((p) => p === undefined)) {
         const known = readCommitment(tx.outputs[0]?.scriptPubKey ?? new Uint8Array(0)) !== undefined;
-        if (known && !requestIds && unnamedWithin(spend.height, await this.height(), this.o.paidConfirmations))
+        if (known && !requestIds && unnamedWithin(spend, await this.height(), this.o.paidConfirmations, Date.now()))
           this.o.onUnnamed?.(spend.txid);
         // a request not ingested yet may still complete the match; reported once per run
         if (!this.unmatched.has(spend.txid)) {

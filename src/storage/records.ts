@@ -142,6 +142,11 @@ export interface ChainSpend {
   readonly height: number;
   /** The raw transaction, as getblock gives it. */
   readonly tx: Uint8Array;
+  /**
+   * When this member applied its block (ISO 8601): a member that catches up finds old payments
+   * late. Absent in records written before it was kept, which count as found long ago.
+   */
+  readonly found?: string;
 }
 
 /**

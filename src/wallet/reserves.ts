@@ -1,4 +1,4 @@
-import type { RequestStatus } from '../storage/records.js';
+import type { ChainSpend, RequestStatus } from '../storage/records.js';
 import { outpointText, type Outpoint } from './utxos.js';
 
 // The reserve audit (issue 13): what the federation holds against what it owes, and whether this
@@ -40,12 +40,25 @@ export interface ReserveBooks {
 }
 
 /**
- * Whether a payment found on the chain at `height` whose requests this member cannot name is still
- * waiting for them at `tip`: it has fewer than `paidConfirmations` confirmations. Meanwhile the
- * reserve audit counts what it took and the member asks its peers for it (node/settlement.ts).
+ * How long after this member found a payment whose requests it cannot name it waits for them: a
+ * member that was down past the paid depth finds its peers' payments deep already.
  */
-export function unnamedWithin(height: number, tip: number, paidConfirmations: number): boolean {
-  return tip - height + 1 < paidConfirmations;
+export const NAMING_MS = 10 * 60_000;
+
+/**
+ * Whether a payment whose requests this member cannot name is still waiting for them: it has fewer
+ * than `paidConfirmations` confirmations at `tip`, or this member found it (applied its block) less
+ * than NAMING_MS before `nowMs`. Meanwhile the reserve audit counts what it took and the member asks
+ * its peers for it (node/settlement.ts); past both, a spend that only looks like a payment is short.
+ */
+export function unnamedWithin(
+  spend: Pick<ChainSpend, 'height' | 'found'>,
+  tip: number,
+  paidConfirmations: number,
+  nowMs: number,
+): boolean {
+  const found = spend.found === undefined ? -Infinity : Date.parse(spend.found);
+  return tip - spend.height + 1 < paidConfirmations || nowMs - found < NAMING_MS;
 }
 
 /** Payments, and the sats they took from the federation's outputs. */
@@ -121,10 +134,10 @@ export interface ReserveReport {
   /** Requests whose payment is applied but not yet at the paid depth: counted as paid. */
   readonly settling: { readonly sats: bigint; readonly requests: number };
   /**
-   * Payments confirmed within the paid depth that commit to requests this member cannot name from
-   * the chain (node/settlement.ts): what they took from the federation's outputs stands against the
-   * liabilities until a peer that signed one announces which requests it paid. Past that depth they
-   * count no more, so a spend that only looks like a payment is short then.
+   * Payments found on the chain that commit to requests this member cannot name (node/settlement.ts),
+   * while it waits for a peer to send which requests they paid (unnamedWithin): what they took from
+   * the federation's outputs stands against the liabilities. Past the wait they count no more, so a
+   * spend that only looks like a payment is short then.
    */
   readonly unnamed: Unnamed;
   /** assets − liabilities. */

@@ -10,9 +10,10 @@ import { ReserveAuditor } from '../../../src/node/reserves.js';
 import { Safety } from '../../../src/node/safety.js';
 import { createMetrics } from '../../../src/metrics/metrics.js';
 import { chainSpendKey } from '../../../src/storage/keys.js';
-import type { FinalizedBody } from '../../../src/storage/records.js';
+import type { ChainSpend, FinalizedBody } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
 import { matchCommitment } from '../../../src/wallet/commitment.js';
+import { NAMING_MS } from '../../../src/wallet/reserves.js';
 import { buildReplacement, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { coordinatorOf, federation, finalizedBody, M, type Sent } from '../../support/coordinator.js';
@@ -73,10 +74,15 @@ async function member(t: TestContext, index: number, chain: ScriptedChain) {
   await observer.sync();
   const h = await coordinatorOf(t, index, store);
   const alarms: string[] = [];
+  /** The settlement's calls to ask the peers (the coordinator sends at most one in 10 s). */
+  const asks: string[] = [];
   const settlement = testSettlement(store, federation, observer, {
     // wired as the member wires them (src/node/member.ts)
     onSettled: (settled) => h.coordinator.settled(settled),
-    onUnnamed: (txid) => h.coordinator.askFinalized(txid),
+    onUnnamed: (txid) => {
+      asks.push(txid);
+      h.coordinator.askFinalized(txid);
+    },
     alarm: async (kind) => void alarms.push(kind),
   });
   const log = createLogger({ level: 'error', write: () => undefined });
@@ -89,7 +95,16 @@ async function member(t: TestContext, index: number, chain: ScriptedChain) {
     log,
     paidConfirmations: 3,
   });
-  return { ...h, observer, settlement, alarms, auditor, safety };
+  return { ...h, observer, settlement, alarms, asks, auditor, safety };
+}
+
+/** Moves the time this member found the payment on the chain `ms` into the past. */
+async function foundAgo(store: Store, ms: number): Promise<void> {
+  const spend = (await store.get<ChainSpend>(chainSpendKey(txid)))!;
+  await store
+    .batch()
+    .put(chainSpendKey(txid), { ...spend, found: new Date(Date.now() - ms).toISOString() })
+    .write();
 }
 
 const statuses = (store: Store): Promise<(string | undefined)[]> =>
@@ -211,7 +226,7 @@ describe('a payment of look-alike requests that its proposer kept to itself', ()
     );
   });
 
-  it('counts as paying them only within the paid depth: a spend that only looks like a payment is short then', async (t) => {
+  it('counts as paying them while it waits, and a spend that only looks like a payment is short then', async (t) => {
     const chain = funded();
     const missed = await member(t, 3, chain);
     await mined(chain, [missed]);
@@ -220,12 +235,15 @@ describe('a payment of look-alike requests that its proposer kept to itself', ()
     assert.equal((await missed.auditor.audit()).verdict, 'ok', 'two confirmations of three');
     chain.mine([]);
     await missed.observer.sync();
+    assert.equal((await missed.auditor.audit()).verdict, 'ok', 'at the paid depth, but found a moment ago');
+    await foundAgo(missed.store, NAMING_MS);
     const r = await missed.auditor.audit();
     assert.deepEqual([r.unnamed.payments, r.faults.map((f) => f.kind)], [0, ['reserves_short']]);
     assert.ok(missed.safety.paused);
   });
 
-  it('is asked for only until the paid depth, as long as the audit counts it', async (t) => {
+  // a member down past the paid depth finds its peers' payments deep already: it asks all the same
+  it('is asked for from when this member found it, for NAMING_MS or until the paid depth, whichever is later', async (t) => {
     const chain = funded();
     const missed = await member(t, 3, chain);
     chain.mine([rpcTransaction(onChain)]);
@@ -233,7 +251,10 @@ describe('a payment of look-alike requests that its proposer kept to itself', ()
     chain.mine([]);
     await missed.observer.sync();
     await missed.settlement.tick();
-    assert.deepEqual(missed.alarms, ['chain_spend_unmatched']);
-    assert.deepEqual(framesOf(missed, 'unnamed'), [], 'three confirmations: no peer sent it in time');
+    assert.deepEqual([missed.alarms, missed.asks], [['chain_spend_unmatched'], [txid]], 'three confirmations');
+    assert.equal((await missed.auditor.audit()).verdict, 'ok');
+    await foundAgo(missed.store, NAMING_MS);
+    await missed.settlement.tick();
+    assert.deepEqual(missed.asks, [txid], 'no peer sent it in time');
   });
 });
