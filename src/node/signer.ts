@@ -61,7 +61,11 @@ export type SignOutcome =
   | { ok: true; txid: string; signatures: Uint8Array; already: boolean }
   | { ok: false; reason: RejectReason; detail: string; earlier?: string };
 
-/** What this member signed or knows finalized as txid: its inputs, requests, fee and size. */
+/**
+ * What this member signed or knows finalized as txid: its inputs, requests, fee and size. The
+ * requests of a finalized one are all that its commitment names, those not ingested here yet
+ * (FinalizedRecord.unmatched) included: a payment taking its input must pay them too (input_held).
+ */
 async function paymentRecord(
   reader: StoreReader,
   txid: string,
@@ -76,7 +80,12 @@ async function paymentRecord(
   const f = final as FinalizedRecord | undefined;
   const record =
     (made as SignatureRecord | undefined) ??
-    (f && { inputs: parseTx(f.tx).inputs.map(outpointText), requestIds: f.requestIds, fee: f.fee, vsize: f.vsize });
+    (f && {
+      inputs: parseTx(f.tx).inputs.map(outpointText),
+      requestIds: f.committed ?? [...f.requestIds, ...Object.keys(f.unmatched)],
+      fee: f.fee,
+      vsize: f.vsize,
+    });
   return { ...(record ? { record } : {}), finalized: f !== undefined };
 }
 

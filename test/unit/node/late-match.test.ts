@@ -11,14 +11,24 @@ import { createLogger } from '../../../src/node/log.js';
 import { Outflow, windowOutflow } from '../../../src/node/outflow.js';
 import { ChainSettlement } from '../../../src/node/settlement.js';
 import { SigningPool } from '../../../src/signing/pool.js';
-import { finalizedKey } from '../../../src/storage/keys.js';
+import { finalizedKey, signatureMadeKey } from '../../../src/storage/keys.js';
 import type { FinalizedBody, FinalizedRecord } from '../../../src/storage/records.js';
 import type { PeerNetwork } from '../../../src/p2p/network.js';
 import type { Store } from '../../../src/storage/store.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
+import { checkProposal } from '../../../src/wallet/proposal.js';
 import { getUtxo, registerUtxo, stageSpent } from '../../../src/wallet/utxos.js';
-import { federation, finalizedBody, M } from '../../support/coordinator.js';
+import {
+  coordinatorOf,
+  federation,
+  finalizedBody,
+  M,
+  memberStore,
+  proposal,
+  REQ,
+  UTXO,
+} from '../../support/coordinator.js';
 import { testRequest } from '../../support/requests.js';
 import { openTempStore } from '../../support/tempdir.js';
 
@@ -137,4 +147,27 @@ describe('a request finalized before it was ingested here', () => {
     await settlement.tick();
     assert.equal((await getRequest(store, R.id))?.status, 'paid');
   });
+});
+
+// Found by review: a finalized payment's requests not ingested here yet were left out of what holds
+// its input, so a lagging member signed a payment of another request from that input at no fee step
+// (a malicious proposer's), and refused every other payment of that request until the first confirmed
+describe('a finalized payment of a request not ingested here yet', () => {
+  const F = buildReplacement([REQ(1)], [UTXO(0)], 2, federation)!;
+  const body = finalizedBody(F, [REQ(1).id], [0, 1, 2]);
+
+  for (const [ingested, what] of [
+    [2, 'ingested'],
+    [1, 'not ingested yet'],
+  ] as const) {
+    it(`holds its input against a payment that does not pay it, the request ${what}`, async (t) => {
+      const store = await memberStore(t, ingested, 1);
+      const { c } = await coordinatorOf(t, 3, store);
+      await c.onFinalizedFrame(M[0]!.hex, body);
+      const q = proposal([REQ(0)], [UTXO(0)], M[0]!.hex);
+      await c.onProposalFrame(M[0]!.hex, q);
+      assert.equal(await store.get(signatureMadeKey(checkProposal(q).txid)), undefined, 'refused (input_held)');
+      assert.equal((await getUtxo(store, UTXO(0)))?.reservedBy, txidOf(F.tx));
+    });
+  }
 });
