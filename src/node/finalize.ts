@@ -37,12 +37,14 @@ const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v
 
 /**
  * Payments this member signed that `txid` (finalized, paying the requests of `paymentsOf`, each
- * with the payments of it this member held before, from `inputs`) supersedes: each pays one of its
- * requests and spends none of its inputs. Such a payment can never reach t signatures: its quorum
- * and this one's would share an honest member, who signs a second payment of a request only when
- * it conflicts with the first. So it is marked (signer.ts counts it as dead), its inputs go back to
- * the wallet and its other requests to the queue now, not when this one confirms: left reserved,
- * they would block every later payment (input_held).
+ * with the payments of it this member held before, from `inputs`; none of them spent by another
+ * transaction) supersedes: each pays one of its requests and spends none of its inputs. Such a
+ * payment can never reach t signatures: its quorum and this one's would share an honest member, who
+ * signs a second payment of a request only when it conflicts with the first, or when the first lost
+ * (an input spent at the paid depth), which is why a payment that lost supersedes nothing. So it is
+ * marked (signer.ts counts it as dead), its inputs go back to the wallet and its other requests to
+ * the queue now, not when this one confirms: left reserved, they would block every later payment
+ * (input_held).
  */
 async function stageSupersededBy(
   store: Store,
@@ -209,17 +211,16 @@ async function stageFinalized(
     }
     current.set(id, { r, payments });
   }
-  const superseded = await stageSupersededBy(
-    store,
-    batch,
-    txid,
-    paymentsOf,
-    new Set(signed.inputs.map(outpointText)),
-    at,
-  );
+  // what supersession releases spends none of this payment's inputs: the records stay as read
+  const utxos = await getUtxos(batch, signed.inputs);
+  // one whose input another transaction spent has lost already (settlement.ts lost): honest members
+  // may have signed another payment of its requests since, which can reach t, so it supersedes nothing
+  const lost = utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid);
+  const superseded = lost
+    ? []
+    : await stageSupersededBy(store, batch, txid, paymentsOf, new Set(signed.inputs.map(outpointText)), at);
   const conflicts = new Set<string>();
   const held: { input: Outpoint; u: UtxoRecord }[] = [];
-  const utxos = await getUtxos(batch, signed.inputs);
   for (const [i, input] of signed.inputs.entries()) {
     const u = utxos[i];
     if (u?.reservedBy && u.reservedBy !== txid) conflicts.add(u.reservedBy);

@@ -256,10 +256,19 @@ export class ChainSettlement {
   constructor(private readonly o: ChainSettlementOptions) {}
 
   /** The finalized payments still to follow (isUnsettled: a handoff too, until it is at the paid depth). */
+  /**
+   * After a restart: the finalized payments still to follow, and those whose requests another payment
+   * paid that still hold inputs (recorded late, just before the stop): followed until they lose and
+   * give them back.
+   */
   async load(): Promise<void> {
-    for await (const { finalized } of openPayments(this.o.store))
-      if (finalized && (await isUnsettled(this.o.store, finalized, this.o.paidConfirmations)))
-        this.open.set(finalized.txid, finalized);
+    for await (const { finalized } of openPayments(this.o.store)) {
+      if (!finalized) continue;
+      const follow =
+        (await isUnsettled(this.o.store, finalized, this.o.paidConfirmations)) ||
+        (await getUtxos(this.o.store, parseTx(finalized.tx).inputs)).some((u) => u?.reservedBy === finalized.txid);
+      if (follow) this.open.set(finalized.txid, finalized);
+    }
   }
 
   readonly onFinalized = async (record: FinalizedRecord): Promise<void> => {

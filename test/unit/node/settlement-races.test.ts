@@ -11,7 +11,7 @@ import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js'
 import { signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { openPaymentKey } from '../../../src/storage/keys.js';
+import { openPaymentKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
@@ -84,7 +84,7 @@ async function setup(t: TestContext, outputs: number, count: number, lookAlike =
     scriptPubKey: federation.scriptPubKey,
   }));
   const settlement = testSettlement(store, federation, observer, { paidConfirmations: PAID });
-  return { store, chain, requests, inputs, settlement };
+  return { store, chain, requests, inputs, settlement, observer };
 }
 
 const pay = (requests: PaymentRequest[], inputs: SpendableUtxo[], rate: number): Payment =>
@@ -301,5 +301,77 @@ describe('a confirmed payment this member never saw', () => {
       ...Array(5).fill('signed'),
     ]);
     for (const input of payment!.tx.inputs) assert.equal((await getUtxo(store, input))?.spentBy, txidOf(payment!.tx));
+  });
+});
+
+// Found by review: a finalized payment that had already lost superseded a live one, and after a
+// restart one whose requests another payment paid kept its other inputs for good
+describe('a finalized payment that arrives after it already lost', () => {
+  // K pays q from o0 (finalized everywhere). A malicious proposer has the honest members sign A, a
+  // merge of K and r (o0, o1), and keeps the finalized A to itself. K confirms at the paid depth: A is
+  // dead, r goes back to the queue. C pays r from o2: honest members sign it (A is dead), and the same
+  // proposer keeps C's finalized record to itself too. Then it sends everyone the finalized A (t valid
+  // signatures): recording it marks C superseded ("it can never reach t signatures"), though C has them.
+  it('does not let a dead payment supersede a live one: a second payment of the request is refused', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
+    const [q, r] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const K = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    const A = pay([q, r], [o0, o1], 5);
+    assert.equal((await sign(store, A)).ok, true, 'A merges K and r');
+    confirmToDepth(chain, K);
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    assert.equal(await status(store, r.id), 'accepted', 'A lost to K: r is queued again');
+    const C = pay([r], [o2], 2);
+    assert.equal((await sign(store, C)).ok, true, 'C pays r: A is dead');
+    assert.equal(await status(store, r.id), 'batched');
+    // the finalized A (t valid signatures) arrives now, as onFinalizedFrame records it
+    const late = await finalize(store, A);
+    await settlement.onFinalized(late);
+    await settlement.tick();
+    // a payment of r that does not conflict with C must be refused, or r is paid twice
+    const D = pay([r], [o1], 2);
+    const signedD = await sign(store, D);
+    const superseded = await store.get(supersededKey(txidOf(C.tx)));
+    assert.equal(
+      signedD.ok ? 'signed' : signedD.reason,
+      'double_payment',
+      `C, which has t signatures, was marked superseded by the dead A: ${JSON.stringify(superseded)}`,
+    );
+  });
+});
+
+describe('a finalized payment whose requests another payment paid', () => {
+  // A pays r from o0 and o1; B, its replacement, pays r from o0 and o2 and confirms at the paid depth.
+  // A's finalized record reaches this member only now (a malicious collector kept it back, or the
+  // network delayed it): recording it reserves o1 for A, and a restart before the next settlement
+  // tick (load skips a payment whose requests are all paid) leaves o1 reserved by A for good.
+  it('gives back its inputs after a restart', async (t) => {
+    const { store, chain, requests, inputs, settlement, observer } = await setup(t, 3, 1);
+    const [r] = requests as [PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const A = pay([r], [o0, o1], 2);
+    const B = pay([r], [o0, o2], 5);
+    await settlement.onFinalized(await finalize(store, B));
+    confirmToDepth(chain, B);
+    await settlement.tick();
+    assert.equal(await status(store, r.id), 'paid');
+    // recorded and handed to settlement, as the coordinator's onFinalizedFrame does
+    await settlement.onFinalized(await finalize(store, A));
+    assert.equal((await getUtxo(store, o1))?.reservedBy, txidOf(A.tx));
+    // the member restarts before its settlement ticks again
+    const restarted = testSettlement(store, federation, observer, { paidConfirmations: PAID });
+    await restarted.load();
+    await restarted.tick();
+    await restarted.tick();
+    const u = await getUtxo(store, o1);
+    assert.deepEqual(
+      [u?.state, u?.reservedBy, (await store.get(openPaymentKey(txidOf(A.tx)))) !== undefined],
+      ['unspent', undefined, false],
+      `A (${txidOf(A.tx)}) can never confirm: o1 must not stay reserved by it`,
+    );
   });
 });
