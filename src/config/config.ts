@@ -399,6 +399,14 @@ export function parseConfig(json: unknown, env: NodeJS.ProcessEnv = {}, base?: s
   if (raw.bitcoin && raw.bitcoin.cookieFile === null && (raw.bitcoin.user === null || raw.bitcoin.password === null)) {
     fail('bitcoin', '{…}', 'cookieFile, or both user and password, for Bitcoin Core RPC authentication');
   }
+  // an output is spent only once a reorganisation that could take it away is out of scope: a payment
+  // spending one that left the chain could never confirm, and its requests would wait for it for good
+  if (raw.bitcoin && raw.bitcoin.spendConfirmations < raw.bitcoin.paidConfirmations)
+    fail(
+      'bitcoin.spendConfirmations',
+      raw.bitcoin.spendConfirmations,
+      `at least bitcoin.paidConfirmations (${raw.bitcoin.paidConfirmations}): a shallower output may be reorganised away under the payment that spends it`,
+    );
   if (raw.bitcoin && raw.declaredFunding)
     fail(
       'declaredFunding',

@@ -171,6 +171,16 @@ describe('member config', () => {
     parseConfig({ ...base, evm: { rpcUrl: 'http://127.0.0.1:8545', confirmations: 0 }, limits: undefined }, {});
   });
 
+  it('refuses to spend outputs shallower than the paid depth', () => {
+    const bitcoin = { rpcUrl: 'http://127.0.0.1:18443', cookieFile: '/c', paidConfirmations: 6 };
+    refuses(
+      { ...base, bitcoin: { ...bitcoin, spendConfirmations: 3 } },
+      {},
+      /bitcoin.spendConfirmations is 3; expected at least bitcoin.paidConfirmations \(6\)/,
+    );
+    parseConfig({ ...base, bitcoin: { ...bitcoin, spendConfirmations: 6 } }, {});
+  });
+
   it('never shows a secret in an error', () => {
     assert.throws(
       () => parseConfig({ ...base, bitcoin: { rpcUrl: 'http://127.0.0.1:18443', user: 'u', password: '' } }, {}),
