@@ -1,5 +1,5 @@
 import type { Federation } from '../bitcoin/federation.js';
-import type { Transaction } from '../bitcoin/tx.js';
+import { parseTx, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations } from '../chain/observer.js';
 import {
@@ -79,6 +79,24 @@ async function stageSupersededBy(
     }
   }
   return superseded;
+}
+
+/**
+ * What `record` supersedes once it is paid at depth (stageSupersededBy): one that had lost an input
+ * to a shallower spend when it was recorded superseded nothing then, and a reorganisation may have
+ * let it confirm after all. The payments of its requests this member signed can then never reach t.
+ */
+export async function stageSupersededAtDepth(
+  store: Store,
+  batch: StoreBatch,
+  record: FinalizedRecord,
+  at: string,
+): Promise<void> {
+  const ids = record.committed ?? record.requestIds;
+  const lists = await paymentsOfRequests(batch, ids.map(parseRequestId));
+  const paymentsOf = new Map(ids.map((id, k) => [id, lists[k]!]));
+  const inputs = new Set(parseTx(record.tx).inputs.map(outpointText));
+  await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at);
 }
 
 /** Whether a payment this member signed, other than `except` and not superseded, pays request `id`. */

@@ -35,7 +35,7 @@ import {
 import type { OutflowLimits } from '../wallet/limits.js';
 import { unnamedWithin } from '../wallet/reserves.js';
 import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js';
-import { isUnsettled, openPayments, recordFinalized } from './finalize.js';
+import { isUnsettled, openPayments, recordFinalized, stageSupersededAtDepth } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
 import type { Logger } from './log.js';
 import type {
@@ -364,6 +364,7 @@ export class ChainSettlement {
           `${confirmations} confirmations of ${record.txid}`,
         );
         await stageSuperseded(this.o.store, batch, record, at, this.o.paidConfirmations);
+        await stageSupersededAtDepth(this.o.store, batch, record, at);
         // requests it names that are not ingested here yet are matched (and paid) after a restart too
         if (Object.keys(record.unmatched).length === 0) batch.del(openPaymentKey(record.txid));
       });

@@ -35,7 +35,7 @@ import {
   type SignedPayment,
   type ValidationState,
 } from '../wallet/validate.js';
-import type { FinalizedRecord, RequestRecord, SignatureRecord, UtxoRecord } from '../storage/records.js';
+import type { FinalizedRecord, RequestRecord, SignatureRecord, Supersession, UtxoRecord } from '../storage/records.js';
 import { stageOutflow, windowOutflow } from './outflow.js';
 import { isPaused } from './safety.js';
 import { handoffTxids, handoffView } from './handoff.js';
@@ -90,11 +90,33 @@ async function paymentRecord(
 }
 
 /**
+ * Whether a transaction conflicting with payment `txid` (spending one of `inputs`) killed it.
+ * Without a chain (declared funding), which of two conflicting finalized payments would confirm is
+ * unknown and members apply them in different orders: a local spend kills only a payment not known
+ * finalized here. With a chain, only a conflict confirmed at the paid depth does (at one
+ * confirmation a reorg could still bring the payment back, and paying its requests again would pay
+ * them twice).
+ */
+async function killedByConflict(
+  store: Store,
+  txid: string,
+  inputs: readonly string[],
+  finalized: boolean,
+  chain: ChainView | null,
+  paidDepth: number,
+): Promise<boolean> {
+  for (const u of await getUtxos(store, inputs.map(parseOutpoint))) {
+    if (u?.state !== 'spent' || u.spentBy === txid) continue;
+    if (chain ? u.spentBy && (await storedConfirmations(store, u.spentBy)) >= paidDepth : !finalized) return true;
+  }
+  return false;
+}
+
+/**
  * Transactions this member signed, or knows finalized, that pay request `id`. One counts as dead
- * once a conflicting transaction is confirmed at the paid depth (at one confirmation a reorg could
- * still bring it back, and paying its requests again would pay them twice), or once another
- * payment of one of its requests with none of its inputs was finalized (finalize.ts: it can then
- * never reach t signatures).
+ * once a conflicting transaction killed it (killedByConflict), or once another payment of one of
+ * its requests with none of its inputs was finalized (finalize.ts: it can then never reach t
+ * signatures) while that one is not dead itself: once it is, honest members may sign this one.
  */
 export async function signedPayments(
   store: Store,
@@ -106,14 +128,11 @@ export async function signedPayments(
   for (const txid of txids) {
     const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
-    let dead = (await store.get(supersededKey(txid))) !== undefined;
-    for (const u of await getUtxos(store, record.inputs.map(parseOutpoint))) {
-      if (u?.state !== 'spent' || u.spentBy === txid) continue;
-      // Without a chain (declared funding), which of two conflicting finalized payments would confirm
-      // is unknown and members apply them in different orders: a local spend kills only a payment
-      // not known finalized here. With a chain, only a conflict confirmed at the paid depth does.
-      const killer = chain ? u.spentBy && (await storedConfirmations(store, u.spentBy)) >= paidDepth : !finalized;
-      if (killer) dead = true;
+    let dead = await killedByConflict(store, txid, record.inputs, finalized, chain, paidDepth);
+    const supersession = dead ? undefined : await store.get<Supersession>(supersededKey(txid));
+    if (supersession) {
+      const by = await paymentRecord(store, supersession.by);
+      dead = !by.record || !(await killedByConflict(store, supersession.by, by.record.inputs, true, chain, paidDepth));
     }
     out.push({
       txid,

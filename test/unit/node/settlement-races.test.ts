@@ -375,3 +375,77 @@ describe('a finalized payment whose requests another payment paid', () => {
     );
   });
 });
+
+// Found by review: a supersession outlived the payment that made it, which then lost, and one not
+// made because a shallow spend had taken an input was never made once a reorganisation let it confirm
+describe('a payment superseded by one that later loses', () => {
+  // n = 4, t = 3, f = 1: honest H1, H2, M (this member), malicious X.
+  // K pays q from o0, finalized everywhere. X has H1, H2 sign A (merge of q and r from o0, o1, a fee
+  // step over K), finalizes it and keeps it. X has M sign C (r from o2): M never saw A, r is queued.
+  // X sends M the finalized A while K is not in a block M applied yet (M's Core is a block behind, or
+  // K simply wins the race to the next block): A supersedes C here. K reaches the paid depth: A is
+  // dead everywhere; H1 signs C (A is dead for it) and X finalizes C {M, H1, X}. M, counting C as
+  // superseded, signs E (r from o3) with H2 and X: C and E both pay r and spend nothing in common.
+  it('refuses a payment of the request that conflicts with none of the payments that can still confirm', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
+    const [q, r] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const K = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    const C = pay([r], [o2], 2);
+    assert.equal((await sign(store, C)).ok, true, 'M signs C: r is queued here and no payment of it is known');
+    const A = pay([q, r], [o0, o1], 5);
+    // A's finalized record reaches M before M applied K's block
+    await settlement.onFinalized(await finalize(store, A));
+    assert.notEqual(await store.get(supersededKey(txidOf(C.tx))), undefined, 'A superseded C here');
+    // K, not A, is mined and buried to the paid depth: A lost
+    chain.mine([rpcTransaction(K.tx)]);
+    for (let depth = 1; depth < PAID; depth++) chain.mine([]);
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal((await getRequest(store, q.id))?.status, 'paid');
+    // C can reach t now (H1 signs it: A is dead for H1); a payment of r conflicting with C must be refused
+    const E = pay([r], [o3], 2);
+    const signedE = await sign(store, E);
+    assert.equal(
+      signedE.ok ? 'signed' : signedE.reason,
+      'double_payment',
+      `C (${txidOf(C.tx)}) can still reach t and confirm, but counts as dead here (superseded by A, which lost): r status ${(await getRequest(store, r.id))?.status}`,
+    );
+  });
+
+  // K pays q from o0 (finalized everywhere); M signs C (r from o2); H1, H2 and X sign A, a merge of q
+  // and r from o0, o1 (A pays all K's requests, so honest members sign it). A reaches M only once K is
+  // in a block here (one confirmation): A "lost already", so it supersedes nothing. A shallow reorg takes
+  // K away and A is mined in its place, to the paid depth: r is paid by A, so C can never reach t (no
+  // honest member signs a payment of a paid request), yet nothing ever releases it: o2 stays reserved
+  // by C, and C stays in open/, for good.
+  it('releases what a payment of a request paid by a shallowly-lost-then-confirmed payment held', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
+    const [q, r] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const K = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    const C = pay([r], [o2], 2);
+    assert.equal((await sign(store, C)).ok, true);
+    // K is mined (one confirmation here), then A's finalized record arrives
+    chain.mine([rpcTransaction(K.tx)]);
+    await settlement.tick();
+    const A = pay([q, r], [o0, o1], 5);
+    await settlement.onFinalized(await finalize(store, A));
+    assert.equal(await store.get(supersededKey(txidOf(C.tx))), undefined, 'A lost already: it supersedes nothing');
+    // a one-block reorg: K's block leaves, A is mined instead and buried to the paid depth
+    chain.disconnect(1);
+    chain.mine([rpcTransaction(A.tx)], 'other');
+    for (let depth = 1; depth < PAID; depth++) chain.mine([], 'other');
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal((await getRequest(store, r.id))?.status, 'paid');
+    const u = await getUtxo(store, o2);
+    assert.deepEqual(
+      [u?.state, u?.reservedBy, (await store.get(openPaymentKey(txidOf(C.tx)))) !== undefined],
+      ['unspent', undefined, false],
+      `C (${txidOf(C.tx)}) pays r, which A paid at the paid depth: it can never reach t, yet holds o2`,
+    );
+  });
+});
