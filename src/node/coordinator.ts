@@ -1,4 +1,5 @@
 import { setImmediate } from 'node:timers/promises';
+import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
 import { firstPayment, getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
@@ -996,7 +997,8 @@ export class Coordinator {
 
   /**
    * Sends this member's set of each payment it collects that made no progress for a slot to every
-   * peer again, then after two slots more, four, and so on. Nothing else sends a set again, and a
+   * peer again, and the payment to those whose set never came, then after two slots more, four, and
+   * so on. Nothing else sends a set again, and a
    * peer can have lost it: a set that came before its proposal waits among the early ones, which a
    * malicious member can push out by having their sender sign proposals nobody else sees (each set
    * of those is broadcast too). Sets a peer already has are dropped there by a byte compare.
@@ -1008,6 +1010,12 @@ export class Coordinator {
       const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
       if (!made) continue;
       open.resent = resent + 1;
+      // the proposal too, to the members whose set never came: one that signed a rival of it may
+      // never have seen it, and a proposer merges only rivals it knows of (a malicious proposer that
+      // split the members in silence stalled the request for good)
+      for (const member of this.o.federation.pubkeys.map(toHex))
+        if (member !== this.myKey && !open.heard.has(member))
+          this.o.network.send(member, 'proposal', open.checked.proposal);
       this.o.network.broadcast('signatures', { txid, signatures: made.signatures } satisfies SignaturesBody);
     }
   }
