@@ -840,9 +840,12 @@ export class Coordinator {
       moving,
       { rate, policy, now, slot },
     );
+    // requests of the payments this member collects: a rival of one still moving waits for it to stall
+    const collecting = new Set([...this.proposals.values()].flatMap((o) => o.checked.proposal.requestIds));
     for (const group of groupRivals(stale.filter((r) => r.requestIds.length > 0))) {
       if (group.length < 2) {
-        for (const { txid } of group) this.rivals.delete(txid);
+        for (const { txid, requestIds } of group)
+          if (this.rivals.has(txid) && !requestIds.some((id) => collecting.has(id))) this.rivals.delete(txid);
         continue;
       }
       if (moving.some((spends) => conflictsWithAll(spends, group))) continue;

@@ -257,3 +257,27 @@ describe('a payment this member signed, proposed again', () => {
     );
   });
 });
+
+// Found by review: merges() dropped every stale rival alone in its group, though the payment it is a
+// rival of was only still moving. A malicious member refreshing that payment once (any set, even one
+// that does not verify, counts as progress) just before this member's turn had the rival forgotten,
+// and when the payment stalled there was nothing to merge it with
+describe('a stale rival whose partner is still moving', () => {
+  it('is kept until the two can be merged', async (t) => {
+    const { c, clock } = await coordinatorOf(t, 0, await memberStore(t, 1, 4), { slotMs: SLOT });
+    // P: member 1's payment of request 0, signed here
+    const P = proposal([REQ(0)], [UTXO(0)], M[1]!.hex);
+    await c.onProposalFrame(M[1]!.hex, P);
+    const p = checkProposal(P).txid;
+    // C, of the same request, that member 2 signed and showed here: refused (double payment), kept as a rival
+    const C = proposal([REQ(0)], [UTXO(1)], MAL);
+    await c.onProposalFrame(M[2]!.hex, C);
+    assert.ok(c.rivals.has(checkProposal(C).txid));
+    // just before this member's turn, the malicious member sends a set for P that does not verify
+    clock.now = 6 * SLOT;
+    await c.onSignatures(MAL, { txid: p, signatures: new Uint8Array(64) });
+    assert.equal((await c.merges(2, TEST_POLICY, clock.now, 6)).length, 0, 'P is moving: no merge yet');
+    clock.now = 12 * SLOT;
+    assert.equal((await c.merges(2, TEST_POLICY, clock.now, 12)).length, 1, 'P stalled: P and C merged');
+  });
+});
