@@ -99,16 +99,20 @@ export async function stageSupersededAtDepth(
   await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at);
 }
 
-/** Whether a payment this member signed, other than `except` and not superseded, pays request `id`. */
-async function signedElsewhere(
+/**
+ * Whether a payment this member signed, other than `except`, still pays request `id`: in flight
+ * (open/: not superseded, lost or paid), so its request is not queued again beside it.
+ */
+export async function signedElsewhere(
   store: Store,
   batch: StoreBatch,
   id: string,
   except: readonly string[],
 ): Promise<boolean> {
   for (const txid of await paymentsOfRequest(store, parseRequestId(id))) {
-    if (except.includes(txid) || (await batch.get(keys.supersededKey(txid)))) continue;
-    if (await batch.get(keys.signatureMadeKey(txid))) return true;
+    if (except.includes(txid)) continue;
+    const [made, open] = await batch.getMany([keys.signatureMadeKey(txid), keys.openPaymentKey(txid)]);
+    if (made !== undefined && open !== undefined) return true;
   }
   return false;
 }

@@ -35,7 +35,7 @@ import {
 import type { OutflowLimits } from '../wallet/limits.js';
 import { unnamedWithin } from '../wallet/reserves.js';
 import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js';
-import { isUnsettled, openPayments, recordFinalized, stageSupersededAtDepth } from './finalize.js';
+import { isUnsettled, openPayments, recordFinalized, signedElsewhere, stageSupersededAtDepth } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
 import type { Logger } from './log.js';
 import type {
@@ -129,7 +129,7 @@ async function stageSuperseded(
     for (const id of proposal.requestIds) {
       if (record.requestIds.includes(id)) continue;
       const r = await getRequest(batch, id);
-      if (!r || (await standing.pay(r))) continue;
+      if (!r || (await standing.pay(r)) || (await signedElsewhere(store, batch, id, [...losers]))) continue;
       if (r.status === 'batched') stageStatus(batch, r, 'accepted', at, `payment ${loser} lost to ${record.txid}`);
     }
   }
@@ -156,7 +156,10 @@ async function stageLost(
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
-    if (!(await standing.pay(r))) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
+    if (await standing.pay(r)) continue;
+    // a payment of it this member signed and that is still in flight pays it yet
+    const status = (await signedElsewhere(store, batch, id, [record.txid])) ? 'batched' : 'accepted';
+    stageStatus(batch, r, status, at, `payment ${record.txid} lost to ${winner}`);
   }
   await standing.reclaim(batch);
 }
