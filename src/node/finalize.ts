@@ -20,7 +20,15 @@ import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
-import { getUtxos, outpointText, parseOutpoint, releaseUtxos, reserveUtxos, type Outpoint } from '../wallet/utxos.js';
+import {
+  getUtxos,
+  outpointText,
+  parseOutpoint,
+  reclaimUtxos,
+  releaseUtxos,
+  reserveUtxos,
+  type Outpoint,
+} from '../wallet/utxos.js';
 import type {
   FinalizedBody,
   FinalizedRecord,
@@ -101,7 +109,8 @@ export async function stageSupersededAtDepth(
 
 /**
  * Whether a payment this member signed, other than `except`, still pays request `id`: in flight
- * (open/: not superseded, lost or paid), so its request is not queued again beside it.
+ * (open/: not superseded, lost or paid) and none of its inputs spent by another transaction, so
+ * its request is not queued again beside it.
  */
 export async function signedElsewhere(
   store: Store,
@@ -111,10 +120,32 @@ export async function signedElsewhere(
 ): Promise<boolean> {
   for (const txid of await paymentsOfRequest(store, parseRequestId(id))) {
     if (except.includes(txid)) continue;
-    const [made, open] = await batch.getMany([keys.signatureMadeKey(txid), keys.openPaymentKey(txid)]);
-    if (made !== undefined && open !== undefined) return true;
+    const [made, open] = await batch.getMany<unknown>([keys.signatureMadeKey(txid), keys.openPaymentKey(txid)]);
+    if (made === undefined || open === undefined) continue;
+    const inputs = (made as SignatureRecord).inputs.map(parseOutpoint);
+    if ((await getUtxos(batch, inputs)).every((u) => u?.state !== 'spent' || u.spentBy === txid)) return true;
   }
   return false;
+}
+
+/**
+ * Undoes what `record` superseded when it was recorded (stageSupersededBy), now that it lost:
+ * honest members may sign those payments once it is dead, so they can reach t again. They are in
+ * flight here again (signer.ts counts them live), with those of their inputs nothing else took and
+ * their requests queued since.
+ */
+export async function stageRevived(batch: StoreBatch, record: FinalizedRecord, at: string): Promise<void> {
+  for (const txid of record.superseded ?? []) {
+    const [supersession, made] = await batch.getMany<unknown>([keys.supersededKey(txid), keys.signatureMadeKey(txid)]);
+    if ((supersession as Supersession | undefined)?.by !== record.txid || made === undefined) continue;
+    batch.del(keys.supersededKey(txid));
+    batch.put(keys.openPaymentKey(txid), 1);
+    await reclaimUtxos(batch, (made as SignatureRecord).inputs.map(parseOutpoint), txid);
+    for (const id of (made as SignatureRecord).requestIds) {
+      const r = await getRequest(batch, id);
+      if (r?.status === 'accepted') stageStatus(batch, r, 'batched', at, `payment ${txid} again: ${record.txid} lost`);
+    }
+  }
 }
 
 /** A payment of open/ and its records: it finalized if it is, else what this member signed of it. */

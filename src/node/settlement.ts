@@ -35,7 +35,14 @@ import {
 import type { OutflowLimits } from '../wallet/limits.js';
 import { unnamedWithin } from '../wallet/reserves.js';
 import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js';
-import { isUnsettled, openPayments, recordFinalized, signedElsewhere, stageSupersededAtDepth } from './finalize.js';
+import {
+  isUnsettled,
+  openPayments,
+  recordFinalized,
+  signedElsewhere,
+  stageRevived,
+  stageSupersededAtDepth,
+} from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
 import type { Logger } from './log.js';
 import type {
@@ -152,6 +159,7 @@ async function stageLost(
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
+  await stageRevived(batch, record, at);
   const standing = await standingPayments(store, paidDepth, [record.txid]);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);

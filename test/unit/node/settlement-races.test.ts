@@ -486,3 +486,71 @@ describe('a request whose payment lost while a signed replacement of it is live'
       );
     });
 });
+
+// Found by review of the mends above: a request kept batched beside a payment that had lost too, and
+// a superseded payment that came back to life without its inputs, its open/ entry or its request
+describe('a request parked on a payment that loses in the same tick', () => {
+  // L pays r from o0, o1 and C, its replacement, from o1, o2: both signed and finalized here. K pays q
+  // from o1 (two members that never saw L signed it, as in the 'signed replacement' test) and was
+  // recorded here before L and C were (or comes first in open/ after a restart: load reads txid order).
+  // K reaches the paid depth: L and C both lost to it; nothing of r can confirm any more.
+  it('puts r back in the queue once every payment of it lost', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
+    const [q, r] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const L = pay([r], [o0, o1], 2);
+    assert.equal((await sign(store, L)).ok, true);
+    const C = pay([r], [o1, o2], 5);
+    assert.equal((await sign(store, C)).ok, true, 'C replaces L (it spends o1)');
+    const K = pay([q], [o1], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    await settlement.onFinalized(await finalize(store, L));
+    await settlement.onFinalized(await finalize(store, C));
+    confirmToDepth(chain, K);
+    await settlement.tick();
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    const inFlight = [];
+    for (const p of [L, C]) if ((await store.get(openPaymentKey(txidOf(p.tx)))) !== undefined) inFlight.push(p);
+    assert.equal(inFlight.length, 0, 'L and C both lost: neither is in flight');
+    assert.equal(
+      await status(store, r.id),
+      'accepted',
+      'L and C both lost to K at the paid depth, yet r stays batched with no payment of it in flight',
+    );
+  });
+});
+
+describe('a request of a superseded payment whose superseder lost', () => {
+  it('is not queued beside a payment this member counts as live', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
+    const [q, r] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const K = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    const C = pay([r], [o2], 2);
+    assert.equal((await sign(store, C)).ok, true);
+    const A = pay([q, r], [o0, o1], 5);
+    await settlement.onFinalized(await finalize(store, A));
+    assert.notEqual(await store.get(supersededKey(txidOf(C.tx))), undefined, 'A superseded C here');
+    chain.mine([rpcTransaction(K.tx)]);
+    for (let depth = 1; depth < PAID; depth++) chain.mine([]);
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    // what this member's own proposer builds for r from the largest free outputs
+    const E = await sign(store, pay([r], [o3], 2));
+    const u2 = await getUtxo(store, o2);
+    assert.deepEqual(
+      [
+        await status(store, r.id),
+        E.ok ? 'signed' : E.reason,
+        u2?.reservedBy,
+        (await store.get(openPaymentKey(txidOf(C.tx)))) !== undefined,
+      ],
+      ['batched', 'double_payment', txidOf(C.tx), true],
+      `C revived (A lost) and blocks every payment of r not spending o2, but r is queued, o2 free, C not followed`,
+    );
+  });
+});
