@@ -31,6 +31,7 @@ import {
   releaseUtxos,
   reclaimUtxos,
   stageSpent,
+  type Outpoint,
 } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { unnamedWithin } from '../wallet/reserves.js';
@@ -87,19 +88,31 @@ async function standingPayments(store: Store, paidDepth: number, losers: Iterabl
   const chain = await chainView(store, paidDepth);
   const judged = new Map<string, SignedPayment | undefined>();
   for (const txid of losers) judged.set(txid, undefined);
+  const judge = async (txid: string): Promise<SignedPayment | undefined> => {
+    if (!judged.has(txid)) {
+      const [p] = await signedPayments(store, [txid], chain, paidDepth);
+      judged.set(txid, p?.finalized && !p.dead ? p : undefined);
+    }
+    return judged.get(txid);
+  };
   return {
     /** Whether a standing payment pays `request`. */
     async pay(request: RequestIdentity): Promise<boolean> {
       if (!chain) return false;
       let paid = false;
-      for (const txid of await paymentsOfRequest(store, request)) {
-        if (!judged.has(txid)) {
-          const [p] = await signedPayments(store, [txid], chain, paidDepth);
-          judged.set(txid, p?.finalized && !p.dead ? p : undefined);
-        }
-        if (judged.get(txid)) paid = true;
-      }
+      for (const txid of await paymentsOfRequest(store, request)) if (await judge(txid)) paid = true;
       return paid;
+    },
+    /**
+     * Judges what `loser` may have taken inputs from, whatever it pays (a handoff pays no request): the
+     * payments it conflicted with when it was finalized here, and the proposals stored here that spend
+     * its inputs. Those standing get them back on reclaim.
+     */
+    async held(loser: string, inputs: readonly Outpoint[]): Promise<void> {
+      if (!chain) return;
+      const from = new Set((await store.get<FinalizedRecord>(finalizedKey(loser)))?.conflicts ?? []);
+      for (const input of inputs) for (const other of await proposalsSpending(store, input, loser)) from.add(other);
+      for (const txid of from) await judge(txid);
     },
     /** Stages every standing payment found so far holding its inputs again (reclaimUtxos). */
     async reclaim(batch: StoreBatch): Promise<void> {
@@ -126,10 +139,11 @@ async function stageSuperseded(
   const losers = new Set(record.conflicts);
   for (const input of parseTx(record.tx).inputs)
     for (const other of await proposalsSpending(store, input, record.txid)) losers.add(other);
-  const standing = await standingPayments(store, paidDepth, losers);
+  const standing = await standingPayments(store, paidDepth, [...losers, record.txid]);
   for (const loser of losers) {
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
+    await standing.held(loser, proposalOutpoints(proposal));
     await releaseUtxos(batch, proposalOutpoints(proposal), loser);
     // a restart need not take it up again; one finalized is followed until it is lost (stageLost)
     if (!(await batch.get(finalizedKey(loser)))) batch.del(openPaymentKey(loser));
@@ -160,7 +174,8 @@ async function stageLost(
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
   await stageRevived(batch, record, at);
-  const standing = await standingPayments(store, paidDepth, [record.txid]);
+  const standing = await standingPayments(store, paidDepth, [record.txid, winner]);
+  await standing.held(record.txid, parseTx(record.tx).inputs);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
