@@ -384,13 +384,31 @@ export class Coordinator {
         for (const [id, output] of Object.entries(f.unmatched ?? {})) this.addLate(id, f.txid, output);
         continue;
       }
-      const proposal = made && (await this.o.store.get<Proposal>(proposalKey(txid)));
-      if (!made || !proposal) continue;
-      await this.track(checkProposal(proposal), { signatures: made.signatures, origin: 'stored' }, true);
-      for await (const [key, sigs] of this.o.store.entries<Uint8Array>({ prefix: signatureReceivedPrefix(txid) })) {
-        await this.add(txid, key.slice(key.lastIndexOf('/') + 1), sigs, 'stored');
-      }
+      if (made) await this.resume(txid, made);
     }
+  }
+
+  /** Collects again a payment this member signed, with the sets it had received: after a restart, or revived. */
+  private async resume(txid: string, made: SignatureRecord): Promise<void> {
+    const proposal = await this.o.store.get<Proposal>(proposalKey(txid));
+    if (!proposal) return;
+    await this.track(checkProposal(proposal), { signatures: made.signatures, origin: 'stored' }, true);
+    for await (const [key, sigs] of this.o.store.entries<Uint8Array>({ prefix: signatureReceivedPrefix(txid) })) {
+      await this.add(txid, key.slice(key.lastIndexOf('/') + 1), sigs, 'stored');
+    }
+  }
+
+  /**
+   * Payments this member signed that a finalized one had superseded, in flight again since that one
+   * lost (settlement.ts): collected again, and so announced to peers that link and merged when they stall.
+   */
+  revived(txids: readonly string[]): Promise<void> {
+    return this.serial(async () => {
+      for (const txid of txids) {
+        const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
+        if (made && !this.proposals.has(txid)) await this.resume(txid, made);
+      }
+    });
   }
 
   private addLate(id: string, txid: string, output: number): void {

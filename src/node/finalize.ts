@@ -130,14 +130,22 @@ export async function signedElsewhere(
 
 /**
  * Undoes what `record` superseded when it was recorded (stageSupersededBy), now that it lost:
- * honest members may sign those payments once it is dead, so they can reach t again. They are in
- * flight here again (signer.ts counts them live), with those of their inputs nothing else took and
- * their requests queued since.
+ * honest members may sign those payments once it is dead, so they can reach t again. Those that a
+ * conflict did not kill (`dead`: signer.ts signedPayments) are in flight here again, with those of
+ * their inputs nothing else took and their requests queued since. Returns them.
  */
-export async function stageRevived(batch: StoreBatch, record: FinalizedRecord, at: string): Promise<void> {
+export async function stageRevived(
+  batch: StoreBatch,
+  record: FinalizedRecord,
+  at: string,
+  dead: (txid: string) => Promise<boolean>,
+): Promise<string[]> {
+  const revived: string[] = [];
   for (const txid of record.superseded ?? []) {
     const [supersession, made] = await batch.getMany<unknown>([keys.supersededKey(txid), keys.signatureMadeKey(txid)]);
     if ((supersession as Supersession | undefined)?.by !== record.txid || made === undefined) continue;
+    if (await dead(txid)) continue;
+    revived.push(txid);
     batch.del(keys.supersededKey(txid));
     batch.put(keys.openPaymentKey(txid), 1);
     await reclaimUtxos(batch, (made as SignatureRecord).inputs.map(parseOutpoint), txid);
@@ -146,6 +154,7 @@ export async function stageRevived(batch: StoreBatch, record: FinalizedRecord, a
       if (r?.status === 'accepted') stageStatus(batch, r, 'batched', at, `payment ${txid} again: ${record.txid} lost`);
     }
   }
+  return revived;
 }
 
 /** A payment of open/ and its records: it finalized if it is, else what this member signed of it. */

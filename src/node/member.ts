@@ -157,7 +157,7 @@ async function startChainSide(
   metrics: Metrics,
   safety: Safety,
   cleanup: (() => Promise<void>)[],
-  peers: () => Pick<Coordinator, 'settled' | 'askFinalized'> | undefined,
+  peers: () => Pick<Coordinator, 'settled' | 'askFinalized' | 'revived'> | undefined,
 ): Promise<ChainSide> {
   const b = config.bitcoin;
   if (!b) return declaredChainSide(config, store, federation, log);
@@ -183,6 +183,7 @@ async function startChainSide(
     maxFeeRate: b.maxFeeRate,
     onSettled: (txid) => peers()?.settled(txid),
     onUnnamed: (txid) => peers()?.askFinalized(txid),
+    onRevived: async (txids) => peers()?.revived(txids),
     alarm: (kind, detail, fields) => safety.alarm(kind, detail, { ...fields }),
     ...(handoff ? { handoff } : {}),
     limits: outflowLimits(config),

@@ -139,7 +139,7 @@ async function stageSuperseded(
   const losers = new Set(record.conflicts);
   for (const input of parseTx(record.tx).inputs)
     for (const other of await proposalsSpending(store, input, record.txid)) losers.add(other);
-  const standing = await standingPayments(store, paidDepth, [...losers, record.txid]);
+  const standing = await standingPayments(store, paidDepth, losers);
   for (const loser of losers) {
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
@@ -169,12 +169,18 @@ async function stageLost(
   record: FinalizedRecord,
   winner: string,
   paidDepth: number,
-): Promise<void> {
+): Promise<string[]> {
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
-  await stageRevived(batch, record, at);
-  const standing = await standingPayments(store, paidDepth, [record.txid, winner]);
+  const chain = await chainView(store, paidDepth);
+  const revived = await stageRevived(
+    batch,
+    record,
+    at,
+    async (txid) => (await signedPayments(store, [txid], chain, paidDepth))[0]?.dead ?? true,
+  );
+  const standing = await standingPayments(store, paidDepth, [record.txid]);
   await standing.held(record.txid, parseTx(record.tx).inputs);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
@@ -185,6 +191,7 @@ async function stageLost(
     stageStatus(batch, r, status, at, `payment ${record.txid} lost to ${winner}`);
   }
   await standing.reclaim(batch);
+  return revived;
 }
 
 /**
@@ -261,6 +268,11 @@ export interface ChainSettlementOptions {
    * send it (its commitment and witness are checked).
    */
   readonly onUnnamed?: (txid: string) => void;
+  /**
+   * Payments this member signed that a finalized one had superseded and that are in flight again,
+   * since that one lost (finalize.ts stageRevived): collected again, as after a restart.
+   */
+  readonly onRevived?: (txids: readonly string[]) => Promise<void>;
   /** Raises an alarm (node/safety.ts): a spend of federation outputs no payment explains. */
   readonly alarm?: (kind: 'foreign_spend' | 'chain_spend_unmatched', detail: string, fields: object) => Promise<void>;
   /** A rotation this member takes part in: a confirmed handoff under its plan explains a spend too. */
@@ -490,10 +502,11 @@ export class ChainSettlement {
       const winner = u.spentBy ?? 'another transaction';
       if (u.spentBy === undefined || (await this.o.observer.confirmations(u.spentBy)) < this.o.paidConfirmations)
         return true;
-      await this.o.store.transaction((batch) =>
+      const revived = await this.o.store.transaction((batch) =>
         stageLost(this.o.store, batch, record, winner, this.o.paidConfirmations),
       );
-      this.o.log.info('payment_lost', { txid: record.txid, to: winner });
+      this.o.log.info('payment_lost', { txid: record.txid, to: winner, ...(revived.length ? { revived } : {}) });
+      if (revived.length > 0) await this.o.onRevived?.(revived);
       this.settle(record.txid);
       return true;
     }

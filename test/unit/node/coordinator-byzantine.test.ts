@@ -281,3 +281,16 @@ describe('a stale rival whose partner is still moving', () => {
     assert.equal((await c.merges(2, TEST_POLICY, clock.now, 12)).length, 1, 'P stalled: P and C merged');
   });
 });
+
+describe('a payment this member signed that a finalized one superseded, which then lost', () => {
+  it('is collected again once settlement revives it', async (t) => {
+    const { c, coordinator } = await coordinatorOf(t, 0, await memberStore(t, 1, 1), { slotMs: SLOT });
+    const P = proposal([REQ(0)], [UTXO(0)], M[1]!.hex);
+    await c.onProposalFrame(M[1]!.hex, P);
+    const p = checkProposal(P).txid;
+    // forgotten as superseded (recordFinal), then revived (settlement.ts stageLost)
+    c.proposals.delete(p);
+    await coordinator.revived([p]);
+    assert.ok(c.proposals.has(p));
+  });
+});

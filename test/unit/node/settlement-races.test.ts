@@ -7,7 +7,7 @@ import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
-import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js';
+import { ChainSettlement, settleLocally, type ChainSettlementOptions } from '../../../src/node/settlement.js';
 import { signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
@@ -51,7 +51,13 @@ const PAID = 3;
  * Member 0 on a scripted chain with `outputs` federation outputs of 0.5 BTC and `count` requests of
  * 0.3 BTC, each to an address of its own, or all to one (`lookAlike`: only the commitment tells them apart).
  */
-async function setup(t: TestContext, outputs: number, count: number, lookAlike = false) {
+async function setup(
+  t: TestContext,
+  outputs: number,
+  count: number,
+  lookAlike = false,
+  options: Partial<ChainSettlementOptions> = {},
+) {
   const store = await openTempStore(t, federation.descriptor);
   const chain = new ScriptedChain(100);
   const script = toHex(federation.scriptPubKey);
@@ -83,7 +89,7 @@ async function setup(t: TestContext, outputs: number, count: number, lookAlike =
     value: 50_000_000n,
     scriptPubKey: federation.scriptPubKey,
   }));
-  const settlement = testSettlement(store, federation, observer, { paidConfirmations: PAID });
+  const settlement = testSettlement(store, federation, observer, { paidConfirmations: PAID, ...options });
   return { store, chain, requests, inputs, settlement, observer };
 }
 
@@ -523,8 +529,11 @@ describe('a request parked on a payment that loses in the same tick', () => {
 });
 
 describe('a request of a superseded payment whose superseder lost', () => {
-  it('is not queued beside a payment this member counts as live', async (t) => {
-    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
+  it('is not queued beside a payment this member counts as live, which is collected again', async (t) => {
+    const revived: string[] = [];
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2, false, {
+      onRevived: async (txids) => void revived.push(...txids),
+    });
     const [q, r] = requests as [PaymentRequest, PaymentRequest];
     const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
     const K = pay([q], [o0], 2);
@@ -551,6 +560,60 @@ describe('a request of a superseded payment whose superseder lost', () => {
       ],
       ['batched', 'double_payment', txidOf(C.tx), true],
       `C revived (A lost) and blocks every payment of r not spending o2, but r is queued, o2 free, C not followed`,
+    );
+    assert.deepEqual(revived, [txidOf(C.tx)], 'handed to the coordinator to collect again');
+  });
+});
+
+// Found by review of the mends above: a payment that lost to its own replacement left its request to
+// nothing, and a payment revived though a conflict had killed it held its input and request for good
+describe('a payment lost to its own replacement at the paid depth', () => {
+  it('leaves its request to the replacement, which pays it', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 2, 1);
+    const [r] = requests as [PaymentRequest];
+    const [o0] = inputs as [SpendableUtxo];
+    const A = pay([r], [o0], 2);
+    await settlement.onFinalized(await finalize(store, A));
+    // A lingers; the replacement (same input, same request, higher rate) is finalized and confirms
+    const A2 = pay([r], [o0], 5);
+    await settlement.onFinalized(await finalize(store, A2));
+    confirmToDepth(chain, A2);
+    await settlement.tick();
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(
+      await status(store, r.id),
+      'paid',
+      `A2 (${txidOf(A2.tx)}) paid r at the paid depth, but A lost to it first in the tick and r left 'broadcast'`,
+    );
+  });
+});
+
+describe('a superseded payment whose input the winner spent', () => {
+  it('is not revived, and its other request goes back to the queue', async (t) => {
+    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 3);
+    const [q, r, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+    const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    // this member signs P (r and e from o2, o3)
+    const P = pay([r, e], [o2, o3], 2);
+    assert.equal((await sign(store, P)).ok, true);
+    // M, a payment of q spending o0 and o2 (it conflicts with P), is finalized here first
+    const M = pay([q], [o0, o2], 2);
+    await settlement.onFinalized(await finalize(store, M));
+    // A pays q and r from o0, o1: it shares no input with P, so it supersedes P; e goes back to the queue
+    const A = pay([q, r], [o0, o1], 5);
+    await settlement.onFinalized(await finalize(store, A));
+    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P here');
+    assert.equal(await status(store, e.id), 'accepted');
+    // M confirms to the paid depth: A lost, and P is dead too (o2 spent by M at the paid depth)
+    confirmToDepth(chain, M);
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    assert.deepEqual(
+      [await status(store, e.id), (await store.get(openPaymentKey(txidOf(P.tx)))) !== undefined],
+      ['accepted', false],
+      `P (${txidOf(P.tx)}, o3 held by ${(await getUtxo(store, o3))?.reservedBy}) lost o2 to M at the paid depth, yet A's loss revived it: e batched beside a dead payment`,
     );
   });
 });
