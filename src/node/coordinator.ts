@@ -405,8 +405,13 @@ export class Coordinator {
   revived(txids: readonly string[]): Promise<void> {
     return this.serial(async () => {
       for (const txid of txids) {
-        const made = await this.o.store.get<SignatureRecord>(signatureMadeKey(txid));
-        if (made && !this.proposals.has(txid)) await this.resume(txid, made);
+        // in flight still when its turn in the queue came: not finalized or closed since
+        const [made, open, final] = await this.o.store.getMany<unknown>([
+          signatureMadeKey(txid),
+          openPaymentKey(txid),
+          finalizedKey(txid),
+        ]);
+        if (made && open && !final && !this.proposals.has(txid)) await this.resume(txid, made as SignatureRecord);
       }
     });
   }

@@ -128,28 +128,49 @@ export async function signedElsewhere(
   return false;
 }
 
+/** What settlement judges of a payment `record` superseded, now that `record` lost (stageRevived). */
+export type RevivalJudgement =
+  | { readonly dead: true }
+  /** A finalized payment that can still confirm pays one of its requests and spends none of its inputs. */
+  | { readonly supersededBy: string }
+  | { readonly live: true };
+
 /**
  * Undoes what `record` superseded when it was recorded (stageSupersededBy), now that it lost:
- * honest members may sign those payments once it is dead, so they can reach t again. Those that a
- * conflict did not kill (`dead`: signer.ts signedPayments) are in flight here again, with those of
- * their inputs nothing else took and their requests queued since. Returns them.
+ * honest members may sign those payments once it is dead, so they can reach t again. Each is judged
+ * first (`judge`): one a conflict killed stays as it is; one that another finalized payment, still
+ * standing, supersedes now is marked superseded by that one (and revived when that one loses);
+ * the others are in flight here again, with those of their inputs nothing else took and their
+ * requests queued since. Returns those.
  */
 export async function stageRevived(
   batch: StoreBatch,
   record: FinalizedRecord,
   at: string,
-  dead: (txid: string) => Promise<boolean>,
+  judge: (txid: string, made: SignatureRecord) => Promise<RevivalJudgement>,
 ): Promise<string[]> {
   const revived: string[] = [];
   for (const txid of record.superseded ?? []) {
-    const [supersession, made] = await batch.getMany<unknown>([keys.supersededKey(txid), keys.signatureMadeKey(txid)]);
-    if ((supersession as Supersession | undefined)?.by !== record.txid || made === undefined) continue;
-    if (await dead(txid)) continue;
+    const [supersession, signed] = await batch.getMany<unknown>([
+      keys.supersededKey(txid),
+      keys.signatureMadeKey(txid),
+    ]);
+    if ((supersession as Supersession | undefined)?.by !== record.txid || signed === undefined) continue;
+    const made = signed as SignatureRecord;
+    const judged = await judge(txid, made);
+    if ('dead' in judged) continue;
+    if ('supersededBy' in judged) {
+      const by = await batch.get<FinalizedRecord>(keys.finalizedKey(judged.supersededBy));
+      if (!by) continue;
+      batch.put(keys.supersededKey(txid), { by: by.txid, at } satisfies Supersession);
+      batch.put(keys.finalizedKey(by.txid), { ...by, superseded: [...(by.superseded ?? []), txid] });
+      continue;
+    }
     revived.push(txid);
     batch.del(keys.supersededKey(txid));
     batch.put(keys.openPaymentKey(txid), 1);
-    await reclaimUtxos(batch, (made as SignatureRecord).inputs.map(parseOutpoint), txid);
-    for (const id of (made as SignatureRecord).requestIds) {
+    await reclaimUtxos(batch, made.inputs.map(parseOutpoint), txid);
+    for (const id of made.requestIds) {
       const r = await getRequest(batch, id);
       if (r?.status === 'accepted') stageStatus(batch, r, 'batched', at, `payment ${txid} again: ${record.txid} lost`);
     }

@@ -3,7 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import type { BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { MAX_MONEY, parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import type { RequestIdentity } from '../evm/request-id.js';
+import { parseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import { getRequest, listRequestsIn, OWED, paymentsOfRequest, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
@@ -42,6 +42,7 @@ import {
   recordFinalized,
   signedElsewhere,
   stageRevived,
+  type RevivalJudgement,
   stageSupersededAtDepth,
 } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
@@ -174,12 +175,17 @@ async function stageLost(
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
   const chain = await chainView(store, paidDepth);
-  const revived = await stageRevived(
-    batch,
-    record,
-    at,
-    async (txid) => (await signedPayments(store, [txid], chain, paidDepth))[0]?.dead ?? true,
-  );
+  const revived = await stageRevived(batch, record, at, async (txid, made): Promise<RevivalJudgement> => {
+    if ((await signedPayments(store, [txid], chain, paidDepth))[0]?.dead ?? true) return { dead: true };
+    const inputs = new Set(made.inputs);
+    for (const id of made.requestIds)
+      for (const other of await paymentsOfRequest(store, parseRequestId(id))) {
+        if (other === txid || other === record.txid) continue;
+        const [p] = await signedPayments(store, [other], chain, paidDepth);
+        if (p?.finalized && !p.dead && !p.inputs.some((o) => inputs.has(o))) return { supersededBy: other };
+      }
+    return { live: true };
+  });
   const standing = await standingPayments(store, paidDepth, [record.txid]);
   await standing.held(record.txid, parseTx(record.tx).inputs);
   for (const id of record.requestIds) {

@@ -617,3 +617,107 @@ describe('a superseded payment whose input the winner spent', () => {
     );
   });
 });
+
+// Found by review of the revival: a payment revived though another finalized payment that still
+// stands pays one of its requests can never reach t, and held its inputs and other request for good.
+// P, superseded by A, when A loses to its own replacement A2 (which pays P's request r at the paid
+// depth), in either order of A and A2 (after a restart, load() follows txid order).
+for (const a2First of [false, true]) {
+  describe(`a superseded payment whose superseder lost to a replacement paying its request (A2 ${a2First ? 'before' : 'after'} A in txid order)`, () => {
+    it('is not left in flight holding its inputs and its other request', async (t) => {
+      const { store, chain, requests, inputs, observer } = await setup(t, 4, 2);
+      const [r, e] = requests as [PaymentRequest, PaymentRequest];
+      const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
+      const revived: string[] = [];
+      const options = {
+        paidConfirmations: PAID,
+        onRevived: async (txids: readonly string[]) => void revived.push(...txids),
+      };
+      // this member signs P (r and e from o2, o3)
+      const P = pay([r, e], [o2, o3], 2);
+      assert.equal((await sign(store, P)).ok, true);
+      // A pays r from o0, spends none of P's inputs: it supersedes P here, e goes back to the queue
+      const A = pay([r], [o0], 2);
+      let A2: Payment | undefined;
+      for (let rate = 3; rate < 200 && !A2; rate++) {
+        const c = pay([r], [o0], rate);
+        if (txidOf(c.tx) < txidOf(A.tx) === a2First) A2 = c;
+      }
+      assert.ok(A2);
+      const settlement = testSettlement(store, federation, observer, options);
+      await settlement.onFinalized(await finalize(store, A));
+      assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+      assert.equal(await status(store, e.id), 'accepted');
+      // A's replacement A2 (same input, same request) is finalized and confirms to the paid depth
+      await settlement.onFinalized(await finalize(store, A2));
+      confirmToDepth(chain, A2);
+      // the member restarts: settlement follows its open payments in txid order
+      const restarted = testSettlement(store, federation, observer, options);
+      await restarted.load();
+      await restarted.tick();
+      await restarted.tick();
+      assert.equal(await status(store, r.id), 'paid', 'A2 paid r at the paid depth');
+      const eBefore = await status(store, e.id);
+      // a new payment of e from a free output, as any proposer would build it
+      const E = await sign(store, pay([e], [o1], 2));
+      assert.deepEqual(
+        {
+          e: eBefore,
+          pInFlight: (await store.get(openPaymentKey(txidOf(P.tx)))) !== undefined,
+          o2: (await getUtxo(store, o2))?.reservedBy,
+          o3: (await getUtxo(store, o3))?.reservedBy,
+          newPaymentOfE: E.ok ? 'signed' : E.reason,
+        },
+        { e: 'accepted', pInFlight: false, o2: undefined, o3: undefined, newPaymentOfE: 'signed' },
+        `P (${txidOf(P.tx)}) revived (${JSON.stringify(revived)}) though r is paid by A2: no honest member signs P again, ` +
+          'so e stays batched, o2/o3 reserved by P, and a new payment of e is refused for good',
+      );
+    });
+  });
+}
+
+// P, superseded by A, when A loses, though E, finalized meanwhile, pays P's other request e
+describe('a superseded payment revived though a finalized payment of its other request stands', () => {
+  it('is not revived: its request r goes back to the queue and its inputs to the wallet', async (t) => {
+    const revived: string[] = [];
+    const { store, chain, requests, inputs, settlement } = await setup(t, 5, 3, false, {
+      onRevived: async (txids) => void revived.push(...txids),
+    });
+    const [q, r, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+    const [o0, o1, o2, o3, o4] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const K = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    // this member signs P (r and e from o2, o3)
+    const P = pay([r, e], [o2, o3], 2);
+    assert.equal((await sign(store, P)).ok, true);
+    // A pays q and r from o0, o1 (it conflicts with K) and supersedes P: e goes back to the queue
+    const A = pay([q, r], [o0, o1], 5);
+    await settlement.onFinalized(await finalize(store, A));
+    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+    // E pays e from o4: P is dead while A stands, so it is signed and finalized
+    const E = pay([e], [o4], 2);
+    assert.equal((await sign(store, E)).ok, true);
+    await settlement.onFinalized(await finalize(store, E));
+    // K confirms to the paid depth: A lost
+    confirmToDepth(chain, K);
+    await settlement.tick();
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    const rBefore = await status(store, r.id);
+    // a new payment of r from free outputs, as any proposer would build it
+    const R = await sign(store, pay([r], [o1], 2));
+    assert.deepEqual(
+      {
+        revived,
+        r: rBefore,
+        pInFlight: (await store.get(openPaymentKey(txidOf(P.tx)))) !== undefined,
+        o2: (await getUtxo(store, o2))?.reservedBy,
+        newPaymentOfR: R.ok ? 'signed' : R.reason,
+      },
+      { revived: [], r: 'accepted', pInFlight: false, o2: undefined, newPaymentOfR: 'signed' },
+      `P (${txidOf(P.tx)}) revived though E (${txidOf(E.tx)}) pays its request e: no honest member signs P, ` +
+        'so r stays batched beside it, o2/o3 stay reserved and every other payment of r is refused',
+    );
+  });
+});
