@@ -175,7 +175,9 @@ async function stageLost(
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
   const chain = await chainView(store, paidDepth);
-  const revived = await stageRevived(batch, record, at, async (txid, made): Promise<RevivalJudgement> => {
+  // as stored: a payment it superseded may have been marked superseded by it since it was read (stageRevived)
+  const stored = (await batch.get<FinalizedRecord>(finalizedKey(record.txid))) ?? record;
+  const revived = await stageRevived(batch, stored, at, async (txid, made): Promise<RevivalJudgement> => {
     if ((await signedPayments(store, [txid], chain, paidDepth))[0]?.dead ?? true) return { dead: true };
     const inputs = new Set(made.inputs);
     for (const id of made.requestIds)

@@ -7,11 +7,11 @@ import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
-import { ChainSettlement, settleLocally, type ChainSettlementOptions } from '../../../src/node/settlement.js';
+import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js';
 import { signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { openPaymentKey, supersededKey } from '../../../src/storage/keys.js';
+import { finalizedKey, openPaymentKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
@@ -51,13 +51,7 @@ const PAID = 3;
  * Member 0 on a scripted chain with `outputs` federation outputs of 0.5 BTC and `count` requests of
  * 0.3 BTC, each to an address of its own, or all to one (`lookAlike`: only the commitment tells them apart).
  */
-async function setup(
-  t: TestContext,
-  outputs: number,
-  count: number,
-  lookAlike = false,
-  options: Partial<ChainSettlementOptions> = {},
-) {
+async function setup(t: TestContext, outputs: number, count: number, lookAlike = false) {
   const store = await openTempStore(t, federation.descriptor);
   const chain = new ScriptedChain(100);
   const script = toHex(federation.scriptPubKey);
@@ -89,8 +83,14 @@ async function setup(
     value: 50_000_000n,
     scriptPubKey: federation.scriptPubKey,
   }));
-  const settlement = testSettlement(store, federation, observer, { paidConfirmations: PAID, ...options });
-  return { store, chain, requests, inputs, settlement, observer };
+  /** Payments the settlement handed back to the coordinator to collect again (onRevived). */
+  const revived: string[] = [];
+  const options = {
+    paidConfirmations: PAID,
+    onRevived: async (txids: readonly string[]) => void revived.push(...txids),
+  };
+  const settlement = testSettlement(store, federation, observer, options);
+  return { store, chain, requests, inputs, settlement, observer, revived, options };
 }
 
 const pay = (requests: PaymentRequest[], inputs: SpendableUtxo[], rate: number): Payment =>
@@ -530,10 +530,7 @@ describe('a request parked on a payment that loses in the same tick', () => {
 
 describe('a request of a superseded payment whose superseder lost', () => {
   it('is not queued beside a payment this member counts as live, which is collected again', async (t) => {
-    const revived: string[] = [];
-    const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2, false, {
-      onRevived: async (txids) => void revived.push(...txids),
-    });
+    const { store, chain, requests, inputs, settlement, revived } = await setup(t, 4, 2);
     const [q, r] = requests as [PaymentRequest, PaymentRequest];
     const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
     const K = pay([q], [o0], 2);
@@ -625,14 +622,9 @@ describe('a superseded payment whose input the winner spent', () => {
 for (const a2First of [false, true]) {
   describe(`a superseded payment whose superseder lost to a replacement paying its request (A2 ${a2First ? 'before' : 'after'} A in txid order)`, () => {
     it('is not left in flight holding its inputs and its other request', async (t) => {
-      const { store, chain, requests, inputs, observer } = await setup(t, 4, 2);
+      const { store, chain, requests, inputs, observer, revived, options } = await setup(t, 4, 2);
       const [r, e] = requests as [PaymentRequest, PaymentRequest];
       const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
-      const revived: string[] = [];
-      const options = {
-        paidConfirmations: PAID,
-        onRevived: async (txids: readonly string[]) => void revived.push(...txids),
-      };
       // this member signs P (r and e from o2, o3)
       const P = pay([r, e], [o2, o3], 2);
       assert.equal((await sign(store, P)).ok, true);
@@ -679,10 +671,7 @@ for (const a2First of [false, true]) {
 // P, superseded by A, when A loses, though E, finalized meanwhile, pays P's other request e
 describe('a superseded payment revived though a finalized payment of its other request stands', () => {
   it('is not revived: its request r goes back to the queue and its inputs to the wallet', async (t) => {
-    const revived: string[] = [];
-    const { store, chain, requests, inputs, settlement } = await setup(t, 5, 3, false, {
-      onRevived: async (txids) => void revived.push(...txids),
-    });
+    const { store, chain, requests, inputs, settlement, revived } = await setup(t, 5, 3);
     const [q, r, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
     const [o0, o1, o2, o3, o4] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
     const K = pay([q], [o0], 2);
@@ -721,3 +710,80 @@ describe('a superseded payment revived though a finalized payment of its other r
     );
   });
 });
+
+// Found by review: a payment re-pointed to B is judged again when B loses. B's record as settlement
+// held it (given by onFinalized) did not list it, so it was neither revived nor re-pointed, and the
+// signer counted it live while nothing paid its request; a restart in between hid it (control).
+for (const restart of [false, true]) {
+  describe(`a payment re-pointed to B, when B loses (${restart ? 'control: restart before' : 'same run'})`, () => {
+    it('is judged again when B loses: not left counted live by the signer while nothing pays its request', async (t) => {
+      const { store, chain, requests, inputs, settlement, observer, revived, options } = await setup(t, 7, 4);
+      const [q, r, e, x] = requests as [PaymentRequest, PaymentRequest, PaymentRequest, PaymentRequest];
+      const [o0, o1, o2, o3, o4, o5, o6] = inputs as SpendableUtxo[] as [
+        SpendableUtxo,
+        SpendableUtxo,
+        SpendableUtxo,
+        SpendableUtxo,
+        SpendableUtxo,
+        SpendableUtxo,
+        SpendableUtxo,
+      ];
+      // as in settlement-races.test.ts: K pays q; P (r, e) signed; A, a merge paying q and r, supersedes P
+      const K = pay([q], [o0], 2);
+      await settlement.onFinalized(await finalize(store, K));
+      const P = pay([r, e], [o2, o3], 2);
+      assert.equal((await sign(store, P)).ok, true);
+      const A = pay([q, r], [o0, o1], 5);
+      await settlement.onFinalized(await finalize(store, A));
+      // E pays e from o4 and is finalized (P is dead while A stands)
+      const E = pay([e], [o4], 2);
+      assert.equal((await sign(store, E)).ok, true);
+      await settlement.onFinalized(await finalize(store, E));
+      // K confirms at the paid depth: A lost, and P is re-pointed to E
+      confirmToDepth(chain, K);
+      await settlement.tick();
+      await settlement.tick();
+      assert.equal(
+        (await store.get<{ by: string }>(supersededKey(txidOf(P.tx))))?.by,
+        txidOf(E.tx),
+        'P re-pointed to E',
+      );
+      assert.deepEqual((await store.get<FinalizedRecord>(finalizedKey(txidOf(E.tx))))?.superseded, [txidOf(P.tx)]);
+      let s = settlement;
+      if (restart) {
+        s = testSettlement(store, federation, observer, options);
+        await s.load();
+      }
+      // E loses to W, a merge of E with a payment of x (honest members sign it: it pays e too), found on the chain
+      const W = pay([e, x], [o4, o5], 5);
+      assert.equal((await sign(store, W)).ok, true);
+      confirmToDepth(chain, W);
+      await s.tick();
+      await s.tick();
+      await s.tick();
+      assert.equal(await status(store, e.id), 'paid', 'W paid e');
+      const supersession = await store.get<{ by: string }>(supersededKey(txidOf(P.tx)));
+      const rNow = await status(store, r.id);
+      // a new payment of r from a free output, as any proposer would build it
+      const R = await sign(store, pay([r], [o6], 2));
+      assert.deepEqual(
+        {
+          r: rNow,
+          pInFlight: (await store.get(openPaymentKey(txidOf(P.tx)))) !== undefined,
+          pSupersededBy:
+            supersession?.by === txidOf(E.tx)
+              ? 'E (lost)'
+              : supersession?.by === txidOf(W.tx)
+                ? 'W'
+                : String(supersession?.by),
+          newPaymentOfR: R.ok ? 'signed' : R.reason,
+        },
+        { r: 'accepted', pInFlight: false, pSupersededBy: 'W', newPaymentOfR: 'signed' },
+        `P (${txidOf(P.tx)}) still superseded by E (${txidOf(E.tx)}), which lost: the signer counts P live, ` +
+          'so r is queued but every payment of it is refused, and no one collects P (revived: ' +
+          JSON.stringify(revived) +
+          ')',
+      );
+    });
+  });
+}
