@@ -97,6 +97,8 @@ async function standingPayments(store: Store, paidDepth: number, losers: Iterabl
     return judged.get(txid);
   };
   return {
+    /** The finalized payment `txid` if it can still confirm. */
+    stands: judge,
     /** Whether a standing payment pays `request`. */
     async pay(request: RequestIdentity): Promise<boolean> {
       if (!chain) return false;
@@ -174,6 +176,7 @@ async function stageLost(
   const at = new Date().toISOString();
   await releaseUtxos(batch, parseTx(record.tx).inputs, record.txid);
   batch.del(openPaymentKey(record.txid));
+  const standing = await standingPayments(store, paidDepth, [record.txid]);
   const chain = await chainView(store, paidDepth);
   // as stored: a payment it superseded may have been marked superseded by it since it was read (stageRevived)
   const stored = (await batch.get<FinalizedRecord>(finalizedKey(record.txid))) ?? record;
@@ -182,13 +185,11 @@ async function stageLost(
     const inputs = new Set(made.inputs);
     for (const id of made.requestIds)
       for (const other of await paymentsOfRequest(store, parseRequestId(id))) {
-        if (other === txid || other === record.txid) continue;
-        const [p] = await signedPayments(store, [other], chain, paidDepth);
-        if (p?.finalized && !p.dead && !p.inputs.some((o) => inputs.has(o))) return { supersededBy: other };
+        const p = other === txid ? undefined : await standing.stands(other);
+        if (p && !p.inputs.some((o) => inputs.has(o))) return { supersededBy: other };
       }
     return { live: true };
   });
-  const standing = await standingPayments(store, paidDepth, [record.txid]);
   await standing.held(record.txid, parseTx(record.tx).inputs);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
@@ -301,7 +302,6 @@ export class ChainSettlement {
 
   constructor(private readonly o: ChainSettlementOptions) {}
 
-  /** The finalized payments still to follow (isUnsettled: a handoff too, until it is at the paid depth). */
   /**
    * After a restart: the finalized payments still to follow, and those whose requests another payment
    * paid that still hold inputs (recorded late, just before the stop): followed until they lose and
