@@ -1,7 +1,7 @@
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
-import { storedConfirmations } from '../chain/observer.js';
+import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import {
   firstPayment,
   getRequest,
@@ -47,12 +47,13 @@ const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v
  * Payments this member signed that `txid` (finalized, paying the requests of `paymentsOf`, each
  * with the payments of it this member held before, from `inputs`; none of them spent by another
  * transaction) supersedes: each pays one of its requests and spends none of its inputs. Such a
- * payment can never reach t signatures: its quorum and this one's would share an honest member, who
- * signs a second payment of a request only when it conflicts with the first, or when the first lost
- * (an input spent at the paid depth), which is why a payment that lost supersedes nothing. So it is
- * marked (signer.ts counts it as dead), its inputs go back to the wallet and its other requests to
- * the queue now, not when this one confirms: left reserved, they would block every later payment
- * (input_held).
+ * payment cannot reach t signatures while `txid` stands: its quorum and this one's would share an
+ * honest member, who signs a second payment of a request only when it conflicts with the first, or
+ * when the first lost. So it is marked (signer.ts counts it dead once `txid` can no longer lose) and
+ * its inputs go back to the wallet now: left reserved, they would block every later payment
+ * (input_held). Its other requests go back to the queue only once `txid` is `settled` (without a
+ * chain at once, with one at the paid depth: stageSupersededAtDepth); if `txid` loses first, it is
+ * in flight again (stageRevived).
  */
 async function stageSupersededBy(
   store: Store,
@@ -61,6 +62,7 @@ async function stageSupersededBy(
   paymentsOf: ReadonlyMap<string, readonly string[]>,
   inputs: ReadonlySet<string>,
   at: string,
+  settled: boolean,
 ): Promise<string[]> {
   const superseded: string[] = [];
   // each payment once: one of a thousand requests is on each of their lists
@@ -77,16 +79,33 @@ async function stageSupersededBy(
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
       batch.del(keys.openPaymentKey(other));
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
-      for (const rid of made.requestIds) {
-        const r = paymentsOf.has(rid) ? undefined : await getRequest(batch, rid);
-        // back to the queue only when no other payment this member signed still pays it
-        if (r?.status === 'batched' && !(await signedElsewhere(store, batch, rid, [other, ...superseded]))) {
-          stageStatus(batch, r, 'accepted', at, `payment ${other} superseded by ${txid}`);
-        }
-      }
+      if (settled) await stageQueuedAgain(store, batch, other, made, paymentsOf, [other, ...superseded], txid, at);
     }
   }
   return superseded;
+}
+
+/**
+ * The requests of `other`, superseded by `txid` (paying `paymentsOf`'s), back to the queue once `txid`
+ * can no longer lose: until then `other` may still reach t (signer.ts signedPayments counts it live),
+ * and a payment of them must conflict with it, so they stay batched. Only those no other payment this
+ * member signed still pays.
+ */
+async function stageQueuedAgain(
+  store: Store,
+  batch: StoreBatch,
+  other: string,
+  made: SignatureRecord,
+  paymentsOf: ReadonlyMap<string, readonly string[]>,
+  except: readonly string[],
+  txid: string,
+  at: string,
+): Promise<void> {
+  for (const rid of made.requestIds) {
+    const r = paymentsOf.has(rid) ? undefined : await getRequest(batch, rid);
+    if (r?.status === 'batched' && !(await signedElsewhere(store, batch, rid, except)))
+      stageStatus(batch, r, 'accepted', at, `payment ${other} superseded by ${txid}`);
+  }
 }
 
 /**
@@ -104,7 +123,27 @@ export async function stageSupersededAtDepth(
   const lists = await paymentsOfRequests(batch, ids.map(parseRequestId));
   const paymentsOf = new Map(ids.map((id, k) => [id, lists[k]!]));
   const inputs = new Set(parseTx(record.tx).inputs.map(outpointText));
-  await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at);
+  const superseded = await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at, true);
+  // those it superseded before (as stored: re-pointed ones too) are dead for good now: their other
+  // requests are queued again
+  const stored = (await batch.get<FinalizedRecord>(keys.finalizedKey(record.txid))) ?? record;
+  for (const other of stored.superseded ?? []) {
+    const [supersession, made] = await batch.getMany<unknown>([
+      keys.supersededKey(other),
+      keys.signatureMadeKey(other),
+    ]);
+    if ((supersession as Supersession | undefined)?.by !== record.txid || made === undefined) continue;
+    await stageQueuedAgain(
+      store,
+      batch,
+      other,
+      made as SignatureRecord,
+      paymentsOf,
+      [other, ...superseded],
+      record.txid,
+      at,
+    );
+  }
 }
 
 /**
@@ -131,8 +170,11 @@ export async function signedElsewhere(
 /** What settlement judges of a payment `record` superseded, now that `record` lost (stageRevived). */
 export type RevivalJudgement =
   | { readonly dead: true }
-  /** A finalized payment that can still confirm pays one of its requests and spends none of its inputs. */
-  | { readonly supersededBy: string }
+  /**
+   * A finalized payment that can still confirm pays one of its requests and spends none of its inputs;
+   * `settled`: it can no longer lose (at the paid depth).
+   */
+  | { readonly supersededBy: string; readonly settled: boolean }
   | { readonly live: true };
 
 /**
@@ -144,6 +186,7 @@ export type RevivalJudgement =
  * requests queued since. Returns those.
  */
 export async function stageRevived(
+  store: Store,
   batch: StoreBatch,
   record: FinalizedRecord,
   at: string,
@@ -164,6 +207,7 @@ export async function stageRevived(
       if (!by) continue;
       batch.put(keys.supersededKey(txid), { by: by.txid, at } satisfies Supersession);
       batch.put(keys.finalizedKey(by.txid), { ...by, superseded: [...(by.superseded ?? []), txid] });
+      if (judged.settled) await stageQueuedAgain(store, batch, txid, made, new Map(), [txid], by.txid, at);
       continue;
     }
     revived.push(txid);
@@ -299,9 +343,10 @@ async function stageFinalized(
   // one whose input another transaction spent has lost already (settlement.ts lost): honest members
   // may have signed another payment of its requests since, which can reach t, so it supersedes nothing
   const lost = utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid);
-  const superseded = lost
-    ? []
-    : await stageSupersededBy(store, batch, txid, paymentsOf, new Set(signed.inputs.map(outpointText)), at);
+  // without a chain a finalized payment never loses: what it supersedes is dead for good at once
+  const settled = (await storedTipHeight(store)) === undefined;
+  const inputs = new Set(signed.inputs.map(outpointText));
+  const superseded = lost ? [] : await stageSupersededBy(store, batch, txid, paymentsOf, inputs, at, settled);
   const conflicts = new Set<string>();
   const held: { input: Outpoint; u: UtxoRecord }[] = [];
   for (const [i, input] of signed.inputs.entries()) {

@@ -1,6 +1,6 @@
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
-import type { BitcoinObserver } from '../chain/observer.js';
+import { storedConfirmations, type BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { MAX_MONEY, parseTx, txid as txidOf } from '../bitcoin/tx.js';
 import { parseRequestId, type RequestIdentity } from '../evm/request-id.js';
@@ -180,13 +180,14 @@ async function stageLost(
   const chain = await chainView(store, paidDepth);
   // as stored: a payment it superseded may have been marked superseded by it since it was read (stageRevived)
   const stored = (await batch.get<FinalizedRecord>(finalizedKey(record.txid))) ?? record;
-  const revived = await stageRevived(batch, stored, at, async (txid, made): Promise<RevivalJudgement> => {
+  const revived = await stageRevived(store, batch, stored, at, async (txid, made): Promise<RevivalJudgement> => {
     if ((await signedPayments(store, [txid], chain, paidDepth))[0]?.dead ?? true) return { dead: true };
     const inputs = new Set(made.inputs);
     for (const id of made.requestIds)
       for (const other of await paymentsOfRequest(store, parseRequestId(id))) {
         const p = other === txid ? undefined : await standing.stands(other);
-        if (p && !p.inputs.some((o) => inputs.has(o))) return { supersededBy: other };
+        if (p && !p.inputs.some((o) => inputs.has(o)))
+          return { supersededBy: other, settled: (await storedConfirmations(store, other)) >= paidDepth };
       }
     return { live: true };
   });

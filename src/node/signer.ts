@@ -115,8 +115,10 @@ async function killedByConflict(
 /**
  * Transactions this member signed, or knows finalized, that pay request `id`. One counts as dead
  * once a conflicting transaction killed it (killedByConflict), or once another payment of one of
- * its requests with none of its inputs was finalized (finalize.ts: it can then never reach t
- * signatures) while that one is not dead itself: once it is, honest members may sign this one.
+ * its requests with none of its inputs, finalized, can no longer lose (finalize.ts supersession):
+ * without a chain at once (a finalized payment is never killed there), with one at the paid depth.
+ * Before that the other may still lose, honest members then sign this one, and this member's
+ * signatures on it are out: a payment of its other requests must still conflict with it.
  */
 export async function signedPayments(
   store: Store,
@@ -130,10 +132,7 @@ export async function signedPayments(
     if (!record) continue;
     let dead = await killedByConflict(store, txid, record.inputs, finalized, chain, paidDepth);
     const supersession = dead ? undefined : await store.get<Supersession>(supersededKey(txid));
-    if (supersession) {
-      const by = await paymentRecord(store, supersession.by);
-      dead = !by.record || !(await killedByConflict(store, supersession.by, by.record.inputs, true, chain, paidDepth));
-    }
+    if (supersession) dead = chain ? (await storedConfirmations(store, supersession.by)) >= paidDepth : true;
     out.push({
       txid,
       inputs: record.inputs,

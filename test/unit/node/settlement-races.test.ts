@@ -8,7 +8,7 @@ import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js';
-import { signProposal } from '../../../src/node/signer.js';
+import { chainView, signedPayments, signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { finalizedKey, openPaymentKey, supersededKey } from '../../../src/storage/keys.js';
@@ -597,11 +597,12 @@ describe('a superseded payment whose input the winner spent', () => {
     // M, a payment of q spending o0 and o2 (it conflicts with P), is finalized here first
     const M = pay([q], [o0, o2], 2);
     await settlement.onFinalized(await finalize(store, M));
-    // A pays q and r from o0, o1: it shares no input with P, so it supersedes P; e goes back to the queue
+    // A pays q and r from o0, o1: it shares no input with P, so it supersedes P; e stays batched, since
+    // P may still reach t until A is settled
     const A = pay([q, r], [o0, o1], 5);
     await settlement.onFinalized(await finalize(store, A));
     assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P here');
-    assert.equal(await status(store, e.id), 'accepted');
+    assert.equal(await status(store, e.id), 'batched');
     // M confirms to the paid depth: A lost, and P is dead too (o2 spent by M at the paid depth)
     confirmToDepth(chain, M);
     await settlement.tick();
@@ -639,7 +640,7 @@ for (const a2First of [false, true]) {
       const settlement = testSettlement(store, federation, observer, options);
       await settlement.onFinalized(await finalize(store, A));
       assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
-      assert.equal(await status(store, e.id), 'accepted');
+      assert.equal(await status(store, e.id), 'batched', 'P may still reach t until A is settled');
       // A's replacement A2 (same input, same request) is finalized and confirms to the paid depth
       await settlement.onFinalized(await finalize(store, A2));
       confirmToDepth(chain, A2);
@@ -683,9 +684,10 @@ describe('a superseded payment revived though a finalized payment of its other r
     const A = pay([q, r], [o0, o1], 5);
     await settlement.onFinalized(await finalize(store, A));
     assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
-    // E pays e from o4: P is dead while A stands, so it is signed and finalized
+    // E pays e from o4, finalized by members that never signed P: this member refuses it, since P
+    // may still reach t until A is settled (a payment of e must conflict with P)
     const E = pay([e], [o4], 2);
-    assert.equal((await sign(store, E)).ok, true);
+    assert.equal((await sign(store, E)).ok, false);
     await settlement.onFinalized(await finalize(store, E));
     // K confirms to the paid depth: A lost
     confirmToDepth(chain, K);
@@ -704,7 +706,8 @@ describe('a superseded payment revived though a finalized payment of its other r
         o2: (await getUtxo(store, o2))?.reservedBy,
         newPaymentOfR: R.ok ? 'signed' : R.reason,
       },
-      { revived: [], r: 'accepted', pInFlight: false, o2: undefined, newPaymentOfR: 'signed' },
+      // P may still reach t until E settles: a payment of r must conflict with it until then
+      { revived: [], r: 'accepted', pInFlight: false, o2: undefined, newPaymentOfR: 'double_payment' },
       `P (${txidOf(P.tx)}) revived though E (${txidOf(E.tx)}) pays its request e: no honest member signs P, ` +
         'so r stays batched beside it, o2/o3 stay reserved and every other payment of r is refused',
     );
@@ -735,9 +738,10 @@ for (const restart of [false, true]) {
       assert.equal((await sign(store, P)).ok, true);
       const A = pay([q, r], [o0, o1], 5);
       await settlement.onFinalized(await finalize(store, A));
-      // E pays e from o4 and is finalized (P is dead while A stands)
+      // E pays e from o4, finalized by members that never signed P (this member refuses it: P may
+      // still reach t until A is settled)
       const E = pay([e], [o4], 2);
-      assert.equal((await sign(store, E)).ok, true);
+      assert.equal((await sign(store, E)).ok, false);
       await settlement.onFinalized(await finalize(store, E));
       // K confirms at the paid depth: A lost, and P is re-pointed to E
       confirmToDepth(chain, K);
@@ -756,7 +760,7 @@ for (const restart of [false, true]) {
       }
       // E loses to W, a merge of E with a payment of x (honest members sign it: it pays e too), found on the chain
       const W = pay([e, x], [o4, o5], 5);
-      assert.equal((await sign(store, W)).ok, true);
+      // (signed by members that never signed P: this member refuses it while P may still reach t)
       confirmToDepth(chain, W);
       await s.tick();
       await s.tick();
@@ -787,3 +791,47 @@ for (const restart of [false, true]) {
     });
   });
 }
+
+// Found by review: a superseded payment's other requests went back to the queue at once and it counted
+// as dead while its superseder stood, so this member signed another payment of them from other
+// inputs; the superseder then lost, and both (this member's signatures on the first were out) could
+// reach t: paid twice. Now it counts as dead only once its superseder is settled, and its other
+// requests wait with it until then
+describe('a payment of the other request of a superseded payment, signed while its superseder stands', () => {
+  it('does not leave this member with two live payments of one request sharing no input', async (t) => {
+    const { store, chain, requests, inputs, settlement, revived } = await setup(t, 5, 3);
+    const [q, r, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+    const [o0, o1, o2, o3, o4] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const K = pay([q], [o0], 2);
+    await settlement.onFinalized(await finalize(store, K));
+    const P = pay([r, e], [o2, o3], 2);
+    assert.equal((await sign(store, P)).ok, true);
+    const A = pay([q, r], [o0, o1], 5);
+    await settlement.onFinalized(await finalize(store, A));
+    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+    assert.equal(await status(store, e.id), 'batched', 'e waits with P until A is settled');
+    // a payment of e from a free output, as a proposer builds it while A stands
+    const Q = pay([e], [o4], 2);
+    const signedQ = await sign(store, Q);
+    // K, not A, reaches the paid depth: A lost
+    confirmToDepth(chain, K);
+    await settlement.tick();
+    await settlement.tick();
+    await settlement.tick();
+    assert.equal(await status(store, q.id), 'paid');
+    const chainNow = await chainView(store, PAID);
+    const [p, qq] = await signedPayments(store, [txidOf(P.tx), txidOf(Q.tx)], chainNow, PAID);
+    const state = {
+      Q: signedQ.ok ? 'signed' : signedQ.reason,
+      pLive: p !== undefined && !p.dead,
+      qLive: qq !== undefined && !qq.dead,
+      pInFlight: (await store.get(openPaymentKey(txidOf(P.tx)))) !== undefined,
+      revived,
+    };
+    assert.ok(
+      !(signedQ.ok && state.pLive && state.qLive),
+      `this member signed P (${txidOf(P.tx)}) and Q (${txidOf(Q.tx)}), both paying e from disjoint inputs, and ` +
+        `both can reach t now that A lost: ${JSON.stringify(state)}`,
+    );
+  });
+});
