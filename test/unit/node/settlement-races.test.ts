@@ -145,6 +145,26 @@ function confirmToDepth(chain: ScriptedChain, payment: Payment): void {
   for (let depth = 1; depth < PAID; depth++) chain.mine([]);
 }
 
+/**
+ * K pays q from o0 and is finalized; this member signs P, paying r and e from o2 and o3; A, a merge of
+ * q and r from o0 and o1 (it conflicts with K), is finalized and supersedes P (it spends none of P's inputs).
+ */
+async function supersededByMerge(
+  store: Store,
+  settlement: ChainSettlement,
+  [q, r, e]: PaymentRequest[],
+  [o0, o1, o2, o3]: SpendableUtxo[],
+): Promise<{ K: Payment; P: Payment; A: Payment }> {
+  const K = pay([q!], [o0!], 2);
+  await settlement.onFinalized(await finalize(store, K));
+  const P = pay([r!, e!], [o2!, o3!], 2);
+  assert.equal((await sign(store, P)).ok, true);
+  const A = pay([q!, r!], [o0!, o1!], 5);
+  await settlement.onFinalized(await finalize(store, A));
+  assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+  return { K, P, A };
+}
+
 describe('payments of the same requests racing to confirm', () => {
   it('a merge that lost keeps its request with the earlier payment that can still confirm, which then pays it', async (t) => {
     const { store, chain, requests, inputs, settlement } = await setup(t, 3, 2);
@@ -629,7 +649,7 @@ for (const a2First of [false, true]) {
       // this member signs P (r and e from o2, o3)
       const P = pay([r, e], [o2, o3], 2);
       assert.equal((await sign(store, P)).ok, true);
-      // A pays r from o0, spends none of P's inputs: it supersedes P here, e goes back to the queue
+      // A pays r from o0, spends none of P's inputs: it supersedes P here, and e waits with P until A settles
       const A = pay([r], [o0], 2);
       let A2: Payment | undefined;
       for (let rate = 3; rate < 200 && !A2; rate++) {
@@ -675,15 +695,7 @@ describe('a superseded payment revived though a finalized payment of its other r
     const { store, chain, requests, inputs, settlement, revived } = await setup(t, 5, 3);
     const [q, r, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
     const [o0, o1, o2, o3, o4] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
-    const K = pay([q], [o0], 2);
-    await settlement.onFinalized(await finalize(store, K));
-    // this member signs P (r and e from o2, o3)
-    const P = pay([r, e], [o2, o3], 2);
-    assert.equal((await sign(store, P)).ok, true);
-    // A pays q and r from o0, o1 (it conflicts with K) and supersedes P: e goes back to the queue
-    const A = pay([q, r], [o0, o1], 5);
-    await settlement.onFinalized(await finalize(store, A));
-    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+    const { K, P } = await supersededByMerge(store, settlement, [q!, r!, e!], [o0!, o1!, o2!, o3!]);
     // E pays e from o4, finalized by members that never signed P: this member refuses it, since P
     // may still reach t until A is settled (a payment of e must conflict with P)
     const E = pay([e], [o4], 2);
@@ -732,12 +744,7 @@ for (const restart of [false, true]) {
         SpendableUtxo,
       ];
       // as in settlement-races.test.ts: K pays q; P (r, e) signed; A, a merge paying q and r, supersedes P
-      const K = pay([q], [o0], 2);
-      await settlement.onFinalized(await finalize(store, K));
-      const P = pay([r, e], [o2, o3], 2);
-      assert.equal((await sign(store, P)).ok, true);
-      const A = pay([q, r], [o0, o1], 5);
-      await settlement.onFinalized(await finalize(store, A));
+      const { K, P } = await supersededByMerge(store, settlement, [q!, r!, e!], [o0!, o1!, o2!, o3!]);
       // E pays e from o4, finalized by members that never signed P (this member refuses it: P may
       // still reach t until A is settled)
       const E = pay([e], [o4], 2);
@@ -802,13 +809,7 @@ describe('a payment of the other request of a superseded payment, signed while i
     const { store, chain, requests, inputs, settlement, revived } = await setup(t, 5, 3);
     const [q, r, e] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
     const [o0, o1, o2, o3, o4] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
-    const K = pay([q], [o0], 2);
-    await settlement.onFinalized(await finalize(store, K));
-    const P = pay([r, e], [o2, o3], 2);
-    assert.equal((await sign(store, P)).ok, true);
-    const A = pay([q, r], [o0, o1], 5);
-    await settlement.onFinalized(await finalize(store, A));
-    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+    const { K, P } = await supersededByMerge(store, settlement, [q!, r!, e!], [o0!, o1!, o2!, o3!]);
     assert.equal(await status(store, e.id), 'batched', 'e waits with P until A is settled');
     // a payment of e from a free output, as a proposer builds it while A stands
     const Q = pay([e], [o4], 2);
