@@ -69,6 +69,8 @@ export class SigningPool {
   // and a transaction or prevouts a peer sent are objects of their own, never served ours
   private readonly sighashes = new WeakMap<Transaction, KnownSighashes>();
   private closed = false;
+  /** Settles when every worker has loaded its module (or failed to). */
+  private readonly loaded: Promise<unknown>;
 
   constructor(
     private readonly federation: Federation,
@@ -90,6 +92,10 @@ export class SigningPool {
       idleTimeout: Number.MAX_SAFE_INTEGER,
       workerData: { secretKey: options.secretKey ?? null, backend: options.backend ?? schnorrBackend().name },
     });
+    // one task a worker, each taken by an idle one: a worker answers once its module has loaded.
+    // Node 20 aborts the whole process when a worker is terminated while still loading its module
+    // (a V8 fatal error), so destroy waits for these
+    this.loaded = Promise.allSettled(Array.from({ length: size }, () => this.pool.run(null, { name: 'loaded' })));
   }
 
   get size(): number {
@@ -184,6 +190,7 @@ export class SigningPool {
   async destroy(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.loaded;
     await this.pool.destroy();
   }
 }

@@ -105,3 +105,8 @@ export default function run(task: SignTask | VerifyTask): TaskResult {
   };
   return move(result as never) as unknown as TaskResult;
 }
+
+/** Runs once this module has loaded in the worker: the pool waits for it before it terminates the worker. */
+export function loaded(): true {
+  return true;
+}

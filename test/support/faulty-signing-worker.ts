@@ -12,5 +12,6 @@ fallbackBackend.signBatch = (secretKey: Uint8Array, messages: Uint8Array, aux: A
   return signatures;
 };
 
-const { default: run } = await import('../../src/signing/worker.js');
+const { default: run, loaded } = await import('../../src/signing/worker.js');
 export default run;
+export { loaded };

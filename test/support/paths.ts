@@ -18,3 +18,6 @@ export function vectorPath(name: string): string {
 
 /** The pool worker whose signing faults (faulty-signing-worker.ts), compiled: a SigningPool's `worker`. */
 export const faultySigningWorker = path.join(repoRoot, 'dist', 'test', 'support', 'faulty-signing-worker.js');
+
+/** The pool worker that loads slowly (slow-loading-worker.ts), compiled: a SigningPool's `worker`. */
+export const slowLoadingWorker = path.join(repoRoot, 'dist', 'test', 'support', 'slow-loading-worker.js');

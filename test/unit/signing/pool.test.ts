@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fromHex, toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
@@ -12,7 +15,7 @@ import {
 import type { SigningError } from '../../../src/signing/errors.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { faultySigningWorker } from '../../support/paths.js';
+import { faultySigningWorker, slowLoadingWorker } from '../../support/paths.js';
 import { federationSpend } from '../../support/spends.js';
 import { federationVectors } from '../../support/vectors.js';
 
@@ -84,6 +87,18 @@ describe('signing pool', () => {
     // verifying is not signing: the same worker still checks signatures
     const good = await pool().signTransaction(tx, prevouts);
     assert.ok((await p.verifyTransaction(tx, prevouts, pubkey, good)).every((b) => b === 1));
+  });
+
+  // Node 20 aborts the whole process (a V8 fatal error) when a worker thread is terminated while it
+  // is still loading its module: a member stopped soon after it started, or a test that never used
+  // its pool, died instead of closing
+  it('is destroyed only once each worker has loaded its module', async (t) => {
+    const marks = path.join(await mkdtemp(path.join(tmpdir(), 'pool-loaded-')), 'loaded');
+    t.after(() => rm(path.dirname(marks), { recursive: true, force: true }));
+    process.env.SLOW_WORKER_LOADED = marks;
+    const p = new SigningPool(federation, { size: 2, worker: slowLoadingWorker });
+    await p.destroy();
+    assert.equal((await readFile(marks, 'utf8').catch(() => '')).split('\n').filter(Boolean).length, 2);
   });
 
   it("a worker's refusal keeps its code across the thread boundary", async () => {
