@@ -64,8 +64,7 @@ export function stageNewRequest(batch: StoreBatch, record: NewRequest, at: strin
  *   this member signed one); batched → signed.
  * - signed → broadcast (Core has the payment) → paid (at depth); signed → paid when the payment
  *   confirmed before any broadcast of ours.
- * - batched, signed, broadcast → accepted: the payment lost to a conflicting one (invariant 5);
- *   signed, broadcast → batched: it lost, and a payment of it this member signed is still in flight.
+ * - batched, signed, broadcast → accepted: the payment lost to a conflicting one (invariant 5).
  * - any status but rejected → orphaned: its EVM block left the chain after the federation acted.
  */
 export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly RequestStatus[]>> = {
@@ -73,8 +72,8 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
   held: ['held', 'accepted', 'rate_limited', 'batched', 'signed', 'rejected', 'orphaned'],
   rate_limited: ['rate_limited', 'accepted', 'held', 'batched', 'signed', 'orphaned'],
   batched: ['signed', 'accepted', 'orphaned'],
-  signed: ['broadcast', 'paid', 'accepted', 'batched', 'orphaned'],
-  broadcast: ['paid', 'accepted', 'batched', 'orphaned'],
+  signed: ['broadcast', 'paid', 'accepted', 'orphaned'],
+  broadcast: ['paid', 'accepted', 'orphaned'],
   paid: ['orphaned'],
   rejected: [],
   orphaned: [],

@@ -66,6 +66,14 @@ test('the status index follows every request through new, status changes and for
     { code: 'illegal_transition' },
     'rejected is final',
   );
+  // a payment that lost gives its requests back to the queue; only a signature moves them to batched
+  for (const from of ['signed', 'broadcast'] as const) {
+    assert.throws(
+      () => stageStatus(batch, { ...two, status: from }, 'batched', 'now'),
+      { code: 'illegal_transition' },
+      `${from} → batched`,
+    );
+  }
   await stageForget(batch, store, (await getRequest(batch, `${hash(3)}:0`))!);
   await batch.write();
 
