@@ -199,7 +199,10 @@ async function round(
       const witnesses = assembleWitnesses(federation, bySigner, tx.inputs.length);
       const full: Transaction = { ...tx, inputs: tx.inputs.map((input, j) => ({ ...input, witness: witnesses[j]! })) };
       const body = { tx: serializeTx(full), prevouts, requestIds: proposals[i]!.requestIds };
-      const record = await recordFinalized(store, federation, txid, full, body, `finalized in ${txid}`, DEFAULT_LIMITS);
+      const record = await recordFinalized(store, federation, txid, full, body, `finalized in ${txid}`, {
+        limits: DEFAULT_LIMITS,
+        paidDepth: 1,
+      });
       if (record) await settleLocally(store, federation, record);
     }
   });

@@ -1207,15 +1207,10 @@ export class Coordinator {
 
   /** Records a finalized payment (finalize.ts), then announces it to reconnecting peers and hands it on. */
   private async recordFinal(txid: string, signed: Transaction, body: FinalizedBody, from: string): Promise<void> {
-    const record = await recordFinalized(
-      this.o.store,
-      this.o.federation,
-      txid,
-      signed,
-      body,
-      `finalized in ${txid}`,
-      this.o.outflow.limits,
-    );
+    const record = await recordFinalized(this.o.store, this.o.federation, txid, signed, body, `finalized in ${txid}`, {
+      limits: this.o.outflow.limits,
+      paidDepth: this.o.paidDepth,
+    });
     if (!record) return;
     for (const loser of record.superseded ?? []) this.forget(loser);
     for (const [id, output] of Object.entries(record.unmatched)) this.addLate(id, txid, output);

@@ -18,6 +18,7 @@ import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
+import { standingPayments } from './standing.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import {
@@ -51,9 +52,10 @@ const sum = (values: readonly bigint[]): bigint => values.reduce((a, v) => a + v
  * honest member, who signs a second payment of a request only when it conflicts with the first, or
  * when the first lost. So it is marked (signer.ts counts it dead once `txid` can no longer lose) and
  * its inputs go back to the wallet now: left reserved, they would block every later payment
- * (input_held). Its other requests go back to the queue only once `txid` is `settled` (without a
- * chain at once, with one at the paid depth: stageSupersededAtDepth); if `txid` loses first, it is
- * in flight again (stageRevived).
+ * (input_held), save those a finalized payment it replaced still spends: that one can still confirm,
+ * and a payment of other requests from them would conflict with it (standingPayments). Its other
+ * requests go back to the queue only once `txid` is `settled` (without a chain at once, with one at
+ * the paid depth: stageSupersededAtDepth); if `txid` loses first, it is in flight again (stageRevived).
  */
 async function stageSupersededBy(
   store: Store,
@@ -63,8 +65,10 @@ async function stageSupersededBy(
   inputs: ReadonlySet<string>,
   at: string,
   settled: boolean,
+  paidDepth: number,
 ): Promise<string[]> {
   const superseded: string[] = [];
+  let standing: Awaited<ReturnType<typeof standingPayments>> | undefined;
   // each payment once: one of a thousand requests is on each of their lists
   const considered = new Set<string>([txid]);
   for (const payments of paymentsOf.values()) {
@@ -79,9 +83,12 @@ async function stageSupersededBy(
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
       batch.del(keys.openPaymentKey(other));
       await releaseUtxos(batch, made.inputs.map(parseOutpoint), other);
+      standing ??= await standingPayments(store, paidDepth, [txid]);
+      await standing.held(other, made.inputs.map(parseOutpoint), made.requestIds);
       if (settled) await stageQueuedAgain(store, batch, other, made, paymentsOf, [other, ...superseded], txid, at);
     }
   }
+  await standing?.reclaim(batch);
   return superseded;
 }
 
@@ -118,12 +125,13 @@ export async function stageSupersededAtDepth(
   batch: StoreBatch,
   record: FinalizedRecord,
   at: string,
+  paidDepth: number,
 ): Promise<void> {
   const ids = record.committed ?? record.requestIds;
   const lists = await paymentsOfRequests(batch, ids.map(parseRequestId));
   const paymentsOf = new Map(ids.map((id, k) => [id, lists[k]!]));
   const inputs = new Set(parseTx(record.tx).inputs.map(outpointText));
-  const superseded = await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at, true);
+  const superseded = await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at, true, paidDepth);
   // those it superseded before (as stored: re-pointed ones too) are dead for good now: their other
   // requests are queued again
   const stored = (await batch.get<FinalizedRecord>(keys.finalizedKey(record.txid))) ?? record;
@@ -268,6 +276,14 @@ export async function isUnsettled(reader: StoreReader, record: FinalizedRecord, 
   return (await getRequests(reader, record.requestIds)).some((r) => r && r.status !== 'paid');
 }
 
+/** What recording a finalized payment reads of the member's policy. */
+export interface FinalizeRules {
+  /** The rolling cap its requests' first payment counts against. */
+  readonly limits: OutflowLimits;
+  /** Confirmations at which a payment is paid: what judges whether a payment can still confirm. */
+  readonly paidDepth: number;
+}
+
 /**
  * Records a finalized payment in one synced batch: the signed transaction, its requests moved
  * to 'signed' (only those whose output pays the request's own script: a peer's list is not
@@ -283,11 +299,11 @@ export async function recordFinalized(
   signed: Transaction,
   body: FinalizedBody,
   detail: string,
-  limits: OutflowLimits,
+  rules: FinalizeRules,
 ): Promise<FinalizedRecord | undefined> {
   return store.transaction((batch) =>
     stages.timeAsync('finalize_record', () =>
-      stageFinalized(store, federation, batch, txid, signed, body, detail, limits),
+      stageFinalized(store, federation, batch, txid, signed, body, detail, rules),
     ),
   );
 }
@@ -301,7 +317,7 @@ async function stageFinalized(
   signed: Transaction,
   body: FinalizedBody,
   detail: string,
-  limits: OutflowLimits,
+  rules: FinalizeRules,
 ): Promise<FinalizedRecord | undefined> {
   if (await store.get(keys.finalizedKey(txid))) return undefined;
   const at = new Date().toISOString();
@@ -338,15 +354,7 @@ async function stageFinalized(
     }
     current.set(id, { r, payments });
   }
-  // what supersession releases spends none of this payment's inputs: the records stay as read
   const utxos = await getUtxos(batch, signed.inputs);
-  // one whose input another transaction spent has lost already (settlement.ts lost): honest members
-  // may have signed another payment of its requests since, which can reach t, so it supersedes nothing
-  const lost = utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid);
-  // without a chain a finalized payment never loses: what it supersedes is dead for good at once
-  const settled = (await storedTipHeight(store)) === undefined;
-  const inputs = new Set(signed.inputs.map(outpointText));
-  const superseded = lost ? [] : await stageSupersededBy(store, batch, txid, paymentsOf, inputs, at, settled);
   const conflicts = new Set<string>();
   const held: { input: Outpoint; u: UtxoRecord }[] = [];
   for (const [i, input] of signed.inputs.entries()) {
@@ -364,6 +372,16 @@ async function stageFinalized(
     txid,
     { replacing: [...conflicts], current: held.map((h) => h.u) },
   );
+  // one whose input another transaction spent has lost already (settlement.ts lost): honest members
+  // may have signed another payment of its requests since, which can reach t, so it supersedes nothing
+  const lost = utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid);
+  // without a chain a finalized payment never loses: what it supersedes is dead for good at once
+  const settled = (await storedTipHeight(store)) === undefined;
+  const inputs = new Set(signed.inputs.map(outpointText));
+  // after its own inputs are reserved: what a payment it supersedes gives back leaves those alone
+  const superseded = lost
+    ? []
+    : await stageSupersededBy(store, batch, txid, paymentsOf, inputs, at, settled, rules.paidDepth);
   const final: FinalizedRecord = {
     txid,
     tx: body.tx,
@@ -380,7 +398,7 @@ async function stageFinalized(
   batch.put(keys.finalizedKey(txid), final);
   batch.put(keys.finalizedAtKey(at, txid), 1);
   batch.put(keys.openPaymentKey(txid), 1);
-  await stageOutflowNow(batch, limits, firstPaid);
+  await stageOutflowNow(batch, rules.limits, firstPaid);
   // only a handoff pays no request (wallet/validate.ts); the signer indexed it too if it signed it
   if (body.requestIds.length === 0) batch.put(keys.handoffTxKey(txid), 1);
   return final;

@@ -3,7 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { storedConfirmations, type BitcoinObserver } from '../chain/observer.js';
 import type { BitcoinRpcClient } from '../chain/rpc.js';
 import { MAX_MONEY, parseTx, txid as txidOf } from '../bitcoin/tx.js';
-import { parseRequestId, type RequestIdentity } from '../evm/request-id.js';
+import { parseRequestId } from '../evm/request-id.js';
 import { getRequest, listRequestsIn, OWED, paymentsOfRequest, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
@@ -23,19 +23,10 @@ import { matchCommitment, namesCommitted, readCommitment, type CandidateRequest 
 import { checkHandoffTx, type HandoffPolicy } from '../wallet/handoff.js';
 import { buildReplacement } from '../wallet/payment.js';
 import { proposalFromPayment, proposalOutpoints, proposalsSpending } from '../wallet/proposal.js';
-import {
-  getUtxo,
-  getUtxos,
-  parseOutpoint,
-  registerUtxo,
-  releaseUtxos,
-  reclaimUtxos,
-  stageSpent,
-  type Outpoint,
-} from '../wallet/utxos.js';
+import { getUtxo, getUtxos, registerUtxo, releaseUtxos, stageSpent } from '../wallet/utxos.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { unnamedWithin } from '../wallet/reserves.js';
-import { INCREMENTAL_RELAY_FEE, type SignedPayment } from '../wallet/validate.js';
+import { INCREMENTAL_RELAY_FEE } from '../wallet/validate.js';
 import {
   isUnsettled,
   openPayments,
@@ -45,6 +36,7 @@ import {
   stageSupersededAtDepth,
 } from './finalize.js';
 import { chainView, signedPayments } from './signer.js';
+import { standingPayments } from './standing.js';
 import type { Logger } from './log.js';
 import type {
   BroadcastAttempt,
@@ -76,54 +68,6 @@ async function stageRequests(
 }
 
 /**
- * The finalized payments of requests that can still confirm when `losers` lost: confirmed already,
- * or one whose inputs no confirmed transaction spent (signedPayments, the validator's own judgement
- * of earlier payments), each judged once (one of a thousand requests is on each of their lists).
- * A loser may have taken over inputs of such a payment (a merge or replacement of it), so those go
- * back to it, not to the wallet, where a proposal of other requests could take them. Without a chain
- * none stands: applyLocally decides which of two conflicting payments wins, at once, and gives the
- * loser's inputs to the wallet for good.
- */
-async function standingPayments(store: Store, paidDepth: number, losers: Iterable<string>) {
-  const chain = await chainView(store, paidDepth);
-  const judged = new Map<string, SignedPayment | undefined>();
-  for (const txid of losers) judged.set(txid, undefined);
-  const judge = async (txid: string): Promise<SignedPayment | undefined> => {
-    if (!judged.has(txid)) {
-      const [p] = await signedPayments(store, [txid], chain, paidDepth);
-      judged.set(txid, p?.finalized && !p.dead ? p : undefined);
-    }
-    return judged.get(txid);
-  };
-  return {
-    /** The finalized payment `txid` if it can still confirm. */
-    stands: judge,
-    /** Whether a standing payment pays `request`. */
-    async pay(request: RequestIdentity): Promise<boolean> {
-      if (!chain) return false;
-      let paid = false;
-      for (const txid of await paymentsOfRequest(store, request)) if (await judge(txid)) paid = true;
-      return paid;
-    },
-    /**
-     * Judges what `loser` may have taken inputs from, whatever it pays (a handoff pays no request): the
-     * payments it conflicted with when it was finalized here, and the proposals stored here that spend
-     * its inputs. Those standing get them back on reclaim.
-     */
-    async held(loser: string, inputs: readonly Outpoint[]): Promise<void> {
-      if (!chain) return;
-      const from = new Set((await store.get<FinalizedRecord>(finalizedKey(loser)))?.conflicts ?? []);
-      for (const input of inputs) for (const other of await proposalsSpending(store, input, loser)) from.add(other);
-      for (const txid of from) await judge(txid);
-    },
-    /** Stages every standing payment found so far holding its inputs again (reclaimUtxos). */
-    async reclaim(batch: StoreBatch): Promise<void> {
-      for (const p of judged.values()) if (p) await reclaimUtxos(batch, p.inputs.map(parseOutpoint), p.txid);
-    },
-  };
-}
-
-/**
  * The proposals that spend an input of `record` lose once it is settled: their other inputs are
  * freed (or go back to a payment that can still confirm, standingPayments) and their requests that
  * neither `record` nor such a payment pays go back to 'accepted' for a later round. The validator no
@@ -145,7 +89,7 @@ async function stageSuperseded(
   for (const loser of losers) {
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
-    await standing.held(loser, proposalOutpoints(proposal));
+    await standing.held(loser, proposalOutpoints(proposal), proposal.requestIds);
     await releaseUtxos(batch, proposalOutpoints(proposal), loser);
     // a restart need not take it up again; one finalized is followed until it is lost (stageLost)
     if (!(await batch.get(finalizedKey(loser)))) batch.del(openPaymentKey(loser));
@@ -190,7 +134,7 @@ async function stageLost(
       }
     return { live: true };
   });
-  await standing.held(record.txid, parseTx(record.tx).inputs);
+  await standing.held(record.txid, parseTx(record.tx).inputs, record.requestIds);
   for (const id of record.requestIds) {
     const r = await getRequest(batch, id);
     if (r?.status !== 'signed' && r?.status !== 'broadcast') continue;
@@ -410,7 +354,7 @@ export class ChainSettlement {
           `${confirmations} confirmations of ${record.txid}`,
         );
         await stageSuperseded(this.o.store, batch, record, at, this.o.paidConfirmations);
-        await stageSupersededAtDepth(this.o.store, batch, record, at);
+        await stageSupersededAtDepth(this.o.store, batch, record, at, this.o.paidConfirmations);
         // requests it names that are not ingested here yet are matched (and paid) after a restart too
         if (Object.keys(record.unmatched).length === 0) batch.del(openPaymentKey(record.txid));
       });
@@ -483,7 +427,7 @@ export class ChainSettlement {
         tx,
         body,
         `confirmed on chain in ${spend.txid}`,
-        this.o.limits,
+        { limits: this.o.limits, paidDepth: this.o.paidConfirmations },
       );
       await this.o.store.batch().del(chainSpendKey(spend.txid)).write({ sync: true });
       this.unmatched.delete(spend.txid);

@@ -920,7 +920,7 @@ describe('transaction coordinator, members in one process on loopback', () => {
             parseTx(body.tx),
             body,
             'test',
-            TEST_POLICY.limits,
+            TEST_POLICY,
           );
           assert.deepEqual(record?.requestIds, [requestId(0)]);
           assert.deepEqual(record?.unmatched, { [requestId(1)]: 2 });

@@ -219,7 +219,7 @@ describe('a malicious member against an honest signer (issue 11)', () => {
       parseTx(f.unsignedTx),
       { tx: f.unsignedTx, prevouts: f.prevouts, requestIds: f.requestIds },
       'test',
-      DEFAULT_LIMITS,
+      { limits: DEFAULT_LIMITS, paidDepth: TEST_POLICY.paidDepth },
     );
     assert.deepEqual(record?.superseded, [xid]);
     assert.equal(await store.get(openPaymentKey(xid)), undefined, 'superseded: nothing for a restart to take up');
@@ -329,7 +329,12 @@ describe('a malicious member against an honest signer (issue 11)', () => {
       return getMany.call(this, keys) as Promise<(T | undefined)[]>;
     };
     try {
-      assert.ok(await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', DEFAULT_LIMITS));
+      assert.ok(
+        await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', {
+          limits: DEFAULT_LIMITS,
+          paidDepth: TEST_POLICY.paidDepth,
+        }),
+      );
     } finally {
       StoreBatch.prototype.getMany = getMany;
     }

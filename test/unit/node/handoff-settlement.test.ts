@@ -93,7 +93,7 @@ const finalize = (store: Store, h: Pick<HandoffTx, 'tx' | 'prevouts'> & { readon
     h.tx,
     { tx: serializeTx(h.tx), prevouts: h.prevouts, requestIds: [...(h.requestIds ?? [])] },
     'test',
-    DEFAULT_LIMITS,
+    { limits: DEFAULT_LIMITS, paidDepth: PAID },
   );
 
 describe('finalized sweeps that replace one another', () => {

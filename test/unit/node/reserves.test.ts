@@ -113,7 +113,7 @@ describe('reserve auditor', () => {
     const [payment] = buildPayments([request], inputs, 2, federation, { maxOutputs: 10 }).payments;
     const txid = txidOf(payment!.tx);
     const body = { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [request.id] };
-    await recordFinalized(store, federation, txid, payment!.tx, body, 'test', DEFAULT_LIMITS);
+    await recordFinalized(store, federation, txid, payment!.tx, body, 'test', { limits: DEFAULT_LIMITS, paidDepth: 3 });
     r = await auditor.audit();
     assert.equal(r.verdict, 'ok');
     assert.equal(r.liabilities.byStatus.signed?.sats, 30_000_000n);

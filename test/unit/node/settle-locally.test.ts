@@ -23,7 +23,7 @@ describe('declared funding: a finalized payment recorded and not applied when th
     const signed = parseTx(body.tx);
     const txid = txidOf(signed);
     // the kill came after recordFinalized's batch
-    assert.ok(await recordFinalized(store, federation, txid, signed, body, 'test', TEST_POLICY.limits));
+    assert.ok(await recordFinalized(store, federation, txid, signed, body, 'test', TEST_POLICY));
     const change = { txid, vout: signed.outputs.length - 1 };
     assert.equal(await getUtxo(store, change), undefined);
 

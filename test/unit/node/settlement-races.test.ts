@@ -103,7 +103,7 @@ const finalize = async (store: Store, p: Payment): Promise<FinalizedRecord> =>
     p.tx,
     { tx: serializeTx(p.tx), prevouts: p.prevouts, requestIds: [...p.requestIds] },
     'test',
-    DEFAULT_LIMITS,
+    { limits: DEFAULT_LIMITS, paidDepth: PAID },
   ))!;
 const sign = (store: Store, p: Payment) =>
   signProposal(
@@ -799,3 +799,43 @@ describe('a payment of the other request of a superseded payment, signed while i
     );
   });
 });
+
+// F pays r from o0, finalized everywhere and broadcast. A malicious proposer has this member sign P, a
+// merge of F and e (o0, o1, a fee step over F), so P takes o0 over from F, and keeps this member's set
+// to itself. The members who never signed P sign A, paying e from o2 (finalized here, or found only on
+// the chain): A pays e and spends none of P's inputs, so it supersedes P, and once A is at the paid
+// depth P is dead for good. F lost nothing and can still confirm: o0 is F's again, not the wallet's,
+// or this member signs Z, paying another request x from o0, a conflict with F that does not pay r.
+for (const route of ['finalized record', 'chain only'] as const) {
+  describe(`a merge that took a finalized payment's input, superseded by a payment of its other request (${route})`, () => {
+    it("gives the finalized payment's input back to it, not to the wallet", async (t) => {
+      const { store, chain, requests, inputs, settlement } = await setup(t, 3, 3);
+      const [r, e, x] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+      const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+      const F = pay([r], [o0], 2);
+      await settlement.onFinalized(await finalize(store, F));
+      const P = pay([r, e], [o0, o1], 5);
+      assert.equal((await sign(store, P)).ok, true, 'this member signs P, a merge of F and e');
+      assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(P.tx), 'P took o0 over from F');
+      const A = pay([e], [o2], 2);
+      if (route === 'finalized record') await settlement.onFinalized(await finalize(store, A));
+      confirmToDepth(chain, A);
+      for (let n = 0; n < 3; n++) await settlement.tick();
+      assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+      assert.equal(await status(store, e.id), 'paid');
+      const [f] = await signedPayments(store, [txidOf(F.tx)], await chainView(store, PAID), PAID);
+      assert.deepEqual(
+        [f?.dead, await status(store, r.id), (await store.get(openPaymentKey(txidOf(F.tx)))) !== undefined],
+        [false, 'broadcast', true],
+        'F is live and followed',
+      );
+      const u0 = await getUtxo(store, o0);
+      const Z = await sign(store, pay([x], [o0], 2));
+      assert.deepEqual(
+        { o0: [u0?.state, u0?.reservedBy], Z: Z.ok ? 'signed' : Z.reason },
+        { o0: ['reserved', txidOf(F.tx)], Z: 'input_held' },
+        'F still spends o0 and can confirm: o0 is F’s, and a payment of another request from it is refused',
+      );
+    });
+  });
+}

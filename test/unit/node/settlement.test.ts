@@ -329,7 +329,7 @@ describe('settlement with Bitcoin Core', () => {
       payment!.tx,
       { tx: serializeTx(payment!.tx), prevouts: payment!.prevouts, requestIds: [id] },
       'test',
-      DEFAULT_LIMITS,
+      { limits: DEFAULT_LIMITS, paidDepth: 3 },
     );
     await settlement.onFinalized(record!);
     assert.equal((await getRequest(store, id))?.status, 'broadcast');

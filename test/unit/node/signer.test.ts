@@ -214,10 +214,13 @@ describe('transaction signer', () => {
     const tx = parseTx(proposal.unsignedTx);
     const body = { tx: proposal.unsignedTx, prevouts: proposal.prevouts, requestIds: [...proposal.requestIds] };
     const limits = { ...DEFAULT_LIMITS, windowSats: 8_000_000n };
-    const record = await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', limits);
+    const record = await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', { ...TEST_POLICY, limits });
     assert.ok(record);
     assert.equal(await store.get(outflowKey(0)), 6_000_000n, 'both requests count in the window');
-    assert.equal(await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', limits), undefined);
+    assert.equal(
+      await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', { ...TEST_POLICY, limits }),
+      undefined,
+    );
     assert.equal(await store.get(outflowKey(0)), 6_000_000n, 'recorded before: not counted again');
 
     // what it signed counts once: at signing, not again when the payment is finalized
@@ -232,7 +235,7 @@ describe('transaction signer', () => {
       PROPOSER,
     );
     assert.ok(outcome.ok);
-    await recordFinalized(signer, federation, txidOf(tx), tx, body, 'test', limits);
+    await recordFinalized(signer, federation, txidOf(tx), tx, body, 'test', { ...TEST_POLICY, limits });
     assert.equal(await signer.get(outflowKey(0)), 6_000_000n);
   });
 });
