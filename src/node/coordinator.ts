@@ -124,7 +124,9 @@ export const COORDINATOR_CAPS = {
   asked: 128,
   /**
    * The checking a peer's proposals may cost this member, in requests and inputs named (each is read
-   * and checked, whether the proposal is signed or refused), per second and saved up. An honest
+   * and checked, whether the proposal is signed or refused), charged as a frame arrives, and in the
+   * earlier payments of those requests the check read (their records and inputs, SignOutcome.work),
+   * charged after, per second and saved up. An honest
    * proposer's turn names each queued request once: 10,000 final at once are 10,000, and the
    * federation's whole throughput (SPEC: 4,000 a second at 2-of-3) is shared by the proposers. A peer
    * past it has its proposals dropped until the budget refills, and it alone waits.
@@ -772,6 +774,7 @@ export class Coordinator {
       await this.o.policy(),
       peer,
     );
+    if (outcome.work) this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).charge(outcome.work);
     if (!outcome.ok && outcome.reason === 'unknown_input' && tries === 0 && (await this.recoverInputs(checked))) {
       await this.onProposal(peer, checked, tries + 1);
       return;

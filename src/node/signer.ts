@@ -57,9 +57,14 @@ export interface SigningPolicy {
   readonly handoff?: HandoffPolicy;
 }
 
+/**
+ * `work`: the rows the check read of earlier payments of its requests (each one's record and each of
+ * its inputs), which the proposal's own size does not tell: what its sender is charged on top
+ * (Coordinator, COORDINATOR_CAPS.proposalWork).
+ */
 export type SignOutcome =
-  | { ok: true; txid: string; signatures: Uint8Array; already: boolean }
-  | { ok: false; reason: RejectReason; detail: string; earlier?: string };
+  | { ok: true; txid: string; signatures: Uint8Array; already: boolean; work?: number }
+  | { ok: false; reason: RejectReason; detail: string; earlier?: string; work?: number };
 
 /**
  * What this member signed or knows finalized as txid: its inputs, requests, fee and size. The
@@ -180,6 +185,8 @@ interface SignerReads {
   readonly identities: readonly (RequestIdentity | undefined)[];
   readonly records: readonly (RequestRecord | undefined)[];
   readonly payments: ReadonlyMap<string, readonly string[]>;
+  /** See SignOutcome. */
+  readonly work: number;
 }
 
 /** Request records read at a time by requestsUntilUnknown. */
@@ -273,6 +280,7 @@ async function readForSigning(
     policy.handoff && proposal.requestIds.length === 0
       ? await handoffState(store, policy.handoff, chain, policy.paidDepth)
       : undefined;
+  const work = [...known.values(), ...(handoff?.earlier ?? [])].reduce((a, p) => a + 1 + p.inputs.length, 0);
   const state: ValidationState = {
     ...(handoff ? { handoff } : {}),
     federation,
@@ -287,7 +295,7 @@ async function readForSigning(
     released: (id) => released.has(id),
     outflow,
   };
-  return { state, identities, records, payments };
+  return { state, identities, records, payments, work };
 }
 
 /**
@@ -315,7 +323,7 @@ export async function signProposal(
     if ('refused' in staged) return staged.refused;
     const signatures = await pool.signTransaction(checked.tx, checked.proposal.prevouts);
     stages.time('validation', () => stageSigned(batch, federation, checked, signatures, now(), staged));
-    return { ok: true, txid: checked.txid, signatures, already: false };
+    return { ok: true, txid: checked.txid, signatures, already: false, work: staged.work };
   });
 }
 
@@ -348,7 +356,7 @@ async function validateAndStage(
   }
   const reads = await readForSigning(store, federation, checked, policy, from);
   const verdict = validateProposal(checked, reads.state);
-  if (!verdict.ok) return { refused: verdict };
+  if (!verdict.ok) return { refused: { ...verdict, work: reads.work } };
   // inputs reserved by earlier proposals this one replaces (it spends them) move to it; the records
   // are the ones validation read, which nothing changed since inside the exclusive section and which
   // the batch, with nothing staged yet, would read too

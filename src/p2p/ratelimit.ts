@@ -13,12 +13,25 @@ export class TokenBucket {
   }
 
   take(cost = 1): boolean {
-    const t = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) / 1000) * this.rate);
-    this.last = t;
+    this.refill();
     if (this.tokens < cost) return false;
     this.tokens -= cost;
     return true;
+  }
+
+  /**
+   * Takes `cost` whatever is left, for work found only once it was done: the bucket may go into
+   * debt, as far as a whole burst, and takes nothing until the rate has paid it back.
+   */
+  charge(cost: number): void {
+    this.refill();
+    this.tokens = Math.max(-this.burst, this.tokens - cost);
+  }
+
+  private refill(): void {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) / 1000) * this.rate);
+    this.last = t;
   }
 }
 

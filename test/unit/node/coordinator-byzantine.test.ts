@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { proposerOf } from '../../../src/node/rotation.js';
 import type { SigningPool } from '../../../src/signing/pool.js';
@@ -8,6 +9,8 @@ import { finalizedKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
 import { checkProposal } from '../../../src/wallet/proposal.js';
+import { LIVE_PAYMENTS_PER_SENDER } from '../../../src/wallet/validate.js';
+import { counted } from '../../support/counted-store.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import {
   coordinatorOf,
@@ -292,5 +295,31 @@ describe('a payment this member signed that a finalized one superseded, which th
     c.proposals.delete(p);
     await coordinator.revived([p]);
     assert.ok(c.proposals.has(p));
+  });
+});
+
+describe("checking a peer's proposals", () => {
+  // Checking a proposal reads every earlier payment of its requests, each input of each: the sender's
+  // own live payments of a request (LIVE_PAYMENTS_PER_SENDER, of as many inputs as the fee share
+  // allows) made every later one-input proposal naming it cost a thousand store rows, while its
+  // budget was charged three units. Refusing such a proposal (a double payment) must cost its sender
+  // what it cost this member.
+  it('charges the sender for the earlier payments the check read', async (t) => {
+    const HEAVY = 100;
+    const CHEAP = 600;
+    const { store, reads } = counted(await memberStore(t, 1, HEAVY + CHEAP));
+    const { c } = await coordinatorOf(t, 0, store);
+    const heavy = Array.from({ length: HEAVY }, (_, i) => UTXO(i));
+    // the same inputs each time at a higher rate: each replaces the one before, and all are live
+    for (let k = 0; k < LIVE_PAYMENTS_PER_SENDER; k++)
+      await c.handle(MAL, 'proposal', proposal([REQ(0)], heavy, MAL, 2 + k / 4));
+    const before = reads.rows;
+    for (let k = 0; k < CHEAP; k++) await c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(HEAVY + k)], MAL));
+    const rows = reads.rows - before;
+    t.diagnostic(`${CHEAP} one-input proposals of the request read ${rows} rows`);
+    assert.ok(
+      rows <= 1.5 * COORDINATOR_CAPS.proposalWork.burst,
+      `${CHEAP} proposals charged 3 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
+    );
   });
 });
