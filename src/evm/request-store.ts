@@ -83,13 +83,14 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
 export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', 'rate_limited']);
 
 /**
- * Whether `record` goes into a payment for the first time: it never left the queue. Its sats enter
- * the rolling cap then (node/outflow.ts), and only then: not again for a replacement, nor when a
- * payment that lost gave it back to the queue. Read from its own history, not from the payments
- * listed for it: a payment recorded before this member ingested the request lists it, uncounted.
+ * Whether a payment of `record` counts against the rolling cap (node/outflow.ts): it is queued now,
+ * so the payment takes it out of the queue. A replacement or merge of a payment of it still in flight
+ * here does not count; a payment of it after one that lost gave it back to the queue counts again.
+ * Counted once only, a payment signed and lost in each window stockpiled requests that one payment
+ * then paid, many caps at once; counted again, a lost payment only leaves a window less room.
  */
-export function firstPayment(record: RequestRecord): boolean {
-  return record.history.every((change) => QUEUED.has(change.status));
+export function countsInOutflow(record: RequestRecord): boolean {
+  return QUEUED.has(record.status);
 }
 
 /** What the federation owes (the reserve audit's liabilities): QUEUED, or in a payment not yet paid at depth. */

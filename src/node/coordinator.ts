@@ -2,7 +2,7 @@ import { setImmediate } from 'node:timers/promises';
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { firstPayment, getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
+import { countsInOutflow, getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
 import type { PeerNetwork } from '../p2p/network.js';
@@ -447,7 +447,7 @@ export class Coordinator {
           const out = f && parseTx(f.tx).outputs[output];
           if (!f || !r.scriptPubKey || !out || Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0) continue;
           if (QUEUED.has(r.status) || r.status === 'batched') {
-            if (firstPayment(r)) firstPaid += r.sats;
+            if (countsInOutflow(r)) firstPaid += r.sats;
             r = stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
           }
           matched.set(txid, (matched.get(txid) ?? 0) + 1);

@@ -3,7 +3,7 @@ import { parseTx, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import {
-  firstPayment,
+  countsInOutflow,
   getRequest,
   getRequests,
   requestsOf,
@@ -348,7 +348,7 @@ async function stageFinalized(
     }
     if (r?.scriptPubKey && output && Buffer.compare(output.scriptPubKey, r.scriptPubKey) === 0) {
       requestIds.push(id);
-      if (firstPayment(r)) firstPaid += r.sats;
+      if (countsInOutflow(r)) firstPaid += r.sats;
       payments = stagePaymentOf(batch, identities[k]!, payments, txid);
       if (QUEUED.has(r.status) || r.status === 'batched') r = stageStatus(batch, r, 'signed', at, detail);
     }

@@ -42,8 +42,8 @@ export async function windowOutflow(reader: StoreReader, limits: OutflowLimits):
 }
 
 /**
- * Counts `added` sats of requests in `outflow`'s window. A request counts once, when it first goes
- * into a payment here (firstPayment, evm/request-store.ts): one it signs (signer.ts), or a finalized
+ * Counts `added` sats of requests in `outflow`'s window. A request counts when a payment here takes it
+ * out of the queue (countsInOutflow, evm/request-store.ts): one it signs (signer.ts), or a finalized
  * one it learns from a peer or finds on the chain (finalize.ts), or, for a request paid before it was
  * ingested here, the payment it is matched to then (the coordinator's late requests). Counted only when
  * signed, a member that learned a window's payments without signing them saw the window's room

@@ -3,7 +3,7 @@ import { parseTx, spendFee } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import {
-  firstPayment,
+  countsInOutflow,
   paymentsOfRequests,
   QUEUED,
   requestsOf,
@@ -213,7 +213,7 @@ async function requestsUntilUnknown(
 
 /** A request as validation sees it: a valid one (it has the script it is paid to), from its record. */
 function knownRequest(record: RequestRecord, scriptPubKey: Uint8Array): KnownRequest {
-  return { status: record.status, scriptPubKey, sats: record.sats, first: firstPayment(record) };
+  return { status: record.status, scriptPubKey, sats: record.sats, counts: countsInOutflow(record) };
 }
 
 /** The signer's reads for `checked`, from the store. */
@@ -390,7 +390,7 @@ function stageSigned(
     at,
     from: state.sender,
   } satisfies SignatureRecord);
-  const added = proposal.requestIds.reduce((a, id, i) => (state.request(id)!.first ? a + records[i]!.sats : a), 0n);
+  const added = proposal.requestIds.reduce((a, id, i) => (state.request(id)!.counts ? a + records[i]!.sats : a), 0n);
   stageOutflow(batch, state.outflow, added);
   batch.put(openPaymentKey(txid), 1);
   // a handoff (it pays no request) counts from the moment it is signed: a second one must replace it

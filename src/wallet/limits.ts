@@ -6,7 +6,7 @@
 export interface OutflowLimits {
   /** A request for more is held: paid only once t operators released it. */
   readonly maxRequestSats: bigint;
-  /** At most this many sats of requests are first paid per window (node/outflow.ts says when one counts). */
+  /** At most this many sats of requests are paid out of the queue per window (node/outflow.ts says when one counts). */
   readonly windowSats: bigint;
   /** A window is `windowBlocks` consecutive Bitcoin heights, starting at a multiple of it. */
   readonly windowBlocks: number;
@@ -45,8 +45,8 @@ export interface LimitedRequest {
   readonly sats: bigint;
   /** Released by this member's operator (only matters over the per-request limit). */
   readonly released: boolean;
-  /** No payment this member signed pays it yet: paying it adds to the window's outflow. */
-  readonly first: boolean;
+  /** Queued here: paying it adds to the window's outflow. */
+  readonly counts: boolean;
 }
 
 export type LimitFault = { reason: 'request_held' | 'rate_limited'; detail: string };
@@ -72,7 +72,7 @@ export function checkLimits(
         detail: `request ${r.id} for ${r.sats} sats is over the per-request limit of ${limits.maxRequestSats} and this member's operator has not released it`,
       };
     }
-    if (r.first && !over) added += r.sats;
+    if (r.counts && !over) added += r.sats;
   }
   if (added > 0n && used + added > limits.windowSats) {
     return {

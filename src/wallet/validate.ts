@@ -21,8 +21,8 @@ export interface KnownRequest {
   readonly status: string;
   readonly scriptPubKey: Uint8Array;
   readonly sats: bigint;
-  /** In no payment here before (firstPayment, evm/request-store.ts): its sats enter the rolling cap with this one. */
-  readonly first: boolean;
+  /** Queued here (countsInOutflow, evm/request-store.ts): its sats enter the rolling cap with this payment. */
+  readonly counts: boolean;
 }
 
 /** A transaction this member already signed, by the requests it pays. */
@@ -137,7 +137,7 @@ export function validateProposal(checked: CheckedProposal, state: ValidationStat
   const limited = requests.map((r) => ({
     ...r,
     released: state.released(r.id),
-    first: state.request(r.id)!.first,
+    counts: state.request(r.id)!.counts,
   }));
   const limitFault = checkLimits(limited, state.outflow.used, state.outflow.window, state.limits);
   if (limitFault) return reject(limitFault.reason, limitFault.detail);

@@ -155,7 +155,7 @@ describe('payment building properties over random UTXO and request sets', () => 
           sender: toHex(federation.pubkeys[0]!),
           request: (id) =>
             byId.has(id)
-              ? { status: 'accepted', scriptPubKey: byId.get(id)!.scriptPubKey, sats: byId.get(id)!.sats, first: true }
+              ? { status: 'accepted', scriptPubKey: byId.get(id)!.scriptPubKey, sats: byId.get(id)!.sats, counts: true }
               : undefined,
           utxo: (name) =>
             c.utxos

@@ -86,7 +86,7 @@ function state(o: Overrides = {}): ValidationState {
   const reqs =
     o.requests ??
     new Map(
-      requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats, first: true }]),
+      requests.map((r) => [r.id, { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: r.sats, counts: true }]),
     );
   const us = o.utxos ?? new Map(utxos.map((u) => [`${u.txid}:${u.vout}`, u]));
   return {
@@ -157,7 +157,7 @@ describe('proposal validation', () => {
         base,
         state({
           requests: new Map(
-            requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats, first: false }]),
+            requests.map((r) => [r.id, { status: 'paid', scriptPubKey: r.scriptPubKey, sats: r.sats, counts: false }]),
           ),
         }),
       ],
@@ -178,7 +178,7 @@ describe('proposal validation', () => {
           requests: new Map(
             requests.map((r, i) => [
               r.id,
-              { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: i === 0 ? 100n + share : r.sats, first: true },
+              { status: 'accepted', scriptPubKey: r.scriptPubKey, sats: i === 0 ? 100n + share : r.sats, counts: true },
             ]),
           ),
         }),
@@ -289,7 +289,7 @@ describe('proposal validation', () => {
     assert.deepEqual(check(state({ signed: new Map([[base.requestIds[0]!, first]]) })), { ok: true });
     // also once the request is marked batched by that earlier payment
     const batched = new Map(
-      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats, first: false }]),
+      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats, counts: false }]),
     );
     const both = new Map(requests.map((r) => [r.id, first]));
     assert.deepEqual(check(state({ requests: batched, signed: both })), { ok: true });
@@ -330,7 +330,7 @@ describe('proposal validation', () => {
     // a replacement adds no outflow: its requests left the window when the first payment was signed
     const first = new Map(requests.map((r) => [r.id, [earlier(hex32(42), [firstInput], 1, false, false)]]));
     const batched = new Map(
-      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats, first: false }]),
+      requests.map((r) => [r.id, { status: 'batched', scriptPubKey: r.scriptPubKey, sats: r.sats, counts: false }]),
     );
     assert.equal(check({ limits: cap, used: cap.windowSats, signed: first, requests: batched }), 'ok', 'a replacement');
     // a payment recorded before the requests were ingested here counted none of them: this one does
