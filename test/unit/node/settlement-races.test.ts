@@ -839,3 +839,48 @@ for (const route of ['finalized record', 'chain only'] as const) {
     });
   });
 }
+
+// As above, but F was signed here and finalized elsewhere: a malicious collector finalized and
+// broadcast it and never sent this member the record. This member still counts F live (it may have
+// reached t: it has), so superseding P gives F its input back here too.
+describe('a merge that took the input of a payment signed here (finalized elsewhere), superseded', () => {
+  it("gives that payment's input back to it, not to the wallet", async (t) => {
+    const { store, requests, inputs, settlement } = await setup(t, 3, 3);
+    const [r, e, x] = requests as [PaymentRequest, PaymentRequest, PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const F = pay([r], [o0], 2);
+    assert.equal((await sign(store, F)).ok, true);
+    const P = pay([r, e], [o0, o1], 5);
+    assert.equal((await sign(store, P)).ok, true, 'this member signs P, a merge of F and e');
+    assert.equal((await getUtxo(store, o0))?.reservedBy, txidOf(P.tx), 'P took o0 over from F');
+    await settlement.onFinalized(await finalize(store, pay([e], [o2], 2)));
+    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+    const [f] = await signedPayments(store, [txidOf(F.tx)], await chainView(store, PAID), PAID);
+    assert.equal(f?.dead, false, 'F counts live here');
+    const u0 = await getUtxo(store, o0);
+    const Z = await sign(store, pay([x], [o0], 2));
+    assert.deepEqual(
+      { o0: [u0?.state, u0?.reservedBy], Z: Z.ok ? 'signed' : Z.reason },
+      { o0: ['reserved', txidOf(F.tx)], Z: 'input_held' },
+    );
+  });
+
+  // what one finalized payment supersedes at once gives nothing back to another it supersedes: P1 pays
+  // r from o0, P2 replaces it (r and e, o0 and o1), A pays r from o2 and supersedes both
+  it('gives nothing back to a payment superseded in the same batch', async (t) => {
+    const { store, requests, inputs, settlement } = await setup(t, 3, 2);
+    const [r, e] = requests as [PaymentRequest, PaymentRequest];
+    const [o0, o1, o2] = inputs as [SpendableUtxo, SpendableUtxo, SpendableUtxo];
+    const P1 = pay([r], [o0], 2);
+    const P2 = pay([r, e], [o0, o1], 5);
+    for (const p of [P1, P2]) assert.equal((await sign(store, p)).ok, true);
+    const A = await finalize(store, pay([r], [o2], 2));
+    await settlement.onFinalized(A);
+    assert.deepEqual(A.superseded?.toSorted(), [txidOf(P1.tx), txidOf(P2.tx)].sort());
+    assert.deepEqual(
+      [(await getUtxo(store, o0))?.state, (await getUtxo(store, o1))?.state],
+      ['unspent', 'unspent'],
+      'both back in the wallet',
+    );
+  });
+});
