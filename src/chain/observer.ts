@@ -399,7 +399,8 @@ export async function recoverUtxo(
       `outpoint ${name} is in block ${height}, which this member has not applied yet (its tip: ${tip ?? 'none'})`,
       { outpoint: name, height },
     );
-  const tx = await node.getRawTransaction(outpoint.txid, await node.getBlockHash(height));
+  const blockHash = await node.getBlockHash(height);
+  const tx = await node.getRawTransaction(outpoint.txid, blockHash);
   const output = tx.vout.find((o) => o.n === outpoint.vout);
   const value = btcToSats(unspent.value);
   if (output === undefined || output.scriptPubKey.hex !== expected || btcToSats(output.value) !== value) {
@@ -414,6 +415,22 @@ export async function recoverUtxo(
     async (batch) => {
       const meanwhile = await getUtxo(batch, outpoint);
       if (meanwhile !== undefined) return meanwhile;
+      // the same goes for a block of another branch at a height this member applied (Core reorganised
+      // and this member has not followed yet); from the block it applied, the output goes into that
+      // block's undo data, so that a reorg taking the block away takes the output with it. Older
+      // blocks keep no undo data, and a reorg that deep cannot be followed anyway
+      const applied = await batch.get<ObservedBlock>(bitcoinBlockKey(height));
+      if (applied !== undefined && applied.hash !== blockHash)
+        throw new WalletError(
+          'utxo_unconfirmed',
+          `outpoint ${name} is in block ${height} (${blockHash}) of Bitcoin Core's chain, which is not the one this member applied at that height (${applied.hash}): it has not followed Core's reorganisation yet`,
+          { outpoint: name, height },
+        );
+      if (applied !== undefined)
+        batch.put(bitcoinBlockKey(height), {
+          ...applied,
+          created: [...applied.created, outpoint],
+        } satisfies ObservedBlock);
       // a peg-in unless its transaction is a federation payment this member knows; the observer
       // says again when it applies the block
       const known = await batch.getMany([finalizedKey(outpoint.txid), txConfirmationKey(outpoint.txid)]);

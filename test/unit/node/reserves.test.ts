@@ -13,7 +13,8 @@ import { createLogger } from '../../../src/node/log.js';
 import { ReserveAuditor } from '../../../src/node/reserves.js';
 import { isPaused, Safety } from '../../../src/node/safety.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { utxoKey } from '../../../src/storage/keys.js';
+import { bitcoinBlockKey, utxoKey } from '../../../src/storage/keys.js';
+import type { ObservedBlock } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
 import { buildPayments } from '../../../src/wallet/payment.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
@@ -280,6 +281,81 @@ describe('reserve auditor', () => {
     );
     chain.disconnect(1);
     chain.mine([], 'b');
+    await observer.sync();
+    await auditor.tick();
+    const r = await auditor.report();
+    assert.deepEqual(
+      {
+        kept: (await getUtxo(store, { txid: hex32(8), vout: 0 }))?.state ?? null,
+        faults: r.faults.map((f) => f.kind),
+        paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
+      },
+      { kept: null, faults: [], paused: null },
+    );
+  });
+
+  // the same from another branch at a height this member has applied: it is on branch a at 102, Core
+  // switched to b, where 102b holds a deposit to the federation address (anyone can make one), and a
+  // peer's proposal names it; Core then goes back to a branch without it. Stored from 102b, the output
+  // was in no applied block's undo data and stayed in the books, paused by reserves_mismatch for good
+  it('an output in a block of another branch at a height this member applied is not taken from Core', async (t) => {
+    const { store, chain, observer, auditor, safety } = await setup(t);
+    chain.mine([], 'a');
+    await observer.sync();
+    await auditor.tick();
+    const deposit: RpcTransaction = {
+      txid: hex32(8),
+      hash: hex32(8),
+      vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
+      vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
+    };
+    chain.disconnect(1);
+    chain.mine([deposit], 'b'); // 102b; this member is still at 102a
+    chain.mine([], 'b');
+    await assert.rejects(
+      recoverUtxo(store, chain, federation.scriptPubKey, { txid: hex32(8), vout: 0 }),
+      (err: WalletError) =>
+        err.code === 'utxo_unconfirmed' && /block 102 .* is not the one this member applied/.test(err.message),
+    );
+    chain.disconnect(2);
+    for (let k = 0; k < 5; k++) chain.mine([], 'c');
+    await observer.sync();
+    await auditor.tick();
+    const r = await auditor.report();
+    assert.deepEqual(
+      {
+        kept: (await getUtxo(store, { txid: hex32(8), vout: 0 }))?.state ?? null,
+        faults: r.faults.map((f) => f.kind),
+        paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
+      },
+      { kept: null, faults: [], paused: null },
+    );
+  });
+
+  // recovered from a block this member applied, an output is in that block's undo data: a reorg
+  // taking the block away takes it out of the books like any output the observer registered
+  it('an output recovered from a block this member applied leaves the books when a reorg takes that block', async (t) => {
+    const { store, chain, observer, auditor, safety } = await setup(t);
+    const deposit: RpcTransaction = {
+      txid: hex32(8),
+      hash: hex32(8),
+      vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
+      vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
+    };
+    chain.mine([deposit], 'a'); // 102a, applied here
+    await observer.sync();
+    // as if the observer had not registered it: neither in the books nor in the block's undo data
+    const applied = (await store.get<ObservedBlock>(bitcoinBlockKey(102)))!;
+    const created = applied.created.filter((o) => o.txid !== hex32(8));
+    await store
+      .batch()
+      .del(utxoKey(hex32(8), 0))
+      .put(bitcoinBlockKey(102), { ...applied, created })
+      .write();
+    const recovered = await recoverUtxo(store, chain, federation.scriptPubKey, { txid: hex32(8), vout: 0 });
+    assert.equal(recovered.state, 'unspent');
+    chain.disconnect(1);
+    for (let k = 0; k < 3; k++) chain.mine([], 'b');
     await observer.sync();
     await auditor.tick();
     const r = await auditor.report();
