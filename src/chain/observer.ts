@@ -3,7 +3,7 @@ import type { Federation } from '../bitcoin/federation.js';
 import { parseTx } from '../bitcoin/tx.js';
 import { isHandoffOf } from '../wallet/handoff.js';
 import { PegoutError } from '../errors.js';
-import type { Store, StoreReader } from '../storage/store.js';
+import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import {
   bitcoinBlockKey,
   bitcoinHash,
@@ -21,6 +21,7 @@ import {
   spendUtxo,
   unregisterUtxo,
   unspendUtxo,
+  type ChainOutput,
   type Outpoint,
 } from '../wallet/utxos.js';
 import {
@@ -412,32 +413,44 @@ export async function recoverUtxo(
   }
 
   return store.transaction(
-    async (batch) => {
-      const meanwhile = await getUtxo(batch, outpoint);
-      if (meanwhile !== undefined) return meanwhile;
-      // the same goes for a block of another branch at a height this member applied (Core reorganised
-      // and this member has not followed yet); from the block it applied, the output goes into that
-      // block's undo data, so that a reorg taking the block away takes the output with it. Older
-      // blocks keep no undo data, and a reorg that deep cannot be followed anyway
-      const applied = await batch.get<ObservedBlock>(bitcoinBlockKey(height));
-      if (applied !== undefined && applied.hash !== blockHash)
-        throw new WalletError(
-          'utxo_unconfirmed',
-          `outpoint ${name} is in block ${height} (${blockHash}) of Bitcoin Core's chain, which is not the one this member applied at that height (${applied.hash}): it has not followed Core's reorganisation yet`,
-          { outpoint: name, height },
-        );
-      if (applied !== undefined)
-        batch.put(bitcoinBlockKey(height), {
-          ...applied,
-          created: [...applied.created, outpoint],
-        } satisfies ObservedBlock);
-      // a peg-in unless its transaction is a federation payment this member knows; the observer
-      // says again when it applies the block
-      const known = await batch.getMany([finalizedKey(outpoint.txid), txConfirmationKey(outpoint.txid)]);
-      const pegIn = known.every((k) => k === undefined);
-      await registerUtxo(batch, { ...outpoint, value, scriptPubKey: federationScript, height, pegIn });
-      return (await getUtxo(batch, outpoint)) as UtxoRecord;
+    (batch) => stageRecovered(batch, { ...outpoint, value, scriptPubKey: federationScript, height }, blockHash),
+    {
+      sync: false,
     },
-    { sync: false },
   );
+}
+
+/**
+ * Stores a recovered output of block `blockHash` at its height, unless the observer did meanwhile.
+ * Refused from a block of another branch at a height this member applied (Core reorganised and this
+ * member has not followed yet); from the block it applied, it goes into that block's undo data, so
+ * that a reorg taking the block away takes the output with it. Older blocks keep no undo data, and a
+ * reorg that deep cannot be followed anyway.
+ */
+async function stageRecovered(
+  batch: StoreBatch,
+  output: Omit<ChainOutput, 'pegIn'>,
+  blockHash: string,
+): Promise<UtxoRecord> {
+  const meanwhile = await getUtxo(batch, output);
+  if (meanwhile !== undefined) return meanwhile;
+  const name = outpointText(output);
+  const applied = await batch.get<ObservedBlock>(bitcoinBlockKey(output.height));
+  if (applied !== undefined && applied.hash !== blockHash)
+    throw new WalletError(
+      'utxo_unconfirmed',
+      `outpoint ${name} is in block ${output.height} (${blockHash}) of Bitcoin Core's chain, which is not the one this member applied at that height (${applied.hash}): it has not followed Core's reorganisation yet`,
+      { outpoint: name, height: output.height },
+    );
+  const outpoint = { txid: output.txid, vout: output.vout };
+  if (applied !== undefined)
+    batch.put(bitcoinBlockKey(output.height), {
+      ...applied,
+      created: [...applied.created, outpoint],
+    } satisfies ObservedBlock);
+  // a peg-in unless its transaction is a federation payment this member knows; the observer
+  // says again when it applies the block
+  const known = await batch.getMany([finalizedKey(output.txid), txConfirmationKey(output.txid)]);
+  await registerUtxo(batch, { ...output, pegIn: known.every((k) => k === undefined) });
+  return (await getUtxo(batch, outpoint)) as UtxoRecord;
 }
