@@ -710,6 +710,8 @@ export class Coordinator {
     for (const [txid, r] of [...this.retry]) {
       if (!due(r)) continue;
       this.retry.delete(txid);
+      // checked again at full cost, so charged again: one its sender cannot pay for is dropped
+      if (!this.affords(r.peer, r.checked.proposal.requestIds.length, r.checked.proposal.prevouts.length)) continue;
       await this.onProposal(r.peer, r.checked, r.tries + 1);
     }
   }
@@ -724,8 +726,15 @@ export class Coordinator {
     // a list over its cap is refused at the edge before any store read: it costs nothing here
     const length = (list: unknown, cap: number): number =>
       Array.isArray(list) && list.length <= cap ? list.length : 0;
-    const requests = length(lists.requestIds, PROPOSAL_CAPS.outputs);
-    const inputs = length(lists.prevouts, PROPOSAL_CAPS.inputs);
+    return this.affords(
+      peer,
+      length(lists.requestIds, PROPOSAL_CAPS.outputs),
+      length(lists.prevouts, PROPOSAL_CAPS.inputs),
+    );
+  }
+
+  /** Takes checking a proposal of `requests` and `inputs` from `peer`'s budget, or says it is spent. */
+  private affords(peer: string, requests: number, inputs: number): boolean {
     if (this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).take(requests + inputs + 1)) return true;
     this.o.metrics?.framesDropped.inc({ reason: 'proposal_budget' });
     this.peerLog.warn(peer, 'proposal_over_budget', { peer, requests, inputs });
@@ -851,6 +860,10 @@ export class Coordinator {
         moving.push(new Set(open.checked.tx.inputs.map(outpointText)));
         continue;
       }
+      // a peer's rival is read again each turn, and with its requests merged: its senders pay each time
+      const { requestIds, prevouts } = open.checked.proposal;
+      for (const peer of this.rivals.get(txid)?.from ?? [])
+        this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).charge(requestIds.length + prevouts.length + 1);
       const spendable = await this.liveInputs(txid, open.checked);
       if (spendable)
         stale.push({

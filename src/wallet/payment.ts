@@ -207,6 +207,9 @@ export function buildReplacement(
   federation: Federation,
 ): Payment | undefined {
   checkFeeRate(rate);
+  // every request or none: inputs that cannot cover them fail at once, not after buildOne dropped the
+  // requests one by one (a merge tries this for each of its rivals' inputs in turn)
+  if (inputs.reduce((acc, u) => acc + u.value, 0n) < requests.reduce((acc, r) => acc + r.sats, 0n)) return undefined;
   const deferred: Deferred[] = [];
   const all: Selector = (utxos, target) => {
     const total = utxos.reduce((acc, u) => acc + u.value, 0n);

@@ -115,6 +115,8 @@ export interface Internals {
   onFinalizedFrame(peer: string, body: unknown): Promise<void>;
   onTurnFrame(peer: string, type: string, body: unknown): void;
   merges(rate: number, policy: typeof TEST_POLICY, now: number, slot: number): Promise<Proposal[]>;
+  /** Proposals kept for requests not yet ingested, put to the signer again where `due`. */
+  retryWaiting(due: (r: { at: number }) => boolean): Promise<void>;
   collectDeferred(now: number): Promise<void>;
   tick(ingested?: boolean): Promise<void>;
   readonly rivals: Map<string, { from: Set<string>; since: number }>;

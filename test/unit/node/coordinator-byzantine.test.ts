@@ -322,4 +322,72 @@ describe("checking a peer's proposals", () => {
       `${CHEAP} proposals charged 3 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
     );
   });
+
+  // a proposal kept to retry (it names a request not ingested here yet) is checked again, whole, each
+  // time this member catches up: each time charged again, or a peer's 64 kept proposals cost five
+  // checks each for one charge
+  it('charges the sender again for each check of a proposal kept to retry', async (t) => {
+    const R = 200;
+    const I = 110;
+    const FRAMES = 64;
+    const { store, reads } = counted(await memberStore(t, R, I));
+    const { c, clock } = await coordinatorOf(t, 0, store, { slotMs: SLOT });
+    clock.now = SLOT + 10; // another's slot; the clock stands still: the budget does not refill
+    const known = Array.from({ length: R }, (_, i) => REQ(i));
+    const inputs = Array.from({ length: I }, (_, i) => UTXO(i));
+    const frame = (k: number) => proposal([...known, REQ(100_000 + k)], inputs, MAL);
+    const units = R + 1 + I + 1;
+    let before = reads.rows;
+    await c.handle(MAL, 'proposal', frame(0));
+    const perCheck = reads.rows - before;
+    before = reads.rows;
+    for (let k = 1; k < FRAMES; k++) await c.handle(MAL, 'proposal', frame(k));
+    for (let round = 0; round < 6; round++) await c.retryWaiting(() => true);
+    const checks = 1 + (reads.rows - before) / perCheck;
+    t.diagnostic(`${checks} checks of ${units} units each (${perCheck} rows a check)`);
+    assert.ok(
+      checks <= Math.floor(COORDINATOR_CAPS.proposalWork.burst / units),
+      `${checks} checks of ${units} units from a budget of ${COORDINATOR_CAPS.proposalWork.burst}`,
+    );
+  });
+
+  // rivals (proposals refused because a payment signed here holds their inputs) are read again at each
+  // of this member's turns, with every request of their group; a peer's 64 of them, paying requests
+  // their shared inputs cannot fund, were charged once and cost a merge attempt at every turn
+  it("charges a peer's rivals to it again at each turn that reads them", async (t) => {
+    const RIVALS = 64;
+    const K = 30;
+    const U = 30;
+    const { store } = await memberStore(t, 1 + RIVALS * K + 1, U + 1).then((s) => ({ store: s }));
+    const { c, clock } = await coordinatorOf(t, 0, store, { slotMs: SLOT });
+    clock.now = SLOT + 10; // the clock stands still: the budget does not refill
+    const inputs = Array.from({ length: U }, (_, i) => UTXO(i));
+    await c.handle(MAL, 'proposal', proposal([REQ(0)], inputs, MAL));
+    assert.equal(c.proposals.size, 1, 'P signed here');
+    let charged = 0;
+    for (let r = 0; r < RIVALS; r++) {
+      const p = proposal(
+        Array.from({ length: K }, (_, i) => REQ(1 + r * K + i)),
+        inputs,
+        MAL,
+      );
+      charged += K + U + 1;
+      await c.handle(MAL, 'proposal', p);
+    }
+    assert.equal(c.rivals.size, RIVALS);
+    // the turns that a budget of a burst pays for, once more than the arrivals left of it
+    const turns = Math.ceil((COORDINATOR_CAPS.proposalWork.burst - charged) / charged) + 1;
+    let slowest = 0;
+    for (let turn = 0; turn < turns; turn++) {
+      const slot = 8 + 4 * turn;
+      const started = performance.now();
+      assert.deepEqual(await c.merges(2, TEST_POLICY, slot * SLOT, slot), []);
+      slowest = Math.max(slowest, performance.now() - started);
+    }
+    t.diagnostic(`${turns} turns; the slowest merges() took ${slowest.toFixed(0)} ms`);
+    // its next proposal, valid, from an input of its own: dropped, the sender pays for what it made this member read
+    const fresh = proposal([REQ(1 + RIVALS * K)], [UTXO(U)], MAL);
+    await c.handle(MAL, 'proposal', fresh);
+    assert.equal(c.proposals.has(checkProposal(fresh).txid), false, 'signed: the rivals cost their sender nothing');
+  });
 });
