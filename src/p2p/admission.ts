@@ -6,16 +6,27 @@ interface Entry {
   readonly socket: Socket;
   readonly address: string;
   readonly timer: NodeJS.Timeout;
+  /** From an address a member's link authenticated from before (Admissions.settle). */
+  readonly known: boolean;
+  /** Its TLS handshake is done: whoever it is paid a key exchange of its own to get here. */
+  secured: boolean;
 }
+
+/** Which pending connection goes first when all slots are taken: the lowest, the oldest of it. */
+const standing = (e: Entry): number => (e.known ? 2 : 0) + (e.secured ? 1 : 0);
 
 /**
  * Inbound connections from TCP accept until their link authenticates, counted against
  * LINK_CAPS in total and per remote address and closed at the deadline if they get no further.
  * Counting starts before TLS, so a connection that never sends a ClientHello holds a slot too.
  * Before TLS a member cannot be told from a stranger, so when every slot is taken a new connection
- * pushes out the oldest rather than being turned away: strangers reopening their connections as the
- * deadline closes them would otherwise keep every member's dial out for good, where now holding the
- * slots takes opening a cap's worth of connections within each member's handshake.
+ * pushes out another rather than being turned away: strangers reopening their connections as the
+ * deadline closes them would otherwise keep every member's dial out for good. The one pushed out is
+ * the oldest of those that got least far: from an address no member's link came from before, and
+ * still short of TLS, first. Pushing out the oldest alone let a stranger's silent connections, a few
+ * hundred a second from as many addresses as the per-address rate asks, push out every member's dial
+ * before its handshake (a few round trips) was done: now they push out only each other, and a
+ * member's dial once its TLS is done, or from where a member linked before, outlasts them.
  * Each address is also held to a rate of new connections, since every one that reaches TLS costs a
  * key exchange whether or not it is admitted for long.
  * Entries are keyed by remote address and port: the TLS socket a link runs on reports the same
@@ -26,6 +37,8 @@ export class Admissions {
   private readonly perAddress = new AddressCounts(LINK_CAPS.pendingPerAddress);
   /** New connections' rate by address (LINK_CAPS.newConnectionsPerAddress), at most trackedAddresses. */
   private readonly rates = new Map<string, TokenBucket>();
+  /** Addresses members' links authenticated from, the latest last (at most LINK_CAPS.memberAddresses). */
+  private readonly members = new Set<string>();
 
   constructor(
     private readonly deadlineMs: number,
@@ -38,8 +51,8 @@ export class Admissions {
   }
 
   /**
-   * Counts `socket` in, closing the oldest pending connection when all are taken; false (caller
-   * closes it) when its address is over its rate of new connections or has its cap.
+   * Counts `socket` in, closing another pending connection when all are taken; false (caller closes
+   * it) when its address is over its rate of new connections or has its cap.
    */
   admit(socket: Socket): boolean {
     const id = connectionId(socket);
@@ -49,22 +62,40 @@ export class Admissions {
     const rate = bucketOf(this.rates, address, LINK_CAPS.trackedAddresses, () => new TokenBucket(perSecond, burst));
     if (!rate.take()) return false;
     if (!this.perAddress.add(address)) return false;
-    if (this.open.size >= LINK_CAPS.pendingConnections) this.evictOldest();
+    if (this.open.size >= LINK_CAPS.pendingConnections) this.evict();
     const timer = setTimeout(() => {
       this.onDeadline();
       socket.destroy();
     }, this.deadlineMs);
-    const entry = { socket, address, timer };
+    const entry: Entry = { socket, address, timer, known: this.members.has(address), secured: false };
     this.open.set(id, entry);
     socket.once('close', () => this.release(id, entry));
     return true;
   }
 
-  /** The connection under `socket` authenticated: it no longer counts, and has no deadline. */
+  /** The connection under `socket` finished its TLS handshake. */
+  secured(socket: Socket): void {
+    const entry = this.entryOf(socket);
+    if (entry) entry.secured = true;
+  }
+
+  /**
+   * The connection under `socket` authenticated as a member's: it no longer counts, and has no
+   * deadline; its address is one a member links from.
+   */
   settle(socket: Socket): void {
     const id = connectionId(socket);
-    const entry = id === undefined ? undefined : this.open.get(id);
-    if (id !== undefined && entry) this.release(id, entry);
+    const entry = this.entryOf(socket);
+    if (id === undefined || !entry) return;
+    this.release(id, entry);
+    this.members.delete(entry.address);
+    this.members.add(entry.address);
+    if (this.members.size > LINK_CAPS.memberAddresses) this.members.delete(this.members.values().next().value!);
+  }
+
+  private entryOf(socket: Socket): Entry | undefined {
+    const id = connectionId(socket);
+    return id === undefined ? undefined : this.open.get(id);
   }
 
   /** Closes every connection still counted (stop). */
@@ -72,8 +103,10 @@ export class Admissions {
     for (const entry of this.open.values()) entry.socket.destroy();
   }
 
-  private evictOldest(): void {
-    const [id, entry] = this.open.entries().next().value as [string, Entry];
+  private evict(): void {
+    let [id, entry] = this.open.entries().next().value as [string, Entry];
+    // oldest first, in the order admitted
+    for (const [other, e] of this.open) if (standing(e) < standing(entry)) [id, entry] = [other, e];
     this.release(id, entry);
     this.onEvict();
     entry.socket.destroy();

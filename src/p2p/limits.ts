@@ -8,10 +8,12 @@ export const LINK_CAPS = {
    * Inbound connections from TCP accept until authenticated, all addresses together. An honest
    * member needs at most two at a time (its dial and a redial racing a dying link), so 64 serves
    * federations of thirty and more through restarts, while strangers filling it hold only 64 TLS
-   * sessions of at most handshakeBytes each. When it is full, a new connection pushes out the
-   * oldest (admission.ts), so strangers keep a member's dial out only by outrunning its handshake.
+   * sessions of at most handshakeBytes each. When it is full, a new connection pushes out the oldest
+   * of those that got least far (admission.ts): strangers' silent connections push out each other.
    */
   pendingConnections: 64,
+  /** Addresses members' links authenticated from, whose pending connections strangers' push out last. */
+  memberAddresses: 256,
   /** The same from one remote address: filling pendingConnections takes eight addresses. */
   pendingPerAddress: 8,
   /**

@@ -263,6 +263,7 @@ export class PeerNetwork extends EventEmitter {
       this.stats.turnedAway++;
       socket.destroy();
     });
+    https.on('secureConnection', (socket: Socket) => this.admissions.secured(socket));
     // the port serves WebSocket upgrades only: Node parses every request pipelined on a connection,
     // and unanswered each was kept until the admission deadline (a stranger's one connection held
     // hundreds of MB), so the first plain request ends its connection

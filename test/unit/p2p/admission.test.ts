@@ -49,6 +49,34 @@ describe('pending connections (Admissions)', () => {
     admissions.closeAll();
   });
 
+  // a stranger's silent connections, a few hundred a second from as many addresses as the rate asks,
+  // pushed out every member's dial before its handshake (a few round trips) was done
+  it("pushes out strangers' silent connections before one whose TLS is done", () => {
+    const admissions = new Admissions(60_000, () => undefined);
+    const dial = socket('10.1.0.1', 5000);
+    assert.equal(admissions.admit(dial), true);
+    admissions.secured(dial);
+    for (let i = 0; i < 10 * LINK_CAPS.pendingConnections; i++)
+      admissions.admit(socket(`10.2.${Math.floor(i / 4)}.${i % 4}`, 7000 + i));
+    assert.equal(dial.destroyed, false, 'outlived ten caps of silent connections');
+    admissions.closeAll();
+  });
+
+  it('pushes out strangers before a connection from an address a member linked from, even short of TLS', () => {
+    const admissions = new Admissions(60_000, () => undefined);
+    const first = socket('10.1.0.1', 5000);
+    admissions.admit(first);
+    admissions.settle(first); // its link authenticated: the address is a member's
+    const again = socket('10.1.0.1', 5001);
+    assert.equal(admissions.admit(again), true);
+    for (let i = 0; i < 10 * LINK_CAPS.pendingConnections; i++) {
+      const stranger = socket(`10.2.${Math.floor(i / 4)}.${i % 4}`, 7000 + i);
+      if (admissions.admit(stranger)) admissions.secured(stranger);
+    }
+    assert.equal(again.destroyed, false, "outlived ten caps of strangers' connections, their TLS done");
+    admissions.closeAll();
+  });
+
   it('one address is still held to its own cap, pushing out nobody', () => {
     const admissions = new Admissions(60_000, () => undefined);
     const mine = Array.from({ length: LINK_CAPS.pendingPerAddress }, (_, i) => socket('10.0.0.1', 2000 + i));
