@@ -49,6 +49,28 @@ async function addRequest(store: Store, n: number, sats: bigint) {
   return { id, scriptPubKey, sats };
 }
 
+/** A deposit to the federation address, from an outsider. */
+const DEPOSIT: RpcTransaction = {
+  txid: hex32(8),
+  hash: hex32(8),
+  vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
+  vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
+};
+
+/** DEPOSIT, whose block left the chain, is not in the books, and the audit finds nothing. */
+async function assertNoTrace(store: Store, auditor: ReserveAuditor, safety: Safety): Promise<void> {
+  await auditor.tick();
+  const r = await auditor.report();
+  assert.deepEqual(
+    {
+      kept: (await getUtxo(store, { txid: DEPOSIT.txid, vout: 0 }))?.state ?? null,
+      faults: r.faults.map((f) => f.kind),
+      paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
+    },
+    { kept: null, faults: [], paused: null },
+  );
+}
+
 async function setup(t: Parameters<typeof openTempStore>[0], recheckMs?: number) {
   const store = await openTempStore(t, federation.descriptor);
   const chain = new ScriptedChain(100);
@@ -267,13 +289,7 @@ describe('reserve auditor', () => {
   it('an output in a block this member has not applied is not taken from Core, so a reorg leaves the books whole', async (t) => {
     const { store, chain, observer, auditor, safety } = await setup(t);
     await auditor.tick();
-    const deposit: RpcTransaction = {
-      txid: hex32(8),
-      hash: hex32(8),
-      vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
-      vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
-    };
-    chain.mine([deposit]); // block 102: Core has it, this member has not applied it
+    chain.mine([DEPOSIT]); // block 102: Core has it, this member has not applied it
     await assert.rejects(
       recoverUtxo(store, chain, federation.scriptPubKey, { txid: hex32(8), vout: 0 }),
       (err: WalletError) =>
@@ -282,16 +298,7 @@ describe('reserve auditor', () => {
     chain.disconnect(1);
     chain.mine([], 'b');
     await observer.sync();
-    await auditor.tick();
-    const r = await auditor.report();
-    assert.deepEqual(
-      {
-        kept: (await getUtxo(store, { txid: hex32(8), vout: 0 }))?.state ?? null,
-        faults: r.faults.map((f) => f.kind),
-        paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
-      },
-      { kept: null, faults: [], paused: null },
-    );
+    await assertNoTrace(store, auditor, safety);
   });
 
   // the same from another branch at a height this member has applied: it is on branch a at 102, Core
@@ -303,14 +310,8 @@ describe('reserve auditor', () => {
     chain.mine([], 'a');
     await observer.sync();
     await auditor.tick();
-    const deposit: RpcTransaction = {
-      txid: hex32(8),
-      hash: hex32(8),
-      vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
-      vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
-    };
     chain.disconnect(1);
-    chain.mine([deposit], 'b'); // 102b; this member is still at 102a
+    chain.mine([DEPOSIT], 'b'); // 102b; this member is still at 102a
     chain.mine([], 'b');
     await assert.rejects(
       recoverUtxo(store, chain, federation.scriptPubKey, { txid: hex32(8), vout: 0 }),
@@ -320,29 +321,14 @@ describe('reserve auditor', () => {
     chain.disconnect(2);
     for (let k = 0; k < 5; k++) chain.mine([], 'c');
     await observer.sync();
-    await auditor.tick();
-    const r = await auditor.report();
-    assert.deepEqual(
-      {
-        kept: (await getUtxo(store, { txid: hex32(8), vout: 0 }))?.state ?? null,
-        faults: r.faults.map((f) => f.kind),
-        paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
-      },
-      { kept: null, faults: [], paused: null },
-    );
+    await assertNoTrace(store, auditor, safety);
   });
 
   // recovered from a block this member applied, an output is in that block's undo data: a reorg
   // taking the block away takes it out of the books like any output the observer registered
   it('an output recovered from a block this member applied leaves the books when a reorg takes that block', async (t) => {
     const { store, chain, observer, auditor, safety } = await setup(t);
-    const deposit: RpcTransaction = {
-      txid: hex32(8),
-      hash: hex32(8),
-      vin: [{ txid: hex32(99), vout: 0, sequence: 0 }],
-      vout: [{ n: 0, value: 0.2, scriptPubKey: { hex: FED } }],
-    };
-    chain.mine([deposit], 'a'); // 102a, applied here
+    chain.mine([DEPOSIT], 'a'); // 102a, applied here
     await observer.sync();
     // as if the observer had not registered it: neither in the books nor in the block's undo data
     const applied = (await store.get<ObservedBlock>(bitcoinBlockKey(102)))!;
@@ -357,16 +343,7 @@ describe('reserve auditor', () => {
     chain.disconnect(1);
     for (let k = 0; k < 3; k++) chain.mine([], 'b');
     await observer.sync();
-    await auditor.tick();
-    const r = await auditor.report();
-    assert.deepEqual(
-      {
-        kept: (await getUtxo(store, { txid: hex32(8), vout: 0 }))?.state ?? null,
-        faults: r.faults.map((f) => f.kind),
-        paused: safety.paused?.reasons.map((x) => x.kind) ?? null,
-      },
-      { kept: null, faults: [], paused: null },
-    );
+    await assertNoTrace(store, auditor, safety);
   });
 
   it('without Bitcoin Core: the books, unaudited, and the loop does nothing', async (t) => {

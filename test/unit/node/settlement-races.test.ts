@@ -4,17 +4,17 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
-import { BitcoinObserver } from '../../../src/chain/observer.js';
+import { BitcoinObserver, storedTipHeight } from '../../../src/chain/observer.js';
 import { getRequest, QUEUED, stageNewRequest } from '../../../src/evm/request-store.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
 import { ChainSettlement, settleLocally } from '../../../src/node/settlement.js';
 import { chainView, signedPayments, signProposal } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { finalizedKey, openPaymentKey, supersededKey } from '../../../src/storage/keys.js';
+import { finalizedKey, openPaymentKey, outflowKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import type { Store } from '../../../src/storage/store.js';
-import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
+import { DEFAULT_LIMITS, outflowWindow, type OutflowLimits } from '../../../src/wallet/limits.js';
 import {
   buildPayments,
   buildReplacement,
@@ -95,7 +95,7 @@ async function setup(t: TestContext, outputs: number, count: number, lookAlike =
 
 const pay = (requests: PaymentRequest[], inputs: SpendableUtxo[], rate: number): Payment =>
   buildReplacement(requests, inputs, rate, federation)!;
-const finalize = async (store: Store, p: Payment): Promise<FinalizedRecord> =>
+const finalize = async (store: Store, p: Payment, limits = DEFAULT_LIMITS): Promise<FinalizedRecord> =>
   (await recordFinalized(
     store,
     federation,
@@ -103,15 +103,15 @@ const finalize = async (store: Store, p: Payment): Promise<FinalizedRecord> =>
     p.tx,
     { tx: serializeTx(p.tx), prevouts: p.prevouts, requestIds: [...p.requestIds] },
     'test',
-    { limits: DEFAULT_LIMITS, paidDepth: PAID },
+    { limits, paidDepth: PAID },
   ))!;
-const sign = (store: Store, p: Payment) =>
+const sign = (store: Store, p: Payment, limits = DEFAULT_LIMITS) =>
   signProposal(
     store,
     pool,
     federation,
     checkProposal(proposalFromPayment(p, 1, PROPOSER)),
-    { ...TEST_POLICY, paidDepth: PAID },
+    { ...TEST_POLICY, paidDepth: PAID, limits },
     PROPOSER,
   );
 const status = async (store: Store, id: string) => (await getRequest(store, id))?.status;
@@ -881,6 +881,56 @@ describe('a merge that took the input of a payment signed here (finalized elsewh
       [(await getUtxo(store, o0))?.state, (await getUtxo(store, o1))?.state],
       ['unspent', 'unspent'],
       'both back in the wallet',
+    );
+  });
+});
+
+// The rolling cap counted a request once, the first time it went into a payment here, and never
+// again: not when that payment lost and the request went back to the queue. A malicious member (with
+// a compromised sidechain minting the requests) has this member sign, in each window k, a payment P_k
+// of a request X_k worth the whole cap, then has a conflicting payment Q_k of another request from the
+// same input finalized by the others and confirmed: P_k lost, X_k is queued again, nothing left. After
+// K windows, in one window, this member signed a payment of X_1 … X_K and a fresh X_{K+1}: (K + 1)
+// caps. Done at t − f honest members at once (each signs P'_k from other inputs, killed the same way),
+// they finalize the whole stockpile in one block, far past what docs/config.md allows.
+describe('rolling cap: requests given back to the queue by a lost payment', () => {
+  it('are counted again when paid again, so one window never sees more than windowSats signed here', async (t) => {
+    const LOST = 5;
+    const WINDOW = 10;
+    const CAP = 30_000_000n; // one request's worth
+    const limits: OutflowLimits = { maxRequestSats: CAP, windowSats: CAP, windowBlocks: WINDOW };
+    const { store, chain, requests, inputs, settlement, observer } = await setup(t, LOST + 4, 2 * LOST + 1);
+    const X = requests.slice(0, LOST + 1);
+    const Y = requests.slice(LOST + 1);
+    const window = async () => outflowWindow(await storedTipHeight(store), limits);
+    const nextWindow = async () => {
+      const target = ((await window()) + 1) * WINDOW;
+      while (((await storedTipHeight(store)) ?? 0) < target) {
+        chain.mine([]);
+        await observer.sync();
+      }
+    };
+    for (let k = 0; k < LOST; k++) {
+      await nextWindow();
+      // the malicious proposer's payment of X_k: this member signs it, X_k counts in this window
+      assert.equal((await sign(store, pay([X[k]!], [inputs[k]!], 2), limits)).ok, true);
+      // Q_k, of Y_k from the same input, finalized by other members and confirmed: P_k lost
+      const Q = pay([Y[k]!], [inputs[k]!], 2);
+      await settlement.onFinalized(await finalize(store, Q, limits));
+      confirmToDepth(chain, Q);
+      await settlement.tick();
+      assert.equal(await status(store, X[k]!.id), 'accepted', `X_${k} back in the queue`);
+    }
+    // one fresh window: nothing was signed in it yet
+    await nextWindow();
+    const w = await window();
+    assert.equal(await store.get(outflowKey(w)), undefined);
+    // one payment of the stockpile X_0 … X_{LOST−1} and a fresh X_LOST: (LOST + 1) caps
+    const outcome = await sign(store, pay(X, inputs.slice(LOST, LOST + 4), 2), limits);
+    assert.equal(
+      outcome.ok ? 'signed' : outcome.reason,
+      'rate_limited',
+      `signed ${X.length} caps of requests in window ${w}, counting ${await store.get(outflowKey(w))}`,
     );
   });
 });
