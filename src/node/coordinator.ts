@@ -24,6 +24,7 @@ import {
   buildMerge,
   buildPayments,
   maxPaymentInputs,
+  paysRequest,
   type PaymentRequest,
   type SpendableUtxo,
 } from '../wallet/payment.js';
@@ -445,7 +446,8 @@ export class Coordinator {
         for (const { txid, output } of payments) {
           const f = records.get(txid) ?? (await this.o.store.get<FinalizedRecord>(finalizedKey(txid)));
           const out = f && parseTx(f.tx).outputs[output];
-          if (!f || !r.scriptPubKey || !out || Buffer.compare(out.scriptPubKey, r.scriptPubKey) !== 0) continue;
+          if (!f || !r.scriptPubKey || !out || !paysRequest(out, { scriptPubKey: r.scriptPubKey, sats: r.sats }, f.fee))
+            continue;
           if (QUEUED.has(r.status) || r.status === 'batched') {
             if (countsInOutflow(r)) firstPaid += r.sats;
             r = stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);

@@ -20,6 +20,7 @@ import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
 import { standingPayments } from './standing.js';
 import type { OutflowLimits } from '../wallet/limits.js';
+import { paysRequest } from '../wallet/payment.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import {
   getUtxos,
@@ -322,6 +323,7 @@ async function stageFinalized(
   if (await store.get(keys.finalizedKey(txid))) return undefined;
   const at = new Date().toISOString();
   const requestIds: string[] = [];
+  const fee = sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value));
   const unmatched: Record<string, number> = {};
   // every record and list in two reads; `current` holds what this batch staged since, as a read
   // through the batch would see it (a request named twice sees its first change)
@@ -346,7 +348,7 @@ async function stageFinalized(
       unmatched[id] = k + 1;
       continue;
     }
-    if (r?.scriptPubKey && output && Buffer.compare(output.scriptPubKey, r.scriptPubKey) === 0) {
+    if (r?.scriptPubKey && output && paysRequest(output, { scriptPubKey: r.scriptPubKey, sats: r.sats }, fee)) {
       requestIds.push(id);
       if (countsInOutflow(r)) firstPaid += r.sats;
       payments = stagePaymentOf(batch, identities[k]!, payments, txid);
@@ -389,7 +391,7 @@ async function stageFinalized(
     requestIds,
     committed: body.requestIds,
     unmatched,
-    fee: sum(body.prevouts.map((p) => p.value)) - sum(signed.outputs.map((o) => o.value)),
+    fee,
     vsize: signedFederationVsize(federation, signed),
     conflicts: [...conflicts],
     ...(superseded.length > 0 ? { superseded } : {}),

@@ -95,6 +95,24 @@ export function paymentOutputs(
   return outputs;
 }
 
+/**
+ * Whether `output` of a payment whose fee is `fee` pays `request`: its script, at most its amount,
+ * and short of it by no more than the whole fee (paymentOutputs takes one share of it from each).
+ * Matched by script alone, a payment of an earlier log under the same id (the transaction re-mined
+ * after an EVM reorg, its log asking another amount) was taken for a payment of this one.
+ */
+export function paysRequest(
+  output: TxOutput,
+  request: Pick<PaymentRequest, 'scriptPubKey' | 'sats'>,
+  fee: bigint,
+): boolean {
+  return (
+    Buffer.compare(output.scriptPubKey, request.scriptPubKey) === 0 &&
+    output.value <= request.sats &&
+    request.sats - output.value <= fee
+  );
+}
+
 /** A federation spend before signing: the header fields every payment and handoff has (SPEC §2). */
 export function unsignedSpend(inputs: readonly Coin[], outputs: TxOutput[]): Transaction {
   return {
