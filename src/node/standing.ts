@@ -1,6 +1,6 @@
 import { parseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import { paymentsOfRequest } from '../evm/request-store.js';
-import { finalizedKey, openPaymentKey } from '../storage/keys.js';
+import { finalizedKey } from '../storage/keys.js';
 import type { FinalizedRecord } from '../storage/records.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
@@ -9,40 +9,33 @@ import type { SignedPayment } from '../wallet/validate.js';
 import { chainView, signedPayments } from './signer.js';
 
 /**
- * The payments that can still confirm when `losers` lost (superseded, or lost to a conflict): those
- * this member signed or knows finalized whose inputs no confirmed transaction spent (signedPayments,
- * the validator's own judgement of earlier payments), each judged once (one of a thousand requests is
- * on each of their lists). A loser may have taken over inputs of such a payment (a merge or replacement
- * of it), so those go back to it, not to the wallet, where a proposal of other requests could take
- * them: to one finalized here, and to one signed here still in flight (open/), which its peers may
- * have finalized without telling this member. Only a finalized one keeps a loser's requests or
- * supersedes it: one kept beside a payment a malicious member withholds would never be paid. Without
- * a chain none stands: applyLocally decides which of two conflicting payments wins, at once, and gives
- * the loser's inputs to the wallet for good.
+ * The finalized payments that can still confirm when `losers` lost (superseded, or lost to a
+ * conflict): confirmed already, or one whose inputs no confirmed transaction spent (signedPayments,
+ * the validator's own judgement of earlier payments), each judged once (one of a thousand requests
+ * is on each of their lists). A loser may have taken over inputs of such a payment (a merge or
+ * replacement of it), so those go back to it, not to the wallet, where a proposal of other requests
+ * could take them. Without a chain none stands: applyLocally decides which of two conflicting
+ * payments wins, at once, and gives the loser's inputs to the wallet for good.
  */
 export async function standingPayments(store: Store, paidDepth: number, losers: Iterable<string>) {
   const chain = await chainView(store, paidDepth);
-  const live = new Map<string, SignedPayment | undefined>();
-  for (const txid of losers) live.set(txid, undefined);
+  const judged = new Map<string, SignedPayment | undefined>();
+  for (const txid of losers) judged.set(txid, undefined);
   const judge = async (txid: string): Promise<SignedPayment | undefined> => {
-    if (!live.has(txid)) {
+    if (!judged.has(txid)) {
       const [p] = await signedPayments(store, [txid], chain, paidDepth);
-      live.set(txid, p && !p.dead ? p : undefined);
+      judged.set(txid, p?.finalized && !p.dead ? p : undefined);
     }
-    return live.get(txid);
-  };
-  const stands = async (txid: string): Promise<SignedPayment | undefined> => {
-    const p = await judge(txid);
-    return p?.finalized ? p : undefined;
+    return judged.get(txid);
   };
   return {
     /** The finalized payment `txid` if it can still confirm. */
-    stands,
-    /** Whether a finalized payment that can still confirm pays `request`. */
+    stands: judge,
+    /** Whether a standing payment pays `request`. */
     async pay(request: RequestIdentity): Promise<boolean> {
       if (!chain) return false;
       let paid = false;
-      for (const txid of await paymentsOfRequest(store, request)) if (await stands(txid)) paid = true;
+      for (const txid of await paymentsOfRequest(store, request)) if (await judge(txid)) paid = true;
       return paid;
     },
     /**
@@ -50,7 +43,7 @@ export async function standingPayments(store: Store, paidDepth: number, losers: 
      * payments it conflicted with when it was finalized here, the proposals stored here that spend its
      * inputs, and the payments of its requests (a payment it replaced, finalized elsewhere, is only
      * there: the replacement rule lets it take their inputs only by paying all their requests). Those
-     * that can still confirm get them back on reclaim.
+     * standing get them back on reclaim.
      */
     async held(loser: string, inputs: readonly Outpoint[], requestIds: readonly string[]): Promise<void> {
       if (!chain) return;
@@ -61,16 +54,9 @@ export async function standingPayments(store: Store, paidDepth: number, losers: 
       from.delete(loser);
       for (const txid of from) await judge(txid);
     },
-    /**
-     * Stages every payment found so far that can still confirm holding its inputs again (reclaimUtxos);
-     * one not finalized only while it is in flight as `batch` has it (one superseded or lost in the same
-     * batch is not).
-     */
+    /** Stages every standing payment found so far holding its inputs again (reclaimUtxos). */
     async reclaim(batch: StoreBatch): Promise<void> {
-      for (const p of live.values()) {
-        if (!p || (!p.finalized && (await batch.get(openPaymentKey(p.txid))) === undefined)) continue;
-        await reclaimUtxos(batch, p.inputs.map(parseOutpoint), p.txid);
-      }
+      for (const p of judged.values()) if (p) await reclaimUtxos(batch, p.inputs.map(parseOutpoint), p.txid);
     },
   };
 }
