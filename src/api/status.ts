@@ -12,7 +12,6 @@ import {
 } from '../evm/request-store.js';
 import type { ActivityPoint } from '../metrics/activity.js';
 import {
-  broadcastPrefix,
   finalizedKey,
   signatureMadeKey,
   signatureReceivedPrefix,
@@ -22,19 +21,20 @@ import {
   SPACES,
 } from '../storage/keys.js';
 import type { ReserveAuditor } from '../node/reserves.js';
+import { lastBroadcastAttempt, type LastAttempt } from '../node/settlement.js';
 import type { ReserveReport } from '../wallet/reserves.js';
 import { newestKeys, type Page, type PageRequest, type Store } from '../storage/store.js';
 import { outpointText, utxoTotals } from '../wallet/utxos.js';
 import { statusWords, timeline, type TimelineStep } from './lifecycle.js';
 import type { Lookup, LookupKind } from './lookup.js';
-import type {
-  BroadcastAttempt,
-  FinalizedRecord,
-  RequestRecord,
-  SignatureRecord,
-  StatusChange,
-  Supersession,
-  TxConfirmation,
+import {
+  everAccepted,
+  type FinalizedRecord,
+  type RequestRecord,
+  type SignatureRecord,
+  type StatusChange,
+  type Supersession,
+  type TxConfirmation,
 } from '../storage/records.js';
 
 /** A payment of a request as this member knows it. */
@@ -169,13 +169,12 @@ async function readPayment(
     supersededKey(txid),
   ]);
   const received = (await store.keys({ prefix: signatureReceivedPrefix(txid) })).length;
-  const attempts: BroadcastAttempt[] = [];
-  for await (const [, a] of store.entries<BroadcastAttempt>({ prefix: broadcastPrefix(txid) })) attempts.push(a);
+  const last = await lastBroadcastAttempt(store, txid);
   const records = { made: made as SignatureRecord | undefined, final: final as FinalizedRecord | undefined };
   if (!records.made && !records.final) return undefined;
   return paymentFacts(federation, txid, records, {
     received,
-    attempts,
+    last,
     confirmation: confirmation as TxConfirmation | undefined,
     tip,
     superseded: superseded as Supersession | undefined,
@@ -188,7 +187,7 @@ function paymentFacts(
   { made, final }: PaymentRecords,
   seen: {
     received: number;
-    attempts: readonly BroadcastAttempt[];
+    last: LastAttempt | undefined;
     confirmation: TxConfirmation | undefined;
     tip: number | undefined;
     superseded: Supersession | undefined;
@@ -196,14 +195,14 @@ function paymentFacts(
 ): PaymentFacts {
   const t = federation.threshold;
   const k = final ? t : Math.min(t, seen.received + (made ? 1 : 0));
-  const last = seen.attempts[seen.attempts.length - 1];
+  const last = seen.last?.attempt;
   return {
     txid,
     signatures: `${k}/${t}`,
     finalized: final !== undefined,
-    broadcastAttempts: seen.attempts.length,
+    broadcastAttempts: seen.last ? seen.last.seq + 1 : 0,
     ...(last ? { lastBroadcast: last.outcome } : {}),
-    broadcast: seen.attempts.some((a) => !a.outcome.startsWith('error')),
+    broadcast: last !== undefined && everAccepted(last),
     confirmations: confirmationsAt(seen.tip, seen.confirmation),
     ...(seen.confirmation ? { height: seen.confirmation.height } : {}),
     ...feeFacts(final ?? made),

@@ -38,19 +38,34 @@ import {
 import { chainView, signedPayments } from './signer.js';
 import { standingPayments } from './standing.js';
 import type { Logger } from './log.js';
-import type {
-  BroadcastAttempt,
-  ChainSpend,
-  FinalizedRecord,
-  Proposal,
-  RequestStatus,
-  SignatureRecord,
+import {
+  everAccepted,
+  type BroadcastAttempt,
+  type ChainSpend,
+  type FinalizedRecord,
+  type Proposal,
+  type RequestStatus,
+  type SignatureRecord,
 } from '../storage/records.js';
 
 // Settlement: what happens to a finalized payment. With Bitcoin Core it is broadcast until the
 // node has it, followed to the configured depth (requests 'broadcast' → 'paid') and replaced
 // (BIP125) when it lingers while fees rise. Without Bitcoin Core (the devnet) it is accounted for
 // locally: its inputs spent, its change a federation output that exists on no chain.
+
+/** A payment's last broadcast attempt and its number (attempts are numbered from 0 without gaps). */
+export interface LastAttempt {
+  readonly seq: number;
+  readonly attempt: BroadcastAttempt;
+}
+
+/** The last broadcast attempt of payment `txid`: one row, however many there were. */
+export async function lastBroadcastAttempt(reader: Store, txid: string): Promise<LastAttempt | undefined> {
+  const prefix = broadcastPrefix(txid);
+  for await (const [key, attempt] of reader.entries<BroadcastAttempt>({ prefix, reverse: true, limit: 1 }))
+    return { seq: Number(key.slice(prefix.length)), attempt };
+  return undefined;
+}
 
 /** Moves the payment's requests from one of `from` to `to`. */
 async function stageRequests(
@@ -279,11 +294,8 @@ export class ChainSettlement {
   }
 
   /** The payment's last broadcast attempt and its number: one key read, however many there were. */
-  private async lastAttempt(txid: string): Promise<{ seq: number; attempt: BroadcastAttempt } | undefined> {
-    const prefix = broadcastPrefix(txid);
-    for await (const [key, attempt] of this.o.store.entries<BroadcastAttempt>({ prefix, reverse: true, limit: 1 }))
-      return { seq: Number(key.slice(prefix.length)), attempt };
-    return undefined;
+  private lastAttempt(txid: string): Promise<LastAttempt | undefined> {
+    return lastBroadcastAttempt(this.o.store, txid);
   }
 
   /** The payment's first attempt, whatever the node answered. */
@@ -298,10 +310,7 @@ export class ChainSettlement {
    * (and logged) only when its outcome or the height differs from the last one's: a payment the node
    * refuses is tried at every tick, and a record a tick would grow without bound while it does.
    */
-  private async broadcast(
-    record: FinalizedRecord,
-    last: { seq: number; attempt: BroadcastAttempt } | undefined,
-  ): Promise<void> {
+  private async broadcast(record: FinalizedRecord, last: LastAttempt | undefined): Promise<void> {
     const seq = (last?.seq ?? -1) + 1;
     let outcome: string;
     let failure: Error | undefined;
@@ -317,7 +326,8 @@ export class ChainSettlement {
     else this.o.log.info('broadcast', { txid: record.txid, outcome, attempt: seq });
     const at = new Date().toISOString();
     await this.o.store.transaction(async (batch) => {
-      batch.put(broadcastKey(record.txid, seq), { at, height, outcome } satisfies BroadcastAttempt);
+      const accepted = !outcome.startsWith('error') || (last !== undefined && everAccepted(last.attempt));
+      batch.put(broadcastKey(record.txid, seq), { at, height, outcome, accepted } satisfies BroadcastAttempt);
       if (!outcome.startsWith('error'))
         await stageRequests(batch, record, ['signed'], 'broadcast', at, `broadcast ${record.txid}`);
     });

@@ -233,6 +233,17 @@ export interface BroadcastAttempt {
   /** Bitcoin height when it was made: RBF counts blocks from the first accepted attempt. */
   readonly height: number;
   readonly outcome: string;
+  /**
+   * The node accepted this attempt or an earlier one, so that the last attempt alone tells (a payment
+   * that waits unconfirmed has one a block). Absent in records written before it was kept: for those,
+   * this attempt's own outcome stands in (everAccepted).
+   */
+  readonly accepted?: boolean;
+}
+
+/** Whether the node accepted `attempt` or, where it says, an attempt before it. */
+export function everAccepted(attempt: BroadcastAttempt): boolean {
+  return attempt.accepted ?? !attempt.outcome.startsWith('error');
 }
 
 /** hold/<request>/<member>: that member's operator released the held request. */
