@@ -10,6 +10,8 @@ interface Entry {
   readonly known: boolean;
   /** Its TLS handshake is done: whoever it is paid a key exchange of its own to get here. */
   secured: boolean;
+  /** When it was admitted (the Admissions clock, ms). */
+  readonly since: number;
 }
 
 /** Which pending connection goes first when all slots are taken: the lowest, the oldest of it. */
@@ -26,7 +28,11 @@ const standing = (e: Entry): number => (e.known ? 2 : 0) + (e.secured ? 1 : 0);
  * still short of TLS, first. Pushing out the oldest alone let a stranger's silent connections, a few
  * hundred a second from as many addresses as the per-address rate asks, push out every member's dial
  * before its handshake (a few round trips) was done: now they push out only each other, and a
- * member's dial once its TLS is done, or from where a member linked before, outlasts them.
+ * member's dial once its TLS is done, or from where a member linked before, outlasts them. And a
+ * connection younger than LINK_CAPS.handshakeGraceMs is pushed out only when every other one is too:
+ * ranked alone, a member's dial from an address not yet known here was the only one short of TLS in a
+ * table that strangers kept full of connections whose TLS they finished at once, and a few of those a
+ * second pushed out each of its dials.
  * Each address is also held to a rate of new connections, since every one that reaches TLS costs a
  * key exchange whether or not it is admitted for long.
  * Entries are keyed by remote address and port: the TLS socket a link runs on reports the same
@@ -44,6 +50,7 @@ export class Admissions {
     private readonly deadlineMs: number,
     private readonly onDeadline: () => void,
     private readonly onEvict: () => void = () => undefined,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   get size(): number {
@@ -67,7 +74,14 @@ export class Admissions {
       this.onDeadline();
       socket.destroy();
     }, this.deadlineMs);
-    const entry: Entry = { socket, address, timer, known: this.members.has(address), secured: false };
+    const entry: Entry = {
+      socket,
+      address,
+      timer,
+      known: this.members.has(address),
+      secured: false,
+      since: this.now(),
+    };
     this.open.set(id, entry);
     socket.once('close', () => this.release(id, entry));
     return true;
@@ -104,9 +118,18 @@ export class Admissions {
   }
 
   private evict(): void {
-    let [id, entry] = this.open.entries().next().value as [string, Entry];
-    // oldest first, in the order admitted
-    for (const [other, e] of this.open) if (standing(e) < standing(entry)) [id, entry] = [other, e];
+    const settled = this.now() - LINK_CAPS.handshakeGraceMs;
+    let victim: [string, Entry] | undefined;
+    // oldest first, in the order admitted; past its grace first
+    for (const pair of this.open) {
+      const [, e] = pair;
+      const better = (v: Entry): boolean => {
+        const [past, vPast] = [e.since <= settled, v.since <= settled];
+        return past !== vPast ? past : standing(e) < standing(v);
+      };
+      if (!victim || better(victim[1])) victim = pair;
+    }
+    const [id, entry] = victim!;
     this.release(id, entry);
     this.onEvict();
     entry.socket.destroy();

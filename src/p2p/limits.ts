@@ -14,6 +14,12 @@ export const LINK_CAPS = {
   pendingConnections: 64,
   /** Addresses members' links authenticated from, whose pending connections strangers' push out last. */
   memberAddresses: 256,
+  /**
+   * A pending connection younger than this is pushed out only when all are: an honest handshake takes
+   * a few round trips (about 1.5 to its TLS), and ranked at once a member's dial was pushed out by any
+   * stranger whose TLS was done.
+   */
+  handshakeGraceMs: 1_000,
   /** The same from one remote address: filling pendingConnections takes eight addresses. */
   pendingPerAddress: 8,
   /**

@@ -77,6 +77,49 @@ describe('pending connections (Admissions)', () => {
     admissions.closeAll();
   });
 
+  // ranked alone, a member's dial from an address not known here (its address changed, or this member
+  // restarted: the set is kept in memory) was short of TLS, the only such one in a table strangers kept
+  // full of connections whose TLS they finish at once: each next stranger's pushed it out, and 20 a
+  // second from 32 addresses (under every per-address rate and cap) kept the member out for good
+  it("lets a member's dial from a new address finish its handshake among strangers whose TLS is done", () => {
+    const clock = { now: 0 };
+    const admissions = new Admissions(
+      60_000,
+      () => undefined,
+      () => undefined,
+      () => clock.now,
+    );
+    const TLS_MS = 150; // accept to TLS done: 1.5 round trips at 100 ms
+    const AUTH_MS = 250; // accept to its link's proof checked
+    let port = 10_000;
+    let k = 0;
+    const stranger = (): void => {
+      const s = socket(`203.0.113.${k++ % 32}`, port++);
+      if (admissions.admit(s)) admissions.secured(s); // from close by: its TLS is done at once
+    };
+    for (let i = 0; i < LINK_CAPS.pendingConnections; i++) stranger();
+    let dial: Socket | undefined;
+    let dialAt = 0;
+    let linked = false;
+    for (let t = 0; t < 30_000 && !linked; t += 10) {
+      clock.now = t;
+      if (t % 1000 === 500) {
+        // the member (re)dials once a second
+        dial = socket('198.51.100.7', 40_000 + t);
+        assert.equal(admissions.admit(dial), true);
+        dialAt = t;
+      }
+      if (dial && !dial.destroyed && t - dialAt === TLS_MS) admissions.secured(dial);
+      if (dial && !dial.destroyed && t - dialAt === AUTH_MS) {
+        admissions.settle(dial);
+        linked = true;
+      }
+      if (t % 50 === 0) stranger(); // 20 a second
+    }
+    admissions.closeAll();
+    assert.equal(linked, true, 'every dial was pushed out before its handshake was done');
+  });
+
   it('one address is still held to its own cap, pushing out nobody', () => {
     const admissions = new Admissions(60_000, () => undefined);
     const mine = Array.from({ length: LINK_CAPS.pendingPerAddress }, (_, i) => socket('10.0.0.1', 2000 + i));
