@@ -58,9 +58,9 @@ export interface SigningPolicy {
 }
 
 /**
- * `work`: the rows the check read of earlier payments of its requests (each one's record and each of
- * its inputs), which the proposal's own size does not tell: what its sender is charged on top
- * (Coordinator, COORDINATOR_CAPS.proposalWork).
+ * `work`: the rows the check read of earlier payments of its requests that its sender sent (each one's
+ * record and each of its inputs), which the proposal's own size does not tell: what its sender is
+ * charged on top (Coordinator, COORDINATOR_CAPS.proposalWork).
  */
 export type SignOutcome =
   | { ok: true; txid: string; signatures: Uint8Array; already: boolean; work?: number }
@@ -280,7 +280,11 @@ async function readForSigning(
     policy.handoff && proposal.requestIds.length === 0
       ? await handoffState(store, policy.handoff, chain, policy.paidDepth)
       : undefined;
-  const work = [...known.values(), ...(handoff?.earlier ?? [])].reduce((a, p) => a + 1 + p.inputs.length, 0);
+  // only what the sender's own earlier payments cost: an honest proposal naming a request a malicious
+  // member pinned with payments of its own must not pay for them
+  const work = [...known.values(), ...(handoff?.earlier ?? [])]
+    .filter((p) => p.from === sender)
+    .reduce((a, p) => a + 1 + p.inputs.length, 0);
   const state: ValidationState = {
     ...(handoff ? { handoff } : {}),
     federation,

@@ -323,6 +323,26 @@ describe("checking a peer's proposals", () => {
     );
   });
 
+  // the same payments read for an honest peer's proposals are not its to pay for: charged to whoever
+  // sent the proposal being checked, they drained an honest proposer's budget here
+  it('charges no peer for the earlier payments another sent', async (t) => {
+    const HEAVY = 100;
+    const HONEST = 130; // past a budget's burst, were each charged what the malicious payments cost
+    const { store, reads } = counted(await memberStore(t, 1, HEAVY + HONEST + 1));
+    const { c } = await coordinatorOf(t, 0, store);
+    const heavy = Array.from({ length: HEAVY }, (_, i) => UTXO(i));
+    for (let k = 0; k < LIVE_PAYMENTS_PER_SENDER; k++)
+      await c.handle(MAL, 'proposal', proposal([REQ(0)], heavy, MAL, 2 + k / 4));
+    const honest = M[1]!.hex;
+    for (let k = 0; k < HONEST; k++) await c.handle(honest, 'proposal', proposal([REQ(0)], [UTXO(HEAVY + k)], honest));
+    const before = reads.rows;
+    await c.handle(honest, 'proposal', proposal([REQ(0)], [UTXO(HEAVY + HONEST)], honest));
+    assert.ok(
+      reads.rows > before,
+      "the honest peer's next proposal was dropped: its budget paid for another's payments",
+    );
+  });
+
   // a proposal kept to retry (it names a request not ingested here yet) is checked again, whole, each
   // time this member catches up: each time charged again, or a peer's 64 kept proposals cost five
   // checks each for one charge
