@@ -91,6 +91,30 @@ async function member(t: TestContext): Promise<{ store: Store; c: Internals; ing
   return { store, c: coordinator as unknown as Internals, ingest };
 }
 
+/** Payment `txid` of R from U confirms deep (the observer saw U spent by it), and settlement runs. */
+async function confirmed(store: Store, txid: string): Promise<void> {
+  const batch = store.batch();
+  stageSpent(batch, (await getUtxo(store, U))!, txid);
+  await batch.write({ sync: true });
+  const settlement = new ChainSettlement({
+    store,
+    federation,
+    log: createLogger({ level: 'error', write: () => {} }),
+    paidConfirmations: 1,
+    rbfAfterBlocks: 6,
+    maxFeeRate: 1000,
+    limits: DEFAULT_LIMITS,
+    onSettled: () => {},
+    rpc: { broadcast: async () => 'accepted' as const },
+    observer: {
+      sync: async () => {},
+      confirmations: async (id: string) => (id === txid ? 6 : 0),
+    } as unknown as BitcoinObserver,
+  });
+  await settlement.load();
+  await settlement.tick();
+}
+
 describe('a request finalized before it was ingested here', () => {
   it('one payment of it: matched once ingested, and counted in the rolling cap', async (t) => {
     const { store, c, ingest } = await member(t);
@@ -124,27 +148,7 @@ describe('a request finalized before it was ingested here', () => {
     await ingest();
     await c.matchLate();
     assert.equal((await windowOutflow(store, DEFAULT_LIMITS)).used, R.sats);
-    // F1 confirms: the observer saw U spent by it
-    const batch = store.batch();
-    stageSpent(batch, (await getUtxo(store, U))!, F1.txid);
-    await batch.write({ sync: true });
-    const settlement = new ChainSettlement({
-      store,
-      federation,
-      log: createLogger({ level: 'error', write: () => {} }),
-      paidConfirmations: 1,
-      rbfAfterBlocks: 6,
-      maxFeeRate: 1000,
-      limits: DEFAULT_LIMITS,
-      onSettled: () => {},
-      rpc: { broadcast: async () => 'accepted' as const },
-      observer: {
-        sync: async () => {},
-        confirmations: async (txid: string) => (txid === F1.txid ? 6 : 0),
-      } as unknown as BitcoinObserver,
-    });
-    await settlement.load();
-    await settlement.tick();
+    await confirmed(store, F1.txid);
     assert.equal((await getRequest(store, R.id))?.status, 'paid');
   });
 });
@@ -168,6 +172,45 @@ describe('a finalized payment of a request not ingested here yet', () => {
       await c.onProposalFrame(M[0]!.hex, q);
       assert.equal(await store.get(signatureMadeKey(checkProposal(q).txid)), undefined, 'refused (input_held)');
       assert.equal((await getUtxo(store, UTXO(0)))?.reservedBy, txidOf(F.tx));
+    });
+  }
+});
+
+// A request's id (EVM tx hash + log ordinal) does not say what its log asked: the same transaction
+// re-mined on another branch after a reorg deeper than the confirmation depth can emit a
+// RequestPegOut with another amount (a contract wallet that reads its own state). The other members
+// ingested the old log (R: 3,000,000 sats) and finalized F1, paying R's address 3,000,000 less its
+// share; this member lagged and ingests the final log of the new branch: 9,000,000 sats to the same
+// address. Matched to F1 by its output's script alone (in stageFinalized, and in matchLate when F1
+// came first), the request went 'signed', then 'paid': the user underpaid by 6,000,000 sats, and no
+// member would ever pay the rest.
+describe('a request re-mined with a larger amount after a deep EVM reorg, to the same address', () => {
+  const NEW_SATS = 9_000_000n;
+  const ingestNew = async (store: Store): Promise<void> => {
+    const b = store.batch();
+    const { txHash, ordinal } = parseRequestId(R.id);
+    stageNewRequest(b, testRequest({ txHash, ordinal, sats: NEW_SATS, scriptPubKey: R.scriptPubKey }), 'now');
+    await b.write({ sync: true });
+  };
+  for (const order of ['finalized payment first (late match)', 'ingested first (stageFinalized)'] as const) {
+    it(`is not taken as paid by a payment of the old log's amount: ${order}`, async (t) => {
+      const { store, c } = await member(t);
+      if (order === 'ingested first (stageFinalized)') {
+        await ingestNew(store);
+        await c.onFinalizedFrame(M[0]!.hex, F1.body);
+      } else {
+        await c.onFinalizedFrame(M[0]!.hex, F1.body);
+        await ingestNew(store);
+        await c.matchLate();
+      }
+      await confirmed(store, F1.txid);
+      const r = (await getRequest(store, R.id))!;
+      assert.notEqual(
+        r.status,
+        'paid',
+        `a request for ${NEW_SATS} sats marked paid by ${F1.txid}, which paid the old log's amount less its share: ` +
+          JSON.stringify(r.history.map((h) => h.status)),
+      );
     });
   }
 });
