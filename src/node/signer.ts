@@ -187,6 +187,8 @@ interface SignerReads {
   readonly payments: ReadonlyMap<string, readonly string[]>;
   /** See SignOutcome. */
   readonly work: number;
+  /** The payments whose inputs it takes over (SignatureRecord.replaced); set once it is staged. */
+  readonly replaced?: readonly string[];
 }
 
 /** Request records read at a time by requestsUntilUnknown. */
@@ -368,7 +370,7 @@ async function validateAndStage(
   const replacing = new Set<string>();
   for (const u of current) if (u?.state === 'reserved' && u.reservedBy) replacing.add(u.reservedBy);
   await stageProposal(batch, checked, { replacing: [...replacing], current });
-  return reads;
+  return { ...reads, replaced: [...replacing] };
 }
 
 /**
@@ -382,7 +384,7 @@ function stageSigned(
   { proposal, tx, txid }: CheckedProposal,
   signatures: Uint8Array,
   at: string,
-  { state, identities, records, payments }: SignerReads,
+  { state, identities, records, payments, replaced }: SignerReads,
 ): void {
   batch.put(signatureMadeKey(txid), {
     txid,
@@ -393,6 +395,7 @@ function stageSigned(
     vsize: signedFederationVsize(federation, tx),
     at,
     from: state.sender,
+    ...(replaced && replaced.length > 0 ? { replaced } : {}),
   } satisfies SignatureRecord);
   const added = proposal.requestIds.reduce((a, id, i) => (state.request(id)!.counts ? a + records[i]!.sats : a), 0n);
   stageOutflow(batch, state.outflow, added);

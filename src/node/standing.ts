@@ -1,7 +1,7 @@
 import { parseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import { paymentsOfRequest } from '../evm/request-store.js';
-import { finalizedKey } from '../storage/keys.js';
-import type { FinalizedRecord } from '../storage/records.js';
+import { finalizedKey, signatureMadeKey } from '../storage/keys.js';
+import type { FinalizedRecord, SignatureRecord } from '../storage/records.js';
 import type { Store, StoreBatch } from '../storage/store.js';
 import { proposalsSpending } from '../wallet/proposal.js';
 import { parseOutpoint, reclaimUtxos, type Outpoint } from '../wallet/utxos.js';
@@ -40,14 +40,19 @@ export async function standingPayments(store: Store, paidDepth: number, losers: 
     },
     /**
      * Judges what `loser` may have taken inputs from, whatever it pays (a handoff pays no request): the
-     * payments it conflicted with when it was finalized here, the proposals stored here that spend its
-     * inputs, and the payments of its requests (a payment it replaced, finalized elsewhere, is only
-     * there: the replacement rule lets it take their inputs only by paying all their requests). Those
-     * standing get them back on reclaim.
+     * payments it conflicted with when it was finalized here, those whose inputs it took over when it
+     * was signed here (a handoff known here only by its finalized record is found nowhere else), the
+     * proposals stored here that spend its inputs, and the payments of its requests (a payment it
+     * replaced, finalized elsewhere, is only there: the replacement rule lets it take their inputs only
+     * by paying all their requests). Those standing get them back on reclaim.
      */
     async held(loser: string, inputs: readonly Outpoint[], requestIds: readonly string[]): Promise<void> {
       if (!chain) return;
-      const from = new Set((await store.get<FinalizedRecord>(finalizedKey(loser)))?.conflicts ?? []);
+      const [finalized, made] = await store.getMany<unknown>([finalizedKey(loser), signatureMadeKey(loser)]);
+      const from = new Set([
+        ...((finalized as FinalizedRecord | undefined)?.conflicts ?? []),
+        ...((made as SignatureRecord | undefined)?.replaced ?? []),
+      ]);
       for (const input of inputs) for (const other of await proposalsSpending(store, input, loser)) from.add(other);
       for (const id of requestIds)
         for (const other of await paymentsOfRequest(store, parseRequestId(id))) from.add(other);

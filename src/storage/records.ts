@@ -180,6 +180,11 @@ export interface SignatureRecord extends Pick<FinalizedRecord, 'txid' | 'request
    * before it was kept; those count for no sender.
    */
   readonly from?: string;
+  /**
+   * The payments whose inputs it took over when it was signed (their reservations moved to it): those
+   * it gives them back to if it can no longer finalize (node/standing.ts). Absent when none.
+   */
+  readonly replaced?: readonly string[];
 }
 
 /** final/<txid>: a payment with t valid signatures on every input. */
