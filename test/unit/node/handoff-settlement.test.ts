@@ -5,12 +5,18 @@ import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { serializeTx, txid as txidOf } from '../../../src/bitcoin/tx.js';
 import { BitcoinObserver } from '../../../src/chain/observer.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
-import { signProposal, type SigningPolicy } from '../../../src/node/signer.js';
+import { chainView, signedPayments, signProposal, type SigningPolicy } from '../../../src/node/signer.js';
 import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
-import { cursorKey, HANDOFF_PROVEN_KEY, openPaymentKey } from '../../../src/storage/keys.js';
+import { cursorKey, HANDOFF_PROVEN_KEY, openPaymentKey, supersededKey } from '../../../src/storage/keys.js';
 import type { Store } from '../../../src/storage/store.js';
-import { buildSweeps, makeRotationPlan, type HandoffPolicy, type HandoffTx } from '../../../src/wallet/handoff.js';
+import {
+  buildSweeps,
+  buildTestSpend,
+  makeRotationPlan,
+  type HandoffPolicy,
+  type HandoffTx,
+} from '../../../src/wallet/handoff.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
 import { type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
@@ -167,5 +173,50 @@ describe('finalized sweeps that replace one another', () => {
     assert.equal((await getUtxo(store, a))?.reservedBy, h1);
     const bRecord = await getUtxo(store, b);
     assert.equal(bRecord?.reservedBy, h1, `b is ${bRecord?.state} (reservedBy ${bRecord?.reservedBy})`);
+  });
+});
+
+// A test spend this member knows only by its finalized record (the others finalized it; this member
+// did not sign it) holds its input a. A payment of a request may take a over (a handoff has no request
+// to strand): the malicious proposer has this member sign P, paying e from a, and keeps the set to
+// itself. The others pay e with A from b, which supersedes P. What P took a from was found neither in
+// its conflicts (P is not finalized here), nor among the proposals stored here (T was never proposed
+// here), nor among the payments of its requests (a handoff pays none): a went to the wallet while T,
+// finalized and unspent-from, could still confirm. P records what it took over (SignatureRecord.replaced).
+describe('a test spend known here only by its finalized record, whose input a superseded payment took', () => {
+  it('keeps its input: it is not given to the wallet while the test spend can still confirm', async (t) => {
+    const { store, settlement, coins } = await setup(t);
+    const { a, b } = coins;
+    const batch = store.batch();
+    const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3));
+    const { id } = stageNewRequest(
+      batch,
+      testRequest({ txHash: `0x${hex32(9)}`, sats: 30_000_000n, scriptPubKey }),
+      'then',
+    );
+    await batch.write({ sync: true });
+    const e = { id, scriptPubKey, sats: 30_000_000n };
+    const T = buildTestSpend([a], handoff.testAmount, 2, plan)!;
+    const tid = txidOf(T.tx);
+    await settlement.onFinalized((await finalize(store, T))!);
+    assert.equal((await getUtxo(store, a))?.reservedBy, tid, 'T holds a');
+    const P = buildReplacement([e], [a], 2, from)!;
+    assert.equal((await sign(store, P)).ok, true);
+    assert.equal((await getUtxo(store, a))?.reservedBy, txidOf(P.tx), 'P took a over from T');
+    await settlement.onFinalized((await finalize(store, buildReplacement([e], [b], 2, from)!))!);
+    assert.notEqual(await store.get(supersededKey(txidOf(P.tx))), undefined, 'A superseded P');
+    await settlement.tick();
+    const [tp] = await signedPayments(store, [tid], await chainView(store, PAID), PAID);
+    assert.deepEqual(
+      [tp?.finalized, tp?.dead, (await store.get(openPaymentKey(tid))) !== undefined],
+      [true, false, true],
+      'T is live and followed',
+    );
+    const u = await getUtxo(store, a);
+    assert.deepEqual(
+      { state: u?.state, reservedBy: u?.reservedBy },
+      { state: 'reserved', reservedBy: tid },
+      'a is T’s while T can confirm, not the wallet’s (where any proposal of other requests takes it)',
+    );
   });
 });
