@@ -18,7 +18,7 @@ import {
   type HandoffTx,
 } from '../../../src/wallet/handoff.js';
 import { DEFAULT_LIMITS } from '../../../src/wallet/limits.js';
-import { type SpendableUtxo } from '../../../src/wallet/payment.js';
+import { type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { stageNewRequest } from '../../../src/evm/request-store.js';
@@ -84,6 +84,19 @@ async function setup(t: TestContext) {
   return { store, chain, observer, settlement, coins: { a: a!, b: b!, c: c!, d: d! } };
 }
 
+/** A request of 0.3 BTC, ingested. */
+async function addRequest(store: Store): Promise<PaymentRequest> {
+  const batch = store.batch();
+  const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3));
+  const { id } = stageNewRequest(
+    batch,
+    testRequest({ txHash: `0x${hex32(9)}`, sats: 30_000_000n, scriptPubKey }),
+    'then',
+  );
+  await batch.write({ sync: true });
+  return { id, scriptPubKey, sats: 30_000_000n };
+}
+
 const sweep = (coins: SpendableUtxo[], rate: number): HandoffTx => {
   const { sweeps } = buildSweeps(coins, rate, plan, from, handoff.maxFee);
   assert.equal(sweeps.length, 1);
@@ -141,15 +154,7 @@ describe('finalized sweeps that replace one another', () => {
   it('an input a losing payment took over from a finalized sweep that can still confirm stays held by the sweep', async (t) => {
     const { store, chain, observer, settlement, coins } = await setup(t);
     const { a, b, d } = coins;
-    const batch = store.batch();
-    const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3));
-    const { id } = stageNewRequest(
-      batch,
-      testRequest({ txHash: `0x${hex32(9)}`, sats: 30_000_000n, scriptPubKey }),
-      'then',
-    );
-    await batch.write({ sync: true });
-    const r = { id, scriptPubKey, sats: 30_000_000n };
+    const r = await addRequest(store);
     // Q pays r from d (in flight, so nothing is owed and sweeps go); H1 sweeps a and b. The malicious
     // proposer then has P, a replacement of Q (it spends d), also take b from H1 (a handoff has no
     // request to strand: input_held lets it), and P2 replace P from d alone. All finalized.
@@ -187,15 +192,7 @@ describe('a test spend known here only by its finalized record, whose input a su
   it('keeps its input: it is not given to the wallet while the test spend can still confirm', async (t) => {
     const { store, settlement, coins } = await setup(t);
     const { a, b } = coins;
-    const batch = store.batch();
-    const scriptPubKey = witnessScript(0, new Uint8Array(20).fill(3));
-    const { id } = stageNewRequest(
-      batch,
-      testRequest({ txHash: `0x${hex32(9)}`, sats: 30_000_000n, scriptPubKey }),
-      'then',
-    );
-    await batch.write({ sync: true });
-    const e = { id, scriptPubKey, sats: 30_000_000n };
+    const e = await addRequest(store);
     const T = buildTestSpend([a], handoff.testAmount, 2, plan)!;
     const tid = txidOf(T.tx);
     await settlement.onFinalized((await finalize(store, T))!);
