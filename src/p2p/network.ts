@@ -143,6 +143,8 @@ interface Link {
   binding?: Uint8Array;
   /** Stops counting the bytes the peer sends before it authenticates. */
   unmeter?: () => void;
+  /** It sent more than LINK_CAPS.handshakeBytes before authenticating. */
+  overBudget?: boolean;
   peer?: Uint8Array;
   peerChallenge?: Uint8Array;
   ready: boolean;
@@ -414,15 +416,18 @@ export class PeerNetwork extends EventEmitter {
       bytes += chunk.length;
       if (bytes <= LINK_CAPS.handshakeBytes) return;
       socket.off('data', meter);
+      link.overBudget = true;
       // judged once ws has parsed this chunk too: an honest peer's first frames may share it
       // with the proof that makes the link ready
-      setImmediate(() => {
-        if (!this.pending.has(link)) return;
-        this.fail(link, `more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`);
-      });
+      setImmediate(() => this.pending.has(link) && link.ws.readyState === WebSocket.OPEN && this.failOverBudget(link));
     };
-    socket.on('data', meter);
+    // ahead of ws's own reader, so a frame parsed from this chunk already sees it counted
+    socket.prependListener('data', meter);
     link.unmeter = () => socket.off('data', meter);
+  }
+
+  private failOverBudget(link: Link): void {
+    this.fail(link, `more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`);
   }
 
   private receive(link: Link, data: Buffer, expected: string | undefined): void {
@@ -474,6 +479,9 @@ export class PeerNetwork extends EventEmitter {
     const frame = decodeFrame(data, HANDSHAKE_TYPES);
     if (typeof frame === 'string') {
       this.stats.dropped[frame === 'unknown_type' ? 'unauthenticated' : frame]++;
+      // libuv can read a whole oversized frame before the budget's check runs: the budget is
+      // still what this connection broke
+      if (link.overBudget) return this.failOverBudget(link);
       return this.fail(link, `handshake frame refused (${frame})`);
     }
     if (!link.binding) return this.fail(link, 'not a TLS 1.3 channel');

@@ -157,18 +157,22 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     net.on('message', (_from: string, _type: string, body: { text: string }) => got.push(body.text.length));
     await net.start();
 
-    const stranger = new WebSocket(urlOf(ms[0]!), DIAL_TLS);
-    stranger.on('error', () => undefined);
-    await once(stranger, 'open');
-    stranger.send(Buffer.alloc(1024 * 1024, 7));
-    await within(once(stranger, 'close'), 'the stranger to be closed');
-    assert.deepEqual(reasons, [`more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`]);
+    // a frame just over the budget arrives whole, in one read, and is parsed before the budget is
+    // judged; a 1 MiB frame mostly comes in many reads
+    for (const size of [LINK_CAPS.handshakeBytes + 100, 1024 * 1024]) {
+      const stranger = new WebSocket(urlOf(ms[0]!), DIAL_TLS);
+      stranger.on('error', () => undefined);
+      await once(stranger, 'open');
+      stranger.send(Buffer.alloc(size, 7));
+      await within(once(stranger, 'close'), 'the stranger to be closed');
+    }
+    assert.deepEqual(reasons, Array(2).fill(`more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`));
 
     const text = 'y'.repeat(64 * 1024);
     const member = await rawPeer(ms[0]!, ms[1]!.secretKey, { follow: encodeFrame('note', { text }) });
     assert.equal(await member.ready, true);
     await until(() => got.includes(text.length), 'the frame right behind the proof');
-    assert.equal(reasons.length, 1);
+    assert.equal(reasons.length, 2);
     member.ws.close();
   });
 
