@@ -83,6 +83,12 @@ export const REQUEST_TRANSITIONS: Readonly<Record<RequestStatus, readonly Reques
 export const QUEUED: ReadonlySet<RequestStatus> = new Set(['accepted', 'held', 'rate_limited']);
 
 /**
+ * Requests no payment finalized here pays yet: QUEUED, or in a payment this member signed. A payment
+ * not finalized holds its inputs for these only (wallet/validate.ts input_held), and a merge pays these.
+ */
+export const AWAITING_FINAL: ReadonlySet<RequestStatus> = new Set([...QUEUED, 'batched']);
+
+/**
  * Whether a payment of `record` counts against the rolling cap (node/outflow.ts): it is queued now,
  * so the payment takes it out of the queue. A replacement or merge of a payment of it still in flight
  * here does not count; a payment of it after one that lost gave it back to the queue counts again.

@@ -2,7 +2,7 @@ import { setImmediate } from 'node:timers/promises';
 import { toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
-import { countsInOutflow, getRequest, QUEUED, stageStatus } from '../evm/request-store.js';
+import { AWAITING_FINAL, countsInOutflow, getRequest, stageStatus } from '../evm/request-store.js';
 import type { Metrics } from '../metrics/metrics.js';
 import * as stages from '../metrics/stages.js';
 import type { PeerNetwork } from '../p2p/network.js';
@@ -448,7 +448,7 @@ export class Coordinator {
           const out = f && parseTx(f.tx).outputs[output];
           if (!f || !r.scriptPubKey || !out || !paysRequest(out, { scriptPubKey: r.scriptPubKey, sats: r.sats }, f.fee))
             continue;
-          if (QUEUED.has(r.status) || r.status === 'batched') {
+          if (AWAITING_FINAL.has(r.status)) {
             if (countsInOutflow(r)) firstPaid += r.sats;
             r = stageStatus(batch, r, 'signed', at, `finalized in ${txid}`);
           }
@@ -894,7 +894,7 @@ export class Coordinator {
       const requests: PaymentRequest[] = [];
       for (const id of ids) {
         const r = await getRequest(this.o.store, id);
-        if (r?.scriptPubKey && (QUEUED.has(r.status) || r.status === 'batched'))
+        if (r?.scriptPubKey && AWAITING_FINAL.has(r.status))
           requests.push({ id, scriptPubKey: r.scriptPubKey, sats: r.sats });
       }
       const payment =
@@ -942,7 +942,7 @@ export class Coordinator {
     if (proposal.requestIds.length === 0) return inputs;
     for (const id of proposal.requestIds) {
       const r = await getRequest(this.o.store, id).catch(() => undefined);
-      if (r && (QUEUED.has(r.status) || r.status === 'batched')) return inputs;
+      if (r && AWAITING_FINAL.has(r.status)) return inputs;
     }
     return undefined;
   }

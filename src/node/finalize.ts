@@ -3,13 +3,13 @@ import { parseTx, type Transaction } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import {
+  AWAITING_FINAL,
   countsInOutflow,
   getRequest,
   getRequests,
   requestsOf,
   paymentsOfRequest,
   paymentsOfRequests,
-  QUEUED,
   stagePaymentOf,
   stageStatus,
 } from '../evm/request-store.js';
@@ -352,7 +352,7 @@ async function stageFinalized(
       requestIds.push(id);
       if (countsInOutflow(r)) firstPaid += r.sats;
       payments = stagePaymentOf(batch, identities[k]!, payments, txid);
-      if (QUEUED.has(r.status) || r.status === 'batched') r = stageStatus(batch, r, 'signed', at, detail);
+      if (AWAITING_FINAL.has(r.status)) r = stageStatus(batch, r, 'signed', at, detail);
     }
     current.set(id, { r, payments });
   }

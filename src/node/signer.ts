@@ -3,6 +3,7 @@ import { parseTx, spendFee } from '../bitcoin/tx.js';
 import { signedFederationVsize } from '../bitcoin/weight.js';
 import { storedConfirmations, storedTipHeight } from '../chain/observer.js';
 import {
+  AWAITING_FINAL,
   countsInOutflow,
   paymentsOfRequests,
   QUEUED,
@@ -10,7 +11,7 @@ import {
   stagePaymentOf,
   stageStatus,
 } from '../evm/request-store.js';
-import { tryParseRequestId, type RequestIdentity } from '../evm/request-id.js';
+import { parseRequestId, tryParseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import * as stages from '../metrics/stages.js';
 import {
   finalizedKey,
@@ -92,6 +93,20 @@ async function paymentRecord(
       vsize: f.vsize,
     });
   return { ...(record ? { record } : {}), finalized: f !== undefined };
+}
+
+/**
+ * The requests payment `txid` holds its inputs for (wallet/validate.ts input_held): every one a
+ * finalized payment commits to (it can still confirm), only those still AWAITING_FINAL here for one
+ * only signed. The others a finalized payment pays: taking the input strands none of them (should that
+ * payment lose, they are queued again), and the coordinator, merging only payments of requests still
+ * awaiting one, would never merge the holder with a payment that needs the input.
+ */
+async function heldFor(store: Store, txid: string): Promise<readonly string[] | undefined> {
+  const { record, finalized } = await paymentRecord(store, txid);
+  if (!record || finalized) return record?.requestIds;
+  const records = await requestsOf(store, record.requestIds.map(parseRequestId));
+  return record.requestIds.filter((_, i) => !records[i] || AWAITING_FINAL.has(records[i].status));
 }
 
 /**
@@ -274,8 +289,8 @@ async function readForSigning(
     if (!u) continue;
     utxos.set(outpointText(input), u);
     if (u.state === 'reserved' && u.reservedBy && !holders.has(u.reservedBy)) {
-      const { record } = await paymentRecord(store, u.reservedBy);
-      if (record) holders.set(u.reservedBy, record.requestIds);
+      const held = await heldFor(store, u.reservedBy);
+      if (held) holders.set(u.reservedBy, held);
     }
   }
   const handoff =

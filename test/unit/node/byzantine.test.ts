@@ -6,6 +6,7 @@ import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
 import { checkFinalizedCommitment, parseFinalizedBody } from '../../../src/node/messages.js';
 import { recordFinalized } from '../../../src/node/finalize.js';
+import { settleLocally } from '../../../src/node/settlement.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
 import { getRequest, stageNewRequest } from '../../../src/evm/request-store.js';
 import { signProposal, type SignOutcome } from '../../../src/node/signer.js';
@@ -178,6 +179,41 @@ describe('a malicious member against an honest signer (issue 11)', () => {
       'signed',
       'a merge that pays every request of the holder may take it',
     );
+  });
+
+  it('5b: an input held for requests a finalized payment pays is held for nothing: a payment of other requests may take it', async (t) => {
+    const store = await member(t);
+    const other: PaymentRequest = { id: `0x${hex32(3)}:0`, scriptPubKey: address, sats: 3_000_000n };
+    const batch = store.batch();
+    stageNewRequest(
+      batch,
+      testRequest({ ...parseRequestId(other.id), blockNumber: 5, sats: other.sats, scriptPubKey: address }),
+      'then',
+    );
+    await batch.write({ sync: true });
+    // D, signed here, pays R1 from U1; elsewhere F (R2 from U2) and C (R1 and R2 from U2) both
+    // reached t. They conflict, so C supersedes nothing here (on a chain F may be the one to confirm)
+    const d = built([R[0]!], [U[0]!]);
+    assert.equal(reason(await sign(store, d)), 'signed');
+    for (const p of [built([R[1]!], [U[1]!]), built([R[0]!, R[1]!], [U[1]!])]) {
+      const tx = parseTx(p.unsignedTx);
+      const record = await recordFinalized(
+        store,
+        federation,
+        txidOf(tx),
+        tx,
+        { tx: p.unsignedTx, prevouts: p.prevouts, requestIds: p.requestIds },
+        'test',
+        { limits: DEFAULT_LIMITS, paidDepth: TEST_POLICY.paidDepth },
+      );
+      await settleLocally(store, federation, record!);
+    }
+    assert.equal((await getRequest(store, R[0]!.id))?.status, 'signed');
+    assert.equal((await getUtxo(store, U[0]!))?.reservedBy, txidOf(parseTx(d.unsignedTx)), 'D still holds U1');
+    // the coordinator forgets D (it pays nothing still payable) and never merges it: refusing a
+    // payment of other requests from U1 for D's sake stalled them for good (a hostile member had
+    // the other members sign such a payment, a rival none of their merges could leave U1 out of)
+    assert.equal(reason(await sign(store, built([other], [U[0]!]))), 'signed');
   });
 
   it('6: requests paid again when their payment lost to a conflicting one at only one confirmation', async (t) => {
