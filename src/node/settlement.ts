@@ -168,7 +168,7 @@ async function stageLost(
  */
 export async function settleLocally(store: Store, federation: Federation, record: FinalizedRecord): Promise<void> {
   await store.transaction((batch) =>
-    stages.timeAsync('finalize_record', () => applyLocally(store, federation, batch, record)),
+    stages.timeAsync('finalize_record', () => applyLocally(federation, batch, record)),
   );
 }
 
@@ -183,12 +183,7 @@ export async function settleLocallyAtStart(store: Store, federation: Federation)
     if (finalized) await settleLocally(store, federation, finalized);
 }
 
-async function applyLocally(
-  store: Store,
-  federation: Federation,
-  batch: StoreBatch,
-  record: FinalizedRecord,
-): Promise<void> {
+async function applyLocally(federation: Federation, batch: StoreBatch, record: FinalizedRecord): Promise<void> {
   const tx = parseTx(record.tx);
   const utxos = await getUtxos(batch, tx.inputs);
   // A conflicting payment was finalized first. On a chain only one of them would confirm, and
@@ -211,8 +206,8 @@ async function applyLocally(
         pegIn: false,
       });
   }
-  // no chain: no payment stands (standingPayments) and no depth is read
-  await stageSuperseded(store, batch, record, new Date().toISOString(), 0);
+  // the payments it conflicts with are not lost (stageSuperseded): without a chain nothing says
+  // which of them confirms, and one signed here may still reach t (signer.ts killedByConflict)
 }
 
 export interface ChainSettlementOptions {

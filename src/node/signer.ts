@@ -110,24 +110,23 @@ async function heldFor(store: Store, txid: string): Promise<readonly string[] | 
 }
 
 /**
- * Whether a transaction conflicting with payment `txid` (spending one of `inputs`) killed it.
- * Without a chain (declared funding), which of two conflicting finalized payments would confirm is
- * unknown and members apply them in different orders: a local spend kills only a payment not known
- * finalized here. With a chain, only a conflict confirmed at the paid depth does (at one
- * confirmation a reorg could still bring the payment back, and paying its requests again would pay
- * them twice).
+ * Whether a transaction conflicting with payment `txid` (spending one of `inputs`) killed it: only a
+ * conflict confirmed at the paid depth does (at one confirmation a reorg could still bring the
+ * payment back, and paying its requests again would pay them twice). Without a chain (declared
+ * funding) none does: a payment that a conflicting finalized one spent here may still reach t (the
+ * members that signed the other may have signed it too, as its replacement) and be finalized after.
  */
 async function killedByConflict(
   store: Store,
   txid: string,
   inputs: readonly string[],
-  finalized: boolean,
   chain: ChainView | null,
   paidDepth: number,
 ): Promise<boolean> {
+  if (!chain) return false;
   for (const u of await getUtxos(store, inputs.map(parseOutpoint))) {
-    if (u?.state !== 'spent' || u.spentBy === txid) continue;
-    if (chain ? u.spentBy && (await storedConfirmations(store, u.spentBy)) >= paidDepth : !finalized) return true;
+    if (u?.state !== 'spent' || u.spentBy === txid || !u.spentBy) continue;
+    if ((await storedConfirmations(store, u.spentBy)) >= paidDepth) return true;
   }
   return false;
 }
@@ -150,7 +149,7 @@ export async function signedPayments(
   for (const txid of txids) {
     const { record, finalized } = await paymentRecord(store, txid);
     if (!record) continue;
-    let dead = await killedByConflict(store, txid, record.inputs, finalized, chain, paidDepth);
+    let dead = await killedByConflict(store, txid, record.inputs, chain, paidDepth);
     const supersession = dead ? undefined : await store.get<Supersession>(supersededKey(txid));
     if (supersession) dead = chain ? (await storedConfirmations(store, supersession.by)) >= paidDepth : true;
     out.push({

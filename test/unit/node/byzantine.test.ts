@@ -100,6 +100,15 @@ const sign = (
 ): Promise<SignOutcome> => signProposal(store, honest, federation, 'tx' in p ? p : checkProposal(p), policy, from);
 const reason = (o: SignOutcome): string => (o.ok ? 'signed' : o.reason);
 
+/** `p`, at t elsewhere, finalized here and applied without a chain (declared funding). */
+async function finalizedHere(store: Store, p: Proposal): Promise<void> {
+  const tx = parseTx(p.unsignedTx);
+  const body = { tx: p.unsignedTx, prevouts: p.prevouts, requestIds: p.requestIds };
+  const rules = { limits: DEFAULT_LIMITS, paidDepth: TEST_POLICY.paidDepth };
+  const record = await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', rules);
+  await settleLocally(store, federation, record!);
+}
+
 describe('a malicious member against an honest signer (issue 11)', () => {
   it('1: one request paid several times in one transaction under ids that name it differently', async (t) => {
     const store = await member(t);
@@ -195,25 +204,28 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     // reached t. They conflict, so C supersedes nothing here (on a chain F may be the one to confirm)
     const d = built([R[0]!], [U[0]!]);
     assert.equal(reason(await sign(store, d)), 'signed');
-    for (const p of [built([R[1]!], [U[1]!]), built([R[0]!, R[1]!], [U[1]!])]) {
-      const tx = parseTx(p.unsignedTx);
-      const record = await recordFinalized(
-        store,
-        federation,
-        txidOf(tx),
-        tx,
-        { tx: p.unsignedTx, prevouts: p.prevouts, requestIds: p.requestIds },
-        'test',
-        { limits: DEFAULT_LIMITS, paidDepth: TEST_POLICY.paidDepth },
-      );
-      await settleLocally(store, federation, record!);
-    }
+    for (const p of [built([R[1]!], [U[1]!]), built([R[0]!, R[1]!], [U[1]!])]) await finalizedHere(store, p);
     assert.equal((await getRequest(store, R[0]!.id))?.status, 'signed');
     assert.equal((await getUtxo(store, U[0]!))?.reservedBy, txidOf(parseTx(d.unsignedTx)), 'D still holds U1');
     // the coordinator forgets D (it pays nothing still payable) and never merges it: refusing a
     // payment of other requests from U1 for D's sake stalled them for good (a hostile member had
     // the other members sign such a payment, a rival none of their merges could leave U1 out of)
     assert.equal(reason(await sign(store, built([other], [U[0]!]))), 'signed');
+  });
+
+  it('5c: without a chain, a payment signed here and spent by a conflicting finalized one may still reach t: its other requests are not paid again', async (t) => {
+    const store = await member(t);
+    // a hostile member had A (R1 and R2 from U1) signed by members that had signed E (R1 from U1),
+    // which A replaces, and withheld its own set on A until E was finalized and applied here
+    const a = built([R[0]!, R[1]!], [U[0]!]);
+    assert.equal(reason(await sign(store, a)), 'signed');
+    await finalizedHere(store, built([R[0]!], [U[0]!]));
+    assert.equal((await getRequest(store, R[1]!.id))?.status, 'batched', 'A can still be finalized');
+    assert.equal(
+      reason(await sign(store, built([R[1]!], [U[1]!]))),
+      'double_payment',
+      'R2 from other inputs: with A finalized after it, R2 was paid twice',
+    );
   });
 
   it('6: requests paid again when their payment lost to a conflicting one at only one confirmation', async (t) => {
