@@ -97,16 +97,35 @@ async function paymentRecord(
 
 /**
  * The requests payment `txid` holds its inputs for (wallet/validate.ts input_held): every one a
- * finalized payment commits to (it can still confirm), only those still AWAITING_FINAL here for one
- * only signed. The others a finalized payment pays: taking the input strands none of them (should that
- * payment lose, they are queued again), and the coordinator, merging only payments of requests still
- * awaiting one, would never merge the holder with a payment that needs the input.
+ * finalized payment commits to (it can still confirm), and for one only signed, all but those a
+ * finalized payment sharing none of its inputs pays. Taking its input strands none of those (should
+ * that payment lose, they are queued again), and the coordinator, merging only payments of requests
+ * still awaiting one, would never merge the holder with a payment that needs the input. A finalized
+ * payment it shares an input with is one it replaced: taking the input takes that one's too.
  */
 async function heldFor(store: Store, txid: string): Promise<readonly string[] | undefined> {
   const { record, finalized } = await paymentRecord(store, txid);
   if (!record || finalized) return record?.requestIds;
-  const records = await requestsOf(store, record.requestIds.map(parseRequestId));
-  return record.requestIds.filter((_, i) => !records[i] || AWAITING_FINAL.has(records[i].status));
+  const identities = record.requestIds.map(parseRequestId);
+  const records = await requestsOf(store, identities);
+  const settled = record.requestIds.flatMap((_, i) =>
+    records[i] && !AWAITING_FINAL.has(records[i].status) ? [i] : [],
+  );
+  const lists = await paymentsOfRequests(
+    store,
+    settled.map((i) => identities[i]!),
+  );
+  const inputs = new Set(record.inputs);
+  const paidApart = new Set<number>();
+  for (const [k, i] of settled.entries())
+    for (const other of lists[k]!.filter((x) => x !== txid)) {
+      const f = await store.get<FinalizedRecord>(finalizedKey(other));
+      if (f && !parseTx(f.tx).inputs.some((o) => inputs.has(outpointText(o)))) {
+        paidApart.add(i);
+        break;
+      }
+    }
+  return record.requestIds.filter((_, i) => !paidApart.has(i));
 }
 
 /**

@@ -30,7 +30,7 @@ import { counted } from '../../support/counted-store.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
 import { testRequest } from '../../support/requests.js';
-import type { FinalizedBody, Proposal } from '../../../src/storage/records.js';
+import type { FinalizedBody, FinalizedRecord, Proposal } from '../../../src/storage/records.js';
 
 // One malicious member against an honest member's signer (real RocksDB store, real pool): each
 // attack of issue 11 is refused with a typed reason, and the legitimate payment beside it is signed.
@@ -100,13 +100,17 @@ const sign = (
 ): Promise<SignOutcome> => signProposal(store, honest, federation, 'tx' in p ? p : checkProposal(p), policy, from);
 const reason = (o: SignOutcome): string => (o.ok ? 'signed' : o.reason);
 
-/** `p`, at t elsewhere, finalized here and applied without a chain (declared funding). */
-async function finalizedHere(store: Store, p: Proposal): Promise<void> {
+/** `p`, at t elsewhere, recorded here as finalized. */
+async function recordedHere(store: Store, p: Proposal): Promise<FinalizedRecord> {
   const tx = parseTx(p.unsignedTx);
   const body = { tx: p.unsignedTx, prevouts: p.prevouts, requestIds: p.requestIds };
   const rules = { limits: DEFAULT_LIMITS, paidDepth: TEST_POLICY.paidDepth };
-  const record = await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', rules);
-  await settleLocally(store, federation, record!);
+  return (await recordFinalized(store, federation, txidOf(tx), tx, body, 'test', rules))!;
+}
+
+/** `p`, at t elsewhere, finalized here and applied without a chain (declared funding). */
+async function finalizedHere(store: Store, p: Proposal): Promise<void> {
+  await settleLocally(store, federation, await recordedHere(store, p));
 }
 
 describe('a malicious member against an honest signer (issue 11)', () => {
@@ -211,6 +215,31 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     // payment of other requests from U1 for D's sake stalled them for good (a hostile member had
     // the other members sign such a payment, a rival none of their merges could leave U1 out of)
     assert.equal(reason(await sign(store, built([other], [U[0]!]))), 'signed');
+  });
+
+  it('5d: an input a finalized payment spends stays held for its requests after a replacement of it signed here took it over', async (t) => {
+    const store = await member(t);
+    const other: PaymentRequest = { id: `0x${hex32(3)}:0`, scriptPubKey: address, sats: 3_000_000n };
+    const batch = store.batch();
+    const request = testRequest({
+      ...parseRequestId(other.id),
+      blockNumber: 5,
+      sats: other.sats,
+      scriptPubKey: address,
+    });
+    stageNewRequest(batch, request, 'then');
+    batch.put(cursorKey('bitcoin'), { height: 5, hash: hex32(5) });
+    await batch.write({ sync: true });
+    // C (R1 from U1) is finalized, in the mempool; a malicious member has this member sign D, C's
+    // fee bump, and withholds it: D now holds U1, and R1 is signed (C pays it)
+    const c = built([R[0]!], [U[0]!]);
+    assert.equal(reason(await sign(store, c)), 'signed');
+    await recordedHere(store, c);
+    assert.equal(reason(await sign(store, built([other], [U[0]!]))), 'input_held', 'C holds U1 for R1');
+    assert.equal(reason(await sign(store, built([R[0]!], [U[0]!], 4))), 'signed');
+    // a payment of another request from U1, at a rate that evicts C from the mempool, left R1 unpaid
+    // until it was at the paid depth, round after round
+    assert.equal(reason(await sign(store, built([other], [U[0]!], 6))), 'input_held');
   });
 
   it('5c: without a chain, a payment signed here and spent by a conflicting finalized one may still reach t: its other requests are not paid again', async (t) => {
