@@ -95,15 +95,20 @@ async function stageSuperseded(
   batch: StoreBatch,
   record: FinalizedRecord,
   at: string,
-  paidDepth: number,
+  paidDepth: number | 'no_chain',
 ): Promise<void> {
   const losers = new Set(record.conflicts);
   for (const input of parseTx(record.tx).inputs)
     for (const other of await proposalsSpending(store, input, record.txid)) losers.add(other);
-  const standing = await standingPayments(store, paidDepth, losers);
+  const standing = await standingPayments(store, paidDepth === 'no_chain' ? 0 : paidDepth, losers);
+  const pays = new Set([...record.requestIds, ...Object.keys(record.unmatched)]);
   for (const loser of losers) {
     const proposal = await store.get<Proposal>(proposalKey(loser));
     if (!proposal) continue;
+    // without a chain nothing says which of two conflicting payments confirms: one that pays a
+    // request `record` does not may still reach t and be finalized here after it (signer.ts
+    // killedByConflict), so it keeps its requests and the inputs that hold them
+    if (paidDepth === 'no_chain' && proposal.requestIds.some((id) => !pays.has(id))) continue;
     await standing.held(loser, proposalOutpoints(proposal), proposal.requestIds);
     await releaseUtxos(batch, proposalOutpoints(proposal), loser);
     // a restart need not take it up again; one finalized is followed until it is lost (stageLost)
@@ -168,7 +173,7 @@ async function stageLost(
  */
 export async function settleLocally(store: Store, federation: Federation, record: FinalizedRecord): Promise<void> {
   await store.transaction((batch) =>
-    stages.timeAsync('finalize_record', () => applyLocally(federation, batch, record)),
+    stages.timeAsync('finalize_record', () => applyLocally(store, federation, batch, record)),
   );
 }
 
@@ -183,7 +188,12 @@ export async function settleLocallyAtStart(store: Store, federation: Federation)
     if (finalized) await settleLocally(store, federation, finalized);
 }
 
-async function applyLocally(federation: Federation, batch: StoreBatch, record: FinalizedRecord): Promise<void> {
+async function applyLocally(
+  store: Store,
+  federation: Federation,
+  batch: StoreBatch,
+  record: FinalizedRecord,
+): Promise<void> {
   const tx = parseTx(record.tx);
   const utxos = await getUtxos(batch, tx.inputs);
   // A conflicting payment was finalized first. On a chain only one of them would confirm, and
@@ -206,8 +216,7 @@ async function applyLocally(federation: Federation, batch: StoreBatch, record: F
         pegIn: false,
       });
   }
-  // the payments it conflicts with are not lost (stageSuperseded): without a chain nothing says
-  // which of them confirms, and one signed here may still reach t (signer.ts killedByConflict)
+  await stageSuperseded(store, batch, record, new Date().toISOString(), 'no_chain');
 }
 
 export interface ChainSettlementOptions {
