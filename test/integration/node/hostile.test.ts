@@ -402,10 +402,12 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   const finals = new Map<string, FinalizedRecord>();
   const order = new Map<string, readonly string[]>();
   const requests = new Map<string, PaymentRequest>();
-  // requests of payments a conflicting finalized one spent (a replacement whose hostile proposer
-  // withholds its set): without a chain nothing says which of the two confirms, so they wait for one
+  // requests an honest member holds only in payments a conflicting finalized one spent (a
+  // replacement whose hostile proposer withholds its set): without a chain nothing says which of the
+  // two confirms, and a payment of them that conflicts with the one it holds can no longer be built
+  // (its input is spent), so that member signs none: they wait for a chain, at every member
   const waiting = new Map<string, string[]>();
-  const unpaid: string[] = [];
+  const unsigned = new Map<string, string[]>();
   for (const i of honestIdx) {
     const store = await Store.open(devnet.members[i]!.storeDir, { descriptor: devnet.federation.descriptor });
     try {
@@ -421,7 +423,7 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
         if (r?.status === 'signed') continue;
         const proposers = r?.status === 'batched' ? await heldInLosers(store, id) : undefined;
         if (proposers) waiting.set(id, [...(waiting.get(id) ?? []), ...proposers]);
-        else unpaid.push(`${id} is ${r?.status ?? 'unknown'} at member ${i + 1}`);
+        unsigned.set(id, [...(unsigned.get(id) ?? []), `${r?.status ?? 'unknown'} at member ${i + 1}`]);
       }
     } finally {
       await store.close();
@@ -504,6 +506,7 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
     `stolen inputs and second payments refused: ${JSON.stringify(counted)}`,
   );
 
+  const unpaid = [...unsigned].filter(([id]) => !waiting.has(id)).map(([id, where]) => `${id} ${where.join(', ')}`);
   if (stalled && unpaid.length > 0)
     throw new Error(`${stalled.message}; not waiting for a chain: ${unpaid.join('; ')}`);
   for (const [id, proposers] of waiting)
