@@ -251,6 +251,35 @@ function knownRequest(record: RequestRecord, scriptPubKey: Uint8Array): KnownReq
   return { status: record.status, scriptPubKey, sats: record.sats, counts: countsInOutflow(record) };
 }
 
+/** The proposal's inputs as this member knows them, the payments holding them and the finalized ones that made them. */
+async function readInputs(
+  store: Store,
+  tx: CheckedProposal['tx'],
+): Promise<{
+  utxos: Map<string, UtxoRecord>;
+  holders: Map<string, readonly string[]>;
+  creators: Map<string, { txid: string; inputs: readonly string[] } | undefined>;
+}> {
+  const utxos = new Map<string, UtxoRecord>();
+  const holders = new Map<string, readonly string[]>();
+  const creators = new Map<string, { txid: string; inputs: readonly string[] } | undefined>();
+  const inputs = await getUtxos(store, tx.inputs);
+  for (const [i, input] of tx.inputs.entries()) {
+    const u = inputs[i];
+    if (!u) continue;
+    utxos.set(outpointText(input), u);
+    if (u.state === 'reserved' && u.reservedBy && !holders.has(u.reservedBy)) {
+      const held = await heldFor(store, u.reservedBy);
+      if (held) holders.set(u.reservedBy, held);
+    }
+    if (!u.pegIn && !creators.has(u.txid)) {
+      const f = await store.get<FinalizedRecord>(finalizedKey(u.txid));
+      creators.set(u.txid, f && { txid: u.txid, inputs: parseTx(f.tx).inputs.map(outpointText) });
+    }
+  }
+  return { utxos, holders, creators };
+}
+
 /** The signer's reads for `checked`, from the store. */
 async function readForSigning(
   store: Store,
@@ -299,18 +328,7 @@ async function readForSigning(
     if ((await store.get(holdKey(txHash, ordinal, policy.self))) !== undefined) released.add(id);
   }
   const outflow = await windowOutflow(store, policy.limits);
-  const utxos = new Map<string, UtxoRecord>();
-  const holders = new Map<string, readonly string[]>();
-  const inputs = await getUtxos(store, tx.inputs);
-  for (const [i, input] of tx.inputs.entries()) {
-    const u = inputs[i];
-    if (!u) continue;
-    utxos.set(outpointText(input), u);
-    if (u.state === 'reserved' && u.reservedBy && !holders.has(u.reservedBy)) {
-      const held = await heldFor(store, u.reservedBy);
-      if (held) holders.set(u.reservedBy, held);
-    }
-  }
+  const { utxos, holders, creators } = await readInputs(store, tx);
   const handoff =
     policy.handoff && proposal.requestIds.length === 0
       ? await handoffState(store, policy.handoff, chain, policy.paidDepth)
@@ -328,6 +346,7 @@ async function readForSigning(
     utxo: (name) => utxos.get(name),
     signedPayments: (id) => signed.get(id) ?? [],
     holder: (txid) => holders.get(txid),
+    creator: (name) => creators.get(parseOutpoint(name).txid),
     fee: policy.fee,
     chain,
     limits: policy.limits,

@@ -72,6 +72,8 @@ export interface ValidationState {
    * it.
    */
   holder(txid: string): readonly string[] | undefined;
+  /** The transaction that created federation output `outpoint`, when this member knows it finalized. */
+  creator(outpoint: string): { readonly txid: string; readonly inputs: readonly string[] } | undefined;
   readonly fee: FeePolicy;
   readonly chain: ChainView | null;
   readonly limits: OutflowLimits;
@@ -437,17 +439,23 @@ function checkDoublePayment(
   fee: bigint,
   vsize: number,
 ): Verdict {
+  const creators = [...spends].flatMap((o) => state.creator(o) ?? []);
   for (const id of proposal.requestIds) {
     const crowded = overLiveShare(state.signedPayments(id), txid, state.sender, `request ${id}`);
     if (crowded) return crowded;
     for (const earlier of state.signedPayments(id)) {
       if (earlier.dead || earlier.txid === txid) continue;
-      if (!earlier.inputs.some((o) => spends.has(o))) {
-        const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs)`;
-        return reject('double_payment', detail, { earlier: earlier.txid });
+      if (earlier.inputs.some((o) => spends.has(o))) {
+        const fault = replacementFeeFault(earlier, fee, vsize);
+        if (fault) return fault;
+        continue;
       }
-      const fault = replacementFeeFault(earlier, fee, vsize);
-      if (fault) return fault;
+      // spending an output of a transaction that conflicts with the earlier payment conflicts with
+      // it too: this one confirms only with that transaction, which the earlier one excludes
+      const inputs = new Set(earlier.inputs);
+      if (creators.some((c) => c.txid !== earlier.txid && c.inputs.some((o) => inputs.has(o)))) continue;
+      const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs, nor an output of a transaction that does)`;
+      return reject('double_payment', detail, { earlier: earlier.txid });
     }
   }
   return { ok: true };

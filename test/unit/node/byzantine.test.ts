@@ -56,10 +56,13 @@ const U: SpendableUtxo[] = [1, 2, 3, 4].map((i) => ({
   scriptPubKey: federation.scriptPubKey,
 }));
 
-async function member(t: Parameters<typeof openTempStore>[0]): Promise<Store> {
+/** A third request, of the same amount to the same address. */
+const OTHER: PaymentRequest = { id: `0x${hex32(3)}:0`, scriptPubKey: address, sats: 3_000_000n };
+
+async function member(t: Parameters<typeof openTempStore>[0], requests = R): Promise<Store> {
   const store = await openTempStore(t);
   const batch = store.batch();
-  for (const r of R) {
+  for (const r of requests) {
     stageNewRequest(
       batch,
       testRequest({ ...parseRequestId(r.id), blockNumber: 5, sats: r.sats, scriptPubKey: r.scriptPubKey }),
@@ -195,15 +198,7 @@ describe('a malicious member against an honest signer (issue 11)', () => {
   });
 
   it('5b: an input held for requests a finalized payment pays is held for nothing: a payment of other requests may take it', async (t) => {
-    const store = await member(t);
-    const other: PaymentRequest = { id: `0x${hex32(3)}:0`, scriptPubKey: address, sats: 3_000_000n };
-    const batch = store.batch();
-    stageNewRequest(
-      batch,
-      testRequest({ ...parseRequestId(other.id), blockNumber: 5, sats: other.sats, scriptPubKey: address }),
-      'then',
-    );
-    await batch.write({ sync: true });
+    const store = await member(t, [...R, OTHER]);
     // D, signed here, pays R1 from U1; elsewhere F (R2 from U2) and C (R1 and R2 from U2) both
     // reached t. They conflict, so C supersedes nothing here (on a chain F may be the one to confirm)
     const d = built([R[0]!], [U[0]!]);
@@ -214,32 +209,25 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     // the coordinator forgets D (it pays nothing still payable) and never merges it: refusing a
     // payment of other requests from U1 for D's sake stalled them for good (a hostile member had
     // the other members sign such a payment, a rival none of their merges could leave U1 out of)
-    assert.equal(reason(await sign(store, built([other], [U[0]!]))), 'signed');
+    assert.equal(reason(await sign(store, built([OTHER], [U[0]!]))), 'signed');
   });
 
   it('5d: an input a finalized payment spends stays held for its requests after a replacement of it signed here took it over', async (t) => {
-    const store = await member(t);
-    const other: PaymentRequest = { id: `0x${hex32(3)}:0`, scriptPubKey: address, sats: 3_000_000n };
-    const batch = store.batch();
-    const request = testRequest({
-      ...parseRequestId(other.id),
-      blockNumber: 5,
-      sats: other.sats,
-      scriptPubKey: address,
-    });
-    stageNewRequest(batch, request, 'then');
-    batch.put(cursorKey('bitcoin'), { height: 5, hash: hex32(5) });
-    await batch.write({ sync: true });
+    const store = await member(t, [...R, OTHER]);
+    await store
+      .batch()
+      .put(cursorKey('bitcoin'), { height: 5, hash: hex32(5) })
+      .write({ sync: true });
     // C (R1 from U1) is finalized, in the mempool; a malicious member has this member sign D, C's
     // fee bump, and withholds it: D now holds U1, and R1 is signed (C pays it)
     const c = built([R[0]!], [U[0]!]);
     assert.equal(reason(await sign(store, c)), 'signed');
     await recordedHere(store, c);
-    assert.equal(reason(await sign(store, built([other], [U[0]!]))), 'input_held', 'C holds U1 for R1');
+    assert.equal(reason(await sign(store, built([OTHER], [U[0]!]))), 'input_held', 'C holds U1 for R1');
     assert.equal(reason(await sign(store, built([R[0]!], [U[0]!], 4))), 'signed');
     // a payment of another request from U1, at a rate that evicts C from the mempool, left R1 unpaid
     // until it was at the paid depth, round after round
-    assert.equal(reason(await sign(store, built([other], [U[0]!], 6))), 'input_held');
+    assert.equal(reason(await sign(store, built([OTHER], [U[0]!], 6))), 'input_held');
   });
 
   it('5c: without a chain, a payment signed here and spent by a conflicting finalized one may still reach t: its other requests are not paid again', async (t) => {
@@ -255,6 +243,25 @@ describe('a malicious member against an honest signer (issue 11)', () => {
       'double_payment',
       'R2 from other inputs: with A finalized after it, R2 was paid twice',
     );
+  });
+
+  it('5e: a payment from an output of the finalized one that spent it conflicts with that payment: its other requests are paid from there', async (t) => {
+    const store = await member(t, [...R, OTHER]);
+    const a = built([R[0]!, R[1]!], [U[0]!]);
+    assert.equal(reason(await sign(store, a)), 'signed');
+    const e = built([R[0]!], [U[0]!]);
+    await finalizedHere(store, e);
+    // F pays nothing of A's and spends none of its inputs: its change does not conflict with A
+    const f = built([OTHER], [U[2]!]);
+    await finalizedHere(store, f);
+    const changeOf = (p: Proposal): SpendableUtxo => {
+      const tx = parseTx(p.unsignedTx);
+      const vout = tx.outputs.length - 1;
+      return { txid: txidOf(tx), vout, value: tx.outputs[vout]!.value, scriptPubKey: tx.outputs[vout]!.scriptPubKey };
+    };
+    assert.equal(reason(await sign(store, built([R[1]!], [changeOf(f)]))), 'double_payment');
+    // B needs E, which A excludes: they never both confirm
+    assert.equal(reason(await sign(store, built([R[1]!], [changeOf(e)]))), 'signed');
   });
 
   it('6: requests paid again when their payment lost to a conflicting one at only one confirmation', async (t) => {
