@@ -854,7 +854,8 @@ export class Coordinator {
    * finalize are forgotten.
    */
   private async merges(rate: number, policy: SigningPolicy, now: number, slot: number): Promise<Proposal[]> {
-    const stale: (Rival & { spendable: SpendableUtxo[] })[] = [];
+    const stale: (Rival & { spendable: SpendableUtxo[]; lost: boolean })[] = [];
+    const noChain = (await chainView(this.o.store, policy.spendDepth)) === null;
     // inputs of open payments still making progress: a merge another member proposed is one
     const moving: Set<string>[] = [];
     for (const [txid, open] of [...this.proposals, ...this.rivals]) {
@@ -866,13 +867,13 @@ export class Coordinator {
       const { requestIds, prevouts } = open.checked.proposal;
       for (const peer of this.rivals.get(txid)?.from ?? [])
         this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).charge(requestIds.length + prevouts.length + 1);
-      const spendable = await this.liveInputs(txid, open.checked);
-      if (spendable)
+      const live = await this.liveInputs(txid, open.checked, noChain);
+      if (live)
         stale.push({
           txid,
           requestIds: open.checked.proposal.requestIds,
-          inputs: spendable.map(outpointText),
-          spendable,
+          inputs: live.spendable.map(outpointText),
+          ...live,
         });
       else this.forget(txid);
     }
@@ -884,7 +885,8 @@ export class Coordinator {
     // requests of the payments this member collects: a rival of one still moving waits for it to stall
     const collecting = new Set([...this.proposals.values()].flatMap((o) => o.checked.proposal.requestIds));
     for (const group of groupRivals(stale.filter((r) => r.requestIds.length > 0))) {
-      if (group.length < 2) {
+      // one that lost an input to a finalized payment needs a payment of its other requests even alone
+      if (group.length < 2 && !group[0]!.lost) {
         for (const { txid, requestIds } of group)
           if (this.rivals.has(txid) && !requestIds.some((id) => collecting.has(id))) this.rivals.delete(txid);
         continue;
@@ -925,26 +927,50 @@ export class Coordinator {
 
   /**
    * The proposal's inputs as this member knows them, or undefined when it can no longer finalize or pays nothing
-   * still payable.
+   * still payable. Without a chain, one another finalized payment spent is never dead (signer.ts
+   * killedByConflict): in its place comes an output of that payment, since spending it conflicts with
+   * this one too (validate.ts checkDoublePayment), and the payment is `lost`.
    */
-  private async liveInputs(txid: string, { proposal, tx }: CheckedProposal): Promise<SpendableUtxo[] | undefined> {
+  private async liveInputs(
+    txid: string,
+    { proposal, tx }: CheckedProposal,
+    noChain: boolean,
+  ): Promise<{ spendable: SpendableUtxo[]; lost: boolean } | undefined> {
     if (await this.o.store.get(finalizedKey(txid))) return undefined;
     const inputs: SpendableUtxo[] = [];
+    let lost = false;
     const utxos = await getUtxos(this.o.store, tx.inputs);
     for (const [i, o] of tx.inputs.entries()) {
       const u = utxos[i];
+      const spender = u?.state === 'spent' && u.spentBy !== txid ? u.spentBy : undefined;
+      if (noChain && spender && proposal.requestIds.length > 0) {
+        const output = await this.unspentOutputOf(spender);
+        if (!output) return undefined;
+        inputs.push(output);
+        lost = true;
+        continue;
+      }
       if (!u || u.state === 'spent') return undefined;
       if (u.reservedBy && u.reservedBy !== txid && (await this.o.store.get(finalizedKey(u.reservedBy))))
         return undefined;
       inputs.push({ txid: o.txid, vout: o.vout, value: u.value, scriptPubKey: u.scriptPubKey });
     }
     // a handoff pays no request: it is live while its inputs are
-    if (proposal.requestIds.length === 0) return inputs;
+    if (proposal.requestIds.length === 0) return { spendable: inputs, lost };
     for (const id of proposal.requestIds) {
       const r = await getRequest(this.o.store, id).catch(() => undefined);
-      if (r && AWAITING_FINAL.has(r.status)) return inputs;
+      if (r && AWAITING_FINAL.has(r.status)) return { spendable: inputs, lost };
     }
     return undefined;
+  }
+
+  /** A federation output of finalized payment `txid` that nothing holds, if there is one. */
+  private async unspentOutputOf(txid: string): Promise<SpendableUtxo | undefined> {
+    const f = await this.o.store.get<FinalizedRecord>(finalizedKey(txid));
+    if (!f) return undefined;
+    const outputs = parseTx(f.tx).outputs.map((_, vout) => ({ txid, vout }));
+    const u = (await getUtxos(this.o.store, outputs)).find((x) => x?.state === 'unspent');
+    return u && { txid, vout: u.vout, value: u.value, scriptPubKey: u.scriptPubKey };
   }
 
   /**

@@ -7,17 +7,22 @@ import { equal } from '../../../src/bitcoin/bytes.js';
 import { parseTx, serializeTx, type Transaction, type TxOutput } from '../../../src/bitcoin/tx.js';
 import { requestCounts, type Devnet } from '../../../src/devnet/federation.js';
 import { devnetDestination } from '../../../src/devnet/requests.js';
-import { parseRequestId } from '../../../src/evm/request-id.js';
-import { getRequest, paymentsOfRequest } from '../../../src/evm/request-store.js';
+import { getRequest } from '../../../src/evm/request-store.js';
 import { declaredOutputs } from '../../../src/node/member.js';
-import { signatureMadeKey, SPACES } from '../../../src/storage/keys.js';
+import { SPACES } from '../../../src/storage/keys.js';
 import { Store } from '../../../src/storage/store.js';
 import { commitsTo } from '../../../src/wallet/commitment.js';
-import { getUtxos, parseOutpoint } from '../../../src/wallet/utxos.js';
 import { buildPayments, paymentOutputs, type PaymentRequest, type SpendableUtxo } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment, type CheckedProposal } from '../../../src/wallet/proposal.js';
 import type { PegoutStatus } from '../../../src/api/status.js';
-import { checkExactlyOnce, federationOfProcesses, PEGOUT_SATS, send, waitSigned } from '../../support/federation.js';
+import {
+  checkExactlyOnce,
+  conflicts,
+  federationOfProcesses,
+  PEGOUT_SATS,
+  send,
+  waitSigned,
+} from '../../support/federation.js';
 import { startHostiles, type Hostile } from '../../support/hostile.js';
 import type { FinalizedRecord, Proposal, SignatureRecord } from '../../../src/storage/records.js';
 
@@ -308,22 +313,6 @@ async function stallLines(logFile: string, last = 12): Promise<string[]> {
     });
 }
 
-/**
- * The proposers of the payments of request `id` signed in `store`, when each of them lost an input
- * to another payment (finalized, applied here); undefined when one did not, or there is none.
- */
-async function heldInLosers(store: Store, id: string): Promise<string[] | undefined> {
-  const proposers: string[] = [];
-  for (const txid of await paymentsOfRequest(store, parseRequestId(id))) {
-    const made = await store.get<SignatureRecord>(signatureMadeKey(txid));
-    if (!made) continue;
-    const utxos = await getUtxos(store, made.inputs.map(parseOutpoint));
-    if (!utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid)) return undefined;
-    proposers.push(made.from?.slice(0, 16) ?? 'itself');
-  }
-  return proposers.length > 0 ? proposers : undefined;
-}
-
 async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void> {
   const f = 2 * t - n - 1;
   const started = Date.now();
@@ -402,12 +391,6 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
   const finals = new Map<string, FinalizedRecord>();
   const order = new Map<string, readonly string[]>();
   const requests = new Map<string, PaymentRequest>();
-  // requests an honest member holds only in payments a conflicting finalized one spent (a
-  // replacement whose hostile proposer withholds its set): without a chain nothing says which of the
-  // two confirms, and a payment of them that conflicts with the one it holds can no longer be built
-  // (its input is spent), so that member signs none: they wait for a chain, at every member
-  const waiting = new Map<string, string[]>();
-  const unsigned = new Map<string, string[]>();
   for (const i of honestIdx) {
     const store = await Store.open(devnet.members[i]!.storeDir, { descriptor: devnet.federation.descriptor });
     try {
@@ -420,10 +403,6 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
       for (const id of all) {
         const r = await getRequest(store, id);
         if (r?.scriptPubKey && !requests.has(id)) requests.set(id, { id, scriptPubKey: r.scriptPubKey, sats: r.sats });
-        if (r?.status === 'signed') continue;
-        const proposers = r?.status === 'batched' ? await heldInLosers(store, id) : undefined;
-        if (proposers) waiting.set(id, [...(waiting.get(id) ?? []), ...proposers]);
-        unsigned.set(id, [...(unsigned.get(id) ?? []), `${r?.status ?? 'unknown'} at member ${i + 1}`]);
       }
     } finally {
       await store.close();
@@ -432,14 +411,15 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
 
   // safety (SPEC §3 invariant 1): a request in two finalized payments only when they conflict
   // pairwise (a merge or a replacement that raced its rival to t): at most one can ever confirm
+  const conflicting = conflicts(finals);
   const payers = new Map<string, Set<string>>();
   for (const rec of finals.values())
     for (const id of [...rec.requestIds, ...Object.keys(rec.unmatched ?? {})])
       (payers.get(id) ?? payers.set(id, new Set()).get(id)!).add(rec.txid);
   for (const [id, txids] of [...payers, ...finalizedByApi]) {
     if (txids.size > 1) {
-      const inputs = [...txids].map((x) => finals.get(x) && parseTx(finals.get(x)!.tx).inputs.map(outpoint));
-      const conflict = inputs.every((a) => a && inputs.every((b) => b && (a === b || a.some((o) => b.includes(o)))));
+      const known = [...txids].every((x) => finals.has(x));
+      const conflict = known && [...txids].every((a) => [...txids].every((b) => conflicting(a, b)));
       assert.ok(
         conflict,
         `request ${id} is in ${txids.size} finalized payments that do not all conflict: ${[...txids].join(', ')} (paid twice)`,
@@ -506,16 +486,11 @@ async function hostileRun(ctx: TestContext, n: number, t: number): Promise<void>
     `stolen inputs and second payments refused: ${JSON.stringify(counted)}`,
   );
 
-  const unpaid = [...unsigned].filter(([id]) => !waiting.has(id)).map(([id, where]) => `${id} ${where.join(', ')}`);
-  if (stalled && unpaid.length > 0)
-    throw new Error(`${stalled.message}; not waiting for a chain: ${unpaid.join('; ')}`);
-  for (const [id, proposers] of waiting)
-    ctx.diagnostic(`request ${id} waits for a chain: held by payments from ${[...new Set(proposers)].join(', ')}`);
-  // every other request paid, and paid by more than one finalized payment only when those conflict
+  if (stalled) throw stalled;
+  // every request paid, and paid by more than one finalized payment only when those conflict
   // pairwise (checked above, and by checkExactlyOnce with t valid signatures on every input)
-  const paidAll = all.filter((id) => payers.has(id) || !waiting.has(id));
-  await checkExactlyOnce(devnet, paidAll);
-  for (const id of paidAll) {
+  await checkExactlyOnce(devnet, all);
+  for (const id of all) {
     assert.ok(
       (payers.get(id)?.size ?? 0) >= 1,
       `request ${id} is in a finalized payment in the honest members' stores`,
