@@ -18,10 +18,12 @@ import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
+import { finalizedCreators } from './signer.js';
 import { standingPayments } from './standing.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { paysRequest } from '../wallet/payment.js';
 import { proposalsSpending } from '../wallet/proposal.js';
+import { excludes, type Creator } from '../wallet/validate.js';
 import {
   getUtxos,
   outpointText,
@@ -63,7 +65,7 @@ async function stageSupersededBy(
   batch: StoreBatch,
   txid: string,
   paymentsOf: ReadonlyMap<string, readonly string[]>,
-  inputs: ReadonlySet<string>,
+  spends: { inputs: ReadonlySet<string>; creators: readonly Creator[] },
   at: string,
   settled: boolean,
   paidDepth: number,
@@ -78,8 +80,10 @@ async function stageSupersededBy(
       considered.add(other);
       if (await batch.get(keys.supersededKey(other))) continue;
       const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
-      // a payment known finalized here is never treated as one that cannot finish
-      if (!made || made.inputs.some((o) => inputs.has(o)) || (await batch.get(keys.finalizedKey(other)))) continue;
+      // one it excludes (directly, or through a finalized parent) lost to it rather: it may still reach t, as a
+      // member signs the two; a payment known finalized here is never treated as one that cannot finish
+      if (!made || excludes(spends.inputs, spends.creators, { txid: other, inputs: made.inputs })) continue;
+      if (await batch.get(keys.finalizedKey(other))) continue;
       superseded.push(other);
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
       batch.del(keys.openPaymentKey(other));
@@ -116,6 +120,15 @@ async function stageQueuedAgain(
   }
 }
 
+/** What `tx` spends, as `excludes` reads it: its inputs (`utxos`: their records) and the transactions making them. */
+async function spendsOf(
+  reader: StoreReader,
+  tx: Transaction,
+  utxos: readonly (UtxoRecord | undefined)[],
+): Promise<{ inputs: ReadonlySet<string>; creators: readonly Creator[] }> {
+  return { inputs: new Set(tx.inputs.map(outpointText)), creators: await finalizedCreators(reader, utxos) };
+}
+
 /**
  * What `record` supersedes once it is paid at depth (stageSupersededBy): one that had lost an input
  * to a shallower spend when it was recorded superseded nothing then, and a reorganisation may have
@@ -131,8 +144,9 @@ export async function stageSupersededAtDepth(
   const ids = record.committed ?? record.requestIds;
   const lists = await paymentsOfRequests(batch, ids.map(parseRequestId));
   const paymentsOf = new Map(ids.map((id, k) => [id, lists[k]!]));
-  const inputs = new Set(parseTx(record.tx).inputs.map(outpointText));
-  const superseded = await stageSupersededBy(store, batch, record.txid, paymentsOf, inputs, at, true, paidDepth);
+  const tx = parseTx(record.tx);
+  const spends = await spendsOf(batch, tx, await getUtxos(batch, tx.inputs));
+  const superseded = await stageSupersededBy(store, batch, record.txid, paymentsOf, spends, at, true, paidDepth);
   // those it superseded before (as stored: re-pointed ones too) are dead for good now: their other
   // requests are queued again
   const stored = (await batch.get<FinalizedRecord>(keys.finalizedKey(record.txid))) ?? record;
@@ -379,11 +393,11 @@ async function stageFinalized(
   const lost = utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid);
   // without a chain a finalized payment never loses: what it supersedes is dead for good at once
   const settled = (await storedTipHeight(store)) === undefined;
-  const inputs = new Set(signed.inputs.map(outpointText));
+  const spends = await spendsOf(batch, signed, utxos);
   // after its own inputs are reserved: what a payment it supersedes gives back leaves those alone
   const superseded = lost
     ? []
-    : await stageSupersededBy(store, batch, txid, paymentsOf, inputs, at, settled, rules.paidDepth);
+    : await stageSupersededBy(store, batch, txid, paymentsOf, spends, at, settled, rules.paidDepth);
   const final: FinalizedRecord = {
     txid,
     tx: body.tx,

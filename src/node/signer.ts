@@ -30,6 +30,7 @@ import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
 import { getUtxos, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
 import {
   validateProposal,
+  type Creator,
   type HandoffView,
   type KnownRequest,
   type RejectReason,
@@ -258,11 +259,10 @@ async function readInputs(
 ): Promise<{
   utxos: Map<string, UtxoRecord>;
   holders: Map<string, readonly string[]>;
-  creators: Map<string, { txid: string; inputs: readonly string[] } | undefined>;
+  creators: Map<string, Creator>;
 }> {
   const utxos = new Map<string, UtxoRecord>();
   const holders = new Map<string, readonly string[]>();
-  const creators = new Map<string, { txid: string; inputs: readonly string[] } | undefined>();
   const inputs = await getUtxos(store, tx.inputs);
   for (const [i, input] of tx.inputs.entries()) {
     const u = inputs[i];
@@ -272,12 +272,22 @@ async function readInputs(
       const held = await heldFor(store, u.reservedBy);
       if (held) holders.set(u.reservedBy, held);
     }
-    if (!u.pegIn && !creators.has(u.txid)) {
-      const f = await store.get<FinalizedRecord>(finalizedKey(u.txid));
-      creators.set(u.txid, f && { txid: u.txid, inputs: parseTx(f.tx).inputs.map(outpointText) });
-    }
   }
+  const creators = new Map((await finalizedCreators(store, inputs)).map((c) => [c.txid, c] as const));
   return { utxos, holders, creators };
+}
+
+/** The finalized transactions known here that created `utxos` (a peg-in has none), each once. */
+export async function finalizedCreators(
+  reader: StoreReader,
+  utxos: readonly (UtxoRecord | undefined)[],
+): Promise<Creator[]> {
+  const txids = [...new Set(utxos.flatMap((u) => (u && !u.pegIn ? [u.txid] : [])))];
+  const records = await reader.getMany<FinalizedRecord>(txids.map(finalizedKey));
+  return txids.flatMap((txid, i) => {
+    const f = records[i];
+    return f ? [{ txid, inputs: parseTx(f.tx).inputs.map(outpointText) }] : [];
+  });
 }
 
 /** The signer's reads for `checked`, from the store. */

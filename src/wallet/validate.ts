@@ -73,7 +73,7 @@ export interface ValidationState {
    */
   holder(txid: string): readonly string[] | undefined;
   /** The transaction that created federation output `outpoint`, when this member knows it finalized. */
-  creator(outpoint: string): { readonly txid: string; readonly inputs: readonly string[] } | undefined;
+  creator(outpoint: string): Creator | undefined;
   readonly fee: FeePolicy;
   readonly chain: ChainView | null;
   readonly limits: OutflowLimits;
@@ -83,6 +83,28 @@ export interface ValidationState {
   readonly outflow: { readonly window: number; readonly used: bigint };
   /** A rotation this member takes part in, and how far it has come here. */
   readonly handoff?: HandoffView;
+}
+
+/** A finalized transaction whose output a payment spends. */
+export interface Creator {
+  readonly txid: string;
+  /** Outpoints it spends, `txid:vout`. */
+  readonly inputs: readonly string[];
+}
+
+/**
+ * Whether a transaction spending `spends`, outputs of `creators` among them, can never confirm
+ * together with payment `other`: it spends an input of `other`, or an output of a transaction that
+ * does (it confirms only with that one, which `other` excludes). One level of parents only.
+ */
+export function excludes(
+  spends: ReadonlySet<string>,
+  creators: readonly Creator[],
+  other: { readonly txid: string; readonly inputs: readonly string[] },
+): boolean {
+  if (other.inputs.some((o) => spends.has(o))) return true;
+  const inputs = new Set(other.inputs);
+  return creators.some((c) => c.txid !== other.txid && c.inputs.some((o) => inputs.has(o)));
 }
 
 /** How far a member has seen the rotation come (node/handoff.ts handoffView). */
@@ -445,15 +467,13 @@ function checkDoublePayment(
     if (crowded) return crowded;
     for (const earlier of state.signedPayments(id)) {
       if (earlier.dead || earlier.txid === txid) continue;
+      // only a direct conflict can meet the earlier one in a mempool: BIP125 applies to it
       if (earlier.inputs.some((o) => spends.has(o))) {
         const fault = replacementFeeFault(earlier, fee, vsize);
         if (fault) return fault;
         continue;
       }
-      // spending an output of a transaction that conflicts with the earlier payment conflicts with
-      // it too: this one confirms only with that transaction, which the earlier one excludes
-      const inputs = new Set(earlier.inputs);
-      if (creators.some((c) => c.txid !== earlier.txid && c.inputs.some((o) => inputs.has(o)))) continue;
+      if (excludes(spends, creators, earlier)) continue;
       const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs, nor an output of a transaction that does)`;
       return reject('double_payment', detail, { earlier: earlier.txid });
     }

@@ -103,6 +103,13 @@ const sign = (
 ): Promise<SignOutcome> => signProposal(store, honest, federation, 'tx' in p ? p : checkProposal(p), policy, from);
 const reason = (o: SignOutcome): string => (o.ok ? 'signed' : o.reason);
 
+/** The change output of `p`'s transaction. */
+function changeOf(p: Proposal): SpendableUtxo {
+  const tx = parseTx(p.unsignedTx);
+  const vout = tx.outputs.length - 1;
+  return { txid: txidOf(tx), vout, value: tx.outputs[vout]!.value, scriptPubKey: tx.outputs[vout]!.scriptPubKey };
+}
+
 /** `p`, at t elsewhere, recorded here as finalized. */
 async function recordedHere(store: Store, p: Proposal): Promise<FinalizedRecord> {
   const tx = parseTx(p.unsignedTx);
@@ -254,14 +261,25 @@ describe('a malicious member against an honest signer (issue 11)', () => {
     // F pays nothing of A's and spends none of its inputs: its change does not conflict with A
     const f = built([OTHER], [U[2]!]);
     await finalizedHere(store, f);
-    const changeOf = (p: Proposal): SpendableUtxo => {
-      const tx = parseTx(p.unsignedTx);
-      const vout = tx.outputs.length - 1;
-      return { txid: txidOf(tx), vout, value: tx.outputs[vout]!.value, scriptPubKey: tx.outputs[vout]!.scriptPubKey };
-    };
     assert.equal(reason(await sign(store, built([R[1]!], [changeOf(f)]))), 'double_payment');
     // B needs E, which A excludes: they never both confirm
     assert.equal(reason(await sign(store, built([R[1]!], [changeOf(e)]))), 'signed');
+  });
+
+  it('5f: a payment that conflicts with a signed one only through a finalized one does not supersede it', async (t) => {
+    const store = await member(t, [...R, OTHER]);
+    // F (OTHER from U1) reached t; A (R1, R2 and OTHER from U1) replaces it, signed by members that
+    // had signed F, and may still reach t (a hostile member holds its set)
+    assert.equal(reason(await sign(store, built([R[0]!, R[1]!, OTHER], [U[0]!]))), 'signed');
+    const f = built([OTHER], [U[0]!]);
+    await finalizedHere(store, f);
+    // B (R2 from F's change) conflicts with A through F, and is finalized: it pays R2 and spends
+    // none of A's inputs, yet A is not dead, and R1 must not be queued again
+    const b = built([R[1]!], [changeOf(f)]);
+    assert.equal(reason(await sign(store, b)), 'signed');
+    await finalizedHere(store, b);
+    assert.equal((await getRequest(store, R[0]!.id))?.status, 'batched');
+    assert.equal(reason(await sign(store, built([R[0]!], [U[2]!]))), 'double_payment', 'should A confirm, A and this');
   });
 
   it('6: requests paid again when their payment lost to a conflicting one at only one confirmation', async (t) => {
