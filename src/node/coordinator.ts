@@ -46,7 +46,7 @@ import {
 import { conflictsWithAll, groupRivals, type Rival } from './rivals.js';
 import { proposerOf, slotAt, TURN_GRACE_SLOTS, turnHeldBy } from './rotation.js';
 import { bucketOf, TokenBucket } from '../p2p/ratelimit.js';
-import { chainView, handoffState, signProposal, type SigningPolicy } from './signer.js';
+import { ANCESTRY, chainView, handoffState, signProposal, type SigningPolicy } from './signer.js';
 import { stageOutflowNow, type Outflow } from './outflow.js';
 import { overRequestLimit } from '../wallet/limits.js';
 import type { FinalizedBody, FinalizedRecord, Proposal, SignatureRecord, UtxoRecord } from '../storage/records.js';
@@ -964,13 +964,26 @@ export class Coordinator {
     return undefined;
   }
 
-  /** A federation output of finalized payment `txid` that nothing holds, if there is one. */
+  /**
+   * A federation output that nothing holds, of finalized payment `txid` or of a finalized payment that
+   * depends on it within the signers' ANCESTRY (its change is soon spent by later payments).
+   */
   private async unspentOutputOf(txid: string): Promise<SpendableUtxo | undefined> {
-    const f = await this.o.store.get<FinalizedRecord>(finalizedKey(txid));
-    if (!f) return undefined;
-    const outputs = parseTx(f.tx).outputs.map((_, vout) => ({ txid, vout }));
-    const u = (await getUtxos(this.o.store, outputs)).find((x) => x?.state === 'unspent');
-    return u && { txid, vout: u.vout, value: u.value, scriptPubKey: u.scriptPubKey };
+    let generation = [txid];
+    for (let depth = 0; depth < ANCESTRY.depth && generation.length > 0; depth++) {
+      const next: string[] = [];
+      for (const [i, f] of (await this.o.store.getMany<FinalizedRecord>(generation.map(finalizedKey))).entries()) {
+        if (!f) continue;
+        const outputs = parseTx(f.tx).outputs.map((_, vout) => ({ txid: generation[i]!, vout }));
+        for (const u of await getUtxos(this.o.store, outputs)) {
+          if (u?.state === 'unspent')
+            return { txid: u.txid, vout: u.vout, value: u.value, scriptPubKey: u.scriptPubKey };
+          if (u?.state === 'spent' && u.spentBy) next.push(u.spentBy);
+        }
+      }
+      generation = [...new Set(next)];
+    }
+    return undefined;
   }
 
   /**

@@ -18,7 +18,7 @@ import * as stages from '../metrics/stages.js';
 import * as keys from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
 import { stageOutflowNow } from './outflow.js';
-import { finalizedCreators } from './signer.js';
+import { finalizedAncestors } from './signer.js';
 import { standingPayments } from './standing.js';
 import type { OutflowLimits } from '../wallet/limits.js';
 import { paysRequest } from '../wallet/payment.js';
@@ -65,7 +65,7 @@ async function stageSupersededBy(
   batch: StoreBatch,
   txid: string,
   paymentsOf: ReadonlyMap<string, readonly string[]>,
-  spends: { inputs: ReadonlySet<string>; creators: readonly Creator[] },
+  spends: { inputs: ReadonlySet<string>; ancestors: readonly Creator[] },
   at: string,
   settled: boolean,
   paidDepth: number,
@@ -82,7 +82,7 @@ async function stageSupersededBy(
       const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
       // one it excludes (directly, or through a finalized parent) lost to it rather: it may still reach t, as a
       // member signs the two; a payment known finalized here is never treated as one that cannot finish
-      if (!made || excludes(spends.inputs, spends.creators, { txid: other, inputs: made.inputs })) continue;
+      if (!made || excludes(spends.inputs, spends.ancestors, { txid: other, inputs: made.inputs })) continue;
       if (await batch.get(keys.finalizedKey(other))) continue;
       superseded.push(other);
       batch.put(keys.supersededKey(other), { by: txid, at } satisfies Supersession);
@@ -120,13 +120,12 @@ async function stageQueuedAgain(
   }
 }
 
-/** What `tx` spends, as `excludes` reads it: its inputs (`utxos`: their records) and the transactions making them. */
+/** What `tx` spends, as `excludes` reads it: its inputs and the finalized transactions it depends on. */
 async function spendsOf(
   reader: StoreReader,
   tx: Transaction,
-  utxos: readonly (UtxoRecord | undefined)[],
-): Promise<{ inputs: ReadonlySet<string>; creators: readonly Creator[] }> {
-  return { inputs: new Set(tx.inputs.map(outpointText)), creators: await finalizedCreators(reader, utxos) };
+): Promise<{ inputs: ReadonlySet<string>; ancestors: readonly Creator[] }> {
+  return { inputs: new Set(tx.inputs.map(outpointText)), ancestors: await finalizedAncestors(reader, tx.inputs) };
 }
 
 /**
@@ -145,7 +144,7 @@ export async function stageSupersededAtDepth(
   const lists = await paymentsOfRequests(batch, ids.map(parseRequestId));
   const paymentsOf = new Map(ids.map((id, k) => [id, lists[k]!]));
   const tx = parseTx(record.tx);
-  const spends = await spendsOf(batch, tx, await getUtxos(batch, tx.inputs));
+  const spends = await spendsOf(batch, tx);
   const superseded = await stageSupersededBy(store, batch, record.txid, paymentsOf, spends, at, true, paidDepth);
   // those it superseded before (as stored: re-pointed ones too) are dead for good now: their other
   // requests are queued again
@@ -393,7 +392,7 @@ async function stageFinalized(
   const lost = utxos.some((u) => u?.state === 'spent' && u.spentBy !== txid);
   // without a chain a finalized payment never loses: what it supersedes is dead for good at once
   const settled = (await storedTipHeight(store)) === undefined;
-  const spends = await spendsOf(batch, signed, utxos);
+  const spends = await spendsOf(batch, signed);
   // after its own inputs are reserved: what a payment it supersedes gives back leaves those alone
   const superseded = lost
     ? []

@@ -27,7 +27,7 @@ import type { FeePolicy } from '../wallet/fee.js';
 import type { HandoffPolicy } from '../wallet/handoff.js';
 import { overRequestLimit, type OutflowLimits } from '../wallet/limits.js';
 import { stageProposal, type CheckedProposal } from '../wallet/proposal.js';
-import { getUtxos, outpointText, parseOutpoint, type ChainView } from '../wallet/utxos.js';
+import { getUtxos, outpointText, parseOutpoint, type ChainView, type Outpoint } from '../wallet/utxos.js';
 import {
   validateProposal,
   type Creator,
@@ -259,7 +259,7 @@ async function readInputs(
 ): Promise<{
   utxos: Map<string, UtxoRecord>;
   holders: Map<string, readonly string[]>;
-  creators: Map<string, Creator>;
+  ancestors: Creator[];
 }> {
   const utxos = new Map<string, UtxoRecord>();
   const holders = new Map<string, readonly string[]>();
@@ -273,21 +273,33 @@ async function readInputs(
       if (held) holders.set(u.reservedBy, held);
     }
   }
-  const creators = new Map((await finalizedCreators(store, inputs)).map((c) => [c.txid, c] as const));
-  return { utxos, holders, creators };
+  return { utxos, holders, ancestors: await finalizedAncestors(store, tx.inputs) };
 }
 
-/** The finalized transactions known here that created `utxos` (a peg-in has none), each once. */
-export async function finalizedCreators(
-  reader: StoreReader,
-  utxos: readonly (UtxoRecord | undefined)[],
-): Promise<Creator[]> {
-  const txids = [...new Set(utxos.flatMap((u) => (u && !u.pegIn ? [u.txid] : [])))];
-  const records = await reader.getMany<FinalizedRecord>(txids.map(finalizedKey));
-  return txids.flatMap((txid, i) => {
-    const f = records[i];
-    return f ? [{ txid, inputs: parseTx(f.tx).inputs.map(outpointText) }] : [];
-  });
+/**
+ * How far back a payment's finalized ancestors are read (the transactions it confirms only with):
+ * `depth` generations, at most `records` of them. Fewer make excludes() refuse more, never less.
+ */
+export const ANCESTRY = { depth: 4, records: 64 };
+
+/** The finalized transactions known here that spending `outpoints` depends on, each once (ANCESTRY). */
+export async function finalizedAncestors(reader: StoreReader, outpoints: readonly Outpoint[]): Promise<Creator[]> {
+  const found = new Map<string, Creator>();
+  let next = [...new Set(outpoints.map((o) => o.txid))];
+  for (let depth = 0; depth < ANCESTRY.depth && next.length > 0; depth++) {
+    next = next.filter((txid) => !found.has(txid)).slice(0, ANCESTRY.records - found.size);
+    const records = await reader.getMany<FinalizedRecord>(next.map(finalizedKey));
+    const parents: string[] = [];
+    for (const [i, txid] of next.entries()) {
+      const f = records[i];
+      if (!f) continue;
+      const inputs = parseTx(f.tx).inputs;
+      found.set(txid, { txid, inputs: inputs.map(outpointText) });
+      parents.push(...inputs.map((o) => o.txid));
+    }
+    next = [...new Set(parents)];
+  }
+  return [...found.values()];
 }
 
 /** The signer's reads for `checked`, from the store. */
@@ -338,7 +350,7 @@ async function readForSigning(
     if ((await store.get(holdKey(txHash, ordinal, policy.self))) !== undefined) released.add(id);
   }
   const outflow = await windowOutflow(store, policy.limits);
-  const { utxos, holders, creators } = await readInputs(store, tx);
+  const { utxos, holders, ancestors } = await readInputs(store, tx);
   const handoff =
     policy.handoff && proposal.requestIds.length === 0
       ? await handoffState(store, policy.handoff, chain, policy.paidDepth)
@@ -356,7 +368,7 @@ async function readForSigning(
     utxo: (name) => utxos.get(name),
     signedPayments: (id) => signed.get(id) ?? [],
     holder: (txid) => holders.get(txid),
-    creator: (name) => creators.get(parseOutpoint(name).txid),
+    ancestors,
     fee: policy.fee,
     chain,
     limits: policy.limits,

@@ -72,8 +72,8 @@ export interface ValidationState {
    * it.
    */
   holder(txid: string): readonly string[] | undefined;
-  /** The transaction that created federation output `outpoint`, when this member knows it finalized. */
-  creator(outpoint: string): Creator | undefined;
+  /** The finalized transactions known here that the proposal confirms only with (node/signer.ts ANCESTRY). */
+  readonly ancestors: readonly Creator[];
   readonly fee: FeePolicy;
   readonly chain: ChainView | null;
   readonly limits: OutflowLimits;
@@ -85,7 +85,7 @@ export interface ValidationState {
   readonly handoff?: HandoffView;
 }
 
-/** A finalized transaction whose output a payment spends. */
+/** A finalized transaction a payment depends on (it spends its output, or an output of one that does). */
 export interface Creator {
   readonly txid: string;
   /** Outpoints it spends, `txid:vout`. */
@@ -93,18 +93,19 @@ export interface Creator {
 }
 
 /**
- * Whether a transaction spending `spends`, outputs of `creators` among them, can never confirm
- * together with payment `other`: it spends an input of `other`, or an output of a transaction that
- * does (it confirms only with that one, which `other` excludes). One level of parents only.
+ * Whether a transaction spending `spends`, which depends on `ancestors`, can never confirm together
+ * with payment `other`: it spends an input of `other`, or it depends on a transaction that does (it
+ * confirms only with that one, which `other` excludes), unless it depends on `other` itself.
  */
 export function excludes(
   spends: ReadonlySet<string>,
-  creators: readonly Creator[],
+  ancestors: readonly Creator[],
   other: { readonly txid: string; readonly inputs: readonly string[] },
 ): boolean {
   if (other.inputs.some((o) => spends.has(o))) return true;
+  if (ancestors.some((c) => c.txid === other.txid)) return false;
   const inputs = new Set(other.inputs);
-  return creators.some((c) => c.txid !== other.txid && c.inputs.some((o) => inputs.has(o)));
+  return ancestors.some((c) => c.inputs.some((o) => inputs.has(o)));
 }
 
 /** How far a member has seen the rotation come (node/handoff.ts handoffView). */
@@ -461,7 +462,6 @@ function checkDoublePayment(
   fee: bigint,
   vsize: number,
 ): Verdict {
-  const creators = [...spends].flatMap((o) => state.creator(o) ?? []);
   for (const id of proposal.requestIds) {
     const crowded = overLiveShare(state.signedPayments(id), txid, state.sender, `request ${id}`);
     if (crowded) return crowded;
@@ -473,7 +473,7 @@ function checkDoublePayment(
         if (fault) return fault;
         continue;
       }
-      if (excludes(spends, creators, earlier)) continue;
+      if (excludes(spends, state.ancestors, earlier)) continue;
       const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs, nor an output of a transaction that does)`;
       return reject('double_payment', detail, { earlier: earlier.txid });
     }

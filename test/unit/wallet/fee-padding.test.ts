@@ -78,7 +78,7 @@ function state(signed: SignedPayment[] = []): ValidationState {
     utxo: (name) => us.get(name),
     signedPayments: (id) => (id === request.id ? signed : []),
     holder: () => undefined,
-    creator: () => undefined,
+    ancestors: [],
     fee: POLICY,
     chain: null,
     limits: DEFAULT_LIMITS,

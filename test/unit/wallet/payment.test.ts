@@ -163,7 +163,7 @@ describe('payment building properties over random UTXO and request sets', () => 
               .find((u) => `${u.txid}:${u.vout}` === name),
           signedPayments: () => [],
           holder: () => undefined,
-          creator: () => undefined,
+          ancestors: [],
           fee: {
             floor: c.rate,
             estimate: c.rate,

@@ -81,7 +81,7 @@ function state(o: Options = {}): ValidationState {
     utxo: (name) => utxos.get(name),
     signedPayments: () => [],
     holder: (txid) => o.holders?.get(txid),
-    creator: () => undefined,
+    ancestors: [],
     fee: POLICY,
     chain: { tipHeight: o.tip ?? 210, spendDepth: 6 },
     limits: DEFAULT_LIMITS,

@@ -96,7 +96,7 @@ function state(o: Overrides = {}): ValidationState {
     utxo: (name) => us.get(name),
     signedPayments: (id) => o.signed?.get(id) ?? [],
     holder: (txid) => o.holders?.get(txid),
-    creator: () => undefined,
+    ancestors: [],
     fee: { ...POLICY, ...o.fee },
     chain: o.chain ?? null,
     limits: { ...DEFAULT_LIMITS, ...o.limits },
