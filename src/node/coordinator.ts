@@ -928,8 +928,9 @@ export class Coordinator {
   /**
    * The proposal's inputs as this member knows them, or undefined when it can no longer finalize or pays nothing
    * still payable. Without a chain, one another finalized payment spent is never dead (signer.ts
-   * killedByConflict): in its place comes an output of that payment, since spending it conflicts with
-   * this one too (validate.ts checkDoublePayment), and the payment is `lost`.
+   * killedByConflict): in its place comes an output of that payment or of one that depends on it
+   * (unspentOutputOf), since spending it conflicts with this one too (validate.ts excludes), and the
+   * payment is `lost`.
    */
   private async liveInputs(
     txid: string,

@@ -80,7 +80,7 @@ async function stageSupersededBy(
       considered.add(other);
       if (await batch.get(keys.supersededKey(other))) continue;
       const made = await batch.get<SignatureRecord>(keys.signatureMadeKey(other));
-      // one it excludes (directly, or through a finalized parent) lost to it rather: it may still reach t, as a
+      // one it excludes (directly, or through a finalized ancestor) lost to it rather: it may still reach t, as a
       // member signs the two; a payment known finalized here is never treated as one that cannot finish
       if (!made || excludes(spends.inputs, spends.ancestors, { txid: other, inputs: made.inputs })) continue;
       if (await batch.get(keys.finalizedKey(other))) continue;

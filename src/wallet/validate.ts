@@ -474,7 +474,7 @@ function checkDoublePayment(
         continue;
       }
       if (excludes(spends, state.ancestors, earlier)) continue;
-      const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs, nor an output of a transaction that does)`;
+      const detail = `request ${id} is already paid by ${earlier.txid}, which this proposal does not replace (it spends none of its inputs, nor depends on a finalized transaction that does)`;
       return reject('double_payment', detail, { earlier: earlier.txid });
     }
   }
