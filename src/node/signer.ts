@@ -60,9 +60,10 @@ export interface SigningPolicy {
 }
 
 /**
- * `work`: the rows the check read of earlier payments of its requests that its sender sent (each one's
- * record and each of its inputs), which the proposal's own size does not tell: what its sender is
- * charged on top (Coordinator, COORDINATOR_CAPS.proposalWork).
+ * `work`: the rows the check read that the proposal's own size does not tell: the earlier payments of
+ * its requests that its sender sent, the payments holding its inputs and their finalized ancestors
+ * (each payment's record and each of its inputs; a holder's requests' records and payment lists):
+ * what its sender is charged on top (Coordinator, COORDINATOR_CAPS.proposalWork).
  */
 export type SignOutcome =
   | { ok: true; txid: string; signatures: Uint8Array; already: boolean; work?: number }
@@ -103,10 +104,14 @@ async function paymentRecord(
  * that payment lose, they are queued again), and the coordinator, merging only payments of requests
  * still awaiting one, would never merge the holder with a payment that needs the input. A finalized
  * payment it shares an input with is one it replaced: taking the input takes that one's too.
+ * `rows`: what the answer read, in SignOutcome.work's units (a payment's record and each of its
+ * inputs, a request's record, a request's payment list).
  */
-async function heldFor(store: Store, txid: string): Promise<readonly string[] | undefined> {
+async function heldFor(store: Store, txid: string): Promise<{ held?: readonly string[]; rows: number }> {
   const { record, finalized } = await paymentRecord(store, txid);
-  if (!record || finalized) return record?.requestIds;
+  if (!record) return { rows: 1 };
+  let rows = 1 + record.inputs.length;
+  if (finalized) return { held: record.requestIds, rows };
   const identities = record.requestIds.map(parseRequestId);
   const records = await requestsOf(store, identities);
   const settled = record.requestIds.flatMap((_, i) =>
@@ -116,17 +121,20 @@ async function heldFor(store: Store, txid: string): Promise<readonly string[] | 
     store,
     settled.map((i) => identities[i]!),
   );
+  rows += identities.length + settled.length;
   const inputs = new Set(record.inputs);
   const paidApart = new Set<number>();
   for (const [k, i] of settled.entries())
     for (const other of lists[k]!.filter((x) => x !== txid)) {
       const f = await store.get<FinalizedRecord>(finalizedKey(other));
-      if (f && !parseTx(f.tx).inputs.some((o) => inputs.has(outpointText(o)))) {
+      const spends = f && parseTx(f.tx).inputs;
+      rows += 1 + (spends?.length ?? 0);
+      if (spends && !spends.some((o) => inputs.has(outpointText(o)))) {
         paidApart.add(i);
         break;
       }
     }
-  return record.requestIds.filter((_, i) => !paidApart.has(i));
+  return { held: record.requestIds.filter((_, i) => !paidApart.has(i)), rows };
 }
 
 /**
@@ -252,7 +260,11 @@ function knownRequest(record: RequestRecord, scriptPubKey: Uint8Array): KnownReq
   return { status: record.status, scriptPubKey, sats: record.sats, counts: countsInOutflow(record) };
 }
 
-/** The proposal's inputs as this member knows them, the payments holding them and the finalized ones that made them. */
+/**
+ * The proposal's inputs as this member knows them, the payments holding them and the finalized ones
+ * that made them; `rows`: what reading the holders and the ancestors cost (SignOutcome.work's units),
+ * which the proposal's size does not tell: one input of a large payment reads all of it.
+ */
 async function readInputs(
   store: Store,
   tx: CheckedProposal['tx'],
@@ -260,20 +272,27 @@ async function readInputs(
   utxos: Map<string, UtxoRecord>;
   holders: Map<string, readonly string[]>;
   ancestors: Creator[];
+  rows: number;
 }> {
   const utxos = new Map<string, UtxoRecord>();
   const holders = new Map<string, readonly string[]>();
+  const read = new Set<string>();
+  let rows = 0;
   const inputs = await getUtxos(store, tx.inputs);
   for (const [i, input] of tx.inputs.entries()) {
     const u = inputs[i];
     if (!u) continue;
     utxos.set(outpointText(input), u);
-    if (u.state === 'reserved' && u.reservedBy && !holders.has(u.reservedBy)) {
-      const held = await heldFor(store, u.reservedBy);
+    if (u.state === 'reserved' && u.reservedBy && !read.has(u.reservedBy)) {
+      read.add(u.reservedBy);
+      const { held, rows: cost } = await heldFor(store, u.reservedBy);
+      rows += cost;
       if (held) holders.set(u.reservedBy, held);
     }
   }
-  return { utxos, holders, ancestors: await finalizedAncestors(store, tx.inputs) };
+  const ancestors = await finalizedAncestors(store, tx.inputs);
+  for (const a of ancestors) rows += 1 + a.inputs.length;
+  return { utxos, holders, ancestors, rows };
 }
 
 /**
@@ -350,16 +369,18 @@ async function readForSigning(
     if ((await store.get(holdKey(txHash, ordinal, policy.self))) !== undefined) released.add(id);
   }
   const outflow = await windowOutflow(store, policy.limits);
-  const { utxos, holders, ancestors } = await readInputs(store, tx);
+  const { utxos, holders, ancestors, rows } = await readInputs(store, tx);
   const handoff =
     policy.handoff && proposal.requestIds.length === 0
       ? await handoffState(store, policy.handoff, chain, policy.paidDepth)
       : undefined;
-  // only what the sender's own earlier payments cost: an honest proposal naming a request a malicious
-  // member pinned with payments of its own must not pay for them
+  // of the earlier payments of its requests, only what the sender's own cost: an honest proposal naming
+  // a request a malicious member pinned with payments of its own must not pay for them. The holders
+  // and ancestors of its inputs it pays for whoever made them: each is read once a proposal and is at
+  // most a payment's size, and an honest proposal spends a held input only to replace or merge its holder
   const work = [...known.values(), ...(handoff?.earlier ?? [])]
     .filter((p) => p.from === sender)
-    .reduce((a, p) => a + 1 + p.inputs.length, 0);
+    .reduce((a, p) => a + 1 + p.inputs.length, rows);
   const state: ValidationState = {
     ...(handoff ? { handoff } : {}),
     federation,

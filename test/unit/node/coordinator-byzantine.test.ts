@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { txid as txidOf } from '../../../src/bitcoin/tx.js';
+import { serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
 import { COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { proposerOf } from '../../../src/node/rotation.js';
@@ -8,6 +8,7 @@ import type { SigningPool } from '../../../src/signing/pool.js';
 import { finalizedKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
+import { registerUtxo } from '../../../src/wallet/utxos.js';
 import { checkProposal } from '../../../src/wallet/proposal.js';
 import { LIVE_PAYMENTS_PER_SENDER } from '../../../src/wallet/validate.js';
 import { counted } from '../../support/counted-store.js';
@@ -368,6 +369,82 @@ describe("checking a peer's proposals", () => {
     assert.ok(
       checks <= Math.floor(COORDINATOR_CAPS.proposalWork.burst / units),
       `${checks} checks of ${units} units from a budget of ${COORDINATOR_CAPS.proposalWork.burst}`,
+    );
+  });
+
+  // Found by review: checking whether an input is held reads the holder (a payment signed here, not
+  // finalized: each of its requests' records, wallet/validate.ts input_held), and a payment's finalized
+  // ancestors (excludes(): up to ANCESTRY records, each transaction parsed), neither charged: a peer's
+  // one-input proposals spending an output of a large payment cost three units each and made this member
+  // read hundreds of rows or parse hundreds of inputs a check
+  it("charges the sender for reading the payment that holds a proposal's input", async (t) => {
+    const R = 400;
+    const I = 210;
+    const CHEAP = 600;
+    const { store, reads } = counted(await memberStore(t, R + 1, I + CHEAP));
+    const { c } = await coordinatorOf(t, 0, store);
+    const held = Array.from({ length: I }, (_, i) => UTXO(i));
+    const honest = M[1]!.hex;
+    const P = proposal(
+      Array.from({ length: R }, (_, i) => REQ(i)),
+      held,
+      honest,
+    );
+    await c.handle(honest, 'proposal', P);
+    assert.ok(c.proposals.has(checkProposal(P).txid), 'P signed here: it holds its inputs');
+    const before = reads.rows;
+    for (let k = 0; k < CHEAP; k++) await c.handle(MAL, 'proposal', proposal([REQ(R)], [UTXO(0), UTXO(I + k)], MAL));
+    const rows = reads.rows - before;
+    t.diagnostic(`${CHEAP} proposals spending an input P holds read ${rows} rows`);
+    assert.ok(
+      rows <= 1.5 * COORDINATOR_CAPS.proposalWork.burst,
+      `${CHEAP} proposals charged 4 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
+    );
+  });
+
+  it("charges the sender for the finalized ancestors of a proposal's inputs", async (t) => {
+    const WIDE = 500;
+    const CHEAP = 600;
+    const { store, reads } = counted(await memberStore(t, 1, 0));
+    // F: finalized here, spending WIDE outputs and paying the federation CHEAP change-sized outputs
+    const F: Transaction = {
+      version: 2,
+      locktime: 0,
+      inputs: Array.from({ length: WIDE }, (_, i) => ({
+        txid: (9_000_000 + i).toString(16).padStart(64, '0'),
+        vout: 0,
+        sequence: 0xfffffffd,
+        scriptSig: new Uint8Array(0),
+        witness: [],
+      })),
+      outputs: Array.from({ length: CHEAP }, () => ({ value: 2_000_000n, scriptPubKey: federation.scriptPubKey })),
+    };
+    const f = txidOf(F);
+    const batch = store.batch();
+    batch.put(finalizedKey(f), { txid: f, tx: serializeTx(F) } as unknown as FinalizedRecord);
+    for (let vout = 0; vout < CHEAP; vout++)
+      await registerUtxo(batch, {
+        txid: f,
+        vout,
+        value: 2_000_000n,
+        scriptPubKey: federation.scriptPubKey,
+        height: 1,
+        pegIn: false,
+      });
+    await batch.write({ sync: true });
+    const { c } = await coordinatorOf(t, 0, store);
+    const spend = (vout: number) =>
+      proposal([REQ(0)], [{ txid: f, vout, value: 2_000_000n, scriptPubKey: federation.scriptPubKey }], MAL);
+    let before = reads.rows;
+    await c.handle(MAL, 'proposal', spend(0));
+    const perCheck = reads.rows - before;
+    before = reads.rows;
+    for (let k = 1; k < CHEAP; k++) await c.handle(MAL, 'proposal', spend(k));
+    const checks = 1 + (reads.rows - before) / perCheck;
+    t.diagnostic(`${checks} checks, each parsing F's ${WIDE} inputs (${perCheck} rows a check)`);
+    assert.ok(
+      checks <= (1.5 * COORDINATOR_CAPS.proposalWork.burst) / WIDE,
+      `${checks} checks charged 3 units each parsed ${WIDE} inputs each (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
     );
   });
 
