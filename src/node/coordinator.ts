@@ -1162,6 +1162,17 @@ export class Coordinator {
     }
     const deferred = this.deferred.get(body.txid);
     if (deferred) {
+      // one of another size than this member's own (one signature an input) would be refused when
+      // collected; kept, it let a peer park the largest frame the links admit on each deferred proposal
+      if (body.signatures.length !== deferred.own.signatures.length) {
+        this.o.metrics?.signaturesRejected.inc({ reason: 'wrong_signature_count' });
+        this.peerLog.warn(peer, 'signatures_refused', {
+          txid: body.txid,
+          member: peer,
+          reason: 'wrong_signature_count',
+        });
+        return;
+      }
       // a copy: the frame's buffer may be a view into a much larger receive buffer
       if (!deferred.sets.has(peer)) deferred.sets.set(peer, Uint8Array.from(body.signatures));
       return;

@@ -160,6 +160,42 @@ async function killedByConflict(
 }
 
 /**
+ * What signedPayments found, kept until the store's next write (Store.writes) for the same chain view
+ * and paid depth: a proposal's check reads every earlier payment of the requests it names (with a chain
+ * each of their inputs' records), and those another member sent are charged to no one (an honest
+ * proposer must not pay for a malicious member's), so a peer naming such a request again and again
+ * made this member read them again each time. A refused proposal writes nothing.
+ */
+interface PaymentMemo {
+  readonly writes: number;
+  readonly tipHeight: number | undefined;
+  readonly paidDepth: number;
+  readonly payments: Map<string, SignedPayment | null>;
+  /** The inputs of the payments kept, what their memory grows with. */
+  inputs: number;
+}
+
+/** The inputs of the payments a memo keeps (about 100 bytes each); past it, it starts again. */
+const MEMO_INPUTS = 100_000;
+
+const memos = new WeakMap<Store, PaymentMemo>();
+
+function memoOf(store: Store, chain: ChainView | null, paidDepth: number): PaymentMemo {
+  const memo = memos.get(store);
+  if (
+    memo &&
+    memo.writes === store.writes &&
+    memo.tipHeight === chain?.tipHeight &&
+    memo.paidDepth === paidDepth &&
+    memo.inputs < MEMO_INPUTS
+  )
+    return memo;
+  const fresh = { writes: store.writes, tipHeight: chain?.tipHeight, paidDepth, payments: new Map(), inputs: 0 };
+  memos.set(store, fresh);
+  return fresh;
+}
+
+/**
  * Transactions this member signed, or knows finalized, that pay request `id`. One counts as dead
  * once a conflicting transaction killed it (killedByConflict), or once another payment of one of
  * its requests with none of its inputs, finalized, can no longer lose (finalize.ts supersession):
@@ -173,24 +209,40 @@ export async function signedPayments(
   chain: ChainView | null,
   paidDepth: number,
 ): Promise<SignedPayment[]> {
+  const memo = memoOf(store, chain, paidDepth);
   const out: SignedPayment[] = [];
   for (const txid of txids) {
-    const { record, finalized } = await paymentRecord(store, txid);
-    if (!record) continue;
-    let dead = await killedByConflict(store, txid, record.inputs, chain, paidDepth);
-    const supersession = dead ? undefined : await store.get<Supersession>(supersededKey(txid));
-    if (supersession) dead = chain ? (await storedConfirmations(store, supersession.by)) >= paidDepth : true;
-    out.push({
-      txid,
-      inputs: record.inputs,
-      fee: record.fee,
-      vsize: record.vsize,
-      dead,
-      finalized,
-      ...(record.from === undefined ? {} : { from: record.from }),
-    });
+    let payment = memo.payments.get(txid);
+    if (payment === undefined) {
+      payment = await signedPayment(store, txid, chain, paidDepth);
+      memo.payments.set(txid, payment);
+      memo.inputs += 1 + (payment?.inputs.length ?? 0);
+    }
+    if (payment) out.push(payment);
   }
   return out;
+}
+
+async function signedPayment(
+  store: Store,
+  txid: string,
+  chain: ChainView | null,
+  paidDepth: number,
+): Promise<SignedPayment | null> {
+  const { record, finalized } = await paymentRecord(store, txid);
+  if (!record) return null;
+  let dead = await killedByConflict(store, txid, record.inputs, chain, paidDepth);
+  const supersession = dead ? undefined : await store.get<Supersession>(supersededKey(txid));
+  if (supersession) dead = chain ? (await storedConfirmations(store, supersession.by)) >= paidDepth : true;
+  return {
+    txid,
+    inputs: record.inputs,
+    fee: record.fee,
+    vsize: record.vsize,
+    dead,
+    finalized,
+    ...(record.from === undefined ? {} : { from: record.from }),
+  };
 }
 
 /**

@@ -659,6 +659,7 @@ export class Store implements StoreReader {
   /** Held from reading a batch's counters to writing their sums. */
   readonly #counters = new Lock();
   #closed = false;
+  #writes = 0;
 
   private constructor(db: RocksLevel, dir: string) {
     this.#db = db;
@@ -822,6 +823,14 @@ export class Store implements StoreReader {
     );
   }
 
+  /**
+   * How many batches this store has written (or tried to) since it was opened: whatever is read between
+   * two reads of the same count is unchanged, so a value derived from the store may be kept until it moves.
+   */
+  get writes(): number {
+    return this.#writes;
+  }
+
   /** Staged changes of one StoreBatch, null meaning delete, and its counter increments. */
   async #apply(
     staged: ReadonlyMap<string, Buffer | null>,
@@ -858,6 +867,8 @@ export class Store implements StoreReader {
     sync: boolean,
   ): Promise<void> {
     if (staged.size === 0 && counters.size === 0) return;
+    // before the write: a read that overlaps a write that then fails must not be kept either
+    this.#writes++;
     try {
       // @nxtedition/rocksdb writes a chained batch synchronously, on this thread, the WAL's fsync
       // included (sync): its CPU is store_write's, the wait on the disk shows in the wall figure only

@@ -5,11 +5,11 @@ import { COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
 import { proposerOf } from '../../../src/node/rotation.js';
 import type { SigningPool } from '../../../src/signing/pool.js';
-import { finalizedKey, supersededKey } from '../../../src/storage/keys.js';
+import { cursorKey, finalizedKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
 import { registerUtxo } from '../../../src/wallet/utxos.js';
-import { checkProposal } from '../../../src/wallet/proposal.js';
+import { checkProposal, PROPOSAL_CAPS } from '../../../src/wallet/proposal.js';
 import { LIVE_PAYMENTS_PER_SENDER } from '../../../src/wallet/validate.js';
 import { counted } from '../../support/counted-store.js';
 import { TEST_POLICY } from '../../support/policy.js';
@@ -448,6 +448,39 @@ describe("checking a peer's proposals", () => {
     );
   });
 
+  // Found by review: the earlier payments of a request that other members sent are read for every
+  // proposal naming it (signer.ts signedPayments: each record and, with a chain, each of its inputs'
+  // records), refused proposals included, and charged to nobody (an honest proposer must not pay for a
+  // malicious member's pins, above): an honest member's wide payment of a request made each one-input
+  // proposal of it that a malicious peer sent cost hundreds of rows for three units
+  it("reads another member's earlier payment of a request once, however many proposals name it", async (t) => {
+    const WIDE = 400;
+    const CHEAP = 600;
+    const { store, reads } = counted(await memberStore(t, 4, WIDE));
+    // a chain: killedByConflict reads each input of each earlier payment
+    const batch = store.batch();
+    batch.put(cursorKey('bitcoin'), { height: 10, hash: '00'.repeat(32) });
+    await batch.write({ sync: true });
+    const { c } = await coordinatorOf(t, 0, store);
+    const honest = M[1]!.hex;
+    const P = proposal(
+      [REQ(0), REQ(1), REQ(2), REQ(3)],
+      Array.from({ length: WIDE }, (_, i) => UTXO(i)),
+      honest,
+    );
+    await c.handle(honest, 'proposal', P);
+    assert.ok(c.proposals.has(checkProposal(P).txid), "P, the honest member's payment, signed here");
+    const before = reads.rows;
+    // inputs this member never heard of: refused (unknown_input), after the earlier payments were read
+    for (let k = 0; k < CHEAP; k++) await c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(100_000 + k)], MAL));
+    const rows = reads.rows - before;
+    t.diagnostic(`${CHEAP} one-input proposals naming a request of P read ${rows} rows`);
+    assert.ok(
+      rows <= 1.5 * COORDINATOR_CAPS.proposalWork.burst,
+      `${CHEAP} proposals charged 3 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
+    );
+  });
+
   // rivals (proposals refused because a payment signed here holds their inputs) are read again at each
   // of this member's turns, with every request of their group; a peer's 64 of them, paying requests
   // their shared inputs cannot fund, were charged once and cost a merge attempt at every turn
@@ -486,5 +519,30 @@ describe("checking a peer's proposals", () => {
     const fresh = proposal([REQ(1 + RIVALS * K)], [UTXO(U)], MAL);
     await c.handle(MAL, 'proposal', fresh);
     assert.equal(c.proposals.has(checkProposal(fresh).txid), false, 'signed: the rivals cost their sender nothing');
+  });
+});
+
+// Found by review: a set for a proposal this member signed and leaves its proposer to collect for a
+// quarter slot was kept whatever its size (any multiple of 64 bytes up to PROPOSAL_CAPS.inputs
+// signatures), outside the early sets' byte cap, and refused only when collected
+describe('signature sets for a proposal this member leaves its proposer to collect', () => {
+  it("are kept no larger than the proposal's own set: a peer cannot park the largest frame on each", async (t) => {
+    const k = 16;
+    const { c } = await coordinatorOf(t, 0, await memberStore(t, k, k), { slotMs: SLOT });
+    const txids: string[] = [];
+    for (let i = 0; i < k; i++) {
+      const P = proposal([REQ(i)], [UTXO(i)], M[1]!.hex);
+      await c.onProposalFrame(M[1]!.hex, P);
+      txids.push(checkProposal(P).txid);
+    }
+    assert.ok(
+      txids.every((x) => c.deferred.has(x)),
+      'this member defers each: member 1 proposed them',
+    );
+    const largest = new Uint8Array(64 * PROPOSAL_CAPS.inputs).fill(7);
+    for (const txid of txids) await c.onSignatures(MAL, { txid, signatures: largest });
+    const deferred = c.deferred as unknown as Map<string, { sets: Map<string, Uint8Array> }>;
+    const held = txids.reduce((a, x) => a + (deferred.get(x)?.sets.get(MAL)?.length ?? 0), 0);
+    assert.ok(held <= k * 64, `${k} one-input proposals hold ${held} bytes of the malicious member's sets`);
   });
 });
