@@ -332,6 +332,9 @@ function checkInputs(
 ): { spends: Set<string>; value: bigint } | Verdict {
   const spends = new Set<string>();
   let value = 0n;
+  // each holder checked once: a replacement of a payment of many requests spends many of its inputs
+  const paid = new Set(proposal.requestIds);
+  const cleared = new Set<string>();
   for (const [i, input] of tx.inputs.entries()) {
     const at = { input: i };
     const sequence = checkSequence(input, i);
@@ -360,12 +363,15 @@ function checkInputs(
     }
     // SPEC §3, invariant 5: an input a live payment holds is taken only by a payment of all that
     // payment's requests (a replacement or a merge), so no request is stranded with it
-    const held = utxo.reservedBy && utxo.reservedBy !== txid ? state.holder(utxo.reservedBy) : undefined;
-    const stranded = held?.filter((id) => !proposal.requestIds.includes(id)) ?? [];
-    if (stranded.length > 0) {
-      const detail = `${name} is held by payment ${utxo.reservedBy}, whose requests ${stranded.join(', ')} this proposal does not pay`;
-      // the holder is named, so that the proposer can be shown it and merge it (as with double_payment)
-      return reject('input_held', detail, { ...at, earlier: utxo.reservedBy! });
+    const holder = utxo.reservedBy && utxo.reservedBy !== txid ? utxo.reservedBy : undefined;
+    if (holder && !cleared.has(holder)) {
+      const stranded = state.holder(holder)?.filter((id) => !paid.has(id)) ?? [];
+      if (stranded.length > 0) {
+        const detail = `${name} is held by payment ${holder}, whose requests ${stranded.join(', ')} this proposal does not pay`;
+        // the holder is named, so that the proposer can be shown it and merge it (as with double_payment)
+        return reject('input_held', detail, { ...at, earlier: holder });
+      }
+      cleared.add(holder);
     }
     value += utxo.value;
   }
@@ -462,11 +468,14 @@ function checkDoublePayment(
   fee: bigint,
   vsize: number,
 ): Verdict {
+  // each earlier payment judged once: a replacement of a payment of many requests finds it on each one's list
+  const judged = new Set<string>();
   for (const id of proposal.requestIds) {
     const crowded = overLiveShare(state.signedPayments(id), txid, state.sender, `request ${id}`);
     if (crowded) return crowded;
     for (const earlier of state.signedPayments(id)) {
-      if (earlier.dead || earlier.txid === txid) continue;
+      if (earlier.dead || earlier.txid === txid || judged.has(earlier.txid)) continue;
+      judged.add(earlier.txid);
       // only a direct conflict can meet the earlier one in a mempool: BIP125 applies to it
       if (earlier.inputs.some((o) => spends.has(o))) {
         const fault = replacementFeeFault(earlier, fee, vsize);

@@ -10,6 +10,7 @@ import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { proposalKey } from '../../../src/storage/keys.js';
 import {
   buildPayments,
+  buildReplacement,
   paymentOutputs,
   requirePayments,
   unsignedSpend,
@@ -282,6 +283,37 @@ describe('proposal validation', () => {
       { ok: true },
       'deep enough',
     );
+  });
+
+  // Found by review: each input's holder was read and its requests compared with every request the
+  // proposal pays, input after input: a replacement of a holder of hundreds of requests spending
+  // hundreds of its inputs cost inputs × requests × requests comparisons for units of inputs + requests
+  it('checks each holder of its inputs once, however many of them the proposal spends', () => {
+    const all = utxos.map((u) => `${u.txid}:${u.vout}`);
+    const spendsAll = proposalFromPayment(buildReplacement(requests, utxos, 2, federation)!, 1, PROPOSER);
+    assert.equal(parseTx(spendsAll.unsignedTx).inputs.length, all.length);
+    const holders = new Map([[hex32(55), requests.map((r) => r.id)]]);
+    const read: string[] = [];
+    const s = state({ utxos: heldBy(hex32(55)), holders });
+    const counting: ValidationState = { ...s, holder: (txid) => (read.push(txid), s.holder(txid)) };
+    assert.deepEqual(validateProposal(asChecked(spendsAll), counting), { ok: true });
+    assert.deepEqual(read, [hex32(55)]);
+  });
+
+  it('judges each earlier payment once, however many of its requests the proposal pays', () => {
+    let reads = 0;
+    const inputs = [firstInput];
+    const e: SignedPayment = {
+      ...earlier(hex32(42), []),
+      get inputs() {
+        reads++;
+        return inputs;
+      },
+    };
+    const signed = new Map(base.requestIds.map((id) => [id, [e]]));
+    assert.equal(base.requestIds.length, 2);
+    assert.deepEqual(validateProposal(asChecked(base), state({ signed })), { ok: true });
+    assert.equal(reads, 1, 'the inputs of the payment both requests are in, read for each');
   });
 
   it('allows paying a request again only in a replacement that spends an input of every earlier payment', () => {
