@@ -102,6 +102,12 @@ export const COORDINATOR_CAPS = {
    * missed.
    */
   recoverPerProposal: 4,
+  /**
+   * The unknown inputs of a peer's proposals looked up, per second and saved up: each is a call or two to
+   * Bitcoin Core. An honest proposal names an input this member does not know only while its observer is
+   * a block behind, and is checked again when it catches up.
+   */
+  lookups: { perSecond: 1, burst: 16 },
   /** Proposals kept for retry or as rivals, or until the operator acts, all peers together. */
   retry: 1000,
   rivals: 1000,
@@ -289,6 +295,8 @@ export class Coordinator {
   private readonly work = new Map<string, TokenBucket>();
   /** The questions each peer may still ask for finalized payments (COORDINATOR_CAPS.answers; at most n). */
   private readonly answers = new Map<string, TokenBucket>();
+  /** The inputs each peer's proposals may still have looked up in Bitcoin Core (COORDINATOR_CAPS.lookups; n at most). */
+  private readonly lookups = new Map<string, TokenBucket>();
   /** When each peer was last sent each payment it asked for (at most n peers, answers.burst payments each). */
   private readonly answered = new Map<string, Map<string, number>>();
   /** When this member last asked its peers for each payment it cannot name (COORDINATOR_CAPS.asked). */
@@ -786,7 +794,11 @@ export class Coordinator {
       peer,
     );
     if (outcome.work) this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).charge(outcome.work);
-    if (!outcome.ok && outcome.reason === 'unknown_input' && tries === 0 && (await this.recoverInputs(checked))) {
+    if (!outcome.ok && outcome.reason === 'unknown_input' && tries === 0 && (await this.recoverInputs(peer, checked))) {
+      // checked again, whole: charged again
+      this.budgetOf(this.work, peer, COORDINATOR_CAPS.proposalWork).charge(
+        proposal.requestIds.length + proposal.prevouts.length + 1,
+      );
       await this.onProposal(peer, checked, tries + 1);
       return;
     }
@@ -1136,19 +1148,20 @@ export class Coordinator {
   }
 
   /**
-   * Looks up the proposal's inputs this member does not know; true when each of them was found to be a federation
-   * output.
+   * Looks up the inputs of `peer`'s proposal this member does not know, within its budget; true when each of them
+   * was found to be a federation output.
    */
-  private async recoverInputs({ txid, tx }: CheckedProposal): Promise<boolean> {
+  private async recoverInputs(peer: string, { txid, tx }: CheckedProposal): Promise<boolean> {
     if (!this.o.recoverInput) return false;
     const utxos = await getUtxos(this.o.store, tx.inputs);
     const unknown = tx.inputs.filter((_, i) => !utxos[i]);
     if (unknown.length === 0 || unknown.length > COORDINATOR_CAPS.recoverPerProposal) return false;
+    if (!this.budgetOf(this.lookups, peer, COORDINATOR_CAPS.lookups).take(unknown.length)) return false;
     try {
       for (const input of unknown) await this.o.recoverInput({ txid: input.txid, vout: input.vout });
       return true;
     } catch (err) {
-      this.o.log.warn('input_recovery_failed', { txid, error: err as Error });
+      this.peerLog.warn(peer, 'input_recovery_failed', { peer, txid, error: err as Error });
       return false;
     }
   }

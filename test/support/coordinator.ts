@@ -142,7 +142,12 @@ export async function coordinatorOf(
   t: TestContext,
   index: number,
   store: Store,
-  opts: { slotMs?: number; pool?: SigningPool; verifyWrap?: (pool: SigningPool) => SigningPool } = {},
+  opts: {
+    slotMs?: number;
+    pool?: SigningPool;
+    verifyWrap?: (pool: SigningPool) => SigningPool;
+    recoverInput?: (outpoint: { txid: string; vout: number }) => Promise<unknown>;
+  } = {},
 ): Promise<Harness> {
   const me = M[index]!;
   const realPool = opts.pool ?? new SigningPool(federation, { secretKey: me.secret, size: 1 });
@@ -180,6 +185,7 @@ export async function coordinatorOf(
     outflow: new Outflow(store, me.hex, federation.threshold, federation.pubkeys.map(toHex), TEST_POLICY.limits),
     paused: () => false,
     onFinalized: async () => {},
+    ...(opts.recoverInput ? { recoverInput: opts.recoverInput } : {}),
   });
   t.after(() => coordinator.stop());
   return { c: coordinator as unknown as Internals, coordinator, store, sent, clock, pool: realPool };

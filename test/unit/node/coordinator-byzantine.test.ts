@@ -546,3 +546,24 @@ describe('signature sets for a proposal this member leaves its proposer to colle
     assert.ok(held <= k * 64, `${k} one-input proposals hold ${held} bytes of the malicious member's sets`);
   });
 });
+
+// Found by review: the inputs of a peer's proposal this member does not know (up to
+// COORDINATOR_CAPS.recoverPerProposal of them) were looked up in Bitcoin Core (gettxout, then
+// getrawtransaction) for each proposal, with a warning logged each time, for the units of its size: a
+// peer's stream of one-input proposals naming made-up outputs was a stream of RPCs to the member's node
+describe("inputs of a peer's proposal this member does not know", () => {
+  it('are looked up in Bitcoin Core within a budget of the sender', async (t) => {
+    const looked: string[] = [];
+    const recoverInput = async (o: { txid: string; vout: number }): Promise<never> => {
+      looked.push(`${o.txid}:${o.vout}`);
+      throw new Error("not in the node's UTXO set");
+    };
+    const { c } = await coordinatorOf(t, 0, await memberStore(t, 1, 0), { recoverInput });
+    const FRAMES = 200;
+    for (let k = 0; k < FRAMES; k++) await c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(1000 + k)], MAL));
+    assert.ok(
+      looked.length <= COORDINATOR_CAPS.lookups.burst,
+      `${FRAMES} proposals had ${looked.length} made-up inputs looked up`,
+    );
+  });
+});
