@@ -295,7 +295,7 @@ export class Coordinator {
   private readonly work = new Map<string, TokenBucket>();
   /** The questions each peer may still ask for finalized payments (COORDINATOR_CAPS.answers; at most n). */
   private readonly answers = new Map<string, TokenBucket>();
-  /** The inputs each peer's proposals may still have looked up in Bitcoin Core (COORDINATOR_CAPS.lookups; n at most). */
+  /** What each peer's proposals may still have looked up in Bitcoin Core (COORDINATOR_CAPS.lookups; n at most). */
   private readonly lookups = new Map<string, TokenBucket>();
   /** When each peer was last sent each payment it asked for (at most n peers, answers.burst payments each). */
   private readonly answered = new Map<string, Map<string, number>>();
