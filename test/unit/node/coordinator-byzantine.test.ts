@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { serializeTx, txid as txidOf, type Transaction } from '../../../src/bitcoin/tx.js';
 import { COORDINATOR_CAPS } from '../../../src/node/coordinator.js';
 import { EARLY_CAPS } from '../../../src/node/early-signatures.js';
@@ -11,7 +11,7 @@ import { buildReplacement } from '../../../src/wallet/payment.js';
 import { registerUtxo } from '../../../src/wallet/utxos.js';
 import { checkProposal, PROPOSAL_CAPS } from '../../../src/wallet/proposal.js';
 import { LIVE_PAYMENTS_PER_SENDER } from '../../../src/wallet/validate.js';
-import { counted } from '../../support/counted-store.js';
+import { counted, type ReadCount } from '../../support/counted-store.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import {
   coordinatorOf,
@@ -37,6 +37,25 @@ async function deliverSets(from: Harness, mark: number, to: Harness, sender: str
   const sets = from.sent.slice(mark).filter((s) => s.type === 'signatures');
   for (const s of sets) await to.c.onSignatures(sender, s.body as { txid: string; signatures: Uint8Array });
   return sets.length;
+}
+
+/**
+ * Sends `frames` proposals (`send(k)`, each charged a few units) and checks the rows they made this member
+ * read against the proposal budget's burst, which they should have spent long before.
+ */
+async function readWithinBudget(
+  t: TestContext,
+  reads: ReadCount,
+  frames: number,
+  what: string,
+  send: (k: number) => Promise<unknown>,
+): Promise<void> {
+  const before = reads.rows;
+  for (let k = 0; k < frames; k++) await send(k);
+  const rows = reads.rows - before;
+  t.diagnostic(`${frames} ${what} read ${rows} rows`);
+  const { burst } = COORDINATOR_CAPS.proposalWork;
+  assert.ok(rows <= 1.5 * burst, `${frames} ${what} read ${rows} rows (budget ${burst})`);
 }
 
 describe('a rival payment sent again', () => {
@@ -314,13 +333,8 @@ describe("checking a peer's proposals", () => {
     // the same inputs each time at a higher rate: each replaces the one before, and all are live
     for (let k = 0; k < LIVE_PAYMENTS_PER_SENDER; k++)
       await c.handle(MAL, 'proposal', proposal([REQ(0)], heavy, MAL, 2 + k / 4));
-    const before = reads.rows;
-    for (let k = 0; k < CHEAP; k++) await c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(HEAVY + k)], MAL));
-    const rows = reads.rows - before;
-    t.diagnostic(`${CHEAP} one-input proposals of the request read ${rows} rows`);
-    assert.ok(
-      rows <= 1.5 * COORDINATOR_CAPS.proposalWork.burst,
-      `${CHEAP} proposals charged 3 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
+    await readWithinBudget(t, reads, CHEAP, 'one-input proposals of the request', (k) =>
+      c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(HEAVY + k)], MAL)),
     );
   });
 
@@ -392,13 +406,8 @@ describe("checking a peer's proposals", () => {
     );
     await c.handle(honest, 'proposal', P);
     assert.ok(c.proposals.has(checkProposal(P).txid), 'P signed here: it holds its inputs');
-    const before = reads.rows;
-    for (let k = 0; k < CHEAP; k++) await c.handle(MAL, 'proposal', proposal([REQ(R)], [UTXO(0), UTXO(I + k)], MAL));
-    const rows = reads.rows - before;
-    t.diagnostic(`${CHEAP} proposals spending an input P holds read ${rows} rows`);
-    assert.ok(
-      rows <= 1.5 * COORDINATOR_CAPS.proposalWork.burst,
-      `${CHEAP} proposals charged 4 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
+    await readWithinBudget(t, reads, CHEAP, 'proposals spending an input P holds', (k) =>
+      c.handle(MAL, 'proposal', proposal([REQ(R)], [UTXO(0), UTXO(I + k)], MAL)),
     );
   });
 
@@ -470,14 +479,9 @@ describe("checking a peer's proposals", () => {
     );
     await c.handle(honest, 'proposal', P);
     assert.ok(c.proposals.has(checkProposal(P).txid), "P, the honest member's payment, signed here");
-    const before = reads.rows;
     // inputs this member never heard of: refused (unknown_input), after the earlier payments were read
-    for (let k = 0; k < CHEAP; k++) await c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(100_000 + k)], MAL));
-    const rows = reads.rows - before;
-    t.diagnostic(`${CHEAP} one-input proposals naming a request of P read ${rows} rows`);
-    assert.ok(
-      rows <= 1.5 * COORDINATOR_CAPS.proposalWork.burst,
-      `${CHEAP} proposals charged 3 units each read ${rows} rows (budget ${COORDINATOR_CAPS.proposalWork.burst})`,
+    await readWithinBudget(t, reads, CHEAP, 'one-input proposals naming a request of P', (k) =>
+      c.handle(MAL, 'proposal', proposal([REQ(0)], [UTXO(100_000 + k)], MAL)),
     );
   });
 
