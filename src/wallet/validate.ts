@@ -65,7 +65,10 @@ export interface ValidationState {
   readonly sender: string;
   request(id: string): KnownRequest | undefined;
   utxo(outpoint: string): UtxoRecord | undefined;
-  /** Transactions this member signed that pay request `id`. */
+  /**
+   * Transactions this member signed that pay request `id`; one payment is the same under each request it pays
+   * (checkDoublePayment judges each payment once).
+   */
   signedPayments(id: string): readonly SignedPayment[];
   /**
    * The requests paid by the live payment `txid` that holds (reserved) an input, when this member signed or finalized
