@@ -1,5 +1,5 @@
 import { setImmediate } from 'node:timers/promises';
-import { toHex } from '../bitcoin/bytes.js';
+import { equal, toHex } from '../bitcoin/bytes.js';
 import type { Federation } from '../bitcoin/federation.js';
 import { parseTx, serializeTx, txid as txidOf, type Transaction } from '../bitcoin/tx.js';
 import { AWAITING_FINAL, countsInOutflow, getRequest, stageStatus } from '../evm/request-store.js';
@@ -952,11 +952,15 @@ export class Coordinator {
     if (await this.o.store.get(finalizedKey(txid))) return undefined;
     const inputs: SpendableUtxo[] = [];
     let lost = false;
+    // one stand-in a spender: a payment that spent many of its inputs is read once, not once an input
+    const spenders = new Set<string>();
     const utxos = await getUtxos(this.o.store, tx.inputs);
     for (const [i, o] of tx.inputs.entries()) {
       const u = utxos[i];
       const spender = u?.state === 'spent' && u.spentBy !== txid ? u.spentBy : undefined;
       if (noChain && spender && proposal.requestIds.length > 0) {
+        if (spenders.has(spender)) continue;
+        spenders.add(spender);
         const output = await this.unspentOutputOf(spender);
         if (!output) return undefined;
         inputs.push(output);
@@ -979,15 +983,21 @@ export class Coordinator {
 
   /**
    * A federation output that nothing holds, of finalized payment `txid` or of a finalized payment that
-   * depends on it within the signers' ANCESTRY (its change is soon spent by later payments).
+   * depends on it within the signers' ANCESTRY (its change is soon spent by later payments): its outputs
+   * that pay the federation only, of at most ANCESTRY.records payments.
    */
   private async unspentOutputOf(txid: string): Promise<SpendableUtxo | undefined> {
+    const seen = new Set<string>();
     let generation = [txid];
     for (let depth = 0; depth < ANCESTRY.depth && generation.length > 0; depth++) {
+      generation = generation.filter((t) => !seen.has(t)).slice(0, ANCESTRY.records - seen.size);
+      for (const t of generation) seen.add(t);
       const next: string[] = [];
       for (const [i, f] of (await this.o.store.getMany<FinalizedRecord>(generation.map(finalizedKey))).entries()) {
         if (!f) continue;
-        const outputs = parseTx(f.tx).outputs.map((_, vout) => ({ txid: generation[i]!, vout }));
+        const outputs = parseTx(f.tx).outputs.flatMap((o, vout) =>
+          equal(o.scriptPubKey, this.o.federation.scriptPubKey) ? [{ txid: generation[i]!, vout }] : [],
+        );
         for (const u of await getUtxos(this.o.store, outputs)) {
           if (u?.state === 'unspent')
             return { txid: u.txid, vout: u.vout, value: u.value, scriptPubKey: u.scriptPubKey };

@@ -8,7 +8,7 @@ import type { SigningPool } from '../../../src/signing/pool.js';
 import { cursorKey, finalizedKey, supersededKey } from '../../../src/storage/keys.js';
 import type { FinalizedRecord } from '../../../src/storage/records.js';
 import { buildReplacement } from '../../../src/wallet/payment.js';
-import { registerUtxo } from '../../../src/wallet/utxos.js';
+import { getUtxo, registerUtxo, stageSpent } from '../../../src/wallet/utxos.js';
 import { checkProposal, PROPOSAL_CAPS } from '../../../src/wallet/proposal.js';
 import { LIVE_PAYMENTS_PER_SENDER } from '../../../src/wallet/validate.js';
 import { counted, type ReadCount } from '../../support/counted-store.js';
@@ -568,6 +568,64 @@ describe("inputs of a peer's proposal this member does not know", () => {
     assert.ok(
       looked.length <= COORDINATOR_CAPS.lookups.burst,
       `${FRAMES} proposals had ${looked.length} made-up inputs looked up`,
+    );
+  });
+});
+
+// Found by review: without a chain, a payment signed here whose inputs a finalized payment F spent is
+// `lost`, and at each of this member's turns each of its inputs had F walked again (unspentOutputOf:
+// F parsed, the record of each of its outputs read, then its descendants', with no bound on how many):
+// a peer's payment of twenty inputs that a finalized one of 900 outputs spent cost 18,044 rows a turn,
+// for the 22 units it was charged once
+describe('a payment signed here whose inputs a finalized payment spent, without a chain', () => {
+  it('has the payment that spent them read once a turn, not once an input', async (t) => {
+    const I = 20;
+    const W = 900;
+    const { store, reads } = counted(await memberStore(t, 2, I));
+    const { c } = await coordinatorOf(t, 0, store, { slotMs: SLOT });
+    const P = proposal(
+      [REQ(0)],
+      Array.from({ length: I }, (_, i) => UTXO(i)),
+      MAL,
+    );
+    await c.handle(MAL, 'proposal', P);
+    assert.ok(c.proposals.has(checkProposal(P).txid), 'P signed here');
+    // F, finalized, spends P's inputs and pays the federation W outputs; only the last is unspent, too
+    // small to fund a merge of P's request
+    const F: Transaction = {
+      version: 2,
+      locktime: 0,
+      inputs: Array.from({ length: I }, (_, i) => ({
+        txid: UTXO(i).txid,
+        vout: 0,
+        sequence: 0xfffffffd,
+        scriptSig: new Uint8Array(0),
+        witness: [],
+      })),
+      outputs: Array.from({ length: W }, (_, k) => ({
+        value: k === W - 1 ? 5_000n : 1_000_000n,
+        scriptPubKey: federation.scriptPubKey,
+      })),
+    };
+    const f = txidOf(F);
+    const batch = store.batch();
+    batch.put(finalizedKey(f), { txid: f, tx: serializeTx(F) } as unknown as FinalizedRecord);
+    for (let i = 0; i < I; i++) stageSpent(batch, (await getUtxo(store, UTXO(i)))!, f);
+    const change = { txid: f, vout: W - 1, value: 5_000n, scriptPubKey: federation.scriptPubKey };
+    await registerUtxo(batch, { ...change, height: 1, pegIn: false });
+    await batch.write({ sync: true });
+    const perTurn: number[] = [];
+    for (let turn = 0; turn < 3; turn++) {
+      const slot = 8 + 4 * turn;
+      const before = reads.rows;
+      assert.deepEqual(await c.merges(2, TEST_POLICY, slot * SLOT, slot), [], 'no merge: F leaves too little');
+      perTurn.push(reads.rows - before);
+    }
+    t.diagnostic(`rows read a turn: ${perTurn.join(', ')}`);
+    assert.ok(c.proposals.has(checkProposal(P).txid), 'P still open: read again at the next turn');
+    assert.ok(
+      perTurn.every((rows) => rows <= 2 * W),
+      `each turn read ${perTurn.join(', ')} rows for P, F's ${W} outputs once for each of P's ${I} inputs`,
     );
   });
 });
