@@ -1,4 +1,4 @@
-import { Packr } from 'msgpackr';
+import { newPackr } from '../msgpack.js';
 
 /** Frame protocol version; a peer speaking another is dropped. */
 export const FRAME_VERSION = 1;
@@ -12,7 +12,7 @@ export interface Frame {
 // structuredClone off: a frame that refers to an object twice, or to a list from inside itself, is
 // malformed; accepted, a few hundred bytes could decode to a graph whose every re-encoding (a kept
 // payment announced again, a stored record) doubles with each level of sharing
-const packr = new Packr({
+const packr = newPackr({
   useRecords: false,
   mapsAsObjects: true,
   int64AsType: 'bigint',

@@ -476,11 +476,13 @@ export class PeerNetwork extends EventEmitter {
   }
 
   private handshake(link: Link, data: Buffer, expected: string | undefined): void {
+    // not decoded: what dense msgpack costs to decode is far more than its bytes, and a hello or proof
+    // is a few hundred. libuv can read a whole oversized frame before the budget's check runs
+    if (data.length > LINK_CAPS.handshakeBytes) return this.failOverBudget(link);
     const frame = decodeFrame(data, HANDSHAKE_TYPES);
     if (typeof frame === 'string') {
       this.stats.dropped[frame === 'unknown_type' ? 'unauthenticated' : frame]++;
-      // libuv can read a whole oversized frame before the budget's check runs: the budget is
-      // still what this connection broke
+      // frames under the budget that together are over it: the budget is still what this connection broke
       if (link.overBudget) return this.failOverBudget(link);
       return this.fail(link, `handshake frame refused (${frame})`);
     }

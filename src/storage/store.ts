@@ -1,5 +1,5 @@
 import { RocksLevel } from '@nxtedition/rocksdb';
-import { Packr } from 'msgpackr';
+import { newPackr } from '../msgpack.js';
 import * as stages from '../metrics/stages.js';
 import { tryParseRequestId } from '../evm/request-id.js';
 import { StorageError } from './errors.js';
@@ -50,7 +50,7 @@ export interface EntriesRange {
  * round through float64). Records are maps, not msgpackr "records", so any msgpack reader can
  * inspect a store.
  */
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint', useBigIntExtension: true });
+const packr = newPackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint', useBigIntExtension: true });
 
 // Printable ASCII only: keys.ts builds every key from hex, digits and fixed words, and ASCII
 // keeps UTF-8 byte order equal to string order, which prefix ranges rely on. Checked on every put

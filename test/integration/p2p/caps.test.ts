@@ -167,6 +167,12 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
       await within(once(stranger, 'close'), 'the stranger to be closed');
     }
     assert.deepEqual(reasons, Array(2).fill(`more than ${LINK_CAPS.handshakeBytes} bytes before authenticating`));
+    // a frame over the budget is not decoded either: decoding dense msgpack costs far more than its bytes
+    assert.deepEqual(
+      { malformed: net.stats.dropped.malformed, unauthenticated: net.stats.dropped.unauthenticated },
+      { malformed: 0, unauthenticated: 0 },
+      "a stranger's frame over the handshake budget was decoded",
+    );
 
     const text = 'y'.repeat(64 * 1024);
     const member = await rawPeer(ms[0]!, ms[1]!.secretKey, { follow: encodeFrame('note', { text }) });
