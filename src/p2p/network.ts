@@ -21,6 +21,14 @@ export interface NetworkLimits {
   readonly framesPerSecond: number;
   readonly bytesPerSecond: number;
   /**
+   * Main-thread CPU milliseconds decoding one peer's frames may take a second, ten seconds' worth saved up.
+   * What msgpack costs to decode varies a hundredfold with how dense it is (a byte of an empty map
+   * against a transaction's bytes), so the byte budget alone let one member's frames take the whole
+   * event loop; an honest member's busiest frames (a round's 1,000-output payments, a reconnect's
+   * announcements) take a few milliseconds each.
+   */
+  readonly decodeMsPerSecond: number;
+  /**
    * Dropped frames after which a peer is disconnected and banned; the count forgets one fault every
    * banMs / misbehaviourLimit, so an honest peer's rare fault never adds up to a ban over months.
    */
@@ -42,6 +50,7 @@ export const DEFAULT_LIMITS: NetworkLimits = {
   maxFrameBytes: 4 * 1024 * 1024,
   framesPerSecond: 500,
   bytesPerSecond: 16 * 1024 * 1024,
+  decodeMsPerSecond: 200,
   misbehaviourLimit: 20,
   banMs: 60_000,
   handshakeTimeoutMs: 5_000,
@@ -130,6 +139,8 @@ interface Inbox {
 interface PeerBudget {
   readonly frames: TokenBucket;
   readonly bytes: TokenBucket;
+  /** Milliseconds of decoding (NetworkLimits.decodeMsPerSecond). */
+  readonly decode: TokenBucket;
   /** Its faults: one token each, misbehaviourLimit − 1 in hand, refilled over banMs; none left is a ban. */
   readonly faults: TokenBucket;
 }
@@ -435,8 +446,13 @@ export class PeerNetwork extends EventEmitter {
     link.heard = true;
     if (!link.ready) return this.handshake(link, data, expected);
     const budget = link.budget!;
-    if (!budget.frames.take() || !budget.bytes.take(data.length)) return this.drop(link, 'rate_limited');
+    // the decoding budget is charged after, with the CPU decoding took (stages.clockNs: the thread's
+    // CPU, which a crowded run queue does not inflate): in debt, nothing more is decoded
+    if (!budget.frames.take() || !budget.bytes.take(data.length) || !budget.decode.take(0))
+      return this.drop(link, 'rate_limited');
+    const started = stages.clockNs();
     const frame = decodeFrame(data, this.validators);
+    budget.decode.charge((stages.clockNs() - started) / 1e6);
     if (typeof frame === 'string') return this.drop(link, frame);
     const peer = toHex(link.peer!);
     if (this.handler && !this.enqueue(peer, frame.type, frame.body, data.length)) {
@@ -545,11 +561,12 @@ export class PeerNetwork extends EventEmitter {
   }
 
   private budgetOf(peer: string): PeerBudget {
-    const { framesPerSecond, bytesPerSecond, misbehaviourLimit, banMs } = this.limits;
+    const { framesPerSecond, bytesPerSecond, decodeMsPerSecond, misbehaviourLimit, banMs } = this.limits;
     // only members authenticate, so the bound is never reached
     return bucketOf(this.budgets, peer, this.memberSet.size, () => ({
       frames: new TokenBucket(framesPerSecond, framesPerSecond * 2),
       bytes: new TokenBucket(bytesPerSecond, bytesPerSecond * 2),
+      decode: new TokenBucket(decodeMsPerSecond, decodeMsPerSecond * 10),
       faults: new TokenBucket((misbehaviourLimit * 1000) / banMs, misbehaviourLimit - 1),
     }));
   }

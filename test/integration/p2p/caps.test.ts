@@ -6,9 +6,10 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { afterEach, describe, it } from 'node:test';
+import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
 import { toHex } from '../../../src/bitcoin/bytes.js';
-import { encodeFrame } from '../../../src/p2p/frames.js';
+import { encodeFrame, FRAME_VERSION } from '../../../src/p2p/frames.js';
 import { LINK_CAPS } from '../../../src/p2p/limits.js';
 import { DIAL_TLS } from '../../../src/p2p/network.js';
 import { linkNetwork as network, members, rawPeer, stopNetworks, until, urlOf, within } from '../../support/links.js';
@@ -231,6 +232,32 @@ describe('link-layer caps', { timeout: 120_000 }, () => {
     assert.ok(net.connectedPeers().includes(flooder), 'a full queue is not misbehaviour');
     assert.ok(honest.send(toHex(ms[0]!.key), 'note', { text: 'after the flood' }));
     await until(() => handled.get(toHex(ms[2]!.key)) === honestSent + 1, 'honest traffic after the flood');
+  });
+
+  // Found by review: what a frame costs to decode varies a hundredfold with how dense its msgpack is
+  // (a byte of an empty map against a transaction's bytes), and only its bytes were charged: a member's
+  // frames within its byte budget, a valid body beside a padding of empty maps, took the whole event loop
+  it("a member's frames that take more decoding than its budget allows are dropped, and cost it faults", async (t) => {
+    const ms = await members(2);
+    const net = network(ms[0]!, ms, { limits: { decodeMsPerSecond: 1 } });
+    await net.start();
+    const member = await rawPeer(ms[0]!, ms[1]!.secretKey);
+    assert.equal(await member.ready, true);
+    const dense = new Packr({ useRecords: false }).pack({
+      v: FRAME_VERSION,
+      type: 'note',
+      body: { text: 'x' },
+      pad: Array.from({ length: 128 * 1024 }, () => ({})),
+    });
+    const FRAMES = 16;
+    for (let i = 0; i < FRAMES; i++) member.ws.send(dense);
+    await until(
+      () => net.stats.framesIn + net.stats.dropped.rate_limited >= FRAMES || member.ws.readyState !== WebSocket.OPEN,
+      'every frame handled or the member dropped',
+    );
+    t.diagnostic(`${net.stats.framesIn} decoded, ${net.stats.dropped.rate_limited} dropped as over the budget`);
+    assert.ok(net.stats.dropped.rate_limited > 0, `all ${net.stats.framesIn} of the ${FRAMES} dense frames decoded`);
+    member.ws.close();
   });
 
   it('a stranger pipelining plain HTTP requests on the link port, never upgrading, is cut off at the first', async (t) => {
