@@ -31,7 +31,7 @@ export interface EvmObserverOptions {
    */
   readonly endBlock?: number;
   readonly bridge?: string;
-  /** Largest eth_getLogs range tried; halved while the node refuses it, doubled back after answers. */
+  /** Largest eth_getLogs range tried; halved while the node refuses it, doubled back after answers (readLogs). */
   readonly maxRange?: number;
   /**
    * EVM blocks, counted back from the cursor, whose records (evmblk/) are kept for rollbacks
@@ -73,6 +73,9 @@ const YIELD_EVERY = 500;
  * it runs. The Bitcoin observer bounds its undo data the same way (1,000 blocks).
  */
 const DEFAULT_KEEP_BLOCKS = 10_000;
+
+/** Answers in a row after which a range wider than half the one the node last refused is tried again. */
+const WIDER_AFTER = 16;
 
 /** Records dropped in one range's batch: a store from before the bound sheds its backlog a chunk a range. */
 const PRUNE_CHUNK = 1000;
@@ -120,6 +123,13 @@ async function blockAtOrBehind(rpc: EvmRpc, height: number): Promise<{ hash: str
  */
 export class EvmObserver {
   private range: number;
+  /**
+   * The widest range tried until WIDER_AFTER answers in a row came back since the node last refused
+   * one: half the width it refused, then maxRange again.
+   */
+  private ceiling: number;
+  /** Answers in a row since the node last refused a range. */
+  private answered = 0;
   private readonly maxRange: number;
   private readonly keepBlocks: number;
   private readonly bridge: string;
@@ -138,6 +148,7 @@ export class EvmObserver {
         keepBlocks: this.keepBlocks,
       });
     this.range = this.maxRange;
+    this.ceiling = this.maxRange;
     this.bridge = (options.bridge ?? BRIDGE_ADDRESS).toLowerCase();
   }
 
@@ -304,8 +315,8 @@ export class EvmObserver {
 
   /**
    * eth_getLogs for [from, to], halving the range while the node refuses it, times out or answers over
-   * the size cap, and doubling it (up to maxRange) after each answer; with the hash block `to` had
-   * before the logs were read.
+   * the size cap, and doubling it after each answer, up to half the width last refused until WIDER_AFTER
+   * answers in a row came back, then up to maxRange; with the hash block `to` had before the logs were read.
    */
   private async readLogs(
     from: number,
@@ -325,8 +336,10 @@ export class EvmObserver {
         if (!Array.isArray(logs))
           throw new EvmError('rpc_malformed', 'eth_getLogs answered with something other than a list');
         // back up after an answer: a refusal (a rate limit, a burst of logs) must not leave every later
-        // range one block wide
-        this.range = Math.min(this.maxRange, this.range * 2);
+        // range one block wide; but not at once to the width just refused, which while the load lasts
+        // times out again (each timeout a minute with the default client's retries)
+        if (++this.answered >= WIDER_AFTER) this.ceiling = this.maxRange;
+        this.range = Math.min(this.ceiling, this.range * 2);
         return { to, toHash, logs };
       } catch (err) {
         // a timeout too: a node builds the whole answer before it sends it, so a heavy range (a user can
@@ -337,6 +350,8 @@ export class EvmObserver {
           (err.code === 'rpc_error' || err.code === 'rpc_too_large' || err.code === 'rpc_timeout');
         if (!tooLarge || to === from) throw err;
         this.range = Math.max(1, Math.floor((to - from + 1) / 2));
+        this.ceiling = this.range;
+        this.answered = 0;
         this.log('evm_log_range_halved', { from, to, range: this.range, error: err.message });
         to = from + this.range - 1;
       }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { describe, test, it } from 'node:test';
+import { describe, test, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { EvmError } from '../../../src/evm/errors.js';
 import { EvmObserver, wokenPollDelay, type EvmObserverOptions } from '../../../src/evm/observer.js';
@@ -139,6 +139,49 @@ function requestLog(block: number, blockHash: string, tx: string, logIndex: numb
   };
 }
 
+/**
+ * An observer of a node at `tip` with no logs, whose eth_getLogs over more than 50 blocks answers only
+ * after a second (a range a user filled with cheap bridge calls), through a client that gives up after
+ * `timeoutMs`; `slow()`: how many such calls it was sent.
+ */
+async function slowOnWideRanges(
+  t: TestContext,
+  tip: number,
+  timeoutMs: number,
+): Promise<{ observer: EvmObserver; slow: () => number }> {
+  let slow = 0;
+  const { url } = await evmNode(t, (body, res) => {
+    const reply = (result: unknown): void => {
+      if (res.destroyed) return;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result }));
+    };
+    if (body.method === 'eth_getBlockByNumber') {
+      const tag = body.params[0] as string;
+      const n = tag === 'latest' || tag === 'finalized' ? tip : Number.parseInt(tag, 16);
+      return reply(n > tip ? null : { number: hex(n), hash: hash('A', n) });
+    }
+    if (body.method === 'eth_getLogs') {
+      const f = body.params[0] as { fromBlock: string; toBlock: string };
+      const width = Number.parseInt(f.toBlock, 16) - Number.parseInt(f.fromBlock, 16) + 1;
+      if (width > 50) {
+        slow++;
+        const timer = setTimeout(() => reply([]), 1_000);
+        res.on('close', () => clearTimeout(timer));
+        return;
+      }
+      return reply([]);
+    }
+    reply(null);
+  });
+  const observer = new EvmObserver(await openTempStore(t), new EvmRpc(url, { timeoutMs, retries: 0 }), {
+    network: 'regtest',
+    finality: { confirmations: 0 },
+    startBlock: 0,
+  });
+  return { observer, slow: () => slow };
+}
+
 describe('the EVM observer against a chain that moves under it, and a slow node', () => {
   it('does not lose a request when the chain reorganises between eth_getLogs and the read of the range end', async (t) => {
     // 2 confirmations; the chain is reorganised from block 3 on (deeper than them) and the new
@@ -196,37 +239,7 @@ describe('the EVM observer against a chain that moves under it, and a slow node'
     // the node answers eth_getLogs over more than 50 blocks too slowly (a range a user filled with
     // cheap bridge calls, a slow node); smaller ranges answer at once. A timeout was retried on the
     // same range for good, at every member alike: peg-outs stopped
-    const tip = 2_000;
-    const { url } = await evmNode(t, (body, res) => {
-      const reply = (result: unknown): void => {
-        if (res.destroyed) return;
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result }));
-      };
-      if (body.method === 'eth_getBlockByNumber') {
-        const tag = body.params[0] as string;
-        const n = tag === 'latest' || tag === 'finalized' ? tip : Number.parseInt(tag, 16);
-        return reply(n > tip ? null : { number: hex(n), hash: hash('A', n) });
-      }
-      if (body.method === 'eth_getLogs') {
-        const f = body.params[0] as { fromBlock: string; toBlock: string };
-        const width = Number.parseInt(f.toBlock, 16) - Number.parseInt(f.fromBlock, 16) + 1;
-        if (width > 50) {
-          const timer = setTimeout(() => reply([]), 1_000);
-          res.on('close', () => clearTimeout(timer));
-          return;
-        }
-        return reply([]);
-      }
-      reply(null);
-    });
-    const store = await openTempStore(t);
-    const rpc = new EvmRpc(url, { timeoutMs: 100, retries: 0 });
-    const observer = new EvmObserver(store, rpc, {
-      network: 'regtest',
-      finality: { confirmations: 0 },
-      startBlock: 0,
-    });
+    const { observer } = await slowOnWideRanges(t, 2_000, 100);
     const errors: string[] = [];
     for (let i = 0; i < 20; i++) {
       try {
@@ -240,5 +253,25 @@ describe('the EVM observer against a chain that moves under it, and a slow node'
       cursor !== undefined && cursor.height > 0,
       `ingestion stalled at the first range: cursor ${JSON.stringify(cursor)}, ${errors.length} failed syncs, e.g. ${errors[0]}`,
     );
+  });
+
+  // Found by review: after each answer the range doubled back to the width that had just timed out, so
+  // while the load lasted every second eth_getLogs timed out; with the default client (4 retries of
+  // 10 s, 3 s of backoff) that is 53 s lost for each 31 blocks read, fewer than 2-second blocks bring
+  // in that time: ingestion, at every member alike, fell further behind for as long as the load lasted
+  it('does not time out on every second eth_getLogs while the load that narrowed the range lasts', async (t) => {
+    const tip = 2_000;
+    const { observer, slow } = await slowOnWideRanges(t, tip, 50);
+    for (let i = 0; i < 500; i++) {
+      try {
+        if ((await observer.sync()).caughtUp) break;
+      } catch {
+        // tried again, as run() does
+      }
+    }
+    assert.equal((await observer.cursor())?.height, tip);
+    // finding the width the node answers costs a few timeouts (1,000 → 500 → … → 31); after that a
+    // wider range is tried now and then, not after every answer
+    assert.ok(slow() <= 12, `${slow()} eth_getLogs calls timed out while ${tip} blocks were read`);
   });
 });
