@@ -1,4 +1,4 @@
-import { parseTx, type Prevout, type Transaction } from '../bitcoin/tx.js';
+import { parseTx, type Transaction } from '../bitcoin/tx.js';
 import { MAX_STANDARD_TX_WEIGHT, txWeight } from '../bitcoin/weight.js';
 import { isRequestId } from '../evm/request-id.js';
 import { isBytes } from '../p2p/frames.js';
@@ -17,20 +17,43 @@ export interface SignaturesBody {
   readonly signatures: Uint8Array;
 }
 
+/**
+ * Whether `o` is a map with none but `keys`: a body waits in its peer's inbox, counted at its wire size,
+ * until the coordinator takes it, and a padding of empty maps beside its fields decoded to some 64 times
+ * its bytes there. A body is what its type says and nothing more.
+ */
+function only<K extends string>(o: unknown, keys: ReadonlySet<K>): o is Partial<Record<K, unknown>> {
+  if (typeof o !== 'object' || o === null || Array.isArray(o) || o instanceof Uint8Array) return false;
+  for (const key of Object.keys(o)) if (!keys.has(key as K)) return false;
+  return true;
+}
+
+const PREVOUT_KEYS = new Set(['value', 'scriptPubKey'] as const);
+const PROPOSAL_KEYS = new Set(['version', 'round', 'proposer', 'unsignedTx', 'prevouts', 'requestIds'] as const);
+const FINALIZED_KEYS = new Set(['tx', 'prevouts', 'requestIds'] as const);
+const SIGNATURES_KEYS = new Set(['txid', 'signatures'] as const);
+
 const isPrevouts = (p: unknown): boolean =>
   Array.isArray(p) &&
   p.length <= PROPOSAL_CAPS.inputs &&
-  p.every((o: Partial<Prevout> | null) => typeof o?.value === 'bigint' && isBytes(o.scriptPubKey));
+  p.every((o) => only(o, PREVOUT_KEYS) && typeof o.value === 'bigint' && isBytes(o.scriptPubKey));
 const isIds = (ids: unknown): boolean =>
   Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
 
+// the shape only: a proposal's full check (checkProposal) is the coordinator's
 const CHECKS: Record<string, (body: unknown) => boolean> = {
-  proposal: (b) => typeof b === 'object' && b !== null && !Array.isArray(b),
+  proposal: (b) =>
+    only(b, PROPOSAL_KEYS) &&
+    typeof b.version === 'number' &&
+    typeof b.round === 'number' &&
+    typeof b.proposer === 'string' &&
+    isBytes(b.unsignedTx) &&
+    isPrevouts(b.prevouts) &&
+    isIds(b.requestIds),
   signatures: (b) => {
     const s = b as Partial<SignaturesBody> | null;
     return (
-      typeof s === 'object' &&
-      s !== null &&
+      only(s, SIGNATURES_KEYS) &&
       typeof s.txid === 'string' &&
       /^[0-9a-f]{64}$/.test(s.txid) &&
       isBytes(s.signatures) &&
@@ -39,10 +62,7 @@ const CHECKS: Record<string, (body: unknown) => boolean> = {
       s.signatures.length <= 64 * PROPOSAL_CAPS.inputs
     );
   },
-  finalized: (b) => {
-    const f = b as Partial<FinalizedBody> | null;
-    return typeof f === 'object' && f !== null && isBytes(f.tx) && isPrevouts(f.prevouts) && isIds(f.requestIds);
-  },
+  finalized: (b) => only(b, FINALIZED_KEYS) && isBytes(b.tx) && isPrevouts(b.prevouts) && isIds(b.requestIds),
   turn: (b) => Number.isSafeInteger(b),
   /** The sender's operator released this held request (node/outflow.ts). */
   release: (b) => typeof b === 'string' && isRequestId(b),
@@ -88,9 +108,13 @@ export function ownFinalizedBody(body: FinalizedBody): FinalizedBody {
   };
 }
 
-/** The finalized frame of a recorded payment: every request its output 0 commits to, in order. */
+/**
+ * The finalized frame of a recorded payment: every request its output 0 commits to, in order; each
+ * prevout's own fields only, which is all a member's link lets through.
+ */
 export function finalizedBodyOf(f: FinalizedRecord): FinalizedBody {
-  return { tx: f.tx, prevouts: f.prevouts, requestIds: f.committed ?? f.requestIds };
+  const prevouts = f.prevouts.map((p) => ({ value: p.value, scriptPubKey: p.scriptPubKey }));
+  return { tx: f.tx, prevouts, requestIds: f.committed ?? f.requestIds };
 }
 
 /**
