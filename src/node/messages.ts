@@ -40,16 +40,20 @@ const isPrevouts = (p: unknown): boolean =>
 const isIds = (ids: unknown): boolean =>
   Array.isArray(ids) && ids.length <= PROPOSAL_CAPS.outputs && ids.every((id) => typeof id === 'string');
 
-// the shape only: a proposal's full check (checkProposal) is the coordinator's
+/** A value with nothing inside it to decode: not a map nor a list. */
+const isLeaf = (v: unknown): boolean => typeof v !== 'object' || v === null || v instanceof Uint8Array;
+/** `v` is a leaf, or a list of values that pass `each`. */
+const leafOrListOf = (v: unknown, each: (item: unknown) => boolean): boolean =>
+  Array.isArray(v) ? v.every(each) : isLeaf(v);
+
 const CHECKS: Record<string, (body: unknown) => boolean> = {
+  // nothing where a proposal has leaves: the rest of its check (checkProposal: its version, its caps, a
+  // malformed one refused and counted, not a fault of the link) is the coordinator's
   proposal: (b) =>
     only(b, PROPOSAL_KEYS) &&
-    typeof b.version === 'number' &&
-    typeof b.round === 'number' &&
-    typeof b.proposer === 'string' &&
-    isBytes(b.unsignedTx) &&
-    isPrevouts(b.prevouts) &&
-    isIds(b.requestIds),
+    [b.version, b.round, b.proposer, b.unsignedTx].every(isLeaf) &&
+    leafOrListOf(b.prevouts, (o) => only(o, PREVOUT_KEYS) && isLeaf(o.value) && isLeaf(o.scriptPubKey)) &&
+    leafOrListOf(b.requestIds, isLeaf),
   signatures: (b) => {
     const s = b as Partial<SignaturesBody> | null;
     return (

@@ -27,6 +27,14 @@ describe('message bodies on the links', () => {
     assert.deepEqual([decoded('proposal', P), decoded('finalized', F), decoded('signatures', S)], ['ok', 'ok', 'ok']);
   });
 
+  it('left to the coordinator when malformed without padding: a proposal of another version, of too many inputs', () => {
+    const many = Array.from({ length: 50_000 }, () => P.prevouts[0]!);
+    assert.deepEqual(
+      [decoded('proposal', { version: 2, round: 1 }), decoded('proposal', { ...P, prevouts: many })],
+      ['ok', 'ok'],
+    );
+  });
+
   it('are refused with anything beside their fields, or inside them', () => {
     const padded: [string, unknown][] = [
       ['proposal', { ...P, pad: padding }],
