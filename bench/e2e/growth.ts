@@ -22,7 +22,7 @@ const HELP = `npm run bench:growth -- [--blocks B] [--per-block K] [--members N]
   --blocks B      blocks of requests, each final at once and paid before the next (default 20)
   --per-block K   requests in each block (default 10000)
   --members N, --threshold T   the federation (default 2-of-3)
-  --warmup P      before block 1, P % of a block final at once and paid, in no figure (default 20,
+  --warmup P      before block 1, P % of a block final at once and paid, in no figure (default 200,
                   as bench:e2e): block 1 is then measured with V8's hot code compiled, like the last,
                   so the two differ by the history between them alone
   --cold          no warm-up: block 1 includes the members' compiling their hot code`;
@@ -32,7 +32,7 @@ const { values: args, positive } = benchArgs('bench:growth', HELP, {
   'per-block': { type: 'string', default: '10000' },
   members: { type: 'string', default: '3' },
   threshold: { type: 'string', default: '2' },
-  warmup: { type: 'string', default: '20' },
+  warmup: { type: 'string', default: '200' },
   cold: { type: 'boolean', default: false },
   out: { type: 'string' },
 });
@@ -139,7 +139,7 @@ function report(results: readonly BlockResult[]): string {
   const us = (x: number): string => (x < 10 ? x.toFixed(1) : x.toFixed(0));
   const stageRows = results.map(
     (r) =>
-      `| ${r.block + 1} | ${STAGES.map((s) => us(r.stages.stages[s])).join(' | ')} | ${us(r.stages.mainOther)} | ${us(r.stages.mainThread)} | ${us(r.stages.process - r.stages.mainThread)} | ${us(r.stages.process)} | ${r.stealPercent.toFixed(1)} |`,
+      `| ${r.block + 1} | ${STAGES.map((s) => us(r.stages.stages[s])).join(' | ')} | ${us(r.stages.mainOther)} | ${us(r.stages.mainThread)} | ${us(r.stages.rocksdb)} | ${us(r.stages.helpers)} | ${us(r.stages.process)} | ${r.stealPercent.toFixed(1)} |`,
   );
   return [
     `Growth run: ${t}-of-${n}, ${blocks} blocks of ${perBlock} requests, each final at once and paid before the next (no Bitcoin Core: declared funding). ${warmup > 0 ? `Warm-up: ${warmup} requests final at once and paid before block 1, in no figure (requests paid before it counts them).` : 'No warm-up (--cold): block 1 includes the members compiling their hot code.'}`,
@@ -153,8 +153,8 @@ function report(results: readonly BlockResult[]): string {
     '',
     "CPU µs per request per member by stage, each block (mean of the members; sighash_sign and verify include the signing worker), and the CPU time the host took from this VM meanwhile (steal, % of the VM's):",
     '',
-    `| block | ${STAGES.join(' | ')} | main thread, outside stages | main thread | other threads | process | steal % |`,
-    `| ---: | ${STAGES.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: | ---: |`,
+    `| block | ${STAGES.join(' | ')} | main thread, outside stages | main thread | RocksDB threads | V8 and libuv threads | process | steal % |`,
+    `| ---: | ${STAGES.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: | ---: | ---: |`,
     ...stageRows,
     '',
   ].join('\n');

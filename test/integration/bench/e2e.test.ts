@@ -26,7 +26,14 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
         latenciesMs: number[];
         lowerBoundMs: number;
         stageClock: string;
-        cpu: { stages: Record<string, number>; total: number; mainThread: number; process: number }[];
+        cpu: {
+          stages: Record<string, number>;
+          total: number;
+          mainThread: number;
+          process: number;
+          rocksdb: number;
+          helpers: number;
+        }[];
       }[];
     };
     assert.equal(json.results.length, 1);
@@ -44,11 +51,14 @@ describe('bench:e2e', { timeout: 300_000 }, () => {
       for (const stage of ['decide', 'store_write', 'verify', 'finalize_record'])
         assert.ok(member.stages[stage]! > 0, `${stage}: ${JSON.stringify(member)}`);
       assert.ok(member.total <= member.process, JSON.stringify(member));
+      // the process's other threads, from /proc: whole ticks of 10 ms, so a tiny run's may be 0
+      assert.ok(member.rocksdb >= 0 && Number.isFinite(member.helpers), JSON.stringify(member));
     }
     for (const stage of ['validation', 'sighash_sign']) {
       const signers = r!.cpu.filter((m) => m.stages[stage]! > 0).length;
       assert.ok(signers >= 2, `${stage} on ${signers} members: ${JSON.stringify(r!.cpu)}`);
     }
+    assert.match(md, /\| main thread \| RocksDB threads \| V8 and libuv threads \| process \|/);
     assert.match(md, /\| 2-of-3 native \| mean of 3 \|/);
     assert.match(md, /\| 2-of-3 native \| busiest \(#\d\) \|/);
     for (const svg of ['e2e-latency.svg', 'e2e-throughput.svg', 'e2e-workers.svg'])
