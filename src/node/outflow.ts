@@ -58,6 +58,12 @@ export async function stageOutflowNow(batch: StoreBatch, limits: OutflowLimits, 
   if (added > 0n) stageOutflow(batch, await windowOutflow(batch, limits), added);
 }
 
+/** Stages `member`'s release of request `id`. */
+function stageRelease(batch: StoreBatch, id: string, member: string): void {
+  const { txHash, ordinal } = parseRequestId(id);
+  batch.put(holdKey(txHash, ordinal, member), { at: new Date().toISOString() } satisfies HoldRelease);
+}
+
 export class Outflow {
   constructor(
     private readonly store: Store,
@@ -164,27 +170,31 @@ export class Outflow {
     return r;
   }
 
-  /** This member's operator releases held request `id` (synced: the signer reads it). */
+  /**
+   * This member's operator releases held request `id` (synced: the signer reads it). Read and written
+   * in one exclusive section, as the EVM rollback forgets a request and its releases in one: a release
+   * made while a rollback is under way would otherwise outlive the forget and count for whatever
+   * request the same transaction makes on the new branch.
+   */
   async release(id: string): Promise<void> {
-    const r = await this.heldRequest(id);
-    await this.record(r.id, this.self, true);
+    await this.store.transaction(async (batch) => {
+      const r = await this.heldRequest(id, batch);
+      stageRelease(batch, r.id, this.self);
+    });
   }
 
   /** A peer says its operator released `id`: kept only for a request this member holds, once per member. */
   async peerReleased(member: string, id: string): Promise<boolean> {
     if (!this.members.includes(member) || member === this.self) return false;
-    const r = await getRequest(this.store, id).catch(() => undefined);
-    if (!r || !this.holdable(r)) return false;
-    await this.record(r.id, member, false);
-    return true;
-  }
-
-  private async record(id: string, member: string, sync: boolean): Promise<void> {
-    const { txHash, ordinal } = parseRequestId(id);
-    await this.store
-      .batch()
-      .put(holdKey(txHash, ordinal, member), { at: new Date().toISOString() } satisfies HoldRelease)
-      .write({ sync });
+    return this.store.transaction(
+      async (batch) => {
+        const r = await getRequest(batch, id).catch(() => undefined);
+        if (!r || !this.holdable(r)) return false;
+        stageRelease(batch, r.id, member);
+        return true;
+      },
+      { sync: false },
+    );
   }
 
   /** This member's operator refuses held request `id`: this member will never sign a payment of it. */

@@ -4,6 +4,7 @@ import { toHex } from '../../../src/bitcoin/bytes.js';
 import { buildFederation } from '../../../src/bitcoin/federation.js';
 import { witnessScript } from '../../../src/bitcoin/script.js';
 import { parseRequestId } from '../../../src/evm/request-id.js';
+import type { EvmError } from '../../../src/evm/errors.js';
 import { getRequest, stageForget, stageNewRequest } from '../../../src/evm/request-store.js';
 import { Outflow } from '../../../src/node/outflow.js';
 import { signProposal } from '../../../src/node/signer.js';
@@ -11,6 +12,7 @@ import { SigningPool } from '../../../src/signing/pool.js';
 import { schnorrBackend } from '../../../src/signing/schnorr.js';
 import { buildPayments, requirePayments } from '../../../src/wallet/payment.js';
 import { checkProposal, proposalFromPayment } from '../../../src/wallet/proposal.js';
+import type { Store } from '../../../src/storage/store.js';
 import { registerUtxo } from '../../../src/wallet/utxos.js';
 import { TEST_POLICY } from '../../support/policy.js';
 import { openTempStore } from '../../support/tempdir.js';
@@ -42,7 +44,8 @@ const ADDRESS_A = witnessScript(0, new Uint8Array(20).fill(0xaa));
 const ADDRESS_B = witnessScript(0, new Uint8Array(20).fill(0xbb));
 const UTXO = { txid: hex32(500), vout: 0, value: 20_000_000n, scriptPubKey: federation.scriptPubKey };
 
-async function reorged(t: import('node:test').TestContext) {
+/** A store where request ID, 3,000,000 sats to A, is held. */
+async function held(t: import('node:test').TestContext) {
   const store = await openTempStore(t);
   const outflow = new Outflow(store, self, federation.threshold, members, limits);
   const seed = store.batch();
@@ -62,7 +65,39 @@ async function reorged(t: import('node:test').TestContext) {
   await seed.write({ sync: true });
   await outflow.plan();
   assert.equal((await getRequest(store, ID))?.status, 'held');
+  return { store, outflow };
+}
 
+/** The same transaction mined again on the new branch, its log now saying 9,000,000 sats to B. */
+async function minedAgain(store: Store): Promise<void> {
+  const again = store.batch();
+  stageNewRequest(
+    again,
+    testRequest({
+      ...parseRequestId(ID),
+      blockNumber: 6,
+      sats: 9_000_000n,
+      scriptPubKey: ADDRESS_B,
+      bitcoinAddress: 'B',
+    }),
+    'now',
+  );
+  await again.write({ sync: true });
+}
+
+/** What the signer does with a payment of the new request, as any proposer builds it. */
+async function signerOnNewRequest(store: Store): Promise<string> {
+  const [payment] = requirePayments(
+    buildPayments([{ id: ID, scriptPubKey: ADDRESS_B, sats: 9_000_000n }], [UTXO], 2, federation, { maxOutputs: 10 }),
+    1,
+  );
+  const checked = checkProposal(proposalFromPayment(payment!, 1, members[1]!));
+  const outcome = await signProposal(store, pool, federation, checked, policy, members[1]!);
+  return outcome.ok ? 'signed' : outcome.reason;
+}
+
+async function reorged(t: import('node:test').TestContext) {
+  const { store, outflow } = await held(t);
   // this member's operator looked at it (3,000,000 sats to A) and released it; so did a peer's
   await outflow.release(ID);
   assert.equal(
@@ -77,20 +112,7 @@ async function reorged(t: import('node:test').TestContext) {
   const forget = store.batch();
   await stageForget(forget, store, (await getRequest(store, ID))!);
   await forget.write({ sync: true });
-  // the same transaction is mined again on the new branch and its log now says 9,000,000 sats to B
-  const again = store.batch();
-  stageNewRequest(
-    again,
-    testRequest({
-      ...parseRequestId(ID),
-      blockNumber: 6,
-      sats: 9_000_000n,
-      scriptPubKey: ADDRESS_B,
-      bitcoinAddress: 'B',
-    }),
-    'now',
-  );
-  await again.write({ sync: true });
+  await minedAgain(store);
   return { store, outflow };
 }
 
@@ -108,17 +130,51 @@ describe('releases of a held request forgotten in an EVM reorg', () => {
 
   it('do not let the signer pay that request', async (t) => {
     const { store } = await reorged(t);
-    // a payment of the new request, as any proposer builds it: this member's signer must refuse it
-    const [payment] = requirePayments(
-      buildPayments([{ id: ID, scriptPubKey: ADDRESS_B, sats: 9_000_000n }], [UTXO], 2, federation, { maxOutputs: 10 }),
-      1,
-    );
-    const checked = checkProposal(proposalFromPayment(payment!, 1, members[1]!));
-    const outcome = await signProposal(store, pool, federation, checked, policy, members[1]!);
     assert.equal(
-      outcome.ok ? 'signed' : outcome.reason,
+      await signerOnNewRequest(store),
       'request_held',
       'signed a payment of 9,000,000 sats to B on the strength of a release given for 3,000,000 sats to A',
+    );
+  });
+});
+
+// EvmObserver.undo stages the forget in a store transaction, then asks the EVM node about older blocks
+// before it writes. A release read the request and wrote its hold key outside the store's exclusive
+// section, so one made in that window (the operator still saw the request held) outlived the forget
+// and counted for the request mined again under the same id.
+describe('a release while the rollback that forgets its request is under way', () => {
+  it('waits for the rollback, finds no request, and counts for none', async (t) => {
+    const { store, outflow } = await held(t);
+    let answer!: () => void;
+    const evmNode = new Promise<void>((resolve) => (answer = resolve));
+    let staged!: () => void;
+    const forgetStaged = new Promise<void>((resolve) => (staged = resolve));
+    const rollback = store.transaction(async (batch) => {
+      await stageForget(batch, store, (await getRequest(batch, ID))!);
+      staged();
+      await evmNode;
+    });
+    await forgetStaged;
+    const own = outflow.release(ID).then(
+      () => 'released',
+      (err: EvmError) => err.code,
+    );
+    const fromPeer = outflow.peerReleased(
+      members.find((m) => m !== self)!,
+      ID,
+    );
+    // time enough for both to have written, had they not waited for the rollback
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    answer();
+    await rollback;
+    assert.deepEqual({ own: await own, fromPeer: await fromPeer }, { own: 'unknown_request', fromPeer: false });
+
+    await minedAgain(store);
+    const [hold] = await outflow.holds();
+    assert.deepEqual(
+      { releasedBy: hold?.releasedBy, releasedHere: hold?.releasedHere, signer: await signerOnNewRequest(store) },
+      { releasedBy: [], releasedHere: false, signer: 'request_held' },
+      'releases given for 3,000,000 sats to A during the rollback count for 9,000,000 sats to B',
     );
   });
 });
