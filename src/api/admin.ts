@@ -9,7 +9,9 @@ import { json } from './server.js';
 // on a Unix socket beside the store, never on a TCP port, and answers only a caller that presents
 // the token from a 0600 file; the public API has none of these routes.
 
-export class AdminError extends PegoutError<'unauthorized' | 'admin_unreachable' | 'admin_refused' | 'socket_path'> {
+export class AdminError extends PegoutError<
+  'unauthorized' | 'admin_unreachable' | 'admin_refused' | 'socket_path' | 'bad_request'
+> {
   readonly domain = 'admin';
 }
 
@@ -84,17 +86,43 @@ function authorized(req: IncomingMessage, token: Buffer): boolean {
   return given.length === token.length && timingSafeEqual(given, token);
 }
 
+/** A command's input is wrong: answered 400, naming the parameter, its value and what was expected. */
+function badRequest(parameter: string, value: string, expected: string): AdminError {
+  return new AdminError('bad_request', `${parameter} ${JSON.stringify(value)} is not ${expected}`, {
+    parameter,
+    value,
+    expected,
+  });
+}
+
 /** The request body as JSON, at most 4 KiB (an admin command is a reason line at most). */
 async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  let text = '';
-  for await (const chunk of req) {
-    text += String(chunk);
-    if (text.length > 4096) throw new AdminError('admin_refused', 'request body over 4 KiB');
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > 4096) throw new AdminError('admin_refused', 'request body over 4 KiB');
+    chunks.push(chunk);
   }
-  const parsed: unknown = text ? JSON.parse(text) : {};
+  // decoded whole: a character's bytes may be split between two chunks
+  const text = Buffer.concat(chunks).toString('utf8');
+  let parsed: unknown = {};
+  try {
+    if (text) parsed = JSON.parse(text);
+  } catch {
+    throw badRequest('body', text, 'a JSON object');
+  }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new AdminError('admin_refused', 'request body must be a JSON object');
+    throw badRequest('body', text, 'a JSON object');
   return parsed as Record<string, unknown>;
+}
+
+function decodedId(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    throw badRequest('id', encoded, 'a percent-encoded request id');
+  }
 }
 
 async function route(req: IncomingMessage, actions: AdminActions): Promise<[number, unknown]> {
@@ -103,7 +131,7 @@ async function route(req: IncomingMessage, actions: AdminActions): Promise<[numb
   if (req.method === 'GET' && url.pathname === '/holds') return [200, await actions.holds()];
   if (req.method === 'GET' && url.pathname === '/state') return [200, await actions.state()];
   if (req.method === 'POST' && hold) {
-    const id = decodeURIComponent(hold[1]!);
+    const id = decodedId(hold[1]!);
     return [200, await (hold[2] === 'release' ? actions.release(id) : actions.reject(id))];
   }
   if (req.method === 'POST' && url.pathname === '/pause') {
@@ -157,6 +185,8 @@ export async function startAdmin(paths: AdminPaths, actions: AdminActions): Prom
     route(req, actions)
       .then(([status, body]) => json(res, status, body))
       .catch((err: unknown) => {
+        if (err instanceof AdminError && err.code === 'bad_request')
+          return json(res, 400, { error: 'bad_request', ...err.details });
         const coded = isPegoutError(err);
         json(res, coded ? 409 : 500, {
           error: coded ? err.code : 'internal',

@@ -48,11 +48,19 @@ function send(
   res.end(body);
 }
 
-/** A route failed: a 500 naming the error, or, should a response have been started after all, the connection cut. */
-function failed(res: ServerResponse, err: Error): void {
+/**
+ * A route failed: a 500, or, should a response have been started after all, the connection cut. What
+ * failed goes to the operator (`onError`), not to the client: a store's or a collector's message can
+ * name the member's files.
+ */
+function failed(req: IncomingMessage, res: ServerResponse, err: Error, onError: RouteError | undefined): void {
+  onError?.(req.url ?? '/', err);
   if (res.headersSent) res.destroy();
-  else json(res, 500, { error: 'internal', message: err.message });
+  else json(res, 500, { error: 'internal' });
 }
+
+/** Told of every route that failed, with the URL it was asked for. */
+export type RouteError = (path: string, err: Error) => void;
 
 function badRequest(res: ServerResponse, parameter: string, value: string | null, expected: string): void {
   json(res, 400, { error: 'bad_request', parameter, value, expected });
@@ -190,6 +198,7 @@ export async function startApi(options: {
   limits?: Partial<typeof API_LIMITS>;
   /** Names clients reach this member by, besides IP addresses and localhost (config api.hostnames). */
   hostnames?: readonly string[];
+  onError?: RouteError;
 }): Promise<ApiServer> {
   const limits = { ...API_LIMITS, ...options.limits };
   const rates = new Map<string, TokenBucket>();
@@ -218,7 +227,7 @@ export async function startApi(options: {
     },
     (req, res) => {
       if (!oneAnswerAtATime(req, res)) return;
-      route(req, res, context).catch((err: Error) => failed(res, err));
+      route(req, res, context).catch((err: Error) => failed(req, res, err, options.onError));
     },
   );
   // an answer that stops leaving (a client that does not read) closes its connection, as a silent request does

@@ -332,7 +332,10 @@ function startMemberApi(
     activity: Activity;
     rotation?: () => Promise<Record<string, unknown>>;
   },
+  log: Logger,
 ): Promise<ApiServer> {
+  // held to a budget as peers' refusals are: anyone can ask for a failing page again and again
+  const failures = peerLog(log);
   const { federation } = member;
   const bitcoin = config.bitcoin
     ? 'configured'
@@ -353,6 +356,7 @@ function startMemberApi(
     port: config.api.port,
     limits: { lookupsPerSecond: config.api.lookupsPerSecond, lookupsPerSecondTotal: config.api.lookupsPerSecondTotal },
     hostnames: config.api.hostnames,
+    onError: (path, err) => failures.warn('api', 'api_route_failed', { path, error: err }),
     registry: metrics.registry,
     source: storeStatusSource(store, federation, {
       health,
@@ -561,7 +565,7 @@ export async function startMember(
       activity,
       ...(handoff ? { rotation: () => handoffSummary(store, handoff) } : {}),
     };
-    const api = await startMemberApi(config, store, { federation, key: toHex(myKey) }, network, metrics, live);
+    const api = await startMemberApi(config, store, { federation, key: toHex(myKey) }, network, metrics, live, log);
     cleanup.push(() => api.close());
     logStarted(log, config, federation, p2pPort, api.port);
     return { key: toHex(myKey), federation, p2pPort, apiPort: api.port, stop: stopAll };

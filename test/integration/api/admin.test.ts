@@ -41,6 +41,34 @@ function pause(socket: string, authorization?: string): Promise<number> {
   });
 }
 
+/** A POST on the socket whose body leaves in `parts`, a pause between them: the status and the JSON answer. */
+function post(socket: string, token: string, path: string, parts: Buffer[]): Promise<[number, unknown]> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath: socket,
+        method: 'POST',
+        path,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => resolve([res.statusCode ?? 0, JSON.parse(text)]));
+      },
+    );
+    req.on('error', reject);
+    const send = (i: number): void => {
+      if (i === parts.length - 1) req.end(parts[i]);
+      else {
+        req.write(parts[i]);
+        setTimeout(() => send(i + 1), 50);
+      }
+    };
+    send(0);
+  });
+}
+
 async function paths(t: Parameters<typeof tempDir>[0]): Promise<AdminPaths> {
   const dir = await tempDir(t, 'admin');
   return { socket: path.join(dir, 'admin.sock'), tokenFile: path.join(dir, 'admin.token') };
@@ -120,5 +148,26 @@ describe('admin interface', () => {
     t.after(() => admin.close());
     const token = (await readFile(p.tokenFile, 'utf8')).trim();
     assert.equal(await pause(p.socket, `Bearer ${token}`), 200);
+  });
+
+  it('answers a body that is not JSON and an id that is not percent-encoded right with a 400 naming them, and reads a reason whose bytes came in pieces', async (t) => {
+    const p = await paths(t);
+    const reasons: string[] = [];
+    const admin = await startAdmin(p, { ...counting(), pause: async (reason: string) => reasons.push(reason) });
+    t.after(() => admin.close());
+    const token = (await readFile(p.tokenFile, 'utf8')).trim();
+    assert.deepEqual(await post(p.socket, token, '/pause', [Buffer.from('{"reason": "disk')]), [
+      400,
+      { error: 'bad_request', parameter: 'body', value: '{"reason": "disk', expected: 'a JSON object' },
+    ]);
+    assert.deepEqual(await post(p.socket, token, '/holds/0x%zz:0/release', [Buffer.from('')]), [
+      400,
+      { error: 'bad_request', parameter: 'id', value: '0x%zz:0', expected: 'a percent-encoded request id' },
+    ]);
+    // "é" is two bytes in UTF-8; the first piece ends between them
+    const body = Buffer.from(JSON.stringify({ reason: 'disque plein: réparation' }));
+    const split = body.indexOf(Buffer.from('é')) + 1;
+    assert.equal((await post(p.socket, token, '/pause', [body.subarray(0, split), body.subarray(split)]))[0], 200);
+    assert.deepEqual(reasons, ['disque plein: réparation']);
   });
 });
