@@ -91,6 +91,12 @@ export interface CoordinatorOptions {
 
 /** Slots an open payment may go without progress before the proposer treats it as stuck against its rivals. */
 export const STALE_SLOTS = 4;
+/**
+ * Slots a stale group of rivals waits, at most, for a payment still moving that conflicts with all of
+ * them (a merge another member proposed, say): a malicious member sending a fresh such payment every
+ * STALE_SLOTS would otherwise hold the merge back, and the requests unpaid, for good.
+ */
+export const HELD_BACK_SLOTS = 2 * STALE_SLOTS;
 
 /**
  * Bounds on what peers can make this member hold (SPEC §3: every cache a peer can fill is
@@ -239,6 +245,8 @@ export class Coordinator {
   private readonly shown = new Set<string>();
   /** Proposals refused as a second payment of requests this member signed elsewhere, and who sent them (bounded). */
   private readonly rivals = new Map<string, OpenProposal & Charged>();
+  /** Since when each stale rival or proposal has been held back from a merge by a payment still moving (heldBack()). */
+  private readonly holds = new Map<string, number>();
   /**
    * Signatures that arrived before their proposal, or for another member's proposal while its
    * proposer collects (bounded: EARLY_CAPS).
@@ -867,6 +875,8 @@ export class Coordinator {
    */
   private async merges(rate: number, policy: SigningPolicy, now: number, slot: number): Promise<Proposal[]> {
     const stale: (Rival & { spendable: SpendableUtxo[]; lost: boolean })[] = [];
+    for (const txid of this.holds.keys())
+      if (!this.proposals.has(txid) && !this.rivals.has(txid)) this.holds.delete(txid);
     const noChain = (await chainView(this.o.store, policy.spendDepth)) === null;
     // inputs of open payments still making progress: a merge another member proposed is one
     const moving: Set<string>[] = [];
@@ -903,7 +913,7 @@ export class Coordinator {
           if (this.rivals.has(txid) && !requestIds.some((id) => collecting.has(id))) this.rivals.delete(txid);
         continue;
       }
-      if (moving.some((spends) => conflictsWithAll(spends, group))) continue;
+      if (this.heldBack(group, moving, now)) continue;
       const ids = [...new Set(group.flatMap((r) => r.requestIds))];
       const requests: PaymentRequest[] = [];
       for (const id of ids) {
@@ -1024,7 +1034,7 @@ export class Coordinator {
     if (!handoff || handoff.side !== 'from') return [];
     // after the proof these are sweeps, each of its own inputs: nothing to merge
     if ((await handoffView(this.o.store, handoff)).proven) return [];
-    if (moving.some((spends) => conflictsWithAll(spends, stale))) return [];
+    if (this.heldBack(stale, moving, at.now)) return [];
     const test = buildTestMerge(
       stale.map((r) => r.spendable),
       handoff.testAmount,
@@ -1044,6 +1054,26 @@ export class Coordinator {
     this.o.metrics?.rounds.inc({ outcome: 'merged' });
     this.o.log.info('merging_handoff', { rivals: txids, inputs: test.prevouts.length });
     return [proposalFromPayment(test, at.slot, this.myKey)];
+  }
+
+  /**
+   * Whether a merge of `group` waits: a payment still moving conflicts with all of it, and has not held
+   * it back for HELD_BACK_SLOTS in a row (a group not held back at a turn starts again from nothing).
+   */
+  private heldBack(group: readonly Rival[], moving: readonly Set<string>[], now: number): boolean {
+    if (!moving.some((spends) => conflictsWithAll(spends, group))) {
+      for (const { txid } of group) this.holds.delete(txid);
+      return false;
+    }
+    let since = now;
+    for (const { txid } of group) {
+      const at = this.holds.get(txid) ?? now;
+      this.holds.set(txid, at);
+      since = Math.min(since, at);
+    }
+    if (now - since < HELD_BACK_SLOTS * this.o.slotMs) return true;
+    this.o.log.warn('merge_held_back', { rivals: group.map((r) => r.txid), slots: HELD_BACK_SLOTS });
+    return false;
   }
 
   private forget(txid: string): void {
