@@ -190,3 +190,66 @@ export async function coordinatorOf(
   t.after(() => coordinator.stop());
   return { c: coordinator as unknown as Internals, coordinator, store, sent, clock, pool: realPool };
 }
+
+/**
+ * Members 0–2 of the federation, on a network that delivers everything among them, each with
+ * `requests` requests and eight outputs; member 3 (the malicious one in the tests) is silent.
+ * `deliver` passes frames until none moves; `run` ticks every member four times a slot.
+ */
+export async function honestMembers(t: TestContext, requests: number, slotMs: number) {
+  const hs: Harness[] = [];
+  for (const i of [0, 1, 2]) hs.push(await coordinatorOf(t, i, await memberStore(t, requests, 8), { slotMs }));
+  const marks = hs.map(() => 0);
+  for (const h of hs) h.clock.now = 10 * slotMs;
+  const deliver = async (): Promise<void> => {
+    for (let round = 0; round < 20; round++) {
+      let moved = 0;
+      for (const [i, h] of hs.entries()) {
+        const frames = h.sent.slice(marks[i]);
+        marks[i] = h.sent.length;
+        for (const f of frames) {
+          if (!['proposal', 'signatures', 'finalized', 'turn', 'turn_done'].includes(f.type)) continue;
+          for (const [j, g] of hs.entries()) {
+            if (j === i || (f.to !== '*' && f.to !== M[j]!.hex)) continue;
+            moved++;
+            if (f.type === 'proposal' || f.type === 'turn' || f.type === 'turn_done')
+              g.c.onTurnFrame(M[i]!.hex, f.type, f.body);
+            await g.c.handle(M[i]!.hex, f.type, f.body);
+          }
+        }
+      }
+      if (moved === 0) return;
+    }
+  };
+  const run = async (fromSlot: number, slots: number): Promise<void> => {
+    for (let at = fromSlot * slotMs; at < (fromSlot + slots) * slotMs; at += slotMs / 4) {
+      for (const h of hs) h.clock.now = at;
+      for (const h of hs) {
+        await h.c.tick();
+        await deliver();
+      }
+    }
+  };
+  return { hs, deliver, run };
+}
+
+/**
+ * Member 3 splits members 0–2 over two payments of request 0 that do not conflict: C (input 0) to
+ * members 0 and 1, C2 (input 1) to member 2; each signs the one it got, and the sets go round.
+ */
+export async function splitOverRivals({
+  hs,
+  deliver,
+}: Awaited<ReturnType<typeof honestMembers>>): Promise<{ C: Proposal; C2: Proposal }> {
+  const from = M[3]!.hex;
+  const C = proposal([REQ(0)], [UTXO(0)], from);
+  const C2 = proposal([REQ(0)], [UTXO(1)], from);
+  for (const [h, p] of [
+    [hs[0]!, C],
+    [hs[1]!, C],
+    [hs[2]!, C2],
+  ] as const)
+    await h.c.onProposalFrame(from, p);
+  await deliver();
+  return { C, C2 };
+}

@@ -4,7 +4,16 @@ import { getRequest } from '../../../src/evm/request-store.js';
 import { STALE_SLOTS } from '../../../src/node/coordinator.js';
 import { checkProposal } from '../../../src/wallet/proposal.js';
 import { TEST_POLICY } from '../../support/policy.js';
-import { coordinatorOf, M, memberStore, proposal, REQ, UTXO, type Harness } from '../../support/coordinator.js';
+import {
+  coordinatorOf,
+  honestMembers,
+  splitOverRivals,
+  M,
+  memberStore,
+  proposal,
+  REQ,
+  UTXO,
+} from '../../support/coordinator.js';
 
 // A malicious member (M[3]) keeps two rival payments of one request from ever being merged by sending,
 // once a slot, a fresh proposal that spends an input of each and pays another request: refused here
@@ -14,43 +23,7 @@ import { coordinatorOf, M, memberStore, proposal, REQ, UTXO, type Harness } from
 const MAL = M[3]!.hex;
 const SLOT = 1000;
 
-/** The three honest members on a network that delivers everything among them; the malicious one is silent. */
-async function honest(t: TestContext) {
-  const hs: Harness[] = [];
-  for (const i of [0, 1, 2]) hs.push(await coordinatorOf(t, i, await memberStore(t, 2, 8), { slotMs: SLOT }));
-  const marks = hs.map(() => 0);
-  for (const h of hs) h.clock.now = 10 * SLOT;
-  const deliver = async (): Promise<void> => {
-    for (let round = 0; round < 20; round++) {
-      let moved = 0;
-      for (const [i, h] of hs.entries()) {
-        const frames = h.sent.slice(marks[i]);
-        marks[i] = h.sent.length;
-        for (const f of frames) {
-          if (!['proposal', 'signatures', 'finalized', 'turn', 'turn_done'].includes(f.type)) continue;
-          for (const [j, g] of hs.entries()) {
-            if (j === i || (f.to !== '*' && f.to !== M[j]!.hex)) continue;
-            moved++;
-            if (f.type === 'proposal' || f.type === 'turn' || f.type === 'turn_done')
-              g.c.onTurnFrame(M[i]!.hex, f.type, f.body);
-            await g.c.handle(M[i]!.hex, f.type, f.body);
-          }
-        }
-      }
-      if (moved === 0) return;
-    }
-  };
-  const run = async (fromSlot: number, slots: number): Promise<void> => {
-    for (let at = fromSlot * SLOT; at < (fromSlot + slots) * SLOT; at += SLOT / 4) {
-      for (const h of hs) h.clock.now = at;
-      for (const h of hs) {
-        await h.c.tick();
-        await deliver();
-      }
-    }
-  };
-  return { hs, deliver, run };
-}
+const honest = (t: TestContext) => honestMembers(t, 2, SLOT);
 
 describe('two stuck rivals of a request', () => {
   it('control: merged once stale', async (t) => {
@@ -92,16 +65,9 @@ describe('two stuck rivals of a request', () => {
 
   for (const blockers of [false, true])
     it(`end to end: split by the malicious member${blockers ? ', with a blocker every STALE_SLOTS slots' : ' (control)'}, the request is paid within 40 slots`, async (t) => {
-      const { hs, deliver, run } = await honest(t);
-      const C = proposal([REQ(0)], [UTXO(0)], MAL);
-      const C2 = proposal([REQ(0)], [UTXO(1)], MAL);
-      for (const [h, p] of [
-        [hs[0]!, C],
-        [hs[1]!, C],
-        [hs[2]!, C2],
-      ] as const)
-        await h.c.onProposalFrame(MAL, p);
-      await deliver();
+      const members = await honest(t);
+      const { hs, run } = members;
+      await splitOverRivals(members);
       let frames = 0;
       for (let slot = 10; slot < 50; slot++) {
         if (blockers && slot % STALE_SLOTS === 0) {
