@@ -117,13 +117,13 @@ export function perRequest(before: CpuReading, after: CpuReading, requests: numb
   const stages = Object.fromEntries(STAGES.map((s) => [s, d(s).main + d(s).worker])) as Record<Stage, number>;
   const main = STAGES.reduce((a, s) => a + d(s).main, 0);
   const mainThread = us(after.mainThread, before.mainThread);
-  const worker = d('sighash_sign').worker + d('verify').worker;
+  const worker = { sighash_sign: d('sighash_sign').worker, verify: d('verify').worker };
   return {
     stages,
-    worker: { sighash_sign: d('sighash_sign').worker, verify: d('verify').worker },
+    worker,
     total: STAGES.reduce((a, s) => a + stages[s], 0),
     rocksdb: us(after.threads.rocksdb, before.threads.rocksdb),
-    helpers: us(after.threads.rest, before.threads.rest) - worker,
+    helpers: us(after.threads.rest, before.threads.rest) - worker.sighash_sign - worker.verify,
     mainWall: STAGES.reduce((a, s) => a + d(s).mainWall, 0),
     storeWriteWall: d('store_write').mainWall,
     mainThread,

@@ -87,7 +87,7 @@ function authorized(req: IncomingMessage, token: Buffer): boolean {
 }
 
 /** A command's input is wrong: answered 400, naming the parameter, its value and what was expected. */
-function badRequest(parameter: string, value: string, expected: string): AdminError {
+function badRequest(parameter: string, value: unknown, expected: string): AdminError {
   return new AdminError('bad_request', `${parameter} ${JSON.stringify(value)} is not ${expected}`, {
     parameter,
     value,
@@ -137,7 +137,7 @@ async function route(req: IncomingMessage, actions: AdminActions): Promise<[numb
   if (req.method === 'POST' && url.pathname === '/pause') {
     const reason = (await jsonBody(req)).reason;
     if (typeof reason !== 'string' || reason.trim() === '' || reason.length > 500)
-      return [400, { error: 'bad_request', parameter: 'reason', value: reason ?? null, expected: '1–500 characters' }];
+      throw badRequest('reason', reason ?? null, '1–500 characters');
     return [200, await actions.pause(reason.trim())];
   }
   if (req.method === 'POST' && url.pathname === '/resume') return [200, await actions.resume()];

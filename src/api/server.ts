@@ -60,7 +60,7 @@ function failed(req: IncomingMessage, res: ServerResponse, err: Error, onError: 
 }
 
 /** Told of every route that failed, with the URL it was asked for. */
-export type RouteError = (path: string, err: Error) => void;
+export type RouteError = (url: string, err: Error) => void;
 
 function badRequest(res: ServerResponse, parameter: string, value: string | null, expected: string): void {
   json(res, 400, { error: 'bad_request', parameter, value, expected });

@@ -356,7 +356,7 @@ function startMemberApi(
     port: config.api.port,
     limits: { lookupsPerSecond: config.api.lookupsPerSecond, lookupsPerSecondTotal: config.api.lookupsPerSecondTotal },
     hostnames: config.api.hostnames,
-    onError: (path, err) => failures.warn('api', 'api_route_failed', { path, error: err }),
+    onError: (url, err) => failures.warn('api', 'api_route_failed', { url, error: err }),
     registry: metrics.registry,
     source: storeStatusSource(store, federation, {
       health,

@@ -1,6 +1,6 @@
 import { storedTipHeight } from '../chain/observer.js';
 import { EvmError } from '../evm/errors.js';
-import { parseRequestId } from '../evm/request-id.js';
+import { parseRequestId, type RequestIdentity } from '../evm/request-id.js';
 import { getRequest, listRequestsIn, QUEUED, stageStatus } from '../evm/request-store.js';
 import { holdKey, holdPrefix, outflowKey } from '../storage/keys.js';
 import type { Store, StoreBatch, StoreReader } from '../storage/store.js';
@@ -58,9 +58,8 @@ export async function stageOutflowNow(batch: StoreBatch, limits: OutflowLimits, 
   if (added > 0n) stageOutflow(batch, await windowOutflow(batch, limits), added);
 }
 
-/** Stages `member`'s release of request `id`. */
-function stageRelease(batch: StoreBatch, id: string, member: string): void {
-  const { txHash, ordinal } = parseRequestId(id);
+/** Stages `member`'s release of `request`. */
+function stageRelease(batch: StoreBatch, { txHash, ordinal }: RequestIdentity, member: string): void {
   batch.put(holdKey(txHash, ordinal, member), { at: new Date().toISOString() } satisfies HoldRelease);
 }
 
@@ -179,7 +178,7 @@ export class Outflow {
   async release(id: string): Promise<void> {
     await this.store.transaction(async (batch) => {
       const r = await this.heldRequest(id, batch);
-      stageRelease(batch, r.id, this.self);
+      stageRelease(batch, r, this.self);
     });
   }
 
@@ -190,7 +189,7 @@ export class Outflow {
       async (batch) => {
         const r = await getRequest(batch, id).catch(() => undefined);
         if (!r || !this.holdable(r)) return false;
-        stageRelease(batch, r.id, member);
+        stageRelease(batch, r, member);
         return true;
       },
       { sync: false },

@@ -164,6 +164,10 @@ describe('admin interface', () => {
       400,
       { error: 'bad_request', parameter: 'id', value: '0x%zz:0', expected: 'a percent-encoded request id' },
     ]);
+    assert.deepEqual(await post(p.socket, token, '/pause', [Buffer.from('{"reason": " "}')]), [
+      400,
+      { error: 'bad_request', parameter: 'reason', value: ' ', expected: '1–500 characters' },
+    ]);
     // "é" is two bytes in UTF-8; the first piece ends between them
     const body = Buffer.from(JSON.stringify({ reason: 'disque plein: réparation' }));
     const split = body.indexOf(Buffer.from('é')) + 1;
